@@ -1,0 +1,167 @@
+package enrich
+
+// StatusCode is an RFC 3463 enhanced status code class.subject.detail.
+// The zero value means "none".
+type StatusCode struct {
+	Class, Subject, Detail uint16
+}
+
+// IsZero reports whether no code is present.
+func (s StatusCode) IsZero() bool { return s.Class == 0 }
+
+// Generic reports whether the code carries no information beyond its class:
+// X.0.0, or one of the pseudo codes X.0.9xx that some bounce parsers invent
+// and that never appear on the wire.
+func (s StatusCode) Generic() bool {
+	return s.Subject == 0 && (s.Detail == 0 || s.Detail >= 900)
+}
+
+func (s StatusCode) String() string {
+	if s.IsZero() {
+		return ""
+	}
+	var b [12]byte
+	out := appendUint(b[:0], s.Class)
+	out = append(out, '.')
+	out = appendUint(out, s.Subject)
+	out = append(out, '.')
+	out = appendUint(out, s.Detail)
+	return string(out)
+}
+
+func appendUint(b []byte, v uint16) []byte {
+	var tmp [5]byte
+	i := len(tmp)
+	for {
+		i--
+		tmp[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			break
+		}
+	}
+	return append(b, tmp[i:]...)
+}
+
+// ParseStatus parses "5.1.1" (surrounding spaces and a leading '#' allowed).
+// It returns the zero StatusCode and false when s is not an enhanced code.
+func ParseStatus(s string) (StatusCode, bool) {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '#') {
+		s = s[1:]
+	}
+	for len(s) > 0 && s[len(s)-1] == ' ' {
+		s = s[:len(s)-1]
+	}
+	code, n := scanStatus(s, 0)
+	if n != len(s) || code.IsZero() {
+		return StatusCode{}, false
+	}
+	return code, true
+}
+
+// scanStatus reads an enhanced code starting at s[i]; n is the index after
+// it, or i when there is none.
+func scanStatus[T ~string | ~[]byte](s T, i int) (StatusCode, int) {
+	if i >= len(s) || (s[i] != '2' && s[i] != '4' && s[i] != '5') {
+		return StatusCode{}, i
+	}
+	if i+1 >= len(s) || s[i+1] != '.' {
+		return StatusCode{}, i
+	}
+	subj, j := scanNum(s, i+2, 3)
+	if j == i+2 || j >= len(s) || s[j] != '.' {
+		return StatusCode{}, i
+	}
+	det, k := scanNum(s, j+1, 3)
+	if k == j+1 {
+		return StatusCode{}, i
+	}
+	// A fourth component or a longer number means this was something else,
+	// a version or an IP address.
+	if k < len(s) && (isDigit(s[k]) || (s[k] == '.' && k+1 < len(s) && isDigit(s[k+1]))) {
+		return StatusCode{}, i
+	}
+	return StatusCode{uint16(s[i] - '0'), subj, det}, k
+}
+
+func scanNum[T ~string | ~[]byte](s T, i, max int) (uint16, int) {
+	var v uint16
+	j := i
+	for j < len(s) && j-i < max && isDigit(s[j]) {
+		v = v*10 + uint16(s[j]-'0')
+		j++
+	}
+	return v, j
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+func isAlnum(c byte) bool {
+	return isDigit(c) || (c|0x20 >= 'a' && c|0x20 <= 'z')
+}
+
+// findCodes extracts the SMTP reply code and the first enhanced status code
+// from a diagnostic text. It understands multi-line replies ("550-5.1.1"),
+// qmail's "(#5.1.1)", codes after "said:" and DSN "smtp; 550 ..." forms: a
+// reply code is a 2xx/4xx/5xx number standing alone and followed by a space,
+// a dash or the end, or directly preceding an enhanced code.
+func findCodes(s []byte) (reply uint16, status StatusCode) {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '2' && c != '4' && c != '5' {
+			continue
+		}
+		if i > 0 && (isAlnum(s[i-1]) || s[i-1] == '.' || s[i-1] == '_' || s[i-1] == '/' || (s[i-1] == ':' && i > 1 && isDigit(s[i-2]))) {
+			continue
+		}
+		if status.IsZero() {
+			if code, n := scanStatus(s, i); n > i {
+				status = code
+				i = n - 1
+				continue
+			}
+		}
+		if reply == 0 && i+2 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) {
+			end := i + 3
+			if end == len(s) || s[end] == ' ' || s[end] == '-' || s[end] == ',' || s[end] == ')' || s[end] == ']' {
+				// "550 5.1.1", "550-5.1.1", "said: 550 ...": accept a number at
+				// the start, after punctuation, or before an enhanced code of
+				// the same class; not one in running text ("in 421 seconds").
+				if precededByCodeMarker(s, i) || followedByStatus(s, end, c) {
+					reply = uint16(c-'0')*100 + uint16(s[i+1]-'0')*10 + uint16(s[i+2]-'0')
+					i = end - 1
+					continue
+				}
+			}
+		}
+		if reply != 0 && !status.IsZero() {
+			break
+		}
+	}
+	return reply, status
+}
+
+func followedByStatus(s []byte, end int, class byte) bool {
+	if end < len(s) && (s[end] == ' ' || s[end] == '-') {
+		code, n := scanStatus(s, end+1)
+		return n > end+1 && byte('0'+code.Class) == class
+	}
+	return false
+}
+
+// precededByCodeMarker reports whether s[:i] ends with a phrase after which
+// remote servers put their reply code ("said: ", "smtp; ", "host x: ").
+func precededByCodeMarker(s []byte, i int) bool {
+	j := i
+	for j > 0 && s[j-1] == ' ' {
+		j--
+	}
+	if j == 0 {
+		return true
+	}
+	switch s[j-1] {
+	case ':', ';', '(', '[', '"', '<', '>', '#':
+		return true
+	}
+	return false
+}
