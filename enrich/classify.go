@@ -68,20 +68,27 @@ var ErrNotBounce = errors.New("not a bounce: event must be bounce, blocked or de
 // what the text contains, not with the number of rules.
 type Classifier struct {
 	rules []Rule
-	// always marks rules to try whatever the text holds (no expression, or
-	// none with a known literal).
-	always []uint64
-	ac     *ahocorasick.Automaton
-	// patternRules[p] lists the rules needing literal p; patternProvider
-	// gives the provider a marker literal names ("" for rule literals).
-	patternRules    [][]int
+	// ruleAlts[i] is the range [lo, hi) of rule i's branches in alts.
+	ruleAlts [][2]int
+	alts     []*alternative
+	// alwaysRules and alwaysAlts mark what is tried whatever the text
+	// holds: rules without an expression, branches without a literal.
+	alwaysRules []uint64
+	alwaysAlts  []uint64
+	ac          *ahocorasick.Automaton
+	// patternAlts[p] lists the branches (with their rules) needing literal
+	// p; patternProvider gives the provider a marker literal names.
+	patternAlts     [][]altRef
 	patternProvider []string
 	scratch         sync.Pool
 }
 
+type altRef struct{ rule, alt int }
+
 type scratch struct {
-	text []byte
-	cand []uint64
+	text  []byte
+	rules []uint64
+	alts  []uint64
 }
 
 // New builds a classifier from the built-in rules, after the operator rules
@@ -126,7 +133,17 @@ func BuiltinRules() ([]Rule, error) {
 func (c *Classifier) Rules() []Rule { return c.rules }
 
 func compile(rules []Rule) (*Classifier, error) {
-	c := &Classifier{rules: rules, always: make([]uint64, (len(rules)+63)/64)}
+	c := &Classifier{rules: rules, ruleAlts: make([][2]int, len(rules))}
+	for i := range rules {
+		lo := len(c.alts)
+		for k := range rules[i].alts {
+			c.alts = append(c.alts, &rules[i].alts[k])
+		}
+		c.ruleAlts[i] = [2]int{lo, len(c.alts)}
+	}
+	c.alwaysRules = make([]uint64, words(len(rules)))
+	c.alwaysAlts = make([]uint64, words(len(c.alts)))
+
 	index := map[string]int{}
 	var patterns []string
 	add := func(lit string) int {
@@ -135,7 +152,7 @@ func compile(rules []Rule) (*Classifier, error) {
 		}
 		index[lit] = len(patterns)
 		patterns = append(patterns, lit)
-		c.patternRules = append(c.patternRules, nil)
+		c.patternAlts = append(c.patternAlts, nil)
 		c.patternProvider = append(c.patternProvider, "")
 		return len(patterns) - 1
 	}
@@ -145,14 +162,26 @@ func compile(rules []Rule) (*Classifier, error) {
 			c.patternProvider[p] = m.provider
 		}
 	}
-	for i, r := range rules {
-		if r.re == nil || r.literals == nil {
-			c.always[i/64] |= 1 << (i % 64)
-			continue
+	for i := range rules {
+		lo, hi := c.ruleAlts[i][0], c.ruleAlts[i][1]
+		if lo == hi {
+			setBit(c.alwaysRules, i)
 		}
-		for _, lit := range r.literals {
-			p := add(lit)
-			c.patternRules[p] = append(c.patternRules[p], i)
+		for k := lo; k < hi; k++ {
+			alt := c.alts[k]
+			needs := alt.needs
+			if alt.literal != "" {
+				needs = []string{alt.literal}
+			}
+			if needs == nil {
+				setBit(c.alwaysRules, i)
+				setBit(c.alwaysAlts, k)
+				continue
+			}
+			for _, lit := range needs {
+				p := add(lit)
+				c.patternAlts[p] = append(c.patternAlts[p], altRef{i, k})
+			}
 		}
 	}
 	ac, err := ahocorasick.NewBuilder().AddStrings(patterns).Build()
@@ -160,9 +189,15 @@ func compile(rules []Rule) (*Classifier, error) {
 		return nil, fmt.Errorf("build prefilter: %w", err)
 	}
 	c.ac = ac
-	c.scratch.New = func() any { return &scratch{cand: make([]uint64, len(c.always))} }
+	c.scratch.New = func() any {
+		return &scratch{rules: make([]uint64, len(c.alwaysRules)), alts: make([]uint64, len(c.alwaysAlts))}
+	}
 	return c, nil
 }
+
+func words(n int) int                 { return (n + 63) / 64 }
+func setBit(set []uint64, i int)      { set[i/64] |= 1 << (i % 64) }
+func hasBit(set []uint64, i int) bool { return set[i/64]&(1<<(i%64)) != 0 }
 
 // Classify classifies one bounce.
 func (c *Classifier) Classify(in Input) (Result, error) {
@@ -197,12 +232,14 @@ func (c *Classifier) Classify(in Input) (Result, error) {
 		status = given
 	}
 
-	copy(sc.cand, c.always)
+	copy(sc.rules, c.alwaysRules)
+	copy(sc.alts, c.alwaysAlts)
 	provider := ProviderForDomain(DomainOf(in.Email))
 	markerProvider := ""
 	for _, m := range c.ac.FindAllOverlapping(lower) {
-		for _, r := range c.patternRules[m.PatternID] {
-			sc.cand[r/64] |= 1 << (r % 64)
+		for _, ref := range c.patternAlts[m.PatternID] {
+			setBit(sc.rules, ref.rule)
+			setBit(sc.alts, ref.alt)
 		}
 		if markerProvider == "" {
 			markerProvider = c.patternProvider[m.PatternID]
@@ -214,12 +251,12 @@ func (c *Classifier) Classify(in Input) (Result, error) {
 
 	res := Result{ReplyCode: reply, Status: status, Provider: provider}
 	res.Reason, res.Rule = "unclassified", RuleNoMatch
-	for w, word := range sc.cand {
+	for w, word := range sc.rules {
 		for word != 0 {
 			i := w*64 + bits.TrailingZeros64(word)
 			word &= word - 1
-			r := &c.rules[i]
-			if r.matches(lower, reply, status, provider, typ, event) {
+			if c.matches(i, sc.alts, lower, reply, status, provider, typ, event) {
+				r := &c.rules[i]
 				res.Reason, res.Rule = r.Reason, r.ID
 				goto decided
 			}
@@ -244,9 +281,11 @@ func codeClass(reply uint16, status StatusCode) int {
 	return int(status.Class)
 }
 
-// matches checks a candidate rule; the prefilter has already accepted its
-// literals (an exact rule needs nothing more).
-func (r *Rule) matches(text []byte, reply uint16, status StatusCode, provider, typ, event string) bool {
+// matches checks candidate rule i. Of its branches, only those whose
+// literal the prefilter found (set in alts) can match; a plain-string
+// branch found there matches without running an expression.
+func (c *Classifier) matches(i int, alts []uint64, text []byte, reply uint16, status StatusCode, provider, typ, event string) bool {
+	r := &c.rules[i]
 	if len(r.Providers) > 0 && !contains(r.Providers, provider) {
 		return false
 	}
@@ -280,10 +319,19 @@ func (r *Rule) matches(text []byte, reply uint16, status StatusCode, provider, t
 			return false
 		}
 	}
-	if r.re != nil && !r.exact {
-		return r.re.Match(text)
+	lo, hi := c.ruleAlts[i][0], c.ruleAlts[i][1]
+	if lo == hi {
+		return true // no text condition
 	}
-	return true
+	for k := lo; k < hi; k++ {
+		if !hasBit(alts, k) {
+			continue
+		}
+		if alt := c.alts[k]; alt.re == nil || alt.re.Match(text) {
+			return true
+		}
+	}
+	return false
 }
 
 func contains(list []string, s string) bool {

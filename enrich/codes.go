@@ -68,8 +68,9 @@ func scanStatus[T ~string | ~[]byte](s T, i int) (StatusCode, int) {
 	if i+1 >= len(s) || s[i+1] != '.' {
 		return StatusCode{}, i
 	}
-	subj, j := scanNum(s, i+2, 3)
-	if j == i+2 || j >= len(s) || s[j] != '.' {
+	// Subjects are 0-7 (RFC 3463); a longer number is a version string.
+	subj, j := scanNum(s, i+2, 1)
+	if j == i+2 || subj > 7 || j >= len(s) || s[j] != '.' {
 		return StatusCode{}, i
 	}
 	det, k := scanNum(s, j+1, 3)

@@ -10,6 +10,7 @@ import (
 	"regexp/syntax"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -39,13 +40,20 @@ type Rule struct {
 	Source string
 	Line   int
 
-	re *regexp.Regexp
-	// literals: every match of re contains at least one of these (lower
-	// case); nil when none could be derived (the rule is always tried).
-	literals []string
-	// exact: re matches exactly when one of literals occurs, so the
-	// prefilter alone decides.
-	exact bool
+	// alts are the top-level alternatives of Text; the rule's text
+	// condition holds when any of them matches.
+	alts []alternative
+}
+
+// alternative is one top-level branch of a rule's expression.
+type alternative struct {
+	// literal is set when the branch is a plain string: it matches exactly
+	// when the prefilter finds it, and re is nil.
+	literal string
+	re      *regexp.Regexp
+	// needs: every match of re contains one of these lower-case strings;
+	// nil when none could be derived (the branch is always tried).
+	needs []string
 }
 
 // statusPattern matches an enhanced status code; -1 is a wildcard.
@@ -267,24 +275,107 @@ func parseStatusPattern(v string) (statusPattern, error) {
 }
 
 func (r *Rule) compileText() error {
-	re, err := regexp.Compile("(?i)" + r.Text)
-	if err != nil {
+	// Check the whole expression first, for an error message that shows it.
+	if _, err := regexp.Compile(r.Text); err != nil {
 		return fmt.Errorf("text expression: %v", err)
 	}
-	r.re = re
-	parsed, err := syntax.Parse("(?i)"+r.Text, syntax.Perl)
-	if err != nil {
-		return fmt.Errorf("text expression: %v", err)
+	r.alts = nil
+	for _, branch := range splitAlternatives(r.Text) {
+		alt, err := compileAlternative(branch)
+		if err != nil {
+			return fmt.Errorf("text expression, branch %q: %v", branch, err)
+		}
+		r.alts = append(r.alts, alt)
 	}
-	lits, exact := requiredLiterals(parsed.Simplify())
-	for _, l := range lits {
+	return nil
+}
+
+func compileAlternative(branch string) (alternative, error) {
+	if lit, ok := plainLiteral(branch); ok && len(lit) >= 2 {
+		return alternative{literal: lit}, nil
+	}
+	// The text is lower-cased before matching, so an expression without
+	// upper-case letters needs no case folding (which is slow); one with
+	// them (\S, \W, or capitals) is compiled case-insensitive.
+	expr := branch
+	if strings.ToLower(expr) != expr {
+		expr = "(?i)" + expr
+	}
+	re, err := regexp.Compile(expr)
+	if err != nil {
+		return alternative{}, err
+	}
+	parsed, err := syntax.Parse(expr, syntax.Perl)
+	if err != nil {
+		return alternative{}, err
+	}
+	needs, _ := requiredLiterals(parsed.Simplify())
+	for _, l := range needs {
 		if len(l) < 2 {
-			lits, exact = nil, false
+			needs = nil
 			break
 		}
 	}
-	r.literals, r.exact = lits, exact
-	return nil
+	return alternative{re: re, needs: needs}, nil
+}
+
+// splitAlternatives splits an expression at its top-level '|'.
+func splitAlternatives(expr string) []string {
+	var out []string
+	depth, inClass, start := 0, false, 0
+	for i := 0; i < len(expr); i++ {
+		switch c := expr[i]; {
+		case c == '\\':
+			i++
+		case inClass:
+			if c == ']' {
+				inClass = false
+			}
+		case c == '[':
+			inClass = true
+			if i+1 < len(expr) && expr[i+1] == ']' {
+				i++
+			}
+		case c == '(':
+			depth++
+		case c == ')':
+			depth--
+		case c == '|' && depth == 0:
+			out = append(out, expr[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, expr[start:])
+}
+
+// plainLiteral returns the string a branch matches when it has no regular
+// expression syntax beyond escaped punctuation, lower-cased.
+func plainLiteral(branch string) (string, bool) {
+	var b strings.Builder
+	for i := 0; i < len(branch); i++ {
+		c := branch[i]
+		switch {
+		case c == '\\':
+			if i+1 >= len(branch) || isAlnum(branch[i+1]) || branch[i+1] >= utf8.RuneSelf {
+				return "", false // \b, \s, \d, \pL ...
+			}
+			i++
+			b.WriteByte(branch[i])
+		case strings.IndexByte(".+*?()|[]{}^$", c) >= 0:
+			return "", false
+		case c >= utf8.RuneSelf:
+			return "", false // matched by the regexp, to fold case properly
+		case c == '\t' || c == '\n' || c == '\r':
+			return "", false
+		default:
+			b.WriteByte(c)
+		}
+	}
+	lit := strings.ToLower(b.String())
+	if strings.Contains(lit, "  ") || strings.TrimSpace(lit) != lit && strings.TrimSpace(lit) == "" {
+		return "", false
+	}
+	return lit, true
 }
 
 // requiredLiterals returns strings of which at least one occurs in every
@@ -364,6 +455,16 @@ func normalize(dst []byte, text string) []byte {
 			dst = append(dst, ' ')
 		}
 		space = false
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRuneInString(text[i:])
+			if r == utf8.RuneError && size == 1 {
+				dst = append(dst, c) // invalid UTF-8 passes through as is
+				continue
+			}
+			dst = utf8.AppendRune(dst, unicode.ToLower(r))
+			i += size - 1
+			continue
+		}
 		if c >= 'A' && c <= 'Z' {
 			c += 'a' - 'A'
 		}

@@ -1,0 +1,78 @@
+package enrich
+
+import "testing"
+
+func TestFindCodes(t *testing.T) {
+	tests := []struct {
+		name   string
+		text   string
+		reply  uint16
+		status string
+	}{
+		{"plain", "550 5.1.1 user unknown", 550, "5.1.1"},
+		{"multi-line continuation", "550-5.1.1 The email account that you tried to reach does not exist. 550-5.1.1 Please try", 550, "5.1.1"},
+		{"qmail hash form", "sorry, no mailbox here by that name. (#5.1.1)", 0, "5.1.1"},
+		{"qmail with reply", "550 sorry, no mailbox here by that name (#5.1.1 - chkusr)", 550, "5.1.1"},
+		{"postfix said", "host mx.example.com[192.0.2.1] said: 550 5.7.1 <a@example.com>: Relay access denied (in reply to RCPT TO command)", 550, "5.7.1"},
+		{"dsn smtp prefix", "smtp; 552 5.2.2 mailbox full", 552, "5.2.2"},
+		{"reply without enhanced code", "554 delivery error: dd This user doesn't have a yahoo.com account", 554, ""},
+		{"ip address is not a code", "connect to 192.0.2.55[192.0.2.55]:25: Connection timed out", 0, ""},
+		{"number in running text", "try again in 421 seconds", 0, ""},
+		{"version is not a code", "Exim 4.96.1 rejected", 0, ""},
+		{"microsoft extended detail", "550 5.7.606 Access denied, banned sending IP [192.0.2.1]", 550, "5.7.606"},
+		{"four components are not a code", "host 5.1.1.1 unreachable", 0, ""},
+		{"deferral", "451 4.7.1 Greylisting in action", 451, "4.7.1"},
+		{"empty", "", 0, ""},
+		{"code at very end", "rejected: 550", 550, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reply, status := findCodes(normalize(nil, tt.text))
+			if reply != tt.reply || status.String() != tt.status {
+				t.Errorf("findCodes(%q) = %d %q, want %d %q", tt.text, reply, status, tt.reply, tt.status)
+			}
+		})
+	}
+}
+
+func TestParseStatus(t *testing.T) {
+	tests := []struct {
+		in   string
+		want string
+		ok   bool
+	}{
+		{"5.1.1", "5.1.1", true},
+		{" 4.2.2 ", "4.2.2", true},
+		{"#5.1.1", "5.1.1", true},
+		{"5.7.606", "5.7.606", true},
+		{"5.0.0", "5.0.0", true},
+		{"550", "", false},
+		{"5.1", "", false},
+		{"6.1.1", "", false},
+		{"5.1.1.1", "", false},
+		{"5.1.1 user unknown", "", false},
+		{"", "", false},
+	}
+	for _, tt := range tests {
+		got, ok := ParseStatus(tt.in)
+		if ok != tt.ok || got.String() != tt.want {
+			t.Errorf("ParseStatus(%q) = %q, %v; want %q, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestStatusGeneric(t *testing.T) {
+	for code, want := range map[string]bool{"5.0.0": true, "4.0.0": true, "5.0.910": true, "5.1.1": false, "5.0.1": false} {
+		s, _ := ParseStatus(code)
+		if s.Generic() != want {
+			t.Errorf("%s.Generic() = %v, want %v", code, s.Generic(), want)
+		}
+	}
+}
+
+func TestNormalize(t *testing.T) {
+	got := string(normalize(nil, "  550-5.1.1 User\r\n\tUNKNOWN  here "))
+	if want := "550-5.1.1 user unknown here"; got != want {
+		t.Errorf("normalize = %q, want %q", got, want)
+	}
+}

@@ -1,0 +1,178 @@
+package enrich
+
+import (
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func TestParseRulesErrorsNameTheLine(t *testing.T) {
+	tests := []struct {
+		name string
+		file string
+		line int
+		want string
+	}{
+		{"unknown reason", "# comment\n\nx.one nosuchreason text: foo\n", 3, "unknown reason"},
+		{"bad expression", "x.one user_unknown text: (unclosed\n", 1, "text expression"},
+		{"duplicate id", "x.one user_unknown text: a\nx.two user_unknown text: b\nx.one mailbox_full text: c\n", 3, "already defined on line 1"},
+		{"unknown key", "x.one user_unknown colour=red\n", 1, "unknown key"},
+		{"no condition", "x.one user_unknown\n", 1, "no condition"},
+		{"bad status", "x.one user_unknown status=5.1\n", 1, "status"},
+		{"bad reply", "x.one user_unknown reply=650\n", 1, "reply"},
+		{"bad type", "x.one user_unknown type=soft\n", 1, "type"},
+		{"bad id", "X.One user_unknown text: a\n", 1, "rule id"},
+		{"empty expression", "x.one user_unknown text:   \n", 1, "empty expression"},
+		{"one field", "x.one\n", 1, "want"},
+		{"inverted range", "x.one ip_blocked status=5.7.649-606\n", 1, "status"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseRules(strings.NewReader(tt.file), "my.rules")
+			var re *RulesError
+			if !errors.As(err, &re) {
+				t.Fatalf("err = %v, want a RulesError", err)
+			}
+			if re.Line != tt.line || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "my.rules:") {
+				t.Errorf("err = %q (line %d), want line %d and %q", err, re.Line, tt.line, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseRulesFileMissing(t *testing.T) {
+	if _, err := ParseRulesFile(filepath.Join(t.TempDir(), "nope.rules")); err == nil {
+		t.Fatal("missing file: want an error")
+	}
+}
+
+func TestOperatorRulesComeFirstAndOverride(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ops.rules")
+	file := "# our relay's own wording\n" +
+		"acme.full mailbox_full text: box stuffed\n" +
+		// Replace the built-in generic user-unknown rule: treat it as filtered.
+		"generic.user_unknown recipient_filtered text: user unknown\n"
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rules, err := ParseRulesFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(rules...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, _ := c.Classify(Input{Reason: "550 box stuffed, user unknown"})
+	if res.Rule != "acme.full" || res.Reason != "mailbox_full" {
+		t.Errorf("operator rule: got %+v", res)
+	}
+	res, _ = c.Classify(Input{Reason: "550 user unknown"})
+	if res.Rule != "generic.user_unknown" || res.Reason != "recipient_filtered" || res.BounceType != Soft {
+		t.Errorf("override: got %+v", res)
+	}
+	n := 0
+	for _, r := range c.Rules() {
+		if r.ID == "generic.user_unknown" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("overridden id appears %d times, want 1", n)
+	}
+}
+
+func TestBuiltinRulesParse(t *testing.T) {
+	rules, err := BuiltinRules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rules) < 100 {
+		t.Errorf("only %d built-in rules", len(rules))
+	}
+}
+
+func TestAlternativesAndLiterals(t *testing.T) {
+	tests := []struct {
+		expr string
+		want string // per branch: =literal or ~needs (comma-separated), joined by " | "
+	}{
+		{"user unknown|no such user", "=user unknown | =no such user"},
+		{"mailbox (is )?full|over ?quota", "~mailbox  | ~quota"},
+		{`user.{0,20}unknown|\(s3150\)`, "~unknown | =(s3150)"},
+		{`\bip\b.{0,30}blocked`, "~blocked"},
+		{"(a|b)c|[|]x", "~ | ~|x"},
+		{"utilisateur inconnu|échec", "=utilisateur inconnu | ~"},
+		{`\S+@\S+ rejected`, "~ rejected"},
+	}
+	for _, tt := range tests {
+		r := Rule{ID: "t", Reason: "user_unknown", Text: tt.expr}
+		if err := r.compileText(); err != nil {
+			t.Fatal(err)
+		}
+		var parts []string
+		for _, a := range r.alts {
+			if a.re == nil {
+				parts = append(parts, "="+a.literal)
+			} else {
+				parts = append(parts, "~"+strings.Join(a.needs, ","))
+			}
+		}
+		if got := strings.Join(parts, " | "); got != tt.want {
+			t.Errorf("%q: got %q, want %q", tt.expr, got, tt.want)
+		}
+	}
+}
+
+// The prefilter may only skip a branch that cannot match, and splitting an
+// expression into branches must not change what it matches: for every
+// corpus text (and splices of them) and every rule, the whole expression
+// matches exactly when one of its branches the prefilter marked matches.
+func TestPrefilterNeverHidesAMatch(t *testing.T) {
+	c := MustNew()
+	texts := corpusTexts(t)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 2000; i++ {
+		a, b := texts[rng.IntN(len(texts))], texts[rng.IntN(len(texts))]
+		texts = append(texts, a[:rng.IntN(len(a)+1)]+" "+b[rng.IntN(len(b)+1):])
+	}
+	whole := make([]*regexp.Regexp, len(c.rules))
+	for i, r := range c.rules {
+		if r.Text != "" {
+			whole[i] = regexp.MustCompile("(?i)" + r.Text)
+		}
+	}
+	for _, text := range texts {
+		lower := normalize(nil, text)
+		alts := append([]uint64(nil), c.alwaysAlts...)
+		for _, m := range c.ac.FindAllOverlapping(lower) {
+			for _, ref := range c.patternAlts[m.PatternID] {
+				setBit(alts, ref.alt)
+			}
+		}
+		for i, r := range c.rules {
+			if whole[i] == nil {
+				continue
+			}
+			want := whole[i].Match(lower)
+			got := c.matches(i, alts, lower, 0, StatusCode{}, "", "", "")
+			if len(r.Providers)+len(r.Status)+len(r.Reply)+len(r.Types)+len(r.Events) > 0 {
+				// Conditions beyond the text: compare the text part alone.
+				got = false
+				for k := c.ruleAlts[i][0]; k < c.ruleAlts[i][1]; k++ {
+					if hasBit(alts, k) && (c.alts[k].re == nil || c.alts[k].re.Match(lower)) {
+						got = true
+					}
+				}
+			}
+			if got != want {
+				t.Fatalf("rule %s on %q: branches say %v, whole expression says %v", r.ID, lower, got, want)
+			}
+		}
+	}
+}
