@@ -1,0 +1,32 @@
+package enrich
+
+import "testing"
+
+// TestCorpus checks the classifier against testdata/corpus.tsv: real-world
+// diagnostics, each citing its source, labelled by a person from the text's
+// meaning (see testdata/README.md). Each row is a named subtest.
+func TestCorpus(t *testing.T) {
+	c := MustNew()
+	rows := readTSV(t, "testdata/corpus.tsv")
+	if len(rows) < 300 {
+		t.Fatalf("corpus has %d rows, want at least 300", len(rows))
+	}
+	for _, row := range rows {
+		t.Run(row["name"], func(t *testing.T) {
+			res, err := c.Classify(Input{
+				Event: row["event"], Type: row["type"], Reason: row["text"],
+				Status: row["status"], Email: row["email"],
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(res.BounceType) != row["bounce_type"] ||
+				string(res.Classification) != row["classification"] ||
+				string(res.Reason) != row["reason_code"] {
+				t.Errorf("got %s / %s / %s by rule %s; want %s / %s / %s\n  text: %s\n  source: %s",
+					res.BounceType, res.Classification, res.Reason, res.Rule,
+					row["bounce_type"], row["classification"], row["reason_code"], row["text"], row["source"])
+			}
+		})
+	}
+}
