@@ -1,0 +1,334 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/bouncer-mail/bouncer/pipeline"
+)
+
+// GroupConfig configures one consumer group member.
+type GroupConfig struct {
+	Conn Conn
+	// Topic to consume. Required.
+	Topic string
+	// GroupID is the consumer group. Required.
+	GroupID string
+	// MaxBatchMessages bounds a batch; default 5000.
+	MaxBatchMessages int
+	// MaxBatchBytes bounds the message bytes of a batch; default 16 MiB.
+	MaxBatchBytes int
+	// MaxWait is how long a batch waits to fill after its first message;
+	// default 200ms.
+	MaxWait time.Duration
+	// QueueCapacity bounds the messages each partition's reader prefetches;
+	// default 1000.
+	QueueCapacity int
+	// SessionTimeout (default 10s) and RebalanceTimeout (default 60s) are
+	// the group's; HeartbeatInterval defaults to 3s.
+	SessionTimeout    time.Duration
+	RebalanceTimeout  time.Duration
+	HeartbeatInterval time.Duration
+	// RetryMax is the longest pause between retries of a failed batch;
+	// default 10s (starting at 100ms, with jitter).
+	RetryMax time.Duration
+	// HandleTimeout bounds one Handle call after the partition was revoked
+	// or shutdown began; default 45s. Keep it below RebalanceTimeout.
+	HandleTimeout time.Duration
+	Logger        *slog.Logger
+	Metrics       *Metrics
+}
+
+// Validate fills defaults and reports the first bad field.
+func (c *GroupConfig) Validate() error {
+	if err := c.Conn.Validate(); err != nil {
+		return err
+	}
+	if c.Topic == "" {
+		return errors.New("consumer: topic is required")
+	}
+	if c.GroupID == "" {
+		return errors.New("consumer: group id is required")
+	}
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defd := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.MaxBatchMessages, 5000)
+	def(&c.MaxBatchBytes, 16<<20)
+	def(&c.QueueCapacity, 1000)
+	defd(&c.MaxWait, 200*time.Millisecond)
+	defd(&c.SessionTimeout, 10*time.Second)
+	defd(&c.RebalanceTimeout, 60*time.Second)
+	defd(&c.HeartbeatInterval, 3*time.Second)
+	defd(&c.RetryMax, 10*time.Second)
+	defd(&c.HandleTimeout, 45*time.Second)
+	if c.HandleTimeout >= c.RebalanceTimeout {
+		return fmt.Errorf("consumer: handle timeout %s must be below the rebalance timeout %s", c.HandleTimeout, c.RebalanceTimeout)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Metrics == nil {
+		c.Metrics = NewMetrics(nil)
+	}
+	return nil
+}
+
+// Metrics of the consumer.
+type Metrics struct {
+	lag       *prometheus.GaugeVec
+	retries   prometheus.Counter
+	commitErr prometheus.Counter
+	assigned  prometheus.Gauge
+}
+
+// NewMetrics creates the consumer metrics, registered with reg unless nil.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "bouncer_consumer_lag_messages", Help: "Messages behind the partition's high-water mark, as of the last batch.",
+		}, []string{"group", "topic", "partition"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bouncer_consumer_batch_retries_total", Help: "Failed batch attempts that were retried.",
+		}),
+		commitErr: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bouncer_consumer_commit_errors_total", Help: "Offset commits that failed (the next commit covers them).",
+		}),
+		assigned: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bouncer_consumer_assigned_partitions", Help: "Partitions this member owns.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.lag, m.retries, m.commitErr, m.assigned)
+	}
+	return m
+}
+
+// Group runs one consumer group member.
+type Group struct {
+	cfg     GroupConfig
+	handler pipeline.BatchHandler
+	ready   chan struct{}
+	once    sync.Once
+}
+
+// NewGroup checks cfg and returns a Group that feeds handler.
+func NewGroup(cfg GroupConfig, handler pipeline.BatchHandler) (*Group, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Group{cfg: cfg, handler: handler, ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once the member has joined the group the first time.
+func (g *Group) Ready() <-chan struct{} { return g.ready }
+
+// Run consumes until ctx is cancelled. On cancellation it stops fetching,
+// lets in-flight batches finish (bounded by HandleTimeout) and commits them,
+// then leaves the group. It returns nil after a clean shutdown.
+func (g *Group) Run(ctx context.Context) error {
+	dialer, err := g.cfg.Conn.Dialer()
+	if err != nil {
+		return err
+	}
+	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID:                g.cfg.GroupID,
+		Brokers:           g.cfg.Conn.Brokers,
+		Dialer:            dialer,
+		Topics:            []string{g.cfg.Topic},
+		StartOffset:       kafka.FirstOffset,
+		SessionTimeout:    g.cfg.SessionTimeout,
+		RebalanceTimeout:  g.cfg.RebalanceTimeout,
+		HeartbeatInterval: g.cfg.HeartbeatInterval,
+		JoinGroupBackoff:  time.Second,
+		ErrorLogger:       kafka.LoggerFunc(func(msg string, args ...any) { g.cfg.Logger.Debug(fmt.Sprintf(msg, args...)) }),
+	})
+	if err != nil {
+		return fmt.Errorf("join consumer group %s: %w", g.cfg.GroupID, err)
+	}
+	defer cg.Close()
+	for {
+		gen, err := cg.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, kafka.ErrGroupClosed) {
+				return nil
+			}
+			g.cfg.Logger.Warn("consumer group: next generation failed; retrying", "group", g.cfg.GroupID, "err", err)
+			if !sleep(ctx, time.Second) {
+				return nil
+			}
+			continue
+		}
+		g.once.Do(func() { close(g.ready) })
+		parts := gen.Assignments[g.cfg.Topic]
+		g.cfg.Metrics.assigned.Set(float64(len(parts)))
+		g.cfg.Logger.Info("consumer group: assigned", "group", g.cfg.GroupID, "generation", gen.ID, "partitions", len(parts))
+		for _, a := range parts {
+			a := a
+			gen.Start(func(genCtx context.Context) {
+				g.partition(ctx, genCtx, gen, a.ID, a.Offset, dialer)
+			})
+		}
+	}
+}
+
+// partition consumes one assigned partition until the generation ends or
+// ctx (shutdown) is cancelled. It only returns then: an early return would
+// end the generation for every partition.
+func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, partition int, committed int64, dialer *kafka.Dialer) {
+	topic := g.cfg.Topic
+	log := g.cfg.Logger.With("topic", topic, "partition", partition)
+	// Work stops when the generation ends or shutdown starts; a Handle
+	// already running gets HandleTimeout to finish, detached from both.
+	stop := genCtx
+	var next int64
+	if !g.retry(stop, log, "resume", func() error {
+		n, err := g.handler.Assigned(stop, topic, partition)
+		next = n
+		return err
+	}) {
+		<-genCtx.Done()
+		return
+	}
+	start := committed
+	if start < 0 || next > start {
+		start = next
+	}
+	if start <= 0 && committed < 0 {
+		start = kafka.FirstOffset
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:       g.cfg.Conn.Brokers,
+		Topic:         topic,
+		Partition:     partition,
+		Dialer:        dialer,
+		MinBytes:      1,
+		MaxBytes:      max(g.cfg.MaxBatchBytes, 1<<20),
+		MaxWait:       g.cfg.MaxWait,
+		QueueCapacity: g.cfg.QueueCapacity,
+		ErrorLogger:   kafka.LoggerFunc(func(msg string, args ...any) { log.Debug(fmt.Sprintf(msg, args...)) }),
+	})
+	defer r.Close()
+	if err := r.SetOffset(start); err != nil {
+		log.Error("set offset", "offset", start, "err", err)
+		<-genCtx.Done()
+		return
+	}
+	log.Info("partition assigned", "committed", committed, "resume", next, "start", start)
+
+	batch := make([]pipeline.Message, 0, 256)
+	lag := g.cfg.Metrics.lag.WithLabelValues(g.cfg.GroupID, topic, fmt.Sprint(partition))
+	for {
+		if ctx.Err() != nil || genCtx.Err() != nil {
+			return
+		}
+		var hwm int64
+		batch, hwm = g.fetch(genCtx, r, batch[:0])
+		if len(batch) == 0 {
+			continue
+		}
+		handleCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.HandleTimeout)
+		ok := g.retry(genCtx, log, "handle batch", func() error {
+			return g.handler.Handle(handleCtx, topic, partition, batch)
+		})
+		cancel()
+		if !ok {
+			// Revoked or shutting down while retrying: abandon the batch.
+			// Nothing is committed; the next owner re-reads the marks.
+			log.Info("abandoned batch on revocation", "first", batch[0].Offset, "last", batch[len(batch)-1].Offset)
+			return
+		}
+		last := batch[len(batch)-1].Offset
+		if hwm > 0 {
+			lag.Set(float64(max(hwm-last-1, 0)))
+		}
+		if err := gen.CommitOffsets(map[string]map[int]int64{topic: {partition: last + 1}}); err != nil {
+			// Not fatal: the rows are stored; a redelivery is skipped by
+			// the handler's marks, and the next commit covers this one.
+			g.cfg.Metrics.commitErr.Inc()
+			log.Warn("commit offsets failed", "offset", last+1, "err", err)
+		}
+		clear(batch) // let the message bytes go
+	}
+}
+
+// fetch blocks for a first message, then gathers more until a bound or
+// MaxWait. It returns the batch and the partition's high-water mark.
+func (g *Group) fetch(ctx context.Context, r *kafka.Reader, batch []pipeline.Message) ([]pipeline.Message, int64) {
+	m, err := r.FetchMessage(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			g.cfg.Logger.Warn("fetch failed", "topic", r.Config().Topic, "partition", r.Config().Partition, "err", err)
+			sleep(ctx, 500*time.Millisecond)
+		}
+		return batch, 0
+	}
+	bytes := len(m.Value)
+	hwm := m.HighWaterMark
+	batch = append(batch, pipeline.Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value})
+	waitCtx, cancel := context.WithTimeout(ctx, g.cfg.MaxWait)
+	defer cancel()
+	for len(batch) < g.cfg.MaxBatchMessages && bytes < g.cfg.MaxBatchBytes {
+		m, err := r.FetchMessage(waitCtx)
+		if err != nil {
+			break
+		}
+		bytes += len(m.Value)
+		hwm = m.HighWaterMark
+		batch = append(batch, pipeline.Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value})
+	}
+	return batch, hwm
+}
+
+// retry runs fn until it succeeds or ctx ends, with jittered exponential
+// backoff; it reports whether fn succeeded.
+func (g *Group) retry(ctx context.Context, log *slog.Logger, what string, fn func() error) bool {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 100 * time.Millisecond
+	b.MaxInterval = g.cfg.RetryMax
+	b.MaxElapsedTime = 0 // never give up: the batch must land or be abandoned
+	for {
+		err := fn()
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		g.cfg.Metrics.retries.Inc()
+		wait := b.NextBackOff()
+		log.Warn(what+" failed; retrying", "in", wait.Round(time.Millisecond), "err", err)
+		if !sleep(ctx, wait) {
+			return false
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

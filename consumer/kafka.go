@@ -1,0 +1,128 @@
+// Package consumer is bouncer's Kafka adapter: consumer group membership,
+// batching, committing offsets only after the handler succeeded, the
+// dead-letter producer, topic creation and the connection settings (TLS,
+// SASL) they share.
+//
+// # Guarantees
+//
+// Messages of a partition reach the handler in offset order, in batches
+// bounded by count, bytes and wait. Offsets are committed only after the
+// handler returned nil for every message below them, so a crash redelivers
+// (at least once); the handler makes that exact (see package pipeline).
+// A failed batch is retried with backoff, never skipped. When the group
+// rebalances, a partition's goroutine finishes or abandons its in-flight
+// batch and exits before the member rejoins, so the next owner never runs
+// concurrently with it (kafka-go's Generation waits for it).
+package consumer
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
+)
+
+// Conn says how to reach Kafka.
+type Conn struct {
+	// Brokers are host:port bootstrap addresses. Required.
+	Brokers []string
+	// TLS enables TLS to the brokers.
+	TLS bool
+	// SASLMechanism is "", "plain", "scram-sha-256" or "scram-sha-512".
+	SASLMechanism string
+	SASLUsername  string
+	SASLPassword  string
+}
+
+// Validate reports the first bad field.
+func (c Conn) Validate() error {
+	if len(c.Brokers) == 0 || c.Brokers[0] == "" {
+		return errors.New("kafka brokers are empty: set KAFKA_BROKERS (host:port[,host:port...])")
+	}
+	for _, b := range c.Brokers {
+		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
+			return fmt.Errorf("kafka broker %q: want host:port", b)
+		}
+	}
+	if _, err := c.mechanism(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (c Conn) mechanism() (sasl.Mechanism, error) {
+	switch strings.ToLower(c.SASLMechanism) {
+	case "":
+		return nil, nil
+	case "plain":
+		return plain.Mechanism{Username: c.SASLUsername, Password: c.SASLPassword}, nil
+	case "scram-sha-256":
+		return scram.Mechanism(scram.SHA256, c.SASLUsername, c.SASLPassword)
+	case "scram-sha-512":
+		return scram.Mechanism(scram.SHA512, c.SASLUsername, c.SASLPassword)
+	}
+	return nil, fmt.Errorf("kafka SASL mechanism %q: want plain, scram-sha-256 or scram-sha-512", c.SASLMechanism)
+}
+
+func (c Conn) tlsConfig() *tls.Config {
+	if !c.TLS {
+		return nil
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12}
+}
+
+// Dialer returns a kafka-go Dialer with the connection settings.
+func (c Conn) Dialer() (*kafka.Dialer, error) {
+	mech, err := c.mechanism()
+	if err != nil {
+		return nil, err
+	}
+	return &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true, TLS: c.tlsConfig(), SASLMechanism: mech}, nil
+}
+
+// Transport returns a kafka-go Transport for Writers.
+func (c Conn) Transport() (*kafka.Transport, error) {
+	mech, err := c.mechanism()
+	if err != nil {
+		return nil, err
+	}
+	return &kafka.Transport{DialTimeout: 10 * time.Second, TLS: c.tlsConfig(), SASL: mech}, nil
+}
+
+// EnsureTopic creates topic with the given partitions and replication
+// factor (at least 1) if it does not exist. An existing topic is left as it
+// is.
+func EnsureTopic(ctx context.Context, c Conn, topic string, partitions, replication int) error {
+	dialer, err := c.Dialer()
+	if err != nil {
+		return err
+	}
+	conn, err := dialer.DialContext(ctx, "tcp", c.Brokers[0])
+	if err != nil {
+		return fmt.Errorf("connect to kafka %s: %w", c.Brokers[0], err)
+	}
+	defer conn.Close()
+	controller, err := conn.Controller()
+	if err != nil {
+		return fmt.Errorf("find kafka controller: %w", err)
+	}
+	cc, err := dialer.DialContext(ctx, "tcp", net.JoinHostPort(controller.Host, strconv.Itoa(controller.Port)))
+	if err != nil {
+		return fmt.Errorf("connect to kafka controller: %w", err)
+	}
+	defer cc.Close()
+	err = cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: max(replication, 1)})
+	if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	return nil
+}

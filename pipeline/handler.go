@@ -1,0 +1,281 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/enrich"
+	"github.com/bouncer-mail/bouncer/schemas"
+)
+
+// Message is one Kafka message as the consumer hands it over.
+type Message struct {
+	Topic     string
+	Partition int
+	Offset    int64
+	Key       []byte
+	Value     []byte
+}
+
+// BatchHandler is what a consumer group member drives, per partition.
+type BatchHandler interface {
+	// Assigned is called when the member starts owning a partition. It
+	// returns the first offset not yet handled (0 when nothing is known);
+	// the consumer starts at the later of that and the committed offset.
+	Assigned(ctx context.Context, topic string, partition int) (next int64, err error)
+	// Handle processes messages of one partition, in offset order. On nil
+	// the consumer may commit past the last message; on error it calls
+	// Handle again with the same messages (after a pause) or, after a
+	// reassignment, Assigned first.
+	Handle(ctx context.Context, topic string, partition int, msgs []Message) error
+}
+
+// Config of a Handler.
+type Config struct {
+	Sink      Sink
+	Publisher Publisher
+	// Classifier classifies bounces; required.
+	Classifier *enrich.Classifier
+	// MaxMessageBytes bounds one Kafka message; default 1 MiB.
+	MaxMessageBytes int
+	Logger          *slog.Logger
+	Metrics         *Metrics
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Validate reports the first missing or bad field.
+func (c *Config) Validate() error {
+	switch {
+	case c.Sink == nil:
+		return errors.New("pipeline: Config.Sink is required")
+	case c.Publisher == nil:
+		return errors.New("pipeline: Config.Publisher is required")
+	case c.Classifier == nil:
+		return errors.New("pipeline: Config.Classifier is required")
+	case c.MaxMessageBytes < 0:
+		return fmt.Errorf("pipeline: Config.MaxMessageBytes %d: want >= 0", c.MaxMessageBytes)
+	}
+	return nil
+}
+
+// Handler is the sink group's BatchHandler.
+type Handler struct {
+	cfg   Config
+	mu    sync.Mutex
+	parts map[partKey]*partState
+}
+
+var _ BatchHandler = (*Handler)(nil)
+
+type partKey struct {
+	topic     string
+	partition int
+}
+
+// partState is one partition's scratch; only its partition's goroutine
+// touches it.
+type partState struct {
+	marks Marks
+	known bool
+	dec   schemas.Decoder
+	evs   []schemas.Event
+	rows  []Row
+	dls   []DeadLetter
+	sups  []SuppressionChange
+}
+
+// NewHandler checks cfg and returns a Handler.
+func NewHandler(cfg Config) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	return &Handler{cfg: cfg, parts: map[partKey]*partState{}}, nil
+}
+
+func (h *Handler) state(topic string, partition int) *partState {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	k := partKey{topic, partition}
+	st := h.parts[k]
+	if st == nil {
+		st = &partState{}
+		st.dec.MaxMessageBytes = h.cfg.MaxMessageBytes
+		h.parts[k] = st
+	}
+	return st
+}
+
+// Assigned reads the partition's marks afresh from the sink.
+func (h *Handler) Assigned(ctx context.Context, topic string, partition int) (int64, error) {
+	st := h.state(topic, partition)
+	st.known = false
+	if err := h.loadMarks(ctx, st, topic, partition); err != nil {
+		return 0, err
+	}
+	return max(st.marks.Events, st.marks.DeadLetters) + 1, nil
+}
+
+func (h *Handler) loadMarks(ctx context.Context, st *partState, topic string, partition int) error {
+	if st.known {
+		return nil
+	}
+	m, err := h.cfg.Sink.HighWater(ctx, topic, partition)
+	if err != nil {
+		return fmt.Errorf("read high-water marks of %s/%d: %w", topic, partition, err)
+	}
+	st.marks, st.known = m, true
+	return nil
+}
+
+// Handle decodes, enriches and writes msgs. See the package doc for the
+// order of writes and what a failure leaves behind.
+func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs []Message) (err error) {
+	st := h.state(topic, partition)
+	defer func() {
+		if err != nil {
+			st.known = false // what landed is unknown: ask the sink again
+		}
+	}()
+	if err := h.loadMarks(ctx, st, topic, partition); err != nil {
+		return err
+	}
+	st.rows, st.dls, st.sups = st.rows[:0], st.dls[:0], st.sups[:0]
+	m := h.cfg.Metrics
+	for i := range msgs {
+		msg := &msgs[i]
+		at := schemas.Coordinates{Topic: msg.Topic, Partition: msg.Partition, Offset: msg.Offset}
+		var rejs []schemas.Rejection
+		st.evs, rejs = st.dec.Decode(msg.Value, at, st.evs[:0])
+		m.consumed.Inc()
+		if msg.Offset > st.marks.DeadLetters {
+			for _, r := range rejs {
+				st.dls = append(st.dls, DeadLetter{
+					Topic: msg.Topic, Partition: msg.Partition, Offset: msg.Offset,
+					Index: r.Index, Code: r.Code, Detail: r.Detail, Raw: r.Raw, Key: msg.Key,
+				})
+			}
+		}
+		if msg.Offset > st.marks.Events {
+			for _, ev := range st.evs {
+				row := h.enrich(ev)
+				st.rows = append(st.rows, row)
+				st.sups = appendSuppressions(st.sups, &row)
+			}
+		}
+	}
+
+	if len(st.dls) > 0 {
+		if err := h.cfg.Publisher.PublishDeadLetters(ctx, st.dls); err != nil {
+			return fmt.Errorf("publish dead letters: %w", err)
+		}
+		if err := h.cfg.Sink.WriteDeadLetters(ctx, st.dls); err != nil {
+			return fmt.Errorf("write dead letters: %w", err)
+		}
+		for _, d := range st.dls {
+			m.deadLettered.WithLabelValues(string(d.Code)).Inc()
+		}
+		st.marks.DeadLetters = st.dls[len(st.dls)-1].Offset
+	}
+	if len(st.sups) > 0 {
+		if err := h.cfg.Sink.WriteSuppressions(ctx, st.sups); err != nil {
+			return fmt.Errorf("write suppressions: %w", err)
+		}
+		m.suppressions.Add(float64(len(st.sups)))
+	}
+	if len(st.rows) > 0 {
+		start := h.cfg.Now()
+		if err := h.cfg.Sink.WriteEvents(ctx, st.rows); err != nil {
+			m.insertErrors.Inc()
+			return fmt.Errorf("write %d events: %w", len(st.rows), err)
+		}
+		m.insertSeconds.Observe(h.cfg.Now().Sub(start).Seconds())
+		m.batchRows.Observe(float64(len(st.rows)))
+		m.written.Add(float64(len(st.rows)))
+		st.marks.Events = st.rows[len(st.rows)-1].Offset
+	}
+	// Drop references to this batch's bytes so they can be collected.
+	clear(st.rows)
+	clear(st.dls)
+	return nil
+}
+
+// enrich adds the provider and, for bounces and deferrals, the
+// classification.
+func (h *Handler) enrich(ev schemas.Event) Row {
+	row := Row{Event: ev, Provider: enrich.ProviderForDomain(ev.Domain)}
+	if ev.Event == schemas.EventBounce || ev.Event == schemas.EventDeferred {
+		res, err := h.cfg.Classifier.Classify(enrich.Input{
+			Event: string(ev.Event), Type: ev.Type, Reason: ev.Reason,
+			Response: ev.Response, Status: ev.Status, Email: ev.Email,
+		})
+		if err == nil {
+			row.Bounce = &res
+			if row.Provider == "" {
+				row.Provider = res.Provider
+			}
+		}
+	}
+	return row
+}
+
+// appendSuppressions adds the list changes an event implies. The
+// suppression issue's policy engine refines soft-bounce escalation; here a
+// hard bounce goes on bounces, a block on blocks, a malformed address on
+// invalid_emails, and spam reports and unsubscribes on their lists.
+func appendSuppressions(dst []SuppressionChange, row *Row) []SuppressionChange {
+	ev := &row.Event
+	change := func(list string, group int64, deleted bool) SuppressionChange {
+		c := SuppressionChange{
+			AccountID: ev.AccountID, List: list, GroupID: group,
+			EmailNorm: ev.EmailNorm, Email: ev.Email, At: time.Unix(ev.Timestamp, 0).UTC(),
+			Reason: ev.Reason, Status: ev.Status, Deleted: deleted,
+			Source: "event:" + ev.SGEventID,
+		}
+		if row.Bounce != nil {
+			c.Classification = string(row.Bounce.Classification)
+			c.ReasonCode = string(row.Bounce.Reason)
+			if c.Status == "" {
+				c.Status = row.Bounce.Status.String()
+			}
+		}
+		return c
+	}
+	switch ev.Event {
+	case schemas.EventBounce:
+		if !ev.AddressValid || (row.Bounce != nil && row.Bounce.Reason == "address_invalid") {
+			return append(dst, change(ListInvalidEmails, 0, false))
+		}
+		if row.Bounce == nil {
+			return dst
+		}
+		if row.Bounce.BounceType == enrich.Hard {
+			return append(dst, change(ListBounces, 0, false))
+		}
+		if ev.Type == schemas.TypeBlocked {
+			return append(dst, change(ListBlocks, 0, false))
+		}
+	case schemas.EventSpamReport:
+		return append(dst, change(ListSpamReports, 0, false))
+	case schemas.EventUnsubscribe:
+		return append(dst, change(ListUnsubscribes, 0, false))
+	case schemas.EventGroupUnsubscribe:
+		return append(dst, change(ListUnsubscribes, ev.ASMGroupID, false))
+	case schemas.EventGroupResubscribe:
+		return append(dst, change(ListUnsubscribes, ev.ASMGroupID, true))
+	}
+	return dst
+}

@@ -1,0 +1,105 @@
+// Package pipeline is the sink group's work on a batch of Kafka messages:
+// decode (schemas), enrich (enrich), and hand the results to a Sink and a
+// dead-letter Publisher in an order that makes the events table exact.
+//
+// # Guarantees
+//
+// Every element of every message handed to Handle ends up exactly once in the
+// Sink's events or exactly once in its dead letters (and at least once on the
+// dead-letter Publisher), provided the Sink keeps the promises of its
+// interface: each Write* call is atomic, and HighWater reports the highest
+// offset each table holds for a partition. Handle writes, per partition and
+// in offset order:
+//
+//  1. dead letters to the Publisher (at least once: re-published after a
+//     failure until the table holds them),
+//  2. dead letters to the Sink, skipping offsets at or below its mark,
+//  3. suppression changes (idempotent: a repeat changes nothing),
+//  4. events, skipping offsets at or below the events mark.
+//
+// The caller commits the batch's offsets only after Handle returns nil. After
+// any failure, and when a partition is (re)assigned, the marks are read again
+// from the Sink, so rows a failed or killed attempt did write are skipped.
+// A Handler is used by one goroutine per partition; it is safe for that.
+package pipeline
+
+import (
+	"context"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/enrich"
+	"github.com/bouncer-mail/bouncer/schemas"
+)
+
+// Row is one decoded, enriched event ready for the events table.
+type Row struct {
+	schemas.Event
+	// Provider is the recipient's mailbox provider ("" when unknown).
+	Provider string
+	// Bounce is set for bounce and deferred events.
+	Bounce *enrich.Result
+	// Derived marks events bouncer made itself (for example a dropped event
+	// for a suppressed recipient) rather than consumed.
+	Derived bool
+}
+
+// DeadLetter is a rejected message or array element with its coordinates.
+type DeadLetter struct {
+	Topic     string
+	Partition int
+	Offset    int64
+	// Index is the element's position, or -1 for the whole message.
+	Index  int
+	Code   schemas.RejectCode
+	Detail string
+	Raw    []byte
+	Key    []byte
+}
+
+// Suppression lists.
+const (
+	ListBounces       = "bounces"
+	ListBlocks        = "blocks"
+	ListInvalidEmails = "invalid_emails"
+	ListSpamReports   = "spam_reports"
+	ListUnsubscribes  = "unsubscribes"
+)
+
+// SuppressionChange adds (Deleted false) or removes an address from a list.
+type SuppressionChange struct {
+	AccountID string
+	List      string
+	// GroupID is the unsubscribe group for group unsubscribes, else 0.
+	GroupID   int64
+	EmailNorm string
+	Email     string
+	// At is the event time; later changes win.
+	At             time.Time
+	Reason, Status string
+	Classification string
+	ReasonCode     string
+	Deleted        bool
+	// Source says what caused the change, e.g. "event:<sg_event_id>".
+	Source string
+}
+
+// Marks are the highest offsets of one partition already held by the sink,
+// per table; -1 when the table holds none.
+type Marks struct {
+	Events      int64
+	DeadLetters int64
+}
+
+// Sink stores the pipeline's output. Each Write call must be atomic (all
+// rows or none) and rows of one partition arrive in offset order.
+type Sink interface {
+	HighWater(ctx context.Context, topic string, partition int) (Marks, error)
+	WriteEvents(ctx context.Context, rows []Row) error
+	WriteDeadLetters(ctx context.Context, rows []DeadLetter) error
+	WriteSuppressions(ctx context.Context, rows []SuppressionChange) error
+}
+
+// Publisher sends dead letters to the dead-letter topic, at least once.
+type Publisher interface {
+	PublishDeadLetters(ctx context.Context, rows []DeadLetter) error
+}

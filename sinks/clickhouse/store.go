@@ -1,0 +1,133 @@
+// Package clickhouse is bouncer's ClickHouse adapter: schema migrations, the
+// sink group's writes (events, dead letters, suppression changes), high-water
+// marks, retention, and the summary queries of the CLI.
+//
+// # Guarantees
+//
+// Each Write* call sends its rows as one INSERT of one block into one table
+// partition (every row of a call carries the same ingest month), so ClickHouse
+// stores it as one part: all rows or none. A failed insert is never re-sent
+// from the same batch; the caller re-reads the high-water marks and writes
+// again. Works with ClickHouse 18.16 and current releases over the native
+// protocol (the HTTP protocol of clickhouse-go does not work with 18.16).
+// Every statement is in the registry (queries.go).
+package clickhouse
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// Config says how to reach ClickHouse.
+type Config struct {
+	// Addr is host:port of the native protocol (default port 9000);
+	// several may be given, comma-separated. Required.
+	Addr []string
+	// Database is created by Migrate if missing. Default "bouncer".
+	Database string
+	// User and Password; default user "default" with no password.
+	User, Password string
+	// TLS enables TLS on the native protocol.
+	TLS bool
+	// DialTimeout bounds connecting; default 5s.
+	DialTimeout time.Duration
+	// InsertTimeout bounds one insert; default 30s. Keep it below the Kafka
+	// group's rebalance timeout so a revoked partition's last insert ends
+	// before the next owner starts.
+	InsertTimeout time.Duration
+}
+
+var databaseName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+
+// Validate fills defaults and reports the first bad field.
+func (c *Config) Validate() error {
+	if len(c.Addr) == 0 || c.Addr[0] == "" {
+		return errors.New("clickhouse address is empty: set CLICKHOUSE_ADDR (host:port of the native protocol, e.g. 127.0.0.1:9000)")
+	}
+	for _, a := range c.Addr {
+		if !strings.Contains(a, ":") {
+			return fmt.Errorf("clickhouse address %q: want host:port", a)
+		}
+	}
+	if c.Database == "" {
+		c.Database = "bouncer"
+	}
+	if !databaseName.MatchString(c.Database) {
+		return fmt.Errorf("clickhouse database %q: use letters, digits and _", c.Database)
+	}
+	if c.User == "" {
+		c.User = "default"
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 5 * time.Second
+	}
+	if c.InsertTimeout <= 0 {
+		c.InsertTimeout = 30 * time.Second
+	}
+	return nil
+}
+
+// Store is a connection pool to bouncer's database.
+type Store struct {
+	cfg  Config
+	conn driver.Conn
+}
+
+func (c Config) options(database string) *ch.Options {
+	o := &ch.Options{
+		Addr:        c.Addr,
+		Auth:        ch.Auth{Database: database, Username: c.User, Password: c.Password},
+		DialTimeout: c.DialTimeout,
+		Protocol:    ch.Native,
+		// ClickHouse 18.16 rejects settings it does not know.
+		Settings:        ch.Settings{},
+		MaxOpenConns:    8,
+		MaxIdleConns:    4,
+		ConnMaxLifetime: time.Hour,
+	}
+	if c.TLS {
+		o.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	return o
+}
+
+// Open connects to the configured database, which must exist (Migrate
+// creates it).
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	conn, err := ch.Open(cfg.options(cfg.Database))
+	if err != nil {
+		return nil, fmt.Errorf("open clickhouse %s: %w", strings.Join(cfg.Addr, ","), err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	if err := conn.Ping(pingCtx); err != nil {
+		conn.Close()
+		var ex *ch.Exception
+		if errors.As(err, &ex) && ex.Code == 81 {
+			return nil, fmt.Errorf("clickhouse database %q does not exist: run `bouncer migrate` first", cfg.Database)
+		}
+		return nil, fmt.Errorf("connect to clickhouse %s: %w", strings.Join(cfg.Addr, ","), err)
+	}
+	return &Store{cfg: cfg, conn: conn}, nil
+}
+
+// Close closes the pool.
+func (s *Store) Close() error { return s.conn.Close() }
+
+// Conn exposes the driver connection for the query registry tests and
+// read-only tools.
+func (s *Store) Conn() driver.Conn { return s.conn }
+
+// Database is the database name the store uses.
+func (s *Store) Database() string { return s.cfg.Database }
