@@ -3,6 +3,9 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/bouncer-mail/bouncer/schemas/ddl"
@@ -72,7 +75,11 @@ func Migrate(ctx context.Context, cfg Config) ([]Applied, error) {
 				return applied, fmt.Errorf("migration %04d_%s, statement %d: %w", m.Version, m.Name, i+1, err)
 			}
 		}
-		if err := s.conn.Exec(ctx, qMigrationsRecord.SQL, uint32(m.Version), m.Name); err != nil {
+		// INSERT ... VALUES through Exec hangs on 18.16; a one-row batch works.
+		err := s.insert(ctx, qMigrationsRecord, func(b driver.Batch) error {
+			return b.Append(uint32(m.Version), m.Name, time.Now().UTC().Truncate(time.Second))
+		})
+		if err != nil {
 			return applied, fmt.Errorf("record migration %d: %w", m.Version, err)
 		}
 		applied = append(applied, Applied{m.Version, m.Name})

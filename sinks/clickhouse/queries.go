@@ -66,7 +66,7 @@ var (
 	qMigrationsApplied = register(Query{Name: "schema_migrations.applied",
 		SQL: "SELECT version FROM schema_migrations ORDER BY version"})
 	qMigrationsRecord = register(Query{Name: "schema_migrations.record",
-		SQL: "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, now())", Sample: []any{uint32(9999), "sample"}})
+		SQL: insertSQL("schema_migrations", []string{"version", "name", "applied_at"}), Insert: true})
 
 	// Retention: whole partitions by ingest month.
 	qPartitions = register(Query{Name: "retention.partitions",
@@ -74,18 +74,18 @@ var (
 		Sample: []any{"events"}})
 
 	// Summaries used by the demo, the bench and the tests.
-	qCountEvents = register(Query{Name: "events.count", SQL: "SELECT count() FROM events"})
+	qCountEvents   = register(Query{Name: "events.count", SQL: "SELECT count() FROM events"})
 	qEventIdentity = register(Query{Name: "events.identity",
 		SQL: "SELECT count(), uniqExact(kafka_topic, kafka_partition, kafka_offset, msg_index) FROM events"})
 	qCountDeadLetters = register(Query{Name: "dead_letters.count", SQL: "SELECT count() FROM dead_letters"})
-	qEventsByType = register(Query{Name: "summary.events_by_type",
+	qEventsByType     = register(Query{Name: "summary.events_by_type",
 		SQL: "SELECT event, count() AS n FROM events GROUP BY event ORDER BY n DESC, event"})
 	qBouncesByClass = register(Query{Name: "summary.bounces_by_classification",
 		SQL: "SELECT bounce_classification, bounce_type, count() AS n FROM events WHERE event = 'bounce' GROUP BY bounce_classification, bounce_type ORDER BY n DESC, bounce_classification, bounce_type"})
 	qSuppressionsByList = register(Query{Name: "summary.suppressions_by_list",
 		SQL: "SELECT list, count() AS n FROM (SELECT account_id, list, group_id, email_norm, argMax(deleted, version) AS del FROM suppressions GROUP BY account_id, list, group_id, email_norm) WHERE del = 0 GROUP BY list ORDER BY list"})
 	qDeadLettersList = register(Query{Name: "dead_letters.list",
-		SQL: "SELECT kafka_topic, kafka_partition, kafka_offset, msg_index, code, detail, raw, kafka_key, ingested_at FROM dead_letters WHERE (? = '' OR code = ?) ORDER BY kafka_topic, kafka_partition, kafka_offset, msg_index LIMIT ?",
+		SQL:    "SELECT kafka_topic, kafka_partition, kafka_offset, msg_index, code, detail, raw, kafka_key, ingested_at FROM dead_letters WHERE (? = '' OR code = ?) ORDER BY kafka_topic, kafka_partition, kafka_offset, msg_index LIMIT ?",
 		Sample: []any{"", "", uint64(10)}})
 )
 

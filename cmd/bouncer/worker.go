@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/bouncer-mail/bouncer/consumer"
+	"github.com/bouncer-mail/bouncer/pipeline"
+	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
+)
+
+func init() {
+	register("worker", "consume delivery events from Kafka into ClickHouse (the sink group)", runWorker)
+}
+
+const workerUsage = `
+Usage: bouncer worker [flags]
+
+Runs the sink consumer group: reads delivery events (SendGrid's event JSON, one
+object or an array per message) from the Kafka topic, classifies bounces, and
+writes every event exactly once to ClickHouse's events table, hard bounces to
+the suppression lists, and bad input to the dead_letters table and the
+dead-letter topic. Offsets are committed only after ClickHouse holds the rows.
+Scale out by starting more workers with the same --group.
+
+On SIGTERM or SIGINT it stops fetching, finishes and commits the batches in
+flight, and exits within --shutdown-timeout.
+
+The ops port serves /healthz (process up), /readyz (joined the group and
+ClickHouse answers) and /metrics (Prometheus).
+
+Every flag can be set by the environment variable named in its description.
+
+  export KAFKA_BROKERS=127.0.0.1:9092 CLICKHOUSE_ADDR=127.0.0.1:9000
+  bouncer migrate && bouncer worker
+`
+
+func runWorker(ctx context.Context, env *environment, args []string) error {
+	fs := newFlagSet(env, "worker", workerUsage)
+	e := &envFlags{fs: fs, getenv: env.getenv}
+	kf := addKafkaFlags(e)
+	cf := addClickHouseFlags(e)
+	lf := addLogFlags(e)
+	group := e.String("group", "BOUNCER_SINK_GROUP", "bouncer-sink", "consumer group of the sink")
+	dlqTopic := e.String("dlq-topic", "BOUNCER_DLQ_TOPIC", "", "dead-letter topic (default: TOPIC.dlq)")
+	partitions := e.Int("partitions", "BOUNCER_PARTITIONS", 4, "partitions of the event topic when the worker has to create it")
+	opsAddr := e.String("ops-addr", "BOUNCER_OPS_ADDR", "127.0.0.1:9464", "address of the ops HTTP server (/healthz, /readyz, /metrics); empty disables it")
+	maxMessages := e.Int("max-batch-messages", "BOUNCER_MAX_BATCH_MESSAGES", 5000, "most Kafka messages in one batch (one ClickHouse insert)")
+	maxBytes := e.Int("max-batch-bytes", "BOUNCER_MAX_BATCH_BYTES", 16<<20, "most message bytes in one batch")
+	maxWait := e.Duration("max-wait", "BOUNCER_MAX_WAIT", 200*time.Millisecond, "longest a batch waits to fill")
+	maxMsgBytes := e.Int("max-message-bytes", "BOUNCER_MAX_MESSAGE_BYTES", 1<<20, "largest accepted Kafka message; larger ones are dead-lettered")
+	shutdown := e.Duration("shutdown-timeout", "BOUNCER_SHUTDOWN_TIMEOUT", 30*time.Second, "longest a graceful shutdown may take")
+	retention := e.Int("retention-months", "BOUNCER_RETENTION_MONTHS", 0, "drop events and dead letters ingested more than this many months ago, daily (0 keeps everything)")
+	migrate := e.Bool("migrate", "BOUNCER_MIGRATE", true, "apply ClickHouse migrations at start")
+	rulesFile := e.String("rules", "BOUNCER_RULES", "", "operator bounce rules file, tried before the built-in rules")
+	sinkOn := e.Bool("sink", "BOUNCER_RUN_SINK", true, "run the sink group")
+	if err := parseFlags(fs, env, args); err != nil {
+		return err
+	}
+	if err := e.err(); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("worker takes no arguments; got %q", fs.Args())
+	}
+	log, err := lf.logger(env.stderr)
+	if err != nil {
+		return err
+	}
+	if !*sinkOn {
+		return usagef("nothing to run: --sink=false and the webhook group does not exist yet")
+	}
+	conn := kf.conn()
+	if err := conn.Validate(); err != nil {
+		return &usageError{err.Error()}
+	}
+	chCfg := cf.config()
+	if err := chCfg.Validate(); err != nil {
+		return &usageError{err.Error()}
+	}
+	if *dlqTopic == "" {
+		*dlqTopic = *kf.topic + ".dlq"
+	}
+	if *retention < 0 {
+		return usagef("--retention-months %d: want 0 (keep) or more", *retention)
+	}
+	classifier, err := loadClassifier(*rulesFile)
+	if err != nil {
+		return err
+	}
+
+	if *migrate {
+		applied, err := clickhouse.Migrate(ctx, chCfg)
+		if err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		for _, a := range applied {
+			log.Info("applied migration", "version", a.Version, "name", a.Name)
+		}
+	}
+	store, err := clickhouse.Open(ctx, chCfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if err := consumer.EnsureTopic(ctx, conn, *kf.topic, *partitions, 1); err != nil {
+		return err
+	}
+	dlq, err := consumer.NewDeadLetterWriter(conn, *dlqTopic)
+	if err != nil {
+		return err
+	}
+	defer dlq.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	handler, err := pipeline.NewHandler(pipeline.Config{
+		Sink: store, Publisher: dlq, Classifier: classifier, MaxMessageBytes: *maxMsgBytes,
+		Logger: log, Metrics: pipeline.NewMetrics(reg),
+	})
+	if err != nil {
+		return err
+	}
+	g, err := consumer.NewGroup(consumer.GroupConfig{
+		Conn: conn, Topic: *kf.topic, GroupID: *group,
+		MaxBatchMessages: *maxMessages, MaxBatchBytes: *maxBytes, MaxWait: *maxWait,
+		HandleTimeout: min(*shutdown, 45*time.Second),
+		Logger:        log, Metrics: consumer.NewMetrics(reg),
+	}, handler)
+	if err != nil {
+		return &usageError{err.Error()}
+	}
+
+	if *opsAddr != "" {
+		srv, err := startOps(*opsAddr, reg, g, store, log)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
+	if *retention > 0 {
+		go retentionLoop(ctx, store, *retention, log)
+	}
+
+	log.Info("worker started", "topic", *kf.topic, "group", *group, "dlq", *dlqTopic, "clickhouse", chCfg.Addr, "database", chCfg.Database)
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing batches in flight", "timeout", *shutdown)
+	select {
+	case err := <-done:
+		log.Info("worker stopped")
+		return err
+	case <-time.After(*shutdown):
+		return fmt.Errorf("shutdown took longer than %s; exiting (uncommitted batches will be redelivered and skipped)", *shutdown)
+	}
+}
+
+func startOps(addr string, reg *prometheus.Registry, g *consumer.Group, store *clickhouse.Store, log *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("ops server: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-g.Ready():
+		default:
+			http.Error(w, "not ready: consumer group not joined yet", http.StatusServiceUnavailable)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := store.Conn().Ping(ctx); err != nil {
+			http.Error(w, "not ready: clickhouse: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("ops server stopped", "err", err)
+		}
+	}()
+	log.Info("ops server listening", "addr", ln.Addr().String())
+	return srv, nil
+}
+
+func retentionLoop(ctx context.Context, store *clickhouse.Store, months int, log *slog.Logger) {
+	for {
+		dropped, err := store.DropExpired(ctx, months, time.Now())
+		if err != nil {
+			log.Warn("retention: drop old partitions failed", "err", err)
+		} else if len(dropped) > 0 {
+			log.Info("retention: dropped partitions", "partitions", dropped)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(24 * time.Hour):
+		}
+	}
+}

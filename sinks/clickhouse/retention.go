@@ -1,0 +1,50 @@
+package clickhouse
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// DropExpired drops the partitions of events and dead_letters whose ingest
+// month is more than keepMonths before now's month. ClickHouse 18.16 has no
+// TTL, so retention works on whole partitions. It returns what it dropped,
+// as "table:YYYYMM".
+func (s *Store) DropExpired(ctx context.Context, keepMonths int, now time.Time) ([]string, error) {
+	if keepMonths <= 0 {
+		return nil, fmt.Errorf("retention: keep months %d: want at least 1", keepMonths)
+	}
+	now = now.UTC()
+	first := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC).AddDate(0, -keepMonths, 0)
+	cutoff := first.Year()*100 + int(first.Month())
+	var dropped []string
+	for _, t := range []struct {
+		table string
+		drop  Query
+	}{{"events", qDropEventsPartition}, {"dead_letters", qDropDeadLettersPartition}} {
+		rows, err := s.conn.Query(ctx, qPartitions.SQL, t.table)
+		if err != nil {
+			return dropped, fmt.Errorf("list partitions of %s: %w", t.table, err)
+		}
+		var old []int
+		for rows.Next() {
+			var p string
+			if err := rows.Scan(&p); err != nil {
+				rows.Close()
+				return dropped, err
+			}
+			if n, err := strconv.Atoi(p); err == nil && n < cutoff {
+				old = append(old, n)
+			}
+		}
+		rows.Close()
+		for _, p := range old {
+			if err := s.conn.Exec(ctx, t.drop.SQL, uint32(p)); err != nil {
+				return dropped, fmt.Errorf("drop partition %d of %s: %w", p, t.table, err)
+			}
+			dropped = append(dropped, fmt.Sprintf("%s:%d", t.table, p))
+		}
+	}
+	return dropped, nil
+}
