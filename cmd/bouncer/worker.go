@@ -115,6 +115,9 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	if err := consumer.EnsureTopic(ctx, conn, *kf.topic, *partitions, 1); err != nil {
 		return err
 	}
+	if err := consumer.EnsureTopic(ctx, conn, *dlqTopic, *partitions, 1); err != nil {
+		return err
+	}
 	dlq, err := consumer.NewDeadLetterWriter(conn, *dlqTopic)
 	if err != nil {
 		return err

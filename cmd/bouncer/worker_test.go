@@ -1,0 +1,274 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/bouncer-mail/bouncer/internal/testenv"
+)
+
+// syncBuffer collects a command's output from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func envFunc(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// startWorker runs `bouncer worker` in-process until the returned stop is
+// called; stop reports run's error.
+func startWorker(t *testing.T, env map[string]string) (stop func() error, logs *syncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	logs = &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"bouncer", "worker"}, envFunc(env), strings.NewReader(""), logs, logs) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-done:
+			case <-time.After(60 * time.Second):
+				err = fmt.Errorf("worker did not stop within 60s")
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() { stop() })
+	return stop, logs
+}
+
+func produceRaw(t *testing.T, brokers, topic string, values ...[]byte) {
+	t.Helper()
+	w := &kafka.Writer{Addr: kafka.TCP(testenv.Brokers(brokers)...), Topic: topic, Balancer: &kafka.Hash{},
+		RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond}
+	defer w.Close()
+	msgs := make([]kafka.Message, len(values))
+	for i, v := range values {
+		msgs[i] = kafka.Message{Key: []byte(fmt.Sprintf("k%d", i)), Value: v}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+}
+
+func queryInt(t *testing.T, addr, db, q string) uint64 {
+	t.Helper()
+	conn := testenv.Open(t, addr, db)
+	var n uint64
+	if err := conn.QueryRow(context.Background(), q).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("%s: not reached within %s (last: %s)", what, timeout, last)
+}
+
+func TestWorkerEndToEnd(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	addr := testenv.ClickHouse(t)
+	topic := testenv.Topic(t, brokers, 3)
+	db := testenv.Database(t, addr)
+	env := map[string]string{
+		"KAFKA_BROKERS": brokers, "CLICKHOUSE_ADDR": addr, "CLICKHOUSE_DATABASE": db,
+		"BOUNCER_TOPIC": topic, "BOUNCER_SINK_GROUP": topic + ".sink", "BOUNCER_OPS_ADDR": "127.0.0.1:0",
+		"BOUNCER_MAX_WAIT": "50ms", "BOUNCER_MAX_MESSAGE_BYTES": "4096",
+	}
+
+	good := [][]byte{
+		[]byte(`{"event":"processed","email":"Kim@Example.com","timestamp":1764201600,"sg_event_id":"e1","category":["a","b"],"campaign":"fall"}`),
+		[]byte(`{"event":"delivered","email":"kim@example.com","timestamp":1764201601,"sg_event_id":"e2","response":"250 OK","attempt":"1"}`),
+		[]byte(`{"event":"bounce","email":"gone@gmail.com","timestamp":1764201602,"sg_event_id":"e3","type":"bounce","status":"5.1.1","reason":"550 5.1.1 The email account that you tried to reach does not exist. - gsmtp","account_id":"acme"}`),
+		[]byte(`{"event":"bounce","email":"full@gmail.com","timestamp":1764201603,"type":"bounce","reason":"552 5.2.2 The email account that you tried to reach is over quota. - gsmtp"}`),
+		// A plausible but invalid address is stored, not dead-lettered.
+		[]byte(`{"event":"bounce","email":"a..b@example.com","timestamp":1764201604,"sg_event_id":"e5","reason":"553 5.1.3 bad address syntax"}`),
+		// SendGrid's batch form.
+		[]byte(`[{"event":"open","email":"x@example.org","timestamp":1764201605,"sg_event_id":"e6"},{"event":"click","email":"x@example.org","timestamp":1764201606,"sg_event_id":"e7","url":"https://example.org"}]`),
+	}
+	const goodEvents = 7
+	bad := map[string][]byte{
+		"invalid_json":      []byte(`{"event":"bounce",`),
+		"wrong_type":        []byte(`{"event":"delivered","email":"x@example.com","timestamp":"soon"}`),
+		"missing_field":     []byte(`{"event":"delivered","timestamp":1764201600}`),
+		"unknown_event":     []byte(`{"event":"exploded","email":"x@example.com","timestamp":1764201600}`),
+		"invalid_email":     []byte(`{"event":"delivered","email":"nobody","timestamp":1764201600}`),
+		"non_utf8":          []byte("{\"event\":\"delivered\",\"email\":\"x@example.com\",\"timestamp\":1764201600,\"subject\":\"\xff\"}"),
+		"oversize":          []byte(`{"event":"delivered","email":"x@example.com","timestamp":1764201600,"subject":"` + strings.Repeat("x", 5000) + `"}`),
+		"empty":             []byte(``),
+		"duplicate_key":     []byte(`{"event":"delivered","email":"x@example.com","email":"y@example.com","timestamp":1764201600}`),
+		"invalid_timestamp": []byte(`{"event":"delivered","email":"x@example.com","timestamp":-5}`),
+	}
+	// An array with one bad element: two events stored, one dead letter.
+	mixed := []byte(`[{"event":"delivered","email":"m1@example.com","timestamp":1764201610,"sg_event_id":"m1"},{"event":"delivered","timestamp":1764201611},{"event":"delivered","email":"m3@example.com","timestamp":1764201612,"sg_event_id":"m3"}]`)
+
+	var values [][]byte
+	values = append(values, good...)
+	for _, v := range bad {
+		values = append(values, v)
+	}
+	values = append(values, mixed)
+	produceRaw(t, brokers, topic, values...)
+	wantEvents := uint64(goodEvents + 2)
+	wantDead := uint64(len(bad) + 1)
+
+	stop, logs := startWorker(t, env)
+	waitFor(t, "all events and dead letters stored", 90*time.Second, func() (bool, string) {
+		ev := queryInt(t, addr, db, "SELECT count() FROM events")
+		dl := queryInt(t, addr, db, "SELECT count() FROM dead_letters")
+		return ev == wantEvents && dl == wantDead, fmt.Sprintf("events %d/%d, dead letters %d/%d", ev, wantEvents, dl, wantDead)
+	})
+	if err := stop(); err != nil {
+		t.Fatalf("worker: %v\n%s", err, logs)
+	}
+
+	if n := queryInt(t, addr, db, "SELECT uniqExact(kafka_topic, kafka_partition, kafka_offset, msg_index) FROM events"); n != wantEvents {
+		t.Errorf("distinct identities %d, want %d", n, wantEvents)
+	}
+	for code := range bad {
+		if n := queryInt(t, addr, db, "SELECT count() FROM dead_letters WHERE code = '"+code+"'"); n < 1 {
+			t.Errorf("no dead letter with code %s", code)
+		}
+	}
+	if n := queryInt(t, addr, db, "SELECT count() FROM dead_letters WHERE code = 'missing_field' AND msg_index = 1"); n != 1 {
+		t.Errorf("the array's bad element: %d dead letters at index 1, want 1", n)
+	}
+	if n := queryInt(t, addr, db, "SELECT count() FROM dead_letters WHERE raw = '{\"event\":\"exploded\",\"email\":\"x@example.com\",\"timestamp\":1764201600}'"); n != 1 {
+		t.Errorf("dead letter raw bytes not kept verbatim")
+	}
+	// Enrichment and classification.
+	if n := queryInt(t, addr, db, "SELECT count() FROM events WHERE sg_event_id = 'e3' AND bounce_type = 'hard' AND reason_code = 'user_unknown' AND bounce_classification = 'Invalid Address' AND provider = 'google' AND account_id = 'acme'"); n != 1 {
+		t.Errorf("hard bounce row not classified as expected")
+	}
+	if n := queryInt(t, addr, db, "SELECT count() FROM events WHERE email = 'full@gmail.com' AND bounce_type = 'soft' AND reason_code = 'mailbox_full' AND event_id_derived = 1 AND startsWith(sg_event_id, 'bnc1_')"); n != 1 {
+		t.Errorf("soft bounce row or derived event id not as expected")
+	}
+	if n := queryInt(t, addr, db, "SELECT count() FROM events WHERE sg_event_id = 'e1' AND email = 'Kim@Example.com' AND email_norm = 'kim@example.com' AND account_id = 'default' AND custom_args = '{\"campaign\":\"fall\"}' AND categories = ['a','b']"); n != 1 {
+		t.Errorf("processed row: email normalisation, custom args or categories not stored as expected")
+	}
+	// Suppression lists.
+	if n := queryInt(t, addr, db, "SELECT count() FROM suppressions WHERE account_id = 'acme' AND list = 'bounces' AND email_norm = 'gone@gmail.com'"); n != 1 {
+		t.Errorf("hard bounce not on the acme bounce list")
+	}
+	if n := queryInt(t, addr, db, "SELECT count() FROM suppressions WHERE list = 'bounces' AND email_norm = 'full@gmail.com'"); n != 0 {
+		t.Errorf("a soft bounce (mailbox full) was suppressed")
+	}
+	if n := queryInt(t, addr, db, "SELECT count() FROM suppressions WHERE list = 'invalid_emails' AND email_norm = 'a..b@example.com'"); n != 1 {
+		t.Errorf("malformed address not on invalid_emails")
+	}
+
+	// The dead-letter topic holds every dead letter, with its coordinates.
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: testenv.Brokers(brokers), Topic: topic + ".dlq", Partition: 0, MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	seen := map[string]bool{}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// The DLQ topic has several partitions; read them all.
+	for p := 0; p < 4; p++ {
+		pr := kafka.NewReader(kafka.ReaderConfig{Brokers: testenv.Brokers(brokers), Topic: topic + ".dlq", Partition: p, MaxWait: 100 * time.Millisecond})
+		for {
+			lag, err := pr.ReadLag(ctx)
+			if err != nil || lag == 0 {
+				break
+			}
+			m, err := pr.ReadMessage(ctx)
+			if err != nil {
+				break
+			}
+			headers := map[string]string{}
+			for _, h := range m.Headers {
+				headers[h.Key] = string(h.Value)
+			}
+			if headers["bouncer-source-topic"] != topic || headers["bouncer-reason"] == "" || headers["bouncer-source-offset"] == "" {
+				t.Errorf("dead-letter message headers incomplete: %v", headers)
+			}
+			seen[string(m.Key)] = true
+		}
+		pr.Close()
+	}
+	if uint64(len(seen)) != wantDead {
+		t.Errorf("dead-letter topic holds %d distinct dead letters, want %d", len(seen), wantDead)
+	}
+
+	// A restart resumes: more events arrive, nothing is stored twice.
+	produceRaw(t, brokers, topic, good[0], good[1])
+	stop, logs = startWorker(t, env)
+	waitFor(t, "events after restart", 90*time.Second, func() (bool, string) {
+		ev := queryInt(t, addr, db, "SELECT count() FROM events")
+		return ev == wantEvents+2, fmt.Sprintf("events %d/%d", ev, wantEvents+2)
+	})
+	if err := stop(); err != nil {
+		t.Fatalf("worker: %v\n%s", err, logs)
+	}
+	if n := queryInt(t, addr, db, "SELECT uniqExact(kafka_topic, kafka_partition, kafka_offset, msg_index) FROM events"); n != wantEvents+2 {
+		t.Errorf("after restart: distinct identities %d, want %d", n, wantEvents+2)
+	}
+}
+
+func TestWorkerRejectsBadSettings(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"bad duration", map[string]string{"BOUNCER_MAX_WAIT": "soon"}, nil, "BOUNCER_MAX_WAIT"},
+		{"bad integer", map[string]string{"BOUNCER_PARTITIONS": "many"}, nil, "BOUNCER_PARTITIONS"},
+		{"bad broker", map[string]string{"KAFKA_BROKERS": "localhost"}, nil, "want host:port"},
+		{"bad sasl", map[string]string{"KAFKA_SASL_MECHANISM": "kerberos"}, nil, "SASL mechanism"},
+		{"bad database", map[string]string{"CLICKHOUSE_DATABASE": "drop table;"}, nil, "clickhouse database"},
+		{"bad log format", nil, []string{"--log-format", "xml"}, "--log-format"},
+		{"unknown flag", nil, []string{"--frobnicate"}, "frobnicate"},
+		{"stray argument", nil, []string{"now"}, "no arguments"},
+		{"negative retention", nil, []string{"--retention-months", "-1"}, "retention"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out syncBuffer
+			err := run(context.Background(), append([]string{"bouncer", "worker"}, tt.args...), envFunc(tt.env), strings.NewReader(""), &out, &out)
+			if err == nil || !strings.Contains(err.Error()+out.String(), tt.want) {
+				t.Fatalf("err = %v, output %q; want mention of %q", err, out.String(), tt.want)
+			}
+			if exitCode(err) != 2 {
+				t.Errorf("exit code %d, want 2 (usage)", exitCode(err))
+			}
+		})
+	}
+}
