@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/bouncer-mail/bouncer/internal/testenv"
@@ -43,7 +45,9 @@ func startWorker(t *testing.T, env map[string]string) (stop func() error, logs *
 	ctx, cancel := context.WithCancel(context.Background())
 	logs = &syncBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"bouncer", "worker"}, envFunc(env), strings.NewReader(""), logs, logs) }()
+	go func() {
+		done <- run(ctx, []string{"bouncer", "worker"}, envFunc(env), strings.NewReader(""), logs, logs)
+	}()
 	var once sync.Once
 	var err error
 	stop = func() error {
@@ -77,14 +81,19 @@ func produceRaw(t *testing.T, brokers, topic string, values ...[]byte) {
 	}
 }
 
-func queryInt(t *testing.T, addr, db, q string) uint64 {
+func queryInt(t *testing.T, conn driver.Conn, q string) uint64 {
 	t.Helper()
-	conn := testenv.Open(t, addr, db)
-	var n uint64
-	if err := conn.QueryRow(context.Background(), q).Scan(&n); err != nil {
+	n, err := tryQueryInt(conn, q)
+	if err != nil {
 		t.Fatalf("%s: %v", q, err)
 	}
 	return n
+}
+
+func tryQueryInt(conn driver.Conn, q string) (uint64, error) {
+	var n uint64
+	err := conn.QueryRow(context.Background(), q).Scan(&n)
+	return n, err
 }
 
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
@@ -107,6 +116,7 @@ func TestWorkerEndToEnd(t *testing.T) {
 	addr := testenv.ClickHouse(t)
 	topic := testenv.Topic(t, brokers, 3)
 	db := testenv.Database(t, addr)
+	ch := testenv.Open(t, addr, db)
 	env := map[string]string{
 		"KAFKA_BROKERS": brokers, "CLICKHOUSE_ADDR": addr, "CLICKHOUSE_DATABASE": db,
 		"BOUNCER_TOPIC": topic, "BOUNCER_SINK_GROUP": topic + ".sink", "BOUNCER_OPS_ADDR": "127.0.0.1:0",
@@ -151,52 +161,53 @@ func TestWorkerEndToEnd(t *testing.T) {
 
 	stop, logs := startWorker(t, env)
 	waitFor(t, "all events and dead letters stored", 90*time.Second, func() (bool, string) {
-		ev := queryInt(t, addr, db, "SELECT count() FROM events")
-		dl := queryInt(t, addr, db, "SELECT count() FROM dead_letters")
+		ev, err1 := tryQueryInt(ch, "SELECT count() FROM events")
+		dl, err2 := tryQueryInt(ch, "SELECT count() FROM dead_letters")
+		if err := errors.Join(err1, err2); err != nil {
+			return false, err.Error()
+		}
 		return ev == wantEvents && dl == wantDead, fmt.Sprintf("events %d/%d, dead letters %d/%d", ev, wantEvents, dl, wantDead)
 	})
 	if err := stop(); err != nil {
 		t.Fatalf("worker: %v\n%s", err, logs)
 	}
 
-	if n := queryInt(t, addr, db, "SELECT uniqExact(kafka_topic, kafka_partition, kafka_offset, msg_index) FROM events"); n != wantEvents {
+	if n := queryInt(t, ch, "SELECT uniqExact(kafka_topic, kafka_partition, kafka_offset, msg_index) FROM events"); n != wantEvents {
 		t.Errorf("distinct identities %d, want %d", n, wantEvents)
 	}
 	for code := range bad {
-		if n := queryInt(t, addr, db, "SELECT count() FROM dead_letters WHERE code = '"+code+"'"); n < 1 {
+		if n := queryInt(t, ch, "SELECT count() FROM dead_letters WHERE code = '"+code+"'"); n < 1 {
 			t.Errorf("no dead letter with code %s", code)
 		}
 	}
-	if n := queryInt(t, addr, db, "SELECT count() FROM dead_letters WHERE code = 'missing_field' AND msg_index = 1"); n != 1 {
+	if n := queryInt(t, ch, "SELECT count() FROM dead_letters WHERE code = 'missing_field' AND msg_index = 1"); n != 1 {
 		t.Errorf("the array's bad element: %d dead letters at index 1, want 1", n)
 	}
-	if n := queryInt(t, addr, db, "SELECT count() FROM dead_letters WHERE raw = '{\"event\":\"exploded\",\"email\":\"x@example.com\",\"timestamp\":1764201600}'"); n != 1 {
+	if n := queryInt(t, ch, "SELECT count() FROM dead_letters WHERE raw = '{\"event\":\"exploded\",\"email\":\"x@example.com\",\"timestamp\":1764201600}'"); n != 1 {
 		t.Errorf("dead letter raw bytes not kept verbatim")
 	}
 	// Enrichment and classification.
-	if n := queryInt(t, addr, db, "SELECT count() FROM events WHERE sg_event_id = 'e3' AND bounce_type = 'hard' AND reason_code = 'user_unknown' AND bounce_classification = 'Invalid Address' AND provider = 'google' AND account_id = 'acme'"); n != 1 {
+	if n := queryInt(t, ch, "SELECT count() FROM events WHERE sg_event_id = 'e3' AND bounce_type = 'hard' AND reason_code = 'user_unknown' AND bounce_classification = 'Invalid Address' AND provider = 'google' AND account_id = 'acme'"); n != 1 {
 		t.Errorf("hard bounce row not classified as expected")
 	}
-	if n := queryInt(t, addr, db, "SELECT count() FROM events WHERE email = 'full@gmail.com' AND bounce_type = 'soft' AND reason_code = 'mailbox_full' AND event_id_derived = 1 AND startsWith(sg_event_id, 'bnc1_')"); n != 1 {
+	if n := queryInt(t, ch, "SELECT count() FROM events WHERE email = 'full@gmail.com' AND bounce_type = 'soft' AND reason_code = 'mailbox_full' AND event_id_derived = 1 AND startsWith(sg_event_id, 'bnc1_')"); n != 1 {
 		t.Errorf("soft bounce row or derived event id not as expected")
 	}
-	if n := queryInt(t, addr, db, "SELECT count() FROM events WHERE sg_event_id = 'e1' AND email = 'Kim@Example.com' AND email_norm = 'kim@example.com' AND account_id = 'default' AND custom_args = '{\"campaign\":\"fall\"}' AND categories = ['a','b']"); n != 1 {
+	if n := queryInt(t, ch, "SELECT count() FROM events WHERE sg_event_id = 'e1' AND email = 'Kim@Example.com' AND email_norm = 'kim@example.com' AND account_id = 'default' AND custom_args = '{\"campaign\":\"fall\"}' AND categories = ['a','b']"); n != 1 {
 		t.Errorf("processed row: email normalisation, custom args or categories not stored as expected")
 	}
 	// Suppression lists.
-	if n := queryInt(t, addr, db, "SELECT count() FROM suppressions WHERE account_id = 'acme' AND list = 'bounces' AND email_norm = 'gone@gmail.com'"); n != 1 {
+	if n := queryInt(t, ch, "SELECT count() FROM suppressions WHERE account_id = 'acme' AND list = 'bounces' AND email_norm = 'gone@gmail.com'"); n != 1 {
 		t.Errorf("hard bounce not on the acme bounce list")
 	}
-	if n := queryInt(t, addr, db, "SELECT count() FROM suppressions WHERE list = 'bounces' AND email_norm = 'full@gmail.com'"); n != 0 {
+	if n := queryInt(t, ch, "SELECT count() FROM suppressions WHERE list = 'bounces' AND email_norm = 'full@gmail.com'"); n != 0 {
 		t.Errorf("a soft bounce (mailbox full) was suppressed")
 	}
-	if n := queryInt(t, addr, db, "SELECT count() FROM suppressions WHERE list = 'invalid_emails' AND email_norm = 'a..b@example.com'"); n != 1 {
+	if n := queryInt(t, ch, "SELECT count() FROM suppressions WHERE list = 'invalid_emails' AND email_norm = 'a..b@example.com'"); n != 1 {
 		t.Errorf("malformed address not on invalid_emails")
 	}
 
 	// The dead-letter topic holds every dead letter, with its coordinates.
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: testenv.Brokers(brokers), Topic: topic + ".dlq", Partition: 0, MaxWait: 100 * time.Millisecond})
-	defer r.Close()
 	seen := map[string]bool{}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -231,13 +242,13 @@ func TestWorkerEndToEnd(t *testing.T) {
 	produceRaw(t, brokers, topic, good[0], good[1])
 	stop, logs = startWorker(t, env)
 	waitFor(t, "events after restart", 90*time.Second, func() (bool, string) {
-		ev := queryInt(t, addr, db, "SELECT count() FROM events")
+		ev := queryInt(t, ch, "SELECT count() FROM events")
 		return ev == wantEvents+2, fmt.Sprintf("events %d/%d", ev, wantEvents+2)
 	})
 	if err := stop(); err != nil {
 		t.Fatalf("worker: %v\n%s", err, logs)
 	}
-	if n := queryInt(t, addr, db, "SELECT uniqExact(kafka_topic, kafka_partition, kafka_offset, msg_index) FROM events"); n != wantEvents+2 {
+	if n := queryInt(t, ch, "SELECT uniqExact(kafka_topic, kafka_partition, kafka_offset, msg_index) FROM events"); n != wantEvents+2 {
 		t.Errorf("after restart: distinct identities %d, want %d", n, wantEvents+2)
 	}
 }
