@@ -117,7 +117,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		if errors.As(err, &ex) && ex.Code == 81 {
 			return nil, fmt.Errorf("clickhouse database %q does not exist: run `bouncer migrate` first", cfg.Database)
 		}
-		return nil, fmt.Errorf("connect to clickhouse %s: %w", strings.Join(cfg.Addr, ","), err)
+		return nil, fmt.Errorf("connect to clickhouse %s: %w (is it running? set CLICKHOUSE_ADDR or --clickhouse-addr to its native-protocol host:port)", strings.Join(cfg.Addr, ","), err)
 	}
 	return &Store{cfg: cfg, conn: conn}, nil
 }

@@ -1,0 +1,34 @@
+# bouncer: the common commands. `make help` lists them.
+SHELL := /usr/bin/env bash
+GO ?= go
+BIN := bin/bouncer
+
+.PHONY: help build test unit demo demo-down bench fuzz services-up services-down clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+build: ## build bin/bouncer
+	$(GO) build -o $(BIN) ./cmd/bouncer
+
+test: ## everything CI runs: services up, go test ./... (race), fault tests, services down
+	scripts/test
+
+unit: ## fast tests only (integration tests skip without services)
+	$(GO) test -count=1 ./...
+
+demo: build ## the main job on this machine: services, worker, 200k events, summary
+	scripts/demo
+
+demo-down: ## stop the demo's worker and services
+	scripts/demo down
+
+bench: build ## bouncer vs ClickHouse's Kafka engine, 1M events (own service instance)
+	scripts/bench
+
+fuzz: ## fuzz the decoder and the classifier for a minute each
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./schemas/
+	$(GO) test -run '^$$' -fuzz FuzzClassify -fuzztime 60s ./enrich/
+
+clean: ## remove build output and stopped service folders
+	rm -rf bin

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
+)
+
+func init() {
+	register("summary", "print what ClickHouse holds: events by type, bounces by classification, suppressions, dead letters", runSummary)
+}
+
+const summaryUsage = `
+Usage: bouncer summary [flags]
+
+Prints events by type, bounces by classification and hard/soft, suppression
+list sizes and dead letters by reason, read from ClickHouse.
+
+With --wait-for N it first waits (showing progress) until events plus dead
+letters reach N, for example after producing N single-event messages.
+
+  bouncer summary
+  bouncer summary --wait-for 200000 --timeout 5m
+`
+
+func runSummary(ctx context.Context, env *environment, args []string) error {
+	fs := newFlagSet(env, "summary", summaryUsage)
+	e := &envFlags{fs: fs, getenv: env.getenv}
+	cf := addClickHouseFlags(e)
+	waitFor := fs.Uint64("wait-for", 0, "wait until events + dead letters reach this many")
+	timeout := fs.Duration("timeout", 10*time.Minute, "give up waiting after this long")
+	if err := parseFlags(fs, env, args); err != nil {
+		return err
+	}
+	if err := e.err(); err != nil {
+		return err
+	}
+	store, err := clickhouse.Open(ctx, cf.config())
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if *waitFor > 0 {
+		if err := waitForRows(ctx, store, *waitFor, *timeout, env.stderr); err != nil {
+			return err
+		}
+	}
+	s, err := store.Summarize(ctx)
+	if err != nil {
+		return err
+	}
+	printSummary(env.stdout, s)
+	return nil
+}
+
+func waitForRows(ctx context.Context, store *clickhouse.Store, want uint64, timeout time.Duration, w io.Writer) error {
+	bar := progressbar.NewOptions64(int64(want), progressbar.OptionSetWriter(w),
+		progressbar.OptionSetDescription("stored in clickhouse"), progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(), progressbar.OptionSetItsString("rows"),
+		progressbar.OptionThrottle(250*time.Millisecond), progressbar.OptionClearOnFinish())
+	deadline := time.Now().Add(timeout)
+	for {
+		ev, dl, err := store.Totals(ctx)
+		if err == nil {
+			bar.Set64(int64(min(ev+dl, want)))
+			if ev+dl >= want {
+				bar.Finish()
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("waited %s: %d of %d rows stored (is the worker running?)", timeout, ev+dl, want)
+		}
+		if !sleepCtx(ctx, 250*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
+}
+
+func printSummary(w io.Writer, s clickhouse.Summary) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	section := func(title string, rows []clickhouse.Count) {
+		fmt.Fprintf(tw, "%s\t\t\n", title)
+		if len(rows) == 0 {
+			fmt.Fprintf(tw, "  (none)\t\t\n")
+		}
+		for _, r := range rows {
+			fmt.Fprintf(tw, "  %s\t%10d\t\n", r.Key, r.N)
+		}
+	}
+	fmt.Fprintf(tw, "events stored\t%10d\t\n", s.Events)
+	fmt.Fprintf(tw, "dead letters\t%10d\t\n", s.DeadLetters)
+	section("events by type", s.ByType)
+	section("bounces by classification", s.BouncesByClass)
+	section("suppression lists", s.SuppressionList)
+	section("dead letters by reason", s.DeadLetterCodes)
+	tw.Flush()
+}
