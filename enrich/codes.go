@@ -122,24 +122,63 @@ func findCodes(s []byte) (reply uint16, status StatusCode) {
 				continue
 			}
 		}
-		if reply == 0 && i+2 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) {
+		// A transcript may show a transient reply before the permanent one
+		// that ended delivery ("450 busy - please try later 551 not our
+		// user"): the final, permanent reply decides, so a later 5xx reply
+		// replaces an earlier 4xx one.
+		upgrade := reply/100 == 4 && c == '5'
+		if (reply == 0 || upgrade) && i+2 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) {
 			end := i + 3
 			if end == len(s) || s[end] == ' ' || s[end] == '-' || s[end] == ',' || s[end] == ')' || s[end] == ']' {
 				// "550 5.1.1", "550-5.1.1", "said: 550 ...": accept a number at
 				// the start, after punctuation, or before an enhanced code of
 				// the same class; not one in running text ("in 421 seconds").
-				if precededByCodeMarker(s, i) || followedByStatus(s, end, c) {
-					reply = uint16(c-'0')*100 + uint16(s[i+1]-'0')*10 + uint16(s[i+2]-'0')
+				// Replies folded onto one line lose their line break, so a
+				// later permanent reply may also follow a space, when it is
+				// a reply code RFC 5321 defines followed by a word.
+				code := uint16(c-'0')*100 + uint16(s[i+1]-'0')*10 + uint16(s[i+2]-'0')
+				if precededByCodeMarker(s, i) || followedByStatus(s, end, c) || (upgrade && foldedReply(s, i, end, code)) {
+					if upgrade {
+						if st, n := scanStatus(s, end+1); n > end+1 && st.Class == 5 {
+							status = st
+						}
+					}
+					reply = code
 					i = end - 1
 					continue
 				}
 			}
 		}
-		if reply != 0 && !status.IsZero() {
+		if reply != 0 && reply/100 != 4 && !status.IsZero() {
 			break
 		}
 	}
 	return reply, status
+}
+
+// foldedReply reports whether the permanent reply code at s[i:end] starts a
+// reply that was on a line of its own: it follows a space, is one of the 5xx
+// codes RFC 5321 defines, a word follows it, and the word before it is not
+// one that puts a number in running text ("in 500 seconds", "max 550").
+func foldedReply(s []byte, i, end int, code uint16) bool {
+	switch code {
+	case 500, 501, 502, 503, 504, 521, 550, 551, 552, 553, 554, 555, 556:
+	default:
+		return false
+	}
+	if i < 2 || s[i-1] != ' ' || end+1 >= len(s) || s[end] != ' ' || s[end+1] < 'a' || s[end+1] > 'z' {
+		return false
+	}
+	j := i - 1
+	for j > 0 && s[j-1] >= 'a' && s[j-1] <= 'z' {
+		j--
+	}
+	switch string(s[j : i-1]) {
+	case "in", "of", "than", "for", "after", "over", "about", "to", "within", "exceeded",
+		"the", "only", "max", "maximum", "limit", "per", "is", "are", "at", "least", "most", "and", "or":
+		return false
+	}
+	return true
 }
 
 func followedByStatus(s []byte, end int, class byte) bool {
