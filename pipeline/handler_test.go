@@ -1,0 +1,235 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/bouncer-mail/bouncer/enrich"
+)
+
+// fakeSink is an in-memory Sink whose writes can fail; a failed write may
+// still land (as an insert that timed out after the server stored it).
+type fakeSink struct {
+	rng    *rand.Rand
+	failP  float64
+	events map[string]int // identity -> copies
+	dead   map[string]int
+	sups   int
+	// high-water marks per partition, as ClickHouse would report them.
+	evHi, dlHi map[int]int64
+}
+
+var errInjected = errors.New("injected failure")
+
+func newFakeSink(seed uint64, failP float64) *fakeSink {
+	return &fakeSink{rng: rand.New(rand.NewPCG(seed, 1)), failP: failP,
+		events: map[string]int{}, dead: map[string]int{}, evHi: map[int]int64{}, dlHi: map[int]int64{}}
+}
+
+// outcome decides a write: fail before storing, store then fail, or store.
+func (s *fakeSink) outcome() (store bool, err error) {
+	switch r := s.rng.Float64(); {
+	case r < s.failP/2:
+		return false, errInjected
+	case r < s.failP:
+		return true, errInjected
+	}
+	return true, nil
+}
+
+func (s *fakeSink) HighWater(_ context.Context, _ string, p int) (Marks, error) {
+	m := Marks{Events: -1, DeadLetters: -1}
+	if v, ok := s.evHi[p]; ok {
+		m.Events = v
+	}
+	if v, ok := s.dlHi[p]; ok {
+		m.DeadLetters = v
+	}
+	return m, nil
+}
+
+func (s *fakeSink) WriteEvents(_ context.Context, rows []Row) error {
+	store, err := s.outcome()
+	if store {
+		for _, r := range rows {
+			s.events[fmt.Sprintf("%d/%d/%d", r.Partition, r.Offset, r.Index)]++
+			s.evHi[r.Partition] = max(s.evHi[r.Partition], r.Offset)
+		}
+	}
+	return err
+}
+
+func (s *fakeSink) WriteDeadLetters(_ context.Context, rows []DeadLetter) error {
+	store, err := s.outcome()
+	if store {
+		for _, r := range rows {
+			s.dead[fmt.Sprintf("%d/%d/%d", r.Partition, r.Offset, r.Index)]++
+			s.dlHi[r.Partition] = max(s.dlHi[r.Partition], r.Offset)
+		}
+	}
+	return err
+}
+
+func (s *fakeSink) WriteSuppressions(_ context.Context, rows []SuppressionChange) error {
+	store, err := s.outcome()
+	if store {
+		s.sups += len(rows)
+	}
+	return err
+}
+
+type fakePublisher struct {
+	sink *fakeSink
+	seen map[string]bool
+}
+
+func (p *fakePublisher) PublishDeadLetters(_ context.Context, rows []DeadLetter) error {
+	store, err := p.sink.outcome()
+	if store {
+		for _, r := range rows {
+			p.seen[fmt.Sprintf("%d/%d/%d", r.Partition, r.Offset, r.Index)] = true
+		}
+	}
+	return err
+}
+
+// message makes message offset o: good, bad, or an array with a bad middle.
+func message(o int64) (Message, int, int) {
+	m := Message{Topic: "t", Partition: 0, Offset: o}
+	switch o % 7 {
+	case 3:
+		m.Value = []byte(`{"event":"delivered","timestamp":1764201600}`) // no email
+		return m, 0, 1
+	case 5:
+		m.Value = []byte(fmt.Sprintf(`[{"event":"delivered","email":"a%d@example.com","timestamp":1764201600},{"event":"nope","email":"b@example.com","timestamp":1},{"event":"bounce","email":"c%d@example.com","timestamp":1764201600,"reason":"550 5.1.1 user unknown"}]`, o, o))
+		return m, 2, 1
+	}
+	m.Value = []byte(fmt.Sprintf(`{"event":"bounce","email":"u%d@example.com","timestamp":1764201600,"reason":"550 5.1.1 no such user"}`, o))
+	return m, 1, 0
+}
+
+// TestHandlerExactlyOnceUnderFailures drives the handler the way the
+// consumer does, through random write failures (some of which land) and
+// random "crashes" that lose all in-memory state and resume from the
+// committed offset and the sink's marks, and checks that every event and
+// dead letter is stored exactly once and every dead letter was published.
+func TestHandlerExactlyOnceUnderFailures(t *testing.T) {
+	classifier := enrich.MustNew()
+	for seed := uint64(1); seed <= 40; seed++ {
+		sink := newFakeSink(seed, 0.3)
+		pub := &fakePublisher{sink: sink, seen: map[string]bool{}}
+		rng := rand.New(rand.NewPCG(seed, 2))
+		const total = 300
+		wantEvents, wantDead := 0, 0
+		for o := int64(0); o < total; o++ {
+			_, e, d := message(o)
+			wantEvents += e
+			wantDead += d
+		}
+		committed := int64(-1) // next offset to read after a restart, -1: none
+		var h *Handler
+		var next int64
+		restart := func() {
+			var err error
+			h, err = NewHandler(Config{Sink: sink, Publisher: pub, Classifier: classifier})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := h.Assigned(context.Background(), "t", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			next = max(committed, n)
+		}
+		restart()
+		for steps := 0; next < total; steps++ {
+			if steps > 10000 {
+				t.Fatalf("seed %d: no progress", seed)
+			}
+			size := 1 + rng.IntN(40)
+			var batch []Message
+			for o := next; o < min(next+int64(size), total); o++ {
+				m, _, _ := message(o)
+				batch = append(batch, m)
+			}
+			for {
+				err := h.Handle(context.Background(), "t", 0, batch)
+				if err == nil {
+					break
+				}
+				if rng.IntN(3) == 0 { // the worker dies instead of retrying
+					restart()
+					batch = nil
+					break
+				}
+			}
+			if batch == nil {
+				continue
+			}
+			last := batch[len(batch)-1].Offset
+			if rng.IntN(4) > 0 { // sometimes the commit is lost
+				committed = last + 1
+			}
+			next = last + 1
+		}
+		if len(sink.events) != wantEvents || len(sink.dead) != wantDead || len(pub.seen) != wantDead {
+			t.Fatalf("seed %d: stored %d events (want %d), %d dead letters (want %d), published %d",
+				seed, len(sink.events), wantEvents, len(sink.dead), wantDead, len(pub.seen))
+		}
+		for id, n := range sink.events {
+			if n != 1 {
+				t.Fatalf("seed %d: event %s stored %d times", seed, id, n)
+			}
+		}
+		for id, n := range sink.dead {
+			if n != 1 {
+				t.Fatalf("seed %d: dead letter %s stored %d times", seed, id, n)
+			}
+		}
+	}
+}
+
+func TestHandlerEnrichesAndSuppresses(t *testing.T) {
+	sink := newFakeSink(1, 0)
+	var got []Row
+	h, err := NewHandler(Config{Sink: recordingSink{sink, &got}, Publisher: &fakePublisher{sink: sink, seen: map[string]bool{}}, Classifier: enrich.MustNew()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := []Message{
+		{Topic: "t", Offset: 0, Value: []byte(`{"event":"bounce","email":"x@gmail.com","timestamp":1,"reason":"550 5.1.1 The email account that you tried to reach does not exist."}`)},
+		{Topic: "t", Offset: 1, Value: []byte(`{"event":"bounce","email":"y@gmail.com","timestamp":1,"reason":"552 5.2.2 mailbox full"}`)},
+		{Topic: "t", Offset: 2, Value: []byte(`{"event":"open","email":"z@gmail.com","timestamp":1}`)},
+	}
+	if err := h.Handle(context.Background(), "t", 0, msgs); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0].Bounce == nil || got[0].Bounce.BounceType != enrich.Hard || got[0].Provider != "google" {
+		t.Fatalf("rows not enriched: %+v", got)
+	}
+	if got[1].Bounce == nil || got[1].Bounce.BounceType != enrich.Soft || got[2].Bounce != nil {
+		t.Fatalf("soft bounce or open enriched wrongly: %+v %+v", got[1].Bounce, got[2].Bounce)
+	}
+	if sink.sups != 1 {
+		t.Fatalf("suppression changes %d, want 1 (the hard bounce only)", sink.sups)
+	}
+}
+
+type recordingSink struct {
+	*fakeSink
+	rows *[]Row
+}
+
+func (r recordingSink) WriteEvents(ctx context.Context, rows []Row) error {
+	*r.rows = append(*r.rows, rows...)
+	return r.fakeSink.WriteEvents(ctx, rows)
+}
+
+func TestConfigValidate(t *testing.T) {
+	if _, err := NewHandler(Config{}); err == nil {
+		t.Fatal("empty config: want an error")
+	}
+}
