@@ -144,7 +144,7 @@ func (r *run) env() []string {
 	return append(os.Environ(),
 		"KAFKA_BROKERS="+r.inst.brokers, "CLICKHOUSE_ADDR="+r.inst.clickhouse,
 		"CLICKHOUSE_DATABASE="+r.db, "BOUNCER_TOPIC="+r.topic, "BOUNCER_SINK_GROUP="+r.topic+".sink",
-		"BOUNCER_OPS_ADDR=", "BOUNCER_SESSION_TIMEOUT=6s", "BOUNCER_PARTITIONS=4",
+		"BOUNCER_OPS_ADDR=127.0.0.1:0", "BOUNCER_SESSION_TIMEOUT=6s", "BOUNCER_PARTITIONS=4",
 		"BOUNCER_LOG_FORMAT=json", "BOUNCER_MAX_BATCH_MESSAGES=2000",
 	)
 }
