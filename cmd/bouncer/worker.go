@@ -58,6 +58,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	maxBytes := e.Int("max-batch-bytes", "BOUNCER_MAX_BATCH_BYTES", 16<<20, "most message bytes in one batch")
 	maxWait := e.Duration("max-wait", "BOUNCER_MAX_WAIT", 200*time.Millisecond, "longest a batch waits to fill")
 	maxMsgBytes := e.Int("max-message-bytes", "BOUNCER_MAX_MESSAGE_BYTES", 1<<20, "largest accepted Kafka message; larger ones are dead-lettered")
+	session := e.Duration("session-timeout", "BOUNCER_SESSION_TIMEOUT", 10*time.Second, "Kafka group session timeout: how soon a dead worker's partitions move to the others")
 	shutdown := e.Duration("shutdown-timeout", "BOUNCER_SHUTDOWN_TIMEOUT", 30*time.Second, "longest a graceful shutdown may take")
 	retention := e.Int("retention-months", "BOUNCER_RETENTION_MONTHS", 0, "drop events and dead letters ingested more than this many months ago, daily (0 keeps everything)")
 	migrate := e.Bool("migrate", "BOUNCER_MIGRATE", true, "apply ClickHouse migrations at start")
@@ -136,8 +137,8 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	g, err := consumer.NewGroup(consumer.GroupConfig{
 		Conn: conn, Topic: *kf.topic, GroupID: *group,
 		MaxBatchMessages: *maxMessages, MaxBatchBytes: *maxBytes, MaxWait: *maxWait,
-		HandleTimeout: min(*shutdown, 45*time.Second),
-		Logger:        log, Metrics: consumer.NewMetrics(reg),
+		HandleTimeout: min(*shutdown, 45*time.Second), SessionTimeout: *session,
+		Logger: log, Metrics: consumer.NewMetrics(reg),
 	}, handler)
 	if err != nil {
 		return &usageError{err.Error()}
