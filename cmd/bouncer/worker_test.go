@@ -238,18 +238,36 @@ func TestWorkerEndToEnd(t *testing.T) {
 		t.Errorf("dead-letter topic holds %d distinct dead letters, want %d", len(seen), wantDead)
 	}
 
-	// A restart resumes: more events arrive, nothing is stored twice.
+	// deadletters list shows them.
+	var out syncBuffer
+	if err := run(context.Background(), []string{"bouncer", "deadletters", "list", "--json", "--code", "oversize"}, envFunc(env), strings.NewReader(""), &out, &out); err != nil {
+		t.Fatalf("deadletters list: %v\n%s", err, out.String())
+	}
+	if lines := strings.Count(out.String(), "\n"); lines != 1 || !strings.Contains(out.String(), `"code":"oversize"`) {
+		t.Errorf("deadletters list --code oversize printed %d lines:\n%s", lines, out.String())
+	}
+
+	// A restart resumes: more events arrive, nothing is stored twice. With
+	// a larger message limit, the replayed oversize message is accepted.
+	env["BOUNCER_MAX_MESSAGE_BYTES"] = "16384"
 	produceRaw(t, brokers, topic, good[0], good[1])
+	out = syncBuffer{}
+	if err := run(context.Background(), []string{"bouncer", "deadletters", "replay", "--code", "oversize"}, envFunc(env), strings.NewReader(""), &out, &out); err != nil {
+		t.Fatalf("deadletters replay: %v\n%s", err, out.String())
+	}
 	stop, logs = startWorker(t, env)
 	waitFor(t, "events after restart", 90*time.Second, func() (bool, string) {
 		ev := queryInt(t, ch, "SELECT count() FROM events")
-		return ev == wantEvents+2, fmt.Sprintf("events %d/%d", ev, wantEvents+2)
+		return ev == wantEvents+3, fmt.Sprintf("events %d/%d", ev, wantEvents+3)
 	})
 	if err := stop(); err != nil {
 		t.Fatalf("worker: %v\n%s", err, logs)
 	}
-	if n := queryInt(t, ch, "SELECT uniqExact(kafka_topic, kafka_partition, kafka_offset, msg_index) FROM events"); n != wantEvents+2 {
-		t.Errorf("after restart: distinct identities %d, want %d", n, wantEvents+2)
+	if n := queryInt(t, ch, "SELECT uniqExact(kafka_topic, kafka_partition, kafka_offset, msg_index) FROM events"); n != wantEvents+3 {
+		t.Errorf("after restart: distinct identities %d, want %d", n, wantEvents+3)
+	}
+	if n := queryInt(t, ch, "SELECT count() FROM dead_letters"); n != wantDead {
+		t.Errorf("after replay: %d dead letters, want still %d", n, wantDead)
 	}
 }
 

@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
 // Count is one group of a summary.
@@ -83,4 +84,36 @@ func (s *Store) Totals(ctx context.Context) (events, deadLetters uint64, err err
 	}
 	err = s.conn.QueryRow(ctx, qCountDeadLetters.SQL).Scan(&deadLetters)
 	return
+}
+
+// DeadLetter is a stored dead letter.
+type DeadLetter struct {
+	Topic      string    `json:"topic"`
+	Partition  uint32    `json:"partition"`
+	Offset     uint64    `json:"offset"`
+	Index      int32     `json:"index"`
+	Code       string    `json:"code"`
+	Detail     string    `json:"detail"`
+	Raw        string    `json:"raw"`
+	Key        string    `json:"key"`
+	IngestedAt time.Time `json:"ingested_at"`
+}
+
+// DeadLetters lists stored dead letters in coordinate order, optionally
+// only those with code.
+func (s *Store) DeadLetters(ctx context.Context, code string, limit int) ([]DeadLetter, error) {
+	rows, err := s.conn.Query(ctx, qDeadLettersList.SQL, code, code, uint64(limit))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", qDeadLettersList.Name, err)
+	}
+	defer rows.Close()
+	var out []DeadLetter
+	for rows.Next() {
+		var d DeadLetter
+		if err := rows.Scan(&d.Topic, &d.Partition, &d.Offset, &d.Index, &d.Code, &d.Detail, &d.Raw, &d.Key, &d.IngestedAt); err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
 }

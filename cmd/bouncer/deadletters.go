@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
+)
+
+func init() {
+	register("deadletters", "list bad input that was dead-lettered, or replay it into a topic", runDeadLetters)
+}
+
+const deadLettersUsage = `
+Usage:
+  bouncer deadletters list   [--code CODE] [--limit N] [--json | --raw]
+  bouncer deadletters replay [--code CODE] [--limit N] [--to TOPIC] [--dry-run]
+
+Messages (or array elements) the worker could not accept are stored in the
+dead_letters table with the reason and their Kafka coordinates, and published
+to the dead-letter topic.
+
+list prints them, oldest coordinates first: a table by default, --json for
+one JSON object per line, --raw for just the rejected bytes, one per line
+(fix them and send them back with bouncer produce --file).
+
+replay sends the stored bytes again, as they are, to --to (default: the
+topic each came from), with headers naming the original coordinates. Useful
+after a change that makes them acceptable (a larger --max-message-bytes, a
+fixed producer's resend is better still). A replayed message is a new message:
+if it is accepted it lands in events once; if not, it is dead-lettered again.
+
+Codes: oversize, empty, invalid_json, empty_array, too_deep, wrong_type,
+non_utf8, duplicate_key, missing_field, unknown_event, invalid_type,
+invalid_email, invalid_timestamp, invalid_account, invalid_value.
+
+  bouncer deadletters list --code invalid_json
+  bouncer deadletters list --raw --code oversize > fix-me.jsonl
+  bouncer deadletters replay --code oversize --dry-run
+`
+
+func runDeadLetters(ctx context.Context, env *environment, args []string) error {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "replay" && args[0] != "--help" && args[0] != "-h") {
+		return usagef("deadletters: want list or replay (see bouncer deadletters --help)")
+	}
+	sub := args[0]
+	fs := newFlagSet(env, "deadletters", deadLettersUsage)
+	e := &envFlags{fs: fs, getenv: env.getenv}
+	kf := addKafkaFlags(e)
+	cf := addClickHouseFlags(e)
+	code := fs.String("code", "", "only dead letters with this reason code")
+	limit := fs.Int("limit", 100, "at most this many")
+	asJSON := fs.Bool("json", false, "list: one JSON object per line")
+	raw := fs.Bool("raw", false, "list: only the rejected bytes, one per line")
+	to := fs.String("to", "", "replay: topic to send to (default: each dead letter's source topic)")
+	dry := fs.Bool("dry-run", false, "replay: show what would be sent")
+	if sub == "--help" || sub == "-h" {
+		return parseFlags(fs, env, []string{"--help"})
+	}
+	if err := parseFlags(fs, env, args[1:]); err != nil {
+		return err
+	}
+	if err := e.err(); err != nil {
+		return err
+	}
+	if *limit < 1 {
+		return usagef("--limit %d: want at least 1", *limit)
+	}
+	if *asJSON && *raw {
+		return usagef("--json and --raw: pick one")
+	}
+	store, err := clickhouse.Open(ctx, cf.config())
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	dls, err := store.DeadLetters(ctx, *code, *limit)
+	if err != nil {
+		return err
+	}
+	if sub == "list" {
+		return listDeadLetters(env, dls, *asJSON, *raw)
+	}
+	return replayDeadLetters(ctx, env, kf, dls, *to, *dry)
+}
+
+func listDeadLetters(env *environment, dls []clickhouse.DeadLetter, asJSON, raw bool) error {
+	switch {
+	case asJSON:
+		enc := json.NewEncoder(env.stdout)
+		for _, d := range dls {
+			if err := enc.Encode(d); err != nil {
+				return err
+			}
+		}
+	case raw:
+		for _, d := range dls {
+			if _, err := fmt.Fprintf(env.stdout, "%s\n", d.Raw); err != nil {
+				return err
+			}
+		}
+	default:
+		tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "TOPIC/PARTITION/OFFSET/INDEX\tCODE\tDETAIL\tRAW")
+		for _, d := range dls {
+			fmt.Fprintf(tw, "%s/%d/%d/%d\t%s\t%s\t%s\n", d.Topic, d.Partition, d.Offset, d.Index, d.Code, clip(d.Detail, 60), clip(strconv.Quote(d.Raw), 50))
+		}
+		if len(dls) == 0 {
+			fmt.Fprintln(tw, "(none)")
+		}
+		return tw.Flush()
+	}
+	return nil
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+func replayDeadLetters(ctx context.Context, env *environment, kf *kafkaFlags, dls []clickhouse.DeadLetter, to string, dry bool) error {
+	if len(dls) == 0 {
+		fmt.Fprintln(env.stdout, "nothing to replay")
+		return nil
+	}
+	conn := kf.conn()
+	if err := conn.Validate(); err != nil {
+		return &usageError{err.Error()}
+	}
+	byTopic := map[string][]kafka.Message{}
+	for _, d := range dls {
+		topic := to
+		if topic == "" {
+			topic = d.Topic
+		}
+		origin := d.Topic + "/" + strconv.Itoa(int(d.Partition)) + "/" + strconv.FormatUint(d.Offset, 10) + "/" + strconv.Itoa(int(d.Index))
+		byTopic[topic] = append(byTopic[topic], kafka.Message{
+			Key: []byte(d.Key), Value: []byte(d.Raw),
+			Headers: []kafka.Header{{Key: "bouncer-replay-of", Value: []byte(origin)}, {Key: "bouncer-replay-reason", Value: []byte(d.Code)}},
+		})
+		if dry {
+			fmt.Fprintf(env.stdout, "would send %s (%s, %d bytes) to %s\n", origin, d.Code, len(d.Raw), topic)
+		}
+	}
+	if dry {
+		return nil
+	}
+	tr, err := conn.Transport()
+	if err != nil {
+		return err
+	}
+	for topic, msgs := range byTopic {
+		w := &kafka.Writer{Addr: kafka.TCP(conn.Brokers...), Topic: topic, Balancer: &kafka.Hash{},
+			RequiredAcks: kafka.RequireAll, BatchTimeout: 10 * time.Millisecond, Transport: tr}
+		err := w.WriteMessages(ctx, msgs...)
+		w.Close()
+		if err != nil {
+			return fmt.Errorf("replay to %s: %w", topic, err)
+		}
+		fmt.Fprintf(env.stdout, "replayed %d dead letters to %s\n", len(msgs), topic)
+	}
+	return nil
+}
