@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -168,8 +171,12 @@ func TestWorkerEndToEnd(t *testing.T) {
 		}
 		return ev == wantEvents && dl == wantDead, fmt.Sprintf("events %d/%d, dead letters %d/%d", ev, wantEvents, dl, wantDead)
 	})
+	checkOps(t, logs.String(), wantEvents)
 	if err := stop(); err != nil {
 		t.Fatalf("worker: %v\n%s", err, logs)
+	}
+	if !strings.Contains(logs.String(), "worker stopped") {
+		t.Errorf("no graceful stop in the log:\n%s", logs)
 	}
 
 	if n := queryInt(t, ch, "SELECT uniqExact(kafka_topic, kafka_partition, kafka_offset, msg_index) FROM events"); n != wantEvents {
@@ -299,5 +306,42 @@ func TestWorkerRejectsBadSettings(t *testing.T) {
 				t.Errorf("exit code %d, want 2 (usage)", exitCode(err))
 			}
 		})
+	}
+}
+
+// checkOps reads the ops server's address from the worker's log and checks
+// its endpoints.
+func checkOps(t *testing.T, logs string, written uint64) {
+	t.Helper()
+	m := regexp.MustCompile(`ops server listening.*addr=(\S+)`).FindStringSubmatch(logs)
+	if m == nil {
+		t.Fatalf("no ops address in the log:\n%s", logs)
+	}
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + m[1] + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/healthz"); code != 200 {
+		t.Errorf("/healthz: %d %s", code, body)
+	}
+	if code, body := get("/readyz"); code != 200 {
+		t.Errorf("/readyz: %d %s", code, body)
+	}
+	code, body := get("/metrics")
+	for _, want := range []string{
+		fmt.Sprintf("bouncer_sink_events_written_total %d", written),
+		`bouncer_sink_dead_letters_total{reason="oversize"} 1`,
+		"bouncer_sink_insert_seconds_bucket",
+		"bouncer_consumer_lag_messages{",
+		"bouncer_consumer_assigned_partitions 3",
+	} {
+		if code != 200 || !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }

@@ -1,0 +1,132 @@
+package clickhouse
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/enrich"
+	"github.com/bouncer-mail/bouncer/internal/testenv"
+	"github.com/bouncer-mail/bouncer/pipeline"
+	"github.com/bouncer-mail/bouncer/schemas"
+)
+
+func openTestStore(t *testing.T) *Store {
+	t.Helper()
+	addr := testenv.ClickHouse(t)
+	db := testenv.Database(t, addr)
+	cfg := Config{Addr: []string{addr}, Database: db}
+	if _, err := Migrate(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestHighWaterAndWrites(t *testing.T) {
+	s := openTestStore(t)
+	ctx := context.Background()
+	m, err := s.HighWater(ctx, "t", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Events != -1 || m.DeadLetters != -1 {
+		t.Fatalf("empty tables: marks %+v, want -1/-1", m)
+	}
+	res := enrich.Result{BounceType: enrich.Hard, Classification: enrich.InvalidAddress, Reason: "user_unknown", Rule: "r"}
+	rows := []pipeline.Row{
+		{Event: schemas.Event{Topic: "t", Partition: 2, Offset: 0, Event: "processed", Email: "a@x.org", EmailNorm: "a@x.org", AccountID: "default", Timestamp: 1764201600}},
+		{Event: schemas.Event{Topic: "t", Partition: 2, Offset: 7, Index: 1, Event: "bounce", Email: "B@x.org", EmailNorm: "b@x.org", AccountID: "acme", Timestamp: 1764201601, Categories: []string{"c1"}}, Bounce: &res},
+		{Event: schemas.Event{Topic: "t", Partition: 3, Offset: 9, Event: "open", Email: "c@x.org", EmailNorm: "c@x.org", AccountID: "default", Timestamp: 1764201602}},
+	}
+	if err := s.WriteEvents(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteDeadLetters(ctx, []pipeline.DeadLetter{{Topic: "t", Partition: 2, Offset: 4, Index: -1, Code: "empty", Raw: []byte{0xff, 0}}}); err != nil {
+		t.Fatal(err)
+	}
+	m, err = s.HighWater(ctx, "t", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Events != 7 || m.DeadLetters != 4 {
+		t.Fatalf("marks %+v, want events 7, dead letters 4", m)
+	}
+	var n uint64
+	if err := s.conn.QueryRow(ctx, "SELECT count() FROM events WHERE reason_code = 'user_unknown' AND bounce_type = 'hard' AND categories = ['c1'] AND msg_index = 1").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("bounce row: %d, %v", n, err)
+	}
+	var raw string
+	if err := s.conn.QueryRow(ctx, "SELECT raw FROM dead_letters").Scan(&raw); err != nil || raw != "\xff\x00" {
+		t.Fatalf("dead letter raw bytes %q, %v: want them verbatim", raw, err)
+	}
+}
+
+func TestSuppressionVersionOrdersByEventTime(t *testing.T) {
+	t0 := time.Unix(1764201600, 0)
+	if !(SuppressionVersion(t0, false) < SuppressionVersion(t0, true)) {
+		t.Error("a removal must win a tie with an addition")
+	}
+	if !(SuppressionVersion(t0, true) < SuppressionVersion(t0.Add(time.Second), false)) {
+		t.Error("a later addition must win over an earlier removal")
+	}
+}
+
+func TestDropExpired(t *testing.T) {
+	s := openTestStore(t)
+	ctx := context.Background()
+	// Rows ingested in January 2020 and now.
+	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO events (ingest_date, kafka_topic, kafka_offset)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch.Append(time.Date(2020, 1, 15, 0, 0, 0, 0, time.UTC), "old", uint64(1))
+	if err := batch.Send(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteEvents(ctx, []pipeline.Row{{Event: schemas.Event{Topic: "new", Event: "open", AccountID: "default"}}}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	dropped, err := s.DropExpired(ctx, 3, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(dropped, []string{"events:202001"}) {
+		t.Errorf("dropped %v, want [events:202001]", dropped)
+	}
+	var topics []string
+	rows, err := s.conn.Query(ctx, "SELECT kafka_topic FROM events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var tp string
+		rows.Scan(&tp)
+		topics = append(topics, tp)
+	}
+	rows.Close()
+	if !slices.Equal(topics, []string{"new"}) {
+		t.Errorf("left %v, want only this month's row", topics)
+	}
+	if _, err := s.DropExpired(ctx, 0, now); err == nil {
+		t.Error("keep 0 months: want an error")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, c := range []Config{{}, {Addr: []string{"nohostport"}}, {Addr: []string{"h:1"}, Database: "x;drop"}} {
+		if err := c.Validate(); err == nil {
+			t.Errorf("%+v: want an error", c)
+		}
+	}
+	c := Config{Addr: []string{"h:9000"}}
+	if err := c.Validate(); err != nil || c.Database != "bouncer" || c.InsertTimeout != 30*time.Second {
+		t.Errorf("defaults: %+v, %v", c, err)
+	}
+}
