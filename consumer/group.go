@@ -22,12 +22,12 @@ type GroupConfig struct {
 	Topic string
 	// GroupID is the consumer group. Required.
 	GroupID string
-	// MaxBatchMessages bounds a batch; default 5000.
+	// MaxBatchMessages bounds a batch; default 20000.
 	MaxBatchMessages int
 	// MaxBatchBytes bounds the message bytes of a batch; default 16 MiB.
 	MaxBatchBytes int
 	// MaxWait is how long a batch waits to fill after its first message;
-	// default 200ms.
+	// default 500ms.
 	MaxWait time.Duration
 	// QueueCapacity bounds the messages each partition's reader prefetches;
 	// default 1000.
@@ -68,10 +68,10 @@ func (c *GroupConfig) Validate() error {
 			*v = d
 		}
 	}
-	def(&c.MaxBatchMessages, 5000)
+	def(&c.MaxBatchMessages, 20000)
 	def(&c.MaxBatchBytes, 16<<20)
 	def(&c.QueueCapacity, 1000)
-	defd(&c.MaxWait, 200*time.Millisecond)
+	defd(&c.MaxWait, 500*time.Millisecond)
 	defd(&c.SessionTimeout, 10*time.Second)
 	defd(&c.RebalanceTimeout, 60*time.Second)
 	defd(&c.HeartbeatInterval, 3*time.Second)
@@ -221,7 +221,7 @@ func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, pa
 		Partition:     partition,
 		Dialer:        dialer,
 		MinBytes:      1,
-		MaxBytes:      max(g.cfg.MaxBatchBytes, 1<<20),
+		MaxBytes:      4 << 20, // one fetch response; the batch gathers several
 		MaxWait:       g.cfg.MaxWait,
 		QueueCapacity: g.cfg.QueueCapacity,
 		ErrorLogger:   kafka.LoggerFunc(func(msg string, args ...any) { log.Debug(fmt.Sprintf(msg, args...)) }),

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,9 +55,9 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	dlqTopic := e.String("dlq-topic", "BOUNCER_DLQ_TOPIC", "", "dead-letter topic (default: TOPIC.dlq)")
 	partitions := e.Int("partitions", "BOUNCER_PARTITIONS", 4, "partitions of the event topic when the worker has to create it")
 	opsAddr := e.String("ops-addr", "BOUNCER_OPS_ADDR", "127.0.0.1:9464", "address of the ops HTTP server (/healthz, /readyz, /metrics); empty disables it")
-	maxMessages := e.Int("max-batch-messages", "BOUNCER_MAX_BATCH_MESSAGES", 5000, "most Kafka messages in one batch (one ClickHouse insert)")
+	maxMessages := e.Int("max-batch-messages", "BOUNCER_MAX_BATCH_MESSAGES", 20000, "most Kafka messages in one batch (one ClickHouse insert per partition); bigger batches mean fewer parts for ClickHouse to merge")
 	maxBytes := e.Int("max-batch-bytes", "BOUNCER_MAX_BATCH_BYTES", 16<<20, "most message bytes in one batch")
-	maxWait := e.Duration("max-wait", "BOUNCER_MAX_WAIT", 200*time.Millisecond, "longest a batch waits to fill")
+	maxWait := e.Duration("max-wait", "BOUNCER_MAX_WAIT", 500*time.Millisecond, "longest a batch waits to fill after its first message")
 	maxMsgBytes := e.Int("max-message-bytes", "BOUNCER_MAX_MESSAGE_BYTES", 1<<20, "largest accepted Kafka message; larger ones are dead-lettered")
 	session := e.Duration("session-timeout", "BOUNCER_SESSION_TIMEOUT", 10*time.Second, "Kafka group session timeout: how soon a dead worker's partitions move to the others")
 	shutdown := e.Duration("shutdown-timeout", "BOUNCER_SHUTDOWN_TIMEOUT", 30*time.Second, "longest a graceful shutdown may take")
@@ -198,6 +199,11 @@ func startOps(addr string, reg *prometheus.Registry, g *consumer.Group, store *c
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// Profiles, for "where does the time go". The ops port listens on
+	// loopback unless configured otherwise.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/heap", pprof.Index)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
