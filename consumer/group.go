@@ -208,13 +208,7 @@ func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, pa
 		<-genCtx.Done()
 		return
 	}
-	start := committed
-	if start < 0 || next > start {
-		start = next
-	}
-	if start <= 0 && committed < 0 {
-		start = kafka.FirstOffset
-	}
+	start := startOffset(committed, next)
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:       g.cfg.Conn.Brokers,
 		Topic:         topic,
@@ -268,6 +262,20 @@ func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, pa
 		}
 		clear(batch) // let the message bytes go
 	}
+}
+
+// startOffset is where a newly assigned partition is read from: the
+// committed offset, or further when the handler already holds more (a crash
+// after the write, before the commit); the log's start when neither knows
+// anything. committed < 0 means the group has no commit for the partition.
+func startOffset(committed, next int64) int64 {
+	switch {
+	case committed < 0 && next <= 0:
+		return kafka.FirstOffset
+	case committed < 0:
+		return next
+	}
+	return max(committed, next)
 }
 
 // fetch blocks for a first message, then gathers more until a bound or
