@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"math/bits"
 	"sync"
-
-	"github.com/coregx/ahocorasick"
 )
 
 // MaxTextBytes bounds how much of a diagnostic text is examined. Replies
@@ -75,7 +73,7 @@ type Classifier struct {
 	// holds: rules without an expression, branches without a literal.
 	alwaysRules []uint64
 	alwaysAlts  []uint64
-	ac          *ahocorasick.Automaton
+	lits        *literalSet
 	// patternAlts[p] lists the branches (with their rules) needing literal
 	// p; patternProvider gives the provider a marker literal names.
 	patternAlts     [][]altRef
@@ -184,11 +182,7 @@ func compile(rules []Rule) (*Classifier, error) {
 			}
 		}
 	}
-	ac, err := ahocorasick.NewBuilder().AddStrings(patterns).Build()
-	if err != nil {
-		return nil, fmt.Errorf("build prefilter: %w", err)
-	}
-	c.ac = ac
+	c.lits = newLiteralSet(patterns)
 	c.scratch.New = func() any {
 		return &scratch{rules: make([]uint64, len(c.alwaysRules)), alts: make([]uint64, len(c.alwaysAlts))}
 	}
@@ -236,15 +230,15 @@ func (c *Classifier) Classify(in Input) (Result, error) {
 	copy(sc.alts, c.alwaysAlts)
 	provider := ProviderForDomain(DomainOf(in.Email))
 	markerProvider := ""
-	for _, m := range c.ac.FindAllOverlapping(lower) {
-		for _, ref := range c.patternAlts[m.PatternID] {
+	c.lits.scan(lower, func(p int32) {
+		for _, ref := range c.patternAlts[p] {
 			setBit(sc.rules, ref.rule)
 			setBit(sc.alts, ref.alt)
 		}
 		if markerProvider == "" {
-			markerProvider = c.patternProvider[m.PatternID]
+			markerProvider = c.patternProvider[p]
 		}
-	}
+	})
 	if provider == "" {
 		provider = markerProvider
 	}

@@ -150,11 +150,11 @@ func TestPrefilterNeverHidesAMatch(t *testing.T) {
 	for _, text := range texts {
 		lower := normalize(nil, text)
 		alts := append([]uint64(nil), c.alwaysAlts...)
-		for _, m := range c.ac.FindAllOverlapping(lower) {
-			for _, ref := range c.patternAlts[m.PatternID] {
+		c.lits.scan(lower, func(p int32) {
+			for _, ref := range c.patternAlts[p] {
 				setBit(alts, ref.alt)
 			}
-		}
+		})
 		for i, r := range c.rules {
 			if whole[i] == nil {
 				continue
