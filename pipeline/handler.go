@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,8 +44,15 @@ type Config struct {
 	Classifier *enrich.Classifier
 	// MaxMessageBytes bounds one Kafka message; default 1 MiB.
 	MaxMessageBytes int
-	Logger          *slog.Logger
-	Metrics         *Metrics
+	// Suppressions, when set, turns a processed event for a suppressed
+	// recipient into a derived dropped event beside it, and learns this
+	// worker's own list changes.
+	Suppressions Suppressions
+	// Changes, when set, receives every suppression change (the change-log
+	// topic senders mirror).
+	Changes ChangePublisher
+	Logger  *slog.Logger
+	Metrics *Metrics
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -179,6 +188,9 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 				row := h.enrich(ev)
 				st.rows = append(st.rows, row)
 				st.sups = appendSuppressions(st.sups, &row)
+				if drop, ok := h.derivedDrop(&row.Event); ok {
+					st.rows = append(st.rows, drop)
+				}
 			}
 		}
 	}
@@ -199,6 +211,11 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 		if err := h.cfg.Sink.WriteSuppressions(ctx, st.sups); err != nil {
 			return fmt.Errorf("write suppressions: %w", err)
 		}
+		if h.cfg.Changes != nil {
+			if err := h.cfg.Changes.PublishChanges(ctx, st.sups); err != nil {
+				return fmt.Errorf("publish suppression changes: %w", err)
+			}
+		}
 		m.suppressions.Add(float64(len(st.sups)))
 	}
 	if len(st.rows) > 0 {
@@ -212,10 +229,48 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 		m.written.Add(float64(len(st.rows)))
 		st.marks.Events = st.rows[len(st.rows)-1].Offset
 	}
+	if h.cfg.Suppressions != nil {
+		for _, c := range st.sups {
+			h.cfg.Suppressions.Apply(c)
+		}
+	}
 	// Drop references to this batch's bytes so they can be collected.
 	clear(st.rows)
 	clear(st.dls)
 	return nil
+}
+
+// DerivedIndexBit marks the msg_index of a derived event: it sits beside
+// the event it was derived from (same coordinates) with this bit set, so
+// its identity is unique and stable.
+const DerivedIndexBit = 1 << 31
+
+// derivedDrop makes the dropped event SendGrid would have sent for a
+// processed event to a suppressed recipient.
+func (h *Handler) derivedDrop(ev *schemas.Event) (Row, bool) {
+	if h.cfg.Suppressions == nil || ev.Event != schemas.EventProcessed {
+		return Row{}, false
+	}
+	reason := h.cfg.Suppressions.DropReason(ev.AccountID, ev.EmailNorm, ev.ASMGroupID, ev.Timestamp)
+	if reason == "" {
+		return Row{}, false
+	}
+	d := *ev
+	d.Event = schemas.EventDropped
+	d.Reason = reason
+	d.Index |= DerivedIndexBit
+	d.SGEventID = DerivedEventID("dropped", ev.SGEventID)
+	d.EventIDDerived = true
+	d.Categories = ev.Categories
+	h.cfg.Metrics.dropped.WithLabelValues(reason).Inc()
+	return Row{Event: d, Provider: enrich.ProviderForDomain(d.Domain), Derived: true}, true
+}
+
+// DerivedEventID is the stable sg_event_id of an event derived from the
+// event with id from: the same input always gives the same id.
+func DerivedEventID(kind, from string) string {
+	sum := sha256.Sum256([]byte("bouncer/derived/v1\x00" + kind + "\x00" + from))
+	return "bnc1" + kind[:1] + "_" + base64.RawURLEncoding.EncodeToString(sum[:16])
 }
 
 // enrich adds the provider and, for bounces and deferrals, the

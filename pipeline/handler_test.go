@@ -233,3 +233,68 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal("empty config: want an error")
 	}
 }
+
+// fakeLists drops everything sent to one address.
+type fakeLists struct {
+	email   string
+	applied []SuppressionChange
+}
+
+func (f *fakeLists) DropReason(account, email string, group int64, at int64) string {
+	if email == f.email {
+		return "Bounced Address"
+	}
+	return ""
+}
+
+func (f *fakeLists) Apply(c SuppressionChange) { f.applied = append(f.applied, c) }
+
+type fakeChanges struct{ got []SuppressionChange }
+
+func (f *fakeChanges) PublishChanges(_ context.Context, rows []SuppressionChange) error {
+	f.got = append(f.got, rows...)
+	return nil
+}
+
+func TestHandlerDerivesDroppedEvents(t *testing.T) {
+	sink := newFakeSink(1, 0)
+	var got []Row
+	lists := &fakeLists{email: "gone@example.com"}
+	changes := &fakeChanges{}
+	h, err := NewHandler(Config{Sink: recordingSink{sink, &got}, Publisher: &fakePublisher{sink: sink, seen: map[string]bool{}},
+		Classifier: enrich.MustNew(), Suppressions: lists, Changes: changes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := []Message{
+		{Topic: "t", Offset: 4, Value: []byte(`{"event":"processed","email":"Gone@Example.com","timestamp":100,"sg_event_id":"p1","category":"x"}`)},
+		{Topic: "t", Offset: 5, Value: []byte(`{"event":"processed","email":"fine@example.com","timestamp":100,"sg_event_id":"p2"}`)},
+		{Topic: "t", Offset: 6, Value: []byte(`{"event":"bounce","email":"new@gmail.com","timestamp":100,"reason":"550 5.1.1 no such user"}`)},
+	}
+	if err := h.Handle(context.Background(), "t", 0, msgs); err != nil {
+		t.Fatal(err)
+	}
+	var drops []Row
+	for _, r := range got {
+		if r.Derived {
+			drops = append(drops, r)
+		}
+	}
+	if len(got) != 4 || len(drops) != 1 {
+		t.Fatalf("got %d rows with %d derived, want 4 with 1", len(got), len(drops))
+	}
+	d := drops[0]
+	if d.Event.Event != "dropped" || d.Reason != "Bounced Address" || d.Offset != 4 || d.Index != DerivedIndexBit ||
+		d.SGEventID != DerivedEventID("dropped", "p1") || d.SGEventID == "p1" || len(d.Categories) != 1 {
+		t.Fatalf("derived dropped event: %+v", d.Event)
+	}
+	if DerivedEventID("dropped", "p1") != DerivedEventID("dropped", "p1") || DerivedEventID("dropped", "p1") == DerivedEventID("dropped", "p2") {
+		t.Fatal("derived ids must be stable and distinct")
+	}
+	if len(changes.got) != 1 || changes.got[0].EmailNorm != "new@gmail.com" || changes.got[0].List != ListBounces {
+		t.Fatalf("published changes: %+v", changes.got)
+	}
+	if len(lists.applied) != 1 {
+		t.Fatalf("the worker's own change was not applied to its index: %+v", lists.applied)
+	}
+}

@@ -14,6 +14,7 @@ type Metrics struct {
 	insertErrors  prometheus.Counter
 	insertSeconds prometheus.Histogram
 	batchRows     prometheus.Histogram
+	dropped       *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -43,12 +44,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "bouncer_sink_batch_rows", Help: "Rows per events insert.",
 			Buckets: prometheus.ExponentialBuckets(1, 4, 10),
 		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bouncer_sink_derived_drops_total", Help: "Derived dropped events for processed events to suppressed recipients, by SendGrid reason.",
+		}, []string{"reason"}),
 	}
 	for _, c := range schemas.RejectCodes() {
 		m.deadLettered.WithLabelValues(string(c))
 	}
 	if reg != nil {
-		reg.MustRegister(m.consumed, m.written, m.suppressions, m.deadLettered, m.insertErrors, m.insertSeconds, m.batchRows)
+		reg.MustRegister(m.consumed, m.written, m.suppressions, m.deadLettered, m.insertErrors, m.insertSeconds, m.batchRows, m.dropped)
 	}
 	return m
 }

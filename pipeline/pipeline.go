@@ -83,6 +83,18 @@ type SuppressionChange struct {
 	Source string
 }
 
+// Version orders changes to one list entry by event time: unix seconds
+// times two, plus one for a removal, so a removal wins a tie with an
+// addition in the same second and the newest change wins whatever order
+// changes arrive in.
+func (c SuppressionChange) Version() uint64 {
+	v := uint64(max(c.At.Unix(), 0)) * 2
+	if c.Deleted {
+		v++
+	}
+	return v
+}
+
 // Marks are the highest offsets of one partition already held by the sink,
 // per table; -1 when the table holds none.
 type Marks struct {
@@ -102,4 +114,18 @@ type Sink interface {
 // Publisher sends dead letters to the dead-letter topic, at least once.
 type Publisher interface {
 	PublishDeadLetters(ctx context.Context, rows []DeadLetter) error
+}
+
+// ChangePublisher sends suppression changes to the change-log topic that
+// senders and other workers mirror, at least once.
+type ChangePublisher interface {
+	PublishChanges(ctx context.Context, rows []SuppressionChange) error
+}
+
+// Suppressions is the worker's view of the lists (package suppress).
+type Suppressions interface {
+	// DropReason is SendGrid's dropped reason for a message sent at time
+	// at (unix seconds) to the address, or "" when it may be sent to.
+	DropReason(account, emailNorm string, group int64, at int64) string
+	Apply(c SuppressionChange)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
+	"github.com/bouncer-mail/bouncer/suppress"
 )
 
 func init() {
@@ -53,6 +54,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	lf := addLogFlags(e)
 	group := e.String("group", "BOUNCER_SINK_GROUP", "bouncer-sink", "consumer group of the sink")
 	dlqTopic := e.String("dlq-topic", "BOUNCER_DLQ_TOPIC", "", "dead-letter topic (default: TOPIC.dlq)")
+	changeTopic := e.String("changelog-topic", "BOUNCER_CHANGELOG_TOPIC", "bouncer.suppressions", "compacted topic of suppression list changes, which senders can mirror")
 	partitions := e.Int("partitions", "BOUNCER_PARTITIONS", 4, "partitions of the event topic when the worker has to create it")
 	opsAddr := e.String("ops-addr", "BOUNCER_OPS_ADDR", "127.0.0.1:9464", "address of the ops HTTP server (/healthz, /readyz, /metrics); empty disables it")
 	maxMessages := e.Int("max-batch-messages", "BOUNCER_MAX_BATCH_MESSAGES", 20000, "most Kafka messages in one batch (one ClickHouse insert per partition); bigger batches mean fewer parts for ClickHouse to merge")
@@ -125,11 +127,42 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	defer dlq.Close()
+	if err := consumer.EnsureChangeLog(ctx, conn, *changeTopic, *partitions); err != nil {
+		return err
+	}
+	changes, err := consumer.NewChangeWriter(conn, *changeTopic)
+	if err != nil {
+		return err
+	}
+	defer changes.Close()
+
+	// The index of suppressed recipients, loaded from the change log before
+	// consuming events, so processed events to suppressed recipients get
+	// their dropped event from the first batch on.
+	index := suppress.New()
+	caughtUp := make(chan struct{})
+	followCtx, stopFollow := context.WithCancel(ctx)
+	defer stopFollow()
+	go func() {
+		if err := consumer.FollowChanges(followCtx, conn, *changeTopic, index.Apply, caughtUp, log); err != nil {
+			log.Error("suppression change log: cannot follow", "topic", *changeTopic, "err", err)
+		}
+	}()
+	log.Info("loading suppression lists from the change log", "topic", *changeTopic)
+	select {
+	case <-caughtUp:
+		log.Info("suppression lists loaded", "entries", index.Len())
+	case <-time.After(2 * time.Minute):
+		return fmt.Errorf("suppression change log %s: not loaded after 2 minutes", *changeTopic)
+	case <-ctx.Done():
+		return nil
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	handler, err := pipeline.NewHandler(pipeline.Config{
 		Sink: store, Publisher: dlq, Classifier: classifier, MaxMessageBytes: *maxMsgBytes,
+		Suppressions: index, Changes: changes,
 		Logger: log, Metrics: pipeline.NewMetrics(reg),
 	})
 	if err != nil {

@@ -64,7 +64,12 @@ func startWorker(t *testing.T, env map[string]string) (stop func() error, logs *
 		})
 		return err
 	}
-	t.Cleanup(func() { stop() })
+	t.Cleanup(func() {
+		stop()
+		if t.Failed() {
+			t.Logf("worker log:\n%s", logs)
+		}
+	})
 	return stop, logs
 }
 
@@ -124,6 +129,7 @@ func TestWorkerEndToEnd(t *testing.T) {
 		"KAFKA_BROKERS": brokers, "CLICKHOUSE_ADDR": addr, "CLICKHOUSE_DATABASE": db,
 		"BOUNCER_TOPIC": topic, "BOUNCER_SINK_GROUP": topic + ".sink", "BOUNCER_OPS_ADDR": "127.0.0.1:0",
 		"BOUNCER_MAX_WAIT": "50ms", "BOUNCER_MAX_MESSAGE_BYTES": "4096",
+		"BOUNCER_CHANGELOG_TOPIC": topic + ".suppressions",
 	}
 
 	good := [][]byte{
@@ -257,7 +263,12 @@ func TestWorkerEndToEnd(t *testing.T) {
 	// A restart resumes: more events arrive, nothing is stored twice. With
 	// a larger message limit, the replayed oversize message is accepted.
 	env["BOUNCER_MAX_MESSAGE_BYTES"] = "16384"
-	produceRaw(t, brokers, topic, good[0], good[1])
+	// A later processed event to the hard-bounced address of acme: the
+	// restarted worker knows the bounce from the change log and adds a
+	// derived dropped event. The same address in another account is fine.
+	produceRaw(t, brokers, topic, good[0], good[1],
+		[]byte(`{"event":"processed","email":"gone@gmail.com","timestamp":1764201700,"sg_event_id":"p9","account_id":"acme"}`),
+		[]byte(`{"event":"processed","email":"gone@gmail.com","timestamp":1764201700,"sg_event_id":"p10","account_id":"globex"}`))
 	out = syncBuffer{}
 	if err := run(context.Background(), []string{"bouncer", "deadletters", "replay", "--code", "oversize"}, envFunc(env), strings.NewReader(""), &out, &out); err != nil {
 		t.Fatalf("deadletters replay: %v\n%s", err, out.String())
@@ -265,13 +276,24 @@ func TestWorkerEndToEnd(t *testing.T) {
 	stop, logs = startWorker(t, env)
 	waitFor(t, "events after restart", 90*time.Second, func() (bool, string) {
 		ev := queryInt(t, ch, "SELECT count() FROM events")
-		return ev == wantEvents+3, fmt.Sprintf("events %d/%d", ev, wantEvents+3)
+		return ev == wantEvents+6, fmt.Sprintf("events %d/%d", ev, wantEvents+6)
 	})
 	if err := stop(); err != nil {
 		t.Fatalf("worker: %v\n%s", err, logs)
 	}
-	if n := queryInt(t, ch, "SELECT uniqExact(kafka_topic, kafka_partition, kafka_offset, msg_index) FROM events"); n != wantEvents+3 {
-		t.Errorf("after restart: distinct identities %d, want %d", n, wantEvents+3)
+	if n := queryInt(t, ch, "SELECT uniqExact(kafka_topic, kafka_partition, kafka_offset, msg_index) FROM events"); n != wantEvents+6 {
+		t.Errorf("after restart: distinct identities %d, want %d", n, wantEvents+6)
+	}
+	if n := queryInt(t, ch, "SELECT count() FROM events WHERE event = 'dropped' AND derived = 1 AND account_id = 'acme' AND email_norm = 'gone@gmail.com' AND reason = 'Bounced Address' AND sg_event_id != 'p9'"); n != 1 {
+		t.Errorf("derived dropped events for acme's bounced address: %d, want 1", n)
+	}
+	if n := queryInt(t, ch, "SELECT count() FROM events WHERE event = 'dropped'"); n != 1 {
+		t.Errorf("dropped events: %d, want only acme's (globex's address is not suppressed)", n)
+	}
+	// The change log holds the bounce, keyed by account, list and address.
+	keys := readTopicKeys(t, brokers, topic+".suppressions")
+	if !keys["acme/bounces/0/gone@gmail.com"] || !keys["default/invalid_emails/0/a..b@example.com"] {
+		t.Errorf("change log keys %v lack the bounce or the invalid address", keys)
 	}
 	if n := queryInt(t, ch, "SELECT count() FROM dead_letters"); n != wantDead {
 		t.Errorf("after replay: %d dead letters, want still %d", n, wantDead)
@@ -344,4 +366,37 @@ func checkOps(t *testing.T, logs string, written uint64) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+}
+
+// readTopicKeys reads every partition of a topic to its end.
+func readTopicKeys(t *testing.T, brokers, topic string) map[string]bool {
+	t.Helper()
+	keys := map[string]bool{}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conn, err := kafka.DialContext(ctx, "tcp", testenv.Brokers(brokers)[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, err := conn.ReadPartitions(topic)
+	conn.Close()
+	if err != nil {
+		t.Fatalf("partitions of %s: %v", topic, err)
+	}
+	for _, part := range parts {
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: testenv.Brokers(brokers), Topic: topic, Partition: part.ID, MaxWait: 100 * time.Millisecond})
+		for {
+			lag, err := r.ReadLag(ctx)
+			if err != nil || lag == 0 {
+				break
+			}
+			m, err := r.ReadMessage(ctx)
+			if err != nil {
+				break
+			}
+			keys[string(m.Key)] = true
+		}
+		r.Close()
+	}
+	return keys
 }

@@ -139,14 +139,10 @@ func (s *Store) WriteDeadLetters(ctx context.Context, rows []pipeline.DeadLetter
 	})
 }
 
-// SuppressionVersion orders suppression changes by event time; a removal
-// wins a tie with an addition in the same second.
+// SuppressionVersion is pipeline.SuppressionChange.Version for a change at
+// time at.
 func SuppressionVersion(at time.Time, deleted bool) uint64 {
-	v := uint64(max(at.Unix(), 0)) * 2
-	if deleted {
-		v++
-	}
-	return v
+	return pipeline.SuppressionChange{At: at, Deleted: deleted}.Version()
 }
 
 // WriteSuppressions inserts list changes as one block.

@@ -1,0 +1,208 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/bouncer-mail/bouncer/pipeline"
+)
+
+// The suppression change log is a compacted Kafka topic: one message per
+// list change, keyed "account/list/group/address" (the address normalised),
+// so after compaction the topic holds the newest change of every entry. An
+// MTA mirrors the lists by reading it from the start; workers keep their
+// in-memory index fresh the same way.
+
+// ChangeMessage is the JSON value of a change-log message.
+type ChangeMessage struct {
+	AccountID      string    `json:"account_id"`
+	List           string    `json:"list"`
+	GroupID        int64     `json:"group_id,omitempty"`
+	Email          string    `json:"email"`
+	EmailNorm      string    `json:"email_norm"`
+	Deleted        bool      `json:"deleted"`
+	At             time.Time `json:"at"`
+	Version        uint64    `json:"version"`
+	Reason         string    `json:"reason,omitempty"`
+	Status         string    `json:"status,omitempty"`
+	Classification string    `json:"bounce_classification,omitempty"`
+	ReasonCode     string    `json:"reason_code,omitempty"`
+	Source         string    `json:"source,omitempty"`
+}
+
+// ChangeKey is the compaction key of a change.
+func ChangeKey(c pipeline.SuppressionChange) string {
+	return c.AccountID + "/" + c.List + "/" + strconv.FormatInt(c.GroupID, 10) + "/" + c.EmailNorm
+}
+
+func toMessage(c pipeline.SuppressionChange) ChangeMessage {
+	return ChangeMessage{AccountID: c.AccountID, List: c.List, GroupID: c.GroupID, Email: c.Email,
+		EmailNorm: c.EmailNorm, Deleted: c.Deleted, At: c.At.UTC(), Version: c.Version(), Reason: c.Reason,
+		Status: c.Status, Classification: c.Classification, ReasonCode: c.ReasonCode, Source: c.Source}
+}
+
+func fromMessage(m ChangeMessage) pipeline.SuppressionChange {
+	return pipeline.SuppressionChange{AccountID: m.AccountID, List: m.List, GroupID: m.GroupID, Email: m.Email,
+		EmailNorm: m.EmailNorm, Deleted: m.Deleted, At: m.At, Reason: m.Reason, Status: m.Status,
+		Classification: m.Classification, ReasonCode: m.ReasonCode, Source: m.Source}
+}
+
+// EnsureChangeLog creates the compacted change-log topic if missing.
+func EnsureChangeLog(ctx context.Context, c Conn, topic string, partitions int) error {
+	dialer, err := c.Dialer()
+	if err != nil {
+		return err
+	}
+	conn, err := dialer.DialContext(ctx, "tcp", c.Brokers[0])
+	if err != nil {
+		return fmt.Errorf("connect to kafka %s: %w", c.Brokers[0], err)
+	}
+	defer conn.Close()
+	controller, err := conn.Controller()
+	if err != nil {
+		return fmt.Errorf("find kafka controller: %w", err)
+	}
+	cc, err := dialer.DialContext(ctx, "tcp", net.JoinHostPort(controller.Host, strconv.Itoa(controller.Port)))
+	if err != nil {
+		return fmt.Errorf("connect to kafka controller: %w", err)
+	}
+	defer cc.Close()
+	err = cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1,
+		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}}})
+	if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		return fmt.Errorf("create change-log topic %s: %w", topic, err)
+	}
+	return nil
+}
+
+// ChangeWriter publishes suppression changes to the change log.
+type ChangeWriter struct{ w *kafka.Writer }
+
+var _ pipeline.ChangePublisher = (*ChangeWriter)(nil)
+
+// NewChangeWriter returns a writer for the change-log topic.
+func NewChangeWriter(c Conn, topic string) (*ChangeWriter, error) {
+	tr, err := c.Transport()
+	if err != nil {
+		return nil, err
+	}
+	return &ChangeWriter{w: &kafka.Writer{Addr: kafka.TCP(c.Brokers...), Topic: topic, Balancer: &kafka.Hash{},
+		RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond, BatchBytes: 8 << 20, Transport: tr}}, nil
+}
+
+// PublishChanges sends rows and returns when the brokers hold them.
+func (w *ChangeWriter) PublishChanges(ctx context.Context, rows []pipeline.SuppressionChange) error {
+	msgs := make([]kafka.Message, len(rows))
+	for i, r := range rows {
+		v, err := json.Marshal(toMessage(r))
+		if err != nil {
+			return err
+		}
+		msgs[i] = kafka.Message{Key: []byte(ChangeKey(r)), Value: v}
+	}
+	if err := w.w.WriteMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("publish %d suppression changes: %w", len(rows), err)
+	}
+	return nil
+}
+
+// Close flushes and closes the writer.
+func (w *ChangeWriter) Close() error { return w.w.Close() }
+
+// FollowChanges reads every partition of the change log from its start and
+// calls apply for each change, until ctx ends. caughtUp is closed once every
+// partition has been read up to where it ended when following began.
+// Malformed messages are logged and skipped.
+func FollowChanges(ctx context.Context, c Conn, topic string, apply func(pipeline.SuppressionChange), caughtUp chan<- struct{}, log *slog.Logger) error {
+	dialer, err := c.Dialer()
+	if err != nil {
+		return err
+	}
+	// A topic created a moment ago may not be in every broker's metadata
+	// yet: wait until its partitions show.
+	var parts []kafka.Partition
+	for len(parts) == 0 {
+		conn, err := dialer.DialContext(ctx, "tcp", c.Brokers[0])
+		if err == nil {
+			parts, err = conn.ReadPartitions(topic)
+			conn.Close()
+		}
+		if len(parts) == 0 {
+			log.Warn("change log: no partitions yet; retrying", "topic", topic, "err", err)
+			if !sleep(ctx, time.Second) {
+				return ctx.Err()
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	var ready sync.WaitGroup
+	ready.Add(len(parts))
+	go func() { ready.Wait(); close(caughtUp) }()
+	for _, p := range parts {
+		wg.Add(1)
+		go func(partition int) {
+			defer wg.Done()
+			followPartition(ctx, c, dialer, topic, partition, apply, ready.Done, log)
+		}(p.ID)
+	}
+	wg.Wait()
+	return nil
+}
+
+func followPartition(ctx context.Context, c Conn, dialer *kafka.Dialer, topic string, partition int, apply func(pipeline.SuppressionChange), done func(), log *slog.Logger) {
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: c.Brokers, Topic: topic, Partition: partition, Dialer: dialer,
+		MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 500 * time.Millisecond})
+	defer r.Close()
+	r.SetOffset(kafka.FirstOffset)
+	var once sync.Once
+	signal := func() { once.Do(done) }
+	defer signal()
+	// Where the partition ended when following began: reaching it means
+	// the index holds everything written before.
+	end := int64(-1)
+	for end < 0 && ctx.Err() == nil {
+		lc, err := dialer.DialLeader(ctx, "tcp", c.Brokers[0], topic, partition)
+		if err == nil {
+			var first, last int64
+			first, last, err = lc.ReadOffsets()
+			lc.Close()
+			if err == nil {
+				end = last
+				if first >= last {
+					signal()
+				}
+				break
+			}
+		}
+		log.Warn("change log: reading partition end failed; retrying", "partition", partition, "err", err)
+		sleep(ctx, time.Second)
+	}
+	for ctx.Err() == nil {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("change log: read failed; retrying", "partition", partition, "err", err)
+				sleep(ctx, time.Second)
+			}
+			continue
+		}
+		var cm ChangeMessage
+		if err := json.Unmarshal(m.Value, &cm); err != nil || cm.AccountID == "" || cm.EmailNorm == "" {
+			log.Warn("change log: skipping a malformed message", "partition", partition, "offset", m.Offset)
+		} else {
+			apply(fromMessage(cm))
+		}
+		if m.Offset+1 >= end {
+			signal()
+		}
+	}
+}
