@@ -1,0 +1,173 @@
+// Package api is bouncer's HTTP API: SendGrid's v3 suppression endpoints
+// (paths, parameters, limits, response and error shapes as SendGrid's own
+// specification gives them), so SendGrid users and client libraries can point
+// at bouncer.
+//
+// # Contract
+//
+//   - Every route but /healthz and /v3/openapi.json needs
+//     "Authorization: Bearer SG.<key id>.<secret>". The key decides the
+//     account; every store call takes that account as its first argument and
+//     nothing in a path, a parameter or a body can name another one.
+//   - Errors have SendGrid's shape, {"errors":[{"field":null,"message":"..."}]},
+//     with 400 (field named), 401, 403, 404, 405, 413, 429 or 500 (internal
+//     errors are logged, never shown).
+//   - Each key has a token bucket (Config.RateLimit per second); every
+//     authenticated response carries X-RateLimit-Limit, X-RateLimit-Remaining
+//     and X-RateLimit-Reset (unix seconds when the bucket is full again).
+//   - A delete writes a removal stamped with the server's clock: an entry
+//     whose newest change (by event time) is that removal is gone, whatever
+//     order the writes arrive in; a later event adds it back.
+//   - Addresses are compared trimmed and lower-cased.
+//
+// Every route is in routes.go; the OpenAPI document (openapi.json, served at
+// /v3/openapi.json) is checked against that table by a test.
+package api
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// Suppression is the current state of one list entry.
+type Suppression struct {
+	Email          string
+	Created        time.Time
+	Reason, Status string
+	Classification string
+}
+
+// ListQuery selects entries of one list.
+type ListQuery struct {
+	List    string
+	GroupID int64
+	// EmailLike is a LIKE pattern on the normalised address; "" matches all.
+	EmailLike string
+	// From and To bound created, unix seconds, inclusive; To 0: no bound.
+	From, To uint32
+	// Offset and Limit (1 to 500) page the result, newest first.
+	Offset, Limit uint64
+}
+
+// Change adds an address to a list or removes it, as of At.
+type Change struct {
+	List             string
+	GroupID          int64
+	Email, EmailNorm string
+	At               time.Time
+	Deleted          bool
+	// Source says where the change came from ("api").
+	Source string
+}
+
+// DayCount is a count for a day (YYYY-MM-DD, UTC) and a key.
+type DayCount struct {
+	Day, Key string
+	N        uint64
+}
+
+// Store is what the API reads and writes. Every method takes the
+// authenticated account first and touches only that account's data.
+type Store interface {
+	Suppressions(ctx context.Context, account string, q ListQuery) ([]Suppression, error)
+	WriteSuppressions(ctx context.Context, account string, changes []Change) error
+	// DeleteAllSuppressions removes every current entry of a list as of at.
+	DeleteAllSuppressions(ctx context.Context, account, list string, group int64, at time.Time) error
+	// BounceClassifications counts bounce events per day and
+	// classification in [from, to).
+	BounceClassifications(ctx context.Context, account string, from, to time.Time) ([]DayCount, error)
+	// BounceClassificationDomains counts bounce events of one
+	// classification per day and recipient domain in [from, to).
+	BounceClassificationDomains(ctx context.Context, account, class string, from, to time.Time) ([]DayCount, error)
+}
+
+// Config is what NewServer needs.
+type Config struct {
+	// Store and Keys are required.
+	Store Store
+	Keys  KeyStore
+	// Logger gets one line per request; default: discard.
+	Logger *slog.Logger
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// RateLimit is requests per second per key; default 10. The bucket holds
+	// RateBurst requests; default RateLimit rounded up (at least 1).
+	RateLimit float64
+	RateBurst int
+	// MaxBodyBytes bounds a request body; default 1 MiB.
+	MaxBodyBytes int64
+	// KeyRefresh is how often keys are reloaded (a revoked key stops working
+	// within it); default 5s. An unknown key id reloads at most once a second.
+	KeyRefresh time.Duration
+}
+
+// Validate fills defaults and reports the first bad field.
+func (c *Config) Validate() error {
+	switch {
+	case c.Store == nil:
+		return fmt.Errorf("api: Config.Store is nil")
+	case c.Keys == nil:
+		return fmt.Errorf("api: Config.Keys is nil")
+	case c.RateLimit < 0:
+		return fmt.Errorf("api: rate limit %v: want a positive number of requests per second", c.RateLimit)
+	case c.RateBurst < 0:
+		return fmt.Errorf("api: rate burst %d: want at least 1", c.RateBurst)
+	case c.MaxBodyBytes < 0:
+		return fmt.Errorf("api: max body bytes %d: want a positive size", c.MaxBodyBytes)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.RateLimit == 0 {
+		c.RateLimit = 10
+	}
+	if c.RateBurst == 0 {
+		c.RateBurst = max(1, int(c.RateLimit+0.999999))
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	if c.KeyRefresh <= 0 {
+		c.KeyRefresh = 5 * time.Second
+	}
+	return nil
+}
+
+// server holds the dependencies of the handlers.
+type server struct {
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	store   Store
+	keys    *keyCache
+	limiter *limiter
+	mux     *http.ServeMux
+}
+
+// NewServer returns the API's handler. It panics on a Config that does not
+// validate (a wiring mistake): call cfg.Validate first to get the error.
+func NewServer(cfg Config) http.Handler {
+	if err := cfg.Validate(); err != nil {
+		panic(err)
+	}
+	s := &server{
+		cfg: cfg, log: cfg.Logger, now: cfg.Now, store: cfg.Store,
+		keys:    &keyCache{store: cfg.Keys, every: cfg.KeyRefresh, missEvery: time.Second, now: cfg.Now},
+		limiter: newLimiter(cfg.RateLimit, cfg.RateBurst),
+		mux:     http.NewServeMux(),
+	}
+	for _, rt := range s.routes() {
+		h := rt.handler
+		if rt.auth {
+			h = s.authenticated(rt.scope, h)
+		}
+		s.mux.Handle(rt.method+" "+rt.path, h)
+	}
+	return s
+}

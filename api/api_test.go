@@ -1,0 +1,327 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// These are unit tests of the HTTP layer with an in-memory store; what the
+// API does against ClickHouse (tenancy, ordering) is tested in cmd/bouncer.
+
+type fakeStore struct {
+	mu      sync.Mutex
+	changes []Change
+}
+
+func (f *fakeStore) Suppressions(ctx context.Context, account string, q ListQuery) ([]Suppression, error) {
+	return nil, nil
+}
+
+func (f *fakeStore) WriteSuppressions(ctx context.Context, account string, cs []Change) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.changes = append(f.changes, cs...)
+	return nil
+}
+
+func (f *fakeStore) DeleteAllSuppressions(ctx context.Context, account, list string, group int64, at time.Time) error {
+	return nil
+}
+
+func (f *fakeStore) BounceClassifications(ctx context.Context, account string, from, to time.Time) ([]DayCount, error) {
+	return []DayCount{{"2025-11-27", "Invalid Address", 3}, {"2025-11-27", "Content", 1}, {"2025-11-28", "Content", 2}}, nil
+}
+
+func (f *fakeStore) BounceClassificationDomains(ctx context.Context, account, class string, from, to time.Time) ([]DayCount, error) {
+	return nil, nil
+}
+
+type fakeKeys []Key
+
+func (f fakeKeys) APIKeys(ctx context.Context) ([]Key, error) { return f, nil }
+
+// testKey makes a key for account with scopes; revoked if asked.
+func testKey(t *testing.T, account string, revoked bool, scopes ...string) (string, Key) {
+	t.Helper()
+	token, id, hash, err := NewKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return token, Key{AccountID: account, KeyID: id, Hash: hash, Scopes: scopes, Revoked: revoked}
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+func do(t *testing.T, h http.Handler, method, path, key, body string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+// sendGridError decodes SendGrid's error shape and returns the first error's
+// field (nil for null) and message; it fails on any other shape.
+func sendGridError(t *testing.T, rec *httptest.ResponseRecorder) (*string, string) {
+	t.Helper()
+	var body struct {
+		Errors []struct {
+			Field   *string `json:"field"`
+			Message string  `json:"message"`
+		} `json:"errors"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(rec.Body.Bytes()))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil || len(body.Errors) != 1 || !strings.Contains(rec.Body.String(), `"field":`) {
+		t.Fatalf("status %d body %q: not SendGrid's error shape (%v)", rec.Code, rec.Body, err)
+	}
+	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+		t.Errorf("error Content-Type %q", ct)
+	}
+	return body.Errors[0].Field, body.Errors[0].Message
+}
+
+func TestErrorsHaveSendGridShapeAndStatus(t *testing.T) {
+	good, k1 := testKey(t, "acme", false)
+	revoked, k2 := testKey(t, "acme", true)
+	readOnly, k3 := testKey(t, "acme", false, "suppression.read")
+	c := &clock{t: time.Unix(1764201600, 0)}
+	h := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{k1, k2, k3}, Now: c.now, RateLimit: 1000, MaxBodyBytes: 100})
+	wrongSecret := good[:len(good)-2] + "xx"
+	big := `{"emails":["` + strings.Repeat("a", 200) + `@x.org"]}`
+	for _, tc := range []struct {
+		name, method, path, key, body string
+		status                        int
+		field                         string // "" means null
+	}{
+		{"no key", "GET", "/v3/suppression/bounces", "", "", 401, ""},
+		{"not a key", "GET", "/v3/suppression/bounces", "hello", "", 401, ""},
+		{"wrong secret", "GET", "/v3/suppression/bounces", wrongSecret, "", 401, ""},
+		{"unknown key id", "GET", "/v3/suppression/bounces", "SG.nope.secret", "", 401, ""},
+		{"revoked key", "GET", "/v3/suppression/bounces", revoked, "", 401, ""},
+		{"missing scope", "DELETE", "/v3/suppression/bounces/a@x.org", readOnly, "", 403, ""},
+		{"unknown route", "GET", "/v3/suppression/nope", good, "", 404, ""},
+		{"unknown list entry route", "GET", "/v3/suppression/unsubscribes/a@x.org", good, "", 404, ""},
+		{"wrong method", "PUT", "/v3/suppression/bounces", good, "", 405, ""},
+		{"limit over 500", "GET", "/v3/suppression/bounces?limit=501", good, "", 400, "limit"},
+		{"limit 0", "GET", "/v3/suppression/bounces?limit=0", good, "", 400, "limit"},
+		{"negative offset", "GET", "/v3/suppression/blocks?offset=-1", good, "", 400, "offset"},
+		{"start_time not a number", "GET", "/v3/suppression/bounces?start_time=yesterday", good, "", 400, "start_time"},
+		{"end before start", "GET", "/v3/suppression/bounces?start_time=10&end_time=5", good, "", 400, "end_time"},
+		{"bad email in path", "GET", "/v3/suppression/bounces/not-an-email", good, "", 400, "email"},
+		{"bad start_date", "GET", "/v3/suppression/bounces/classifications?start_date=27-11-2025", good, "", 400, "start_date"},
+		{"unknown classification", "GET", "/v3/suppression/bounces/classifications/Nope", good, "", 400, "classification"},
+		{"body too large", "DELETE", "/v3/suppression/bounces", good, big, 413, ""},
+		{"bad JSON", "DELETE", "/v3/suppression/bounces", good, `{"emails":`, 400, ""},
+		{"both delete_all and emails", "DELETE", "/v3/suppression/bounces", good, `{"delete_all":true,"emails":["a@x.org"]}`, 400, "delete_all"},
+		{"neither", "DELETE", "/v3/suppression/bounces", good, `{}`, 400, "emails"},
+		{"bad email in body", "DELETE", "/v3/suppression/bounces", good, `{"emails":["a b@x.org"]}`, 400, "emails"},
+		{"emails of wrong type", "DELETE", "/v3/suppression/bounces", good, `{"emails":"a@x.org"}`, 400, "emails"},
+		{"global add without emails", "POST", "/v3/asm/suppressions/global", good, `{"recipient_emails":[]}`, 400, "recipient_emails"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := do(t, h, tc.method, tc.path, tc.key, tc.body)
+			if rec.Code != tc.status {
+				t.Fatalf("status %d, want %d; body %s", rec.Code, tc.status, rec.Body)
+			}
+			field, msg := sendGridError(t, rec)
+			if got := ""; field != nil {
+				got = *field
+				if got != tc.field {
+					t.Errorf("field %q, want %q", got, tc.field)
+				}
+			} else if tc.field != "" {
+				t.Errorf("field null, want %q", tc.field)
+			}
+			if msg == "" {
+				t.Error("empty message")
+			}
+			if tc.status == 405 && rec.Header().Get("Allow") == "" {
+				t.Error("405 without Allow")
+			}
+		})
+	}
+	if rec := do(t, h, "GET", "/v3/suppression/bounces", "", ""); !strings.Contains(rec.Body.String(), `"authorization required"`) {
+		t.Errorf("missing key: %s, want SendGrid's \"authorization required\"", rec.Body)
+	}
+}
+
+func TestRateLimitPerKey(t *testing.T) {
+	a, ka := testKey(t, "acme", false)
+	b, kb := testKey(t, "acme", false)
+	c := &clock{t: time.Unix(1764201600, 0)}
+	h := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{ka, kb}, Now: c.now, RateLimit: 2})
+	for i, wantRemaining := range []string{"1", "0"} {
+		rec := do(t, h, "GET", "/v3/suppression/bounces", a, "")
+		if rec.Code != 200 || rec.Header().Get("X-RateLimit-Limit") != "2" || rec.Header().Get("X-RateLimit-Remaining") != wantRemaining {
+			t.Fatalf("request %d: %d, headers %v", i+1, rec.Code, rec.Header())
+		}
+	}
+	rec := do(t, h, "GET", "/v3/suppression/bounces", a, "")
+	if rec.Code != 429 {
+		t.Fatalf("third request in the same instant: %d, want 429", rec.Code)
+	}
+	if _, msg := sendGridError(t, rec); msg != "too many requests" {
+		t.Errorf("429 message %q", msg)
+	}
+	h429 := rec.Header()
+	if h429.Get("X-RateLimit-Limit") != "2" || h429.Get("X-RateLimit-Remaining") != "0" || h429.Get("X-RateLimit-Reset") != "1764201601" {
+		t.Errorf("429 headers: limit %q remaining %q reset %q; want 2, 0, 1764201601",
+			h429.Get("X-RateLimit-Limit"), h429.Get("X-RateLimit-Remaining"), h429.Get("X-RateLimit-Reset"))
+	}
+	if rec := do(t, h, "GET", "/v3/suppression/bounces", b, ""); rec.Code != 200 {
+		t.Errorf("another key of the same account: %d, want 200 (limits are per key)", rec.Code)
+	}
+	c.add(500 * time.Millisecond)
+	if rec := do(t, h, "GET", "/v3/suppression/bounces", a, ""); rec.Code != 200 {
+		t.Errorf("after half a second (one token back): %d, want 200", rec.Code)
+	}
+}
+
+func TestKeyCacheSeesNewAndRevokedKeys(t *testing.T) {
+	token, k := testKey(t, "acme", false)
+	keys := &mutableKeys{}
+	c := &clock{t: time.Unix(1764201600, 0)}
+	h := NewServer(Config{Store: &fakeStore{}, Keys: keys, Now: c.now, KeyRefresh: 5 * time.Second})
+	if rec := do(t, h, "GET", "/v3/suppression/bounces", token, ""); rec.Code != 401 {
+		t.Fatalf("before the key exists: %d", rec.Code)
+	}
+	keys.set(k)
+	c.add(time.Second)
+	if rec := do(t, h, "GET", "/v3/suppression/bounces", token, ""); rec.Code != 200 {
+		t.Fatalf("a new key a second later: %d, want 200 (an unknown id reloads)", rec.Code)
+	}
+	k.Revoked = true
+	keys.set(k)
+	if rec := do(t, h, "GET", "/v3/suppression/bounces", token, ""); rec.Code != 200 {
+		t.Fatalf("revoked, before the refresh: %d (cached)", rec.Code)
+	}
+	c.add(5 * time.Second)
+	if rec := do(t, h, "GET", "/v3/suppression/bounces", token, ""); rec.Code != 401 {
+		t.Fatalf("revoked, after the refresh interval: %d, want 401", rec.Code)
+	}
+}
+
+type mutableKeys struct {
+	mu   sync.Mutex
+	keys []Key
+}
+
+func (m *mutableKeys) set(k ...Key) { m.mu.Lock(); m.keys = k; m.mu.Unlock() }
+func (m *mutableKeys) APIKeys(ctx context.Context) ([]Key, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Key(nil), m.keys...), nil
+}
+
+func TestDeleteStampsTheClockAndNormalises(t *testing.T) {
+	token, k := testKey(t, "acme", false)
+	st := &fakeStore{}
+	at := time.Unix(1764201600, 0)
+	h := NewServer(Config{Store: st, Keys: fakeKeys{k}, Now: func() time.Time { return at }})
+	if rec := do(t, h, "DELETE", "/v3/suppression/bounces/%20Kim%40Example.COM", token, ""); rec.Code != 204 {
+		t.Fatalf("delete: %d %s", rec.Code, rec.Body)
+	}
+	want := Change{List: "bounces", Email: "Kim@Example.COM", EmailNorm: "kim@example.com", At: at, Deleted: true, Source: "api"}
+	if len(st.changes) != 1 || st.changes[0] != want {
+		t.Errorf("changes %+v, want %+v", st.changes, want)
+	}
+}
+
+func TestClassificationsShape(t *testing.T) {
+	token, k := testKey(t, "acme", false)
+	h := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{k}})
+	rec := do(t, h, "GET", "/v3/suppression/bounces/classifications?start_date=2025-11-27&end_date=2025-11-28", token, "")
+	want := `{"result":[{"date":"2025-11-27","stats":[{"classification":"Invalid Address","count":3},{"classification":"Content","count":1}]},{"date":"2025-11-28","stats":[{"classification":"Content","count":2}]}]}`
+	if rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != want {
+		t.Errorf("%d %s\nwant %s", rec.Code, rec.Body, want)
+	}
+	rec = do(t, h, "GET", "/v3/suppression/bounces/classifications/Invalid%20Address", token, "")
+	if rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != `{"result":[]}` {
+		t.Errorf("by domain, none: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// TestOpenAPIMatchesRoutes: the document is valid JSON, OpenAPI 3.1, and
+// lists exactly the routes of routes.go, each with its scope.
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	var doc struct {
+		OpenAPI string                                `json:"openapi"`
+		Paths   map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(openAPI, &doc); err != nil {
+		t.Fatalf("openapi.json: %v", err)
+	}
+	if doc.OpenAPI != "3.1.0" {
+		t.Errorf("openapi %q, want 3.1.0", doc.OpenAPI)
+	}
+	inRoutes := map[string]bool{}
+	for _, rt := range (&server{}).routes() {
+		id := rt.method + " " + rt.path
+		inRoutes[id] = true
+		raw, ok := doc.Paths[rt.path][strings.ToLower(rt.method)]
+		if !ok {
+			t.Errorf("route %s is not in openapi.json", id)
+			continue
+		}
+		var op struct {
+			Scope string `json:"x-scope"`
+		}
+		if err := json.Unmarshal(raw, &op); err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		if scope := op.Scope; scope != rt.scope {
+			t.Errorf("%s: openapi x-scope %q, route scope %q", id, scope, rt.scope)
+		}
+	}
+	for path, item := range doc.Paths {
+		for method := range item {
+			if method == "parameters" {
+				continue
+			}
+			if id := strings.ToUpper(method) + " " + path; !inRoutes[id] {
+				t.Errorf("openapi.json has %s, routes.go does not", id)
+			}
+		}
+	}
+	h := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{}})
+	if rec := do(t, h, "GET", "/v3/openapi.json", "", ""); rec.Code != 200 || !bytes.Equal(rec.Body.Bytes(), openAPI) {
+		t.Errorf("GET /v3/openapi.json: %d", rec.Code)
+	}
+	if rec := do(t, h, "GET", "/healthz", "", ""); rec.Code != 200 {
+		t.Errorf("GET /healthz: %d", rec.Code)
+	}
+}
+
+func TestParseKey(t *testing.T) {
+	token, id, hash, err := NewKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotID, secret, ok := parseKey(token)
+	if !ok || gotID != id || HashSecret(secret) != hash || len(token) != 69 {
+		t.Errorf("NewKey %q (len %d) parses to %q, %v", token, len(token), gotID, ok)
+	}
+	for _, bad := range []string{"", "SG.", "SG.id", "SG..s", "SG.id.", "sg.id.s", "Bearer SG.a.b"} {
+		if _, _, ok := parseKey(bad); ok {
+			t.Errorf("parseKey(%q) accepted", bad)
+		}
+	}
+}

@@ -1,0 +1,92 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+)
+
+// Error codes of the API. Each maps to one HTTP status in codeStatus.
+const (
+	EInvalid      = "invalid"      // a bad parameter or body: 400
+	EUnauthorized = "unauthorized" // no key, or not a valid one: 401
+	EForbidden    = "forbidden"    // the key lacks the route's scope: 403
+	ENotFound     = "not_found"    // no such route: 404
+	EMethod       = "method"       // the route exists, the method does not: 405
+	ETooLarge     = "too_large"    // the request body is over the limit: 413
+	ERateLimited  = "rate_limited" // the key is over its rate limit: 429
+	EInternal     = "internal"     // anything else: 500, logged, never shown
+)
+
+var codeStatus = map[string]int{
+	EInvalid:      http.StatusBadRequest,
+	EUnauthorized: http.StatusUnauthorized,
+	EForbidden:    http.StatusForbidden,
+	ENotFound:     http.StatusNotFound,
+	EMethod:       http.StatusMethodNotAllowed,
+	ETooLarge:     http.StatusRequestEntityTooLarge,
+	ERateLimited:  http.StatusTooManyRequests,
+	EInternal:     http.StatusInternalServerError,
+}
+
+// Error is the API's one error type: a code, the field at fault (if any)
+// and a message safe to show the caller.
+type Error struct {
+	Code    string
+	Field   string
+	Message string
+}
+
+func (e *Error) Error() string {
+	if e.Field != "" {
+		return fmt.Sprintf("%s: %s: %s", e.Code, e.Field, e.Message)
+	}
+	return e.Code + ": " + e.Message
+}
+
+func errorf(code, field, format string, args ...any) *Error {
+	return &Error{Code: code, Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// errorBody is SendGrid's error shape: {"errors":[{"field":null,"message":"..."}]}.
+type errorBody struct {
+	Errors []errorItem `json:"errors"`
+}
+
+type errorItem struct {
+	Field   *string `json:"field"`
+	Message string  `json:"message"`
+}
+
+// writeError answers with err in SendGrid's shape. Errors that are not an
+// *Error are internal: logged, and shown only as "internal error".
+func writeError(w http.ResponseWriter, log *slog.Logger, r *http.Request, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		log.Error("request failed", "method", r.Method, "route", r.Pattern, "err", err)
+		e = &Error{Code: EInternal, Message: "internal error"}
+	}
+	status, ok := codeStatus[e.Code]
+	if !ok {
+		status = http.StatusInternalServerError
+	}
+	item := errorItem{Message: e.Message}
+	if e.Field != "" {
+		f := e.Field
+		item.Field = &f
+	}
+	writeJSON(w, status, errorBody{Errors: []errorItem{item}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		body = []byte(`{"errors":[{"field":null,"message":"internal error"}]}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(body, '\n'))
+}

@@ -1,0 +1,136 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Key is what the API knows of an API key: never the secret, only the
+// SHA-256 (hex) of it.
+type Key struct {
+	AccountID, KeyID string
+	// Hash is the lower-case hex SHA-256 of the secret.
+	Hash string
+	// Scopes the key may use (SendGrid's names); empty means all.
+	Scopes  []string
+	Revoked bool
+}
+
+// KeyStore lists every key, revoked ones included.
+type KeyStore interface {
+	APIKeys(ctx context.Context) ([]Key, error)
+}
+
+// Keys look like SendGrid's, so SendGrid's client libraries accept them:
+// "SG." + key id (16 random bytes) + "." + secret (32 random bytes), both
+// base64url without padding (no '.' in either).
+const keyPrefix = "SG."
+
+// NewKey makes a key from rand. It returns the key to give the user once,
+// its id, and the hash to store.
+func NewKey(rand io.Reader) (key, keyID, hash string, err error) {
+	var id [16]byte
+	var secret [32]byte
+	if _, err := io.ReadFull(rand, id[:]); err != nil {
+		return "", "", "", fmt.Errorf("new key: %w", err)
+	}
+	if _, err := io.ReadFull(rand, secret[:]); err != nil {
+		return "", "", "", fmt.Errorf("new key: %w", err)
+	}
+	keyID = base64.RawURLEncoding.EncodeToString(id[:])
+	s := base64.RawURLEncoding.EncodeToString(secret[:])
+	return keyPrefix + keyID + "." + s, keyID, HashSecret(s), nil
+}
+
+// HashSecret is the stored form of a key's secret.
+func HashSecret(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+// parseKey splits "SG.<key id>.<secret>".
+func parseKey(key string) (keyID, secret string, ok bool) {
+	rest, ok := strings.CutPrefix(key, keyPrefix)
+	if !ok {
+		return "", "", false
+	}
+	keyID, secret, ok = strings.Cut(rest, ".")
+	if !ok || keyID == "" || secret == "" || len(key) > 200 {
+		return "", "", false
+	}
+	return keyID, secret, true
+}
+
+// dummyHash is compared against when the key id is unknown, so an unknown
+// id costs the same as a wrong secret.
+var dummyHash = HashSecret("")
+
+// keyCache holds every key in memory. It reloads the keys when they are
+// older than every (so a revocation takes effect within that time), and on
+// an unknown key id at most once per missEvery (so a new key works at once).
+type keyCache struct {
+	store     KeyStore
+	every     time.Duration
+	missEvery time.Duration
+	now       func() time.Time
+
+	mu     sync.Mutex // held during a reload: requests wait for it
+	keys   map[string]Key
+	loaded time.Time
+	tried  time.Time
+}
+
+// authenticate returns the key of a presented "SG.id.secret" string.
+func (c *keyCache) authenticate(ctx context.Context, presented string) (Key, bool, error) {
+	id, secret, ok := parseKey(presented)
+	if !ok {
+		return Key{}, false, nil
+	}
+	k, found, err := c.lookup(ctx, id)
+	if err != nil {
+		return Key{}, false, err
+	}
+	want := dummyHash
+	if found {
+		want = k.Hash
+	}
+	match := subtle.ConstantTimeCompare([]byte(HashSecret(secret)), []byte(want)) == 1
+	if !found || !match || k.Revoked {
+		return Key{}, false, nil
+	}
+	return k, true, nil
+}
+
+func (c *keyCache) lookup(ctx context.Context, id string) (Key, bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	k, found := c.keys[id]
+	stale := c.keys == nil || now.Sub(c.loaded) >= c.every
+	if (stale || !found) && now.Sub(c.tried) >= c.missEvery || c.keys == nil {
+		c.tried = now
+		keys, err := c.store.APIKeys(ctx)
+		if err != nil {
+			if c.keys == nil {
+				return Key{}, false, fmt.Errorf("load API keys: %w", err)
+			}
+			// Keep serving the keys we have; try again after missEvery.
+			return k, found, nil
+		}
+		m := make(map[string]Key, len(keys))
+		for _, k := range keys {
+			m[k.KeyID] = k
+		}
+		c.keys, c.loaded = m, now
+		k, found = m[id]
+	}
+	return k, found, nil
+}

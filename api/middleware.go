@@ -1,0 +1,183 @@
+package api
+
+import (
+	"context"
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// reqInfo is filled in as a request passes the middleware, for the log line.
+type reqInfo struct {
+	account, keyID string
+}
+
+type ctxKey struct{}
+
+func info(ctx context.Context) *reqInfo {
+	if ri, ok := ctx.Value(ctxKey{}).(*reqInfo); ok {
+		return ri
+	}
+	return &reqInfo{}
+}
+
+// account is the authenticated account of a request that passed
+// authenticated; handlers take it from here and nowhere else.
+func account(r *http.Request) string { return info(r.Context()).account }
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += n
+	return n, err
+}
+
+var probeMethods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+
+// ServeHTTP routes, answers unknown routes and methods in SendGrid's error
+// shape, and logs one line per request (the route pattern, never the path:
+// paths hold addresses).
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	ri := &reqInfo{}
+	r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, ri))
+	sw := &statusWriter{ResponseWriter: w}
+	_, pattern := s.mux.Handler(r)
+	if pattern != "" {
+		s.mux.ServeHTTP(sw, r)
+	} else {
+		var allow []string
+		for _, m := range probeMethods {
+			probe := *r
+			probe.Method = m
+			if _, p := s.mux.Handler(&probe); p != "" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) > 0 {
+			if slices.Contains(allow, http.MethodGet) {
+				allow = append(allow, http.MethodHead)
+			}
+			sw.Header().Set("Allow", strings.Join(allow, ", "))
+			writeError(sw, s.log, r, errorf(EMethod, "", "method not allowed"))
+		} else {
+			writeError(sw, s.log, r, errorf(ENotFound, "", "resource not found"))
+		}
+	}
+	s.log.Info("request", "method", r.Method, "route", pattern, "status", sw.status, "bytes", sw.bytes,
+		"duration", time.Since(start).Round(time.Microsecond), "account", ri.account, "key_id", ri.keyID)
+}
+
+// authenticated wraps a route that needs a key with scope (empty: any key):
+// authentication, the per-key rate limit, and the body limit.
+func (s *server) authenticated(scope string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		presented, ok := bearer(r)
+		if !ok {
+			writeError(w, s.log, r, errorf(EUnauthorized, "", "authorization required"))
+			return
+		}
+		key, ok, err := s.keys.authenticate(r.Context(), presented)
+		if err != nil {
+			writeError(w, s.log, r, err)
+			return
+		}
+		if !ok {
+			writeError(w, s.log, r, errorf(EUnauthorized, "", "The provided authorization grant is invalid, expired, or revoked"))
+			return
+		}
+		ri := info(r.Context())
+		ri.account, ri.keyID = key.AccountID, key.KeyID
+
+		allowed, remaining, reset := s.limiter.take(key.KeyID, s.now())
+		h := w.Header()
+		h.Set("X-RateLimit-Limit", strconv.Itoa(s.cfg.RateBurst))
+		h.Set("X-RateLimit-Remaining", strconv.Itoa(remaining))
+		h.Set("X-RateLimit-Reset", strconv.FormatInt(reset.Unix(), 10))
+		if !allowed {
+			writeError(w, s.log, r, errorf(ERateLimited, "", "too many requests"))
+			return
+		}
+		if scope != "" && len(key.Scopes) > 0 && !slices.Contains(key.Scopes, scope) {
+			writeError(w, s.log, r, errorf(EForbidden, "", "access forbidden"))
+			return
+		}
+		if r.ContentLength > s.cfg.MaxBodyBytes {
+			writeError(w, s.log, r, errorf(ETooLarge, "", "request body is larger than %d bytes", s.cfg.MaxBodyBytes))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// bearer returns the key of "Authorization: Bearer <key>" (the scheme is
+// case-insensitive).
+func bearer(r *http.Request) (string, bool) {
+	scheme, key, ok := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	key = strings.TrimSpace(key)
+	return key, key != ""
+}
+
+// limiter is one token bucket per key id. The map grows only with
+// authenticated keys, so it is bounded by the number of keys.
+type limiter struct {
+	rate  float64 // tokens per second
+	burst float64
+
+	mu      sync.Mutex
+	buckets map[string]*bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func newLimiter(rate float64, burst int) *limiter {
+	return &limiter{rate: rate, burst: float64(burst), buckets: map[string]*bucket{}}
+}
+
+// take spends a token of key's bucket if it has one. It reports the whole
+// tokens left and when the bucket will be full again.
+func (l *limiter) take(key string, now time.Time) (ok bool, remaining int, reset time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buckets[key]
+	if b == nil {
+		b = &bucket{tokens: l.burst, last: now}
+		l.buckets[key] = b
+	}
+	if elapsed := now.Sub(b.last).Seconds(); elapsed > 0 {
+		b.tokens = math.Min(l.burst, b.tokens+elapsed*l.rate)
+		b.last = now
+	}
+	if b.tokens >= 1 {
+		b.tokens--
+		ok = true
+	}
+	refill := time.Duration((l.burst - b.tokens) / l.rate * float64(time.Second))
+	return ok, int(b.tokens), now.Add(refill).Add(time.Second - 1).Truncate(time.Second)
+}

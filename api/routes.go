@@ -1,0 +1,55 @@
+package api
+
+import "net/http"
+
+// route is one entry of the API: method, path (ServeMux pattern, which is
+// also its OpenAPI path template), the scope a key needs (SendGrid's names;
+// a key without scopes has all), and whether it needs a key at all.
+type route struct {
+	method, path, scope string
+	auth                bool
+	handler             http.Handler
+}
+
+// lists are the suppression lists under /v3/suppression/{list}; the global
+// unsubscribes are listed at /v3/suppression/unsubscribes and changed under
+// /v3/asm/suppressions/global, as in SendGrid.
+var lists = []string{"bounces", "blocks", "invalid_emails", "spam_reports", "unsubscribes"}
+
+// deletable are the lists with SendGrid's one-address and bulk DELETE.
+var deletable = []string{"bounces", "blocks", "invalid_emails", "spam_reports"}
+
+// routes is every route of the API.
+func (s *server) routes() []route {
+	const (
+		read   = "suppression.read"
+		del    = "suppression.delete"
+		gRead  = "asm.suppressions.global.read"
+		gAdd   = "asm.suppressions.global.create"
+		gDel   = "asm.suppressions.global.delete"
+		public = false
+		key    = true
+	)
+	rs := []route{
+		{"GET", "/healthz", "", public, s.handleHealthz()},
+		{"GET", "/v3/openapi.json", "", public, s.handleOpenAPI()},
+
+		{"GET", "/v3/suppression/bounces/classifications", read, key, s.handleClassifications()},
+		{"GET", "/v3/suppression/bounces/classifications/{classification}", read, key, s.handleClassificationDomains()},
+
+		{"POST", "/v3/asm/suppressions/global", gAdd, key, s.handleGlobalAdd()},
+		{"GET", "/v3/asm/suppressions/global/{email}", gRead, key, s.handleGlobalGet()},
+		{"DELETE", "/v3/asm/suppressions/global/{email}", gDel, key, s.handleGlobalDelete()},
+	}
+	for _, l := range lists {
+		rs = append(rs, route{"GET", "/v3/suppression/" + l, read, key, s.handleList(l)})
+	}
+	for _, l := range deletable {
+		rs = append(rs,
+			route{"GET", "/v3/suppression/" + l + "/{email}", read, key, s.handleGet(l)},
+			route{"DELETE", "/v3/suppression/" + l + "/{email}", del, key, s.handleDelete(l)},
+			route{"DELETE", "/v3/suppression/" + l, del, key, s.handleBulkDelete(l)},
+		)
+	}
+	return rs
+}

@@ -1,0 +1,427 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// maxListLimit is SendGrid's page size limit; also the default.
+const maxListLimit = 500
+
+// maxEmailLen bounds an address (RFC 5321: 254 in practice; room to spare).
+const maxEmailLen = 320
+
+// normEmail is how addresses are compared: ASCII white space trimmed, lower-cased
+// (as the pipeline's EmailNorm).
+func normEmail(s string) string { return strings.ToLower(strings.Trim(s, " \t\n\v\f\r")) }
+
+// checkEmail validates an address given by the caller: local@domain, both
+// non-empty, valid UTF-8, no space or control character.
+func checkEmail(field, raw string) (email, norm string, err error) {
+	email = strings.Trim(raw, " \t\n\v\f\r")
+	at := strings.LastIndexByte(email, '@')
+	bad := at <= 0 || at == len(email)-1 || len(email) > maxEmailLen || !utf8.ValidString(email)
+	for _, r := range email {
+		if r <= 0x20 || 0x7f <= r && r <= 0x9f {
+			bad = true
+		}
+	}
+	if bad {
+		return "", "", errorf(EInvalid, field, "%s is not a valid email address", field)
+	}
+	return email, normEmail(email), nil
+}
+
+// likeEscape escapes LIKE's metacharacters so s matches only itself.
+func likeEscape(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
+}
+
+// emailFilter turns SendGrid's email parameter into a LIKE pattern: a
+// prefix of the address, where % is a wildcard.
+func emailFilter(s string) (string, error) {
+	s = normEmail(s)
+	if len(s) > maxEmailLen || !utf8.ValidString(s) {
+		return "", errorf(EInvalid, "email", "email is not a valid filter")
+	}
+	return strings.NewReplacer(`\`, `\\`, `_`, `\_`).Replace(s) + "%", nil
+}
+
+// uintParam parses an optional integer query parameter in [min, max].
+func uintParam(q url.Values, name string, min, max uint64) (v uint64, set bool, err error) {
+	raw := q.Get(name)
+	if raw == "" {
+		return 0, false, nil
+	}
+	v, perr := strconv.ParseUint(raw, 10, 64)
+	if perr != nil || v < min || v > max {
+		return 0, false, errorf(EInvalid, name, "%s must be an integer from %d to %d", name, min, max)
+	}
+	return v, true, nil
+}
+
+// listEntry is one element of a list response; which fields a list shows
+// follows SendGrid's response schema of that list.
+type listEntry struct {
+	Created int64   `json:"created"`
+	Email   string  `json:"email"`
+	Reason  *string `json:"reason,omitempty"`
+	Status  *string `json:"status,omitempty"`
+	IP      *string `json:"ip,omitempty"`
+}
+
+func entry(list string, e Suppression) listEntry {
+	out := listEntry{Created: e.Created.Unix(), Email: e.Email}
+	switch list {
+	case "bounces", "blocks":
+		out.Reason, out.Status = &e.Reason, &e.Status
+	case "invalid_emails":
+		out.Reason = &e.Reason
+	case "spam_reports":
+		ip := "" // the sending IP is not kept on the list
+		out.IP = &ip
+	}
+	return out
+}
+
+func entries(list string, es []Suppression) []listEntry {
+	out := make([]listEntry, 0, len(es))
+	for _, e := range es {
+		out = append(out, entry(list, e))
+	}
+	return out
+}
+
+// handleList: GET /v3/suppression/{list}?start_time&end_time&limit&offset&email.
+func (s *server) handleList(list string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q, err := parseListQuery(list, r.URL.Query())
+		if err != nil {
+			writeError(w, s.log, r, err)
+			return
+		}
+		es, err := s.store.Suppressions(r.Context(), account(r), q)
+		if err != nil {
+			writeError(w, s.log, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, entries(list, es))
+	})
+}
+
+func parseListQuery(list string, v url.Values) (ListQuery, error) {
+	q := ListQuery{List: list, Limit: maxListLimit}
+	from, _, err := uintParam(v, "start_time", 0, 1<<32-1)
+	if err != nil {
+		return q, err
+	}
+	to, toSet, err := uintParam(v, "end_time", 0, 1<<32-1)
+	if err != nil {
+		return q, err
+	}
+	if toSet && to < from {
+		return q, errorf(EInvalid, "end_time", "end_time must not be before start_time")
+	}
+	if toSet && to == 0 {
+		to = 1 // 0 means no bound to the store; nothing is created at 0 anyway
+	}
+	limit, limitSet, err := uintParam(v, "limit", 1, maxListLimit)
+	if err != nil {
+		return q, err
+	}
+	if limitSet {
+		q.Limit = limit
+	}
+	offset, _, err := uintParam(v, "offset", 0, 1<<31-1)
+	if err != nil {
+		return q, err
+	}
+	q.From, q.To, q.Offset = uint32(from), uint32(to), offset
+	if e := v.Get("email"); e != "" {
+		if q.EmailLike, err = emailFilter(e); err != nil {
+			return q, err
+		}
+	}
+	return q, nil
+}
+
+// lookup returns the current entry of one address of a list, if any.
+func (s *server) lookup(r *http.Request, list string) ([]Suppression, error) {
+	_, norm, err := checkEmail("email", r.PathValue("email"))
+	if err != nil {
+		return nil, err
+	}
+	return s.store.Suppressions(r.Context(), account(r), ListQuery{List: list, EmailLike: likeEscape(norm), Limit: 1})
+}
+
+// handleGet: GET /v3/suppression/{list}/{email}: an array of zero or one entry.
+func (s *server) handleGet(list string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		es, err := s.lookup(r, list)
+		if err != nil {
+			writeError(w, s.log, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, entries(list, es))
+	})
+}
+
+// remove writes a removal of each address, stamped now.
+func (s *server) remove(r *http.Request, list string, emails, norms []string) error {
+	now := s.now()
+	changes := make([]Change, len(emails))
+	for i := range emails {
+		changes[i] = Change{List: list, Email: emails[i], EmailNorm: norms[i], At: now, Deleted: true, Source: "api"}
+	}
+	return s.store.WriteSuppressions(r.Context(), account(r), changes)
+}
+
+// handleDelete: DELETE /v3/suppression/{list}/{email}: 204, also when the
+// address was not on the list (the removal still orders later events).
+func (s *server) handleDelete(list string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		email, norm, err := checkEmail("email", r.PathValue("email"))
+		if err == nil {
+			err = s.remove(r, list, []string{email}, []string{norm})
+		}
+		if err != nil {
+			writeError(w, s.log, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+// maxBulkEmails bounds the emails of one bulk request.
+const maxBulkEmails = 1000
+
+// handleBulkDelete: DELETE /v3/suppression/{list} with {"delete_all": true}
+// or {"emails": [...]}, not both.
+func (s *server) handleBulkDelete(list string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			DeleteAll bool     `json:"delete_all"`
+			Emails    []string `json:"emails"`
+		}
+		err := decodeBody(r, &body)
+		switch {
+		case err != nil:
+		case body.DeleteAll && len(body.Emails) > 0:
+			err = errorf(EInvalid, "delete_all", "delete_all and emails cannot both be set")
+		case body.DeleteAll:
+			err = s.store.DeleteAllSuppressions(r.Context(), account(r), list, 0, s.now())
+		case len(body.Emails) == 0:
+			err = errorf(EInvalid, "emails", "set delete_all to true or give emails")
+		default:
+			var emails, norms []string
+			emails, norms, err = checkEmails("emails", body.Emails)
+			if err == nil {
+				err = s.remove(r, list, emails, norms)
+			}
+		}
+		if err != nil {
+			writeError(w, s.log, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+func checkEmails(field string, raw []string) (emails, norms []string, err error) {
+	if len(raw) > maxBulkEmails {
+		return nil, nil, errorf(EInvalid, field, "at most %d %s per request", maxBulkEmails, field)
+	}
+	for _, e := range raw {
+		email, norm, err := checkEmail(field, e)
+		if err != nil {
+			return nil, nil, err
+		}
+		emails, norms = append(emails, email), append(norms, norm)
+	}
+	return emails, norms, nil
+}
+
+// decodeBody reads one JSON value into v.
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	err := dec.Decode(v)
+	if err == nil && dec.Decode(&struct{}{}) != io.EOF {
+		err = errors.New("trailing data")
+	}
+	var tooBig *http.MaxBytesError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &tooBig):
+		return errorf(ETooLarge, "", "request body is larger than %d bytes", tooBig.Limit)
+	case errors.Is(err, io.EOF):
+		return errorf(EInvalid, "", "request body is empty: want JSON")
+	}
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) && typeErr.Field != "" {
+		return errorf(EInvalid, typeErr.Field, "%s has the wrong type", typeErr.Field)
+	}
+	return errorf(EInvalid, "", "request body is not valid JSON")
+}
+
+// handleGlobalAdd: POST /v3/asm/suppressions/global {"recipient_emails": [...]}: 201.
+func (s *server) handleGlobalAdd() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			RecipientEmails []string `json:"recipient_emails"`
+		}
+		err := decodeBody(r, &body)
+		var emails, norms []string
+		if err == nil {
+			if len(body.RecipientEmails) == 0 {
+				err = errorf(EInvalid, "recipient_emails", "recipient_emails is required")
+			} else {
+				emails, norms, err = checkEmails("recipient_emails", body.RecipientEmails)
+			}
+		}
+		if err == nil {
+			now := s.now()
+			changes := make([]Change, len(emails))
+			for i := range emails {
+				changes[i] = Change{List: "unsubscribes", Email: emails[i], EmailNorm: norms[i], At: now, Source: "api"}
+			}
+			err = s.store.WriteSuppressions(r.Context(), account(r), changes)
+		}
+		if err != nil {
+			writeError(w, s.log, r, err)
+			return
+		}
+		writeJSON(w, http.StatusCreated, map[string][]string{"recipient_emails": emails})
+	})
+}
+
+// handleGlobalGet: GET /v3/asm/suppressions/global/{email}:
+// {"recipient_email": ...}, or {} when the address is not suppressed.
+func (s *server) handleGlobalGet() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		es, err := s.lookup(r, "unsubscribes")
+		if err != nil {
+			writeError(w, s.log, r, err)
+			return
+		}
+		out := map[string]string{}
+		if len(es) > 0 {
+			out["recipient_email"] = es[0].Email
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+}
+
+// handleGlobalDelete: DELETE /v3/asm/suppressions/global/{email}: 204.
+func (s *server) handleGlobalDelete() http.Handler { return s.handleDelete("unsubscribes") }
+
+// classifications are SendGrid's seven bounce classifications.
+var classifications = []string{"Content", "Frequency or Volume Too High", "Invalid Address",
+	"Mailbox Unavailable", "Reputation", "Technical Failure", "Unclassified"}
+
+// dateRange parses start_date and end_date (YYYY-MM-DD, inclusive) into
+// [from, to); absent means unbounded.
+func dateRange(v url.Values, now time.Time) (from, to time.Time, err error) {
+	from, to = time.Unix(0, 0).UTC(), now.UTC().AddDate(0, 0, 2)
+	for _, p := range []struct {
+		name string
+		dst  *time.Time
+		add  int
+	}{{"start_date", &from, 0}, {"end_date", &to, 1}} {
+		raw := v.Get(p.name)
+		if raw == "" {
+			continue
+		}
+		d, perr := time.Parse(time.DateOnly, raw)
+		if perr != nil {
+			return from, to, errorf(EInvalid, p.name, "%s must be a date as YYYY-MM-DD", p.name)
+		}
+		*p.dst = d.AddDate(0, 0, p.add)
+	}
+	if !to.After(from) {
+		return from, to, errorf(EInvalid, "end_date", "end_date must not be before start_date")
+	}
+	return from, to, nil
+}
+
+type dayStats[T any] struct {
+	Date  string `json:"date"`
+	Stats []T    `json:"stats"`
+}
+
+type classCount struct {
+	Classification string `json:"classification"`
+	Count          uint64 `json:"count"`
+}
+
+type domainCount struct {
+	Domain string `json:"domain"`
+	Count  uint64 `json:"count"`
+}
+
+// byDay groups counts (sorted by day) into SendGrid's {"result": [...]}.
+func byDay[T any](cs []DayCount, item func(DayCount) T) map[string][]dayStats[T] {
+	out := []dayStats[T]{}
+	for _, c := range cs {
+		if len(out) == 0 || out[len(out)-1].Date != c.Day {
+			out = append(out, dayStats[T]{Date: c.Day, Stats: []T{}})
+		}
+		last := &out[len(out)-1]
+		last.Stats = append(last.Stats, item(c))
+	}
+	return map[string][]dayStats[T]{"result": out}
+}
+
+// handleClassifications: GET /v3/suppression/bounces/classifications.
+func (s *server) handleClassifications() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		from, to, err := dateRange(r.URL.Query(), s.now())
+		var cs []DayCount
+		if err == nil {
+			cs, err = s.store.BounceClassifications(r.Context(), account(r), from, to)
+		}
+		if err != nil {
+			writeError(w, s.log, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, byDay(cs, func(c DayCount) classCount { return classCount{c.Key, c.N} }))
+	})
+}
+
+// handleClassificationDomains: GET /v3/suppression/bounces/classifications/{classification}.
+func (s *server) handleClassificationDomains() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		class := r.PathValue("classification")
+		var err error
+		if !slices.Contains(classifications, class) {
+			err = errorf(EInvalid, "classification", "classification must be one of: %s", strings.Join(classifications, ", "))
+		}
+		var from, to time.Time
+		if err == nil {
+			from, to, err = dateRange(r.URL.Query(), s.now())
+		}
+		var cs []DayCount
+		if err == nil {
+			cs, err = s.store.BounceClassificationDomains(r.Context(), account(r), class, from, to)
+		}
+		if err != nil {
+			writeError(w, s.log, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, byDay(cs, func(c DayCount) domainCount { return domainCount{c.Key, c.N} }))
+	})
+}
+
+func (s *server) handleHealthz() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+}

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/api"
+	"github.com/bouncer-mail/bouncer/consumer"
+	"github.com/bouncer-mail/bouncer/pipeline"
+	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
+)
+
+func init() {
+	register("api", "serve the HTTP API (SendGrid's v3 suppression endpoints)", runAPI)
+}
+
+const apiUsage = `
+Usage: bouncer api [flags]
+
+Serves bouncer's HTTP API on --listen: SendGrid's v3 suppression endpoints
+(/v3/suppression/..., /v3/asm/suppressions/global), /healthz, and the API's
+OpenAPI document at /v3/openapi.json. Requests need
+"Authorization: Bearer <key>" with a key from bouncer keys create; each key
+may make --rate-limit requests per second (429 beyond, with SendGrid's
+X-RateLimit-* headers). See docs/api.md.
+
+On SIGTERM or SIGINT it stops accepting connections and finishes the
+requests in flight (at most --shutdown-timeout).
+
+  CLICKHOUSE_ADDR=127.0.0.1:9000 bouncer api --listen 127.0.0.1:8080
+`
+
+func runAPI(ctx context.Context, env *environment, args []string) error {
+	fs := newFlagSet(env, "api", apiUsage)
+	e := &envFlags{fs: fs, getenv: env.getenv}
+	cf := addClickHouseFlags(e)
+	kf := addKafkaFlags(e)
+	lf := addLogFlags(e)
+	changeTopic := e.String("changelog-topic", "BOUNCER_CHANGELOG_TOPIC", "bouncer.suppressions", "compacted topic the workers' suppression index follows; API list changes are published there")
+	publish := e.Bool("publish-changes", "BOUNCER_API_PUBLISH_CHANGES", true, "publish API list changes to the change-log topic (needs Kafka); without it workers learn of API deletes only after a restart")
+	listen := e.String("listen", "BOUNCER_API_ADDR", "127.0.0.1:8080", "address the API listens on, host:port")
+	rateLimit := e.Int("rate-limit", "BOUNCER_API_RATE_LIMIT", 10, "requests per second per API key (the burst is the same number)")
+	maxBody := e.Int("max-body-bytes", "BOUNCER_API_MAX_BODY_BYTES", 1<<20, "largest accepted request body")
+	shutdown := e.Duration("shutdown-timeout", "BOUNCER_SHUTDOWN_TIMEOUT", 15*time.Second, "longest a graceful shutdown may take")
+	if err := parseFlags(fs, env, args); err != nil {
+		return err
+	}
+	if err := e.err(); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("api takes no arguments; got %q", fs.Args())
+	}
+	if *rateLimit < 1 {
+		return usagef("--rate-limit %d: want at least 1 request per second", *rateLimit)
+	}
+	if *maxBody < 1 {
+		return usagef("--max-body-bytes %d: want a positive size", *maxBody)
+	}
+	log, err := lf.logger(env.stderr)
+	if err != nil {
+		return err
+	}
+	chCfg := cf.config()
+	if err := chCfg.Validate(); err != nil {
+		return &usageError{err.Error()}
+	}
+	store, err := clickhouse.Open(ctx, chCfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	as := apiStore{s: store}
+	if *publish {
+		conn := kf.conn()
+		if err := conn.Validate(); err != nil {
+			return &usageError{err.Error() + " (or --publish-changes=false)"}
+		}
+		if err := consumer.EnsureChangeLog(ctx, conn, *changeTopic, 4); err != nil {
+			return err
+		}
+		cw, err := consumer.NewChangeWriter(conn, *changeTopic)
+		if err != nil {
+			return err
+		}
+		defer cw.Close()
+		as.changes = cw
+	}
+	cfg := api.Config{
+		Store: as, Keys: apiKeys{store}, Logger: log,
+		RateLimit: float64(*rateLimit), MaxBodyBytes: int64(*maxBody),
+	}
+	if err := cfg.Validate(); err != nil {
+		return &usageError{err.Error()}
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("api: listen on %s: %w", *listen, err)
+	}
+	srv := &http.Server{
+		Handler:           api.NewServer(cfg),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	log.Info("api listening", "addr", ln.Addr().String(), "clickhouse", chCfg.Addr, "database", chCfg.Database)
+	select {
+	case err := <-done:
+		return fmt.Errorf("api: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("api shutting down", "timeout", *shutdown)
+	sctx, cancel := context.WithTimeout(context.Background(), *shutdown)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("api: shutdown: %w", err)
+	}
+	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("api: %w", err)
+	}
+	log.Info("api stopped")
+	return nil
+}
+
+// apiStore adapts the ClickHouse store to the API's Store interface.
+type apiStore struct {
+	s *clickhouse.Store
+	// changes, when set, receives every change after ClickHouse holds it,
+	// so workers' indexes and mirroring senders see API edits.
+	changes pipeline.ChangePublisher
+}
+
+var _ api.Store = apiStore{}
+
+func (a apiStore) Suppressions(ctx context.Context, account string, q api.ListQuery) ([]api.Suppression, error) {
+	rows, err := a.s.Suppressions(ctx, clickhouse.SuppressionQuery{
+		AccountID: account, List: q.List, GroupID: q.GroupID, EmailLike: q.EmailLike,
+		From: q.From, To: q.To, Offset: q.Offset, Limit: q.Limit,
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Suppression, len(rows))
+	for i, r := range rows {
+		out[i] = api.Suppression{Email: r.Email, Created: r.Created, Reason: r.Reason, Status: r.Status, Classification: r.Classification}
+	}
+	return out, nil
+}
+
+func (a apiStore) WriteSuppressions(ctx context.Context, account string, changes []api.Change) error {
+	rows := make([]pipeline.SuppressionChange, len(changes))
+	for i, c := range changes {
+		rows[i] = pipeline.SuppressionChange{
+			AccountID: account, List: c.List, GroupID: c.GroupID, EmailNorm: c.EmailNorm, Email: c.Email,
+			At: c.At, Deleted: c.Deleted, Source: c.Source,
+		}
+	}
+	if err := a.s.WriteSuppressions(ctx, rows); err != nil {
+		return err
+	}
+	if a.changes != nil {
+		// Stored but not announced: the caller gets an error and retries;
+		// a repeated change is harmless.
+		return a.changes.PublishChanges(ctx, rows)
+	}
+	return nil
+}
+
+func (a apiStore) DeleteAllSuppressions(ctx context.Context, account, list string, group int64, at time.Time) error {
+	return a.s.DeleteAllSuppressions(ctx, account, list, group, at, "api")
+}
+
+func (a apiStore) BounceClassifications(ctx context.Context, account string, from, to time.Time) ([]api.DayCount, error) {
+	return dayCounts(a.s.BounceClassifications(ctx, account, from, to))
+}
+
+func (a apiStore) BounceClassificationDomains(ctx context.Context, account, class string, from, to time.Time) ([]api.DayCount, error) {
+	return dayCounts(a.s.BounceClassificationDomains(ctx, account, class, from, to))
+}
+
+func dayCounts(cs []clickhouse.DayCount, err error) ([]api.DayCount, error) {
+	out := make([]api.DayCount, len(cs))
+	for i, c := range cs {
+		out[i] = api.DayCount{Day: c.Day, Key: c.Key, N: c.N}
+	}
+	return out, err
+}
+
+// apiKeys adapts the ClickHouse store to the API's KeyStore.
+type apiKeys struct{ s *clickhouse.Store }
+
+var _ api.KeyStore = apiKeys{}
+
+func (a apiKeys) APIKeys(ctx context.Context) ([]api.Key, error) {
+	ks, err := a.s.APIKeys(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Key, len(ks))
+	for i, k := range ks {
+		out[i] = api.Key{AccountID: k.AccountID, KeyID: k.KeyID, Hash: k.KeyHash, Scopes: k.Scopes, Revoked: k.Revoked}
+	}
+	return out, nil
+}

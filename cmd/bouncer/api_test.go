@@ -1,0 +1,435 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/api"
+	"github.com/bouncer-mail/bouncer/enrich"
+	"github.com/bouncer-mail/bouncer/internal/testenv"
+	"github.com/bouncer-mail/bouncer/pipeline"
+	"github.com/bouncer-mail/bouncer/schemas"
+	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
+)
+
+// apiFixture is a bouncer API on a fresh ClickHouse database, with a
+// settable clock and a key for each of two accounts.
+type apiFixture struct {
+	store  *clickhouse.Store
+	url    string
+	keyA   string // account "acme"
+	keyB   string // account "globex"
+	mu     sync.Mutex
+	now    time.Time
+	client *http.Client
+}
+
+func (f *apiFixture) clock() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.now }
+func (f *apiFixture) setClock(t time.Time) {
+	f.mu.Lock()
+	f.now = t
+	f.mu.Unlock()
+}
+
+func newAPIFixture(t *testing.T) *apiFixture {
+	t.Helper()
+	addr := testenv.ClickHouse(t)
+	db := testenv.Database(t, addr)
+	env := map[string]string{"CLICKHOUSE_ADDR": addr, "CLICKHOUSE_DATABASE": db}
+	var out syncBuffer
+	if err := run(context.Background(), []string{"bouncer", "migrate"}, envFunc(env), strings.NewReader(""), &out, &out); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out.String())
+	}
+	ctx := context.Background()
+	st, err := clickhouse.Open(ctx, clickhouse.Config{Addr: []string{addr}, Database: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	f := &apiFixture{store: st, now: time.Unix(1764201600, 0).UTC(), client: &http.Client{Timeout: 30 * time.Second}}
+	f.keyA = createKey(t, env, "acme")
+	f.keyB = createKey(t, env, "globex")
+	srv := httptest.NewServer(api.NewServer(api.Config{Store: apiStore{s: st}, Keys: apiKeys{st}, Now: f.clock, RateLimit: 10000}))
+	t.Cleanup(srv.Close)
+	f.url = srv.URL
+	return f
+}
+
+var keyLine = regexp.MustCompile(`(?m)^SG\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$`)
+
+// createKey runs `bouncer keys create` and returns the key it printed.
+func createKey(t *testing.T, env map[string]string, account string) string {
+	t.Helper()
+	var stdout, stderr syncBuffer
+	err := run(context.Background(), []string{"bouncer", "keys", "create", "--account", account, "--name", "test"}, envFunc(env), strings.NewReader(""), &stdout, &stderr)
+	key := keyLine.FindString(stdout.String())
+	if err != nil || key == "" {
+		t.Fatalf("keys create: %v\nstdout %q\nstderr %q", err, stdout.String(), stderr.String())
+	}
+	return key
+}
+
+// call makes a request and returns the status and body.
+func (f *apiFixture) call(t *testing.T, key, method, path, body string) (int, string, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest(method, f.url+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := f.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+// emails lists a list's addresses as key's account sees them.
+func (f *apiFixture) emails(t *testing.T, key, path string) []string {
+	t.Helper()
+	code, body, _ := f.call(t, key, "GET", path, "")
+	if code != 200 {
+		t.Fatalf("GET %s: %d %s", path, code, body)
+	}
+	var es []struct {
+		Email string `json:"email"`
+	}
+	if err := json.Unmarshal([]byte(body), &es); err != nil {
+		t.Fatalf("GET %s: %v: %s", path, err, body)
+	}
+	out := []string{}
+	for _, e := range es {
+		out = append(out, e.Email)
+	}
+	return out
+}
+
+// addEntry writes a list entry as the worker does, with event time at.
+func (f *apiFixture) addEntry(t *testing.T, account, list, email string, at time.Time) {
+	t.Helper()
+	err := f.store.WriteSuppressions(context.Background(), []pipeline.SuppressionChange{{
+		AccountID: account, List: list, Email: email, EmailNorm: strings.ToLower(email), At: at,
+		Reason: "550 5.1.1 user unknown", Status: "5.1.1", Classification: "Invalid Address", Source: "event:test",
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAPIListFiltersAndPagination(t *testing.T) {
+	f := newAPIFixture(t)
+	t0 := f.clock()
+	for i, e := range []string{"Sales1@Example.com", "sales2@example.com", "ops@example.com", "a_b@example.com", "axb@example.com"} {
+		f.addEntry(t, "acme", "bounces", e, t0.Add(time.Duration(i)*time.Minute))
+	}
+	f.addEntry(t, "acme", "spam_reports", "spam@example.com", t0)
+
+	code, body, _ := f.call(t, f.keyA, "GET", "/v3/suppression/bounces?limit=2", "")
+	want := `[{"created":1764201840,"email":"axb@example.com","reason":"550 5.1.1 user unknown","status":"5.1.1"},{"created":1764201780,"email":"a_b@example.com","reason":"550 5.1.1 user unknown","status":"5.1.1"}]`
+	if code != 200 || strings.TrimSpace(body) != want {
+		t.Errorf("first page: %d %s\nwant %s", code, body, want)
+	}
+	for _, c := range []struct {
+		query string
+		want  []string
+	}{
+		{"", []string{"axb@example.com", "a_b@example.com", "ops@example.com", "sales2@example.com", "Sales1@Example.com"}},
+		{"?limit=2&offset=2", []string{"ops@example.com", "sales2@example.com"}},
+		{"?offset=5", []string{}},
+		{"?email=SALES", []string{"sales2@example.com", "Sales1@Example.com"}},
+		{"?email=a_", []string{"a_b@example.com"}},    // _ is not a wildcard
+		{"?email=%25_b", []string{"a_b@example.com"}}, // %25 is SendGrid's wildcard
+		{"?email=ops%40example.com", []string{"ops@example.com"}},
+		{fmt.Sprintf("?start_time=%d&end_time=%d", t0.Unix()+60, t0.Unix()+120), []string{"ops@example.com", "sales2@example.com"}},
+		{fmt.Sprintf("?end_time=%d", t0.Unix()), []string{"Sales1@Example.com"}},
+	} {
+		if got := f.emails(t, f.keyA, "/v3/suppression/bounces"+c.query); !slices.Equal(got, c.want) {
+			t.Errorf("bounces%s: %v, want %v", c.query, got, c.want)
+		}
+	}
+	if code, body, _ := f.call(t, f.keyA, "GET", "/v3/suppression/bounces?limit=501", ""); code != 400 || !strings.Contains(body, `"field":"limit"`) {
+		t.Errorf("limit=501: %d %s", code, body)
+	}
+	if code, body, _ := f.call(t, f.keyA, "GET", "/v3/suppression/bounces/SALES1%40example.COM", ""); code != 200 || !strings.Contains(body, `"email":"Sales1@Example.com"`) {
+		t.Errorf("one entry, case-insensitive: %d %s", code, body)
+	}
+	if code, body, _ := f.call(t, f.keyA, "GET", "/v3/suppression/blocks/sales1%40example.com", ""); code != 200 || strings.TrimSpace(body) != "[]" {
+		t.Errorf("not on blocks: %d %s, want []", code, body)
+	}
+	if code, body, _ := f.call(t, f.keyA, "GET", "/v3/suppression/spam_reports", ""); code != 200 || strings.TrimSpace(body) != `[{"created":1764201600,"email":"spam@example.com","ip":""}]` {
+		t.Errorf("spam_reports shape: %d %s", code, body)
+	}
+}
+
+func TestAPIDeleteOrdersByEventTime(t *testing.T) {
+	f := newAPIFixture(t)
+	T := f.clock()
+	before, after := T.Add(-10*time.Second), T.Add(10*time.Second)
+	del := func(email string) {
+		t.Helper()
+		if code, body, _ := f.call(t, f.keyA, "DELETE", "/v3/suppression/bounces/"+email, ""); code != 204 {
+			t.Fatalf("DELETE %s: %d %s", email, code, body)
+		}
+	}
+	// The API delete at T, and a bounce from before or after T, in both
+	// orders of arrival.
+	del("delete-then-earlier@x.org")
+	f.addEntry(t, "acme", "bounces", "delete-then-earlier@x.org", before)
+	del("delete-then-later@x.org")
+	f.addEntry(t, "acme", "bounces", "delete-then-later@x.org", after)
+	f.addEntry(t, "acme", "bounces", "earlier-then-delete@x.org", before)
+	del("earlier-then-delete@x.org")
+	f.addEntry(t, "acme", "bounces", "later-then-delete@x.org", after)
+	del("later-then-delete@x.org")
+	got := f.emails(t, f.keyA, "/v3/suppression/bounces")
+	slices.Sort(got)
+	if want := []string{"delete-then-later@x.org", "later-then-delete@x.org"}; !slices.Equal(got, want) {
+		t.Errorf("after deletes at T and bounces at T-10s / T+10s: %v, want %v (only the later bounces, whatever the order)", got, want)
+	}
+
+	// Bulk delete by emails and delete_all, at a later clock.
+	f.setClock(T.Add(time.Hour))
+	f.addEntry(t, "acme", "blocks", "b1@x.org", T)
+	f.addEntry(t, "acme", "blocks", "b2@x.org", T)
+	f.addEntry(t, "acme", "blocks", "b3@x.org", T)
+	if code, body, _ := f.call(t, f.keyA, "DELETE", "/v3/suppression/blocks", `{"emails":["B1@x.org"," b2@x.org"]}`); code != 204 {
+		t.Fatalf("bulk delete: %d %s", code, body)
+	}
+	if got := f.emails(t, f.keyA, "/v3/suppression/blocks"); !slices.Equal(got, []string{"b3@x.org"}) {
+		t.Errorf("after bulk delete of b1, b2: %v", got)
+	}
+	if code, body, _ := f.call(t, f.keyA, "DELETE", "/v3/suppression/blocks", `{"delete_all":true}`); code != 204 {
+		t.Fatalf("delete_all: %d %s", code, body)
+	}
+	if got := f.emails(t, f.keyA, "/v3/suppression/blocks"); len(got) != 0 {
+		t.Errorf("after delete_all: %v", got)
+	}
+	f.addEntry(t, "acme", "blocks", "b3@x.org", T.Add(2*time.Hour))
+	if got := f.emails(t, f.keyA, "/v3/suppression/blocks"); !slices.Equal(got, []string{"b3@x.org"}) {
+		t.Errorf("a block after delete_all: %v, want it back", got)
+	}
+
+	// Global unsubscribes: add, read, list, remove.
+	if code, body, _ := f.call(t, f.keyA, "POST", "/v3/asm/suppressions/global", `{"recipient_emails":["U1@x.org","u2@x.org"]}`); code != 201 || strings.TrimSpace(body) != `{"recipient_emails":["U1@x.org","u2@x.org"]}` {
+		t.Fatalf("global add: %d %s", code, body)
+	}
+	if code, body, _ := f.call(t, f.keyA, "GET", "/v3/asm/suppressions/global/u1%40X.org", ""); code != 200 || strings.TrimSpace(body) != `{"recipient_email":"U1@x.org"}` {
+		t.Errorf("global get: %d %s", code, body)
+	}
+	if code, body, _ := f.call(t, f.keyA, "DELETE", "/v3/asm/suppressions/global/u1%40x.org", ""); code != 204 {
+		t.Errorf("global delete: %d %s", code, body)
+	}
+	if code, body, _ := f.call(t, f.keyA, "GET", "/v3/asm/suppressions/global/u1%40x.org", ""); code != 200 || strings.TrimSpace(body) != `{}` {
+		t.Errorf("global get after delete: %d %s, want {}", code, body)
+	}
+	if got := f.emails(t, f.keyA, "/v3/suppression/unsubscribes"); !slices.Equal(got, []string{"u2@x.org"}) {
+		t.Errorf("unsubscribes: %v", got)
+	}
+}
+
+// TestAPITenancy: account globex, with its own key, tries every route on
+// acme's addresses; acme's lists stay as they were and nothing of acme's
+// shows in any answer.
+func TestAPITenancy(t *testing.T) {
+	f := newAPIFixture(t)
+	t0 := f.clock().Add(-time.Hour)
+	secret := "victim@acme.org"
+	for _, l := range []string{"bounces", "blocks", "invalid_emails", "spam_reports", "unsubscribes"} {
+		f.addEntry(t, "acme", l, secret, t0)
+	}
+	f.addEntry(t, "globex", "bounces", "own@globex.org", t0)
+	err := f.store.WriteEvents(context.Background(), []pipeline.Row{{
+		Event: schemas.Event{Topic: "t", Event: "bounce", AccountID: "acme", SGEventID: "e1", Email: secret, EmailNorm: secret,
+			Domain: "acme.org", Timestamp: t0.Unix()},
+		Bounce: &enrich.Result{BounceType: enrich.Hard, Classification: enrich.InvalidAddress},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.emails(t, f.keyB, "/v3/suppression/bounces"); !slices.Equal(got, []string{"own@globex.org"}) {
+		t.Fatalf("globex sees %v, want only its own entry", got)
+	}
+	enc := "victim%40acme.org"
+	attempts := []struct{ method, path, body string }{
+		{"GET", "/v3/suppression/bounces/classifications", ""},
+		{"GET", "/v3/suppression/bounces/classifications/Invalid%20Address", ""},
+		{"GET", "/v3/asm/suppressions/global/" + enc, ""},
+		{"GET", "/v3/asm/suppressions/global/VICTIM%40ACME.ORG", ""},
+		{"DELETE", "/v3/asm/suppressions/global/" + enc, ""},
+		{"POST", "/v3/asm/suppressions/global", `{"recipient_emails":["` + secret + `"]}`},
+		{"GET", "/v3/suppression/bounces?account_id=acme&email=victim", ""},
+		{"GET", "/v3/suppression/bounces?email=%25", ""},
+	}
+	for _, l := range []string{"bounces", "blocks", "invalid_emails", "spam_reports", "unsubscribes"} {
+		attempts = append(attempts, struct{ method, path, body string }{"GET", "/v3/suppression/" + l, ""})
+		if l == "unsubscribes" {
+			continue
+		}
+		attempts = append(attempts,
+			struct{ method, path, body string }{"GET", "/v3/suppression/" + l + "/" + enc, ""},
+			struct{ method, path, body string }{"GET", "/v3/suppression/" + l + "/%76ictim%40acme.org", ""},
+			struct{ method, path, body string }{"DELETE", "/v3/suppression/" + l + "/" + enc, ""},
+			struct{ method, path, body string }{"DELETE", "/v3/suppression/" + l, `{"emails":["` + secret + `"]}`},
+			struct{ method, path, body string }{"DELETE", "/v3/suppression/" + l, `{"delete_all":true}`},
+		)
+	}
+	for _, a := range attempts {
+		req, _ := http.NewRequest(a.method, f.url+a.path, strings.NewReader(a.body))
+		req.Header.Set("Authorization", "Bearer "+f.keyB)
+		req.Header.Set("on-behalf-of", "account-id acme") // SendGrid's header: not honoured
+		resp, err := f.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			t.Errorf("globex %s %s: %d %s", a.method, a.path, resp.StatusCode, b)
+		}
+		if a.method != "POST" && strings.Contains(strings.ToLower(string(b)), "victim") || strings.Contains(string(b), "Invalid Address") {
+			t.Errorf("globex %s %s sees acme's data: %s", a.method, a.path, b)
+		}
+	}
+	for _, l := range []string{"bounces", "blocks", "invalid_emails", "spam_reports", "unsubscribes"} {
+		if got := f.emails(t, f.keyA, "/v3/suppression/"+l); !slices.Equal(got, []string{secret}) {
+			t.Errorf("acme's %s after globex's attempts: %v, want [%s]", l, got, secret)
+		}
+	}
+	if code, body, _ := f.call(t, f.keyA, "GET", "/v3/suppression/bounces/classifications", ""); code != 200 || !strings.Contains(body, `"Invalid Address","count":1`) {
+		t.Errorf("acme's own classifications: %d %s", code, body)
+	}
+}
+
+// TestAPICommand runs `bouncer keys create`, then `bouncer api`, makes
+// requests with the key, hits the rate limit, revokes the key, and stops
+// the server with a cancelled context (as SIGTERM does).
+func TestAPICommand(t *testing.T) {
+	addr := testenv.ClickHouse(t)
+	db := testenv.Database(t, addr)
+	brokers := testenv.Kafka(t)
+	changelog := testenv.Topic(t, brokers, 2)
+	env := map[string]string{"CLICKHOUSE_ADDR": addr, "CLICKHOUSE_DATABASE": db, "BOUNCER_API_ADDR": "127.0.0.1:0",
+		"KAFKA_BROKERS": brokers, "BOUNCER_CHANGELOG_TOPIC": changelog}
+	if err := run(context.Background(), []string{"bouncer", "migrate"}, envFunc(env), strings.NewReader(""), io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	key := createKey(t, env, "acme")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"bouncer", "api", "--rate-limit", "3"}, envFunc(env), strings.NewReader(""), logs, logs)
+	}()
+	listening := regexp.MustCompile(`msg="api listening" addr=(\S+)`)
+	var base string
+	waitFor(t, "api listening", 30*time.Second, func() (bool, string) {
+		if m := listening.FindStringSubmatch(logs.String()); m != nil {
+			base = "http://" + m[1]
+			return true, ""
+		}
+		return false, logs.String()
+	})
+	get := func(path, key string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", base+path, nil)
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	if resp, _ := get("/healthz", ""); resp.StatusCode != 200 {
+		t.Fatalf("/healthz: %d", resp.StatusCode)
+	}
+	if resp, body := get("/v3/suppression/bounces", key); resp.StatusCode != 200 || strings.TrimSpace(body) != "[]" {
+		t.Fatalf("with the new key: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := get("/v3/suppression/bounces", key+"x"); resp.StatusCode != 401 || strings.TrimSpace(body) != `{"errors":[{"field":null,"message":"The provided authorization grant is invalid, expired, or revoked"}]}` {
+		t.Errorf("wrong key: %d %s", resp.StatusCode, body)
+	}
+	var limited *http.Response
+	for range 10 {
+		if resp, _ := get("/v3/suppression/bounces", key); resp.StatusCode == 429 {
+			limited = resp
+			break
+		}
+	}
+	if limited == nil {
+		t.Fatal("10 quick requests at --rate-limit 3: no 429")
+	}
+	if h := limited.Header; h.Get("X-RateLimit-Limit") != "3" || h.Get("X-RateLimit-Remaining") != "0" || h.Get("X-RateLimit-Reset") == "" {
+		t.Errorf("429 headers: %v", h)
+	}
+
+	// A list change through the API is published to the change log that
+	// the workers' index follows.
+	time.Sleep(1500 * time.Millisecond) // let the rate limit refill
+	req, _ := http.NewRequest("POST", base+"/v3/asm/suppressions/global", strings.NewReader(`{"recipient_emails":["Kim@Example.com"]}`))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 201 {
+		t.Fatalf("POST global unsubscribe: %d", resp.StatusCode)
+	}
+	if keys := readTopicKeys(t, brokers, changelog); !keys["acme/unsubscribes/0/kim@example.com"] {
+		t.Errorf("the API's change is not on the change log: %v", keys)
+	}
+
+	var out syncBuffer
+	if err := run(context.Background(), []string{"bouncer", "keys", "list", "--account", "acme"}, envFunc(env), strings.NewReader(""), &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	keyID := strings.Split(key, ".")[1]
+	if !strings.Contains(out.String(), keyID) || !strings.Contains(out.String(), "active") || strings.Contains(out.String(), strings.Split(key, ".")[2]) {
+		t.Errorf("keys list: %s", out.String())
+	}
+	out = syncBuffer{}
+	if err := run(context.Background(), []string{"bouncer", "keys", "revoke", keyID}, envFunc(env), strings.NewReader(""), &out, &out); err != nil {
+		t.Fatalf("revoke: %v %s", err, out.String())
+	}
+	waitFor(t, "revoked key refused", 20*time.Second, func() (bool, string) {
+		resp, body := get("/v3/suppression/bounces", key)
+		return resp.StatusCode == 401, fmt.Sprint(resp.StatusCode, body)
+	})
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("api stopped with %v\n%s", err, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("api did not stop within 30s of cancel")
+	}
+	if !strings.Contains(logs.String(), "api stopped") || !strings.Contains(logs.String(), `route="GET /v3/suppression/bounces"`) {
+		t.Errorf("logs lack the stop or the request lines:\n%s", logs.String())
+	}
+}

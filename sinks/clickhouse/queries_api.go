@@ -1,0 +1,59 @@
+package clickhouse
+
+// Statements of the HTTP API (package api, wired in cmd/bouncer): suppression
+// reads and bulk removals, bounce classification counts, API keys.
+//
+// Current list state is, per (account_id, list, group_id, email_norm), the
+// row with the highest version (argMax, not FINAL: the table may hold
+// unmerged parts); an entry whose newest row has deleted = 1 is absent.
+
+var apiKeyColumns = []string{"account_id", "key_id", "key_hash", "name", "scopes", "created", "revoked", "version"}
+
+var (
+	// Arguments: account, list, group, LIKE pattern on email_norm, created
+	// from and to (unix seconds, inclusive), offset, limit.
+	qSuppressionsList = register(Query{Name: "suppressions.list",
+		SQL: "SELECT email_norm, argMax(email, version) AS e, argMax(created, version) AS c, argMax(reason, version) AS r, " +
+			"argMax(status, version) AS st, argMax(bounce_classification, version) AS bc, argMax(reason_code, version) AS rc, " +
+			"argMax(deleted, version) AS del " +
+			"FROM suppressions WHERE account_id = ? AND list = ? AND group_id = ? AND email_norm LIKE ? " +
+			"GROUP BY email_norm HAVING del = 0 AND toUInt32(c) >= ? AND toUInt32(c) <= ? " +
+			"ORDER BY c DESC, email_norm LIMIT ?, ?",
+		Sample: []any{"acme", "bounces", int64(0), "kim%", uint32(0), uint32(4000000000), uint64(0), uint64(500)}})
+
+	// Removes every current entry of one list: a deleted = 1 row per entry,
+	// written by the server (memory stays flat whatever the list's size).
+	// Arguments: created, version, source, account, list, group.
+	qSuppressionsDeleteAll = register(Query{Name: "suppressions.delete_all",
+		SQL: insertSQL("suppressions", suppressionColumns) + " " +
+			"SELECT account_id, list, group_id, email_norm, argMax(email, version), toDateTime(?), '', '', '', '', 1, ?, ? " +
+			"FROM suppressions WHERE account_id = ? AND list = ? AND group_id = ? " +
+			"GROUP BY account_id, list, group_id, email_norm HAVING argMax(deleted, version) = 0",
+		Sample: []any{uint32(1764201600), uint64(3528403201), "api", "acme", "bounces", int64(0)}})
+
+	// Bounce events per UTC day and classification, each sg_event_id once.
+	// Arguments: account, from (inclusive), to (exclusive), unix seconds.
+	qBounceClassifications = register(Query{Name: "events.bounce_classifications",
+		SQL: "SELECT toString(toDate(timestamp, 'UTC')) AS day, bounce_classification AS class, uniqExact(sg_event_id) AS n " +
+			"FROM events WHERE account_id = ? AND event = 'bounce' AND timestamp >= toDateTime(?) AND timestamp < toDateTime(?) " +
+			"GROUP BY day, class ORDER BY day, n DESC, class",
+		Sample: []any{"acme", uint32(1764201600), uint32(1764288000)}})
+
+	// Bounce events of one classification per UTC day and recipient domain.
+	// Arguments: account, classification, from, to.
+	qBounceClassificationDomains = register(Query{Name: "events.bounce_classification_domains",
+		SQL: "SELECT toString(toDate(timestamp, 'UTC')) AS day, domain AS d, uniqExact(sg_event_id) AS n " +
+			"FROM events WHERE account_id = ? AND event = 'bounce' AND bounce_classification = ? " +
+			"AND timestamp >= toDateTime(?) AND timestamp < toDateTime(?) " +
+			"GROUP BY day, d ORDER BY day, n DESC, d",
+		Sample: []any{"acme", "Invalid Address", uint32(1764201600), uint32(1764288000)}})
+
+	qInsertAPIKeys = register(Query{Name: "api_keys.insert", SQL: insertSQL("api_keys", apiKeyColumns), Insert: true})
+
+	// The newest state of every key, optionally of one account ('' = all).
+	qAPIKeys = register(Query{Name: "api_keys.list",
+		SQL: "SELECT key_id, argMax(account_id, version) AS a, argMax(key_hash, version) AS h, argMax(name, version) AS nm, " +
+			"argMax(scopes, version) AS sc, argMax(created, version) AS cr, argMax(revoked, version) AS rv " +
+			"FROM api_keys WHERE (? = '' OR account_id = ?) GROUP BY key_id ORDER BY a, cr, key_id",
+		Sample: []any{"", ""}})
+)

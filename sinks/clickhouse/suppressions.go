@@ -1,0 +1,172 @@
+package clickhouse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// Suppression is the current state of one list entry.
+type Suppression struct {
+	Email, EmailNorm string
+	Created          time.Time
+	Reason, Status   string
+	Classification   string
+	ReasonCode       string
+}
+
+// SuppressionQuery selects current entries of one list of one account.
+type SuppressionQuery struct {
+	AccountID, List string
+	GroupID         int64
+	// EmailLike is a LIKE pattern on the normalised address; "" matches all.
+	EmailLike string
+	// From and To bound the entry's created time, unix seconds, inclusive;
+	// To 0 means no upper bound.
+	From, To uint32
+	// Offset and Limit page the result, newest first; Limit 0 means 500.
+	Offset, Limit uint64
+}
+
+// Suppressions returns the current entries q selects, newest first, then by
+// address.
+func (s *Store) Suppressions(ctx context.Context, q SuppressionQuery) ([]Suppression, error) {
+	like := q.EmailLike
+	if like == "" {
+		like = "%"
+	}
+	to := q.To
+	if to == 0 {
+		to = ^uint32(0)
+	}
+	limit := q.Limit
+	if limit == 0 {
+		limit = 500
+	}
+	rows, err := s.conn.Query(ctx, qSuppressionsList.SQL, q.AccountID, q.List, q.GroupID, like, q.From, to, q.Offset, limit)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", qSuppressionsList.Name, err)
+	}
+	defer rows.Close()
+	var out []Suppression
+	for rows.Next() {
+		var e Suppression
+		var del uint8
+		if err := rows.Scan(&e.EmailNorm, &e.Email, &e.Created, &e.Reason, &e.Status, &e.Classification, &e.ReasonCode, &del); err != nil {
+			return nil, fmt.Errorf("%s: %w", qSuppressionsList.Name, err)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// DeleteAllSuppressions removes every current entry of one list of one
+// account as of at: entries whose newest change is older than at. A change
+// with an earlier event time that arrives later can still add an address
+// back; one-address deletes (WriteSuppressions) have no such gap.
+func (s *Store) DeleteAllSuppressions(ctx context.Context, accountID, list string, group int64, at time.Time, source string) error {
+	err := s.conn.Exec(ctx, qSuppressionsDeleteAll.SQL, uint32(max(at.Unix(), 0)), SuppressionVersion(at, true), source, accountID, list, group)
+	if err != nil {
+		return fmt.Errorf("%s: %w", qSuppressionsDeleteAll.Name, err)
+	}
+	return nil
+}
+
+// DayCount is one count of a day (YYYY-MM-DD, UTC) and a key.
+type DayCount struct {
+	Day, Key string
+	N        uint64
+}
+
+// BounceClassifications counts an account's bounce events per UTC day and
+// classification in [from, to).
+func (s *Store) BounceClassifications(ctx context.Context, accountID string, from, to time.Time) ([]DayCount, error) {
+	return s.dayCounts(ctx, qBounceClassifications, accountID, unix32(from), unix32(to))
+}
+
+// BounceClassificationDomains counts an account's bounce events of one
+// classification per UTC day and recipient domain in [from, to).
+func (s *Store) BounceClassificationDomains(ctx context.Context, accountID, class string, from, to time.Time) ([]DayCount, error) {
+	return s.dayCounts(ctx, qBounceClassificationDomains, accountID, class, unix32(from), unix32(to))
+}
+
+func unix32(t time.Time) uint32 { return uint32(min(max(t.Unix(), 0), int64(^uint32(0)))) }
+
+func (s *Store) dayCounts(ctx context.Context, q Query, args ...any) ([]DayCount, error) {
+	rows, err := s.conn.Query(ctx, q.SQL, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", q.Name, err)
+	}
+	defer rows.Close()
+	var out []DayCount
+	for rows.Next() {
+		var c DayCount
+		if err := rows.Scan(&c.Day, &c.Key, &c.N); err != nil {
+			return nil, fmt.Errorf("%s: %w", q.Name, err)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// APIKey is the stored part of an API key: never the secret, only its
+// SHA-256 (hex).
+type APIKey struct {
+	AccountID, KeyID, KeyHash, Name string
+	Scopes                          []string
+	Created                         time.Time
+	Revoked                         bool
+}
+
+// ErrNoAPIKey is returned for a key id that does not exist.
+var ErrNoAPIKey = errors.New("no such API key")
+
+// WriteAPIKey stores a key's state as of at (newest wins).
+func (s *Store) WriteAPIKey(ctx context.Context, k APIKey, at time.Time) error {
+	scopes := k.Scopes
+	if scopes == nil {
+		scopes = []string{}
+	}
+	return s.insert(ctx, qInsertAPIKeys, func(b driver.Batch) error {
+		return b.Append(k.AccountID, k.KeyID, k.KeyHash, k.Name, scopes, k.Created.UTC().Truncate(time.Second), b2u(k.Revoked), uint64(at.UnixNano()))
+	})
+}
+
+// APIKeys returns the current state of every key of accountID ("" for all
+// accounts), revoked ones included.
+func (s *Store) APIKeys(ctx context.Context, accountID string) ([]APIKey, error) {
+	rows, err := s.conn.Query(ctx, qAPIKeys.SQL, accountID, accountID)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", qAPIKeys.Name, err)
+	}
+	defer rows.Close()
+	var out []APIKey
+	for rows.Next() {
+		var k APIKey
+		var revoked uint8
+		if err := rows.Scan(&k.KeyID, &k.AccountID, &k.KeyHash, &k.Name, &k.Scopes, &k.Created, &revoked); err != nil {
+			return nil, fmt.Errorf("%s: %w", qAPIKeys.Name, err)
+		}
+		k.Revoked = revoked == 1
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
+// RevokeAPIKey disables a key for good and returns it.
+func (s *Store) RevokeAPIKey(ctx context.Context, keyID string, at time.Time) (APIKey, error) {
+	keys, err := s.APIKeys(ctx, "")
+	if err != nil {
+		return APIKey{}, err
+	}
+	for _, k := range keys {
+		if k.KeyID == keyID {
+			k.Revoked = true
+			return k, s.WriteAPIKey(ctx, k, at)
+		}
+	}
+	return APIKey{}, fmt.Errorf("%w: %q", ErrNoAPIKey, keyID)
+}
