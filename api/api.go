@@ -99,6 +99,8 @@ type Config struct {
 	RateBurst int
 	// MaxBodyBytes bounds a request body; default 1 MiB.
 	MaxBodyBytes int64
+	// Checker answers the batch check from memory; nil disables it.
+	Checker Checker
 	// KeyRefresh is how often keys are reloaded (a revoked key stops working
 	// within it); default 5s. An unknown key id reloads at most once a second.
 	KeyRefresh time.Duration
@@ -145,6 +147,7 @@ type server struct {
 	log     *slog.Logger
 	now     func() time.Time
 	store   Store
+	checker Checker
 	keys    *keyCache
 	limiter *limiter
 	mux     *http.ServeMux
@@ -157,7 +160,7 @@ func NewServer(cfg Config) http.Handler {
 		panic(err)
 	}
 	s := &server{
-		cfg: cfg, log: cfg.Logger, now: cfg.Now, store: cfg.Store,
+		cfg: cfg, log: cfg.Logger, now: cfg.Now, store: cfg.Store, checker: cfg.Checker,
 		keys:    &keyCache{store: cfg.Keys, every: cfg.KeyRefresh, missEvery: time.Second, now: cfg.Now},
 		limiter: newLimiter(cfg.RateLimit, cfg.RateBurst),
 		mux:     http.NewServeMux(),

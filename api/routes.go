@@ -40,6 +40,9 @@ func (s *server) routes() []route {
 		{"POST", "/v3/asm/suppressions/global", gAdd, key, s.handleGlobalAdd()},
 		{"GET", "/v3/asm/suppressions/global/{email}", gRead, key, s.handleGlobalGet()},
 		{"DELETE", "/v3/asm/suppressions/global/{email}", gDel, key, s.handleGlobalDelete()},
+
+		// bouncer's own additions live under /bouncer/v1.
+		{"POST", "/bouncer/v1/suppressions/check", read, key, s.handleCheck()},
 	}
 	for _, l := range lists {
 		rs = append(rs, route{"GET", "/v3/suppression/" + l, read, key, s.handleList(l)})

@@ -12,6 +12,7 @@ import (
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
+	"github.com/bouncer-mail/bouncer/suppress"
 )
 
 func init() {
@@ -42,6 +43,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	lf := addLogFlags(e)
 	changeTopic := e.String("changelog-topic", "BOUNCER_CHANGELOG_TOPIC", "bouncer.suppressions", "compacted topic the workers' suppression index follows; API list changes are published there")
 	publish := e.Bool("publish-changes", "BOUNCER_API_PUBLISH_CHANGES", true, "publish API list changes to the change-log topic (needs Kafka); without it workers learn of API deletes only after a restart")
+	check := e.Bool("check", "BOUNCER_API_CHECK", true, "serve the batch check (POST /bouncer/v1/suppressions/check) from an in-memory copy of the lists, loaded from the change-log topic (needs Kafka)")
 	listen := e.String("listen", "BOUNCER_API_ADDR", "127.0.0.1:8080", "address the API listens on, host:port")
 	rateLimit := e.Int("rate-limit", "BOUNCER_API_RATE_LIMIT", 10, "requests per second per API key (the burst is the same number)")
 	maxBody := e.Int("max-body-bytes", "BOUNCER_API_MAX_BODY_BYTES", 1<<20, "largest accepted request body")
@@ -91,8 +93,35 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 		defer cw.Close()
 		as.changes = cw
 	}
+	var checker api.Checker
+	if *check {
+		conn := kf.conn()
+		if err := conn.Validate(); err != nil {
+			return &usageError{err.Error() + " (or --check=false)"}
+		}
+		if err := consumer.EnsureChangeLog(ctx, conn, *changeTopic, 4); err != nil {
+			return err
+		}
+		index := suppress.New()
+		caughtUp := make(chan struct{})
+		go func() {
+			if err := consumer.FollowChanges(ctx, conn, *changeTopic, index.Apply, caughtUp, log); err != nil && ctx.Err() == nil {
+				log.Error("suppression change log: cannot follow", "topic", *changeTopic, "err", err)
+			}
+		}()
+		log.Info("loading suppression lists for the batch check", "topic", *changeTopic)
+		select {
+		case <-caughtUp:
+			log.Info("suppression lists loaded", "entries", index.Len())
+		case <-time.After(2 * time.Minute):
+			return fmt.Errorf("suppression change log %s: not loaded after 2 minutes", *changeTopic)
+		case <-ctx.Done():
+			return nil
+		}
+		checker = indexChecker{index}
+	}
 	cfg := api.Config{
-		Store: as, Keys: apiKeys{store}, Logger: log,
+		Store: as, Keys: apiKeys{store}, Logger: log, Checker: checker,
 		RateLimit: float64(*rateLimit), MaxBodyBytes: int64(*maxBody),
 	}
 	if err := cfg.Validate(); err != nil {
@@ -210,4 +239,23 @@ func (a apiKeys) APIKeys(ctx context.Context) ([]api.Key, error) {
 		out[i] = api.Key{AccountID: k.AccountID, KeyID: k.KeyID, Hash: k.KeyHash, Scopes: k.Scopes, Revoked: k.Revoked}
 	}
 	return out, nil
+}
+
+// indexChecker answers the batch check from the suppression index.
+type indexChecker struct{ ix *suppress.Index }
+
+func (c indexChecker) Lookup(account, emailNorm string) []api.Listing {
+	ms := c.ix.Lookup(account, emailNorm)
+	if ms == nil {
+		return nil
+	}
+	out := make([]api.Listing, len(ms))
+	for i, m := range ms {
+		out[i] = api.Listing{List: m.List, GroupID: m.Group, ReasonCode: m.ReasonCode}
+	}
+	return out
+}
+
+func (c indexChecker) DropReason(account, emailNorm string, group int64) string {
+	return c.ix.DropReason(account, emailNorm, group, time.Now().Unix())
 }

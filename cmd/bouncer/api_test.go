@@ -402,6 +402,35 @@ func TestAPICommand(t *testing.T) {
 	if keys := readTopicKeys(t, brokers, changelog); !keys["acme/unsubscribes/0/kim@example.com"] {
 		t.Errorf("the API's change is not on the change log: %v", keys)
 	}
+	// The batch check answers from the API's in-memory copy, which follows
+	// the change log: the unsubscribe shows within seconds.
+	waitFor(t, "batch check sees the unsubscribe", 20*time.Second, func() (bool, string) {
+		req, _ := http.NewRequest("POST", base+"/bouncer/v1/suppressions/check", strings.NewReader(`{"emails":["KIM@example.com","other@example.com"]}`))
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var got struct {
+			Results []struct {
+				Email      string `json:"email"`
+				Suppressed bool   `json:"suppressed"`
+				DropReason string `json:"drop_reason"`
+				Lists      []struct {
+					List string `json:"list"`
+				} `json:"lists"`
+			} `json:"results"`
+		}
+		if resp.StatusCode != 200 || json.Unmarshal(b, &got) != nil || len(got.Results) != 2 {
+			return false, fmt.Sprint(resp.StatusCode, string(b))
+		}
+		r0, r1 := got.Results[0], got.Results[1]
+		ok := r0.Email == "KIM@example.com" && r0.Suppressed && r0.DropReason == "Unsubscribed Address" &&
+			len(r0.Lists) == 1 && r0.Lists[0].List == "unsubscribes" && !r1.Suppressed && len(r1.Lists) == 0
+		return ok, string(b)
+	})
 
 	var out syncBuffer
 	if err := run(context.Background(), []string{"bouncer", "keys", "list", "--account", "acme"}, envFunc(env), strings.NewReader(""), &out, &out); err != nil {

@@ -1,0 +1,78 @@
+package api
+
+import (
+	"net/http"
+)
+
+// Listing is one list an address is on, as the batch check reports it.
+type Listing struct {
+	List       string `json:"list"`
+	GroupID    int64  `json:"group_id,omitempty"`
+	ReasonCode string `json:"reason_code,omitempty"`
+}
+
+// Checker answers "is this address suppressed?" from memory (the API
+// process's copy of the suppression index, fed by the change log).
+type Checker interface {
+	// Lookup lists the lists the normalised address is on.
+	Lookup(account, emailNorm string) []Listing
+	// DropReason is SendGrid's dropped reason for a message to the
+	// address sent now, in unsubscribe group group, or "".
+	DropReason(account, emailNorm string, group int64) string
+}
+
+// maxCheck bounds one batch check request.
+const maxCheck = 1000
+
+type checkResult struct {
+	Email      string    `json:"email"`
+	Suppressed bool      `json:"suppressed"`
+	DropReason string    `json:"drop_reason,omitempty"`
+	Lists      []Listing `json:"lists"`
+}
+
+// handleCheck: POST /bouncer/v1/suppressions/check {"emails": [...],
+// "group_id": N}: for each address, whether a message to it would be
+// dropped and the lists it is on. Answered from memory, no database round
+// trip; changes reach it within seconds through the change log.
+func (s *server) handleCheck() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.checker == nil {
+			writeError(w, s.log, r, errorf(ENotFound, "", "the batch check is not enabled on this server (it needs Kafka: see bouncer api --help)"))
+			return
+		}
+		var body struct {
+			Emails  []string `json:"emails"`
+			GroupID int64    `json:"group_id"`
+		}
+		err := decodeBody(r, &body)
+		var emails, norms []string
+		if err == nil {
+			switch {
+			case len(body.Emails) == 0:
+				err = errorf(EInvalid, "emails", "emails is required")
+			case len(body.Emails) > maxCheck:
+				err = errorf(EInvalid, "emails", "at most %d emails per request", maxCheck)
+			case body.GroupID < 0:
+				err = errorf(EInvalid, "group_id", "group_id must not be negative")
+			default:
+				emails, norms, err = checkEmails("emails", body.Emails)
+			}
+		}
+		if err != nil {
+			writeError(w, s.log, r, err)
+			return
+		}
+		acct := account(r)
+		out := make([]checkResult, len(emails))
+		for i := range emails {
+			lists := s.checker.Lookup(acct, norms[i])
+			if lists == nil {
+				lists = []Listing{}
+			}
+			reason := s.checker.DropReason(acct, norms[i], body.GroupID)
+			out[i] = checkResult{Email: emails[i], Suppressed: reason != "", DropReason: reason, Lists: lists}
+		}
+		writeJSON(w, http.StatusOK, map[string][]checkResult{"results": out})
+	})
+}
