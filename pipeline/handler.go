@@ -51,8 +51,12 @@ type Config struct {
 	// Changes, when set, receives every suppression change (the change-log
 	// topic senders mirror).
 	Changes ChangePublisher
-	Logger  *slog.Logger
-	Metrics *Metrics
+	// History, when set, enables SoftBounces: repeated soft bounces of one
+	// recipient put it on the bounce list.
+	History     History
+	SoftBounces SoftBouncePolicy
+	Logger      *slog.Logger
+	Metrics     *Metrics
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -69,7 +73,7 @@ func (c *Config) Validate() error {
 	case c.MaxMessageBytes < 0:
 		return fmt.Errorf("pipeline: Config.MaxMessageBytes %d: want >= 0", c.MaxMessageBytes)
 	}
-	return nil
+	return c.SoftBounces.Validate()
 }
 
 // Handler is the sink group's BatchHandler.
@@ -193,6 +197,14 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 				}
 			}
 		}
+	}
+
+	if h.cfg.History != nil {
+		more, err := h.escalations(ctx, st.rows)
+		if err != nil {
+			return err
+		}
+		st.sups = append(st.sups, more...)
 	}
 
 	if len(st.dls) > 0 {

@@ -66,6 +66,10 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	retention := e.Int("retention-months", "BOUNCER_RETENTION_MONTHS", 0, "drop events and dead letters ingested more than this many months ago, daily (0 keeps everything)")
 	migrate := e.Bool("migrate", "BOUNCER_MIGRATE", true, "apply ClickHouse migrations at start")
 	rulesFile := e.String("rules", "BOUNCER_RULES", "", "operator bounce rules file, tried before the built-in rules")
+	softHits := e.Int("soft-disabled-hits", "BOUNCER_SOFT_DISABLED_HITS", 2, "soft-bounce policy: this many disabled-mailbox bounces (or 4xx user unknown)...")
+	softSpan := e.Duration("soft-disabled-span", "BOUNCER_SOFT_DISABLED_SPAN", 24*time.Hour, "...first and last at least this far apart, no delivery between, put the recipient on the bounce list")
+	softFull := e.Duration("soft-full-for", "BOUNCER_SOFT_FULL_FOR", 30*24*time.Hour, "soft-bounce policy: a mailbox full this long with no delivery puts the recipient on the bounce list")
+	softOn := e.Bool("soft-bounce-policy", "BOUNCER_SOFT_BOUNCE_POLICY", true, "apply the soft-bounce policy (one ClickHouse query per batch that holds such bounces)")
 	sinkOn := e.Bool("sink", "BOUNCER_RUN_SINK", true, "run the sink group")
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
@@ -100,6 +104,10 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	classifier, err := loadClassifier(*rulesFile)
 	if err != nil {
 		return err
+	}
+	policy := pipeline.SoftBouncePolicy{DisabledHits: *softHits, DisabledSpan: *softSpan, FullFor: *softFull}
+	if *softHits < 1 || *softSpan < 0 || *softFull <= 0 {
+		return usagef("soft-bounce policy: --soft-disabled-hits must be at least 1 and the spans positive")
 	}
 
 	if *migrate {
@@ -160,9 +168,14 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var history pipeline.History
+	if *softOn {
+		history = store
+	}
 	handler, err := pipeline.NewHandler(pipeline.Config{
 		Sink: store, Publisher: dlq, Classifier: classifier, MaxMessageBytes: *maxMsgBytes,
 		Suppressions: index, Changes: changes,
+		SoftBounces: policy, History: history,
 		Logger: log, Metrics: pipeline.NewMetrics(reg),
 	})
 	if err != nil {

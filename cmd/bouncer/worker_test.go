@@ -75,12 +75,23 @@ func startWorker(t *testing.T, env map[string]string) (stop func() error, logs *
 
 func produceRaw(t *testing.T, brokers, topic string, values ...[]byte) {
 	t.Helper()
+	produceKeyed(t, brokers, topic, "", values...)
+}
+
+// produceKeyed writes values with one key (all to one partition, as a
+// producer keying by recipient does), or keys k0, k1, ... when key is "".
+func produceKeyed(t *testing.T, brokers, topic, key string, values ...[]byte) {
+	t.Helper()
 	w := &kafka.Writer{Addr: kafka.TCP(testenv.Brokers(brokers)...), Topic: topic, Balancer: &kafka.Hash{},
 		RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond}
 	defer w.Close()
 	msgs := make([]kafka.Message, len(values))
 	for i, v := range values {
-		msgs[i] = kafka.Message{Key: []byte(fmt.Sprintf("k%d", i)), Value: v}
+		k := key
+		if k == "" {
+			k = fmt.Sprintf("k%d", i)
+		}
+		msgs[i] = kafka.Message{Key: []byte(k), Value: v}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -142,7 +153,13 @@ func TestWorkerEndToEnd(t *testing.T) {
 		// SendGrid's batch form.
 		[]byte(`[{"event":"open","email":"x@example.org","timestamp":1764201605,"sg_event_id":"e6"},{"event":"click","email":"x@example.org","timestamp":1764201606,"sg_event_id":"e7","url":"https://example.org"}]`),
 	}
-	const goodEvents = 7
+	// Two disabled-mailbox bounces 25 hours apart, keyed by recipient like
+	// a real producer: the soft-bounce policy puts the recipient on the
+	// bounce list.
+	produceKeyed(t, brokers, topic, "dis@yahoo.com",
+		[]byte(`{"event":"bounce","email":"dis@yahoo.com","timestamp":1764100000,"reason":"554 30 Sorry, your message to dis@yahoo.com cannot be delivered. This mailbox is disabled (554.30)."}`),
+		[]byte(`{"event":"bounce","email":"dis@yahoo.com","timestamp":1764190000,"reason":"554 30 Sorry, your message to dis@yahoo.com cannot be delivered. This mailbox is disabled (554.30)."}`))
+	const goodEvents = 9 // 7 above and the two disabled-mailbox bounces
 	bad := map[string][]byte{
 		"invalid_json":      []byte(`{"event":"bounce",`),
 		"wrong_type":        []byte(`{"event":"delivered","email":"x@example.com","timestamp":"soon"}`),
@@ -218,6 +235,9 @@ func TestWorkerEndToEnd(t *testing.T) {
 	}
 	if n := queryInt(t, ch, "SELECT count() FROM suppressions WHERE list = 'invalid_emails' AND email_norm = 'a..b@example.com'"); n != 1 {
 		t.Errorf("malformed address not on invalid_emails")
+	}
+	if n := queryInt(t, ch, "SELECT count() FROM suppressions WHERE list = 'bounces' AND email_norm = 'dis@yahoo.com' AND source = 'policy:mailbox_disabled' AND reason_code = 'mailbox_disabled'"); n < 1 {
+		t.Errorf("two disabled-mailbox bounces 25h apart did not put the recipient on the bounce list")
 	}
 
 	// The dead-letter topic holds every dead letter, with its coordinates.
