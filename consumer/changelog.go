@@ -3,10 +3,8 @@ package consumer
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
 	"sync"
 	"time"
@@ -58,30 +56,7 @@ func fromMessage(m ChangeMessage) pipeline.SuppressionChange {
 
 // EnsureChangeLog creates the compacted change-log topic if missing.
 func EnsureChangeLog(ctx context.Context, c Conn, topic string, partitions int) error {
-	dialer, err := c.Dialer()
-	if err != nil {
-		return err
-	}
-	conn, err := dialer.DialContext(ctx, "tcp", c.Brokers[0])
-	if err != nil {
-		return fmt.Errorf("connect to kafka %s: %w", c.Brokers[0], err)
-	}
-	defer conn.Close()
-	controller, err := conn.Controller()
-	if err != nil {
-		return fmt.Errorf("find kafka controller: %w", err)
-	}
-	cc, err := dialer.DialContext(ctx, "tcp", net.JoinHostPort(controller.Host, strconv.Itoa(controller.Port)))
-	if err != nil {
-		return fmt.Errorf("connect to kafka controller: %w", err)
-	}
-	defer cc.Close()
-	err = cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1,
-		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}}})
-	if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
-		return fmt.Errorf("create change-log topic %s: %w", topic, err)
-	}
-	return nil
+	return EnsureTopic(ctx, c, topic, partitions, 1, kafka.ConfigEntry{ConfigName: "cleanup.policy", ConfigValue: "compact"})
 }
 
 // ChangeWriter publishes suppression changes to the change log.

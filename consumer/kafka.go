@@ -98,10 +98,10 @@ func (c Conn) Transport() (*kafka.Transport, error) {
 	return &kafka.Transport{DialTimeout: 10 * time.Second, TLS: c.tlsConfig(), SASL: mech}, nil
 }
 
-// EnsureTopic creates topic with the given partitions and replication
-// factor (at least 1) if it does not exist. An existing topic is left as it
-// is.
-func EnsureTopic(ctx context.Context, c Conn, topic string, partitions, replication int) error {
+// EnsureTopic creates topic with the given partitions, replication factor
+// (at least 1) and topic configs if it does not exist. An existing topic is
+// left as it is.
+func EnsureTopic(ctx context.Context, c Conn, topic string, partitions, replication int, configs ...kafka.ConfigEntry) error {
 	dialer, err := c.Dialer()
 	if err != nil {
 		return err
@@ -120,7 +120,7 @@ func EnsureTopic(ctx context.Context, c Conn, topic string, partitions, replicat
 		return fmt.Errorf("connect to kafka controller: %w", err)
 	}
 	defer cc.Close()
-	err = cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: max(replication, 1)})
+	err = cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: max(replication, 1), ConfigEntries: configs})
 	if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
 		return fmt.Errorf("create topic %s: %w", topic, err)
 	}

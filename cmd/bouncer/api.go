@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -102,21 +103,9 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 		if err := consumer.EnsureChangeLog(ctx, conn, *changeTopic, 4); err != nil {
 			return err
 		}
-		index := suppress.New()
-		caughtUp := make(chan struct{})
-		go func() {
-			if err := consumer.FollowChanges(ctx, conn, *changeTopic, index.Apply, caughtUp, log); err != nil && ctx.Err() == nil {
-				log.Error("suppression change log: cannot follow", "topic", *changeTopic, "err", err)
-			}
-		}()
-		log.Info("loading suppression lists for the batch check", "topic", *changeTopic)
-		select {
-		case <-caughtUp:
-			log.Info("suppression lists loaded", "entries", index.Len())
-		case <-time.After(2 * time.Minute):
-			return fmt.Errorf("suppression change log %s: not loaded after 2 minutes", *changeTopic)
-		case <-ctx.Done():
-			return nil
+		index, err := loadSuppressionIndex(ctx, conn, *changeTopic, log)
+		if err != nil || index == nil {
+			return err
 		}
 		checker = indexChecker{index}
 	}
@@ -258,4 +247,27 @@ func (c indexChecker) Lookup(account, emailNorm string) []api.Listing {
 
 func (c indexChecker) DropReason(account, emailNorm string, group int64) string {
 	return c.ix.DropReason(account, emailNorm, group, time.Now().Unix())
+}
+
+// loadSuppressionIndex follows the change log into a new index in the
+// background and waits (at most 2 minutes) until it holds everything the
+// log held when following began. It returns nil, nil when ctx ends first.
+func loadSuppressionIndex(ctx context.Context, conn consumer.Conn, topic string, log *slog.Logger) (*suppress.Index, error) {
+	index := suppress.New()
+	caughtUp := make(chan struct{})
+	go func() {
+		if err := consumer.FollowChanges(ctx, conn, topic, index.Apply, caughtUp, log); err != nil && ctx.Err() == nil {
+			log.Error("suppression change log: cannot follow", "topic", topic, "err", err)
+		}
+	}()
+	log.Info("loading suppression lists from the change log", "topic", topic)
+	select {
+	case <-caughtUp:
+		log.Info("suppression lists loaded", "entries", index.Len())
+		return index, nil
+	case <-time.After(2 * time.Minute):
+		return nil, fmt.Errorf("suppression change log %s: not loaded after 2 minutes", topic)
+	case <-ctx.Done():
+		return nil, nil
+	}
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
-	"github.com/bouncer-mail/bouncer/suppress"
 )
 
 func init() {
@@ -147,23 +146,11 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	// The index of suppressed recipients, loaded from the change log before
 	// consuming events, so processed events to suppressed recipients get
 	// their dropped event from the first batch on.
-	index := suppress.New()
-	caughtUp := make(chan struct{})
 	followCtx, stopFollow := context.WithCancel(ctx)
 	defer stopFollow()
-	go func() {
-		if err := consumer.FollowChanges(followCtx, conn, *changeTopic, index.Apply, caughtUp, log); err != nil {
-			log.Error("suppression change log: cannot follow", "topic", *changeTopic, "err", err)
-		}
-	}()
-	log.Info("loading suppression lists from the change log", "topic", *changeTopic)
-	select {
-	case <-caughtUp:
-		log.Info("suppression lists loaded", "entries", index.Len())
-	case <-time.After(2 * time.Minute):
-		return fmt.Errorf("suppression change log %s: not loaded after 2 minutes", *changeTopic)
-	case <-ctx.Done():
-		return nil
+	index, err := loadSuppressionIndex(followCtx, conn, *changeTopic, log)
+	if err != nil || index == nil {
+		return err
 	}
 
 	reg := prometheus.NewRegistry()
