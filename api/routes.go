@@ -41,6 +41,10 @@ func (s *server) routes() []route {
 		{"GET", "/v3/asm/suppressions/global/{email}", gRead, key, s.handleGlobalGet()},
 		{"DELETE", "/v3/asm/suppressions/global/{email}", gDel, key, s.handleGlobalDelete()},
 
+		{"GET", "/v3/asm/groups/{group_id}/suppressions", "asm.groups.suppressions.read", key, s.handleGroupList()},
+		{"POST", "/v3/asm/groups/{group_id}/suppressions", "asm.groups.suppressions.create", key, s.handleGroupAdd()},
+		{"DELETE", "/v3/asm/groups/{group_id}/suppressions/{email}", "asm.groups.suppressions.delete", key, s.handleGroupDelete()},
+
 		// bouncer's own additions live under /bouncer/v1.
 		{"POST", "/bouncer/v1/suppressions/check", read, key, s.handleCheck()},
 	}

@@ -462,3 +462,39 @@ func TestAPICommand(t *testing.T) {
 		t.Errorf("logs lack the stop or the request lines:\n%s", logs.String())
 	}
 }
+
+func TestAPIGroupSuppressions(t *testing.T) {
+	f := newAPIFixture(t)
+	list := func(key, group string) string {
+		code, body, _ := f.call(t, key, "GET", "/v3/asm/groups/"+group+"/suppressions", "")
+		if code != 200 {
+			t.Fatalf("GET group %s: %d %s", group, code, body)
+		}
+		return strings.TrimSpace(body)
+	}
+	if code, body, _ := f.call(t, f.keyA, "POST", "/v3/asm/groups/7/suppressions", `{"recipient_emails":["a@x.org","B@x.org"]}`); code != 201 {
+		t.Fatalf("POST: %d %s", code, body)
+	}
+	if got := list(f.keyA, "7"); !strings.Contains(got, `"a@x.org"`) || !strings.Contains(got, `"B@x.org"`) {
+		t.Errorf("group 7: %s", got)
+	}
+	if got := list(f.keyA, "8"); got != "[]" {
+		t.Errorf("group 8 should be empty: %s", got)
+	}
+	if got := list(f.keyB, "7"); got != "[]" {
+		t.Errorf("another account sees group 7 of acme: %s", got)
+	}
+	if code, body, _ := f.call(t, f.keyA, "GET", "/v3/suppression/unsubscribes", ""); code != 200 || strings.Contains(body, "a@x.org") {
+		t.Errorf("a group unsubscribe showed up as a global one: %d %s", code, body)
+	}
+	f.setClock(f.clock().Add(time.Second))
+	if code, body, _ := f.call(t, f.keyA, "DELETE", "/v3/asm/groups/7/suppressions/b@X.org", ""); code != 204 {
+		t.Fatalf("DELETE: %d %s", code, body)
+	}
+	if got := list(f.keyA, "7"); got != `["a@x.org"]` {
+		t.Errorf("after resubscribing b: %s", got)
+	}
+	if code, body, _ := f.call(t, f.keyA, "GET", "/v3/asm/groups/zero/suppressions", ""); code != 400 || !strings.Contains(body, `"field":"group_id"`) {
+		t.Errorf("bad group id: %d %s", code, body)
+	}
+}
