@@ -230,6 +230,13 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 		}
 		m.suppressions.Add(float64(len(st.sups)))
 	}
+	if h.cfg.History != nil {
+		if hist := historyOf(nil, st.rows); len(hist) > 0 {
+			if err := h.cfg.History.WriteHistory(ctx, hist); err != nil {
+				return fmt.Errorf("write recipient history: %w", err)
+			}
+		}
+	}
 	if len(st.rows) > 0 {
 		start := h.cfg.Now()
 		if err := h.cfg.Sink.WriteEvents(ctx, st.rows); err != nil {

@@ -43,6 +43,7 @@ func (p *SoftBouncePolicy) Validate() error {
 
 // HistoryEvent is a past bounce or delivery of a recipient.
 type HistoryEvent struct {
+	AccountID  string
 	EmailNorm  string
 	Event      string // bounce, deferred or delivered
 	ReasonCode string
@@ -50,11 +51,32 @@ type HistoryEvent struct {
 	Timestamp  int64
 }
 
-// History reads recipients' past bounces and deliveries.
+// History keeps recipients' deliveries and escalating soft bounces.
 type History interface {
-	// RecipientHistory returns the bounce and delivered events of the
-	// given (normalised) recipients of one account since a time.
+	// RecipientHistory returns the events of the given (normalised)
+	// recipients of one account since a time.
 	RecipientHistory(ctx context.Context, account string, emails []string, since time.Time) ([]HistoryEvent, error)
+	// WriteHistory records events. A repeat (a retried batch) is harmless.
+	WriteHistory(ctx context.Context, events []HistoryEvent) error
+}
+
+// historyOf picks the events of rows the policy will need later:
+// deliveries and soft bounces that can escalate.
+func historyOf(dst []HistoryEvent, rows []Row) []HistoryEvent {
+	for i := range rows {
+		r := &rows[i]
+		if r.Derived {
+			continue
+		}
+		e := HistoryEvent{AccountID: r.AccountID, EmailNorm: r.EmailNorm, Event: string(r.Event.Event), Timestamp: r.Timestamp}
+		if r.Bounce != nil {
+			e.ReasonCode, e.BounceType = string(r.Bounce.Reason), string(r.Bounce.BounceType)
+		}
+		if softKind(e.Event, e.ReasonCode, e.BounceType) != "" {
+			dst = append(dst, e)
+		}
+	}
+	return dst
 }
 
 // softKind classifies an event for the policy: "disabled", "full",

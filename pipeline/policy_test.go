@@ -64,8 +64,14 @@ func TestSoftBouncePolicyDecide(t *testing.T) {
 }
 
 type fakeHistory struct {
-	past  []HistoryEvent
-	calls int
+	past    []HistoryEvent
+	calls   int
+	written []HistoryEvent
+}
+
+func (f *fakeHistory) WriteHistory(_ context.Context, events []HistoryEvent) error {
+	f.written = append(f.written, events...)
+	return nil
 }
 
 func (f *fakeHistory) RecipientHistory(_ context.Context, account string, emails []string, since time.Time) ([]HistoryEvent, error) {
@@ -107,6 +113,9 @@ func TestHandlerAppliesSoftBouncePolicy(t *testing.T) {
 	}
 	if hist.calls != 1 {
 		t.Errorf("%d history queries, want 1 per batch", hist.calls)
+	}
+	if len(hist.written) != 2 || hist.written[0].ReasonCode != "mailbox_disabled" {
+		t.Errorf("history written: %+v, want the two disabled-mailbox bounces", hist.written)
 	}
 	if len(changes.got) != 1 || changes.got[0].EmailNorm != "kim@yahoo.com" || changes.got[0].List != ListBounces || changes.got[0].Source != "policy:mailbox_disabled" {
 		t.Fatalf("escalations: %+v, want kim on bounces (lee has one bounce only)", changes.got)

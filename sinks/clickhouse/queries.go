@@ -94,4 +94,6 @@ var (
 		SQL: "ALTER TABLE events DROP PARTITION ?", Sample: []any{uint32(190001)}})
 	qDropDeadLettersPartition = register(Query{Name: "retention.drop_dead_letters",
 		SQL: "ALTER TABLE dead_letters DROP PARTITION ?", Sample: []any{uint32(190001)}})
+	qDropHistoryPartition = register(Query{Name: "retention.drop_recipient_history",
+		SQL: "ALTER TABLE recipient_history DROP PARTITION ?", Sample: []any{uint32(190001)}})
 )

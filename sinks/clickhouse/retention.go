@@ -22,7 +22,7 @@ func (s *Store) DropExpired(ctx context.Context, keepMonths int, now time.Time) 
 	for _, t := range []struct {
 		table string
 		drop  Query
-	}{{"events", qDropEventsPartition}, {"dead_letters", qDropDeadLettersPartition}} {
+	}{{"events", qDropEventsPartition}, {"dead_letters", qDropDeadLettersPartition}, {"recipient_history", qDropHistoryPartition}} {
 		rows, err := s.conn.Query(ctx, qPartitions.SQL, t.table)
 		if err != nil {
 			return dropped, fmt.Errorf("list partitions of %s: %w", t.table, err)
