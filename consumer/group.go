@@ -29,8 +29,9 @@ type GroupConfig struct {
 	// MaxWait is how long a batch waits to fill after its first message;
 	// default 500ms.
 	MaxWait time.Duration
-	// QueueCapacity bounds the messages each partition's reader prefetches;
-	// default 1000.
+	// QueueCapacity bounds the messages each partition's reader prefetches
+	// while a batch is being written; default MaxBatchMessages, so the next
+	// batch is ready when the insert returns.
 	QueueCapacity int
 	// SessionTimeout (default 10s) and RebalanceTimeout (default 60s) are
 	// the group's; HeartbeatInterval defaults to 3s.
@@ -70,7 +71,7 @@ func (c *GroupConfig) Validate() error {
 	}
 	def(&c.MaxBatchMessages, 20000)
 	def(&c.MaxBatchBytes, 16<<20)
-	def(&c.QueueCapacity, 1000)
+	def(&c.QueueCapacity, c.MaxBatchMessages)
 	defd(&c.MaxWait, 500*time.Millisecond)
 	defd(&c.SessionTimeout, 10*time.Second)
 	defd(&c.RebalanceTimeout, 60*time.Second)

@@ -207,36 +207,58 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 		st.sups = append(st.sups, more...)
 	}
 
+	// Dead letters, suppression changes and recipient history are
+	// independent of each other: write them concurrently (each chain keeps
+	// its own order). All must land before the events, whose mark says the
+	// batch is done.
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
 	if len(st.dls) > 0 {
-		if err := h.cfg.Publisher.PublishDeadLetters(ctx, st.dls); err != nil {
-			return fmt.Errorf("publish dead letters: %w", err)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := h.cfg.Publisher.PublishDeadLetters(ctx, st.dls); err != nil {
+				errs[0] = fmt.Errorf("publish dead letters: %w", err)
+			} else if err := h.cfg.Sink.WriteDeadLetters(ctx, st.dls); err != nil {
+				errs[0] = fmt.Errorf("write dead letters: %w", err)
+			}
+		}()
+	}
+	if len(st.sups) > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := h.cfg.Sink.WriteSuppressions(ctx, st.sups); err != nil {
+				errs[1] = fmt.Errorf("write suppressions: %w", err)
+			} else if h.cfg.Changes != nil {
+				if err := h.cfg.Changes.PublishChanges(ctx, st.sups); err != nil {
+					errs[1] = fmt.Errorf("publish suppression changes: %w", err)
+				}
+			}
+		}()
+	}
+	if h.cfg.History != nil {
+		if hist := historyOf(nil, st.rows); len(hist) > 0 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := h.cfg.History.WriteHistory(ctx, hist); err != nil {
+					errs[2] = fmt.Errorf("write recipient history: %w", err)
+				}
+			}()
 		}
-		if err := h.cfg.Sink.WriteDeadLetters(ctx, st.dls); err != nil {
-			return fmt.Errorf("write dead letters: %w", err)
-		}
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if len(st.dls) > 0 {
 		for _, d := range st.dls {
 			m.deadLettered.WithLabelValues(string(d.Code)).Inc()
 		}
 		st.marks.DeadLetters = st.dls[len(st.dls)-1].Offset
 	}
-	if len(st.sups) > 0 {
-		if err := h.cfg.Sink.WriteSuppressions(ctx, st.sups); err != nil {
-			return fmt.Errorf("write suppressions: %w", err)
-		}
-		if h.cfg.Changes != nil {
-			if err := h.cfg.Changes.PublishChanges(ctx, st.sups); err != nil {
-				return fmt.Errorf("publish suppression changes: %w", err)
-			}
-		}
-		m.suppressions.Add(float64(len(st.sups)))
-	}
-	if h.cfg.History != nil {
-		if hist := historyOf(nil, st.rows); len(hist) > 0 {
-			if err := h.cfg.History.WriteHistory(ctx, hist); err != nil {
-				return fmt.Errorf("write recipient history: %w", err)
-			}
-		}
-	}
+	m.suppressions.Add(float64(len(st.sups)))
 	if len(st.rows) > 0 {
 		start := h.cfg.Now()
 		if err := h.cfg.Sink.WriteEvents(ctx, st.rows); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"testing"
 
 	"github.com/bouncer-mail/bouncer/enrich"
@@ -13,6 +14,7 @@ import (
 // fakeSink is an in-memory Sink whose writes can fail; a failed write may
 // still land (as an insert that timed out after the server stored it).
 type fakeSink struct {
+	mu     sync.Mutex // the handler writes side tables concurrently
 	rng    *rand.Rand
 	failP  float64
 	events map[string]int // identity -> copies
@@ -31,6 +33,8 @@ func newFakeSink(seed uint64, failP float64) *fakeSink {
 
 // outcome decides a write: fail before storing, store then fail, or store.
 func (s *fakeSink) outcome() (store bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	switch r := s.rng.Float64(); {
 	case r < s.failP/2:
 		return false, errInjected
@@ -53,6 +57,8 @@ func (s *fakeSink) HighWater(_ context.Context, _ string, p int) (Marks, error) 
 
 func (s *fakeSink) WriteEvents(_ context.Context, rows []Row) error {
 	store, err := s.outcome()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if store {
 		for _, r := range rows {
 			s.events[fmt.Sprintf("%d/%d/%d", r.Partition, r.Offset, r.Index)]++
@@ -64,6 +70,8 @@ func (s *fakeSink) WriteEvents(_ context.Context, rows []Row) error {
 
 func (s *fakeSink) WriteDeadLetters(_ context.Context, rows []DeadLetter) error {
 	store, err := s.outcome()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if store {
 		for _, r := range rows {
 			s.dead[fmt.Sprintf("%d/%d/%d", r.Partition, r.Offset, r.Index)]++
@@ -75,6 +83,8 @@ func (s *fakeSink) WriteDeadLetters(_ context.Context, rows []DeadLetter) error 
 
 func (s *fakeSink) WriteSuppressions(_ context.Context, rows []SuppressionChange) error {
 	store, err := s.outcome()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if store {
 		s.sups += len(rows)
 	}
@@ -88,6 +98,8 @@ type fakePublisher struct {
 
 func (p *fakePublisher) PublishDeadLetters(_ context.Context, rows []DeadLetter) error {
 	store, err := p.sink.outcome()
+	p.sink.mu.Lock()
+	defer p.sink.mu.Unlock()
 	if store {
 		for _, r := range rows {
 			p.seen[fmt.Sprintf("%d/%d/%d", r.Partition, r.Offset, r.Index)] = true

@@ -88,9 +88,10 @@ func (c Config) options(database string) *ch.Options {
 		DialTimeout: c.DialTimeout,
 		Protocol:    ch.Native,
 		// ClickHouse 18.16 rejects settings it does not know.
-		Settings:        ch.Settings{},
-		MaxOpenConns:    8,
-		MaxIdleConns:    4,
+		Settings: ch.Settings{},
+		// Each partition's batch may run three inserts at once.
+		MaxOpenConns:    16,
+		MaxIdleConns:    8,
 		ConnMaxLifetime: time.Hour,
 	}
 	if c.TLS {
