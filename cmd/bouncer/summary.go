@@ -22,8 +22,9 @@ Usage: bouncer summary [flags]
 Prints events by type, bounces by classification and hard/soft, suppression
 list sizes and dead letters by reason, read from ClickHouse.
 
-With --wait-for N it first waits (showing progress) until events plus dead
-letters reach N, for example after producing N single-event messages.
+With --wait-for N it first waits (showing progress) until consumed events
+plus dead letters reach N, for example after producing N single-event
+messages. Dropped events bouncer derives are counted apart.
 
   bouncer summary
   bouncer summary --wait-for 200000 --timeout 5m
@@ -94,7 +95,8 @@ func printSummary(w io.Writer, s clickhouse.Summary) {
 			fmt.Fprintf(tw, "  %s\t%10d\t\n", r.Key, r.N)
 		}
 	}
-	fmt.Fprintf(tw, "events stored\t%10d\t\n", s.Events)
+	fmt.Fprintf(tw, "events consumed\t%10d\t\n", s.Events)
+	fmt.Fprintf(tw, "dropped events derived\t%10d\t\n", s.Derived)
 	fmt.Fprintf(tw, "dead letters\t%10d\t\n", s.DeadLetters)
 	section("events by type", s.ByType)
 	section("bounces by classification", s.BouncesByClass)

@@ -74,7 +74,8 @@ var (
 		Sample: []any{"events"}})
 
 	// Summaries used by the demo, the bench and the tests.
-	qCountEvents   = register(Query{Name: "events.count", SQL: "SELECT count() FROM events"})
+	// Consumed events and the ones bouncer derived (dropped events).
+	qCountEvents   = register(Query{Name: "events.count", SQL: "SELECT countIf(derived = 0), countIf(derived = 1) FROM events"})
 	qEventIdentity = register(Query{Name: "events.identity",
 		SQL: "SELECT count(), uniqExact(kafka_topic, kafka_partition, kafka_offset, msg_index) FROM events"})
 	qCountDeadLetters = register(Query{Name: "dead_letters.count", SQL: "SELECT count() FROM dead_letters"})

@@ -14,7 +14,10 @@ type Count struct {
 
 // Summary is what the demo and `bouncer summary` print.
 type Summary struct {
+	// Events counts consumed events; Derived the dropped events bouncer
+	// added for processed events to suppressed recipients.
 	Events          uint64
+	Derived         uint64
 	DeadLetters     uint64
 	ByType          []Count
 	BouncesByClass  []Count // key "classification (hard|soft)"
@@ -28,7 +31,7 @@ var qDeadLettersByCode = register(Query{Name: "summary.dead_letters_by_code",
 // Summarize reads the summary tables.
 func (s *Store) Summarize(ctx context.Context) (Summary, error) {
 	var out Summary
-	if err := s.conn.QueryRow(ctx, qCountEvents.SQL).Scan(&out.Events); err != nil {
+	if err := s.conn.QueryRow(ctx, qCountEvents.SQL).Scan(&out.Events, &out.Derived); err != nil {
 		return out, fmt.Errorf("%s: %w", qCountEvents.Name, err)
 	}
 	if err := s.conn.QueryRow(ctx, qCountDeadLetters.SQL).Scan(&out.DeadLetters); err != nil {
@@ -77,9 +80,11 @@ func (s *Store) counts(ctx context.Context, q Query) ([]Count, error) {
 	return out, rows.Err()
 }
 
-// Totals returns count() of events and of dead_letters.
+// Totals returns the consumed events (derived ones not counted) and the
+// dead letters.
 func (s *Store) Totals(ctx context.Context) (events, deadLetters uint64, err error) {
-	if err = s.conn.QueryRow(ctx, qCountEvents.SQL).Scan(&events); err != nil {
+	var derived uint64
+	if err = s.conn.QueryRow(ctx, qCountEvents.SQL).Scan(&events, &derived); err != nil {
 		return
 	}
 	err = s.conn.QueryRow(ctx, qCountDeadLetters.SQL).Scan(&deadLetters)
