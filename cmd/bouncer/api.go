@@ -80,14 +80,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 
 	as := apiStore{s: store}
 	if *publish {
-		conn := kf.conn()
-		if err := conn.Validate(); err != nil {
-			return &usageError{err.Error() + " (or --publish-changes=false)"}
-		}
-		if err := consumer.EnsureChangeLog(ctx, conn, *changeTopic, 4); err != nil {
-			return err
-		}
-		cw, err := consumer.NewChangeWriter(conn, *changeTopic)
+		cw, err := openChangeLog(ctx, kf, *changeTopic)
 		if err != nil {
 			return err
 		}
@@ -270,4 +263,17 @@ func loadSuppressionIndex(ctx context.Context, conn consumer.Conn, topic string,
 	case <-ctx.Done():
 		return nil, nil
 	}
+}
+
+// openChangeLog creates the change-log topic if needed and returns a writer
+// for it, for commands that change lists outside the worker.
+func openChangeLog(ctx context.Context, kf *kafkaFlags, topic string) (*consumer.ChangeWriter, error) {
+	conn := kf.conn()
+	if err := conn.Validate(); err != nil {
+		return nil, &usageError{err.Error() + " (or --publish-changes=false)"}
+	}
+	if err := consumer.EnsureChangeLog(ctx, conn, topic, 4); err != nil {
+		return nil, err
+	}
+	return consumer.NewChangeWriter(conn, topic)
 }

@@ -14,7 +14,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
@@ -209,14 +208,7 @@ func runSuppressions(ctx context.Context, env *environment, args []string) error
 		batch: *batchSize, now: time.Now().UTC(), stderr: env.stderr,
 	}
 	if *publish {
-		conn := kf.conn()
-		if err := conn.Validate(); err != nil {
-			return &usageError{err.Error() + " (or --publish-changes=false)"}
-		}
-		if err := consumer.EnsureChangeLog(ctx, conn, *changeTopic, 4); err != nil {
-			return err
-		}
-		cw, err := consumer.NewChangeWriter(conn, *changeTopic)
+		cw, err := openChangeLog(ctx, kf, *changeTopic)
 		if err != nil {
 			return err
 		}
