@@ -9,13 +9,25 @@
 // dead-letter Publisher), provided the Sink keeps the promises of its
 // interface: each Write* call is atomic, and HighWater reports the highest
 // offset each table holds for a partition. Handle writes, per partition and
-// in offset order:
+// in offset order, three independent chains concurrently:
 //
-//  1. dead letters to the Publisher (at least once: re-published after a
-//     failure until the table holds them),
-//  2. dead letters to the Sink, skipping offsets at or below its mark,
-//  3. suppression changes (idempotent: a repeat changes nothing),
-//  4. events, skipping offsets at or below the events mark.
+//   - dead letters to the Publisher (at least once: re-published after a
+//     failure until the table holds them), then to the Sink, skipping
+//     offsets at or below the dead-letters mark;
+//   - suppression changes to the Sink, then to the change log (both
+//     idempotent: a repeat changes nothing);
+//   - the recipient history the soft-bounce policy reads (a repeat is
+//     harmless to the policy);
+//
+// and only when all three hold, the events, skipping offsets at or below
+// the events mark. So everything at or below the events mark is done, and
+// a resumed partition starts after it.
+//
+// Beside a processed event to a recipient already on a list, Handle adds a
+// derived dropped event (Row.Derived) with SendGrid's reason; its identity is
+// the source's with DerivedIndexBit set in the index, so it is exactly once
+// too. Repeated soft bounces can put a recipient on the bounce list
+// (SoftBouncePolicy).
 //
 // The caller commits the batch's offsets only after Handle returns nil. After
 // any failure, and when a partition is (re)assigned, the marks are read again
