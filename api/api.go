@@ -101,6 +101,8 @@ type Config struct {
 	MaxBodyBytes int64
 	// Checker answers the batch check from memory; nil disables it.
 	Checker Checker
+	// Stats answers the stats endpoints; nil disables them.
+	Stats Stats
 	// KeyRefresh is how often keys are reloaded (a revoked key stops working
 	// within it); default 5s. An unknown key id reloads at most once a second.
 	KeyRefresh time.Duration
@@ -148,6 +150,7 @@ type server struct {
 	now     func() time.Time
 	store   Store
 	checker Checker
+	stats   Stats
 	keys    *keyCache
 	limiter *limiter
 	mux     *http.ServeMux
@@ -160,7 +163,7 @@ func NewServer(cfg Config) http.Handler {
 		panic(err)
 	}
 	s := &server{
-		cfg: cfg, log: cfg.Logger, now: cfg.Now, store: cfg.Store, checker: cfg.Checker,
+		cfg: cfg, log: cfg.Logger, now: cfg.Now, store: cfg.Store, checker: cfg.Checker, stats: cfg.Stats,
 		keys:    &keyCache{store: cfg.Keys, every: cfg.KeyRefresh, missEvery: time.Second, now: cfg.Now},
 		limiter: newLimiter(cfg.RateLimit, cfg.RateBurst),
 		mux:     http.NewServeMux(),

@@ -45,8 +45,14 @@ func (s *server) routes() []route {
 		{"POST", "/v3/asm/groups/{group_id}/suppressions", "asm.groups.suppressions.create", key, s.handleGroupAdd()},
 		{"DELETE", "/v3/asm/groups/{group_id}/suppressions/{email}", "asm.groups.suppressions.delete", key, s.handleGroupDelete()},
 
+		// Stats (SendGrid's scopes); limit and offset where SendGrid has them.
+		{"GET", "/v3/stats", "stats.global.read", key, s.handleStats(SegmentGlobal, true)},
+		{"GET", "/v3/categories/stats", "categories.stats.read", key, s.handleStats(SegmentCategory, false)},
+		{"GET", "/v3/mailbox_providers/stats", "mailbox_providers.stats.read", key, s.handleStats(SegmentProvider, true)},
+
 		// bouncer's own additions live under /bouncer/v1.
 		{"POST", "/bouncer/v1/suppressions/check", read, key, s.handleCheck()},
+		{"GET", "/bouncer/v1/stats/domains", "stats.read", key, s.handleStats(SegmentDomain, true)},
 	}
 	for _, l := range lists {
 		rs = append(rs, route{"GET", "/v3/suppression/" + l, read, key, s.handleList(l)})

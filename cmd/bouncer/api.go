@@ -103,7 +103,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 		checker = indexChecker{index}
 	}
 	cfg := api.Config{
-		Store: as, Keys: apiKeys{store}, Logger: log, Checker: checker,
+		Store: as, Stats: as, Keys: apiKeys{store}, Logger: log, Checker: checker,
 		RateLimit: float64(*rateLimit), MaxBodyBytes: int64(*maxBody),
 	}
 	if err := cfg.Validate(); err != nil {
@@ -196,6 +196,12 @@ func (a apiStore) BounceClassifications(ctx context.Context, account string, fro
 
 func (a apiStore) BounceClassificationDomains(ctx context.Context, account, class string, from, to time.Time) ([]api.DayCount, error) {
 	return dayCounts(a.s.BounceClassificationDomains(ctx, account, class, from, to))
+}
+
+var _ api.Stats = apiStore{}
+
+func (a apiStore) Stats(ctx context.Context, account string, q api.StatsQuery) ([]api.StatsRow, error) {
+	return statsRows(ctx, a.s, account, q)
 }
 
 func dayCounts(cs []clickhouse.DayCount, err error) ([]api.DayCount, error) {

@@ -59,7 +59,7 @@ func newAPIFixture(t *testing.T) *apiFixture {
 	f := &apiFixture{store: st, now: time.Unix(1764201600, 0).UTC(), client: &http.Client{Timeout: 30 * time.Second}}
 	f.keyA = createKey(t, env, "acme")
 	f.keyB = createKey(t, env, "globex")
-	srv := httptest.NewServer(api.NewServer(api.Config{Store: apiStore{s: st}, Keys: apiKeys{st}, Now: f.clock, RateLimit: 10000}))
+	srv := httptest.NewServer(api.NewServer(api.Config{Store: apiStore{s: st}, Stats: apiStore{s: st}, Keys: apiKeys{st}, Now: f.clock, RateLimit: 10000}))
 	t.Cleanup(srv.Close)
 	f.url = srv.URL
 	return f

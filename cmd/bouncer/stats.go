@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/api"
+	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
+)
+
+func init() {
+	register("stats", "print SendGrid-style email statistics per day, week or month", runStats)
+}
+
+const statsUsage = `
+Usage: bouncer stats --start YYYY-MM-DD [--end YYYY-MM-DD] [--by day|week|month]
+                     [--account ACCOUNT] [--category NAME]... [--all] [--json]
+
+Prints the numbers of GET /v3/stats (or, with --category, of
+GET /v3/categories/stats) as a table: one row per period (and category),
+read from the events table, each event counted once. Dates are UTC; a week
+starts on Monday; periods without events show zeros. docs/api.md defines
+every metric.
+
+By default the table shows the main metrics; --all shows all sixteen of
+SendGrid's. --json prints the API's JSON instead.
+
+  bouncer stats --start 2026-11-01
+  bouncer stats --start 2026-01-01 --end 2026-12-31 --by month --account acme
+  bouncer stats --start 2026-11-01 --category newsletter --category receipts --all
+`
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+// statColumn is one metric column of the table.
+type statColumn struct {
+	name string
+	get  func(api.Metrics) uint64
+	main bool
+}
+
+var statColumns = []statColumn{
+	{"requests", func(m api.Metrics) uint64 { return m.Requests }, true},
+	{"processed", func(m api.Metrics) uint64 { return m.Processed }, true},
+	{"delivered", func(m api.Metrics) uint64 { return m.Delivered }, true},
+	{"deferred", func(m api.Metrics) uint64 { return m.Deferred }, true},
+	{"bounces", func(m api.Metrics) uint64 { return m.Bounces }, true},
+	{"blocks", func(m api.Metrics) uint64 { return m.Blocks }, true},
+	{"bounce_drops", func(m api.Metrics) uint64 { return m.BounceDrops }, false},
+	{"spam_report_drops", func(m api.Metrics) uint64 { return m.SpamReportDrops }, false},
+	{"unsubscribe_drops", func(m api.Metrics) uint64 { return m.UnsubscribeDrops }, false},
+	{"invalid_emails", func(m api.Metrics) uint64 { return m.InvalidEmails }, false},
+	{"opens", func(m api.Metrics) uint64 { return m.Opens }, false},
+	{"unique_opens", func(m api.Metrics) uint64 { return m.UniqueOpens }, true},
+	{"clicks", func(m api.Metrics) uint64 { return m.Clicks }, false},
+	{"unique_clicks", func(m api.Metrics) uint64 { return m.UniqueClicks }, true},
+	{"spam_reports", func(m api.Metrics) uint64 { return m.SpamReports }, true},
+	{"unsubscribes", func(m api.Metrics) uint64 { return m.Unsubscribes }, true},
+}
+
+func runStats(ctx context.Context, env *environment, args []string) error {
+	fs := newFlagSet(env, "stats", statsUsage)
+	e := &envFlags{fs: fs, getenv: env.getenv}
+	cf := addClickHouseFlags(e)
+	start := fs.String("start", "", "first day, YYYY-MM-DD (UTC); required")
+	end := fs.String("end", "", "last day, YYYY-MM-DD (UTC); default today")
+	by := fs.String("by", "day", "period: day, week (Monday to Sunday) or month")
+	acct := fs.String("account", "default", "the account (1 to 64 of A-Z a-z 0-9 _ . -)")
+	var cats stringList
+	fs.Var(&cats, "category", "show this category's stats (repeat for up to 10)")
+	all := fs.Bool("all", false, "show all of SendGrid's metrics, not only the main ones")
+	asJSON := fs.Bool("json", false, "print the API's JSON (SendGrid's shape) instead of a table")
+	if err := parseFlags(fs, env, args); err != nil {
+		return err
+	}
+	if err := e.err(); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("stats takes no arguments; got %q", fs.Args())
+	}
+	q, err := statsFlags(*start, *end, *by, cats, time.Now())
+	if err != nil {
+		return err
+	}
+	if !accountPattern.MatchString(*acct) {
+		return usagef("stats: --account %q: want 1 to 64 of A-Z a-z 0-9 _ . -", *acct)
+	}
+	store, err := clickhouse.Open(ctx, cf.config())
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	rows, err := statsRows(ctx, store, *acct, q)
+	if err != nil {
+		return err
+	}
+	out := api.BuildStats(q, rows)
+	if *asJSON {
+		enc := json.NewEncoder(env.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	printStats(env.stdout, out, q.Segment != api.SegmentGlobal, *all)
+	return nil
+}
+
+// statsFlags checks the flags of bouncer stats and makes the query.
+func statsFlags(start, end, by string, cats []string, now time.Time) (api.StatsQuery, error) {
+	q := api.StatsQuery{AggregatedBy: by}
+	if start == "" {
+		return q, usagef("stats: missing --start YYYY-MM-DD")
+	}
+	from, err := time.Parse(time.DateOnly, start)
+	if err != nil || from.Year() < 1970 {
+		return q, usagef("stats: --start %q: want a date as YYYY-MM-DD, from 1970", start)
+	}
+	to := now.UTC().Truncate(24 * time.Hour)
+	if end != "" {
+		if to, err = time.Parse(time.DateOnly, end); err != nil || to.Year() > 2105 {
+			return q, usagef("stats: --end %q: want a date as YYYY-MM-DD, before 2106", end)
+		}
+	}
+	if to.Before(from) {
+		return q, usagef("stats: --end %s is before --start %s", to.Format(time.DateOnly), start)
+	}
+	q.From, q.To = from, to.AddDate(0, 0, 1)
+	switch by {
+	case "day", "week", "month":
+	default:
+		return q, usagef("stats: --by %q: want day, week or month", by)
+	}
+	if len(cats) > 10 {
+		return q, usagef("stats: at most 10 --category")
+	}
+	for _, c := range cats {
+		if c = strings.TrimSpace(c); c == "" {
+			return q, usagef("stats: --category is empty")
+		}
+		q.Segment = api.SegmentCategory
+		q.Keys = append(q.Keys, c)
+	}
+	return q, nil
+}
+
+// statsRows reads the stats of account from ClickHouse (the API's Stats
+// and bouncer stats).
+func statsRows(ctx context.Context, s *clickhouse.Store, account string, q api.StatsQuery) ([]api.StatsRow, error) {
+	rows, err := s.Stats(ctx, clickhouse.StatsQuery{
+		AccountID: account, From: q.From, To: q.To, AggregatedBy: q.AggregatedBy, Segment: q.Segment, Keys: q.Keys,
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.StatsRow, len(rows))
+	for i, r := range rows {
+		out[i] = api.StatsRow{Period: r.Period, Key: r.Key, Counts: api.StatCounts(r.Counts)}
+	}
+	return out, nil
+}
+
+// printStats prints one row per period (and category) and a column per
+// metric.
+func printStats(w io.Writer, days []api.DateStats, named, all bool) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	head := []string{"date"}
+	if named {
+		head = append(head, "category")
+	}
+	var cols []statColumn
+	for _, c := range statColumns {
+		if all || c.main {
+			cols = append(cols, c)
+			head = append(head, c.name)
+		}
+	}
+	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
+	for _, d := range days {
+		for _, e := range d.Stats {
+			m, _ := e.Metrics.(api.Metrics)
+			cells := []string{d.Date}
+			if named {
+				cells = append(cells, e.Name)
+			}
+			for _, c := range cols {
+				cells = append(cells, fmt.Sprint(c.get(m)))
+			}
+			fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+		}
+	}
+	tw.Flush()
+}

@@ -1,0 +1,284 @@
+package clickhouse
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/enrich"
+	"github.com/bouncer-mail/bouncer/pipeline"
+	"github.com/bouncer-mail/bouncer/schemas"
+)
+
+// statsFixture is a fixed, varied set of events: two accounts, days across
+// two weeks and three months, categories (some repeated within an event),
+// known and unknown providers, every counted event type plus one that is
+// not, producer resends (same sg_event_id, another Kafka offset) and
+// dropped events bouncer derived beside processed ones.
+func statsFixture() []pipeline.Row {
+	rng := rand.New(rand.NewPCG(6, 2026))
+	day := func(s string) int64 { t, _ := time.Parse(time.DateOnly, s); return t.Unix() }
+	days := []int64{day("2026-10-30"), day("2026-11-02"), day("2026-11-03"), day("2026-11-05"), day("2026-11-08"), day("2026-11-09"), day("2026-12-01")}
+	domains := []string{"gmail.com", "yahoo.com", "example.org"}
+	kinds := []struct{ event, typ, reason string }{
+		{"processed", "", ""}, {"processed", "", ""}, {"delivered", "", ""}, {"deferred", "", ""},
+		{"bounce", "bounce", "550 5.1.1 user unknown"}, {"bounce", "blocked", "554 blocked"},
+		{"dropped", "", "Bounced Address"}, {"dropped", "", "Spam Reporting Address"},
+		{"dropped", "", "Unsubscribed Address"}, {"dropped", "", "Invalid"}, {"dropped", "", "Spam Content"},
+		{"open", "", ""}, {"open", "", ""}, {"click", "", ""}, {"spamreport", "", ""},
+		{"unsubscribe", "", ""}, {"group_unsubscribe", "", ""}, {"group_resubscribe", "", ""},
+	}
+	catSets := [][]string{nil, {"news"}, {"receipts"}, {"news", "receipts"}, {"news", "news"}}
+	dropReasons := []string{"Bounced Address", "Spam Reporting Address", "Unsubscribed Address", "Invalid"}
+	var rows []pipeline.Row
+	for i := range 500 {
+		k := kinds[rng.IntN(len(kinds))]
+		acct := "acme"
+		if rng.IntN(6) == 0 {
+			acct = "other"
+		}
+		dom := domains[rng.IntN(len(domains))]
+		email := fmt.Sprintf("user%d@%s", rng.IntN(8), dom)
+		ev := schemas.Event{
+			Topic: "t", Offset: int64(i), AccountID: acct, Event: schemas.EventType(k.event), Type: k.typ,
+			Email: email, EmailNorm: email, Domain: dom, AddressValid: true,
+			Timestamp:   days[rng.IntN(len(days))] + rng.Int64N(86400),
+			SGEventID:   fmt.Sprintf("ev%03d", i),
+			SGMessageID: fmt.Sprintf("msg%02d", rng.IntN(30)),
+			Categories:  catSets[rng.IntN(len(catSets))], Reason: k.reason,
+		}
+		group := []pipeline.Row{{Event: ev, Provider: enrich.ProviderForDomain(dom)}}
+		if k.event == "processed" && rng.IntN(3) == 0 {
+			d := ev
+			d.Event, d.Reason, d.Index = schemas.EventDropped, dropReasons[rng.IntN(len(dropReasons))], pipeline.DerivedIndexBit
+			d.SGEventID, d.EventIDDerived = pipeline.DerivedEventID("dropped", ev.SGEventID), true
+			group = append(group, pipeline.Row{Event: d, Provider: group[0].Provider, Derived: true})
+		}
+		rows = append(rows, group...)
+		if rng.IntN(8) == 0 { // the producer sends the message again
+			for _, r := range group {
+				r.Offset += 10000
+				rows = append(rows, r)
+			}
+		}
+	}
+	return rows
+}
+
+// periodOf is the first day of the UTC period holding unix time ts.
+func periodOf(ts int64, by string) string {
+	d := time.Unix(ts, 0).UTC()
+	d = time.Date(d.Year(), d.Month(), d.Day(), 0, 0, 0, 0, time.UTC)
+	switch by {
+	case "week":
+		d = d.AddDate(0, 0, -((int(d.Weekday()) + 6) % 7))
+	case "month":
+		d = d.AddDate(0, 0, 1-d.Day())
+	}
+	return d.Format(time.DateOnly)
+}
+
+// expectStats computes, in Go, what Store.Stats must return for q.
+func expectStats(rows []pipeline.Row, q StatsQuery) map[[2]string]StatCounts {
+	type set map[string]bool
+	type acc struct{ ids [17]set }
+	groups := map[[2]string]*acc{}
+	for _, r := range rows {
+		if r.AccountID != q.AccountID || r.Timestamp < q.From.Unix() || r.Timestamp >= q.To.Unix() {
+			continue
+		}
+		ev := string(r.Event.Event)
+		var metrics []int // indexes into StatCounts' fields, in order
+		switch ev {
+		case "processed":
+			metrics = []int{0}
+		case "dropped":
+			metrics = []int{2}
+			if r.Derived {
+				metrics = append(metrics, 1)
+			}
+			switch r.Reason {
+			case "Bounced Address":
+				metrics = append(metrics, 3)
+			case "Spam Reporting Address":
+				metrics = append(metrics, 4)
+			case "Unsubscribed Address":
+				metrics = append(metrics, 5)
+			case "Invalid":
+				metrics = append(metrics, 6)
+			}
+		case "delivered":
+			metrics = []int{7}
+		case "deferred":
+			metrics = []int{8}
+		case "bounce":
+			if r.Type == "bounce" {
+				metrics = []int{9}
+			} else if r.Type == "blocked" {
+				metrics = []int{10}
+			}
+		case "open":
+			metrics = []int{11, 12}
+		case "click":
+			metrics = []int{13, 14}
+		case "spamreport":
+			metrics = []int{15}
+		case "unsubscribe", "group_unsubscribe":
+			metrics = []int{16}
+		default:
+			continue // not counted, and no row for it alone
+		}
+		var keys []string
+		switch q.Segment {
+		case StatsGlobal:
+			keys = []string{""}
+		case StatsCategory:
+			for _, c := range r.Categories {
+				if slices.Contains(q.Keys, c) && !slices.Contains(keys, c) {
+					keys = append(keys, c)
+				}
+			}
+		case StatsProvider:
+			p := r.Provider
+			if p == "" {
+				p = ProviderOther
+			}
+			if len(q.Keys) == 0 || slices.Contains(q.Keys, p) {
+				keys = []string{p}
+			}
+		case StatsDomain:
+			if slices.Contains(q.Keys, r.Domain) {
+				keys = []string{r.Domain}
+			}
+		}
+		by := q.AggregatedBy
+		if by == "" {
+			by = "day"
+		}
+		for _, k := range keys {
+			g := [2]string{periodOf(r.Timestamp, by), k}
+			a := groups[g]
+			if a == nil {
+				a = &acc{}
+				for i := range a.ids {
+					a.ids[i] = set{}
+				}
+				groups[g] = a
+			}
+			for _, m := range metrics {
+				id := r.SGEventID
+				if m == 12 || m == 14 { // unique opens and clicks
+					id = r.SGMessageID + "\x00" + r.EmailNorm
+				}
+				a.ids[m][id] = true
+			}
+		}
+	}
+	out := map[[2]string]StatCounts{}
+	for g, a := range groups {
+		n := func(i int) uint64 { return uint64(len(a.ids[i])) }
+		out[g] = StatCounts{
+			Processed: n(0), DerivedDrops: n(1), Drops: n(2), BounceDrops: n(3), SpamReportDrops: n(4),
+			UnsubscribeDrops: n(5), InvalidDrops: n(6), Delivered: n(7), Deferred: n(8), Bounces: n(9),
+			Blocks: n(10), Opens: n(11), UniqueOpens: n(12), Clicks: n(13), UniqueClicks: n(14),
+			SpamReports: n(15), Unsubscribes: n(16),
+		}
+	}
+	return out
+}
+
+func TestStatsAreExact(t *testing.T) {
+	s := openTestStore(t)
+	ctx := context.Background()
+	rows := statsFixture()
+	ids := map[string]int{}
+	derived := 0
+	for _, r := range rows {
+		ids[r.SGEventID]++
+		if r.Derived {
+			derived++
+		}
+	}
+	resent := 0
+	for _, n := range ids {
+		if n > 1 {
+			resent++
+		}
+	}
+	if resent == 0 || derived == 0 {
+		t.Fatalf("fixture: %d resent events, %d derived drops; want some of each", resent, derived)
+	}
+	// Two inserts, the resends among both, as a worker would write them.
+	if err := s.WriteEvents(ctx, rows[:len(rows)/2]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteEvents(ctx, rows[len(rows)/2:]); err != nil {
+		t.Fatal(err)
+	}
+	day := func(v string) time.Time { d, _ := time.Parse(time.DateOnly, v); return d }
+	from, to := day("2026-10-01"), day("2027-01-01")
+	// Every count is exercised: none is zero over the whole range.
+	var total [17]uint64
+	for _, c := range expectStats(rows, StatsQuery{AccountID: "acme", From: from, To: to, AggregatedBy: "month"}) {
+		for i, v := range []uint64{c.Processed, c.DerivedDrops, c.Drops, c.BounceDrops, c.SpamReportDrops,
+			c.UnsubscribeDrops, c.InvalidDrops, c.Delivered, c.Deferred, c.Bounces, c.Blocks, c.Opens,
+			c.UniqueOpens, c.Clicks, c.UniqueClicks, c.SpamReports, c.Unsubscribes} {
+			total[i] += v
+		}
+	}
+	if slices.Contains(total[:], 0) {
+		t.Fatalf("fixture: totals %v, want every count above zero", total)
+	}
+	for _, q := range []StatsQuery{
+		{AccountID: "acme", From: from, To: to},
+		{AccountID: "acme", From: from, To: to, AggregatedBy: "day"},
+		{AccountID: "acme", From: from, To: to, AggregatedBy: "week"},
+		{AccountID: "acme", From: from, To: to, AggregatedBy: "month"},
+		{AccountID: "other", From: from, To: to, AggregatedBy: "week"},
+		{AccountID: "nobody", From: from, To: to},
+		// A range that cuts days off both ends of the data.
+		{AccountID: "acme", From: day("2026-11-03"), To: day("2026-11-09"), AggregatedBy: "week"},
+		{AccountID: "acme", From: from, To: to, Segment: StatsCategory, Keys: []string{"news", "receipts", "none"}},
+		{AccountID: "acme", From: from, To: to, AggregatedBy: "month", Segment: StatsCategory, Keys: []string{"receipts"}},
+		{AccountID: "acme", From: from, To: to, Segment: StatsProvider},
+		{AccountID: "acme", From: from, To: to, AggregatedBy: "week", Segment: StatsProvider, Keys: []string{"google", ProviderOther}},
+		{AccountID: "acme", From: from, To: to, Segment: StatsDomain, Keys: []string{"gmail.com", "example.org"}},
+		{AccountID: "other", From: from, To: to, AggregatedBy: "month", Segment: StatsDomain, Keys: []string{"yahoo.com"}},
+	} {
+		name := fmt.Sprintf("%s/%s/%s%v", q.AccountID, q.AggregatedBy, q.Segment, q.Keys)
+		got, err := s.Stats(ctx, q)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		want := expectStats(rows, q)
+		if q.AccountID == "acme" && len(want) == 0 {
+			t.Errorf("%s: the fixture gives only %d groups", name, len(want))
+		}
+		gotMap := map[[2]string]StatCounts{}
+		for i, r := range got {
+			if i > 0 && got[i-1].Period > r.Period {
+				t.Errorf("%s: rows not ordered by period: %s after %s", name, r.Period, got[i-1].Period)
+			}
+			gotMap[[2]string{r.Period, r.Key}] = r.Counts
+		}
+		if len(gotMap) != len(got) {
+			t.Errorf("%s: a period and key twice in %v", name, got)
+		}
+		for g := range want {
+			if gotMap[g] != want[g] {
+				t.Errorf("%s %v:\n got %+v\nwant %+v", name, g, gotMap[g], want[g])
+			}
+		}
+		for g := range gotMap {
+			if _, ok := want[g]; !ok {
+				t.Errorf("%s: unexpected row %v %+v", name, g, gotMap[g])
+			}
+		}
+	}
+	if _, err := s.Stats(ctx, StatsQuery{AccountID: "acme", From: from, To: to, AggregatedBy: "year"}); err == nil {
+		t.Error("aggregated by year: want an error")
+	}
+}
