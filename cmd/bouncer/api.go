@@ -17,15 +17,18 @@ import (
 )
 
 func init() {
-	register("api", "serve the HTTP API (SendGrid's v3 suppression endpoints)", runAPI)
+	register("api", "serve the HTTP API: SendGrid's v3 suppression and stats endpoints, the batch check", runAPI)
 }
 
 const apiUsage = `
 Usage: bouncer api [flags]
 
 Serves bouncer's HTTP API on --listen: SendGrid's v3 suppression endpoints
-(/v3/suppression/..., /v3/asm/suppressions/global), /healthz, and the API's
-OpenAPI document at /v3/openapi.json. Requests need
+(/v3/suppression/..., /v3/asm/suppressions/global, /v3/asm/groups/{id}/
+suppressions), its stats (/v3/stats, /v3/categories/stats,
+/v3/mailbox_providers/stats), bouncer's additions under /bouncer/v1 (the
+batch check POST /bouncer/v1/suppressions/check, stats by recipient domain),
+/healthz, and the OpenAPI document at /v3/openapi.json. Requests need
 "Authorization: Bearer <key>" with a key from bouncer keys create; each key
 may make --rate-limit requests per second (429 beyond, with SendGrid's
 X-RateLimit-* headers). See docs/api.md.
