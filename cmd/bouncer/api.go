@@ -189,8 +189,35 @@ func (a apiStore) WriteSuppressions(ctx context.Context, account string, changes
 	return nil
 }
 
+// DeleteAllSuppressions removes every current entry of a list as of at.
+// With a change log, each removal is written and published like a single
+// delete, so workers' indexes and mirroring senders drop the entries too;
+// without one, ClickHouse removes them in one statement.
 func (a apiStore) DeleteAllSuppressions(ctx context.Context, account, list string, group int64, at time.Time) error {
-	return a.s.DeleteAllSuppressions(ctx, account, list, group, at, "api")
+	if a.changes == nil {
+		return a.s.DeleteAllSuppressions(ctx, account, list, group, at, "api")
+	}
+	const batch = 5000
+	var pending []api.Change
+	flush := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		err := a.WriteSuppressions(ctx, account, pending)
+		pending = pending[:0]
+		return err
+	}
+	err := a.s.EachSuppression(ctx, account, list, group, 0, func(e clickhouse.Suppression) error {
+		pending = append(pending, api.Change{List: list, GroupID: group, Email: e.Email, EmailNorm: e.EmailNorm, At: at, Deleted: true, Source: "api"})
+		if len(pending) == batch {
+			return flush()
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return flush()
 }
 
 func (a apiStore) BounceClassifications(ctx context.Context, account string, from, to time.Time) ([]api.DayCount, error) {

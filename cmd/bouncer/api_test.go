@@ -498,3 +498,55 @@ func TestAPIGroupSuppressions(t *testing.T) {
 		t.Errorf("bad group id: %d %s", code, body)
 	}
 }
+
+type recordedChanges struct{ got []pipeline.SuppressionChange }
+
+func (r *recordedChanges) PublishChanges(_ context.Context, rows []pipeline.SuppressionChange) error {
+	r.got = append(r.got, rows...)
+	return nil
+}
+
+// delete_all with a change log removes each entry like a single delete, so
+// the removals reach the workers' indexes.
+func TestAPIDeleteAllPublishesRemovals(t *testing.T) {
+	addr := testenv.ClickHouse(t)
+	db := testenv.Database(t, addr)
+	cfg := clickhouse.Config{Addr: []string{addr}, Database: db}
+	if _, err := clickhouse.Migrate(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	st, err := clickhouse.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	t0 := time.Unix(1764201600, 0)
+	var adds []pipeline.SuppressionChange
+	for _, e := range []string{"a@x.org", "b@x.org", "c@x.org"} {
+		adds = append(adds, pipeline.SuppressionChange{AccountID: "acme", List: "bounces", EmailNorm: e, Email: e, At: t0})
+	}
+	adds = append(adds, pipeline.SuppressionChange{AccountID: "globex", List: "bounces", EmailNorm: "a@x.org", Email: "a@x.org", At: t0})
+	if err := st.WriteSuppressions(context.Background(), adds); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recordedChanges{}
+	as := apiStore{s: st, changes: rec}
+	if err := as.DeleteAllSuppressions(context.Background(), "acme", "bounces", 0, t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.got) != 3 {
+		t.Fatalf("published %d removals, want 3: %+v", len(rec.got), rec.got)
+	}
+	for _, c := range rec.got {
+		if !c.Deleted || c.AccountID != "acme" || c.List != "bounces" {
+			t.Errorf("published %+v, want an acme bounces removal", c)
+		}
+	}
+	left, err := as.Suppressions(context.Background(), "acme", api.ListQuery{List: "bounces", Limit: 500})
+	if err != nil || len(left) != 0 {
+		t.Fatalf("acme's bounces after delete_all: %v, %v", left, err)
+	}
+	if other, _ := as.Suppressions(context.Background(), "globex", api.ListQuery{List: "bounces", Limit: 500}); len(other) != 1 {
+		t.Errorf("globex's entry was touched: %v", other)
+	}
+}
