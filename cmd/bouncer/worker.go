@@ -33,6 +33,12 @@ the suppression lists, and bad input to the dead_letters table and the
 dead-letter topic. Offsets are committed only after ClickHouse holds the rows.
 Scale out by starting more workers with the same --group.
 
+Suppressions: every list change (hard bounce, block, spam report, unsubscribe,
+invalid address, soft-bounce escalation) is also published to the compacted
+--changelog-topic, which senders can mirror. The worker loads that topic into
+memory before it starts and follows it, so a processed event to a recipient
+already on a list gets a derived dropped event with SendGrid's reason.
+
 On SIGTERM or SIGINT it stops fetching, finishes and commits the batches in
 flight, and exits within --shutdown-timeout.
 
