@@ -103,6 +103,8 @@ type Config struct {
 	Checker Checker
 	// Stats answers the stats endpoints; nil disables them.
 	Stats Stats
+	// Activity answers the email activity endpoints; nil disables them.
+	Activity Activity
 	// KeyRefresh is how often keys are reloaded (a revoked key stops working
 	// within it); default 5s. An unknown key id reloads at most once a second.
 	KeyRefresh time.Duration
@@ -145,15 +147,16 @@ func (c *Config) Validate() error {
 
 // server holds the dependencies of the handlers.
 type server struct {
-	cfg     Config
-	log     *slog.Logger
-	now     func() time.Time
-	store   Store
-	checker Checker
-	stats   Stats
-	keys    *keyCache
-	limiter *limiter
-	mux     *http.ServeMux
+	cfg      Config
+	log      *slog.Logger
+	now      func() time.Time
+	store    Store
+	checker  Checker
+	stats    Stats
+	activity Activity
+	keys     *keyCache
+	limiter  *limiter
+	mux      *http.ServeMux
 }
 
 // NewServer returns the API's handler. It panics on a Config that does not
@@ -163,7 +166,7 @@ func NewServer(cfg Config) http.Handler {
 		panic(err)
 	}
 	s := &server{
-		cfg: cfg, log: cfg.Logger, now: cfg.Now, store: cfg.Store, checker: cfg.Checker, stats: cfg.Stats,
+		cfg: cfg, log: cfg.Logger, now: cfg.Now, store: cfg.Store, checker: cfg.Checker, stats: cfg.Stats, activity: cfg.Activity,
 		keys:    &keyCache{store: cfg.Keys, every: cfg.KeyRefresh, missEvery: time.Second, now: cfg.Now},
 		limiter: newLimiter(cfg.RateLimit, cfg.RateBurst),
 		mux:     http.NewServeMux(),

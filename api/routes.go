@@ -50,6 +50,10 @@ func (s *server) routes() []route {
 		{"GET", "/v3/categories/stats", "categories.stats.read", key, s.handleStats(SegmentCategory, false)},
 		{"GET", "/v3/mailbox_providers/stats", "mailbox_providers.stats.read", key, s.handleStats(SegmentProvider, true)},
 
+		// Email activity (SendGrid's scope).
+		{"GET", "/v3/messages", "email_activity.read", key, s.handleMessages()},
+		{"GET", "/v3/messages/{msg_id}", "email_activity.read", key, s.handleMessage()},
+
 		// bouncer's own additions live under /bouncer/v1.
 		{"POST", "/bouncer/v1/suppressions/check", read, key, s.handleCheck()},
 		{"GET", "/bouncer/v1/stats/domains", "stats.read", key, s.handleStats(SegmentDomain, true)},

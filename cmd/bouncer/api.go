@@ -17,7 +17,7 @@ import (
 )
 
 func init() {
-	register("api", "serve the HTTP API: SendGrid's v3 suppression and stats endpoints, the batch check", runAPI)
+	register("api", "serve the HTTP API: SendGrid's v3 suppression, stats and activity endpoints, the batch check", runAPI)
 }
 
 const apiUsage = `
@@ -26,7 +26,8 @@ Usage: bouncer api [flags]
 Serves bouncer's HTTP API on --listen: SendGrid's v3 suppression endpoints
 (/v3/suppression/..., /v3/asm/suppressions/global, /v3/asm/groups/{id}/
 suppressions), its stats (/v3/stats, /v3/categories/stats,
-/v3/mailbox_providers/stats), bouncer's additions under /bouncer/v1 (the
+/v3/mailbox_providers/stats), email activity (/v3/messages?query=...,
+/v3/messages/{msg_id}), bouncer's additions under /bouncer/v1 (the
 batch check POST /bouncer/v1/suppressions/check, stats by recipient domain),
 /healthz, and the OpenAPI document at /v3/openapi.json. Requests need
 "Authorization: Bearer <key>" with a key from bouncer keys create; each key
@@ -106,7 +107,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 		checker = indexChecker{index}
 	}
 	cfg := api.Config{
-		Store: as, Stats: as, Keys: apiKeys{store}, Logger: log, Checker: checker,
+		Store: as, Stats: as, Activity: as, Keys: apiKeys{store}, Logger: log, Checker: checker,
 		RateLimit: float64(*rateLimit), MaxBodyBytes: int64(*maxBody),
 	}
 	if err := cfg.Validate(); err != nil {
@@ -229,9 +230,43 @@ func (a apiStore) BounceClassificationDomains(ctx context.Context, account, clas
 }
 
 var _ api.Stats = apiStore{}
+var _ api.Activity = apiStore{}
 
 func (a apiStore) Stats(ctx context.Context, account string, q api.StatsQuery) ([]api.StatsRow, error) {
 	return statsRows(ctx, a.s, account, q)
+}
+
+func (a apiStore) ActivityMessages(ctx context.Context, account string, f *api.ActivityFilter, limit int) ([]api.ActivityMessage, error) {
+	ms, err := a.s.ActivityMessages(ctx, account, activityFilter(f), limit)
+	out := make([]api.ActivityMessage, len(ms))
+	for i, m := range ms {
+		out[i] = api.ActivityMessage{MsgID: m.MsgID, FromEmail: m.FromEmail, Subject: m.Subject, ToEmail: m.ToEmail,
+			Status: m.Status, Opens: m.Opens, Clicks: m.Clicks, LastEventTime: m.LastEventTime}
+	}
+	return out, err
+}
+
+func (a apiStore) ActivityEvents(ctx context.Context, account, msgID string) ([]api.ActivityEvent, error) {
+	es, err := a.s.ActivityEvents(ctx, account, msgID)
+	out := make([]api.ActivityEvent, len(es))
+	for i, e := range es {
+		out[i] = api.ActivityEvent{Event: e.Event, Type: e.Type, Reason: e.Reason, URL: e.URL, BounceType: e.BounceType,
+			UserAgent: e.UserAgent, Email: e.Email, FromEmail: e.FromEmail, Subject: e.Subject, Time: e.Time,
+			Attempt: e.Attempt, AsmGroupID: e.AsmGroupID}
+	}
+	return out, err
+}
+
+// activityFilter copies the API's parsed activity query for the store.
+func activityFilter(f *api.ActivityFilter) *clickhouse.ActivityFilter {
+	if f == nil {
+		return nil
+	}
+	out := &clickhouse.ActivityFilter{Op: f.Op, Field: f.Field, Value: f.Value, From: f.From, To: f.To}
+	for _, a := range f.Args {
+		out.Args = append(out.Args, activityFilter(a))
+	}
+	return out
 }
 
 func dayCounts(cs []clickhouse.DayCount, err error) ([]api.DayCount, error) {

@@ -1,0 +1,37 @@
+package clickhouse
+
+// Statements of the email activity API (GET /v3/messages and
+// /v3/messages/{msg_id}). A message is one sg_message_id of one account;
+// each event (sg_event_id) counts once however often it was resent. The
+// SQL runs unchanged on ClickHouse 18.16 and current releases: no
+// {param:Type}, no positional GROUP BY, no window functions. Aliases differ
+// from column names so HAVING and ORDER BY see the aggregates.
+
+// activityMatchAll is the condition of the registered list query; at run
+// time it is replaced by the compiled filter, a fragment made only of the
+// aliases below, AND, OR, comparison operators, parentheses and ?.
+const activityMatchAll = "(1 = 1)"
+
+var (
+	// Arguments: account, then the filter's, then the limit.
+	qActivityMessages = register(Query{Name: "activity.messages",
+		SQL: "SELECT sg_message_id AS a_msg, max(from_email) AS a_from, max(subject) AS a_subject, " +
+			"max(email) AS a_to, max(email_norm) AS a_to_norm, " +
+			"multiIf(countIf(event IN ('bounce', 'dropped')) > 0, 'not_delivered', " +
+			"countIf(event IN ('delivered', 'open', 'click')) > 0, 'delivered', 'processed') AS a_status, " +
+			"uniqExactIf(sg_event_id, event = 'open') AS a_opens, uniqExactIf(sg_event_id, event = 'click') AS a_clicks, " +
+			"max(timestamp) AS a_last " +
+			"FROM events WHERE account_id = ? AND sg_message_id != '' " +
+			"GROUP BY sg_message_id HAVING " + activityMatchAll + " ORDER BY a_last DESC, a_msg LIMIT ?",
+		Sample: []any{"acme", uint64(10)}})
+
+	// One message's events, each sg_event_id once. Arguments: account,
+	// message id.
+	qActivityEvents = register(Query{Name: "activity.events",
+		SQL: "SELECT any(event) AS e_event, any(type) AS e_type, min(timestamp) AS e_time, any(reason) AS e_reason, " +
+			"any(url) AS e_url, any(bounce_type) AS e_bounce_type, any(useragent) AS e_ua, any(attempt) AS e_attempt, " +
+			"any(email) AS e_email, any(from_email) AS e_from, any(subject) AS e_subject, any(asm_group_id) AS e_group " +
+			"FROM events WHERE account_id = ? AND sg_message_id = ? " +
+			"GROUP BY sg_event_id ORDER BY e_time, sg_event_id",
+		Sample: []any{"acme", "msg01"}})
+)
