@@ -2,12 +2,8 @@ package clickhouse
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -19,7 +15,6 @@ import (
 	"github.com/bouncer-mail/bouncer/internal/testenv"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/schemas"
-	"github.com/bouncer-mail/bouncer/schemas/ddl"
 )
 
 // analyticsDoc is the document whose example queries TestAnalytics runs.
@@ -291,24 +286,7 @@ func TestAnalytics(t *testing.T) {
 // once wrapped so that a result other than analyticsWant fails with the
 // result in the error message.
 func analyticsOnChdb(t *testing.T, ctx context.Context, s *Store, queries []string) {
-	script, err := filepath.Abs("../../scripts/chdb-check")
-	if err != nil {
-		t.Fatal(err)
-	}
-	python, err := exec.LookPath("python3")
-	if err != nil {
-		chdbUnavailable(t, "python3 is not on PATH")
-	}
-	var stmts []checkStatement
-	migrations, err := ddl.Migrations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range migrations {
-		for i, st := range m.Statements {
-			stmts = append(stmts, checkStatement{Name: fmt.Sprintf("ddl %04d_%s #%d", m.Version, m.Name, i+1), Kind: "ddl", SQL: st})
-		}
-	}
+	stmts := ddlStatements(t)
 	for _, table := range []string{"events", "suppressions", "dead_letters"} {
 		rows, _, err := queryRows(ctx, s, "SELECT * FROM "+table)
 		if err != nil {
@@ -338,26 +316,5 @@ func analyticsOnChdb(t *testing.T, ctx context.Context, s *Store, queries []stri
 				SQL: "SELECT toUInt8(if(x = " + quoteString(want) + ", '1', concat('RESULT DIFFERS, got: ', x))) FROM " +
 					"(SELECT arrayStringConcat(groupArray(formatRow('TabSeparated', *)), '') AS x FROM (" + q + "))"})
 	}
-	data, err := json.MarshalIndent(stmts, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(t.TempDir(), "analytics.json")
-	if err := os.WriteFile(file, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(cctx, python, script, file)
-	cmd.Env = append(os.Environ(), "TZ=UTC")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	switch {
-	case err == nil:
-		t.Logf("scripts/chdb-check:\n%s", out)
-	case errors.As(err, &exit) && exit.ExitCode() == 3:
-		chdbUnavailable(t, "chdb is not installed (scripts/chdb-check exited 3)")
-	default:
-		t.Fatalf("scripts/chdb-check %s: %v\n%s", file, err, out)
-	}
+	runChdbCheck(t, ctx, stmts)
 }

@@ -231,25 +231,7 @@ type checkStatement struct {
 // statement, with its sample arguments as literals, on the current
 // ClickHouse engine that chdb embeds (scripts/chdb-check).
 func TestRegistryOnCurrentClickHouse(t *testing.T) {
-	script, err := filepath.Abs("../../scripts/chdb-check")
-	if err != nil {
-		t.Fatal(err)
-	}
-	python, err := exec.LookPath("python3")
-	if err != nil {
-		chdbUnavailable(t, "python3 is not on PATH")
-	}
-
-	var stmts []checkStatement
-	migrations, err := ddl.Migrations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range migrations {
-		for i, s := range m.Statements {
-			stmts = append(stmts, checkStatement{Name: fmt.Sprintf("ddl %04d_%s #%d", m.Version, m.Name, i+1), Kind: "ddl", SQL: s})
-		}
-	}
+	stmts := ddlStatements(t)
 	// Statements that create tables (schema_migrations) go before the rest.
 	queries := Registry()
 	sort.SliceStable(queries, func(i, j int) bool {
@@ -266,6 +248,38 @@ func TestRegistryOnCurrentClickHouse(t *testing.T) {
 		}
 		stmts = append(stmts, checkStatement{Name: q.Name, Kind: "query", SQL: sql})
 	}
+	runChdbCheck(t, context.Background(), stmts)
+}
+
+// ddlStatements are the embedded migrations as chdb-check statements.
+func ddlStatements(t *testing.T) []checkStatement {
+	t.Helper()
+	migrations, err := ddl.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stmts []checkStatement
+	for _, m := range migrations {
+		for i, s := range m.Statements {
+			stmts = append(stmts, checkStatement{Name: fmt.Sprintf("ddl %04d_%s #%d", m.Version, m.Name, i+1), Kind: "ddl", SQL: s})
+		}
+	}
+	return stmts
+}
+
+// runChdbCheck runs statements in one chdb session (scripts/chdb-check),
+// failing the test on any error; a missing chdb fails under CI=true and
+// skips otherwise.
+func runChdbCheck(t *testing.T, ctx context.Context, stmts []checkStatement) {
+	t.Helper()
+	script, err := filepath.Abs("../../scripts/chdb-check")
+	if err != nil {
+		t.Fatal(err)
+	}
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		chdbUnavailable(t, "python3 is not on PATH")
+	}
 	data, err := json.MarshalIndent(stmts, "", "  ")
 	if err != nil {
 		t.Fatal(err)
@@ -274,10 +288,11 @@ func TestRegistryOnCurrentClickHouse(t *testing.T) {
 	if err := os.WriteFile(file, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, python, script, file).CombinedOutput()
+	cmd := exec.CommandContext(cctx, python, script, file)
+	cmd.Env = append(os.Environ(), "TZ=UTC")
+	out, err := cmd.CombinedOutput()
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
