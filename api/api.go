@@ -105,6 +105,15 @@ type Config struct {
 	Stats Stats
 	// Activity answers the email activity endpoints; nil disables them.
 	Activity Activity
+	// Privacy erases addresses and imports and exports lists; nil disables it.
+	Privacy PrivacyStore
+	// Forwarding keeps bounce forwarding settings; nil disables them.
+	Forwarding ForwardingStore
+	// Webhooks keeps webhook subscriptions; nil disables them.
+	Webhooks WebhookStore
+	// WebhookOps reads delivery state and replays failed batches; nil
+	// disables those routes.
+	WebhookOps WebhookOps
 	// KeyRefresh is how often keys are reloaded (a revoked key stops working
 	// within it); default 5s. An unknown key id reloads at most once a second.
 	KeyRefresh time.Duration

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 )
 
@@ -323,5 +324,39 @@ func TestParseKey(t *testing.T) {
 		if _, _, ok := parseKey(bad); ok {
 			t.Errorf("parseKey(%q) accepted", bad)
 		}
+	}
+}
+
+func TestAssembleOpenAPIRejectsDuplicates(t *testing.T) {
+	core := `{"openapi":"3.1.0","paths":{"/a":{"get":{}}},"components":{"schemas":{"S":{}}}}`
+	for name, frag := range map[string]string{
+		"operation": `{"paths":{"/a":{"get":{}}}}`,
+		"schema":    `{"components":{"schemas":{"S":{}}}}`,
+	} {
+		fsys := fstest.MapFS{
+			"openapi/core.json": {Data: []byte(core)},
+			"openapi/x.json":    {Data: []byte(frag)},
+		}
+		if _, err := assembleOpenAPI(fsys); err == nil {
+			t.Errorf("%s defined twice: no error", name)
+		}
+	}
+	fsys := fstest.MapFS{
+		"openapi/core.json": {Data: []byte(core)},
+		"openapi/x.json":    {Data: []byte(`{"paths":{"/a":{"post":{}},"/b":{"get":{}}},"components":{"schemas":{"T":{}}}}`)},
+	}
+	doc, err := assembleOpenAPI(fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Paths      map[string]map[string]any
+		Components struct{ Schemas map[string]any }
+	}
+	if err := json.Unmarshal(doc, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Paths["/a"]) != 2 || len(got.Paths["/b"]) != 1 || len(got.Components.Schemas) != 2 {
+		t.Errorf("merged: %s", doc)
 	}
 }

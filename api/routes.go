@@ -33,6 +33,7 @@ func (s *server) routes() []route {
 	rs := []route{
 		{"GET", "/healthz", "", public, s.handleHealthz()},
 		{"GET", "/v3/openapi.json", "", public, s.handleOpenAPI()},
+		{"GET", "/openapi.json", "", public, s.handleOpenAPI()},
 
 		{"GET", "/v3/suppression/bounces/classifications", read, key, s.handleClassifications()},
 		{"GET", "/v3/suppression/bounces/classifications/{classification}", read, key, s.handleClassificationDomains()},
@@ -68,5 +69,11 @@ func (s *server) routes() []route {
 			route{"DELETE", "/v3/suppression/" + l, del, key, s.handleBulkDelete(l)},
 		)
 	}
+	// Each area owns its routes in its own file.
+	rs = append(rs, s.privacyRoutes()...)
+	rs = append(rs, s.forwardingRoutes()...)
+	rs = append(rs, s.webhookRoutes()...)
+	rs = append(rs, s.webhookOpsRoutes()...)
+	rs = append(rs, s.uiRoutes()...)
 	return rs
 }

@@ -82,7 +82,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	}
 	defer store.Close()
 
-	as := apiStore{s: store}
+	as := apiStore{s: store, kafka: kf.conn()}
 	if *publish {
 		cw, err := openChangeLog(ctx, kf, *changeTopic)
 		if err != nil {
@@ -108,6 +108,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	}
 	cfg := api.Config{
 		Store: as, Stats: as, Activity: as, Keys: apiKeys{store}, Logger: log, Checker: checker,
+		Privacy: as, Forwarding: as, Webhooks: as, WebhookOps: as,
 		RateLimit: float64(*rateLimit), MaxBodyBytes: int64(*maxBody),
 	}
 	if err := cfg.Validate(); err != nil {
@@ -152,6 +153,9 @@ type apiStore struct {
 	// changes, when set, receives every change after ClickHouse holds it,
 	// so workers' indexes and mirroring senders see API edits.
 	changes pipeline.ChangePublisher
+	// kafka is the Kafka connection of the flags, for parts that write
+	// topics of their own (it may be empty when Kafka is not configured).
+	kafka consumer.Conn
 }
 
 var _ api.Store = apiStore{}

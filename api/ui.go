@@ -1,0 +1,5 @@
+package api
+
+// The dashboard at /ui.
+
+func (s *server) uiRoutes() []route { return nil }
