@@ -114,6 +114,8 @@ type Config struct {
 	// WebhookOps reads delivery state and replays failed batches; nil
 	// disables those routes.
 	WebhookOps WebhookOps
+	// Dashboard answers the dashboard's own queries; nil disables them.
+	Dashboard DashboardStore
 	// KeyRefresh is how often keys are reloaded (a revoked key stops working
 	// within it); default 5s. An unknown key id reloads at most once a second.
 	KeyRefresh time.Duration

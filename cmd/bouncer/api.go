@@ -108,7 +108,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	}
 	cfg := api.Config{
 		Store: as, Stats: as, Activity: as, Keys: apiKeys{store}, Logger: log, Checker: checker,
-		Privacy: as, Forwarding: as, Webhooks: as, WebhookOps: as,
+		Privacy: as, Forwarding: as, Webhooks: as, WebhookOps: as, Dashboard: as,
 		RateLimit: float64(*rateLimit), MaxBodyBytes: int64(*maxBody),
 	}
 	if err := cfg.Validate(); err != nil {
