@@ -1,0 +1,72 @@
+package clickhouse
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// TestForwardSettingsNewestWins: the newest version of a setting wins
+// whatever order the writes arrive in, accounts never see each other's, and
+// only enabled accounts with an address are listed for the forwarder.
+func TestForwardSettingsNewestWins(t *testing.T) {
+	s := openTestStore(t)
+	ctx := context.Background()
+	t0 := time.Unix(1764201600, 0)
+
+	got, err := s.ForwardSetting(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Enabled || got.Email != "" || !got.Updated.IsZero() {
+		t.Fatalf("never set: %+v, want disabled with no address", got)
+	}
+
+	// Written newest first: the older write must not win.
+	writes := []struct {
+		fs ForwardSetting
+		at time.Time
+	}{
+		{ForwardSetting{AccountID: "acme", Enabled: true, Email: "new@acme.example"}, t0.Add(2 * time.Second)},
+		{ForwardSetting{AccountID: "acme", Enabled: false, Email: "old@acme.example"}, t0.Add(time.Second)},
+		{ForwardSetting{AccountID: "globex", Enabled: false, Email: "ops@globex.example"}, t0},
+		{ForwardSetting{AccountID: "initech", Enabled: true, Email: ""}, t0},
+	}
+	for _, w := range writes {
+		if err := s.WriteForwardSetting(ctx, w.fs, w.at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err = s.ForwardSetting(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Enabled || got.Email != "new@acme.example" || !got.Updated.Equal(t0.Add(2*time.Second)) {
+		t.Errorf("acme: %+v, want the newest write (enabled, new@acme.example)", got)
+	}
+	got, err = s.ForwardSetting(ctx, "globex")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Enabled || got.Email != "ops@globex.example" {
+		t.Errorf("globex: %+v", got)
+	}
+
+	enabled, err := s.EnabledForwardSettings(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(enabled) != 1 || enabled[0].AccountID != "acme" || enabled[0].Email != "new@acme.example" || !enabled[0].Enabled {
+		t.Errorf("enabled settings %+v, want only acme's", enabled)
+	}
+
+	if err := s.WriteForwardSetting(ctx, ForwardSetting{AccountID: "acme", Enabled: false, Email: "new@acme.example"}, t0.Add(3*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if enabled, err = s.EnabledForwardSettings(ctx); err != nil || len(enabled) != 0 {
+		t.Errorf("after disabling: %+v, %v; want none", enabled, err)
+	}
+	if err := s.WriteForwardSetting(ctx, ForwardSetting{}, t0); err == nil {
+		t.Error("a setting without an account was written")
+	}
+}
