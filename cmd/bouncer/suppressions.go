@@ -1,20 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/csv"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"strconv"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/bouncer-mail/bouncer/enrich"
+	"github.com/bouncer-mail/bouncer/internal/csvlist"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 )
@@ -72,41 +68,8 @@ Examples:
 Exit status: 0 done, 1 failed or bad rows (without --skip-bad), 2 wrong usage.
 `
 
-// sendgridColumns are the columns of SendGrid's CSV export of each list, in
-// SendGrid's order. Sources: SparkPost's guide to importing SendGrid exports
-// (github.com/SparkPost/sparkpost-cli, sendgrid-suppressions.md: "email"
-// first, "created" second; bounces also carry "status" and "reason",
-// invalid emails "reason", spam reports "ip", unsubscribes nothing else; its
-// importer skips the header row by record[0] == "email"), and Twilio
-// SendGrid's UI docs (www.twilio.com/docs/sendgrid/ui/sending-email/bounces
-// and .../blocks: Suppressions > list > gear icon > Export CSV). The blocks
-// columns are not documented there; they follow the v3 API's block object
-// (created, email, reason, status) in the bounces' order. created as
-// "YYYY-MM-DD HH:MM:SS" is SendGrid's documented date string (v2 API,
-// "MySQL timestamp format").
-var sendgridColumns = map[string][]string{
-	pipeline.ListBounces:       {"email", "created", "status", "reason"},
-	pipeline.ListBlocks:        {"email", "created", "status", "reason"},
-	pipeline.ListInvalidEmails: {"email", "created", "reason"},
-	pipeline.ListSpamReports:   {"email", "created", "ip"},
-	pipeline.ListUnsubscribes:  {"email", "created"},
-}
-
-// columnAliases maps header names (lower-cased, trimmed) to a column.
-var columnAliases = map[string]string{
-	"email": "email", "email address": "email", "email_address": "email", "recipient": "email",
-	"created": "created", "created_at": "created", "created at": "created",
-	"reason": "reason", "status": "status", "ip": "ip",
-}
-
-// sendgridTime is SendGrid's date string.
-const sendgridTime = "2006-01-02 15:04:05"
-
-// createdLayouts are the date strings import accepts, tried in order.
-var createdLayouts = []string{
-	sendgridTime, "2006-01-02T15:04:05", time.RFC3339Nano, "2006-01-02 15:04:05Z07:00",
-	"2006-01-02 15:04", "2006-01-02", "1/2/2006 15:04:05", "1/2/2006 15:04", "1/2/2006",
-}
+// sendgridTime is SendGrid's date string (the export's created column).
+const sendgridTime = csvlist.TimeLayout
 
 const importSource = "import"
 
@@ -147,7 +110,7 @@ func runSuppressions(ctx context.Context, env *environment, args []string) error
 	if name == "global_unsubscribes" {
 		name = pipeline.ListUnsubscribes
 	}
-	cols, ok := sendgridColumns[name]
+	cols, ok := csvlist.Columns[name]
 	if name == "" {
 		return usagef("suppressions %s: missing --list (bounces, blocks, invalid_emails, spam_reports or unsubscribes)", sub)
 	}
@@ -278,48 +241,20 @@ func exportSuppressions(ctx context.Context, env *environment, cfg clickhouse.Co
 		}()
 		out = f
 	}
-	bw := bufio.NewWriterSize(out, 64<<10)
-	w := csv.NewWriter(bw)
-	if err := w.Write(cols); err != nil {
+	w, err := csvlist.NewWriter(out, list, unix)
+	if err != nil {
 		return err
 	}
-	n := 0
-	rec := make([]string, len(cols))
 	err = store.EachSuppression(ctx, account, list, group, 0, func(s clickhouse.Suppression) error {
-		for i, c := range cols {
-			switch c {
-			case "email":
-				rec[i] = s.Email
-				if rec[i] == "" {
-					rec[i] = s.EmailNorm
-				}
-			case "created":
-				if unix {
-					rec[i] = strconv.FormatInt(s.Created.Unix(), 10)
-				} else {
-					rec[i] = s.Created.UTC().Format(sendgridTime)
-				}
-			case "status":
-				rec[i] = s.Status
-			case "reason":
-				rec[i] = s.Reason
-			default: // ip: not kept
-				rec[i] = ""
-			}
-		}
-		n++
-		return w.Write(rec)
+		return w.Write(csvlist.Row{Email: s.Email, EmailNorm: s.EmailNorm, Created: s.Created, Reason: s.Reason, Status: s.Status})
 	})
 	if err != nil {
 		return err
 	}
-	w.Flush()
-	if err := w.Error(); err != nil {
+	if err := w.Flush(); err != nil {
 		return err
 	}
-	if err := bw.Flush(); err != nil {
-		return err
-	}
+	n := w.N
 	fmt.Fprintf(env.stderr, "exported %d entries of %s/%s\n", n, account, listLabel(list, group))
 	return nil
 }
@@ -364,81 +299,32 @@ func (m *importer) bad(line int, format string, args ...any) {
 }
 
 func (m *importer) run(ctx context.Context, in io.Reader) error {
-	r := csv.NewReader(bufio.NewReaderSize(in, 64<<10))
-	r.FieldsPerRecord = -1
-	r.LazyQuotes = true
-	header, err := r.Read()
-	if err == io.EOF {
-		return errors.New("suppressions import: the file is empty (want a header line: email,created,...)")
-	}
+	r, err := csvlist.NewReader(in, m.loc, m.now)
 	if err != nil {
-		return fmt.Errorf("suppressions import: header: %w", err)
-	}
-	idx := map[string]int{}
-	for i, h := range header {
-		if i == 0 {
-			h = strings.TrimPrefix(h, "\ufeff") // a spreadsheet's byte order mark
-		}
-		if c, ok := columnAliases[strings.ToLower(strings.TrimSpace(h))]; ok {
-			if _, dup := idx[c]; !dup {
-				idx[c] = i
-			}
-		}
-	}
-	if _, ok := idx["email"]; !ok {
-		return fmt.Errorf("suppressions import: line 1: no email column in the header %q (want SendGrid's export: email,created,...)", strings.Join(header, ","))
-	}
-	field := func(rec []string, c string) string {
-		if i, ok := idx[c]; ok && i < len(rec) {
-			return strings.TrimSpace(rec[i])
-		}
-		return ""
+		return fmt.Errorf("suppressions import: %w", err)
 	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		rec, err := r.Read()
+		row, err := r.Next()
 		if err == io.EOF {
 			break
 		}
+		var bad *csvlist.RowError
+		if errors.As(err, &bad) {
+			m.bad(bad.Line, "%s", bad.Msg)
+			continue
+		}
 		if err != nil {
-			var pe *csv.ParseError
-			if errors.As(err, &pe) {
-				m.bad(pe.StartLine, "not CSV: %v", pe.Err)
-				continue
-			}
 			return fmt.Errorf("suppressions import: %w", err)
 		}
-		line, _ := r.FieldPos(0)
-		m.lastLine = line
-		if len(rec) == 1 && strings.TrimSpace(rec[0]) == "" {
-			continue // a blank line
-		}
-		raw := field(rec, "email")
-		norm, ok := normalizeAddress(raw)
-		if !ok {
-			m.bad(line, "email %q is not an address", raw)
-			continue
-		}
-		at, err := m.created(field(rec, "created"))
-		if err != nil {
-			m.bad(line, "created: %v", err)
-			continue
-		}
+		m.lastLine = row.Line
 		c := pipeline.SuppressionChange{
-			AccountID: m.account, List: m.list, GroupID: m.group, EmailNorm: norm, Email: trimASCIISpace(raw),
-			At: at, Reason: field(rec, "reason"), Status: field(rec, "status"), Source: importSource,
+			AccountID: m.account, List: m.list, GroupID: m.group, EmailNorm: row.EmailNorm, Email: row.Email,
+			At: row.Created, Reason: row.Reason, Status: row.Status, Source: importSource,
 		}
-		if m.classifier != nil && c.Reason != "" {
-			typ := "bounce"
-			if m.list == pipeline.ListBlocks {
-				typ = "blocked"
-			}
-			if res, err := m.classifier.Classify(enrich.Input{Event: "bounce", Type: typ, Reason: c.Reason, Status: c.Status, Email: norm}); err == nil {
-				c.Classification, c.ReasonCode = string(res.Classification), string(res.Reason)
-			}
-		}
+		classifyImported(m.classifier, &c)
 		m.pending = append(m.pending, c)
 		if len(m.pending) >= m.batch {
 			if err := m.flush(ctx); err != nil {
@@ -447,6 +333,21 @@ func (m *importer) run(ctx context.Context, in io.Reader) error {
 		}
 	}
 	return m.flush(ctx)
+}
+
+// classifyImported classifies an imported bounce or block from its reason
+// (nothing when classifier is nil or there is no reason).
+func classifyImported(classifier *enrich.Classifier, c *pipeline.SuppressionChange) {
+	if classifier == nil || c.Reason == "" {
+		return
+	}
+	typ := "bounce"
+	if c.List == pipeline.ListBlocks {
+		typ = "blocked"
+	}
+	if res, err := classifier.Classify(enrich.Input{Event: "bounce", Type: typ, Reason: c.Reason, Status: c.Status, Email: c.EmailNorm}); err == nil {
+		c.Classification, c.ReasonCode = string(res.Classification), string(res.Reason)
+	}
 }
 
 // flush writes the pending rows to ClickHouse, then announces them on the
@@ -468,56 +369,4 @@ func (m *importer) flush(ctx context.Context) error {
 	m.pending = m.pending[:0]
 	fmt.Fprintf(m.stderr, "suppressions import: %d imported, %d skipped (line %d)\n", m.imported, m.skipped, m.lastLine)
 	return nil
-}
-
-// created reads SendGrid's created column: empty means now.
-func (m *importer) created(v string) (time.Time, error) {
-	if v == "" {
-		return m.now, nil
-	}
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if n > 1e11 { // milliseconds
-			n /= 1000
-		}
-		return checkCreated(time.Unix(n, 0).UTC(), v)
-	}
-	if f, err := strconv.ParseFloat(v, 64); err == nil && f >= 0 && f < 1e11 {
-		return checkCreated(time.Unix(int64(f), 0).UTC(), v)
-	}
-	for _, layout := range createdLayouts {
-		if t, err := time.ParseInLocation(layout, v, m.loc); err == nil {
-			return checkCreated(t.UTC().Truncate(time.Second), v)
-		}
-	}
-	return time.Time{}, fmt.Errorf("%q: want unix seconds or a date like 2025-11-27 00:00:00", v)
-}
-
-// checkCreated keeps created within ClickHouse's DateTime.
-func checkCreated(t time.Time, v string) (time.Time, error) {
-	if t.Unix() <= 0 || t.Unix() > int64(^uint32(0)) {
-		return time.Time{}, fmt.Errorf("%q: out of range (1970 to 2106)", v)
-	}
-	return t, nil
-}
-
-func trimASCIISpace(s string) string {
-	return strings.TrimFunc(s, func(r rune) bool { return r == ' ' || 0x09 <= r && r <= 0x0d })
-}
-
-// normalizeAddress trims and lower-cases an address the way the event
-// decoder does (schemas: email_norm) and checks that it looks like one:
-// local@domain, both parts non-empty (split at the last @), no space or
-// control character.
-func normalizeAddress(raw string) (string, bool) {
-	v := trimASCIISpace(raw)
-	at := strings.LastIndexByte(v, '@')
-	if at <= 0 || at == len(v)-1 || !utf8.ValidString(v) {
-		return "", false
-	}
-	for _, r := range v {
-		if r <= 0x20 || 0x7f <= r && r <= 0x9f {
-			return "", false
-		}
-	}
-	return strings.ToLower(v), true
 }
