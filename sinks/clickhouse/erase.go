@@ -1,0 +1,359 @@
+package clickhouse
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// EmailSHA256 is how an erased address is recorded: the lower-case hex
+// SHA-256 of its normalised form. ClickHouse computes the same with
+// lower(hex(SHA256(email_norm))).
+func EmailSHA256(emailNorm string) string {
+	sum := sha256.Sum256([]byte(emailNorm))
+	return hex.EncodeToString(sum[:])
+}
+
+// ErasedTable is what an erasure removed from one table.
+type ErasedTable struct {
+	Table string
+	Rows  uint64
+}
+
+// EraseOptions tune Erase.
+type EraseOptions struct {
+	// AllDeadLetters erases every dead letter whose raw bytes contain the
+	// address, whatever account they name (for operators; the API never
+	// sets it). Default: only dead letters attributable to the account.
+	AllDeadLetters bool
+	// Wait bounds the wait for each table's mutation; default 2 minutes.
+	Wait time.Duration
+	// Poll is how often system.mutations is read while waiting; default
+	// 100ms.
+	Poll time.Duration
+}
+
+// OptionalEraseTables are tables other parts of bouncer may add that can
+// hold an address in free text; Erase searches every String column of each
+// one that exists, rows of the account only (a table without an account_id
+// column is skipped and reported).
+var OptionalEraseTables = []string{"webhook_deliveries"}
+
+// SuppressionKey is one list entry of an address (any state).
+type SuppressionKey struct {
+	List    string
+	GroupID int64
+	Email   string
+}
+
+// SuppressionKeys returns the list entries the suppressions table holds for
+// one address of one account, removed ones included.
+func (s *Store) SuppressionKeys(ctx context.Context, account, emailNorm string) ([]SuppressionKey, error) {
+	rows, err := s.conn.Query(ctx, qEraseSuppressionKeys.SQL, account, emailNorm)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", qEraseSuppressionKeys.Name, err)
+	}
+	defer rows.Close()
+	var out []SuppressionKey
+	for rows.Next() {
+		var k SuppressionKey
+		if err := rows.Scan(&k.List, &k.GroupID, &k.Email); err != nil {
+			return nil, fmt.Errorf("%s: %w", qEraseSuppressionKeys.Name, err)
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
+// Erase removes one address of one account from every table that holds it:
+// events, suppressions and recipient_history (rows of the account whose
+// email_norm is the address), dead_letters (see EraseOptions and
+// qEraseFindDeadLetters) and the optional tables that exist. Each table is
+// changed with ALTER TABLE ... DELETE, and Erase waits for the mutation to
+// finish (system.mutations) and checks that no matching row is left before
+// going on. It returns the rows removed per table touched (tables with no
+// row of the address are listed with 0) and the optional tables it skipped
+// with why. Erasing again is harmless: it removes nothing.
+func (s *Store) Erase(ctx context.Context, account, emailNorm string, opt EraseOptions) ([]ErasedTable, []string, error) {
+	if opt.Wait <= 0 {
+		opt.Wait = 2 * time.Minute
+	}
+	if opt.Poll <= 0 {
+		opt.Poll = 100 * time.Millisecond
+	}
+	hash := EmailSHA256(emailNorm)
+	var out []ErasedTable
+	var skipped []string
+	for _, t := range []struct {
+		table      string
+		count, del Query
+	}{
+		{"events", qEraseCountEvents, qEraseEvents},
+		{"suppressions", qEraseCountSuppressions, qEraseSuppressions},
+		{"recipient_history", qEraseCountHistory, qEraseHistory},
+	} {
+		n, err := s.eraseKeyed(ctx, t.table, t.count, t.del, opt, account, hash)
+		if err != nil {
+			return out, skipped, err
+		}
+		out = append(out, ErasedTable{t.table, n})
+	}
+
+	var ids []uint64
+	err := s.collect(ctx, qEraseFindDeadLetters, &ids, emailNorm, accountPattern(account),
+		b2u(account == "default"), b2u(opt.AllDeadLetters))
+	if err != nil {
+		return out, skipped, err
+	}
+	if err := s.deleteByIdentity(ctx, "dead_letters", qEraseDeadLetters, ids, opt); err != nil {
+		return out, skipped, err
+	}
+	out = append(out, ErasedTable{"dead_letters", uint64(len(ids))})
+
+	var tables []string
+	if err := s.collect(ctx, qEraseTables, &tables); err != nil {
+		return out, skipped, err
+	}
+	for _, table := range OptionalEraseTables {
+		if !slices.Contains(tables, table) {
+			continue
+		}
+		find, del, why, err := s.freeTextStatements(ctx, table)
+		if err != nil {
+			return out, skipped, err
+		}
+		if why != "" {
+			skipped = append(skipped, table+": "+why)
+			continue
+		}
+		args := []any{account}
+		for range strings.Count(find.SQL, "positionCaseInsensitive") {
+			args = append(args, emailNorm)
+		}
+		var ids []uint64
+		if err := s.collect(ctx, find, &ids, args...); err != nil {
+			return out, skipped, err
+		}
+		if err := s.deleteByIdentity(ctx, table, del, ids, opt); err != nil {
+			return out, skipped, err
+		}
+		out = append(out, ErasedTable{table, uint64(len(ids))})
+	}
+	return out, skipped, nil
+}
+
+// eraseKeyed deletes the rows of (account, address hash) from a table keyed
+// by email_norm and returns how many there were.
+func (s *Store) eraseKeyed(ctx context.Context, table string, count, del Query, opt EraseOptions, account, hash string) (uint64, error) {
+	var n uint64
+	if err := s.conn.QueryRow(ctx, count.SQL, account, hash).Scan(&n); err != nil {
+		return 0, fmt.Errorf("%s: %w", count.Name, err)
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	if err := s.conn.Exec(ctx, del.SQL, account, hash); err != nil {
+		return 0, fmt.Errorf("%s: %w", del.Name, err)
+	}
+	if err := s.waitMutations(ctx, table, opt); err != nil {
+		return 0, err
+	}
+	var left uint64
+	if err := s.conn.QueryRow(ctx, count.SQL, account, hash).Scan(&left); err != nil {
+		return 0, fmt.Errorf("%s: %w", count.Name, err)
+	}
+	if left != 0 {
+		return 0, fmt.Errorf("erase %s: %d rows left after the mutation finished (rows written meanwhile?): erase again", table, left)
+	}
+	return n, nil
+}
+
+// eraseChunk bounds the identity hashes of one mutation.
+const eraseChunk = 1000
+
+// deleteByIdentity deletes the rows whose identity hash is in ids.
+func (s *Store) deleteByIdentity(ctx context.Context, table string, del Query, ids []uint64, opt EraseOptions) error {
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), eraseChunk)]
+		ids = ids[len(chunk):]
+		list := make([]string, len(chunk))
+		for i, id := range chunk {
+			list[i] = strconv.FormatUint(id, 10)
+		}
+		if err := s.conn.Exec(ctx, del.SQL, strings.Join(list, ",")); err != nil {
+			return fmt.Errorf("%s: %w", del.Name, err)
+		}
+		if err := s.waitMutations(ctx, table, opt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitMutations waits until table has no unfinished mutation. ClickHouse
+// 18.16 does not report a failed mutation (it retries it forever), so a
+// mutation that does not finish within opt.Wait is an error.
+func (s *Store) waitMutations(ctx context.Context, table string, opt EraseOptions) error {
+	deadline := time.Now().Add(opt.Wait)
+	for {
+		var pending uint64
+		if err := s.conn.QueryRow(ctx, qErasePendingMutations.SQL, table).Scan(&pending); err != nil {
+			return fmt.Errorf("%s: %w", qErasePendingMutations.Name, err)
+		}
+		if pending == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("erase %s: the delete mutation has not finished after %v (see system.mutations; it goes on in the background: erase again later to check)", table, opt.Wait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(opt.Poll):
+		}
+	}
+}
+
+// collect scans a one-column query into *dst.
+func collect[T any](ctx context.Context, conn driver.Conn, q Query, dst *[]T, args ...any) error {
+	rows, err := conn.Query(ctx, q.SQL, args...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", q.Name, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var v T
+		if err := rows.Scan(&v); err != nil {
+			return fmt.Errorf("%s: %w", q.Name, err)
+		}
+		*dst = append(*dst, v)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("%s: %w", q.Name, err)
+	}
+	return nil
+}
+
+func (s *Store) collect(ctx context.Context, q Query, dst any, args ...any) error {
+	switch d := dst.(type) {
+	case *[]uint64:
+		return collect(ctx, s.conn, q, d, args...)
+	case *[]string:
+		return collect(ctx, s.conn, q, d, args...)
+	}
+	return fmt.Errorf("collect: unsupported %T", dst)
+}
+
+// accountPattern is the RE2 pattern of `"account_id":"<account>"` in raw
+// JSON (account ids are [A-Za-z0-9_.-]: only the dot needs escaping).
+func accountPattern(account string) string {
+	return `"account_id"\s*:\s*"` + regexp.QuoteMeta(account) + `"`
+}
+
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// freeTextStatements builds, from a table's columns, the statements that
+// find an account's rows whose String columns contain an address
+// (arguments: account, then the address once per String column) and delete
+// rows by identity hash (argument: the hashes, comma-separated). The identity hash covers
+// every column of a plain type. why is set when the table cannot be
+// erased this way.
+func (s *Store) freeTextStatements(ctx context.Context, table string) (find, del Query, why string, err error) {
+	rows, err := s.conn.Query(ctx, qEraseColumns.SQL, table)
+	if err != nil {
+		return find, del, "", fmt.Errorf("%s: %w", qEraseColumns.Name, err)
+	}
+	defer rows.Close()
+	var text, ident []string
+	hasAccount := false
+	for rows.Next() {
+		var name, typ string
+		if err := rows.Scan(&name, &typ); err != nil {
+			return find, del, "", fmt.Errorf("%s: %w", qEraseColumns.Name, err)
+		}
+		if !identifier.MatchString(name) {
+			continue
+		}
+		col := "`" + name + "`"
+		switch {
+		case name == "account_id":
+			hasAccount = true
+			ident = append(ident, col)
+		case typ == "String":
+			text = append(text, col)
+			ident = append(ident, col)
+		case !strings.ContainsAny(typ, "()"): // numbers, dates: plain types
+			ident = append(ident, col)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return find, del, "", fmt.Errorf("%s: %w", qEraseColumns.Name, err)
+	}
+	switch {
+	case !hasAccount:
+		return find, del, "no account_id column, so its rows cannot be told apart by account: not erased", nil
+	case len(text) == 0:
+		return find, del, "no String column: holds no address", nil
+	}
+	var conds []string
+	for _, c := range text {
+		conds = append(conds, "positionCaseInsensitive("+c+", ?) > 0")
+	}
+	id := "cityHash64(" + strings.Join(ident, ", ") + ")"
+	find = Query{Name: "erase.find_" + table,
+		SQL: "SELECT " + id + " FROM `" + table + "` WHERE account_id = ? AND (" + strings.Join(conds, " OR ") + ")"}
+	del = Query{Name: "erase." + table, SQL: "ALTER TABLE `" + table + "` DELETE WHERE has(splitByChar(',', ?), toString(" + id + "))"}
+	return find, del, "", nil
+}
+
+// Erasure is the record of one erasure.
+type Erasure struct {
+	AccountID, ID, EmailSHA256, RequestedBy string
+	At                                      time.Time
+	Tables                                  []ErasedTable
+}
+
+// WriteErasure stores the record of an erasure.
+func (s *Store) WriteErasure(ctx context.Context, e Erasure) error {
+	tables := make([]string, len(e.Tables))
+	counts := make([]uint64, len(e.Tables))
+	for i, t := range e.Tables {
+		tables[i], counts[i] = t.Table, t.Rows
+	}
+	return s.insert(ctx, qInsertErasures, func(b driver.Batch) error {
+		return b.Append(e.AccountID, e.ID, e.EmailSHA256, e.RequestedBy, e.At.UTC().Truncate(time.Second), tables, counts)
+	})
+}
+
+// Erasures returns an account's erasure records, newest first.
+func (s *Store) Erasures(ctx context.Context, account string, offset, limit uint64) ([]Erasure, error) {
+	rows, err := s.conn.Query(ctx, qErasures.SQL, account, offset, limit)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", qErasures.Name, err)
+	}
+	defer rows.Close()
+	var out []Erasure
+	for rows.Next() {
+		e := Erasure{AccountID: account}
+		var tables []string
+		var counts []uint64
+		if err := rows.Scan(&e.ID, &e.EmailSHA256, &e.RequestedBy, &e.At, &tables, &counts); err != nil {
+			return nil, fmt.Errorf("%s: %w", qErasures.Name, err)
+		}
+		for i := range tables {
+			if i < len(counts) {
+				e.Tables = append(e.Tables, ErasedTable{tables[i], counts[i]})
+			}
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}

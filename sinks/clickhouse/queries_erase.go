@@ -1,0 +1,79 @@
+package clickhouse
+
+// Statements of the privacy erasure (erase.go). Mutations (ALTER TABLE ...
+// DELETE) are stored by ClickHouse with their text (system.mutations and a
+// file beside the table's data) long after they ran, so no mutation names
+// the address: tables keyed by the address delete by the SHA-256 of
+// email_norm, and tables that hold the address in free text delete the
+// rows found by a SELECT by their identity hash.
+
+var erasureColumns = []string{"account_id", "erasure_id", "email_sha256", "requested_by", "erased_at", "tables", "rows"}
+
+var (
+	// Tables of the current database, to skip optional ones that are absent.
+	qEraseTables = register(Query{Name: "erase.tables",
+		SQL: "SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name"})
+
+	// Columns of a table, for tables whose layout belongs to another part
+	// of bouncer (the webhook delivery log). Argument: table.
+	qEraseColumns = register(Query{Name: "erase.columns",
+		SQL:    "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = ? ORDER BY name",
+		Sample: []any{"dead_letters"}})
+
+	// The list entries (any state) of one address, so their removal can be
+	// announced on the change log. Arguments: account, email_norm.
+	qEraseSuppressionKeys = register(Query{Name: "erase.suppression_keys",
+		SQL: "SELECT list, group_id, argMax(email, version) AS e FROM suppressions WHERE account_id = ? AND email_norm = ? " +
+			"GROUP BY list, group_id ORDER BY list, group_id",
+		Sample: []any{"acme", "kim@example.com"}})
+
+	// Rows of an address in the tables keyed by it. Arguments: account,
+	// lower-case hex SHA-256 of email_norm.
+	qEraseCountEvents = register(Query{Name: "erase.count_events",
+		SQL:    "SELECT count() FROM events WHERE account_id = ? AND lower(hex(SHA256(email_norm))) = ?",
+		Sample: []any{"acme", "d648b243a3e817eaa3309e00e183483f2867baadf522099f0c2121770536b25a"}})
+	qEraseEvents = register(Query{Name: "erase.events",
+		SQL:    "ALTER TABLE events DELETE WHERE account_id = ? AND lower(hex(SHA256(email_norm))) = ?",
+		Sample: []any{"acme", "d648b243a3e817eaa3309e00e183483f2867baadf522099f0c2121770536b25a"}})
+	qEraseCountSuppressions = register(Query{Name: "erase.count_suppressions",
+		SQL:    "SELECT count() FROM suppressions WHERE account_id = ? AND lower(hex(SHA256(email_norm))) = ?",
+		Sample: []any{"acme", "d648b243a3e817eaa3309e00e183483f2867baadf522099f0c2121770536b25a"}})
+	qEraseSuppressions = register(Query{Name: "erase.suppressions",
+		SQL:    "ALTER TABLE suppressions DELETE WHERE account_id = ? AND lower(hex(SHA256(email_norm))) = ?",
+		Sample: []any{"acme", "d648b243a3e817eaa3309e00e183483f2867baadf522099f0c2121770536b25a"}})
+	qEraseCountHistory = register(Query{Name: "erase.count_recipient_history",
+		SQL:    "SELECT count() FROM recipient_history WHERE account_id = ? AND lower(hex(SHA256(email_norm))) = ?",
+		Sample: []any{"acme", "d648b243a3e817eaa3309e00e183483f2867baadf522099f0c2121770536b25a"}})
+	qEraseHistory = register(Query{Name: "erase.recipient_history",
+		SQL:    "ALTER TABLE recipient_history DELETE WHERE account_id = ? AND lower(hex(SHA256(email_norm))) = ?",
+		Sample: []any{"acme", "d648b243a3e817eaa3309e00e183483f2867baadf522099f0c2121770536b25a"}})
+
+	// Dead letters hold raw bytes and no trusted account: a row is the
+	// account's when its raw bytes contain the address (ASCII
+	// case-insensitive) and name the account ("account_id":"A"), or, for
+	// the default account, name none. Arguments: address, account pattern
+	// (RE2), 1 for the default account, 1 to match every account.
+	qEraseFindDeadLetters = register(Query{Name: "erase.find_dead_letters",
+		SQL: "SELECT cityHash64(kafka_topic, kafka_partition, kafka_offset, msg_index) FROM dead_letters " +
+			"WHERE positionCaseInsensitive(raw, ?) > 0 AND (match(raw, ?) OR (? = 1 AND position(raw, '\"account_id\"') = 0) OR ? = 1)",
+		Sample: []any{"kim@example.com", `"account_id"\s*:\s*"acme"`, uint8(0), uint8(0)}})
+	// Argument: the identity hashes found (at most eraseChunk), in decimal,
+	// comma-separated.
+	qEraseDeadLetters = register(Query{Name: "erase.dead_letters",
+		SQL:    "ALTER TABLE dead_letters DELETE WHERE has(splitByChar(',', ?), toString(cityHash64(kafka_topic, kafka_partition, kafka_offset, msg_index)))",
+		Sample: []any{"1,2"}})
+
+	// Mutations of a table not finished yet. Argument: table.
+	qErasePendingMutations = register(Query{Name: "erase.pending_mutations",
+		SQL:    "SELECT count() FROM system.mutations WHERE database = currentDatabase() AND table = ? AND is_done = 0",
+		Sample: []any{"events"}})
+
+	qInsertErasures = register(Query{Name: "erasures.insert", SQL: insertSQL("erasures", erasureColumns), Insert: true})
+
+	// An account's erasure records, newest first. Arguments: account,
+	// offset, limit.
+	qErasures = register(Query{Name: "erasures.list",
+		SQL: "SELECT erasure_id, email_sha256, requested_by, erased_at, tables, rows FROM erasures WHERE account_id = ? " +
+			"ORDER BY erased_at DESC, erasure_id LIMIT ?, ?",
+		Sample: []any{"acme", uint64(0), uint64(100)}})
+)
