@@ -88,21 +88,13 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // authenticated wraps a route that needs a key with scope (empty: any key):
-// authentication, the per-key rate limit, and the body limit.
+// authentication (a Bearer key or a dashboard session), the per-key rate
+// limit, and the body limit.
 func (s *server) authenticated(scope string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		presented, ok := bearer(r)
-		if !ok {
-			writeError(w, s.log, r, errorf(EUnauthorized, "", "authorization required"))
-			return
-		}
-		key, ok, err := s.keys.authenticate(r.Context(), presented)
+		key, err := s.credential(r)
 		if err != nil {
 			writeError(w, s.log, r, err)
-			return
-		}
-		if !ok {
-			writeError(w, s.log, r, errorf(EUnauthorized, "", "The provided authorization grant is invalid, expired, or revoked"))
 			return
 		}
 		ri := info(r.Context())
@@ -128,6 +120,30 @@ func (s *server) authenticated(scope string, next http.Handler) http.Handler {
 		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
 		next.ServeHTTP(w, r)
 	})
+}
+
+// credential returns the key a request acts as: its Bearer key, or, with
+// no Authorization header, the key of its dashboard session cookie (which
+// also checks the CSRF token of a state-changing request; see ui.go).
+func (s *server) credential(r *http.Request) (Key, error) {
+	presented, ok := bearer(r)
+	if !ok {
+		if r.Header.Get("Authorization") == "" {
+			if c, err := r.Cookie(sessionCookie); err == nil {
+				key, _, err := s.sessionKey(r, c.Value)
+				return key, err
+			}
+		}
+		return Key{}, errorf(EUnauthorized, "", "authorization required")
+	}
+	key, ok, err := s.keys.authenticate(r.Context(), presented)
+	if err != nil {
+		return Key{}, err
+	}
+	if !ok {
+		return Key{}, errorf(EUnauthorized, "", "The provided authorization grant is invalid, expired, or revoked")
+	}
+	return key, nil
 }
 
 // bearer returns the key of "Authorization: Bearer <key>" (the scheme is

@@ -1,9 +1,540 @@
 package api
 
-// The dashboard at /ui.
+// The dashboard at /ui: a single page (api/uiassets, built from web/ with
+// `make ui` and committed) that calls the JSON API with a cookie session
+// instead of a Bearer key.
+//
+// # Sessions
+//
+//   - POST /ui/session with {"api_key": "SG...."} checks the key against the
+//     same key cache as Bearer authentication and sets the cookie
+//     bouncer_session: a random 256-bit id, HttpOnly, SameSite=Strict, Path=/,
+//     Secure when the request came over TLS. The server keeps the session (only
+//     the SHA-256 of the id) in memory: a restart logs everyone out.
+//   - A session ends after sessionIdle without a request, sessionMaxAge after
+//     login, on logout (DELETE /ui/session), or when its key is revoked (the
+//     key is looked up again on every request, so a revocation ends the
+//     session within Config.KeyRefresh).
+//   - A request with the cookie (and no Authorization header) acts as the
+//     session's key: the key's account, scopes and rate limit apply.
+//   - Every request with the cookie other than GET and HEAD must carry the
+//     session's CSRF token in the X-CSRF-Token header (compared in constant
+//     time), or it gets 403. The token comes with the login response and from
+//     GET /ui/session.
+//   - Login answers only JSON (a form on another site cannot send it without
+//     a CORS preflight, which is never granted) and refuses a browser's
+//     cross-site request (Origin or Sec-Fetch-Site), so another site cannot
+//     log a visitor into its own account.
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"embed"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"io/fs"
+	"mime"
+	"net/http"
+	"net/url"
+	"path"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+	"weak"
+)
 
 // DashboardStore answers the dashboard's queries that no other route
-// answers; nil disables them.
-type DashboardStore interface{}
+// answers; nil disables them (their routes answer 404). Every method takes
+// the authenticated account first and reads only its data.
+type DashboardStore interface {
+	// BounceReasons counts the bounce events (bounces and blocks) in
+	// [from, to) per reason code, classification and bounce type, most
+	// first, at most limit rows.
+	BounceReasons(ctx context.Context, account string, from, to time.Time, limit int) ([]ReasonCount, error)
+	// TopDomains returns the stats counts of the limit recipient domains
+	// with the most requests (processed events and drops) in [from, to),
+	// most first.
+	TopDomains(ctx context.Context, account string, from, to time.Time, limit int) ([]DomainCounts, error)
+}
 
-func (s *server) uiRoutes() []route { return nil }
+// ReasonCount is one row of the top bounce reasons.
+type ReasonCount struct {
+	ReasonCode, Classification, BounceType string
+	// Bounces and Blocks count bounce events of type bounce and blocked,
+	// each sg_event_id once.
+	Bounces, Blocks uint64
+	// Example is the diagnostic text of the newest of these events.
+	Example string
+}
+
+// DomainCounts are the stats counts of one recipient domain.
+type DomainCounts struct {
+	Domain string
+	Counts StatCounts
+}
+
+// Session limits.
+const (
+	sessionCookie  = "bouncer_session"
+	csrfHeader     = "X-CSRF-Token"
+	sessionIdle    = time.Hour      // a session unused this long has ended
+	sessionMaxAge  = 12 * time.Hour // and any session this long after login
+	maxSessions    = 10000          // beyond: the session closest to its end is dropped
+	maxLoginBody   = 4 << 10
+	dashboardLimit = 10 // default rows of the dashboard's top lists; at most 100
+)
+
+// uiCSP keeps the page to its own origin: no CDN, no inline script or style,
+// no framing.
+const uiCSP = "default-src 'self'; base-uri 'none'; object-src 'none'; form-action 'self'; frame-ancestors 'none'"
+
+type session struct {
+	keyID, keyHash string
+	csrf           string
+	created, seen  time.Time
+}
+
+// sessionStore is the server's sessions by SHA-256 of the cookie value.
+type sessionStore struct {
+	mu   sync.Mutex
+	byID map[[32]byte]*session
+}
+
+// serverSessions holds each server's sessions. server (api.go) has no field
+// for them, so they hang off a weak pointer to it and go with it.
+var serverSessions sync.Map // weak.Pointer[server] → *sessionStore
+
+func (s *server) sessions() *sessionStore {
+	wp := weak.Make(s)
+	if st, ok := serverSessions.Load(wp); ok {
+		return st.(*sessionStore)
+	}
+	st, loaded := serverSessions.LoadOrStore(wp, &sessionStore{byID: map[[32]byte]*session{}})
+	if !loaded {
+		runtime.AddCleanup(s, func(wp weak.Pointer[server]) { serverSessions.Delete(wp) }, wp)
+	}
+	return st.(*sessionStore)
+}
+
+func (st *sessionStore) get(id string) *session {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.byID[sha256.Sum256([]byte(id))]
+}
+
+func (st *sessionStore) delete(id string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	delete(st.byID, sha256.Sum256([]byte(id)))
+}
+
+// add stores sess under a new random id and returns the id.
+func (st *sessionStore) add(sess *session, now time.Time) (string, error) {
+	id, err := randomToken()
+	if err != nil {
+		return "", err
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.byID) >= maxSessions {
+		var soonest [32]byte
+		var end time.Time
+		for h, x := range st.byID {
+			e := x.ends()
+			if !now.Before(e) {
+				delete(st.byID, h)
+				continue
+			}
+			if end.IsZero() || e.Before(end) {
+				soonest, end = h, e
+			}
+		}
+		if len(st.byID) >= maxSessions {
+			delete(st.byID, soonest)
+		}
+	}
+	st.byID[sha256.Sum256([]byte(id))] = sess
+	return id, nil
+}
+
+// ends is when the session ends unless it is used before.
+func (x *session) ends() time.Time {
+	idle := x.seen.Add(sessionIdle)
+	if abs := x.created.Add(sessionMaxAge); abs.Before(idle) {
+		return abs
+	}
+	return idle
+}
+
+func randomToken() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+var errNoSession = errorf(EUnauthorized, "", "your dashboard session has ended: log in again at /ui/")
+
+// sessionKey returns the key of the request's session cookie: the session
+// must exist and not have ended, and its key must still be valid (looked
+// up in the key cache, so a revoked key ends the session). A state-changing
+// request must also carry the session's CSRF token. It marks the session
+// used.
+func (s *server) sessionKey(r *http.Request, cookie string) (Key, *session, error) {
+	st := s.sessions()
+	sess := st.get(cookie)
+	now := s.now()
+	if sess == nil {
+		return Key{}, nil, errNoSession
+	}
+	st.mu.Lock()
+	ended := !now.Before(sess.ends())
+	st.mu.Unlock()
+	if ended {
+		st.delete(cookie)
+		return Key{}, nil, errNoSession
+	}
+	k, found, err := s.keys.lookup(r.Context(), sess.keyID)
+	if err != nil {
+		return Key{}, nil, err
+	}
+	if !found || k.Revoked || subtle.ConstantTimeCompare([]byte(k.Hash), []byte(sess.keyHash)) != 1 {
+		st.delete(cookie)
+		return Key{}, nil, errorf(EUnauthorized, "", "the API key of this session was revoked: log in again with a valid key")
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		token := r.Header.Get(csrfHeader)
+		if subtle.ConstantTimeCompare([]byte(token), []byte(sess.csrf)) != 1 {
+			return Key{}, nil, errorf(EForbidden, "", "missing or wrong CSRF token: a request with the dashboard's session cookie must send the session's token in the %s header", csrfHeader)
+		}
+	}
+	st.mu.Lock()
+	sess.seen = now
+	st.mu.Unlock()
+	return k, sess, nil
+}
+
+func (s *server) uiRoutes() []route {
+	const public = false
+	return []route{
+		{"GET", "/ui", "", public, http.RedirectHandler("/ui/", http.StatusFound)},
+		{"GET", "/ui/", "", public, s.handleUIIndex()},
+		{"GET", "/ui/assets/{file}", "", public, s.handleUIAsset()},
+		{"POST", "/ui/session", "", public, s.handleLogin()},
+		{"GET", "/ui/session", "", public, s.handleSession()},
+		{"DELETE", "/ui/session", "", public, s.handleLogout()},
+		{"GET", "/bouncer/v1/stats/bounce_reasons", "stats.read", true, s.handleBounceReasons()},
+		{"GET", "/bouncer/v1/stats/top_domains", "stats.read", true, s.handleTopDomains()},
+	}
+}
+
+// The built dashboard: index.html and assets/ (see web/build.mjs).
+//
+//go:embed uiassets
+var uiAssets embed.FS
+
+type uiFile struct {
+	body        []byte
+	contentType string
+	etag        string
+}
+
+var uiFiles = loadUIFiles()
+
+func loadUIFiles() map[string]uiFile {
+	files := map[string]uiFile{}
+	err := fs.WalkDir(uiAssets, "uiassets", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		body, err := uiAssets.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		ct := mime.TypeByExtension(path.Ext(p))
+		if ct == "" {
+			ct = "application/octet-stream"
+		}
+		sum := sha256.Sum256(body)
+		files[strings.TrimPrefix(p, "uiassets/")] = uiFile{body, ct, `"` + hex.EncodeToString(sum[:8]) + `"`}
+		return nil
+	})
+	if err != nil {
+		panic(err)
+	}
+	return files
+}
+
+// uiHeaders are the security headers of every dashboard response.
+func uiHeaders(h http.Header) {
+	h.Set("Content-Security-Policy", uiCSP)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+}
+
+func (s *server) serveUIFile(w http.ResponseWriter, r *http.Request, name string) {
+	f, ok := uiFiles[name]
+	if !ok {
+		writeError(w, s.log, r, errorf(ENotFound, "", "resource not found"))
+		return
+	}
+	h := w.Header()
+	uiHeaders(h)
+	h.Set("Content-Type", f.contentType)
+	h.Set("ETag", f.etag)
+	h.Set("Cache-Control", "no-cache") // revalidate: the names do not change between builds
+	if r.Header.Get("If-None-Match") == f.etag {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	w.Write(f.body)
+}
+
+// handleUIIndex: GET /ui/: the page. (The pattern "/ui/" also matches
+// every path under it that no other route does: those are 404.)
+func (s *server) handleUIIndex() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/ui/" {
+			writeError(w, s.log, r, errorf(ENotFound, "", "resource not found"))
+			return
+		}
+		s.serveUIFile(w, r, "index.html")
+	})
+}
+
+func (s *server) handleUIAsset() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.serveUIFile(w, r, "assets/"+r.PathValue("file"))
+	})
+}
+
+// sessionInfo is the body of POST and GET /ui/session.
+type sessionInfo struct {
+	Account   string   `json:"account"`
+	KeyID     string   `json:"key_id"`
+	Scopes    []string `json:"scopes"`
+	CSRFToken string   `json:"csrf_token"`
+	ExpiresAt int64    `json:"expires_at"`
+}
+
+func infoOf(k Key, sess *session) sessionInfo {
+	scopes := k.Scopes
+	if scopes == nil {
+		scopes = []string{}
+	}
+	return sessionInfo{Account: k.AccountID, KeyID: k.KeyID, Scopes: scopes, CSRFToken: sess.csrf, ExpiresAt: sess.ends().Unix()}
+}
+
+// crossSite reports a browser request made by another site.
+func crossSite(r *http.Request) bool {
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		return true
+	}
+	if origin := r.Header.Get("Origin"); origin != "" {
+		u, err := url.Parse(origin)
+		if err != nil || !strings.EqualFold(u.Host, r.Host) {
+			return true
+		}
+	}
+	return false
+}
+
+// handleLogin: POST /ui/session {"api_key": "..."}: 201 with the session
+// and its cookie, 401 for a key that is not valid.
+func (s *server) handleLogin() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		uiHeaders(w.Header())
+		if crossSite(r) {
+			writeError(w, s.log, r, errorf(EForbidden, "", "log in from the dashboard's own page"))
+			return
+		}
+		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+			writeError(w, s.log, r, errorf(EInvalid, "", `send {"api_key": "SG...."} as application/json`))
+			return
+		}
+		var body struct {
+			APIKey string `json:"api_key"`
+		}
+		raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxLoginBody))
+		if err != nil {
+			writeError(w, s.log, r, errorf(ETooLarge, "", "request body is larger than %d bytes", maxLoginBody))
+			return
+		}
+		if err := json.Unmarshal(raw, &body); err != nil {
+			writeError(w, s.log, r, errorf(EInvalid, "", `send {"api_key": "SG...."} as application/json`))
+			return
+		}
+		presented := strings.TrimSpace(body.APIKey)
+		if presented == "" {
+			writeError(w, s.log, r, errorf(EInvalid, "api_key", "api_key is required: paste a key from bouncer keys create"))
+			return
+		}
+		key, ok, err := s.keys.authenticate(r.Context(), presented)
+		if err != nil {
+			writeError(w, s.log, r, err)
+			return
+		}
+		if !ok {
+			writeError(w, s.log, r, errorf(EUnauthorized, "", "The provided authorization grant is invalid, expired, or revoked"))
+			return
+		}
+		ri := info(r.Context())
+		ri.account, ri.keyID = key.AccountID, key.KeyID
+		if allowed, _, _ := s.limiter.take(key.KeyID, s.now()); !allowed {
+			writeError(w, s.log, r, errorf(ERateLimited, "", "too many requests"))
+			return
+		}
+		csrf, err := randomToken()
+		if err != nil {
+			writeError(w, s.log, r, err)
+			return
+		}
+		now := s.now()
+		sess := &session{keyID: key.KeyID, keyHash: key.Hash, csrf: csrf, created: now, seen: now}
+		id, err := s.sessions().add(sess, now)
+		if err != nil {
+			writeError(w, s.log, r, err)
+			return
+		}
+		http.SetCookie(w, &http.Cookie{
+			Name: sessionCookie, Value: id, Path: "/", Expires: now.Add(sessionMaxAge),
+			HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
+		})
+		w.Header().Set("Cache-Control", "no-store")
+		writeJSON(w, http.StatusCreated, infoOf(key, sess))
+	})
+}
+
+// handleSession: GET /ui/session: the current session (with its CSRF
+// token), 401 without one.
+func (s *server) handleSession() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		uiHeaders(w.Header())
+		c, err := r.Cookie(sessionCookie)
+		if err != nil {
+			writeError(w, s.log, r, errorf(EUnauthorized, "", "authorization required"))
+			return
+		}
+		key, sess, err := s.sessionKey(r, c.Value)
+		if err != nil {
+			writeError(w, s.log, r, err)
+			return
+		}
+		ri := info(r.Context())
+		ri.account, ri.keyID = key.AccountID, key.KeyID
+		w.Header().Set("Cache-Control", "no-store")
+		writeJSON(w, http.StatusOK, infoOf(key, sess))
+	})
+}
+
+// handleLogout: DELETE /ui/session: ends the session (CSRF token required
+// while it is valid) and clears the cookie: 204.
+func (s *server) handleLogout() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		uiHeaders(w.Header())
+		if c, err := r.Cookie(sessionCookie); err == nil {
+			_, _, err := s.sessionKey(r, c.Value)
+			var e *Error
+			if err != nil && !(errors.As(err, &e) && e.Code == EUnauthorized) {
+				writeError(w, s.log, r, err)
+				return
+			}
+			s.sessions().delete(c.Value)
+		}
+		http.SetCookie(w, &http.Cookie{
+			Name: sessionCookie, Value: "", Path: "/", MaxAge: -1,
+			HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
+		})
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+// dashboardQuery reads start_date and end_date as the stats routes do, and
+// limit (1 to 100, default 10).
+func (s *server) dashboardQuery(r *http.Request) (StatsQuery, int, error) {
+	v := r.URL.Query()
+	q, _, err := parseStatsQuery(SegmentGlobal, v, s.now(), false)
+	if err != nil {
+		return q, 0, err
+	}
+	limit, set, err := uintParam(v, "limit", 1, 100)
+	if err != nil {
+		return q, 0, err
+	}
+	if !set {
+		limit = dashboardLimit
+	}
+	return q, int(limit), nil
+}
+
+type reasonEntry struct {
+	ReasonCode     string `json:"reason_code"`
+	Classification string `json:"classification"`
+	BounceType     string `json:"bounce_type"`
+	Bounces        uint64 `json:"bounces"`
+	Blocks         uint64 `json:"blocks"`
+	Example        string `json:"example"`
+}
+
+// handleBounceReasons: GET /bouncer/v1/stats/bounce_reasons.
+func (s *server) handleBounceReasons() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d := s.cfg.Dashboard
+		if d == nil {
+			writeError(w, s.log, r, errorf(ENotFound, "", "the dashboard's statistics are not available on this server"))
+			return
+		}
+		q, limit, err := s.dashboardQuery(r)
+		var rows []ReasonCount
+		if err == nil {
+			rows, err = d.BounceReasons(r.Context(), account(r), q.From, q.To, limit)
+		}
+		if err != nil {
+			writeError(w, s.log, r, err)
+			return
+		}
+		out := make([]reasonEntry, 0, len(rows))
+		for _, x := range rows {
+			out = append(out, reasonEntry{x.ReasonCode, x.Classification, x.BounceType, x.Bounces, x.Blocks, x.Example})
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+}
+
+type domainEntry struct {
+	Domain  string          `json:"domain"`
+	Metrics ProviderMetrics `json:"metrics"`
+}
+
+// handleTopDomains: GET /bouncer/v1/stats/top_domains.
+func (s *server) handleTopDomains() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d := s.cfg.Dashboard
+		if d == nil {
+			writeError(w, s.log, r, errorf(ENotFound, "", "the dashboard's statistics are not available on this server"))
+			return
+		}
+		q, limit, err := s.dashboardQuery(r)
+		var rows []DomainCounts
+		if err == nil {
+			rows, err = d.TopDomains(r.Context(), account(r), q.From, q.To, limit)
+		}
+		if err != nil {
+			writeError(w, s.log, r, err)
+			return
+		}
+		out := make([]domainEntry, 0, len(rows))
+		for _, x := range rows {
+			out = append(out, domainEntry{x.Domain, x.Counts.ProviderMetrics()})
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+}

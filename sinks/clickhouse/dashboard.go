@@ -1,0 +1,67 @@
+package clickhouse
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// ReasonCount is one row of the top bounce reasons.
+type ReasonCount struct {
+	ReasonCode, Classification, BounceType string
+	// Bounces and Blocks count bounce events of type bounce and blocked.
+	Bounces, Blocks uint64
+	// Example is the diagnostic text of the newest of these events.
+	Example string
+}
+
+// BounceReasons counts one account's bounce events in [from, to) per reason
+// code, classification and bounce type, most first, at most limit rows.
+func (s *Store) BounceReasons(ctx context.Context, account string, from, to time.Time, limit int) ([]ReasonCount, error) {
+	q := qDashboardReasons
+	rows, err := s.conn.Query(ctx, q.SQL, account, unixSeconds(from), unixSeconds(to), limit)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", q.Name, err)
+	}
+	defer rows.Close()
+	var out []ReasonCount
+	for rows.Next() {
+		var r ReasonCount
+		if err := rows.Scan(&r.ReasonCode, &r.Classification, &r.BounceType, &r.Bounces, &r.Blocks, &r.Example); err != nil {
+			return nil, fmt.Errorf("%s: %w", q.Name, err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// DomainCounts are the stats counts of one recipient domain.
+type DomainCounts struct {
+	Domain string
+	Counts StatCounts
+}
+
+// TopDomains returns the stats counts of one account's limit recipient
+// domains with the most requests (processed events and drops) in
+// [from, to), most first.
+func (s *Store) TopDomains(ctx context.Context, account string, from, to time.Time, limit int) ([]DomainCounts, error) {
+	q := qDashboardDomains
+	rows, err := s.conn.Query(ctx, q.SQL, account, unixSeconds(from), unixSeconds(to), limit)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", q.Name, err)
+	}
+	defer rows.Close()
+	var out []DomainCounts
+	for rows.Next() {
+		var r DomainCounts
+		var volume uint64
+		c := &r.Counts
+		if err := rows.Scan(&r.Domain, &c.Processed, &c.DerivedDrops, &c.Drops, &c.BounceDrops, &c.SpamReportDrops,
+			&c.UnsubscribeDrops, &c.InvalidDrops, &c.Delivered, &c.Deferred, &c.Bounces, &c.Blocks,
+			&c.Opens, &c.UniqueOpens, &c.Clicks, &c.UniqueClicks, &c.SpamReports, &c.Unsubscribes, &volume); err != nil {
+			return nil, fmt.Errorf("%s: %w", q.Name, err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}

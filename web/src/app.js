@@ -1,0 +1,472 @@
+// bouncer's dashboard: one page that calls bouncer's JSON API with the
+// session cookie set by POST /ui/session. Every number a chart shows is
+// also in a table (with data-* attributes the browser test reads).
+import {
+  Chart, LineController, LineElement, PointElement, BarController, BarElement,
+  CategoryScale, LinearScale, Legend, Tooltip, Filler,
+} from 'chart.js';
+
+Chart.register(LineController, LineElement, PointElement, BarController, BarElement,
+  CategoryScale, LinearScale, Legend, Tooltip, Filler);
+Chart.defaults.font.family = getComputedStyle(document.documentElement).getPropertyValue('--font').trim() || 'system-ui, sans-serif';
+Chart.defaults.color = '#475467';
+Chart.defaults.borderColor = '#eaecf0';
+Chart.defaults.animation = false; // numbers should appear at once, also in screenshots
+
+const $ = (sel) => document.querySelector(sel);
+const fmt = new Intl.NumberFormat('en-US');
+const pct = (x) => (x === null ? '–' : (x * 100).toFixed(x < 0.1 ? 2 : 1) + '%');
+
+// The funnel's series, in SendGrid's metric names (drops = requests - processed).
+const FUNNEL = [
+  { key: 'requests', label: 'Requests', color: '#98a2b3' },
+  { key: 'processed', label: 'Processed', color: '#2e90fa' },
+  { key: 'delivered', label: 'Delivered', color: '#12b76a' },
+  { key: 'deferred', label: 'Deferred', color: '#f79009' },
+  { key: 'bounces', label: 'Bounces', color: '#f04438' },
+  { key: 'blocks', label: 'Blocks', color: '#9e77ed' },
+  { key: 'drops', label: 'Drops', color: '#667085' },
+];
+// SendGrid's seven classifications, in a fixed order and colour.
+const CLASSES = [
+  ['Invalid Address', '#f04438'], ['Mailbox Unavailable', '#f79009'], ['Technical Failure', '#fdb022'],
+  ['Content', '#2e90fa'], ['Reputation', '#9e77ed'], ['Frequency or Volume Too High', '#ee46bc'],
+  ['Unclassified', '#98a2b3'],
+];
+const PAGE = 25;
+
+const state = {
+  csrf: '',
+  list: 'bounces',
+  search: '',
+  offset: 0,
+  charts: {},
+  loads: 0,
+};
+
+// ---------------------------------------------------------------------------
+// API calls
+
+class APIError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// api calls bouncer with the session cookie; state changes carry the CSRF
+// token. A 429 waits until the key's bucket has a token (X-RateLimit-Reset)
+// and tries again, a few times.
+async function api(method, path, body) {
+  for (let attempt = 0; ; attempt++) {
+    const headers = { Accept: 'application/json' };
+    if (method !== 'GET') headers['X-CSRF-Token'] = state.csrf;
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    const res = await fetch(path, {
+      method, headers, credentials: 'same-origin', cache: 'no-store',
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (res.status === 429 && attempt < 4) {
+      const reset = Number(res.headers.get('X-RateLimit-Reset')) * 1000;
+      await sleep(Math.min(5000, Math.max(250, reset - Date.now())));
+      continue;
+    }
+    if (res.status === 204) return null;
+    let data = null;
+    try { data = await res.json(); } catch { /* not JSON */ }
+    if (!res.ok) {
+      const msg = data && data.errors && data.errors[0] ? data.errors[0].message : `HTTP ${res.status}`;
+      throw new APIError(res.status, msg);
+    }
+    return data;
+  }
+}
+
+function query(params) {
+  const u = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) {
+    if (Array.isArray(v)) v.forEach((x) => u.append(k, x));
+    else if (v !== undefined && v !== '') u.set(k, v);
+  }
+  return u.toString();
+}
+
+// ---------------------------------------------------------------------------
+// Login and logout
+
+function show(view) {
+  $('#login-view').hidden = view !== 'login';
+  $('#dashboard').hidden = view !== 'dashboard';
+  $('#who').hidden = view !== 'dashboard';
+}
+
+function loggedIn(session) {
+  state.csrf = session.csrf_token;
+  $('#account').textContent = session.account;
+  $('#account').dataset.account = session.account;
+  show('dashboard');
+  loadAll();
+}
+
+function loggedOut(message) {
+  state.csrf = '';
+  show('login');
+  const err = $('#login-error');
+  err.hidden = !message;
+  err.textContent = message || '';
+  $('#api-key').focus();
+}
+
+async function login(ev) {
+  ev.preventDefault();
+  const key = $('#api-key').value.trim();
+  $('#login-submit').disabled = true;
+  try {
+    const session = await api('POST', '/ui/session', { api_key: key });
+    $('#api-key').value = '';
+    $('#login-error').hidden = true;
+    loggedIn(session);
+  } catch (e) {
+    loggedOut(e.status === 401 ? 'That key is not valid (wrong, revoked or mistyped). Check it and try again.' : e.message);
+  } finally {
+    $('#login-submit').disabled = false;
+  }
+}
+
+async function logout() {
+  try { await api('DELETE', '/ui/session'); } catch { /* the session is gone either way */ }
+  loggedOut('You are logged out.');
+}
+
+// failed shows an error; an ended session goes back to the login.
+function failed(e) {
+  if (e.status === 401) {
+    loggedOut(e.message);
+    return;
+  }
+  const b = $('#banner');
+  b.textContent = e.message;
+  b.hidden = false;
+}
+
+// ---------------------------------------------------------------------------
+// Range
+
+const isoDay = (d) => d.toISOString().slice(0, 10);
+
+function setRange(days) {
+  const end = new Date();
+  const start = new Date(end.getTime() - (days - 1) * 86400000);
+  $('#start-date').value = isoDay(start);
+  $('#end-date').value = isoDay(end);
+  document.querySelectorAll('.presets button').forEach((b) => b.classList.toggle('active', Number(b.dataset.days) === days));
+}
+
+function range() {
+  return { start_date: $('#start-date').value, end_date: $('#end-date').value };
+}
+
+// ---------------------------------------------------------------------------
+// Rendering helpers
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === 'class') e.className = v;
+    else if (k.startsWith('data-')) e.setAttribute(k, v);
+    else if (k === 'text') e.textContent = v;
+    else e[k] = v;
+  }
+  for (const c of children) e.append(c);
+  return e;
+}
+
+// num is a number cell: the value in data-value, formatted as text.
+function num(metric, value, text) {
+  return el('td', { class: 'num', 'data-metric': metric, 'data-value': String(value), text: text ?? fmt.format(value) });
+}
+
+function table(id, head, rows, empty) {
+  const t = $(id);
+  t.replaceChildren();
+  t.append(el('thead', {}, el('tr', {}, ...head.map((h) => el('th', { text: h, class: h === head[0] ? '' : 'num' })))));
+  const body = el('tbody');
+  rows.forEach((r) => body.append(r));
+  if (rows.length === 0) body.append(el('tr', { class: 'empty' }, el('td', { colSpan: head.length, text: empty })));
+  t.append(body);
+}
+
+function chart(id, config) {
+  if (state.charts[id]) state.charts[id].destroy();
+  state.charts[id] = new Chart($(id), config);
+}
+
+const rate = (m) => (m.processed > 0 ? (m.bounces + m.blocks) / m.processed : null);
+
+// ---------------------------------------------------------------------------
+// Views
+
+async function loadFunnel(r, by) {
+  const days = await api('GET', '/v3/stats?' + query({ ...r, aggregated_by: by }));
+  const rows = days.map((d) => {
+    const m = d.stats[0] ? d.stats[0].metrics : {};
+    return { date: d.date, ...m, drops: Math.max(0, (m.requests || 0) - (m.processed || 0)) };
+  });
+  const total = {};
+  for (const f of FUNNEL) total[f.key] = rows.reduce((s, x) => s + (x[f.key] || 0), 0);
+  kpis(total);
+  chart('#funnel-chart', {
+    type: 'line',
+    data: {
+      labels: rows.map((x) => x.date),
+      datasets: FUNNEL.map((f) => ({
+        label: f.label, data: rows.map((x) => x[f.key] || 0), borderColor: f.color, backgroundColor: f.color + '22',
+        fill: f.key === 'delivered', tension: 0.3, pointRadius: rows.length > 40 ? 0 : 2, borderWidth: 2,
+      })),
+    },
+    options: {
+      maintainAspectRatio: false, interaction: { mode: 'index', intersect: false },
+      plugins: { legend: { position: 'bottom', labels: { usePointStyle: true, boxWidth: 8 } } },
+      scales: { y: { beginAtZero: true, ticks: { precision: 0 } }, x: { grid: { display: false } } },
+    },
+  });
+  table('#funnel-table', ['Period', ...FUNNEL.map((f) => f.label)],
+    rows.map((x) => el('tr', { 'data-period': x.date }, el('td', { text: x.date }), ...FUNNEL.map((f) => num(f.key, x[f.key] || 0)))),
+    'No events in this range.');
+}
+
+function kpis(t) {
+  const delivered = t.processed > 0 ? t.delivered / t.processed : null;
+  const bounced = t.processed > 0 ? (t.bounces + t.blocks) / t.processed : null;
+  const tiles = [
+    ['requests', 'Requests', fmt.format(t.requests), `${fmt.format(t.processed)} processed`],
+    ['delivered', 'Delivered', fmt.format(t.delivered), `${pct(delivered)} of processed`],
+    ['bounces', 'Bounces', fmt.format(t.bounces), `${fmt.format(t.blocks)} blocks · ${pct(bounced)} bounce rate`],
+    ['deferred', 'Deferred', fmt.format(t.deferred), 'temporary failures, retried'],
+    ['drops', 'Drops', fmt.format(t.drops), 'not sent: suppressed or invalid'],
+  ];
+  $('#kpis').replaceChildren(...tiles.map(([key, label, value, sub]) => el('div', { class: `kpi kpi-${key}`, 'data-kpi': key, 'data-value': String(t[key]) },
+    el('div', { class: 'kpi-label', text: label }), el('div', { class: 'kpi-value', text: value }), el('div', { class: 'kpi-sub muted', text: sub }))));
+}
+
+// rateView draws the bounce rate of each row (name, metrics) as bars and a table.
+function rateView(name, rows, keyLabel, empty) {
+  rows.sort((a, b) => (b.m.requests - a.m.requests) || a.key.localeCompare(b.key));
+  chart(`#${name}-chart`, {
+    type: 'bar',
+    data: {
+      labels: rows.map((x) => x.key),
+      datasets: [
+        { label: 'Bounces', data: rows.map((x) => (x.m.processed ? (100 * x.m.bounces) / x.m.processed : 0)), backgroundColor: '#f04438', stack: 'r' },
+        { label: 'Blocks', data: rows.map((x) => (x.m.processed ? (100 * x.m.blocks) / x.m.processed : 0)), backgroundColor: '#9e77ed', stack: 'r' },
+      ],
+    },
+    options: {
+      indexAxis: 'y', maintainAspectRatio: false,
+      plugins: {
+        legend: { position: 'bottom', labels: { usePointStyle: true, boxWidth: 8 } },
+        tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${c.parsed.x.toFixed(2)}% of processed` } },
+      },
+      scales: { x: { stacked: true, beginAtZero: true, ticks: { callback: (v) => v + '%' } }, y: { stacked: true, grid: { display: false } } },
+    },
+  });
+  table(`#${name}-table`, [keyLabel, 'Requests', 'Processed', 'Delivered', 'Bounces', 'Blocks', 'Bounce rate'],
+    rows.map((x) => el('tr', { 'data-key': x.key }, el('td', { text: x.key }),
+      num('requests', x.m.requests), num('processed', x.m.processed), num('delivered', x.m.delivered),
+      num('bounces', x.m.bounces), num('blocks', x.m.blocks),
+      num('bounce_rate', rate(x.m) === null ? '' : rate(x.m).toFixed(4), pct(rate(x.m))))),
+    empty);
+}
+
+function sumMetrics(entries) {
+  const out = {};
+  for (const m of entries) for (const [k, v] of Object.entries(m)) out[k] = (out[k] || 0) + v;
+  return out;
+}
+
+async function loadProviders(r) {
+  // One period for the whole range: ask by month and add the months up.
+  const days = await api('GET', '/v3/mailbox_providers/stats?' + query({ ...r, aggregated_by: 'month' }));
+  const by = {};
+  for (const d of days) for (const s of d.stats) (by[s.name] ||= []).push(s.metrics);
+  const rows = Object.entries(by).map(([key, ms]) => ({ key, m: sumMetrics(ms) })).filter((x) => x.m.requests > 0 || x.m.bounces + x.m.blocks > 0);
+  rateView('providers', rows, 'Provider', 'No events in this range.');
+}
+
+async function loadDomains(r) {
+  const ds = await api('GET', '/bouncer/v1/stats/top_domains?' + query({ ...r, limit: 10 }));
+  rateView('domains', ds.map((d) => ({ key: d.domain, m: d.metrics })), 'Domain', 'No events in this range.');
+}
+
+// Classification counts come per day; group them into the chosen periods.
+function periodOf(day, by) {
+  const d = new Date(day + 'T00:00:00Z');
+  if (by === 'week') d.setUTCDate(d.getUTCDate() - ((d.getUTCDay() + 6) % 7));
+  if (by === 'month') d.setUTCDate(1);
+  return isoDay(d);
+}
+
+function periods(r, by) {
+  const out = [];
+  const end = new Date(r.end_date + 'T00:00:00Z');
+  for (let d = new Date(periodOf(r.start_date, by) + 'T00:00:00Z'); d <= end;) {
+    out.push(isoDay(d));
+    if (by === 'month') d.setUTCMonth(d.getUTCMonth() + 1);
+    else d.setUTCDate(d.getUTCDate() + (by === 'week' ? 7 : 1));
+  }
+  return out;
+}
+
+async function loadClasses(r, by) {
+  const res = await api('GET', '/v3/suppression/bounces/classifications?' + query(r));
+  const ps = periods(r, by);
+  const counts = Object.fromEntries(ps.map((p) => [p, {}]));
+  for (const d of res.result) {
+    const p = periodOf(d.date, by);
+    if (!counts[p]) continue;
+    for (const s of d.stats) counts[p][s.classification] = (counts[p][s.classification] || 0) + s.count;
+  }
+  chart('#classes-chart', {
+    type: 'bar',
+    data: {
+      labels: ps,
+      datasets: CLASSES.map(([c, color]) => ({ label: c, data: ps.map((p) => counts[p][c] || 0), backgroundColor: color, stack: 'c', borderRadius: 2 })),
+    },
+    options: {
+      maintainAspectRatio: false, interaction: { mode: 'index', intersect: false },
+      plugins: { legend: { position: 'bottom', labels: { usePointStyle: true, boxWidth: 8 } } },
+      scales: { x: { stacked: true, grid: { display: false } }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } },
+    },
+  });
+  const rows = ps.filter((p) => Object.keys(counts[p]).length > 0);
+  table('#classes-table', ['Period', ...CLASSES.map(([c]) => c), 'Total'],
+    rows.map((p) => {
+      const total = Object.values(counts[p]).reduce((a, b) => a + b, 0);
+      return el('tr', { 'data-period': p }, el('td', { text: p }),
+        ...CLASSES.map(([c]) => { const td = num('count', counts[p][c] || 0); td.dataset.class = c; return td; }),
+        num('total', total));
+    }),
+    'No bounces in this range.');
+}
+
+async function loadReasons(r) {
+  const rs = await api('GET', '/bouncer/v1/stats/bounce_reasons?' + query({ ...r, limit: 10 }));
+  const max = Math.max(1, ...rs.map((x) => x.bounces + x.blocks));
+  const color = Object.fromEntries(CLASSES);
+  table('#reasons-table', ['Reason', 'Classification', 'Type', 'Bounces', 'Blocks', 'Example'],
+    rs.map((x) => {
+      const bar = el('span', { class: 'meter' });
+      bar.style.width = `${(100 * (x.bounces + x.blocks)) / max}%`;
+      bar.style.background = color[x.classification] || '#98a2b3';
+      return el('tr', { 'data-reason': x.reason_code || '(none)', 'data-classification': x.classification },
+        el('td', {}, el('div', { class: 'reason' }, el('code', { text: x.reason_code || '(none)' }), bar)),
+        el('td', { text: x.classification }), el('td', {}, el('span', { class: `pill ${x.bounce_type}`, text: x.bounce_type || '–' })),
+        num('bounces', x.bounces), num('blocks', x.blocks), el('td', { class: 'example', text: x.example, title: x.example }));
+    }),
+    'No bounces in this range.');
+}
+
+// ---------------------------------------------------------------------------
+// Suppression lists
+
+async function loadList() {
+  const params = { limit: PAGE, offset: state.offset };
+  if (state.search) params.email = state.search;
+  const es = await api('GET', `/v3/suppression/${state.list}?` + query(params));
+  const withReason = state.list === 'bounces' || state.list === 'blocks' || state.list === 'invalid_emails';
+  const head = ['Address', 'Added (UTC)'];
+  if (withReason) head.push('Reason');
+  head.push('');
+  table('#supp-table', head,
+    es.map((e) => {
+      const cells = [el('td', { class: 'email', text: e.email }), el('td', { class: 'when', text: new Date(e.created * 1000).toISOString().slice(0, 16).replace('T', ' ') })];
+      if (withReason) cells.push(el('td', { class: 'example', text: e.reason || '', title: e.reason || '' }));
+      const del = el('button', { type: 'button', class: 'danger small delete', text: 'Remove' });
+      del.addEventListener('click', () => confirmDelete(e.email));
+      cells.push(el('td', { class: 'actions' }, del));
+      return el('tr', { 'data-email': e.email }, ...cells);
+    }),
+    state.search ? `No address starting with “${state.search}” on this list.` : 'This list is empty.');
+  $('#supp-table').dataset.list = state.list;
+  $('#supp-table').dataset.state = 'ready';
+  $('#prev-page').disabled = state.offset === 0;
+  $('#next-page').disabled = es.length < PAGE;
+  $('#page-info').textContent = es.length ? `${state.offset + 1}–${state.offset + es.length}` : '';
+}
+
+function confirmDelete(email) {
+  const dlg = $('#confirm');
+  $('#confirm-text').textContent = `${email} will be removed from ${state.list.replace('_', ' ')}.`;
+  dlg.returnValue = '';
+  dlg.onclose = async () => {
+    if (dlg.returnValue !== 'ok') return;
+    const path = state.list === 'unsubscribes'
+      ? `/v3/asm/suppressions/global/${encodeURIComponent(email)}`
+      : `/v3/suppression/${state.list}/${encodeURIComponent(email)}`;
+    try {
+      await api('DELETE', path);
+      await loadList();
+    } catch (e) { failed(e); }
+  };
+  dlg.showModal();
+}
+
+// ---------------------------------------------------------------------------
+
+async function loadAll() {
+  const main = $('#dashboard');
+  main.dataset.state = 'loading';
+  $('#banner').hidden = true;
+  const r = range();
+  const by = $('#aggregated-by').value;
+  if (!r.start_date || !r.end_date || r.start_date > r.end_date) {
+    failed({ message: 'Choose a start date on or before the end date.' });
+    return;
+  }
+  const load = ++state.loads;
+  // In sequence: a dashboard load is seven requests, and the key's rate
+  // limit (10 a second by default) is shared with its other users.
+  const steps = [() => loadFunnel(r, by), () => loadProviders(r), () => loadDomains(r), () => loadClasses(r, by), () => loadReasons(r), () => loadList()];
+  try {
+    for (const step of steps) {
+      if (load !== state.loads) return; // a newer load started
+      await step();
+    }
+    if (load === state.loads) main.dataset.state = 'ready';
+  } catch (e) {
+    main.dataset.state = 'error';
+    failed(e);
+  }
+}
+
+function init() {
+  $('#login-form').addEventListener('submit', login);
+  $('#logout').addEventListener('click', logout);
+  $('#refresh').addEventListener('click', loadAll);
+  $('#aggregated-by').addEventListener('change', loadAll);
+  for (const id of ['#start-date', '#end-date']) {
+    $(id).addEventListener('change', () => {
+      document.querySelectorAll('.presets button').forEach((b) => b.classList.remove('active'));
+      loadAll();
+    });
+  }
+  document.querySelectorAll('.presets button').forEach((b) => b.addEventListener('click', () => { setRange(Number(b.dataset.days)); loadAll(); }));
+  document.querySelectorAll('#list-tabs button').forEach((b) => b.addEventListener('click', () => {
+    document.querySelectorAll('#list-tabs button').forEach((x) => x.setAttribute('aria-selected', String(x === b)));
+    state.list = b.dataset.list;
+    state.offset = 0;
+    loadList().catch(failed);
+  }));
+  $('#search-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    state.search = $('#search').value.trim();
+    state.offset = 0;
+    $('#supp-table').dataset.state = 'loading';
+    loadList().catch(failed);
+  });
+  $('#prev-page').addEventListener('click', () => { state.offset = Math.max(0, state.offset - PAGE); loadList().catch(failed); });
+  $('#next-page').addEventListener('click', () => { state.offset += PAGE; loadList().catch(failed); });
+  setRange(30);
+  api('GET', '/ui/session').then(loggedIn, () => loggedOut(''));
+}
+
+init();
