@@ -1,0 +1,473 @@
+package webhook_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/bouncer-mail/bouncer/consumer"
+	"github.com/bouncer-mail/bouncer/internal/testenv"
+	"github.com/bouncer-mail/bouncer/sinks/webhook"
+	"github.com/bouncer-mail/bouncer/sinks/webhook/kafkatier"
+	"github.com/bouncer-mail/bouncer/sinks/webhook/sign"
+)
+
+// memRegistry is an in-memory Registry.
+type memRegistry struct {
+	mu  sync.Mutex
+	eps []webhook.Endpoint
+}
+
+func (r *memRegistry) Endpoints(context.Context) ([]webhook.Endpoint, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.eps), nil
+}
+
+func (r *memRegistry) DisableEndpoint(_ context.Context, id string, at time.Time, reason string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range r.eps {
+		if r.eps[i].ID == id {
+			r.eps[i].DisabledAt, r.eps[i].DisabledReason = at, reason
+		}
+	}
+	return nil
+}
+
+func (r *memRegistry) get(id string) webhook.Endpoint {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.eps {
+		if e.ID == id {
+			return e
+		}
+	}
+	return webhook.Endpoint{}
+}
+
+// memFailed records given-up batches.
+type memFailed struct {
+	mu      sync.Mutex
+	batches []*webhook.Batch
+}
+
+func (f *memFailed) WriteFailed(_ context.Context, bs []*webhook.Batch) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, b := range bs {
+		cp := *b
+		f.batches = append(f.batches, &cp)
+	}
+	return nil
+}
+
+func (f *memFailed) forEndpoint(id string) []*webhook.Batch {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*webhook.Batch
+	for _, b := range f.batches {
+		if b.EndpointID == id {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// memLog is a DeliveryStore in memory.
+type memLog struct {
+	mu   sync.Mutex
+	rows []webhook.Delivery
+}
+
+func (l *memLog) WriteDeliveries(_ context.Context, rows []webhook.Delivery) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rows = append(l.rows, rows...)
+	return nil
+}
+
+func (l *memLog) all() []webhook.Delivery {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.rows)
+}
+
+// flight records every webhook-id in flight across all receivers and the
+// largest number of concurrent requests seen for one id.
+type flight struct {
+	mu       sync.Mutex
+	now      map[string]int
+	overlaps []string
+}
+
+func (f *flight) enter(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now[id]++
+	if f.now[id] > 1 {
+		f.overlaps = append(f.overlaps, id)
+	}
+}
+
+func (f *flight) leave(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now[id]--
+}
+
+// receiver is a loopback endpoint whose behaviour a test chooses per
+// request number.
+type receiver struct {
+	name   string
+	flight *flight
+	// answer returns the status for request n (1-based); 0 means hang
+	// until the client gives up, -1 reset the connection.
+	answer func(n int) (status int, retryAfter string)
+	secret []byte
+	t      *testing.T
+
+	mu       sync.Mutex
+	n        int
+	got      map[string]int   // sg_event_id -> 2xx deliveries
+	statuses map[string][]int // webhook-id -> statuses answered
+	badSigs  int
+	srv      *http.Server
+	addr     string
+}
+
+func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id := r.Header.Get("webhook-id")
+	rc.flight.enter(id)
+	defer rc.flight.leave(id)
+	body := make([]byte, 0, 4096)
+	buf := make([]byte, 4096)
+	for {
+		n, err := r.Body.Read(buf)
+		body = append(body, buf[:n]...)
+		if err != nil {
+			break
+		}
+	}
+	rc.mu.Lock()
+	rc.n++
+	n := rc.n
+	rc.mu.Unlock()
+	status, ra := rc.answer(n)
+	switch status {
+	case 0:
+		select {
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+		return
+	case -1:
+		hj, ok := w.(http.Hijacker)
+		if ok {
+			c, _, _ := hj.Hijack()
+			if tc, ok := c.(*net.TCPConn); ok {
+				tc.SetLinger(0)
+			}
+			c.Close()
+		}
+		return
+	}
+	wh, _ := standardwebhooks.NewWebhookRaw(rc.secret)
+	sigOK := wh.Verify(body, r.Header) == nil
+	var evs []map[string]any
+	jsonOK := json.Unmarshal(body, &evs) == nil
+	rc.mu.Lock()
+	rc.statuses[id] = append(rc.statuses[id], status)
+	if !sigOK || !jsonOK {
+		rc.badSigs++
+	}
+	if status/100 == 2 {
+		for _, ev := range evs {
+			rc.got[fmt.Sprint(ev["sg_event_id"])]++
+		}
+	}
+	rc.mu.Unlock()
+	if ra != "" {
+		w.Header().Set("Retry-After", ra)
+	}
+	w.WriteHeader(status)
+	fmt.Fprintf(w, "answer %d to request %d", status, n)
+}
+
+func (rc *receiver) start(t *testing.T, addr string) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("receiver %s: %v", rc.name, err)
+	}
+	rc.addr = ln.Addr().String()
+	rc.srv = &http.Server{Handler: rc}
+	go rc.srv.Serve(ln)
+	t.Cleanup(func() { rc.srv.Close() })
+}
+
+func (rc *receiver) received(ids []string) (missing int) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for _, id := range ids {
+		if rc.got[id] == 0 {
+			missing++
+		}
+	}
+	return missing
+}
+
+func deleteTopics(t *testing.T, brokers string, topics []string) {
+	t.Cleanup(func() {
+		c, err := kafka.Dial("tcp", testenv.Brokers(brokers)[0])
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		ctrl, err := c.Controller()
+		if err != nil {
+			return
+		}
+		cc, err := kafka.Dial("tcp", net.JoinHostPort(ctrl.Host, fmt.Sprint(ctrl.Port)))
+		if err != nil {
+			return
+		}
+		defer cc.Close()
+		cc.DeleteTopics(topics...)
+	})
+}
+
+// TestDeliveryAgainstMisbehavingReceivers runs the webhook group and its
+// retry tiers on real Kafka with a compressed schedule against receivers
+// that succeed, fail with 5xx, rate-limit with Retry-After, answer 410,
+// hang past the timeout, reset connections, and are down at first. Every
+// event reaches every live endpoint, no webhook-id is ever in flight
+// twice, retries keep their webhook-id, the 410 endpoint is disabled with
+// its batches kept for replay, and the delivery log agrees.
+func TestDeliveryAgainstMisbehavingReceivers(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	topic := testenv.Topic(t, brokers, 2)
+	conn := consumer.Conn{Brokers: testenv.Brokers(brokers)}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+
+	fl := &flight{now: map[string]int{}}
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	mk := func(name string, answer func(n int) (int, string)) *receiver {
+		return &receiver{name: name, flight: fl, answer: answer, secret: secret, t: t, got: map[string]int{}, statuses: map[string][]int{}}
+	}
+	always := func(s int) func(int) (int, string) { return func(int) (int, string) { return s, "" } }
+	firstThen := func(k, bad int, ra string) func(int) (int, string) {
+		return func(n int) (int, string) {
+			if n <= k {
+				return bad, ra
+			}
+			return 200, ""
+		}
+	}
+	recvs := []*receiver{
+		mk("ok", always(200)),
+		mk("5xx", firstThen(3, 503, "")),
+		mk("429", firstThen(2, 429, "1")),
+		mk("gone", always(410)),
+		mk("hang", firstThen(2, 0, "")),
+		mk("reset", firstThen(3, -1, "")),
+		mk("down", always(204)),
+	}
+	reg := &memRegistry{}
+	for _, rc := range recvs {
+		addr := "127.0.0.1:0"
+		if rc.name == "down" {
+			// Reserve a port, then leave it closed: connection refused.
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc.addr = ln.Addr().String()
+			ln.Close()
+		} else {
+			rc.start(t, addr)
+		}
+		reg.eps = append(reg.eps, webhook.Endpoint{ID: "ep-" + rc.name, AccountID: "acct", URL: "http://" + rc.addr + "/hook",
+			Enabled: true, Events: map[string]bool{"processed": true, "delivered": true, "bounce": true, "dropped": true},
+			Secrets: []webhook.Secret{{Key: secret}}, UpdatedAt: time.Now()})
+	}
+	// Another account's endpoint must see none of these events.
+	other := mk("other", always(200))
+	other.start(t, "127.0.0.1:0")
+	reg.eps = append(reg.eps, webhook.Endpoint{ID: "ep-other", AccountID: "other", URL: "http://" + other.addr + "/",
+		Enabled: true, Events: map[string]bool{"processed": true, "delivered": true, "bounce": true}, Secrets: []webhook.Secret{{Key: secret}}})
+
+	topics := kafkatier.Topics{Prefix: topic + ".wh", Delays: []time.Duration{time.Second, 2 * time.Second, 3 * time.Second, 4 * time.Second}}
+	deleteTopics(t, brokers, topics.All())
+	if err := kafkatier.Ensure(ctx, conn, topics, 2); err != nil {
+		t.Fatal(err)
+	}
+	failed := &memFailed{}
+	parker, err := kafkatier.NewWriter(conn, topics, failed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer parker.Close()
+	store := &memLog{}
+	metrics := webhook.NewMetrics(nil)
+	logw := webhook.NewLogWriter(store, 10000, 500, 100*time.Millisecond, nil, metrics)
+	d, err := webhook.New(webhook.Config{
+		Registry: reg, Client: &http.Client{}, Sign: sign.SetHeaders, Parker: parker, Log: logw,
+		Schedule:       webhook.Schedule{Delays: topics.Delays, Jitter: 0.1},
+		MaxBatchEvents: 25, MaxBatchWait: 50 * time.Millisecond, AttemptTimeout: time.Second,
+		QueueTimeout: time.Second, BreakerFailures: 3, BreakerOpen: time.Second, RefreshEvery: 200 * time.Millisecond,
+		Metrics: metrics,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(4)
+	go func() { defer wg.Done(); d.Run(runCtx) }()
+	go func() { defer wg.Done(); logw.Run(runCtx) }()
+	g, err := consumer.NewGroup(consumer.GroupConfig{Conn: conn, Topic: topic, GroupID: topic + ".webhooks",
+		MaxBatchMessages: 200, MaxWait: 100 * time.Millisecond, HandleTimeout: 30 * time.Second}, d.EventHandler(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { defer wg.Done(); g.Run(runCtx) }()
+	go func() {
+		defer wg.Done()
+		kafkatier.RunTiers(runCtx, kafkatier.TierConfig{Conn: conn, Topics: topics, Group: topic + ".webhooks", Metrics: metrics}, d)
+	}()
+
+	// 300 events: single objects and arrays of three, one without an
+	// sg_event_id (bouncer derives one), plus bad input.
+	w := &kafka.Writer{Addr: kafka.TCP(conn.Brokers...), Topic: topic, Balancer: &kafka.Hash{}, BatchTimeout: time.Millisecond}
+	defer w.Close()
+	var ids []string
+	var msgs []kafka.Message
+	kinds := []string{"processed", "delivered", "bounce"}
+	ev := func(i int) string {
+		id := fmt.Sprintf("ev-%04d", i)
+		ids = append(ids, id)
+		return fmt.Sprintf(`{"email":"user%d@example.com","timestamp":%d,"event":%q,"sg_event_id":%q,"account_id":"acct","n":%d}`,
+			i, time.Now().Unix(), kinds[i%3], id, i)
+	}
+	for i := 0; i < 300; {
+		if i%2 == 0 {
+			msgs = append(msgs, kafka.Message{Key: []byte(fmt.Sprint(i)), Value: []byte("[" + ev(i) + "," + ev(i+1) + "," + ev(i+2) + "]")})
+			i += 3
+		} else {
+			msgs = append(msgs, kafka.Message{Key: []byte(fmt.Sprint(i)), Value: []byte(ev(i))})
+			i++
+		}
+	}
+	msgs = append(msgs, kafka.Message{Value: []byte(`{"event":"bogus"`)},
+		kafka.Message{Value: []byte(`{"email":"noid@example.com","timestamp":1764201600,"event":"delivered","account_id":"acct"}`)})
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+
+	// The "down" receiver comes up after a few seconds at its address.
+	time.Sleep(3 * time.Second)
+	down := recvs[len(recvs)-1]
+	down.start(t, down.addr)
+
+	live := []*receiver{recvs[0], recvs[1], recvs[2], recvs[4], recvs[5], recvs[6]}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		missing := 0
+		for _, rc := range live {
+			missing += rc.received(ids)
+		}
+		if missing == 0 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // let the log writer flush
+	stop()
+	wg.Wait()
+
+	for _, rc := range live {
+		if m := rc.received(ids); m > 0 {
+			t.Errorf("receiver %s: %d of %d events never delivered", rc.name, m, len(ids))
+		}
+		rc.mu.Lock()
+		if rc.badSigs > 0 {
+			t.Errorf("receiver %s: %d requests failed Standard Webhooks verification or were not a JSON array", rc.name, rc.badSigs)
+		}
+		derived := 0
+		for id := range rc.got {
+			if strings.HasPrefix(id, "bnc1_") {
+				derived++
+			}
+		}
+		rc.mu.Unlock()
+		if derived != 1 {
+			t.Errorf("receiver %s: %d events with a derived sg_event_id, want 1 (the event sent without one)", rc.name, derived)
+		}
+	}
+	if len(fl.overlaps) > 0 {
+		t.Errorf("webhook-ids in flight twice at once: %v", fl.overlaps)
+	}
+	if n := len(other.got); n != 0 {
+		t.Errorf("another account's endpoint got %d events", n)
+	}
+
+	// Retries keep their webhook-id: the 5xx receiver saw one id fail and
+	// then succeed.
+	retried := 0
+	for _, st := range recvs[1].statuses {
+		if len(st) > 1 && st[0] == 503 && st[len(st)-1] == 200 {
+			retried++
+		}
+	}
+	if retried == 0 {
+		t.Errorf("5xx receiver: no webhook-id failed and later succeeded; statuses %v", recvs[1].statuses)
+	}
+
+	// 410: disabled, its batches kept for replay.
+	gone := reg.get("ep-gone")
+	if gone.DisabledAt.IsZero() || !strings.Contains(gone.DisabledReason, "410") {
+		t.Errorf("gone endpoint: disabled at %v reason %q, want disabled for 410", gone.DisabledAt, gone.DisabledReason)
+	}
+	if fb := failed.forEndpoint("ep-gone"); len(fb) == 0 {
+		t.Errorf("gone endpoint: no failed batches recorded")
+	}
+
+	// The delivery log agrees with what the receivers answered.
+	rows := store.all()
+	okLogged := map[string]bool{}
+	for _, r := range rows {
+		if r.Result == webhook.ResultOK {
+			okLogged[r.WebhookID] = true
+		}
+	}
+	for _, rc := range append(live, recvs[3]) {
+		rc.mu.Lock()
+		for id, st := range rc.statuses {
+			if st[len(st)-1]/100 == 2 && !okLogged[id] {
+				t.Errorf("receiver %s accepted %s but the log has no ok row for it", rc.name, id)
+			}
+		}
+		rc.mu.Unlock()
+	}
+	classes := map[string]int{}
+	for _, r := range rows {
+		classes[r.Result]++
+	}
+	for _, c := range []string{webhook.ResultOK, webhook.ResultHTTPError, webhook.ResultTimeout, webhook.ResultConnection, webhook.ResultGone, webhook.ResultParked, webhook.ResultExhausted} {
+		if classes[c] == 0 {
+			t.Errorf("delivery log has no %q row; classes %v", c, classes)
+		}
+	}
+	t.Logf("delivery log classes: %v", classes)
+}

@@ -1,0 +1,469 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// SignFunc sets a request's signature headers (sign.SetHeaders).
+type SignFunc func(h http.Header, ep *Endpoint, id string, ts time.Time, body []byte, now time.Time) error
+
+// Parker keeps batches that are not delivered now. Both methods return
+// only when the batches are durable (in Kafka), so the caller may commit
+// the offsets of the events they carry.
+type Parker interface {
+	// Retry parks batches in their retry tier (Batch.Tier) until Batch.Due.
+	Retry(ctx context.Context, batches []*Batch) error
+	// GiveUp keeps batches that will not be retried (Batch.Reason says
+	// why) where operators list and replay them.
+	GiveUp(ctx context.Context, batches []*Batch) error
+}
+
+// DropReasoner is the suppression index: SendGrid's dropped reason for a
+// message sent at unix time at, or "".
+type DropReasoner interface {
+	DropReason(account, emailNorm string, group int64, at int64) string
+}
+
+// Config of a Dispatcher. Zero values take the stated defaults.
+type Config struct {
+	// Registry lists the subscriptions; polled every RefreshEvery. Required.
+	Registry Registry
+	// Client sends requests; give it the SSRF guard's dialer. Required.
+	Client *http.Client
+	// Sign sets the signature headers. Required.
+	Sign SignFunc
+	// Parker holds failed batches (retry tiers, dead letters). Required.
+	Parker Parker
+	// Log receives delivery log rows; nil: none.
+	Log interface{ Record(Delivery) }
+	// Drops, when set, gives processed events to suppressed recipients a
+	// derived dropped event, as the sink group does.
+	Drops DropReasoner
+
+	Schedule Schedule
+	// MaxBatchEvents bounds the events of one request; default 100.
+	MaxBatchEvents int
+	// MaxBatchBytes bounds a request body; default 256 KiB.
+	MaxBatchBytes int
+	// MaxBatchWait is how long a batch waits to fill; default 200ms.
+	MaxBatchWait time.Duration
+	// AttemptTimeout bounds one POST; default 10s.
+	AttemptTimeout time.Duration
+	// QueueTimeout is how long a formed batch may wait for a send slot
+	// before it is parked in the first retry tier; default 2s.
+	QueueTimeout time.Duration
+	// QueueEvents bounds each endpoint's queue (events waiting to be sent);
+	// events beyond it are parked in the first retry tier. Default 10000.
+	QueueEvents int
+	// GlobalEvents bounds the events queued for all endpoints of the node;
+	// default 200000.
+	GlobalEvents int
+	// MaxInFlight is the most concurrent requests to one endpoint; the
+	// limit starts at 2, grows by one per round of successes and halves on
+	// 429, 5xx and timeouts. Default 16.
+	MaxInFlight int
+	// BreakerFailures consecutive failures open an endpoint's circuit
+	// (default 5); it stays open BreakerOpen (default 30s), then lets one
+	// trial through. While it is not closed, new batches are parked in the
+	// first retry tier instead of sent.
+	BreakerFailures int
+	BreakerOpen     time.Duration
+	// RefreshEvery is how often the Registry is read; default 2s.
+	RefreshEvery time.Duration
+	// DisableAfter disables an endpoint that failed this long without a
+	// single success; default 72h.
+	DisableAfter time.Duration
+	// MaxDueWait bounds how long the retry handler waits for a batch to be
+	// due within one call; default 10s.
+	MaxDueWait time.Duration
+
+	Logger  *slog.Logger
+	Metrics *Metrics
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// Rand jitters the schedule; default a random source.
+	Rand *rand.Rand
+}
+
+// Validate fills defaults and reports the first bad field.
+func (c *Config) Validate() error {
+	switch {
+	case c.Registry == nil:
+		return errors.New("webhook: Config.Registry is required")
+	case c.Client == nil:
+		return errors.New("webhook: Config.Client is required")
+	case c.Sign == nil:
+		return errors.New("webhook: Config.Sign is required")
+	case c.Parker == nil:
+		return errors.New("webhook: Config.Parker is required")
+	}
+	if err := c.Schedule.validate(); err != nil {
+		return err
+	}
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defd := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.MaxBatchEvents, 100)
+	def(&c.MaxBatchBytes, 256<<10)
+	def(&c.QueueEvents, 10000)
+	def(&c.GlobalEvents, 200000)
+	def(&c.MaxInFlight, 16)
+	def(&c.BreakerFailures, 5)
+	defd(&c.MaxBatchWait, 200*time.Millisecond)
+	defd(&c.AttemptTimeout, 10*time.Second)
+	defd(&c.QueueTimeout, 2*time.Second)
+	defd(&c.BreakerOpen, 30*time.Second)
+	defd(&c.RefreshEvery, 2*time.Second)
+	defd(&c.DisableAfter, 72*time.Hour)
+	defd(&c.MaxDueWait, 10*time.Second)
+	if c.QueueEvents < c.MaxBatchEvents {
+		return fmt.Errorf("webhook: QueueEvents %d must hold at least one batch (%d)", c.QueueEvents, c.MaxBatchEvents)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Metrics == nil {
+		c.Metrics = NewMetrics(nil)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Rand == nil {
+		c.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	return nil
+}
+
+// Dispatcher delivers events to endpoints: one lane per endpoint, each
+// with its bounded queue, in-flight limit and circuit breaker.
+type Dispatcher struct {
+	cfg  Config
+	m    *Metrics
+	log  *slog.Logger
+	snap atomic.Pointer[snapshot]
+
+	mu     sync.Mutex
+	lanes  map[string]*lane
+	active map[string]*job // queued or sending, by webhook-id
+	rndMu  sync.Mutex
+
+	queued atomic.Int64
+	parkCh chan *job
+	ctx    context.Context
+}
+
+type snapshot struct {
+	byAccount map[string][]*Endpoint // active endpoints
+	byID      map[string]*Endpoint
+}
+
+// New checks cfg and returns a Dispatcher; call Run.
+func New(cfg Config) (*Dispatcher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Dispatcher{cfg: cfg, m: cfg.Metrics, log: cfg.Logger, lanes: map[string]*lane{},
+		active: map[string]*job{}, parkCh: make(chan *job, 4096), ctx: context.Background()}, nil
+}
+
+// Run reads the registry and keeps the lanes running until ctx ends. It
+// returns after the first registry read failed only if ctx ended.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	d.mu.Lock()
+	d.ctx = ctx
+	d.mu.Unlock()
+	go d.parkLoop(ctx)
+	t := time.NewTicker(d.cfg.RefreshEvery)
+	defer t.Stop()
+	for {
+		if err := d.Refresh(ctx); err != nil && ctx.Err() == nil {
+			d.log.Warn("webhook subscriptions: read failed; keeping the last ones", "err", err)
+		}
+		d.gauges()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Ready reports whether the subscriptions have been read once.
+func (d *Dispatcher) Ready() bool { return d.snap.Load() != nil }
+
+// Refresh reads the registry now.
+func (d *Dispatcher) Refresh(ctx context.Context) error {
+	eps, err := d.cfg.Registry.Endpoints(ctx)
+	if err != nil {
+		return err
+	}
+	s := &snapshot{byAccount: map[string][]*Endpoint{}, byID: make(map[string]*Endpoint, len(eps))}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i := range eps {
+		ep := &eps[i]
+		if l := d.lanes[ep.ID]; l != nil {
+			ep = l.update(ep)
+		}
+		s.byID[ep.ID] = ep
+		if ep.Active() {
+			s.byAccount[ep.AccountID] = append(s.byAccount[ep.AccountID], ep)
+		}
+	}
+	for id, l := range d.lanes {
+		if s.byID[id] == nil {
+			l.ep.Store(nil) // deleted: what is queued is given up
+		}
+	}
+	d.snap.Store(s)
+	return nil
+}
+
+// lane returns the endpoint's lane, starting it on first use.
+func (d *Dispatcher) lane(ep *Endpoint) *lane {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l := d.lanes[ep.ID]
+	if l == nil {
+		l = newLane(d, ep)
+		d.lanes[ep.ID] = l
+		go l.run(d.ctx)
+	}
+	return l
+}
+
+func (d *Dispatcher) gauges() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	states := map[string]float64{"closed": 0, "half-open": 0, "open": 0}
+	largest := 0
+	for _, l := range d.lanes {
+		states[l.br.State().String()]++
+		l.mu.Lock()
+		largest = max(largest, l.queued)
+		l.mu.Unlock()
+	}
+	for s, n := range states {
+		d.m.circuits.WithLabelValues(s).Set(n)
+	}
+	d.m.largestQueue.Set(float64(largest))
+	d.m.queued.Set(float64(d.queued.Load()))
+}
+
+func (d *Dispatcher) now() time.Time { return d.cfg.Now() }
+
+func (d *Dispatcher) next(attempts int, retryAfter time.Duration) (int, time.Time, bool) {
+	d.rndMu.Lock()
+	defer d.rndMu.Unlock()
+	return d.cfg.Schedule.next(attempts, retryAfter, d.now(), d.cfg.Rand)
+}
+
+// tracker counts the events of one consumed batch that are not yet
+// delivered or parked.
+type tracker struct {
+	mu      sync.Mutex
+	pending int
+	err     error
+	done    chan struct{}
+}
+
+func newTracker() *tracker { return &tracker{pending: 1, done: make(chan struct{})} }
+
+func (t *tracker) add(n int) {
+	t.mu.Lock()
+	t.pending += n
+	t.mu.Unlock()
+}
+
+func (t *tracker) finish(n int, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err != nil && t.err == nil {
+		t.err = err
+	}
+	t.pending -= n
+	if t.pending == 0 {
+		close(t.done)
+	}
+}
+
+func (t *tracker) wait(ctx context.Context) error {
+	select {
+	case <-t.done:
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		return t.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// job is a batch on its way: queued, sending or being parked.
+type job struct {
+	b        *Batch
+	waiters  []waiter
+	queuedAt time.Time
+	// fresh: formed from consumed events, not in Kafka yet.
+	fresh bool
+	// retryAfter from the last response.
+	retryAfter time.Duration
+}
+
+type waiter struct {
+	t *tracker
+	n int
+}
+
+// register makes j the active job of its webhook-id; when one is already
+// queued or sending, the caller's tracker waits for that one instead and
+// register returns false: one webhook-id is never sent twice at once.
+func (d *Dispatcher) register(j *job, t *tracker) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if cur := d.active[j.b.WebhookID]; cur != nil {
+		cur.waiters = append(cur.waiters, waiter{t, 1})
+		return false
+	}
+	d.active[j.b.WebhookID] = j
+	return true
+}
+
+// complete ends a job: its waiters learn the outcome.
+func (d *Dispatcher) complete(j *job, err error) {
+	d.mu.Lock()
+	if d.active[j.b.WebhookID] == j {
+		delete(d.active, j.b.WebhookID)
+	}
+	ws := j.waiters
+	j.waiters = nil
+	d.mu.Unlock()
+	for _, w := range ws {
+		w.t.finish(w.n, err)
+	}
+}
+
+// park hands a job to the parking loop: to its retry tier, or given up
+// when b.Reason is set.
+func (d *Dispatcher) park(j *job) {
+	select {
+	case d.parkCh <- j:
+	case <-d.ctx.Done():
+		d.complete(j, fmt.Errorf("webhook: shutting down before batch %s was parked", j.b.WebhookID))
+	}
+}
+
+// parkLoop writes parked jobs to Kafka in batches.
+func (d *Dispatcher) parkLoop(ctx context.Context) {
+	var jobs []*job
+	for {
+		select {
+		case j := <-d.parkCh:
+			jobs = append(jobs[:0], j)
+		case <-ctx.Done():
+			return
+		}
+		// Gather what else is waiting, without delaying the first.
+	more:
+		for len(jobs) < 1000 {
+			select {
+			case j := <-d.parkCh:
+				jobs = append(jobs, j)
+			default:
+				break more
+			}
+		}
+		var retry, giveUp []*Batch
+		for _, j := range jobs {
+			if j.b.Reason != "" {
+				giveUp = append(giveUp, j.b)
+			} else {
+				retry = append(retry, j.b)
+			}
+		}
+		err := d.write(ctx, retry, giveUp)
+		now := d.now()
+		for _, j := range jobs {
+			if err != nil {
+				d.complete(j, err)
+				continue
+			}
+			result := ResultParked
+			if j.b.Reason != "" {
+				result = ResultExhausted
+			}
+			d.m.deliveries.WithLabelValues(result).Inc()
+			d.record(Delivery{EndpointID: j.b.EndpointID, AccountID: j.b.AccountID, WebhookID: j.b.WebhookID,
+				Attempt: j.b.Attempts, Result: result, Status: j.b.LastStatus, Events: len(j.b.Events),
+				Response: truncate(j.b.Reason), At: now, Circuit: d.circuit(j.b.EndpointID)})
+			d.complete(j, nil)
+		}
+		clear(jobs)
+	}
+}
+
+// write stores parked batches, retrying briefly (Kafka elections, a
+// broker restart) before reporting failure to the batches' sources.
+func (d *Dispatcher) write(ctx context.Context, retry, giveUp []*Batch) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 100 * time.Millisecond
+	b.MaxInterval = 2 * time.Second
+	b.MaxElapsedTime = 15 * time.Second
+	return backoff.Retry(func() error {
+		if len(retry) > 0 {
+			if err := d.cfg.Parker.Retry(ctx, retry); err != nil {
+				d.m.parkErrors.Inc()
+				d.log.Warn("webhook: parking batches in the retry tiers failed", "batches", len(retry), "err", err)
+				return err
+			}
+			retry = nil
+		}
+		if len(giveUp) > 0 {
+			if err := d.cfg.Parker.GiveUp(ctx, giveUp); err != nil {
+				d.m.parkErrors.Inc()
+				d.log.Warn("webhook: writing failed batches failed", "batches", len(giveUp), "err", err)
+				return err
+			}
+		}
+		return nil
+	}, backoff.WithContext(b, ctx))
+}
+
+func (d *Dispatcher) record(r Delivery) {
+	if d.cfg.Log != nil {
+		d.cfg.Log.Record(r)
+	}
+}
+
+func (d *Dispatcher) circuit(endpoint string) string {
+	d.mu.Lock()
+	l := d.lanes[endpoint]
+	d.mu.Unlock()
+	if l == nil {
+		return ""
+	}
+	return l.br.State().String()
+}
+
+func truncate(s string) string {
+	if len(s) > MaxResponseLog {
+		return s[:MaxResponseLog]
+	}
+	return s
+}

@@ -1,0 +1,395 @@
+// Package kafkatier keeps webhook batches that failed in Kafka: one delay
+// topic per step of the retry schedule (PREFIX.retry.5s, PREFIX.retry.5m,
+// ...) and a dead-letter topic (PREFIX.dlq) for batches given up.
+//
+// # Guarantees
+//
+// Writer returns only when the brokers hold the batches (all in-sync
+// replicas), so the webhook group may commit the events they carry; a
+// retry survives any worker restart. Messages are keyed by webhook-id, so
+// copies of one batch land in one partition of a tier and are handled one
+// after the other. Tiers consumes each tier topic in its own consumer
+// group: per partition, in order, it waits until a batch is due, hands it
+// to the dispatcher and commits only once the batch was delivered, parked
+// in a later tier or given up. When a partition is revoked its goroutine
+// finishes the attempt in flight before the member rejoins, so the next
+// owner never sends the same batch at the same time.
+package kafkatier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/bouncer-mail/bouncer/consumer"
+	"github.com/bouncer-mail/bouncer/sinks/webhook"
+)
+
+// Topics names the topics of a schedule.
+type Topics struct {
+	// Prefix starts every topic name; default "bouncer.webhooks".
+	Prefix string
+	Delays []time.Duration
+}
+
+func (t Topics) prefix() string {
+	if t.Prefix == "" {
+		return "bouncer.webhooks"
+	}
+	return t.Prefix
+}
+
+// Tier is the topic of step i of the schedule.
+func (t Topics) Tier(i int) string {
+	return t.prefix() + ".retry." + webhook.TierName(t.Delays[i])
+}
+
+// DeadLetters is the topic of batches given up.
+func (t Topics) DeadLetters() string { return t.prefix() + ".dlq" }
+
+// All lists every topic, tiers first.
+func (t Topics) All() []string {
+	var out []string
+	for i := range t.Delays {
+		out = append(out, t.Tier(i))
+	}
+	return append(out, t.DeadLetters())
+}
+
+// Ensure creates the topics that are missing.
+func Ensure(ctx context.Context, c consumer.Conn, t Topics, partitions int) error {
+	for _, name := range t.All() {
+		if err := consumer.EnsureTopic(ctx, c, name, partitions, 1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// FailedStore keeps given-up batches where the API lists them.
+type FailedStore interface {
+	WriteFailed(ctx context.Context, batches []*webhook.Batch) error
+}
+
+// Writer is the dispatcher's Parker.
+type Writer struct {
+	w      *kafka.Writer
+	topics Topics
+	failed FailedStore
+}
+
+var _ webhook.Parker = (*Writer)(nil)
+
+// NewWriter returns a Writer; failed may be nil (dead-letter topic only).
+func NewWriter(c consumer.Conn, t Topics, failed FailedStore) (*Writer, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	tr, err := c.Transport()
+	if err != nil {
+		return nil, err
+	}
+	return &Writer{topics: t, failed: failed, w: &kafka.Writer{
+		Addr:         kafka.TCP(c.Brokers...),
+		Balancer:     &kafka.Hash{},
+		RequiredAcks: kafka.RequireAll,
+		BatchTimeout: 2 * time.Millisecond,
+		BatchSize:    1000,
+		BatchBytes:   16 << 20,
+		Transport:    tr,
+	}}, nil
+}
+
+// Retry produces each batch to its tier topic.
+func (w *Writer) Retry(ctx context.Context, batches []*webhook.Batch) error {
+	msgs := make([]kafka.Message, 0, len(batches))
+	for _, b := range batches {
+		if b.Tier < 0 || b.Tier >= len(w.topics.Delays) {
+			return fmt.Errorf("webhook batch %s: tier %d outside the schedule", b.WebhookID, b.Tier)
+		}
+		m, err := message(w.topics.Tier(b.Tier), b)
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, m)
+	}
+	return w.write(ctx, msgs)
+}
+
+// GiveUp produces batches to the dead-letter topic, then writes them to
+// the failed store.
+func (w *Writer) GiveUp(ctx context.Context, batches []*webhook.Batch) error {
+	msgs := make([]kafka.Message, 0, len(batches))
+	for _, b := range batches {
+		m, err := message(w.topics.DeadLetters(), b)
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, m)
+	}
+	if err := w.write(ctx, msgs); err != nil {
+		return err
+	}
+	if w.failed != nil {
+		if err := w.failed.WriteFailed(ctx, batches); err != nil {
+			return fmt.Errorf("record %d failed webhook batches: %w", len(batches), err)
+		}
+	}
+	return nil
+}
+
+// Headers of a parked batch, so tools can read them without decoding.
+const (
+	HeaderEndpoint = "bouncer-webhook-endpoint"
+	HeaderDue      = "bouncer-webhook-due"
+	HeaderAttempts = "bouncer-webhook-attempts"
+	HeaderReason   = "bouncer-webhook-reason"
+)
+
+func message(topic string, b *webhook.Batch) (kafka.Message, error) {
+	v, err := b.Marshal()
+	if err != nil {
+		return kafka.Message{}, fmt.Errorf("encode webhook batch %s: %w", b.WebhookID, err)
+	}
+	h := []kafka.Header{
+		{Key: HeaderEndpoint, Value: []byte(b.EndpointID)},
+		{Key: HeaderDue, Value: []byte(b.Due.UTC().Format(time.RFC3339Nano))},
+		{Key: HeaderAttempts, Value: []byte(strconv.Itoa(b.Attempts))},
+	}
+	if b.Reason != "" {
+		h = append(h, kafka.Header{Key: HeaderReason, Value: []byte(b.Reason)})
+	}
+	return kafka.Message{Topic: topic, Key: []byte(b.WebhookID), Value: v, Headers: h}, nil
+}
+
+func (w *Writer) write(ctx context.Context, msgs []kafka.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	if err := w.w.WriteMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("produce %d webhook batches: %w", len(msgs), err)
+	}
+	return nil
+}
+
+// Close flushes and closes the writer.
+func (w *Writer) Close() error { return w.w.Close() }
+
+// Redeliverer is what the tiers hand due batches to (the dispatcher).
+type Redeliverer interface {
+	Redeliver(ctx context.Context, batches []*webhook.Batch) error
+}
+
+// TierConfig configures the consumers of the tier topics.
+type TierConfig struct {
+	Conn   consumer.Conn
+	Topics Topics
+	// Group is the webhook group's id; tier i is consumed by group
+	// Group+"."+tier topic suffix ("bouncer-webhooks.retry.5s").
+	Group string
+	// MaxBatch bounds the due batches handed over at once; default 50.
+	MaxBatch int
+	// SessionTimeout default 10s; RebalanceTimeout default 60s.
+	SessionTimeout   time.Duration
+	RebalanceTimeout time.Duration
+	Logger           *slog.Logger
+	Metrics          *webhook.Metrics
+	// OnBad is called for a message that is not a batch (it is skipped).
+	OnBad func(topic string, partition int, offset int64, err error)
+}
+
+// GroupOf is the consumer group of tier i.
+func (c TierConfig) GroupOf(i int) string {
+	return c.Group + ".retry." + webhook.TierName(c.Topics.Delays[i])
+}
+
+// RunTiers consumes every tier until ctx ends.
+func RunTiers(ctx context.Context, cfg TierConfig, d Redeliverer) error {
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 50
+	}
+	if cfg.SessionTimeout <= 0 {
+		cfg.SessionTimeout = 10 * time.Second
+	}
+	if cfg.RebalanceTimeout <= 0 {
+		cfg.RebalanceTimeout = 60 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = webhook.NewMetrics(nil)
+	}
+	errs := make(chan error, len(cfg.Topics.Delays))
+	for i := range cfg.Topics.Delays {
+		go func() { errs <- runTier(ctx, cfg, i, d) }()
+	}
+	var all []error
+	for range cfg.Topics.Delays {
+		if err := <-errs; err != nil {
+			all = append(all, err)
+		}
+	}
+	return errors.Join(all...)
+}
+
+func runTier(ctx context.Context, cfg TierConfig, i int, d Redeliverer) error {
+	dialer, err := cfg.Conn.Dialer()
+	if err != nil {
+		return err
+	}
+	topic, group := cfg.Topics.Tier(i), cfg.GroupOf(i)
+	log := cfg.Logger.With("topic", topic, "group", group)
+	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID: group, Brokers: cfg.Conn.Brokers, Dialer: dialer, Topics: []string{topic},
+		StartOffset: kafka.FirstOffset, SessionTimeout: cfg.SessionTimeout, RebalanceTimeout: cfg.RebalanceTimeout,
+		HeartbeatInterval: 3 * time.Second, JoinGroupBackoff: time.Second,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) { log.Debug(fmt.Sprintf(msg, args...)) }),
+	})
+	if err != nil {
+		return fmt.Errorf("join consumer group %s: %w", group, err)
+	}
+	defer cg.Close()
+	tierName := webhook.TierName(cfg.Topics.Delays[i])
+	for {
+		gen, err := cg.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
+				return nil
+			}
+			log.Warn("retry tier: next generation failed; retrying", "err", err)
+			if !sleep(ctx, time.Second) {
+				return nil
+			}
+			continue
+		}
+		for _, a := range gen.Assignments[topic] {
+			p := &tierPartition{cfg: cfg, d: d, topic: topic, partition: a.ID, tier: tierName, log: log.With("partition", a.ID)}
+			start := a.Offset
+			gen.Start(func(genCtx context.Context) { p.run(ctx, genCtx, gen, start, dialer) })
+		}
+	}
+}
+
+type tierPartition struct {
+	cfg       TierConfig
+	d         Redeliverer
+	topic     string
+	partition int
+	tier      string
+	log       *slog.Logger
+}
+
+// run consumes one partition of a tier until the generation ends.
+func (p *tierPartition) run(ctx, genCtx context.Context, gen *kafka.Generation, committed int64, dialer *kafka.Dialer) {
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers: p.cfg.Conn.Brokers, Topic: p.topic, Partition: p.partition, Dialer: dialer,
+		MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 500 * time.Millisecond, QueueCapacity: 200,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) { p.log.Debug(fmt.Sprintf(msg, args...)) }),
+	})
+	defer r.Close()
+	start := committed
+	if start < 0 {
+		start = kafka.FirstOffset
+	}
+	if err := r.SetOffset(start); err != nil {
+		p.log.Error("retry tier: set offset", "offset", start, "err", err)
+		<-genCtx.Done()
+		return
+	}
+	var head *kafka.Message // fetched, not yet handled
+	for ctx.Err() == nil && genCtx.Err() == nil {
+		if head == nil {
+			m, err := r.FetchMessage(genCtx)
+			if err != nil {
+				if genCtx.Err() == nil {
+					p.log.Warn("retry tier: fetch failed", "err", err)
+					sleep(genCtx, 500*time.Millisecond)
+				}
+				continue
+			}
+			head = &m
+		}
+		first, err := webhook.UnmarshalBatch(head.Value)
+		if err != nil {
+			p.bad(head, err)
+			p.commit(gen, head.Offset)
+			head = nil
+			continue
+		}
+		p.cfg.Metrics.TierLag(p.tier, max(head.HighWaterMark-head.Offset-1, 0))
+		if !sleep(genCtx, time.Until(first.Due)) {
+			return // revoked while waiting: the next owner takes over
+		}
+		// Gather more batches that are already due, without waiting.
+		batches := []*webhook.Batch{first}
+		last := head.Offset
+		head = nil
+		for len(batches) < p.cfg.MaxBatch {
+			fctx, cancel := context.WithTimeout(genCtx, 5*time.Millisecond)
+			m, err := r.FetchMessage(fctx)
+			cancel()
+			if err != nil {
+				break
+			}
+			b, err := webhook.UnmarshalBatch(m.Value)
+			if err != nil {
+				p.bad(&m, err)
+				last = m.Offset
+				continue
+			}
+			if b.Due.After(time.Now()) {
+				head = &m
+				break
+			}
+			batches = append(batches, b)
+			last = m.Offset
+		}
+		// Hand over and wait, even when revoked meanwhile: the attempts are
+		// bounded by the dispatcher's timeouts, and the next owner must
+		// not start before they end.
+		for {
+			err := p.d.Redeliver(context.WithoutCancel(ctx), batches)
+			if err == nil {
+				break
+			}
+			p.log.Warn("retry tier: redelivery failed; trying again", "batches", len(batches), "err", err)
+			if !sleep(genCtx, 2*time.Second) {
+				return
+			}
+		}
+		p.commit(gen, last)
+	}
+}
+
+func (p *tierPartition) bad(m *kafka.Message, err error) {
+	p.log.Error("retry tier: skipping a message that is not a webhook batch", "offset", m.Offset, "err", err)
+	if p.cfg.OnBad != nil {
+		p.cfg.OnBad(p.topic, p.partition, m.Offset, err)
+	}
+}
+
+func (p *tierPartition) commit(gen *kafka.Generation, offset int64) {
+	if err := gen.CommitOffsets(map[string]map[int]int64{p.topic: {p.partition: offset + 1}}); err != nil {
+		p.log.Warn("retry tier: commit failed (the next commit covers it)", "offset", offset+1, "err", err)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

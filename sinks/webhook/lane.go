@@ -1,0 +1,368 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+)
+
+// lane is one endpoint's share of the node: a bounded queue of events and
+// batches, an in-flight limit that adapts (AIMD), and a circuit breaker.
+// Only its own goroutine starts sends; sends run in their own goroutines.
+type lane struct {
+	d  *Dispatcher
+	id string
+	// ep is the endpoint as last read (nil once deleted).
+	ep atomic.Pointer[Endpoint]
+	br *gobreaker.TwoStepCircuitBreaker[struct{}]
+
+	kick chan struct{}
+
+	mu           sync.Mutex
+	pending      []pendingEvent // fresh events not yet in a batch
+	pendingBytes int
+	pendingSince time.Time
+	ready        []*job // batches waiting for a send slot
+	queued       int    // events in pending and ready
+	inflight     int
+	limit        float64
+	lastOK       time.Time
+	failingSince time.Time
+	// disabledAt is when this node disabled the endpoint (zero: it did
+	// not); the registry's copy catches up on its next read.
+	disabledAt time.Time
+}
+
+type pendingEvent struct {
+	raw json.RawMessage
+	ts  int64
+	t   *tracker
+}
+
+func newLane(d *Dispatcher, ep *Endpoint) *lane {
+	l := &lane{d: d, id: ep.ID, kick: make(chan struct{}, 1), limit: min(2, float64(d.cfg.MaxInFlight))}
+	l.ep.Store(ep)
+	l.br = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        ep.ID,
+		MaxRequests: 1,
+		Timeout:     d.cfg.BreakerOpen,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= uint32(d.cfg.BreakerFailures) },
+		OnStateChange: func(name string, from, to gobreaker.State) {
+			d.log.Info("webhook endpoint circuit", "endpoint", name, "from", from.String(), "to", to.String())
+		},
+	})
+	return l
+}
+
+// update takes a fresh registry copy of the endpoint and returns the one
+// delivery should use: a disable this node made and the registry does not
+// show yet still holds, unless the customer changed the endpoint since.
+func (l *lane) update(ep *Endpoint) *Endpoint {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.disabledAt.IsZero() && ep.DisabledAt.IsZero() {
+		if ep.UpdatedAt.After(l.disabledAt) {
+			l.disabledAt = time.Time{} // re-enabled: start afresh
+			l.failingSince = time.Time{}
+		} else {
+			cp := *ep
+			cp.DisabledAt = l.disabledAt
+			cp.DisabledReason = "disabled by delivery"
+			ep = &cp
+		}
+	}
+	l.ep.Store(ep)
+	return ep
+}
+
+func (l *lane) wake() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// add queues fresh events; it reports false, taking nothing, when the
+// lane's or the node's bound would be exceeded.
+func (l *lane) add(evs []pendingEvent) bool {
+	d := l.d
+	n := len(evs)
+	l.mu.Lock()
+	if l.queued+n > d.cfg.QueueEvents || d.queued.Load()+int64(n) > int64(d.cfg.GlobalEvents) {
+		l.mu.Unlock()
+		return false
+	}
+	l.queued += n
+	d.queued.Add(int64(n))
+	for _, e := range evs {
+		if len(l.pending) == 0 {
+			l.pendingSince = d.now()
+		}
+		if len(l.pending) >= d.cfg.MaxBatchEvents || (len(l.pending) > 0 && l.pendingBytes+len(e.raw) > d.cfg.MaxBatchBytes) {
+			l.cut()
+			l.pendingSince = d.now()
+		}
+		l.pending = append(l.pending, e)
+		l.pendingBytes += len(e.raw) + 1
+	}
+	if len(l.pending) >= d.cfg.MaxBatchEvents {
+		l.cut()
+	}
+	l.mu.Unlock()
+	l.wake()
+	return true
+}
+
+// addBatch queues a parked batch for its next attempt; false when full.
+func (l *lane) addBatch(j *job) bool {
+	d := l.d
+	n := len(j.b.Events)
+	l.mu.Lock()
+	if l.queued+n > d.cfg.QueueEvents || d.queued.Load()+int64(n) > int64(d.cfg.GlobalEvents) {
+		l.mu.Unlock()
+		return false
+	}
+	l.queued += n
+	d.queued.Add(int64(n))
+	j.queuedAt = d.now()
+	l.ready = append(l.ready, j)
+	l.mu.Unlock()
+	l.wake()
+	return true
+}
+
+// cut turns the pending events into a batch; l.mu is held.
+func (l *lane) cut() {
+	if len(l.pending) == 0 {
+		return
+	}
+	ep := l.ep.Load()
+	now := l.d.now()
+	b := &Batch{WebhookID: NewWebhookID(), EndpointID: l.id, Created: now,
+		Events: make([]json.RawMessage, len(l.pending)), EventTimes: make([]int64, len(l.pending))}
+	if ep != nil {
+		b.AccountID = ep.AccountID
+	}
+	j := &job{b: b, queuedAt: now, fresh: true}
+	for i, e := range l.pending {
+		b.Events[i], b.EventTimes[i] = e.raw, e.ts
+		if k := len(j.waiters); k > 0 && j.waiters[k-1].t == e.t {
+			j.waiters[k-1].n++
+		} else {
+			j.waiters = append(j.waiters, waiter{e.t, 1})
+		}
+	}
+	l.d.mu.Lock()
+	l.d.active[b.WebhookID] = j
+	l.d.mu.Unlock()
+	clear(l.pending)
+	l.pending = l.pending[:0]
+	l.pendingBytes = 0
+	l.ready = append(l.ready, j)
+}
+
+// run starts sends as slots free up, cuts batches whose wait is over, and
+// parks batches that waited too long or meet an open circuit.
+func (l *lane) run(ctx context.Context) {
+	d := l.d
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var park, send []*job
+	for {
+		now := d.now()
+		l.mu.Lock()
+		if len(l.pending) > 0 && now.Sub(l.pendingSince) >= d.cfg.MaxBatchWait {
+			l.cut()
+		}
+		closed := l.br.State() == gobreaker.StateClosed
+		ep := l.ep.Load()
+		keep := l.ready[:0]
+		for _, j := range l.ready {
+			switch {
+			case ep == nil || !ep.Active():
+				park = append(park, j) // given up below
+			case j.fresh && !closed, now.Sub(j.queuedAt) >= d.cfg.QueueTimeout:
+				park = append(park, j)
+			default:
+				keep = append(keep, j)
+			}
+		}
+		clear(l.ready[len(keep):])
+		l.ready = keep
+		for len(l.ready) > 0 && l.inflight < max(int(l.limit), 1) {
+			send = append(send, l.ready[0])
+			l.ready[0] = nil
+			l.ready = l.ready[1:]
+			l.inflight++
+		}
+		for _, j := range park {
+			l.queued -= len(j.b.Events)
+		}
+		for _, j := range send {
+			l.queued -= len(j.b.Events)
+		}
+		wait := time.Hour
+		if len(l.pending) > 0 {
+			wait = min(wait, d.cfg.MaxBatchWait-now.Sub(l.pendingSince))
+		}
+		if len(l.ready) > 0 {
+			wait = min(wait, d.cfg.QueueTimeout-now.Sub(l.ready[0].queuedAt))
+		}
+		l.mu.Unlock()
+
+		for _, j := range park {
+			d.queued.Add(-int64(len(j.b.Events)))
+			if ep == nil || !ep.Active() {
+				l.giveUp(j, ep)
+			} else {
+				l.parkUntried(j)
+			}
+		}
+		for _, j := range send {
+			d.queued.Add(-int64(len(j.b.Events)))
+			go l.send(ctx, j)
+		}
+		clear(park)
+		clear(send)
+		park, send = park[:0], send[:0]
+
+		timer.Reset(max(wait, time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.kick:
+		case <-timer.C:
+		}
+	}
+}
+
+// parkUntried parks a batch that was not attempted now (queue full, slow
+// endpoint, open circuit) in the tier its attempts so far call for.
+func (l *lane) parkUntried(j *job) {
+	tier, due, ok := l.d.next(j.b.Attempts, j.retryAfter)
+	if !ok {
+		j.b.Reason = "retry schedule exhausted"
+	}
+	j.b.Tier, j.b.Due = tier, due
+	l.d.park(j)
+}
+
+// giveUp sends a batch to the failed batches because its endpoint is
+// disabled or deleted: nothing is dropped, a replay can bring it back.
+func (l *lane) giveUp(j *job, ep *Endpoint) {
+	switch {
+	case ep == nil:
+		j.b.Reason = "endpoint deleted"
+	case !ep.DisabledAt.IsZero():
+		j.b.Reason = "endpoint disabled: " + ep.DisabledReason
+	default:
+		j.b.Reason = "endpoint switched off"
+	}
+	l.d.park(j)
+}
+
+// send makes one attempt and decides what follows.
+func (l *lane) send(ctx context.Context, j *job) {
+	d := l.d
+	defer func() {
+		l.mu.Lock()
+		l.inflight--
+		l.mu.Unlock()
+		l.wake()
+	}()
+	ep := l.ep.Load()
+	if ep == nil || !ep.Active() {
+		l.giveUp(j, ep)
+		return
+	}
+	done, err := l.br.Allow()
+	if err != nil {
+		l.parkUntried(j)
+		return
+	}
+	j.b.Attempts++
+	res := d.attempt(ctx, ep, j.b)
+	now := d.now()
+	ok := res.class == ResultOK
+	if ok {
+		done(nil)
+	} else {
+		done(errAttempt)
+	}
+	d.m.deliveries.WithLabelValues(res.class).Inc()
+	d.m.attempt.Observe(res.took.Seconds())
+	d.record(Delivery{EndpointID: j.b.EndpointID, AccountID: ep.AccountID, WebhookID: j.b.WebhookID,
+		Attempt: j.b.Attempts, Result: res.class, Status: res.status, Duration: res.took,
+		Response: res.response, Events: len(j.b.Events), Circuit: l.br.State().String(), At: now})
+
+	l.mu.Lock()
+	switch {
+	case ok:
+		l.limit = min(l.limit+1/max(l.limit, 1), float64(d.cfg.MaxInFlight))
+		l.lastOK, l.failingSince = now, time.Time{}
+	case res.class == ResultTimeout || res.status == 429 || res.status >= 500:
+		l.limit = max(l.limit/2, 1)
+	}
+	if !ok && l.failingSince.IsZero() {
+		l.failingSince = now
+	}
+	failingFor := now.Sub(l.failingSince)
+	l.mu.Unlock()
+
+	switch {
+	case ok:
+		d.m.events.Add(float64(len(j.b.Events)))
+		for _, ts := range j.b.EventTimes {
+			d.m.endToEnd.Observe(max(now.Sub(time.Unix(ts, 0)).Seconds(), 0))
+		}
+		d.complete(j, nil)
+	case res.class == ResultGone:
+		reason := "endpoint answered 410 Gone"
+		l.disable(ctx, ep, "gone", reason)
+		j.b.LastStatus, j.b.LastError, j.b.Reason = res.status, res.response, reason
+		d.park(j)
+	case failingFor >= d.cfg.DisableAfter:
+		reason := "failing without a success since " + now.Add(-failingFor).UTC().Format(time.RFC3339)
+		l.disable(ctx, ep, "failing", reason)
+		j.b.LastStatus, j.b.LastError, j.b.Reason = res.status, res.response, reason
+		d.park(j)
+	default:
+		j.b.LastStatus, j.b.LastError = res.status, res.response
+		j.retryAfter = res.retryAfter
+		tier, due, more := d.next(j.b.Attempts, res.retryAfter)
+		if !more {
+			j.b.Reason = "retry schedule exhausted"
+		}
+		j.b.Tier, j.b.Due = tier, due
+		d.park(j)
+	}
+}
+
+// disable records that delivery gave up on an endpoint.
+func (l *lane) disable(ctx context.Context, ep *Endpoint, kind, reason string) {
+	d := l.d
+	now := d.now()
+	l.mu.Lock()
+	already := !l.disabledAt.IsZero()
+	if !already {
+		l.disabledAt = now
+	}
+	l.mu.Unlock()
+	cp := *ep
+	cp.DisabledAt, cp.DisabledReason = now, reason
+	l.ep.Store(&cp)
+	if already {
+		return
+	}
+	d.m.disabled.WithLabelValues(kind).Inc()
+	d.log.Warn("webhook endpoint disabled", "endpoint", ep.ID, "account", ep.AccountID, "url", ep.URL, "reason", reason)
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := d.cfg.Registry.DisableEndpoint(dctx, ep.ID, now, reason); err != nil {
+		d.log.Error("webhook endpoint disabled here, but recording it failed; other workers keep sending until it is", "endpoint", ep.ID, "err", err)
+	}
+}
