@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -20,10 +21,14 @@ import (
 type fakeStore struct {
 	mu      sync.Mutex
 	changes []Change
+	// entries answer every list query.
+	entries []Suppression
 }
 
 func (f *fakeStore) Suppressions(ctx context.Context, account string, q ListQuery) ([]Suppression, error) {
-	return nil, nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]Suppression(nil), f.entries...), nil
 }
 
 func (f *fakeStore) WriteSuppressions(ctx context.Context, account string, cs []Change) error {
@@ -73,8 +78,16 @@ func do(t *testing.T, h http.Handler, method, path, key, body string) *httptest.
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
+	return doRequest(t, h, req)
+}
+
+// doRequest serves req (with whatever headers and cookies it carries) and
+// validates the answer against the OpenAPI document, as do does.
+func doRequest(t *testing.T, h http.Handler, req *http.Request) *httptest.ResponseRecorder {
+	t.Helper()
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
+	checkOpenAPI(t, h, req, rec)
 	return rec
 }
 
@@ -358,5 +371,56 @@ func TestAssembleOpenAPIRejectsDuplicates(t *testing.T) {
 	}
 	if len(got.Paths["/a"]) != 2 || len(got.Paths["/b"]) != 1 || len(got.Components.Schemas) != 2 {
 		t.Errorf("merged: %s", doc)
+	}
+}
+
+// TestCoreRoutesAnswerPerTheDocument calls every route of the core table
+// with a good request and data to show; do validates each answer against
+// the OpenAPI document (status declared, body matching its schema).
+func TestCoreRoutesAnswerPerTheDocument(t *testing.T) {
+	token, k := testKey(t, "acme", false)
+	st := &statsStore{rows: []StatsRow{{Period: "2026-11-02", Key: "x", Counts: StatCounts{Processed: 5, Opens: 1}}}}
+	st.entries = []Suppression{{Email: "Kim@Example.com", Created: time.Unix(1764201600, 0), Reason: "550 5.1.1 user unknown", Status: "5.1.1", Classification: "Invalid Address"}}
+	fa := &fakeActivity{
+		msgs:   []ActivityMessage{{MsgID: "m1", FromEmail: "f@x.io", Subject: "Hi", ToEmail: "a@b.c", Status: "delivered", LastEventTime: time.Unix(1764201600, 0)}},
+		events: map[string][]ActivityEvent{"acme/m1": {{Event: "delivered", Time: time.Unix(1764201600, 0)}}},
+	}
+	h := NewServer(Config{Store: st, Stats: st, Activity: fa, Checker: fakeChecker{"acme": "kim@example.com"}, Keys: fakeKeys{k}, RateLimit: 1000,
+		Now: func() time.Time { return time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC) }})
+	calls := []struct{ method, path, body string }{
+		{"GET", "/healthz", ""},
+		{"GET", "/openapi.json", ""},
+		{"GET", "/v3/openapi.json", ""},
+		{"GET", "/v3/suppression/bounces/classifications", ""},
+		{"GET", "/v3/suppression/bounces/classifications/Content", ""},
+		{"POST", "/v3/asm/suppressions/global", `{"recipient_emails":["a@x.org"]}`},
+		{"GET", "/v3/asm/suppressions/global/kim%40example.com", ""},
+		{"DELETE", "/v3/asm/suppressions/global/kim%40example.com", ""},
+		{"GET", "/v3/asm/groups/7/suppressions", ""},
+		{"POST", "/v3/asm/groups/7/suppressions", `{"recipient_emails":["a@x.org"]}`},
+		{"DELETE", "/v3/asm/groups/7/suppressions/a%40x.org", ""},
+		{"GET", "/v3/stats?start_date=2026-11-01", ""},
+		{"GET", "/v3/categories/stats?start_date=2026-11-01&categories=x", ""},
+		{"GET", "/v3/mailbox_providers/stats?start_date=2026-11-01", ""},
+		{"GET", "/bouncer/v1/stats/domains?start_date=2026-11-01&domains=x", ""},
+		{"GET", "/v3/messages?query=" + url.QueryEscape(`to_email="a@b.c"`), ""},
+		{"GET", "/v3/messages/m1", ""},
+		{"POST", "/bouncer/v1/suppressions/check", `{"emails":["kim@example.com","b@x.org"]}`},
+	}
+	for _, l := range lists {
+		calls = append(calls, struct{ method, path, body string }{"GET", "/v3/suppression/" + l + "?limit=10", ""})
+	}
+	for _, l := range deletable {
+		calls = append(calls,
+			struct{ method, path, body string }{"GET", "/v3/suppression/" + l + "/kim%40example.com", ""},
+			struct{ method, path, body string }{"DELETE", "/v3/suppression/" + l + "/kim%40example.com", ""},
+			struct{ method, path, body string }{"DELETE", "/v3/suppression/" + l, `{"emails":["kim@example.com"]}`},
+			struct{ method, path, body string }{"DELETE", "/v3/suppression/" + l, `{"delete_all":true}`},
+		)
+	}
+	for _, c := range calls {
+		if rec := do(t, h, c.method, c.path, token, c.body); rec.Code < 200 || rec.Code > 299 {
+			t.Errorf("%s %s: %d %s", c.method, c.path, rec.Code, rec.Body)
+		}
 	}
 }
