@@ -28,7 +28,9 @@ func newFakePrivacy() *fakePrivacy {
 	return &fakePrivacy{lists: map[string][]csvlist.Row{}, erasures: map[string][]Erasure{}}
 }
 
-func listKey(account, list string, group int64) string { return fmt.Sprintf("%s/%s/%d", account, list, group) }
+func listKey(account, list string, group int64) string {
+	return fmt.Sprintf("%s/%s/%d", account, list, group)
+}
 
 func (f *fakePrivacy) Erase(ctx context.Context, account, emailNorm, by string) (Erasure, error) {
 	f.mu.Lock()
@@ -110,7 +112,7 @@ func TestEraseRoute(t *testing.T) {
 		t.Errorf("another account's records: %d %s", rec.Code, rec.Body)
 	}
 	for body, field := range map[string]string{
-		`{}`:                      "email",
+		`{}`:                       "email",
 		`{"email":"not-an-email"}`: "email",
 		`{"email":7}`:              "email",
 		`{"email":"a@x.org"} {}`:   "",
