@@ -1,9 +1,732 @@
 package api
 
-// Webhook subscriptions: SendGrid's /v3/user/webhooks/event/... routes and
-// bouncer's Standard Webhooks additions under /bouncer/v1/webhooks.
+// Webhook subscriptions: SendGrid's Event Webhook settings under
+// /v3/user/webhooks/event/... (paths, fields, status codes and scopes as
+// SendGrid's specification has them) and bouncer's Standard Webhooks secret
+// under /bouncer/v1/webhooks/{id}/secret.
+//
+// Contract:
+//   - An account has at most MaxWebhooks subscriptions, each with its own
+//     URL (two subscriptions of one account never share a URL, as in
+//     SendGrid). URLs are checked with the SSRF guard when they are set.
+//   - Every subscription gets a Standard Webhooks secret when it is created;
+//     rotating it keeps the old one signing for a grace period (default 24h).
+//     SendGrid's Signed Event Webhook is off until turned on through
+//     /settings/signed/{id}, which creates a P-256 key; turning it off
+//     discards the key.
+//   - Another account's id answers 404, exactly like an id that does not
+//     exist.
+//   - Without a key to seal secrets with (WebhooksReady) every route answers
+//     503 saying what to set.
 
-// WebhookStore keeps an account's webhook subscriptions.
-type WebhookStore interface{}
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
 
-func (s *server) webhookRoutes() []route { return nil }
+	"github.com/bouncer-mail/bouncer/sinks/webhook"
+	"github.com/bouncer-mail/bouncer/sinks/webhook/safedial"
+	"github.com/bouncer-mail/bouncer/sinks/webhook/sign"
+	"github.com/google/uuid"
+)
+
+const (
+	// MaxWebhooks is how many subscriptions one account may have; SendGrid
+	// allows five (its max_allowed).
+	MaxWebhooks = 5
+	// MaxFriendlyName bounds a friendly name, in characters.
+	MaxFriendlyName = 100
+	// DefaultSecretGrace is how long a rotated-out secret keeps signing
+	// unless the rotation asks otherwise; MaxSecretGrace bounds what it may
+	// ask.
+	DefaultSecretGrace = 24 * time.Hour
+	MaxSecretGrace     = 7 * 24 * time.Hour
+	// WebhookTestTimeout bounds the whole test delivery, connecting
+	// included.
+	WebhookTestTimeout = 10 * time.Second
+)
+
+// Webhook is one subscription: what delivery sees (secrets in the clear,
+// as the store opened them) and what only the API shows.
+type Webhook struct {
+	webhook.Endpoint
+	FriendlyName string
+	// PublicKey is the public half of SignedKey as SendGrid shows it
+	// (base64 DER); "" when SendGrid signing is off.
+	PublicKey string
+	Created   time.Time
+	// Version is the store's version of what was read; a write stores a
+	// newer one.
+	Version uint64
+}
+
+// WebhookStore keeps an account's webhook subscriptions, sealing their
+// secrets at rest. Every method takes the authenticated account first and
+// touches only that account's subscriptions.
+type WebhookStore interface {
+	// WebhooksReady returns why subscriptions cannot be kept (no key to
+	// seal secrets with), or nil; its message is shown to callers.
+	WebhooksReady() error
+	// Webhooks returns the account's subscriptions, oldest first.
+	Webhooks(ctx context.Context, account string) ([]Webhook, error)
+	// Webhook returns one subscription; ok is false when the account has
+	// none with that id.
+	Webhook(ctx context.Context, account, id string) (w Webhook, ok bool, err error)
+	// PutWebhook stores w as the newest version of its subscription (new
+	// or not). Secrets holds the current secret first and at most one
+	// rotated-out secret after it.
+	PutWebhook(ctx context.Context, account string, w Webhook) error
+	// DeleteWebhook deletes the subscription w as read, as of at.
+	DeleteWebhook(ctx context.Context, account string, w Webhook, at time.Time) error
+	// WebhookGuard is the SSRF guard: it checks URLs when they are set and
+	// dials the test delivery.
+	WebhookGuard() safedial.Guard
+}
+
+// Scopes of the webhook routes: SendGrid's names. Reading the Standard
+// Webhooks secret needs the update scope, since the secret lets its holder
+// forge deliveries.
+const (
+	scopeWebhookCreate = "user.webhooks.event.settings.create"
+	scopeWebhookRead   = "user.webhooks.event.settings.read"
+	scopeWebhookUpdate = "user.webhooks.event.settings.update"
+	scopeWebhookDelete = "user.webhooks.event.settings.delete"
+	scopeWebhookTest   = "user.webhooks.event.test.create"
+)
+
+func (s *server) webhookRoutes() []route {
+	const base = "/v3/user/webhooks/event"
+	return []route{
+		{"POST", base + "/settings", scopeWebhookCreate, true, s.webhookRoute(s.handleWebhookCreate)},
+		{"GET", base + "/settings/all", scopeWebhookRead, true, s.webhookRoute(s.handleWebhookList)},
+		{"GET", base + "/settings/{id}", scopeWebhookRead, true, s.webhookRoute(s.handleWebhookGet)},
+		{"PATCH", base + "/settings/{id}", scopeWebhookUpdate, true, s.webhookRoute(s.handleWebhookUpdate)},
+		{"DELETE", base + "/settings/{id}", scopeWebhookDelete, true, s.webhookRoute(s.handleWebhookDelete)},
+		{"GET", base + "/settings/signed/{id}", scopeWebhookRead, true, s.webhookRoute(s.handleWebhookSignedGet)},
+		{"PATCH", base + "/settings/signed/{id}", scopeWebhookUpdate, true, s.webhookRoute(s.handleWebhookSignedSet)},
+		{"POST", base + "/test", scopeWebhookTest, true, s.webhookRoute(s.handleWebhookTest)},
+
+		{"GET", "/bouncer/v1/webhooks/{id}/secret", scopeWebhookUpdate, true, s.webhookRoute(s.handleWebhookSecret)},
+		{"POST", "/bouncer/v1/webhooks/{id}/secret/rotate", scopeWebhookUpdate, true, s.webhookRoute(s.handleWebhookRotate)},
+	}
+}
+
+// webhookHandler answers one webhook route with the store it may use; it
+// returns the error to answer with.
+type webhookHandler func(w http.ResponseWriter, r *http.Request, st WebhookStore) error
+
+// webhookRoute wraps a webhook handler: 404 when the server keeps no
+// subscriptions, 503 when it cannot seal their secrets, errors in
+// SendGrid's shape.
+func (s *server) webhookRoute(h webhookHandler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st := s.cfg.Webhooks
+		if st == nil {
+			writeError(w, s.log, r, errorf(ENotFound, "", "webhooks are not available on this server"))
+			return
+		}
+		if err := st.WebhooksReady(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, errorBody{Errors: []errorItem{{Message: err.Error()}}})
+			return
+		}
+		if err := h(w, r, st); err != nil {
+			writeError(w, s.log, r, err)
+		}
+	})
+}
+
+// webhookJSON is a subscription in SendGrid's shape, fields in SendGrid's
+// order. Which optional fields appear depends on the route (see
+// webhookView).
+type webhookJSON struct {
+	Enabled             bool    `json:"enabled"`
+	URL                 string  `json:"url"`
+	AccountStatusChange *bool   `json:"account_status_change,omitempty"`
+	GroupResubscribe    bool    `json:"group_resubscribe"`
+	Delivered           bool    `json:"delivered"`
+	GroupUnsubscribe    bool    `json:"group_unsubscribe"`
+	SpamReport          bool    `json:"spam_report"`
+	Bounce              bool    `json:"bounce"`
+	Deferred            bool    `json:"deferred"`
+	Unsubscribe         bool    `json:"unsubscribe"`
+	Processed           bool    `json:"processed"`
+	Open                bool    `json:"open"`
+	Click               bool    `json:"click"`
+	Dropped             bool    `json:"dropped"`
+	FriendlyName        *string `json:"friendly_name,omitempty"`
+	ID                  string  `json:"id"`
+	CreatedDate         *string `json:"created_date,omitempty"`
+	UpdatedDate         *string `json:"updated_date,omitempty"`
+	PublicKey           *string `json:"public_key,omitempty"`
+}
+
+// webhookView says which optional fields a route shows, as SendGrid's
+// specification gives them: dates on create, update and list; the public key
+// (of signed subscriptions only) on get and list; account_status_change when
+// asked for with ?include=account_status_change (always false: bouncer has
+// no account status events).
+type webhookView struct{ dates, publicKey, accountStatus bool }
+
+func webhookViewFor(r *http.Request, dates, publicKey bool) webhookView {
+	v := webhookView{dates: dates, publicKey: publicKey}
+	for _, inc := range strings.Split(r.URL.Query().Get("include"), ",") {
+		if strings.TrimSpace(inc) == "account_status_change" {
+			v.accountStatus = true
+		}
+	}
+	return v
+}
+
+const webhookTimeFormat = "2006-01-02T15:04:05Z"
+
+func (wh *Webhook) json(v webhookView) webhookJSON {
+	ev := wh.Events
+	out := webhookJSON{
+		// A subscription delivery gave up on shows as disabled until the
+		// customer enables it again.
+		Enabled: wh.Active(), URL: wh.URL, ID: wh.ID,
+		GroupResubscribe: ev["group_resubscribe"], Delivered: ev["delivered"], GroupUnsubscribe: ev["group_unsubscribe"],
+		SpamReport: ev["spamreport"], Bounce: ev["bounce"], Deferred: ev["deferred"], Unsubscribe: ev["unsubscribe"],
+		Processed: ev["processed"], Open: ev["open"], Click: ev["click"], Dropped: ev["dropped"],
+	}
+	if wh.FriendlyName != "" {
+		name := wh.FriendlyName
+		out.FriendlyName = &name
+	}
+	if v.accountStatus {
+		no := false
+		out.AccountStatusChange = &no
+	}
+	if v.dates {
+		c, u := wh.Created.UTC().Format(webhookTimeFormat), wh.UpdatedAt.UTC().Format(webhookTimeFormat)
+		out.CreatedDate, out.UpdatedDate = &c, &u
+	}
+	if v.publicKey && wh.SignedKey != nil && wh.PublicKey != "" {
+		pk := wh.PublicKey
+		out.PublicKey = &pk
+	}
+	return out
+}
+
+// webhookBody is the body of create and update: every field optional
+// (pointers tell absent from false), url required on create.
+type webhookBody struct {
+	Enabled           *bool   `json:"enabled"`
+	URL               *string `json:"url"`
+	GroupResubscribe  *bool   `json:"group_resubscribe"`
+	Delivered         *bool   `json:"delivered"`
+	GroupUnsubscribe  *bool   `json:"group_unsubscribe"`
+	SpamReport        *bool   `json:"spam_report"`
+	Bounce            *bool   `json:"bounce"`
+	Deferred          *bool   `json:"deferred"`
+	Unsubscribe       *bool   `json:"unsubscribe"`
+	Processed         *bool   `json:"processed"`
+	Open              *bool   `json:"open"`
+	Click             *bool   `json:"click"`
+	Dropped           *bool   `json:"dropped"`
+	FriendlyName      *string `json:"friendly_name"`
+	OAuthClientID     *string `json:"oauth_client_id"`
+	OAuthClientSecret *string `json:"oauth_client_secret"`
+	OAuthTokenURL     *string `json:"oauth_token_url"`
+}
+
+func (b *webhookBody) events() map[string]*bool {
+	return map[string]*bool{
+		"group_resubscribe": b.GroupResubscribe, "delivered": b.Delivered, "group_unsubscribe": b.GroupUnsubscribe,
+		"spamreport": b.SpamReport, "bounce": b.Bounce, "deferred": b.Deferred, "unsubscribe": b.Unsubscribe,
+		"processed": b.Processed, "open": b.Open, "click": b.Click, "dropped": b.Dropped,
+	}
+}
+
+// apply checks the body and applies it to wh; others are the account's
+// other subscriptions (for the unique-URL rule).
+func (b *webhookBody) apply(wh *Webhook, others []Webhook, guard safedial.Guard) error {
+	for field, v := range map[string]*string{"oauth_client_id": b.OAuthClientID, "oauth_client_secret": b.OAuthClientSecret, "oauth_token_url": b.OAuthTokenURL} {
+		if v != nil && *v != "" {
+			return errorf(EInvalid, field, "bouncer does not support OAuth for webhooks: leave %s empty and verify deliveries by their signatures instead (GET /bouncer/v1/webhooks/{id}/secret, or /v3/user/webhooks/event/settings/signed/{id})", field)
+		}
+	}
+	if b.URL != nil {
+		u, err := checkWebhookURL(*b.URL, guard)
+		if err != nil {
+			return err
+		}
+		for _, o := range others {
+			if o.ID != wh.ID && o.URL == u {
+				return errorf(EInvalid, "url", "Webhook at '%s' already exists (id %s). Please provide a unique URL.", u, o.ID)
+			}
+		}
+		wh.URL = u
+	}
+	if b.FriendlyName != nil {
+		name := strings.TrimSpace(*b.FriendlyName)
+		if n := utf8.RuneCountInString(name); n > MaxFriendlyName || !utf8.ValidString(name) || strings.IndexFunc(name, unicode.IsControl) >= 0 {
+			return errorf(EInvalid, "friendly_name", "friendly_name must be at most %d printable characters", MaxFriendlyName)
+		}
+		wh.FriendlyName = name
+	}
+	if wh.Events == nil {
+		wh.Events = map[string]bool{}
+	}
+	for event, v := range b.events() {
+		if v != nil {
+			if *v {
+				wh.Events[event] = true
+			} else {
+				delete(wh.Events, event)
+			}
+		}
+	}
+	if b.Enabled != nil {
+		wh.Enabled = *b.Enabled
+		if *b.Enabled {
+			// Enabling clears what delivery decided: it tries again.
+			wh.DisabledAt, wh.DisabledReason = time.Time{}, ""
+		}
+	}
+	return nil
+}
+
+// checkWebhookURL trims a subscription URL and checks it with the SSRF
+// guard: http or https, a well-formed host, no credentials or fragment, at
+// most safedial.MaxURLLength, and no literal address of a blocked range
+// (host names are checked on every dial).
+func checkWebhookURL(raw string, guard safedial.Guard) (string, error) {
+	u := strings.TrimSpace(raw)
+	if u == "" {
+		return "", errorf(EInvalid, "url", "url is required: the address bouncer POSTs events to, e.g. https://example.com/events")
+	}
+	if !utf8.ValidString(u) {
+		return "", errorf(EInvalid, "url", "url is not valid UTF-8")
+	}
+	if err := guard.ValidateURL(u); err != nil {
+		return "", errorf(EInvalid, "url", "%v", err)
+	}
+	return u, nil
+}
+
+// webhookID is the {id} of the path, lower-cased; ok is false when it is
+// not a UUID (such an id answers 404 like one that does not exist).
+func webhookID(r *http.Request) (string, bool) {
+	id := r.PathValue("id")
+	if len(id) != 36 {
+		return "", false
+	}
+	if _, err := uuid.Parse(id); err != nil {
+		return "", false
+	}
+	return strings.ToLower(id), true
+}
+
+var errNoWebhook = errorf(ENotFound, "", "Invalid id provided.")
+
+// loadWebhook returns the subscription of the path's id, or a 404 error.
+func loadWebhook(r *http.Request, st WebhookStore) (Webhook, error) {
+	id, ok := webhookID(r)
+	if !ok {
+		return Webhook{}, errNoWebhook
+	}
+	wh, found, err := st.Webhook(r.Context(), account(r), id)
+	if err != nil {
+		return Webhook{}, err
+	}
+	if !found {
+		return Webhook{}, errNoWebhook
+	}
+	return wh, nil
+}
+
+// handleWebhookCreate: POST /v3/user/webhooks/event/settings: 201 with the
+// new subscription (enabled unless the body says otherwise; a Standard
+// Webhooks secret is created with it).
+func (s *server) handleWebhookCreate(w http.ResponseWriter, r *http.Request, st WebhookStore) error {
+	var body webhookBody
+	if err := decodeBody(r, &body); err != nil {
+		return err
+	}
+	if body.URL == nil {
+		return errorf(EInvalid, "url", "url is required: the address bouncer POSTs events to, e.g. https://example.com/events")
+	}
+	acct := account(r)
+	existing, err := st.Webhooks(r.Context(), acct)
+	if err != nil {
+		return err
+	}
+	if len(existing) >= MaxWebhooks {
+		return errorf(EInvalid, "", "You have reached the maximum number of webhooks (%d per account): delete one before creating another.", MaxWebhooks)
+	}
+	secret, err := sign.NewSecret()
+	if err != nil {
+		return err
+	}
+	now := s.now().UTC().Truncate(time.Second)
+	wh := Webhook{
+		Endpoint: webhook.Endpoint{ID: uuid.NewString(), AccountID: acct, Enabled: true, Events: map[string]bool{},
+			Secrets: []webhook.Secret{secret}, UpdatedAt: now},
+		Created: now,
+	}
+	if err := body.apply(&wh, existing, st.WebhookGuard()); err != nil {
+		return err
+	}
+	if err := st.PutWebhook(r.Context(), acct, wh); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, wh.json(webhookViewFor(r, true, false)))
+	return nil
+}
+
+// handleWebhookList: GET /v3/user/webhooks/event/settings/all.
+func (s *server) handleWebhookList(w http.ResponseWriter, r *http.Request, st WebhookStore) error {
+	ws, err := st.Webhooks(r.Context(), account(r))
+	if err != nil {
+		return err
+	}
+	out := struct {
+		MaxAllowed int           `json:"max_allowed"`
+		Webhooks   []webhookJSON `json:"webhooks"`
+	}{MaxAllowed: MaxWebhooks, Webhooks: []webhookJSON{}}
+	v := webhookViewFor(r, true, true)
+	for i := range ws {
+		out.Webhooks = append(out.Webhooks, ws[i].json(v))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// handleWebhookGet: GET /v3/user/webhooks/event/settings/{id}; SendGrid
+// shows no dates here.
+func (s *server) handleWebhookGet(w http.ResponseWriter, r *http.Request, st WebhookStore) error {
+	wh, err := loadWebhook(r, st)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, wh.json(webhookViewFor(r, false, true)))
+	return nil
+}
+
+// handleWebhookUpdate: PATCH /v3/user/webhooks/event/settings/{id}: the
+// fields given change, the others stay. "enabled": true also re-enables a
+// subscription delivery disabled.
+func (s *server) handleWebhookUpdate(w http.ResponseWriter, r *http.Request, st WebhookStore) error {
+	wh, err := loadWebhook(r, st)
+	if err != nil {
+		return err
+	}
+	var body webhookBody
+	if err := decodeBody(r, &body); err != nil {
+		return err
+	}
+	var others []Webhook
+	if body.URL != nil {
+		if others, err = st.Webhooks(r.Context(), account(r)); err != nil {
+			return err
+		}
+	}
+	if err := body.apply(&wh, others, st.WebhookGuard()); err != nil {
+		return err
+	}
+	wh.UpdatedAt = s.now().UTC().Truncate(time.Second)
+	if err := st.PutWebhook(r.Context(), account(r), wh); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, wh.json(webhookViewFor(r, true, false)))
+	return nil
+}
+
+// handleWebhookDelete: DELETE /v3/user/webhooks/event/settings/{id}: 204.
+func (s *server) handleWebhookDelete(w http.ResponseWriter, r *http.Request, st WebhookStore) error {
+	wh, err := loadWebhook(r, st)
+	if err != nil {
+		return err
+	}
+	if err := st.DeleteWebhook(r.Context(), account(r), wh, s.now().UTC()); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+type webhookSignedJSON struct {
+	ID        string `json:"id"`
+	PublicKey string `json:"public_key"`
+}
+
+// handleWebhookSignedGet: GET /v3/user/webhooks/event/settings/signed/{id}:
+// the public key, "" when signing is off.
+func (s *server) handleWebhookSignedGet(w http.ResponseWriter, r *http.Request, st WebhookStore) error {
+	wh, err := loadWebhook(r, st)
+	if err != nil {
+		return err
+	}
+	out := webhookSignedJSON{ID: wh.ID}
+	if wh.SignedKey != nil {
+		out.PublicKey = wh.PublicKey
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// handleWebhookSignedSet: PATCH /v3/user/webhooks/event/settings/signed/{id}
+// {"enabled": bool}: on creates a P-256 key (an existing one is kept), off
+// discards it; answers with the public key ("" when off).
+func (s *server) handleWebhookSignedSet(w http.ResponseWriter, r *http.Request, st WebhookStore) error {
+	wh, err := loadWebhook(r, st)
+	if err != nil {
+		return err
+	}
+	var body struct {
+		Enabled *bool `json:"enabled"`
+	}
+	if err := decodeBody(r, &body); err != nil {
+		return err
+	}
+	if body.Enabled == nil {
+		return errorf(EInvalid, "enabled", "enabled is required: true turns signing on, false turns it off")
+	}
+	switch {
+	case *body.Enabled && wh.SignedKey == nil:
+		key, err := sign.NewSigningKey()
+		if err != nil {
+			return err
+		}
+		pk, err := sign.PublicKeyBase64(key)
+		if err != nil {
+			return err
+		}
+		wh.SignedKey, wh.PublicKey = key, pk
+	case !*body.Enabled:
+		wh.SignedKey, wh.PublicKey = nil, ""
+	}
+	wh.UpdatedAt = s.now().UTC().Truncate(time.Second)
+	if err := st.PutWebhook(r.Context(), account(r), wh); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, webhookSignedJSON{ID: wh.ID, PublicKey: wh.PublicKey})
+	return nil
+}
+
+// webhookSecretJSON is the Standard Webhooks secret of a subscription.
+type webhookSecretJSON struct {
+	ID     string `json:"id"`
+	Secret string `json:"secret"`
+	// PreviousExpiresAt is when the secret before the last rotation stops
+	// signing; null when none signs any more.
+	PreviousExpiresAt *string `json:"previous_secret_expires_at"`
+}
+
+func webhookSecretView(wh *Webhook, now time.Time) (webhookSecretJSON, error) {
+	if len(wh.Secrets) == 0 {
+		return webhookSecretJSON{}, fmt.Errorf("webhook %s has no signing secret", wh.ID)
+	}
+	out := webhookSecretJSON{ID: wh.ID, Secret: sign.FormatSecret(wh.Secrets[0].Key)}
+	for _, old := range wh.Secrets[1:] {
+		if old.NotAfter.After(now) {
+			at := old.NotAfter.UTC().Format(webhookTimeFormat)
+			out.PreviousExpiresAt = &at
+			break
+		}
+	}
+	return out, nil
+}
+
+// handleWebhookSecret: GET /bouncer/v1/webhooks/{id}/secret.
+func (s *server) handleWebhookSecret(w http.ResponseWriter, r *http.Request, st WebhookStore) error {
+	wh, err := loadWebhook(r, st)
+	if err != nil {
+		return err
+	}
+	out, err := webhookSecretView(&wh, s.now())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// handleWebhookRotate: POST /bouncer/v1/webhooks/{id}/secret/rotate with an
+// optional body {"grace_period_seconds": n}: a new secret signs from now on;
+// the current one keeps signing for the grace period (default 24h, 0 stops
+// it at once). A secret rotated out earlier stops at once.
+func (s *server) handleWebhookRotate(w http.ResponseWriter, r *http.Request, st WebhookStore) error {
+	wh, err := loadWebhook(r, st)
+	if err != nil {
+		return err
+	}
+	var body struct {
+		Grace *int64 `json:"grace_period_seconds"`
+	}
+	raw, err := io.ReadAll(r.Body)
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return errorf(ETooLarge, "", "request body is larger than %d bytes", tooBig.Limit)
+	} else if err != nil {
+		return errorf(EInvalid, "", "cannot read the request body")
+	}
+	if len(bytes.TrimSpace(raw)) > 0 {
+		r.Body = io.NopCloser(bytes.NewReader(raw))
+		if err := decodeBody(r, &body); err != nil {
+			return err
+		}
+	}
+	grace := DefaultSecretGrace
+	if body.Grace != nil {
+		if *body.Grace < 0 || *body.Grace > int64(MaxSecretGrace/time.Second) {
+			return errorf(EInvalid, "grace_period_seconds", "grace_period_seconds must be 0 to %d (7 days)", int64(MaxSecretGrace/time.Second))
+		}
+		grace = time.Duration(*body.Grace) * time.Second
+	}
+	next, err := sign.NewSecret()
+	if err != nil {
+		return err
+	}
+	now := s.now().UTC().Truncate(time.Second)
+	// Only the newest rotated-out secret is kept (see PutWebhook).
+	wh.Secrets = sign.Rotate(wh.Secrets[:min(1, len(wh.Secrets))], next, now, grace)
+	wh.UpdatedAt = now
+	if err := st.PutWebhook(r.Context(), account(r), wh); err != nil {
+		return err
+	}
+	out, err := webhookSecretView(&wh, now)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// handleWebhookTest: POST /v3/user/webhooks/event/test {"id", "url"}: sends
+// one batch of sample events (one per selected event type, every type
+// without an id), signed like a real delivery with the subscription's
+// secrets and key, to url (default: the subscription's) through the SSRF
+// guard. 204 when the receiver answered 2xx; 502 saying what the receiver
+// did otherwise. Both carry the receiver's status, when it answered, in
+// X-Bouncer-Receiver-Status. Without an id the batch is unsigned (there is
+// no secret to sign with).
+func (s *server) handleWebhookTest(w http.ResponseWriter, r *http.Request, st WebhookStore) error {
+	var body struct {
+		ID                *string `json:"id"`
+		URL               *string `json:"url"`
+		OAuthClientID     *string `json:"oauth_client_id"`
+		OAuthClientSecret *string `json:"oauth_client_secret"`
+		OAuthTokenURL     *string `json:"oauth_token_url"`
+	}
+	if err := decodeBody(r, &body); err != nil {
+		return err
+	}
+	for field, v := range map[string]*string{"oauth_client_id": body.OAuthClientID, "oauth_client_secret": body.OAuthClientSecret, "oauth_token_url": body.OAuthTokenURL} {
+		if v != nil && *v != "" {
+			return errorf(EInvalid, field, "bouncer does not support OAuth for webhooks: leave %s empty", field)
+		}
+	}
+	ep := webhook.Endpoint{Events: map[string]bool{}}
+	if body.ID != nil && *body.ID != "" {
+		id := strings.ToLower(strings.TrimSpace(*body.ID))
+		if _, err := uuid.Parse(id); err != nil || len(id) != 36 {
+			return errNoWebhook
+		}
+		wh, ok, err := st.Webhook(r.Context(), account(r), id)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errNoWebhook
+		}
+		ep = wh.Endpoint
+	}
+	target := ep.URL
+	if body.URL != nil && strings.TrimSpace(*body.URL) != "" {
+		target = *body.URL
+	}
+	guard := st.WebhookGuard()
+	target, err := checkWebhookURL(target, guard)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	batch, err := webhookSampleEvents(&ep, now)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), WebhookTestTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(batch))
+	if err != nil {
+		return errorf(EInvalid, "url", "'%s' is not a valid url", target)
+	}
+	req.Header.Set("User-Agent", "bouncer-webhook-test")
+	if err := sign.SetHeaders(req.Header, &ep, "msg_test_"+uuid.NewString(), now, batch, now); err != nil {
+		return err
+	}
+	resp, err := guard.Client(WebhookTestTimeout).Do(req)
+	if err != nil {
+		msg := err.Error()
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			msg = fmt.Sprintf("no answer within %s", WebhookTestTimeout)
+		}
+		writeJSON(w, http.StatusBadGateway, errorBody{Errors: []errorItem{{Message: "test delivery to " + target + " failed: " + msg}}})
+		return nil
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	w.Header().Set("X-Bouncer-Receiver-Status", fmt.Sprint(resp.StatusCode))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		writeJSON(w, http.StatusBadGateway, errorBody{Errors: []errorItem{{Message: fmt.Sprintf(
+			"test delivery to %s failed: the receiver answered %s (want a 2xx status)", target, resp.Status)}}})
+		return nil
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// webhookSampleEvents is the test batch: one made-up event per event type ep
+// selects (every type when it selects none), in SendGrid's event format.
+func webhookSampleEvents(ep *webhook.Endpoint, now time.Time) ([]byte, error) {
+	var events []map[string]any
+	ts := now.Unix()
+	msgID := "bouncer-test." + webhookToken(8)
+	for _, name := range webhook.EventTypes {
+		if len(ep.Events) > 0 && !ep.Events[name] {
+			continue
+		}
+		e := map[string]any{
+			"email": "example@test.com", "timestamp": ts, "event": name,
+			"sg_event_id": webhookToken(16), "sg_message_id": msgID,
+			"smtp-id": "<" + msgID + "@bouncer.test>", "category": []string{"bouncer-test"},
+		}
+		switch name {
+		case "bounce":
+			e["type"], e["status"], e["reason"] = "bounce", "5.1.1", "550 5.1.1 The email account that you tried to reach does not exist."
+			e["bounce_classification"] = "Invalid Address"
+		case "deferred":
+			e["response"], e["attempt"] = "421 4.7.0 Try again later", "1"
+		case "delivered":
+			e["response"] = "250 2.0.0 OK"
+		case "dropped":
+			e["reason"] = "Bounced Address"
+		case "open", "click":
+			e["useragent"], e["ip"] = "Mozilla/5.0 (bouncer test)", "192.0.2.1"
+			if name == "click" {
+				e["url"] = "https://example.com/"
+			}
+		case "group_unsubscribe", "group_resubscribe":
+			e["asm_group_id"] = 1
+		}
+		events = append(events, e)
+	}
+	return json.Marshal(events)
+}
+
+func webhookToken(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return fmt.Sprintf("%x", b)
+}

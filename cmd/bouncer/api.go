@@ -53,6 +53,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	rateLimit := e.Int("rate-limit", "BOUNCER_API_RATE_LIMIT", 10, "requests per second per API key (the burst is the same number)")
 	maxBody := e.Int("max-body-bytes", "BOUNCER_API_MAX_BODY_BYTES", 1<<20, "largest accepted request body")
 	shutdown := e.Duration("shutdown-timeout", "BOUNCER_SHUTDOWN_TIMEOUT", 15*time.Second, "longest a graceful shutdown may take")
+	wf := addWebhookFlags(e)
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
 	}
@@ -72,6 +73,17 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
+	whKeys, err := wf.keyring()
+	if err != nil {
+		return err
+	}
+	whGuard, err := wf.guard()
+	if err != nil {
+		return err
+	}
+	if whKeys == nil {
+		log.Warn("webhook routes answer 503: BOUNCER_SECRET_KEY is not set (make a key with `openssl rand -base64 32`)")
+	}
 	chCfg := cf.config()
 	if err := chCfg.Validate(); err != nil {
 		return &usageError{err.Error()}
@@ -82,7 +94,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	}
 	defer store.Close()
 
-	as := apiStore{s: store, kafka: kf.conn()}
+	as := apiStore{s: store, kafka: kf.conn(), webhooks: webhookConfig{keys: whKeys, guard: whGuard}}
 	if *publish {
 		cw, err := openChangeLog(ctx, kf, *changeTopic)
 		if err != nil {
@@ -156,6 +168,8 @@ type apiStore struct {
 	// kafka is the Kafka connection of the flags, for parts that write
 	// topics of their own (it may be empty when Kafka is not configured).
 	kafka consumer.Conn
+	// webhooks seals webhook secrets and guards webhook URLs.
+	webhooks webhookConfig
 }
 
 var _ api.Store = apiStore{}

@@ -1,0 +1,516 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/sinks/webhook"
+	"github.com/bouncer-mail/bouncer/sinks/webhook/safedial"
+	"github.com/bouncer-mail/bouncer/sinks/webhook/sign"
+	"github.com/sendgrid/sendgrid-go/helpers/eventwebhook"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+)
+
+// fakeWebhooks keeps subscriptions in memory, per account; what the
+// ClickHouse store does (sealing, versions, tenancy in SQL) is tested in
+// cmd/bouncer.
+type fakeWebhooks struct {
+	mu       sync.Mutex
+	byAcct   map[string][]Webhook
+	notReady error
+	guard    safedial.Guard
+}
+
+func newFakeWebhooks() *fakeWebhooks {
+	return &fakeWebhooks{byAcct: map[string][]Webhook{},
+		guard: safedial.Guard{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}}
+}
+
+func (f *fakeWebhooks) WebhooksReady() error         { return f.notReady }
+func (f *fakeWebhooks) WebhookGuard() safedial.Guard { return f.guard }
+
+func (f *fakeWebhooks) Webhooks(ctx context.Context, account string) ([]Webhook, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]Webhook(nil), f.byAcct[account]...), nil
+}
+
+func (f *fakeWebhooks) Webhook(ctx context.Context, account, id string) (Webhook, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, w := range f.byAcct[account] {
+		if w.ID == id {
+			return w, true, nil
+		}
+	}
+	return Webhook{}, false, nil
+}
+
+func (f *fakeWebhooks) PutWebhook(ctx context.Context, account string, w Webhook) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w.Version++
+	ws := f.byAcct[account]
+	for i := range ws {
+		if ws[i].ID == w.ID {
+			ws[i] = w
+			return nil
+		}
+	}
+	f.byAcct[account] = append(ws, w)
+	return nil
+}
+
+func (f *fakeWebhooks) DeleteWebhook(ctx context.Context, account string, w Webhook, at time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.byAcct[account] = slices.DeleteFunc(f.byAcct[account], func(x Webhook) bool { return x.ID == w.ID })
+	return nil
+}
+
+// webhookServer is a server with a fake webhook store, keys for accounts
+// acme and globex, and a fixed clock.
+func webhookServer(t *testing.T) (h http.Handler, st *fakeWebhooks, keyA, keyB string, now time.Time) {
+	t.Helper()
+	keyA, ka := testKey(t, "acme", false)
+	keyB, kb := testKey(t, "globex", false)
+	st = newFakeWebhooks()
+	now = time.Date(2026, 11, 27, 6, 0, 0, 0, time.UTC)
+	h = NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{ka, kb}, Webhooks: st, Now: func() time.Time { return now },
+		RateLimit: 10000, MaxBodyBytes: 4096})
+	return h, st, keyA, keyB, now
+}
+
+// decodeExact decodes body into a map and checks it has exactly keys.
+func decodeExact(t *testing.T, body string, keys ...string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(body), &m); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	var got []string
+	for k := range m {
+		got = append(got, k)
+	}
+	sort.Strings(got)
+	sort.Strings(keys)
+	if !slices.Equal(got, keys) {
+		t.Errorf("keys %v\nwant %v\nbody %s", got, keys, body)
+	}
+	return m
+}
+
+var webhookEventJSONKeys = []string{"group_resubscribe", "delivered", "group_unsubscribe", "spam_report", "bounce", "deferred",
+	"unsubscribe", "processed", "open", "click", "dropped"}
+
+func webhookKeys(extra ...string) []string {
+	return append(append([]string{"enabled", "url", "id"}, webhookEventJSONKeys...), extra...)
+}
+
+// TestWebhookLifecycleShapes walks one subscription through every route
+// and checks each answer's fields against SendGrid's shapes.
+func TestWebhookLifecycleShapes(t *testing.T) {
+	h, st, key, _, now := webhookServer(t)
+	rec := do(t, h, "POST", "/v3/user/webhooks/event/settings", key,
+		`{"url":"https://hooks.example.com/sg","spam_report":true,"bounce":true,"dropped":false,"friendly_name":"Engagement"}`)
+	if rec.Code != 201 {
+		t.Fatalf("create: %d %s", rec.Code, rec.Body)
+	}
+	created := decodeExact(t, rec.Body.String(), webhookKeys("friendly_name", "created_date", "updated_date")...)
+	id, _ := created["id"].(string)
+	if created["enabled"] != true || created["spam_report"] != true || created["bounce"] != true || created["open"] != false ||
+		created["created_date"] != "2026-11-27T06:00:00Z" || created["url"] != "https://hooks.example.com/sg" || len(id) != 36 {
+		t.Errorf("created: %s", rec.Body)
+	}
+	stored, _, _ := st.Webhook(context.Background(), "acme", id)
+	if !reflect.DeepEqual(stored.Events, map[string]bool{"spamreport": true, "bounce": true}) || len(stored.Secrets) != 1 || stored.SignedKey != nil {
+		t.Errorf("stored: events %v, %d secrets, key %v; want spamreport and bounce, one secret, no key", stored.Events, len(stored.Secrets), stored.SignedKey)
+	}
+
+	rec = do(t, h, "GET", "/v3/user/webhooks/event/settings/"+id, key, "")
+	decodeExact(t, rec.Body.String(), webhookKeys("friendly_name")...) // SendGrid shows no dates here
+	rec = do(t, h, "GET", "/v3/user/webhooks/event/settings/"+id+"?include=account_status_change", key, "")
+	if m := decodeExact(t, rec.Body.String(), webhookKeys("friendly_name", "account_status_change")...); m["account_status_change"] != false {
+		t.Errorf("include=account_status_change: %s", rec.Body)
+	}
+
+	// PATCH changes what it names and keeps the rest.
+	rec = do(t, h, "PATCH", "/v3/user/webhooks/event/settings/"+id, key, `{"open":true,"bounce":false,"enabled":false}`)
+	if rec.Code != 200 {
+		t.Fatalf("patch: %d %s", rec.Code, rec.Body)
+	}
+	m := decodeExact(t, rec.Body.String(), webhookKeys("friendly_name", "created_date", "updated_date")...)
+	if m["open"] != true || m["bounce"] != false || m["spam_report"] != true || m["enabled"] != false || m["friendly_name"] != "Engagement" {
+		t.Errorf("after patch: %s", rec.Body)
+	}
+
+	// Signing: off at first, on makes a key, the public key verifies.
+	rec = do(t, h, "GET", "/v3/user/webhooks/event/settings/signed/"+id, key, "")
+	if rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != `{"id":"`+id+`","public_key":""}` {
+		t.Errorf("signed before: %d %s", rec.Code, rec.Body)
+	}
+	rec = do(t, h, "PATCH", "/v3/user/webhooks/event/settings/signed/"+id, key, `{"enabled":true}`)
+	var pk webhookSignedJSON
+	if err := json.Unmarshal(rec.Body.Bytes(), &pk); err != nil || rec.Code != 200 || pk.ID != id || pk.PublicKey == "" {
+		t.Fatalf("signed on: %d %s", rec.Code, rec.Body)
+	}
+	if _, err := eventwebhook.ConvertPublicKeyBase64ToECDSA(pk.PublicKey); err != nil {
+		t.Errorf("public key %q does not parse with sendgrid-go: %v", pk.PublicKey, err)
+	}
+	rec = do(t, h, "PATCH", "/v3/user/webhooks/event/settings/signed/"+id, key, `{"enabled":true}`)
+	if !strings.Contains(rec.Body.String(), pk.PublicKey) {
+		t.Errorf("turning signing on twice changed the key: %s", rec.Body)
+	}
+	rec = do(t, h, "GET", "/v3/user/webhooks/event/settings/"+id, key, "")
+	if m := decodeExact(t, rec.Body.String(), webhookKeys("friendly_name", "public_key")...); m["public_key"] != pk.PublicKey {
+		t.Errorf("get with signing on: %s", rec.Body)
+	}
+	rec = do(t, h, "GET", "/v3/user/webhooks/event/settings/all", key, "")
+	var all struct {
+		MaxAllowed int              `json:"max_allowed"`
+		Webhooks   []map[string]any `json:"webhooks"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &all); err != nil || all.MaxAllowed != MaxWebhooks || len(all.Webhooks) != 1 ||
+		all.Webhooks[0]["public_key"] != pk.PublicKey || all.Webhooks[0]["created_date"] == nil {
+		t.Errorf("list: %d %s", rec.Code, rec.Body)
+	}
+	rec = do(t, h, "PATCH", "/v3/user/webhooks/event/settings/signed/"+id, key, `{"enabled":false}`)
+	if strings.TrimSpace(rec.Body.String()) != `{"id":"`+id+`","public_key":""}` {
+		t.Errorf("signed off: %s", rec.Body)
+	}
+	if stored, _, _ := st.Webhook(context.Background(), "acme", id); stored.SignedKey != nil {
+		t.Error("signing off kept the private key")
+	}
+
+	// The Standard Webhooks secret, and its rotation.
+	rec = do(t, h, "GET", "/bouncer/v1/webhooks/"+id+"/secret", key, "")
+	var sec webhookSecretJSON
+	if err := json.Unmarshal(rec.Body.Bytes(), &sec); err != nil || rec.Code != 200 || !strings.HasPrefix(sec.Secret, "whsec_") || sec.PreviousExpiresAt != nil {
+		t.Fatalf("secret: %d %s", rec.Code, rec.Body)
+	}
+	if raw, err := sign.ParseSecret(sec.Secret); err != nil || !slices.Equal(raw, stored.Secrets[0].Key) {
+		t.Errorf("secret %q is not the stored one (%v)", sec.Secret, err)
+	}
+	rec = do(t, h, "POST", "/bouncer/v1/webhooks/"+id+"/secret/rotate", key, "")
+	var rot webhookSecretJSON
+	if err := json.Unmarshal(rec.Body.Bytes(), &rot); err != nil || rec.Code != 200 || rot.Secret == sec.Secret || rot.PreviousExpiresAt == nil ||
+		*rot.PreviousExpiresAt != now.Add(24*time.Hour).Format(time.RFC3339) {
+		t.Fatalf("rotate: %d %s", rec.Code, rec.Body)
+	}
+	after, _, _ := st.Webhook(context.Background(), "acme", id)
+	if len(after.Secrets) != 2 || !after.Secrets[0].NotAfter.IsZero() || !after.Secrets[1].NotAfter.Equal(now.Add(24*time.Hour)) {
+		t.Errorf("secrets after rotation: %+v", after.Secrets)
+	}
+	rec = do(t, h, "POST", "/bouncer/v1/webhooks/"+id+"/secret/rotate", key, `{"grace_period_seconds":0}`)
+	if m := decodeExact(t, rec.Body.String(), "id", "secret", "previous_secret_expires_at"); m["previous_secret_expires_at"] != nil {
+		t.Errorf("rotate with no grace: %s", rec.Body)
+	}
+	if after, _, _ := st.Webhook(context.Background(), "acme", id); len(after.Secrets) != 1 {
+		t.Errorf("grace 0 kept %d secrets, want 1", len(after.Secrets))
+	}
+
+	rec = do(t, h, "DELETE", "/v3/user/webhooks/event/settings/"+id, key, "")
+	if rec.Code != 204 || rec.Body.Len() != 0 {
+		t.Errorf("delete: %d %q", rec.Code, rec.Body)
+	}
+	if rec := do(t, h, "GET", "/v3/user/webhooks/event/settings/"+id, key, ""); rec.Code != 404 {
+		t.Errorf("get after delete: %d", rec.Code)
+	}
+	rec = do(t, h, "GET", "/v3/user/webhooks/event/settings/all", key, "")
+	if strings.TrimSpace(rec.Body.String()) != `{"max_allowed":5,"webhooks":[]}` {
+		t.Errorf("empty list: %s", rec.Body)
+	}
+}
+
+// TestWebhookReenableClearsDisabled: a subscription delivery disabled
+// shows "enabled": false until PATCH enabled=true clears the state.
+func TestWebhookReenableClearsDisabled(t *testing.T) {
+	h, st, key, _, now := webhookServer(t)
+	rec := do(t, h, "POST", "/v3/user/webhooks/event/settings", key, `{"url":"https://hooks.example.com/a","delivered":true}`)
+	id := decodeExact(t, rec.Body.String(), webhookKeys("created_date", "updated_date")...)["id"].(string)
+	w, _, _ := st.Webhook(context.Background(), "acme", id)
+	w.DisabledAt, w.DisabledReason = now, "410 Gone"
+	st.PutWebhook(context.Background(), "acme", w)
+	if rec := do(t, h, "GET", "/v3/user/webhooks/event/settings/"+id, key, ""); !strings.Contains(rec.Body.String(), `"enabled":false`) {
+		t.Errorf("disabled by delivery: %s", rec.Body)
+	}
+	if rec := do(t, h, "PATCH", "/v3/user/webhooks/event/settings/"+id, key, `{"friendly_name":"x"}`); !strings.Contains(rec.Body.String(), `"enabled":false`) {
+		t.Errorf("a patch without enabled re-enabled it: %s", rec.Body)
+	}
+	rec = do(t, h, "PATCH", "/v3/user/webhooks/event/settings/"+id, key, `{"enabled":true}`)
+	w, _, _ = st.Webhook(context.Background(), "acme", id)
+	if !strings.Contains(rec.Body.String(), `"enabled":true`) || !w.DisabledAt.IsZero() || w.DisabledReason != "" || !w.Active() {
+		t.Errorf("re-enabled: %s, stored %+v", rec.Body, w.Endpoint)
+	}
+}
+
+// TestWebhookErrors: bad input gets SendGrid's error shape with the field
+// at fault, and nothing is stored.
+func TestWebhookErrors(t *testing.T) {
+	h, st, key, _, _ := webhookServer(t)
+	readOnly, kr := testKey(t, "acme", false, "user.webhooks.event.settings.read")
+	h2 := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{kr}, Webhooks: st, RateLimit: 10000})
+	rec := do(t, h, "POST", "/v3/user/webhooks/event/settings", key, `{"url":"https://taken.example.com/"}`)
+	id := decodeExact(t, rec.Body.String(), webhookKeys("created_date", "updated_date")...)["id"].(string)
+	base := "/v3/user/webhooks/event/settings"
+	for _, tc := range []struct {
+		name, method, path, body string
+		status                   int
+		field                    string
+	}{
+		{"bad JSON", "POST", base, `{"url":`, 400, ""},
+		{"empty body", "POST", base, ``, 400, ""},
+		{"no url", "POST", base, `{"bounce":true}`, 400, "url"},
+		{"empty url", "POST", base, `{"url":"  "}`, 400, "url"},
+		{"url of the wrong type", "POST", base, `{"url":42}`, 400, "url"},
+		{"event of the wrong type", "POST", base, `{"url":"https://a.example.com/","bounce":"yes"}`, 400, "bounce"},
+		{"not http", "POST", base, `{"url":"ftp://a.example.com/"}`, 400, "url"},
+		{"javascript url", "POST", base, `{"url":"javascript:alert(1)"}`, 400, "url"},
+		{"private address", "POST", base, `{"url":"http://10.0.0.7/hook"}`, 400, "url"},
+		{"metadata service", "POST", base, `{"url":"http://169.254.169.254/latest/meta-data/"}`, 400, "url"},
+		{"loopback outside the allow-list", "POST", base, `{"url":"http://127.0.0.2:8080/"}`, 400, "url"},
+		{"credentials in url", "POST", base, `{"url":"https://user:pw@a.example.com/"}`, 400, "url"},
+		{"url too long", "POST", base, `{"url":"https://a.example.com/` + strings.Repeat("a", 2100) + `"}`, 400, "url"},
+		{"duplicate url", "POST", base, `{"url":"https://taken.example.com/"}`, 400, "url"},
+		{"oauth", "POST", base, `{"url":"https://a.example.com/","oauth_client_id":"abc"}`, 400, "oauth_client_id"},
+		{"friendly name too long", "POST", base, `{"url":"https://a.example.com/","friendly_name":"` + strings.Repeat("n", 101) + `"}`, 400, "friendly_name"},
+		{"friendly name with control characters", "POST", base, `{"url":"https://a.example.com/","friendly_name":"a\u0000b"}`, 400, "friendly_name"},
+		{"body over the limit", "POST", base, `{"url":"https://a.example.com/","friendly_name":"` + strings.Repeat("n", 5000) + `"}`, 413, ""},
+		{"unknown id", "GET", base + "/5b0f6a3e-3c2b-4b8e-9d8e-1f2a3b4c5d6e", "", 404, ""},
+		{"id not a uuid", "GET", base + "/42", "", 404, ""},
+		{"SQL in the id", "GET", base + "/'%20OR%201=1--", "", 404, ""},
+		{"path traversal in the id", "GET", base + "/..%2F..%2Fall", "", 404, ""},
+		{"NUL in the id", "DELETE", base + "/" + id + "%00", "", 404, ""},
+		{"patch unknown id", "PATCH", base + "/5b0f6a3e-3c2b-4b8e-9d8e-1f2a3b4c5d6e", `{"enabled":true}`, 404, ""},
+		{"patch bad url", "PATCH", base + "/" + id, `{"url":"gopher://x"}`, 400, "url"},
+		{"signed without enabled", "PATCH", base + "/signed/" + id, `{}`, 400, "enabled"},
+		{"signed enabled not a bool", "PATCH", base + "/signed/" + id, `{"enabled":"true"}`, 400, "enabled"},
+		{"rotate negative grace", "POST", "/bouncer/v1/webhooks/" + id + "/secret/rotate", `{"grace_period_seconds":-1}`, 400, "grace_period_seconds"},
+		{"rotate grace over a week", "POST", "/bouncer/v1/webhooks/" + id + "/secret/rotate", `{"grace_period_seconds":604801}`, 400, "grace_period_seconds"},
+		{"rotate bad JSON", "POST", "/bouncer/v1/webhooks/" + id + "/secret/rotate", `{"grace`, 400, ""},
+		{"test without url or id", "POST", "/v3/user/webhooks/event/test", `{}`, 400, "url"},
+		{"test unknown id", "POST", "/v3/user/webhooks/event/test", `{"id":"5b0f6a3e-3c2b-4b8e-9d8e-1f2a3b4c5d6e"}`, 404, ""},
+		{"test private url", "POST", "/v3/user/webhooks/event/test", `{"url":"http://192.168.1.1/"}`, 400, "url"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := do(t, h, tc.method, tc.path, key, tc.body)
+			if rec.Code != tc.status {
+				t.Fatalf("status %d, want %d; body %s", rec.Code, tc.status, rec.Body)
+			}
+			field, msg := sendGridError(t, rec)
+			if got := ""; field != nil {
+				got = *field
+				if got != tc.field {
+					t.Errorf("field %q, want %q (%s)", got, tc.field, msg)
+				}
+			} else if tc.field != "" {
+				t.Errorf("field null, want %q (%s)", tc.field, msg)
+			}
+		})
+	}
+	if ws, _ := st.Webhooks(context.Background(), "acme"); len(ws) != 1 {
+		t.Errorf("%d subscriptions stored after bad requests, want the one good one", len(ws))
+	}
+	if rec := do(t, h2, "PATCH", base+"/"+id, readOnly, `{"enabled":false}`); rec.Code != 403 {
+		t.Errorf("read-only key patching: %d", rec.Code)
+	}
+	if rec := do(t, h2, "GET", "/bouncer/v1/webhooks/"+id+"/secret", readOnly, ""); rec.Code != 403 {
+		t.Errorf("read-only key reading the secret: %d, want 403 (the secret needs the update scope)", rec.Code)
+	}
+	if rec := do(t, h2, "GET", base+"/"+id, readOnly, ""); rec.Code != 200 {
+		t.Errorf("read-only key reading the settings: %d", rec.Code)
+	}
+}
+
+// TestWebhookLimitPerAccount: the sixth subscription of an account is
+// refused with a clear 400; another account is not affected.
+func TestWebhookLimitPerAccount(t *testing.T) {
+	h, _, keyA, keyB, _ := webhookServer(t)
+	for i := range MaxWebhooks {
+		rec := do(t, h, "POST", "/v3/user/webhooks/event/settings", keyA, `{"url":"https://hooks.example.com/`+string(rune('a'+i))+`"}`)
+		if rec.Code != 201 {
+			t.Fatalf("subscription %d: %d %s", i+1, rec.Code, rec.Body)
+		}
+	}
+	rec := do(t, h, "POST", "/v3/user/webhooks/event/settings", keyA, `{"url":"https://hooks.example.com/z"}`)
+	if rec.Code != 400 {
+		t.Fatalf("sixth: %d %s", rec.Code, rec.Body)
+	}
+	if _, msg := sendGridError(t, rec); !strings.Contains(msg, "maximum number of webhooks (5 per account)") {
+		t.Errorf("sixth: message %q", msg)
+	}
+	if rec := do(t, h, "POST", "/v3/user/webhooks/event/settings", keyB, `{"url":"https://hooks.example.com/z"}`); rec.Code != 201 {
+		t.Errorf("another account: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// TestWebhookTenancy: another account's id answers 404 on every route, as
+// an unknown id does, and changes nothing.
+func TestWebhookTenancy(t *testing.T) {
+	h, st, keyA, keyB, _ := webhookServer(t)
+	rec := do(t, h, "POST", "/v3/user/webhooks/event/settings", keyA, `{"url":"https://a.example.com/","bounce":true}`)
+	id := decodeExact(t, rec.Body.String(), webhookKeys("created_date", "updated_date")...)["id"].(string)
+	before, _, _ := st.Webhook(context.Background(), "acme", id)
+	for _, r := range []struct{ method, path, body string }{
+		{"GET", "/v3/user/webhooks/event/settings/" + id, ""},
+		{"PATCH", "/v3/user/webhooks/event/settings/" + id, `{"enabled":false}`},
+		{"DELETE", "/v3/user/webhooks/event/settings/" + id, ""},
+		{"GET", "/v3/user/webhooks/event/settings/signed/" + id, ""},
+		{"PATCH", "/v3/user/webhooks/event/settings/signed/" + id, `{"enabled":true}`},
+		{"GET", "/bouncer/v1/webhooks/" + id + "/secret", ""},
+		{"POST", "/bouncer/v1/webhooks/" + id + "/secret/rotate", ""},
+		{"POST", "/v3/user/webhooks/event/test", `{"id":"` + id + `"}`},
+	} {
+		rec := do(t, h, r.method, r.path, keyB, r.body)
+		if rec.Code != 404 || !strings.Contains(rec.Body.String(), "Invalid id provided.") {
+			t.Errorf("globex %s %s: %d %s, want 404", r.method, r.path, rec.Code, rec.Body)
+		}
+	}
+	if rec := do(t, h, "GET", "/v3/user/webhooks/event/settings/all", keyB, ""); !strings.Contains(rec.Body.String(), `"webhooks":[]`) {
+		t.Errorf("globex's list: %s", rec.Body)
+	}
+	after, _, _ := st.Webhook(context.Background(), "acme", id)
+	if !reflect.DeepEqual(before, after) {
+		t.Errorf("acme's subscription changed through globex's requests")
+	}
+}
+
+// TestWebhooksUnavailable: without a store the routes answer 404, without
+// a key to seal secrets 503 saying what to set.
+func TestWebhooksUnavailable(t *testing.T) {
+	token, k := testKey(t, "acme", false)
+	h := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{k}})
+	if rec := do(t, h, "GET", "/v3/user/webhooks/event/settings/all", token, ""); rec.Code != 404 {
+		t.Errorf("no webhook store: %d %s", rec.Code, rec.Body)
+	}
+	st := newFakeWebhooks()
+	st.notReady = errors.New("set BOUNCER_SECRET_KEY")
+	h = NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{k}, Webhooks: st})
+	rec := do(t, h, "POST", "/v3/user/webhooks/event/settings", token, `{"url":"https://a.example.com/"}`)
+	if rec.Code != 503 {
+		t.Fatalf("no secret key: %d %s", rec.Code, rec.Body)
+	}
+	if field, msg := sendGridError(t, rec); field != nil || msg != "set BOUNCER_SECRET_KEY" {
+		t.Errorf("no secret key: %v %q", field, msg)
+	}
+}
+
+// receiver records the requests a test receiver got.
+type receiver struct {
+	mu     sync.Mutex
+	status int
+	bodies [][]byte
+	heads  []http.Header
+}
+
+func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	rc.mu.Lock()
+	rc.bodies, rc.heads = append(rc.bodies, b), append(rc.heads, r.Header.Clone())
+	status := rc.status
+	rc.mu.Unlock()
+	w.WriteHeader(status)
+}
+
+// TestWebhookTestDelivery: the test route POSTs sample events of the
+// selected types to a loopback receiver, signed so that both vendors'
+// verifiers accept them, and reports a failing receiver as 502.
+func TestWebhookTestDelivery(t *testing.T) {
+	h, st, key, _, _ := webhookServer(t)
+	// The server's clock is fixed in the past; the verifiers check
+	// timestamps against the real clock.
+	rcv := &receiver{status: 200}
+	srv := httptest.NewServer(rcv)
+	defer srv.Close()
+	rec := do(t, h, "POST", "/v3/user/webhooks/event/settings", key, `{"url":"`+srv.URL+`/events","bounce":true,"spam_report":true}`)
+	if rec.Code != 201 {
+		t.Fatalf("create: %d %s", rec.Code, rec.Body)
+	}
+	id := decodeExact(t, rec.Body.String(), webhookKeys("created_date", "updated_date")...)["id"].(string)
+	rec = do(t, h, "PATCH", "/v3/user/webhooks/event/settings/signed/"+id, key, `{"enabled":true}`)
+	var pk webhookSignedJSON
+	json.Unmarshal(rec.Body.Bytes(), &pk)
+	rec = do(t, h, "GET", "/bouncer/v1/webhooks/"+id+"/secret", key, "")
+	var sec webhookSecretJSON
+	json.Unmarshal(rec.Body.Bytes(), &sec)
+
+	rec = do(t, h, "POST", "/v3/user/webhooks/event/test", key, `{"id":"`+id+`"}`)
+	if rec.Code != 204 || rec.Header().Get("X-Bouncer-Receiver-Status") != "200" {
+		t.Fatalf("test: %d %s %v", rec.Code, rec.Body, rec.Header())
+	}
+	rcv.mu.Lock()
+	body, head := rcv.bodies[0], rcv.heads[0]
+	rcv.mu.Unlock()
+	var events []map[string]any
+	if err := json.Unmarshal(body, &events); err != nil {
+		t.Fatalf("batch: %v: %s", err, body)
+	}
+	var names []string
+	for _, e := range events {
+		names = append(names, e["event"].(string))
+		if e["sg_event_id"] == "" || e["email"] == "" || e["timestamp"] == nil {
+			t.Errorf("event without SendGrid's fields: %v", e)
+		}
+	}
+	if !slices.Equal(names, []string{"bounce", "spamreport"}) {
+		t.Errorf("events %v, want the selected bounce and spamreport", names)
+	}
+	// The server's clock is in the past, so the Standard Webhooks check
+	// ignores the timestamp window (the signature still covers it).
+	wh, err := standardwebhooks.NewWebhook(sec.Secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wh.VerifyIgnoringTimestamp(body, head); err != nil {
+		t.Errorf("Standard Webhooks verify: %v (headers %v)", err, head)
+	}
+	pub, err := eventwebhook.ConvertPublicKeyBase64ToECDSA(pk.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, err := eventwebhook.VerifySignature(pub, body, head.Get(eventwebhook.VerificationHTTPHeader), head.Get(eventwebhook.TimestampHTTPHeader))
+	if !ok || err != nil {
+		t.Errorf("SendGrid verify: %v %v", ok, err)
+	}
+
+	// To another URL, unsigned without an id; a failing receiver is a 502.
+	rcv.mu.Lock()
+	rcv.status = 500
+	rcv.mu.Unlock()
+	rec = do(t, h, "POST", "/v3/user/webhooks/event/test", key, `{"url":"`+srv.URL+`/other"}`)
+	if rec.Code != 502 || rec.Header().Get("X-Bouncer-Receiver-Status") != "500" {
+		t.Fatalf("failing receiver: %d %s", rec.Code, rec.Body)
+	}
+	if _, msg := sendGridError(t, rec); !strings.Contains(msg, "answered 500") {
+		t.Errorf("failing receiver: %q", msg)
+	}
+	rcv.mu.Lock()
+	head = rcv.heads[1]
+	events = nil
+	json.Unmarshal(rcv.bodies[1], &events)
+	rcv.mu.Unlock()
+	if len(events) != len(webhook.EventTypes) || head.Get("webhook-signature") != "" || head.Get(eventwebhook.VerificationHTTPHeader) != "" {
+		t.Errorf("test without an id: %d events, signature %q", len(events), head.Get("webhook-signature"))
+	}
+
+	// Nobody listening: 502 saying so.
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	rec = do(t, h, "POST", "/v3/user/webhooks/event/test", key, `{"url":"`+closed.URL+`/"}`)
+	if rec.Code != 502 || rec.Header().Get("X-Bouncer-Receiver-Status") != "" {
+		t.Errorf("closed port: %d %s", rec.Code, rec.Body)
+	}
+	_ = st
+}
