@@ -1,0 +1,80 @@
+package clickhouse
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestDeliveryLogAndFailedBatches(t *testing.T) {
+	s := openTestStore(t)
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 27, 5, 0, 0, 0, time.UTC)
+	rows := []DeliveryRow{
+		{At: t0, AccountID: "acme", EndpointID: "ep1", WebhookID: "msg_a", Attempt: 1, Result: "timeout", Duration: 10 * time.Second, Events: 3, Circuit: "closed"},
+		{At: t0.Add(time.Minute), AccountID: "acme", EndpointID: "ep1", WebhookID: "msg_a", Attempt: 2, Result: "ok", Status: 200, Duration: 15 * time.Millisecond, Response: "thanks", Events: 3, Circuit: "closed"},
+		{At: t0.Add(2 * time.Minute), AccountID: "acme", EndpointID: "ep1", WebhookID: "msg_b", Attempt: 1, Result: "http_error", Status: 503, Events: 1, Circuit: "open"},
+		{At: t0.Add(3 * time.Minute), AccountID: "other", EndpointID: "ep1", WebhookID: "msg_c", Attempt: 1, Result: "ok", Status: 200, Events: 1, Circuit: "closed"},
+	}
+	if err := s.WriteDeliveryRows(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.EndpointDeliveryState(ctx, "acme", "ep1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.LastSuccess.Equal(t0.Add(time.Minute)) || !st.LastFailure.Equal(t0.Add(2*time.Minute)) || st.Circuit != "open" || st.Rows != 3 {
+		t.Errorf("state %+v: want last success %v, last failure %v, circuit open, 3 rows (the other account's row not counted)", st, t0.Add(time.Minute), t0.Add(2*time.Minute))
+	}
+	none, err := s.EndpointDeliveryState(ctx, "acme", "nope")
+	if err != nil || !none.LastSuccess.IsZero() || none.Rows != 0 {
+		t.Errorf("unknown endpoint: %+v %v", none, err)
+	}
+	recent, err := s.EndpointDeliveries(ctx, "acme", "ep1", 2)
+	if err != nil || len(recent) != 2 || recent[0].WebhookID != "msg_b" || recent[0].Status != 503 || recent[1].Duration != 15*time.Millisecond {
+		t.Errorf("recent deliveries %+v %v", recent, err)
+	}
+
+	failed := []FailedBatchRow{
+		{FailedAt: t0, AccountID: "acme", EndpointID: "ep1", WebhookID: "msg_x", Attempts: 10, Reason: "retry schedule exhausted", LastStatus: 500, Events: 2, Batch: []byte(`{"webhook_id":"msg_x"}`)},
+		{FailedAt: t0.Add(time.Hour), AccountID: "acme", EndpointID: "ep1", WebhookID: "msg_y", Attempts: 1, Reason: "endpoint answered 410 Gone", LastStatus: 410, Events: 1, Batch: []byte(`{}`)},
+		{FailedAt: t0, AccountID: "other", EndpointID: "ep1", WebhookID: "msg_z", Attempts: 1, Reason: "x", Events: 1, Batch: []byte(`{}`)},
+	}
+	if err := s.WriteFailedBatches(ctx, failed); err != nil {
+		t.Fatal(err)
+	}
+	// Written twice (a retried write), then marked replayed: still one row.
+	if err := s.WriteFailedBatches(ctx, failed[:1]); err != nil {
+		t.Fatal(err)
+	}
+	marked := failed[0]
+	marked.ReplayedAt, marked.ReplayID = t0.Add(2*time.Hour), "msg_r"
+	if err := s.WriteFailedBatches(ctx, []FailedBatchRow{marked}); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.FailedBatches(ctx, "acme", "ep1", time.Time{}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 || list[0].WebhookID != "msg_x" || list[1].WebhookID != "msg_y" {
+		t.Fatalf("failed batches %+v, want msg_x and msg_y once each", list)
+	}
+	if !list[0].ReplayedAt.Equal(t0.Add(2*time.Hour)) || list[0].ReplayID != "msg_r" || list[0].Attempts != 10 || string(list[0].Batch) != `{"webhook_id":"msg_x"}` {
+		t.Errorf("replayed batch %+v", list[0])
+	}
+	if !list[1].ReplayedAt.IsZero() || list[1].LastStatus != 410 {
+		t.Errorf("unreplayed batch %+v", list[1])
+	}
+	since, err := s.FailedBatches(ctx, "acme", "ep1", t0.Add(time.Minute), 100)
+	if err != nil || len(since) != 1 || since[0].WebhookID != "msg_y" {
+		t.Errorf("since an hour later: %+v %v", since, err)
+	}
+	one, err := s.FailedBatch(ctx, "acme", "ep1", "msg_y")
+	if err != nil || one.Reason != "endpoint answered 410 Gone" {
+		t.Errorf("FailedBatch: %+v %v", one, err)
+	}
+	if _, err := s.FailedBatch(ctx, "acme", "ep1", "msg_z"); !errors.Is(err, ErrNoFailedBatch) {
+		t.Errorf("another account's batch: err %v, want ErrNoFailedBatch", err)
+	}
+}
