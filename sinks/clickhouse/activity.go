@@ -85,14 +85,69 @@ func compileActivity(f *ActivityFilter, args []any) (string, []any, error) {
 }
 
 // activityMessagesSQL is the list query with f's condition, and its
-// arguments.
+// arguments: the account, the prefilter's, the filter's, the limit.
 func activityMessagesSQL(account string, f *ActivityFilter, limit int) (string, []any, error) {
-	cond, args, err := compileActivity(f, []any{account})
+	cond, condArgs, err := compileActivity(f, nil)
 	if err != nil {
 		return "", nil, err
 	}
-	sql := strings.Replace(qActivityMessages.SQL, "HAVING "+activityMatchAll, "HAVING "+cond, 1)
-	return sql, append(args, uint64(max(limit, 0))), nil
+	args := []any{account}
+	prefilter := activityNoPrefilter
+	if p, ok := pinned(f, "to_email"); ok {
+		prefilter = "AND sg_message_id IN (SELECT sg_message_id FROM events WHERE account_id = ? AND email_norm = ?)"
+		args = append(args, account, p)
+	} else if p, ok := pinned(f, "msg_id"); ok {
+		prefilter = "AND sg_message_id = ?"
+		args = append(args, p)
+	} else if b := pinnedBetween(f); b != nil {
+		// A message whose last event is in the range has an event in it.
+		prefilter = "AND sg_message_id IN (SELECT sg_message_id FROM events WHERE account_id = ? AND timestamp >= toDateTime(?) AND timestamp <= toDateTime(?))"
+		args = append(args, account, unixSeconds(b.From), unixSeconds(b.To))
+	}
+	return activityWithPrefilter(prefilter, cond), append(append(args, condArgs...), uint64(max(limit, 0))), nil
+}
+
+// activityWithPrefilter is the registered list query with a prefilter and
+// a condition in place of the defaults.
+func activityWithPrefilter(prefilter, cond string) string {
+	sql := strings.Replace(qActivityMessages.SQL, activityNoPrefilter, prefilter, 1)
+	return strings.Replace(sql, "HAVING "+activityMatchAll, "HAVING "+cond, 1)
+}
+
+// pinnedBetween returns the time range at the top of f or directly under
+// a top-level AND, or nil.
+func pinnedBetween(f *ActivityFilter) *ActivityFilter {
+	switch {
+	case f == nil:
+		return nil
+	case f.Op == FilterBetween:
+		return f
+	case f.Op == FilterAnd:
+		for _, a := range f.Args {
+			if a.Op == FilterBetween {
+				return a
+			}
+		}
+	}
+	return nil
+}
+
+// pinned returns the value f requires field to equal: an equality at the
+// top of f or directly under a top-level AND.
+func pinned(f *ActivityFilter, field string) (string, bool) {
+	switch {
+	case f == nil:
+		return "", false
+	case f.Op == FilterEq && f.Field == field:
+		return f.Value, true
+	case f.Op == FilterAnd:
+		for _, a := range f.Args {
+			if a.Op == FilterEq && a.Field == field {
+				return a.Value, true
+			}
+		}
+	}
+	return "", false
 }
 
 // ActivityMessages returns at most limit messages of the account matching

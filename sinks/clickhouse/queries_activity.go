@@ -12,6 +12,28 @@ package clickhouse
 // aliases below, AND, OR, comparison operators, parentheses and ?.
 const activityMatchAll = "(1 = 1)"
 
+// activityNoPrefilter is the WHERE prefilter of the registered list query;
+// when the filter pins a recipient, a message id or a time range (at its top
+// level or in a top-level AND), it is replaced by one of the prefilters
+// below, so only that recipient's or message's events are grouped instead
+// of every message of the account. A prefilter is implied by the filter,
+// so it never changes the result.
+const activityNoPrefilter = "AND 1 = 1"
+
+var (
+	qActivityPrefilterRecipient = register(Query{Name: "activity.messages.by_recipient",
+		SQL: activityWithPrefilter("AND sg_message_id IN (SELECT sg_message_id FROM events WHERE account_id = ? AND email_norm = ?)",
+			"(a_to_norm = ?)"),
+		Sample: []any{"acme", "acme", "ann@gmail.com", "ann@gmail.com", uint64(10)}})
+	qActivityPrefilterTime = register(Query{Name: "activity.messages.by_time",
+		SQL: activityWithPrefilter("AND sg_message_id IN (SELECT sg_message_id FROM events WHERE account_id = ? AND timestamp >= toDateTime(?) AND timestamp <= toDateTime(?))",
+			"(a_last >= toDateTime(?) AND a_last <= toDateTime(?))"),
+		Sample: []any{"acme", "acme", int64(1761955200), int64(1762041600), int64(1761955200), int64(1762041600), uint64(10)}})
+	qActivityPrefilterMessage = register(Query{Name: "activity.messages.by_message",
+		SQL:    activityWithPrefilter("AND sg_message_id = ?", "(a_msg = ?)"),
+		Sample: []any{"acme", "m1", "m1", uint64(10)}})
+)
+
 var (
 	// Arguments: account, then the filter's, then the limit.
 	qActivityMessages = register(Query{Name: "activity.messages",
@@ -21,7 +43,7 @@ var (
 			"countIf(event IN ('delivered', 'open', 'click')) > 0, 'delivered', 'processed') AS a_status, " +
 			"uniqExactIf(sg_event_id, event = 'open') AS a_opens, uniqExactIf(sg_event_id, event = 'click') AS a_clicks, " +
 			"max(timestamp) AS a_last " +
-			"FROM events WHERE account_id = ? AND sg_message_id != '' " +
+			"FROM events WHERE account_id = ? AND sg_message_id != '' " + activityNoPrefilter + " " +
 			"GROUP BY sg_message_id HAVING " + activityMatchAll + " ORDER BY a_last DESC, a_msg LIMIT ?",
 		Sample: []any{"acme", uint64(10)}})
 
