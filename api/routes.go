@@ -77,3 +77,21 @@ func (s *server) routes() []route {
 	rs = append(rs, s.uiRoutes()...)
 	return rs
 }
+
+// RouteInfo describes one route of the table, for tests and tools outside
+// the package (the handlers are not exposed).
+type RouteInfo struct {
+	Method, Path, Scope string
+	Auth                bool
+}
+
+// Routes lists every route of the API, in the table's order. It is a copy:
+// changing it changes nothing.
+func Routes() []RouteInfo {
+	rs := (&server{}).routes()
+	out := make([]RouteInfo, len(rs))
+	for i, r := range rs {
+		out[i] = RouteInfo{Method: r.method, Path: r.path, Scope: r.scope, Auth: r.auth}
+	}
+	return out
+}
