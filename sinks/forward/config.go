@@ -120,6 +120,10 @@ type Config struct {
 	// ForwardBlocks forwards blocks (bounces of type blocked) too; default
 	// false.
 	ForwardBlocks bool
+	// MaxAge skips bounces whose event time is older than this (a new group
+	// reads the topic from its start; a long outage is not replayed as a
+	// flood); default 6h.
+	MaxAge time.Duration
 	// RefreshEvery is how often Settings is read; default 10s.
 	RefreshEvery time.Duration
 	// RateLimit is how many reports one account gets per RateWindow before
@@ -174,7 +178,7 @@ func (c *Config) Validate() error {
 		return errors.New("forward: Config.Classifier is required")
 	case c.RateLimit < 0:
 		return fmt.Errorf("forward: rate limit %d: want at least 1 report per window", c.RateLimit)
-	case c.RateWindow < 0, c.RefreshEvery < 0, c.RetryInitial < 0, c.RetryMax < 0, c.GiveUpAfter < 0, c.FlushTimeout < 0:
+	case c.RateWindow < 0, c.MaxAge < 0, c.RefreshEvery < 0, c.RetryInitial < 0, c.RetryMax < 0, c.GiveUpAfter < 0, c.FlushTimeout < 0:
 		return errors.New("forward: durations must be positive")
 	case c.DigestMax < 0, c.MaxPendingBounces < 0, c.MaxMessageBytes < 0:
 		return errors.New("forward: sizes must be positive")
@@ -194,6 +198,7 @@ func (c *Config) Validate() error {
 	def(&c.MaxPendingBounces, 50000)
 	def(&c.MaxMessageBytes, 1<<20)
 	defd(&c.RateWindow, time.Minute)
+	defd(&c.MaxAge, 6*time.Hour)
 	defd(&c.RefreshEvery, 10*time.Second)
 	defd(&c.RetryInitial, time.Second)
 	defd(&c.RetryMax, time.Minute)

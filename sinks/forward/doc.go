@@ -13,6 +13,10 @@
 // are not forwarded unless Config.ForwardBlocks is set: SendGrid's setting
 // forwards bounces, and blocks say more about the sender than the address.
 //
+// Bounces whose event time is older than MaxAge (default 6h) are skipped:
+// a new forwarding group reads the topic from its start, and a relay outage
+// longer than that is not replayed as a flood of stale reports.
+//
 // Each report names the recipient, the reason, the enhanced status, the
 // classification (bouncer's, as the sink stores it), the event time, the
 // message ids (sg_message_id, smtp-id) and the event id.

@@ -58,6 +58,7 @@ func newForwarder(t *testing.T, srv *smtptest.Server, relay Relay, settings Sett
 	cfg := Config{
 		Relay: relay, From: "Bouncer <bounces@forwarder.example>", Settings: settings, Classifier: classifier,
 		RetryInitial: 50 * time.Millisecond, RetryMax: 200 * time.Millisecond, Metrics: NewMetrics(nil),
+		MaxAge: 1 << 62, // the events are from 2025-11-27
 	}
 	if tune != nil {
 		tune(&cfg)
@@ -157,6 +158,16 @@ func TestOnlyHardBouncesOfEnabledAccounts(t *testing.T) {
 		if got := counter(t, f.m.bounces.WithLabelValues(outcome)); got != want {
 			t.Errorf("outcome %s: %v, want %v", outcome, got, want)
 		}
+	}
+
+	// A bounce older than MaxAge is not forwarded.
+	srv3 := smtptest.Start(t, smtptest.Options{})
+	f3 := newForwarder(t, srv3, Relay{}, settings, func(c *Config) { c.MaxAge = time.Hour })
+	if err := f3.Handle(context.Background(), "events", 0, messages(event("acme", "old@x.org", hardReason, ""))); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(srv3.Messages()); n != 0 || counter(t, f3.m.bounces.WithLabelValues(OutcomeStale)) != 1 {
+		t.Errorf("a year-old bounce: %d messages, want none (stale)", n)
 	}
 
 	// With blocks forwarded, the block is.

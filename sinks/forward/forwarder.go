@@ -179,8 +179,12 @@ func (f *Forwarder) event(ctx context.Context, st *partState, ev *schemas.Event)
 		f.m.bounces.WithLabelValues(OutcomeSoft).Inc()
 		return nil
 	}
-	b := newBounce(ev, &res)
 	now := f.cfg.Now()
+	if now.Sub(time.Unix(ev.Timestamp, 0)) > f.cfg.MaxAge {
+		f.m.bounces.WithLabelValues(OutcomeStale).Inc()
+		return nil
+	}
+	b := newBounce(ev, &res)
 	if !f.takeToken(ev.AccountID, to, b, now) {
 		return nil // folded into the digest
 	}

@@ -22,6 +22,7 @@ const (
 	OutcomeLoop      = "loop"      // a bounce of a forwarded message: skipped
 	OutcomeSoft      = "soft"      // classified soft: not forwarded
 	OutcomeBlock     = "block"     // a block, and blocks are not forwarded
+	OutcomeStale     = "stale"     // older than MaxAge: not forwarded
 )
 
 // NewMetrics creates the forwarder's metrics, registered with reg unless nil.
@@ -29,7 +30,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		bounces: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bouncer_forward_bounces_total",
-			Help: "Bounce events of accounts with forwarding enabled, by outcome: forwarded, digested, counted, failed, loop, soft, block.",
+			Help: "Bounce events of accounts with forwarding enabled, by outcome: forwarded, digested, counted, failed, loop, soft, block, stale.",
 		}, []string{"outcome"}),
 		emails: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bouncer_forward_emails_total",

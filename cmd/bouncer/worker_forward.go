@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bouncer-mail/bouncer/consumer"
+	"github.com/bouncer-mail/bouncer/enrich"
+	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
+	"github.com/bouncer-mail/bouncer/sinks/forward"
+)
+
+// forwardUsage is the worker's --help section on bounce forwarding.
+const forwardUsage = `
+Bounce forwarding: with --smtp-relay set (or --forward), the worker also runs
+the forwarding group (--forward-group, its own offsets, so a slow relay never
+delays the sink). Each hard bounce of an account whose forward_bounce setting
+is enabled (PATCH /v3/mail_settings/forward_bounce) is reported by email to
+the account's address, at most --forward-rate per account; bounces beyond the
+cap go into one digest email at the end of the window. Transient failures
+(SMTP 4xx, connection errors) are retried with backoff for --forward-give-up;
+5xx replies are not retried. See docs/forwarding.md.
+
+  BOUNCER_SMTP_RELAY=smtp.example.com:587 BOUNCER_SMTP_USER=apikey \
+  BOUNCER_SMTP_PASSWORD=... BOUNCER_FORWARD_FROM=bounces@example.com \
+  bouncer worker --forward-rate 10/1m
+`
+
+// forwardFlags configure the bounce forwarding group of the worker.
+type forwardFlags struct {
+	fs     *flag.FlagSet
+	getenv func(string) string
+
+	on                                     *bool
+	relay, user, password, auth, tlsMode   *string
+	caFile, from, group, rate              *string
+	timeout, refresh, giveUp, shutdownWait *time.Duration
+	maxAge                                 *time.Duration
+	blocks                                 *bool
+}
+
+func addForwardFlags(e *envFlags) *forwardFlags {
+	return &forwardFlags{
+		fs: e.fs, getenv: e.getenv,
+		on:       e.Bool("forward", "BOUNCER_FORWARD", false, "run the bounce forwarding group (default: on when --smtp-relay is set)"),
+		relay:    e.String("smtp-relay", "BOUNCER_SMTP_RELAY", "", "SMTP relay for forwarded bounces, host:port (587 with starttls, 465 with tls)"),
+		user:     e.String("smtp-user", "BOUNCER_SMTP_USER", "", "SMTP user name (empty: no AUTH)"),
+		password: e.String("smtp-password", "BOUNCER_SMTP_PASSWORD", "", "SMTP password"),
+		auth:     e.String("smtp-auth", "BOUNCER_SMTP_AUTH", "", "SMTP AUTH mechanism: plain, login, cram-md5 or none (default plain when --smtp-user is set)"),
+		tlsMode:  e.String("smtp-tls", "BOUNCER_SMTP_TLS", "starttls", "TLS to the relay: starttls (required after EHLO), tls (from the first byte) or none"),
+		caFile:   e.String("smtp-ca-file", "BOUNCER_SMTP_CA_FILE", "", "PEM file of extra CA certificates the relay's certificate may chain to (beside the system's)"),
+		timeout:  e.Duration("smtp-timeout", "BOUNCER_SMTP_TIMEOUT", 30*time.Second, "bound of one delivery attempt (connect, TLS, AUTH, transaction)"),
+		from:     e.String("forward-from", "BOUNCER_FORWARD_FROM", "", "sender of forwarded bounces, e.g. bounces@example.com or \"Bouncer <bounces@example.com>\""),
+		group:    e.String("forward-group", "BOUNCER_FORWARD_GROUP", "bouncer-forward", "consumer group of the bounce forwarder"),
+		rate:     e.String("forward-rate", "BOUNCER_FORWARD_RATE", "10/1m", "reports per account per window, N/WINDOW (e.g. 10/1m, 100/1h); more bounces go into a digest at the window's end"),
+		maxAge:   e.Duration("forward-max-age", "BOUNCER_FORWARD_MAX_AGE", 6*time.Hour, "skip bounces whose event time is older than this (a new --forward-group reads the topic from its start)"),
+		blocks:   e.Bool("forward-blocks", "BOUNCER_FORWARD_BLOCKS", false, "forward blocks (bounces of type blocked) too"),
+		refresh:  e.Duration("forward-refresh", "BOUNCER_FORWARD_REFRESH", 10*time.Second, "how often the forwarding settings are re-read from ClickHouse"),
+		giveUp:   e.Duration("forward-give-up", "BOUNCER_FORWARD_GIVE_UP", 15*time.Minute, "how long a report is retried after transient failures before it is dropped (logged and counted)"),
+		shutdownWait: e.Duration("forward-flush-timeout", "BOUNCER_FORWARD_FLUSH_TIMEOUT", 20*time.Second,
+			"on shutdown, how long pending digests may take to send"),
+	}
+}
+
+// enabled reports whether the forwarding group should run: --forward (or
+// BOUNCER_FORWARD) when given, else whether a relay is set.
+func (f *forwardFlags) enabled() bool {
+	explicit := f.getenv("BOUNCER_FORWARD") != ""
+	f.fs.Visit(func(fl *flag.Flag) {
+		if fl.Name == "forward" {
+			explicit = true
+		}
+	})
+	if explicit {
+		return *f.on
+	}
+	return *f.relay != ""
+}
+
+// config checks the flags and builds the forwarder's config (without the
+// settings store, classifier, logger and metrics).
+func (f *forwardFlags) config() (forward.Config, error) {
+	if *f.relay == "" {
+		return forward.Config{}, usagef("bounce forwarding needs an SMTP relay: set --smtp-relay host:port (or BOUNCER_SMTP_RELAY), or --forward=false")
+	}
+	if *f.from == "" {
+		return forward.Config{}, usagef("bounce forwarding needs a sender: set --forward-from bounces@your-domain (or BOUNCER_FORWARD_FROM)")
+	}
+	if *f.group == "" {
+		return forward.Config{}, usagef("--forward-group is empty")
+	}
+	limit, window, err := forward.ParseRate(*f.rate)
+	if err != nil {
+		return forward.Config{}, usagef("--forward-rate: %v", err)
+	}
+	if *f.timeout <= 0 || *f.refresh <= 0 || *f.giveUp <= 0 || *f.shutdownWait <= 0 || *f.maxAge <= 0 {
+		return forward.Config{}, usagef("--smtp-timeout, --forward-refresh, --forward-give-up, --forward-flush-timeout and --forward-max-age must be positive")
+	}
+	var roots *x509.CertPool
+	if *f.caFile != "" {
+		pem, err := os.ReadFile(*f.caFile)
+		if err != nil {
+			return forward.Config{}, usagef("--smtp-ca-file: %v", err)
+		}
+		if roots, err = x509.SystemCertPool(); err != nil || roots == nil {
+			roots = x509.NewCertPool()
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return forward.Config{}, usagef("--smtp-ca-file %s: no PEM certificate in it", *f.caFile)
+		}
+	}
+	cfg := forward.Config{
+		Relay: forward.Relay{
+			Addr: *f.relay, Username: *f.user, Password: *f.password, Auth: *f.auth, TLS: *f.tlsMode,
+			RootCAs: roots, Timeout: *f.timeout,
+		},
+		From: *f.from, ForwardBlocks: *f.blocks, RefreshEvery: *f.refresh,
+		RateLimit: limit, RateWindow: window, GiveUpAfter: *f.giveUp, FlushTimeout: *f.shutdownWait, MaxAge: *f.maxAge,
+	}
+	return cfg, nil
+}
+
+// start validates the flags and runs the forwarding group until ctx ends;
+// wait returns its final error (nil after a clean stop). With forwarding
+// off (enabled() false) it runs nothing and wait returns nil.
+func (f *forwardFlags) start(ctx context.Context, conn consumer.Conn, topic string, store *clickhouse.Store,
+	classifier *enrich.Classifier, reg *prometheus.Registry, log *slog.Logger) (wait func() error, err error) {
+	if !f.enabled() {
+		return func() error { return nil }, nil
+	}
+	cfg, err := f.config()
+	if err != nil {
+		return nil, err
+	}
+	if store == nil || classifier == nil {
+		return nil, errors.New("bounce forwarding: a ClickHouse store and a classifier are required")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("group", *f.group)
+	cfg.Settings = forwardSettings{store}
+	cfg.Classifier = classifier
+	cfg.Logger = log
+	var metrics *forward.Metrics
+	if reg != nil {
+		metrics = forward.NewMetrics(reg)
+	}
+	cfg.Metrics = metrics
+	fw, err := forward.New(cfg)
+	if err != nil {
+		return nil, &usageError{err.Error()}
+	}
+	// The sink group registers the consumer metrics on reg already; these
+	// stay unregistered (the forwarder's own metrics are bouncer_forward_*).
+	g, err := consumer.NewGroup(consumer.GroupConfig{
+		Conn: conn, Topic: topic, GroupID: *f.group,
+		MaxBatchMessages: 1000, MaxWait: 500 * time.Millisecond,
+		Logger: log, Metrics: consumer.NewMetrics(nil),
+	}, fw)
+	if err != nil {
+		return nil, &usageError{err.Error()}
+	}
+
+	// The forwarder outlives the group by its final flush: the digests of
+	// the last batches are sent after the group stopped handing it any.
+	fctx, stopForwarder := context.WithCancel(context.WithoutCancel(ctx))
+	groupDone := make(chan error, 1)
+	fwdDone := make(chan error, 1)
+	go func() { fwdDone <- fw.Run(fctx) }()
+	go func() {
+		err := g.Run(ctx)
+		stopForwarder()
+		groupDone <- err
+	}()
+	log.Info("bounce forwarding started", "topic", topic, "relay", cfg.Relay.Addr, "tls", cfg.Relay.TLS,
+		"from", cfg.From, "rate", fmt.Sprintf("%d/%s", cfg.RateLimit, cfg.RateWindow))
+	var once sync.Once
+	var final error
+	return func() error {
+		once.Do(func() {
+			final = errors.Join(<-groupDone, <-fwdDone)
+			log.Info("bounce forwarding stopped")
+		})
+		return final
+	}, nil
+}
+
+// forwardSettings reads the enabled accounts from ClickHouse for the
+// forwarder.
+type forwardSettings struct{ s *clickhouse.Store }
+
+func (f forwardSettings) ForwardSettings(ctx context.Context) ([]forward.Setting, error) {
+	list, err := f.s.EnabledForwardSettings(ctx)
+	out := make([]forward.Setting, len(list))
+	for i, s := range list {
+		out[i] = forward.Setting{AccountID: s.AccountID, Email: s.Email}
+	}
+	return out, err
+}
