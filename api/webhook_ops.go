@@ -1,9 +1,247 @@
 package api
 
-// Webhook delivery operations: endpoint state, failed batches and their
-// replay, under /bouncer/v1/webhooks.
+// Webhook delivery operations: endpoint state, the delivery log, failed
+// batches and their replay, under /bouncer/v1/webhooks. Delivery runs in
+// the workers; what these routes show comes from ClickHouse (the delivery
+// log and the failed batches), so it is as fresh as the workers' last log
+// flush (about a second).
 
-// WebhookOps reads delivery state and replays failed batches.
-type WebhookOps interface{}
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+)
 
-func (s *server) webhookOpsRoutes() []route { return nil }
+// WebhookOps reads delivery state and replays failed batches. Every method
+// is scoped to an account: another account's endpoint is unknown.
+type WebhookOps interface {
+	// WebhookState returns an endpoint's delivery state; ok is false when
+	// the account has no such endpoint.
+	WebhookState(ctx context.Context, account, id string) (st WebhookState, ok bool, err error)
+	// WebhookDeliveries returns the newest delivery log rows, newest first.
+	WebhookDeliveries(ctx context.Context, account, id string, limit int) ([]WebhookDelivery, error)
+	// FailedWebhookBatches lists batches delivery gave up on since a
+	// time, oldest first.
+	FailedWebhookBatches(ctx context.Context, account, id string, since time.Time, limit int) ([]FailedWebhookBatch, error)
+	// ReplayWebhookBatches sends failed batches again, through the first
+	// retry tier: the one named webhookID, or (webhookID "") every batch
+	// failed since since. It returns the webhook-ids the replays go out
+	// under; ErrNoFailedBatch when webhookID names none.
+	ReplayWebhookBatches(ctx context.Context, account, id, webhookID string, since time.Time) ([]Replay, error)
+}
+
+// ErrNoFailedBatch is WebhookOps' answer for an unknown failed batch.
+var ErrNoFailedBatch = errors.New("no such failed batch")
+
+// WebhookState is an endpoint as delivery sees it.
+type WebhookState struct {
+	ID  string `json:"id"`
+	URL string `json:"url"`
+	// State is "active", "disabled" (by delivery: 410 or failing too
+	// long; DisabledReason says which) or "off" (the customer's switch).
+	State          string `json:"state"`
+	Enabled        bool   `json:"enabled"`
+	DisabledAt     int64  `json:"disabled_at"`
+	DisabledReason string `json:"disabled_reason"`
+	// Circuit is the breaker state a worker last logged: closed, open,
+	// half-open, or "" before any delivery.
+	Circuit string `json:"circuit"`
+	// LastSuccess, LastFailure and LastActivity are unix seconds, 0 when
+	// never.
+	LastSuccess  int64 `json:"last_success"`
+	LastFailure  int64 `json:"last_failure"`
+	LastActivity int64 `json:"last_activity"`
+}
+
+// WebhookDelivery is one delivery log row.
+type WebhookDelivery struct {
+	At         int64  `json:"at"`
+	WebhookID  string `json:"webhook_id"`
+	Attempt    int    `json:"attempt"`
+	Result     string `json:"result"`
+	Status     int    `json:"status"`
+	DurationMS int64  `json:"duration_ms"`
+	Response   string `json:"response"`
+	Events     int    `json:"events"`
+	Circuit    string `json:"circuit"`
+}
+
+// FailedWebhookBatch is a batch delivery gave up on.
+type FailedWebhookBatch struct {
+	WebhookID  string `json:"webhook_id"`
+	FailedAt   int64  `json:"failed_at"`
+	Attempts   int    `json:"attempts"`
+	Reason     string `json:"reason"`
+	LastStatus int    `json:"last_status"`
+	LastError  string `json:"last_error"`
+	Events     int    `json:"events"`
+	// ReplayedAt is the last replay (0: never) and ReplayID the
+	// webhook-id it went out under.
+	ReplayedAt int64  `json:"replayed_at"`
+	ReplayID   string `json:"replay_id"`
+}
+
+// Replay is one failed batch sent again.
+type Replay struct {
+	WebhookID string `json:"webhook_id"`
+	ReplayID  string `json:"replay_id"`
+	Events    int    `json:"events"`
+}
+
+const (
+	maxFailedList   = 500
+	maxDeliveryList = 500
+	// maxReplay bounds one replay-since request; repeat with a later
+	// since for more.
+	maxReplay = 1000
+)
+
+func (s *server) webhookOpsRoutes() []route {
+	const base = "/bouncer/v1/webhooks/{id}"
+	return []route{
+		{"GET", base + "/state", scopeWebhookRead, true, s.opsRoute(s.handleWebhookState)},
+		{"GET", base + "/deliveries", scopeWebhookRead, true, s.opsRoute(s.handleWebhookDeliveries)},
+		{"GET", base + "/failed", scopeWebhookRead, true, s.opsRoute(s.handleFailedBatches)},
+		{"POST", base + "/failed/{webhook_id}/replay", scopeWebhookUpdate, true, s.opsRoute(s.handleReplayOne)},
+		{"POST", base + "/replay", scopeWebhookUpdate, true, s.opsRoute(s.handleReplaySince)},
+	}
+}
+
+type opsHandler func(w http.ResponseWriter, r *http.Request, ops WebhookOps, st WebhookState) error
+
+// opsRoute answers 404 when the server has no delivery state or the
+// account has no such endpoint, and errors in SendGrid's shape.
+func (s *server) opsRoute(h opsHandler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ops := s.cfg.WebhookOps
+		if ops == nil {
+			writeError(w, s.log, r, errorf(ENotFound, "", "webhook delivery state is not available on this server"))
+			return
+		}
+		st, ok, err := ops.WebhookState(r.Context(), account(r), r.PathValue("id"))
+		if err == nil && !ok {
+			err = errorf(ENotFound, "id", "no webhook with this id")
+		}
+		if err == nil {
+			err = h(w, r, ops, st)
+		}
+		if err != nil {
+			writeError(w, s.log, r, err)
+		}
+	})
+}
+
+// handleWebhookState: GET /bouncer/v1/webhooks/{id}/state.
+func (s *server) handleWebhookState(w http.ResponseWriter, r *http.Request, _ WebhookOps, st WebhookState) error {
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+// handleWebhookDeliveries: GET /bouncer/v1/webhooks/{id}/deliveries?limit=.
+func (s *server) handleWebhookDeliveries(w http.ResponseWriter, r *http.Request, ops WebhookOps, st WebhookState) error {
+	limit, err := opsLimit(r, 50, maxDeliveryList)
+	if err != nil {
+		return err
+	}
+	rows, err := ops.WebhookDeliveries(r.Context(), account(r), st.ID, limit)
+	if err != nil {
+		return err
+	}
+	if rows == nil {
+		rows = []WebhookDelivery{}
+	}
+	writeJSON(w, http.StatusOK, map[string][]WebhookDelivery{"result": rows})
+	return nil
+}
+
+// handleFailedBatches: GET /bouncer/v1/webhooks/{id}/failed?since=&limit=.
+func (s *server) handleFailedBatches(w http.ResponseWriter, r *http.Request, ops WebhookOps, st WebhookState) error {
+	limit, err := opsLimit(r, 100, maxFailedList)
+	if err != nil {
+		return err
+	}
+	since, err := opsSince(r.URL.Query().Get("since"), "since")
+	if err != nil {
+		return err
+	}
+	rows, err := ops.FailedWebhookBatches(r.Context(), account(r), st.ID, since, limit)
+	if err != nil {
+		return err
+	}
+	if rows == nil {
+		rows = []FailedWebhookBatch{}
+	}
+	writeJSON(w, http.StatusOK, map[string][]FailedWebhookBatch{"result": rows})
+	return nil
+}
+
+// handleReplayOne: POST /bouncer/v1/webhooks/{id}/failed/{webhook_id}/replay.
+func (s *server) handleReplayOne(w http.ResponseWriter, r *http.Request, ops WebhookOps, st WebhookState) error {
+	id := r.PathValue("webhook_id")
+	if id == "" {
+		return errorf(EInvalid, "webhook_id", "webhook_id is required")
+	}
+	replays, err := ops.ReplayWebhookBatches(r.Context(), account(r), st.ID, id, time.Time{})
+	if errors.Is(err, ErrNoFailedBatch) {
+		return errorf(ENotFound, "webhook_id", "no failed batch with this webhook_id for this webhook")
+	}
+	if err != nil {
+		return err
+	}
+	writeReplays(w, replays)
+	return nil
+}
+
+// handleReplaySince: POST /bouncer/v1/webhooks/{id}/replay {"since": unix}.
+func (s *server) handleReplaySince(w http.ResponseWriter, r *http.Request, ops WebhookOps, st WebhookState) error {
+	var body struct {
+		Since *int64 `json:"since"`
+	}
+	if err := decodeBody(r, &body); err != nil {
+		return err
+	}
+	if body.Since == nil {
+		return errorf(EInvalid, "since", "since is required: unix seconds; every batch that failed since then is replayed")
+	}
+	if *body.Since < 0 {
+		return errorf(EInvalid, "since", "since must be unix seconds, 0 or more")
+	}
+	replays, err := ops.ReplayWebhookBatches(r.Context(), account(r), st.ID, "", time.Unix(*body.Since, 0))
+	if err != nil {
+		return err
+	}
+	writeReplays(w, replays)
+	return nil
+}
+
+func writeReplays(w http.ResponseWriter, replays []Replay) {
+	if replays == nil {
+		replays = []Replay{}
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"replayed": len(replays), "result": replays})
+}
+
+func opsLimit(r *http.Request, def, most int) (int, error) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > most {
+		return 0, errorf(EInvalid, "limit", "limit must be an integer from 1 to %d", most)
+	}
+	return n, nil
+}
+
+func opsSince(v, field string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return time.Time{}, errorf(EInvalid, field, "%s must be unix seconds, 0 or more", field)
+	}
+	return time.Unix(n, 0), nil
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -20,7 +21,7 @@ import (
 )
 
 func init() {
-	register("worker", "consume delivery events from Kafka into ClickHouse (the sink group)", runWorker)
+	register("worker", "consume delivery events from Kafka into ClickHouse (the sink group) and deliver them to webhooks (the webhook group)", runWorker)
 }
 
 const workerUsage = `
@@ -46,7 +47,7 @@ The ops port serves /healthz (process up), /readyz (joined the group and
 ClickHouse answers) and /metrics (Prometheus).
 
 Every flag can be set by the environment variable named in its description.
-
+` + webhookUsage + `
   export KAFKA_BROKERS=127.0.0.1:9092 CLICKHOUSE_ADDR=127.0.0.1:9000
   bouncer migrate && bouncer worker
 `
@@ -76,6 +77,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	softFull := e.Duration("soft-full-for", "BOUNCER_SOFT_FULL_FOR", 30*24*time.Hour, "soft-bounce policy: a mailbox full this long with no delivery puts the recipient on the bounce list")
 	softOn := e.Bool("soft-bounce-policy", "BOUNCER_SOFT_BOUNCE_POLICY", true, "apply the soft-bounce policy (one ClickHouse query per batch that holds such bounces)")
 	sinkOn := e.Bool("sink", "BOUNCER_RUN_SINK", true, "run the sink group")
+	wf := addWebhookGroupFlags(e)
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
 	}
@@ -89,8 +91,11 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	if !*sinkOn {
-		return usagef("nothing to run: --sink=false and the webhook group does not exist yet")
+	webhooksExplicit := false
+	fs.Visit(func(f *flag.Flag) { webhooksExplicit = webhooksExplicit || f.Name == "webhooks" })
+	webhooksOn := wf.enabled(webhooksExplicit)
+	if !*sinkOn && !webhooksOn {
+		return usagef("nothing to run: --sink=false and the webhook group is off (--webhooks=false, or BOUNCER_SECRET_KEY is not set)")
 	}
 	conn := kf.conn()
 	if err := conn.Validate(); err != nil {
@@ -161,31 +166,66 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	var history pipeline.History
-	if *softOn {
-		history = store
+	// One set of consumer metrics for every group: the lag is labelled by
+	// group and topic.
+	consumerMetrics := consumer.NewMetrics(reg)
+	// stopAll ends every group when one stops on its own.
+	parent := ctx
+	ctx, stopAll := context.WithCancel(ctx)
+	defer stopAll()
+	var ready []func() bool
+	var runs []func(context.Context) error
+
+	if *sinkOn {
+		var history pipeline.History
+		if *softOn {
+			history = store
+		}
+		handler, err := pipeline.NewHandler(pipeline.Config{
+			Sink: store, Publisher: dlq, Classifier: classifier, MaxMessageBytes: *maxMsgBytes,
+			Suppressions: index, Changes: changes,
+			SoftBounces: policy, History: history,
+			Logger: log, Metrics: pipeline.NewMetrics(reg),
+		})
+		if err != nil {
+			return err
+		}
+		g, err := consumer.NewGroup(consumer.GroupConfig{
+			Conn: conn, Topic: *kf.topic, GroupID: *group,
+			MaxBatchMessages: *maxMessages, MaxBatchBytes: *maxBytes, MaxWait: *maxWait,
+			HandleTimeout: min(*shutdown, 45*time.Second), SessionTimeout: *session,
+			Logger: log, Metrics: consumerMetrics,
+		}, handler)
+		if err != nil {
+			return &usageError{err.Error()}
+		}
+		ready = append(ready, func() bool {
+			select {
+			case <-g.Ready():
+				return true
+			default:
+				return false
+			}
+		})
+		runs = append(runs, g.Run)
+		log.Info("sink group starting", "topic", *kf.topic, "group", *group, "dlq", *dlqTopic, "clickhouse", chCfg.Addr, "database", chCfg.Database)
 	}
-	handler, err := pipeline.NewHandler(pipeline.Config{
-		Sink: store, Publisher: dlq, Classifier: classifier, MaxMessageBytes: *maxMsgBytes,
-		Suppressions: index, Changes: changes,
-		SoftBounces: policy, History: history,
-		Logger: log, Metrics: pipeline.NewMetrics(reg),
-	})
-	if err != nil {
-		return err
-	}
-	g, err := consumer.NewGroup(consumer.GroupConfig{
-		Conn: conn, Topic: *kf.topic, GroupID: *group,
-		MaxBatchMessages: *maxMessages, MaxBatchBytes: *maxBytes, MaxWait: *maxWait,
-		HandleTimeout: min(*shutdown, 45*time.Second), SessionTimeout: *session,
-		Logger: log, Metrics: consumer.NewMetrics(reg),
-	}, handler)
-	if err != nil {
-		return &usageError{err.Error()}
+	if webhooksOn {
+		// The webhook group derives dropped events from the same index as
+		// the sink (shared in this process, so it sees this worker's own
+		// list changes at once).
+		wr, err := wf.start(ctx, conn, *kf.topic, *partitions, store, index, *maxMsgBytes, reg, consumerMetrics, log)
+		if err != nil {
+			return err
+		}
+		ready = append(ready, wr.Ready)
+		runs = append(runs, func(context.Context) error { return wr.wait() })
+	} else {
+		log.Info("webhook group off (set BOUNCER_SECRET_KEY to run it, or --webhooks)")
 	}
 
 	if *opsAddr != "" {
-		srv, err := startOps(*opsAddr, reg, g, store, log)
+		srv, err := startOps(*opsAddr, reg, ready, store, log)
 		if err != nil {
 			return err
 		}
@@ -195,25 +235,38 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		go retentionLoop(ctx, store, *retention, log)
 	}
 
-	log.Info("worker started", "topic", *kf.topic, "group", *group, "dlq", *dlqTopic, "clickhouse", chCfg.Addr, "database", chCfg.Database)
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
+	log.Info("worker started")
+	done := make(chan error, len(runs))
+	for _, r := range runs {
+		go func() { done <- r(ctx) }()
+	}
+	var errs []error
+	pending := len(runs)
 	select {
 	case err := <-done:
-		return err
-	case <-ctx.Done():
+		pending--
+		if err != nil || parent.Err() == nil {
+			// A group stopped on its own: stop the others too.
+			errs = append(errs, err)
+		}
+	case <-parent.Done():
 	}
 	log.Info("shutting down: finishing batches in flight", "timeout", *shutdown)
-	select {
-	case err := <-done:
-		log.Info("worker stopped")
-		return err
-	case <-time.After(*shutdown):
-		return fmt.Errorf("shutdown took longer than %s; exiting (uncommitted batches will be redelivered and skipped)", *shutdown)
+	stopAll()
+	deadline := time.After(*shutdown)
+	for ; pending > 0; pending-- {
+		select {
+		case err := <-done:
+			errs = append(errs, err)
+		case <-deadline:
+			return fmt.Errorf("shutdown took longer than %s; exiting (uncommitted batches will be redelivered and skipped)", *shutdown)
+		}
 	}
+	log.Info("worker stopped")
+	return errors.Join(errs...)
 }
 
-func startOps(addr string, reg *prometheus.Registry, g *consumer.Group, store *clickhouse.Store, log *slog.Logger) (*http.Server, error) {
+func startOps(addr string, reg *prometheus.Registry, ready []func() bool, store *clickhouse.Store, log *slog.Logger) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("ops server: %w", err)
@@ -223,11 +276,11 @@ func startOps(addr string, reg *prometheus.Registry, g *consumer.Group, store *c
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-g.Ready():
-		default:
-			http.Error(w, "not ready: consumer group not joined yet", http.StatusServiceUnavailable)
-			return
+		for _, ok := range ready {
+			if !ok() {
+				http.Error(w, "not ready: consumer group not joined yet (or webhook subscriptions not read yet)", http.StatusServiceUnavailable)
+				return
+			}
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()

@@ -32,7 +32,8 @@ ORDER BY (account_id, endpoint_id, at)
 -- events as the producer sent them). A batch can be written twice (a retry
 -- after a failed write) and a replay writes it again with replayed_at set:
 -- the row with the highest version per (account_id, endpoint_id,
--- webhook_id) is the current one.
+-- webhook_id) is the current one. replay_topic is the first retry tier of
+-- the worker that gave the batch up: the API replays it there.
 CREATE TABLE IF NOT EXISTS webhook_failed_batches (
     date            Date,
     failed_at       DateTime,
@@ -46,6 +47,7 @@ CREATE TABLE IF NOT EXISTS webhook_failed_batches (
     last_error      String,
     events          UInt32,
     batch           String,
+    replay_topic    String,
     replayed_at     DateTime,
     replay_id       String
 ) ENGINE = ReplacingMergeTree(version)

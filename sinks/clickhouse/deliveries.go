@@ -60,6 +60,9 @@ type FailedBatchRow struct {
 	Events     int
 	// Batch is the batch as JSON, as in the dead-letter topic.
 	Batch []byte
+	// ReplayTopic is where a replay goes (the first retry tier of the
+	// worker that gave the batch up).
+	ReplayTopic string
 	// ReplayedAt is the last replay (zero: never); ReplayID the webhook-id
 	// the replay was sent under.
 	ReplayedAt time.Time
@@ -77,6 +80,7 @@ func (s *Store) WriteFailedBatches(ctx context.Context, rows []FailedBatchRow) e
 	version := uint64(time.Now().UnixNano())
 	dates, faileds, replayeds := make([]time.Time, n), make([]time.Time, n), make([]time.Time, n)
 	accounts, endpoints, ids, reasons, errs, batches, replayIDs := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	topics := make([]string, n)
 	versions := make([]uint64, n)
 	attempts, statuses := make([]uint16, n), make([]uint16, n)
 	events := make([]uint32, n)
@@ -87,12 +91,13 @@ func (s *Store) WriteFailedBatches(ctx context.Context, rows []FailedBatchRow) e
 			replayeds[i] = r.ReplayedAt.UTC().Truncate(time.Second)
 		}
 		accounts[i], endpoints[i], ids[i], reasons[i], errs[i], batches[i], replayIDs[i] = r.AccountID, r.EndpointID, r.WebhookID, r.Reason, r.LastError, string(r.Batch), r.ReplayID
+		topics[i] = r.ReplayTopic
 		versions[i] = version + uint64(i)
 		attempts[i], statuses[i] = uint16(min(max(r.Attempts, 0), 65535)), uint16(min(max(r.LastStatus, 0), 65535))
 		events[i] = uint32(max(r.Events, 0))
 	}
 	return s.insert(ctx, qInsertFailedBatches, func(b driver.Batch) error {
-		return appendColumns(b, dates, faileds, accounts, endpoints, ids, versions, attempts, reasons, statuses, errs, events, batches, replayeds, replayIDs)
+		return appendColumns(b, dates, faileds, accounts, endpoints, ids, versions, attempts, reasons, statuses, errs, events, batches, topics, replayeds, replayIDs)
 	})
 }
 
@@ -143,7 +148,7 @@ func scanFailed(rows driver.Rows) (FailedBatchRow, error) {
 	var attempts, status uint16
 	var events uint32
 	var batch string
-	if err := rows.Scan(&r.FailedAt, &r.AccountID, &r.EndpointID, &r.WebhookID, &attempts, &r.Reason, &status, &r.LastError, &events, &batch, &r.ReplayedAt, &r.ReplayID); err != nil {
+	if err := rows.Scan(&r.FailedAt, &r.AccountID, &r.EndpointID, &r.WebhookID, &attempts, &r.Reason, &status, &r.LastError, &events, &batch, &r.ReplayTopic, &r.ReplayedAt, &r.ReplayID); err != nil {
 		return r, err
 	}
 	r.Attempts, r.LastStatus, r.Events, r.Batch = int(attempts), int(status), int(events), []byte(batch)

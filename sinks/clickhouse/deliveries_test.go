@@ -37,7 +37,7 @@ func TestDeliveryLogAndFailedBatches(t *testing.T) {
 	}
 
 	failed := []FailedBatchRow{
-		{FailedAt: t0, AccountID: "acme", EndpointID: "ep1", WebhookID: "msg_x", Attempts: 10, Reason: "retry schedule exhausted", LastStatus: 500, Events: 2, Batch: []byte(`{"webhook_id":"msg_x"}`)},
+		{FailedAt: t0, AccountID: "acme", EndpointID: "ep1", WebhookID: "msg_x", Attempts: 10, Reason: "retry schedule exhausted", LastStatus: 500, Events: 2, Batch: []byte(`{"webhook_id":"msg_x"}`), ReplayTopic: "bouncer.webhooks.retry.5s"},
 		{FailedAt: t0.Add(time.Hour), AccountID: "acme", EndpointID: "ep1", WebhookID: "msg_y", Attempts: 1, Reason: "endpoint answered 410 Gone", LastStatus: 410, Events: 1, Batch: []byte(`{}`)},
 		{FailedAt: t0, AccountID: "other", EndpointID: "ep1", WebhookID: "msg_z", Attempts: 1, Reason: "x", Events: 1, Batch: []byte(`{}`)},
 	}
@@ -60,7 +60,7 @@ func TestDeliveryLogAndFailedBatches(t *testing.T) {
 	if len(list) != 2 || list[0].WebhookID != "msg_x" || list[1].WebhookID != "msg_y" {
 		t.Fatalf("failed batches %+v, want msg_x and msg_y once each", list)
 	}
-	if !list[0].ReplayedAt.Equal(t0.Add(2*time.Hour)) || list[0].ReplayID != "msg_r" || list[0].Attempts != 10 || string(list[0].Batch) != `{"webhook_id":"msg_x"}` {
+	if !list[0].ReplayedAt.Equal(t0.Add(2*time.Hour)) || list[0].ReplayID != "msg_r" || list[0].Attempts != 10 || string(list[0].Batch) != `{"webhook_id":"msg_x"}` || list[0].ReplayTopic != "bouncer.webhooks.retry.5s" {
 		t.Errorf("replayed batch %+v", list[0])
 	}
 	if !list[1].ReplayedAt.IsZero() || list[1].LastStatus != 410 {

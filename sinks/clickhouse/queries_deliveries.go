@@ -7,11 +7,11 @@ var deliveryColumns = []string{
 
 var failedBatchColumns = []string{
 	"date", "failed_at", "account_id", "endpoint_id", "webhook_id", "version", "attempts", "reason",
-	"last_status", "last_error", "events", "batch", "replayed_at", "replay_id",
+	"last_status", "last_error", "events", "batch", "replay_topic", "replayed_at", "replay_id",
 }
 
 // The current row of each failed batch: the highest version.
-const failedCurrent = "SELECT failed_at, account_id, endpoint_id, webhook_id, attempts, reason, last_status, last_error, events, batch, replayed_at, replay_id " +
+const failedCurrent = "SELECT failed_at, account_id, endpoint_id, webhook_id, attempts, reason, last_status, last_error, events, batch, replay_topic, replayed_at, replay_id " +
 	"FROM webhook_failed_batches WHERE account_id = ? AND endpoint_id = ? AND failed_at >= toDateTime(?) " +
 	"ORDER BY version DESC LIMIT 1 BY webhook_id"
 
@@ -34,7 +34,7 @@ var (
 		SQL:    "SELECT * FROM (" + failedCurrent + ") ORDER BY failed_at, webhook_id LIMIT ?",
 		Sample: []any{"default", "0d7f2a6e-0000-4000-8000-000000000001", uint32(0), uint64(100)}})
 	qFailedBatch = register(Query{Name: "webhook_failed_batches.get",
-		SQL: "SELECT failed_at, account_id, endpoint_id, webhook_id, attempts, reason, last_status, last_error, events, batch, replayed_at, replay_id " +
+		SQL: "SELECT failed_at, account_id, endpoint_id, webhook_id, attempts, reason, last_status, last_error, events, batch, replay_topic, replayed_at, replay_id " +
 			"FROM webhook_failed_batches WHERE account_id = ? AND endpoint_id = ? AND webhook_id = ? ORDER BY version DESC LIMIT 1",
 		Sample: []any{"default", "0d7f2a6e-0000-4000-8000-000000000001", "msg_abc"}})
 )

@@ -393,3 +393,17 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
+
+// ReplayTo produces batches to one topic (a first retry tier named in a
+// failed batch's record), for the API's replays.
+func (w *Writer) ReplayTo(ctx context.Context, topic string, batches []*webhook.Batch) error {
+	msgs := make([]kafka.Message, 0, len(batches))
+	for _, b := range batches {
+		m, err := message(topic, b)
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, m)
+	}
+	return w.write(ctx, msgs)
+}

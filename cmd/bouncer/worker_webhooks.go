@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bouncer-mail/bouncer/consumer"
+	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
+	"github.com/bouncer-mail/bouncer/sinks/webhook"
+	"github.com/bouncer-mail/bouncer/sinks/webhook/kafkatier"
+	"github.com/bouncer-mail/bouncer/sinks/webhook/sign"
+)
+
+// webhookUsage is the worker's --help section on webhook delivery.
+const webhookUsage = `
+Webhooks: the worker also runs the webhook group (--webhook-group, its own
+offsets, so a slow endpoint never delays the sink). It needs
+BOUNCER_SECRET_KEY (the keyring the api seals signing secrets with) and runs
+whenever that is set, unless --webhooks=false. Each event, and each derived
+dropped event, goes to every active subscription of its account that selected
+its type, in batches of up to --webhook-batch-events (SendGrid's format: a
+JSON array of events; sg_event_id is the dedupe key), signed (Standard
+Webhooks headers, and SendGrid's signature when enabled). Failed batches wait
+in Kafka retry tiers (PREFIX.retry.5s ... PREFIX.retry.24h, see
+--webhook-retry-schedule) and keep their webhook-id; exhausted ones go to
+PREFIX.dlq and the webhook_failed_batches table, from where the API replays
+them. An endpoint answering 410, or failing for --webhook-disable-after
+without a success, is disabled. Webhook URLs reach public addresses only,
+unless --webhook-allow-nets says otherwise. See docs/webhooks-delivery.md.
+
+  BOUNCER_SECRET_KEY=... bouncer worker                # sink + webhooks
+  BOUNCER_SECRET_KEY=... bouncer worker --sink=false   # webhooks alone
+  bouncer worker --webhooks=false                      # sink alone
+`
+
+// webhookGroupFlags configure the webhook group of the worker.
+type webhookGroupFlags struct {
+	getenv                                    func(string) string
+	keys                                      *webhookFlags
+	on                                        *bool
+	onSet                                     bool
+	group, prefix, schedule                   *string
+	batchEvents, queueEvents, global, flight  *int
+	partitions                                *int
+	timeout, batchWait, disableAfter, refresh *time.Duration
+	breakerOpen, queueTimeout                 *time.Duration
+}
+
+func addWebhookGroupFlags(e *envFlags) *webhookGroupFlags {
+	return &webhookGroupFlags{
+		getenv: e.getenv,
+		keys:   addWebhookFlags(e),
+		on:     e.Bool("webhooks", "BOUNCER_RUN_WEBHOOKS", true, "run the webhook group (default: on when BOUNCER_SECRET_KEY is set)"),
+		group:  e.String("webhook-group", "BOUNCER_WEBHOOK_GROUP", "bouncer-webhooks", "consumer group of webhook delivery; its retry tiers use GROUP.retry.<delay>"),
+		prefix: e.String("webhook-topic-prefix", "BOUNCER_WEBHOOK_TOPIC_PREFIX", "bouncer.webhooks", "prefix of the webhook retry-tier topics (PREFIX.retry.5s, ...) and dead-letter topic (PREFIX.dlq)"),
+		schedule: e.String("webhook-retry-schedule", "BOUNCER_WEBHOOK_RETRY_SCHEDULE", "5s,5m,30m,2h,5h,10h,14h,20h,24h",
+			"waits before the 2nd, 3rd, ... attempt of a failed batch (each a retry-tier topic; jittered by 10%, longer when the endpoint sends Retry-After); a batch is given up after the last"),
+		timeout:      e.Duration("webhook-timeout", "BOUNCER_WEBHOOK_TIMEOUT", 10*time.Second, "bound of one POST to an endpoint"),
+		batchEvents:  e.Int("webhook-batch-events", "BOUNCER_WEBHOOK_BATCH_EVENTS", 100, "most events in one webhook request"),
+		batchWait:    e.Duration("webhook-batch-wait", "BOUNCER_WEBHOOK_BATCH_WAIT", 200*time.Millisecond, "longest a webhook batch waits to fill"),
+		queueEvents:  e.Int("webhook-queue-events", "BOUNCER_WEBHOOK_QUEUE_EVENTS", 10000, "events one endpoint may have waiting on this worker; more are parked in the first retry tier"),
+		global:       e.Int("webhook-max-queued-events", "BOUNCER_WEBHOOK_MAX_QUEUED_EVENTS", 200000, "events all endpoints may have waiting on this worker (bounds its memory)"),
+		flight:       e.Int("webhook-max-in-flight", "BOUNCER_WEBHOOK_MAX_IN_FLIGHT", 16, "most concurrent requests to one endpoint (the limit adapts below it: halved on 429, 5xx and timeouts)"),
+		queueTimeout: e.Duration("webhook-queue-timeout", "BOUNCER_WEBHOOK_QUEUE_TIMEOUT", 2*time.Second, "a batch waiting longer than this for a free request slot is parked in the first retry tier"),
+		breakerOpen:  e.Duration("webhook-breaker-open", "BOUNCER_WEBHOOK_BREAKER_OPEN", 30*time.Second, "after 5 failures in a row an endpoint's circuit opens for this long; meanwhile its batches are parked, not sent"),
+		disableAfter: e.Duration("webhook-disable-after", "BOUNCER_WEBHOOK_DISABLE_AFTER", 72*time.Hour, "disable an endpoint failing this long without a single success"),
+		refresh:      e.Duration("webhook-refresh", "BOUNCER_WEBHOOK_REFRESH", 2*time.Second, "how often subscriptions are re-read from ClickHouse"),
+		partitions:   e.Int("webhook-partitions", "BOUNCER_WEBHOOK_PARTITIONS", 0, "partitions of the retry-tier and dead-letter topics when the worker creates them (0: as --partitions)"),
+	}
+}
+
+// enabled: --webhooks (or its variable) when given, else whether a keyring
+// is set.
+func (f *webhookGroupFlags) enabled(explicit bool) bool {
+	if explicit || f.getenv("BOUNCER_RUN_WEBHOOKS") != "" {
+		return *f.on
+	}
+	return f.keys.key.v != ""
+}
+
+// webhookRun is the running webhook group.
+type webhookRun struct {
+	d    *webhook.Dispatcher
+	g    *consumer.Group
+	wait func() error
+}
+
+// Ready reports whether the group joined and the subscriptions were read.
+func (w *webhookRun) Ready() bool {
+	select {
+	case <-w.g.Ready():
+		return w.d.Ready()
+	default:
+		return false
+	}
+}
+
+// start builds and runs the webhook group, its retry tiers and the
+// delivery log until ctx ends.
+func (f *webhookGroupFlags) start(ctx context.Context, conn consumer.Conn, topic string, partitions int, store *clickhouse.Store,
+	drops webhook.DropReasoner, maxMessageBytes int, reg *prometheus.Registry, cm *consumer.Metrics, log *slog.Logger) (*webhookRun, error) {
+	keys, err := f.keys.keyring()
+	if err != nil {
+		return nil, err
+	}
+	if keys == nil {
+		return nil, usagef("the webhook group needs BOUNCER_SECRET_KEY (or --secret-key): the keyring the api seals signing secrets with; or run without webhooks: --webhooks=false")
+	}
+	guard, err := f.keys.guard()
+	if err != nil {
+		return nil, err
+	}
+	delays, err := webhook.ParseDelays(*f.schedule)
+	if err != nil {
+		return nil, usagef("--webhook-retry-schedule: %v", err)
+	}
+	switch {
+	case *f.timeout <= 0 || *f.batchWait <= 0 || *f.disableAfter <= 0 || *f.refresh <= 0 || *f.breakerOpen <= 0 || *f.queueTimeout <= 0:
+		return nil, usagef("webhook durations (--webhook-timeout, -batch-wait, -disable-after, -refresh, -breaker-open, -queue-timeout) must be positive")
+	case *f.batchEvents < 1 || *f.queueEvents < *f.batchEvents || *f.global < *f.queueEvents || *f.flight < 1:
+		return nil, usagef("webhook bounds: want --webhook-batch-events >= 1, --webhook-queue-events >= it, --webhook-max-queued-events >= that, --webhook-max-in-flight >= 1")
+	}
+	if *f.timeout+*f.queueTimeout+*f.batchWait > 40*time.Second {
+		return nil, usagef("--webhook-timeout + --webhook-queue-timeout + --webhook-batch-wait must stay under 40s (a batch of the group must be delivered or parked within the group's 45s handle timeout)")
+	}
+	parts := *f.partitions
+	if parts <= 0 {
+		parts = partitions
+	}
+	log = log.With("group", *f.group)
+	topics := kafkatier.Topics{Prefix: *f.prefix, Delays: delays}
+	if err := kafkatier.Ensure(ctx, conn, topics, parts); err != nil {
+		return nil, err
+	}
+	parker, err := kafkatier.NewWriter(conn, topics, failedStore{store, topics.Tier(0)})
+	if err != nil {
+		return nil, err
+	}
+	metrics := webhook.NewMetrics(reg)
+	logw := webhook.NewLogWriter(deliveryStore{store}, 100_000, 10_000, time.Second, log, metrics)
+	d, err := webhook.New(webhook.Config{
+		Registry: newWebhookRegistry(store, keys), Client: guard.Client(*f.timeout), Sign: sign.SetHeaders,
+		Parker: parker, Log: logw, Drops: drops,
+		Schedule:       webhook.Schedule{Delays: delays},
+		MaxBatchEvents: *f.batchEvents, MaxBatchWait: *f.batchWait, AttemptTimeout: *f.timeout,
+		QueueTimeout: *f.queueTimeout, QueueEvents: *f.queueEvents, GlobalEvents: *f.global,
+		MaxInFlight: *f.flight, BreakerOpen: *f.breakerOpen, RefreshEvery: *f.refresh, DisableAfter: *f.disableAfter,
+		Logger: log, Metrics: metrics,
+	})
+	if err != nil {
+		return nil, &usageError{err.Error()}
+	}
+	g, err := consumer.NewGroup(consumer.GroupConfig{
+		Conn: conn, Topic: topic, GroupID: *f.group,
+		MaxBatchMessages: 20000, MaxWait: 200 * time.Millisecond,
+		Logger: log, Metrics: cm,
+	}, d.EventHandler(maxMessageBytes))
+	if err != nil {
+		return nil, &usageError{err.Error()}
+	}
+
+	// The dispatcher and the log writer outlive the groups: batches in
+	// flight finish (or are parked) before they stop.
+	dctx, stopDispatcher := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); d.Run(dctx) }()
+	go func() { defer wg.Done(); logw.Run(dctx) }()
+	groupErr := make(chan error, 2)
+	go func() { groupErr <- g.Run(ctx) }()
+	go func() {
+		groupErr <- kafkatier.RunTiers(ctx, kafkatier.TierConfig{Conn: conn, Topics: topics, Group: *f.group, Logger: log, Metrics: metrics}, d)
+	}()
+	log.Info("webhook delivery started", "topic", topic, "tiers", strings.Join(topics.All(), ","), "allow_nets", *f.keys.allow)
+	var once sync.Once
+	var final error
+	wait := func() error {
+		once.Do(func() {
+			final = errors.Join(<-groupErr, <-groupErr)
+			stopDispatcher()
+			wg.Wait()
+			parker.Close()
+			log.Info("webhook delivery stopped")
+		})
+		return final
+	}
+	return &webhookRun{d: d, g: g, wait: wait}, nil
+}
+
+// deliveryStore writes the delivery log to ClickHouse.
+type deliveryStore struct{ s *clickhouse.Store }
+
+func (d deliveryStore) WriteDeliveries(ctx context.Context, rows []webhook.Delivery) error {
+	out := make([]clickhouse.DeliveryRow, len(rows))
+	for i, r := range rows {
+		out[i] = clickhouse.DeliveryRow{At: r.At, AccountID: r.AccountID, EndpointID: r.EndpointID, WebhookID: r.WebhookID,
+			Attempt: r.Attempt, Result: r.Result, Status: r.Status, Duration: r.Duration, Response: r.Response,
+			Events: r.Events, Circuit: r.Circuit}
+	}
+	return d.s.WriteDeliveryRows(ctx, out)
+}
+
+// failedStore records given-up batches in ClickHouse.
+type failedStore struct {
+	s *clickhouse.Store
+	// replayTopic is the first retry tier, where the API replays batches.
+	replayTopic string
+}
+
+func (f failedStore) WriteFailed(ctx context.Context, batches []*webhook.Batch) error {
+	out := make([]clickhouse.FailedBatchRow, len(batches))
+	now := time.Now()
+	for i, b := range batches {
+		raw, err := b.Marshal()
+		if err != nil {
+			return fmt.Errorf("encode webhook batch %s: %w", b.WebhookID, err)
+		}
+		out[i] = clickhouse.FailedBatchRow{FailedAt: now, AccountID: b.AccountID, EndpointID: b.EndpointID, WebhookID: b.WebhookID,
+			Attempts: b.Attempts, Reason: b.Reason, LastStatus: b.LastStatus, LastError: b.LastError, Events: len(b.Events), Batch: raw, ReplayTopic: f.replayTopic}
+	}
+	return f.s.WriteFailedBatches(ctx, out)
+}
