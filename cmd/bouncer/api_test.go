@@ -33,6 +33,7 @@ import (
 type apiFixture struct {
 	store  *clickhouse.Store
 	index  *suppress.Index // the batch check's, fed by the test
+	env    map[string]string // CLICKHOUSE_ADDR and CLICKHOUSE_DATABASE
 	url    string
 	keyA   string // account "acme"
 	keyB   string // account "globex"
@@ -64,6 +65,7 @@ func newAPIFixture(t *testing.T) *apiFixture {
 	}
 	t.Cleanup(func() { st.Close() })
 	f := &apiFixture{store: st, now: time.Unix(1764201600, 0).UTC(), client: &http.Client{Timeout: 30 * time.Second}}
+	f.env = env
 	f.keyA = createKey(t, env, "acme")
 	f.keyB = createKey(t, env, "globex")
 	keyring, err := secrets.ParseKeyring(base64.StdEncoding.EncodeToString(make([]byte, 32)))
@@ -848,5 +850,261 @@ func TestAPITenancy(t *testing.T) {
 	}
 	for _, check := range tenancyChecks {
 		check(t, f, v)
+	}
+}
+
+// startAPI runs `bouncer api` with env and extra args until the test ends
+// and returns its base URL.
+func startAPI(t *testing.T, env map[string]string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, append([]string{"bouncer", "api"}, args...), envFunc(env), strings.NewReader(""), logs, logs)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("api did not stop within 30s")
+		}
+	})
+	listening := regexp.MustCompile(`msg="api listening" addr=(\S+)`)
+	var base string
+	waitFor(t, "api listening", 60*time.Second, func() (bool, string) {
+		if m := listening.FindStringSubmatch(logs.String()); m != nil {
+			base = "http://" + m[1]
+			return true, ""
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("api stopped: %v\n%s", err, logs.String())
+		default:
+		}
+		return false, logs.String()
+	})
+	return base
+}
+
+func httpDo(t *testing.T, method, url, key, contentType, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestAPIErase runs `bouncer api` on real Kafka and ClickHouse, puts an
+// address on acme's lists (through the API, so the batch check's index has
+// it) and in its events, history and dead letters, erases it with POST
+// /bouncer/v1/privacy/erasures, and checks every table, the batch check (fed
+// by the change log) and the record; then erases another address with
+// `bouncer erase`.
+func TestAPIErase(t *testing.T) {
+	addr := testenv.ClickHouse(t)
+	db := testenv.Database(t, addr)
+	brokers := testenv.Kafka(t)
+	changelog := testenv.Topic(t, brokers, 2)
+	env := map[string]string{"CLICKHOUSE_ADDR": addr, "CLICKHOUSE_DATABASE": db, "BOUNCER_API_ADDR": "127.0.0.1:0",
+		"KAFKA_BROKERS": brokers, "BOUNCER_CHANGELOG_TOPIC": changelog, "BOUNCER_SECRET_KEY": base64.StdEncoding.EncodeToString(make([]byte, 32))}
+	if err := run(context.Background(), []string{"bouncer", "migrate"}, envFunc(env), strings.NewReader(""), io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	keyA := createKey(t, env, "acme")
+	keyB := createKey(t, env, "globex")
+	ctx := context.Background()
+	st, err := clickhouse.Open(ctx, clickhouse.Config{Addr: []string{addr}, Database: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	base := startAPI(t, env, "--rate-limit", "1000")
+
+	const kim, lee = "kim@example.com", "lee@example.com"
+	t0 := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+	for _, acct := range []string{"acme", "globex"} {
+		var rows []pipeline.Row
+		for i, e := range []string{kim, lee} {
+			rows = append(rows, pipeline.Row{Event: schemas.Event{Topic: "t-" + acct, Offset: int64(i), Event: "delivered", AccountID: acct,
+				SGEventID: acct + e, Email: strings.ToUpper(e[:1]) + e[1:], EmailNorm: e, Domain: "example.com", Timestamp: t0.Unix()}})
+		}
+		if err := st.WriteEvents(ctx, rows); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.WriteHistory(ctx, []pipeline.HistoryEvent{{AccountID: acct, EmailNorm: kim, Event: "delivered", Timestamp: t0.Unix()}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.WriteDeadLetters(ctx, []pipeline.DeadLetter{{Topic: "t", Index: -1, Code: "bad_json", Raw: []byte(`{"account_id":"acme","email":"Kim@Example.com",`)}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{keyA, keyB} {
+		if code, body := httpDo(t, "POST", base+"/v3/asm/suppressions/global", key, "application/json", `{"recipient_emails":["Kim@Example.com"]}`); code != 201 {
+			t.Fatalf("global unsubscribe: %d %s", code, body)
+		}
+	}
+	if code, body := httpDo(t, "POST", base+"/bouncer/v1/suppressions/bounces/import", keyA, "text/csv", "email,created,status,reason\nkim@example.com,1764201600,5.1.1,550 5.1.1 user unknown\n"); code != 200 {
+		t.Fatalf("import: %d %s", code, body)
+	}
+	suppressed := func(key string) (bool, string) {
+		code, body := httpDo(t, "POST", base+"/bouncer/v1/suppressions/check", key, "application/json", `{"emails":["kim@example.com"]}`)
+		return code == 200 && strings.Contains(body, `"suppressed":true`), fmt.Sprint(code, body)
+	}
+	waitFor(t, "the batch check sees kim on acme's lists", 20*time.Second, func() (bool, string) { return suppressed(keyA) })
+
+	code, body := httpDo(t, "POST", base+"/bouncer/v1/privacy/erasures", keyA, "application/json", `{"email":" KIM@example.com"}`)
+	if code != 201 {
+		t.Fatalf("erase: %d %s", code, body)
+	}
+	var rec struct {
+		ID          string `json:"id"`
+		EmailSHA256 string `json:"email_sha256"`
+		RequestedBy string `json:"requested_by"`
+		Tables      []struct {
+			Table string `json:"table"`
+			Rows  uint64 `json:"rows"`
+		} `json:"tables"`
+		RowsRemoved uint64 `json:"rows_removed"`
+	}
+	if err := json.Unmarshal([]byte(body), &rec); err != nil {
+		t.Fatal(err)
+	}
+	removed := map[string]uint64{}
+	for _, tb := range rec.Tables {
+		removed[tb.Table] = tb.Rows
+	}
+	if removed["events"] != 1 || removed["suppressions"] != 2 || removed["recipient_history"] != 1 || removed["dead_letters"] != 1 ||
+		rec.EmailSHA256 != clickhouse.EmailSHA256(kim) || rec.RequestedBy != "key:"+strings.Split(keyA, ".")[1] || rec.RowsRemoved != 5 {
+		t.Errorf("erasure record %s", body)
+	}
+	for _, c := range []struct {
+		sql  string
+		want uint64
+	}{
+		{"SELECT count() FROM events WHERE account_id = 'acme' AND email_norm = 'kim@example.com'", 0},
+		{"SELECT count() FROM events WHERE account_id = 'acme'", 1},
+		{"SELECT count() FROM events WHERE account_id = 'globex'", 2},
+		{"SELECT count() FROM suppressions WHERE account_id = 'acme' AND email_norm = 'kim@example.com'", 0},
+		{"SELECT count() FROM suppressions WHERE account_id = 'globex'", 1},
+		{"SELECT count() FROM recipient_history WHERE account_id = 'acme'", 0},
+		{"SELECT count() FROM recipient_history WHERE account_id = 'globex'", 1},
+		{"SELECT count() FROM dead_letters", 0},
+		{"SELECT count() FROM erasures WHERE positionCaseInsensitive(concat(email_sha256, requested_by, erasure_id), 'kim') > 0", 0},
+	} {
+		var n uint64
+		if err := st.Conn().QueryRow(ctx, c.sql).Scan(&n); err != nil || n != c.want {
+			t.Errorf("%s: %d (%v), want %d", c.sql, n, err, c.want)
+		}
+	}
+	waitFor(t, "the batch check drops kim for acme (the removal went through the change log)", 20*time.Second, func() (bool, string) {
+		s, why := suppressed(keyA)
+		return !s, why
+	})
+	if s, why := suppressed(keyB); !s {
+		t.Errorf("globex's own unsubscribe of kim is gone after acme's erasure: %s", why)
+	}
+	if code, body := httpDo(t, "GET", base+"/v3/suppression/unsubscribes", keyA, "", ""); code != 200 || strings.TrimSpace(body) != "[]" {
+		t.Errorf("acme's unsubscribes after the erasure: %d %s", code, body)
+	}
+	code, body = httpDo(t, "GET", base+"/bouncer/v1/privacy/erasures", keyA, "", "")
+	if code != 200 || !strings.Contains(body, rec.ID) || !strings.Contains(body, clickhouse.EmailSHA256(kim)) {
+		t.Errorf("erasure records: %d %s", code, body)
+	}
+	if code, body := httpDo(t, "GET", base+"/bouncer/v1/privacy/erasures", keyB, "", ""); code != 200 || strings.TrimSpace(body) != `{"result":[]}` {
+		t.Errorf("globex's erasure records: %d %s", code, body)
+	}
+
+	// The command.
+	var out, errOut syncBuffer
+	err = run(ctx, []string{"bouncer", "erase", "--account", "acme", "--email", "Lee@Example.com"}, envFunc(env), strings.NewReader(""), &out, &errOut)
+	if err != nil || !strings.Contains(out.String(), "events") || !strings.Contains(out.String(), "erased Lee@Example.com of acme: 1 rows") {
+		t.Errorf("bouncer erase: %v\n%s%s", err, out.String(), errOut.String())
+	}
+	var n uint64
+	if err := st.Conn().QueryRow(ctx, "SELECT count() FROM events WHERE account_id = 'acme'").Scan(&n); err != nil || n != 0 {
+		t.Errorf("acme's events after erasing lee too: %d (%v)", n, err)
+	}
+	if code, body := httpDo(t, "GET", base+"/bouncer/v1/privacy/erasures", keyA, "", ""); code != 200 || strings.Count(body, `"id":`) != 2 || !strings.Contains(body, `"requested_by":"cli`) {
+		t.Errorf("records after bouncer erase: %d %s", code, body)
+	}
+	err = run(ctx, []string{"bouncer", "erase", "--account", "acme", "--email", "not-an-address"}, envFunc(env), strings.NewReader(""), &out, &errOut)
+	if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "--email") {
+		t.Errorf("bouncer erase with a bad address: %v", err)
+	}
+}
+
+// TestAPIImportExportCSV moves a list in and out over HTTP in SendGrid's
+// CSV format, on real ClickHouse: an import shows in the list (classified),
+// a bad file writes nothing, the export is what the CLI writes.
+func TestAPIImportExportCSV(t *testing.T) {
+	f := newAPIFixture(t)
+	file := "email,created,status,reason\n" +
+		"Kim@Example.com,2025-11-27 00:00:00,5.1.1,550 5.1.1 The email account that you tried to reach does not exist.\n" +
+		"lee@example.com,1764288000,5.1.1,550 5.1.1 user unknown\n"
+	req := func(method, path, body string) (int, string, http.Header) {
+		t.Helper()
+		r, _ := http.NewRequest(method, f.url+path, strings.NewReader(body))
+		r.Header.Set("Authorization", "Bearer "+f.keyA)
+		r.Header.Set("Content-Type", "text/csv")
+		resp, err := f.client.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.Header
+	}
+	if code, body, _ := req("POST", "/bouncer/v1/suppressions/bounces/import", file); code != 200 || strings.TrimSpace(body) != `{"imported":2}` {
+		t.Fatalf("import: %d %s", code, body)
+	}
+	if got := f.emails(t, f.keyA, "/v3/suppression/bounces"); !slices.Equal(got, []string{"lee@example.com", "Kim@Example.com"}) {
+		t.Errorf("bounces after the import: %v", got)
+	}
+	if got := f.emails(t, f.keyB, "/v3/suppression/bounces"); len(got) != 0 {
+		t.Errorf("globex sees acme's import: %v", got)
+	}
+	if code, body, _ := f.call(t, f.keyA, "GET", "/v3/suppression/bounces/classifications", ""); code != 200 {
+		t.Errorf("classifications: %d %s", code, body)
+	}
+	rows, err := f.store.Suppressions(context.Background(), clickhouse.SuppressionQuery{AccountID: "acme", List: "bounces"})
+	if err != nil || len(rows) != 2 || rows[1].Classification != "Invalid Address" {
+		t.Errorf("imported rows are not classified: %+v %v", rows, err)
+	}
+
+	// A file with a bad row writes nothing.
+	bad := "email,created\nok@example.com,\nnope,\n"
+	code, body, _ := req("POST", "/bouncer/v1/suppressions/blocks/import", bad)
+	if code != 400 || !strings.Contains(body, `"field":"line 3"`) || !strings.Contains(body, "nothing was imported") {
+		t.Errorf("bad file: %d %s", code, body)
+	}
+	if got := f.emails(t, f.keyA, "/v3/suppression/blocks"); len(got) != 0 {
+		t.Errorf("blocks after a bad file: %v, want none", got)
+	}
+
+	code, body, h := req("GET", "/bouncer/v1/suppressions/bounces/export", "")
+	want := "email,created,status,reason\n" +
+		"kim@example.com,2025-11-27 00:00:00,5.1.1,550 5.1.1 The email account that you tried to reach does not exist.\n" +
+		"lee@example.com,2025-11-28 00:00:00,5.1.1,550 5.1.1 user unknown\n"
+	want = strings.Replace(want, "kim@example.com", "Kim@Example.com", 1)
+	if code != 200 || body != want || h.Get("Content-Type") != "text/csv; charset=utf-8" {
+		t.Errorf("export: %d %q %q\nwant %q", code, h.Get("Content-Type"), body, want)
+	}
+	// The CLI writes the same file.
+	var out, errOut syncBuffer
+	if err := run(context.Background(), []string{"bouncer", "suppressions", "export", "--list", "bounces", "--account", "acme"}, envFunc(f.env), strings.NewReader(""), &out, &errOut); err != nil || out.String() != body {
+		t.Errorf("the CLI's export differs: %v\n%q\n%q", err, out.String(), body)
 	}
 }
