@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 GO ?= go
 BIN := bin/bouncer
 
-.PHONY: help build test unit demo demo-down bench fuzz services-up services-down clean
+.PHONY: help build test unit demo demo-down bench fuzz services-up services-down clean ui browser-test screenshots
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -16,6 +16,16 @@ test: ## everything CI runs: services up, go test ./... (race), fault tests, ser
 
 unit: ## fast tests only (integration tests skip without services)
 	$(GO) test -count=1 ./...
+
+ui: ## rebuild the dashboard (web/) into api/uiassets, which is committed
+	@if [ ! -e web/node_modules/.package-lock.json ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then npm ci --prefix web --no-audit --no-fund; fi
+	npm --prefix web run build
+
+browser-test: ## the dashboard in headless Chromium (installs chromium and npm packages if missing)
+	test/browser/run
+
+screenshots: ## the browser test, saving docs/screenshots/*.png
+	test/browser/run --screenshots
 
 demo: build ## the main job on this machine: services, worker, 200k events, summary
 	scripts/demo

@@ -152,6 +152,12 @@ function failed(e) {
 // Range
 
 const isoDay = (d) => d.toISOString().slice(0, 10);
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+// label is a period's first day as a chart shows it: "Nov 13", or "Nov 2026" by month.
+function label(day, by) {
+  const [y, m, d] = day.split('-');
+  return by === 'month' ? `${MONTHS[m - 1]} ${y}` : `${MONTHS[m - 1]} ${Number(d)}`;
+}
 
 function setRange(days) {
   const end = new Date();
@@ -188,7 +194,8 @@ function num(metric, value, text) {
 function table(id, head, rows, empty) {
   const t = $(id);
   t.replaceChildren();
-  t.append(el('thead', {}, el('tr', {}, ...head.map((h) => el('th', { text: h, class: h === head[0] ? '' : 'num' })))));
+  // A heading that starts with '#' is a number column: right-aligned.
+  t.append(el('thead', {}, el('tr', {}, ...head.map((h) => (h.startsWith('#') ? el('th', { text: h.slice(1), class: 'num' }) : el('th', { text: h }))))));
   const body = el('tbody');
   rows.forEach((r) => body.append(r));
   if (rows.length === 0) body.append(el('tr', { class: 'empty' }, el('td', { colSpan: head.length, text: empty })));
@@ -217,10 +224,10 @@ async function loadFunnel(r, by) {
   chart('#funnel-chart', {
     type: 'line',
     data: {
-      labels: rows.map((x) => x.date),
+      labels: rows.map((x) => label(x.date, by)),
       datasets: FUNNEL.map((f) => ({
         label: f.label, data: rows.map((x) => x[f.key] || 0), borderColor: f.color, backgroundColor: f.color + '22',
-        fill: f.key === 'delivered', tension: 0.3, pointRadius: rows.length > 40 ? 0 : 2, borderWidth: 2,
+        fill: f.key === 'delivered', cubicInterpolationMode: 'monotone', pointRadius: rows.length > 40 ? 0 : 2, borderWidth: 2,
       })),
     },
     options: {
@@ -229,7 +236,7 @@ async function loadFunnel(r, by) {
       scales: { y: { beginAtZero: true, ticks: { precision: 0 } }, x: { grid: { display: false } } },
     },
   });
-  table('#funnel-table', ['Period', ...FUNNEL.map((f) => f.label)],
+  table('#funnel-table', ['Period', ...FUNNEL.map((f) => '#' + f.label)],
     rows.map((x) => el('tr', { 'data-period': x.date }, el('td', { text: x.date }), ...FUNNEL.map((f) => num(f.key, x[f.key] || 0)))),
     'No events in this range.');
 }
@@ -269,9 +276,9 @@ function rateView(name, rows, keyLabel, empty) {
       scales: { x: { stacked: true, beginAtZero: true, ticks: { callback: (v) => v + '%' } }, y: { stacked: true, grid: { display: false } } },
     },
   });
-  table(`#${name}-table`, [keyLabel, 'Requests', 'Processed', 'Delivered', 'Bounces', 'Blocks', 'Bounce rate'],
+  table(`#${name}-table`, [keyLabel, '#Requests', '#Processed', '#Bounces', '#Blocks', '#Bounce rate'],
     rows.map((x) => el('tr', { 'data-key': x.key }, el('td', { text: x.key }),
-      num('requests', x.m.requests), num('processed', x.m.processed), num('delivered', x.m.delivered),
+      num('requests', x.m.requests), num('processed', x.m.processed),
       num('bounces', x.m.bounces), num('blocks', x.m.blocks),
       num('bounce_rate', rate(x.m) === null ? '' : rate(x.m).toFixed(4), pct(rate(x.m))))),
     empty);
@@ -328,7 +335,7 @@ async function loadClasses(r, by) {
   chart('#classes-chart', {
     type: 'bar',
     data: {
-      labels: ps,
+      labels: ps.map((p) => label(p, by)),
       datasets: CLASSES.map(([c, color]) => ({ label: c, data: ps.map((p) => counts[p][c] || 0), backgroundColor: color, stack: 'c', borderRadius: 2 })),
     },
     options: {
@@ -338,7 +345,7 @@ async function loadClasses(r, by) {
     },
   });
   const rows = ps.filter((p) => Object.keys(counts[p]).length > 0);
-  table('#classes-table', ['Period', ...CLASSES.map(([c]) => c), 'Total'],
+  table('#classes-table', ['Period', ...CLASSES.map(([c]) => '#' + c), '#Total'],
     rows.map((p) => {
       const total = Object.values(counts[p]).reduce((a, b) => a + b, 0);
       return el('tr', { 'data-period': p }, el('td', { text: p }),
@@ -352,7 +359,7 @@ async function loadReasons(r) {
   const rs = await api('GET', '/bouncer/v1/stats/bounce_reasons?' + query({ ...r, limit: 10 }));
   const max = Math.max(1, ...rs.map((x) => x.bounces + x.blocks));
   const color = Object.fromEntries(CLASSES);
-  table('#reasons-table', ['Reason', 'Classification', 'Type', 'Bounces', 'Blocks', 'Example'],
+  table('#reasons-table', ['Reason', 'Classification', 'Type', '#Bounces', '#Blocks', 'Example'],
     rs.map((x) => {
       const bar = el('span', { class: 'meter' });
       bar.style.width = `${(100 * (x.bounces + x.blocks)) / max}%`;

@@ -1,0 +1,179 @@
+// The browser half of the dashboard test (browser_test.go starts the
+// servers, seeds the data and computes the expected numbers, then runs
+// `node dashboard.mjs CONFIG.json`). It drives Debian's chromium through
+// playwright-core (no browser download) and exits non-zero with the list
+// of what the page got wrong.
+import { createRequire } from 'node:module';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const require = createRequire(new URL('../../web/package.json', import.meta.url));
+const { chromium } = require('playwright-core');
+
+const cfg = JSON.parse(readFileSync(process.argv[2], 'utf8'));
+const X = cfg.expect;
+const failures = [];
+let checks = 0;
+const check = (ok, msg) => { checks++; if (!ok) failures.push(msg); };
+const eq = (got, want, what) => check(got === want, `${what}: page shows ${got}, want ${want}`);
+const step = (s) => console.log(`- ${s}`);
+
+const browser = await chromium.launch({
+  executablePath: cfg.chromium,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--font-render-hinting=none'],
+});
+try {
+  await main();
+} catch (e) {
+  failures.push(`stopped: ${e.stack || e}`);
+} finally {
+  await browser.close();
+}
+if (failures.length) {
+  console.log(`FAIL: ${failures.length} of ${checks} checks failed:`);
+  for (const f of failures) console.log(`  ${f}`);
+  process.exit(1);
+}
+console.log(`ok: ${checks} checks passed`);
+
+async function main() {
+  const context = await browser.newContext({ viewport: { width: 1360, height: 900 }, deviceScaleFactor: 1, timezoneId: 'UTC' });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('console', (m) => { if (m.type() === 'error' && !/status of 40[13]/.test(m.text())) errors.push(m.text()); });
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('request', (r) => check(r.url().startsWith(cfg.baseURL), `the page requested another origin: ${r.url()}`));
+  const shots = cfg.screenshots;
+  if (shots) mkdirSync(shots, { recursive: true });
+  const shot = async (name, target) => {
+    if (!shots) return;
+    await (target || page).screenshot({ path: join(shots, name + '.png'), ...(target ? {} : { fullPage: true }) });
+  };
+
+  step('log in with a wrong key');
+  await page.goto(cfg.baseURL + '/ui');
+  await page.waitForSelector('#login-view:not([hidden])');
+  await shot('login');
+  await page.fill('#api-key', cfg.wrongKey);
+  await page.click('#login-submit');
+  await page.waitForSelector('#login-error:not([hidden])');
+  check(await page.isHidden('#dashboard'), 'a wrong key opened the dashboard');
+  check(!(await context.cookies()).some((c) => c.name === 'bouncer_session'), 'a wrong key got a session cookie');
+
+  step('log in with the key');
+  await page.fill('#api-key', cfg.apiKey);
+  await page.click('#login-submit');
+  await page.waitForSelector('#dashboard[data-state="ready"]', { timeout: 30000 });
+  const cookie = (await context.cookies()).find((c) => c.name === 'bouncer_session');
+  check(cookie && cookie.httpOnly && cookie.sameSite === 'Strict', `session cookie ${JSON.stringify(cookie)}: want HttpOnly, SameSite=Strict`);
+  eq(await page.getAttribute('#account', 'data-account'), 'acme', 'account');
+
+  step(`range ${X.Start} to ${X.End}, by day`);
+  await setRange(page, X.Start, X.End, 'day');
+  for (const k of ['requests', 'delivered', 'bounces', 'deferred', 'drops']) {
+    eq(Number(await page.getAttribute(`[data-kpi="${k}"]`, 'data-value')), X.Total[k], `total ${k}`);
+  }
+  await checkPeriods(page, X.Days, 'day');
+  eq(await page.locator('#funnel-table tbody tr').count(), 30, 'days in the funnel table');
+  await checkRates(page, 'providers', X.Providers);
+  await checkRates(page, 'domains', X.Domains);
+  for (const [day, classes] of Object.entries(X.Classes)) {
+    for (const [c, n] of Object.entries(classes)) {
+      eq(await value(page, `#classes-table tr[data-period="${day}"] td[data-class="${c}"]`), n, `${c} bounces on ${day}`);
+    }
+  }
+  eq(await page.locator('#classes-table tbody tr[data-period]').count(), Object.keys(X.Classes).length, 'days with bounces');
+  for (const [code, r] of Object.entries(X.Reasons)) {
+    eq(await value(page, `#reasons-table tr[data-reason="${code}"] td[data-metric="bounces"]`), r.bounces, `bounces of reason ${code}`);
+    eq(await value(page, `#reasons-table tr[data-reason="${code}"] td[data-metric="blocks"]`), r.blocks, `blocks of reason ${code}`);
+  }
+  await shot('dashboard');
+  for (const id of ['kpis', 'funnel', 'providers', 'domains', 'classifications', 'reasons', 'webhook-health']) {
+    await shot(id, page.locator('#' + id));
+  }
+  check(await page.isVisible('#webhook-health'), 'no webhook health section');
+  eq(await page.locator('#webhook-health table, #webhook-health canvas').count(), 0, 'made-up webhook data');
+
+  step('by week');
+  await setRange(page, X.Start, X.End, 'week');
+  await checkPeriods(page, X.Weeks, 'week');
+
+  step(`search the bounces list for ${cfg.victimPrefix} and delete ${cfg.victim}`);
+  await page.fill('#search', cfg.victimPrefix);
+  await page.click('#search-form button[type="submit"]');
+  await page.waitForSelector('#supp-table[data-state="ready"]');
+  const row = page.locator(`#supp-table tr[data-email="${cfg.victim}"]`);
+  eq(await row.count(), 1, `rows for ${cfg.victim}`);
+  const emails = await page.locator('#supp-table tbody tr[data-email]').evaluateAll((rs) => rs.map((r) => r.dataset.email));
+  check(emails.every((e) => e.toLowerCase().startsWith(cfg.victimPrefix)), `search ${cfg.victimPrefix} shows ${emails}`);
+  await shot('suppressions', page.locator('#suppressions'));
+  await row.locator('button.delete').click();
+  await page.waitForSelector('#confirm[open]');
+  await shot('delete-confirm', page.locator('#confirm'));
+  await page.click('#confirm-ok');
+  await page.waitForSelector(`#supp-table tr[data-email="${cfg.victim}"]`, { state: 'detached', timeout: 10000 });
+  check(await page.isHidden('#banner'), `an error after the delete: ${await page.textContent('#banner')}`);
+
+  step('a request with the session cookie but no CSRF token');
+  const fromPage = await page.evaluate(async () => {
+    const res = await fetch('/v3/suppression/bounces/nobody%40example.com', { method: 'DELETE', credentials: 'same-origin' });
+    return { status: res.status, body: await res.json() };
+  });
+  eq(fromPage.status, 403, 'DELETE with the cookie and no token, from the page');
+  check(Array.isArray(fromPage.body.errors) && fromPage.body.errors[0].field === null && /CSRF/.test(fromPage.body.errors[0].message),
+    `403 body ${JSON.stringify(fromPage.body)}: want SendGrid's error shape naming the CSRF token`);
+  const headers = { Cookie: `bouncer_session=${cookie.value}` };
+  const outside = await fetch(cfg.baseURL + '/v3/suppression/bounces/nobody%40example.com', { method: 'DELETE', headers });
+  eq(outside.status, 403, 'DELETE with the cookie and no token, from outside the browser');
+  const wrong = await fetch(cfg.baseURL + '/v3/suppression/bounces/nobody%40example.com', { method: 'DELETE', headers: { ...headers, 'X-CSRF-Token': 'nope' } });
+  eq(wrong.status, 403, 'DELETE with the cookie and a wrong token');
+  const read = await fetch(cfg.baseURL + '/v3/suppression/bounces?limit=1', { headers });
+  eq(read.status, 200, 'GET with the cookie');
+
+  step('log out');
+  await page.click('#logout');
+  await page.waitForSelector('#login-view:not([hidden])');
+  const after = await page.evaluate(async () => (await fetch('/ui/session')).status);
+  eq(after, 401, 'GET /ui/session after logout');
+  const stale = await fetch(cfg.baseURL + '/v3/suppression/bounces?limit=1', { headers });
+  eq(stale.status, 401, 'the old cookie after logout');
+
+  check(errors.length === 0, `errors in the page's console (a CSP violation shows here): ${errors.join(' | ')}`);
+}
+
+async function setRange(page, start, end, by) {
+  await page.evaluate(([s, e, b]) => {
+    document.querySelector('#start-date').value = s;
+    document.querySelector('#end-date').value = e;
+    document.querySelector('#aggregated-by').value = b;
+  }, [start, end, by]);
+  await page.click('#refresh');
+  await page.waitForSelector('#dashboard[data-state="ready"]', { timeout: 30000 });
+}
+
+async function value(page, sel) {
+  const loc = page.locator(sel);
+  if ((await loc.count()) !== 1) return `no cell ${sel}`;
+  return Number(await loc.getAttribute('data-value'));
+}
+
+async function checkPeriods(page, want, by) {
+  for (const [p, c] of Object.entries(want)) {
+    for (const k of ['requests', 'processed', 'delivered', 'deferred', 'bounces', 'blocks', 'drops']) {
+      eq(await value(page, `#funnel-table tr[data-period="${p}"] td[data-metric="${k}"]`), c[k], `${k} of the ${by} ${p}`);
+    }
+  }
+}
+
+async function checkRates(page, view, want) {
+  eq(await page.locator(`#${view}-table tbody tr[data-key]`).count(), Object.keys(want).length, `rows of ${view}`);
+  for (const [key, c] of Object.entries(want)) {
+    for (const k of ['requests', 'processed', 'bounces', 'blocks']) {
+      eq(await value(page, `#${view}-table tr[data-key="${key}"] td[data-metric="${k}"]`), c[k], `${view} ${key} ${k}`);
+    }
+    const rate = c.processed ? (c.bounces + c.blocks) / c.processed : null;
+    if (rate !== null) {
+      eq(await value(page, `#${view}-table tr[data-key="${key}"] td[data-metric="bounce_rate"]`), Number(rate.toFixed(4)), `${view} ${key} bounce rate`);
+    }
+  }
+}
