@@ -32,7 +32,7 @@ import (
 // settable clock and a key for each of two accounts.
 type apiFixture struct {
 	store  *clickhouse.Store
-	index  *suppress.Index // the batch check's, fed by the test
+	index  *suppress.Index   // the batch check's, fed by the test
 	env    map[string]string // CLICKHOUSE_ADDR and CLICKHOUSE_DATABASE
 	url    string
 	keyA   string // account "acme"
