@@ -368,9 +368,15 @@ func (s *server) handleWebhookCreate(w http.ResponseWriter, r *http.Request, st 
 	if err != nil {
 		return err
 	}
+	// Time-ordered ids (UUIDv7; SendGrid's are time-based too) keep
+	// subscriptions created in the same second in creation order.
+	id, err := uuid.NewV7()
+	if err != nil {
+		return err
+	}
 	now := s.now().UTC().Truncate(time.Second)
 	wh := Webhook{
-		Endpoint: webhook.Endpoint{ID: uuid.NewString(), AccountID: acct, Enabled: true, Events: map[string]bool{},
+		Endpoint: webhook.Endpoint{ID: id.String(), AccountID: acct, Enabled: true, Events: map[string]bool{},
 			Secrets: []webhook.Secret{secret}, UpdatedAt: now},
 		Created: now,
 	}

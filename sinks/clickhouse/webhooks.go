@@ -50,16 +50,30 @@ var ErrNoAccount = errors.New("webhooks: empty account id")
 // WriteWebhook inserts one version of a subscription (a tombstone when
 // Deleted). The caller sets Version above the version it read.
 func (s *Store) WriteWebhook(ctx context.Context, w Webhook) error {
-	if w.AccountID == "" || w.ID == "" {
-		return fmt.Errorf("webhooks: write needs an account and an id")
+	return s.WriteWebhooks(ctx, []Webhook{w})
+}
+
+// WriteWebhooks inserts versions of subscriptions as one insert.
+func (s *Store) WriteWebhooks(ctx context.Context, ws []Webhook) error {
+	for _, w := range ws {
+		if w.AccountID == "" || w.ID == "" {
+			return fmt.Errorf("webhooks: write needs an account and an id")
+		}
 	}
-	row := []any{w.AccountID, w.ID, w.Version, b2u(w.Deleted), w.URL, b2u(w.Enabled), w.FriendlyName}
-	for _, ev := range webhookEvents {
-		row = append(row, b2u(w.Events[ev]))
-	}
-	row = append(row, w.SecretSealed, w.PrevSecretSealed, webhookTime(w.PrevSecretNotAfter), b2u(w.Signed),
-		w.SigningKeySealed, w.PublicKey, webhookTime(w.DisabledAt), w.DisabledReason, webhookTime(w.Created), webhookTime(w.Updated))
-	return s.insert(ctx, qInsertWebhooks, func(b driver.Batch) error { return b.Append(row...) })
+	return s.insert(ctx, qInsertWebhooks, func(b driver.Batch) error {
+		for _, w := range ws {
+			row := []any{w.AccountID, w.ID, w.Version, b2u(w.Deleted), w.URL, b2u(w.Enabled), w.FriendlyName}
+			for _, ev := range webhookEvents {
+				row = append(row, b2u(w.Events[ev]))
+			}
+			row = append(row, w.SecretSealed, w.PrevSecretSealed, webhookTime(w.PrevSecretNotAfter), b2u(w.Signed),
+				w.SigningKeySealed, w.PublicKey, webhookTime(w.DisabledAt), w.DisabledReason, webhookTime(w.Created), webhookTime(w.Updated))
+			if err := b.Append(row...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // Webhooks returns the current subscriptions of account, oldest first.
