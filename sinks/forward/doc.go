@@ -44,11 +44,13 @@
 // # Delivery, retries, offsets
 //
 // A report is sent synchronously while its batch is handled; a digest is
-// sent by Run when its window ends. A send that fails with a transient
-// error (an SMTP 4xx reply, a connection error or a timeout) is retried
-// with exponential backoff and jitter (RetryInitial up to RetryMax between
-// attempts) for at most GiveUpAfter; a permanent failure (an SMTP 5xx reply)
-// is not retried. Both are logged and counted in
+// sent by Run when its window ends. A send that fails transiently (an SMTP
+// 4xx reply, a connection error, a timeout, or a failure to set up the
+// session: TLS or AUTH, which is the relay's or the configuration's fault,
+// not the message's) is retried with exponential backoff and jitter
+// (RetryInitial up to RetryMax between attempts) for at most GiveUpAfter;
+// a 5xx reply to the message itself (MAIL FROM, RCPT TO, DATA) is
+// permanent and not retried. Both are logged and counted in
 // bouncer_forward_emails_total. Each attempt is bounded by Relay.Timeout.
 //
 // Handle returns, and the consumer commits the batch's offsets, only after

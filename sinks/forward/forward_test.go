@@ -111,18 +111,20 @@ func TestReportContentAuthAndTLS(t *testing.T) {
 	}
 }
 
-func TestWrongPasswordIsPermanent(t *testing.T) {
+// A wrong password is the configuration's fault, not the message's: it is
+// retried (until GiveUpAfter), never dropped at once like a 5xx to RCPT.
+func TestAuthFailureIsRetried(t *testing.T) {
 	srv := smtptest.Start(t, smtptest.Options{Username: "u", Password: "right"})
 	settings := &staticSettings{list: []Setting{{AccountID: "acme", Email: "ops@acme.example"}}}
-	f := newForwarder(t, srv, Relay{Username: "u", Password: "wrong"}, settings, nil)
+	f := newForwarder(t, srv, Relay{Username: "u", Password: "wrong"}, settings, func(c *Config) { c.GiveUpAfter = 400 * time.Millisecond })
 	if err := f.Handle(context.Background(), "events", 0, messages(event("acme", "a@x.org", hardReason, ""))); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(srv.Messages()); n != 0 {
 		t.Fatalf("%d messages with a wrong password", n)
 	}
-	if got := counter(t, f.m.emails.WithLabelValues("report", "rejected")); got != 1 {
-		t.Errorf("rejected reports %v, want 1 (535 is permanent, not retried)", got)
+	if r, g := counter(t, f.m.retries), counter(t, f.m.emails.WithLabelValues("report", "gave_up")); r < 1 || g != 1 {
+		t.Errorf("retries %v, gave_up %v; want retries, then one given up (535 at AUTH is retried)", r, g)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
-	"net/textproto"
 	"strconv"
 
 	"github.com/wneessen/go-mail"
@@ -62,9 +61,11 @@ type permanent struct{ error }
 
 func (p permanent) Unwrap() error { return p.error }
 
-// isPermanent tells an SMTP 5xx reply (the relay refused for good) from
-// everything else (4xx replies, connection errors, timeouts), which is
-// worth retrying.
+// isPermanent tells a 5xx reply to the message itself (MAIL FROM, RCPT TO,
+// DATA: the relay refused this message for good) from everything else,
+// which is worth retrying: 4xx replies, connection errors, timeouts, and
+// failures to set up the session (TLS, AUTH), which are the relay's or the
+// configuration's, not the message's, and would drop every report.
 func isPermanent(err error) bool {
 	var p permanent
 	if errors.As(err, &p) {
@@ -72,14 +73,12 @@ func isPermanent(err error) bool {
 	}
 	var se *mail.SendError
 	if errors.As(err, &se) {
-		if code := se.ErrorCode(); code != 0 {
-			return code >= 500
+		switch se.Reason {
+		case mail.ErrSMTPMailFrom, mail.ErrSMTPRcptTo, mail.ErrSMTPData, mail.ErrSMTPDataClose:
+			return se.ErrorCode() >= 500
+		case mail.ErrGetSender, mail.ErrGetRcpts, mail.ErrNoUnencoded:
+			return true // the message itself is unusable
 		}
-		return false
-	}
-	var te *textproto.Error
-	if errors.As(err, &te) {
-		return te.Code >= 500
 	}
 	return false
 }
