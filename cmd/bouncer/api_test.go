@@ -610,6 +610,13 @@ func init() {
 	e["POST "+base+"/test"] = tries(tenancyAttempt{"POST", base + "/test", `{"id":"{id:webhook}"}`})
 	e["GET /bouncer/v1/webhooks/{id}/secret"] = tries(tenancyAttempt{"GET", "/bouncer/v1/webhooks/{id:webhook}/secret", ""})
 	e["POST /bouncer/v1/webhooks/{id}/secret/rotate"] = tries(tenancyAttempt{"POST", "/bouncer/v1/webhooks/{id:webhook}/secret/rotate", ""})
+	// Delivery state, log and replays of a subscription.
+	ops := "/bouncer/v1/webhooks/{id}"
+	e["GET "+ops+"/state"] = tries(tenancyAttempt{"GET", "/bouncer/v1/webhooks/{id:webhook}/state", ""})
+	e["GET "+ops+"/deliveries"] = tries(tenancyAttempt{"GET", "/bouncer/v1/webhooks/{id:webhook}/deliveries?limit=500", ""})
+	e["GET "+ops+"/failed"] = tries(tenancyAttempt{"GET", "/bouncer/v1/webhooks/{id:webhook}/failed", ""})
+	e["POST "+ops+"/failed/{webhook_id}/replay"] = tries(tenancyAttempt{"POST", "/bouncer/v1/webhooks/{id:webhook}/failed/{id:webhook}/replay", ""})
+	e["POST "+ops+"/replay"] = tries(tenancyAttempt{"POST", "/bouncer/v1/webhooks/{id:webhook}/replay", `{"since":0}`})
 	leaks = append(leaks, "victim-hook", "acme-hook")
 	var before, signedBefore string
 	tenancySetups = append(tenancySetups, func(t *testing.T, f *apiFixture, v *tenancyVictim) {
