@@ -155,7 +155,7 @@ func TestWorkerDeliversWebhooks(t *testing.T) {
 		"BOUNCER_WEBHOOK_RETRY_SCHEDULE": "1s,1s,2s", "BOUNCER_WEBHOOK_TOPIC_PREFIX": prefix,
 		"BOUNCER_WEBHOOK_GROUP": topic + ".webhooks", "BOUNCER_WEBHOOK_REFRESH": "200ms", "BOUNCER_WEBHOOK_TIMEOUT": "2s",
 		"BOUNCER_WEBHOOK_BATCH_WAIT": "50ms",
-		"BOUNCER_API_ADDR": "127.0.0.1:0", "BOUNCER_API_CHECK": "false", "BOUNCER_API_RATE_LIMIT": "10000",
+		"BOUNCER_API_ADDR":           "127.0.0.1:0", "BOUNCER_API_CHECK": "false", "BOUNCER_API_RATE_LIMIT": "10000",
 	}
 	t.Cleanup(func() {
 		c, err := kafka.Dial("tcp", testenv.Brokers(brokers)[0])
