@@ -41,11 +41,14 @@ type EraseOptions struct {
 	Poll time.Duration
 }
 
-// OptionalEraseTables are tables other parts of bouncer may add that can
-// hold an address in free text; Erase searches every String column of each
-// one that exists, rows of the account only (a table without an account_id
-// column is skipped and reported).
-var OptionalEraseTables = []string{"webhook_deliveries"}
+// OptionalEraseTables are tables other parts of bouncer add that can hold
+// an address in free text: the webhook delivery log (responses) and the
+// failed webhook batches (the events, as JSON: a batch that holds the
+// address is deleted whole, so it can no longer be replayed from the API).
+// Erase searches every String column of each one that exists, rows of the
+// account only (a table without an account_id column is skipped and
+// reported).
+var OptionalEraseTables = []string{"webhook_deliveries", "webhook_failed_batches"}
 
 // SuppressionKey is one list entry of an address (any state).
 type SuppressionKey struct {

@@ -34,16 +34,40 @@ func deliveriesDDL(t *testing.T) string {
 	return fallbackDeliveriesDDL
 }
 
-// insertDelivery writes one row into webhook_deliveries, whatever its
-// columns: account_id is account, every other String column text.
+// insertDelivery writes one row into webhook_deliveries.
+// failedBatchesDDL is the migration's webhook_failed_batches statement, or
+// "" when there is none.
+func failedBatchesDDL(t *testing.T) string {
+	t.Helper()
+	ms, err := ddl.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		for _, s := range m.Statements {
+			if strings.Contains(s, "webhook_failed_batches") && strings.HasPrefix(strings.ToUpper(s), "CREATE TABLE") {
+				return s
+			}
+		}
+	}
+	return ""
+}
+
 func insertDelivery(t *testing.T, s *Store, account, text string) {
+	t.Helper()
+	insertRow(t, s, "webhook_deliveries", account, text)
+}
+
+// insertRow writes one row into table, whatever its columns: account_id is
+// account, every other String column text.
+func insertRow(t *testing.T, s *Store, table, account, text string) {
 	t.Helper()
 	ctx := context.Background()
 	var cols []string
-	if err := s.collect(ctx, Query{SQL: "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'webhook_deliveries'"}, &cols); err != nil {
+	if err := s.collect(ctx, Query{SQL: "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = ?"}, &cols, table); err != nil {
 		t.Fatal(err)
 	}
-	batch, err := s.conn.PrepareBatch(ctx, insertSQL("webhook_deliveries", cols))
+	batch, err := s.conn.PrepareBatch(ctx, insertSQL(table, cols))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,8 +153,10 @@ func TestEraseRemovesTheAddressEverywhere(t *testing.T) {
 	}
 
 	// Without the optional table: no error, and it is not listed.
-	if err := s.conn.Exec(ctx, "DROP TABLE IF EXISTS webhook_deliveries"); err != nil {
-		t.Fatal(err)
+	for _, table := range []string{"webhook_deliveries", "webhook_failed_batches"} {
+		if err := s.conn.Exec(ctx, "DROP TABLE IF EXISTS "+table); err != nil {
+			t.Fatal(err)
+		}
 	}
 	tables, skipped, err := s.Erase(ctx, "acme", "nobody@example.com", EraseOptions{})
 	if err != nil {
@@ -152,12 +178,29 @@ func TestEraseRemovesTheAddressEverywhere(t *testing.T) {
 	insertDelivery(t, s, "acme", "200 OK: got <Kim@Example.com>")
 	insertDelivery(t, s, "acme", "200 OK")
 	insertDelivery(t, s, "globex", "200 OK: got <kim@example.com>")
+	failedBatches := false
+	if stmt := failedBatchesDDL(t); stmt != "" {
+		if err := s.conn.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+		failedBatches = true
+		insertRow(t, s, "webhook_failed_batches", "acme", `[{"email":"Kim@Example.com","event":"bounce"}]`)
+		insertRow(t, s, "webhook_failed_batches", "globex", `[{"email":"kim@example.com","event":"bounce"}]`)
+	}
 
 	tables, skipped, err = s.Erase(ctx, "acme", kim, EraseOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []ErasedTable{{"events", 2}, {"suppressions", 2}, {"recipient_history", 1}, {"dead_letters", 1}, {"webhook_deliveries", 1}}
+	if failedBatches {
+		want = append(want, ErasedTable{"webhook_failed_batches", 1})
+		defer func() {
+			if got := count(t, s, "SELECT count() FROM webhook_failed_batches"); got != 1 {
+				t.Errorf("failed batches left: %d, want globex's 1", got)
+			}
+		}()
+	}
 	if !slices.Equal(tables, want) || len(skipped) != 0 {
 		t.Errorf("erase: %+v, skipped %v; want %+v", tables, skipped, want)
 	}
