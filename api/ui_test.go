@@ -30,9 +30,7 @@ func (b *browser) req(method, path, csrf, body string) *httptest.ResponseRecorde
 	if csrf != "" {
 		r.Header.Set(csrfHeader, csrf)
 	}
-	rec := httptest.NewRecorder()
-	b.h.ServeHTTP(rec, r)
-	return rec
+	return doRequest(b.t, b.h, r)
 }
 
 func loginRequest(key string) *http.Request {
@@ -45,8 +43,7 @@ func loginRequest(key string) *http.Request {
 // that gives 201.
 func (b *browser) login(key string) sessionInfo {
 	b.t.Helper()
-	rec := httptest.NewRecorder()
-	b.h.ServeHTTP(rec, loginRequest(key))
+	rec := doRequest(b.t, b.h, loginRequest(key))
 	if rec.Code != 201 {
 		b.t.Fatalf("login: %d %s", rec.Code, rec.Body)
 	}
@@ -92,8 +89,7 @@ func TestLoginSetsASafeCookie(t *testing.T) {
 
 	r := loginRequest(token)
 	r.TLS = &tls.ConnectionState{}
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, r)
+	rec := doRequest(t, h, r)
 	if cs := rec.Result().Cookies(); rec.Code != 201 || len(cs) != 1 || !cs[0].Secure {
 		t.Errorf("login over TLS: %d, cookies %v: want a Secure cookie", rec.Code, cs)
 	}
@@ -129,8 +125,7 @@ func TestLoginRefusals(t *testing.T) {
 		}, 403},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, tc.req())
+			rec := doRequest(t, h, tc.req())
 			if rec.Code != tc.status {
 				t.Fatalf("status %d, want %d: %s", rec.Code, tc.status, rec.Body)
 			}
@@ -144,8 +139,7 @@ func TestLoginRefusals(t *testing.T) {
 	r := loginRequest(token)
 	r.Header.Set("Origin", "http://example.com") // httptest's Host
 	r.Header.Set("Sec-Fetch-Site", "same-origin")
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, r)
+	rec := doRequest(t, h, r)
 	if rec.Code != 201 {
 		t.Errorf("same-origin login: %d %s", rec.Code, rec.Body)
 	}
@@ -197,8 +191,7 @@ func TestSessionActsAsItsKey(t *testing.T) {
 	r := httptest.NewRequest("DELETE", "/v3/suppression/bounces/lee%40example.com", nil)
 	r.Header.Set("Authorization", "Bearer "+token)
 	r.AddCookie(b.cookie)
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, r)
+	rec := doRequest(t, h, r)
 	if rec.Code != 204 {
 		t.Errorf("Bearer with a cookie: %d", rec.Code)
 	}
@@ -341,8 +334,7 @@ func TestDashboardPageHeaders(t *testing.T) {
 	etag := rec.Header().Get("ETag")
 	r := httptest.NewRequest("GET", "/ui/", nil)
 	r.Header.Set("If-None-Match", etag)
-	rec = httptest.NewRecorder()
-	h.ServeHTTP(rec, r)
+	rec = doRequest(t, h, r)
 	if rec.Code != 304 {
 		t.Errorf("If-None-Match: %d, want 304", rec.Code)
 	}
@@ -422,5 +414,39 @@ func TestDashboardRoutes(t *testing.T) {
 	off := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{k}})
 	if rec := do(t, off, "GET", "/bouncer/v1/stats/bounce_reasons?start_date=2025-11-01", token, ""); rec.Code != 404 {
 		t.Errorf("without a DashboardStore: %d, want 404", rec.Code)
+	}
+}
+
+// TestSessionsAreBounded: at the limit, ended sessions go first, then the
+// one closest to its end.
+func TestSessionsAreBounded(t *testing.T) {
+	c := &clock{t: time.Unix(1764201600, 0)}
+	s := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{}, Now: c.now}).(*server)
+	st := s.sessions()
+	now := c.now()
+	ids := make([]string, maxSessions)
+	for i := range ids {
+		// Session i was last used i milliseconds ago; the first two have ended.
+		seen := now.Add(-time.Duration(i) * time.Millisecond)
+		if i < 2 {
+			seen = now.Add(-sessionIdle - time.Second)
+		}
+		id, err := st.add(&session{created: seen, seen: seen}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = id
+	}
+	newest, _ := st.add(&session{created: now, seen: now}, now)
+	if len(st.byID) != maxSessions-1 || st.get(ids[0]) != nil || st.get(ids[1]) != nil || st.get(newest) == nil {
+		t.Fatalf("after the limit: %d sessions; ended ones kept: %v %v", len(st.byID), st.get(ids[0]) != nil, st.get(ids[1]) != nil)
+	}
+	st.add(&session{created: now, seen: now}, now)
+	last, _ := st.add(&session{created: now, seen: now}, now)
+	if len(st.byID) != maxSessions || st.get(ids[maxSessions-1]) != nil || st.get(ids[2]) == nil || st.get(last) == nil {
+		t.Errorf("full: %d sessions; the one closest to its end (used longest ago) is kept: %v", len(st.byID), st.get(ids[maxSessions-1]) != nil)
+	}
+	if other := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{}}).(*server); other.sessions() == st {
+		t.Error("two servers share their sessions")
 	}
 }
