@@ -27,8 +27,8 @@ delays the sink). Each hard bounce of an account whose forward_bounce setting
 is enabled (PATCH /v3/mail_settings/forward_bounce) is reported by email to
 the account's address, at most --forward-rate per account; bounces beyond the
 cap go into one digest email at the end of the window. Transient failures
-(SMTP 4xx, connection errors) are retried with backoff for --forward-give-up;
-5xx replies are not retried. See docs/forwarding.md.
+(SMTP 4xx, connection, TLS or AUTH errors) are retried with backoff for
+--forward-give-up; a 5xx reply to the message is not. See docs/forwarding.md.
 
   BOUNCER_SMTP_RELAY=smtp.example.com:587 BOUNCER_SMTP_USER=apikey \
   BOUNCER_SMTP_PASSWORD=... BOUNCER_FORWARD_FROM=bounces@example.com \
