@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 	"unicode"
@@ -674,7 +675,16 @@ func (s *server) handleWebhookTest(w http.ResponseWriter, r *http.Request, st We
 	}
 	resp, err := guard.Client(WebhookTestTimeout).Do(req)
 	if err != nil {
+		var blocked *safedial.BlockedError
+		if errors.As(err, &blocked) {
+			// The name resolved to an address webhooks may not reach.
+			return errorf(EInvalid, "url", "%s: %v", target, blocked)
+		}
 		msg := err.Error()
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			msg = uerr.Err.Error()
+		}
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			msg = fmt.Sprintf("no answer within %s", WebhookTestTimeout)
 		}
@@ -728,7 +738,14 @@ func webhookSampleEvents(ep *webhook.Endpoint, now time.Time) ([]byte, error) {
 		}
 		events = append(events, e)
 	}
-	return json.Marshal(events)
+	// SendGrid sends "<" and ">" of smtp-id as they are, not as \u003c.
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(events); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 func webhookToken(n int) string {

@@ -512,5 +512,41 @@ func TestWebhookTestDelivery(t *testing.T) {
 	if rec.Code != 502 || rec.Header().Get("X-Bouncer-Receiver-Status") != "" {
 		t.Errorf("closed port: %d %s", rec.Code, rec.Body)
 	}
-	_ = st
+	if _, msg := sendGridError(t, rec); !strings.Contains(msg, "connection refused") || strings.Contains(msg, "Post ") {
+		t.Errorf("closed port: message %q", msg)
+	}
+
+	// A name that resolves to a blocked address is refused at dial time,
+	// with the way to allow it.
+	st.guard = safedial.Guard{}
+	rec = do(t, h, "POST", "/v3/user/webhooks/event/test", key, `{"url":"http://localhost:`+strings.TrimPrefix(srv.URL, "http://127.0.0.1:")+`/"}`)
+	if rec.Code != 400 {
+		t.Fatalf("localhost without an allow-list: %d %s", rec.Code, rec.Body)
+	}
+	if field, msg := sendGridError(t, rec); field == nil || *field != "url" || !strings.Contains(msg, "BOUNCER_WEBHOOK_ALLOW_NETS") {
+		t.Errorf("localhost without an allow-list: %v %q", field, msg)
+	}
+}
+
+// TestWebhookTestDeliveryTimeout: a receiver that never answers costs the
+// caller WebhookTestTimeout and a 502 saying so, not a hung request.
+func TestWebhookTestDeliveryTimeout(t *testing.T) {
+	t.Parallel()
+	h, _, key, _, _ := webhookServer(t)
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	rec := do(t, h, "POST", "/v3/user/webhooks/event/test", key, `{"url":"`+srv.URL+`/hang"}`)
+	if rec.Code != 502 {
+		t.Fatalf("hanging receiver: %d %s", rec.Code, rec.Body)
+	}
+	if _, msg := sendGridError(t, rec); !strings.Contains(msg, "no answer within 10s") {
+		t.Errorf("hanging receiver: %q", msg)
+	}
 }

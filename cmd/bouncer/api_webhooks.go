@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/bouncer-mail/bouncer/api"
@@ -32,15 +33,25 @@ func (a apiStore) WebhookGuard() safedial.Guard { return a.webhooks.guard }
 
 func (a apiStore) opener() *webhookOpener { return &webhookOpener{keys: a.webhooks.keys} }
 
+// open opens a row for the API; a row the key does not open is a 500 whose
+// message says what to fix.
+func (a apiStore) open(row clickhouse.Webhook) (api.Webhook, error) {
+	w, err := a.opener().open(row)
+	if errors.Is(err, secrets.ErrOpen) {
+		return w, &api.Error{Code: api.EInternal, Message: "the signing secrets of webhook " + row.ID +
+			" do not open with this server's " + secrets.EnvKey + ": start bouncer api with the key (or a keyring holding the key) they were sealed with"}
+	}
+	return w, err
+}
+
 func (a apiStore) Webhooks(ctx context.Context, account string) ([]api.Webhook, error) {
 	rows, err := a.s.Webhooks(ctx, account)
 	if err != nil {
 		return nil, err
 	}
-	o := a.opener()
 	out := make([]api.Webhook, 0, len(rows))
 	for _, row := range rows {
-		w, err := o.open(row)
+		w, err := a.open(row)
 		if err != nil {
 			return nil, err
 		}
@@ -54,7 +65,7 @@ func (a apiStore) Webhook(ctx context.Context, account, id string) (api.Webhook,
 	if err != nil || !ok {
 		return api.Webhook{}, false, err
 	}
-	w, err := a.opener().open(row)
+	w, err := a.open(row)
 	return w, err == nil, err
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/ecdsa"
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"net/netip"
@@ -174,6 +175,14 @@ func TestWebhookRegistryWrongKey(t *testing.T) {
 	if ep := eps[0]; ep.Active() || ep.Secrets != nil || !strings.Contains(ep.DisabledReason, "BOUNCER_SECRET_KEY") {
 		t.Errorf("with the wrong key: active %v secrets %v reason %q", ep.Active(), ep.Secrets, ep.DisabledReason)
 	}
+	// The API says which key is missing rather than "internal error".
+	wrongAPI := apiStore{s: f.store, webhooks: webhookConfig{keys: other}}
+	_, err = wrongAPI.Webhooks(context.Background(), "acme")
+	var apiErr *api.Error
+	if !errors.As(err, &apiErr) || apiErr.Code != api.EInternal || !strings.Contains(apiErr.Message, "BOUNCER_SECRET_KEY") {
+		t.Errorf("API with the wrong key: %v, want a 500 naming BOUNCER_SECRET_KEY", err)
+	}
+
 	// A sealed secret copied into another row does not open there.
 	row, _, err := f.store.Webhook(context.Background(), "acme", a.ID)
 	if err != nil {
