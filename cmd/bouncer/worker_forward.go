@@ -178,6 +178,13 @@ func (f *forwardFlags) start(ctx context.Context, conn consumer.Conn, topic stri
 	fwdDone := make(chan error, 1)
 	go func() { fwdDone <- fw.Run(fctx) }()
 	go func() {
+		select {
+		case <-ctx.Done():
+			fw.StopRetrying() // a dead relay must not hold the shutdown
+		case <-fctx.Done():
+		}
+	}()
+	go func() {
 		err := g.Run(ctx)
 		stopForwarder()
 		groupDone <- err

@@ -59,10 +59,14 @@
 //
 //   - a crash or a revocation before the commit redelivers the batch, and
 //     reports already sent are sent again (at least once);
+//   - StopRetrying (called when shutdown begins) makes a send waiting to
+//     retry fail at once: its batch is not committed and is redelivered;
 //   - a crash (kill -9) loses the pending digests: their bounces' offsets
 //     are committed. A clean shutdown sends pending digests early (Run's
 //     final flush, bounded by FlushTimeout).
 //
 // Settings are read from the Settings store every RefreshEvery, never per
-// event; a change reaches the forwarder within that interval.
+// event; a change reaches the forwarder within that interval. A digest goes
+// to the address of the newest setting, and is dropped if forwarding was
+// turned off before it was sent.
 package forward

@@ -246,6 +246,23 @@ func TestGiveUpAndResumeAfterCancel(t *testing.T) {
 	}
 }
 
+func TestStopRetryingEndsHandle(t *testing.T) {
+	srv := smtptest.Start(t, smtptest.Options{})
+	srv.FailNext(1000)
+	settings := &staticSettings{list: []Setting{{AccountID: "acme", Email: "ops@acme.example"}}}
+	f := newForwarder(t, srv, Relay{}, settings, nil)
+	go func() {
+		for srv.Attempts() == 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
+		f.StopRetrying()
+	}()
+	err := f.Handle(context.Background(), "events", 0, messages(event("acme", "a@x.org", hardReason, "")))
+	if !errors.Is(err, errStopping) {
+		t.Fatalf("Handle while stopping: %v, want errStopping (the batch is not committed)", err)
+	}
+}
+
 func TestRateCapSendsDigest(t *testing.T) {
 	srv := smtptest.Start(t, smtptest.Options{})
 	settings := &staticSettings{list: []Setting{{AccountID: "acme", Email: "ops@acme.example"}, {AccountID: "globex", Email: "ops@globex.example"}}}
@@ -317,6 +334,32 @@ func TestStopSendsPendingDigests(t *testing.T) {
 	msgs := srv.Messages()
 	if len(msgs) != 2 || msgs[1].Header.Get(HeaderForwarded) != "digest" || !strings.Contains(msgs[1].Body, "b@x.org") {
 		t.Fatalf("after stopping: %d messages, want a's report and a digest with b", len(msgs))
+	}
+}
+
+func TestDigestFollowsTheNewestSetting(t *testing.T) {
+	srv := smtptest.Start(t, smtptest.Options{})
+	settings := &staticSettings{list: []Setting{{AccountID: "acme", Email: "ops@acme.example"}, {AccountID: "globex", Email: "ops@globex.example"}}}
+	f := newForwarder(t, srv, Relay{}, settings, func(c *Config) { c.RateLimit, c.RateWindow = 1, time.Hour })
+	batch := messages(event("acme", "a1@x.org", hardReason, ""), event("acme", "a2@x.org", hardReason, ""),
+		event("globex", "g1@x.org", hardReason, ""), event("globex", "g2@x.org", hardReason, ""))
+	if err := f.Handle(context.Background(), "events", 0, batch); err != nil {
+		t.Fatal(err)
+	}
+	// acme moves its address, globex turns forwarding off.
+	settings.mu.Lock()
+	settings.list = []Setting{{AccountID: "acme", Email: "new@acme.example"}}
+	settings.mu.Unlock()
+	if err := f.loadSettings(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.flush(context.Background(), nil, time.Time{})
+	msgs := srv.Messages()
+	if len(msgs) != 3 {
+		t.Fatalf("%d messages, want two reports and acme's digest: %v", len(msgs), msgs)
+	}
+	if d := msgs[2]; d.To[0] != "new@acme.example" || !strings.Contains(d.Body, "a2@x.org") {
+		t.Errorf("digest to %v, want the new address", d.To)
 	}
 }
 

@@ -2,6 +2,7 @@ package forward
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -34,6 +35,8 @@ type Forwarder struct {
 	pending  int                   // bounces listed in pending digests
 	sending  map[digestKey]bool    // digests being sent by Run
 	refresh  sync.Mutex            // one settings read at a time
+	stopping chan struct{}         // closed by StopRetrying
+	stopOnce sync.Once
 }
 
 var _ pipeline.BatchHandler = (*Forwarder)(nil)
@@ -87,6 +90,7 @@ func New(cfg Config) (*Forwarder, error) {
 		cfg: cfg, log: cfg.Logger, m: cfg.Metrics,
 		parts: map[partKey]*partState{}, windows: map[string]*window{},
 		digests: map[digestKey]*digest{}, sending: map[digestKey]bool{},
+		stopping: make(chan struct{}),
 	}, nil
 }
 
@@ -283,10 +287,21 @@ func (f *Forwarder) deliver(ctx context.Context, m *mail.Msg, since time.Time) (
 		case <-ctx.Done():
 			t.Stop()
 			return "", ctx.Err()
+		case <-f.stopping:
+			t.Stop()
+			return "", errStopping
 		case <-t.C:
 		}
 	}
 }
+
+// errStopping ends a retry loop once StopRetrying was called.
+var errStopping = errors.New("forwarder is stopping")
+
+// StopRetrying makes sends that are waiting to retry give up at once with
+// an error (their batch is not committed and will be redelivered), so a
+// shutdown does not wait for a dead relay. Call it when shutdown begins.
+func (f *Forwarder) StopRetrying() { f.stopOnce.Do(func() { close(f.stopping) }) }
 
 // ensureSettings loads the settings once if Run has not yet.
 func (f *Forwarder) ensureSettings(ctx context.Context) error {
@@ -412,6 +427,17 @@ func (f *Forwarder) sendDigest(ctx context.Context, k digestKey) {
 		finish()
 		return
 	}
+	// The newest setting decides: turned off meanwhile, the digest is
+	// dropped; a new address gets it.
+	f.mu.Lock()
+	to := f.settings[k.account]
+	f.mu.Unlock()
+	if to == "" {
+		f.log.Info("forward: forwarding was turned off; digest dropped", "account", k.account, "bounces", len(d.list)+d.more)
+		finish()
+		return
+	}
+	d.to = to
 	now := f.cfg.Now()
 	m, err := f.digestMsg(d.to, k.account, k.start, k.start.Add(f.cfg.RateWindow), d.list, d.more, now)
 	if err != nil {
