@@ -432,11 +432,21 @@ async function loadAll() {
   const load = ++state.loads;
   // In sequence: a dashboard load is seven requests, and the key's rate
   // limit (10 a second by default) is shared with its other users.
-  const steps = [() => loadFunnel(r, by), () => loadProviders(r), () => loadDomains(r), () => loadClasses(r, by), () => loadReasons(r), () => loadList()];
+  const steps = [
+    [['#kpis', '#funnel'], () => loadFunnel(r, by)],
+    [['#providers'], () => loadProviders(r)],
+    [['#domains'], () => loadDomains(r)],
+    [['#classifications'], () => loadClasses(r, by)],
+    [['#reasons'], () => loadReasons(r)],
+    [['#suppressions'], () => loadList()],
+  ];
+  // Each view is dimmed until its own numbers are in.
+  for (const [views] of steps) views.forEach((v) => $(v).classList.add('stale'));
   try {
-    for (const step of steps) {
+    for (const [views, step] of steps) {
       if (load !== state.loads) return; // a newer load started
       await step();
+      views.forEach((v) => $(v).classList.remove('stale'));
     }
     if (load === state.loads) main.dataset.state = 'ready';
   } catch (e) {
