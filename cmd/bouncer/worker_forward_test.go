@@ -286,9 +286,24 @@ func TestForwardWorker(t *testing.T) {
 		t.Errorf("loop outcomes %v, want 2", n)
 	}
 
+	// 4. A dead relay does not hold the shutdown: the report waiting to be
+	// retried gives up its batch (redelivered after a restart).
+	relay.FailNext(1 << 30)
+	before = relay.Attempts()
+	produceFresh(t, brokers, topic, js(ev("acme", "late@x.org", hard, "")))
+	waitFor(t, "an attempt for late@x.org", 60*time.Second, func() (bool, string) {
+		return relay.Attempts() > before, fmt.Sprintf("%d attempts", relay.Attempts()-before)
+	})
 	stop()
-	if err := wait(); err != nil {
-		t.Errorf("wait: %v", err)
+	done := make(chan error, 1)
+	go func() { done <- wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("wait: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the forwarding group did not stop within 60s of its context ending")
 	}
 }
 

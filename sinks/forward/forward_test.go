@@ -454,3 +454,30 @@ func TestParseRate(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkReport measures one report end to end: decode, classify, build
+// the message, and hand it to a local relay over a new STARTTLS
+// connection with AUTH PLAIN.
+func BenchmarkReport(b *testing.B) {
+	srv := smtptest.Start(b, smtptest.Options{Username: "u", Password: "p"})
+	settings := &staticSettings{list: []Setting{{AccountID: "acme", Email: "ops@acme.example"}}}
+	relay := Relay{Addr: srv.Addr, RootCAs: srv.CAPool, Username: "u", Password: "p"}
+	f, err := New(Config{Relay: relay, From: "b@forwarder.example", Settings: settings, Classifier: classifier,
+		RateLimit: 1 << 30, MaxAge: 1 << 62})
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg := []pipeline.Message{{Topic: "events", Value: event("acme", "a@x.org", hardReason, "")}}
+	b.ResetTimer()
+	for i := range b.N {
+		msg[0].Offset = int64(i)
+		if err := f.Handle(context.Background(), "events", 0, msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if n := len(srv.Messages()); n != b.N {
+		b.Fatalf("%d messages for %d reports", n, b.N)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reports/s")
+}
