@@ -10,7 +10,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
+
+	"github.com/bouncer-mail/bouncer/internal/csvlist"
 )
 
 // maxListLimit is SendGrid's page size limit; also the default.
@@ -23,21 +26,14 @@ const maxEmailLen = 320
 // (as the pipeline's EmailNorm).
 func normEmail(s string) string { return strings.ToLower(strings.Trim(s, " \t\n\v\f\r")) }
 
-// checkEmail validates an address given by the caller: local@domain, both
-// non-empty, valid UTF-8, no space or control character.
+// checkEmail validates an address given by the caller (see
+// csvlist.NormalizeAddress: the same rules as the CSV import).
 func checkEmail(field, raw string) (email, norm string, err error) {
-	email = strings.Trim(raw, " \t\n\v\f\r")
-	at := strings.LastIndexByte(email, '@')
-	bad := at <= 0 || at == len(email)-1 || len(email) > maxEmailLen || !utf8.ValidString(email)
-	for _, r := range email {
-		if r <= 0x20 || 0x7f <= r && r <= 0x9f {
-			bad = true
-		}
-	}
-	if bad {
+	norm, ok := csvlist.NormalizeAddress(raw)
+	if !ok {
 		return "", "", errorf(EInvalid, field, "%s is not a valid email address", field)
 	}
-	return email, normEmail(email), nil
+	return csvlist.TrimSpace(raw), norm, nil
 }
 
 // likeEscape escapes LIKE's metacharacters so s matches only itself.
@@ -48,8 +44,9 @@ func likeEscape(s string) string {
 // emailFilter turns SendGrid's email parameter into a LIKE pattern: a
 // prefix of the address, where % is a wildcard.
 func emailFilter(s string) (string, error) {
+	valid := utf8.ValidString(s) // before lower-casing, which turns bad bytes into U+FFFD
 	s = normEmail(s)
-	if len(s) > maxEmailLen || !utf8.ValidString(s) {
+	if !valid || len(s) > maxEmailLen || strings.ContainsRune(s, utf8.RuneError) || strings.ContainsFunc(s, unicode.IsControl) {
 		return "", errorf(EInvalid, "email", "email is not a valid filter")
 	}
 	return strings.NewReplacer(`\`, `\\`, `_`, `\_`).Replace(s) + "%", nil

@@ -199,18 +199,34 @@ func TrimSpace(s string) string {
 	return strings.TrimFunc(s, func(r rune) bool { return r == ' ' || 0x09 <= r && r <= 0x0d })
 }
 
+// MaxAddressLen bounds an address (RFC 5321 allows 254 in practice; room
+// to spare).
+const MaxAddressLen = 320
+
 // NormalizeAddress trims and lower-cases an address the way the event
-// decoder does (email_norm) and checks that it looks like one: local@domain,
-// both parts non-empty (split at the last @), valid UTF-8, no space or
-// control character.
+// decoder does (email_norm) and checks that it looks like one: local@domain
+// split at the last @, both parts non-empty, at most MaxAddressLen bytes of
+// valid UTF-8, no space, control character or U+FFFD (what a decoder puts
+// for bytes that were not UTF-8); no quoting characters ("\<>(),;:[]@) in
+// the local part (quoted local parts are not accepted), and a domain of
+// non-empty dot-separated labels without those or /, % and '.
 func NormalizeAddress(raw string) (string, bool) {
 	v := TrimSpace(raw)
 	at := strings.LastIndexByte(v, '@')
-	if at <= 0 || at == len(v)-1 || !utf8.ValidString(v) {
+	if at <= 0 || at == len(v)-1 || len(v) > MaxAddressLen || !utf8.ValidString(v) {
 		return "", false
 	}
 	for _, r := range v {
-		if r <= 0x20 || 0x7f <= r && r <= 0x9f {
+		if r <= 0x20 || 0x7f <= r && r <= 0x9f || r == utf8.RuneError || r == 0xfeff {
+			return "", false
+		}
+	}
+	local, domain := v[:at], v[at+1:]
+	if strings.ContainsAny(local, `"\<>(),;:[]@`) || strings.ContainsAny(domain, `"\<>(),;:[]/%'`) {
+		return "", false
+	}
+	for _, label := range strings.Split(domain, ".") {
+		if label == "" {
 			return "", false
 		}
 	}
