@@ -75,6 +75,24 @@ async function main() {
   }
   await checkPeriods(page, X.Days, 'day');
   eq(await page.locator('#funnel-table tbody tr').count(), 30, 'days in the funnel table');
+  // The charts draw the same numbers: one point per day, in order.
+  const days = Object.keys(X.Days).sort();
+  const funnel = await series(page, '#funnel-chart');
+  eq(funnel.labels.length, 30, 'points of the funnel chart');
+  const firstDay = 30 - Math.round((Date.parse(X.End) - Date.parse(days[0])) / 86400000) - 1;
+  for (const [label, key] of [['Requests', 'requests'], ['Delivered', 'delivered'], ['Bounces', 'bounces'], ['Blocks', 'blocks'], ['Drops', 'drops']]) {
+    eq(JSON.stringify(funnel.series[label].slice(firstDay, firstDay + days.length)), JSON.stringify(days.map((d) => X.Days[d][key])), `funnel chart ${label}`);
+  }
+  const classes = await series(page, '#classes-chart');
+  for (const [c, values] of Object.entries(classes.series)) {
+    const want = days.map((d) => (X.Classes[d] && X.Classes[d][c]) || 0);
+    eq(JSON.stringify(values.slice(firstDay, firstDay + days.length)), JSON.stringify(want), `classification chart ${c}`);
+  }
+  const provs = await series(page, '#providers-chart');
+  for (const [i, p] of provs.labels.entries()) {
+    const c = X.Providers[p];
+    check(c && Math.abs(provs.series.Bounces[i] - (100 * c.bounces) / c.processed) < 1e-9, `provider chart ${p}: bounces ${provs.series.Bounces[i]}%`);
+  }
   await checkRates(page, 'providers', X.Providers);
   await checkRates(page, 'domains', X.Domains);
   for (const [day, classes] of Object.entries(X.Classes)) {
@@ -149,6 +167,10 @@ async function setRange(page, start, end, by) {
   }, [start, end, by]);
   await page.click('#refresh');
   await page.waitForSelector('#dashboard[data-state="ready"]', { timeout: 30000 });
+}
+
+async function series(page, sel) {
+  return JSON.parse(await page.getAttribute(sel, 'data-series'));
 }
 
 async function value(page, sel) {

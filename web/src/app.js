@@ -202,9 +202,14 @@ function table(id, head, rows, empty) {
   t.append(body);
 }
 
+// chart draws config on the canvas id and leaves what it drew in the
+// canvas's data-series ({"labels": [...], "series": {label: [values]}}),
+// so a test can compare the chart, not only the table, with its data.
 function chart(id, config) {
   if (state.charts[id]) state.charts[id].destroy();
   state.charts[id] = new Chart($(id), config);
+  const series = Object.fromEntries(config.data.datasets.map((d) => [d.label, d.data]));
+  $(id).dataset.series = JSON.stringify({ labels: config.data.labels, series });
 }
 
 const rate = (m) => (m.processed > 0 ? (m.bounces + m.blocks) / m.processed : null);
