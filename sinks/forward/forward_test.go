@@ -481,3 +481,41 @@ func BenchmarkReport(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reports/s")
 }
+
+func TestEscapedBounceIsForwarded(t *testing.T) {
+	srv := smtptest.Start(t, smtptest.Options{})
+	settings := &staticSettings{list: []Setting{{AccountID: "acme", Email: "ops@acme.example"}}}
+	f := newForwarder(t, srv, Relay{}, settings, nil)
+	escaped := []byte(`{"event":"bounc\u0065","email":"esc@x.org","timestamp":1764201600,"account_id":"acme","reason":"` + hardReason + `"}`)
+	if err := f.Handle(context.Background(), "events", 0, messages(escaped)); err != nil {
+		t.Fatal(err)
+	}
+	if msgs := srv.Messages(); len(msgs) != 1 || !strings.Contains(msgs[0].Body, "esc@x.org") {
+		t.Fatalf("%d messages: an event spelled with an escape must pass the prefilter", len(msgs))
+	}
+}
+
+// BenchmarkHandleNoBounces measures the forwarder's cost per message on
+// traffic without bounces (what it adds beside the sink).
+func BenchmarkHandleNoBounces(b *testing.B) {
+	settings := &staticSettings{list: []Setting{{AccountID: "acme", Email: "ops@acme.example"}}}
+	f, err := New(Config{Relay: Relay{Addr: "127.0.0.1:9"}, From: "b@forwarder.example", Settings: settings, Classifier: classifier})
+	if err != nil {
+		b.Fatal(err)
+	}
+	batch := make([]pipeline.Message, 1000)
+	for i := range batch {
+		batch[i] = pipeline.Message{Topic: "events", Offset: int64(i), Value: fmt.Appendf(nil,
+			`{"event":"delivered","email":"r%d@example.org","timestamp":1764201600,"account_id":"acme","sg_message_id":"m%d","response":"250 OK"}`, i, i)}
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		for j := range batch {
+			batch[j].Offset = int64(i*len(batch) + j)
+		}
+		if err := f.Handle(context.Background(), "events", 0, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(batch))/b.Elapsed().Seconds(), "msgs/s")
+}

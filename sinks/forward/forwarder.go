@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -119,13 +120,17 @@ func (f *Forwarder) state(topic string, partition int) *partState {
 
 // Handle forwards the bounces of msgs (see the package doc). It returns
 // nil once every report was handed to the relay, given up or folded into a
-// digest; an error only when ctx ended first, after which a new call with
-// the same messages resumes where this one stopped.
+// digest. It returns an error when the settings were never read, when ctx
+// ended first, or after StopRetrying; a new call with the same messages
+// then resumes where this one stopped.
 func (f *Forwarder) Handle(ctx context.Context, topic string, partition int, msgs []pipeline.Message) error {
 	if err := f.ensureSettings(ctx); err != nil {
 		return err
 	}
 	st := f.state(topic, partition)
+	f.mu.Lock()
+	anyone := len(f.settings) > 0
+	f.mu.Unlock()
 	for i := range msgs {
 		msg := &msgs[i]
 		if msg.Offset < st.next.offset {
@@ -133,6 +138,10 @@ func (f *Forwarder) Handle(ctx context.Context, topic string, partition int, msg
 		}
 		if msg.Offset > st.next.offset {
 			st.next.offset, st.next.index = msg.Offset, 0
+		}
+		if st.inflight == nil && (!anyone || !mayHoldBounce(msg.Value)) {
+			st.next.offset, st.next.index = msg.Offset+1, 0
+			continue
 		}
 		at := schemas.Coordinates{Topic: msg.Topic, Partition: msg.Partition, Offset: msg.Offset}
 		st.evs, _ = st.dec.Decode(msg.Value, at, st.evs[:0]) // rejections are the sink's to dead-letter
@@ -147,6 +156,12 @@ func (f *Forwarder) Handle(ctx context.Context, topic string, partition int, msg
 	}
 	clear(st.evs) // let the message bytes go
 	return nil
+}
+
+// mayHoldBounce is a cheap filter before decoding: a message with a bounce
+// event holds the bytes "bounce", or an escape that could spell them.
+func mayHoldBounce(v []byte) bool {
+	return bytes.Contains(v, []byte("bounce")) || bytes.Contains(v, []byte(`\u`))
 }
 
 // event forwards one event if it should be: sent now, or folded into the
