@@ -305,6 +305,32 @@ func TestForwardWorker(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("the forwarding group did not stop within 60s of its context ending")
 	}
+
+	// 5. Its batch was not committed: restarted with the relay back, the
+	// group reports late@x.org.
+	relay.FailNext(0)
+	runCtx, stop = context.WithCancel(ctx)
+	defer stop()
+	wait, err = ff.start(runCtx, consumer.Conn{Brokers: testenv.Brokers(brokers)}, topic, st, enrich.MustNew(), prometheus.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, ok = relay.WaitFor(60*time.Second, func(ms []smtptest.Message) bool {
+		return slices.ContainsFunc(ms, func(m smtptest.Message) bool { return strings.Contains(m.Body, "late@x.org") })
+	})
+	if !ok {
+		t.Fatalf("late@x.org not reported after the restart: %v", subjects(msgs))
+	}
+	stop()
+	if err := wait(); err != nil {
+		t.Errorf("wait after the restart: %v", err)
+	}
+	// Nothing committed before was sent again.
+	for _, m := range relay.Messages() {
+		if strings.Contains(m.Body, "first@x.org") && m.Header.Get("Message-Id") != msgs[0].Header.Get("Message-Id") {
+			t.Errorf("first@x.org reported again after the restart")
+		}
+	}
 }
 
 // produceFresh writes values with a Transport of its own: the shared
