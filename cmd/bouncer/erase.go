@@ -58,7 +58,7 @@ func runErase(ctx context.Context, env *environment, args []string) error {
 	allDead := fs.Bool("all-dead-letters", false, "also erase dead letters of other accounts (or of none) that contain the address")
 	wait := fs.Duration("wait", 2*time.Minute, "longest wait for each table's delete mutation")
 	changeTopic := e.String("changelog-topic", "BOUNCER_CHANGELOG_TOPIC", "bouncer.suppressions", "compacted topic the workers' suppression index follows; the removals are published there")
-	publish := fs.Bool("publish-changes", true, "publish the list removals to the change-log topic (needs Kafka); without it workers keep the address suppressed until they restart")
+	publish := fs.Bool("publish-changes", true, "publish the list removals to the change-log topic (needs Kafka); without it workers' indexes and mirroring senders keep the address suppressed (restarts included: they load the change log)")
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
 	}
