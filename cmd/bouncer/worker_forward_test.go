@@ -15,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+	"github.com/sendgrid/rest"
+	"github.com/sendgrid/sendgrid-go"
 
 	"github.com/bouncer-mail/bouncer/api"
 	"github.com/bouncer-mail/bouncer/consumer"
@@ -153,8 +155,16 @@ func TestForwardWorker(t *testing.T) {
 		return strings.TrimSpace(string(b))
 	}
 	acmeKey, globexKey, burstKey := createKey(t, env, "acme"), createKey(t, env, "globex"), createKey(t, env, "burst")
-	if got := patch(acmeKey, `{"enabled":true,"email":"ops@acme.example"}`); got != `{"enabled":true,"email":"ops@acme.example"}` {
-		t.Fatalf("PATCH answered %s", got)
+	// acme uses SendGrid's own Go library, as a SendGrid user would.
+	req := sendgrid.GetRequest(acmeKey, "/v3/mail_settings/forward_bounce", srv.URL)
+	req.Method = rest.Patch
+	req.Body = []byte(`{"enabled":true,"email":"ops@acme.example"}`)
+	if resp, err := sendgrid.API(req); err != nil || resp.StatusCode != 200 || strings.TrimSpace(resp.Body) != `{"enabled":true,"email":"ops@acme.example"}` {
+		t.Fatalf("sendgrid-go PATCH: %v %+v", err, resp)
+	}
+	req = sendgrid.GetRequest(acmeKey, "/v3/mail_settings/forward_bounce", srv.URL)
+	if resp, err := sendgrid.API(req); err != nil || resp.StatusCode != 200 || strings.TrimSpace(resp.Body) != `{"enabled":true,"email":"ops@acme.example"}` {
+		t.Fatalf("sendgrid-go GET: %v %+v", err, resp)
 	}
 	patch(burstKey, `{"enabled":true,"email":"alerts@burst.example"}`)
 	patch(globexKey, `{"enabled":false,"email":"ops@globex.example"}`)
