@@ -374,6 +374,7 @@ func TestDashboard(t *testing.T) {
 	if !strings.HasPrefix(key, "SG.") {
 		t.Fatalf("keys create printed %q", key)
 	}
+	readOnly := strings.TrimSpace(lastLine(run(t, env, "", "keys", "create", "--account", "acme", "--name", "read-only", "--scopes", "suppression.read")))
 	addr := freeAddr(t)
 	start(t, "api", env, "api", "--listen", addr, "--check=false", "--publish-changes=false", "--rate-limit", "50")
 	base := "http://" + addr
@@ -404,7 +405,7 @@ func TestDashboard(t *testing.T) {
 
 	x := expect(events, "acme", today.AddDate(0, 0, -29), today)
 	cfg := map[string]any{
-		"baseURL": base, "apiKey": key, "wrongKey": key[:len(key)-4] + "AAAA", "chromium": chromium,
+		"baseURL": base, "apiKey": key, "readOnlyKey": readOnly, "wrongKey": key[:len(key)-4] + "AAAA", "chromium": chromium,
 		"screenshots": os.Getenv("BROWSER_SCREENSHOTS"), "expect": x,
 		"victim": victim, "victimPrefix": strings.ToLower(victim[:strings.IndexByte(victim, '@')]),
 	}

@@ -156,6 +156,30 @@ async function main() {
   const stale = await fetch(cfg.baseURL + '/v3/suppression/bounces?limit=1', { headers });
   eq(stale.status, 401, 'the old cookie after logout');
 
+  step('log in with a key that may only read the lists');
+  await page.fill('#api-key', cfg.readOnlyKey);
+  await page.click('#login-submit');
+  await page.waitForSelector('#dashboard[data-state="partial"]', { timeout: 30000 });
+  for (const view of ['funnel', 'providers', 'domains', 'reasons']) {
+    check(/scope/.test((await page.getAttribute('#' + view, 'data-error')) || ''), `${view} with a suppression.read key: no error about the scope`);
+  }
+  check((await page.getAttribute('#classifications', 'data-error')) === null, 'classifications (suppression.read) failed for a suppression.read key');
+  // Nothing of the previous session's numbers is left where this key may not read.
+  eq(await page.getAttribute('#funnel-chart', 'data-series'), null, 'the funnel chart for a key that may not read stats');
+  eq(await page.locator('#kpis [data-kpi], #funnel-table tr, #providers-table tr, #domains-table tr, #reasons-table tr').count(), 0, 'numbers left for a key that may not read stats');
+  await page.waitForSelector('#supp-table[data-state="ready"]');
+  const listed = await page.locator('#supp-table tbody tr[data-email]').count();
+  check(listed > 0, 'a suppression.read key sees no bounces');
+  const first = await page.locator('#supp-table tbody tr[data-email]').first().getAttribute('data-email');
+  await page.locator(`#supp-table tr[data-email="${first}"] button.delete`).click();
+  await page.click('#confirm-ok');
+  await page.waitForSelector('#banner:not([hidden])');
+  check(/access forbidden.*suppression\.delete/.test(await page.textContent('#banner')), `deleting with a suppression.read key: ${await page.textContent('#banner')}`);
+  eq(await page.locator(`#supp-table tr[data-email="${first}"]`).count(), 1, `${first} after a forbidden delete`);
+  await shot('read-only-key');
+  await page.click('#logout');
+  await page.waitForSelector('#login-view:not([hidden])');
+
   check(errors.length === 0, `errors in the page's console (a CSP violation shows here): ${errors.join(' | ')}`);
 }
 

@@ -109,6 +109,14 @@ function loggedIn(session) {
 
 function loggedOut(message) {
   state.csrf = '';
+  // The next user starts afresh: no search, the first list, no old numbers.
+  state.search = '';
+  state.offset = 0;
+  state.list = 'bounces';
+  $('#search').value = '';
+  document.querySelectorAll('#list-tabs button').forEach((x) => x.setAttribute('aria-selected', String(x.dataset.list === 'bounces')));
+  $('#banner').hidden = true;
+  for (const v of ['#kpis', '#funnel', '#providers', '#domains', '#classifications', '#reasons', '#suppressions']) clearView(v);
   show('login');
   const err = $('#login-error');
   err.hidden = !message;
@@ -417,7 +425,13 @@ function confirmDelete(email) {
     try {
       await api('DELETE', path);
       await loadList();
-    } catch (e) { failed(e); }
+    } catch (e) {
+      if (e.status === 403) {
+        const scope = state.list === 'unsubscribes' ? 'asm.suppressions.global.delete' : 'suppression.delete';
+        e.message = `Your API key may not remove entries (${e.message}): it needs the scope ${scope}.`;
+      }
+      failed(e);
+    }
   };
   dlg.showModal();
 }
@@ -438,27 +452,74 @@ async function loadAll() {
   // In sequence: a dashboard load is seven requests, and the key's rate
   // limit (10 a second by default) is shared with its other users.
   const steps = [
-    [['#kpis', '#funnel'], () => loadFunnel(r, by)],
-    [['#providers'], () => loadProviders(r)],
-    [['#domains'], () => loadDomains(r)],
-    [['#classifications'], () => loadClasses(r, by)],
-    [['#reasons'], () => loadReasons(r)],
-    [['#suppressions'], () => loadList()],
+    // [views, load, the scope of the route it reads]
+    [['#kpis', '#funnel'], () => loadFunnel(r, by), 'stats.global.read'],
+    [['#providers'], () => loadProviders(r), 'mailbox_providers.stats.read'],
+    [['#domains'], () => loadDomains(r), 'stats.read'],
+    [['#classifications'], () => loadClasses(r, by), 'suppression.read'],
+    [['#reasons'], () => loadReasons(r), 'stats.read'],
+    [['#suppressions'], () => loadList(), 'suppression.read'],
   ];
   // Each view is dimmed until its own numbers are in.
   for (const [views] of steps) views.forEach((v) => $(v).classList.add('stale'));
-  try {
-    for (const [views, step] of steps) {
-      if (load !== state.loads) return; // a newer load started
+  let errors = 0;
+  for (const [views, step, scope] of steps) {
+    if (load !== state.loads) return; // a newer load started
+    try {
       await step();
-      views.forEach((v) => $(v).classList.remove('stale'));
+      views.forEach((v) => viewError(v, ''));
+    } catch (e) {
+      if (e.status === 401) {
+        failed(e); // the session ended: back to the login
+        return;
+      }
+      // Another view may still work (a key without a stats scope can
+      // still manage the lists): say what went wrong here, go on.
+      errors++;
+      views.forEach((v) => viewError(v, e.status === 403
+        ? `Your API key may not read this (${e.message}): it needs the scope ${scope}.`
+        : e.message));
     }
-    if (load === state.loads) main.dataset.state = 'ready';
-  } catch (e) {
-    main.dataset.state = 'error';
-    failed(e);
+    views.forEach((v) => $(v).classList.remove('stale'));
   }
+  if (load === state.loads) main.dataset.state = errors ? 'partial' : 'ready';
 }
+
+// clearView removes a view's numbers: its charts, tables and totals.
+function clearView(sel) {
+  const view = $(sel);
+  view.querySelectorAll('canvas').forEach((c) => {
+    const id = '#' + c.id;
+    if (state.charts[id]) state.charts[id].destroy();
+    delete state.charts[id];
+    delete c.dataset.series;
+  });
+  view.querySelectorAll('table').forEach((t) => t.replaceChildren());
+  if (sel === '#kpis') view.replaceChildren();
+}
+
+// viewError shows (or, with '', clears) an error inside a view; a view in
+// error shows no numbers.
+function viewError(sel, message) {
+  const view = $(sel);
+  let p = view.querySelector(':scope > .view-error');
+  if (!message) {
+    if (p) p.remove();
+    delete view.dataset.error;
+    return;
+  }
+  clearView(sel);
+  const head = view.querySelector(':scope > .card-head');
+  if (!head) return; // the totals: no room for a message
+  if (!p) {
+    p = el('p', { class: 'banner error view-error', role: 'alert' });
+    head.after(p);
+  }
+  p.textContent = message;
+  view.dataset.error = message;
+}
+
+
 
 function init() {
   $('#login-form').addEventListener('submit', login);
