@@ -219,7 +219,8 @@ func (wh *Webhook) json(v webhookView) webhookJSON {
 }
 
 // webhookBody is the body of create and update: every field optional
-// (pointers tell absent from false), url required on create.
+// (pointers tell absent from false), url required on create; other fields
+// are refused.
 type webhookBody struct {
 	Enabled           *bool   `json:"enabled"`
 	URL               *string `json:"url"`
@@ -238,6 +239,14 @@ type webhookBody struct {
 	OAuthClientID     *string `json:"oauth_client_id"`
 	OAuthClientSecret *string `json:"oauth_client_secret"`
 	OAuthTokenURL     *string `json:"oauth_token_url"`
+
+	// Fields of the responses, accepted and ignored, so that what a GET
+	// answered can be sent back as a PATCH.
+	ID                  json.RawMessage `json:"id"`
+	CreatedDate         json.RawMessage `json:"created_date"`
+	UpdatedDate         json.RawMessage `json:"updated_date"`
+	PublicKey           json.RawMessage `json:"public_key"`
+	AccountStatusChange json.RawMessage `json:"account_status_change"`
 }
 
 func (b *webhookBody) events() map[string]*bool {
@@ -315,6 +324,48 @@ func checkWebhookURL(raw string, guard safedial.Guard) (string, error) {
 	return u, nil
 }
 
+// readWebhookBody reads a request body within the server's limit.
+func readWebhookBody(r *http.Request) ([]byte, error) {
+	raw, err := io.ReadAll(r.Body)
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return nil, errorf(ETooLarge, "", "request body is larger than %d bytes", tooBig.Limit)
+	} else if err != nil {
+		return nil, errorf(EInvalid, "", "cannot read the request body")
+	}
+	return raw, nil
+}
+
+// decodeWebhookBody decodes a JSON object into v, refusing fields v does
+// not have (a misspelt "spamreport" would otherwise be ignored in silence).
+// An empty body is an error unless emptyOK, which leaves v as it is.
+func decodeWebhookBody(r *http.Request, v any, emptyOK bool) error {
+	raw, err := readWebhookBody(r)
+	if err != nil {
+		return err
+	}
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 && emptyOK {
+		return nil
+	}
+	if len(trimmed) > 0 && trimmed[0] != '{' {
+		return errorf(EInvalid, "", "request body must be a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			name = strings.Trim(name, `"`)
+			if len(name) > 64 || !utf8.ValidString(name) {
+				name = "(unprintable)"
+			}
+			return errorf(EInvalid, name, "unknown field %q: see the request body schema in /v3/openapi.json", name)
+		}
+	}
+	r.Body = io.NopCloser(bytes.NewReader(raw))
+	return decodeBody(r, v)
+}
+
 // webhookID is the {id} of the path, lower-cased; ok is false when it is
 // not a UUID (such an id answers 404 like one that does not exist).
 func webhookID(r *http.Request) (string, bool) {
@@ -351,7 +402,7 @@ func loadWebhook(r *http.Request, st WebhookStore) (Webhook, error) {
 // Webhooks secret is created with it).
 func (s *server) handleWebhookCreate(w http.ResponseWriter, r *http.Request, st WebhookStore) error {
 	var body webhookBody
-	if err := decodeBody(r, &body); err != nil {
+	if err := decodeWebhookBody(r, &body, false); err != nil {
 		return err
 	}
 	if body.URL == nil {
@@ -429,7 +480,7 @@ func (s *server) handleWebhookUpdate(w http.ResponseWriter, r *http.Request, st 
 		return err
 	}
 	var body webhookBody
-	if err := decodeBody(r, &body); err != nil {
+	if err := decodeWebhookBody(r, &body, false); err != nil {
 		return err
 	}
 	var others []Webhook
@@ -493,7 +544,7 @@ func (s *server) handleWebhookSignedSet(w http.ResponseWriter, r *http.Request, 
 	var body struct {
 		Enabled *bool `json:"enabled"`
 	}
-	if err := decodeBody(r, &body); err != nil {
+	if err := decodeWebhookBody(r, &body, false); err != nil {
 		return err
 	}
 	if body.Enabled == nil {
@@ -571,18 +622,8 @@ func (s *server) handleWebhookRotate(w http.ResponseWriter, r *http.Request, st 
 	var body struct {
 		Grace *int64 `json:"grace_period_seconds"`
 	}
-	raw, err := io.ReadAll(r.Body)
-	var tooBig *http.MaxBytesError
-	if errors.As(err, &tooBig) {
-		return errorf(ETooLarge, "", "request body is larger than %d bytes", tooBig.Limit)
-	} else if err != nil {
-		return errorf(EInvalid, "", "cannot read the request body")
-	}
-	if len(bytes.TrimSpace(raw)) > 0 {
-		r.Body = io.NopCloser(bytes.NewReader(raw))
-		if err := decodeBody(r, &body); err != nil {
-			return err
-		}
+	if err := decodeWebhookBody(r, &body, true); err != nil {
+		return err
 	}
 	grace := DefaultSecretGrace
 	if body.Grace != nil {
@@ -626,7 +667,7 @@ func (s *server) handleWebhookTest(w http.ResponseWriter, r *http.Request, st We
 		OAuthClientSecret *string `json:"oauth_client_secret"`
 		OAuthTokenURL     *string `json:"oauth_token_url"`
 	}
-	if err := decodeBody(r, &body); err != nil {
+	if err := decodeWebhookBody(r, &body, false); err != nil {
 		return err
 	}
 	for field, v := range map[string]*string{"oauth_client_id": body.OAuthClientID, "oauth_client_secret": body.OAuthClientSecret, "oauth_token_url": body.OAuthTokenURL} {

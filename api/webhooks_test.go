@@ -295,7 +295,11 @@ func TestWebhookErrors(t *testing.T) {
 		{"NUL in the id", "DELETE", base + "/" + id + "%00", "", 404, ""},
 		{"patch unknown id", "PATCH", base + "/5b0f6a3e-3c2b-4b8e-9d8e-1f2a3b4c5d6e", `{"enabled":true}`, 404, ""},
 		{"patch bad url", "PATCH", base + "/" + id, `{"url":"gopher://x"}`, 400, "url"},
+		{"misspelt event", "POST", base, `{"url":"https://a.example.com/","spamreport":true}`, 400, "spamreport"},
+		{"patch misspelt field", "PATCH", base + "/" + id, `{"enable":true}`, 400, "enable"},
+		{"patch not an object", "PATCH", base + "/" + id, `null`, 400, ""},
 		{"signed without enabled", "PATCH", base + "/signed/" + id, `{}`, 400, "enabled"},
+		{"rotate unknown field", "POST", "/bouncer/v1/webhooks/" + id + "/secret/rotate", `{"grace":60}`, 400, "grace"},
 		{"signed enabled not a bool", "PATCH", base + "/signed/" + id, `{"enabled":"true"}`, 400, "enabled"},
 		{"rotate negative grace", "POST", "/bouncer/v1/webhooks/" + id + "/secret/rotate", `{"grace_period_seconds":-1}`, 400, "grace_period_seconds"},
 		{"rotate grace over a week", "POST", "/bouncer/v1/webhooks/" + id + "/secret/rotate", `{"grace_period_seconds":604801}`, 400, "grace_period_seconds"},
@@ -548,5 +552,69 @@ func TestWebhookTestDeliveryTimeout(t *testing.T) {
 	}
 	if _, msg := sendGridError(t, rec); !strings.Contains(msg, "no answer within 10s") {
 		t.Errorf("hanging receiver: %q", msg)
+	}
+}
+
+// TestWebhookPatchRoundTrip: what GET answered, sent back as a PATCH (as
+// SendGrid clients do), is accepted and changes nothing.
+func TestWebhookPatchRoundTrip(t *testing.T) {
+	h, st, key, _, _ := webhookServer(t)
+	rec := do(t, h, "POST", "/v3/user/webhooks/event/settings?include=account_status_change", key, `{"url":"https://a.example.com/","bounce":true,"friendly_name":"n"}`)
+	id := decodeExact(t, rec.Body.String(), webhookKeys("friendly_name", "created_date", "updated_date", "account_status_change")...)["id"].(string)
+	do(t, h, "PATCH", "/v3/user/webhooks/event/settings/signed/"+id, key, `{"enabled":true}`)
+	before, _, _ := st.Webhook(context.Background(), "acme", id)
+	got := do(t, h, "GET", "/v3/user/webhooks/event/settings/"+id+"?include=account_status_change", key, "")
+	rec = do(t, h, "PATCH", "/v3/user/webhooks/event/settings/"+id, key, got.Body.String())
+	if rec.Code != 200 {
+		t.Fatalf("round trip: %d %s", rec.Code, rec.Body)
+	}
+	after, _, _ := st.Webhook(context.Background(), "acme", id)
+	after.Version, before.Version = 0, 0
+	if !reflect.DeepEqual(before, after) {
+		t.Errorf("a round trip changed the subscription:\n%+v\n%+v", before, after)
+	}
+}
+
+// TestWebhookHostileInput runs the package's hostile inputs (bad JSON,
+// path tricks, oversize bodies) through every webhook route with an
+// existing subscription: each answer is a 4xx in SendGrid's shape (or a
+// redirect to the clean path) and nothing is written.
+func TestWebhookHostileInput(t *testing.T) {
+	h, st, key, _, _ := webhookServer(t)
+	rec := do(t, h, "POST", "/v3/user/webhooks/event/settings", key, `{"url":"https://a.example.com/"}`)
+	id := decodeExact(t, rec.Body.String(), webhookKeys("created_date", "updated_date")...)["id"].(string)
+	before, _ := st.Webhooks(context.Background(), "acme")
+	for _, rt := range (&server{}).webhookRoutes() {
+		path := strings.ReplaceAll(rt.path, "{id}", id)
+		t.Run(rt.method+" "+rt.path, func(t *testing.T) {
+			rec := do(t, h, rt.method, path, key, strings.Repeat("x", 5000))
+			if rec.Code != http.StatusRequestEntityTooLarge {
+				t.Errorf("body over the limit: %d %.200s", rec.Code, rec.Body)
+			}
+			if rt.method != "GET" && rt.method != "DELETE" {
+				for _, b := range badJSON {
+					if b == "" && strings.HasSuffix(rt.path, "/rotate") {
+						continue // an empty body takes the defaults
+					}
+					checkHostile(t, do(t, h, rt.method, path, key, b), "body "+b[:min(len(b), 40)])
+				}
+			}
+			for _, tr := range pathTricks {
+				p := tr.fn(path)
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, hostileReq(rt.method, p, key, ""))
+				if rec.Code >= 300 && rec.Code < 400 {
+					if loc := rec.Header().Get("Location"); strings.Contains(loc, "..") || !strings.HasPrefix(loc, "/") {
+						t.Errorf("%s %s: redirect to %q", tr.name, p, loc)
+					}
+					continue
+				}
+				checkHostile(t, rec, tr.name+" "+p)
+			}
+		})
+	}
+	after, _ := st.Webhooks(context.Background(), "acme")
+	if !reflect.DeepEqual(before, after) {
+		t.Errorf("hostile requests changed the subscription")
 	}
 }
