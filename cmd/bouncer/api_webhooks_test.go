@@ -21,6 +21,8 @@ import (
 	"github.com/bouncer-mail/bouncer/internal/testenv"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/sign"
+	"github.com/sendgrid/rest"
+	"github.com/sendgrid/sendgrid-go"
 	"github.com/sendgrid/sendgrid-go/helpers/eventwebhook"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 )
@@ -432,5 +434,58 @@ func TestWebhookFlagsHideTheKey(t *testing.T) {
 	run(context.Background(), []string{"bouncer", "api", "--help"}, envFunc(map[string]string{secrets.EnvKey: key}), strings.NewReader(""), &out, &out)
 	if strings.Contains(out.String(), key) || !strings.Contains(out.String(), "-secret-key") || !strings.Contains(out.String(), "-webhook-allow-nets") {
 		t.Errorf("api --help shows the key or lacks the flags:\n%s", out.String())
+	}
+}
+
+// TestWebhooksSendGridGoClient drives the webhook routes with SendGrid's
+// official Go library the way its examples do (sendgrid.GetRequest and
+// sendgrid.API, the signed-webhook body from helpers/eventwebhook), against
+// `bouncer api` on ClickHouse.
+func TestWebhooksSendGridGoClient(t *testing.T) {
+	f := startWebhookAPI(t, map[string]string{secrets.EnvKey: secrets.GenerateKey()})
+	send := func(method rest.Method, path string, body []byte) *rest.Response {
+		t.Helper()
+		req := sendgrid.GetRequest(f.keyA, path, f.base)
+		req.Method, req.Body = method, body
+		resp, err := sendgrid.API(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		return resp
+	}
+	resp := send(rest.Post, "/v3/user/webhooks/event/settings",
+		[]byte(`{"enabled":true,"url":"https://hooks.example.com/sg","bounce":true,"delivered":false,"friendly_name":"Delivery Webhook"}`))
+	var created webhookJSON
+	if err := json.Unmarshal([]byte(resp.Body), &created); resp.StatusCode != 201 || err != nil || created.ID == "" {
+		t.Fatalf("create: %d %s", resp.StatusCode, resp.Body)
+	}
+	settings := eventwebhook.NewSettings()
+	settings.SetEnableSignedWebhook(true)
+	body, err := eventwebhook.GetRequestBody(settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp = send(rest.Patch, "/v3/user/webhooks/event/settings/signed/"+created.ID, body)
+	var pk struct {
+		ID        string `json:"id"`
+		PublicKey string `json:"public_key"`
+	}
+	if err := json.Unmarshal([]byte(resp.Body), &pk); resp.StatusCode != 200 || err != nil || pk.ID != created.ID {
+		t.Fatalf("signed: %d %s", resp.StatusCode, resp.Body)
+	}
+	if _, err := eventwebhook.ConvertPublicKeyBase64ToECDSA(pk.PublicKey); err != nil {
+		t.Errorf("public key %q: %v", pk.PublicKey, err)
+	}
+	resp = send(rest.Get, "/v3/user/webhooks/event/settings/all", nil)
+	var list struct {
+		MaxAllowed int           `json:"max_allowed"`
+		Webhooks   []webhookJSON `json:"webhooks"`
+	}
+	if err := json.Unmarshal([]byte(resp.Body), &list); resp.StatusCode != 200 || err != nil || len(list.Webhooks) != 1 ||
+		list.Webhooks[0].PublicKey != pk.PublicKey || !list.Webhooks[0].Bounce {
+		t.Errorf("list: %d %s", resp.StatusCode, resp.Body)
+	}
+	if resp := send(rest.Delete, "/v3/user/webhooks/event/settings/"+created.ID, nil); resp.StatusCode != 204 {
+		t.Errorf("delete: %d %s", resp.StatusCode, resp.Body)
 	}
 }
