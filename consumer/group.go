@@ -314,6 +314,7 @@ func (g *Group) retry(ctx context.Context, log *slog.Logger, what string, fn fun
 	b.InitialInterval = 100 * time.Millisecond
 	b.MaxInterval = g.cfg.RetryMax
 	b.MaxElapsedTime = 0 // never give up: the batch must land or be abandoned
+	b.Reset()            // the first pause follows InitialInterval set above
 	for {
 		err := fn()
 		if err == nil {
