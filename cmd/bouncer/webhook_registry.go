@@ -255,13 +255,13 @@ func (m *maskedFlag) Set(s string) error { m.v = s; return nil }
 
 func addWebhookFlags(e *envFlags) *webhookFlags {
 	key := &maskedFlag{v: e.getenv(secrets.EnvKey)}
-	e.fs.Var(key, "secret-key", e.usage("keyring sealing webhook signing secrets and keys at rest: a base64 32-byte key "+
-		"(make one with `openssl rand -base64 32`), or id:key,id:key newest first while rotating; the same on every api "+
-		"and worker process. Prefer the environment variable (flags show in ps). Without it the api still serves "+
-		"everything else and the webhook routes answer 503 saying to set it", secrets.EnvKey))
+	e.fs.Var(key, "secret-key", e.usage("`keyring` sealing webhook signing secrets and keys at rest: a base64 32-byte key "+
+		"(make one with: openssl rand -base64 32), or id:key,id:key newest first while rotating; the same on every api "+
+		"and worker process. Prefer the environment variable (flags show in ps). Without it bouncer api serves "+
+		"everything but the webhook routes, which answer 503 saying to set it, and bouncer worker runs no webhook group", secrets.EnvKey))
 	return &webhookFlags{
 		key: key,
-		allow: e.String("webhook-allow-nets", safedial.EnvAllow, "", "networks webhook URLs may reach although they are "+
+		allow: e.String("webhook-allow-nets", safedial.EnvAllow, "", "`networks` webhook URLs may reach although they are "+
 			"private, loopback or otherwise special (comma-separated CIDRs or IPs, e.g. 10.20.0.0/16,127.0.0.1); "+
 			"by default webhooks reach public addresses only"),
 	}
