@@ -3,13 +3,19 @@
 // Chart.js, bundled and minified by esbuild), assets/app.css and
 // assets/favicon.svg. Run `npm ci && npm run build` here, or `make ui`.
 // The output depends only on the sources and the locked packages.
+//
+// `node build.mjs --check` builds into a temporary folder instead and fails
+// when api/uiassets differs from it (sources changed without `make ui`).
 import { build } from 'esbuild';
-import { copyFileSync, mkdirSync, rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const out = join(here, '..', 'api', 'uiassets');
+const committed = join(here, '..', 'api', 'uiassets');
+const check = process.argv.includes('--check');
+const out = check ? mkdtempSync(join(tmpdir(), 'bouncer-ui-')) : committed;
 rmSync(out, { recursive: true, force: true });
 mkdirSync(join(out, 'assets'), { recursive: true });
 
@@ -22,7 +28,23 @@ await build({
   format: 'iife',
   target: ['chrome109', 'firefox115', 'safari16'],
   legalComments: 'eof',
-  logLevel: 'info',
+  logLevel: check ? 'warning' : 'info',
 });
 copyFileSync(join(here, 'src', 'index.html'), join(out, 'index.html'));
 copyFileSync(join(here, 'src', 'favicon.svg'), join(out, 'assets', 'favicon.svg'));
+
+if (check) {
+  const files = (dir) => readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((d) => d.isFile()).map((d) => relative(dir, join(d.parentPath, d.name))).sort();
+  const want = files(out);
+  let have = [];
+  try { have = files(committed); } catch { /* missing: stale */ }
+  const stale = want.filter((f) => !have.includes(f) || !readFileSync(join(out, f)).equals(readFileSync(join(committed, f))))
+    .concat(have.filter((f) => !want.includes(f)));
+  rmSync(out, { recursive: true, force: true });
+  if (stale.length) {
+    console.error(`api/uiassets does not match web/src (${stale.join(', ')}): run make ui and commit api/uiassets`);
+    process.exit(1);
+  }
+  console.error('api/uiassets matches web/src');
+}
