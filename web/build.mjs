@@ -35,7 +35,7 @@ copyFileSync(join(here, 'src', 'favicon.svg'), join(out, 'assets', 'favicon.svg'
 
 if (check) {
   const files = (dir) => readdirSync(dir, { recursive: true, withFileTypes: true })
-    .filter((d) => d.isFile()).map((d) => relative(dir, join(d.parentPath, d.name))).sort();
+    .filter((d) => d.isFile()).map((d) => relative(dir, join(d.parentPath ?? d.path, d.name))).sort();
   const want = files(out);
   let have = [];
   try { have = files(committed); } catch { /* missing: stale */ }
