@@ -325,12 +325,15 @@ type sessionInfo struct {
 	ExpiresAt int64    `json:"expires_at"`
 }
 
-func infoOf(k Key, sess *session) sessionInfo {
+func (st *sessionStore) info(k Key, sess *session) sessionInfo {
 	scopes := k.Scopes
 	if scopes == nil {
 		scopes = []string{}
 	}
-	return sessionInfo{Account: k.AccountID, KeyID: k.KeyID, Scopes: scopes, CSRFToken: sess.csrf, ExpiresAt: sess.ends().Unix()}
+	st.mu.Lock() // seen changes with every request of the session
+	ends := sess.ends()
+	st.mu.Unlock()
+	return sessionInfo{Account: k.AccountID, KeyID: k.KeyID, Scopes: scopes, CSRFToken: sess.csrf, ExpiresAt: ends.Unix()}
 }
 
 // crossSite reports a browser request made by another site.
@@ -409,7 +412,7 @@ func (s *server) handleLogin() http.Handler {
 			HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
 		})
 		w.Header().Set("Cache-Control", "no-store")
-		writeJSON(w, http.StatusCreated, infoOf(key, sess))
+		writeJSON(w, http.StatusCreated, s.sessions().info(key, sess))
 	})
 }
 
@@ -431,7 +434,7 @@ func (s *server) handleSession() http.Handler {
 		ri := info(r.Context())
 		ri.account, ri.keyID = key.AccountID, key.KeyID
 		w.Header().Set("Cache-Control", "no-store")
-		writeJSON(w, http.StatusOK, infoOf(key, sess))
+		writeJSON(w, http.StatusOK, s.sessions().info(key, sess))
 	})
 }
 
