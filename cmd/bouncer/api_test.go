@@ -1115,3 +1115,36 @@ func TestAPIImportExportCSV(t *testing.T) {
 		t.Errorf("the CLI's export differs: %v\n%q\n%q", err, out.String(), body)
 	}
 }
+
+// TestAPIHostileFiltersOnClickHouse: SQL metacharacters and LIKE wildcards
+// in the email filter, on the real store: a correct answer (only SendGrid's
+// % is a wildcard), and the lists unchanged.
+func TestAPIHostileFiltersOnClickHouse(t *testing.T) {
+	f := newAPIFixture(t)
+	t0 := f.clock().Add(-time.Hour)
+	for _, e := range []string{"a_b@x.org", "axb@x.org", `back\slash@x.org`, "o'brien@x.org"} {
+		f.addEntry(t, "acme", "bounces", e, t0)
+	}
+	for q, want := range map[string][]string{
+		"%27%20OR%201%3D1%20--":                         {},
+		"x%27%29%3B%20DROP%20TABLE%20suppressions%3B--": {},
+		"a_":                  {"a_b@x.org"},
+		"_":                   {},
+		"%25_b":               {"a_b@x.org"},
+		"%5C":                 {},
+		"back%5C":             {`back\slash@x.org`},
+		"o%27":                {"o'brien@x.org"},
+		"%25%40x.org":         {"a_b@x.org", "axb@x.org", `back\slash@x.org`, "o'brien@x.org"},
+		"%22%3B%60":           {},
+		"%E2%80%AEgro.x%40b_": {},
+	} {
+		got := f.emails(t, f.keyA, "/v3/suppression/bounces?email="+q)
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("email=%s: %v, want %v", q, got, want)
+		}
+	}
+	if got := f.emails(t, f.keyA, "/v3/suppression/bounces"); len(got) != 4 {
+		t.Errorf("the list after the filters: %v", got)
+	}
+}
