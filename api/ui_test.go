@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -448,5 +449,51 @@ func TestSessionsAreBounded(t *testing.T) {
 	}
 	if other := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{}}).(*server); other.sessions() == st {
 		t.Error("two servers share their sessions")
+	}
+}
+
+// TestSessionUsedConcurrently: one session used from several requests at
+// once (run with -race), while other sessions log in and out.
+func TestSessionUsedConcurrently(t *testing.T) {
+	token, k := testKey(t, "acme", false)
+	h := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{k}, RateLimit: 1e6})
+	b := &browser{t: t, h: h}
+	b.login(token)
+	var wg sync.WaitGroup
+	codes := make(chan int, 400)
+	for range 4 {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				for _, path := range []string{"/ui/session", "/v3/suppression/bounces"} {
+					r := httptest.NewRequest("GET", path, nil)
+					r.AddCookie(b.cookie)
+					rec := httptest.NewRecorder()
+					h.ServeHTTP(rec, r)
+					codes <- rec.Code
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for range 10 {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, loginRequest(token))
+				r := httptest.NewRequest("DELETE", "/ui/session", nil)
+				r.AddCookie(rec.Result().Cookies()[0])
+				var si sessionInfo
+				json.Unmarshal(rec.Body.Bytes(), &si)
+				r.Header.Set(csrfHeader, si.CSRFToken)
+				h.ServeHTTP(httptest.NewRecorder(), r)
+			}
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != 200 {
+			t.Fatalf("a concurrent request of a valid session: %d", c)
+		}
 	}
 }
