@@ -168,6 +168,8 @@ type server struct {
 	keys     *keyCache
 	limiter  *limiter
 	mux      *http.ServeMux
+	// sessionStore holds the dashboard's login sessions (ui.go).
+	sessionStore *sessionStore
 }
 
 // NewServer returns the API's handler. It panics on a Config that does not
@@ -181,6 +183,8 @@ func NewServer(cfg Config) http.Handler {
 		keys:    &keyCache{store: cfg.Keys, every: cfg.KeyRefresh, missEvery: time.Second, now: cfg.Now},
 		limiter: newLimiter(cfg.RateLimit, cfg.RateBurst),
 		mux:     http.NewServeMux(),
+
+		sessionStore: newSessionStore(),
 	}
 	for _, rt := range s.routes() {
 		h := rt.handler

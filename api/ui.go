@@ -42,11 +42,9 @@ import (
 	"net/http"
 	"net/url"
 	"path"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
-	"weak"
 )
 
 // DashboardStore answers the dashboard's queries that no other route
@@ -106,21 +104,11 @@ type sessionStore struct {
 	byID map[[32]byte]*session
 }
 
-// serverSessions holds each server's sessions. server (api.go) has no field
-// for them, so they hang off a weak pointer to it and go with it.
-var serverSessions sync.Map // weak.Pointer[server] → *sessionStore
-
-func (s *server) sessions() *sessionStore {
-	wp := weak.Make(s)
-	if st, ok := serverSessions.Load(wp); ok {
-		return st.(*sessionStore)
-	}
-	st, loaded := serverSessions.LoadOrStore(wp, &sessionStore{byID: map[[32]byte]*session{}})
-	if !loaded {
-		runtime.AddCleanup(s, func(wp weak.Pointer[server]) { serverSessions.Delete(wp) }, wp)
-	}
-	return st.(*sessionStore)
+func newSessionStore() *sessionStore {
+	return &sessionStore{byID: map[[32]byte]*session{}}
 }
+
+func (s *server) sessions() *sessionStore { return s.sessionStore }
 
 func (st *sessionStore) get(id string) *session {
 	st.mu.Lock()
