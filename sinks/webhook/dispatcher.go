@@ -159,9 +159,11 @@ type Dispatcher struct {
 	log  *slog.Logger
 	snap atomic.Pointer[snapshot]
 
+	// mu guards lanes and active; a lane's own mu is taken after it,
+	// never before.
 	mu     sync.Mutex
 	lanes  map[string]*lane
-	active map[string]*job // queued or sending, by webhook-id
+	active map[string]*job // retried batches queued or sending, by webhook-id
 	rndMu  sync.Mutex
 
 	queued atomic.Int64

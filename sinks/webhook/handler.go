@@ -101,9 +101,6 @@ func (h *eventHandler) Handle(ctx context.Context, topic string, partition int, 
 	}
 	clear(byLane)
 	for _, j := range overflow {
-		d.mu.Lock()
-		d.active[j.b.WebhookID] = j
-		d.mu.Unlock()
 		j.b.Tier, j.b.Due = 0, d.now().Add(d.cfg.Schedule.Delays[0])
 		d.park(j)
 	}

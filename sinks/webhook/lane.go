@@ -156,9 +156,9 @@ func (l *lane) cut() {
 			j.waiters = append(j.waiters, waiter{e.t, 1})
 		}
 	}
-	l.d.mu.Lock()
-	l.d.active[b.WebhookID] = j
-	l.d.mu.Unlock()
+	// A fresh batch's webhook-id is new, so it is not registered in
+	// d.active (that would take d.mu under l.mu: the lock order is d.mu,
+	// then l.mu).
 	clear(l.pending)
 	l.pending = l.pending[:0]
 	l.pendingBytes = 0

@@ -225,12 +225,18 @@ func RunTiers(ctx context.Context, cfg TierConfig, d Redeliverer) error {
 	if cfg.Metrics == nil {
 		cfg.Metrics = webhook.NewMetrics(nil)
 	}
+	// Equal delays share one topic and one consumer.
+	started := map[string]bool{}
 	errs := make(chan error, len(cfg.Topics.Delays))
 	for i := range cfg.Topics.Delays {
+		if started[cfg.Topics.Tier(i)] {
+			continue
+		}
+		started[cfg.Topics.Tier(i)] = true
 		go func() { errs <- runTier(ctx, cfg, i, d) }()
 	}
 	var all []error
-	for range cfg.Topics.Delays {
+	for range started {
 		if err := <-errs; err != nil {
 			all = append(all, err)
 		}
