@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 GO ?= go
 BIN := bin/bouncer
 
-.PHONY: help build test unit demo demo-down bench fuzz services-up services-down clean ui browser-test screenshots
+.PHONY: help build test unit demo demo-down bench fuzz services-up services-down clean ui browser-test screenshots bench-stats
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,6 +35,11 @@ demo-down: ## stop the demo's worker and services
 
 bench: build ## bouncer vs ClickHouse's Kafka engine, 1M events (own service instance)
 	scripts/bench
+
+bench-stats: ## stats and activity query latency over 10M events (instance benchstats, kept running with its data)
+	eval "$$(scripts/services up --name benchstats)" && export CLICKHOUSE_ADDR && \
+		$(GO) test -run '^$$' -bench StatsQueries -benchtime 3x -timeout 40m ./sinks/clickhouse/
+	@echo "the 10M events stay in .services/benchstats for the next run; scripts/services down --name benchstats removes them"
 
 fuzz: ## fuzz the decoder and the classifier for a minute each
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./schemas/
