@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -254,17 +255,22 @@ func (m *maskedFlag) String() string {
 func (m *maskedFlag) Set(s string) error { m.v = s; return nil }
 
 func addWebhookFlags(e *envFlags) *webhookFlags {
+	return &webhookFlags{
+		key: addSecretKeyFlag(e),
+		allow: e.String("webhook-allow-nets", safedial.EnvAllow, "", "`networks` webhook URLs may reach although they are "+
+			"private, loopback or otherwise special (comma-separated CIDRs or IPs, e.g. 10.20.0.0/16,127.0.0.1); "+
+			"by default webhooks reach public addresses only"),
+	}
+}
+
+// addSecretKeyFlag adds --secret-key (BOUNCER_SECRET_KEY).
+func addSecretKeyFlag(e *envFlags) *maskedFlag {
 	key := &maskedFlag{v: e.getenv(secrets.EnvKey)}
 	e.fs.Var(key, "secret-key", e.usage("`keyring` sealing webhook signing secrets and keys at rest: a base64 32-byte key "+
 		"(make one with: openssl rand -base64 32), or id:key,id:key newest first while rotating; the same on every api "+
 		"and worker process. Prefer the environment variable (flags show in ps). Without it bouncer api serves "+
 		"everything but the webhook routes, which answer 503 saying to set it, and bouncer worker runs no webhook group", secrets.EnvKey))
-	return &webhookFlags{
-		key: key,
-		allow: e.String("webhook-allow-nets", safedial.EnvAllow, "", "`networks` webhook URLs may reach although they are "+
-			"private, loopback or otherwise special (comma-separated CIDRs or IPs, e.g. 10.20.0.0/16,127.0.0.1); "+
-			"by default webhooks reach public addresses only"),
-	}
+	return key
 }
 
 // keyring returns the keyring of the flags, nil when none was given.
@@ -292,3 +298,130 @@ func (f *webhookFlags) guard() (safedial.Guard, error) {
 var errNoSecretKey = errors.New("webhooks are off on this server: bouncer api needs " + secrets.EnvKey +
 	" to seal webhook signing secrets. Make a key with `openssl rand -base64 32`, set " + secrets.EnvKey +
 	" to it (the same on every api and worker process) and restart bouncer api")
+
+// The secrets command: make a key, and re-seal subscriptions after adding
+// one (the part of key rotation only an operator can do: the API re-seals a
+// subscription only when its account changes it).
+
+func init() {
+	register("secrets", "make a BOUNCER_SECRET_KEY, or re-seal webhook secrets under its newest key", runSecrets)
+}
+
+const secretsUsage = `
+Usage:
+  bouncer secrets generate
+  bouncer secrets reseal [flags]
+
+  bouncer secrets generate     # e.g. export BOUNCER_SECRET_KEY=$(bouncer secrets generate)
+
+generate prints a new random key for BOUNCER_SECRET_KEY (32 bytes, base64),
+the key webhook signing secrets and private keys are sealed with at rest.
+
+reseal rewrites every webhook subscription that has a secret sealed under
+another key than the first one of BOUNCER_SECRET_KEY, so that older keys can
+be dropped. The secrets themselves do not change: receivers notice nothing.
+To replace the key:
+
+  1. set BOUNCER_SECRET_KEY=k2:<bouncer secrets generate>,k1:<current key>
+     on every api and worker process and restart them (the first key seals,
+     all open). Keep the current key's id: a key given alone has the id k1;
+  2. BOUNCER_SECRET_KEY=k2:...,k1:... bouncer secrets reseal
+  3. set BOUNCER_SECRET_KEY=k2:<the new key> everywhere and restart.
+
+A subscription changed through the API while reseal runs keeps that change
+(reseal's write loses to it).
+`
+
+func runSecrets(ctx context.Context, env *environment, args []string) error {
+	if len(args) == 0 || !(args[0] == "generate" || args[0] == "reseal" || args[0] == "--help" || args[0] == "-h") {
+		return usagef("secrets: want generate or reseal (see bouncer secrets --help)")
+	}
+	sub := args[0]
+	fs := newFlagSet(env, "secrets", secretsUsage)
+	e := &envFlags{fs: fs, getenv: env.getenv}
+	cf := addClickHouseFlags(e)
+	wf := &webhookFlags{key: addSecretKeyFlag(e)}
+	if sub == "--help" || sub == "-h" {
+		return parseFlags(fs, env, args)
+	}
+	if err := parseFlags(fs, env, args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("secrets %s takes no arguments; got %q", sub, fs.Args())
+	}
+	if sub == "generate" {
+		fmt.Fprintln(env.stdout, secrets.GenerateKey())
+		return nil
+	}
+	if err := e.err(); err != nil {
+		return err
+	}
+	keys, err := wf.keyring()
+	if err != nil {
+		return err
+	}
+	if keys == nil {
+		return usagef("secrets reseal needs BOUNCER_SECRET_KEY: the new key first, then the old ones under their ids (k2:NEWKEY,k1:OLDKEY)")
+	}
+	cfg := cf.config()
+	if err := cfg.Validate(); err != nil {
+		return &usageError{err.Error()}
+	}
+	store, err := clickhouse.Open(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	n, total, err := resealWebhooks(ctx, store, keys)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "resealed %d of %d webhook subscriptions under key %q\n", n, total, keys.KeyIDs()[0])
+	return nil
+}
+
+// resealWebhooks rewrites the subscriptions with a value sealed under
+// another key than keys' first, and reports how many it rewrote of how
+// many there are. Each write is one version above the row it read, so a
+// change made meanwhile (with a clock-based version) wins over it.
+func resealWebhooks(ctx context.Context, store *clickhouse.Store, keys *secrets.Keyring) (resealed, total int, err error) {
+	rows, err := store.AllWebhooks(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	current := keys.KeyIDs()[0]
+	o := &webhookOpener{keys: keys}
+	var out []clickhouse.Webhook
+	for _, row := range rows {
+		stale := false
+		for _, sealed := range []string{row.SecretSealed, row.PrevSecretSealed, row.SigningKeySealed} {
+			if sealed != "" && sealedKeyID(sealed) != current {
+				stale = true
+			}
+		}
+		if !stale {
+			continue
+		}
+		w, err := o.open(row)
+		if err != nil {
+			return 0, len(rows), fmt.Errorf("account %s: %w", row.AccountID, err)
+		}
+		next, err := o.seal(row.AccountID, w, row.Version+1)
+		if err != nil {
+			return 0, len(rows), err
+		}
+		out = append(out, next)
+	}
+	if len(out) == 0 {
+		return 0, len(rows), nil
+	}
+	return len(out), len(rows), store.WriteWebhooks(ctx, out)
+}
+
+// sealedKeyID is the key id of a sealed value ("v1:<key id>:...").
+func sealedKeyID(sealed string) string {
+	_, rest, _ := strings.Cut(sealed, ":")
+	id, _, _ := strings.Cut(rest, ":")
+	return id
+}

@@ -24,8 +24,9 @@ import (
 // registry delivery would use.
 type registryFixture struct {
 	*webhookAPI
-	keys *secrets.Keyring
-	reg  webhook.Registry
+	keys   *secrets.Keyring
+	rawKey string // the keyring's one key, id k1
+	reg    webhook.Registry
 }
 
 func newRegistryFixture(t *testing.T) *registryFixture {
@@ -42,7 +43,8 @@ func newRegistryFixture(t *testing.T) *registryFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	keys, err := secrets.ParseKeyring(secrets.GenerateKey())
+	rawKey := secrets.GenerateKey()
+	keys, err := secrets.ParseKeyring(rawKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +53,7 @@ func newRegistryFixture(t *testing.T) *registryFixture {
 	srv := httptest.NewServer(api.NewServer(api.Config{Store: as, Keys: apiKeys{st}, Webhooks: as, RateLimit: 10000}))
 	t.Cleanup(srv.Close)
 	f := &webhookAPI{base: srv.URL, env: env, store: st, keyA: createKey(t, env, "acme"), keyB: createKey(t, env, "globex")}
-	return &registryFixture{webhookAPI: f, keys: keys, reg: newWebhookRegistry(st, keys)}
+	return &registryFixture{webhookAPI: f, keys: keys, rawKey: rawKey, reg: newWebhookRegistry(st, keys)}
 }
 
 func (f *registryFixture) endpoint(t *testing.T, id string) (webhook.Endpoint, bool) {
@@ -257,4 +259,63 @@ func BenchmarkWebhookRegistryEndpoints(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestSecretsReseal: after a new key is put first in the keyring, `bouncer
+// secrets reseal` rewrites the subscriptions sealed under the old one, so
+// that a keyring of the new key alone opens them, with the same secrets;
+// a second run has nothing to do.
+func TestSecretsReseal(t *testing.T) {
+	f := newRegistryFixture(t) // seals under k1
+	var a webhookJSON
+	f.must(t, 201, f.keyA, "POST", "/v3/user/webhooks/event/settings", `{"url":"https://hooks.acme.example/e","bounce":true}`, &a)
+	f.must(t, 200, f.keyA, "PATCH", "/v3/user/webhooks/event/settings/signed/"+a.ID, `{"enabled":true}`, nil)
+	f.must(t, 200, f.keyA, "POST", "/bouncer/v1/webhooks/"+a.ID+"/secret/rotate", "", nil)
+	before, ok := f.endpoint(t, a.ID)
+	if !ok || len(before.Secrets) != 2 || before.SignedKey == nil {
+		t.Fatalf("before: %+v", before)
+	}
+
+	var out syncBuffer
+	if err := run(context.Background(), []string{"bouncer", "secrets", "generate"}, envFunc(nil), strings.NewReader(""), &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	newKey := strings.TrimSpace(out.String())
+	env := map[string]string{"CLICKHOUSE_ADDR": f.env["CLICKHOUSE_ADDR"], "CLICKHOUSE_DATABASE": f.env["CLICKHOUSE_DATABASE"],
+		secrets.EnvKey: "k2:" + newKey + "," + "k1:" + f.rawKey}
+	for i, want := range []string{`resealed 1 of 1 webhook subscriptions under key "k2"`, `resealed 0 of 1`} {
+		out = syncBuffer{}
+		if err := run(context.Background(), []string{"bouncer", "secrets", "reseal"}, envFunc(env), strings.NewReader(""), &out, &out); err != nil {
+			t.Fatalf("reseal %d: %v\n%s", i+1, err, out.String())
+		}
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("reseal %d said %q, want %q", i+1, out.String(), want)
+		}
+	}
+	// The old key under another id than it had: reseal says which key it needs.
+	out = syncBuffer{}
+	env[secrets.EnvKey] = "k3:" + secrets.GenerateKey() + ",old:" + newKey
+	if err := run(context.Background(), []string{"bouncer", "secrets", "reseal"}, envFunc(env), strings.NewReader(""), &out, &out); err == nil ||
+		!strings.Contains(err.Error(), `"k2"`) || strings.Contains(out.String(), "resealed") {
+		t.Errorf("reseal with the old key misnamed: %v, output %q", err, out.String())
+	}
+	onlyNew, err := secrets.ParseKeyring("k2:" + newKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eps, err := newWebhookRegistry(f.store, onlyNew).Endpoints(context.Background())
+	if err != nil || len(eps) != 1 {
+		t.Fatalf("%v %v", eps, err)
+	}
+	after := eps[0]
+	if !after.Active() || len(after.Secrets) != 2 || string(after.Secrets[0].Key) != string(before.Secrets[0].Key) ||
+		string(after.Secrets[1].Key) != string(before.Secrets[1].Key) || !after.Secrets[1].NotAfter.Equal(before.Secrets[1].NotAfter) ||
+		after.SignedKey == nil || !after.SignedKey.Equal(before.SignedKey) {
+		t.Errorf("after reseal, with the new key alone: %+v", after)
+	}
+
+	if err := run(context.Background(), []string{"bouncer", "secrets", "reseal"}, envFunc(map[string]string{"CLICKHOUSE_ADDR": f.env["CLICKHOUSE_ADDR"]}),
+		strings.NewReader(""), &out, &out); err == nil || !strings.Contains(err.Error(), "BOUNCER_SECRET_KEY") {
+		t.Errorf("reseal without a key: %v", err)
+	}
 }
