@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"net/http"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -56,13 +57,31 @@ var probeMethods = []string{http.MethodGet, http.MethodPost, http.MethodPut, htt
 // ServeHTTP routes, answers unknown routes and methods in SendGrid's error
 // shape, and logs one line per request (the route pattern, never the path:
 // paths hold addresses).
+// cleanPath reports whether p is in canonical form: no dot segments, no
+// doubled slashes (a trailing slash is fine).
+func cleanPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
+}
+
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ri := &reqInfo{}
 	r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, ri))
 	sw := &statusWriter{ResponseWriter: w}
 	_, pattern := s.mux.Handler(r)
-	if pattern != "" {
+	if !cleanPath(r.URL.Path) {
+		// ServeMux would redirect "/v3/a/../b" to "/v3/b"; an API client
+		// gets SendGrid's 404 instead, and nothing is served.
+		pattern = ""
+		writeError(sw, s.log, r, errorf(ENotFound, "", "resource not found"))
+	} else if pattern != "" {
 		s.mux.ServeHTTP(sw, r)
 	} else {
 		var allow []string
