@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -28,9 +29,10 @@ create prints a new API key for ACCOUNT once, on its own line: store it, it
 cannot be shown again (only a hash of its secret is kept). Keys look like
 SendGrid's (SG.<key id>.<secret>) so SendGrid's client libraries accept
 them. Without --scopes a key may use every route; with it, only routes
-needing one of the scopes (suppression.read, suppression.delete,
-asm.suppressions.global.read, asm.suppressions.global.create,
-asm.suppressions.global.delete). An account exists once it has a key.
+needing one of the given scopes (SendGrid's names where SendGrid has the
+route; an unknown scope is refused with the list of known ones, which is
+every scope of the API's route table, as docs/api.md lists them). An account
+exists once it has a key.
 
 list shows an account's keys (never the secrets); revoke disables a key for
 good. A running bouncer api notices a revocation within 5 seconds.
@@ -42,9 +44,20 @@ good. A running bouncer api notices a revocation within 5 seconds.
 var (
 	accountPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 	keyIDPattern   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-	knownScopes    = []string{"suppression.read", "suppression.delete",
-		"asm.suppressions.global.read", "asm.suppressions.global.create", "asm.suppressions.global.delete"}
+	knownScopes    = routeScopes()
 )
+
+// routeScopes are the scopes the API's routes need, sorted.
+func routeScopes() []string {
+	var out []string
+	for _, r := range api.Routes() {
+		if r.Scope != "" && !slices.Contains(out, r.Scope) {
+			out = append(out, r.Scope)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
 
 func runKeys(ctx context.Context, env *environment, args []string) error {
 	if len(args) == 0 || !(args[0] == "create" || args[0] == "list" || args[0] == "revoke" || args[0] == "--help" || args[0] == "-h") {
