@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -83,9 +84,10 @@ type Config struct {
 	// DisableAfter disables an endpoint that failed this long without a
 	// single success; default 72h.
 	DisableAfter time.Duration
-	// MaxDueWait bounds how long the retry handler waits for a batch to be
-	// due within one call; default 10s.
-	MaxDueWait time.Duration
+	// SlowAfter: when an attempt runs longer, a copy of its batch is
+	// parked (due after the attempt's deadline) and the consumed batches
+	// waiting for it are released; default 1s. See Dispatcher.shadow.
+	SlowAfter time.Duration
 
 	Logger  *slog.Logger
 	Metrics *Metrics
@@ -132,7 +134,7 @@ func (c *Config) Validate() error {
 	defd(&c.BreakerOpen, 30*time.Second)
 	defd(&c.RefreshEvery, 2*time.Second)
 	defd(&c.DisableAfter, 72*time.Hour)
-	defd(&c.MaxDueWait, 10*time.Second)
+	defd(&c.SlowAfter, time.Second)
 	if c.QueueEvents < c.MaxBatchEvents {
 		return fmt.Errorf("webhook: QueueEvents %d must hold at least one batch (%d)", c.QueueEvents, c.MaxBatchEvents)
 	}
@@ -168,7 +170,11 @@ type Dispatcher struct {
 
 	queued atomic.Int64
 	parkCh chan *job
-	ctx    context.Context
+
+	recentMu    sync.Mutex
+	recent      map[string]bool
+	recentOrder []string
+	ctx         context.Context
 }
 
 type snapshot struct {
@@ -319,6 +325,13 @@ func (t *tracker) wait(ctx context.Context) error {
 
 // job is a batch on its way: queued, sending or being parked.
 type job struct {
+	// mu guards attemptDone and shadowed, between the attempt and the
+	// slow-attempt timer.
+	mu          sync.Mutex
+	attemptDone bool
+	shadowed    bool
+	slowCounted bool // counted in its lane's slow (under the lane's mu)
+
 	b        *Batch
 	waiters  []waiter
 	queuedAt time.Time
@@ -332,6 +345,68 @@ type waiter struct {
 	t *tracker
 	n int
 }
+
+// shadow parks a copy of a batch whose attempt is still running after
+// SlowAfter, due only after the attempt's deadline, and hands the batch's
+// sources (the consumed batches waiting for it) to the copy: they commit
+// as soon as the copy is in Kafka, so an endpoint that hangs holds the
+// consumer for SlowAfter, not for the whole attempt. The copy is the
+// retry; if the attempt succeeds after all, this process skips the copy
+// (remember), another would send it once more under the same webhook-id.
+func (d *Dispatcher) shadow(j *job, start time.Time) {
+	tier, due, ok := d.next(j.b.Attempts, 0)
+	if !ok {
+		return // the last attempt: wait for it
+	}
+	due = later(due, start.Add(d.cfg.AttemptTimeout+time.Second))
+	j.mu.Lock()
+	if j.attemptDone || j.shadowed {
+		j.mu.Unlock()
+		return
+	}
+	j.shadowed = true
+	j.mu.Unlock()
+	cp := *j.b
+	cp.Tier, cp.Due = tier, due
+	cp.LastError = "attempt still running after " + d.cfg.SlowAfter.String()
+	d.mu.Lock()
+	sj := &job{b: &cp, waiters: j.waiters}
+	j.waiters = nil
+	d.mu.Unlock()
+	d.park(sj)
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// remember notes a webhook-id delivered while its copy was parked, so
+// Redeliver skips the copy.
+func (d *Dispatcher) remember(id string) {
+	d.recentMu.Lock()
+	defer d.recentMu.Unlock()
+	if d.recent == nil {
+		d.recent = map[string]bool{}
+	}
+	if len(d.recentOrder) >= maxRecent {
+		delete(d.recent, d.recentOrder[0])
+		d.recentOrder = d.recentOrder[1:]
+	}
+	d.recent[id] = true
+	d.recentOrder = append(d.recentOrder, id)
+}
+
+func (d *Dispatcher) delivered(id string) bool {
+	d.recentMu.Lock()
+	defer d.recentMu.Unlock()
+	return d.recent[id]
+}
+
+// maxRecent bounds the remembered webhook-ids.
+const maxRecent = 100_000
 
 // register makes j the active job of its webhook-id; when one is already
 // queued or sending, the caller's tracker waits for that one instead and
@@ -413,7 +488,7 @@ func (d *Dispatcher) parkLoop(ctx context.Context) {
 			d.m.deliveries.WithLabelValues(result).Inc()
 			d.record(Delivery{EndpointID: j.b.EndpointID, AccountID: j.b.AccountID, WebhookID: j.b.WebhookID,
 				Attempt: j.b.Attempts, Result: result, Status: j.b.LastStatus, Events: len(j.b.Events),
-				Response: truncate(j.b.Reason), At: now, Circuit: d.circuit(j.b.EndpointID)})
+				Response: truncate(cmp.Or(j.b.Reason, j.b.LastError)), At: now, Circuit: d.circuit(j.b.EndpointID)})
 			d.complete(j, nil)
 		}
 		clear(jobs)

@@ -168,6 +168,9 @@ func (d *Dispatcher) Redeliver(ctx context.Context, batches []*Batch) error {
 	}
 	t := newTracker()
 	for _, b := range batches {
+		if d.delivered(b.WebhookID) {
+			continue // a parked copy of a batch delivered meanwhile
+		}
 		t.add(1)
 		j := &job{b: b, waiters: []waiter{{t, 1}}}
 		if !d.register(j, t) {

@@ -21,6 +21,9 @@ type lane struct {
 	br *gobreaker.TwoStepCircuitBreaker[struct{}]
 
 	kick chan struct{}
+	// timeoutsInRow: two timeouts in a row open the circuit at once (a
+	// hanging endpoint costs an attempt timeout per failure).
+	timeoutsInRow atomic.Int32
 
 	mu           sync.Mutex
 	pending      []pendingEvent // fresh events not yet in a batch
@@ -29,6 +32,9 @@ type lane struct {
 	ready        []*job // batches waiting for a send slot
 	queued       int    // events in pending and ready
 	inflight     int
+	// slow counts attempts running longer than SlowAfter: while any does,
+	// new batches are parked rather than queued behind them.
+	slow         int
 	limit        float64
 	lastOK       time.Time
 	failingSince time.Time
@@ -50,7 +56,9 @@ func newLane(d *Dispatcher, ep *Endpoint) *lane {
 		Name:        ep.ID,
 		MaxRequests: 1,
 		Timeout:     d.cfg.BreakerOpen,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= uint32(d.cfg.BreakerFailures) },
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			return c.ConsecutiveFailures >= uint32(d.cfg.BreakerFailures) || l.timeoutsInRow.Load() >= 2
+		},
 		OnStateChange: func(name string, from, to gobreaker.State) {
 			d.log.Info("webhook endpoint circuit", "endpoint", name, "from", from.String(), "to", to.String())
 		},
@@ -185,7 +193,7 @@ func (l *lane) run(ctx context.Context) {
 			switch {
 			case ep == nil || !ep.Active():
 				park = append(park, j) // given up below
-			case j.fresh && !closed, now.Sub(j.queuedAt) >= d.cfg.QueueTimeout:
+			case j.fresh && (!closed || l.slow > 0), now.Sub(j.queuedAt) >= d.cfg.QueueTimeout:
 				park = append(park, j)
 			default:
 				keep = append(keep, j)
@@ -240,6 +248,25 @@ func (l *lane) run(ctx context.Context) {
 	}
 }
 
+// parkRejected parks a batch the open circuit did not let through. A
+// retried batch moves one tier further each time, so batches of a dead
+// endpoint do not cycle through the first tier every few seconds.
+func (l *lane) parkRejected(j *job) {
+	if j.fresh {
+		l.parkUntried(j)
+		return
+	}
+	delays := l.d.cfg.Schedule.Delays
+	tier, due, ok := l.d.next(j.b.Attempts, j.retryAfter)
+	if !ok {
+		j.b.Reason = "retry schedule exhausted"
+	} else if t := min(j.b.Tier+1, len(delays)-1); t > tier {
+		tier, due = t, l.d.now().Add(delays[t])
+	}
+	j.b.Tier, j.b.Due = tier, due
+	l.d.park(j)
+}
+
 // parkUntried parks a batch that was not attempted now (queue full, slow
 // endpoint, open circuit) in the tier its attempts so far call for.
 func (l *lane) parkUntried(j *job) {
@@ -281,13 +308,42 @@ func (l *lane) send(ctx context.Context, j *job) {
 	}
 	done, err := l.br.Allow()
 	if err != nil {
-		l.parkUntried(j)
+		l.parkRejected(j)
 		return
 	}
 	j.b.Attempts++
+	start := d.now()
+	slow := time.AfterFunc(d.cfg.SlowAfter, func() {
+		l.mu.Lock()
+		j.mu.Lock()
+		if !j.attemptDone {
+			j.slowCounted = true
+			l.slow++
+		}
+		j.mu.Unlock()
+		l.mu.Unlock()
+		d.shadow(j, start)
+		l.wake()
+	})
 	res := d.attempt(ctx, ep, j.b)
+	slow.Stop()
+	l.mu.Lock()
+	j.mu.Lock()
+	j.attemptDone = true
+	shadowed := j.shadowed
+	if j.slowCounted {
+		j.slowCounted = false
+		l.slow--
+	}
+	j.mu.Unlock()
+	l.mu.Unlock()
 	now := d.now()
 	ok := res.class == ResultOK
+	if res.class == ResultTimeout {
+		l.timeoutsInRow.Add(1)
+	} else {
+		l.timeoutsInRow.Store(0)
+	}
 	if ok {
 		done(nil)
 	} else {
@@ -313,12 +369,27 @@ func (l *lane) send(ctx context.Context, j *job) {
 	failingFor := now.Sub(l.failingSince)
 	l.mu.Unlock()
 
-	switch {
-	case ok:
+	if ok {
 		d.m.events.Add(float64(len(j.b.Events)))
 		for _, ts := range j.b.EventTimes {
 			d.m.endToEnd.Observe(max(now.Sub(time.Unix(ts, 0)).Seconds(), 0))
 		}
+	}
+	if shadowed {
+		// A copy is parked already and is the retry; its sources moved on.
+		switch {
+		case ok:
+			d.remember(j.b.WebhookID) // so this process does not send the copy
+		case res.class == ResultGone:
+			l.disable(ctx, ep, "gone", "endpoint answered 410 Gone")
+		case failingFor >= d.cfg.DisableAfter:
+			l.disable(ctx, ep, "failing", "failing without a success since "+now.Add(-failingFor).UTC().Format(time.RFC3339))
+		}
+		d.complete(j, nil)
+		return
+	}
+	switch {
+	case ok:
 		d.complete(j, nil)
 	case res.class == ResultGone:
 		reason := "endpoint answered 410 Gone"
