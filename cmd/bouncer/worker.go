@@ -47,7 +47,7 @@ The ops port serves /healthz (process up), /readyz (joined the group and
 ClickHouse answers) and /metrics (Prometheus).
 
 Every flag can be set by the environment variable named in its description.
-` + webhookUsage + `
+` + webhookUsage + forwardUsage + `
   export KAFKA_BROKERS=127.0.0.1:9092 CLICKHOUSE_ADDR=127.0.0.1:9000
   bouncer migrate && bouncer worker
 `
@@ -78,6 +78,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	softOn := e.Bool("soft-bounce-policy", "BOUNCER_SOFT_BOUNCE_POLICY", true, "apply the soft-bounce policy (one ClickHouse query per batch that holds such bounces)")
 	sinkOn := e.Bool("sink", "BOUNCER_RUN_SINK", true, "run the sink group")
 	wf := addWebhookGroupFlags(e)
+	ff := addForwardFlags(e)
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
 	}
@@ -94,8 +95,8 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	webhooksExplicit := false
 	fs.Visit(func(f *flag.Flag) { webhooksExplicit = webhooksExplicit || f.Name == "webhooks" })
 	webhooksOn := wf.enabled(webhooksExplicit)
-	if !*sinkOn && !webhooksOn {
-		return usagef("nothing to run: --sink=false and the webhook group is off (--webhooks=false, or BOUNCER_SECRET_KEY is not set)")
+	if !*sinkOn && !webhooksOn && !ff.enabled() {
+		return usagef("nothing to run: --sink=false, the webhook group is off (--webhooks=false, or BOUNCER_SECRET_KEY is not set) and bounce forwarding is off")
 	}
 	conn := kf.conn()
 	if err := conn.Validate(); err != nil {
@@ -222,6 +223,13 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		runs = append(runs, func(context.Context) error { return wr.wait() })
 	} else {
 		log.Info("webhook group off (set BOUNCER_SECRET_KEY to run it, or --webhooks)")
+	}
+	if ff.enabled() {
+		wait, err := ff.start(ctx, conn, *kf.topic, store, classifier, reg, log)
+		if err != nil {
+			return err
+		}
+		runs = append(runs, func(context.Context) error { return wait() })
 	}
 
 	if *opsAddr != "" {

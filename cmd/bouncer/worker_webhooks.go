@@ -50,7 +50,7 @@ type webhookGroupFlags struct {
 	batchEvents, queueEvents, global, flight  *int
 	partitions                                *int
 	timeout, batchWait, disableAfter, refresh *time.Duration
-	breakerOpen, queueTimeout                 *time.Duration
+	breakerOpen, queueTimeout, slowAfter      *time.Duration
 }
 
 func addWebhookGroupFlags(e *envFlags) *webhookGroupFlags {
@@ -69,7 +69,8 @@ func addWebhookGroupFlags(e *envFlags) *webhookGroupFlags {
 		global:       e.Int("webhook-max-queued-events", "BOUNCER_WEBHOOK_MAX_QUEUED_EVENTS", 200000, "events all endpoints may have waiting on this worker (bounds its memory)"),
 		flight:       e.Int("webhook-max-in-flight", "BOUNCER_WEBHOOK_MAX_IN_FLIGHT", 16, "most concurrent requests to one endpoint (the limit adapts below it: halved on 429, 5xx and timeouts)"),
 		queueTimeout: e.Duration("webhook-queue-timeout", "BOUNCER_WEBHOOK_QUEUE_TIMEOUT", 2*time.Second, "a batch waiting longer than this for a free request slot is parked in the first retry tier"),
-		breakerOpen:  e.Duration("webhook-breaker-open", "BOUNCER_WEBHOOK_BREAKER_OPEN", 30*time.Second, "after 5 failures in a row an endpoint's circuit opens for this long; meanwhile its batches are parked, not sent"),
+		slowAfter:    e.Duration("webhook-slow-after", "BOUNCER_WEBHOOK_SLOW_AFTER", time.Second, "an attempt still running after this parks a copy of its batch in the retry tier (due after the attempt's deadline) so a hanging endpoint does not hold back the others"),
+		breakerOpen:  e.Duration("webhook-breaker-open", "BOUNCER_WEBHOOK_BREAKER_OPEN", 30*time.Second, "after 5 failures (or 2 timeouts) in a row an endpoint's circuit opens for this long; meanwhile its batches are parked, not sent, then one trial goes through"),
 		disableAfter: e.Duration("webhook-disable-after", "BOUNCER_WEBHOOK_DISABLE_AFTER", 72*time.Hour, "disable an endpoint failing this long without a single success"),
 		refresh:      e.Duration("webhook-refresh", "BOUNCER_WEBHOOK_REFRESH", 2*time.Second, "how often subscriptions are re-read from ClickHouse"),
 		partitions:   e.Int("webhook-partitions", "BOUNCER_WEBHOOK_PARTITIONS", 0, "partitions of the retry-tier and dead-letter topics when the worker creates them (0: as --partitions)"),
@@ -122,13 +123,13 @@ func (f *webhookGroupFlags) start(ctx context.Context, conn consumer.Conn, topic
 		return nil, usagef("--webhook-retry-schedule: %v", err)
 	}
 	switch {
-	case *f.timeout <= 0 || *f.batchWait <= 0 || *f.disableAfter <= 0 || *f.refresh <= 0 || *f.breakerOpen <= 0 || *f.queueTimeout <= 0:
-		return nil, usagef("webhook durations (--webhook-timeout, -batch-wait, -disable-after, -refresh, -breaker-open, -queue-timeout) must be positive")
+	case *f.timeout <= 0 || *f.batchWait <= 0 || *f.disableAfter <= 0 || *f.refresh <= 0 || *f.breakerOpen <= 0 || *f.queueTimeout <= 0 || *f.slowAfter <= 0:
+		return nil, usagef("webhook durations (--webhook-timeout, -batch-wait, -disable-after, -refresh, -breaker-open, -queue-timeout, -slow-after) must be positive")
 	case *f.batchEvents < 1 || *f.queueEvents < *f.batchEvents || *f.global < *f.queueEvents || *f.flight < 1:
 		return nil, usagef("webhook bounds: want --webhook-batch-events >= 1, --webhook-queue-events >= it, --webhook-max-queued-events >= that, --webhook-max-in-flight >= 1")
 	}
-	if *f.timeout+*f.queueTimeout+*f.batchWait > 40*time.Second {
-		return nil, usagef("--webhook-timeout + --webhook-queue-timeout + --webhook-batch-wait must stay under 40s (a batch of the group must be delivered or parked within the group's 45s handle timeout)")
+	if max(*f.queueTimeout, *f.slowAfter)+*f.batchWait > 30*time.Second {
+		return nil, usagef("--webhook-batch-wait plus the larger of --webhook-queue-timeout and --webhook-slow-after must stay under 30s (a consumed batch must be delivered or parked within the group's 45s handle timeout)")
 	}
 	parts := *f.partitions
 	if parts <= 0 {
@@ -150,7 +151,7 @@ func (f *webhookGroupFlags) start(ctx context.Context, conn consumer.Conn, topic
 		Parker: parker, Log: logw, Drops: drops,
 		Schedule:       webhook.Schedule{Delays: delays},
 		MaxBatchEvents: *f.batchEvents, MaxBatchWait: *f.batchWait, AttemptTimeout: *f.timeout,
-		QueueTimeout: *f.queueTimeout, QueueEvents: *f.queueEvents, GlobalEvents: *f.global,
+		QueueTimeout: *f.queueTimeout, SlowAfter: *f.slowAfter, QueueEvents: *f.queueEvents, GlobalEvents: *f.global,
 		MaxInFlight: *f.flight, BreakerOpen: *f.breakerOpen, RefreshEvery: *f.refresh, DisableAfter: *f.disableAfter,
 		Logger: log, Metrics: metrics,
 	})

@@ -87,6 +87,25 @@ func (rc *hookReceiver) got() map[string]bool {
 	return out
 }
 
+// produceWebhookEvents writes values with a transport of its own: kafka-go's
+// shared default transport caches topic metadata, and a topic created after
+// another test filled that cache looks unknown to it for a while.
+func produceWebhookEvents(t *testing.T, brokers, topic string, values ...[]byte) {
+	t.Helper()
+	w := &kafka.Writer{Addr: kafka.TCP(testenv.Brokers(brokers)...), Topic: topic, Balancer: &kafka.Hash{},
+		RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond, Transport: &kafka.Transport{}}
+	defer w.Close()
+	msgs := make([]kafka.Message, len(values))
+	for i, v := range values {
+		msgs[i] = kafka.Message{Key: []byte(fmt.Sprintf("k%d", i)), Value: v}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+}
+
 // opsAPI runs `bouncer api` in-process.
 type opsAPI struct {
 	base string
@@ -199,7 +218,7 @@ func TestWorkerDeliversWebhooks(t *testing.T) {
 
 	// A hard bounce puts x@ on the bounce list; a later processed event to
 	// it gets a derived dropped event, which webhooks see too.
-	produceRaw(t, brokers, topic, []byte(`{"event":"bounce","email":"x@example.com","timestamp":1764201600,"sg_event_id":"b1","type":"bounce","status":"5.1.1","reason":"550 5.1.1 no such user","account_id":"acme"}`))
+	produceWebhookEvents(t, brokers, topic, []byte(`{"event":"bounce","email":"x@example.com","timestamp":1764201600,"sg_event_id":"b1","type":"bounce","status":"5.1.1","reason":"550 5.1.1 no such user","account_id":"acme"}`))
 	store, err := clickhouse.Open(context.Background(), clickhouse.Config{Addr: []string{addr}, Database: db})
 	if err != nil {
 		t.Fatal(err)
@@ -221,7 +240,7 @@ func TestWorkerDeliversWebhooks(t *testing.T) {
 		[]byte(`{"event":"delivered","email":"y@example.com","timestamp":1764201800,"sg_event_id":"other-account","account_id":"globex"}`),
 		[]byte(`{"event":"delivered",`)) // bad input: skipped here, dead-lettered by the sink
 	want = append(want, "p1")
-	produceRaw(t, brokers, topic, events...)
+	produceWebhookEvents(t, brokers, topic, events...)
 
 	hasAll := func(rc *hookReceiver) (bool, string) {
 		got := rc.got()
