@@ -8,7 +8,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -33,11 +35,21 @@ import (
 // ten per message, 20 accounts with one endpoint each), delivered as fast
 // as they go: events/s and requests/s from the moment the group joined
 // to the last 2xx.
-// BenchmarkWebhookLatency: events produced at a steady 5,000/s for 15 s,
+// BenchmarkWebhookLatency: events produced at a steady 5,000/s (or
+// BOUNCER_BENCH_RATE) for 15 s,
 // each carrying its send time; latency is from produce to the receiver's
 // 2xx, over all events and over those produced after the first 5 s.
 // "hanging" makes 2 of 20 endpoints never answer (past the 2 s attempt
 // timeout) and reports the healthy endpoints only.
+
+// benchRate is the steady rate of BenchmarkWebhookLatency: events per
+// second from BOUNCER_BENCH_RATE, default 5000.
+func benchRate() int {
+	if n, err := strconv.Atoi(os.Getenv("BOUNCER_BENCH_RATE")); err == nil && n >= 500 {
+		return n
+	}
+	return 5000
+}
 
 type benchReceiver struct {
 	hang     bool
@@ -238,7 +250,7 @@ func BenchmarkWebhookLatency(b *testing.B) {
 	}{{"healthy", 0}, {"hanging", 2}} {
 		b.Run(c.name, func(b *testing.B) {
 			for range b.N {
-				const rate, secs = 5000, 15
+				rate, secs := benchRate(), 15
 				env := startBench(b, 20, c.hanging, 0)
 				time.Sleep(3 * time.Second) // the group joins
 				began := time.Now()
