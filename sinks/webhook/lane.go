@@ -34,7 +34,11 @@ type lane struct {
 	inflight     int
 	// slow counts attempts running longer than SlowAfter: while any does,
 	// new batches are parked rather than queued behind them.
-	slow         int
+	slow int
+	// suspect: an attempt ran past SlowAfter and no attempt succeeded
+	// since; new batches are parked (the retry tiers try the endpoint)
+	// rather than sent from the consumer's path.
+	suspect      bool
 	limit        float64
 	lastOK       time.Time
 	failingSince time.Time
@@ -193,7 +197,7 @@ func (l *lane) run(ctx context.Context) {
 			switch {
 			case ep == nil || !ep.Active():
 				park = append(park, j) // given up below
-			case j.fresh && (!closed || l.slow > 0), now.Sub(j.queuedAt) >= d.cfg.QueueTimeout:
+			case j.fresh && (!closed || l.slow > 0 || l.suspect), now.Sub(j.queuedAt) >= d.cfg.QueueTimeout:
 				park = append(park, j)
 			default:
 				keep = append(keep, j)
@@ -319,6 +323,7 @@ func (l *lane) send(ctx context.Context, j *job) {
 		if !j.attemptDone {
 			j.slowCounted = true
 			l.slow++
+			l.suspect = true
 		}
 		j.mu.Unlock()
 		l.mu.Unlock()
@@ -359,7 +364,7 @@ func (l *lane) send(ctx context.Context, j *job) {
 	switch {
 	case ok:
 		l.limit = min(l.limit+1/max(l.limit, 1), float64(d.cfg.MaxInFlight))
-		l.lastOK, l.failingSince = now, time.Time{}
+		l.lastOK, l.failingSince, l.suspect = now, time.Time{}, false
 	case res.class == ResultTimeout || res.status == 429 || res.status >= 500:
 		l.limit = max(l.limit/2, 1)
 	}
