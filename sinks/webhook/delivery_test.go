@@ -483,3 +483,94 @@ func TestDeliveryAgainstMisbehavingReceivers(t *testing.T) {
 	}
 	t.Logf("delivery log classes: %v", classes)
 }
+
+// TestDisableAfterFailingTooLong: an endpoint that fails without a single
+// success for DisableAfter is disabled like a 410 one, and what was on its
+// way is kept as failed batches.
+func TestDisableAfterFailingTooLong(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	topic := testenv.Topic(t, brokers, 1)
+	conn := consumer.Conn{Brokers: testenv.Brokers(brokers)}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	fl := &flight{now: map[string]int{}}
+	rc := &receiver{name: "500", flight: fl, answer: func(int) (int, string) { return 500, "" }, t: t,
+		got: map[string]int{}, statuses: map[string][]int{}}
+	rc.start(t, "127.0.0.1:0")
+	reg := &memRegistry{eps: []webhook.Endpoint{{ID: "ep-500", AccountID: "acct", URL: "http://" + rc.addr + "/",
+		Enabled: true, Events: map[string]bool{"delivered": true}}}}
+	topics := kafkatier.Topics{Prefix: topic + ".wh", Delays: []time.Duration{300 * time.Millisecond, 300 * time.Millisecond, 500 * time.Millisecond, time.Second, time.Second, time.Second, time.Second}}
+	deleteTopics(t, brokers, topics.All())
+	if err := kafkatier.Ensure(ctx, conn, topics, 1); err != nil {
+		t.Fatal(err)
+	}
+	failed := &memFailed{}
+	parker, err := kafkatier.NewWriter(conn, topics, failed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer parker.Close()
+	metrics := webhook.NewMetrics(nil)
+	d, err := webhook.New(webhook.Config{Registry: reg, Client: &http.Client{}, Sign: sign.SetHeaders, Parker: parker,
+		Schedule: webhook.Schedule{Delays: topics.Delays}, MaxBatchWait: 50 * time.Millisecond, AttemptTimeout: time.Second,
+		BreakerFailures: 100, DisableAfter: 1500 * time.Millisecond, RefreshEvery: 100 * time.Millisecond, Metrics: metrics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); d.Run(runCtx) }()
+	g, err := consumer.NewGroup(consumer.GroupConfig{Conn: conn, Topic: topic, GroupID: topic + ".webhooks", MaxWait: 50 * time.Millisecond}, d.EventHandler(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { defer wg.Done(); g.Run(runCtx) }()
+	go func() {
+		defer wg.Done()
+		kafkatier.RunTiers(runCtx, kafkatier.TierConfig{Conn: conn, Topics: topics, Group: topic + ".webhooks"}, d)
+	}()
+	defer func() { stop(); wg.Wait() }()
+
+	w := &kafka.Writer{Addr: kafka.TCP(conn.Brokers...), Topic: topic, BatchTimeout: time.Millisecond, Transport: &kafka.Transport{}}
+	defer w.Close()
+	for i := range 5 {
+		if err := w.WriteMessages(ctx, kafka.Message{Value: fmt.Appendf(nil, `{"email":"a%d@example.com","timestamp":1764201600,"event":"delivered","sg_event_id":"f%d","account_id":"acct"}`, i, i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		ep := reg.get("ep-500")
+		if !ep.DisabledAt.IsZero() && len(failed.forEndpoint("ep-500")) > 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	ep := reg.get("ep-500")
+	if ep.DisabledAt.IsZero() || !strings.Contains(ep.DisabledReason, "without a success") {
+		t.Fatalf("endpoint failing for longer than DisableAfter: disabled at %v, reason %q", ep.DisabledAt, ep.DisabledReason)
+	}
+	// Every event is in a failed batch: nothing dropped.
+	deadline = time.Now().Add(20 * time.Second)
+	var kept map[string]bool
+	for time.Now().Before(deadline) {
+		kept = map[string]bool{}
+		for _, b := range failed.forEndpoint("ep-500") {
+			for _, e := range b.Events {
+				var ev struct {
+					ID string `json:"sg_event_id"`
+				}
+				json.Unmarshal(e, &ev)
+				kept[ev.ID] = true
+			}
+		}
+		if len(kept) == 5 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(kept) != 5 {
+		t.Errorf("failed batches hold %d of the 5 events: %v", len(kept), kept)
+	}
+}
