@@ -295,7 +295,7 @@ type tierPartition struct {
 func (p *tierPartition) run(ctx, genCtx context.Context, gen *kafka.Generation, committed int64, dialer *kafka.Dialer) {
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers: p.cfg.Conn.Brokers, Topic: p.topic, Partition: p.partition, Dialer: dialer,
-		MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 500 * time.Millisecond, QueueCapacity: 200,
+		MinBytes: 1, MaxBytes: 1 << 20, MaxWait: 500 * time.Millisecond, QueueCapacity: 20, // 9 tiers x partitions readers: keep each small
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) { p.log.Debug(fmt.Sprintf(msg, args...)) }),
 	})
 	defer r.Close()
