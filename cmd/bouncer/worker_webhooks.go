@@ -148,7 +148,7 @@ func (f *webhookGroupFlags) start(ctx context.Context, conn consumer.Conn, topic
 	logw := webhook.NewLogWriter(deliveryStore{store}, 100_000, 10_000, time.Second, log, metrics)
 	d, err := webhook.New(webhook.Config{
 		Registry: newWebhookRegistry(store, keys), Client: guard.Client(*f.timeout), Sign: sign.SetHeaders,
-		Parker: parker, Log: logw, Drops: drops,
+		Parker: parker, Log: logw, Drops: drops, Health: deliveryStore{store},
 		Schedule:       webhook.Schedule{Delays: delays},
 		MaxBatchEvents: *f.batchEvents, MaxBatchWait: *f.batchWait, AttemptTimeout: *f.timeout,
 		QueueTimeout: *f.queueTimeout, SlowAfter: *f.slowAfter, QueueEvents: *f.queueEvents, GlobalEvents: *f.global,
@@ -206,6 +206,11 @@ func (d deliveryStore) WriteDeliveries(ctx context.Context, rows []webhook.Deliv
 			Events: r.Events, Circuit: r.Circuit}
 	}
 	return d.s.WriteDeliveryRows(ctx, out)
+}
+
+// FailingSince reads the delivery log for the disable-after clock.
+func (d deliveryStore) FailingSince(ctx context.Context, account, endpoint string) (time.Time, error) {
+	return d.s.EndpointFailingSince(ctx, account, endpoint)
 }
 
 // failedStore records given-up batches in ClickHouse.

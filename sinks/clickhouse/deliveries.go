@@ -208,3 +208,16 @@ func (s *Store) EndpointDeliveries(ctx context.Context, account, endpoint string
 	}
 	return out, rows.Err()
 }
+
+// EndpointFailingSince is the time of the first failed attempt after the
+// endpoint's last success (zero when none).
+func (s *Store) EndpointFailingSince(ctx context.Context, account, endpoint string) (time.Time, error) {
+	var v uint32
+	if err := s.conn.QueryRow(ctx, qEndpointFailingSince.SQL, account, endpoint, account, endpoint).Scan(&v); err != nil {
+		return time.Time{}, fmt.Errorf("%s: %w", qEndpointFailingSince.Name, err)
+	}
+	if v == 0 {
+		return time.Time{}, nil
+	}
+	return time.Unix(int64(v), 0).UTC(), nil
+}

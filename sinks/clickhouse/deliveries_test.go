@@ -31,6 +31,14 @@ func TestDeliveryLogAndFailedBatches(t *testing.T) {
 	if err != nil || !none.LastSuccess.IsZero() || none.Rows != 0 {
 		t.Errorf("unknown endpoint: %+v %v", none, err)
 	}
+	// ep1: ok at t0+1m, failure at t0+2m: failing since t0+2m.
+	since, err := s.EndpointFailingSince(ctx, "acme", "ep1")
+	if err != nil || !since.Equal(t0.Add(2*time.Minute)) {
+		t.Errorf("failing since %v %v, want %v", since, err, t0.Add(2*time.Minute))
+	}
+	if since, err := s.EndpointFailingSince(ctx, "other", "ep1"); err != nil || !since.IsZero() {
+		t.Errorf("endpoint whose last attempt succeeded: failing since %v %v, want zero", since, err)
+	}
 	recent, err := s.EndpointDeliveries(ctx, "acme", "ep1", 2)
 	if err != nil || len(recent) != 2 || recent[0].WebhookID != "msg_b" || recent[0].Status != 503 || recent[1].Duration != 15*time.Millisecond {
 		t.Errorf("recent deliveries %+v %v", recent, err)
@@ -66,9 +74,9 @@ func TestDeliveryLogAndFailedBatches(t *testing.T) {
 	if !list[1].ReplayedAt.IsZero() || list[1].LastStatus != 410 {
 		t.Errorf("unreplayed batch %+v", list[1])
 	}
-	since, err := s.FailedBatches(ctx, "acme", "ep1", t0.Add(time.Minute), 100)
-	if err != nil || len(since) != 1 || since[0].WebhookID != "msg_y" {
-		t.Errorf("since an hour later: %+v %v", since, err)
+	later, err := s.FailedBatches(ctx, "acme", "ep1", t0.Add(time.Minute), 100)
+	if err != nil || len(later) != 1 || later[0].WebhookID != "msg_y" {
+		t.Errorf("since an hour later: %+v %v", later, err)
 	}
 	one, err := s.FailedBatch(ctx, "acme", "ep1", "msg_y")
 	if err != nil || one.Reason != "endpoint answered 410 Gone" {

@@ -30,6 +30,13 @@ var (
 		SQL: "SELECT at, webhook_id, attempt, result, status, duration_ms, response, events, circuit " +
 			"FROM webhook_deliveries WHERE account_id = ? AND endpoint_id = ? ORDER BY at DESC, webhook_id, attempt DESC LIMIT ?",
 		Sample: []any{"default", "0d7f2a6e-0000-4000-8000-000000000001", uint64(50)}})
+	// The first failure after the last success (or ever, without one);
+	// toUInt32 of the empty min is 0.
+	qEndpointFailingSince = register(Query{Name: "webhook_deliveries.failing_since",
+		SQL: "SELECT toUInt32(min(at)) FROM webhook_deliveries WHERE account_id = ? AND endpoint_id = ? " +
+			"AND result IN ('http_error', 'timeout', 'connection', 'gone') AND at > (SELECT maxIf(at, result = 'ok') " +
+			"FROM webhook_deliveries WHERE account_id = ? AND endpoint_id = ?)",
+		Sample: []any{"default", "0d7f2a6e-0000-4000-8000-000000000001", "default", "0d7f2a6e-0000-4000-8000-000000000001"}})
 	qFailedBatches = register(Query{Name: "webhook_failed_batches.list",
 		SQL:    "SELECT * FROM (" + failedCurrent + ") ORDER BY failed_at, webhook_id LIMIT ?",
 		Sample: []any{"default", "0d7f2a6e-0000-4000-8000-000000000001", uint32(0), uint64(100)}})

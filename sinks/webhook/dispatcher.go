@@ -35,6 +35,14 @@ type DropReasoner interface {
 	DropReason(account, emailNorm string, group int64, at int64) string
 }
 
+// Health reads what the delivery log knows of an endpoint, so the "failing
+// without a success for DisableAfter" clock survives worker restarts.
+type Health interface {
+	// FailingSince is the first failed attempt after the endpoint's last
+	// success (zero: none, or no failure since).
+	FailingSince(ctx context.Context, account, endpoint string) (time.Time, error)
+}
+
 // Config of a Dispatcher. Zero values take the stated defaults.
 type Config struct {
 	// Registry lists the subscriptions; polled every RefreshEvery. Required.
@@ -47,6 +55,9 @@ type Config struct {
 	Parker Parker
 	// Log receives delivery log rows; nil: none.
 	Log interface{ Record(Delivery) }
+	// Health, when set, seeds each endpoint's failing-since clock from the
+	// delivery log when this process first sees the endpoint.
+	Health Health
 	// Drops, when set, gives processed events to suppressed recipients a
 	// derived dropped event, as the sink group does.
 	Drops DropReasoner
@@ -253,6 +264,9 @@ func (d *Dispatcher) lane(ep *Endpoint) *lane {
 		l = newLane(d, ep)
 		d.lanes[ep.ID] = l
 		go l.run(d.ctx)
+		if d.cfg.Health != nil {
+			go l.seed(d.ctx, ep)
+		}
 	}
 	return l
 }

@@ -418,6 +418,26 @@ func (l *lane) send(ctx context.Context, j *job) {
 	}
 }
 
+// seed starts the failing-since clock where the delivery log says the
+// endpoint's failures began, unless this process saw a success already.
+func (l *lane) seed(ctx context.Context, ep *Endpoint) {
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	since, err := l.d.cfg.Health.FailingSince(sctx, ep.AccountID, ep.ID)
+	if err != nil {
+		l.d.log.Warn("webhook endpoint: reading its delivery history failed; its failing-since clock starts now", "endpoint", ep.ID, "err", err)
+		return
+	}
+	if since.IsZero() {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lastOK.IsZero() && (l.failingSince.IsZero() || since.Before(l.failingSince)) {
+		l.failingSince = since
+	}
+}
+
 // disable records that delivery gave up on an endpoint.
 func (l *lane) disable(ctx context.Context, ep *Endpoint, kind, reason string) {
 	d := l.d
