@@ -240,11 +240,13 @@ func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, pa
 		if len(batch) == 0 {
 			continue
 		}
-		handleCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.HandleTimeout)
 		ok := g.retry(genCtx, log, "handle batch", func() error {
+			// Each attempt gets its own HandleTimeout: a long outage must
+			// not leave later attempts with an expired context.
+			handleCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.HandleTimeout)
+			defer cancel()
 			return g.handler.Handle(handleCtx, topic, partition, batch)
 		})
-		cancel()
 		if !ok {
 			// Revoked or shutting down while retrying: abandon the batch.
 			// Nothing is committed; the next owner re-reads the marks.
