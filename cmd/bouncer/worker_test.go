@@ -83,7 +83,11 @@ func produceRaw(t *testing.T, brokers, topic string, values ...[]byte) {
 func produceKeyed(t *testing.T, brokers, topic, key string, values ...[]byte) {
 	t.Helper()
 	w := &kafka.Writer{Addr: kafka.TCP(testenv.Brokers(brokers)...), Topic: topic, Balancer: &kafka.Hash{},
-		RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond}
+		RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond,
+		// Its own transport: the shared default one caches topic metadata,
+		// so a topic created after another test filled the cache would
+		// look unknown for a while.
+		Transport: &kafka.Transport{}}
 	defer w.Close()
 	msgs := make([]kafka.Message, len(values))
 	for i, v := range values {
