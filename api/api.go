@@ -1,17 +1,27 @@
-// Package api is bouncer's HTTP API: SendGrid's v3 suppression endpoints
-// (paths, parameters, limits, response and error shapes as SendGrid's own
+// Package api is bouncer's HTTP API: SendGrid's v3 suppression, stats,
+// email activity, event webhook and bounce forwarding endpoints (paths,
+// parameters, limits, response and error shapes as SendGrid's own
 // specification gives them), so SendGrid users and client libraries can point
-// at bouncer.
+// at bouncer; bouncer's own additions under /bouncer/v1; and the dashboard
+// at /ui.
 //
 // # Contract
 //
-//   - Every route but /healthz and /v3/openapi.json needs
-//     "Authorization: Bearer SG.<key id>.<secret>". The key decides the
-//     account; every store call takes that account as its first argument and
-//     nothing in a path, a parameter or a body can name another one.
+//   - Every route but /healthz, the OpenAPI document and the dashboard's
+//     page and login needs "Authorization: Bearer SG.<key id>.<secret>", or
+//     the dashboard's session cookie, which stands for the key it was opened
+//     with (same account, scopes and rate limit) and needs the session's
+//     X-CSRF-Token header on every request that is not GET or HEAD. The key
+//     decides the account; every store call takes that account as its first
+//     argument and nothing in a path, a parameter or a body can name another
+//     one.
 //   - Errors have SendGrid's shape, {"errors":[{"field":null,"message":"..."}]},
-//     with 400 (field named), 401, 403, 404, 405, 413, 429 or 500 (internal
-//     errors are logged, never shown).
+//     with 400 (field named), 401, 403, 404, 405, 413, 429, 500 (internal
+//     errors are logged, never shown), 502 (the webhook test's receiver
+//     failed) or 503 (a part that needs configuration, such as
+//     BOUNCER_SECRET_KEY for webhooks, is off).
+//   - A path not in clean form (dot segments, doubled slashes) is 404, never
+//     redirected.
 //   - Each key has a token bucket (Config.RateLimit per second); every
 //     authenticated response carries X-RateLimit-Limit, X-RateLimit-Remaining
 //     and X-RateLimit-Reset (unix seconds when the bucket is full again).
@@ -20,8 +30,10 @@
 //     order the writes arrive in; a later event adds it back.
 //   - Addresses are compared trimmed and lower-cased.
 //
-// Every route is in routes.go; the OpenAPI document (openapi.json, served at
-// /v3/openapi.json) is checked against that table by a test.
+// Every route is in the route table (routes.go, and each area's own file);
+// the OpenAPI document (assembled from openapi/*.json, served at
+// /openapi.json and /v3/openapi.json) is checked against that table, and
+// every response of the package's tests is validated against it.
 package api
 
 import (

@@ -17,7 +17,7 @@ import (
 )
 
 func init() {
-	register("api", "serve the HTTP API: SendGrid's v3 suppression, stats and activity endpoints, the batch check", runAPI)
+	register("api", "serve the HTTP API (SendGrid's v3 suppression, stats, activity, webhook and forwarding endpoints) and the dashboard", runAPI)
 }
 
 const apiUsage = `
@@ -27,12 +27,18 @@ Serves bouncer's HTTP API on --listen: SendGrid's v3 suppression endpoints
 (/v3/suppression/..., /v3/asm/suppressions/global, /v3/asm/groups/{id}/
 suppressions), its stats (/v3/stats, /v3/categories/stats,
 /v3/mailbox_providers/stats), email activity (/v3/messages?query=...,
-/v3/messages/{msg_id}), bouncer's additions under /bouncer/v1 (the
-batch check POST /bouncer/v1/suppressions/check, stats by recipient domain),
-/healthz, and the OpenAPI document at /v3/openapi.json. Requests need
-"Authorization: Bearer <key>" with a key from bouncer keys create; each key
-may make --rate-limit requests per second (429 beyond, with SendGrid's
-X-RateLimit-* headers). See docs/api.md.
+/v3/messages/{msg_id}), event webhook subscriptions
+(/v3/user/webhooks/event/...), bounce forwarding
+(/v3/mail_settings/forward_bounce), bouncer's additions under /bouncer/v1
+(the batch check POST /bouncer/v1/suppressions/check, CSV import and export,
+erasure of an address, stats by domain and reason, webhook secrets, delivery
+state and replay), the dashboard at /ui, /healthz, and the OpenAPI document
+at /openapi.json. Requests need "Authorization: Bearer <key>" with a key
+from bouncer keys create (or the dashboard's session); each key may make
+--rate-limit requests per second (429 beyond, with SendGrid's X-RateLimit-*
+headers). Webhook routes need BOUNCER_SECRET_KEY (bouncer secrets generate
+makes one; workers need the same). See docs/api.md, docs/webhooks.md,
+docs/forwarding.md and docs/dashboard.md.
 
 On SIGTERM or SIGINT it stops accepting connections and finishes the
 requests in flight (at most --shutdown-timeout).
