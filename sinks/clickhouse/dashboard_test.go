@@ -3,14 +3,11 @@ package clickhouse
 import (
 	"context"
 	"fmt"
-	"os"
 	"reflect"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/bouncer-mail/bouncer/enrich"
-	"github.com/bouncer-mail/bouncer/internal/testenv"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/schemas"
 )
@@ -107,47 +104,11 @@ func TestBounceReasons(t *testing.T) {
 //
 //	go test -run '^$' -bench DashboardQueries -benchtime 3x ./sinks/clickhouse/
 func BenchmarkDashboardQueries(b *testing.B) {
-	n := 10_000_000
-	if v := os.Getenv("BOUNCER_BENCH_EVENTS"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 1000 {
-			b.Fatalf("BOUNCER_BENCH_EVENTS=%q: want a number of events, at least 1000", v)
-		}
-	}
-	addr := testenv.ClickHouse(b)
 	ctx := context.Background()
-	cfg := Config{Addr: []string{addr}, Database: fmt.Sprintf("bench_stats_%d", n)}
-	if _, err := Migrate(ctx, cfg); err != nil {
-		b.Fatal(err)
-	}
-	s, err := Open(ctx, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	from := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
-	if err := fillBenchEvents(ctx, b, s, n, from); err != nil {
-		b.Fatal(err)
-	}
+	s, n, from := openBenchEvents(ctx, b)
 	to := from.AddDate(0, 0, 30)
-	for _, c := range []struct {
-		name string
-		run  func() (int, error)
-	}{
+	runQueryCases(b, n, []queryCase{
 		{"bounce_reasons", func() (int, error) { r, err := s.BounceReasons(ctx, "acme", from, to, 10); return len(r), err }},
 		{"top_domains", func() (int, error) { r, err := s.TopDomains(ctx, "acme", from, to, 10); return len(r), err }},
-	} {
-		b.Run(c.name, func(b *testing.B) {
-			rows := 0
-			for b.Loop() {
-				got, err := c.run()
-				if err != nil {
-					b.Fatal(err)
-				}
-				rows = got
-			}
-			b.ReportMetric(float64(rows), "rows")
-			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
-		})
-	}
+	})
 }

@@ -24,33 +24,10 @@ import (
 // with CLICKHOUSE_ADDR set (scripts/services up prints it). It reports
 // each query's latency (ns/op) and the events per second it scanned.
 func BenchmarkStatsQueries(b *testing.B) {
-	n := 10_000_000
-	if v := os.Getenv("BOUNCER_BENCH_EVENTS"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 1000 {
-			b.Fatalf("BOUNCER_BENCH_EVENTS=%q: want a number of events, at least 1000", v)
-		}
-	}
-	addr := testenv.ClickHouse(b)
 	ctx := context.Background()
-	cfg := Config{Addr: []string{addr}, Database: fmt.Sprintf("bench_stats_%d", n)}
-	if _, err := Migrate(ctx, cfg); err != nil {
-		b.Fatal(err)
-	}
-	s, err := Open(ctx, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	from := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
-	if err := fillBenchEvents(ctx, b, s, n, from); err != nil {
-		b.Fatal(err)
-	}
+	s, n, from := openBenchEvents(ctx, b)
 	to := from.AddDate(0, 0, 30)
-	cases := []struct {
-		name string
-		run  func() (int, error)
-	}{
+	cases := []queryCase{
 		{"stats/global/day", func() (int, error) {
 			r, err := s.Stats(ctx, StatsQuery{AccountID: "acme", From: from, To: to})
 			return len(r), err
@@ -83,6 +60,18 @@ func BenchmarkStatsQueries(b *testing.B) {
 			return len(r), err
 		}},
 	}
+	runQueryCases(b, n, cases)
+}
+
+// queryCase is one query of a benchmark; run returns the rows it read.
+type queryCase struct {
+	name string
+	run  func() (int, error)
+}
+
+// runQueryCases times each case as a sub-benchmark, reporting its rows
+// and the events per second of an n-event table.
+func runQueryCases(b *testing.B, n int, cases []queryCase) {
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
 			rows := 0
@@ -97,6 +86,34 @@ func BenchmarkStatsQueries(b *testing.B) {
 			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 		})
 	}
+}
+
+// openBenchEvents opens the database bench_stats_<n> of the query
+// benchmarks, filled with n generated events (BOUNCER_BENCH_EVENTS, default
+// ten million) from the returned time on; the store closes with b.
+func openBenchEvents(ctx context.Context, b *testing.B) (*Store, int, time.Time) {
+	n := 10_000_000
+	if v := os.Getenv("BOUNCER_BENCH_EVENTS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1000 {
+			b.Fatalf("BOUNCER_BENCH_EVENTS=%q: want a number of events, at least 1000", v)
+		}
+	}
+	addr := testenv.ClickHouse(b)
+	cfg := Config{Addr: []string{addr}, Database: fmt.Sprintf("bench_stats_%d", n)}
+	if _, err := Migrate(ctx, cfg); err != nil {
+		b.Fatal(err)
+	}
+	s, err := Open(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	from := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
+	if err := fillBenchEvents(ctx, b, s, n, from); err != nil {
+		b.Fatal(err)
+	}
+	return s, n, from
 }
 
 // fillBenchEvents makes the table hold n synthetic events, unless it
