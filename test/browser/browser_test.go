@@ -24,13 +24,20 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -38,6 +45,7 @@ import (
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/internal/testenv"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
+	"github.com/segmentio/kafka-go"
 )
 
 var repoRoot, binary string
@@ -342,6 +350,45 @@ func TestDashboard(t *testing.T) {
 	env := []string{"KAFKA_BROKERS=" + brokers, "CLICKHOUSE_ADDR=" + chAddr, "CLICKHOUSE_DATABASE=" + db,
 		"BOUNCER_TOPIC=" + topic, "BOUNCER_CHANGELOG_TOPIC=" + topic + ".changes", "BOUNCER_DLQ_TOPIC=" + topic + ".dlq"}
 	run(t, env, "", "migrate")
+	// Webhooks: subscriptions need a key to seal their secrets, and the
+	// receivers listen on loopback.
+	secretKey := lastLine(run(t, env, "", "secrets", "generate"))
+	prefix := topic + ".wh"
+	env = append(env, "BOUNCER_SECRET_KEY="+secretKey, "BOUNCER_WEBHOOK_ALLOW_NETS=127.0.0.1/32")
+	deleteTopicsAtEnd(t, brokers, prefix+".retry.1s", prefix+".retry.2s", prefix+".dlq")
+
+	key := strings.TrimSpace(lastLine(run(t, env, "", "keys", "create", "--account", "acme", "--name", "browser-test")))
+	if !strings.HasPrefix(key, "SG.") {
+		t.Fatalf("keys create printed %q", key)
+	}
+	readOnly := strings.TrimSpace(lastLine(run(t, env, "", "keys", "create", "--account", "acme", "--name", "read-only", "--scopes", "suppression.read")))
+	globexKey := strings.TrimSpace(lastLine(run(t, env, "", "keys", "create", "--account", "globex", "--name", "no-webhooks")))
+	addr := freeAddr(t)
+	start(t, "api", env, "api", "--listen", addr, "--check=false", "--publish-changes=false", "--rate-limit", "50")
+	base := "http://" + addr
+	waitFor(t, "bouncer api answering", 30*time.Second, func() (bool, error) {
+		res, err := http.Get(base + "/healthz")
+		if err != nil {
+			return false, err
+		}
+		res.Body.Close()
+		return res.StatusCode == 200, nil
+	})
+
+	// acme's webhooks, made through the API before any event flows: one
+	// receiver that takes everything, one answering 500 (its batches run
+	// out of retries and are given up), one answering 410 (disabled at
+	// once), and one switched off.
+	good, broken, gone := newReceiver(t, 200), newReceiver(t, 500), newReceiver(t, 410)
+	hooks := []hookSpec{
+		{Name: "Main receiver", URL: good.url(), Types: `"processed":true,"dropped":true,"delivered":true,"deferred":true,"bounce":true`, Enabled: true, State: "active"},
+		{Name: "Analytics (broken)", URL: broken.url(), Types: `"bounce":true,"deferred":true`, Enabled: true, State: "active"},
+		{Name: "Old CRM", URL: gone.url(), Types: `"dropped":true`, Enabled: true, State: "disabled", Reason: "410"},
+		{Name: "Paused", URL: good.url() + "/paused", Types: `"delivered":true`, Enabled: false, State: "off"},
+	}
+	for i := range hooks {
+		hooks[i].ID = createWebhook(t, base, key, hooks[i])
+	}
 
 	// The events, through the real pipeline.
 	today := time.Now().UTC().Truncate(24 * time.Hour)
@@ -353,7 +400,9 @@ func TestDashboard(t *testing.T) {
 		lines.WriteByte('\n')
 	}
 	run(t, env, lines.String(), "produce", "--quiet", "--file", "-")
-	start(t, "worker", env, "worker", "--group", topic+".sink", "--ops-addr", "")
+	start(t, "worker", append(env, "BOUNCER_WEBHOOK_TOPIC_PREFIX="+prefix, "BOUNCER_WEBHOOK_GROUP="+topic+".webhooks",
+		"BOUNCER_WEBHOOK_RETRY_SCHEDULE=1s,2s", "BOUNCER_WEBHOOK_REFRESH=200ms", "BOUNCER_WEBHOOK_BREAKER_OPEN=1s",
+		"BOUNCER_WEBHOOK_TIMEOUT=2s"), "worker", "--group", topic+".sink", "--ops-addr", "")
 	ctx := context.Background()
 	chCfg := clickhouse.Config{Addr: []string{chAddr}, Database: db}
 	if err := chCfg.Validate(); err != nil {
@@ -370,22 +419,63 @@ func TestDashboard(t *testing.T) {
 		return n == uint64(len(events)), fmt.Errorf("%d of %d events, %v", n, len(events), err)
 	})
 
-	key := strings.TrimSpace(lastLine(run(t, env, "", "keys", "create", "--account", "acme", "--name", "browser-test")))
-	if !strings.HasPrefix(key, "SG.") {
-		t.Fatalf("keys create printed %q", key)
+	// Webhook delivery settles: the good receiver has every acme event,
+	// the broken and gone endpoints' events are all in failed batches,
+	// and the delivery log stops growing.
+	wantGood, wantBroken, wantGone := map[string]bool{}, 0, 0
+	for _, e := range events {
+		if e.AccountID != "acme" {
+			continue
+		}
+		wantGood[e.SGEventID] = true
+		switch e.Event {
+		case "bounce", "deferred":
+			wantBroken++
+		case "dropped":
+			wantGone++
+		}
 	}
-	readOnly := strings.TrimSpace(lastLine(run(t, env, "", "keys", "create", "--account", "acme", "--name", "read-only", "--scopes", "suppression.read")))
-	addr := freeAddr(t)
-	start(t, "api", env, "api", "--listen", addr, "--check=false", "--publish-changes=false", "--rate-limit", "50")
-	base := "http://" + addr
-	waitFor(t, "bouncer api answering", 30*time.Second, func() (bool, error) {
-		res, err := http.Get(base + "/healthz")
-		if err != nil {
+	waitFor(t, "every acme event at the good receiver", 60*time.Second, func() (bool, error) {
+		got := good.accepted()
+		missing := 0
+		for id := range wantGood {
+			if !got[id] {
+				missing++
+			}
+		}
+		return missing == 0, fmt.Errorf("%d of %d events missing", missing, len(wantGood))
+	})
+	for _, w := range []struct {
+		id   string
+		want int
+	}{{hooks[1].ID, wantBroken}, {hooks[2].ID, wantGone}} {
+		waitFor(t, "failed batches holding every event of "+w.id, 60*time.Second, func() (bool, error) {
+			var n uint64
+			err := store.Conn().QueryRow(ctx, "SELECT sum(events) FROM (SELECT webhook_id, any(events) AS events FROM webhook_failed_batches "+
+				"WHERE account_id = 'acme' AND endpoint_id = ? GROUP BY webhook_id)", w.id).Scan(&n)
+			return n == uint64(w.want), fmt.Errorf("%d of %d events, %v", n, w.want, err)
+		})
+	}
+	var logRows, sameSince = uint64(0), time.Now()
+	waitFor(t, "the delivery log settled", 30*time.Second, func() (bool, error) {
+		var n uint64
+		if err := store.Conn().QueryRow(ctx, "SELECT count() FROM webhook_deliveries").Scan(&n); err != nil {
 			return false, err
 		}
-		res.Body.Close()
-		return res.StatusCode == 200, nil
+		if n != logRows {
+			logRows, sameSince = n, time.Now()
+		}
+		return n > 0 && time.Since(sameSince) > 3*time.Second, fmt.Errorf("%d rows", n)
 	})
+	for i := range hooks {
+		hooks[i].expectFrom(t, store)
+		t.Logf("webhook %s: %s, results %v, failed batches %d, circuit %v", hooks[i].Name, hooks[i].State, hooks[i].Results, hooks[i].Failed, hooks[i].Circuits)
+	}
+	if hooks[0].Results["ok"] == 0 || hooks[1].Results["http_error"] == 0 || hooks[1].Failed == 0 || hooks[2].Results["gone"] == 0 {
+		t.Fatalf("the receivers did not produce the deliveries the test needs: %+v", hooks)
+	}
+	// The broken receiver is fixed; the page replays one of its batches.
+	broken.status.Store(200)
 
 	// A hard-bounced address of acme to search for and delete, and another
 	// that must stay.
@@ -408,6 +498,7 @@ func TestDashboard(t *testing.T) {
 		"baseURL": base, "apiKey": key, "readOnlyKey": readOnly, "wrongKey": key[:len(key)-4] + "AAAA", "chromium": chromium,
 		"screenshots": os.Getenv("BROWSER_SCREENSHOTS"), "expect": x,
 		"victim": victim, "victimPrefix": strings.ToLower(victim[:strings.IndexByte(victim, '@')]),
+		"webhooks": hooks, "replayEndpoint": hooks[1].ID, "globexKey": globexKey,
 	}
 	cfgFile := filepath.Join(t.TempDir(), "config.json")
 	b, _ := json.Marshal(cfg)
@@ -422,6 +513,37 @@ func TestDashboard(t *testing.T) {
 	t.Logf("dashboard.mjs:\n%s", out.String())
 	if runErr != nil {
 		t.Fatalf("the browser part failed: %v", runErr)
+	}
+
+	// The replay went through the page: the batch has a replay id in
+	// ClickHouse, and the (now fixed) receiver got it under that id.
+	var replayIDs []string
+	rows, err := store.Conn().Query(ctx, "SELECT replay_id FROM (SELECT webhook_id, argMax(replay_id, version) AS replay_id "+
+		"FROM webhook_failed_batches WHERE account_id = 'acme' AND endpoint_id = ? GROUP BY webhook_id) WHERE replay_id != ''", hooks[1].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		replayIDs = append(replayIDs, id)
+	}
+	rows.Close()
+	if len(replayIDs) != 1 {
+		t.Errorf("replayed batches of %s in ClickHouse: %v, want the one replayed through the page", hooks[1].ID, replayIDs)
+	}
+	for _, id := range replayIDs {
+		waitFor(t, "the replayed batch "+id+" at the receiver", 30*time.Second, func() (bool, error) {
+			sts := broken.answersTo(id)
+			return len(sts) > 0 && sts[len(sts)-1] == 200, fmt.Errorf("answers to %s: %v", id, sts)
+		})
+		waitFor(t, "the replay's attempt in the delivery log", 30*time.Second, func() (bool, error) {
+			var n uint64
+			err := store.Conn().QueryRow(ctx, "SELECT count() FROM webhook_deliveries WHERE endpoint_id = ? AND webhook_id = ? AND result = 'ok'", hooks[1].ID, id).Scan(&n)
+			return n > 0, err
+		})
 	}
 
 	// The delete went through the page; ClickHouse must agree.
@@ -464,4 +586,154 @@ func lastLine(s string) string {
 		}
 	}
 	return last
+}
+
+// receiver is a loopback webhook endpoint answering status (changeable)
+// and remembering what it got.
+type receiver struct {
+	srv     *httptest.Server
+	status  atomic.Int32
+	mu      sync.Mutex
+	events  map[string]bool  // sg_event_ids of batches answered 2xx
+	answers map[string][]int // webhook-id -> statuses answered, in order
+}
+
+func newReceiver(t *testing.T, status int) *receiver {
+	rc := &receiver{events: map[string]bool{}, answers: map[string][]int{}}
+	rc.status.Store(int32(status))
+	rc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var batch []struct {
+			SGEventID string `json:"sg_event_id"`
+		}
+		err := json.NewDecoder(r.Body).Decode(&batch)
+		st := int(rc.status.Load())
+		if err != nil {
+			st = 400
+		}
+		rc.mu.Lock()
+		id := r.Header.Get("webhook-id")
+		rc.answers[id] = append(rc.answers[id], st)
+		if st/100 == 2 {
+			for _, e := range batch {
+				rc.events[e.SGEventID] = true
+			}
+		}
+		rc.mu.Unlock()
+		w.WriteHeader(st)
+	}))
+	t.Cleanup(rc.srv.Close)
+	return rc
+}
+
+func (rc *receiver) url() string { return rc.srv.URL }
+
+func (rc *receiver) accepted() map[string]bool {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return maps.Clone(rc.events)
+}
+
+func (rc *receiver) answersTo(webhookID string) []int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return slices.Clone(rc.answers[webhookID])
+}
+
+// hookSpec is a webhook the test makes and what the page must show of it,
+// read from ClickHouse (expectFrom), not through the API.
+type hookSpec struct {
+	ID, Name, URL string
+	Types         string `json:"-"`
+	Enabled       bool   `json:"-"`
+	// State is what the test's receivers make of it; Reason a part of
+	// the disabled reason.
+	State, Reason string
+	// Results counts delivery log rows by result.
+	Results                  map[string]int
+	LastSuccess, LastFailure int64
+	// Circuits are the breaker states logged at the newest row's second
+	// (several rows can share it); empty before any delivery.
+	Circuits []string
+	// Failed counts the batches given up.
+	Failed int
+}
+
+func createWebhook(t *testing.T, base, key string, h hookSpec) string {
+	t.Helper()
+	body := fmt.Sprintf(`{"enabled":%t,"url":%q,"friendly_name":%q,%s}`, h.Enabled, h.URL, h.Name, h.Types)
+	req, _ := http.NewRequest("POST", base+"/v3/user/webhooks/event/settings", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var out struct {
+		ID string `json:"id"`
+	}
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 201 || json.Unmarshal(b, &out) != nil || out.ID == "" {
+		t.Fatalf("create webhook %s: %d %s", h.Name, res.StatusCode, b)
+	}
+	return out.ID
+}
+
+// expectFrom reads what the page must show of h from ClickHouse.
+func (h *hookSpec) expectFrom(t *testing.T, store *clickhouse.Store) {
+	t.Helper()
+	ctx := context.Background()
+	conn := store.Conn()
+	h.Results = map[string]int{}
+	rows, err := conn.Query(ctx, "SELECT result, count() FROM webhook_deliveries WHERE account_id = 'acme' AND endpoint_id = ? GROUP BY result", h.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var result string
+		var n uint64
+		if err := rows.Scan(&result, &n); err != nil {
+			t.Fatal(err)
+		}
+		h.Results[result] = int(n)
+	}
+	rows.Close()
+	var ok, fail uint32
+	if err := conn.QueryRow(ctx, "SELECT toUInt32(maxIf(at, result = 'ok')), toUInt32(maxIf(at, result IN ('http_error', 'timeout', 'connection', 'gone'))) "+
+		"FROM webhook_deliveries WHERE account_id = 'acme' AND endpoint_id = ?", h.ID).Scan(&ok, &fail); err != nil {
+		t.Fatal(err)
+	}
+	h.LastSuccess, h.LastFailure = int64(ok), int64(fail)
+	h.Circuits = []string{}
+	if err := conn.QueryRow(ctx, "SELECT groupUniqArray(circuit) FROM webhook_deliveries WHERE account_id = 'acme' AND endpoint_id = ? AND circuit != '' "+
+		"AND at = (SELECT max(at) FROM webhook_deliveries WHERE account_id = 'acme' AND endpoint_id = ? AND circuit != '')", h.ID, h.ID).Scan(&h.Circuits); err != nil {
+		t.Fatal(err)
+	}
+	var failed uint64
+	if err := conn.QueryRow(ctx, "SELECT uniqExact(webhook_id) FROM webhook_failed_batches WHERE account_id = 'acme' AND endpoint_id = ?", h.ID).Scan(&failed); err != nil {
+		t.Fatal(err)
+	}
+	h.Failed = int(failed)
+}
+
+// deleteTopicsAtEnd deletes the webhook retry and dead-letter topics the
+// worker made (best effort).
+func deleteTopicsAtEnd(t *testing.T, brokers string, topics ...string) {
+	t.Cleanup(func() {
+		c, err := kafka.Dial("tcp", testenv.Brokers(brokers)[0])
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		ctrl, err := c.Controller()
+		if err != nil {
+			return
+		}
+		cc, err := kafka.Dial("tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port)))
+		if err != nil {
+			return
+		}
+		defer cc.Close()
+		cc.DeleteTopics(topics...)
+	})
 }

@@ -12,6 +12,7 @@ const { chromium } = require('playwright-core');
 
 const cfg = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const X = cfg.expect;
+X.hooks = Object.fromEntries(cfg.webhooks.map((h) => [h.ID, h]));
 const failures = [];
 let checks = 0;
 const check = (ok, msg) => { checks++; if (!ok) failures.push(msg); };
@@ -105,12 +106,29 @@ async function main() {
     eq(await value(page, `#reasons-table tr[data-reason="${code}"] td[data-metric="bounces"]`), r.bounces, `bounces of reason ${code}`);
     eq(await value(page, `#reasons-table tr[data-reason="${code}"] td[data-metric="blocks"]`), r.blocks, `blocks of reason ${code}`);
   }
+  await checkWebhooks(page);
   await shot('dashboard');
   for (const id of ['kpis', 'funnel', 'providers', 'domains', 'classifications', 'reasons', 'webhook-health']) {
     await shot(id, page.locator('#' + id));
   }
-  check(await page.isVisible('#webhook-health'), 'no webhook health section');
-  eq(await page.locator('#webhook-health table, #webhook-health canvas').count(), 0, 'made-up webhook data');
+
+  step('replay a failed batch of the broken webhook');
+  const failedRow = page.locator(`#failed-table tr[data-endpoint="${cfg.replayEndpoint}"][data-replayed-at="0"]`).first();
+  const batch = await failedRow.getAttribute('data-webhook-id');
+  await failedRow.locator('button.replay').click();
+  await page.waitForSelector('#confirm[open]');
+  check(/Send this batch again/.test(await page.textContent('#confirm-title')), `replay confirm: ${await page.textContent('#confirm-title')}`);
+  await shot('replay-confirm', page.locator('#confirm'));
+  await page.click('#confirm-ok');
+  const replayed = `#failed-table tr[data-webhook-id="${batch}"]:not([data-replayed-at="0"])`;
+  await page.waitForSelector(replayed, { timeout: 15000 });
+  const replayID = await page.getAttribute(replayed, 'data-replay-id');
+  check(/\S/.test(replayID || ''), `batch ${batch} replayed without a replay id`);
+  eq(await page.getAttribute('#webhook-note', 'data-replay-ids'), replayID, 'replay id in the note');
+  eq(await page.locator(`#webhooks-table tr[data-webhook="${cfg.replayEndpoint}"] td[data-metric="failed"]`).getAttribute('data-unreplayed'),
+    String(X.hooks[cfg.replayEndpoint].Failed - 1), 'unreplayed batches after the replay');
+  check(await page.isHidden('#banner'), `an error after the replay: ${await page.textContent('#banner')}`);
+  await shot('webhook-replayed', page.locator('#webhook-health'));
 
   step('by week');
   await setRange(page, X.Start, X.End, 'week');
@@ -176,7 +194,24 @@ async function main() {
   await page.waitForSelector('#banner:not([hidden])');
   check(/access forbidden.*suppression\.delete/.test(await page.textContent('#banner')), `deleting with a suppression.read key: ${await page.textContent('#banner')}`);
   eq(await page.locator(`#supp-table tr[data-email="${first}"]`).count(), 1, `${first} after a forbidden delete`);
+  check(/user\.webhooks\.event\.settings\.read/.test((await page.getAttribute('#webhook-health', 'data-error')) || ''),
+    'webhooks with a suppression.read key: no error naming user.webhooks.event.settings.read');
+  eq(await page.locator('#webhooks-table tr, #failed-table tr').count(), 0, 'webhook rows for a key that may not read webhooks');
+  check(await page.isHidden('#webhooks-empty'), 'the empty state shown to a key that may not read webhooks');
   await shot('read-only-key');
+  await page.click('#logout');
+  await page.waitForSelector('#login-view:not([hidden])');
+
+  step('log in as an account without webhooks');
+  await page.fill('#api-key', cfg.globexKey);
+  await page.click('#login-submit');
+  await page.waitForSelector('#dashboard[data-state="ready"]', { timeout: 30000 });
+  eq(await page.getAttribute('#webhook-health', 'data-state'), 'empty', 'webhook view of an account without webhooks');
+  check(await page.isVisible('#webhooks-empty'), 'no empty state for an account without webhooks');
+  check(/no event webhooks/.test(await page.textContent('#webhooks-empty')), `empty webhook view says: ${await page.textContent('#webhooks-empty')}`);
+  eq(await page.locator('#webhooks-table tr').count(), 0, 'webhook rows for an account without webhooks');
+  check(await page.isHidden('#failed-batches'), 'failed batches shown for an account without webhooks');
+  await shot('webhook-empty', page.locator('#webhook-health'));
   await page.click('#logout');
   await page.waitForSelector('#login-view:not([hidden])');
 
@@ -220,6 +255,40 @@ async function checkRates(page, view, want) {
     const rate = c.processed ? (c.bounces + c.blocks) / c.processed : null;
     if (rate !== null) {
       eq(await value(page, `#${view}-table tr[data-key="${key}"] td[data-metric="bounce_rate"]`), Number(rate.toFixed(4)), `${view} ${key} bounce rate`);
+    }
+  }
+}
+
+// checkWebhooks compares each webhook's row with what the test read from
+// ClickHouse (the delivery log and failed batches) and its receivers.
+async function checkWebhooks(page) {
+  const RESULTS = ['ok', 'http_error', 'timeout', 'connection', 'gone', 'parked', 'exhausted'];
+  eq(await page.getAttribute('#webhook-health', 'data-state'), 'ready', 'webhook view state');
+  eq(await page.locator('#webhooks-table tbody tr[data-webhook]').count(), cfg.webhooks.length, 'webhook rows');
+  for (const h of cfg.webhooks) {
+    const row = `#webhooks-table tr[data-webhook="${h.ID}"]`;
+    if ((await page.locator(row).count()) !== 1) { check(false, `no row for webhook ${h.Name}`); continue; }
+    check((await page.textContent(`${row} td.endpoint`)).includes(h.Name), `webhook ${h.ID} row does not name ${h.Name}`);
+    eq(await page.getAttribute(`${row} td[data-metric="state"]`, 'data-value'), h.State, `state of ${h.Name}`);
+    if (h.Reason) {
+      const reason = await page.getAttribute(`${row} [data-reason]`, 'data-reason');
+      check((reason || '').includes(h.Reason), `disabled reason of ${h.Name}: ${reason}, want it to mention ${h.Reason}`);
+    }
+    const circuit = await page.getAttribute(`${row} td[data-metric="circuit"]`, 'data-value');
+    check(h.Circuits.length ? h.Circuits.includes(circuit) : circuit === '', `circuit of ${h.Name}: ${circuit}, want one of ${JSON.stringify(h.Circuits)}`);
+    eq(await value(page, `${row} td[data-metric="last_success"]`), h.LastSuccess, `last success of ${h.Name}`);
+    eq(await value(page, `${row} td[data-metric="last_failure"]`), h.LastFailure, `last failure of ${h.Name}`);
+    let total = 0;
+    for (const r of RESULTS) {
+      total += h.Results[r] || 0;
+      eq(await value(page, `${row} td[data-metric="deliveries"] [data-result="${r}"]`), h.Results[r] || 0, `${r} attempts of ${h.Name}`);
+    }
+    eq(await value(page, `${row} td[data-metric="deliveries"]`), total, `attempts of ${h.Name}`);
+    eq(await page.getAttribute(`${row} td[data-metric="deliveries"]`, 'data-capped'), 'false', `attempts of ${h.Name} capped`);
+    eq(await value(page, `${row} td[data-metric="failed"]`), h.Failed, `failed batches of ${h.Name}`);
+    eq(await page.locator(`#failed-table tr[data-endpoint="${h.ID}"]`).count(), h.Failed, `failed batch rows of ${h.Name}`);
+    if (h.State !== 'active') {
+      eq(await page.locator(`#failed-table tr[data-endpoint="${h.ID}"] button.replay:enabled`).count(), 0, `replay buttons enabled for the ${h.State} ${h.Name}`);
     }
   }
 }

@@ -116,7 +116,7 @@ function loggedOut(message) {
   $('#search').value = '';
   document.querySelectorAll('#list-tabs button').forEach((x) => x.setAttribute('aria-selected', String(x.dataset.list === 'bounces')));
   $('#banner').hidden = true;
-  for (const v of ['#kpis', '#funnel', '#providers', '#domains', '#classifications', '#reasons', '#suppressions']) clearView(v);
+  for (const v of ['#kpis', '#funnel', '#providers', '#domains', '#classifications', '#reasons', '#suppressions', '#webhook-health']) clearView(v);
   show('login');
   const err = $('#login-error');
   err.hidden = !message;
@@ -414,11 +414,7 @@ async function loadList() {
 }
 
 function confirmDelete(email) {
-  const dlg = $('#confirm');
-  $('#confirm-text').textContent = `${email} will be removed from ${state.list.replace('_', ' ')}.`;
-  dlg.returnValue = '';
-  dlg.onclose = async () => {
-    if (dlg.returnValue !== 'ok') return;
+  confirmAction('Remove from the list?', `${email} will be removed from ${state.list.replace('_', ' ')}.`, 'Remove', async () => {
     const path = state.list === 'unsubscribes'
       ? `/v3/asm/suppressions/global/${encodeURIComponent(email)}`
       : `/v3/suppression/${state.list}/${encodeURIComponent(email)}`;
@@ -432,8 +428,174 @@ function confirmDelete(email) {
       }
       failed(e);
     }
-  };
+  });
+}
+
+// confirmAction asks first (the #confirm dialog) and runs action on OK.
+// danger styles the OK button as destructive.
+function confirmAction(title, text, okLabel, action, danger = true) {
+  const dlg = $('#confirm');
+  $('#confirm-title').textContent = title;
+  $('#confirm-text').textContent = text;
+  $('#confirm-ok').textContent = okLabel;
+  $('#confirm-ok').className = danger ? 'danger' : 'primary';
+  dlg.returnValue = '';
+  dlg.onclose = () => { if (dlg.returnValue === 'ok') action(); };
   dlg.showModal();
+}
+
+// ---------------------------------------------------------------------------
+// Webhook delivery health
+
+// The delivery log's results, as GET /bouncer/v1/webhooks/{id}/deliveries
+// names them: attempts (ok, and four kinds of failure) and what delivery
+// did with a batch (parked in a retry tier, given up).
+const RESULTS = [
+  ['ok', 'delivered', '#12b76a'], ['http_error', 'HTTP error', '#f04438'], ['timeout', 'timeout', '#f79009'],
+  ['connection', 'connection', '#fdb022'], ['gone', '410 Gone', '#9e77ed'], ['parked', 'parked', '#98a2b3'],
+  ['exhausted', 'given up', '#475467'],
+];
+const DELIVERY_ROWS = 500; // the most one /deliveries request returns
+const SCOPE_WEBHOOK_UPDATE = 'user.webhooks.event.settings.update';
+
+const dayStart = (day) => Date.parse(day + 'T00:00:00Z') / 1000;
+const when = (unix) => (unix ? new Date(unix * 1000).toISOString().slice(0, 16).replace('T', ' ') : 'never');
+const hookPath = (id) => `/bouncer/v1/webhooks/${encodeURIComponent(id)}`;
+
+// timeCell is a time cell: unix seconds in data-value (0: never).
+function timeCell(metric, unix) {
+  return el('td', { class: 'when', 'data-metric': metric, 'data-value': String(unix), text: when(unix) });
+}
+
+// loadWebhooks reads every subscription of the account, then for each its
+// delivery state, its newest delivery log rows and its failed batches. The
+// attempts and failed batches count those in the range; the state, circuit
+// and last success and failure are the endpoint's, whenever they happened.
+async function loadWebhooks(r) {
+  const from = dayStart(r.start_date);
+  const to = dayStart(r.end_date) + 86400;
+  const list = await api('GET', '/v3/user/webhooks/event/settings/all');
+  const hooks = [];
+  for (const w of list.webhooks) {
+    const st = await api('GET', hookPath(w.id) + '/state');
+    const ds = (await api('GET', hookPath(w.id) + '/deliveries?' + query({ limit: DELIVERY_ROWS }))).result;
+    const fs = (await api('GET', hookPath(w.id) + '/failed?' + query({ since: from, limit: 500 }))).result.filter((f) => f.failed_at < to);
+    const counts = Object.fromEntries(RESULTS.map(([k]) => [k, 0]));
+    for (const d of ds) if (d.at >= from && d.at < to) counts[d.result] = (counts[d.result] || 0) + 1;
+    // The route gives the newest rows only: when it gave all it may and
+    // the oldest is still in the range, older attempts are not counted.
+    const capped = ds.length === DELIVERY_ROWS && ds[ds.length - 1].at >= from;
+    hooks.push({ w, st, counts, capped, failed: fs });
+  }
+  renderWebhooks(hooks, r);
+}
+
+function renderWebhooks(hooks, r) {
+  const view = $('#webhook-health');
+  table('#webhooks-table', ['Webhook', 'State', 'Circuit', 'Last success', 'Last failure', 'Attempts in the range', '#Failed batches', ''],
+    hooks.map(({ w, st, counts, capped, failed: fs }) => {
+      const name = w.friendly_name || '(no name)';
+      const total = Object.values(counts).reduce((a, b) => a + b, 0);
+      const bar = el('div', { class: 'stackbar' });
+      const chips = el('div', { class: 'chips' });
+      for (const [k, text, color] of RESULTS) {
+        if (counts[k]) {
+          const seg = el('span', { title: `${text}: ${fmt.format(counts[k])}` });
+          seg.style.width = `${(100 * counts[k]) / total}%`;
+          seg.style.background = color;
+          bar.append(seg);
+        }
+        const chip = el('span', { class: 'chip' + (counts[k] ? '' : ' zero'), 'data-result': k, 'data-value': String(counts[k]) },
+          el('i', { class: 'dot' }), `${text} ${fmt.format(counts[k])}`);
+        chip.firstChild.style.background = color;
+        chips.append(chip);
+      }
+      const attempts = el('td', { class: 'attempts', 'data-metric': 'deliveries', 'data-value': String(total), 'data-capped': String(capped) },
+        total ? bar : el('span', { class: 'muted', text: 'none' }), chips);
+      if (capped) attempts.append(el('div', { class: 'muted small-note', text: `the newest ${DELIVERY_ROWS} attempts only` }));
+      const stateCell = el('td', { 'data-metric': 'state', 'data-value': st.state },
+        el('span', { class: `pill state-${st.state}`, text: st.state }));
+      if (st.state === 'disabled') {
+        stateCell.append(el('div', { class: 'reason-text', 'data-reason': st.disabled_reason, text: `${st.disabled_reason} (since ${when(st.disabled_at)})` }));
+      } else if (st.state === 'off') {
+        stateCell.append(el('div', { class: 'reason-text muted', text: 'switched off in its settings' }));
+      }
+      const open = fs.filter((f) => !f.replayed_at);
+      const failedCell = num('failed', fs.length);
+      failedCell.dataset.unreplayed = String(open.length);
+      if (open.length !== fs.length) failedCell.append(el('div', { class: 'muted small-note', text: `${fmt.format(fs.length - open.length)} replayed` }));
+      const actions = el('td', { class: 'actions' });
+      if (open.length) {
+        const all = el('button', { type: 'button', class: 'small replay-all', text: 'Replay all' });
+        all.addEventListener('click', () => confirmAction('Send the failed batches again?',
+          `The ${open.length} batches given up since ${r.start_date} go to ${w.url} again, each under a new webhook-id.`, 'Replay',
+          () => replay(w, hookPath(w.id) + '/replay', { since: dayStart(r.start_date) }), false));
+        if (st.state !== 'active') blockReplay(all, st.state);
+        actions.append(all);
+      }
+      return el('tr', { 'data-webhook': w.id, 'data-circuit': st.circuit },
+        el('td', { class: 'endpoint' }, el('div', { class: 'hook-name', text: name }), el('div', { class: 'hook-url', text: w.url, title: w.url })),
+        stateCell,
+        el('td', { 'data-metric': 'circuit', 'data-value': st.circuit }, el('span', { class: `pill circuit-${st.circuit || 'none'}`, text: st.circuit || 'none yet' })),
+        timeCell('last_success', st.last_success), timeCell('last_failure', st.last_failure),
+        attempts, failedCell, actions);
+    }),
+    '');
+  if (!hooks.length) $('#webhooks-table').replaceChildren();
+  $('#webhooks-empty').hidden = hooks.length > 0;
+
+  const rows = [];
+  const states = Object.fromEntries(hooks.map((h) => [h.w.id, h.st.state]));
+  for (const { w, failed: fs } of hooks) {
+    for (const f of fs) {
+      const btn = el('button', { type: 'button', class: 'small replay', text: f.replayed_at ? 'Replay again' : 'Replay' });
+      btn.addEventListener('click', () => confirmAction('Send this batch again?',
+        `The ${f.events} events of batch ${f.webhook_id} go to ${w.url} again, under a new webhook-id.`, 'Replay',
+        () => replay(w, `${hookPath(w.id)}/failed/${encodeURIComponent(f.webhook_id)}/replay`), false));
+      if (states[w.id] !== 'active') blockReplay(btn, states[w.id]);
+      rows.push(el('tr', { 'data-endpoint': w.id, 'data-webhook-id': f.webhook_id, 'data-replayed-at': String(f.replayed_at), 'data-replay-id': f.replay_id },
+        el('td', { text: w.friendly_name || w.url }), el('td', { class: 'when', text: when(f.failed_at) }),
+        el('td', { class: 'example', text: f.reason + (f.last_error ? `: ${f.last_error}` : ''), title: f.last_error }),
+        num('attempts', f.attempts), num('last_status', f.last_status, f.last_status ? String(f.last_status) : '–'), num('events', f.events),
+        f.replayed_at
+          ? el('td', { class: 'when' }, el('div', { text: when(f.replayed_at) }), el('div', { class: 'replay-id', text: f.replay_id, title: 'the webhook-id it went out under' }))
+          : el('td', { class: 'when', text: '–' }),
+        el('td', { class: 'actions' }, btn)));
+    }
+  }
+  $('#failed-batches').hidden = rows.length === 0;
+  table('#failed-table', ['Webhook', 'Failed (UTC)', 'Reason', '#Attempts', '#Last status', '#Events', 'Replayed (UTC)', ''], rows, '');
+  view.dataset.state = hooks.length ? 'ready' : 'empty';
+  view.dataset.webhooks = String(hooks.length);
+}
+
+// blockReplay disables a replay button of a webhook that is not active:
+// delivery would give the batch up again at once.
+function blockReplay(btn, st) {
+  btn.disabled = true;
+  btn.title = st === 'off'
+    ? 'This webhook is switched off: turn it on (PATCH /v3/user/webhooks/event/settings/{id} with "enabled": true), then replay.'
+    : 'Delivery disabled this webhook: fix the receiver, re-enable it (PATCH /v3/user/webhooks/event/settings/{id} with "enabled": true), then replay.';
+}
+
+// replay posts a replay (with the session's CSRF token) and reloads the view.
+async function replay(w, path, body) {
+  const view = $('#webhook-health');
+  view.dataset.state = 'replaying';
+  try {
+    const res = await api('POST', path, body);
+    const note = $('#webhook-note') || el('p', { id: 'webhook-note', class: 'banner ok', role: 'status' });
+    note.textContent = `${res.replayed} batch${res.replayed === 1 ? '' : 'es'} queued for ${w.friendly_name || w.url}` +
+      (res.result.length ? ` under ${res.result.map((x) => x.replay_id).join(', ')}` : '') + ': a worker sends them within seconds.';
+    note.dataset.replayed = String(res.replayed);
+    note.dataset.replayIds = res.result.map((x) => x.replay_id).join(' ');
+    view.querySelector(':scope > .card-head').after(note);
+    await loadWebhooks(range());
+  } catch (e) {
+    if (e.status === 403) e.message = `Your API key may not replay batches (${e.message}): it needs the scope ${SCOPE_WEBHOOK_UPDATE}.`;
+    view.dataset.state = 'ready';
+    failed(e);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -449,7 +611,7 @@ async function loadAll() {
     return;
   }
   const load = ++state.loads;
-  // In sequence: a dashboard load is seven requests, and the key's rate
+  // In sequence: a dashboard load is seven requests and three per webhook, and the key's rate
   // limit (10 a second by default) is shared with its other users.
   const steps = [
     // [views, load, the scope of the route it reads]
@@ -459,6 +621,7 @@ async function loadAll() {
     [['#classifications'], () => loadClasses(r, by), 'suppression.read'],
     [['#reasons'], () => loadReasons(r), 'stats.read'],
     [['#suppressions'], () => loadList(), 'suppression.read'],
+    [['#webhook-health'], () => loadWebhooks(r), 'user.webhooks.event.settings.read'],
   ];
   // Each view is dimmed until its own numbers are in.
   for (const [views] of steps) views.forEach((v) => $(v).classList.add('stale'));
@@ -496,6 +659,13 @@ function clearView(sel) {
   });
   view.querySelectorAll('table').forEach((t) => t.replaceChildren());
   if (sel === '#kpis') view.replaceChildren();
+  if (sel === '#webhook-health') {
+    $('#failed-batches').hidden = true;
+    $('#webhooks-empty').hidden = true;
+    if ($('#webhook-note')) $('#webhook-note').remove();
+    delete view.dataset.webhooks;
+    view.dataset.state = 'loading';
+  }
 }
 
 // viewError shows (or, with '', clears) an error inside a view; a view in
