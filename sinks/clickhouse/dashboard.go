@@ -46,7 +46,8 @@ type DomainCounts struct {
 // [from, to), most first.
 func (s *Store) TopDomains(ctx context.Context, account string, from, to time.Time, limit int) ([]DomainCounts, error) {
 	q := qDashboardDomains
-	rows, err := s.conn.Query(ctx, q.SQL, account, unixSeconds(from), unixSeconds(to), limit)
+	f, t := unixSeconds(from), unixSeconds(to)
+	rows, err := s.conn.Query(ctx, q.SQL, account, f, t, account, f, t, limit, limit)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", q.Name, err)
 	}
