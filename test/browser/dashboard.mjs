@@ -202,6 +202,21 @@ async function main() {
   await page.click('#logout');
   await page.waitForSelector('#login-view:not([hidden])');
 
+  step('log in with a key that may read webhooks but not replay');
+  await page.fill('#api-key', cfg.hooksReadOnlyKey);
+  await page.click('#login-submit');
+  await page.waitForSelector('#dashboard[data-state="partial"]', { timeout: 30000 });
+  eq(await page.locator('#webhooks-table tbody tr[data-webhook]').count(), cfg.webhooks.length, 'webhook rows for a key with the read scope');
+  const notYet = page.locator(`#failed-table tr[data-endpoint="${cfg.replayEndpoint}"][data-replayed-at="0"]`).first();
+  const notYetID = await notYet.getAttribute('data-webhook-id');
+  await notYet.locator('button.replay').click();
+  await page.click('#confirm-ok');
+  await page.waitForSelector('#banner:not([hidden])');
+  check(/user\.webhooks\.event\.settings\.update/.test(await page.textContent('#banner')), `replay with a read-only webhooks key: ${await page.textContent('#banner')}`);
+  eq(await page.getAttribute(`#failed-table tr[data-webhook-id="${notYetID}"]`, 'data-replayed-at'), '0', `batch ${notYetID} after a forbidden replay`);
+  await page.click('#logout');
+  await page.waitForSelector('#login-view:not([hidden])');
+
   step('log in as an account without webhooks');
   await page.fill('#api-key', cfg.globexKey);
   await page.click('#login-submit');
@@ -286,6 +301,7 @@ async function checkWebhooks(page) {
     eq(await value(page, `${row} td[data-metric="deliveries"]`), total, `attempts of ${h.Name}`);
     eq(await page.getAttribute(`${row} td[data-metric="deliveries"]`, 'data-capped'), 'false', `attempts of ${h.Name} capped`);
     eq(await value(page, `${row} td[data-metric="failed"]`), h.Failed, `failed batches of ${h.Name}`);
+    eq(await page.getAttribute(`${row} td[data-metric="failed"]`, 'data-capped'), 'false', `failed batches of ${h.Name} capped`);
     eq(await page.locator(`#failed-table tr[data-endpoint="${h.ID}"]`).count(), h.Failed, `failed batch rows of ${h.Name}`);
     if (h.State !== 'active') {
       eq(await page.locator(`#failed-table tr[data-endpoint="${h.ID}"] button.replay:enabled`).count(), 0, `replay buttons enabled for the ${h.State} ${h.Name}`);

@@ -456,6 +456,7 @@ const RESULTS = [
   ['exhausted', 'given up', '#475467'],
 ];
 const DELIVERY_ROWS = 500; // the most one /deliveries request returns
+const FAILED_ROWS = 500; // and one /failed request
 const SCOPE_WEBHOOK_UPDATE = 'user.webhooks.event.settings.update';
 
 const dayStart = (day) => Date.parse(day + 'T00:00:00Z') / 1000;
@@ -479,13 +480,15 @@ async function loadWebhooks(r) {
   for (const w of list.webhooks) {
     const st = await api('GET', hookPath(w.id) + '/state');
     const ds = (await api('GET', hookPath(w.id) + '/deliveries?' + query({ limit: DELIVERY_ROWS }))).result;
-    const fs = (await api('GET', hookPath(w.id) + '/failed?' + query({ since: from, limit: 500 }))).result.filter((f) => f.failed_at < to);
+    const all = (await api('GET', hookPath(w.id) + '/failed?' + query({ since: from, limit: FAILED_ROWS }))).result;
+    const fs = all.filter((f) => f.failed_at < to);
+    const failedCapped = all.length === FAILED_ROWS;
     const counts = Object.fromEntries(RESULTS.map(([k]) => [k, 0]));
     for (const d of ds) if (d.at >= from && d.at < to) counts[d.result] = (counts[d.result] || 0) + 1;
     // The route gives the newest rows only: when it gave all it may and
     // the oldest is still in the range, older attempts are not counted.
     const capped = ds.length === DELIVERY_ROWS && ds[ds.length - 1].at >= from;
-    hooks.push({ w, st, counts, capped, failed: fs });
+    hooks.push({ w, st, counts, capped, failed: fs, failedCapped });
   }
   renderWebhooks(hooks, r);
 }
@@ -493,7 +496,7 @@ async function loadWebhooks(r) {
 function renderWebhooks(hooks, r) {
   const view = $('#webhook-health');
   table('#webhooks-table', ['Webhook', 'State', 'Circuit', 'Last success', 'Last failure', 'Attempts in the range', '#Failed batches', ''],
-    hooks.map(({ w, st, counts, capped, failed: fs }) => {
+    hooks.map(({ w, st, counts, capped, failed: fs, failedCapped }) => {
       const name = w.friendly_name || '(no name)';
       const total = Object.values(counts).reduce((a, b) => a + b, 0);
       const bar = el('div', { class: 'stackbar' });
@@ -523,12 +526,16 @@ function renderWebhooks(hooks, r) {
       const open = fs.filter((f) => !f.replayed_at);
       const failedCell = num('failed', fs.length);
       failedCell.dataset.unreplayed = String(open.length);
+      failedCell.dataset.capped = String(failedCapped);
+      if (failedCapped) failedCell.append(el('div', { class: 'muted small-note', text: `the oldest ${FAILED_ROWS} only` }));
       if (open.length !== fs.length) failedCell.append(el('div', { class: 'muted small-note', text: `${fmt.format(fs.length - open.length)} replayed` }));
       const actions = el('td', { class: 'actions' });
       if (open.length) {
         const all = el('button', { type: 'button', class: 'small replay-all', text: 'Replay all' });
         all.addEventListener('click', () => confirmAction('Send the failed batches again?',
-          `The ${open.length} batches given up since ${r.start_date} go to ${w.url} again, each under a new webhook-id.`, 'Replay',
+          `Every batch given up since ${r.start_date} goes to ${w.url} again, each under a new webhook-id: ` +
+          `${fs.length} in the range shown` + (open.length < fs.length ? `, ${fs.length - open.length} of them replayed before` : '') +
+          (r.end_date < isoDay(new Date()) ? ', and any given up after it.' : '.'), 'Replay',
           () => replay(w, hookPath(w.id) + '/replay', { since: dayStart(r.start_date) }), false));
         if (st.state !== 'active') blockReplay(all, st.state);
         actions.append(all);
