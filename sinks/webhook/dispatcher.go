@@ -419,21 +419,25 @@ func (d *Dispatcher) shadow(j *job, start time.Time) {
 		return // the last attempt: wait for it
 	}
 	due = later(due, start.Add(d.cfg.AttemptTimeout+time.Second))
+	// Marking the job shadowed and moving its waiters to the copy is one
+	// step (d.mu, then j.mu, the usual order): an attempt that ends in
+	// between must not hand the waiters a success the copy has not earned.
+	d.mu.Lock()
 	j.mu.Lock()
 	if j.attemptDone || j.shadowed {
 		j.mu.Unlock()
+		d.mu.Unlock()
 		return
 	}
 	j.shadowed = true
+	ws := j.waiters
+	j.waiters = nil
 	j.mu.Unlock()
+	d.mu.Unlock()
 	cp := *j.b
 	cp.Tier, cp.Due = tier, due
 	cp.LastError = "attempt still running after " + d.cfg.SlowAfter.String()
-	d.mu.Lock()
-	sj := &job{b: &cp, waiters: j.waiters}
-	j.waiters = nil
-	d.mu.Unlock()
-	d.park(sj)
+	d.park(&job{b: &cp, waiters: ws})
 }
 
 func later(a, b time.Time) time.Time {

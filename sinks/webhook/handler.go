@@ -259,6 +259,13 @@ func (d *Dispatcher) Redeliver(ctx context.Context, batches []*Batch) error {
 			d.park(j)
 			continue
 		}
+		if ep.AccountID != b.AccountID {
+			// Only a hand-made retry message gets here: never send one
+			// account's events to another account's endpoint.
+			j.b.Reason = "batch account does not own the endpoint"
+			d.park(j)
+			continue
+		}
 		l := d.lane(ep)
 		if !l.addBatch(j) {
 			l.parkUntried(j)
