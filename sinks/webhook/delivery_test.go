@@ -603,38 +603,58 @@ func (h fixedHealth) FailingSince(context.Context, string, string) (time.Time, e
 
 // TestFailingSinceSurvivesRestart: the disable-after clock starts where the
 // delivery log says the failures began, not when this process started.
+// TestFailingSinceSurvivesRestart: a new lane reads when its endpoint
+// started failing from the delivery log, so a restart does not reset the
+// clock; a change to the subscription after that (a re-enable) does.
 func TestFailingSinceSurvivesRestart(t *testing.T) {
-	fl := &flight{now: map[string]int{}}
-	rc := &receiver{name: "500", flight: fl, answer: func(int) (int, string) { return 500, "" }, t: t,
-		got: map[string]int{}, statuses: map[string][]int{}}
-	rc.start(t, "127.0.0.1:0")
-	reg := &memRegistry{eps: []webhook.Endpoint{{ID: "ep", AccountID: "acct", URL: "http://" + rc.addr + "/",
-		Enabled: true, Events: map[string]bool{"delivered": true}}}}
-	parker := &memParker{}
 	began := time.Now().Add(-2 * time.Hour)
-	d, err := webhook.New(webhook.Config{Registry: reg, Client: &http.Client{}, Sign: sign.SetHeaders, Parker: parker,
-		Health: fixedHealth(began), DisableAfter: time.Hour, RefreshEvery: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	go d.Run(ctx)
-	for !d.Ready() {
-		time.Sleep(10 * time.Millisecond)
-	}
-	b := &webhook.Batch{WebhookID: webhook.NewWebhookID(), EndpointID: "ep", AccountID: "acct", Attempts: 1,
-		Events: []json.RawMessage{json.RawMessage(`{"event":"delivered","sg_event_id":"x"}`)}}
-	// The lane's history is read when the lane starts; give it a moment.
-	if err := d.Redeliver(ctx, []*webhook.Batch{{WebhookID: webhook.NewWebhookID(), EndpointID: "ep", AccountID: "acct",
-		Events: []json.RawMessage{json.RawMessage(`{}`)}}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Redeliver(ctx, []*webhook.Batch{b}); err != nil {
-		t.Fatal(err)
-	}
-	ep := reg.get("ep")
-	if ep.DisabledAt.IsZero() || !strings.Contains(ep.DisabledReason, began.UTC().Format(time.RFC3339)) {
-		t.Errorf("disabled at %v, reason %q: want disabled as failing since %v", ep.DisabledAt, ep.DisabledReason, began.UTC().Format(time.RFC3339))
+	for _, tc := range []struct {
+		name         string
+		updated      time.Time
+		wantDisabled bool
+	}{
+		{"failing for two hours", time.Time{}, true},
+		{"re-enabled a minute ago", time.Now().Add(-time.Minute), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fl := &flight{now: map[string]int{}}
+			rc := &receiver{name: "500", flight: fl, answer: func(int) (int, string) { return 500, "" }, t: t,
+				got: map[string]int{}, statuses: map[string][]int{}}
+			rc.start(t, "127.0.0.1:0")
+			reg := &memRegistry{eps: []webhook.Endpoint{{ID: "ep", AccountID: "acct", URL: "http://" + rc.addr + "/",
+				Enabled: true, Events: map[string]bool{"delivered": true}, UpdatedAt: tc.updated}}}
+			parker := &memParker{}
+			d, err := webhook.New(webhook.Config{Registry: reg, Client: &http.Client{}, Sign: sign.SetHeaders, Parker: parker,
+				Health: fixedHealth(began), DisableAfter: time.Hour, RefreshEvery: 50 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			go d.Run(ctx)
+			for !d.Ready() {
+				time.Sleep(10 * time.Millisecond)
+			}
+			b := &webhook.Batch{WebhookID: webhook.NewWebhookID(), EndpointID: "ep", AccountID: "acct", Attempts: 1,
+				Events: []json.RawMessage{json.RawMessage(`{"event":"delivered","sg_event_id":"x"}`)}}
+			// The lane's history is read when the lane starts; give it a moment.
+			if err := d.Redeliver(ctx, []*webhook.Batch{{WebhookID: webhook.NewWebhookID(), EndpointID: "ep", AccountID: "acct",
+				Events: []json.RawMessage{json.RawMessage(`{}`)}}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Redeliver(ctx, []*webhook.Batch{b}); err != nil {
+				t.Fatal(err)
+			}
+			ep := reg.get("ep")
+			if !tc.wantDisabled {
+				if !ep.DisabledAt.IsZero() {
+					t.Errorf("disabled (%q) by a failure right after it was re-enabled", ep.DisabledReason)
+				}
+				return
+			}
+			if ep.DisabledAt.IsZero() || !strings.Contains(ep.DisabledReason, began.UTC().Format(time.RFC3339)) {
+				t.Errorf("disabled at %v, reason %q: want disabled as failing since %v", ep.DisabledAt, ep.DisabledReason, began.UTC().Format(time.RFC3339))
+			}
+		})
 	}
 }

@@ -87,6 +87,12 @@ func (l *lane) update(ep *Endpoint) *Endpoint {
 			ep = &cp
 		}
 	}
+	// A change to the subscription (re-enabled, new URL) restarts its
+	// failing-since clock on every worker, not only on the one that
+	// disabled it.
+	if !l.failingSince.IsZero() && ep.UpdatedAt.After(l.failingSince) {
+		l.failingSince = ep.UpdatedAt
+	}
 	l.ep.Store(ep)
 	return ep
 }
@@ -448,6 +454,9 @@ func (l *lane) seed(ctx context.Context, ep *Endpoint) {
 	}
 	if since.IsZero() {
 		return
+	}
+	if ep.UpdatedAt.After(since) {
+		since = ep.UpdatedAt // failures before the last change do not count
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
