@@ -191,6 +191,11 @@ func checkCreated(t time.Time, v string) (time.Time, error) {
 	if t.Unix() <= 0 || t.Unix() > int64(^uint32(0)) {
 		return time.Time{}, fmt.Errorf("%q: out of range (1970 to 2106)", v)
 	}
+	// An entry dated in the future would outlive every delete made before
+	// that date (order is by event time), so it is refused.
+	if t.After(time.Now().Add(24 * time.Hour)) {
+		return time.Time{}, fmt.Errorf("%q: in the future; want the time the address was added", v)
+	}
 	return t, nil
 }
 
