@@ -41,9 +41,8 @@ type GroupConfig struct {
 	// RetryMax is the longest pause between retries of a failed batch;
 	// default 10s (starting at 100ms, with jitter).
 	RetryMax time.Duration
-	// HandleTimeout bounds one Handle call (for a Stager: one batch, from
-	// Stage to done) after the partition was revoked or shutdown began;
-	// default 45s. Keep it below RebalanceTimeout.
+	// HandleTimeout bounds one Handle call after the partition was revoked
+	// or shutdown began; default 45s. Keep it below RebalanceTimeout.
 	HandleTimeout time.Duration
 	// MaxStaged bounds the batches of one partition a Stager holds at once
 	// (staged, not yet committed); default 16. MaxStagedBytes bounds their

@@ -145,20 +145,16 @@ func startBench(b *testing.B, endpoints, hanging, preload int) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	// The dispatcher outlives the groups, as in the worker: a tier
-	// consumer's batches still on their way are finished before it stops.
-	dctx, stopDispatcher := context.WithCancel(context.Background())
-	dispatched := make(chan struct{})
-	go func() { defer close(dispatched); d.Run(dctx) }()
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
+	go func() { defer wg.Done(); d.Run(ctx) }()
 	go func() { defer wg.Done(); g.Run(ctx) }()
 	go func() {
 		defer wg.Done()
 		kafkatier.RunTiers(ctx, kafkatier.TierConfig{Conn: conn, Topics: topics, Group: topic + ".webhooks"}, d)
 	}()
 	env.ready = g.Ready()
-	env.stop = func() { cancel(); wg.Wait(); stopDispatcher(); <-dispatched; parker.Close() }
+	env.stop = func() { cancel(); wg.Wait(); parker.Close() }
 	return env
 }
 
