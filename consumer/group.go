@@ -44,15 +44,8 @@ type GroupConfig struct {
 	// HandleTimeout bounds one Handle call after the partition was revoked
 	// or shutdown began; default 45s. Keep it below RebalanceTimeout.
 	HandleTimeout time.Duration
-	// MaxStaged bounds the batches of one partition a Stager holds at once
-	// (staged, not yet committed); default 16. MaxStagedBytes bounds their
-	// message bytes (a single larger batch is still staged alone); default
-	// twice MaxBatchBytes. MaxStaged 1 drives a Stager one batch at a time
-	// through Handle, like any other handler.
-	MaxStaged      int
-	MaxStagedBytes int
-	Logger         *slog.Logger
-	Metrics        *Metrics
+	Logger        *slog.Logger
+	Metrics       *Metrics
 }
 
 // Validate fills defaults and reports the first bad field.
@@ -85,8 +78,6 @@ func (c *GroupConfig) Validate() error {
 	defd(&c.HeartbeatInterval, 3*time.Second)
 	defd(&c.RetryMax, 10*time.Second)
 	defd(&c.HandleTimeout, 45*time.Second)
-	def(&c.MaxStaged, 16)
-	def(&c.MaxStagedBytes, 2*c.MaxBatchBytes)
 	if c.HandleTimeout >= c.RebalanceTimeout {
 		return fmt.Errorf("consumer: handle timeout %s must be below the rebalance timeout %s", c.HandleTimeout, c.RebalanceTimeout)
 	}
@@ -127,24 +118,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(m.lag, m.retries, m.commitErr, m.assigned)
 	}
 	return m
-}
-
-// Stager is a BatchHandler that can take the next batch of a partition
-// while earlier ones are still being handled, so one slow delivery does
-// not stop the partition. Stage takes msgs (it may wait for room in the
-// handler's own bounded queues, until ctx ends) and returns done, which
-// blocks until every message is handled (nil) or fails, or ctx ends. After
-// an error from either, the group stages the same messages again.
-//
-// The group keeps fetching and staging while fewer than MaxStaged batches
-// (and MaxStagedBytes) of the partition are staged and not committed, and
-// commits in offset order: a batch's offsets once it and every earlier
-// batch are done. A crash or a revocation redelivers what was staged and
-// not committed, as with Handle. A Stager's Handle is used only when
-// MaxStaged is 1.
-type Stager interface {
-	pipeline.BatchHandler
-	Stage(ctx context.Context, topic string, partition int, msgs []pipeline.Message) (done func(context.Context) error, err error)
 }
 
 // Group runs one consumer group member.
@@ -256,12 +229,8 @@ func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, pa
 	}
 	log.Info("partition assigned", "committed", committed, "resume", next, "start", start)
 
-	lag := g.cfg.Metrics.lag.WithLabelValues(g.cfg.GroupID, topic, fmt.Sprint(partition))
-	if st, ok := g.handler.(Stager); ok && g.cfg.MaxStaged > 1 {
-		g.staged(ctx, genCtx, gen, st, r, partition, log, lag)
-		return
-	}
 	batch := make([]pipeline.Message, 0, 256)
+	lag := g.cfg.Metrics.lag.WithLabelValues(g.cfg.GroupID, topic, fmt.Sprint(partition))
 	for {
 		if ctx.Err() != nil || genCtx.Err() != nil {
 			return
@@ -295,133 +264,6 @@ func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, pa
 			log.Warn("commit offsets failed", "offset", last+1, "err", err)
 		}
 		clear(batch) // let the message bytes go
-	}
-}
-
-// stagedBatch is a batch a Stager took and the group has not committed.
-type stagedBatch struct {
-	msgs  []pipeline.Message
-	hwm   int64
-	bytes int
-	// done waits for the batch (nil: it must be staged again); ctx bounds
-	// the staging and the wait by HandleTimeout.
-	done   func(context.Context) error
-	ctx    context.Context
-	cancel context.CancelFunc
-}
-
-// staged drives a Stager: this goroutine fetches and stages batches while
-// the window (MaxStaged, MaxStagedBytes) has room; a committer waits for
-// them in offset order and commits each in turn. It returns when the
-// generation ends or shutdown starts, after the committer has waited for
-// what was staged (each batch bounded by HandleTimeout from its staging).
-func (g *Group) staged(ctx, genCtx context.Context, gen *kafka.Generation, st Stager, r *kafka.Reader, partition int, log *slog.Logger, lag prometheus.Gauge) {
-	// Both channels hold at most MaxStaged entries: neither side blocks
-	// on a send.
-	queue := make(chan *stagedBatch, g.cfg.MaxStaged)
-	freed := make(chan int, g.cfg.MaxStaged)
-	committed := make(chan struct{})
-	go func() {
-		defer close(committed)
-		g.commitStaged(ctx, genCtx, gen, st, partition, log, lag, queue, freed)
-	}()
-	defer func() {
-		close(queue)
-		<-committed
-	}()
-	count, bytes := 0, 0
-	for {
-		if ctx.Err() != nil || genCtx.Err() != nil {
-			return
-		}
-		msgs, hwm := g.fetch(genCtx, r, make([]pipeline.Message, 0, 256))
-		if len(msgs) == 0 {
-			continue
-		}
-		b := &stagedBatch{msgs: msgs, hwm: hwm}
-		for _, m := range msgs {
-			b.bytes += len(m.Key) + len(m.Value)
-		}
-	room:
-		for {
-			select {
-			case n := <-freed:
-				count, bytes = count-1, bytes-n
-				continue
-			default:
-			}
-			if count == 0 || (count < g.cfg.MaxStaged && bytes+b.bytes <= g.cfg.MaxStagedBytes) {
-				break room
-			}
-			select {
-			case n := <-freed:
-				count, bytes = count-1, bytes-n
-			case <-genCtx.Done():
-				return
-			}
-		}
-		if !g.retry(genCtx, log, "stage batch", func() error { return g.stage(ctx, st, partition, b) }) {
-			log.Info("abandoned batch on revocation", "first", msgs[0].Offset, "last", msgs[len(msgs)-1].Offset)
-			return
-		}
-		count, bytes = count+1, bytes+b.bytes
-		queue <- b
-	}
-}
-
-// stage hands b to the Stager with a fresh HandleTimeout, detached from
-// shutdown and revocation like Handle's.
-func (g *Group) stage(ctx context.Context, st Stager, partition int, b *stagedBatch) error {
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.HandleTimeout)
-	done, err := st.Stage(sctx, g.cfg.Topic, partition, b.msgs)
-	if err != nil {
-		cancel()
-		return err
-	}
-	b.done, b.ctx, b.cancel = done, sctx, cancel
-	return nil
-}
-
-// commitStaged waits for staged batches in offset order, stages a failed
-// one again (the batches after it wait), and commits each that is done.
-// When the generation ends while a batch fails, that batch and every
-// later one are abandoned: nothing past it is committed.
-func (g *Group) commitStaged(ctx, genCtx context.Context, gen *kafka.Generation, st Stager, partition int, log *slog.Logger,
-	lag prometheus.Gauge, queue <-chan *stagedBatch, freed chan<- int) {
-	topic := g.cfg.Topic
-	for b := range queue {
-		ok := g.retry(genCtx, log, "handle batch", func() error {
-			if b.done == nil {
-				if err := g.stage(ctx, st, partition, b); err != nil {
-					return err
-				}
-			}
-			err := b.done(b.ctx)
-			b.cancel()
-			if err != nil {
-				b.done = nil
-			}
-			return err
-		})
-		if !ok {
-			log.Info("abandoned batch on revocation", "first", b.msgs[0].Offset, "last", b.msgs[len(b.msgs)-1].Offset)
-			for later := range queue {
-				if later.cancel != nil {
-					later.cancel()
-				}
-			}
-			return
-		}
-		last := b.msgs[len(b.msgs)-1].Offset
-		if b.hwm > 0 {
-			lag.Set(float64(max(b.hwm-last-1, 0)))
-		}
-		if err := gen.CommitOffsets(map[string]map[int]int64{topic: {partition: last + 1}}); err != nil {
-			g.cfg.Metrics.commitErr.Inc()
-			log.Warn("commit offsets failed", "offset", last+1, "err", err)
-		}
-		clear(b.msgs) // let the message bytes go
-		freed <- b.bytes
 	}
 }
 

@@ -161,10 +161,7 @@ func startBench(b *testing.B, endpoints, hanging, preload int) *benchEnv {
 // produce writes n events, ten per message, spread over the accounts of
 // the endpoints; with perSecond > 0 at that steady rate.
 func (e *benchEnv) produce(b *testing.B, n, perSecond int) {
-	// Its own transport, as in the tests: with kafka-go's shared default
-	// one, the first writes to a new topic sometimes failed with "Unknown
-	// Topic Or Partition" after an earlier benchmark's topics were deleted.
-	w := &kafka.Writer{Addr: kafka.TCP(e.conn.Brokers...), Topic: e.topic, Balancer: &kafka.Hash{}, Transport: &kafka.Transport{},
+	w := &kafka.Writer{Addr: kafka.TCP(e.conn.Brokers...), Topic: e.topic, Balancer: &kafka.Hash{},
 		BatchTimeout: time.Millisecond, BatchSize: 1000, RequiredAcks: kafka.RequireOne}
 	defer w.Close()
 	const per = 10
