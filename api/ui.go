@@ -15,6 +15,11 @@ package api
 //     login, on logout (DELETE /ui/session), or when its key is revoked (the
 //     key is looked up again on every request, so a revocation ends the
 //     session within Config.KeyRefresh).
+//   - An account keeps at most maxAccountSessions sessions (its next login
+//     ends its own session closest to its end) and the server at most
+//     maxSessions; when those are taken, an account with the most sessions
+//     loses one, so logging in often never ends another account's sessions
+//     while it holds more than they do.
 //   - A request with the cookie (and no Authorization header) acts as the
 //     session's key: the key's account, scopes and rate limit apply.
 //   - Every request with the cookie other than GET and HEAD must carry the
@@ -79,13 +84,16 @@ type DomainCounts struct {
 
 // Session limits.
 const (
-	sessionCookie  = "bouncer_session"
-	csrfHeader     = "X-CSRF-Token"
-	sessionIdle    = time.Hour      // a session unused this long has ended
-	sessionMaxAge  = 12 * time.Hour // and any session this long after login
-	maxSessions    = 10000          // beyond: the session closest to its end is dropped
-	maxLoginBody   = 4 << 10
-	dashboardLimit = 10 // default rows of the dashboard's top lists; at most 100
+	sessionCookie = "bouncer_session"
+	csrfHeader    = "X-CSRF-Token"
+	sessionIdle   = time.Hour      // a session unused this long has ended
+	sessionMaxAge = 12 * time.Hour // and any session this long after login
+	maxSessions   = 10000          // in all; beyond: see sessionStore.add
+	// maxAccountSessions is the most sessions one account keeps; its next
+	// login ends the account's session closest to its end.
+	maxAccountSessions = 200
+	maxLoginBody       = 4 << 10
+	dashboardLimit     = 10 // default rows of the dashboard's top lists; at most 100
 )
 
 // uiCSP keeps the page to its own origin: no CDN, no inline script or style,
@@ -93,19 +101,28 @@ const (
 const uiCSP = "default-src 'self'; base-uri 'none'; object-src 'none'; form-action 'self'; frame-ancestors 'none'"
 
 type session struct {
+	account        string
 	keyID, keyHash string
 	csrf           string
 	created, seen  time.Time
 }
 
 // sessionStore is the server's sessions by SHA-256 of the cookie value.
+// It holds at most total sessions, and at most perAccount of one account,
+// so no account can log another's users out by logging in often.
 type sessionStore struct {
-	mu   sync.Mutex
-	byID map[[32]byte]*session
+	total, perAccount int
+
+	mu        sync.Mutex
+	byID      map[[32]byte]*session
+	byAccount map[string]map[[32]byte]*session
 }
 
 func newSessionStore() *sessionStore {
-	return &sessionStore{byID: map[[32]byte]*session{}}
+	return &sessionStore{
+		total: maxSessions, perAccount: maxAccountSessions,
+		byID: map[[32]byte]*session{}, byAccount: map[string]map[[32]byte]*session{},
+	}
 }
 
 func (s *server) sessions() *sessionStore { return s.sessionStore }
@@ -119,10 +136,30 @@ func (st *sessionStore) get(id string) *session {
 func (st *sessionStore) delete(id string) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	delete(st.byID, sha256.Sum256([]byte(id)))
+	st.remove(sha256.Sum256([]byte(id)))
 }
 
-// add stores sess under a new random id and returns the id.
+// remove drops a session; st.mu is held.
+func (st *sessionStore) remove(h [32]byte) {
+	x := st.byID[h]
+	if x == nil {
+		return
+	}
+	delete(st.byID, h)
+	if own := st.byAccount[x.account]; own != nil {
+		delete(own, h)
+		if len(own) == 0 {
+			delete(st.byAccount, x.account)
+		}
+	}
+}
+
+// add stores sess under a new random id and returns the id. When sess's
+// account already has perAccount sessions, the account's session closest
+// to its end is dropped. When the store holds total sessions, ended ones
+// are dropped, and if that frees nothing, the session closest to its end
+// among the accounts with the most sessions: an account is never logged out
+// for room while another holds more sessions than it does.
 func (st *sessionStore) add(sess *session, now time.Time) (string, error) {
 	id, err := randomToken()
 	if err != nil {
@@ -130,25 +167,57 @@ func (st *sessionStore) add(sess *session, now time.Time) (string, error) {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if len(st.byID) >= maxSessions {
-		var soonest [32]byte
-		var end time.Time
+	if own := st.byAccount[sess.account]; len(own) >= st.perAccount {
+		st.evict(own)
+	}
+	if len(st.byID) >= st.total {
 		for h, x := range st.byID {
-			e := x.ends()
-			if !now.Before(e) {
-				delete(st.byID, h)
-				continue
+			if !now.Before(x.ends()) {
+				st.remove(h)
 			}
-			if end.IsZero() || e.Before(end) {
-				soonest, end = h, e
-			}
-		}
-		if len(st.byID) >= maxSessions {
-			delete(st.byID, soonest)
 		}
 	}
-	st.byID[sha256.Sum256([]byte(id))] = sess
+	if len(st.byID) >= st.total {
+		most := 0
+		for _, own := range st.byAccount {
+			most = max(most, len(own))
+		}
+		var soonest [32]byte
+		var end time.Time
+		for _, own := range st.byAccount {
+			if len(own) != most {
+				continue
+			}
+			for h, x := range own {
+				if e := x.ends(); end.IsZero() || e.Before(end) {
+					soonest, end = h, e
+				}
+			}
+		}
+		st.remove(soonest)
+	}
+	h := sha256.Sum256([]byte(id))
+	st.byID[h] = sess
+	own := st.byAccount[sess.account]
+	if own == nil {
+		own = map[[32]byte]*session{}
+		st.byAccount[sess.account] = own
+	}
+	own[h] = sess
 	return id, nil
+}
+
+// evict drops the session of own (one account's) closest to its end;
+// st.mu is held.
+func (st *sessionStore) evict(own map[[32]byte]*session) {
+	var soonest [32]byte
+	var end time.Time
+	for h, x := range own {
+		if e := x.ends(); end.IsZero() || e.Before(end) {
+			soonest, end = h, e
+		}
+	}
+	st.remove(soonest)
 }
 
 // ends is when the session ends unless it is used before.
@@ -389,7 +458,7 @@ func (s *server) handleLogin() http.Handler {
 			return
 		}
 		now := s.now()
-		sess := &session{keyID: key.KeyID, keyHash: key.Hash, csrf: csrf, created: now, seen: now}
+		sess := &session{account: key.AccountID, keyID: key.KeyID, keyHash: key.Hash, csrf: csrf, created: now, seen: now}
 		id, err := s.sessions().add(sess, now)
 		if err != nil {
 			writeError(w, s.log, r, err)

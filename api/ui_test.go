@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -432,23 +433,98 @@ func TestSessionsAreBounded(t *testing.T) {
 		if i < 2 {
 			seen = now.Add(-sessionIdle - time.Second)
 		}
-		id, err := st.add(&session{created: seen, seen: seen}, now)
+		id, err := st.add(&session{account: fmt.Sprint(i), created: seen, seen: seen}, now)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ids[i] = id
 	}
-	newest, _ := st.add(&session{created: now, seen: now}, now)
+	newest, _ := st.add(&session{account: "n1", created: now, seen: now}, now)
 	if len(st.byID) != maxSessions-1 || st.get(ids[0]) != nil || st.get(ids[1]) != nil || st.get(newest) == nil {
 		t.Fatalf("after the limit: %d sessions; ended ones kept: %v %v", len(st.byID), st.get(ids[0]) != nil, st.get(ids[1]) != nil)
 	}
-	st.add(&session{created: now, seen: now}, now)
-	last, _ := st.add(&session{created: now, seen: now}, now)
+	st.add(&session{account: "n2", created: now, seen: now}, now)
+	last, _ := st.add(&session{account: "n3", created: now, seen: now}, now)
 	if len(st.byID) != maxSessions || st.get(ids[maxSessions-1]) != nil || st.get(ids[2]) == nil || st.get(last) == nil {
 		t.Errorf("full: %d sessions; the one closest to its end (used longest ago) is kept: %v", len(st.byID), st.get(ids[maxSessions-1]) != nil)
 	}
 	if other := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{}}).(*server); other.sessions() == st {
 		t.Error("two servers share their sessions")
+	}
+}
+
+// TestLoginsOfOneAccountEndNoOtherAccountsSession: an account that logs
+// in more often than the server keeps sessions ends only its own oldest
+// sessions, never another account's (issue 16, item 6: 10,100 logins by one
+// account used to end another's).
+func TestLoginsOfOneAccountEndNoOtherAccountsSession(t *testing.T) {
+	victimKey, vk := testKey(t, "victim", false)
+	hostileKey, hk := testKey(t, "hostile", false)
+	c := &clock{t: time.Unix(1764201600, 0)}
+	h := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{vk, hk}, Now: c.now, RateLimit: 1e9})
+	victim := &browser{t: t, h: h}
+	victim.login(victimKey)
+	c.add(time.Second) // the victim's session is now the oldest
+	first := &browser{t: t, h: h}
+	first.login(hostileKey)
+	var last *http.Cookie
+	for range maxSessions + 1 {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, loginRequest(hostileKey))
+		if rec.Code != 201 {
+			t.Fatalf("login: %d %s", rec.Code, rec.Body)
+		}
+		last = rec.Result().Cookies()[0]
+	}
+	if rec := victim.req("GET", "/ui/session", "", ""); rec.Code != 200 {
+		t.Fatalf("the victim's session after %d logins of another account: %d %s", maxSessions+2, rec.Code, rec.Body)
+	}
+	if rec := first.req("GET", "/ui/session", "", ""); rec.Code != 401 {
+		t.Errorf("the hostile account's first session: %d, want 401 (it keeps at most %d)", rec.Code, maxAccountSessions)
+	}
+	newest := &browser{t: t, h: h, cookie: last}
+	if rec := newest.req("GET", "/ui/session", "", ""); rec.Code != 200 {
+		t.Errorf("the hostile account's newest session: %d", rec.Code)
+	}
+}
+
+// TestFullSessionStoreTakesFromTheLargestAccount: with every place taken,
+// a login ends a session of an account holding the most sessions, not the
+// oldest session of an account with fewer.
+func TestFullSessionStoreTakesFromTheLargestAccount(t *testing.T) {
+	now := time.Unix(1764201600, 0)
+	st := newSessionStore()
+	st.total, st.perAccount = 6, 3
+	add := func(account string, age time.Duration) string {
+		t.Helper()
+		at := now.Add(-age)
+		id, err := st.add(&session{account: account, created: at, seen: at}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	small := add("small", 10*time.Minute) // the oldest of all
+	var big []string
+	for i := range 3 {
+		big = append(big, add("big", time.Duration(5-i)*time.Minute))
+	}
+	mid := []string{add("mid", time.Minute), add("mid", 0)}
+	newcomer := add("new", 0) // full: "big" (3 sessions) gives its oldest
+	for name, id := range map[string]string{"small": small, "mid 0": mid[0], "mid 1": mid[1], "big 1": big[1], "big 2": big[2], "new": newcomer} {
+		if st.get(id) == nil {
+			t.Errorf("session %s was dropped", name)
+		}
+	}
+	if st.get(big[0]) != nil {
+		t.Error("the largest account's oldest session was kept")
+	}
+	if len(st.byID) != 6 || len(st.byAccount["big"]) != 2 {
+		t.Errorf("%d sessions, %d of the largest account", len(st.byID), len(st.byAccount["big"]))
+	}
+	st.delete(newcomer)
+	if _, ok := st.byAccount["new"]; ok || len(st.byID) != 5 {
+		t.Errorf("logout left %d sessions, account entry kept: %v", len(st.byID), ok)
 	}
 }
 
