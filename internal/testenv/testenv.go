@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -198,6 +199,22 @@ func options(addr, database string) *clickhouse.Options {
 		Auth:        clickhouse.Auth{Database: database, Username: "default"},
 		DialTimeout: checkTimeout,
 	}
+}
+
+// Program returns the path of an installed program that tests run (such as
+// Debian's promtool and prometheus, which `scripts/services install` puts
+// on the machine). Missing: t.Fatal when CI=true, t.Skip otherwise.
+func Program(t testing.TB, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		msg := name + " is not installed: run 'scripts/services install' (or 'make test', which installs it)"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return path
 }
 
 func unavailable(t testing.TB, why string) {
