@@ -261,3 +261,46 @@ func TestExportFailure(t *testing.T) {
 	rec := do(t, h, "GET", "/bouncer/v1/suppressions/blocks/export", keyA, "")
 	t.Errorf("mid-stream failure answered normally: %d, %d bytes", rec.Code, rec.Body.Len())
 }
+
+// Hostile cells (a remote server's bounce reason, an address that passes
+// the checks) leave the export route as text a spreadsheet does not run,
+// and the exported file imports back to the same entries.
+func TestExportRouteNeutralisesFormulas(t *testing.T) {
+	h, p, keyA, _ := privacyServer(t)
+	at := time.Unix(1764201600, 0).UTC()
+	hostile := []csvlist.Row{
+		{Email: "=cmd|'/Ccalc'!A0@evil.example", EmailNorm: "=cmd|'/ccalc'!a0@evil.example", Created: at, Status: "+5.1.1", Reason: `=HYPERLINK("http://evil.example","x")`},
+		{Email: "-1@evil.example", EmailNorm: "-1@evil.example", Created: at, Status: "@A1", Reason: "\t=2+2"},
+		{Email: "kim@example.com", EmailNorm: "kim@example.com", Created: at, Status: "5.1.1", Reason: "\r-1"},
+	}
+	p.lists["acme/bounces/0"] = hostile
+	rec := do(t, h, "GET", "/bouncer/v1/suppressions/bounces/export", keyA, "")
+	if rec.Code != 200 {
+		t.Fatalf("export: %d %s", rec.Code, rec.Body)
+	}
+	exported := rec.Body.String()
+	recs, err := csv.NewReader(strings.NewReader(exported)).ReadAll()
+	if err != nil || len(recs) != 1+len(hostile) {
+		t.Fatalf("export %q: %v", exported, err)
+	}
+	for _, r := range recs[1:] {
+		for _, cell := range r {
+			if cell != "" && strings.ContainsRune("=+-@\t\r", rune(cell[0])) {
+				t.Errorf("exported cell %q starts a formula", cell)
+			}
+		}
+	}
+	if rec := do(t, h, "POST", "/bouncer/v1/suppressions/blocks/import", keyA, exported); rec.Code != 200 {
+		t.Fatalf("import of the export: %d %s", rec.Code, rec.Body)
+	}
+	back := p.lists["acme/blocks/0"]
+	if len(back) != len(hostile) {
+		t.Fatalf("imported %d rows, want %d", len(back), len(hostile))
+	}
+	for i, want := range hostile {
+		got := back[i]
+		if got.Email != want.Email || got.EmailNorm != want.EmailNorm || got.Status != want.Status || got.Reason != want.Reason || !got.Created.Equal(want.Created) {
+			t.Errorf("row %d came back as %+v, want %+v", i, got, want)
+		}
+	}
+}

@@ -38,7 +38,9 @@ same list; --group N selects a group's unsubscribes). The columns are:
 export writes the list's current entries (newest state per address, removed
 ones left out) in address order, paging through ClickHouse, to --output or
 stdout. created is "YYYY-MM-DD HH:MM:SS" in UTC, or unix seconds with
---time-format unix.
+--time-format unix. A cell starting with = + - @ tab or CR is written with a
+leading ' so a spreadsheet shows it as text (reasons come from remote mail
+servers); import removes that one ' again.
 
 import reads such a file (FILE, or - for stdin): the header names the
 columns in any order, unknown columns are ignored. created may be unix

@@ -1,7 +1,24 @@
 // Package csvlist reads and writes suppression lists in the CSV format of
 // SendGrid's "Export CSV" (Suppressions > list > gear icon > Export CSV), for
 // `bouncer suppressions import|export` and the API's import and export
-// endpoints alike.
+// endpoints alike. Its CSV type is the one CSV writer of every bouncer
+// export (lists today, other downloads later), so every file a user opens in
+// a spreadsheet is protected the same way.
+//
+// # Formula injection
+//
+// Cells come from outsiders (a bounce reason is a remote mail server's
+// text; an address such as =cmd|'/Ccalc'!A0@evil.example passes address
+// checks), and a spreadsheet runs a cell that starts with =, +, - or @ as a
+// formula. So on export a cell that starts with one of the characters
+// = + - @ tab or carriage return gets a leading apostrophe (Escape), which
+// spreadsheets show as text. On import, one leading apostrophe is removed
+// when the next character is one of those (Unescape), so an exported file
+// imports back to the same values; no other character is removed from the
+// start of a reason or status (only spaces are trimmed there), so a
+// protective leading tab survives. A stored value that itself starts with
+// an apostrophe and one of those characters loses that apostrophe on its
+// first export and import, and is stable after.
 //
 // # Format
 //
@@ -121,9 +138,15 @@ func NewReader(in io.Reader, loc *time.Location, now time.Time) (*Reader, error)
 	return &Reader{r: r, idx: idx, loc: loc, now: now}, nil
 }
 
+// field returns column c of rec, unescaped (Unescape) and trimmed of white
+// space; text reads free-text columns, trimmed of spaces only.
 func (r *Reader) field(rec []string, c string) string {
+	return TrimSpace(r.text(rec, c))
+}
+
+func (r *Reader) text(rec []string, c string) string {
 	if i, ok := r.idx[c]; ok && i < len(rec) {
-		return strings.TrimSpace(rec[i])
+		return strings.Trim(Unescape(rec[i]), " ")
 	}
 	return ""
 }
@@ -158,7 +181,7 @@ func (r *Reader) Next() (Row, error) {
 			return Row{}, &RowError{Line: line, Msg: "created: " + err.Error()}
 		}
 		return Row{Line: line, Email: TrimSpace(raw), EmailNorm: norm, Created: at,
-			Reason: r.field(rec, "reason"), Status: r.field(rec, "status")}, nil
+			Reason: r.text(rec, "reason"), Status: r.text(rec, "status")}, nil
 	}
 }
 
@@ -238,10 +261,71 @@ func NormalizeAddress(raw string) (string, bool) {
 	return strings.ToLower(v), true
 }
 
-// Writer writes one list as SendGrid's CSV.
+// formulaStart reports whether a cell starting with c is read as a formula
+// (or, for tab and CR, can hide one) by a spreadsheet.
+func formulaStart(c byte) bool {
+	switch c {
+	case '=', '+', '-', '@', '\t', '\r':
+		return true
+	}
+	return false
+}
+
+// Escape returns v as it is written to a CSV cell: with a leading
+// apostrophe when it starts with = + - @ tab or carriage return, else as it
+// is. See the package doc.
+func Escape(v string) string {
+	if v != "" && formulaStart(v[0]) {
+		return "'" + v
+	}
+	return v
+}
+
+// Unescape undoes Escape: it removes one leading apostrophe when the next
+// character is = + - @ tab or carriage return, and nothing else.
+func Unescape(v string) string {
+	if len(v) >= 2 && v[0] == '\'' && formulaStart(v[1]) {
+		return v[1:]
+	}
+	return v
+}
+
+// CSV writes records with every cell escaped (Escape). It is buffered:
+// call Flush at the end.
+type CSV struct {
+	bw    *bufio.Writer
+	w     *csv.Writer
+	cells []string
+}
+
+// NewCSV returns a CSV writing to out.
+func NewCSV(out io.Writer) *CSV {
+	bw := bufio.NewWriterSize(out, 64<<10)
+	return &CSV{bw: bw, w: csv.NewWriter(bw)}
+}
+
+// Write writes one record, each cell escaped.
+func (c *CSV) Write(record []string) error {
+	c.cells = c.cells[:0]
+	for _, v := range record {
+		c.cells = append(c.cells, Escape(v))
+	}
+	return c.w.Write(c.cells)
+}
+
+// Flush writes what is buffered to the underlying writer.
+func (c *CSV) Flush() error {
+	c.w.Flush()
+	if err := c.w.Error(); err != nil {
+		return err
+	}
+	return c.bw.Flush()
+}
+
+// Writer writes one list as SendGrid's CSV (through CSV, so every cell is
+// escaped).
 type Writer struct {
-	bw   *bufio.Writer
-	w    *csv.Writer
+	w    *CSV
 	cols []string
 	rec  []string
 	unix bool
@@ -256,8 +340,7 @@ func NewWriter(out io.Writer, list string, unix bool) (*Writer, error) {
 	if !ok {
 		return nil, fmt.Errorf("csvlist: unknown list %q", list)
 	}
-	bw := bufio.NewWriterSize(out, 64<<10)
-	w := &Writer{bw: bw, w: csv.NewWriter(bw), cols: cols, rec: make([]string, len(cols)), unix: unix}
+	w := &Writer{w: NewCSV(out), cols: cols, rec: make([]string, len(cols)), unix: unix}
 	return w, w.w.Write(cols)
 }
 
@@ -289,10 +372,4 @@ func (w *Writer) Write(r Row) error {
 }
 
 // Flush writes what is buffered to the underlying writer.
-func (w *Writer) Flush() error {
-	w.w.Flush()
-	if err := w.w.Error(); err != nil {
-		return err
-	}
-	return w.bw.Flush()
-}
+func (w *Writer) Flush() error { return w.w.Flush() }

