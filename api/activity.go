@@ -2,331 +2,32 @@ package api
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"net/http"
-	"strings"
-	"time"
 	"unicode/utf8"
+
+	"github.com/bouncer-mail/bouncer/analytics"
 )
 
-// Email activity (SendGrid's GET /v3/messages and /v3/messages/{msg_id}).
-//
-// The query language is a subset of SendGrid's:
-//
-//	cond  := field "=" string
-//	       | "last_event_time" BETWEEN TIMESTAMP string AND TIMESTAMP string
-//	field := to_email | from_email | msg_id | status
-//	term  := cond | "(" expr ")"
-//	and   := term { AND term }
-//	expr  := and { OR and }
-//
-// Keywords are case-insensitive; strings are double-quoted with \" and \\
-// as the only escapes; timestamps are RFC 3339 and the range is inclusive.
-// AND binds tighter than OR. Values only ever become bound arguments.
-
-// Activity filter operators.
-const (
-	FilterAnd     = "and"
-	FilterOr      = "or"
-	FilterEq      = "eq"      // Field = Value
-	FilterBetween = "between" // last_event_time in [From, To]
-)
-
-// Activity message statuses (SendGrid's): not_delivered when the message
-// has a bounce (or block) or was dropped; else delivered when it has a
-// delivered, open or click event; else processed.
-const (
-	StatusProcessed    = "processed"
-	StatusDelivered    = "delivered"
-	StatusNotDelivered = "not_delivered"
-)
-
-// ActivityFilter is a parsed activity query: an AND or OR of Args, or a
-// condition on one field.
-type ActivityFilter struct {
-	Op       string
-	Args     []*ActivityFilter
-	Field    string // FilterEq: to_email, from_email, msg_id or status
-	Value    string // FilterEq: to_email and from_email lower-cased
-	From, To time.Time
-}
-
-// ActivityMessage is one message (sg_message_id) of the activity list.
-type ActivityMessage struct {
-	MsgID, FromEmail, Subject, ToEmail, Status string
-	Opens, Clicks                              uint64 // distinct open and click events
-	LastEventTime                              time.Time
-}
-
-// ActivityEvent is one event of a message (each sg_event_id once).
-type ActivityEvent struct {
-	Event, Type, Reason, URL, BounceType, UserAgent string
-	Email, FromEmail, Subject                       string
-	Time                                            time.Time
-	Attempt                                         uint32
-	AsmGroupID                                      int64
-}
+// Email activity (SendGrid's GET /v3/messages and /v3/messages/{msg_id});
+// the query language and the response shapes are package analytics'.
 
 // Activity is what the activity routes read; nil: they answer 404.
 type Activity interface {
 	// ActivityMessages returns at most limit messages of the account that
 	// match f, the most recent last event first.
-	ActivityMessages(ctx context.Context, account string, f *ActivityFilter, limit int) ([]ActivityMessage, error)
+	ActivityMessages(ctx context.Context, account string, f *analytics.ActivityFilter, limit int) ([]analytics.ActivityMessage, error)
 	// ActivityEvents returns the events of one message by time; none when
 	// the account has no such message.
-	ActivityEvents(ctx context.Context, account, msgID string) ([]ActivityEvent, error)
+	ActivityEvents(ctx context.Context, account, msgID string) ([]analytics.ActivityEvent, error)
 }
 
 // Bounds of the activity parameters.
 const (
-	maxActivityQuery = 4096 // bytes of the query parameter
-	maxActivityDepth = 16   // parentheses nesting
-	maxActivityConds = 64   // conditions per query
 	maxActivityLimit = 1000
 	defaultActivityN = 10
 	maxMsgID         = 255
 )
-
-var activityFields = map[string]bool{"to_email": true, "from_email": true, "msg_id": true, "status": true}
-
-type tokKind int
-
-const (
-	tokEOF tokKind = iota
-	tokWord
-	tokString
-	tokEq
-	tokLParen
-	tokRParen
-)
-
-type token struct {
-	kind tokKind
-	text string // word (as written) or unescaped string
-	pos  int
-}
-
-func (t token) String() string {
-	switch t.kind {
-	case tokEOF:
-		return "end of query"
-	case tokString:
-		return "a string"
-	}
-	return fmt.Sprintf("%q", t.text)
-}
-
-// lexActivity splits a query into tokens.
-func lexActivity(s string) ([]token, error) {
-	var out []token
-	for i := 0; i < len(s); {
-		c := s[i]
-		switch {
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
-			i++
-		case c == '=':
-			out = append(out, token{tokEq, "=", i})
-			i++
-		case c == '(':
-			out = append(out, token{tokLParen, "(", i})
-			i++
-		case c == ')':
-			out = append(out, token{tokRParen, ")", i})
-			i++
-		case c == '"':
-			start := i
-			var b strings.Builder
-			i++
-			for {
-				if i >= len(s) {
-					return nil, fmt.Errorf("unterminated string at offset %d", start)
-				}
-				if s[i] == '\\' {
-					if i+1 >= len(s) || (s[i+1] != '"' && s[i+1] != '\\') {
-						return nil, fmt.Errorf("invalid escape at offset %d: only \\\" and \\\\", i)
-					}
-					b.WriteByte(s[i+1])
-					i += 2
-					continue
-				}
-				if s[i] == '"' {
-					i++
-					break
-				}
-				b.WriteByte(s[i])
-				i++
-			}
-			out = append(out, token{tokString, b.String(), start})
-		case c == '_' || (c|0x20 >= 'a' && c|0x20 <= 'z'):
-			start := i
-			for i < len(s) && (s[i] == '_' || (s[i]|0x20 >= 'a' && s[i]|0x20 <= 'z') || (s[i] >= '0' && s[i] <= '9')) {
-				i++
-			}
-			out = append(out, token{tokWord, s[start:i], start})
-		default:
-			return nil, fmt.Errorf("unexpected character %q at offset %d", rune(c), i)
-		}
-	}
-	return append(out, token{tokEOF, "", len(s)}), nil
-}
-
-type activityParser struct {
-	toks  []token
-	i     int
-	conds int
-}
-
-func (p *activityParser) peek() token { return p.toks[p.i] }
-func (p *activityParser) next() token { t := p.toks[p.i]; p.i = min(p.i+1, len(p.toks)-1); return t }
-
-func (p *activityParser) keyword(kw string) bool {
-	if t := p.peek(); t.kind == tokWord && strings.EqualFold(t.text, kw) {
-		p.next()
-		return true
-	}
-	return false
-}
-
-func (p *activityParser) expect(kw string) error {
-	if !p.keyword(kw) {
-		t := p.peek()
-		return fmt.Errorf("expected %s at offset %d, found %s", kw, t.pos, t)
-	}
-	return nil
-}
-
-func (p *activityParser) str() (string, error) {
-	t := p.next()
-	if t.kind != tokString {
-		return "", fmt.Errorf("expected a double-quoted string at offset %d, found %s", t.pos, t)
-	}
-	return t.text, nil
-}
-
-func (p *activityParser) expr(depth int) (*ActivityFilter, error) {
-	return p.list(depth, "OR", FilterOr, func() (*ActivityFilter, error) {
-		return p.list(depth, "AND", FilterAnd, func() (*ActivityFilter, error) { return p.term(depth) })
-	})
-}
-
-// list parses sub { kw sub }, flattened into one node of op.
-func (p *activityParser) list(depth int, kw, op string, sub func() (*ActivityFilter, error)) (*ActivityFilter, error) {
-	first, err := sub()
-	if err != nil {
-		return nil, err
-	}
-	args := []*ActivityFilter{first}
-	for p.keyword(kw) {
-		f, err := sub()
-		if err != nil {
-			return nil, err
-		}
-		args = append(args, f)
-	}
-	if len(args) == 1 {
-		return first, nil
-	}
-	return &ActivityFilter{Op: op, Args: args}, nil
-}
-
-func (p *activityParser) term(depth int) (*ActivityFilter, error) {
-	t := p.next()
-	switch t.kind {
-	case tokLParen:
-		if depth >= maxActivityDepth {
-			return nil, fmt.Errorf("parentheses nested deeper than %d", maxActivityDepth)
-		}
-		f, err := p.expr(depth + 1)
-		if err != nil {
-			return nil, err
-		}
-		if c := p.next(); c.kind != tokRParen {
-			return nil, fmt.Errorf("expected ) at offset %d, found %s", c.pos, c)
-		}
-		return f, nil
-	case tokWord:
-	default:
-		return nil, fmt.Errorf("expected a field at offset %d, found %s", t.pos, t)
-	}
-	if p.conds++; p.conds > maxActivityConds {
-		return nil, fmt.Errorf("more than %d conditions", maxActivityConds)
-	}
-	field := strings.ToLower(t.text)
-	if field == "last_event_time" {
-		if err := p.expect("BETWEEN"); err != nil {
-			return nil, err
-		}
-		var ts [2]time.Time
-		for i := range ts {
-			if i == 1 {
-				if err := p.expect("AND"); err != nil {
-					return nil, err
-				}
-			}
-			if err := p.expect("TIMESTAMP"); err != nil {
-				return nil, err
-			}
-			s, err := p.str()
-			if err != nil {
-				return nil, err
-			}
-			if ts[i], err = time.Parse(time.RFC3339, s); err != nil {
-				return nil, fmt.Errorf("TIMESTAMP %q: want RFC 3339, e.g. 2026-11-01T00:00:00Z", s)
-			}
-			ts[i] = ts[i].UTC()
-		}
-		if ts[1].Before(ts[0]) {
-			return nil, fmt.Errorf("BETWEEN: the second TIMESTAMP is before the first")
-		}
-		return &ActivityFilter{Op: FilterBetween, Field: field, From: ts[0], To: ts[1]}, nil
-	}
-	if !activityFields[field] {
-		return nil, fmt.Errorf("'%s' is not a known field", t.text)
-	}
-	if e := p.next(); e.kind != tokEq {
-		return nil, fmt.Errorf("expected = after %s at offset %d, found %s", field, e.pos, e)
-	}
-	v, err := p.str()
-	if err != nil {
-		return nil, err
-	}
-	switch field {
-	case "to_email", "from_email":
-		v = strings.ToLower(strings.TrimSpace(v))
-	case "status":
-		if v != StatusProcessed && v != StatusDelivered && v != StatusNotDelivered {
-			return nil, fmt.Errorf("status %q: want processed, delivered or not_delivered", v)
-		}
-	}
-	return &ActivityFilter{Op: FilterEq, Field: field, Value: v}, nil
-}
-
-// ParseActivityQuery parses SendGrid's query language subset (see the
-// grammar above); a malformed query is an EInvalid error on field "query".
-func ParseActivityQuery(s string) (*ActivityFilter, error) {
-	fail := func(err error) (*ActivityFilter, error) {
-		return nil, errorf(EInvalid, "query", "invalid syntax: %s", err.Error())
-	}
-	if strings.TrimSpace(s) == "" {
-		return nil, errorf(EInvalid, "query", "query is required, e.g. to_email=\"a@example.com\"")
-	}
-	if len(s) > maxActivityQuery || !utf8.ValidString(s) {
-		return nil, errorf(EInvalid, "query", "query must be UTF-8 of at most %d bytes", maxActivityQuery)
-	}
-	toks, err := lexActivity(s)
-	if err != nil {
-		return fail(err)
-	}
-	p := &activityParser{toks: toks}
-	f, err := p.expr(0)
-	if err != nil {
-		return fail(err)
-	}
-	if t := p.peek(); t.kind != tokEOF {
-		return fail(fmt.Errorf("unexpected %s at offset %d", t, t.pos))
-	}
-	return f, nil
-}
 
 // activityListEntry is SendGrid's "Abbv. Message".
 type activityListEntry struct {
@@ -340,86 +41,15 @@ type activityListEntry struct {
 	LastEventTime string `json:"last_event_time"`
 }
 
-// activityEventEntry is SendGrid's message Event.
-type activityEventEntry struct {
-	EventName     string `json:"event_name"`
-	Processed     string `json:"processed"`
-	Reason        string `json:"reason,omitempty"`
-	AttemptNum    uint32 `json:"attempt_num,omitempty"`
-	URL           string `json:"url,omitempty"`
-	BounceType    string `json:"bounce_type,omitempty"`
-	HTTPUserAgent string `json:"http_user_agent,omitempty"`
-}
-
-// activityMessage is SendGrid's Message.
-type activityMessage struct {
-	FromEmail  string               `json:"from_email"`
-	MsgID      string               `json:"msg_id"`
-	Subject    string               `json:"subject"`
-	ToEmail    string               `json:"to_email"`
-	Status     string               `json:"status"`
-	AsmGroupID int64                `json:"asm_group_id,omitempty"`
-	Events     []activityEventEntry `json:"events"`
-}
-
-// activityEventNames maps bouncer's (webhook) event names to the activity
-// feed's.
-var activityEventNames = map[string]string{
-	"bounce": "bounced", "open": "opened", "click": "clicked", "spamreport": "spam_report",
-}
-
-// MessageStatus is the status of a message with these events (the rule of
-// the Status constants).
-func MessageStatus(events []string) string {
-	st := StatusProcessed
-	for _, e := range events {
-		switch e {
-		case "bounce", "dropped":
-			return StatusNotDelivered
-		case "delivered", "open", "click":
-			st = StatusDelivered
-		}
+// parseActivityQuery parses the query parameter; a malformed query is
+// EInvalid on field "query".
+func parseActivityQuery(s string) (*analytics.ActivityFilter, error) {
+	f, err := analytics.ParseActivityQuery(s)
+	var qe *analytics.QueryError
+	if errors.As(err, &qe) {
+		return nil, errorf(EInvalid, "query", "%s", qe.Msg)
 	}
-	return st
-}
-
-func activityTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
-
-// BuildActivityMessage is SendGrid's Message from a message's events.
-func BuildActivityMessage(msgID string, evs []ActivityEvent) activityMessage {
-	m := activityMessage{MsgID: msgID, Events: make([]activityEventEntry, 0, len(evs))}
-	names := make([]string, 0, len(evs))
-	for _, e := range evs {
-		names = append(names, e.Event)
-		m.FromEmail = firstNonEmpty(m.FromEmail, e.FromEmail)
-		m.Subject = firstNonEmpty(m.Subject, e.Subject)
-		m.ToEmail = firstNonEmpty(m.ToEmail, e.Email)
-		if m.AsmGroupID == 0 && e.AsmGroupID > 0 {
-			m.AsmGroupID = e.AsmGroupID
-		}
-		name := e.Event
-		if n, ok := activityEventNames[name]; ok {
-			name = n
-		}
-		ee := activityEventEntry{EventName: name, Processed: activityTime(e.Time), Reason: e.Reason, URL: e.URL, HTTPUserAgent: e.UserAgent}
-		if e.Event == "deferred" {
-			ee.AttemptNum = e.Attempt
-		}
-		if e.Event == "bounce" {
-			ee.BounceType = e.BounceType
-		}
-		m.Events = append(m.Events, ee)
-	}
-	m.Status = MessageStatus(names)
-	return m
-}
-
-// firstNonEmpty keeps the first non-empty value.
-func firstNonEmpty(have, v string) string {
-	if have != "" {
-		return have
-	}
-	return v
+	return f, err
 }
 
 // handleMessages: GET /v3/messages.
@@ -434,11 +64,11 @@ func (s *server) handleMessages() http.Handler {
 		if !set {
 			limit = defaultActivityN
 		}
-		var f *ActivityFilter
+		var f *analytics.ActivityFilter
 		if err == nil {
-			f, err = ParseActivityQuery(v.Get("query"))
+			f, err = parseActivityQuery(v.Get("query"))
 		}
-		var ms []ActivityMessage
+		var ms []analytics.ActivityMessage
 		if err == nil {
 			ms, err = s.activity.ActivityMessages(r.Context(), account(r), f, int(limit))
 		}
@@ -450,7 +80,7 @@ func (s *server) handleMessages() http.Handler {
 		for _, m := range ms {
 			out = append(out, activityListEntry{
 				FromEmail: m.FromEmail, MsgID: m.MsgID, Subject: m.Subject, ToEmail: m.ToEmail, Status: m.Status,
-				OpensCount: m.Opens, ClicksCount: m.Clicks, LastEventTime: activityTime(m.LastEventTime),
+				OpensCount: m.Opens, ClicksCount: m.Clicks, LastEventTime: analytics.ActivityTime(m.LastEventTime),
 			})
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"messages": out})
@@ -478,6 +108,6 @@ func (s *server) handleMessage() http.Handler {
 			writeError(w, s.log, r, errorf(ENotFound, "message_id", "not found"))
 			return
 		}
-		writeJSON(w, http.StatusOK, BuildActivityMessage(id, evs))
+		writeJSON(w, http.StatusOK, analytics.BuildActivityMessage(id, evs))
 	})
 }

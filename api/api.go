@@ -42,6 +42,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/bouncer-mail/bouncer/analytics"
 )
 
 // Suppression is the current state of one list entry.
@@ -75,12 +77,6 @@ type Change struct {
 	Source string
 }
 
-// DayCount is a count for a day (YYYY-MM-DD, UTC) and a key.
-type DayCount struct {
-	Day, Key string
-	N        uint64
-}
-
 // Store is what the API reads and writes. Every method takes the
 // authenticated account first and touches only that account's data.
 type Store interface {
@@ -90,10 +86,10 @@ type Store interface {
 	DeleteAllSuppressions(ctx context.Context, account, list string, group int64, at time.Time) error
 	// BounceClassifications counts bounce events per day and
 	// classification in [from, to).
-	BounceClassifications(ctx context.Context, account string, from, to time.Time) ([]DayCount, error)
+	BounceClassifications(ctx context.Context, account string, from, to time.Time) ([]analytics.DayCount, error)
 	// BounceClassificationDomains counts bounce events of one
 	// classification per day and recipient domain in [from, to).
-	BounceClassificationDomains(ctx context.Context, account, class string, from, to time.Time) ([]DayCount, error)
+	BounceClassificationDomains(ctx context.Context, account, class string, from, to time.Time) ([]analytics.DayCount, error)
 }
 
 // Config is what NewServer needs.

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"testing/fstest"
 	"time"
+
+	"github.com/bouncer-mail/bouncer/analytics"
 )
 
 // These are unit tests of the HTTP layer with an in-memory store; what the
@@ -42,11 +44,11 @@ func (f *fakeStore) DeleteAllSuppressions(ctx context.Context, account, list str
 	return nil
 }
 
-func (f *fakeStore) BounceClassifications(ctx context.Context, account string, from, to time.Time) ([]DayCount, error) {
-	return []DayCount{{"2025-11-27", "Invalid Address", 3}, {"2025-11-27", "Content", 1}, {"2025-11-28", "Content", 2}}, nil
+func (f *fakeStore) BounceClassifications(ctx context.Context, account string, from, to time.Time) ([]analytics.DayCount, error) {
+	return []analytics.DayCount{{Day: "2025-11-27", Key: "Invalid Address", N: 3}, {Day: "2025-11-27", Key: "Content", N: 1}, {Day: "2025-11-28", Key: "Content", N: 2}}, nil
 }
 
-func (f *fakeStore) BounceClassificationDomains(ctx context.Context, account, class string, from, to time.Time) ([]DayCount, error) {
+func (f *fakeStore) BounceClassificationDomains(ctx context.Context, account, class string, from, to time.Time) ([]analytics.DayCount, error) {
 	return nil, nil
 }
 
@@ -379,11 +381,11 @@ func TestAssembleOpenAPIRejectsDuplicates(t *testing.T) {
 // the OpenAPI document (status declared, body matching its schema).
 func TestCoreRoutesAnswerPerTheDocument(t *testing.T) {
 	token, k := testKey(t, "acme", false)
-	st := &statsStore{rows: []StatsRow{{Period: "2026-11-02", Key: "x", Counts: StatCounts{Processed: 5, Opens: 1}}}}
+	st := &statsStore{rows: []analytics.StatsRow{{Period: "2026-11-02", Key: "x", Counts: analytics.StatCounts{Processed: 5, Opens: 1}}}}
 	st.entries = []Suppression{{Email: "Kim@Example.com", Created: time.Unix(1764201600, 0), Reason: "550 5.1.1 user unknown", Status: "5.1.1", Classification: "Invalid Address"}}
 	fa := &fakeActivity{
-		msgs:   []ActivityMessage{{MsgID: "m1", FromEmail: "f@x.io", Subject: "Hi", ToEmail: "a@b.c", Status: "delivered", LastEventTime: time.Unix(1764201600, 0)}},
-		events: map[string][]ActivityEvent{"acme/m1": {{Event: "delivered", Time: time.Unix(1764201600, 0)}}},
+		msgs:   []analytics.ActivityMessage{{MsgID: "m1", FromEmail: "f@x.io", Subject: "Hi", ToEmail: "a@b.c", Status: "delivered", LastEventTime: time.Unix(1764201600, 0)}},
+		events: map[string][]analytics.ActivityEvent{"acme/m1": {{Event: "delivered", Time: time.Unix(1764201600, 0)}}},
 	}
 	h := NewServer(Config{Store: st, Stats: st, Activity: fa, Checker: fakeChecker{"acme": "kim@example.com"}, Keys: fakeKeys{k}, RateLimit: 1000,
 		Now: func() time.Time { return time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC) }})

@@ -1,6 +1,10 @@
 package api
 
-import "net/http"
+import (
+	"net/http"
+
+	"github.com/bouncer-mail/bouncer/analytics"
+)
 
 // route is one entry of the API: method, path (ServeMux pattern, which is
 // also its OpenAPI path template), the scope a key needs (SendGrid's names;
@@ -47,9 +51,9 @@ func (s *server) routes() []route {
 		{"DELETE", "/v3/asm/groups/{group_id}/suppressions/{email}", "asm.groups.suppressions.delete", key, s.handleGroupDelete()},
 
 		// Stats (SendGrid's scopes); limit and offset where SendGrid has them.
-		{"GET", "/v3/stats", "stats.global.read", key, s.handleStats(SegmentGlobal, true)},
-		{"GET", "/v3/categories/stats", "categories.stats.read", key, s.handleStats(SegmentCategory, false)},
-		{"GET", "/v3/mailbox_providers/stats", "mailbox_providers.stats.read", key, s.handleStats(SegmentProvider, true)},
+		{"GET", "/v3/stats", "stats.global.read", key, s.handleStats(analytics.SegmentGlobal, true)},
+		{"GET", "/v3/categories/stats", "categories.stats.read", key, s.handleStats(analytics.SegmentCategory, false)},
+		{"GET", "/v3/mailbox_providers/stats", "mailbox_providers.stats.read", key, s.handleStats(analytics.SegmentProvider, true)},
 
 		// Email activity (SendGrid's scope).
 		{"GET", "/v3/messages", "email_activity.read", key, s.handleMessages()},
@@ -57,7 +61,7 @@ func (s *server) routes() []route {
 
 		// bouncer's own additions live under /bouncer/v1.
 		{"POST", "/bouncer/v1/suppressions/check", read, key, s.handleCheck()},
-		{"GET", "/bouncer/v1/stats/domains", "stats.read", key, s.handleStats(SegmentDomain, true)},
+		{"GET", "/bouncer/v1/stats/domains", "stats.read", key, s.handleStats(analytics.SegmentDomain, true)},
 	}
 	for _, l := range lists {
 		rs = append(rs, route{"GET", "/v3/suppression/" + l, read, key, s.handleList(l)})

@@ -8,215 +8,15 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/bouncer-mail/bouncer/analytics"
 )
 
-// Stats segments: how a stats route splits its counts (SendGrid's "type").
-const (
-	SegmentGlobal   = ""
-	SegmentCategory = "category"
-	SegmentProvider = "mailbox_provider"
-	SegmentDomain   = "domain"
-)
-
-// StatCounts are the base counts of one period and segment key, each event
-// (by sg_event_id) counted once however often a producer resent it.
-// Metrics and ProviderMetrics turn them into SendGrid's metrics.
-type StatCounts struct {
-	Processed        uint64 // processed events
-	DerivedDrops     uint64 // dropped events bouncer derived, each beside a processed event
-	Drops            uint64 // all dropped events, derived or sent by the producer
-	BounceDrops      uint64 // dropped, reason "Bounced Address"
-	SpamReportDrops  uint64 // dropped, reason "Spam Reporting Address"
-	UnsubscribeDrops uint64 // dropped, reason "Unsubscribed Address"
-	InvalidDrops     uint64 // dropped, reason "Invalid"
-	Delivered        uint64
-	Deferred         uint64
-	Bounces          uint64 // bounce events of type bounce
-	Blocks           uint64 // bounce events of type blocked
-	Opens            uint64
-	UniqueOpens      uint64 // distinct (sg_message_id, recipient) with an open
-	Clicks           uint64
-	UniqueClicks     uint64 // distinct (sg_message_id, recipient) with a click
-	SpamReports      uint64
-	Unsubscribes     uint64 // unsubscribe and group_unsubscribe events
-}
-
-// StatsQuery selects stats of the authenticated account.
-type StatsQuery struct {
-	// From and To bound the event time, [From, To); both are UTC midnights.
-	From, To time.Time
-	// AggregatedBy is "day", "week" (Monday to Sunday) or "month".
-	AggregatedBy string
-	// Segment is one of the Segment constants.
-	Segment string
-	// Keys are the categories, providers or domains asked for; for
-	// providers, none means every provider with events.
-	Keys []string
-}
-
-// StatsRow is the counts of one period (its first day, YYYY-MM-DD, UTC)
-// and key ("" for global stats).
-type StatsRow struct {
-	Period, Key string
-	Counts      StatCounts
-}
-
-// Stats is what the stats routes read. The Config's Store provides it
-// when it implements it; otherwise the stats routes answer 404.
+// Stats is what the stats routes read; nil: they answer 404.
 type Stats interface {
 	// Stats returns the counts of the periods and keys that have events,
 	// ordered by period.
-	Stats(ctx context.Context, account string, q StatsQuery) ([]StatsRow, error)
-}
-
-// Metrics are SendGrid's metrics of /v3/stats and /v3/categories/stats.
-type Metrics struct {
-	Blocks           uint64 `json:"blocks"`
-	BounceDrops      uint64 `json:"bounce_drops"`
-	Bounces          uint64 `json:"bounces"`
-	Clicks           uint64 `json:"clicks"`
-	Deferred         uint64 `json:"deferred"`
-	Delivered        uint64 `json:"delivered"`
-	InvalidEmails    uint64 `json:"invalid_emails"`
-	Opens            uint64 `json:"opens"`
-	Processed        uint64 `json:"processed"`
-	Requests         uint64 `json:"requests"`
-	SpamReportDrops  uint64 `json:"spam_report_drops"`
-	SpamReports      uint64 `json:"spam_reports"`
-	UniqueClicks     uint64 `json:"unique_clicks"`
-	UniqueOpens      uint64 `json:"unique_opens"`
-	UnsubscribeDrops uint64 `json:"unsubscribe_drops"`
-	Unsubscribes     uint64 `json:"unsubscribes"`
-}
-
-// ProviderMetrics are SendGrid's metrics of /v3/mailbox_providers/stats.
-type ProviderMetrics struct {
-	Blocks       uint64 `json:"blocks"`
-	Bounces      uint64 `json:"bounces"`
-	Clicks       uint64 `json:"clicks"`
-	Deferred     uint64 `json:"deferred"`
-	Delivered    uint64 `json:"delivered"`
-	Drops        uint64 `json:"drops"`
-	Opens        uint64 `json:"opens"`
-	Processed    uint64 `json:"processed"`
-	Requests     uint64 `json:"requests"`
-	SpamReports  uint64 `json:"spam_reports"`
-	UniqueClicks uint64 `json:"unique_clicks"`
-	UniqueOpens  uint64 `json:"unique_opens"`
-}
-
-// processed is SendGrid's processed: a message SendGrid drops is requested
-// but not processed, so processed events that bouncer derived a drop for
-// do not count.
-func (c StatCounts) processed() uint64 {
-	if c.DerivedDrops > c.Processed {
-		return 0
-	}
-	return c.Processed - c.DerivedDrops
-}
-
-// Metrics computes SendGrid's metrics: requests = processed + drops.
-func (c StatCounts) Metrics() Metrics {
-	p := c.processed()
-	return Metrics{
-		Blocks: c.Blocks, BounceDrops: c.BounceDrops, Bounces: c.Bounces, Clicks: c.Clicks,
-		Deferred: c.Deferred, Delivered: c.Delivered, InvalidEmails: c.InvalidDrops, Opens: c.Opens,
-		Processed: p, Requests: p + c.Drops, SpamReportDrops: c.SpamReportDrops, SpamReports: c.SpamReports,
-		UniqueClicks: c.UniqueClicks, UniqueOpens: c.UniqueOpens, UnsubscribeDrops: c.UnsubscribeDrops,
-		Unsubscribes: c.Unsubscribes,
-	}
-}
-
-// ProviderMetrics computes SendGrid's mailbox provider metrics.
-func (c StatCounts) ProviderMetrics() ProviderMetrics {
-	p := c.processed()
-	return ProviderMetrics{
-		Blocks: c.Blocks, Bounces: c.Bounces, Clicks: c.Clicks, Deferred: c.Deferred,
-		Delivered: c.Delivered, Drops: c.Drops, Opens: c.Opens, Processed: p, Requests: p + c.Drops,
-		SpamReports: c.SpamReports, UniqueClicks: c.UniqueClicks, UniqueOpens: c.UniqueOpens,
-	}
-}
-
-// StatsEntry is one element of a period's stats: Type and Name are set for
-// segmented stats; Metrics is a Metrics or ProviderMetrics.
-type StatsEntry struct {
-	Type    string `json:"type,omitempty"`
-	Name    string `json:"name,omitempty"`
-	Metrics any    `json:"metrics"`
-}
-
-// DateStats is one period of SendGrid's stats response.
-type DateStats struct {
-	Date  string       `json:"date"`
-	Stats []StatsEntry `json:"stats"`
-}
-
-// periodStart is the first day of the period holding day d.
-func periodStart(d time.Time, by string) time.Time {
-	d = time.Date(d.Year(), d.Month(), d.Day(), 0, 0, 0, 0, time.UTC)
-	switch by {
-	case "week":
-		return d.AddDate(0, 0, -((int(d.Weekday()) + 6) % 7))
-	case "month":
-		return time.Date(d.Year(), d.Month(), 1, 0, 0, 0, 0, time.UTC)
-	}
-	return d
-}
-
-// StatsPeriods lists the first days (YYYY-MM-DD) of the periods that hold
-// a day of [from, to): the first may start before from (a week starts on
-// Monday, a month on the 1st).
-func StatsPeriods(from, to time.Time, by string) []string {
-	var out []string
-	for p := periodStart(from, by); p.Before(to); {
-		out = append(out, p.Format(time.DateOnly))
-		switch by {
-		case "week":
-			p = p.AddDate(0, 0, 7)
-		case "month":
-			p = p.AddDate(0, 1, 0)
-		default:
-			p = p.AddDate(0, 0, 1)
-		}
-	}
-	return out
-}
-
-// BuildStats is SendGrid's response for q from the store's rows: every
-// period of the range, with zero metrics where there were no events, and
-// in each period one entry per key (the keys asked for, in that order, or
-// for providers without keys every provider that has events, by name).
-func BuildStats(q StatsQuery, rows []StatsRow) []DateStats {
-	keys := q.Keys
-	if q.Segment == SegmentGlobal {
-		keys = []string{""}
-	} else if len(keys) == 0 {
-		for _, r := range rows {
-			keys = append(keys, r.Key)
-		}
-		slices.Sort(keys)
-		keys = slices.Compact(keys)
-	}
-	type pk struct{ period, key string }
-	counts := make(map[pk]StatCounts, len(rows))
-	for _, r := range rows {
-		counts[pk{r.Period, r.Key}] = r.Counts
-	}
-	periods := StatsPeriods(q.From, q.To, q.AggregatedBy)
-	out := make([]DateStats, 0, len(periods))
-	for _, p := range periods {
-		day := DateStats{Date: p, Stats: make([]StatsEntry, 0, len(keys))}
-		for _, k := range keys {
-			c := counts[pk{p, k}]
-			e := StatsEntry{Type: q.Segment, Name: k, Metrics: c.Metrics()}
-			if q.Segment == SegmentProvider {
-				e.Metrics = c.ProviderMetrics()
-			}
-			day.Stats = append(day.Stats, e)
-		}
-		out = append(out, day)
-	}
-	return out
+	Stats(ctx context.Context, account string, q analytics.StatsQuery) ([]analytics.StatsRow, error)
 }
 
 // Bounds of the stats parameters.
@@ -239,8 +39,8 @@ type statsPage struct{ limit, offset uint64 }
 // parseStatsQuery reads SendGrid's stats parameters: start_date
 // (required), end_date (default today, UTC), aggregated_by (default day),
 // limit and offset when paged, and the segment's keys parameter.
-func parseStatsQuery(segment string, v url.Values, now time.Time, paged bool) (StatsQuery, statsPage, error) {
-	q := StatsQuery{Segment: segment, AggregatedBy: "day"}
+func parseStatsQuery(segment string, v url.Values, now time.Time, paged bool) (analytics.StatsQuery, statsPage, error) {
+	q := analytics.StatsQuery{Segment: segment, AggregatedBy: "day"}
 	var page statsPage
 	date := func(name string) (time.Time, error) {
 		d, err := time.Parse(time.DateOnly, v.Get(name))
@@ -260,7 +60,7 @@ func parseStatsQuery(segment string, v url.Values, now time.Time, paged bool) (S
 	if err != nil {
 		return q, page, err
 	}
-	end := periodStart(now.UTC(), "day")
+	end := analytics.PeriodStart(now.UTC(), "day")
 	if v.Get("end_date") != "" {
 		if end, err = date("end_date"); err != nil {
 			return q, page, err
@@ -287,11 +87,11 @@ func parseStatsQuery(segment string, v url.Values, now time.Time, paged bool) (S
 	}
 	param, required := "", false
 	switch segment {
-	case SegmentCategory:
+	case analytics.SegmentCategory:
 		param, required = "categories", true
-	case SegmentProvider:
+	case analytics.SegmentProvider:
 		param = "mailbox_providers"
-	case SegmentDomain:
+	case analytics.SegmentDomain:
 		param, required = "domains", true
 	}
 	if param == "" {
@@ -299,7 +99,7 @@ func parseStatsQuery(segment string, v url.Values, now time.Time, paged bool) (S
 	}
 	for _, k := range v[param] {
 		k = strings.TrimSpace(k)
-		if segment != SegmentCategory {
+		if segment != analytics.SegmentCategory {
 			k = strings.ToLower(k)
 		}
 		if k == "" || len(k) > maxStatsKey || !utf8.ValidString(k) {
@@ -328,7 +128,7 @@ func (s *server) handleStats(segment string, paged bool) http.Handler {
 			return
 		}
 		q, page, err := parseStatsQuery(segment, r.URL.Query(), s.now(), paged)
-		var rows []StatsRow
+		var rows []analytics.StatsRow
 		if err == nil {
 			rows, err = st.Stats(r.Context(), account(r), q)
 		}
@@ -336,7 +136,7 @@ func (s *server) handleStats(segment string, paged bool) http.Handler {
 			writeError(w, s.log, r, err)
 			return
 		}
-		out := BuildStats(q, rows)
+		out := analytics.BuildStats(q, rows)
 		out = out[min(page.offset, uint64(len(out))):]
 		if page.limit > 0 && page.limit < uint64(len(out)) {
 			out = out[:page.limit]

@@ -6,24 +6,26 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bouncer-mail/bouncer/analytics"
 )
 
 // statsStore is the fake store with stats; it records the last query.
 type statsStore struct {
 	fakeStore
-	rows    []StatsRow
+	rows    []analytics.StatsRow
 	account string
-	q       StatsQuery
+	q       analytics.StatsQuery
 }
 
-func (s *statsStore) Stats(ctx context.Context, account string, q StatsQuery) ([]StatsRow, error) {
+func (s *statsStore) Stats(ctx context.Context, account string, q analytics.StatsQuery) ([]analytics.StatsRow, error) {
 	s.account, s.q = account, q
 	return s.rows, nil
 }
 
 func TestStatsShape(t *testing.T) {
 	token, k := testKey(t, "acme", false)
-	st := &statsStore{rows: []StatsRow{{Period: "2026-11-02", Counts: StatCounts{Processed: 5, DerivedDrops: 1, Drops: 3, InvalidDrops: 2, Opens: 4, UniqueOpens: 2}}}}
+	st := &statsStore{rows: []analytics.StatsRow{{Period: "2026-11-02", Counts: analytics.StatCounts{Processed: 5, DerivedDrops: 1, Drops: 3, InvalidDrops: 2, Opens: 4, UniqueOpens: 2}}}}
 	now := func() time.Time { return time.Date(2026, 11, 3, 23, 0, 0, 0, time.UTC) }
 	h := NewServer(Config{Store: st, Stats: st, Keys: fakeKeys{k}, Now: now})
 	rec := do(t, h, "GET", "/v3/stats?start_date=2026-11-01", token, "")
@@ -33,12 +35,12 @@ func TestStatsShape(t *testing.T) {
 	if rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != want {
 		t.Errorf("%d %s\nwant %s", rec.Code, rec.Body, want)
 	}
-	wantQ := StatsQuery{From: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2026, 11, 4, 0, 0, 0, 0, time.UTC), AggregatedBy: "day"}
+	wantQ := analytics.StatsQuery{From: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2026, 11, 4, 0, 0, 0, 0, time.UTC), AggregatedBy: "day"}
 	if st.account != "acme" || !sameQuery(st.q, wantQ) {
 		t.Errorf("store asked for %s %+v, want acme %+v", st.account, st.q, wantQ)
 	}
 
-	st.rows = []StatsRow{{Period: "2026-11-01", Key: "yahoo", Counts: StatCounts{Processed: 1, Drops: 1}}}
+	st.rows = []analytics.StatsRow{{Period: "2026-11-01", Key: "yahoo", Counts: analytics.StatCounts{Processed: 1, Drops: 1}}}
 	rec = do(t, h, "GET", "/v3/mailbox_providers/stats?start_date=2026-11-01&end_date=2026-11-01&aggregated_by=month", token, "")
 	want = `[{"date":"2026-11-01","stats":[{"type":"mailbox_provider","name":"yahoo","metrics":{"blocks":0,"bounces":0,"clicks":0,"deferred":0,"delivered":0,"drops":1,"opens":0,"processed":1,"requests":2,"spam_reports":0,"unique_clicks":0,"unique_opens":0}}]}]`
 	if rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != want {
@@ -59,25 +61,8 @@ func TestStatsShape(t *testing.T) {
 	}
 }
 
-func sameQuery(a, b StatsQuery) bool {
+func sameQuery(a, b analytics.StatsQuery) bool {
 	return a.From.Equal(b.From) && a.To.Equal(b.To) && a.AggregatedBy == b.AggregatedBy && a.Segment == b.Segment && slices.Equal(a.Keys, b.Keys)
-}
-
-func TestStatsPeriods(t *testing.T) {
-	d := func(s string) time.Time { t, _ := time.Parse(time.DateOnly, s); return t }
-	for _, tc := range []struct {
-		from, to, by string
-		want         []string
-	}{
-		{"2026-12-30", "2027-01-02", "day", []string{"2026-12-30", "2026-12-31", "2027-01-01"}},
-		{"2026-12-30", "2027-01-12", "week", []string{"2026-12-28", "2027-01-04", "2027-01-11"}},
-		{"2026-11-01", "2026-11-03", "week", []string{"2026-10-26", "2026-11-02"}}, // 2026-11-01 is a Sunday
-		{"2026-11-30", "2027-02-01", "month", []string{"2026-11-01", "2026-12-01", "2027-01-01"}},
-	} {
-		if got := StatsPeriods(d(tc.from), d(tc.to), tc.by); !slices.Equal(got, tc.want) {
-			t.Errorf("%s..%s by %s: %v, want %v", tc.from, tc.to, tc.by, got, tc.want)
-		}
-	}
 }
 
 func TestStatsParameterErrors(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/bouncer-mail/bouncer/analytics"
 	"github.com/bouncer-mail/bouncer/internal/csvlist"
 )
 
@@ -365,7 +366,7 @@ type domainCount struct {
 }
 
 // byDay groups counts (sorted by day) into SendGrid's {"result": [...]}.
-func byDay[T any](cs []DayCount, item func(DayCount) T) map[string][]dayStats[T] {
+func byDay[T any](cs []analytics.DayCount, item func(analytics.DayCount) T) map[string][]dayStats[T] {
 	out := []dayStats[T]{}
 	for _, c := range cs {
 		if len(out) == 0 || out[len(out)-1].Date != c.Day {
@@ -381,7 +382,7 @@ func byDay[T any](cs []DayCount, item func(DayCount) T) map[string][]dayStats[T]
 func (s *server) handleClassifications() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		from, to, err := dateRange(r.URL.Query(), s.now())
-		var cs []DayCount
+		var cs []analytics.DayCount
 		if err == nil {
 			cs, err = s.store.BounceClassifications(r.Context(), account(r), from, to)
 		}
@@ -389,7 +390,7 @@ func (s *server) handleClassifications() http.Handler {
 			writeError(w, s.log, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, byDay(cs, func(c DayCount) classCount { return classCount{c.Key, c.N} }))
+		writeJSON(w, http.StatusOK, byDay(cs, func(c analytics.DayCount) classCount { return classCount{c.Key, c.N} }))
 	})
 }
 
@@ -405,7 +406,7 @@ func (s *server) handleClassificationDomains() http.Handler {
 		if err == nil {
 			from, to, err = dateRange(r.URL.Query(), s.now())
 		}
-		var cs []DayCount
+		var cs []analytics.DayCount
 		if err == nil {
 			cs, err = s.store.BounceClassificationDomains(r.Context(), account(r), class, from, to)
 		}
@@ -413,7 +414,7 @@ func (s *server) handleClassificationDomains() http.Handler {
 			writeError(w, s.log, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, byDay(cs, func(c DayCount) domainCount { return domainCount{c.Key, c.N} }))
+		writeJSON(w, http.StatusOK, byDay(cs, func(c analytics.DayCount) domainCount { return domainCount{c.Key, c.N} }))
 	})
 }
 

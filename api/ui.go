@@ -50,6 +50,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/bouncer-mail/bouncer/analytics"
 )
 
 // DashboardStore answers the dashboard's queries that no other route
@@ -59,27 +61,11 @@ type DashboardStore interface {
 	// BounceReasons counts the bounce events (bounces and blocks) in
 	// [from, to) per reason code, classification and bounce type, most
 	// first, at most limit rows.
-	BounceReasons(ctx context.Context, account string, from, to time.Time, limit int) ([]ReasonCount, error)
+	BounceReasons(ctx context.Context, account string, from, to time.Time, limit int) ([]analytics.ReasonCount, error)
 	// TopDomains returns the stats counts of the limit recipient domains
 	// with the most requests (processed events and drops) in [from, to),
 	// most first.
-	TopDomains(ctx context.Context, account string, from, to time.Time, limit int) ([]DomainCounts, error)
-}
-
-// ReasonCount is one row of the top bounce reasons.
-type ReasonCount struct {
-	ReasonCode, Classification, BounceType string
-	// Bounces and Blocks count bounce events of type bounce and blocked,
-	// each sg_event_id once.
-	Bounces, Blocks uint64
-	// Example is the diagnostic text of the newest of these events.
-	Example string
-}
-
-// DomainCounts are the stats counts of one recipient domain.
-type DomainCounts struct {
-	Domain string
-	Counts StatCounts
+	TopDomains(ctx context.Context, account string, from, to time.Time, limit int) ([]analytics.DomainCounts, error)
 }
 
 // Session limits.
@@ -519,9 +505,9 @@ func (s *server) handleLogout() http.Handler {
 
 // dashboardQuery reads start_date and end_date as the stats routes do, and
 // limit (1 to 100, default 10).
-func (s *server) dashboardQuery(r *http.Request) (StatsQuery, int, error) {
+func (s *server) dashboardQuery(r *http.Request) (analytics.StatsQuery, int, error) {
 	v := r.URL.Query()
-	q, _, err := parseStatsQuery(SegmentGlobal, v, s.now(), false)
+	q, _, err := parseStatsQuery(analytics.SegmentGlobal, v, s.now(), false)
 	if err != nil {
 		return q, 0, err
 	}
@@ -553,7 +539,7 @@ func (s *server) handleBounceReasons() http.Handler {
 			return
 		}
 		q, limit, err := s.dashboardQuery(r)
-		var rows []ReasonCount
+		var rows []analytics.ReasonCount
 		if err == nil {
 			rows, err = d.BounceReasons(r.Context(), account(r), q.From, q.To, limit)
 		}
@@ -570,8 +556,8 @@ func (s *server) handleBounceReasons() http.Handler {
 }
 
 type domainEntry struct {
-	Domain  string          `json:"domain"`
-	Metrics ProviderMetrics `json:"metrics"`
+	Domain  string                    `json:"domain"`
+	Metrics analytics.ProviderMetrics `json:"metrics"`
 }
 
 // handleTopDomains: GET /bouncer/v1/stats/top_domains.
@@ -583,7 +569,7 @@ func (s *server) handleTopDomains() http.Handler {
 			return
 		}
 		q, limit, err := s.dashboardQuery(r)
-		var rows []DomainCounts
+		var rows []analytics.DomainCounts
 		if err == nil {
 			rows, err = d.TopDomains(r.Context(), account(r), q.From, q.To, limit)
 		}

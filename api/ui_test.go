@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bouncer-mail/bouncer/analytics"
 )
 
 // browser is a cookie-carrying client of h, as the dashboard page is.
@@ -363,17 +365,17 @@ func TestDashboardPageHeaders(t *testing.T) {
 
 type fakeDashboard struct{ from, to time.Time }
 
-func (f *fakeDashboard) BounceReasons(ctx context.Context, account string, from, to time.Time, limit int) ([]ReasonCount, error) {
+func (f *fakeDashboard) BounceReasons(ctx context.Context, account string, from, to time.Time, limit int) ([]analytics.ReasonCount, error) {
 	f.from, f.to = from, to
-	rs := []ReasonCount{
+	rs := []analytics.ReasonCount{
 		{ReasonCode: "user_unknown", Classification: "Invalid Address", BounceType: "hard", Bounces: 7, Example: "550 5.1.1 no such user"},
 		{ReasonCode: "ip_blocked", Classification: "Reputation", BounceType: "soft", Blocks: 3, Example: "554 blocked"},
 	}
 	return rs[:min(limit, len(rs))], nil
 }
 
-func (f *fakeDashboard) TopDomains(ctx context.Context, account string, from, to time.Time, limit int) ([]DomainCounts, error) {
-	return []DomainCounts{{Domain: "gmail.com", Counts: StatCounts{Processed: 10, DerivedDrops: 1, Drops: 2, Delivered: 8, Bounces: 1}}}, nil
+func (f *fakeDashboard) TopDomains(ctx context.Context, account string, from, to time.Time, limit int) ([]analytics.DomainCounts, error) {
+	return []analytics.DomainCounts{{Domain: "gmail.com", Counts: analytics.StatCounts{Processed: 10, DerivedDrops: 1, Drops: 2, Delivered: 8, Bounces: 1}}}, nil
 }
 
 func TestDashboardRoutes(t *testing.T) {
@@ -392,7 +394,7 @@ func TestDashboardRoutes(t *testing.T) {
 	rec = do(t, h, "GET", "/bouncer/v1/stats/top_domains?start_date=2025-11-01", token, "")
 	var doms []struct {
 		Domain  string
-		Metrics ProviderMetrics
+		Metrics analytics.ProviderMetrics
 	}
 	if err := json.Unmarshal(rec.Body.Bytes(), &doms); err != nil || rec.Code != 200 || len(doms) != 1 {
 		t.Fatalf("top_domains: %d %s", rec.Code, rec.Body)

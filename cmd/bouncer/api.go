@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/analytics"
 	"github.com/bouncer-mail/bouncer/api"
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/pipeline"
@@ -125,8 +126,8 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 		checker = indexChecker{index}
 	}
 	cfg := api.Config{
-		Store: as, Stats: as, Activity: as, Keys: apiKeys{store}, Logger: log, Checker: checker,
-		Privacy: as, Forwarding: as, Webhooks: as, WebhookOps: as, Dashboard: as,
+		Store: as, Stats: store, Activity: store, Keys: apiKeys{store}, Logger: log, Checker: checker,
+		Privacy: as, Forwarding: as, Webhooks: as, WebhookOps: as, Dashboard: store,
 		RateLimit: float64(*rateLimit), MaxBodyBytes: int64(*maxBody),
 	}
 	if err := cfg.Validate(); err != nil {
@@ -245,60 +246,12 @@ func (a apiStore) DeleteAllSuppressions(ctx context.Context, account, list strin
 	return flush()
 }
 
-func (a apiStore) BounceClassifications(ctx context.Context, account string, from, to time.Time) ([]api.DayCount, error) {
-	return dayCounts(a.s.BounceClassifications(ctx, account, from, to))
+func (a apiStore) BounceClassifications(ctx context.Context, account string, from, to time.Time) ([]analytics.DayCount, error) {
+	return a.s.BounceClassifications(ctx, account, from, to)
 }
 
-func (a apiStore) BounceClassificationDomains(ctx context.Context, account, class string, from, to time.Time) ([]api.DayCount, error) {
-	return dayCounts(a.s.BounceClassificationDomains(ctx, account, class, from, to))
-}
-
-var _ api.Stats = apiStore{}
-var _ api.Activity = apiStore{}
-
-func (a apiStore) Stats(ctx context.Context, account string, q api.StatsQuery) ([]api.StatsRow, error) {
-	return statsRows(ctx, a.s, account, q)
-}
-
-func (a apiStore) ActivityMessages(ctx context.Context, account string, f *api.ActivityFilter, limit int) ([]api.ActivityMessage, error) {
-	ms, err := a.s.ActivityMessages(ctx, account, activityFilter(f), limit)
-	out := make([]api.ActivityMessage, len(ms))
-	for i, m := range ms {
-		out[i] = api.ActivityMessage{MsgID: m.MsgID, FromEmail: m.FromEmail, Subject: m.Subject, ToEmail: m.ToEmail,
-			Status: m.Status, Opens: m.Opens, Clicks: m.Clicks, LastEventTime: m.LastEventTime}
-	}
-	return out, err
-}
-
-func (a apiStore) ActivityEvents(ctx context.Context, account, msgID string) ([]api.ActivityEvent, error) {
-	es, err := a.s.ActivityEvents(ctx, account, msgID)
-	out := make([]api.ActivityEvent, len(es))
-	for i, e := range es {
-		out[i] = api.ActivityEvent{Event: e.Event, Type: e.Type, Reason: e.Reason, URL: e.URL, BounceType: e.BounceType,
-			UserAgent: e.UserAgent, Email: e.Email, FromEmail: e.FromEmail, Subject: e.Subject, Time: e.Time,
-			Attempt: e.Attempt, AsmGroupID: e.AsmGroupID}
-	}
-	return out, err
-}
-
-// activityFilter copies the API's parsed activity query for the store.
-func activityFilter(f *api.ActivityFilter) *clickhouse.ActivityFilter {
-	if f == nil {
-		return nil
-	}
-	out := &clickhouse.ActivityFilter{Op: f.Op, Field: f.Field, Value: f.Value, From: f.From, To: f.To}
-	for _, a := range f.Args {
-		out.Args = append(out.Args, activityFilter(a))
-	}
-	return out
-}
-
-func dayCounts(cs []clickhouse.DayCount, err error) ([]api.DayCount, error) {
-	out := make([]api.DayCount, len(cs))
-	for i, c := range cs {
-		out[i] = api.DayCount{Day: c.Day, Key: c.Key, N: c.N}
-	}
-	return out, err
+func (a apiStore) BounceClassificationDomains(ctx context.Context, account, class string, from, to time.Time) ([]analytics.DayCount, error) {
+	return a.s.BounceClassificationDomains(ctx, account, class, from, to)
 }
 
 // apiKeys adapts the ClickHouse store to the API's KeyStore.

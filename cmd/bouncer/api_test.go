@@ -74,8 +74,8 @@ func newAPIFixture(t *testing.T) *apiFixture {
 	}
 	as := apiStore{s: st, webhooks: webhookConfig{keys: keyring, guard: safedial.Guard{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}}}
 	f.index = suppress.New()
-	srv := httptest.NewServer(api.NewServer(api.Config{Store: as, Stats: as, Activity: as, Privacy: as, Forwarding: as, Webhooks: as,
-		WebhookOps: as, Dashboard: as, Checker: indexChecker{f.index}, Keys: apiKeys{st}, Now: f.clock, RateLimit: 10000}))
+	srv := httptest.NewServer(api.NewServer(api.Config{Store: as, Stats: st, Activity: st, Privacy: as, Forwarding: as, Webhooks: as,
+		WebhookOps: as, Dashboard: st, Checker: indexChecker{f.index}, Keys: apiKeys{st}, Now: f.clock, RateLimit: 10000}))
 	t.Cleanup(srv.Close)
 	f.url = srv.URL
 	return f

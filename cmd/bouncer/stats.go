@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/bouncer-mail/bouncer/api"
+	"github.com/bouncer-mail/bouncer/analytics"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 )
 
@@ -44,27 +44,27 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 // statColumn is one metric column of the table.
 type statColumn struct {
 	name string
-	get  func(api.Metrics) uint64
+	get  func(analytics.Metrics) uint64
 	main bool
 }
 
 var statColumns = []statColumn{
-	{"requests", func(m api.Metrics) uint64 { return m.Requests }, true},
-	{"processed", func(m api.Metrics) uint64 { return m.Processed }, true},
-	{"delivered", func(m api.Metrics) uint64 { return m.Delivered }, true},
-	{"deferred", func(m api.Metrics) uint64 { return m.Deferred }, true},
-	{"bounces", func(m api.Metrics) uint64 { return m.Bounces }, true},
-	{"blocks", func(m api.Metrics) uint64 { return m.Blocks }, true},
-	{"bounce_drops", func(m api.Metrics) uint64 { return m.BounceDrops }, false},
-	{"spam_report_drops", func(m api.Metrics) uint64 { return m.SpamReportDrops }, false},
-	{"unsubscribe_drops", func(m api.Metrics) uint64 { return m.UnsubscribeDrops }, false},
-	{"invalid_emails", func(m api.Metrics) uint64 { return m.InvalidEmails }, false},
-	{"opens", func(m api.Metrics) uint64 { return m.Opens }, false},
-	{"unique_opens", func(m api.Metrics) uint64 { return m.UniqueOpens }, true},
-	{"clicks", func(m api.Metrics) uint64 { return m.Clicks }, false},
-	{"unique_clicks", func(m api.Metrics) uint64 { return m.UniqueClicks }, true},
-	{"spam_reports", func(m api.Metrics) uint64 { return m.SpamReports }, true},
-	{"unsubscribes", func(m api.Metrics) uint64 { return m.Unsubscribes }, true},
+	{"requests", func(m analytics.Metrics) uint64 { return m.Requests }, true},
+	{"processed", func(m analytics.Metrics) uint64 { return m.Processed }, true},
+	{"delivered", func(m analytics.Metrics) uint64 { return m.Delivered }, true},
+	{"deferred", func(m analytics.Metrics) uint64 { return m.Deferred }, true},
+	{"bounces", func(m analytics.Metrics) uint64 { return m.Bounces }, true},
+	{"blocks", func(m analytics.Metrics) uint64 { return m.Blocks }, true},
+	{"bounce_drops", func(m analytics.Metrics) uint64 { return m.BounceDrops }, false},
+	{"spam_report_drops", func(m analytics.Metrics) uint64 { return m.SpamReportDrops }, false},
+	{"unsubscribe_drops", func(m analytics.Metrics) uint64 { return m.UnsubscribeDrops }, false},
+	{"invalid_emails", func(m analytics.Metrics) uint64 { return m.InvalidEmails }, false},
+	{"opens", func(m analytics.Metrics) uint64 { return m.Opens }, false},
+	{"unique_opens", func(m analytics.Metrics) uint64 { return m.UniqueOpens }, true},
+	{"clicks", func(m analytics.Metrics) uint64 { return m.Clicks }, false},
+	{"unique_clicks", func(m analytics.Metrics) uint64 { return m.UniqueClicks }, true},
+	{"spam_reports", func(m analytics.Metrics) uint64 { return m.SpamReports }, true},
+	{"unsubscribes", func(m analytics.Metrics) uint64 { return m.Unsubscribes }, true},
 }
 
 func runStats(ctx context.Context, env *environment, args []string) error {
@@ -100,23 +100,23 @@ func runStats(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	defer store.Close()
-	rows, err := statsRows(ctx, store, *acct, q)
+	rows, err := store.Stats(ctx, *acct, q)
 	if err != nil {
 		return err
 	}
-	out := api.BuildStats(q, rows)
+	out := analytics.BuildStats(q, rows)
 	if *asJSON {
 		enc := json.NewEncoder(env.stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)
 	}
-	printStats(env.stdout, out, q.Segment != api.SegmentGlobal, *all)
+	printStats(env.stdout, out, q.Segment != analytics.SegmentGlobal, *all)
 	return nil
 }
 
 // statsFlags checks the flags of bouncer stats and makes the query.
-func statsFlags(start, end, by string, cats []string, now time.Time) (api.StatsQuery, error) {
-	q := api.StatsQuery{AggregatedBy: by}
+func statsFlags(start, end, by string, cats []string, now time.Time) (analytics.StatsQuery, error) {
+	q := analytics.StatsQuery{AggregatedBy: by}
 	if start == "" {
 		return q, usagef("stats: missing --start YYYY-MM-DD")
 	}
@@ -146,31 +146,15 @@ func statsFlags(start, end, by string, cats []string, now time.Time) (api.StatsQ
 		if c = strings.TrimSpace(c); c == "" {
 			return q, usagef("stats: --category is empty")
 		}
-		q.Segment = api.SegmentCategory
+		q.Segment = analytics.SegmentCategory
 		q.Keys = append(q.Keys, c)
 	}
 	return q, nil
 }
 
-// statsRows reads the stats of account from ClickHouse (the API's Stats
-// and bouncer stats).
-func statsRows(ctx context.Context, s *clickhouse.Store, account string, q api.StatsQuery) ([]api.StatsRow, error) {
-	rows, err := s.Stats(ctx, clickhouse.StatsQuery{
-		AccountID: account, From: q.From, To: q.To, AggregatedBy: q.AggregatedBy, Segment: q.Segment, Keys: q.Keys,
-	})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]api.StatsRow, len(rows))
-	for i, r := range rows {
-		out[i] = api.StatsRow{Period: r.Period, Key: r.Key, Counts: api.StatCounts(r.Counts)}
-	}
-	return out, nil
-}
-
 // printStats prints one row per period (and category) and a column per
 // metric.
-func printStats(w io.Writer, days []api.DateStats, named, all bool) {
+func printStats(w io.Writer, days []analytics.DateStats, named, all bool) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	head := []string{"date"}
 	if named {
@@ -186,7 +170,7 @@ func printStats(w io.Writer, days []api.DateStats, named, all bool) {
 	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
 	for _, d := range days {
 		for _, e := range d.Stats {
-			m, _ := e.Metrics.(api.Metrics)
+			m, _ := e.Metrics.(analytics.Metrics)
 			cells := []string{d.Date}
 			if named {
 				cells = append(cells, e.Name)

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bouncer-mail/bouncer/api"
+	"github.com/bouncer-mail/bouncer/analytics"
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/internal/testenv"
 	"github.com/bouncer-mail/bouncer/pipeline"
@@ -104,7 +104,7 @@ func wantStats(rows []pipeline.Row, account, by string, match func(pipeline.Row)
 		if r.AccountID != account || !match(r) {
 			continue
 		}
-		p := api.StatsPeriods(time.Unix(r.Timestamp, 0).UTC(), time.Unix(r.Timestamp, 0).UTC().Add(time.Second), by)[0]
+		p := analytics.StatsPeriods(time.Unix(r.Timestamp, 0).UTC(), time.Unix(r.Timestamp, 0).UTC().Add(time.Second), by)[0]
 		if per[p] == nil {
 			per[p] = sets{}
 		}
@@ -250,7 +250,7 @@ func TestStatsAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.setClock(time.Date(2026, 11, 11, 15, 0, 0, 0, time.UTC))
-	days := api.StatsPeriods(time.Date(2026, 10, 31, 0, 0, 0, 0, time.UTC), time.Date(2026, 11, 12, 0, 0, 0, 0, time.UTC), "day")
+	days := analytics.StatsPeriods(time.Date(2026, 10, 31, 0, 0, 0, 0, time.UTC), time.Date(2026, 11, 12, 0, 0, 0, 0, time.UTC), "day")
 	if len(days) != 12 || days[0] != "2026-10-31" || days[11] != "2026-11-11" {
 		t.Fatalf("periods %v", days)
 	}
@@ -401,7 +401,7 @@ func TestStatsCommand(t *testing.T) {
 	mainCols := []string{"requests", "processed", "delivered", "deferred", "bounces", "blocks", "unique_opens", "unique_clicks", "spam_reports", "unsubscribes"}
 	out := stats("--start", "2026-10-31", "--end", "2026-11-11", "--account", "acme")
 	rs := table(out)
-	days := api.StatsPeriods(time.Date(2026, 10, 31, 0, 0, 0, 0, time.UTC), time.Date(2026, 11, 12, 0, 0, 0, 0, time.UTC), "day")
+	days := analytics.StatsPeriods(time.Date(2026, 10, 31, 0, 0, 0, 0, time.UTC), time.Date(2026, 11, 12, 0, 0, 0, 0, time.UTC), "day")
 	check("by day", rs, days, wantStats(rows, "acme", "day", all), mainCols)
 	if _, ok := rs[0]["invalid_emails"]; ok || len(rs[0]) != 1+len(mainCols) {
 		t.Errorf("default columns %v, want date and the main metrics", rs[0])

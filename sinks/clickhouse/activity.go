@@ -4,42 +4,9 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
+
+	"github.com/bouncer-mail/bouncer/analytics"
 )
-
-// Activity filter operators (the same as package api's).
-const (
-	FilterAnd     = "and"
-	FilterOr      = "or"
-	FilterEq      = "eq"
-	FilterBetween = "between"
-)
-
-// ActivityFilter is a parsed activity query: an AND or OR of Args, or one
-// condition. Values are only ever bound as arguments.
-type ActivityFilter struct {
-	Op       string
-	Args     []*ActivityFilter
-	Field    string // FilterEq: to_email, from_email, msg_id or status
-	Value    string
-	From, To time.Time // FilterBetween: last_event_time in [From, To]
-}
-
-// ActivityMessage is one message of the activity list.
-type ActivityMessage struct {
-	MsgID, FromEmail, Subject, ToEmail, Status string
-	Opens, Clicks                              uint64
-	LastEventTime                              time.Time
-}
-
-// ActivityEvent is one event of a message.
-type ActivityEvent struct {
-	Event, Type, Reason, URL, BounceType, UserAgent string
-	Email, FromEmail, Subject                       string
-	Time                                            time.Time
-	Attempt                                         uint32
-	AsmGroupID                                      int64
-}
 
 // activityColumns are the only expressions a filter compiles to, by field;
 // to_email and from_email compare lower-cased (the parser lower-cases
@@ -53,12 +20,12 @@ var activityColumns = map[string]string{
 
 // compileActivity turns f into a condition fragment of fixed column
 // expressions, operators and ? placeholders, and its arguments.
-func compileActivity(f *ActivityFilter, args []any) (string, []any, error) {
+func compileActivity(f *analytics.ActivityFilter, args []any) (string, []any, error) {
 	if f == nil {
 		return activityMatchAll, args, nil
 	}
 	switch f.Op {
-	case FilterAnd, FilterOr:
+	case analytics.FilterAnd, analytics.FilterOr:
 		if len(f.Args) == 0 {
 			return "", nil, fmt.Errorf("activity: empty %s", f.Op)
 		}
@@ -71,14 +38,14 @@ func compileActivity(f *ActivityFilter, args []any) (string, []any, error) {
 			}
 			parts = append(parts, p)
 		}
-		return "(" + strings.Join(parts, map[string]string{FilterAnd: " AND ", FilterOr: " OR "}[f.Op]) + ")", args, nil
-	case FilterEq:
+		return "(" + strings.Join(parts, map[string]string{analytics.FilterAnd: " AND ", analytics.FilterOr: " OR "}[f.Op]) + ")", args, nil
+	case analytics.FilterEq:
 		col, ok := activityColumns[f.Field]
 		if !ok {
 			return "", nil, fmt.Errorf("activity: unknown field %q", f.Field)
 		}
 		return "(" + col + " = ?)", append(args, f.Value), nil
-	case FilterBetween:
+	case analytics.FilterBetween:
 		return "(a_last >= toDateTime(?) AND a_last <= toDateTime(?))", append(args, unixSeconds(f.From), unixSeconds(f.To)), nil
 	}
 	return "", nil, fmt.Errorf("activity: unknown operator %q", f.Op)
@@ -86,7 +53,7 @@ func compileActivity(f *ActivityFilter, args []any) (string, []any, error) {
 
 // activityMessagesSQL is the list query with f's condition, and its
 // arguments: the account, the prefilter's, the filter's, the limit.
-func activityMessagesSQL(account string, f *ActivityFilter, limit int) (string, []any, error) {
+func activityMessagesSQL(account string, f *analytics.ActivityFilter, limit int) (string, []any, error) {
 	cond, condArgs, err := compileActivity(f, nil)
 	if err != nil {
 		return "", nil, err
@@ -116,15 +83,15 @@ func activityWithPrefilter(prefilter, cond string) string {
 
 // pinnedBetween returns the time range at the top of f or directly under
 // a top-level AND, or nil.
-func pinnedBetween(f *ActivityFilter) *ActivityFilter {
+func pinnedBetween(f *analytics.ActivityFilter) *analytics.ActivityFilter {
 	switch {
 	case f == nil:
 		return nil
-	case f.Op == FilterBetween:
+	case f.Op == analytics.FilterBetween:
 		return f
-	case f.Op == FilterAnd:
+	case f.Op == analytics.FilterAnd:
 		for _, a := range f.Args {
-			if a.Op == FilterBetween {
+			if a.Op == analytics.FilterBetween {
 				return a
 			}
 		}
@@ -134,15 +101,15 @@ func pinnedBetween(f *ActivityFilter) *ActivityFilter {
 
 // pinned returns the value f requires field to equal: an equality at the
 // top of f or directly under a top-level AND.
-func pinned(f *ActivityFilter, field string) (string, bool) {
+func pinned(f *analytics.ActivityFilter, field string) (string, bool) {
 	switch {
 	case f == nil:
 		return "", false
-	case f.Op == FilterEq && f.Field == field:
+	case f.Op == analytics.FilterEq && f.Field == field:
 		return f.Value, true
-	case f.Op == FilterAnd:
+	case f.Op == analytics.FilterAnd:
 		for _, a := range f.Args {
-			if a.Op == FilterEq && a.Field == field {
+			if a.Op == analytics.FilterEq && a.Field == field {
 				return a.Value, true
 			}
 		}
@@ -152,7 +119,7 @@ func pinned(f *ActivityFilter, field string) (string, bool) {
 
 // ActivityMessages returns at most limit messages of the account matching
 // f (nil: all), the most recent last event first.
-func (s *Store) ActivityMessages(ctx context.Context, account string, f *ActivityFilter, limit int) ([]ActivityMessage, error) {
+func (s *Store) ActivityMessages(ctx context.Context, account string, f *analytics.ActivityFilter, limit int) ([]analytics.ActivityMessage, error) {
 	sql, args, err := activityMessagesSQL(account, f, limit)
 	if err != nil {
 		return nil, err
@@ -162,9 +129,9 @@ func (s *Store) ActivityMessages(ctx context.Context, account string, f *Activit
 		return nil, fmt.Errorf("%s: %w", qActivityMessages.Name, err)
 	}
 	defer rows.Close()
-	var out []ActivityMessage
+	var out []analytics.ActivityMessage
 	for rows.Next() {
-		var m ActivityMessage
+		var m analytics.ActivityMessage
 		var norm string
 		if err := rows.Scan(&m.MsgID, &m.FromEmail, &m.Subject, &m.ToEmail, &norm, &m.Status, &m.Opens, &m.Clicks, &m.LastEventTime); err != nil {
 			return nil, fmt.Errorf("%s: %w", qActivityMessages.Name, err)
@@ -177,15 +144,15 @@ func (s *Store) ActivityMessages(ctx context.Context, account string, f *Activit
 
 // ActivityEvents returns one message's events by time, each sg_event_id
 // once; none when the account has no such message.
-func (s *Store) ActivityEvents(ctx context.Context, account, msgID string) ([]ActivityEvent, error) {
+func (s *Store) ActivityEvents(ctx context.Context, account, msgID string) ([]analytics.ActivityEvent, error) {
 	rows, err := s.conn.Query(ctx, qActivityEvents.SQL, account, msgID)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", qActivityEvents.Name, err)
 	}
 	defer rows.Close()
-	var out []ActivityEvent
+	var out []analytics.ActivityEvent
 	for rows.Next() {
-		var e ActivityEvent
+		var e analytics.ActivityEvent
 		if err := rows.Scan(&e.Event, &e.Type, &e.Time, &e.Reason, &e.URL, &e.BounceType, &e.UserAgent, &e.Attempt,
 			&e.Email, &e.FromEmail, &e.Subject, &e.AsmGroupID); err != nil {
 			return nil, fmt.Errorf("%s: %w", qActivityEvents.Name, err)

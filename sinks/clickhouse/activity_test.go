@@ -8,23 +8,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/analytics"
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/schemas"
 )
 
-func aEq(field, v string) *ActivityFilter {
-	return &ActivityFilter{Op: FilterEq, Field: field, Value: v}
+func aEq(field, v string) *analytics.ActivityFilter {
+	return &analytics.ActivityFilter{Op: analytics.FilterEq, Field: field, Value: v}
 }
 
-func aBetween(from, to string) *ActivityFilter {
+func aBetween(from, to string) *analytics.ActivityFilter {
 	f, _ := time.Parse(time.RFC3339, from)
 	t, _ := time.Parse(time.RFC3339, to)
-	return &ActivityFilter{Op: FilterBetween, Field: "last_event_time", From: f, To: t}
+	return &analytics.ActivityFilter{Op: analytics.FilterBetween, Field: "last_event_time", From: f, To: t}
 }
 
-func aOp(op string, args ...*ActivityFilter) *ActivityFilter {
-	return &ActivityFilter{Op: op, Args: args}
+func aOp(op string, args ...*analytics.ActivityFilter) *analytics.ActivityFilter {
+	return &analytics.ActivityFilter{Op: op, Args: args}
 }
 
 // activityFragment is the only vocabulary a compiled filter may use.
@@ -32,11 +33,11 @@ var activityFragment = regexp.MustCompile(`^(?:\(|\)| AND | OR | = | >= | <= |\?
 
 func TestActivitySQLHasNoUserText(t *testing.T) {
 	evil := []string{"x') OR 1=1 --", "'; DROP TABLE events; --", `a"b\c`, "?", "a_msg", "1 = 1) OR (1 = 1", "ünï"}
-	var conds []*ActivityFilter
+	var conds []*analytics.ActivityFilter
 	for _, v := range evil {
 		conds = append(conds, aEq("to_email", v), aEq("from_email", v), aEq("msg_id", v), aEq("status", v))
 	}
-	f := aOp(FilterOr, aOp(FilterAnd, conds...), aBetween("2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z"))
+	f := aOp(analytics.FilterOr, aOp(analytics.FilterAnd, conds...), aBetween("2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z"))
 	sql, args, err := activityMessagesSQL("acme' OR 1=1", f, 5)
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +67,7 @@ func TestActivitySQLHasNoUserText(t *testing.T) {
 	if _, _, err := compileActivity(aEq("subject", "x"), nil); err == nil {
 		t.Error("unknown field compiled")
 	}
-	if _, _, err := compileActivity(&ActivityFilter{Op: "not"}, nil); err == nil {
+	if _, _, err := compileActivity(&analytics.ActivityFilter{Op: "not"}, nil); err == nil {
 		t.Error("unknown operator compiled")
 	}
 }
@@ -117,7 +118,7 @@ func TestActivityOnClickHouse(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ids := func(ms []ActivityMessage) []string {
+	ids := func(ms []analytics.ActivityMessage) []string {
 		var out []string
 		for _, m := range ms {
 			out = append(out, m.MsgID)
@@ -128,7 +129,7 @@ func TestActivityOnClickHouse(t *testing.T) {
 	for _, c := range []struct {
 		name    string
 		account string
-		f       *ActivityFilter
+		f       *analytics.ActivityFilter
 		limit   int
 		want    []string
 	}{
@@ -141,9 +142,9 @@ func TestActivityOnClickHouse(t *testing.T) {
 		{"status processed", "acme", aEq("status", "processed"), 10, []string{"m3"}},
 		{"time range", "acme", day1, 10, []string{"m2", "m1"}},
 		{"time range inclusive", "acme", aBetween("2026-11-03T10:00:00Z", "2026-11-03T10:00:00Z"), 10, []string{"m4"}},
-		{"and", "acme", aOp(FilterAnd, aEq("to_email", "ann@gmail.com"), day1), 10, []string{"m1"}},
-		{"or", "acme", aOp(FilterOr, aEq("msg_id", "m1"), aEq("status", "processed")), 10, []string{"m3", "m1"}},
-		{"and binds tighter", "acme", aOp(FilterOr, aEq("msg_id", "m4"), aOp(FilterAnd, aEq("to_email", "ann@gmail.com"), aEq("status", "delivered"))), 10, []string{"m4", "m1"}},
+		{"and", "acme", aOp(analytics.FilterAnd, aEq("to_email", "ann@gmail.com"), day1), 10, []string{"m1"}},
+		{"or", "acme", aOp(analytics.FilterOr, aEq("msg_id", "m1"), aEq("status", "processed")), 10, []string{"m3", "m1"}},
+		{"and binds tighter", "acme", aOp(analytics.FilterOr, aEq("msg_id", "m4"), aOp(analytics.FilterAnd, aEq("to_email", "ann@gmail.com"), aEq("status", "delivered"))), 10, []string{"m4", "m1"}},
 		{"limit", "acme", nil, 2, []string{"m4", "m3"}},
 		{"injection is a value", "acme", aEq("to_email", "x') OR 1=1 --"), 10, nil},
 		{"injection in msg_id", "acme", aEq("msg_id", "m1' OR '1'='1"), 10, nil},
@@ -163,7 +164,7 @@ func TestActivityOnClickHouse(t *testing.T) {
 	if err != nil || len(ms) != 1 {
 		t.Fatalf("m1: %v %v", ms, err)
 	}
-	want := ActivityMessage{MsgID: "m1", FromEmail: "News@Shop.io", Subject: "Subject m1", ToEmail: "Ann@Gmail.com",
+	want := analytics.ActivityMessage{MsgID: "m1", FromEmail: "News@Shop.io", Subject: "Subject m1", ToEmail: "Ann@Gmail.com",
 		Status: "delivered", Opens: 2, Clicks: 1, LastEventTime: time.Unix(base+2*h+1, 0).UTC()}
 	if ms[0] != want {
 		t.Errorf("m1:\n got %+v\nwant %+v", ms[0], want)

@@ -4,29 +4,22 @@ import (
 	"context"
 	"fmt"
 	"time"
-)
 
-// ReasonCount is one row of the top bounce reasons.
-type ReasonCount struct {
-	ReasonCode, Classification, BounceType string
-	// Bounces and Blocks count bounce events of type bounce and blocked.
-	Bounces, Blocks uint64
-	// Example is the diagnostic text of the newest of these events.
-	Example string
-}
+	"github.com/bouncer-mail/bouncer/analytics"
+)
 
 // BounceReasons counts one account's bounce events in [from, to) per reason
 // code, classification and bounce type, most first, at most limit rows.
-func (s *Store) BounceReasons(ctx context.Context, account string, from, to time.Time, limit int) ([]ReasonCount, error) {
+func (s *Store) BounceReasons(ctx context.Context, account string, from, to time.Time, limit int) ([]analytics.ReasonCount, error) {
 	q := qDashboardReasons
 	rows, err := s.conn.Query(ctx, q.SQL, account, unixSeconds(from), unixSeconds(to), limit)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", q.Name, err)
 	}
 	defer rows.Close()
-	var out []ReasonCount
+	var out []analytics.ReasonCount
 	for rows.Next() {
-		var r ReasonCount
+		var r analytics.ReasonCount
 		if err := rows.Scan(&r.ReasonCode, &r.Classification, &r.BounceType, &r.Bounces, &r.Blocks, &r.Example); err != nil {
 			return nil, fmt.Errorf("%s: %w", q.Name, err)
 		}
@@ -35,16 +28,10 @@ func (s *Store) BounceReasons(ctx context.Context, account string, from, to time
 	return out, rows.Err()
 }
 
-// DomainCounts are the stats counts of one recipient domain.
-type DomainCounts struct {
-	Domain string
-	Counts StatCounts
-}
-
 // TopDomains returns the stats counts of one account's limit recipient
 // domains with the most requests (processed events and drops) in
 // [from, to), most first.
-func (s *Store) TopDomains(ctx context.Context, account string, from, to time.Time, limit int) ([]DomainCounts, error) {
+func (s *Store) TopDomains(ctx context.Context, account string, from, to time.Time, limit int) ([]analytics.DomainCounts, error) {
 	q := qDashboardDomains
 	f, t := unixSeconds(from), unixSeconds(to)
 	rows, err := s.conn.Query(ctx, q.SQL, account, f, t, account, f, t, limit, limit)
@@ -52,9 +39,9 @@ func (s *Store) TopDomains(ctx context.Context, account string, from, to time.Ti
 		return nil, fmt.Errorf("%s: %w", q.Name, err)
 	}
 	defer rows.Close()
-	var out []DomainCounts
+	var out []analytics.DomainCounts
 	for rows.Next() {
-		var r DomainCounts
+		var r analytics.DomainCounts
 		var volume uint64
 		c := &r.Counts
 		if err := rows.Scan(&r.Domain, &c.Processed, &c.DerivedDrops, &c.Drops, &c.BounceDrops, &c.SpamReportDrops,

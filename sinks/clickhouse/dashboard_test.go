@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/analytics"
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/schemas"
@@ -25,7 +26,7 @@ func TestTopDomainsMatchStats(t *testing.T) {
 	// One month, so each domain is one period of the expected stats.
 	from, to := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	domains := []string{"gmail.com", "yahoo.com", "example.org"}
-	want := expectStats(rows, StatsQuery{AccountID: "acme", From: from, To: to, AggregatedBy: "month", Segment: StatsDomain, Keys: domains})
+	want := expectStats(rows, statsCase{"acme", analytics.StatsQuery{From: from, To: to, AggregatedBy: "month", Segment: analytics.SegmentDomain, Keys: domains}})
 	got, err := s.TopDomains(ctx, "acme", from, to, 10)
 	if err != nil {
 		t.Fatal(err)
@@ -33,7 +34,7 @@ func TestTopDomainsMatchStats(t *testing.T) {
 	if len(got) != len(domains) {
 		t.Fatalf("got %d domains, want %d: %+v", len(got), len(domains), got)
 	}
-	volume := func(c StatCounts) uint64 { return c.Processed + c.Drops } // what the query orders by
+	volume := func(c analytics.StatCounts) uint64 { return c.Processed + c.Drops } // what the query orders by
 	for i, d := range got {
 		if w := want[[2]string{"2026-11-01", d.Domain}]; d.Counts != w {
 			t.Errorf("%s: got %+v\nwant %+v", d.Domain, d.Counts, w)
@@ -85,7 +86,7 @@ func TestBounceReasons(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []ReasonCount{
+	want := []analytics.ReasonCount{
 		{ReasonCode: "user_unknown", Classification: "Invalid Address", BounceType: "hard", Bounces: 3, Example: "550 5.1.1 no such user (new)"},
 		{ReasonCode: "ip_blocked", Classification: "Reputation", BounceType: "soft", Blocks: 2, Example: "554 5.7.1 blocked again"},
 		{ReasonCode: "mailbox_full", Classification: "Mailbox Unavailable", BounceType: "soft", Bounces: 1, Example: "452 4.2.2 mailbox full"},

@@ -15,7 +15,7 @@ package clickhouse
 const statsPeriod = "toString(multiIf(? = 'month', toStartOfMonth(toDate(timestamp, 'UTC')), " +
 	"? = 'week', toMonday(toDate(timestamp, 'UTC')), toDate(timestamp, 'UTC'))) AS period"
 
-// statsCounts are the base counts, in the order of StatCounts' fields.
+// statsCounts are the base counts, in the order of analytics.StatCounts' fields.
 const statsCounts = "uniqExactIf(sg_event_id, event = 'processed'), " +
 	"uniqExactIf(sg_event_id, event = 'dropped' AND derived = 1), " +
 	"uniqExactIf(sg_event_id, event = 'dropped'), " +

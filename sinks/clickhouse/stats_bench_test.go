@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/analytics"
 	"github.com/bouncer-mail/bouncer/internal/testenv"
 )
 
@@ -29,33 +30,33 @@ func BenchmarkStatsQueries(b *testing.B) {
 	to := from.AddDate(0, 0, 30)
 	cases := []queryCase{
 		{"stats/global/day", func() (int, error) {
-			r, err := s.Stats(ctx, StatsQuery{AccountID: "acme", From: from, To: to})
+			r, err := s.Stats(ctx, "acme", analytics.StatsQuery{From: from, To: to})
 			return len(r), err
 		}},
 		{"stats/global/month", func() (int, error) {
-			r, err := s.Stats(ctx, StatsQuery{AccountID: "acme", From: from, To: to, AggregatedBy: "month"})
+			r, err := s.Stats(ctx, "acme", analytics.StatsQuery{From: from, To: to, AggregatedBy: "month"})
 			return len(r), err
 		}},
 		{"stats/category/day", func() (int, error) {
-			r, err := s.Stats(ctx, StatsQuery{AccountID: "acme", From: from, To: to, Segment: StatsCategory, Keys: []string{"news", "receipts"}})
+			r, err := s.Stats(ctx, "acme", analytics.StatsQuery{From: from, To: to, Segment: analytics.SegmentCategory, Keys: []string{"news", "receipts"}})
 			return len(r), err
 		}},
 		{"stats/mailbox_provider/week", func() (int, error) {
-			r, err := s.Stats(ctx, StatsQuery{AccountID: "acme", From: from, To: to, AggregatedBy: "week", Segment: StatsProvider})
+			r, err := s.Stats(ctx, "acme", analytics.StatsQuery{From: from, To: to, AggregatedBy: "week", Segment: analytics.SegmentProvider})
 			return len(r), err
 		}},
 		{"stats/domain/day", func() (int, error) {
-			r, err := s.Stats(ctx, StatsQuery{AccountID: "acme", From: from, To: to, Segment: StatsDomain, Keys: []string{"gmail.com", "yahoo.com"}})
+			r, err := s.Stats(ctx, "acme", analytics.StatsQuery{From: from, To: to, Segment: analytics.SegmentDomain, Keys: []string{"gmail.com", "yahoo.com"}})
 			return len(r), err
 		}},
 		{"activity/to_email", func() (int, error) {
-			r, err := s.ActivityMessages(ctx, "acme", &ActivityFilter{Op: FilterEq, Field: "to_email", Value: "u4242@outlook.com"}, 100)
+			r, err := s.ActivityMessages(ctx, "acme", &analytics.ActivityFilter{Op: analytics.FilterEq, Field: "to_email", Value: "u4242@outlook.com"}, 100)
 			return len(r), err
 		}},
 		{"activity/status+time", func() (int, error) {
-			r, err := s.ActivityMessages(ctx, "acme", &ActivityFilter{Op: FilterAnd, Args: []*ActivityFilter{
-				{Op: FilterEq, Field: "status", Value: "not_delivered"},
-				{Op: FilterBetween, From: from.AddDate(0, 0, 10), To: from.AddDate(0, 0, 11)},
+			r, err := s.ActivityMessages(ctx, "acme", &analytics.ActivityFilter{Op: analytics.FilterAnd, Args: []*analytics.ActivityFilter{
+				{Op: analytics.FilterEq, Field: "status", Value: "not_delivered"},
+				{Op: analytics.FilterBetween, From: from.AddDate(0, 0, 10), To: from.AddDate(0, 0, 11)},
 			}}, 1000)
 			return len(r), err
 		}},

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/analytics"
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/schemas"
@@ -81,8 +82,14 @@ func periodOf(ts int64, by string) string {
 	return d.Format(time.DateOnly)
 }
 
+// statsCase is a stats query of one account.
+type statsCase struct {
+	AccountID string
+	analytics.StatsQuery
+}
+
 // expectStats computes, in Go, what Store.Stats must return for q.
-func expectStats(rows []pipeline.Row, q StatsQuery) map[[2]string]StatCounts {
+func expectStats(rows []pipeline.Row, q statsCase) map[[2]string]analytics.StatCounts {
 	type set map[string]bool
 	type acc struct{ ids [17]set }
 	groups := map[[2]string]*acc{}
@@ -91,7 +98,7 @@ func expectStats(rows []pipeline.Row, q StatsQuery) map[[2]string]StatCounts {
 			continue
 		}
 		ev := string(r.Event.Event)
-		var metrics []int // indexes into StatCounts' fields, in order
+		var metrics []int // indexes into analytics.StatCounts' fields, in order
 		switch ev {
 		case "processed":
 			metrics = []int{0}
@@ -133,23 +140,23 @@ func expectStats(rows []pipeline.Row, q StatsQuery) map[[2]string]StatCounts {
 		}
 		var keys []string
 		switch q.Segment {
-		case StatsGlobal:
+		case analytics.SegmentGlobal:
 			keys = []string{""}
-		case StatsCategory:
+		case analytics.SegmentCategory:
 			for _, c := range r.Categories {
 				if slices.Contains(q.Keys, c) && !slices.Contains(keys, c) {
 					keys = append(keys, c)
 				}
 			}
-		case StatsProvider:
+		case analytics.SegmentProvider:
 			p := r.Provider
 			if p == "" {
-				p = ProviderOther
+				p = analytics.ProviderOther
 			}
 			if len(q.Keys) == 0 || slices.Contains(q.Keys, p) {
 				keys = []string{p}
 			}
-		case StatsDomain:
+		case analytics.SegmentDomain:
 			if slices.Contains(q.Keys, r.Domain) {
 				keys = []string{r.Domain}
 			}
@@ -177,10 +184,10 @@ func expectStats(rows []pipeline.Row, q StatsQuery) map[[2]string]StatCounts {
 			}
 		}
 	}
-	out := map[[2]string]StatCounts{}
+	out := map[[2]string]analytics.StatCounts{}
 	for g, a := range groups {
 		n := func(i int) uint64 { return uint64(len(a.ids[i])) }
-		out[g] = StatCounts{
+		out[g] = analytics.StatCounts{
 			Processed: n(0), DerivedDrops: n(1), Drops: n(2), BounceDrops: n(3), SpamReportDrops: n(4),
 			UnsubscribeDrops: n(5), InvalidDrops: n(6), Delivered: n(7), Deferred: n(8), Bounces: n(9),
 			Blocks: n(10), Opens: n(11), UniqueOpens: n(12), Clicks: n(13), UniqueClicks: n(14),
@@ -222,7 +229,7 @@ func TestStatsAreExact(t *testing.T) {
 	from, to := day("2026-10-01"), day("2027-01-01")
 	// Every count is exercised: none is zero over the whole range.
 	var total [17]uint64
-	for _, c := range expectStats(rows, StatsQuery{AccountID: "acme", From: from, To: to, AggregatedBy: "month"}) {
+	for _, c := range expectStats(rows, statsCase{"acme", analytics.StatsQuery{From: from, To: to, AggregatedBy: "month"}}) {
 		for i, v := range []uint64{c.Processed, c.DerivedDrops, c.Drops, c.BounceDrops, c.SpamReportDrops,
 			c.UnsubscribeDrops, c.InvalidDrops, c.Delivered, c.Deferred, c.Bounces, c.Blocks, c.Opens,
 			c.UniqueOpens, c.Clicks, c.UniqueClicks, c.SpamReports, c.Unsubscribes} {
@@ -232,24 +239,24 @@ func TestStatsAreExact(t *testing.T) {
 	if slices.Contains(total[:], 0) {
 		t.Fatalf("fixture: totals %v, want every count above zero", total)
 	}
-	for _, q := range []StatsQuery{
-		{AccountID: "acme", From: from, To: to},
-		{AccountID: "acme", From: from, To: to, AggregatedBy: "day"},
-		{AccountID: "acme", From: from, To: to, AggregatedBy: "week"},
-		{AccountID: "acme", From: from, To: to, AggregatedBy: "month"},
-		{AccountID: "other", From: from, To: to, AggregatedBy: "week"},
-		{AccountID: "nobody", From: from, To: to},
+	for _, q := range []statsCase{
+		{"acme", analytics.StatsQuery{From: from, To: to}},
+		{"acme", analytics.StatsQuery{From: from, To: to, AggregatedBy: "day"}},
+		{"acme", analytics.StatsQuery{From: from, To: to, AggregatedBy: "week"}},
+		{"acme", analytics.StatsQuery{From: from, To: to, AggregatedBy: "month"}},
+		{"other", analytics.StatsQuery{From: from, To: to, AggregatedBy: "week"}},
+		{"nobody", analytics.StatsQuery{From: from, To: to}},
 		// A range that cuts days off both ends of the data.
-		{AccountID: "acme", From: day("2026-11-03"), To: day("2026-11-09"), AggregatedBy: "week"},
-		{AccountID: "acme", From: from, To: to, Segment: StatsCategory, Keys: []string{"news", "receipts", "none"}},
-		{AccountID: "acme", From: from, To: to, AggregatedBy: "month", Segment: StatsCategory, Keys: []string{"receipts"}},
-		{AccountID: "acme", From: from, To: to, Segment: StatsProvider},
-		{AccountID: "acme", From: from, To: to, AggregatedBy: "week", Segment: StatsProvider, Keys: []string{"google", ProviderOther}},
-		{AccountID: "acme", From: from, To: to, Segment: StatsDomain, Keys: []string{"gmail.com", "example.org"}},
-		{AccountID: "other", From: from, To: to, AggregatedBy: "month", Segment: StatsDomain, Keys: []string{"yahoo.com"}},
+		{"acme", analytics.StatsQuery{From: day("2026-11-03"), To: day("2026-11-09"), AggregatedBy: "week"}},
+		{"acme", analytics.StatsQuery{From: from, To: to, Segment: analytics.SegmentCategory, Keys: []string{"news", "receipts", "none"}}},
+		{"acme", analytics.StatsQuery{From: from, To: to, AggregatedBy: "month", Segment: analytics.SegmentCategory, Keys: []string{"receipts"}}},
+		{"acme", analytics.StatsQuery{From: from, To: to, Segment: analytics.SegmentProvider}},
+		{"acme", analytics.StatsQuery{From: from, To: to, AggregatedBy: "week", Segment: analytics.SegmentProvider, Keys: []string{"google", analytics.ProviderOther}}},
+		{"acme", analytics.StatsQuery{From: from, To: to, Segment: analytics.SegmentDomain, Keys: []string{"gmail.com", "example.org"}}},
+		{"other", analytics.StatsQuery{From: from, To: to, AggregatedBy: "month", Segment: analytics.SegmentDomain, Keys: []string{"yahoo.com"}}},
 	} {
 		name := fmt.Sprintf("%s/%s/%s%v", q.AccountID, q.AggregatedBy, q.Segment, q.Keys)
-		got, err := s.Stats(ctx, q)
+		got, err := s.Stats(ctx, q.AccountID, q.StatsQuery)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -257,7 +264,7 @@ func TestStatsAreExact(t *testing.T) {
 		if q.AccountID == "acme" && len(want) == 0 {
 			t.Errorf("%s: the fixture gives only %d groups", name, len(want))
 		}
-		gotMap := map[[2]string]StatCounts{}
+		gotMap := map[[2]string]analytics.StatCounts{}
 		for i, r := range got {
 			if i > 0 && got[i-1].Period > r.Period {
 				t.Errorf("%s: rows not ordered by period: %s after %s", name, r.Period, got[i-1].Period)
@@ -278,7 +285,7 @@ func TestStatsAreExact(t *testing.T) {
 			}
 		}
 	}
-	if _, err := s.Stats(ctx, StatsQuery{AccountID: "acme", From: from, To: to, AggregatedBy: "year"}); err == nil {
+	if _, err := s.Stats(ctx, "acme", analytics.StatsQuery{From: from, To: to, AggregatedBy: "year"}); err == nil {
 		t.Error("aggregated by year: want an error")
 	}
 }

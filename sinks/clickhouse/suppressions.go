@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/bouncer-mail/bouncer/analytics"
 )
 
 // Suppression is the current state of one list entry.
@@ -75,35 +76,29 @@ func (s *Store) DeleteAllSuppressions(ctx context.Context, accountID, list strin
 	return nil
 }
 
-// DayCount is one count of a day (YYYY-MM-DD, UTC) and a key.
-type DayCount struct {
-	Day, Key string
-	N        uint64
-}
-
-// BounceClassifications counts an account's bounce events per UTC day and
+// BounceClassifications counts the account's bounce events per day and
 // classification in [from, to).
-func (s *Store) BounceClassifications(ctx context.Context, accountID string, from, to time.Time) ([]DayCount, error) {
+func (s *Store) BounceClassifications(ctx context.Context, accountID string, from, to time.Time) ([]analytics.DayCount, error) {
 	return s.dayCounts(ctx, qBounceClassifications, accountID, unix32(from), unix32(to))
 }
 
 // BounceClassificationDomains counts an account's bounce events of one
 // classification per UTC day and recipient domain in [from, to).
-func (s *Store) BounceClassificationDomains(ctx context.Context, accountID, class string, from, to time.Time) ([]DayCount, error) {
+func (s *Store) BounceClassificationDomains(ctx context.Context, accountID, class string, from, to time.Time) ([]analytics.DayCount, error) {
 	return s.dayCounts(ctx, qBounceClassificationDomains, accountID, class, unix32(from), unix32(to))
 }
 
 func unix32(t time.Time) uint32 { return uint32(min(max(t.Unix(), 0), int64(^uint32(0)))) }
 
-func (s *Store) dayCounts(ctx context.Context, q Query, args ...any) ([]DayCount, error) {
+func (s *Store) dayCounts(ctx context.Context, q Query, args ...any) ([]analytics.DayCount, error) {
 	rows, err := s.conn.Query(ctx, q.SQL, args...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", q.Name, err)
 	}
 	defer rows.Close()
-	var out []DayCount
+	var out []analytics.DayCount
 	for rows.Next() {
-		var c DayCount
+		var c analytics.DayCount
 		if err := rows.Scan(&c.Day, &c.Key, &c.N); err != nil {
 			return nil, fmt.Errorf("%s: %w", q.Name, err)
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/analytics"
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/schemas"
@@ -98,7 +99,7 @@ func TestBounceClassificationCounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []DayCount{{"2025-11-27", "Invalid Address", 2}, {"2025-11-27", "Reputation", 1}}
+	want := []analytics.DayCount{{Day: "2025-11-27", Key: "Invalid Address", N: 2}, {Day: "2025-11-27", Key: "Reputation", N: 1}}
 	if !slices.Equal(got, want) {
 		t.Errorf("classifications: %v, want %v", got, want)
 	}
@@ -106,7 +107,7 @@ func TestBounceClassificationCounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = []DayCount{{"2025-11-27", "x.org", 1}, {"2025-11-27", "y.org", 1}}
+	want = []analytics.DayCount{{Day: "2025-11-27", Key: "x.org", N: 1}, {Day: "2025-11-27", Key: "y.org", N: 1}}
 	if !slices.Equal(got, want) {
 		t.Errorf("domains: %v, want %v", got, want)
 	}

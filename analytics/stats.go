@@ -1,0 +1,233 @@
+package analytics
+
+import (
+	"slices"
+	"time"
+)
+
+// Stats segments: how a stats route splits its counts (SendGrid's "type").
+const (
+	SegmentGlobal   = ""
+	SegmentCategory = "category"
+	SegmentProvider = "mailbox_provider"
+	SegmentDomain   = "domain"
+
+	// ProviderOther is the mailbox provider of events whose provider is
+	// unknown.
+	ProviderOther = "other"
+)
+
+// StatCounts are the base counts of one period and segment key, each event
+// (by sg_event_id) counted once however often a producer resent it.
+// Metrics and ProviderMetrics turn them into SendGrid's metrics.
+type StatCounts struct {
+	Processed        uint64 // processed events
+	DerivedDrops     uint64 // dropped events bouncer derived, each beside a processed event
+	Drops            uint64 // all dropped events, derived or sent by the producer
+	BounceDrops      uint64 // dropped, reason "Bounced Address"
+	SpamReportDrops  uint64 // dropped, reason "Spam Reporting Address"
+	UnsubscribeDrops uint64 // dropped, reason "Unsubscribed Address"
+	InvalidDrops     uint64 // dropped, reason "Invalid"
+	Delivered        uint64
+	Deferred         uint64
+	Bounces          uint64 // bounce events of type bounce
+	Blocks           uint64 // bounce events of type blocked
+	Opens            uint64
+	UniqueOpens      uint64 // distinct (sg_message_id, recipient) with an open
+	Clicks           uint64
+	UniqueClicks     uint64 // distinct (sg_message_id, recipient) with a click
+	SpamReports      uint64
+	Unsubscribes     uint64 // unsubscribe and group_unsubscribe events
+}
+
+// StatsQuery selects stats of the authenticated account.
+type StatsQuery struct {
+	// From and To bound the event time, [From, To); both are UTC midnights.
+	From, To time.Time
+	// AggregatedBy is "day", "week" (Monday to Sunday) or "month".
+	AggregatedBy string
+	// Segment is one of the Segment constants.
+	Segment string
+	// Keys are the categories, providers or domains asked for; for
+	// providers, none means every provider with events.
+	Keys []string
+}
+
+// StatsRow is the counts of one period (its first day, YYYY-MM-DD, UTC)
+// and key ("" for global stats).
+type StatsRow struct {
+	Period, Key string
+	Counts      StatCounts
+}
+
+// Metrics are SendGrid's metrics of /v3/stats and /v3/categories/stats.
+type Metrics struct {
+	Blocks           uint64 `json:"blocks"`
+	BounceDrops      uint64 `json:"bounce_drops"`
+	Bounces          uint64 `json:"bounces"`
+	Clicks           uint64 `json:"clicks"`
+	Deferred         uint64 `json:"deferred"`
+	Delivered        uint64 `json:"delivered"`
+	InvalidEmails    uint64 `json:"invalid_emails"`
+	Opens            uint64 `json:"opens"`
+	Processed        uint64 `json:"processed"`
+	Requests         uint64 `json:"requests"`
+	SpamReportDrops  uint64 `json:"spam_report_drops"`
+	SpamReports      uint64 `json:"spam_reports"`
+	UniqueClicks     uint64 `json:"unique_clicks"`
+	UniqueOpens      uint64 `json:"unique_opens"`
+	UnsubscribeDrops uint64 `json:"unsubscribe_drops"`
+	Unsubscribes     uint64 `json:"unsubscribes"`
+}
+
+// ProviderMetrics are SendGrid's metrics of /v3/mailbox_providers/stats.
+type ProviderMetrics struct {
+	Blocks       uint64 `json:"blocks"`
+	Bounces      uint64 `json:"bounces"`
+	Clicks       uint64 `json:"clicks"`
+	Deferred     uint64 `json:"deferred"`
+	Delivered    uint64 `json:"delivered"`
+	Drops        uint64 `json:"drops"`
+	Opens        uint64 `json:"opens"`
+	Processed    uint64 `json:"processed"`
+	Requests     uint64 `json:"requests"`
+	SpamReports  uint64 `json:"spam_reports"`
+	UniqueClicks uint64 `json:"unique_clicks"`
+	UniqueOpens  uint64 `json:"unique_opens"`
+}
+
+// processed is SendGrid's processed: a message SendGrid drops is requested
+// but not processed, so processed events that bouncer derived a drop for
+// do not count.
+func (c StatCounts) processed() uint64 {
+	if c.DerivedDrops > c.Processed {
+		return 0
+	}
+	return c.Processed - c.DerivedDrops
+}
+
+// Metrics computes SendGrid's metrics: requests = processed + drops.
+func (c StatCounts) Metrics() Metrics {
+	p := c.processed()
+	return Metrics{
+		Blocks: c.Blocks, BounceDrops: c.BounceDrops, Bounces: c.Bounces, Clicks: c.Clicks,
+		Deferred: c.Deferred, Delivered: c.Delivered, InvalidEmails: c.InvalidDrops, Opens: c.Opens,
+		Processed: p, Requests: p + c.Drops, SpamReportDrops: c.SpamReportDrops, SpamReports: c.SpamReports,
+		UniqueClicks: c.UniqueClicks, UniqueOpens: c.UniqueOpens, UnsubscribeDrops: c.UnsubscribeDrops,
+		Unsubscribes: c.Unsubscribes,
+	}
+}
+
+// ProviderMetrics computes SendGrid's mailbox provider metrics.
+func (c StatCounts) ProviderMetrics() ProviderMetrics {
+	p := c.processed()
+	return ProviderMetrics{
+		Blocks: c.Blocks, Bounces: c.Bounces, Clicks: c.Clicks, Deferred: c.Deferred,
+		Delivered: c.Delivered, Drops: c.Drops, Opens: c.Opens, Processed: p, Requests: p + c.Drops,
+		SpamReports: c.SpamReports, UniqueClicks: c.UniqueClicks, UniqueOpens: c.UniqueOpens,
+	}
+}
+
+// StatsEntry is one element of a period's stats: Type and Name are set for
+// segmented stats; Metrics is a Metrics or ProviderMetrics.
+type StatsEntry struct {
+	Type    string `json:"type,omitempty"`
+	Name    string `json:"name,omitempty"`
+	Metrics any    `json:"metrics"`
+}
+
+// DateStats is one period of SendGrid's stats response.
+type DateStats struct {
+	Date  string       `json:"date"`
+	Stats []StatsEntry `json:"stats"`
+}
+
+// PeriodStart is the first day of the period holding day d.
+func PeriodStart(d time.Time, by string) time.Time {
+	d = time.Date(d.Year(), d.Month(), d.Day(), 0, 0, 0, 0, time.UTC)
+	switch by {
+	case "week":
+		return d.AddDate(0, 0, -((int(d.Weekday()) + 6) % 7))
+	case "month":
+		return time.Date(d.Year(), d.Month(), 1, 0, 0, 0, 0, time.UTC)
+	}
+	return d
+}
+
+// StatsPeriods lists the first days (YYYY-MM-DD) of the periods that hold
+// a day of [from, to): the first may start before from (a week starts on
+// Monday, a month on the 1st).
+func StatsPeriods(from, to time.Time, by string) []string {
+	var out []string
+	for p := PeriodStart(from, by); p.Before(to); {
+		out = append(out, p.Format(time.DateOnly))
+		switch by {
+		case "week":
+			p = p.AddDate(0, 0, 7)
+		case "month":
+			p = p.AddDate(0, 1, 0)
+		default:
+			p = p.AddDate(0, 0, 1)
+		}
+	}
+	return out
+}
+
+// BuildStats is SendGrid's response for q from the store's rows: every
+// period of the range, with zero metrics where there were no events, and
+// in each period one entry per key (the keys asked for, in that order, or
+// for providers without keys every provider that has events, by name).
+func BuildStats(q StatsQuery, rows []StatsRow) []DateStats {
+	keys := q.Keys
+	if q.Segment == SegmentGlobal {
+		keys = []string{""}
+	} else if len(keys) == 0 {
+		for _, r := range rows {
+			keys = append(keys, r.Key)
+		}
+		slices.Sort(keys)
+		keys = slices.Compact(keys)
+	}
+	type pk struct{ period, key string }
+	counts := make(map[pk]StatCounts, len(rows))
+	for _, r := range rows {
+		counts[pk{r.Period, r.Key}] = r.Counts
+	}
+	periods := StatsPeriods(q.From, q.To, q.AggregatedBy)
+	out := make([]DateStats, 0, len(periods))
+	for _, p := range periods {
+		day := DateStats{Date: p, Stats: make([]StatsEntry, 0, len(keys))}
+		for _, k := range keys {
+			c := counts[pk{p, k}]
+			e := StatsEntry{Type: q.Segment, Name: k, Metrics: c.Metrics()}
+			if q.Segment == SegmentProvider {
+				e.Metrics = c.ProviderMetrics()
+			}
+			day.Stats = append(day.Stats, e)
+		}
+		out = append(out, day)
+	}
+	return out
+}
+
+// DayCount is a count for a day (YYYY-MM-DD, UTC) and a key.
+type DayCount struct {
+	Day, Key string
+	N        uint64
+}
+
+// ReasonCount is one row of the top bounce reasons.
+type ReasonCount struct {
+	ReasonCode, Classification, BounceType string
+	// Bounces and Blocks count bounce events of type bounce and blocked,
+	// each sg_event_id once.
+	Bounces, Blocks uint64
+	// Example is the diagnostic text of the newest of these events.
+	Example string
+}
+
+// DomainCounts are the stats counts of one recipient domain.
+type DomainCounts struct {
+	Domain string
+	Counts StatCounts
+}
