@@ -28,7 +28,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 	"unicode"
@@ -655,9 +654,10 @@ func (s *server) handleWebhookRotate(w http.ResponseWriter, r *http.Request, st 
 // one batch of sample events (one per selected event type, every type
 // without an id), signed like a real delivery with the subscription's
 // secrets and key, to url (default: the subscription's) through the SSRF
-// guard. 204 when the receiver answered 2xx; 502 saying what the receiver
-// did otherwise. Both carry the receiver's status, when it answered, in
-// X-Bouncer-Receiver-Status. Without an id the batch is unsigned (there is
+// guard. 204 when the receiver answered 2xx; 502 with the failure's class
+// otherwise (the HTTP status, or refused, timeout, tls, dns, connection:
+// never the receiver's body or an error text). Both carry the receiver's
+// status, when it answered, in X-Bouncer-Receiver-Status. Without an id the batch is unsigned (there is
 // no secret to sign with).
 func (s *server) handleWebhookTest(w http.ResponseWriter, r *http.Request, st WebhookStore) error {
 	var body struct {
@@ -716,28 +716,27 @@ func (s *server) handleWebhookTest(w http.ResponseWriter, r *http.Request, st We
 	}
 	resp, err := guard.Client(WebhookTestTimeout).Do(req)
 	if err != nil {
-		var blocked *safedial.BlockedError
-		if errors.As(err, &blocked) {
-			// The name resolved to an address webhooks may not reach.
-			return errorf(EInvalid, "url", "%s: %v", target, blocked)
+		// Only the class of the failure: the error's text (addresses,
+		// ports, the resolver's address) would make this route a scanner
+		// of the network bouncer runs in.
+		fail := safedial.Classify(err)
+		if ctx.Err() != nil {
+			fail = safedial.FailTimeout
 		}
-		msg := err.Error()
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			msg = uerr.Err.Error()
+		s.log.Debug("webhook test delivery failed", "account", account(r), "class", fail, "err", err)
+		if fail == safedial.FailBlocked {
+			return errorf(EInvalid, "url", "%s: %s", target, fail.Message())
 		}
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			msg = fmt.Sprintf("no answer within %s", WebhookTestTimeout)
-		}
-		writeJSON(w, http.StatusBadGateway, errorBody{Errors: []errorItem{{Message: "test delivery to " + target + " failed: " + msg}}})
+		writeJSON(w, http.StatusBadGateway, errorBody{Errors: []errorItem{{Message: "test delivery to " + target + " failed: " + fail.Message()}}})
 		return nil
 	}
+	// Drained for the connection's sake, never shown.
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	w.Header().Set("X-Bouncer-Receiver-Status", fmt.Sprint(resp.StatusCode))
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		writeJSON(w, http.StatusBadGateway, errorBody{Errors: []errorItem{{Message: fmt.Sprintf(
-			"test delivery to %s failed: the receiver answered %s (want a 2xx status)", target, resp.Status)}}})
+			"test delivery to %s failed: the receiver answered %s (want a 2xx status)", target, webhook.StatusResponse(resp.StatusCode))}}})
 		return nil
 	}
 	w.WriteHeader(http.StatusNoContent)

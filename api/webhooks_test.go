@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,12 +35,23 @@ type fakeWebhooks struct {
 }
 
 func newFakeWebhooks() *fakeWebhooks {
-	return &fakeWebhooks{byAcct: map[string][]Webhook{},
-		guard: safedial.Guard{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}}
+	return &fakeWebhooks{byAcct: map[string][]Webhook{}}
 }
 
-func (f *fakeWebhooks) WebhooksReady() error         { return f.notReady }
-func (f *fakeWebhooks) WebhookGuard() safedial.Guard { return f.guard }
+// allow opens a test server's loopback address and port (only that port:
+// the allow-list names ports).
+func (f *fakeWebhooks) allow(srv *httptest.Server) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.guard.Allow = append(f.guard.Allow, safedial.RuleFor(netip.MustParseAddrPort(srv.Listener.Addr().String())))
+}
+
+func (f *fakeWebhooks) WebhooksReady() error { return f.notReady }
+func (f *fakeWebhooks) WebhookGuard() safedial.Guard {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.guard
+}
 
 func (f *fakeWebhooks) Webhooks(ctx context.Context, account string) ([]Webhook, error) {
 	f.mu.Lock()
@@ -438,6 +450,7 @@ func TestWebhookTestDelivery(t *testing.T) {
 	rcv := &receiver{status: 200}
 	srv := httptest.NewServer(rcv)
 	defer srv.Close()
+	st.allow(srv)
 	rec := do(t, h, "POST", "/v3/user/webhooks/event/settings", key, `{"url":"`+srv.URL+`/events","bounce":true,"spam_report":true}`)
 	if rec.Code != 201 {
 		t.Fatalf("create: %d %s", rec.Code, rec.Body)
@@ -497,7 +510,7 @@ func TestWebhookTestDelivery(t *testing.T) {
 	if rec.Code != 502 || rec.Header().Get("X-Bouncer-Receiver-Status") != "500" {
 		t.Fatalf("failing receiver: %d %s", rec.Code, rec.Body)
 	}
-	if _, msg := sendGridError(t, rec); !strings.Contains(msg, "answered 500") {
+	if _, msg := sendGridError(t, rec); !strings.Contains(msg, "answered HTTP 500 Internal Server Error") {
 		t.Errorf("failing receiver: %q", msg)
 	}
 	rcv.mu.Lock()
@@ -509,26 +522,95 @@ func TestWebhookTestDelivery(t *testing.T) {
 		t.Errorf("test without an id: %d events, signature %q", len(events), head.Get("webhook-signature"))
 	}
 
-	// Nobody listening: 502 saying so.
+	// Nobody listening on an allowed port: 502 with the class only.
 	closed := httptest.NewServer(http.NotFoundHandler())
+	st.allow(closed)
 	closed.Close()
 	rec = do(t, h, "POST", "/v3/user/webhooks/event/test", key, `{"url":"`+closed.URL+`/"}`)
 	if rec.Code != 502 || rec.Header().Get("X-Bouncer-Receiver-Status") != "" {
 		t.Errorf("closed port: %d %s", rec.Code, rec.Body)
 	}
-	if _, msg := sendGridError(t, rec); !strings.Contains(msg, "connection refused") || strings.Contains(msg, "Post ") {
+	if _, msg := sendGridError(t, rec); msg != "test delivery to "+closed.URL+"/ failed: refused: the connection was refused" {
 		t.Errorf("closed port: message %q", msg)
 	}
 
 	// A name that resolves to a blocked address is refused at dial time,
-	// with the way to allow it.
+	// without naming the address it resolved to.
+	st.mu.Lock()
 	st.guard = safedial.Guard{}
+	st.mu.Unlock()
 	rec = do(t, h, "POST", "/v3/user/webhooks/event/test", key, `{"url":"http://localhost:`+strings.TrimPrefix(srv.URL, "http://127.0.0.1:")+`/"}`)
 	if rec.Code != 400 {
 		t.Fatalf("localhost without an allow-list: %d %s", rec.Code, rec.Body)
 	}
-	if field, msg := sendGridError(t, rec); field == nil || *field != "url" || !strings.Contains(msg, "BOUNCER_WEBHOOK_ALLOW_NETS") {
+	if field, msg := sendGridError(t, rec); field == nil || *field != "url" || !strings.Contains(msg, "blocked: ") || strings.Contains(msg, "127.0.0.1") || strings.Contains(msg, "::1") {
 		t.Errorf("localhost without an allow-list: %v %q", field, msg)
+	}
+}
+
+// TestWebhookTestDeliveryAllowListPorts is the security review's finding
+// 1: with loopback allowed for a receiver, a test delivery could POST to
+// any loopback port (ClickHouse's HTTP interface inserted a row), and the
+// answers (bodies, "connection refused", "EOF") scanned the ports. Now only
+// the allowed port is reached, and the tenant sees classes, never bodies.
+func TestWebhookTestDeliveryAllowListPorts(t *testing.T) {
+	h, st, key, _, _ := webhookServer(t)
+	var hits atomic.Int64
+	// An internal service on loopback, answering with secrets.
+	internal := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.WriteHeader(500)
+		io.WriteString(w, "Code: 62. DB::Exception: internal-table-name secret-token-42")
+	}))
+	defer internal.Close()
+	rcv := &receiver{status: 200}
+	allowed := httptest.NewServer(rcv)
+	defer allowed.Close()
+	st.allow(allowed)
+	port := strings.TrimPrefix(internal.URL, "http://127.0.0.1:")
+	rec := do(t, h, "POST", "/v3/user/webhooks/event/settings", key, `{"url":"`+allowed.URL+`/events"}`)
+	if rec.Code != 201 {
+		t.Fatalf("create on the allowed port: %d %s", rec.Code, rec.Body)
+	}
+	id := decodeExact(t, rec.Body.String(), webhookKeys("created_date", "updated_date")...)["id"].(string)
+
+	// Every route that takes a URL, with the internal port in every form.
+	for _, u := range []string{internal.URL + "/?query=INSERT%20INTO%20t%20FORMAT%20TSV", "http://127.0.0.1:" + port + "/",
+		"http://[::ffff:127.0.0.1]:" + port + "/", "http://127.0.0.1/", "http://localhost:" + port + "/"} {
+		for _, route := range []struct{ method, path, body string }{
+			{"POST", "/v3/user/webhooks/event/test", `{"url":"` + u + `"}`},
+			{"POST", "/v3/user/webhooks/event/test", `{"id":"` + id + `","url":"` + u + `"}`},
+			{"POST", "/v3/user/webhooks/event/settings", `{"url":"` + u + `"}`},
+			{"PATCH", "/v3/user/webhooks/event/settings/" + id, `{"url":"` + u + `x"}`},
+		} {
+			rec := do(t, h, route.method, route.path, key, route.body)
+			if !strings.HasSuffix(route.path, "/test") && strings.Contains(u, "localhost") {
+				// Names are checked when dialed; storing one is fine.
+				if rec.Code/100 != 2 {
+					t.Errorf("%s %s: %d %s", route.method, u, rec.Code, rec.Body)
+				}
+				continue
+			}
+			if rec.Code != 400 {
+				t.Errorf("%s %s: %d %s, want 400", route.path, u, rec.Code, rec.Body)
+			}
+			if strings.Contains(rec.Body.String(), "secret-token") || strings.Contains(rec.Body.String(), "DB::Exception") {
+				t.Errorf("%s %s shows the internal answer: %s", route.path, u, rec.Body)
+			}
+		}
+	}
+	if hits.Load() != 0 {
+		t.Fatalf("the internal service got %d requests", hits.Load())
+	}
+
+	// Allowed, the internal service's body still never reaches the tenant.
+	st.allow(internal)
+	rec = do(t, h, "POST", "/v3/user/webhooks/event/test", key, `{"url":"`+internal.URL+`/"}`)
+	if rec.Code != 502 || hits.Load() != 1 {
+		t.Fatalf("allowed internal: %d %s (hits %d)", rec.Code, rec.Body, hits.Load())
+	}
+	if _, msg := sendGridError(t, rec); msg != "test delivery to "+internal.URL+"/ failed: the receiver answered HTTP 500 Internal Server Error (want a 2xx status)" {
+		t.Errorf("allowed internal: message %q", msg)
 	}
 }
 
@@ -536,7 +618,7 @@ func TestWebhookTestDelivery(t *testing.T) {
 // caller WebhookTestTimeout and a 502 saying so, not a hung request.
 func TestWebhookTestDeliveryTimeout(t *testing.T) {
 	t.Parallel()
-	h, _, key, _, _ := webhookServer(t)
+	h, st, key, _, _ := webhookServer(t)
 	release := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -546,11 +628,12 @@ func TestWebhookTestDeliveryTimeout(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(release)
+	st.allow(srv)
 	rec := do(t, h, "POST", "/v3/user/webhooks/event/test", key, `{"url":"`+srv.URL+`/hang"}`)
 	if rec.Code != 502 {
 		t.Fatalf("hanging receiver: %d %s", rec.Code, rec.Body)
 	}
-	if _, msg := sendGridError(t, rec); !strings.Contains(msg, "no answer within 10s") {
+	if _, msg := sendGridError(t, rec); !strings.HasSuffix(msg, "failed: timeout: no answer in time") {
 		t.Errorf("hanging receiver: %q", msg)
 	}
 }

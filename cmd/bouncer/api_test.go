@@ -72,7 +72,7 @@ func newAPIFixture(t *testing.T) *apiFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	as := apiStore{s: st, webhooks: webhookConfig{keys: keyring, guard: safedial.Guard{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}}}
+	as := apiStore{s: st, webhooks: webhookConfig{keys: keyring, guard: safedial.Guard{Allow: []safedial.Rule{safedial.RuleFor(netip.MustParseAddrPort("127.0.0.1:9"))}}}}
 	f.index = suppress.New()
 	srv := httptest.NewServer(api.NewServer(api.Config{Store: as, Stats: st, Activity: st, Privacy: as, Forwarding: as, Webhooks: as,
 		WebhookOps: as, Dashboard: st, Checker: indexChecker{f.index}, Keys: apiKeys{st}, Now: f.clock, RateLimit: 10000}))

@@ -172,10 +172,10 @@ type secretJSON struct {
 // accept, delete; another account never sees or changes them; and plain
 // SQL on the table shows neither the secrets nor the private key.
 func TestWebhooksAPIOnClickHouse(t *testing.T) {
-	f := startWebhookAPI(t, map[string]string{secrets.EnvKey: secrets.GenerateKey(), "BOUNCER_WEBHOOK_ALLOW_NETS": "127.0.0.1/32"})
 	rcv := &captureReceiver{}
 	srv := httptest.NewServer(rcv)
 	defer srv.Close()
+	f := startWebhookAPI(t, map[string]string{secrets.EnvKey: secrets.GenerateKey(), "BOUNCER_WEBHOOK_ALLOW_NETS": allowOnly(t, srv.URL)})
 	const base = "/v3/user/webhooks/event/settings"
 
 	var created webhookJSON
@@ -412,7 +412,10 @@ func TestWebhooksAPIWithoutSecretKey(t *testing.T) {
 	}
 	for name, env := range map[string]map[string]string{
 		"bad key":        {secrets.EnvKey: "not base64!"},
-		"bad allow-list": {secrets.EnvKey: secrets.GenerateKey(), "BOUNCER_WEBHOOK_ALLOW_NETS": "10.0.0.0/33"},
+		"bad allow-list": {secrets.EnvKey: secrets.GenerateKey(), "BOUNCER_WEBHOOK_ALLOW_NETS": "10.0.0.0/33:443"},
+		// The old form opened every port of loopback (finding 1 of the
+		// security review): refused at start-up, saying how to write it.
+		"allow-list without ports": {secrets.EnvKey: secrets.GenerateKey(), "BOUNCER_WEBHOOK_ALLOW_NETS": "127.0.0.1/32"},
 	} {
 		for k, v := range f.env {
 			if _, set := env[k]; !set {

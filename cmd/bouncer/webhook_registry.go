@@ -257,9 +257,10 @@ func (m *maskedFlag) Set(s string) error { m.v = s; return nil }
 func addWebhookFlags(e *envFlags) *webhookFlags {
 	return &webhookFlags{
 		key: addSecretKeyFlag(e),
-		allow: e.String("webhook-allow-nets", safedial.EnvAllow, "", "`networks` webhook URLs may reach although they are "+
-			"private, loopback or otherwise special (comma-separated CIDRs or IPs, e.g. 10.20.0.0/16,127.0.0.1); "+
-			"by default webhooks reach public addresses only"),
+		allow: e.String("webhook-allow-nets", safedial.EnvAllow, "", "`addresses and ports` webhook URLs may reach although they are "+
+			"private, loopback or otherwise special: comma-separated host:port or host:first-last entries, host an IP, a CIDR "+
+			"or an IPv6 one in brackets (e.g. 127.0.0.1:8080,10.20.0.0/16:443,[::1]:9000-9099); every entry names its ports, "+
+			"so that webhooks cannot reach the other services on those networks. By default webhooks reach public addresses only"),
 	}
 }
 
@@ -287,11 +288,11 @@ func (f *webhookFlags) keyring() (*secrets.Keyring, error) {
 
 // guard returns the SSRF guard of the flags.
 func (f *webhookFlags) guard() (safedial.Guard, error) {
-	nets, err := safedial.ParseAllowList(*f.allow)
+	rules, err := safedial.ParseAllowList(*f.allow)
 	if err != nil {
-		return safedial.Guard{}, &usageError{fmt.Sprintf("--webhook-allow-nets / %s: %v", safedial.EnvAllow, err)}
+		return safedial.Guard{}, &usageError{fmt.Sprintf("--webhook-allow-nets / %v", err)}
 	}
-	return safedial.Guard{Allow: nets}, nil
+	return safedial.Guard{Allow: rules}, nil
 }
 
 // errNoSecretKey is what the webhook routes answer (503) without a keyring.

@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"regexp"
 	"strings"
 	"sync"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/bouncer-mail/bouncer/internal/testenv"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
+	"github.com/bouncer-mail/bouncer/sinks/webhook/safedial"
 )
 
 // hookReceiver is a loopback endpoint: it answers with status() and keeps
@@ -33,6 +36,25 @@ type hookReceiver struct {
 	secret   string              // whsec_..., verified when set
 	badSigs  int
 	url      string
+}
+
+// allowOnly is a BOUNCER_WEBHOOK_ALLOW_NETS value opening exactly the
+// loopback addresses and ports of the given URLs.
+func allowOnly(t *testing.T, urls ...string) string {
+	t.Helper()
+	var rules []string
+	for _, raw := range urls {
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ap, err := netip.ParseAddrPort(u.Host)
+		if err != nil {
+			t.Fatalf("allowOnly(%s): %v", raw, err)
+		}
+		rules = append(rules, safedial.RuleFor(ap).String())
+	}
+	return strings.Join(rules, ",")
 }
 
 func newHookReceiver(t *testing.T, status int) *hookReceiver {
@@ -166,11 +188,14 @@ func TestWorkerDeliversWebhooks(t *testing.T) {
 	key := make([]byte, 32)
 	rand.Read(key)
 	prefix := topic + ".wh"
+	good := newHookReceiver(t, 200)
+	flaky := newHookReceiver(t, 503)
+	gone := newHookReceiver(t, 410)
 	env := map[string]string{
 		"KAFKA_BROKERS": brokers, "CLICKHOUSE_ADDR": addr, "CLICKHOUSE_DATABASE": db,
 		"BOUNCER_TOPIC": topic, "BOUNCER_SINK_GROUP": topic + ".sink", "BOUNCER_OPS_ADDR": "127.0.0.1:0",
 		"BOUNCER_MAX_WAIT": "50ms", "BOUNCER_CHANGELOG_TOPIC": topic + ".suppressions", "BOUNCER_PARTITIONS": "2",
-		"BOUNCER_SECRET_KEY": base64.StdEncoding.EncodeToString(key), "BOUNCER_WEBHOOK_ALLOW_NETS": "127.0.0.1/32",
+		"BOUNCER_SECRET_KEY": base64.StdEncoding.EncodeToString(key), "BOUNCER_WEBHOOK_ALLOW_NETS": allowOnly(t, good.url, flaky.url, gone.url),
 		"BOUNCER_WEBHOOK_RETRY_SCHEDULE": "1s,1s,2s", "BOUNCER_WEBHOOK_TOPIC_PREFIX": prefix,
 		"BOUNCER_WEBHOOK_GROUP": topic + ".webhooks", "BOUNCER_WEBHOOK_REFRESH": "200ms", "BOUNCER_WEBHOOK_TIMEOUT": "2s",
 		"BOUNCER_WEBHOOK_BATCH_WAIT": "50ms",
@@ -194,9 +219,6 @@ func TestWorkerDeliversWebhooks(t *testing.T) {
 	}
 	api := startOpsAPI(t, env)
 
-	good := newHookReceiver(t, 200)
-	flaky := newHookReceiver(t, 503)
-	gone := newHookReceiver(t, 410)
 	all := `"processed":true,"delivered":true,"bounce":true,"dropped":true,"open":true`
 	create := func(rc *hookReceiver) string {
 		var out struct{ ID string }

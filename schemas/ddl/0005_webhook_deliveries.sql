@@ -7,7 +7,10 @@
 --               (written to a retry tier), exhausted (given up: schedule
 --               exhausted, endpoint disabled or deleted)
 --   status      HTTP status, 0 when there was no response
---   response    the first 1 KiB of the response body, or the error
+--   response    what the account may see: the HTTP status and its standard
+--               name, a failure class (refused, timeout, tls, dns, blocked,
+--               connection) or why a batch was parked; never the receiver's
+--               body or an error text (rows of versions before 2026-12 may)
 --   circuit     the endpoint's breaker state on that worker afterwards
 --               (closed, half-open, open)
 CREATE TABLE IF NOT EXISTS webhook_deliveries (

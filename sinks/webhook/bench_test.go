@@ -104,6 +104,7 @@ func startBench(b *testing.B, endpoints, hanging, preload int) *benchEnv {
 	conn := consumer.Conn{Brokers: testenv.Brokers(brokers)}
 	reg := &memRegistry{}
 	env := &benchEnv{topic: topic, conn: conn}
+	var guard safedial.Guard // opens exactly the receivers' ports
 	for i := range endpoints {
 		rc := &benchReceiver{hang: i < hanging, first: &env.first, last: &env.last}
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -113,6 +114,7 @@ func startBench(b *testing.B, endpoints, hanging, preload int) *benchEnv {
 		srv := &http.Server{Handler: rc}
 		go srv.Serve(ln)
 		b.Cleanup(func() { srv.Close() })
+		guard.Allow = append(guard.Allow, safedial.RuleFor(netip.MustParseAddrPort(ln.Addr().String())))
 		env.recvs = append(env.recvs, rc)
 		reg.eps = append(reg.eps, webhook.Endpoint{ID: fmt.Sprintf("ep%02d", i), AccountID: fmt.Sprintf("acct%02d", i),
 			URL: "http://" + ln.Addr().String() + "/", Enabled: true, Events: map[string]bool{"delivered": true},
@@ -131,7 +133,6 @@ func startBench(b *testing.B, endpoints, hanging, preload int) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	guard := safedial.Guard{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
 	d, err := webhook.New(webhook.Config{
 		Registry: reg, Client: guard.Client(2 * time.Second), Sign: sign.SetHeaders, Parker: parker,
 		Log: webhook.NewLogWriter(&memLog{}, 100000, 10000, time.Second, nil, nil), AttemptTimeout: 2 * time.Second,

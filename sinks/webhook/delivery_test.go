@@ -482,6 +482,39 @@ func TestDeliveryAgainstMisbehavingReceivers(t *testing.T) {
 		}
 	}
 	t.Logf("delivery log classes: %v", classes)
+
+	// The account sees a class, never the receiver's body or a connection
+	// error's text (the security review's finding 1: those read internal
+	// services' answers and scanned ports).
+	leaks := func(s string) bool {
+		return strings.Contains(s, "to request") || strings.Contains(s, "127.0.0.1") || strings.Contains(s, "dial") ||
+			strings.Contains(s, "EOF") || strings.Contains(s, "reset by peer")
+	}
+	seen := map[string]bool{}
+	for _, r := range rows {
+		if leaks(r.Response) {
+			t.Errorf("delivery log row %s %s shows %q", r.EndpointID, r.Result, r.Response)
+		}
+		seen[r.EndpointID+" "+r.Result+" "+r.Response] = true
+	}
+	for _, want := range []string{
+		"ep-5xx http_error HTTP 503 Service Unavailable",
+		"ep-gone gone HTTP 410 Gone",
+		"ep-down connection refused: the connection was refused",
+		"ep-hang timeout timeout: no answer in time",
+		"ep-reset connection connection: the connection failed or closed before an answer",
+	} {
+		if !seen[want] {
+			t.Errorf("delivery log has no row %q", want)
+		}
+	}
+	for _, ep := range []string{"ep-gone", "ep-down"} {
+		for _, b := range failed.forEndpoint(ep) {
+			if leaks(b.LastError) {
+				t.Errorf("failed batch of %s: last error %q", ep, b.LastError)
+			}
+		}
+	}
 }
 
 // TestDisableAfterFailingTooLong: an endpoint that fails without a single

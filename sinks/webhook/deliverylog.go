@@ -20,8 +20,12 @@ type Delivery struct {
 	// Status is the HTTP status (0 when there was no response).
 	Status   int
 	Duration time.Duration
-	// Response is the start of the response body or the error (at most
-	// MaxResponseLog bytes).
+	// Response says what happened in words the account may see: the HTTP
+	// status and its standard name (StatusResponse), a failure class's
+	// message (safedial.Failure) or why a batch was parked. Never the
+	// receiver's body or an error text: a webhook URL may point at an
+	// allowed internal service, and its answers are not the tenant's to
+	// read. At most MaxResponseLog bytes.
 	Response string
 	Events   int
 	// Circuit is the endpoint's breaker state after the attempt.

@@ -5,11 +5,12 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/bouncer-mail/bouncer/sinks/webhook/safedial"
 )
 
 var errAttempt = errors.New("webhook attempt failed")
@@ -18,11 +19,22 @@ var errAttempt = errors.New("webhook attempt failed")
 const UserAgent = "bouncer-webhooks/1"
 
 type result struct {
-	class      string
-	status     int
-	took       time.Duration
+	class  string
+	status int
+	took   time.Duration
+	// response is what the account may see of the failure (see
+	// Delivery.Response): never the receiver's body or an error text.
 	response   string
 	retryAfter time.Duration
+}
+
+// StatusResponse is Delivery.Response for an HTTP answer: the status and
+// Go's name for it, never the receiver's own reason phrase or body.
+func StatusResponse(code int) string {
+	if text := http.StatusText(code); text != "" {
+		return "HTTP " + strconv.Itoa(code) + " " + text
+	}
+	return "HTTP " + strconv.Itoa(code)
 }
 
 // attempt POSTs a batch once, signed, within AttemptTimeout.
@@ -33,26 +45,35 @@ func (d *Dispatcher) attempt(ctx context.Context, ep *Endpoint, b *Batch) result
 	defer cancel()
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, ep.URL, bytes.NewReader(body))
 	if err != nil {
-		return result{class: ResultConnection, response: truncate("bad endpoint URL: " + err.Error())}
+		d.log.Warn("webhook: endpoint URL does not make a request", "endpoint", ep.ID, "err", err)
+		return result{class: ResultConnection, response: "bad endpoint URL"}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", UserAgent)
 	if err := d.cfg.Sign(req.Header, ep, b.WebhookID, start, body, start); err != nil {
-		return result{class: ResultConnection, response: truncate("signing failed: " + err.Error())}
+		d.log.Warn("webhook: signing failed", "endpoint", ep.ID, "err", err)
+		return result{class: ResultConnection, response: "signing failed"}
 	}
 	resp, err := d.cfg.Client.Do(req)
 	if err != nil {
-		r := result{class: ResultConnection, took: d.now().Sub(start), response: truncate(err.Error())}
-		var ne net.Error
-		if actx.Err() != nil || (errors.As(err, &ne) && ne.Timeout()) {
+		// The account sees the class only: error texts name internal
+		// addresses, ports and the resolver (a port scanner, otherwise).
+		fail := safedial.Classify(err)
+		if actx.Err() != nil {
+			fail = safedial.FailTimeout
+		}
+		d.log.Debug("webhook attempt failed", "endpoint", ep.ID, "class", fail, "err", err)
+		r := result{class: ResultConnection, took: d.now().Sub(start), response: fail.Message()}
+		if fail == safedial.FailTimeout {
 			r.class = ResultTimeout
 		}
 		return r
 	}
-	head, _ := io.ReadAll(io.LimitReader(resp.Body, MaxResponseLog))
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // reuse the connection
+	// The body is read only to reuse the connection: what an internal
+	// service answers must never reach the account.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-	r := result{status: resp.StatusCode, took: d.now().Sub(start), response: string(head)}
+	r := result{status: resp.StatusCode, took: d.now().Sub(start), response: StatusResponse(resp.StatusCode)}
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
 		r.class = ResultOK

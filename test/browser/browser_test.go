@@ -364,7 +364,11 @@ func TestDashboard(t *testing.T) {
 	// receivers listen on loopback.
 	secretKey := lastLine(run(t, env, "", "secrets", "generate"))
 	prefix := topic + ".wh"
-	env = append(env, "BOUNCER_SECRET_KEY="+secretKey, "BOUNCER_WEBHOOK_ALLOW_NETS=127.0.0.1/32")
+	// acme's webhook receivers (see below); the allow-list opens their
+	// ports only.
+	good, broken, gone := newReceiver(t, 200), newReceiver(t, 500), newReceiver(t, 410)
+	allow := strings.Join([]string{good.srv.Listener.Addr().String(), broken.srv.Listener.Addr().String(), gone.srv.Listener.Addr().String()}, ",")
+	env = append(env, "BOUNCER_SECRET_KEY="+secretKey, "BOUNCER_WEBHOOK_ALLOW_NETS="+allow)
 	deleteTopicsAtEnd(t, brokers, prefix+".retry.1s", prefix+".retry.2s", prefix+".dlq")
 
 	key := strings.TrimSpace(lastLine(run(t, env, "", "keys", "create", "--account", "acme", "--name", "browser-test")))
@@ -390,7 +394,6 @@ func TestDashboard(t *testing.T) {
 	// receiver that takes everything, one answering 500 (its batches run
 	// out of retries and are given up), one answering 410 (disabled at
 	// once), and one switched off.
-	good, broken, gone := newReceiver(t, 200), newReceiver(t, 500), newReceiver(t, 410)
 	hooks := []hookSpec{
 		{Name: "Main receiver", URL: good.url(), Types: `"processed":true,"dropped":true,"delivered":true,"deferred":true,"bounce":true`, Enabled: true, State: "active"},
 		{Name: "Analytics (broken)", URL: broken.url(), Types: `"bounce":true,"deferred":true`, Enabled: true, State: "active"},

@@ -95,8 +95,17 @@ func TestWebhooksKillNineMidRetry(t *testing.T) {
 	key := make([]byte, 32)
 	rand.Read(key)
 	prefix := r.topic + ".wh"
+	// The receiver listens on loopback; the allow-list opens its port only.
+	sink := &webhookSink{got: map[string]bool{}, inFlight: map[string]int{}}
+	rl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: sink}
+	go srv.Serve(rl)
+	t.Cleanup(func() { srv.Close() })
 	extra := []string{
-		"BOUNCER_SECRET_KEY=" + base64.StdEncoding.EncodeToString(key), "BOUNCER_WEBHOOK_ALLOW_NETS=127.0.0.1/32",
+		"BOUNCER_SECRET_KEY=" + base64.StdEncoding.EncodeToString(key), "BOUNCER_WEBHOOK_ALLOW_NETS=" + rl.Addr().String(),
 		"BOUNCER_WEBHOOK_RETRY_SCHEDULE=2s,3s,4s,5s,5s,5s,5s,5s,5s,5s,5s,5s", "BOUNCER_WEBHOOK_TOPIC_PREFIX=" + prefix,
 		"BOUNCER_WEBHOOK_GROUP=" + r.topic + ".webhooks", "BOUNCER_WEBHOOK_REFRESH=500ms", "BOUNCER_WEBHOOK_TIMEOUT=2s",
 		"BOUNCER_CHANGELOG_TOPIC=" + r.topic + ".suppressions", "BOUNCER_API_CHECK=false", "BOUNCER_API_RATE_LIMIT=10000",
@@ -131,14 +140,6 @@ func TestWebhooksKillNineMidRetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { api.Process.Kill(); api.Wait() })
-	sink := &webhookSink{got: map[string]bool{}, inFlight: map[string]int{}}
-	rl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: sink}
-	go srv.Serve(rl)
-	t.Cleanup(func() { srv.Close() })
 	body := `{"enabled":true,"url":"http://` + rl.Addr().String() + `/hook","processed":true,"dropped":true,"delivered":true,"deferred":true,"bounce":true,"open":true,"click":true,"spam_report":true,"unsubscribe":true,"group_unsubscribe":true,"group_resubscribe":true}`
 	deadline := time.Now().Add(30 * time.Second)
 	for {

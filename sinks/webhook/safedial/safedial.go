@@ -27,9 +27,13 @@
 //     64:ff9b::/96, 6to4 2002::/16, Teredo 2001::/32) are judged by the IPv4
 //     address they lead to.
 //   - An explicit allow-list (Guard.Allow, from BOUNCER_WEBHOOK_ALLOW_NETS)
-//     overrides the block for the addresses it covers, and nothing else.
-//   - A refusal is a *BlockedError naming the address, the range and how to
-//     allow it; errors.As finds it through the client's *url.Error.
+//     overrides the block for the addresses and ports it names, and nothing
+//     else. Every entry names its ports (see Rule): opening 127.0.0.1 would
+//     open ClickHouse, Kafka and every other service on the machine.
+//   - A refusal is a *BlockedError naming the address, the port, the range
+//     and how to allow it; errors.As finds it through the client's
+//     *url.Error. Its text is for operators: what a tenant may be told about
+//     a failed request is Classify's Failure, which names no address.
 //
 // What it does not do: it does not limit which public hosts are reached,
 // nor guard connections made by other clients in the process. Resolution
@@ -42,7 +46,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strings"
 	"syscall"
 	"time"
 )
@@ -54,16 +57,19 @@ const EnvAllow = "BOUNCER_WEBHOOK_ALLOW_NETS"
 // Guard decides which addresses webhook connections may reach. The zero
 // Guard blocks every range in Ranges and allows every other address.
 type Guard struct {
-	// Allow lists networks that are reachable even though a blocked range
-	// contains them (for example 127.0.0.1/32 in tests, or 10.20.0.0/16 for
-	// receivers inside a private network). Empty by default.
-	Allow []netip.Prefix
+	// Allow lists the addresses and ports that are reachable even though a
+	// blocked range contains them (for example 127.0.0.1:8080 in tests, or
+	// 10.20.0.0/16:443 for receivers inside a private network). Empty by
+	// default.
+	Allow []Rule
 }
 
 // BlockedError reports an address the guard refused.
 type BlockedError struct {
 	// IP is the address that was checked (as dialed, without zone).
 	IP netip.Addr
+	// Port is the port that was checked.
+	Port uint16
 	// Range names the blocked range, for example "private network".
 	Range string
 	// Prefix is the blocked range itself, for example 10.0.0.0/8.
@@ -85,9 +91,9 @@ func (e *BlockedError) Error() string {
 	if !e.IP.IsValid() {
 		return "the address is not a valid IP address: webhooks may not reach it"
 	}
-	allow := netip.PrefixFrom(e.IP, e.IP.BitLen())
+	allow := RuleFor(netip.AddrPortFrom(e.IP, e.Port))
 	if e.Embedded.IsValid() {
-		allow = netip.PrefixFrom(e.Embedded, 32)
+		allow = RuleFor(netip.AddrPortFrom(e.Embedded, e.Port))
 		return fmt.Sprintf("address %s is the %s form of %s, which is in %s (%s): webhooks may not reach it; to allow it, add %s to %s",
 			e.IP, e.Via, e.Embedded, rangeName, e.Prefix, allow, EnvAllow)
 	}
@@ -177,31 +183,33 @@ var (
 	globalUnicast = netip.MustParsePrefix("2000::/3")
 )
 
-func (g Guard) allowed(ip netip.Addr) bool {
-	for _, p := range g.Allow {
-		if p.Contains(ip) {
+func (g Guard) allowed(ap netip.AddrPort) bool {
+	for _, r := range g.Allow {
+		if r.Contains(ap) {
 			return true
 		}
 	}
 	return false
 }
 
-// Check returns nil if webhooks may reach ip, or a *BlockedError naming the
-// range that contains it. An address in Allow is always reachable; an IPv6
-// address embedding an IPv4 address is also reachable when that IPv4
-// address is in Allow.
-func (g Guard) Check(ip netip.Addr) error {
+// Check returns nil if webhooks may reach the address and port, or a
+// *BlockedError naming the range that contains the address. An address and
+// port a rule of Allow names are always reachable; an IPv6 address
+// embedding an IPv4 address is also reachable when Allow names that IPv4
+// address with the port.
+func (g Guard) Check(ap netip.AddrPort) error {
+	ip, port := ap.Addr(), ap.Port()
 	if !ip.IsValid() {
 		return &BlockedError{Range: "invalid address"}
 	}
 	ip = ip.WithZone("")
-	if g.allowed(ip) {
+	if g.allowed(netip.AddrPortFrom(ip, port)) {
 		return nil
 	}
 	if ip.Is4() {
 		for _, rg := range Ranges4 {
 			if rg.Prefix.Contains(ip) {
-				return &BlockedError{IP: ip, Range: rg.Name, Prefix: rg.Prefix, article: rg.article}
+				return &BlockedError{IP: ip, Port: port, Range: rg.Name, Prefix: rg.Prefix, article: rg.article}
 			}
 		}
 		return nil
@@ -211,18 +219,18 @@ func (g Guard) Check(ip netip.Addr) error {
 			continue
 		}
 		if rg.embedded == nil {
-			return &BlockedError{IP: ip, Range: rg.Name, Prefix: rg.Prefix, article: rg.article}
+			return &BlockedError{IP: ip, Port: port, Range: rg.Name, Prefix: rg.Prefix, article: rg.article}
 		}
 		for _, v4 := range rg.embedded(ip) {
-			err := g.Check(v4)
+			err := g.Check(netip.AddrPortFrom(v4, port))
 			if be, ok := err.(*BlockedError); ok {
-				return &BlockedError{IP: ip, Range: be.Range, Prefix: be.Prefix, Embedded: v4, Via: rg.Name, article: be.article}
+				return &BlockedError{IP: ip, Port: port, Range: be.Range, Prefix: be.Prefix, Embedded: v4, Via: rg.Name, article: be.article}
 			}
 		}
 		return nil
 	}
 	if !globalUnicast.Contains(ip) {
-		return &BlockedError{IP: ip, Range: "reserved IPv6 space (outside global unicast 2000::/3)", Prefix: reservedPrefix(ip), article: "the"}
+		return &BlockedError{IP: ip, Port: port, Range: "reserved IPv6 space (outside global unicast 2000::/3)", Prefix: reservedPrefix(ip), article: "the"}
 	}
 	return nil
 }
@@ -242,7 +250,7 @@ func (g Guard) Control(network, address string, _ syscall.RawConn) error {
 	if err != nil {
 		return fmt.Errorf("webhook dial to %q refused: not an IP address and port: %w", address, err)
 	}
-	return g.Check(ap.Addr())
+	return g.Check(ap)
 }
 
 // Dialer returns a net.Dialer whose every connection is checked by g.
@@ -301,44 +309,6 @@ func (g Guard) Client(timeout time.Duration) *http.Client {
 			return http.ErrUseLastResponse
 		},
 	}
-}
-
-// ParseAllowList reads an allow-list: comma-separated CIDR prefixes
-// ("10.20.0.0/16") or bare IP addresses (one address: /32 or /128), with
-// optional spaces, for example "127.0.0.1/32,::1/128". An empty string is
-// an empty list.
-func ParseAllowList(s string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for i, item := range strings.Split(s, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
-			if strings.TrimSpace(s) == "" {
-				return nil, nil
-			}
-			return nil, fmt.Errorf("%s: entry %d is empty (a stray comma?); write entries like 127.0.0.1/32,::1/128", EnvAllow, i+1)
-		}
-		if strings.Contains(item, "%") {
-			return nil, fmt.Errorf("%s: %q has an IPv6 zone (%%...); write the address without it", EnvAllow, item)
-		}
-		if !strings.Contains(item, "/") {
-			ip, err := netip.ParseAddr(item)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %q is not an IP address or CIDR prefix (write 10.1.2.3, 10.1.2.0/24 or ::1/128)", EnvAllow, item)
-			}
-			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
-			continue
-		}
-		p, err := netip.ParsePrefix(item)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %q is not a CIDR prefix (write 10.1.2.0/24 or ::1/128; the length is 0-32 for IPv4, 0-128 for IPv6)", EnvAllow, item)
-		}
-		if p.Masked() != p {
-			return nil, fmt.Errorf("%s: %q has address bits set past the /%d prefix length; write %s for the network or %s for the one address",
-				EnvAllow, item, p.Bits(), p.Masked(), netip.PrefixFrom(p.Addr(), p.Addr().BitLen()))
-		}
-		out = append(out, p)
-	}
-	return out, nil
 }
 
 // FromEnv returns a Guard with the allow-list read from EnvAllow through

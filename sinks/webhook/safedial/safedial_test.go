@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -36,13 +37,31 @@ func countingHandler(hits *atomic.Int64) http.Handler {
 	})
 }
 
-func prefixes(t *testing.T, s string) []netip.Prefix {
+func rules(t *testing.T, s string) []Rule {
 	t.Helper()
-	p, err := ParseAllowList(s)
+	r, err := ParseAllowList(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p
+	return r
+}
+
+// only is the allow-list naming exactly a test server's address and port.
+func only(srv *httptest.Server) []Rule {
+	return []Rule{RuleFor(netip.MustParseAddrPort(srv.Listener.Addr().String()))}
+}
+
+// ap reads "address" or "address port" (port 443 when none is given).
+func ap(s string) netip.AddrPort {
+	addr, port, ok := strings.Cut(s, " ")
+	if !ok {
+		port = "443"
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		panic(err)
+	}
+	return netip.AddrPortFrom(netip.MustParseAddr(addr), uint16(n))
 }
 
 func post(t *testing.T, c *http.Client, url string) (*http.Response, error) {
@@ -86,7 +105,7 @@ func TestLoopbackIPv4RefusedThenAllowed(t *testing.T) {
 		t.Fatal("the refused request reached the server")
 	}
 
-	allowed := Guard{Allow: prefixes(t, "127.0.0.1/32")}
+	allowed := Guard{Allow: only(srv)}
 	resp, err := post(t, allowed.Client(10*time.Second), srv.URL)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("allowed request: %v", err)
@@ -126,10 +145,11 @@ func TestLoopbackIPv6RefusedThenAllowed(t *testing.T) {
 	wantBlocked(t, err, "::1/128")
 
 	// Allowing IPv4 loopback does not open IPv6 loopback.
-	_, err = post(t, Guard{Allow: prefixes(t, "127.0.0.1/32")}.Client(10*time.Second), srv.URL)
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	_, err = post(t, Guard{Allow: rules(t, "127.0.0.1:"+port)}.Client(10*time.Second), srv.URL)
 	wantBlocked(t, err, "::1/128")
 
-	resp, err := post(t, Guard{Allow: prefixes(t, "::1/128")}.Client(10*time.Second), srv.URL)
+	resp, err := post(t, Guard{Allow: rules(t, "[::1]:"+port)}.Client(10*time.Second), srv.URL)
 	if err != nil || resp.StatusCode != 200 || hits.Load() != 1 {
 		t.Fatalf("allowed ::1: %v, hits %d", err, hits.Load())
 	}
@@ -143,7 +163,7 @@ func TestRedirectToBlockedAddressNotFollowed(t *testing.T) {
 		allowedHits.Add(1)
 		http.Redirect(w, r, blocked.URL+"/internal", http.StatusTemporaryRedirect)
 	}))
-	g := Guard{Allow: prefixes(t, "127.0.0.1/32")}
+	g := Guard{Allow: only(allowedSrv)}
 
 	// The webhook client returns the redirect as the response.
 	resp, err := post(t, g.Client(10*time.Second), allowedSrv.URL)
@@ -175,7 +195,7 @@ func TestProxyFromEnvironmentIgnored(t *testing.T) {
 	t.Setenv("HTTP_PROXY", proxy.URL)
 	t.Setenv("http_proxy", proxy.URL)
 	t.Setenv("NO_PROXY", "")
-	tr := Guard{Allow: prefixes(t, "127.0.0.1/32")}.Transport(0)
+	tr := Guard{Allow: only(srv)}.Transport(0)
 	if tr.Proxy != nil {
 		t.Fatal("transport has a proxy function")
 	}
@@ -252,7 +272,7 @@ func TestCheckRanges(t *testing.T) {
 	}
 	for _, tc := range blocked {
 		t.Run(tc.addr, func(t *testing.T) {
-			err := Guard{}.Check(netip.MustParseAddr(tc.addr))
+			err := Guard{}.Check(ap(tc.addr))
 			var be *BlockedError
 			if !errors.As(err, &be) {
 				t.Fatalf("Check(%s) = %v, want blocked by %s", tc.addr, err, tc.prefix)
@@ -274,7 +294,7 @@ func TestCheckRanges(t *testing.T) {
 	}
 	for _, addr := range public {
 		t.Run(addr, func(t *testing.T) {
-			if err := (Guard{}).Check(netip.MustParseAddr(addr)); err != nil {
+			if err := (Guard{}).Check(ap(addr)); err != nil {
 				t.Fatalf("Check(%s) = %v, want allowed", addr, err)
 			}
 		})
@@ -282,32 +302,37 @@ func TestCheckRanges(t *testing.T) {
 }
 
 func TestCheckAllowList(t *testing.T) {
-	g := Guard{Allow: prefixes(t, "127.0.0.1, 10.20.0.0/16, fd00:1::/32")}
-	for _, addr := range []string{"127.0.0.1", "10.20.3.4", "fd00:1::5", "::ffff:127.0.0.1", "64:ff9b::a14:1", "8.8.8.8"} {
-		if err := g.Check(netip.MustParseAddr(addr)); err != nil {
+	g := Guard{Allow: rules(t, "127.0.0.1:8080, 10.20.0.0/16:443, [fd00:1::/32]:9000-9099, [::1]:8080")}
+	for _, addr := range []string{"127.0.0.1 8080", "10.20.3.4 443", "fd00:1::5 9000", "fd00:1::5 9050", "fd00:1::5 9099",
+		"::ffff:127.0.0.1 8080", "64:ff9b::a14:1 443", "::1 8080", "8.8.8.8 443", "8.8.8.8 8123"} {
+		if err := g.Check(ap(addr)); err != nil {
 			t.Errorf("%s: %v, want allowed", addr, err)
 		}
 	}
-	for _, addr := range []string{"127.0.0.2", "10.21.0.1", "fd00:2::1", "::1", "::ffff:10.21.0.1"} {
-		if err := g.Check(netip.MustParseAddr(addr)); err == nil {
+	// The finding of the security review: an allowed loopback address
+	// opened every port on it (ClickHouse's HTTP port 8123 among them).
+	for _, addr := range []string{"127.0.0.1 8123", "127.0.0.1 9000", "127.0.0.1 8081", "127.0.0.1 8079", "10.20.3.4 80",
+		"fd00:1::5 8999", "fd00:1::5 9100", "::ffff:127.0.0.1 8123", "::1 8123",
+		"127.0.0.2 8080", "10.21.0.1 443", "fd00:2::1 9000", "::ffff:10.21.0.1 443"} {
+		if err := g.Check(ap(addr)); err == nil {
 			t.Errorf("%s allowed, want blocked", addr)
 		}
 	}
-	if err := (Guard{}).Check(netip.Addr{}); err == nil {
+	if err := (Guard{}).Check(netip.AddrPort{}); err == nil {
 		t.Error("the zero address is allowed")
 	}
 }
 
 func TestBlockedErrorText(t *testing.T) {
 	cases := map[string]string{
-		"10.0.0.5":         "address 10.0.0.5 is in a private network (10.0.0.0/8): webhooks may not reach it; to allow it, add 10.0.0.5/32 to BOUNCER_WEBHOOK_ALLOW_NETS",
-		"::1":              "address ::1 is in the loopback address (::1/128): webhooks may not reach it; to allow it, add ::1/128 to BOUNCER_WEBHOOK_ALLOW_NETS",
-		"169.254.169.254":  "address 169.254.169.254 is in the link-local network (where cloud metadata services live) (169.254.0.0/16): webhooks may not reach it; to allow it, add 169.254.169.254/32 to BOUNCER_WEBHOOK_ALLOW_NETS",
-		"64:ff9b::a00:5":   "address 64:ff9b::a00:5 is the NAT64 form of 10.0.0.5, which is in a private network (10.0.0.0/8): webhooks may not reach it; to allow it, add 10.0.0.5/32 to BOUNCER_WEBHOOK_ALLOW_NETS",
-		"::ffff:127.0.0.1": "address ::ffff:127.0.0.1 is the IPv4-mapped form of 127.0.0.1, which is in the loopback network (127.0.0.0/8): webhooks may not reach it; to allow it, add 127.0.0.1/32 to BOUNCER_WEBHOOK_ALLOW_NETS",
+		"10.0.0.5 443":          "address 10.0.0.5 is in a private network (10.0.0.0/8): webhooks may not reach it; to allow it, add 10.0.0.5:443 to BOUNCER_WEBHOOK_ALLOW_NETS",
+		"::1 8080":              "address ::1 is in the loopback address (::1/128): webhooks may not reach it; to allow it, add [::1]:8080 to BOUNCER_WEBHOOK_ALLOW_NETS",
+		"169.254.169.254 80":    "address 169.254.169.254 is in the link-local network (where cloud metadata services live) (169.254.0.0/16): webhooks may not reach it; to allow it, add 169.254.169.254:80 to BOUNCER_WEBHOOK_ALLOW_NETS",
+		"64:ff9b::a00:5 443":    "address 64:ff9b::a00:5 is the NAT64 form of 10.0.0.5, which is in a private network (10.0.0.0/8): webhooks may not reach it; to allow it, add 10.0.0.5:443 to BOUNCER_WEBHOOK_ALLOW_NETS",
+		"::ffff:127.0.0.1 8080": "address ::ffff:127.0.0.1 is the IPv4-mapped form of 127.0.0.1, which is in the loopback network (127.0.0.0/8): webhooks may not reach it; to allow it, add 127.0.0.1:8080 to BOUNCER_WEBHOOK_ALLOW_NETS",
 	}
 	for addr, want := range cases {
-		err := Guard{}.Check(netip.MustParseAddr(addr))
+		err := Guard{}.Check(ap(addr))
 		if err == nil || err.Error() != want {
 			t.Errorf("Check(%s):\n got %v\nwant %s", addr, err, want)
 		}
@@ -316,7 +341,7 @@ func TestBlockedErrorText(t *testing.T) {
 		errors.As(err, &be)
 		advice := strings.Fields(want)
 		allow := advice[len(advice)-3]
-		if err := (Guard{Allow: prefixes(t, allow)}).Check(netip.MustParseAddr(addr)); err != nil {
+		if err := (Guard{Allow: rules(t, allow)}).Check(ap(addr)); err != nil {
 			t.Errorf("after allowing %s: %v", allow, err)
 		}
 	}
@@ -337,14 +362,16 @@ func TestControl(t *testing.T) {
 
 func TestParseAllowList(t *testing.T) {
 	good := map[string]string{
-		"":                            "",
-		"  ":                          "",
-		"127.0.0.1/32,::1/128":        "127.0.0.1/32,::1/128",
-		"127.0.0.1, ::1":              "127.0.0.1/32,::1/128",
-		"10.20.0.0/16":                "10.20.0.0/16",
-		"::ffff:127.0.0.1/128":        "::ffff:127.0.0.1/128",
-		" 192.168.0.0/16 , fd00::/8 ": "192.168.0.0/16,fd00::/8",
-		"0.0.0.0/0":                   "0.0.0.0/0",
+		"":                                       "",
+		"  ":                                     "",
+		"127.0.0.1:8080,[::1]:8080":              "127.0.0.1:8080,[::1]:8080",
+		"127.0.0.1/32:8080, [::1/128]:80":        "127.0.0.1:8080,[::1]:80",
+		"127.0.0.1:9000-9099":                    "127.0.0.1:9000-9099",
+		"10.20.0.0/16:443":                       "10.20.0.0/16:443",
+		"[::ffff:127.0.0.1]:1-65535":             "[::ffff:127.0.0.1]:1-65535",
+		" 192.168.0.0/16:443 , [fd00::/8]:8443 ": "192.168.0.0/16:443,[fd00::/8]:8443",
+		"0.0.0.0/0:443":                          "0.0.0.0/0:443",
+		"127.0.0.1:7-7":                          "127.0.0.1:7",
 	}
 	for in, want := range good {
 		got, err := ParseAllowList(in)
@@ -353,21 +380,53 @@ func TestParseAllowList(t *testing.T) {
 			continue
 		}
 		var s []string
-		for _, p := range got {
-			s = append(s, p.String())
+		for _, r := range got {
+			s = append(s, r.String())
 		}
 		if strings.Join(s, ",") != want {
 			t.Errorf("ParseAllowList(%q) = %v, want %s", in, s, want)
 		}
+		// What String writes parses back to the same rules.
+		again, err := ParseAllowList(strings.Join(s, ","))
+		if err != nil || len(again) != len(got) {
+			t.Errorf("ParseAllowList(%q) does not read its own output back: %v", strings.Join(s, ","), err)
+		}
+		for i := range again {
+			if again[i] != got[i] {
+				t.Errorf("round trip of %s gave %s", got[i], again[i])
+			}
+		}
 	}
 	bad := map[string]string{
-		"10.0.0.300":       `"10.0.0.300" is not an IP address or CIDR prefix`,
-		"localhost":        `"localhost" is not an IP address or CIDR prefix`,
-		"10.0.0.0/33":      `"10.0.0.0/33" is not a CIDR prefix`,
-		"10.0.0.5/8":       `"10.0.0.5/8" has address bits set past the /8 prefix length; write 10.0.0.0/8 for the network or 10.0.0.5/32 for the one address`,
-		"127.0.0.1,":       "entry 2 is empty",
-		"fe80::1%eth0/128": "has an IPv6 zone",
-		"127.0.0.1;::1":    `"127.0.0.1;::1" is not an IP address or CIDR prefix`,
+		// The old form, without ports, is refused with the way to write it.
+		"127.0.0.1/32":          `"127.0.0.1/32" names no port: an entry opens only the ports it names, so that a webhook URL cannot reach every service on an internal network; write 127.0.0.1:8080 for one port or 127.0.0.1:9000-9099 for a range`,
+		"127.0.0.1":             `"127.0.0.1" names no port`,
+		"10.0.0.0/8":            `write 10.0.0.0/8:8080 for one port`,
+		"::1/128":               `write [::1]:8080 for one port`,
+		"::1":                   `write [::1]:8080 for one port`,
+		"[::1]":                 `"[::1]" names no port`,
+		"127.0.0.1:8080,::1":    `"::1" names no port`,
+		"[::1]8080":             `after ] comes :port`,
+		"[::1:8080":             `opens a [ it does not close`,
+		"[127.0.0.1]:80":        `square brackets are for IPv6 addresses`,
+		"127.0.0.1:":            `port "" is not a number from 1 to 65535`,
+		"127.0.0.1:0":           `port "0" is not a number from 1 to 65535`,
+		"127.0.0.1:65536":       `port "65536" is not a number from 1 to 65535`,
+		"127.0.0.1:http":        `port "http" is not a number from 1 to 65535`,
+		"127.0.0.1:*":           `port "*" is not a number from 1 to 65535`,
+		"127.0.0.1:-80":         `port "" is not a number from 1 to 65535`,
+		"127.0.0.1:80-":         `port "" is not a number from 1 to 65535`,
+		"127.0.0.1:+80":         `port "+80" is not a number`,
+		"127.0.0.1:9099-9000":   `the port range 9099-9000 runs backwards; write the lower port first (9000-9099)`,
+		"127.0.0.1:1-2-3":       `port "2-3" is not a number`,
+		"10.0.0.300:80":         `"10.0.0.300" is not an IP address or CIDR prefix`,
+		"localhost:8080":        `"localhost" is not an IP address or CIDR prefix`,
+		"10.0.0.0/33:80":        `"10.0.0.0/33" is not a CIDR prefix`,
+		"10.0.0.5/8:80":         `"10.0.0.5/8" has address bits set past the /8 prefix length; write 10.0.0.0/8 for the network or 10.0.0.5 for the one address`,
+		"127.0.0.1:80,":         "entry 2 is empty",
+		"[fe80::1%eth0]:80":     "has an IPv6 zone",
+		"127.0.0.1:80;[::1]:80": `is not an entry: an IPv6 address goes in square brackets`,
+		"::1:8080":              `"::1:8080" names no port`, // it is an IPv6 address
 	}
 	for in, want := range bad {
 		_, err := ParseAllowList(in)
@@ -380,11 +439,11 @@ func TestParseAllowList(t *testing.T) {
 func TestFromEnv(t *testing.T) {
 	g, err := FromEnv(func(k string) string {
 		if k == EnvAllow {
-			return "127.0.0.1"
+			return "127.0.0.1:8080"
 		}
 		return ""
 	})
-	if err != nil || len(g.Allow) != 1 || g.Check(netip.MustParseAddr("127.0.0.1")) != nil {
+	if err != nil || len(g.Allow) != 1 || g.Check(ap("127.0.0.1 8080")) != nil || g.Check(ap("127.0.0.1 8123")) == nil {
 		t.Fatalf("FromEnv: %+v, %v", g, err)
 	}
 	if _, err := FromEnv(func(string) string { return "nope" }); err == nil {
@@ -430,7 +489,7 @@ func TestValidateURL(t *testing.T) {
 		{"http://127.1/", `the webhook URL host "127.1" looks like an IP address in a nonstandard form; write IPv4 addresses as four decimal numbers (like 192.0.2.10) or use a host name`},
 		{"http://2130706433/", `the webhook URL host "2130706433" looks like an IP address in a nonstandard form`},
 		{"http://0x7f.0x1/", `the webhook URL host "0x7f.0x1" looks like an IP address in a nonstandard form`},
-		{"http://10.0.0.5/hook", "address 10.0.0.5 is in a private network (10.0.0.0/8): webhooks may not reach it; to allow it, add 10.0.0.5/32 to BOUNCER_WEBHOOK_ALLOW_NETS"},
+		{"http://10.0.0.5/hook", "address 10.0.0.5 is in a private network (10.0.0.0/8): webhooks may not reach it; to allow it, add 10.0.0.5:80 to BOUNCER_WEBHOOK_ALLOW_NETS"},
 		{"http://169.254.169.254/latest/meta-data/", "address 169.254.169.254 is in the link-local network (where cloud metadata services live) (169.254.0.0/16)"},
 		{"http://[::1]:8080/", "address ::1 is in the loopback address (::1/128)"},
 		{"http://[::ffff:10.0.0.5]/", "address ::ffff:10.0.0.5 is the IPv4-mapped form of 10.0.0.5, which is in a private network (10.0.0.0/8)"},
@@ -458,8 +517,18 @@ func TestValidateURL(t *testing.T) {
 		})
 	}
 	// An allow-listed literal passes registration.
-	if err := (Guard{Allow: prefixes(t, "127.0.0.1/32")}).ValidateURL("http://127.0.0.1:9000/hook"); err != nil {
-		t.Fatalf("allowed literal: %v", err)
+	g := Guard{Allow: rules(t, "127.0.0.1:9000, [::1]:80, 10.1.0.0/16:443")}
+	for _, u := range []string{"http://127.0.0.1:9000/hook", "http://[::1]/hook", "https://10.1.2.3/hook", "http://10.1.2.3:443/"} {
+		if err := g.ValidateURL(u); err != nil {
+			t.Errorf("allowed literal %s: %v", u, err)
+		}
+	}
+	// The port is checked at registration too (the scheme's port when the
+	// URL names none).
+	for _, u := range []string{"http://127.0.0.1:8123/?query=INSERT", "http://127.0.0.1/", "https://[::1]/", "http://10.1.2.3/", "https://10.1.2.3:8443/"} {
+		if err := g.ValidateURL(u); err == nil || !strings.Contains(err.Error(), "webhooks may not reach it") {
+			t.Errorf("%s: %v, want refused", u, err)
+		}
 	}
 }
 
@@ -482,7 +551,7 @@ func FuzzValidateURL(f *testing.F) {
 			t.Fatalf("accepted %q with scheme %q host %q", raw, u.scheme, u.host)
 		}
 		if ip, err := netip.ParseAddr(u.host); err == nil {
-			if (Guard{}).Check(ip) != nil {
+			if (Guard{}).Check(netip.AddrPortFrom(ip, 443)) != nil {
 				t.Fatalf("accepted blocked literal %q", raw)
 			}
 		}
@@ -490,12 +559,12 @@ func FuzzValidateURL(f *testing.F) {
 }
 
 func BenchmarkCheck(b *testing.B) {
-	allow, err := ParseAllowList("127.0.0.1/32")
+	allow, err := ParseAllowList("127.0.0.1:8080")
 	if err != nil {
 		b.Fatal(err)
 	}
 	g := Guard{Allow: allow}
-	addrs := []netip.Addr{netip.MustParseAddr("8.8.8.8"), netip.MustParseAddr("2606:4700::1111"), netip.MustParseAddr("2002:808:808::1")}
+	addrs := []netip.AddrPort{ap("8.8.8.8"), ap("2606:4700::1111"), ap("2002:808:808::1")}
 	for b.Loop() {
 		for _, a := range addrs {
 			_ = g.Check(a)
@@ -513,7 +582,7 @@ func TestEveryRangeBlocksItsEnds(t *testing.T) {
 		first := rg.Prefix.Masked().Addr()
 		last := lastAddr(rg.Prefix)
 		for _, a := range []netip.Addr{first, last} {
-			if err := (Guard{}).Check(a); err == nil {
+			if err := (Guard{}).Check(netip.AddrPortFrom(a, 443)); err == nil {
 				t.Errorf("%s (%s) lets %s through", rg.Prefix, rg.Name, a)
 			}
 		}

@@ -14,7 +14,8 @@ const MaxURLLength = 2048
 
 // ValidateURL checks a webhook URL when it is registered: scheme http or
 // https, a host, no user name or password, a valid port, no fragment, at
-// most MaxURLLength characters. A literal IP host is checked with Check; a
+// most MaxURLLength characters. A literal IP host is checked with Check,
+// with the URL's port (80 for http, 443 for https when it names none); a
 // host name is accepted if it is well formed (the addresses it resolves to
 // are checked at every dial). Errors are sentences an API user can act on.
 func (g Guard) ValidateURL(raw string) error {
@@ -58,11 +59,16 @@ func (g Guard) ValidateURL(raw string) error {
 	if host == "" {
 		return errors.New("the webhook URL has no host; give a URL like https://example.com/webhooks")
 	}
-	if port := u.Port(); port != "" || strings.HasSuffix(u.Host, ":") {
-		n, err := strconv.Atoi(port)
+	port := uint16(80)
+	if u.Scheme == "https" {
+		port = 443
+	}
+	if p := u.Port(); p != "" || strings.HasSuffix(u.Host, ":") {
+		n, err := strconv.Atoi(p)
 		if err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("the webhook URL port %q is not a number from 1 to 65535", port)
+			return fmt.Errorf("the webhook URL port %q is not a number from 1 to 65535", p)
 		}
+		port = uint16(n)
 	}
 	if strings.HasPrefix(u.Host, "[") {
 		ip, err := netip.ParseAddr(host)
@@ -72,13 +78,13 @@ func (g Guard) ValidateURL(raw string) error {
 		if ip.Zone() != "" {
 			return errors.New("the webhook URL host must not carry an IPv6 zone (%...)")
 		}
-		return g.Check(ip)
+		return g.Check(netip.AddrPortFrom(ip, port))
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
 		if ip.Is6() {
 			return errors.New("the webhook URL's IPv6 host must be in square brackets, like https://[2001:db8::1]/webhooks")
 		}
-		return g.Check(ip)
+		return g.Check(netip.AddrPortFrom(ip, port))
 	}
 	return checkHostname(host)
 }
