@@ -5,6 +5,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/bouncer-mail/bouncer/schemas"
 )
 
 // Email activity (SendGrid's GET /v3/messages and /v3/messages/{msg_id}).
@@ -282,7 +284,7 @@ func (p *activityParser) term(depth int) (*ActivityFilter, error) {
 	}
 	switch field {
 	case "to_email", "from_email":
-		v = strings.ToLower(strings.TrimSpace(v))
+		v = schemas.LowerASCII(strings.TrimSpace(v)) // ASCII only, as email_norm and ClickHouse's lower()
 	case "status":
 		if v != StatusProcessed && v != StatusDelivered && v != StatusNotDelivered {
 			return nil, fmt.Errorf("status %q: want processed, delivered or not_delivered", v)

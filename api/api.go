@@ -20,15 +20,21 @@
 //     errors are logged, never shown), 502 (the webhook test's receiver
 //     failed) or 503 (a part that needs configuration, such as
 //     BOUNCER_SECRET_KEY for webhooks, is off).
-//   - A path not in clean form (dot segments, doubled slashes) is 404, never
-//     redirected.
+//   - A path not in clean form (dot segments, percent-encoded ones too,
+//     doubled slashes) is 404, never redirected.
 //   - Each key has a token bucket (Config.RateLimit per second); every
 //     authenticated response carries X-RateLimit-Limit, X-RateLimit-Remaining
 //     and X-RateLimit-Reset (unix seconds when the bucket is full again).
 //   - A delete writes a removal stamped with the server's clock: an entry
 //     whose newest change (by event time) is that removal is gone, whatever
 //     order the writes arrive in; a later event adds it back.
-//   - Addresses are compared trimmed and lower-cased.
+//   - Addresses are compared trimmed with ASCII letters lower-cased and no
+//     other character changed (schemas.NormalizeAddress, as the pipeline):
+//     the Kelvin sign is not k. Routes that name a stored address (get,
+//     delete, check, erase) accept every address the pipeline stores;
+//     routes that add one use the stricter rules of the CSV import.
+//   - A path parameter may hold an encoded slash (%2F, also doubled); a
+//     request body must be valid UTF-8.
 //
 // Every route is in the route table (routes.go, and each area's own file);
 // the OpenAPI document (assembled from openapi/*.json, served at

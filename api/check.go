@@ -56,7 +56,7 @@ func (s *server) handleCheck() http.Handler {
 			case body.GroupID < 0:
 				err = errorf(EInvalid, "group_id", "group_id must not be negative")
 			default:
-				emails, norms, err = checkEmails("emails", body.Emails)
+				emails, norms, err = checkEmails("emails", body.Emails, storedEmail)
 			}
 		}
 		if err != nil {

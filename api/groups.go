@@ -54,7 +54,7 @@ func (s *server) handleGroupAdd() http.Handler {
 			case len(body.RecipientEmails) > maxBulkEmails:
 				err = errorf(EInvalid, "recipient_emails", "at most %d recipient_emails per request", maxBulkEmails)
 			default:
-				emails, norms, err = checkEmails("recipient_emails", body.RecipientEmails)
+				emails, norms, err = checkEmails("recipient_emails", body.RecipientEmails, checkEmail)
 			}
 		}
 		if err == nil {
@@ -79,7 +79,7 @@ func (s *server) handleGroupDelete() http.Handler {
 		g, err := groupID(r)
 		var email, norm string
 		if err == nil {
-			email, norm, err = checkEmail("email", r.PathValue("email"))
+			email, norm, err = storedEmail("email", r.PathValue("email"))
 		}
 		if err == nil {
 			err = s.store.WriteSuppressions(r.Context(), account(r), []Change{{

@@ -4,7 +4,7 @@ import (
 	"context"
 	"math"
 	"net/http"
-	"path"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,17 +57,25 @@ var probeMethods = []string{http.MethodGet, http.MethodPost, http.MethodPut, htt
 // ServeHTTP routes, answers unknown routes and methods in SendGrid's error
 // shape, and logs one line per request (the route pattern, never the path:
 // paths hold addresses).
-// cleanPath reports whether p is in canonical form: no dot segments, no
-// doubled slashes (a trailing slash is fine).
+// cleanPath reports whether p, a path as sent (escaped), is in canonical
+// form: no dot segments (percent-encoded ones included) and no doubled
+// slashes (a trailing slash is fine). An encoded slash (%2F) belongs to its
+// segment, so a path parameter such as an address may hold "/" or "//".
 func cleanPath(p string) bool {
 	if p == "" || p[0] != '/' {
 		return false
 	}
-	c := path.Clean(p)
-	if strings.HasSuffix(p, "/") && c != "/" {
-		c += "/"
+	segs := strings.Split(p[1:], "/")
+	for i, seg := range segs {
+		if seg == "" && i < len(segs)-1 {
+			return false
+		}
+		dec, err := url.PathUnescape(seg)
+		if err != nil || dec == "." || dec == ".." {
+			return false
+		}
 	}
-	return c == p
+	return true
 }
 
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -76,7 +84,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, ri))
 	sw := &statusWriter{ResponseWriter: w}
 	_, pattern := s.mux.Handler(r)
-	if !cleanPath(r.URL.Path) {
+	if !cleanPath(r.URL.EscapedPath()) {
 		// ServeMux would redirect "/v3/a/../b" to "/v3/b"; an API client
 		// gets SendGrid's 404 instead, and nothing is served.
 		pattern = ""

@@ -110,7 +110,7 @@ func (s *server) handleErase() http.Handler {
 			err = errorf(EInvalid, "email", "email is required")
 		}
 		if err == nil {
-			_, norm, err = checkEmail("email", *body.Email)
+			_, norm, err = storedEmail("email", *body.Email)
 		}
 		var e Erasure
 		if err == nil {

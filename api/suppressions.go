@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/bouncer-mail/bouncer/analytics"
 	"github.com/bouncer-mail/bouncer/internal/csvlist"
+	"github.com/bouncer-mail/bouncer/schemas"
 )
 
 // maxListLimit is SendGrid's page size limit; also the default.
@@ -23,16 +25,29 @@ const maxListLimit = 500
 // maxEmailLen bounds an address (RFC 5321: 254 in practice; room to spare).
 const maxEmailLen = 320
 
-// normEmail is how addresses are compared: ASCII white space trimmed, lower-cased
-// (as the pipeline's EmailNorm).
-func normEmail(s string) string { return strings.ToLower(strings.Trim(s, " \t\n\v\f\r")) }
+// normEmail is how addresses are compared: ASCII white space trimmed, ASCII
+// letters lower-cased and nothing else (as the pipeline's EmailNorm).
+func normEmail(s string) string { return schemas.LowerASCII(strings.Trim(s, " \t\n\v\f\r")) }
 
-// checkEmail validates an address given by the caller (see
+// checkEmail validates an address the caller adds to a list (see
 // csvlist.NormalizeAddress: the same rules as the CSV import).
 func checkEmail(field, raw string) (email, norm string, err error) {
 	norm, ok := csvlist.NormalizeAddress(raw)
 	if !ok {
 		return "", "", errorf(EInvalid, field, "%s is not a valid email address", field)
+	}
+	return csvlist.TrimSpace(raw), norm, nil
+}
+
+// storedEmail reads an address that names what may already be stored (to
+// look up, delete, check or erase): anything the pipeline accepts as an
+// address (schemas.NormalizeAddress), so every stored entry can be named,
+// however odd (x<script>@evil.example, a//b@x.example); adding keeps
+// checkEmail's stricter rules.
+func storedEmail(field, raw string) (email, norm string, err error) {
+	norm, ok := schemas.NormalizeAddress(raw)
+	if !ok {
+		return "", "", errorf(EInvalid, field, "%s is not an email address (want local@domain, valid UTF-8, no space or control character)", field)
 	}
 	return csvlist.TrimSpace(raw), norm, nil
 }
@@ -153,7 +168,7 @@ func parseListQuery(list string, v url.Values) (ListQuery, error) {
 
 // lookup returns the current entry of one address of a list, if any.
 func (s *server) lookup(r *http.Request, list string) ([]Suppression, error) {
-	_, norm, err := checkEmail("email", r.PathValue("email"))
+	_, norm, err := storedEmail("email", r.PathValue("email"))
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +201,7 @@ func (s *server) remove(r *http.Request, list string, emails, norms []string) er
 // address was not on the list (the removal still orders later events).
 func (s *server) handleDelete(list string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		email, norm, err := checkEmail("email", r.PathValue("email"))
+		email, norm, err := storedEmail("email", r.PathValue("email"))
 		if err == nil {
 			err = s.remove(r, list, []string{email}, []string{norm})
 		}
@@ -220,7 +235,7 @@ func (s *server) handleBulkDelete(list string) http.Handler {
 			err = errorf(EInvalid, "emails", "set delete_all to true or give emails")
 		default:
 			var emails, norms []string
-			emails, norms, err = checkEmails("emails", body.Emails)
+			emails, norms, err = checkEmails("emails", body.Emails, storedEmail)
 			if err == nil {
 				err = s.remove(r, list, emails, norms)
 			}
@@ -233,12 +248,14 @@ func (s *server) handleBulkDelete(list string) http.Handler {
 	})
 }
 
-func checkEmails(field string, raw []string) (emails, norms []string, err error) {
+// checkEmails reads a request's addresses with check (checkEmail to add,
+// storedEmail to name stored ones).
+func checkEmails(field string, raw []string, check func(field, raw string) (string, string, error)) (emails, norms []string, err error) {
 	if len(raw) > maxBulkEmails {
 		return nil, nil, errorf(EInvalid, field, "at most %d %s per request", maxBulkEmails, field)
 	}
 	for _, e := range raw {
-		email, norm, err := checkEmail(field, e)
+		email, norm, err := check(field, e)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -247,19 +264,28 @@ func checkEmails(field string, raw []string) (emails, norms []string, err error)
 	return emails, norms, nil
 }
 
-// decodeBody reads one JSON value into v.
+// decodeBody reads one JSON value into v. A body that is not valid UTF-8
+// is refused (encoding/json would silently turn bad bytes into U+FFFD, and
+// an address with U+FFFD is a different, real one).
 func decodeBody(r *http.Request, v any) error {
-	dec := json.NewDecoder(r.Body)
-	err := dec.Decode(v)
+	body, err := io.ReadAll(r.Body)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return errorf(ETooLarge, "", "request body is larger than %d bytes", tooBig.Limit)
+	case err != nil:
+		return errorf(EInvalid, "", "request body could not be read")
+	case !utf8.Valid(body):
+		return errorf(EInvalid, "", "request body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	err = dec.Decode(v)
 	if err == nil && dec.Decode(&struct{}{}) != io.EOF {
 		err = errors.New("trailing data")
 	}
-	var tooBig *http.MaxBytesError
 	switch {
 	case err == nil:
 		return nil
-	case errors.As(err, &tooBig):
-		return errorf(ETooLarge, "", "request body is larger than %d bytes", tooBig.Limit)
 	case errors.Is(err, io.EOF):
 		return errorf(EInvalid, "", "request body is empty: want JSON")
 	}
@@ -282,7 +308,7 @@ func (s *server) handleGlobalAdd() http.Handler {
 			if len(body.RecipientEmails) == 0 {
 				err = errorf(EInvalid, "recipient_emails", "recipient_emails is required")
 			} else {
-				emails, norms, err = checkEmails("recipient_emails", body.RecipientEmails)
+				emails, norms, err = checkEmails("recipient_emails", body.RecipientEmails, checkEmail)
 			}
 		}
 		if err == nil {

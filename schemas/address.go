@@ -135,26 +135,20 @@ func validAddress(v []byte) bool {
 	return labels >= 2
 }
 
-// needsLower reports whether lower-casing would change v.
+// needsLower reports whether lower-casing would change v: whether it holds
+// an ASCII capital. Only ASCII letters are folded (see NormalizeAddress).
 func needsLower(v []byte) bool {
 	for _, c := range v {
-		if 'A' <= c && c <= 'Z' || c >= utf8.RuneSelf {
-			if c < utf8.RuneSelf {
-				return true
-			}
-			return !bytes.Equal(bytes.ToLower(v), v)
+		if 'A' <= c && c <= 'Z' {
+			return true
 		}
 	}
 	return false
 }
 
-// appendLower appends v lower-cased (Unicode-aware; ASCII fast path).
+// appendLower appends v with its ASCII capitals lower-cased; every other
+// byte, UTF-8 sequences included, as it is.
 func appendLower(dst, v []byte) []byte {
-	for _, c := range v {
-		if c >= utf8.RuneSelf {
-			return append(dst, bytes.ToLower(v)...)
-		}
-	}
 	for _, c := range v {
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
@@ -162,6 +156,36 @@ func appendLower(dst, v []byte) []byte {
 		dst = append(dst, c)
 	}
 	return dst
+}
+
+// LowerASCII returns s with its ASCII capitals lower-cased and every other
+// character as it is: the only case folding bouncer applies to addresses.
+func LowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			return string(appendLower(make([]byte, 0, len(s)), []byte(s)))
+		}
+	}
+	return s
+}
+
+// NormalizeAddress returns the form bouncer compares addresses in, the
+// decoder's Event.EmailNorm: ASCII white space trimmed and ASCII capitals
+// lower-cased, nothing else changed. Only ASCII case is folded: Unicode
+// case folding maps some non-ASCII characters to ASCII ones (the Kelvin
+// sign U+212A to k), which would make two different addresses one, so a
+// non-ASCII character is never changed. ok is false for a value the
+// decoder rejects as invalid_email (not local@domain with both parts
+// non-empty, a space or control character) or that is not valid UTF-8; every
+// address the pipeline stores is accepted, so the API, the suppression
+// index and erasure can name each one.
+func NormalizeAddress(raw string) (norm string, ok bool) {
+	v := []byte(raw)
+	if !utf8.Valid(v) || !addressShape(v) {
+		return "", false
+	}
+	lo, hi := trimSpace(v)
+	return string(appendLower(nil, v[lo:hi])), true
 }
 
 // validAccountID: 1 to 64 of [A-Za-z0-9_.-].

@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
@@ -39,6 +40,12 @@ func TestDecodeFields(t *testing.T) {
 		{"email kept as sent", `{"email":" John.Doe@Example.COM ","timestamp":1,"event":"open"}`,
 			func(e Event) any { return [3]string{e.Email, e.EmailNorm, e.Domain} },
 			[3]string{" John.Doe@Example.COM ", "john.doe@example.com", "example.com"}},
+		// Only ASCII case folds: the Kelvin sign (U+212A) would fold to k and
+		// make kim@ a different address's twin; other capitals stay.
+		{"email Kelvin sign kept", `{"email":"\u212Aim@Example.com","timestamp":1,"event":"open"}`,
+			func(e Event) any { return [2]string{e.EmailNorm, e.Domain} }, [2]string{"\u212Aim@example.com", "example.com"}},
+		{"email non-ASCII capitals kept", `{"email":"ÄNN@BÜCHER.de","timestamp":1,"event":"open"}`,
+			func(e Event) any { return e.EmailNorm }, "Änn@bÜcher.de"},
 		{"email already normal shares", `{"email":"a@b.co","timestamp":1,"event":"open"}`,
 			func(e Event) any { return [3]string{e.Email, e.EmailNorm, e.Domain} }, [3]string{"a@b.co", "a@b.co", "b.co"}},
 		{"email last at", `{"email":"a@b@c.co","timestamp":1,"event":"open"}`,
@@ -292,6 +299,33 @@ func TestPlainRun(t *testing.T) {
 					t.Fatalf("byte %#x at %d, start %d: plainRun = %d, want %d", c, pos, start, got, want)
 				}
 			}
+		}
+	}
+}
+
+// NormalizeAddress is the decoder's EmailNorm, for addresses named outside
+// events (the API, erasure): the same acceptance, the same form.
+func TestNormalizeAddress(t *testing.T) {
+	for in, want := range map[string]string{
+		" Kim@Example.COM\r\n":                    "kim@example.com",
+		"\u212Aim@example.com":                    "\u212Aim@example.com",
+		"x<script>alert(5)</script>@Evil.example": "x<script>alert(5)</script>@evil.example",
+		"a//b@x.example":                          "a//b@x.example",
+		"\ufffd@x.example":                        "\ufffd@x.example",
+		"İ@x.example":                             "İ@x.example",
+	} {
+		got, ok := NormalizeAddress(in)
+		if !ok || got != want {
+			t.Errorf("%q: %q %v, want %q", in, got, ok, want)
+		}
+		msg, _ := json.Marshal(map[string]any{"email": in, "timestamp": 1, "event": "open"})
+		if e := decodeOne(t, string(msg)); e.EmailNorm != want {
+			t.Errorf("%q: the decoder's EmailNorm is %q, NormalizeAddress's %q", in, e.EmailNorm, want)
+		}
+	}
+	for _, in := range []string{"", "kim", "@x.org", "kim@", "a b@x.org", "a\x00@x.org", "a@x\u0085.org", "\xff@x.org", " @x.org"} {
+		if got, ok := NormalizeAddress(in); ok {
+			t.Errorf("%q accepted as %q", in, got)
 		}
 	}
 }

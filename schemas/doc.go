@@ -28,7 +28,10 @@
 //     the same events, including the derived sg_event_id (DeriveEventID), so
 //     every consumer group and every redelivery agree.
 //   - Accepted events have a known Event, a non-empty Email that is an
-//     address at all, valid UTF-8 strings and a lower-cased EmailNorm.
+//     address at all, valid UTF-8 strings and an EmailNorm with ASCII
+//     capitals lower-cased and no other character changed (NormalizeAddress:
+//     the one comparison form of the pipeline, the index, the API and
+//     erasure).
 //     Plausible but invalid addresses (a..b@example.com, user@localhost) are
 //     accepted with AddressValid false, so a later stage can list them as
 //     invalid emails.

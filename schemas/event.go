@@ -67,7 +67,8 @@ type Event struct {
 	Type string
 
 	// Email is the recipient exactly as sent. EmailNorm is the same address
-	// trimmed of ASCII white space and lower-cased (compare addresses with it);
+	// trimmed of ASCII white space with ASCII capitals lower-cased, other
+	// characters unchanged (compare addresses with it; NormalizeAddress);
 	// Domain is the part of EmailNorm after its last '@'.
 	Email     string
 	EmailNorm string

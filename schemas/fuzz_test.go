@@ -101,8 +101,8 @@ func checkEvent(t *testing.T, e Event, at Coordinates) {
 	if _, ok := eventType([]byte(e.Event)); !ok {
 		t.Fatalf("unknown event type %q accepted", e.Event)
 	}
-	if e.EmailNorm != strings.ToLower(e.EmailNorm) {
-		t.Fatalf("EmailNorm %q is not lower-case", e.EmailNorm)
+	if norm, ok := NormalizeAddress(e.Email); !ok || norm != e.EmailNorm {
+		t.Fatalf("EmailNorm %q is not NormalizeAddress(%q) = %q, %v", e.EmailNorm, e.Email, norm, ok)
 	}
 	if !strings.HasSuffix(e.EmailNorm, "@"+e.Domain) {
 		t.Fatalf("Domain %q is not the end of %q", e.Domain, e.EmailNorm)

@@ -7,7 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/bouncer-mail/bouncer/internal/csvlist"
+	"github.com/bouncer-mail/bouncer/schemas"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 )
 
@@ -54,7 +54,7 @@ func runErase(ctx context.Context, env *environment, args []string) error {
 	cf := addClickHouseFlags(e)
 	kf := addKafkaFlags(e)
 	acct := fs.String("account", "", "the account (1 to 64 of A-Z a-z 0-9 _ . -)")
-	email := fs.String("email", "", "the address to erase (compared trimmed and lower-cased)")
+	email := fs.String("email", "", "the address to erase (compared trimmed, ASCII letters lower-cased; any address the pipeline stores)")
 	allDead := fs.Bool("all-dead-letters", false, "also erase dead letters of other accounts (or of none) that contain the address")
 	wait := fs.Duration("wait", 2*time.Minute, "longest wait for each table's delete mutation")
 	changeTopic := e.String("changelog-topic", "BOUNCER_CHANGELOG_TOPIC", "bouncer.suppressions", "compacted topic the workers' suppression index follows; the removals are published there")
@@ -71,7 +71,7 @@ func runErase(ctx context.Context, env *environment, args []string) error {
 	if !accountPattern.MatchString(*acct) {
 		return usagef("erase: --account %q: want 1 to 64 of A-Z a-z 0-9 _ . -", *acct)
 	}
-	norm, ok := csvlist.NormalizeAddress(*email)
+	norm, ok := schemas.NormalizeAddress(*email)
 	if !ok {
 		return usagef("erase: --email %q is not an address", *email)
 	}

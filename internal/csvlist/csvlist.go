@@ -46,6 +46,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/bouncer-mail/bouncer/schemas"
 )
 
 // Columns are the columns of SendGrid's CSV export of each list, in
@@ -83,7 +85,7 @@ type Row struct {
 	// Line is the row's line in the file (1 is the header).
 	Line int
 	// Email is the address as written (trimmed); EmailNorm is how bouncer
-	// compares it (lower-cased).
+	// compares it (ASCII letters lower-cased).
 	Email, EmailNorm string
 	Created          time.Time
 	Reason, Status   string
@@ -231,8 +233,10 @@ func TrimSpace(s string) string {
 // to spare).
 const MaxAddressLen = 320
 
-// NormalizeAddress trims and lower-cases an address the way the event
-// decoder does (email_norm) and checks that it looks like one: local@domain
+// NormalizeAddress trims an address and lower-cases its ASCII letters (and
+// nothing else) the way the event decoder does (email_norm,
+// schemas.NormalizeAddress), and checks that it looks like one, more
+// strictly than the decoder (this is for addresses written into lists): local@domain
 // split at the last @, both parts non-empty, at most MaxAddressLen bytes of
 // valid UTF-8, no space, control character or U+FFFD (what a decoder puts
 // for bytes that were not UTF-8); no quoting characters ("\<>(),;:[]@) in
@@ -258,7 +262,7 @@ func NormalizeAddress(raw string) (string, bool) {
 			return "", false
 		}
 	}
-	return strings.ToLower(v), true
+	return schemas.LowerASCII(v), true
 }
 
 // formulaStart reports whether a cell starting with c is read as a formula

@@ -15,7 +15,8 @@ func TestNormalizeAddress(t *testing.T) {
 		"Kim@Example.com":        "kim@example.com",
 		" \tkim@example.com\r\n": "kim@example.com",
 		"a_b+tag@x.org":          "a_b+tag@x.org",
-		"Ünïcödé@bücher.de":      "ünïcödé@bücher.de",
+		"Ünïcödé@Bücher.de":      "Ünïcödé@bücher.de",    // only ASCII letters fold
+		"\u212Aim@example.com":   "\u212Aim@example.com", // the Kelvin sign is not k
 		"a@localhost":            "a@localhost",
 	}
 	for in, want := range good {

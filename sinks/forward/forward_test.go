@@ -519,3 +519,39 @@ func BenchmarkHandleNoBounces(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*len(batch))/b.Elapsed().Seconds(), "msgs/s")
 }
+
+// CR and LF in status and reason (text from a remote mail server) cannot
+// add lines to a forwarded report: each field stays on its own line.
+func TestReportLinesCannotBeForged(t *testing.T) {
+	srv := smtptest.Start(t, smtptest.Options{})
+	settings := &staticSettings{list: []Setting{{AccountID: "acme", Email: "ops@acme.example"}}}
+	f := newForwarder(t, srv, Relay{}, settings, nil)
+	reason := hardReason + "\r\nClassification: Reputation (soft, forged)\nEvent ID:       forged\u2028Recipient:      ceo@acme.example"
+	msg := fmt.Appendf(nil, `{"event":"bounce","email":" kim@x.org\r\n","timestamp":1764201600,"account_id":"acme","reason":%q,"status":%q}`,
+		reason, "5.1.1\r\nRecipient:      ceo@acme.example\r\n")
+	if err := f.Handle(context.Background(), "events", 0, messages(msg)); err != nil {
+		t.Fatal(err)
+	}
+	msgs := srv.Messages()
+	if len(msgs) != 1 {
+		t.Fatalf("%d messages, want 1", len(msgs))
+	}
+	body := strings.ReplaceAll(msgs[0].Body, "\r\n", "\n")
+	count := map[string]int{}
+	for _, l := range strings.Split(body, "\n") {
+		if k, _, ok := strings.Cut(l, ":"); ok {
+			count[k]++
+		}
+		if strings.HasPrefix(l, "Event ID:") && strings.Contains(l, "forged") || strings.HasPrefix(l, "Recipient:") && strings.Contains(l, "ceo@") {
+			t.Errorf("forged line %q", l)
+		}
+	}
+	for _, k := range []string{"Recipient", "Reason", "Status", "Classification", "Event ID"} {
+		if count[k] != 1 {
+			t.Errorf("%d lines %q, want 1:\n%s", count[k], k+":", body)
+		}
+	}
+	if !strings.Contains(body, "Reason:         "+hardReason+" Classification: Reputation (soft, forged) Event ID: forged Recipient: ceo@acme.example\n") {
+		t.Errorf("the reason is not kept on one line:\n%s", body)
+	}
+}

@@ -54,7 +54,7 @@ func newBounce(ev *schemas.Event, res *enrich.Result) bounce {
 		Account:     strings.Clone(ev.AccountID),
 		Recipient:   strings.Clone(ev.Email),
 		Reason:      clip(ev.Reason),
-		Status:      strings.Clone(ev.Status),
+		Status:      clip(ev.Status),
 		Type:        strings.Clone(ev.Type),
 		Time:        time.Unix(ev.Timestamp, 0).UTC(),
 		SGMessageID: clip(ev.SGMessageID),
@@ -86,7 +86,8 @@ func containsFold(s, sub string) bool {
 }
 
 // clip copies s, cut to maxFieldBytes on a rune boundary, with control
-// characters other than tab and newline replaced by spaces.
+// characters other than tab and newline replaced by spaces. (A report
+// writes each field on one line: see flat.)
 func clip(s string) string {
 	if len(s) > maxFieldBytes {
 		cut := maxFieldBytes
@@ -107,6 +108,12 @@ func clip(s string) string {
 }
 
 func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }
+
+// flat puts s on one line: every run of white space, line breaks (CR, LF,
+// VT, FF, NEL, U+2028, U+2029) included, becomes one space. Status and
+// reason come from remote mail servers; with their line breaks kept they
+// could add lines (a fake "Classification:") to a report.
+func flat(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // oneLine makes s fit a header: no line breaks, at most 200 bytes.
 func oneLine(s string) string {
@@ -156,7 +163,7 @@ func (f *Forwarder) reportMsg(to string, b bounce, now time.Time) (*mail.Msg, er
 		return nil, err
 	}
 	var s strings.Builder
-	fmt.Fprintf(&s, "A message of account %s to %s bounced.\n\n", b.Account, b.Recipient)
+	fmt.Fprintf(&s, "A message of account %s to %s bounced.\n\n", b.Account, flat(b.Recipient))
 	writeBounce(&s, b)
 	s.WriteString("\n" + footer)
 	m.SetBodyString(mail.TypeTextPlain, s.String())
@@ -192,6 +199,7 @@ const footer = "-- \nSent by bouncer because bounce forwarding is enabled for th
 
 func writeBounce(s *strings.Builder, b bounce) {
 	line := func(k, v string) {
+		v = flat(v)
 		if v == "" {
 			v = "-"
 		}
