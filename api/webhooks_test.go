@@ -701,3 +701,25 @@ func TestWebhookHostileInput(t *testing.T) {
 		t.Errorf("hostile requests changed the subscription")
 	}
 }
+
+// TestWebhookTestDeliveryHidesResolver: a name that does not resolve
+// answered "dial tcp: lookup x on 10.255.255.53:53: no such host", naming
+// the DNS resolver of bouncer's network (security review, item 11). Now the
+// class only.
+func TestWebhookTestDeliveryHidesResolver(t *testing.T) {
+	h, _, key, _, _ := webhookServer(t)
+	const target = "http://no-such-host.invalid/hook"
+	rec := do(t, h, "POST", "/v3/user/webhooks/event/test", key, `{"url":"`+target+`"}`)
+	if rec.Code != 502 {
+		t.Fatalf("unresolvable name: %d %s", rec.Code, rec.Body)
+	}
+	_, msg := sendGridError(t, rec)
+	// dns where a resolver answers; timeout where none does.
+	if msg != "test delivery to "+target+" failed: dns: the host name did not resolve" &&
+		msg != "test delivery to "+target+" failed: timeout: no answer in time" {
+		t.Errorf("unresolvable name: message %q", msg)
+	}
+	if strings.Contains(msg, "lookup") || strings.Contains(msg, ":53") {
+		t.Errorf("the message names the resolver: %q", msg)
+	}
+}
