@@ -33,7 +33,8 @@ type checkResult struct {
 
 // handleCheck: POST /bouncer/v1/suppressions/check {"emails": [...],
 // "group_id": N}: for each address, whether a message to it would be
-// dropped and the lists it is on. Answered from memory, no database round
+// dropped and the lists it is on. group_id, and group unsubscribes among
+// the lists, need the group read scope too. Answered from memory, no database round
 // trip; changes reach it within seconds through the change log.
 func (s *server) handleCheck() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -55,6 +56,8 @@ func (s *server) handleCheck() http.Handler {
 				err = errorf(EInvalid, "emails", "at most %d emails per request", maxCheck)
 			case body.GroupID < 0:
 				err = errorf(EInvalid, "group_id", "group_id must not be negative")
+			case body.GroupID > 0 && !hasScope(r, scopeGroupRead):
+				err = errorf(EForbidden, "group_id", "group_id needs a key with the scope %s, as GET /v3/asm/groups/{group_id}/suppressions does; leave it out to check the other lists", scopeGroupRead)
 			default:
 				emails, norms, err = checkEmails("emails", body.Emails, storedEmail)
 			}
@@ -64,11 +67,16 @@ func (s *server) handleCheck() http.Handler {
 			return
 		}
 		acct := account(r)
+		groups := hasScope(r, scopeGroupRead)
 		out := make([]checkResult, len(emails))
 		for i := range emails {
-			lists := s.checker.Lookup(acct, norms[i])
-			if lists == nil {
-				lists = []Listing{}
+			lists := []Listing{}
+			for _, l := range s.checker.Lookup(acct, norms[i]) {
+				// A key that may not read group unsubscribes does not
+				// learn them here either.
+				if l.GroupID == 0 || groups {
+					lists = append(lists, l)
+				}
 			}
 			reason := s.checker.DropReason(acct, norms[i], body.GroupID)
 			out[i] = checkResult{Email: emails[i], Suppressed: reason != "", DropReason: reason, Lists: lists}

@@ -12,9 +12,12 @@ import (
 	"time"
 )
 
-// reqInfo is filled in as a request passes the middleware, for the log line.
+// reqInfo is filled in as a request passes the middleware, for the log line
+// and for handlers whose answer depends on the key's other scopes.
 type reqInfo struct {
 	account, keyID string
+	// scopes of the key (empty: all).
+	scopes []string
 }
 
 type ctxKey struct{}
@@ -29,6 +32,16 @@ func info(ctx context.Context) *reqInfo {
 // account is the authenticated account of a request that passed
 // authenticated; handlers take it from here and nowhere else.
 func account(r *http.Request) string { return info(r.Context()).account }
+
+// hasScope reports whether the request's key has scope (a key without
+// scopes has all). Routes name one scope in the table; a handler asks
+// hasScope when part of what the route can reach is guarded by another
+// route's scope, so that a scope means the same on every path to the same
+// data.
+func hasScope(r *http.Request, scope string) bool {
+	ri := info(r.Context())
+	return ri.account != "" && (len(ri.scopes) == 0 || slices.Contains(ri.scopes, scope))
+}
 
 type statusWriter struct {
 	http.ResponseWriter
@@ -125,7 +138,7 @@ func (s *server) authenticated(scope string, next http.Handler) http.Handler {
 			return
 		}
 		ri := info(r.Context())
-		ri.account, ri.keyID = key.AccountID, key.KeyID
+		ri.account, ri.keyID, ri.scopes = key.AccountID, key.KeyID, key.Scopes
 
 		allowed, remaining, reset := s.limiter.take(key.KeyID, s.now())
 		h := w.Header()

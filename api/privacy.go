@@ -157,8 +157,10 @@ func (s *server) handleErasures() http.Handler {
 	})
 }
 
-// csvList reads {list} and ?group_id of the import and export routes.
-func csvList(r *http.Request) (list string, group int64, err error) {
+// csvList reads {list} and ?group_id of the import and export routes; a
+// group_id also needs groupScope, the scope of the group route that reads
+// or changes the same entries.
+func csvList(r *http.Request, groupScope string) (list string, group int64, err error) {
 	list = r.PathValue("list")
 	if list == "global_unsubscribes" {
 		list = "unsubscribes"
@@ -171,6 +173,9 @@ func csvList(r *http.Request) (list string, group int64, err error) {
 	} else if set {
 		if list != "unsubscribes" {
 			return "", 0, errorf(EInvalid, "group_id", "group_id is only for the unsubscribes list")
+		}
+		if !hasScope(r, groupScope) {
+			return "", 0, errorf(EForbidden, "group_id", "group_id needs a key with the scope %s, as the /v3/asm/groups/{group_id}/suppressions route does", groupScope)
 		}
 		group = int64(g)
 	}
@@ -201,7 +206,7 @@ func (s *server) handleExport() http.Handler {
 		if p == nil {
 			return
 		}
-		list, group, err := csvList(r)
+		list, group, err := csvList(r, scopeGroupRead)
 		unix := false
 		if err == nil {
 			switch tf := r.URL.Query().Get("time_format"); tf {
@@ -254,7 +259,7 @@ func (s *server) handleImport() http.Handler {
 		if p == nil {
 			return
 		}
-		list, group, err := csvList(r)
+		list, group, err := csvList(r, scopeGroupCreate)
 		loc := time.UTC
 		if tz := r.URL.Query().Get("timezone"); err == nil && tz != "" {
 			if loc, err = time.LoadLocation(tz); err != nil || strings.ContainsAny(tz, `.\`) {

@@ -23,6 +23,16 @@ var lists = []string{"bounces", "blocks", "invalid_emails", "spam_reports", "uns
 // deletable are the lists with SendGrid's one-address and bulk DELETE.
 var deletable = []string{"bounces", "blocks", "invalid_emails", "spam_reports"}
 
+// Scopes of the group unsubscribes (SendGrid's). Every path to a group's
+// unsubscribes needs them, not only the /v3/asm/groups routes: the CSV export
+// and import with ?group_id and the batch check with group_id too (see
+// hasScope).
+const (
+	scopeGroupRead   = "asm.groups.suppressions.read"
+	scopeGroupCreate = "asm.groups.suppressions.create"
+	scopeGroupDelete = "asm.groups.suppressions.delete"
+)
+
 // routes is every route of the API.
 func (s *server) routes() []route {
 	const (
@@ -46,9 +56,9 @@ func (s *server) routes() []route {
 		{"GET", "/v3/asm/suppressions/global/{email}", gRead, key, s.handleGlobalGet()},
 		{"DELETE", "/v3/asm/suppressions/global/{email}", gDel, key, s.handleGlobalDelete()},
 
-		{"GET", "/v3/asm/groups/{group_id}/suppressions", "asm.groups.suppressions.read", key, s.handleGroupList()},
-		{"POST", "/v3/asm/groups/{group_id}/suppressions", "asm.groups.suppressions.create", key, s.handleGroupAdd()},
-		{"DELETE", "/v3/asm/groups/{group_id}/suppressions/{email}", "asm.groups.suppressions.delete", key, s.handleGroupDelete()},
+		{"GET", "/v3/asm/groups/{group_id}/suppressions", scopeGroupRead, key, s.handleGroupList()},
+		{"POST", "/v3/asm/groups/{group_id}/suppressions", scopeGroupCreate, key, s.handleGroupAdd()},
+		{"DELETE", "/v3/asm/groups/{group_id}/suppressions/{email}", scopeGroupDelete, key, s.handleGroupDelete()},
 
 		// Stats (SendGrid's scopes); limit and offset where SendGrid has them.
 		{"GET", "/v3/stats", "stats.global.read", key, s.handleStats(analytics.SegmentGlobal, true)},

@@ -94,7 +94,8 @@ type WebhookStore interface {
 
 // Scopes of the webhook routes: SendGrid's names. Reading the Standard
 // Webhooks secret needs the update scope, since the secret lets its holder
-// forge deliveries.
+// forge deliveries; so does a test delivery signed with the secret to a URL
+// other than the subscription's.
 const (
 	scopeWebhookCreate = "user.webhooks.event.settings.create"
 	scopeWebhookRead   = "user.webhooks.event.settings.read"
@@ -654,7 +655,9 @@ func (s *server) handleWebhookRotate(w http.ResponseWriter, r *http.Request, st 
 // one batch of sample events (one per selected event type, every type
 // without an id), signed like a real delivery with the subscription's
 // secrets and key, to url (default: the subscription's) through the SSRF
-// guard. 204 when the receiver answered 2xx; 502 with the failure's class
+// guard. A url other than the subscription's own needs the update scope
+// as well (403 otherwise): that scope can read the secret, the test scope
+// alone must not be a way to get its signatures sent anywhere. 204 when the receiver answered 2xx; 502 with the failure's class
 // otherwise (the HTTP status, or refused, timeout, tls, dns, connection:
 // never the receiver's body or an error text). Both carry the receiver's
 // status, when it answered, in X-Bouncer-Receiver-Status. Without an id the batch is unsigned (there is
@@ -698,6 +701,12 @@ func (s *server) handleWebhookTest(w http.ResponseWriter, r *http.Request, st We
 	target, err := checkWebhookURL(target, guard)
 	if err != nil {
 		return err
+	}
+	if ep.ID != "" && target != ep.URL && !hasScope(r, scopeWebhookUpdate) {
+		// Signed with the subscription's secrets, a batch sent anywhere
+		// would hand those signatures to whoever runs the URL: that takes
+		// the scope that can read the secret itself.
+		return errorf(EForbidden, "url", "a test signed with this webhook's secrets goes only to its own URL unless the key has the scope %s (which can read the secret); leave out url to test the webhook's URL, or leave out id for an unsigned test to any URL", scopeWebhookUpdate)
 	}
 	now := s.now()
 	batch, err := webhookSampleEvents(&ep, now)

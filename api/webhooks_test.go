@@ -723,3 +723,68 @@ func TestWebhookTestDeliveryHidesResolver(t *testing.T) {
 		t.Errorf("the message names the resolver: %q", msg)
 	}
 }
+
+// TestWebhookTestScope is the security review's finding 9 for webhooks: a
+// key with only the test scope got batches signed with a subscription's
+// real secret sent to any URL (its holder could then replay them, signed,
+// to the real receiver). Signed tests now go to the subscription's own URL
+// unless the key may read the secret anyway (the update scope).
+func TestWebhookTestScope(t *testing.T) {
+	testOnly, kTest := testKey(t, "acme", false, scopeWebhookTest)
+	testUpdate, kTU := testKey(t, "acme", false, scopeWebhookTest, scopeWebhookUpdate)
+	owner, kOwner := testKey(t, "acme", false)
+	st := newFakeWebhooks()
+	h := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{kTest, kTU, kOwner}, Webhooks: st, RateLimit: 10000, MaxBodyBytes: 4096})
+	own, elsewhere := &receiver{status: 200}, &receiver{status: 200}
+	ownSrv, elsewhereSrv := httptest.NewServer(own), httptest.NewServer(elsewhere)
+	defer ownSrv.Close()
+	defer elsewhereSrv.Close()
+	st.allow(ownSrv)
+	st.allow(elsewhereSrv)
+	rec := do(t, h, "POST", "/v3/user/webhooks/event/settings", owner, `{"url":"`+ownSrv.URL+`/events","bounce":true}`)
+	if rec.Code != 201 {
+		t.Fatalf("create: %d %s", rec.Code, rec.Body)
+	}
+	id := decodeExact(t, rec.Body.String(), webhookKeys("created_date", "updated_date")...)["id"].(string)
+	got := func(rc *receiver) (n int, signed bool) {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		for _, h := range rc.heads {
+			signed = signed || h.Get("webhook-signature") != ""
+		}
+		return len(rc.heads), signed
+	}
+
+	// The test scope alone: signed to the webhook's own URL (also when
+	// named), unsigned anywhere, never signed elsewhere.
+	for _, body := range []string{`{"id":"` + id + `"}`, `{"id":"` + id + `","url":"` + ownSrv.URL + `/events"}`} {
+		if rec := do(t, h, "POST", "/v3/user/webhooks/event/test", testOnly, body); rec.Code != 204 {
+			t.Errorf("test scope, own URL %s: %d %s", body, rec.Code, rec.Body)
+		}
+	}
+	if n, signed := got(own); n != 2 || !signed {
+		t.Errorf("own receiver got %d tests, signed %v", n, signed)
+	}
+	rec = do(t, h, "POST", "/v3/user/webhooks/event/test", testOnly, `{"id":"`+id+`","url":"`+elsewhereSrv.URL+`/x"}`)
+	if field, msg := sendGridError(t, rec); rec.Code != 403 || field == nil || *field != "url" || !strings.Contains(msg, scopeWebhookUpdate) {
+		t.Errorf("test scope, signed to another URL: %d %s", rec.Code, rec.Body)
+	}
+	if n, _ := got(elsewhere); n != 0 {
+		t.Fatalf("another URL got %d signed tests from a key with the test scope only", n)
+	}
+	if rec := do(t, h, "POST", "/v3/user/webhooks/event/test", testOnly, `{"url":"`+elsewhereSrv.URL+`/x"}`); rec.Code != 204 {
+		t.Errorf("test scope, unsigned to another URL: %d %s", rec.Code, rec.Body)
+	}
+	if n, signed := got(elsewhere); n != 1 || signed {
+		t.Errorf("unsigned test: %d requests, signed %v", n, signed)
+	}
+
+	// With the update scope (which reads the secret) a signed test may go
+	// anywhere the guard allows.
+	if rec := do(t, h, "POST", "/v3/user/webhooks/event/test", testUpdate, `{"id":"`+id+`","url":"`+elsewhereSrv.URL+`/x"}`); rec.Code != 204 {
+		t.Errorf("test and update scopes, another URL: %d %s", rec.Code, rec.Body)
+	}
+	if n, signed := got(elsewhere); n != 2 || !signed {
+		t.Errorf("signed test with the update scope: %d requests, signed %v", n, signed)
+	}
+}
