@@ -12,31 +12,31 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/bouncer-mail/bouncer/subscription"
 )
 
 // WebhookOps reads delivery state and replays failed batches. Every method
 // is scoped to an account: another account's endpoint is unknown.
 type WebhookOps interface {
-	// WebhookState returns an endpoint's delivery state; ok is false when
-	// the account has no such endpoint.
-	WebhookState(ctx context.Context, account, id string) (st WebhookState, ok bool, err error)
+	// WebhookState returns a subscription (its secrets need not be opened)
+	// and its delivery state; ok is false when the account has no such
+	// subscription.
+	WebhookState(ctx context.Context, account, id string) (w subscription.Webhook, ds subscription.DeliveryState, ok bool, err error)
 	// WebhookDeliveries returns the newest delivery log rows, newest first.
-	WebhookDeliveries(ctx context.Context, account, id string, limit int) ([]WebhookDelivery, error)
+	WebhookDeliveries(ctx context.Context, account, id string, limit int) ([]subscription.Delivery, error)
 	// FailedWebhookBatches lists batches delivery gave up on since a
 	// time, oldest first.
-	FailedWebhookBatches(ctx context.Context, account, id string, since time.Time, limit int) ([]FailedWebhookBatch, error)
+	FailedWebhookBatches(ctx context.Context, account, id string, since time.Time, limit int) ([]subscription.FailedBatch, error)
 	// ReplayWebhookBatches sends failed batches again, through the first
 	// retry tier: the one named webhookID, or (webhookID "") every batch
 	// failed since since. It returns the webhook-ids the replays go out
-	// under; ErrNoFailedBatch when webhookID names none.
-	ReplayWebhookBatches(ctx context.Context, account, id, webhookID string, since time.Time) ([]Replay, error)
+	// under; subscription.ErrNoFailedBatch when webhookID names none.
+	ReplayWebhookBatches(ctx context.Context, account, id, webhookID string, since time.Time) ([]subscription.Replay, error)
 }
 
-// ErrNoFailedBatch is WebhookOps' answer for an unknown failed batch.
-var ErrNoFailedBatch = errors.New("no such failed batch")
-
-// WebhookState is an endpoint as delivery sees it.
-type WebhookState struct {
+// webhookStateJSON is an endpoint as delivery sees it.
+type webhookStateJSON struct {
 	ID  string `json:"id"`
 	URL string `json:"url"`
 	// State is "active", "disabled" (by delivery: 410 or failing too
@@ -55,8 +55,21 @@ type WebhookState struct {
 	LastActivity int64 `json:"last_activity"`
 }
 
-// WebhookDelivery is one delivery log row.
-type WebhookDelivery struct {
+func stateJSON(w *subscription.Webhook, ds subscription.DeliveryState) webhookStateJSON {
+	return webhookStateJSON{ID: w.ID, URL: w.URL, Enabled: w.Enabled, State: w.State(), DisabledAt: unixOrZero(w.DisabledAt),
+		DisabledReason: w.DisabledReason, Circuit: ds.Circuit, LastSuccess: unixOrZero(ds.LastSuccess),
+		LastFailure: unixOrZero(ds.LastFailure), LastActivity: unixOrZero(ds.LastActivity)}
+}
+
+func unixOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
+}
+
+// deliveryJSON is one delivery log row.
+type deliveryJSON struct {
 	At         int64  `json:"at"`
 	WebhookID  string `json:"webhook_id"`
 	Attempt    int    `json:"attempt"`
@@ -68,8 +81,8 @@ type WebhookDelivery struct {
 	Circuit    string `json:"circuit"`
 }
 
-// FailedWebhookBatch is a batch delivery gave up on.
-type FailedWebhookBatch struct {
+// failedBatchJSON is a batch delivery gave up on.
+type failedBatchJSON struct {
 	WebhookID  string `json:"webhook_id"`
 	FailedAt   int64  `json:"failed_at"`
 	Attempts   int    `json:"attempts"`
@@ -81,13 +94,6 @@ type FailedWebhookBatch struct {
 	// webhook-id it went out under.
 	ReplayedAt int64  `json:"replayed_at"`
 	ReplayID   string `json:"replay_id"`
-}
-
-// Replay is one failed batch sent again.
-type Replay struct {
-	WebhookID string `json:"webhook_id"`
-	ReplayID  string `json:"replay_id"`
-	Events    int    `json:"events"`
 }
 
 const (
@@ -109,7 +115,9 @@ func (s *server) webhookOpsRoutes() []route {
 	}
 }
 
-type opsHandler func(w http.ResponseWriter, r *http.Request, ops WebhookOps, st WebhookState) error
+// opsHandler answers one route with the endpoint's subscription and
+// delivery state.
+type opsHandler func(w http.ResponseWriter, r *http.Request, ops WebhookOps, wh *subscription.Webhook, ds subscription.DeliveryState) error
 
 // opsRoute answers 404 when the server has no delivery state or the
 // account has no such endpoint, and errors in SendGrid's shape.
@@ -120,12 +128,12 @@ func (s *server) opsRoute(h opsHandler) http.Handler {
 			writeError(w, s.log, r, errorf(ENotFound, "", "webhook delivery state is not available on this server"))
 			return
 		}
-		st, ok, err := ops.WebhookState(r.Context(), account(r), r.PathValue("id"))
+		wh, ds, ok, err := ops.WebhookState(r.Context(), account(r), r.PathValue("id"))
 		if err == nil && !ok {
 			err = errorf(ENotFound, "id", "no webhook with this id")
 		}
 		if err == nil {
-			err = h(w, r, ops, st)
+			err = h(w, r, ops, &wh, ds)
 		}
 		if err != nil {
 			writeError(w, s.log, r, err)
@@ -134,13 +142,13 @@ func (s *server) opsRoute(h opsHandler) http.Handler {
 }
 
 // handleWebhookState: GET /bouncer/v1/webhooks/{id}/state.
-func (s *server) handleWebhookState(w http.ResponseWriter, r *http.Request, _ WebhookOps, st WebhookState) error {
-	writeJSON(w, http.StatusOK, st)
+func (s *server) handleWebhookState(w http.ResponseWriter, r *http.Request, _ WebhookOps, wh *subscription.Webhook, ds subscription.DeliveryState) error {
+	writeJSON(w, http.StatusOK, stateJSON(wh, ds))
 	return nil
 }
 
 // handleWebhookDeliveries: GET /bouncer/v1/webhooks/{id}/deliveries?limit=.
-func (s *server) handleWebhookDeliveries(w http.ResponseWriter, r *http.Request, ops WebhookOps, st WebhookState) error {
+func (s *server) handleWebhookDeliveries(w http.ResponseWriter, r *http.Request, ops WebhookOps, st *subscription.Webhook, _ subscription.DeliveryState) error {
 	limit, err := opsLimit(r, 50, maxDeliveryList)
 	if err != nil {
 		return err
@@ -149,15 +157,17 @@ func (s *server) handleWebhookDeliveries(w http.ResponseWriter, r *http.Request,
 	if err != nil {
 		return err
 	}
-	if rows == nil {
-		rows = []WebhookDelivery{}
+	out := make([]deliveryJSON, len(rows))
+	for i, d := range rows {
+		out[i] = deliveryJSON{At: d.At.Unix(), WebhookID: d.WebhookID, Attempt: d.Attempt, Result: d.Result, Status: d.Status,
+			DurationMS: d.Duration.Milliseconds(), Response: d.Response, Events: d.Events, Circuit: d.Circuit}
 	}
-	writeJSON(w, http.StatusOK, map[string][]WebhookDelivery{"result": rows})
+	writeJSON(w, http.StatusOK, map[string][]deliveryJSON{"result": out})
 	return nil
 }
 
 // handleFailedBatches: GET /bouncer/v1/webhooks/{id}/failed?since=&limit=.
-func (s *server) handleFailedBatches(w http.ResponseWriter, r *http.Request, ops WebhookOps, st WebhookState) error {
+func (s *server) handleFailedBatches(w http.ResponseWriter, r *http.Request, ops WebhookOps, st *subscription.Webhook, _ subscription.DeliveryState) error {
 	limit, err := opsLimit(r, 100, maxFailedList)
 	if err != nil {
 		return err
@@ -170,21 +180,23 @@ func (s *server) handleFailedBatches(w http.ResponseWriter, r *http.Request, ops
 	if err != nil {
 		return err
 	}
-	if rows == nil {
-		rows = []FailedWebhookBatch{}
+	out := make([]failedBatchJSON, len(rows))
+	for i, b := range rows {
+		out[i] = failedBatchJSON{WebhookID: b.WebhookID, FailedAt: b.FailedAt.Unix(), Attempts: b.Attempts, Reason: b.Reason,
+			LastStatus: b.LastStatus, LastError: b.LastError, Events: b.Events, ReplayedAt: unixOrZero(b.ReplayedAt), ReplayID: b.ReplayID}
 	}
-	writeJSON(w, http.StatusOK, map[string][]FailedWebhookBatch{"result": rows})
+	writeJSON(w, http.StatusOK, map[string][]failedBatchJSON{"result": out})
 	return nil
 }
 
 // handleReplayOne: POST /bouncer/v1/webhooks/{id}/failed/{webhook_id}/replay.
-func (s *server) handleReplayOne(w http.ResponseWriter, r *http.Request, ops WebhookOps, st WebhookState) error {
+func (s *server) handleReplayOne(w http.ResponseWriter, r *http.Request, ops WebhookOps, st *subscription.Webhook, _ subscription.DeliveryState) error {
 	id := r.PathValue("webhook_id")
 	if id == "" {
 		return errorf(EInvalid, "webhook_id", "webhook_id is required")
 	}
 	replays, err := ops.ReplayWebhookBatches(r.Context(), account(r), st.ID, id, time.Time{})
-	if errors.Is(err, ErrNoFailedBatch) {
+	if errors.Is(err, subscription.ErrNoFailedBatch) {
 		return errorf(ENotFound, "webhook_id", "no failed batch with this webhook_id for this webhook")
 	}
 	if err != nil {
@@ -195,7 +207,7 @@ func (s *server) handleReplayOne(w http.ResponseWriter, r *http.Request, ops Web
 }
 
 // handleReplaySince: POST /bouncer/v1/webhooks/{id}/replay {"since": unix}.
-func (s *server) handleReplaySince(w http.ResponseWriter, r *http.Request, ops WebhookOps, st WebhookState) error {
+func (s *server) handleReplaySince(w http.ResponseWriter, r *http.Request, ops WebhookOps, st *subscription.Webhook, _ subscription.DeliveryState) error {
 	var body struct {
 		Since *int64 `json:"since"`
 	}
@@ -216,9 +228,9 @@ func (s *server) handleReplaySince(w http.ResponseWriter, r *http.Request, ops W
 	return nil
 }
 
-func writeReplays(w http.ResponseWriter, replays []Replay) {
+func writeReplays(w http.ResponseWriter, replays []subscription.Replay) {
 	if replays == nil {
-		replays = []Replay{}
+		replays = []subscription.Replay{}
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"replayed": len(replays), "result": replays})
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/bouncer-mail/bouncer/sinks/webhook"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/safedial"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/sign"
+	"github.com/bouncer-mail/bouncer/subscription"
 	"github.com/google/uuid"
 )
 
@@ -55,20 +56,6 @@ const (
 	WebhookTestTimeout = 10 * time.Second
 )
 
-// Webhook is one subscription: what delivery sees (secrets in the clear,
-// as the store opened them) and what only the API shows.
-type Webhook struct {
-	webhook.Endpoint
-	FriendlyName string
-	// PublicKey is the public half of SignedKey as SendGrid shows it
-	// (base64 DER); "" when SendGrid signing is off.
-	PublicKey string
-	Created   time.Time
-	// Version is the store's version of what was read; a write stores a
-	// newer one.
-	Version uint64
-}
-
 // WebhookStore keeps an account's webhook subscriptions, sealing their
 // secrets at rest. Every method takes the authenticated account first and
 // touches only that account's subscriptions.
@@ -77,16 +64,16 @@ type WebhookStore interface {
 	// seal secrets with), or nil; its message is shown to callers.
 	WebhooksReady() error
 	// Webhooks returns the account's subscriptions, oldest first.
-	Webhooks(ctx context.Context, account string) ([]Webhook, error)
+	Webhooks(ctx context.Context, account string) ([]subscription.Webhook, error)
 	// Webhook returns one subscription; ok is false when the account has
 	// none with that id.
-	Webhook(ctx context.Context, account, id string) (w Webhook, ok bool, err error)
+	Webhook(ctx context.Context, account, id string) (w subscription.Webhook, ok bool, err error)
 	// PutWebhook stores w as the newest version of its subscription (new
 	// or not). Secrets holds the current secret first and at most one
 	// rotated-out secret after it.
-	PutWebhook(ctx context.Context, account string, w Webhook) error
+	PutWebhook(ctx context.Context, account string, w subscription.Webhook) error
 	// DeleteWebhook deletes the subscription w as read, as of at.
-	DeleteWebhook(ctx context.Context, account string, w Webhook, at time.Time) error
+	DeleteWebhook(ctx context.Context, account string, w subscription.Webhook, at time.Time) error
 	// WebhookGuard is the SSRF guard: it checks URLs when they are set and
 	// dials the test delivery.
 	WebhookGuard() safedial.Guard
@@ -139,7 +126,13 @@ func (s *server) webhookRoute(h webhookHandler) http.Handler {
 			writeJSON(w, http.StatusServiceUnavailable, errorBody{Errors: []errorItem{{Message: err.Error()}}})
 			return
 		}
-		if err := h(w, r, st); err != nil {
+		err := h(w, r, st)
+		var sealErr *subscription.SealError
+		if errors.As(err, &sealErr) {
+			// Shown: the operator must restart with the right key.
+			err = &Error{Code: EInternal, Message: sealErr.Error()}
+		}
+		if err != nil {
 			writeError(w, s.log, r, err)
 		}
 	})
@@ -189,7 +182,7 @@ func webhookViewFor(r *http.Request, dates, publicKey bool) webhookView {
 
 const webhookTimeFormat = "2006-01-02T15:04:05Z"
 
-func (wh *Webhook) json(v webhookView) webhookJSON {
+func webhookJSONOf(wh *subscription.Webhook, v webhookView) webhookJSON {
 	ev := wh.Events
 	out := webhookJSON{
 		// A subscription delivery gave up on shows as disabled until the
@@ -259,7 +252,7 @@ func (b *webhookBody) events() map[string]*bool {
 
 // apply checks the body and applies it to wh; others are the account's
 // other subscriptions (for the unique-URL rule).
-func (b *webhookBody) apply(wh *Webhook, others []Webhook, guard safedial.Guard) error {
+func (b *webhookBody) apply(wh *subscription.Webhook, others []subscription.Webhook, guard safedial.Guard) error {
 	for field, v := range map[string]*string{"oauth_client_id": b.OAuthClientID, "oauth_client_secret": b.OAuthClientSecret, "oauth_token_url": b.OAuthTokenURL} {
 		if v != nil && *v != "" {
 			return errorf(EInvalid, field, "bouncer does not support OAuth for webhooks: leave %s empty and verify deliveries by their signatures instead (GET /bouncer/v1/webhooks/{id}/secret, or /v3/user/webhooks/event/settings/signed/{id})", field)
@@ -382,17 +375,17 @@ func webhookID(r *http.Request) (string, bool) {
 var errNoWebhook = errorf(ENotFound, "", "Invalid id provided.")
 
 // loadWebhook returns the subscription of the path's id, or a 404 error.
-func loadWebhook(r *http.Request, st WebhookStore) (Webhook, error) {
+func loadWebhook(r *http.Request, st WebhookStore) (subscription.Webhook, error) {
 	id, ok := webhookID(r)
 	if !ok {
-		return Webhook{}, errNoWebhook
+		return subscription.Webhook{}, errNoWebhook
 	}
 	wh, found, err := st.Webhook(r.Context(), account(r), id)
 	if err != nil {
-		return Webhook{}, err
+		return subscription.Webhook{}, err
 	}
 	if !found {
-		return Webhook{}, errNoWebhook
+		return subscription.Webhook{}, errNoWebhook
 	}
 	return wh, nil
 }
@@ -427,9 +420,9 @@ func (s *server) handleWebhookCreate(w http.ResponseWriter, r *http.Request, st 
 		return err
 	}
 	now := s.now().UTC().Truncate(time.Second)
-	wh := Webhook{
-		Endpoint: webhook.Endpoint{ID: id.String(), AccountID: acct, Enabled: true, Events: map[string]bool{},
-			Secrets: []webhook.Secret{secret}, UpdatedAt: now},
+	wh := subscription.Webhook{
+		ID: id.String(), AccountID: acct, Enabled: true, Events: map[string]bool{},
+		Secrets: []sign.Secret{secret}, UpdatedAt: now,
 		Created: now,
 	}
 	if err := body.apply(&wh, existing, st.WebhookGuard()); err != nil {
@@ -438,7 +431,7 @@ func (s *server) handleWebhookCreate(w http.ResponseWriter, r *http.Request, st 
 	if err := st.PutWebhook(r.Context(), acct, wh); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, wh.json(webhookViewFor(r, true, false)))
+	writeJSON(w, http.StatusCreated, webhookJSONOf(&wh, webhookViewFor(r, true, false)))
 	return nil
 }
 
@@ -454,7 +447,7 @@ func (s *server) handleWebhookList(w http.ResponseWriter, r *http.Request, st We
 	}{MaxAllowed: MaxWebhooks, Webhooks: []webhookJSON{}}
 	v := webhookViewFor(r, true, true)
 	for i := range ws {
-		out.Webhooks = append(out.Webhooks, ws[i].json(v))
+		out.Webhooks = append(out.Webhooks, webhookJSONOf(&ws[i], v))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -467,7 +460,7 @@ func (s *server) handleWebhookGet(w http.ResponseWriter, r *http.Request, st Web
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, wh.json(webhookViewFor(r, false, true)))
+	writeJSON(w, http.StatusOK, webhookJSONOf(&wh, webhookViewFor(r, false, true)))
 	return nil
 }
 
@@ -483,7 +476,7 @@ func (s *server) handleWebhookUpdate(w http.ResponseWriter, r *http.Request, st 
 	if err := decodeWebhookBody(r, &body, false); err != nil {
 		return err
 	}
-	var others []Webhook
+	var others []subscription.Webhook
 	if body.URL != nil {
 		if others, err = st.Webhooks(r.Context(), account(r)); err != nil {
 			return err
@@ -496,7 +489,7 @@ func (s *server) handleWebhookUpdate(w http.ResponseWriter, r *http.Request, st 
 	if err := st.PutWebhook(r.Context(), account(r), wh); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, wh.json(webhookViewFor(r, true, false)))
+	writeJSON(w, http.StatusOK, webhookJSONOf(&wh, webhookViewFor(r, true, false)))
 	return nil
 }
 
@@ -581,7 +574,7 @@ type webhookSecretJSON struct {
 	PreviousExpiresAt *string `json:"previous_secret_expires_at"`
 }
 
-func webhookSecretView(wh *Webhook, now time.Time) (webhookSecretJSON, error) {
+func webhookSecretView(wh *subscription.Webhook, now time.Time) (webhookSecretJSON, error) {
 	if len(wh.Secrets) == 0 {
 		return webhookSecretJSON{}, fmt.Errorf("webhook %s has no signing secret", wh.ID)
 	}
@@ -678,7 +671,7 @@ func (s *server) handleWebhookTest(w http.ResponseWriter, r *http.Request, st We
 			return errorf(EInvalid, field, "bouncer does not support OAuth for webhooks: leave %s empty", field)
 		}
 	}
-	ep := webhook.Endpoint{Events: map[string]bool{}}
+	ep := subscription.Webhook{Events: map[string]bool{}}
 	if body.ID != nil && *body.ID != "" {
 		id := strings.ToLower(strings.TrimSpace(*body.ID))
 		if _, err := uuid.Parse(id); err != nil || len(id) != 36 {
@@ -691,7 +684,7 @@ func (s *server) handleWebhookTest(w http.ResponseWriter, r *http.Request, st We
 		if !ok {
 			return errNoWebhook
 		}
-		ep = wh.Endpoint
+		ep = wh
 	}
 	target := ep.URL
 	if body.URL != nil && strings.TrimSpace(*body.URL) != "" {
@@ -720,7 +713,7 @@ func (s *server) handleWebhookTest(w http.ResponseWriter, r *http.Request, st We
 		return errorf(EInvalid, "url", "'%s' is not a valid url", target)
 	}
 	req.Header.Set("User-Agent", "bouncer-webhook-test")
-	if err := sign.SetHeaders(req.Header, &ep, "msg_test_"+uuid.NewString(), now, batch, now); err != nil {
+	if err := sign.SetHeaders(req.Header, ep.Secrets, ep.SignedKey, "msg_test_"+uuid.NewString(), now, batch, now); err != nil {
 		return err
 	}
 	resp, err := guard.Client(WebhookTestTimeout).Do(req)
@@ -754,11 +747,11 @@ func (s *server) handleWebhookTest(w http.ResponseWriter, r *http.Request, st We
 
 // webhookSampleEvents is the test batch: one made-up event per event type ep
 // selects (every type when it selects none), in SendGrid's event format.
-func webhookSampleEvents(ep *webhook.Endpoint, now time.Time) ([]byte, error) {
+func webhookSampleEvents(ep *subscription.Webhook, now time.Time) ([]byte, error) {
 	var events []map[string]any
 	ts := now.Unix()
 	msgID := "bouncer-test." + webhookToken(8)
-	for _, name := range webhook.EventTypes {
+	for _, name := range subscription.EventTypes {
 		if len(ep.Events) > 0 && !ep.Events[name] {
 			continue
 		}

@@ -17,9 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bouncer-mail/bouncer/sinks/webhook"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/safedial"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/sign"
+	"github.com/bouncer-mail/bouncer/subscription"
 	"github.com/sendgrid/sendgrid-go/helpers/eventwebhook"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 )
@@ -29,13 +29,13 @@ import (
 // cmd/bouncer.
 type fakeWebhooks struct {
 	mu       sync.Mutex
-	byAcct   map[string][]Webhook
+	byAcct   map[string][]subscription.Webhook
 	notReady error
 	guard    safedial.Guard
 }
 
 func newFakeWebhooks() *fakeWebhooks {
-	return &fakeWebhooks{byAcct: map[string][]Webhook{}}
+	return &fakeWebhooks{byAcct: map[string][]subscription.Webhook{}}
 }
 
 // allow opens a test server's loopback address and port (only that port:
@@ -53,13 +53,13 @@ func (f *fakeWebhooks) WebhookGuard() safedial.Guard {
 	return f.guard
 }
 
-func (f *fakeWebhooks) Webhooks(ctx context.Context, account string) ([]Webhook, error) {
+func (f *fakeWebhooks) Webhooks(ctx context.Context, account string) ([]subscription.Webhook, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]Webhook(nil), f.byAcct[account]...), nil
+	return append([]subscription.Webhook(nil), f.byAcct[account]...), nil
 }
 
-func (f *fakeWebhooks) Webhook(ctx context.Context, account, id string) (Webhook, bool, error) {
+func (f *fakeWebhooks) Webhook(ctx context.Context, account, id string) (subscription.Webhook, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, w := range f.byAcct[account] {
@@ -67,10 +67,10 @@ func (f *fakeWebhooks) Webhook(ctx context.Context, account, id string) (Webhook
 			return w, true, nil
 		}
 	}
-	return Webhook{}, false, nil
+	return subscription.Webhook{}, false, nil
 }
 
-func (f *fakeWebhooks) PutWebhook(ctx context.Context, account string, w Webhook) error {
+func (f *fakeWebhooks) PutWebhook(ctx context.Context, account string, w subscription.Webhook) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	w.Version++
@@ -85,10 +85,10 @@ func (f *fakeWebhooks) PutWebhook(ctx context.Context, account string, w Webhook
 	return nil
 }
 
-func (f *fakeWebhooks) DeleteWebhook(ctx context.Context, account string, w Webhook, at time.Time) error {
+func (f *fakeWebhooks) DeleteWebhook(ctx context.Context, account string, w subscription.Webhook, at time.Time) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.byAcct[account] = slices.DeleteFunc(f.byAcct[account], func(x Webhook) bool { return x.ID == w.ID })
+	f.byAcct[account] = slices.DeleteFunc(f.byAcct[account], func(x subscription.Webhook) bool { return x.ID == w.ID })
 	return nil
 }
 
@@ -264,7 +264,7 @@ func TestWebhookReenableClearsDisabled(t *testing.T) {
 	rec = do(t, h, "PATCH", "/v3/user/webhooks/event/settings/"+id, key, `{"enabled":true}`)
 	w, _, _ = st.Webhook(context.Background(), "acme", id)
 	if !strings.Contains(rec.Body.String(), `"enabled":true`) || !w.DisabledAt.IsZero() || w.DisabledReason != "" || !w.Active() {
-		t.Errorf("re-enabled: %s, stored %+v", rec.Body, w.Endpoint)
+		t.Errorf("re-enabled: %s, stored %+v", rec.Body, w)
 	}
 }
 
@@ -518,7 +518,7 @@ func TestWebhookTestDelivery(t *testing.T) {
 	events = nil
 	json.Unmarshal(rcv.bodies[1], &events)
 	rcv.mu.Unlock()
-	if len(events) != len(webhook.EventTypes) || head.Get("webhook-signature") != "" || head.Get(eventwebhook.VerificationHTTPHeader) != "" {
+	if len(events) != len(subscription.EventTypes) || head.Get("webhook-signature") != "" || head.Get(eventwebhook.VerificationHTTPHeader) != "" {
 		t.Errorf("test without an id: %d events, signature %q", len(events), head.Get("webhook-signature"))
 	}
 

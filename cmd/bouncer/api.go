@@ -14,6 +14,8 @@ import (
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
+	"github.com/bouncer-mail/bouncer/sinks/webhook/kafkatier"
+	"github.com/bouncer-mail/bouncer/subscription"
 	"github.com/bouncer-mail/bouncer/suppress"
 )
 
@@ -101,7 +103,8 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	}
 	defer store.Close()
 
-	as := apiStore{s: store, kafka: kf.conn(), webhooks: webhookConfig{keys: whKeys, guard: whGuard}}
+	as := apiStore{s: store}
+	subs := subscription.NewService(store, whKeys, whGuard, kafkatier.NewReplayer(store, kf.conn()))
 	if *publish {
 		cw, err := openChangeLog(ctx, kf, *changeTopic)
 		if err != nil {
@@ -127,7 +130,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	}
 	cfg := api.Config{
 		Store: as, Stats: store, Activity: store, Keys: apiKeys{store}, Logger: log, Checker: checker,
-		Privacy: as, Forwarding: as, Webhooks: as, WebhookOps: as, Dashboard: store,
+		Privacy: as, Forwarding: as, Webhooks: subs, WebhookOps: subs, Dashboard: store,
 		RateLimit: float64(*rateLimit), MaxBodyBytes: int64(*maxBody),
 	}
 	if err := cfg.Validate(); err != nil {
@@ -172,11 +175,6 @@ type apiStore struct {
 	// changes, when set, receives every change after ClickHouse holds it,
 	// so workers' indexes and mirroring senders see API edits.
 	changes pipeline.ChangePublisher
-	// kafka is the Kafka connection of the flags, for parts that write
-	// topics of their own (it may be empty when Kafka is not configured).
-	kafka consumer.Conn
-	// webhooks seals webhook secrets and guards webhook URLs.
-	webhooks webhookConfig
 }
 
 var _ api.Store = apiStore{}

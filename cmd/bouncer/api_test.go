@@ -18,13 +18,16 @@ import (
 	"time"
 
 	"github.com/bouncer-mail/bouncer/api"
+	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/internal/secrets"
 	"github.com/bouncer-mail/bouncer/internal/testenv"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/schemas"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
+	"github.com/bouncer-mail/bouncer/sinks/webhook/kafkatier"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/safedial"
+	"github.com/bouncer-mail/bouncer/subscription"
 	"github.com/bouncer-mail/bouncer/suppress"
 )
 
@@ -72,10 +75,11 @@ func newAPIFixture(t *testing.T) *apiFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	as := apiStore{s: st, webhooks: webhookConfig{keys: keyring, guard: safedial.Guard{Allow: []safedial.Rule{safedial.RuleFor(netip.MustParseAddrPort("127.0.0.1:9"))}}}}
+	as := apiStore{s: st}
+	subs := subscription.NewService(st, keyring, safedial.Guard{Allow: []safedial.Rule{safedial.RuleFor(netip.MustParseAddrPort("127.0.0.1:9"))}}, kafkatier.NewReplayer(st, consumer.Conn{}))
 	f.index = suppress.New()
-	srv := httptest.NewServer(api.NewServer(api.Config{Store: as, Stats: st, Activity: st, Privacy: as, Forwarding: as, Webhooks: as,
-		WebhookOps: as, Dashboard: st, Checker: indexChecker{f.index}, Keys: apiKeys{st}, Now: f.clock, RateLimit: 10000}))
+	srv := httptest.NewServer(api.NewServer(api.Config{Store: as, Stats: st, Activity: st, Privacy: as, Forwarding: as, Webhooks: subs,
+		WebhookOps: subs, Dashboard: st, Checker: indexChecker{f.index}, Keys: apiKeys{st}, Now: f.clock, RateLimit: 10000}))
 	t.Cleanup(srv.Close)
 	f.url = srv.URL
 	return f

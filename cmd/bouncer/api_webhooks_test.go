@@ -21,6 +21,7 @@ import (
 	"github.com/bouncer-mail/bouncer/internal/testenv"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/sign"
+	"github.com/bouncer-mail/bouncer/subscription"
 	"github.com/sendgrid/rest"
 	"github.com/sendgrid/sendgrid-go"
 	"github.com/sendgrid/sendgrid-go/helpers/eventwebhook"
@@ -283,7 +284,7 @@ func TestWebhooksAPIOnClickHouse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eps, err := newWebhookRegistry(f.store, keys).Endpoints(context.Background())
+	eps, err := subscription.NewRegistry(f.store, keys).Endpoints(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,9 +14,9 @@ import (
 	"github.com/bouncer-mail/bouncer/internal/secrets"
 	"github.com/bouncer-mail/bouncer/internal/testenv"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
-	"github.com/bouncer-mail/bouncer/sinks/webhook"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/safedial"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/sign"
+	"github.com/bouncer-mail/bouncer/subscription"
 )
 
 // registryFixture is an API on a fresh database with a keyring, and the
@@ -25,7 +25,7 @@ type registryFixture struct {
 	*webhookAPI
 	keys   *secrets.Keyring
 	rawKey string // the keyring's one key, id k1
-	reg    webhook.Registry
+	reg    *subscription.Registry
 }
 
 func newRegistryFixture(t *testing.T) *registryFixture {
@@ -47,14 +47,14 @@ func newRegistryFixture(t *testing.T) *registryFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	as := apiStore{s: st, webhooks: webhookConfig{keys: keys, guard: safedial.Guard{}}}
-	srv := httptest.NewServer(api.NewServer(api.Config{Store: as, Keys: apiKeys{st}, Webhooks: as, RateLimit: 10000}))
+	subs := subscription.NewService(st, keys, safedial.Guard{}, nil)
+	srv := httptest.NewServer(api.NewServer(api.Config{Store: apiStore{s: st}, Keys: apiKeys{st}, Webhooks: subs, RateLimit: 10000}))
 	t.Cleanup(srv.Close)
 	f := &webhookAPI{base: srv.URL, env: env, store: st, keyA: createKey(t, env, "acme"), keyB: createKey(t, env, "globex")}
-	return &registryFixture{webhookAPI: f, keys: keys, rawKey: rawKey, reg: newWebhookRegistry(st, keys)}
+	return &registryFixture{webhookAPI: f, keys: keys, rawKey: rawKey, reg: subscription.NewRegistry(st, keys)}
 }
 
-func (f *registryFixture) endpoint(t *testing.T, id string) (webhook.Endpoint, bool) {
+func (f *registryFixture) endpoint(t *testing.T, id string) (subscription.Webhook, bool) {
 	t.Helper()
 	eps, err := f.reg.Endpoints(context.Background())
 	if err != nil {
@@ -65,7 +65,7 @@ func (f *registryFixture) endpoint(t *testing.T, id string) (webhook.Endpoint, b
 			return ep, true
 		}
 	}
-	return webhook.Endpoint{}, false
+	return subscription.Webhook{}, false
 }
 
 // TestWebhookRegistryOnClickHouse: what the API writes, delivery's registry
@@ -168,7 +168,7 @@ func TestWebhookRegistryWrongKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eps, err := newWebhookRegistry(f.store, other).Endpoints(context.Background())
+	eps, err := subscription.NewRegistry(f.store, other).Endpoints(context.Background())
 	if err != nil || len(eps) != 1 {
 		t.Fatalf("endpoints %v %v", eps, err)
 	}
@@ -176,11 +176,17 @@ func TestWebhookRegistryWrongKey(t *testing.T) {
 		t.Errorf("with the wrong key: active %v secrets %v reason %q", ep.Active(), ep.Secrets, ep.DisabledReason)
 	}
 	// The API says which key is missing rather than "internal error".
-	wrongAPI := apiStore{s: f.store, webhooks: webhookConfig{keys: other}}
-	_, err = wrongAPI.Webhooks(context.Background(), "acme")
-	var apiErr *api.Error
-	if !errors.As(err, &apiErr) || apiErr.Code != api.EInternal || !strings.Contains(apiErr.Message, "BOUNCER_SECRET_KEY") {
-		t.Errorf("API with the wrong key: %v, want a 500 naming BOUNCER_SECRET_KEY", err)
+	wrongSubs := subscription.NewService(f.store, other, safedial.Guard{}, nil)
+	_, err = wrongSubs.Webhooks(context.Background(), "acme")
+	var sealErr *subscription.SealError
+	if !errors.As(err, &sealErr) || !strings.Contains(sealErr.Error(), "BOUNCER_SECRET_KEY") {
+		t.Errorf("subscriptions with the wrong key: %v, want a SealError naming BOUNCER_SECRET_KEY", err)
+	}
+	wrongAPI := httptest.NewServer(api.NewServer(api.Config{Store: apiStore{s: f.store}, Keys: apiKeys{f.store}, Webhooks: wrongSubs, RateLimit: 10000}))
+	defer wrongAPI.Close()
+	if code, body, _ := (&webhookAPI{base: wrongAPI.URL}).call(t, f.keyA, "GET", "/v3/user/webhooks/event/settings/all", ""); code != 500 ||
+		!strings.Contains(body, "BOUNCER_SECRET_KEY") {
+		t.Errorf("API with the wrong key: %d %s, want a 500 naming BOUNCER_SECRET_KEY", code, body)
 	}
 
 	// A sealed secret copied into another row does not open there.
@@ -189,7 +195,7 @@ func TestWebhookRegistryWrongKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	row.AccountID, row.Version = "globex", row.Version+1
-	if err := f.store.WriteWebhook(context.Background(), row); err != nil {
+	if err := f.store.WriteWebhooks(context.Background(), []subscription.Sealed{row}); err != nil {
 		t.Fatal(err)
 	}
 	eps, _ = f.reg.Endpoints(context.Background())
@@ -219,18 +225,18 @@ func BenchmarkWebhookRegistryEndpoints(b *testing.B) {
 	}
 	defer st.Close()
 	keys, _ := secrets.ParseKeyring(secrets.GenerateKey())
-	o := &webhookOpener{keys: keys}
-	var rows []clickhouse.Webhook
+	o := subscription.NewSealer(keys)
+	var rows []subscription.Sealed
 	for i := range 1000 {
 		secret, _ := sign.NewSecret()
-		w := api.Webhook{Endpoint: webhook.Endpoint{ID: fmt.Sprintf("00000000-0000-4000-8000-%012d", i), URL: "https://hooks.example/" + fmt.Sprint(i),
-			Enabled: true, Events: map[string]bool{"bounce": true}, Secrets: []webhook.Secret{secret}, UpdatedAt: time.Now()}, Created: time.Now()}
+		w := subscription.Webhook{ID: fmt.Sprintf("00000000-0000-4000-8000-%012d", i), URL: "https://hooks.example/" + fmt.Sprint(i),
+			Enabled: true, Events: map[string]bool{"bounce": true}, Secrets: []sign.Secret{secret}, UpdatedAt: time.Now(), Created: time.Now()}
 		if i%2 == 0 {
 			var k *ecdsa.PrivateKey
 			k, _ = sign.NewSigningKey()
 			w.SignedKey = k
 		}
-		row, err := o.seal(fmt.Sprintf("account-%03d", i/5), w, 1)
+		row, err := o.Seal(fmt.Sprintf("account-%03d", i/5), w, 1)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -239,11 +245,10 @@ func BenchmarkWebhookRegistryEndpoints(b *testing.B) {
 	if err := st.WriteWebhooks(context.Background(), rows); err != nil {
 		b.Fatal(err)
 	}
-	reg := newWebhookRegistry(st, keys)
-	cold := newWebhookRegistry(st, keys)
+	reg := subscription.NewRegistry(st, keys)
 	b.Run("cold", func(b *testing.B) {
 		for b.Loop() {
-			cold.(*webhookRegistry).opener = &webhookOpener{keys: keys}
+			cold := subscription.NewRegistry(st, keys) // nothing opened yet
 			if eps, err := cold.Endpoints(context.Background()); err != nil || len(eps) != 1000 {
 				b.Fatal(len(eps), err)
 			}
@@ -301,7 +306,7 @@ func TestSecretsReseal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eps, err := newWebhookRegistry(f.store, onlyNew).Endpoints(context.Background())
+	eps, err := subscription.NewRegistry(f.store, onlyNew).Endpoints(context.Background())
 	if err != nil || len(eps) != 1 {
 		t.Fatalf("%v %v", eps, err)
 	}

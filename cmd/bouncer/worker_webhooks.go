@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -15,7 +14,7 @@ import (
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 	"github.com/bouncer-mail/bouncer/sinks/webhook"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/kafkatier"
-	"github.com/bouncer-mail/bouncer/sinks/webhook/sign"
+	"github.com/bouncer-mail/bouncer/subscription"
 )
 
 // webhookUsage is the worker's --help section on webhook delivery.
@@ -140,15 +139,15 @@ func (f *webhookGroupFlags) start(ctx context.Context, conn consumer.Conn, topic
 	if err := kafkatier.Ensure(ctx, conn, topics, parts); err != nil {
 		return nil, err
 	}
-	parker, err := kafkatier.NewWriter(conn, topics, failedStore{store, topics.Tier(0)})
+	parker, err := kafkatier.NewWriter(conn, topics, store)
 	if err != nil {
 		return nil, err
 	}
 	metrics := webhook.NewMetrics(reg)
-	logw := webhook.NewLogWriter(deliveryStore{store}, 100_000, 10_000, time.Second, log, metrics)
+	logw := webhook.NewLogWriter(store, 100_000, 10_000, time.Second, log, metrics)
 	d, err := webhook.New(webhook.Config{
-		Registry: newWebhookRegistry(store, keys), Client: guard.Client(*f.timeout), Sign: sign.SetHeaders,
-		Parker: parker, Log: logw, Drops: drops, Health: deliveryStore{store},
+		Registry: subscription.NewRegistry(store, keys), Client: guard.Client(*f.timeout),
+		Parker: parker, Log: logw, Drops: drops, Health: store,
 		Schedule:       webhook.Schedule{Delays: delays},
 		MaxBatchEvents: *f.batchEvents, MaxBatchWait: *f.batchWait, AttemptTimeout: *f.timeout,
 		QueueTimeout: *f.queueTimeout, SlowAfter: *f.slowAfter, QueueEvents: *f.queueEvents, GlobalEvents: *f.global,
@@ -193,43 +192,4 @@ func (f *webhookGroupFlags) start(ctx context.Context, conn consumer.Conn, topic
 		return final
 	}
 	return &webhookRun{d: d, g: g, wait: wait}, nil
-}
-
-// deliveryStore writes the delivery log to ClickHouse.
-type deliveryStore struct{ s *clickhouse.Store }
-
-func (d deliveryStore) WriteDeliveries(ctx context.Context, rows []webhook.Delivery) error {
-	out := make([]clickhouse.DeliveryRow, len(rows))
-	for i, r := range rows {
-		out[i] = clickhouse.DeliveryRow{At: r.At, AccountID: r.AccountID, EndpointID: r.EndpointID, WebhookID: r.WebhookID,
-			Attempt: r.Attempt, Result: r.Result, Status: r.Status, Duration: r.Duration, Response: r.Response,
-			Events: r.Events, Circuit: r.Circuit}
-	}
-	return d.s.WriteDeliveryRows(ctx, out)
-}
-
-// FailingSince reads the delivery log for the disable-after clock.
-func (d deliveryStore) FailingSince(ctx context.Context, account, endpoint string) (time.Time, error) {
-	return d.s.EndpointFailingSince(ctx, account, endpoint)
-}
-
-// failedStore records given-up batches in ClickHouse.
-type failedStore struct {
-	s *clickhouse.Store
-	// replayTopic is the first retry tier, where the API replays batches.
-	replayTopic string
-}
-
-func (f failedStore) WriteFailed(ctx context.Context, batches []*webhook.Batch) error {
-	out := make([]clickhouse.FailedBatchRow, len(batches))
-	now := time.Now()
-	for i, b := range batches {
-		raw, err := b.Marshal()
-		if err != nil {
-			return fmt.Errorf("encode webhook batch %s: %w", b.WebhookID, err)
-		}
-		out[i] = clickhouse.FailedBatchRow{FailedAt: now, AccountID: b.AccountID, EndpointID: b.EndpointID, WebhookID: b.WebhookID,
-			Attempts: b.Attempts, Reason: b.Reason, LastStatus: b.LastStatus, LastError: b.LastError, Events: len(b.Events), Batch: raw, ReplayTopic: f.replayTopic}
-	}
-	return f.s.WriteFailedBatches(ctx, out)
 }

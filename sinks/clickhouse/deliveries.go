@@ -2,30 +2,15 @@ package clickhouse
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/bouncer-mail/bouncer/subscription"
 )
 
-// DeliveryRow is one row of the webhook delivery log.
-type DeliveryRow struct {
-	At         time.Time
-	AccountID  string
-	EndpointID string
-	WebhookID  string
-	Attempt    int
-	Result     string
-	Status     int
-	Duration   time.Duration
-	Response   string
-	Events     int
-	Circuit    string
-}
-
-// WriteDeliveryRows inserts delivery log rows as one block.
-func (s *Store) WriteDeliveryRows(ctx context.Context, rows []DeliveryRow) error {
+// WriteDeliveries inserts delivery log rows as one block.
+func (s *Store) WriteDeliveries(ctx context.Context, rows []subscription.Delivery) error {
 	if len(rows) == 0 {
 		return nil
 	}
@@ -47,31 +32,9 @@ func (s *Store) WriteDeliveryRows(ctx context.Context, rows []DeliveryRow) error
 	})
 }
 
-// FailedBatchRow is a batch webhook delivery gave up on.
-type FailedBatchRow struct {
-	FailedAt   time.Time
-	AccountID  string
-	EndpointID string
-	WebhookID  string
-	Attempts   int
-	Reason     string
-	LastStatus int
-	LastError  string
-	Events     int
-	// Batch is the batch as JSON, as in the dead-letter topic.
-	Batch []byte
-	// ReplayTopic is where a replay goes (the first retry tier of the
-	// worker that gave the batch up).
-	ReplayTopic string
-	// ReplayedAt is the last replay (zero: never); ReplayID the webhook-id
-	// the replay was sent under.
-	ReplayedAt time.Time
-	ReplayID   string
-}
-
 // WriteFailedBatches inserts failed batches (or their replay marks) as one
 // block; the newest write of a batch wins.
-func (s *Store) WriteFailedBatches(ctx context.Context, rows []FailedBatchRow) error {
+func (s *Store) WriteFailedBatches(ctx context.Context, rows []subscription.FailedBatch) error {
 	if len(rows) == 0 {
 		return nil
 	}
@@ -101,18 +64,15 @@ func (s *Store) WriteFailedBatches(ctx context.Context, rows []FailedBatchRow) e
 	})
 }
 
-// ErrNoFailedBatch: no such failed batch for that account and endpoint.
-var ErrNoFailedBatch = errors.New("no such failed webhook batch")
-
 // FailedBatches lists the failed batches of an endpoint since a time,
 // oldest first, at most limit.
-func (s *Store) FailedBatches(ctx context.Context, account, endpoint string, since time.Time, limit int) ([]FailedBatchRow, error) {
+func (s *Store) FailedBatches(ctx context.Context, account, endpoint string, since time.Time, limit int) ([]subscription.FailedBatch, error) {
 	rows, err := s.conn.Query(ctx, qFailedBatches.SQL, account, endpoint, uint32(max(since.Unix(), 0)), uint64(max(limit, 0)))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", qFailedBatches.Name, err)
 	}
 	defer rows.Close()
-	var out []FailedBatchRow
+	var out []subscription.FailedBatch
 	for rows.Next() {
 		r, err := scanFailed(rows)
 		if err != nil {
@@ -123,28 +83,28 @@ func (s *Store) FailedBatches(ctx context.Context, account, endpoint string, sin
 	return out, rows.Err()
 }
 
-// FailedBatch returns one failed batch, or ErrNoFailedBatch.
-func (s *Store) FailedBatch(ctx context.Context, account, endpoint, webhookID string) (FailedBatchRow, error) {
+// FailedBatch returns one failed batch, or subscription.ErrNoFailedBatch.
+func (s *Store) FailedBatch(ctx context.Context, account, endpoint, webhookID string) (subscription.FailedBatch, error) {
 	rows, err := s.conn.Query(ctx, qFailedBatch.SQL, account, endpoint, webhookID)
 	if err != nil {
-		return FailedBatchRow{}, fmt.Errorf("%s: %w", qFailedBatch.Name, err)
+		return subscription.FailedBatch{}, fmt.Errorf("%s: %w", qFailedBatch.Name, err)
 	}
 	defer rows.Close()
 	if !rows.Next() {
 		if err := rows.Err(); err != nil {
-			return FailedBatchRow{}, err
+			return subscription.FailedBatch{}, err
 		}
-		return FailedBatchRow{}, ErrNoFailedBatch
+		return subscription.FailedBatch{}, subscription.ErrNoFailedBatch
 	}
 	r, err := scanFailed(rows)
 	if err != nil {
-		return FailedBatchRow{}, fmt.Errorf("%s: %w", qFailedBatch.Name, err)
+		return subscription.FailedBatch{}, fmt.Errorf("%s: %w", qFailedBatch.Name, err)
 	}
 	return r, nil
 }
 
-func scanFailed(rows driver.Rows) (FailedBatchRow, error) {
-	var r FailedBatchRow
+func scanFailed(rows driver.Rows) (subscription.FailedBatch, error) {
+	var r subscription.FailedBatch
 	var attempts, status uint16
 	var events uint32
 	var batch string
@@ -159,19 +119,9 @@ func scanFailed(rows driver.Rows) (FailedBatchRow, error) {
 	return r, nil
 }
 
-// EndpointDeliveryState summarises an endpoint's delivery log.
-type EndpointDeliveryState struct {
-	// LastSuccess and LastFailure are the latest attempts of each kind
-	// (zero: none); LastAttempt the latest row of any kind.
-	LastSuccess, LastFailure, LastActivity time.Time
-	// Circuit is the breaker state the latest row reported.
-	Circuit string
-	Rows    uint64
-}
-
 // EndpointDeliveryState reads an endpoint's state from the delivery log.
-func (s *Store) EndpointDeliveryState(ctx context.Context, account, endpoint string) (EndpointDeliveryState, error) {
-	var st EndpointDeliveryState
+func (s *Store) EndpointDeliveryState(ctx context.Context, account, endpoint string) (subscription.DeliveryState, error) {
+	var st subscription.DeliveryState
 	var ok, fail, last uint32
 	err := s.conn.QueryRow(ctx, qEndpointDeliveryState.SQL, account, endpoint).Scan(&ok, &fail, &st.Circuit, &last, &st.Rows)
 	if err != nil {
@@ -188,15 +138,15 @@ func (s *Store) EndpointDeliveryState(ctx context.Context, account, endpoint str
 }
 
 // EndpointDeliveries returns the newest delivery log rows of an endpoint.
-func (s *Store) EndpointDeliveries(ctx context.Context, account, endpoint string, limit int) ([]DeliveryRow, error) {
+func (s *Store) EndpointDeliveries(ctx context.Context, account, endpoint string, limit int) ([]subscription.Delivery, error) {
 	rows, err := s.conn.Query(ctx, qEndpointDeliveries.SQL, account, endpoint, uint64(max(limit, 0)))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", qEndpointDeliveries.Name, err)
 	}
 	defer rows.Close()
-	var out []DeliveryRow
+	var out []subscription.Delivery
 	for rows.Next() {
-		r := DeliveryRow{AccountID: account, EndpointID: endpoint}
+		r := subscription.Delivery{AccountID: account, EndpointID: endpoint}
 		var attempt, status uint16
 		var dur, events uint32
 		if err := rows.Scan(&r.At, &r.WebhookID, &attempt, &r.Result, &status, &dur, &r.Response, &events, &r.Circuit); err != nil {
@@ -209,9 +159,9 @@ func (s *Store) EndpointDeliveries(ctx context.Context, account, endpoint string
 	return out, rows.Err()
 }
 
-// EndpointFailingSince is the time of the first failed attempt after the
+// FailingSince is the time of the first failed attempt after the
 // endpoint's last success (zero when none).
-func (s *Store) EndpointFailingSince(ctx context.Context, account, endpoint string) (time.Time, error) {
+func (s *Store) FailingSince(ctx context.Context, account, endpoint string) (time.Time, error) {
 	var v uint32
 	if err := s.conn.QueryRow(ctx, qEndpointFailingSince.SQL, account, endpoint, account, endpoint).Scan(&v); err != nil {
 		return time.Time{}, fmt.Errorf("%s: %w", qEndpointFailingSince.Name, err)

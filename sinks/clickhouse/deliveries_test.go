@@ -5,19 +5,21 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/bouncer-mail/bouncer/subscription"
 )
 
 func TestDeliveryLogAndFailedBatches(t *testing.T) {
 	s := openTestStore(t)
 	ctx := context.Background()
 	t0 := time.Date(2026, 11, 27, 5, 0, 0, 0, time.UTC)
-	rows := []DeliveryRow{
+	rows := []subscription.Delivery{
 		{At: t0, AccountID: "acme", EndpointID: "ep1", WebhookID: "msg_a", Attempt: 1, Result: "timeout", Duration: 10 * time.Second, Events: 3, Circuit: "closed"},
 		{At: t0.Add(time.Minute), AccountID: "acme", EndpointID: "ep1", WebhookID: "msg_a", Attempt: 2, Result: "ok", Status: 200, Duration: 15 * time.Millisecond, Response: "thanks", Events: 3, Circuit: "closed"},
 		{At: t0.Add(2 * time.Minute), AccountID: "acme", EndpointID: "ep1", WebhookID: "msg_b", Attempt: 1, Result: "http_error", Status: 503, Events: 1, Circuit: "open"},
 		{At: t0.Add(3 * time.Minute), AccountID: "other", EndpointID: "ep1", WebhookID: "msg_c", Attempt: 1, Result: "ok", Status: 200, Events: 1, Circuit: "closed"},
 	}
-	if err := s.WriteDeliveryRows(ctx, rows); err != nil {
+	if err := s.WriteDeliveries(ctx, rows); err != nil {
 		t.Fatal(err)
 	}
 	st, err := s.EndpointDeliveryState(ctx, "acme", "ep1")
@@ -32,11 +34,11 @@ func TestDeliveryLogAndFailedBatches(t *testing.T) {
 		t.Errorf("unknown endpoint: %+v %v", none, err)
 	}
 	// ep1: ok at t0+1m, failure at t0+2m: failing since t0+2m.
-	since, err := s.EndpointFailingSince(ctx, "acme", "ep1")
+	since, err := s.FailingSince(ctx, "acme", "ep1")
 	if err != nil || !since.Equal(t0.Add(2*time.Minute)) {
 		t.Errorf("failing since %v %v, want %v", since, err, t0.Add(2*time.Minute))
 	}
-	if since, err := s.EndpointFailingSince(ctx, "other", "ep1"); err != nil || !since.IsZero() {
+	if since, err := s.FailingSince(ctx, "other", "ep1"); err != nil || !since.IsZero() {
 		t.Errorf("endpoint whose last attempt succeeded: failing since %v %v, want zero", since, err)
 	}
 	recent, err := s.EndpointDeliveries(ctx, "acme", "ep1", 2)
@@ -44,7 +46,7 @@ func TestDeliveryLogAndFailedBatches(t *testing.T) {
 		t.Errorf("recent deliveries %+v %v", recent, err)
 	}
 
-	failed := []FailedBatchRow{
+	failed := []subscription.FailedBatch{
 		{FailedAt: t0, AccountID: "acme", EndpointID: "ep1", WebhookID: "msg_x", Attempts: 10, Reason: "retry schedule exhausted", LastStatus: 500, Events: 2, Batch: []byte(`{"webhook_id":"msg_x"}`), ReplayTopic: "bouncer.webhooks.retry.5s"},
 		{FailedAt: t0.Add(time.Hour), AccountID: "acme", EndpointID: "ep1", WebhookID: "msg_y", Attempts: 1, Reason: "endpoint answered 410 Gone", LastStatus: 410, Events: 1, Batch: []byte(`{}`)},
 		{FailedAt: t0, AccountID: "other", EndpointID: "ep1", WebhookID: "msg_z", Attempts: 1, Reason: "x", Events: 1, Batch: []byte(`{}`)},
@@ -58,7 +60,7 @@ func TestDeliveryLogAndFailedBatches(t *testing.T) {
 	}
 	marked := failed[0]
 	marked.ReplayedAt, marked.ReplayID = t0.Add(2*time.Hour), "msg_r"
-	if err := s.WriteFailedBatches(ctx, []FailedBatchRow{marked}); err != nil {
+	if err := s.WriteFailedBatches(ctx, []subscription.FailedBatch{marked}); err != nil {
 		t.Fatal(err)
 	}
 	list, err := s.FailedBatches(ctx, "acme", "ep1", time.Time{}, 100)
@@ -82,7 +84,7 @@ func TestDeliveryLogAndFailedBatches(t *testing.T) {
 	if err != nil || one.Reason != "endpoint answered 410 Gone" {
 		t.Errorf("FailedBatch: %+v %v", one, err)
 	}
-	if _, err := s.FailedBatch(ctx, "acme", "ep1", "msg_z"); !errors.Is(err, ErrNoFailedBatch) {
-		t.Errorf("another account's batch: err %v, want ErrNoFailedBatch", err)
+	if _, err := s.FailedBatch(ctx, "acme", "ep1", "msg_z"); !errors.Is(err, subscription.ErrNoFailedBatch) {
+		t.Errorf("another account's batch: err %v, want subscription.ErrNoFailedBatch", err)
 	}
 }

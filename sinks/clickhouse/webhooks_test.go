@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/bouncer-mail/bouncer/subscription"
 )
 
 // TestWebhooksNewestVersionWins: the current state of a subscription is its
@@ -15,21 +17,21 @@ func TestWebhooksNewestVersionWins(t *testing.T) {
 	s := openTestStore(t)
 	ctx := context.Background()
 	t0 := time.Date(2026, 11, 27, 6, 0, 0, 0, time.UTC)
-	a1 := Webhook{AccountID: "acme", ID: "11111111-1111-4111-8111-111111111111", Version: 10, URL: "https://a.example/1",
+	a1 := subscription.Sealed{Webhook: subscription.Webhook{AccountID: "acme", ID: "11111111-1111-4111-8111-111111111111", Version: 10, URL: "https://a.example/1",
 		Enabled: true, FriendlyName: "first", Events: map[string]bool{"bounce": true, "spamreport": true, "group_resubscribe": true},
-		SecretSealed: "v1:k1:sealed-a", Created: t0, Updated: t0}
+		Created: t0, UpdatedAt: t0}, SecretSealed: "v1:k1:sealed-a"}
 	a1v2 := a1
 	a1v2.Version, a1v2.URL, a1v2.Events = 20, "https://a.example/1b", map[string]bool{"open": true}
 	a1v2.PrevSecretSealed, a1v2.PrevSecretNotAfter = "v1:k1:sealed-old", t0.Add(24*time.Hour)
 	a1v2.Signed, a1v2.SigningKeySealed, a1v2.PublicKey = true, "v1:k1:key", "MFkw"
-	a1v2.DisabledAt, a1v2.DisabledReason, a1v2.Updated = t0.Add(time.Hour), "410 Gone", t0.Add(time.Minute)
-	a2 := Webhook{AccountID: "acme", ID: "22222222-2222-4222-8222-222222222222", Version: 5, URL: "https://a.example/2",
-		Events: map[string]bool{}, Created: t0.Add(time.Second), Updated: t0.Add(time.Second)}
-	b1 := Webhook{AccountID: "globex", ID: "33333333-3333-4333-8333-333333333333", Version: 1, URL: "https://b.example/",
-		Events: map[string]bool{"delivered": true}, Created: t0, Updated: t0}
+	a1v2.DisabledAt, a1v2.DisabledReason, a1v2.UpdatedAt = t0.Add(time.Hour), "410 Gone", t0.Add(time.Minute)
+	a2 := subscription.Sealed{Webhook: subscription.Webhook{AccountID: "acme", ID: "22222222-2222-4222-8222-222222222222", Version: 5, URL: "https://a.example/2",
+		Events: map[string]bool{}, Created: t0.Add(time.Second), UpdatedAt: t0.Add(time.Second)}}
+	b1 := subscription.Sealed{Webhook: subscription.Webhook{AccountID: "globex", ID: "33333333-3333-4333-8333-333333333333", Version: 1, URL: "https://b.example/",
+		Events: map[string]bool{"delivered": true}, Created: t0, UpdatedAt: t0}}
 	// The newer version first: order of writes must not matter.
-	for _, w := range []Webhook{a1v2, a1, a2, b1} {
-		if err := s.WriteWebhook(ctx, w); err != nil {
+	for _, w := range []subscription.Sealed{a1v2, a1, a2, b1} {
+		if err := s.WriteWebhooks(ctx, []subscription.Sealed{w}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -46,12 +48,12 @@ func TestWebhooksNewestVersionWins(t *testing.T) {
 	if w, ok, err := s.WebhookByID(ctx, b1.ID); err != nil || !ok || !reflect.DeepEqual(w, b1) {
 		t.Errorf("by id: %+v %v %v", w, ok, err)
 	}
-	if _, err := s.Webhooks(ctx, ""); err != ErrNoAccount {
-		t.Errorf("no account: %v, want ErrNoAccount", err)
+	if _, err := s.Webhooks(ctx, ""); err != subscription.ErrNoAccount {
+		t.Errorf("no account: %v, want subscription.ErrNoAccount", err)
 	}
 
-	tomb := Webhook{AccountID: "acme", ID: a2.ID, Version: 6, Deleted: true, Updated: t0.Add(time.Hour)}
-	if err := s.WriteWebhook(ctx, tomb); err != nil {
+	tomb := subscription.Sealed{Webhook: subscription.Webhook{AccountID: "acme", ID: a2.ID, Version: 6, UpdatedAt: t0.Add(time.Hour)}, Deleted: true}
+	if err := s.WriteWebhooks(ctx, []subscription.Sealed{tomb}); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok, err := s.Webhook(ctx, "acme", a2.ID); err != nil || ok {

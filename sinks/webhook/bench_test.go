@@ -24,6 +24,7 @@ import (
 	"github.com/bouncer-mail/bouncer/sinks/webhook/kafkatier"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/safedial"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/sign"
+	"github.com/bouncer-mail/bouncer/subscription"
 )
 
 // The webhook benchmarks run the webhook group on real Kafka against
@@ -116,9 +117,9 @@ func startBench(b *testing.B, endpoints, hanging, preload int) *benchEnv {
 		b.Cleanup(func() { srv.Close() })
 		guard.Allow = append(guard.Allow, safedial.RuleFor(netip.MustParseAddrPort(ln.Addr().String())))
 		env.recvs = append(env.recvs, rc)
-		reg.eps = append(reg.eps, webhook.Endpoint{ID: fmt.Sprintf("ep%02d", i), AccountID: fmt.Sprintf("acct%02d", i),
+		reg.eps = append(reg.eps, subscription.Webhook{ID: fmt.Sprintf("ep%02d", i), AccountID: fmt.Sprintf("acct%02d", i),
 			URL: "http://" + ln.Addr().String() + "/", Enabled: true, Events: map[string]bool{"delivered": true},
-			Secrets: []webhook.Secret{{Key: []byte("0123456789abcdef0123456789abcdef")}}})
+			Secrets: []sign.Secret{{Key: []byte("0123456789abcdef0123456789abcdef")}}})
 	}
 	if preload > 0 {
 		env.produce(b, preload, 0)
@@ -134,7 +135,7 @@ func startBench(b *testing.B, endpoints, hanging, preload int) *benchEnv {
 		b.Fatal(err)
 	}
 	d, err := webhook.New(webhook.Config{
-		Registry: reg, Client: guard.Client(2 * time.Second), Sign: sign.SetHeaders, Parker: parker,
+		Registry: reg, Client: guard.Client(2 * time.Second), Parker: parker,
 		Log: webhook.NewLogWriter(&memLog{}, 100000, 10000, time.Second, nil, nil), AttemptTimeout: 2 * time.Second,
 		Schedule: webhook.Schedule{Delays: topics.Delays},
 	})

@@ -20,15 +20,16 @@ import (
 	"github.com/bouncer-mail/bouncer/sinks/webhook"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/kafkatier"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/sign"
+	"github.com/bouncer-mail/bouncer/subscription"
 )
 
 // memRegistry is an in-memory Registry.
 type memRegistry struct {
 	mu  sync.Mutex
-	eps []webhook.Endpoint
+	eps []subscription.Webhook
 }
 
-func (r *memRegistry) Endpoints(context.Context) ([]webhook.Endpoint, error) {
+func (r *memRegistry) Endpoints(context.Context) ([]subscription.Webhook, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.eps), nil
@@ -45,7 +46,7 @@ func (r *memRegistry) DisableEndpoint(_ context.Context, id string, at time.Time
 	return nil
 }
 
-func (r *memRegistry) get(id string) webhook.Endpoint {
+func (r *memRegistry) get(id string) subscription.Webhook {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, e := range r.eps {
@@ -53,7 +54,7 @@ func (r *memRegistry) get(id string) webhook.Endpoint {
 			return e
 		}
 	}
-	return webhook.Endpoint{}
+	return subscription.Webhook{}
 }
 
 // memFailed records given-up batches.
@@ -62,12 +63,15 @@ type memFailed struct {
 	batches []*webhook.Batch
 }
 
-func (f *memFailed) WriteFailed(_ context.Context, bs []*webhook.Batch) error {
+func (f *memFailed) WriteFailedBatches(_ context.Context, rows []subscription.FailedBatch) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, b := range bs {
-		cp := *b
-		f.batches = append(f.batches, &cp)
+	for _, r := range rows {
+		b, err := webhook.UnmarshalBatch(r.Batch)
+		if err != nil {
+			return err
+		}
+		f.batches = append(f.batches, b)
 	}
 	return nil
 }
@@ -87,17 +91,17 @@ func (f *memFailed) forEndpoint(id string) []*webhook.Batch {
 // memLog is a DeliveryStore in memory.
 type memLog struct {
 	mu   sync.Mutex
-	rows []webhook.Delivery
+	rows []subscription.Delivery
 }
 
-func (l *memLog) WriteDeliveries(_ context.Context, rows []webhook.Delivery) error {
+func (l *memLog) WriteDeliveries(_ context.Context, rows []subscription.Delivery) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.rows = append(l.rows, rows...)
 	return nil
 }
 
-func (l *memLog) all() []webhook.Delivery {
+func (l *memLog) all() []subscription.Delivery {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return slices.Clone(l.rows)
@@ -297,15 +301,15 @@ func TestDeliveryAgainstMisbehavingReceivers(t *testing.T) {
 		} else {
 			rc.start(t, addr)
 		}
-		reg.eps = append(reg.eps, webhook.Endpoint{ID: "ep-" + rc.name, AccountID: "acct", URL: "http://" + rc.addr + "/hook",
+		reg.eps = append(reg.eps, subscription.Webhook{ID: "ep-" + rc.name, AccountID: "acct", URL: "http://" + rc.addr + "/hook",
 			Enabled: true, Events: map[string]bool{"processed": true, "delivered": true, "bounce": true, "dropped": true},
-			Secrets: []webhook.Secret{{Key: secret}}, UpdatedAt: time.Now()})
+			Secrets: []sign.Secret{{Key: secret}}, UpdatedAt: time.Now()})
 	}
 	// Another account's endpoint must see none of these events.
 	other := mk("other", always(200))
 	other.start(t, "127.0.0.1:0")
-	reg.eps = append(reg.eps, webhook.Endpoint{ID: "ep-other", AccountID: "other", URL: "http://" + other.addr + "/",
-		Enabled: true, Events: map[string]bool{"processed": true, "delivered": true, "bounce": true}, Secrets: []webhook.Secret{{Key: secret}}})
+	reg.eps = append(reg.eps, subscription.Webhook{ID: "ep-other", AccountID: "other", URL: "http://" + other.addr + "/",
+		Enabled: true, Events: map[string]bool{"processed": true, "delivered": true, "bounce": true}, Secrets: []sign.Secret{{Key: secret}}})
 
 	topics := kafkatier.Topics{Prefix: topic + ".wh", Delays: []time.Duration{time.Second, 2 * time.Second, 3 * time.Second, 4 * time.Second}}
 	deleteTopics(t, brokers, topics.All())
@@ -322,7 +326,7 @@ func TestDeliveryAgainstMisbehavingReceivers(t *testing.T) {
 	metrics := webhook.NewMetrics(nil)
 	logw := webhook.NewLogWriter(store, 10000, 500, 100*time.Millisecond, nil, metrics)
 	d, err := webhook.New(webhook.Config{
-		Registry: reg, Client: &http.Client{}, Sign: sign.SetHeaders, Parker: parker, Log: logw,
+		Registry: reg, Client: &http.Client{}, Parker: parker, Log: logw,
 		Schedule:       webhook.Schedule{Delays: topics.Delays, Jitter: 0.1},
 		MaxBatchEvents: 25, MaxBatchWait: 50 * time.Millisecond, AttemptTimeout: time.Second,
 		QueueTimeout: time.Second, SlowAfter: 300 * time.Millisecond, BreakerFailures: 3, BreakerOpen: time.Second, RefreshEvery: 200 * time.Millisecond,
@@ -530,7 +534,7 @@ func TestDisableAfterFailingTooLong(t *testing.T) {
 	rc := &receiver{name: "500", flight: fl, answer: func(int) (int, string) { return 500, "" }, t: t,
 		got: map[string]int{}, statuses: map[string][]int{}}
 	rc.start(t, "127.0.0.1:0")
-	reg := &memRegistry{eps: []webhook.Endpoint{{ID: "ep-500", AccountID: "acct", URL: "http://" + rc.addr + "/",
+	reg := &memRegistry{eps: []subscription.Webhook{{ID: "ep-500", AccountID: "acct", URL: "http://" + rc.addr + "/",
 		Enabled: true, Events: map[string]bool{"delivered": true}}}}
 	topics := kafkatier.Topics{Prefix: topic + ".wh", Delays: []time.Duration{300 * time.Millisecond, 300 * time.Millisecond, 500 * time.Millisecond, time.Second, time.Second, time.Second, time.Second}}
 	deleteTopics(t, brokers, topics.All())
@@ -544,7 +548,7 @@ func TestDisableAfterFailingTooLong(t *testing.T) {
 	}
 	defer parker.Close()
 	metrics := webhook.NewMetrics(nil)
-	d, err := webhook.New(webhook.Config{Registry: reg, Client: &http.Client{}, Sign: sign.SetHeaders, Parker: parker,
+	d, err := webhook.New(webhook.Config{Registry: reg, Client: &http.Client{}, Parker: parker,
 		Schedule: webhook.Schedule{Delays: topics.Delays}, MaxBatchWait: 50 * time.Millisecond, AttemptTimeout: time.Second,
 		BreakerFailures: 100, DisableAfter: 1500 * time.Millisecond, RefreshEvery: 100 * time.Millisecond, Metrics: metrics})
 	if err != nil {
@@ -654,10 +658,10 @@ func TestFailingSinceSurvivesRestart(t *testing.T) {
 			rc := &receiver{name: "500", flight: fl, answer: func(int) (int, string) { return 500, "" }, t: t,
 				got: map[string]int{}, statuses: map[string][]int{}}
 			rc.start(t, "127.0.0.1:0")
-			reg := &memRegistry{eps: []webhook.Endpoint{{ID: "ep", AccountID: "acct", URL: "http://" + rc.addr + "/",
+			reg := &memRegistry{eps: []subscription.Webhook{{ID: "ep", AccountID: "acct", URL: "http://" + rc.addr + "/",
 				Enabled: true, Events: map[string]bool{"delivered": true}, UpdatedAt: tc.updated}}}
 			parker := &memParker{}
-			d, err := webhook.New(webhook.Config{Registry: reg, Client: &http.Client{}, Sign: sign.SetHeaders, Parker: parker,
+			d, err := webhook.New(webhook.Config{Registry: reg, Client: &http.Client{}, Parker: parker,
 				Health: fixedHealth(began), DisableAfter: time.Hour, RefreshEvery: 50 * time.Millisecond})
 			if err != nil {
 				t.Fatal(err)

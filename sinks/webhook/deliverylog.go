@@ -4,41 +4,13 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/bouncer-mail/bouncer/subscription"
 )
-
-// Delivery is one row of the delivery log: an attempt, or a batch parked
-// in a retry tier or given up.
-type Delivery struct {
-	EndpointID string
-	AccountID  string
-	WebhookID  string
-	// Attempt is the attempt's number (1 for the first); for a parking,
-	// the attempts made so far.
-	Attempt int
-	// Result is one of the Result* classes.
-	Result string
-	// Status is the HTTP status (0 when there was no response).
-	Status   int
-	Duration time.Duration
-	// Response says what happened in words the account may see: the HTTP
-	// status and its standard name (StatusResponse), a failure class's
-	// message (safedial.Failure) or why a batch was parked. Never the
-	// receiver's body or an error text: a webhook URL may point at an
-	// allowed internal service, and its answers are not the tenant's to
-	// read. At most MaxResponseLog bytes.
-	Response string
-	Events   int
-	// Circuit is the endpoint's breaker state after the attempt.
-	Circuit string
-	At      time.Time
-}
-
-// MaxResponseLog bounds Delivery.Response.
-const MaxResponseLog = 1024
 
 // DeliveryStore writes delivery log rows, one insert per call.
 type DeliveryStore interface {
-	WriteDeliveries(ctx context.Context, rows []Delivery) error
+	WriteDeliveries(ctx context.Context, rows []subscription.Delivery) error
 }
 
 // LogWriter buffers delivery log rows and writes them in batches. Its
@@ -48,7 +20,7 @@ type DeliveryStore interface {
 // depend on it.
 type LogWriter struct {
 	store   DeliveryStore
-	ch      chan Delivery
+	ch      chan subscription.Delivery
 	every   time.Duration
 	max     int
 	log     *slog.Logger
@@ -74,11 +46,11 @@ func NewLogWriter(store DeliveryStore, capacity, maxRows int, flushEvery time.Du
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	return &LogWriter{store: store, ch: make(chan Delivery, capacity), every: flushEvery, max: maxRows, log: log, metrics: m, done: make(chan struct{})}
+	return &LogWriter{store: store, ch: make(chan subscription.Delivery, capacity), every: flushEvery, max: maxRows, log: log, metrics: m, done: make(chan struct{})}
 }
 
 // Record queues a row; it never blocks.
-func (w *LogWriter) Record(d Delivery) {
+func (w *LogWriter) Record(d subscription.Delivery) {
 	select {
 	case w.ch <- d:
 	default:
@@ -92,7 +64,7 @@ func (w *LogWriter) Run(ctx context.Context) {
 	defer close(w.done)
 	t := time.NewTicker(w.every)
 	defer t.Stop()
-	buf := make([]Delivery, 0, w.max)
+	buf := make([]subscription.Delivery, 0, w.max)
 	flush := func(ctx context.Context) {
 		if len(buf) == 0 {
 			return

@@ -12,11 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/subscription"
 	"github.com/cenkalti/backoff/v4"
 )
-
-// SignFunc sets a request's signature headers (sign.SetHeaders).
-type SignFunc func(h http.Header, ep *Endpoint, id string, ts time.Time, body []byte, now time.Time) error
 
 // Parker keeps batches that are not delivered now. Both methods return
 // only when the batches are durable (in Kafka), so the caller may commit
@@ -49,12 +47,10 @@ type Config struct {
 	Registry Registry
 	// Client sends requests; give it the SSRF guard's dialer. Required.
 	Client *http.Client
-	// Sign sets the signature headers. Required.
-	Sign SignFunc
 	// Parker holds failed batches (retry tiers, dead letters). Required.
 	Parker Parker
 	// Log receives delivery log rows; nil: none.
-	Log interface{ Record(Delivery) }
+	Log interface{ Record(subscription.Delivery) }
 	// Health, when set, seeds each endpoint's failing-since clock from the
 	// delivery log when this process first sees the endpoint.
 	Health Health
@@ -115,8 +111,6 @@ func (c *Config) Validate() error {
 		return errors.New("webhook: Config.Registry is required")
 	case c.Client == nil:
 		return errors.New("webhook: Config.Client is required")
-	case c.Sign == nil:
-		return errors.New("webhook: Config.Sign is required")
 	case c.Parker == nil:
 		return errors.New("webhook: Config.Parker is required")
 	}
@@ -189,8 +183,8 @@ type Dispatcher struct {
 }
 
 type snapshot struct {
-	byAccount map[string][]*Endpoint // active endpoints
-	byID      map[string]*Endpoint
+	byAccount map[string][]*subscription.Webhook // active endpoints
+	byID      map[string]*subscription.Webhook
 }
 
 // New checks cfg and returns a Dispatcher; call Run.
@@ -233,7 +227,7 @@ func (d *Dispatcher) Refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s := &snapshot{byAccount: map[string][]*Endpoint{}, byID: make(map[string]*Endpoint, len(eps))}
+	s := &snapshot{byAccount: map[string][]*subscription.Webhook{}, byID: make(map[string]*subscription.Webhook, len(eps))}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for i := range eps {
@@ -256,7 +250,7 @@ func (d *Dispatcher) Refresh(ctx context.Context) error {
 }
 
 // lane returns the endpoint's lane, starting it on first use.
-func (d *Dispatcher) lane(ep *Endpoint) *lane {
+func (d *Dispatcher) lane(ep *subscription.Webhook) *lane {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	l := d.lanes[ep.ID]
@@ -504,7 +498,7 @@ func (d *Dispatcher) parkLoop(ctx context.Context) {
 				result = ResultExhausted
 			}
 			d.m.deliveries.WithLabelValues(result).Inc()
-			d.record(Delivery{EndpointID: j.b.EndpointID, AccountID: j.b.AccountID, WebhookID: j.b.WebhookID,
+			d.record(subscription.Delivery{EndpointID: j.b.EndpointID, AccountID: j.b.AccountID, WebhookID: j.b.WebhookID,
 				Attempt: j.b.Attempts, Result: result, Status: j.b.LastStatus, Events: len(j.b.Events),
 				Response: truncate(cmp.Or(j.b.Reason, j.b.LastError)), At: now, Circuit: d.circuit(j.b.EndpointID)})
 			d.complete(j, nil)
@@ -540,7 +534,7 @@ func (d *Dispatcher) write(ctx context.Context, retry, giveUp []*Batch) error {
 	}, backoff.WithContext(b, ctx))
 }
 
-func (d *Dispatcher) record(r Delivery) {
+func (d *Dispatcher) record(r subscription.Delivery) {
 	if d.cfg.Log != nil {
 		d.cfg.Log.Record(r)
 	}
@@ -557,8 +551,8 @@ func (d *Dispatcher) circuit(endpoint string) string {
 }
 
 func truncate(s string) string {
-	if len(s) > MaxResponseLog {
-		return s[:MaxResponseLog]
+	if len(s) > subscription.MaxResponseLog {
+		return s[:subscription.MaxResponseLog]
 	}
 	return s
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/schemas"
+	"github.com/bouncer-mail/bouncer/subscription"
 )
 
 // ErrNotReady is returned while the subscriptions were never read: no
@@ -137,7 +138,7 @@ func (l *lane) overflowJobs(pe []pendingEvent) []*job {
 
 // derivedDrop gives a processed event to a suppressed recipient its
 // dropped event, as the sink group does (same reason, same sg_event_id).
-func (h *eventHandler) derivedDrop(eps []*Endpoint, elem []byte, ev *schemas.Event, t *tracker, byLane map[*lane][]pendingEvent) {
+func (h *eventHandler) derivedDrop(eps []*subscription.Webhook, elem []byte, ev *schemas.Event, t *tracker, byLane map[*lane][]pendingEvent) {
 	var raw json.RawMessage
 	for _, ep := range eps {
 		if !ep.Wants(string(schemas.EventDropped)) {

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/subscription"
 	"github.com/sony/gobreaker/v2"
 )
 
@@ -17,7 +18,7 @@ type lane struct {
 	d  *Dispatcher
 	id string
 	// ep is the endpoint as last read (nil once deleted).
-	ep atomic.Pointer[Endpoint]
+	ep atomic.Pointer[subscription.Webhook]
 	br *gobreaker.TwoStepCircuitBreaker[struct{}]
 
 	kick chan struct{}
@@ -53,7 +54,7 @@ type pendingEvent struct {
 	t   *tracker
 }
 
-func newLane(d *Dispatcher, ep *Endpoint) *lane {
+func newLane(d *Dispatcher, ep *subscription.Webhook) *lane {
 	l := &lane{d: d, id: ep.ID, kick: make(chan struct{}, 1), limit: min(2, float64(d.cfg.MaxInFlight))}
 	l.ep.Store(ep)
 	l.br = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
@@ -73,7 +74,7 @@ func newLane(d *Dispatcher, ep *Endpoint) *lane {
 // update takes a fresh registry copy of the endpoint and returns the one
 // delivery should use: a disable this node made and the registry does not
 // show yet still holds, unless the customer changed the endpoint since.
-func (l *lane) update(ep *Endpoint) *Endpoint {
+func (l *lane) update(ep *subscription.Webhook) *subscription.Webhook {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.disabledAt.IsZero() && ep.DisabledAt.IsZero() {
@@ -290,7 +291,7 @@ func (l *lane) parkUntried(j *job) {
 
 // giveUp sends a batch to the failed batches because its endpoint is
 // disabled or deleted: nothing is dropped, a replay can bring it back.
-func (l *lane) giveUp(j *job, ep *Endpoint) {
+func (l *lane) giveUp(j *job, ep *subscription.Webhook) {
 	switch {
 	case ep == nil:
 		j.b.Reason = "endpoint deleted"
@@ -362,7 +363,7 @@ func (l *lane) send(ctx context.Context, j *job) {
 	}
 	d.m.deliveries.WithLabelValues(res.class).Inc()
 	d.m.attempt.Observe(res.took.Seconds())
-	d.record(Delivery{EndpointID: j.b.EndpointID, AccountID: ep.AccountID, WebhookID: j.b.WebhookID,
+	d.record(subscription.Delivery{EndpointID: j.b.EndpointID, AccountID: ep.AccountID, WebhookID: j.b.WebhookID,
 		Attempt: j.b.Attempts, Result: res.class, Status: res.status, Duration: res.took,
 		Response: res.response, Events: len(j.b.Events), Circuit: l.br.State().String(), At: now})
 
@@ -426,7 +427,7 @@ func (l *lane) send(ctx context.Context, j *job) {
 
 // seed starts the failing-since clock where the delivery log says the
 // endpoint's failures began, unless this process saw a success already.
-func (l *lane) seed(ctx context.Context, ep *Endpoint) {
+func (l *lane) seed(ctx context.Context, ep *subscription.Webhook) {
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	since, err := l.d.cfg.Health.FailingSince(sctx, ep.AccountID, ep.ID)
@@ -448,7 +449,7 @@ func (l *lane) seed(ctx context.Context, ep *Endpoint) {
 }
 
 // disable records that delivery gave up on an endpoint.
-func (l *lane) disable(ctx context.Context, ep *Endpoint, kind, reason string) {
+func (l *lane) disable(ctx context.Context, ep *subscription.Webhook, kind, reason string) {
 	d := l.d
 	now := d.now()
 	l.mu.Lock()

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/bouncer-mail/bouncer/sinks/webhook/safedial"
+	"github.com/bouncer-mail/bouncer/sinks/webhook/sign"
+	"github.com/bouncer-mail/bouncer/subscription"
 )
 
 var errAttempt = errors.New("webhook attempt failed")
@@ -38,7 +40,7 @@ func StatusResponse(code int) string {
 }
 
 // attempt POSTs a batch once, signed, within AttemptTimeout.
-func (d *Dispatcher) attempt(ctx context.Context, ep *Endpoint, b *Batch) result {
+func (d *Dispatcher) attempt(ctx context.Context, ep *subscription.Webhook, b *Batch) result {
 	body := b.Body()
 	start := d.now()
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.AttemptTimeout)
@@ -50,7 +52,7 @@ func (d *Dispatcher) attempt(ctx context.Context, ep *Endpoint, b *Batch) result
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", UserAgent)
-	if err := d.cfg.Sign(req.Header, ep, b.WebhookID, start, body, start); err != nil {
+	if err := sign.SetHeaders(req.Header, ep.Secrets, ep.SignedKey, b.WebhookID, start, body, start); err != nil {
 		d.log.Warn("webhook: signing failed", "endpoint", ep.ID, "err", err)
 		return result{class: ResultConnection, response: "signing failed"}
 	}

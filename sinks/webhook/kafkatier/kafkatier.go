@@ -28,6 +28,7 @@ import (
 
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/sinks/webhook"
+	"github.com/bouncer-mail/bouncer/subscription"
 )
 
 // Topics names the topics of a schedule.
@@ -71,9 +72,10 @@ func Ensure(ctx context.Context, c consumer.Conn, t Topics, partitions int) erro
 	return nil
 }
 
-// FailedStore keeps given-up batches where the API lists them.
+// FailedStore keeps given-up batches where the API lists and replays them
+// (sinks/clickhouse implements it).
 type FailedStore interface {
-	WriteFailed(ctx context.Context, batches []*webhook.Batch) error
+	WriteFailedBatches(ctx context.Context, rows []subscription.FailedBatch) error
 }
 
 // Writer is the dispatcher's Parker.
@@ -136,11 +138,31 @@ func (w *Writer) GiveUp(ctx context.Context, batches []*webhook.Batch) error {
 		return err
 	}
 	if w.failed != nil {
-		if err := w.failed.WriteFailed(ctx, batches); err != nil {
+		rows, err := failedRecords(batches, w.topics.Tier(0), time.Now())
+		if err == nil {
+			err = w.failed.WriteFailedBatches(ctx, rows)
+		}
+		if err != nil {
 			return fmt.Errorf("record %d failed webhook batches: %w", len(batches), err)
 		}
 	}
 	return nil
+}
+
+// failedRecords are the records of given-up batches: replays go to
+// replayTopic, the first retry tier of this worker's schedule.
+func failedRecords(batches []*webhook.Batch, replayTopic string, now time.Time) ([]subscription.FailedBatch, error) {
+	out := make([]subscription.FailedBatch, len(batches))
+	for i, b := range batches {
+		raw, err := b.Marshal()
+		if err != nil {
+			return nil, fmt.Errorf("encode webhook batch %s: %w", b.WebhookID, err)
+		}
+		out[i] = subscription.FailedBatch{FailedAt: now, AccountID: b.AccountID, EndpointID: b.EndpointID, WebhookID: b.WebhookID,
+			Attempts: b.Attempts, Reason: b.Reason, LastStatus: b.LastStatus, LastError: b.LastError, Events: len(b.Events),
+			Batch: raw, ReplayTopic: replayTopic}
+	}
+	return out, nil
 }
 
 // Headers of a parked batch, so tools can read them without decoding.

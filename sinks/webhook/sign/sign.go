@@ -38,8 +38,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/bouncer-mail/bouncer/sinks/webhook"
 )
 
 // Header names, as the two schemes spell them.
@@ -64,14 +62,22 @@ const (
 	NewSecretBytes = 32
 )
 
+// Secret is one Standard Webhooks signing secret (the raw key bytes, the
+// part of "whsec_<base64>" after the prefix, decoded), signing until
+// NotAfter (zero: no end).
+type Secret struct {
+	Key      []byte
+	NotAfter time.Time
+}
+
 // NewSecret returns a fresh random Standard Webhooks secret of
 // NewSecretBytes bytes, valid without end (NotAfter zero).
-func NewSecret() (webhook.Secret, error) {
+func NewSecret() (Secret, error) {
 	key := make([]byte, NewSecretBytes)
 	if _, err := rand.Read(key); err != nil {
-		return webhook.Secret{}, fmt.Errorf("new webhook secret: %w", err)
+		return Secret{}, fmt.Errorf("new webhook secret: %w", err)
 	}
-	return webhook.Secret{Key: key}, nil
+	return Secret{Key: key}, nil
 }
 
 // FormatSecret returns a secret as users see it: "whsec_" + standard base64.
@@ -102,7 +108,7 @@ func ParseSecret(s string) ([]byte, error) {
 }
 
 // secretValid reports whether a secret still signs at now.
-func secretValid(s webhook.Secret, now time.Time) bool {
+func secretValid(s Secret, now time.Time) bool {
 	return len(s.Key) > 0 && (s.NotAfter.IsZero() || s.NotAfter.After(now))
 }
 
@@ -110,8 +116,8 @@ func secretValid(s webhook.Secret, now time.Time) bool {
 // without end), then every secret that is still valid, each limited to sign
 // for at most grace longer; expired secrets are dropped. The input is not
 // modified.
-func Rotate(secrets []webhook.Secret, next webhook.Secret, now time.Time, grace time.Duration) []webhook.Secret {
-	out := []webhook.Secret{{Key: next.Key, NotAfter: next.NotAfter}}
+func Rotate(secrets []Secret, next Secret, now time.Time, grace time.Duration) []Secret {
+	out := []Secret{{Key: next.Key, NotAfter: next.NotAfter}}
 	end := now.Add(grace)
 	for _, s := range secrets {
 		if !secretValid(s, now) {
@@ -133,7 +139,7 @@ func Rotate(secrets []webhook.Secret, next webhook.Secret, now time.Time, grace 
 // at now (NotAfter zero or after now), space separated, in the order given
 // (newest first). It returns "" when no secret is valid. timestamp is
 // ts.Unix() in decimal, as in the webhook-timestamp header.
-func StandardSignature(id string, ts time.Time, body []byte, secrets []webhook.Secret, now time.Time) string {
+func StandardSignature(id string, ts time.Time, body []byte, secrets []Secret, now time.Time) string {
 	var prefix []byte
 	prefix = append(prefix, id...)
 	prefix = append(prefix, '.')
@@ -293,15 +299,12 @@ func checkID(id string) error {
 
 // SetHeaders sets on h everything a signed delivery carries: Content-Type
 // application/json; webhook-id and webhook-timestamp (always, so receivers
-// can dedupe on the id); webhook-signature when the endpoint has a secret
-// valid at now; and the two X-Twilio-Email-Event-Webhook-* headers when
-// ep.SignedKey is set. id must stay the same across retries of one batch;
-// ts is the time of this attempt. Existing values of these headers are
-// replaced; a header whose scheme is off is removed.
-func SetHeaders(h http.Header, ep *webhook.Endpoint, id string, ts time.Time, body []byte, now time.Time) error {
-	if ep == nil {
-		return errors.New("sign headers: no endpoint")
-	}
+// can dedupe on the id); webhook-signature when one of secrets is valid at
+// now; and the two X-Twilio-Email-Event-Webhook-* headers when key (the
+// SendGrid signing key) is set. id must stay the same across retries of one
+// batch; ts is the time of this attempt. Existing values of these headers
+// are replaced; a header whose scheme is off is removed.
+func SetHeaders(h http.Header, secrets []Secret, key *ecdsa.PrivateKey, id string, ts time.Time, body []byte, now time.Time) error {
 	if err := checkID(id); err != nil {
 		return fmt.Errorf("sign headers: %w", err)
 	}
@@ -309,13 +312,13 @@ func SetHeaders(h http.Header, ep *webhook.Endpoint, id string, ts time.Time, bo
 	h.Set("Content-Type", "application/json")
 	h.Set(HeaderWebhookID, id)
 	h.Set(HeaderWebhookTimestamp, unix)
-	if sig := StandardSignature(id, ts, body, ep.Secrets, now); sig != "" {
+	if sig := StandardSignature(id, ts, body, secrets, now); sig != "" {
 		h.Set(HeaderWebhookSignature, sig)
 	} else {
 		h.Del(HeaderWebhookSignature)
 	}
-	if ep.SignedKey != nil {
-		sig, err := SendGridSignature(ep.SignedKey, ts, body)
+	if key != nil {
+		sig, err := SendGridSignature(key, ts, body)
 		if err != nil {
 			return fmt.Errorf("sign headers: %w", err)
 		}
