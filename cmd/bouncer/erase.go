@@ -22,12 +22,17 @@ Answers a privacy (erasure) request: removes ADDRESS from every table of
 ACCOUNT that holds it, as POST /bouncer/v1/privacy/erasures does:
 
   events, recipient_history, suppressions   rows of the account for the address
-  dead_letters        rows whose raw bytes contain the address and name the
+  dead_letters        rows whose raw bytes mention the address and name the
                       account ("account_id":"ACCOUNT"; for account "default",
                       rows naming no account); --all-dead-letters: every
-                      dead letter containing the address, whatever account
-  webhook_deliveries  (when the table exists) rows of the account with the
-                      address in any text column
+                      dead letter mentioning the address, whatever account
+  webhook_deliveries, webhook_failed_batches
+                      (when the tables exist) rows of the account whose text
+                      columns mention the address
+
+Free text mentions the address when it holds it as a whole address: JSON
+escapes decoded (ann\u0040x.example), ASCII case ignored, and not part of
+a longer address (joann@x.example.org does not mention ann@x.example).
 
 Each table is changed with ALTER TABLE ... DELETE and the command waits for
 the mutation to finish (--wait), then checks nothing is left. Before that,

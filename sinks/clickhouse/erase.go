@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/bouncer-mail/bouncer/schemas"
 )
 
 // EmailSHA256 is how an erased address is recorded: the lower-case hex
@@ -30,7 +32,7 @@ type ErasedTable struct {
 
 // EraseOptions tune Erase.
 type EraseOptions struct {
-	// AllDeadLetters erases every dead letter whose raw bytes contain the
+	// AllDeadLetters erases every dead letter whose raw bytes mention the
 	// address, whatever account they name (for operators; the API never
 	// sets it). Default: only dead letters attributable to the account.
 	AllDeadLetters bool
@@ -45,8 +47,8 @@ type EraseOptions struct {
 // an address in free text: the webhook delivery log (responses) and the
 // failed webhook batches (the events, as JSON: a batch that holds the
 // address is deleted whole, so it can no longer be replayed from the API).
-// Erase searches every String column of each one that exists, rows of the
-// account only (a table without an account_id column is skipped and
+// Erase searches every String column of each one that exists for a mention
+// of the address (schemas.MentionsAddress), rows of the account only (a table without an account_id column is skipped and
 // reported).
 var OptionalEraseTables = []string{"webhook_deliveries", "webhook_failed_batches"}
 
@@ -103,15 +105,18 @@ func (s *Store) Erase(ctx context.Context, account, emailNorm string, opt EraseO
 		{"suppressions", qEraseCountSuppressions, qEraseSuppressions},
 		{"recipient_history", qEraseCountHistory, qEraseHistory},
 	} {
-		n, err := s.eraseKeyed(ctx, t.table, t.count, t.del, opt, account, hash)
+		args := []any{account, hash}
+		if t.table != "recipient_history" {
+			args = append(args, hash) // hashMatch: email_norm or email
+		}
+		n, err := s.eraseKeyed(ctx, t.table, t.count, t.del, opt, args...)
 		if err != nil {
 			return out, skipped, err
 		}
 		out = append(out, ErasedTable{t.table, n})
 	}
 
-	var ids []uint64
-	err := s.collect(ctx, qEraseFindDeadLetters, &ids, emailNorm, accountPattern(account),
+	ids, err := s.mentioning(ctx, qEraseFindDeadLetters, emailNorm, emailNorm, accountPattern(account),
 		b2u(account == "default"), b2u(opt.AllDeadLetters))
 	if err != nil {
 		return out, skipped, err
@@ -141,8 +146,8 @@ func (s *Store) Erase(ctx context.Context, account, emailNorm string, opt EraseO
 		for range strings.Count(find.SQL, "positionCaseInsensitive") {
 			args = append(args, emailNorm)
 		}
-		var ids []uint64
-		if err := s.collect(ctx, find, &ids, args...); err != nil {
+		ids, err := s.mentioning(ctx, find, emailNorm, args...)
+		if err != nil {
 			return out, skipped, err
 		}
 		if err := s.deleteByIdentity(ctx, table, del, ids, opt); err != nil {
@@ -155,28 +160,55 @@ func (s *Store) Erase(ctx context.Context, account, emailNorm string, opt EraseO
 
 // eraseKeyed deletes the rows of (account, address hash) from a table keyed
 // by email_norm and returns how many there were.
-func (s *Store) eraseKeyed(ctx context.Context, table string, count, del Query, opt EraseOptions, account, hash string) (uint64, error) {
+func (s *Store) eraseKeyed(ctx context.Context, table string, count, del Query, opt EraseOptions, args ...any) (uint64, error) {
 	var n uint64
-	if err := s.conn.QueryRow(ctx, count.SQL, account, hash).Scan(&n); err != nil {
+	if err := s.conn.QueryRow(ctx, count.SQL, args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("%s: %w", count.Name, err)
 	}
 	if n == 0 {
 		return 0, nil
 	}
-	if err := s.conn.Exec(ctx, del.SQL, account, hash); err != nil {
+	if err := s.conn.Exec(ctx, del.SQL, args...); err != nil {
 		return 0, fmt.Errorf("%s: %w", del.Name, err)
 	}
 	if err := s.waitMutations(ctx, table, opt); err != nil {
 		return 0, err
 	}
 	var left uint64
-	if err := s.conn.QueryRow(ctx, count.SQL, account, hash).Scan(&left); err != nil {
+	if err := s.conn.QueryRow(ctx, count.SQL, args...).Scan(&left); err != nil {
 		return 0, fmt.Errorf("%s: %w", count.Name, err)
 	}
 	if left != 0 {
 		return 0, fmt.Errorf("erase %s: %d rows left after the mutation finished (rows written meanwhile?): erase again", table, left)
 	}
 	return n, nil
+}
+
+// mentioning runs q, whose rows are (identity hash, text), and returns the
+// hashes of the rows whose text mentions the address as a whole one
+// (schemas.MentionsAddress: JSON escapes decoded, not inside a longer
+// address). q only finds candidates; rows are read one at a time.
+func (s *Store) mentioning(ctx context.Context, q Query, emailNorm string, args ...any) ([]uint64, error) {
+	rows, err := s.conn.Query(ctx, q.SQL, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", q.Name, err)
+	}
+	defer rows.Close()
+	var ids []uint64
+	for rows.Next() {
+		var id uint64
+		var text string
+		if err := rows.Scan(&id, &text); err != nil {
+			return nil, fmt.Errorf("%s: %w", q.Name, err)
+		}
+		if schemas.MentionsAddress([]byte(text), emailNorm) {
+			ids = append(ids, id)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", q.Name, err)
+	}
+	return ids, nil
 }
 
 // eraseChunk bounds the identity hashes of one mutation.
@@ -306,13 +338,20 @@ func (s *Store) freeTextStatements(ctx context.Context, table string) (find, del
 	case len(text) == 0:
 		return find, del, "no String column: holds no address", nil
 	}
+	// Candidates hold the address as it is or any backslash (it may be
+	// JSON-escaped); Erase keeps those that mention it (mentioning). The
+	// columns are joined by a NUL, which no address holds.
 	var conds []string
 	for _, c := range text {
-		conds = append(conds, "positionCaseInsensitive("+c+", ?) > 0")
+		conds = append(conds, "positionCaseInsensitive("+c+", ?) > 0 OR position("+c+", '\\\\') > 0")
 	}
 	id := "cityHash64(" + strings.Join(ident, ", ") + ")"
+	joined := text[0]
+	if len(text) > 1 {
+		joined = "concat(" + strings.Join(text, ", '\\0', ") + ")"
+	}
 	find = Query{Name: "erase.find_" + table,
-		SQL: "SELECT " + id + " FROM `" + table + "` WHERE account_id = ? AND (" + strings.Join(conds, " OR ") + ")"}
+		SQL: "SELECT " + id + ", " + joined + " FROM `" + table + "` WHERE account_id = ? AND (" + strings.Join(conds, " OR ") + ")"}
 	del = Query{Name: "erase." + table, SQL: "ALTER TABLE `" + table + "` DELETE WHERE has(splitByChar(',', ?), toString(" + id + "))"}
 	return find, del, "", nil
 }

@@ -123,7 +123,8 @@ func TestEraseRemovesTheAddressEverywhere(t *testing.T) {
 		group      int64
 		email      string
 	}{{"acme", "bounces", 0, kim}, {"acme", "unsubscribes", 7, kim}, {"acme", "bounces", 0, "lee@example.com"}, {"globex", "bounces", 0, kim}} {
-		sup = append(sup, pipeline.SuppressionChange{AccountID: c.acct, List: c.list, GroupID: c.group, EmailNorm: c.email, Email: "Kim@Example.com", At: t0})
+		display := strings.ToUpper(c.email[:1]) + strings.Replace(c.email[1:], "@e", "@E", 1) // Kim@Example.com
+		sup = append(sup, pipeline.SuppressionChange{AccountID: c.acct, List: c.list, GroupID: c.group, EmailNorm: c.email, Email: display, At: t0})
 	}
 	if err := s.WriteSuppressions(ctx, sup); err != nil {
 		t.Fatal(err)
@@ -264,5 +265,90 @@ func TestEraseRemovesTheAddressEverywhere(t *testing.T) {
 	var sum string
 	if err := s.conn.QueryRow(ctx, "SELECT lower(hex(SHA256(?)))", kim).Scan(&sum); err != nil || sum != EmailSHA256(kim) {
 		t.Errorf("ClickHouse's SHA256 %q, Go's %q (%v)", sum, EmailSHA256(kim), err)
+	}
+}
+
+// TestEraseMatchesExactly: erasing ann@x.example removes the rows that
+// mention that address, JSON-escaped forms included, and none that mention
+// a longer one (joann@x.example.org, ann@x.example.org); erasing the Kelvin
+// sign's address removes its rows written before addresses folded ASCII
+// case only (email_norm kim@...), not kim's.
+func TestEraseMatchesExactly(t *testing.T) {
+	s := openTestStore(t)
+	ctx := context.Background()
+	const ann, kelvin = "ann@x.example", "\u212Aim@x.example"
+	var dls []pipeline.DeadLetter
+	for i, raw := range []string{
+		`{"account_id":"acme","email":"ann@x.example","event":`,             // erased
+		`{"account_id":"acme","email":"ann\u0040x.example","event":"nope"}`, // erased: escaped
+		`{"account_id":"acme","email":"\u0041nn\u0040X\u002eexample"}`,      // erased: escaped, capitals
+		`{"account_id":"acme","reason":"550 <ANN@X.EXAMPLE>: gone"}`,        // erased
+		`{"account_id":"acme","email":"joann@x.example.org","event":`,       // kept
+		`{"account_id":"acme","email":"ann@x.example.org","event":`,         // kept
+		`{"account_id":"acme","email":"jo.ann@x.example","event":`,          // kept
+		`{"account_id":"acme","email":"ann\u0040x.example\u002eorg"}`,       // kept: escaped longer one
+	} {
+		dls = append(dls, pipeline.DeadLetter{Topic: "t", Offset: int64(i), Index: -1, Code: "bad_json", Raw: []byte(raw)})
+	}
+	if err := s.WriteDeadLetters(ctx, dls); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.conn.Exec(ctx, deliveriesDDL(t)); err != nil {
+		t.Fatal(err)
+	}
+	insertDelivery(t, s, "acme", `{"to":"joann@x.example.org"}`)
+	insertDelivery(t, s, "acme", `{"to":"ann\u0040x.example"}`)
+	failedBatches := failedBatchesDDL(t) != ""
+	if failedBatches {
+		if err := s.conn.Exec(ctx, failedBatchesDDL(t)); err != nil {
+			t.Fatal(err)
+		}
+		insertRow(t, s, "webhook_failed_batches", "acme", `[{"email":"joann@x.example.org","smtp-id":"\u003cm1@x\u003e"}]`)
+		insertRow(t, s, "webhook_failed_batches", "acme", `[{"email":"x\u003cann@x.example"}]`)
+	}
+	t0 := time.Unix(1764201600, 0).UTC()
+	ev := func(off int64, email, norm string) pipeline.Row {
+		return pipeline.Row{Event: schemas.Event{Topic: "t", Offset: off, Event: "delivered", AccountID: "acme", SGEventID: fmt.Sprint("e", off),
+			Email: email, EmailNorm: norm, Domain: "x.example", Timestamp: t0.Unix()}}
+	}
+	// Offset 1 is the Kelvin sign's row as written before: its email_norm
+	// folded the sign to k.
+	if err := s.WriteEvents(ctx, []pipeline.Row{ev(1, kelvin, "kim@x.example"), ev(2, " Kim@X.example", "kim@x.example"), ev(3, ann, ann)}); err != nil {
+		t.Fatal(err)
+	}
+
+	tables, _, err := s.Erase(ctx, "acme", ann, EraseOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]uint64{"events": 1, "dead_letters": 4, "webhook_deliveries": 1}
+	if failedBatches {
+		want["webhook_failed_batches"] = 1
+	}
+	for _, tb := range tables {
+		if tb.Rows != want[tb.Table] {
+			t.Errorf("erase ann: %s: %d rows removed, want %d", tb.Table, tb.Rows, want[tb.Table])
+		}
+	}
+	if got := count(t, s, "SELECT count() FROM dead_letters WHERE kafka_offset IN (4, 5, 6, 7)"); got != 4 {
+		t.Errorf("dead letters of longer addresses left: %d, want 4", got)
+	}
+	if got := count(t, s, "SELECT count() FROM webhook_deliveries WHERE position(response, 'joann') > 0 OR position(endpoint_id, 'joann') > 0 OR account_id = 'acme'"); got != 1 {
+		t.Errorf("deliveries left: %d, want joann's 1", got)
+	}
+	if failedBatches {
+		if got := count(t, s, "SELECT count() FROM webhook_failed_batches"); got != 1 {
+			t.Errorf("failed batches left: %d, want joann's 1", got)
+		}
+	}
+
+	if _, _, err := s.Erase(ctx, "acme", kelvin, EraseOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(t, s, "SELECT count() FROM events WHERE kafka_offset = 1"); got != 0 {
+		t.Error("the Kelvin sign's row written before the fix is left")
+	}
+	if got := count(t, s, "SELECT count() FROM events WHERE kafka_offset = 2"); got != 1 {
+		t.Error("erasing the Kelvin sign's address removed kim's row")
 	}
 }
