@@ -51,6 +51,10 @@ type StatsQuery struct {
 	// Keys are the categories, providers or domains asked for; for
 	// providers, none means every provider with events.
 	Keys []string
+	// MaxRows, when positive, is the most rows a store returns (the first
+	// by period and key); the API asks for one more than an answer may
+	// hold, to tell a query that is too large.
+	MaxRows int
 }
 
 // StatsRow is the counts of one period (its first day, YYYY-MM-DD, UTC)
@@ -154,21 +158,41 @@ func PeriodStart(d time.Time, by string) time.Time {
 	return d
 }
 
+// NextPeriod is the start of the period k periods after the one starting
+// at p.
+func NextPeriod(p time.Time, by string, k int) time.Time {
+	switch by {
+	case "week":
+		return p.AddDate(0, 0, 7*k)
+	case "month":
+		return p.AddDate(0, k, 0)
+	}
+	return p.AddDate(0, 0, k)
+}
+
+// PeriodCount is the number of periods that hold a day of [from, to),
+// counted without listing them.
+func PeriodCount(from, to time.Time, by string) int {
+	if !from.Before(to) {
+		return 0
+	}
+	first, last := PeriodStart(from, by), PeriodStart(to.Add(-time.Nanosecond), by)
+	switch by {
+	case "week":
+		return int(last.Sub(first).Hours()/24)/7 + 1
+	case "month":
+		return (last.Year()-first.Year())*12 + int(last.Month()) - int(first.Month()) + 1
+	}
+	return int(last.Sub(first).Hours()/24) + 1
+}
+
 // StatsPeriods lists the first days (YYYY-MM-DD) of the periods that hold
 // a day of [from, to): the first may start before from (a week starts on
 // Monday, a month on the 1st).
 func StatsPeriods(from, to time.Time, by string) []string {
 	var out []string
-	for p := PeriodStart(from, by); p.Before(to); {
+	for p := PeriodStart(from, by); p.Before(to); p = NextPeriod(p, by, 1) {
 		out = append(out, p.Format(time.DateOnly))
-		switch by {
-		case "week":
-			p = p.AddDate(0, 0, 7)
-		case "month":
-			p = p.AddDate(0, 1, 0)
-		default:
-			p = p.AddDate(0, 0, 1)
-		}
 	}
 	return out
 }
@@ -178,36 +202,58 @@ func StatsPeriods(from, to time.Time, by string) []string {
 // in each period one entry per key (the keys asked for, in that order, or
 // for providers without keys every provider that has events, by name).
 func BuildStats(q StatsQuery, rows []StatsRow) []DateStats {
-	keys := q.Keys
+	out := []DateStats{}
+	EachStatsPeriod(q, rows, func(d DateStats) error {
+		out = append(out, d)
+		return nil
+	})
+	return out
+}
+
+// StatsNames are the names of the entries of each period of BuildStats'
+// answer: "" for global stats, the keys asked for, or for providers
+// without keys every provider of rows, by name.
+func StatsNames(q StatsQuery, rows []StatsRow) []string {
 	if q.Segment == SegmentGlobal {
-		keys = []string{""}
-	} else if len(keys) == 0 {
-		for _, r := range rows {
-			keys = append(keys, r.Key)
-		}
-		slices.Sort(keys)
-		keys = slices.Compact(keys)
+		return []string{""}
 	}
+	if len(q.Keys) > 0 {
+		return q.Keys
+	}
+	var keys []string
+	for _, r := range rows {
+		keys = append(keys, r.Key)
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys)
+}
+
+// EachStatsPeriod calls fn with each period of BuildStats' answer, in
+// order, building one period at a time (so an answer can be written without
+// holding it all); it stops at fn's first error and returns it.
+func EachStatsPeriod(q StatsQuery, rows []StatsRow, fn func(DateStats) error) error {
+	keys := StatsNames(q, rows)
 	type pk struct{ period, key string }
 	counts := make(map[pk]StatCounts, len(rows))
 	for _, r := range rows {
 		counts[pk{r.Period, r.Key}] = r.Counts
 	}
-	periods := StatsPeriods(q.From, q.To, q.AggregatedBy)
-	out := make([]DateStats, 0, len(periods))
-	for _, p := range periods {
-		day := DateStats{Date: p, Stats: make([]StatsEntry, 0, len(keys))}
+	for p := PeriodStart(q.From, q.AggregatedBy); p.Before(q.To); p = NextPeriod(p, q.AggregatedBy, 1) {
+		date := p.Format(time.DateOnly)
+		day := DateStats{Date: date, Stats: make([]StatsEntry, 0, len(keys))}
 		for _, k := range keys {
-			c := counts[pk{p, k}]
+			c := counts[pk{date, k}]
 			e := StatsEntry{Type: q.Segment, Name: k, Metrics: c.Metrics()}
 			if q.Segment == SegmentProvider {
 				e.Metrics = c.ProviderMetrics()
 			}
 			day.Stats = append(day.Stats, e)
 		}
-		out = append(out, day)
+		if err := fn(day); err != nil {
+			return err
+		}
 	}
-	return out
+	return nil
 }
 
 // DayCount is a count for a day (YYYY-MM-DD, UTC) and a key.

@@ -19,7 +19,12 @@
 //     with 400 (field named), 401, 403, 404, 405, 413, 429, 500 (internal
 //     errors are logged, never shown), 502 (the webhook test's receiver
 //     failed) or 503 (a part that needs configuration, such as
-//     BOUNCER_SECRET_KEY for webhooks, is off).
+//     BOUNCER_SECRET_KEY for webhooks, is off; or, with Retry-After, the
+//     server is answering as many statistics queries as it may).
+//   - A statistics answer holds at most maxStatsEntries entries (periods ×
+//     names), larger requests are 400; at most Config.MaxStatsQueries
+//     statistics queries run at once, a quarter of them for one account
+//     (limits.go).
 //   - A path not in clean form (dot segments, percent-encoded ones too,
 //     doubled slashes) is 404, never redirected.
 //   - Each key has a token bucket (Config.RateLimit per second); every
@@ -130,6 +135,11 @@ type Config struct {
 	WebhookOps WebhookOps
 	// Dashboard answers the dashboard's own queries; nil disables them.
 	Dashboard DashboardStore
+	// MaxStatsQueries is the most statistics queries (the stats, bounce
+	// classification and dashboard routes) answered at once, a quarter of
+	// them (at least 1) for one account; others wait up to 15s for a place.
+	// Default 8.
+	MaxStatsQueries int
 	// KeyRefresh is how often keys are reloaded (a revoked key stops working
 	// within it); default 5s. An unknown key id reloads at most once a second.
 	KeyRefresh time.Duration
@@ -148,6 +158,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("api: rate burst %d: want at least 1", c.RateBurst)
 	case c.MaxBodyBytes < 0:
 		return fmt.Errorf("api: max body bytes %d: want a positive size", c.MaxBodyBytes)
+	case c.MaxStatsQueries < 0:
+		return fmt.Errorf("api: max stats queries %d: want at least 1", c.MaxStatsQueries)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -163,6 +175,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 1 << 20
+	}
+	if c.MaxStatsQueries == 0 {
+		c.MaxStatsQueries = 8
 	}
 	if c.KeyRefresh <= 0 {
 		c.KeyRefresh = 5 * time.Second
@@ -181,6 +196,7 @@ type server struct {
 	activity Activity
 	keys     *keyCache
 	limiter  *limiter
+	queries  *queryGate
 	mux      *http.ServeMux
 	// sessionStore holds the dashboard's login sessions (ui.go).
 	sessionStore *sessionStore
@@ -196,6 +212,7 @@ func NewServer(cfg Config) http.Handler {
 		cfg: cfg, log: cfg.Logger, now: cfg.Now, store: cfg.Store, checker: cfg.Checker, stats: cfg.Stats, activity: cfg.Activity,
 		keys:    &keyCache{store: cfg.Keys, every: cfg.KeyRefresh, missEvery: time.Second, now: cfg.Now},
 		limiter: newLimiter(cfg.RateLimit, cfg.RateBurst),
+		queries: newQueryGate(cfg.MaxStatsQueries, max(1, cfg.MaxStatsQueries/4), 15*time.Second),
 		mux:     http.NewServeMux(),
 
 		sessionStore: newSessionStore(),

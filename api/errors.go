@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"time"
 )
 
 // Error codes of the API. Each maps to one HTTP status in codeStatus.
@@ -18,6 +20,7 @@ const (
 	ETooLarge     = "too_large"    // the request body is over the limit: 413
 	ERateLimited  = "rate_limited" // the key is over its rate limit: 429
 	EInternal     = "internal"     // anything else: 500, logged, never shown
+	EUnavailable  = "unavailable"  // busy or a store is unreachable, retry later: 503
 )
 
 var codeStatus = map[string]int{
@@ -29,6 +32,7 @@ var codeStatus = map[string]int{
 	ETooLarge:     http.StatusRequestEntityTooLarge,
 	ERateLimited:  http.StatusTooManyRequests,
 	EInternal:     http.StatusInternalServerError,
+	EUnavailable:  http.StatusServiceUnavailable,
 }
 
 // Error is the API's one error type: a code, the field at fault (if any)
@@ -37,6 +41,9 @@ type Error struct {
 	Code    string
 	Field   string
 	Message string
+	// RetryAfter, when positive, is sent as the Retry-After header (whole
+	// seconds, rounded up).
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
@@ -71,6 +78,9 @@ func writeError(w http.ResponseWriter, log *slog.Logger, r *http.Request, err er
 	status, ok := codeStatus[e.Code]
 	if !ok {
 		status = http.StatusInternalServerError
+	}
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
 	}
 	item := errorItem{Message: e.Message}
 	if e.Field != "" {

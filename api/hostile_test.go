@@ -2,10 +2,13 @@ package api
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Hostile input, table-driven over the route table: oversize bodies, bad
@@ -249,4 +252,92 @@ type recordingStore struct {
 func (r *recordingStore) Suppressions(ctx context.Context, account string, q ListQuery) ([]Suppression, error) {
 	r.last = q
 	return nil, nil
+}
+
+// statsRoutes are the GET routes of the table whose operation takes
+// start_date, with the names parameters each declares.
+func statsRoutes(t *testing.T) map[string][]string {
+	t.Helper()
+	type operation struct {
+		Parameters []struct{ Name, In string } `json:"parameters"`
+	}
+	var doc struct {
+		Paths map[string]struct {
+			Get *operation `json:"get"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal(openAPI, &doc); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	for _, rt := range (&server{}).routes() {
+		op := doc.Paths[rt.path].Get
+		if rt.method != "GET" || op == nil {
+			continue
+		}
+		var names []string
+		dated := false
+		for _, p := range op.Parameters {
+			switch p.Name {
+			case "start_date":
+				dated = true
+			case "categories", "mailbox_providers", "domains":
+				names = append(names, p.Name)
+			}
+		}
+		if dated {
+			out[rt.path] = names
+		}
+	}
+	if len(out) < 8 {
+		t.Fatalf("found %d routes with start_date, want the 8 statistics routes at least: %v", len(out), out)
+	}
+	return out
+}
+
+// TestHostileStatsRanges, over every route of the table that takes
+// start_date: the widest range with ten names of each kind is a 400 in
+// SendGrid's shape or an answer of bounded size, and while the server's
+// statistics places are all taken the route answers 503 with Retry-After
+// instead of running another query (issue 16, item 3).
+func TestHostileStatsRanges(t *testing.T) {
+	token, k := testKey(t, "acme", false)
+	st := &statsStore{}
+	s := NewServer(Config{Store: st, Stats: st, Dashboard: &fakeDashboard{}, Keys: fakeKeys{k}, RateLimit: 1e6}).(*server)
+	for path, names := range statsRoutes(t) {
+		q := "?start_date=1970-01-01&end_date=2106-02-06"
+		for _, n := range names {
+			for i := range 10 {
+				q += fmt.Sprintf("&%s=n%d", n, i)
+			}
+		}
+		p := fill(path) + q
+		rec := do(t, s, "GET", p, token, "")
+		switch {
+		case rec.Code == 400:
+			sendGridError(t, rec)
+		case rec.Code != 200:
+			t.Errorf("%s: %d %.200s", p, rec.Code, rec.Body)
+		case rec.Body.Len() > 4<<20:
+			t.Errorf("%s: a %d-byte answer", p, rec.Body.Len())
+		}
+	}
+	s.queries = newQueryGate(1, 1, 10*time.Millisecond)
+	leave, err := s.queries.enter(context.Background(), "someone else")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leave()
+	for path, names := range statsRoutes(t) {
+		p := fill(path) + "?start_date=2026-01-01&end_date=2026-01-02"
+		for _, n := range names {
+			p += "&" + n + "=x"
+		}
+		rec := do(t, s, "GET", p, token, "")
+		if rec.Code != 503 || rec.Header().Get("Retry-After") == "" {
+			t.Errorf("%s while every statistics place is taken: %d %.200s, want 503 with Retry-After", p, rec.Code, rec.Body)
+		} else {
+			sendGridError(t, rec)
+		}
+	}
 }

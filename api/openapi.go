@@ -77,7 +77,26 @@ func assembleOpenAPI(fsys fs.FS) ([]byte, error) {
 			schemas[s] = schema
 		}
 	}
+	addUnavailable(paths)
 	return json.MarshalIndent(doc, "", "  ")
+}
+
+// addUnavailable declares 503 (components/responses/Unavailable) on every
+// operation that needs a key (those that declare 401): any of them answers
+// it while a store is unreachable or the keys cannot be checked, so the
+// fragments need not repeat it. A fragment's own 503 is kept.
+func addUnavailable(paths map[string]any) {
+	for _, item := range paths {
+		ops, _ := item.(map[string]any)
+		for _, op := range ops {
+			o, _ := op.(map[string]any) // or a path item's parameters
+			responses, _ := o["responses"].(map[string]any)
+			if responses["401"] == nil || responses["503"] != nil {
+				continue
+			}
+			responses["503"] = map[string]any{"$ref": "#/components/responses/Unavailable"}
+		}
+	}
 }
 
 func readJSON(fsys fs.FS, name string, v any) error {

@@ -49,8 +49,8 @@ func (s *server) routes() []route {
 		{"GET", "/v3/openapi.json", "", public, s.handleOpenAPI()},
 		{"GET", "/openapi.json", "", public, s.handleOpenAPI()},
 
-		{"GET", "/v3/suppression/bounces/classifications", read, key, s.handleClassifications()},
-		{"GET", "/v3/suppression/bounces/classifications/{classification}", read, key, s.handleClassificationDomains()},
+		{"GET", "/v3/suppression/bounces/classifications", read, key, s.gated(s.handleClassifications())},
+		{"GET", "/v3/suppression/bounces/classifications/{classification}", read, key, s.gated(s.handleClassificationDomains())},
 
 		{"POST", "/v3/asm/suppressions/global", gAdd, key, s.handleGlobalAdd()},
 		{"GET", "/v3/asm/suppressions/global/{email}", gRead, key, s.handleGlobalGet()},
@@ -61,9 +61,10 @@ func (s *server) routes() []route {
 		{"DELETE", "/v3/asm/groups/{group_id}/suppressions/{email}", scopeGroupDelete, key, s.handleGroupDelete()},
 
 		// Stats (SendGrid's scopes); limit and offset where SendGrid has them.
-		{"GET", "/v3/stats", "stats.global.read", key, s.handleStats(analytics.SegmentGlobal, true)},
-		{"GET", "/v3/categories/stats", "categories.stats.read", key, s.handleStats(analytics.SegmentCategory, false)},
-		{"GET", "/v3/mailbox_providers/stats", "mailbox_providers.stats.read", key, s.handleStats(analytics.SegmentProvider, true)},
+		// gated: at most Config.MaxStatsQueries at once (limits.go).
+		{"GET", "/v3/stats", "stats.global.read", key, s.gated(s.handleStats(analytics.SegmentGlobal, true))},
+		{"GET", "/v3/categories/stats", "categories.stats.read", key, s.gated(s.handleStats(analytics.SegmentCategory, false))},
+		{"GET", "/v3/mailbox_providers/stats", "mailbox_providers.stats.read", key, s.gated(s.handleStats(analytics.SegmentProvider, true))},
 
 		// Email activity (SendGrid's scope).
 		{"GET", "/v3/messages", "email_activity.read", key, s.handleMessages()},
@@ -71,7 +72,7 @@ func (s *server) routes() []route {
 
 		// bouncer's own additions live under /bouncer/v1.
 		{"POST", "/bouncer/v1/suppressions/check", read, key, s.handleCheck()},
-		{"GET", "/bouncer/v1/stats/domains", "stats.read", key, s.handleStats(analytics.SegmentDomain, true)},
+		{"GET", "/bouncer/v1/stats/domains", "stats.read", key, s.gated(s.handleStats(analytics.SegmentDomain, true))},
 	}
 	for _, l := range lists {
 		rs = append(rs, route{"GET", "/v3/suppression/" + l, read, key, s.handleList(l)})

@@ -1,7 +1,10 @@
 package api
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -24,6 +27,10 @@ const (
 	maxStatsKeys  = 10 // categories, mailbox_providers, domains per request (SendGrid: 10)
 	maxStatsKey   = 255
 	maxStatsLimit = 1 << 20
+	// maxStatsEntries is the most entries (periods × names) one stats
+	// answer holds: about 3.5 MB of JSON. Daily stats of 27 years, or of
+	// 1,000 days for 10 categories; on paged routes it bounds the page.
+	maxStatsEntries = 10000
 )
 
 // firstStatsDay and lastStatsDay bound the dates events can have (unix
@@ -118,8 +125,54 @@ func parseStatsQuery(segment string, v url.Values, now time.Time, paged bool) (a
 	return q, page, nil
 }
 
+// pageStats narrows q to the periods of page (all of them when
+// page.limit is 0) and returns how many periods that is. Only those
+// periods are asked of the store and built.
+func pageStats(q analytics.StatsQuery, page statsPage) (analytics.StatsQuery, int) {
+	n := analytics.PeriodCount(q.From, q.To, q.AggregatedBy)
+	off := int(min(page.offset, uint64(n)))
+	count := n - off
+	if page.limit > 0 {
+		count = int(min(uint64(count), page.limit))
+	}
+	first := analytics.PeriodStart(q.From, q.AggregatedBy)
+	if off > 0 {
+		q.From = analytics.NextPeriod(first, q.AggregatedBy, off)
+	}
+	if end := analytics.NextPeriod(first, q.AggregatedBy, off+count); end.Before(q.To) {
+		q.To = end
+	}
+	return q, count
+}
+
+// statsTooLarge is the 400 of a query whose answer would hold more than
+// maxStatsEntries entries, saying how to ask for less.
+func statsTooLarge(q analytics.StatsQuery, periods, names int, paged bool) error {
+	fixes := []string{"shorten the range", "aggregate by week or month"}
+	if paged {
+		fixes = append(fixes, "page with limit and offset")
+	}
+	size := fmt.Sprintf("%d periods (by %s)", periods, q.AggregatedBy)
+	if q.Segment != analytics.SegmentGlobal {
+		what := map[string]string{analytics.SegmentCategory: "categories", analytics.SegmentProvider: "mailbox_providers", analytics.SegmentDomain: "domains"}[q.Segment]
+		size += fmt.Sprintf(" × %d %s = %d entries", names, what, periods*names)
+		if q.Segment == analytics.SegmentProvider && len(q.Keys) == 0 {
+			fixes = append(fixes, "name at most a few mailbox_providers")
+		} else {
+			fixes = append(fixes, "ask for fewer "+what)
+		}
+	}
+	last := len(fixes) - 1
+	return errorf(EInvalid, "end_date", "this asks for %s; one answer holds at most %d entries: %s or %s",
+		size, maxStatsEntries, strings.Join(fixes[:last], ", "), fixes[last])
+}
+
 // handleStats: GET /v3/stats, /v3/categories/stats,
-// /v3/mailbox_providers/stats and /bouncer/v1/stats/domains.
+// /v3/mailbox_providers/stats and /bouncer/v1/stats/domains. An answer
+// holds at most maxStatsEntries entries (periods × names, the page's
+// periods on paged routes): a larger one is 400 before the store is asked.
+// The answer is written period by period, so memory per request is that
+// of the store's rows, bounded by the same number.
 func (s *server) handleStats(segment string, paged bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st := s.stats
@@ -128,19 +181,59 @@ func (s *server) handleStats(segment string, paged bool) http.Handler {
 			return
 		}
 		q, page, err := parseStatsQuery(segment, r.URL.Query(), s.now(), paged)
-		var rows []analytics.StatsRow
-		if err == nil {
-			rows, err = st.Stats(r.Context(), account(r), q)
-		}
 		if err != nil {
 			writeError(w, s.log, r, err)
 			return
 		}
-		out := analytics.BuildStats(q, rows)
-		out = out[min(page.offset, uint64(len(out))):]
-		if page.limit > 0 && page.limit < uint64(len(out)) {
-			out = out[:page.limit]
+		q, periods := pageStats(q, page)
+		if periods == 0 {
+			writeJSON(w, http.StatusOK, []analytics.DateStats{})
+			return
 		}
-		writeJSON(w, http.StatusOK, out)
+		if names := len(analytics.StatsNames(q, nil)); names > 0 && periods*names > maxStatsEntries {
+			writeError(w, s.log, r, statsTooLarge(q, periods, names, paged))
+			return
+		}
+		q.MaxRows = maxStatsEntries + 1
+		rows, err := st.Stats(r.Context(), account(r), q)
+		if err != nil {
+			writeError(w, s.log, r, err)
+			return
+		}
+		// Providers without names: the names are those with events (each
+		// row is one period and name of the page, so more rows than
+		// maxStatsEntries means too many names).
+		if names := len(analytics.StatsNames(q, rows)); periods*names > maxStatsEntries {
+			writeError(w, s.log, r, statsTooLarge(q, periods, names, paged))
+			return
+		}
+		writeStats(w, q, rows)
 	})
+}
+
+// writeStats answers 200 with BuildStats' JSON, encoding one period at a
+// time.
+func writeStats(w http.ResponseWriter, q analytics.StatsQuery, rows []analytics.StatsRow) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(w, 32<<10)
+	sep := byte('[')
+	err := analytics.EachStatsPeriod(q, rows, func(d analytics.DateStats) error {
+		b, err := json.Marshal(d)
+		if err != nil {
+			return err
+		}
+		bw.WriteByte(sep)
+		sep = ','
+		_, err = bw.Write(b)
+		return err
+	})
+	if err != nil {
+		return // the client went away; the status is sent
+	}
+	if sep == '[' {
+		bw.WriteByte('[')
+	}
+	bw.WriteString("]\n")
+	bw.Flush()
 }

@@ -273,8 +273,8 @@ func (s *server) uiRoutes() []route {
 		{"POST", "/ui/session", "", public, s.handleLogin()},
 		{"GET", "/ui/session", "", public, s.handleSession()},
 		{"DELETE", "/ui/session", "", public, s.handleLogout()},
-		{"GET", "/bouncer/v1/stats/bounce_reasons", "stats.read", true, s.handleBounceReasons()},
-		{"GET", "/bouncer/v1/stats/top_domains", "stats.read", true, s.handleTopDomains()},
+		{"GET", "/bouncer/v1/stats/bounce_reasons", "stats.read", true, s.gated(s.handleBounceReasons())},
+		{"GET", "/bouncer/v1/stats/top_domains", "stats.read", true, s.gated(s.handleTopDomains())},
 	}
 }
 

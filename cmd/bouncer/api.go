@@ -61,6 +61,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	listen := e.String("listen", "BOUNCER_API_ADDR", "127.0.0.1:8080", "address the API listens on, host:port")
 	rateLimit := e.Int("rate-limit", "BOUNCER_API_RATE_LIMIT", 10, "requests per second per API key (the burst is the same number)")
 	maxBody := e.Int("max-body-bytes", "BOUNCER_API_MAX_BODY_BYTES", 1<<20, "largest accepted request body")
+	maxStats := e.Int("max-stats-queries", "BOUNCER_API_MAX_STATS_QUERIES", 8, "statistics queries (stats, bounce classification and dashboard routes) answered at once, a quarter of them for one account; others wait up to 15s, then 503")
 	shutdown := e.Duration("shutdown-timeout", "BOUNCER_SHUTDOWN_TIMEOUT", 15*time.Second, "longest a graceful shutdown may take")
 	wf := addWebhookFlags(e)
 	if err := parseFlags(fs, env, args); err != nil {
@@ -77,6 +78,9 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	}
 	if *maxBody < 1 {
 		return usagef("--max-body-bytes %d: want a positive size", *maxBody)
+	}
+	if *maxStats < 1 {
+		return usagef("--max-stats-queries %d: want at least 1", *maxStats)
 	}
 	log, err := lf.logger(env.stderr)
 	if err != nil {
@@ -131,7 +135,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	cfg := api.Config{
 		Store: as, Stats: store, Activity: store, Keys: apiKeys{store}, Logger: log, Checker: checker,
 		Privacy: as, Forwarding: as, Webhooks: subs, WebhookOps: subs, Dashboard: store,
-		RateLimit: float64(*rateLimit), MaxBodyBytes: int64(*maxBody),
+		RateLimit: float64(*rateLimit), MaxBodyBytes: int64(*maxBody), MaxStatsQueries: *maxStats,
 	}
 	if err := cfg.Validate(); err != nil {
 		return &usageError{err.Error()}

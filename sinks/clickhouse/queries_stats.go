@@ -44,33 +44,35 @@ const statsWhere = "account_id = ? AND timestamp >= toDateTime(?) AND timestamp 
 const statsProvider = "if(provider = '', 'other', provider)"
 
 var (
+	// Every stats query ends with LIMIT ?, the most rows to return.
+	//
 	// Arguments: aggregation (twice), account, from, to.
 	qStatsGlobal = register(Query{Name: "stats.global",
 		SQL: "SELECT " + statsPeriod + ", " + statsCounts + " FROM events WHERE " + statsWhere +
-			" GROUP BY period ORDER BY period",
-		Sample: []any{"day", "day", "acme", uint32(1764201600), uint32(1764288000)}})
+			" GROUP BY period ORDER BY period LIMIT ?",
+		Sample: []any{"day", "day", "acme", uint32(1764201600), uint32(1764288000), uint64(10001)}})
 
 	// Per category (an event with several categories counts for each).
 	// Arguments: aggregation (twice), account, from, to, categories.
 	qStatsCategories = register(Query{Name: "stats.categories",
 		SQL: "SELECT " + statsPeriod + ", category, " + statsCounts +
 			" FROM events ARRAY JOIN categories AS category WHERE " + statsWhere + " AND has(?, category)" +
-			" GROUP BY period, category ORDER BY period, category",
-		Sample: []any{"week", "week", "acme", uint32(1764201600), uint32(1764288000), []string{"newsletter", "receipts"}}})
+			" GROUP BY period, category ORDER BY period, category LIMIT ?",
+		Sample: []any{"week", "week", "acme", uint32(1764201600), uint32(1764288000), []string{"newsletter", "receipts"}, uint64(10001)}})
 
 	// Per mailbox provider. Arguments: aggregation (twice), account, from,
 	// to, all (1: every provider, 0: only those listed), providers.
 	qStatsProviders = register(Query{Name: "stats.mailbox_providers",
 		SQL: "SELECT " + statsPeriod + ", " + statsProvider + " AS mp, " + statsCounts +
 			" FROM events WHERE " + statsWhere + " AND (? = 1 OR has(?, " + statsProvider + "))" +
-			" GROUP BY period, mp ORDER BY period, mp",
-		Sample: []any{"month", "month", "acme", uint32(1764201600), uint32(1764288000), uint8(1), []string{""}}})
+			" GROUP BY period, mp ORDER BY period, mp LIMIT ?",
+		Sample: []any{"month", "month", "acme", uint32(1764201600), uint32(1764288000), uint8(1), []string{""}, uint64(10001)}})
 
 	// Per recipient domain. Arguments: aggregation (twice), account, from,
 	// to, domains.
 	qStatsDomains = register(Query{Name: "stats.domains",
 		SQL: "SELECT " + statsPeriod + ", domain AS d, " + statsCounts +
 			" FROM events WHERE " + statsWhere + " AND has(?, domain)" +
-			" GROUP BY period, d ORDER BY period, d",
-		Sample: []any{"day", "day", "acme", uint32(1764201600), uint32(1764288000), []string{"gmail.com"}}})
+			" GROUP BY period, d ORDER BY period, d LIMIT ?",
+		Sample: []any{"day", "day", "acme", uint32(1764201600), uint32(1764288000), []string{"gmail.com"}, uint64(10001)}})
 )

@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/bouncer-mail/bouncer/analytics"
@@ -44,6 +45,11 @@ func (s *Store) Stats(ctx context.Context, account string, q analytics.StatsQuer
 	default:
 		return nil, fmt.Errorf("stats: unknown segment %q", q.Segment)
 	}
+	limit := uint64(math.MaxInt64)
+	if q.MaxRows > 0 {
+		limit = uint64(q.MaxRows)
+	}
+	args = append(args, limit)
 	rows, err := s.conn.Query(ctx, query.SQL, args...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", query.Name, err)

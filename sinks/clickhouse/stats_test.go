@@ -288,4 +288,14 @@ func TestStatsAreExact(t *testing.T) {
 	if _, err := s.Stats(ctx, "acme", analytics.StatsQuery{From: from, To: to, AggregatedBy: "year"}); err == nil {
 		t.Error("aggregated by year: want an error")
 	}
+	// MaxRows: the first rows by period, no more (the API's bound).
+	q := analytics.StatsQuery{From: from, To: to, AggregatedBy: "day", Segment: analytics.SegmentProvider}
+	all, err := s.Stats(ctx, "acme", q)
+	if err != nil || len(all) < 3 {
+		t.Fatalf("by day and provider: %d rows, %v", len(all), err)
+	}
+	q.MaxRows = 2
+	if got, err := s.Stats(ctx, "acme", q); err != nil || len(got) != 2 || got[0] != all[0] || got[1] != all[1] {
+		t.Errorf("MaxRows 2: %d rows %v, want the first 2 of %d", len(got), err, len(all))
+	}
 }
