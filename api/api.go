@@ -55,44 +55,14 @@ import (
 	"time"
 
 	"github.com/bouncer-mail/bouncer/analytics"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
-
-// Suppression is the current state of one list entry.
-type Suppression struct {
-	Email          string
-	Created        time.Time
-	Reason, Status string
-	Classification string
-}
-
-// ListQuery selects entries of one list.
-type ListQuery struct {
-	List    string
-	GroupID int64
-	// EmailLike is a LIKE pattern on the normalised address; "" matches all.
-	EmailLike string
-	// From and To bound created, unix seconds, inclusive; To 0: no bound.
-	From, To uint32
-	// Offset and Limit (1 to 500) page the result, newest first.
-	Offset, Limit uint64
-}
-
-// Change adds an address to a list or removes it, as of At.
-type Change struct {
-	List             string
-	GroupID          int64
-	Email, EmailNorm string
-	At               time.Time
-	Deleted          bool
-	// Source says where the change came from ("api").
-	Source string
-}
 
 // Store is what the API reads and writes. Every method takes the
 // authenticated account first and touches only that account's data.
 type Store interface {
-	Suppressions(ctx context.Context, account string, q ListQuery) ([]Suppression, error)
-	WriteSuppressions(ctx context.Context, account string, changes []Change) error
+	Suppressions(ctx context.Context, account string, q suppression.Query) ([]suppression.Entry, error)
+	WriteSuppressions(ctx context.Context, account string, changes []suppression.Change) error
 	// DeleteAllSuppressions removes every current entry of a list as of at.
 	DeleteAllSuppressions(ctx context.Context, account, list string, group int64, at time.Time) error
 	// BounceClassifications counts bounce events per day and

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/bouncer-mail/bouncer/analytics"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 // These are unit tests of the HTTP layer with an in-memory store; what the
@@ -22,18 +23,18 @@ import (
 
 type fakeStore struct {
 	mu      sync.Mutex
-	changes []Change
+	changes []suppression.Change
 	// entries answer every list query.
-	entries []Suppression
+	entries []suppression.Entry
 }
 
-func (f *fakeStore) Suppressions(ctx context.Context, account string, q ListQuery) ([]Suppression, error) {
+func (f *fakeStore) Suppressions(ctx context.Context, account string, q suppression.Query) ([]suppression.Entry, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]Suppression(nil), f.entries...), nil
+	return append([]suppression.Entry(nil), f.entries...), nil
 }
 
-func (f *fakeStore) WriteSuppressions(ctx context.Context, account string, cs []Change) error {
+func (f *fakeStore) WriteSuppressions(ctx context.Context, account string, cs []suppression.Change) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.changes = append(f.changes, cs...)
@@ -255,7 +256,7 @@ func TestDeleteStampsTheClockAndNormalises(t *testing.T) {
 	if rec := do(t, h, "DELETE", "/v3/suppression/bounces/%20Kim%40Example.COM", token, ""); rec.Code != 204 {
 		t.Fatalf("delete: %d %s", rec.Code, rec.Body)
 	}
-	want := Change{List: "bounces", Email: "Kim@Example.COM", EmailNorm: "kim@example.com", At: at, Deleted: true, Source: "api"}
+	want := suppression.Change{List: "bounces", Email: "Kim@Example.COM", EmailNorm: "kim@example.com", At: at, Deleted: true, Source: "api"}
 	if len(st.changes) != 1 || st.changes[0] != want {
 		t.Errorf("changes %+v, want %+v", st.changes, want)
 	}
@@ -382,7 +383,7 @@ func TestAssembleOpenAPIRejectsDuplicates(t *testing.T) {
 func TestCoreRoutesAnswerPerTheDocument(t *testing.T) {
 	token, k := testKey(t, "acme", false)
 	st := &statsStore{rows: []analytics.StatsRow{{Period: "2026-11-02", Key: "x", Counts: analytics.StatCounts{Processed: 5, Opens: 1}}}}
-	st.entries = []Suppression{{Email: "Kim@Example.com", Created: time.Unix(1764201600, 0), Reason: "550 5.1.1 user unknown", Status: "5.1.1", Classification: "Invalid Address"}}
+	st.entries = []suppression.Entry{{Email: "Kim@Example.com", Created: time.Unix(1764201600, 0), Reason: "550 5.1.1 user unknown", Status: "5.1.1", Classification: "Invalid Address"}}
 	fa := &fakeActivity{
 		msgs:   []analytics.ActivityMessage{{MsgID: "m1", FromEmail: "f@x.io", Subject: "Hi", ToEmail: "a@b.c", Status: "delivered", LastEventTime: time.Unix(1764201600, 0)}},
 		events: map[string][]analytics.ActivityEvent{"acme/m1": {{Event: "delivered", Time: time.Unix(1764201600, 0)}}},

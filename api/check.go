@@ -2,33 +2,28 @@ package api
 
 import (
 	"net/http"
-)
 
-// Listing is one list an address is on, as the batch check reports it.
-type Listing struct {
-	List       string `json:"list"`
-	GroupID    int64  `json:"group_id,omitempty"`
-	ReasonCode string `json:"reason_code,omitempty"`
-}
+	"github.com/bouncer-mail/bouncer/suppression"
+)
 
 // Checker answers "is this address suppressed?" from memory (the API
 // process's copy of the suppression index, fed by the change log).
 type Checker interface {
 	// Lookup lists the lists the normalised address is on.
-	Lookup(account, emailNorm string) []Listing
+	Lookup(account, emailNorm string) []suppression.Membership
 	// DropReason is SendGrid's dropped reason for a message to the
-	// address sent now, in unsubscribe group group, or "".
-	DropReason(account, emailNorm string, group int64) string
+	// address sent at at (unix seconds) in unsubscribe group group, or "".
+	DropReason(account, emailNorm string, group int64, at int64) string
 }
 
 // maxCheck bounds one batch check request.
 const maxCheck = 1000
 
 type checkResult struct {
-	Email      string    `json:"email"`
-	Suppressed bool      `json:"suppressed"`
-	DropReason string    `json:"drop_reason,omitempty"`
-	Lists      []Listing `json:"lists"`
+	Email      string                   `json:"email"`
+	Suppressed bool                     `json:"suppressed"`
+	DropReason string                   `json:"drop_reason,omitempty"`
+	Lists      []suppression.Membership `json:"lists"`
 }
 
 // handleCheck: POST /bouncer/v1/suppressions/check {"emails": [...],
@@ -70,15 +65,15 @@ func (s *server) handleCheck() http.Handler {
 		groups := hasScope(r, scopeGroupRead)
 		out := make([]checkResult, len(emails))
 		for i := range emails {
-			lists := []Listing{}
+			lists := []suppression.Membership{}
 			for _, l := range s.checker.Lookup(acct, norms[i]) {
 				// A key that may not read group unsubscribes does not
 				// learn them here either.
-				if l.GroupID == 0 || groups {
+				if l.Group == 0 || groups {
 					lists = append(lists, l)
 				}
 			}
-			reason := s.checker.DropReason(acct, norms[i], body.GroupID)
+			reason := s.checker.DropReason(acct, norms[i], body.GroupID, s.now().Unix())
 			out[i] = checkResult{Email: emails[i], Suppressed: reason != "", DropReason: reason, Lists: lists}
 		}
 		writeJSON(w, http.StatusOK, map[string][]checkResult{"results": out})

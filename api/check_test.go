@@ -4,19 +4,21 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 // fakeChecker knows one suppressed address per account.
 type fakeChecker map[string]string
 
-func (f fakeChecker) Lookup(account, email string) []Listing {
+func (f fakeChecker) Lookup(account, email string) []suppression.Membership {
 	if f[account] == email {
-		return []Listing{{List: "bounces", ReasonCode: "user_unknown"}}
+		return []suppression.Membership{{List: "bounces", ReasonCode: "user_unknown"}}
 	}
 	return nil
 }
 
-func (f fakeChecker) DropReason(account, email string, group int64) string {
+func (f fakeChecker) DropReason(account, email string, group, at int64) string {
 	if f[account] == email {
 		return "Bounced Address"
 	}

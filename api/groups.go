@@ -3,6 +3,8 @@ package api
 import (
 	"net/http"
 	"strconv"
+
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 // groupID reads the {group_id} path value: a positive integer.
@@ -19,9 +21,9 @@ func groupID(r *http.Request) (int64, error) {
 func (s *server) handleGroupList() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g, err := groupID(r)
-		var es []Suppression
+		var es []suppression.Entry
 		if err == nil {
-			es, err = s.store.Suppressions(r.Context(), account(r), ListQuery{List: "unsubscribes", GroupID: g, Limit: maxListLimit})
+			es, err = s.store.Suppressions(r.Context(), account(r), suppression.Query{List: "unsubscribes", GroupID: g, Limit: maxListLimit})
 		}
 		if err != nil {
 			writeError(w, s.log, r, err)
@@ -59,9 +61,9 @@ func (s *server) handleGroupAdd() http.Handler {
 		}
 		if err == nil {
 			now := s.now()
-			changes := make([]Change, len(emails))
+			changes := make([]suppression.Change, len(emails))
 			for i := range emails {
-				changes[i] = Change{List: "unsubscribes", GroupID: g, Email: emails[i], EmailNorm: norms[i], At: now, Source: "api"}
+				changes[i] = suppression.Change{List: "unsubscribes", GroupID: g, Email: emails[i], EmailNorm: norms[i], At: now, Source: "api"}
 			}
 			err = s.store.WriteSuppressions(r.Context(), account(r), changes)
 		}
@@ -82,7 +84,7 @@ func (s *server) handleGroupDelete() http.Handler {
 			email, norm, err = storedEmail("email", r.PathValue("email"))
 		}
 		if err == nil {
-			err = s.store.WriteSuppressions(r.Context(), account(r), []Change{{
+			err = s.store.WriteSuppressions(r.Context(), account(r), []suppression.Change{{
 				List: "unsubscribes", GroupID: g, Email: email, EmailNorm: norm, At: s.now(), Deleted: true, Source: "api"}})
 		}
 		if err != nil {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 // Hostile input, table-driven over the route table: oversize bodies, bad
@@ -246,10 +248,10 @@ func TestHostileEmailFilter(t *testing.T) {
 // recordingStore remembers the last list query.
 type recordingStore struct {
 	fakeStore
-	last ListQuery
+	last suppression.Query
 }
 
-func (r *recordingStore) Suppressions(ctx context.Context, account string, q ListQuery) ([]Suppression, error) {
+func (r *recordingStore) Suppressions(ctx context.Context, account string, q suppression.Query) ([]suppression.Entry, error) {
 	r.last = q
 	return nil, nil
 }

@@ -14,27 +14,8 @@ import (
 	"time"
 
 	"github.com/bouncer-mail/bouncer/internal/csvlist"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
-
-// ErasedTable is what an erasure removed from one table.
-type ErasedTable struct {
-	Table string `json:"table"`
-	Rows  uint64 `json:"rows"`
-}
-
-// Erasure is the record of one erasure: never the address, only the
-// lower-case hex SHA-256 of its normalised form.
-type Erasure struct {
-	ID          string
-	EmailSHA256 string
-	// RequestedBy is "key:<key id>" for the API, "cli" for bouncer erase.
-	RequestedBy string
-	At          time.Time
-	Tables      []ErasedTable
-	// Skipped lists tables that could hold the address but were not
-	// searched, with why (only in the answer to the erasure itself).
-	Skipped []string
-}
 
 // PrivacyStore erases addresses and imports and exports lists. Every method
 // takes the authenticated account first and touches only its data.
@@ -43,9 +24,9 @@ type PrivacyStore interface {
 	// account, announces the removal of its list entries on the change log
 	// and stores the record, which it returns. Erasing an address that is
 	// nowhere succeeds and records zero rows.
-	Erase(ctx context.Context, account, emailNorm, requestedBy string) (Erasure, error)
+	Erase(ctx context.Context, account, emailNorm, requestedBy string) (suppression.Erasure, error)
 	// Erasures lists the account's records, newest first.
-	Erasures(ctx context.Context, account string, offset, limit uint64) ([]Erasure, error)
+	Erasures(ctx context.Context, account string, offset, limit uint64) ([]suppression.Erasure, error)
 	// ExportList calls fn for every current entry of a list (group 0 but
 	// for group unsubscribes), in address order, and stops at fn's error.
 	ExportList(ctx context.Context, account, list string, group int64, fn func(csvlist.Row) error) error
@@ -72,20 +53,20 @@ func (s *server) privacy(w http.ResponseWriter, r *http.Request) PrivacyStore {
 }
 
 type erasureJSON struct {
-	ID          string        `json:"id"`
-	EmailSHA256 string        `json:"email_sha256"`
-	RequestedBy string        `json:"requested_by"`
-	ErasedAt    int64         `json:"erased_at"`
-	Tables      []ErasedTable `json:"tables"`
-	RowsRemoved uint64        `json:"rows_removed"`
-	Skipped     []string      `json:"skipped,omitempty"`
+	ID          string                    `json:"id"`
+	EmailSHA256 string                    `json:"email_sha256"`
+	RequestedBy string                    `json:"requested_by"`
+	ErasedAt    int64                     `json:"erased_at"`
+	Tables      []suppression.ErasedTable `json:"tables"`
+	RowsRemoved uint64                    `json:"rows_removed"`
+	Skipped     []string                  `json:"skipped,omitempty"`
 }
 
-func erasureOut(e Erasure) erasureJSON {
+func erasureOut(e suppression.Erasure) erasureJSON {
 	out := erasureJSON{ID: e.ID, EmailSHA256: e.EmailSHA256, RequestedBy: e.RequestedBy, ErasedAt: e.At.Unix(),
 		Tables: e.Tables, Skipped: e.Skipped}
 	if out.Tables == nil {
-		out.Tables = []ErasedTable{}
+		out.Tables = []suppression.ErasedTable{}
 	}
 	for _, t := range e.Tables {
 		out.RowsRemoved += t.Rows
@@ -112,7 +93,7 @@ func (s *server) handleErase() http.Handler {
 		if err == nil {
 			_, norm, err = storedEmail("email", *body.Email)
 		}
-		var e Erasure
+		var e suppression.Erasure
 		if err == nil {
 			e, err = p.Erase(r.Context(), account(r), norm, "key:"+info(r.Context()).keyID)
 		}
@@ -140,7 +121,7 @@ func (s *server) handleErasures() http.Handler {
 		if err == nil {
 			offset, _, err = uintParam(q, "offset", 0, 1<<31-1)
 		}
-		var es []Erasure
+		var es []suppression.Erasure
 		if err == nil {
 			es, err = p.Erasures(r.Context(), account(r), offset, limit)
 		}

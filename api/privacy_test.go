@@ -13,37 +13,38 @@ import (
 	"time"
 
 	"github.com/bouncer-mail/bouncer/internal/csvlist"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 // fakePrivacy keeps lists and erasure records per account in memory.
 type fakePrivacy struct {
 	mu       sync.Mutex
 	lists    map[string][]csvlist.Row // account/list/group
-	erasures map[string][]Erasure
+	erasures map[string][]suppression.Erasure
 	erased   []string // account/email_norm
 	failAt   int      // ExportList fails after this many rows when > 0
 }
 
 func newFakePrivacy() *fakePrivacy {
-	return &fakePrivacy{lists: map[string][]csvlist.Row{}, erasures: map[string][]Erasure{}}
+	return &fakePrivacy{lists: map[string][]csvlist.Row{}, erasures: map[string][]suppression.Erasure{}}
 }
 
 func listKey(account, list string, group int64) string {
 	return fmt.Sprintf("%s/%s/%d", account, list, group)
 }
 
-func (f *fakePrivacy) Erase(ctx context.Context, account, emailNorm, by string) (Erasure, error) {
+func (f *fakePrivacy) Erase(ctx context.Context, account, emailNorm, by string) (suppression.Erasure, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.erased = append(f.erased, account+"/"+emailNorm)
-	e := Erasure{ID: fmt.Sprint("e", len(f.erased)), EmailSHA256: strings.Repeat("ab", 32), RequestedBy: by, At: time.Unix(1764201600, 0),
-		Tables: []ErasedTable{{"events", 3}, {"suppressions", 1}}}
-	f.erasures[account] = append([]Erasure{e}, f.erasures[account]...)
+	e := suppression.Erasure{ID: fmt.Sprint("e", len(f.erased)), EmailSHA256: strings.Repeat("ab", 32), RequestedBy: by, At: time.Unix(1764201600, 0),
+		Tables: []suppression.ErasedTable{{Table: "events", Rows: 3}, {Table: "suppressions", Rows: 1}}}
+	f.erasures[account] = append([]suppression.Erasure{e}, f.erasures[account]...)
 	e.Skipped = []string{"webhook_deliveries: no account_id column"}
 	return e, nil
 }
 
-func (f *fakePrivacy) Erasures(ctx context.Context, account string, offset, limit uint64) ([]Erasure, error) {
+func (f *fakePrivacy) Erasures(ctx context.Context, account string, offset, limit uint64) ([]suppression.Erasure, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	es := f.erasures[account]

@@ -8,20 +8,21 @@ import (
 	"time"
 
 	"github.com/bouncer-mail/bouncer/internal/csvlist"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 // groupChecker: ann@x.org is on acme's bounces and on group 7's
 // unsubscribes.
 type groupChecker struct{}
 
-func (groupChecker) Lookup(account, email string) []Listing {
+func (groupChecker) Lookup(account, email string) []suppression.Membership {
 	if account != "acme" || email != "ann@x.org" {
 		return nil
 	}
-	return []Listing{{List: "bounces", ReasonCode: "user_unknown"}, {List: "unsubscribes", GroupID: 7}}
+	return []suppression.Membership{{List: "bounces", ReasonCode: "user_unknown"}, {List: "unsubscribes", Group: 7}}
 }
 
-func (groupChecker) DropReason(account, email string, group int64) string {
+func (groupChecker) DropReason(account, email string, group, at int64) string {
 	switch {
 	case account != "acme" || email != "ann@x.org":
 		return ""
@@ -49,7 +50,7 @@ func TestGroupScopesOnEveryPath(t *testing.T) {
 	all, kAll := testKey(t, "acme", false)
 	p := newFakePrivacy()
 	p.lists[listKey("acme", "unsubscribes", 7)] = []csvlist.Row{{Email: "ann@x.org", EmailNorm: "ann@x.org", Created: time.Unix(1764201600, 0)}}
-	store := &fakeStore{entries: []Suppression{{Email: "ann@x.org", Created: time.Unix(1764201600, 0)}}}
+	store := &fakeStore{entries: []suppression.Entry{{Email: "ann@x.org", Created: time.Unix(1764201600, 0)}}}
 	h := NewServer(Config{Store: store, Keys: fakeKeys{kNo, kAll}, Checker: groupChecker{}, Privacy: p, RateLimit: 1e6})
 
 	const csvBody = "email,created\nbob@x.org,1764201600\n"

@@ -17,6 +17,7 @@ import (
 	"github.com/bouncer-mail/bouncer/analytics"
 	"github.com/bouncer-mail/bouncer/internal/csvlist"
 	"github.com/bouncer-mail/bouncer/schemas"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 // maxListLimit is SendGrid's page size limit; also the default.
@@ -91,7 +92,7 @@ type listEntry struct {
 	IP      *string `json:"ip,omitempty"`
 }
 
-func entry(list string, e Suppression) listEntry {
+func entry(list string, e suppression.Entry) listEntry {
 	out := listEntry{Created: e.Created.Unix(), Email: e.Email}
 	switch list {
 	case "bounces", "blocks":
@@ -105,7 +106,7 @@ func entry(list string, e Suppression) listEntry {
 	return out
 }
 
-func entries(list string, es []Suppression) []listEntry {
+func entries(list string, es []suppression.Entry) []listEntry {
 	out := make([]listEntry, 0, len(es))
 	for _, e := range es {
 		out = append(out, entry(list, e))
@@ -130,8 +131,8 @@ func (s *server) handleList(list string) http.Handler {
 	})
 }
 
-func parseListQuery(list string, v url.Values) (ListQuery, error) {
-	q := ListQuery{List: list, Limit: maxListLimit}
+func parseListQuery(list string, v url.Values) (suppression.Query, error) {
+	q := suppression.Query{List: list, Limit: maxListLimit}
 	from, _, err := uintParam(v, "start_time", 0, 1<<32-1)
 	if err != nil {
 		return q, err
@@ -167,12 +168,12 @@ func parseListQuery(list string, v url.Values) (ListQuery, error) {
 }
 
 // lookup returns the current entry of one address of a list, if any.
-func (s *server) lookup(r *http.Request, list string) ([]Suppression, error) {
+func (s *server) lookup(r *http.Request, list string) ([]suppression.Entry, error) {
 	_, norm, err := storedEmail("email", r.PathValue("email"))
 	if err != nil {
 		return nil, err
 	}
-	return s.store.Suppressions(r.Context(), account(r), ListQuery{List: list, EmailLike: likeEscape(norm), Limit: 1})
+	return s.store.Suppressions(r.Context(), account(r), suppression.Query{List: list, EmailLike: likeEscape(norm), Limit: 1})
 }
 
 // handleGet: GET /v3/suppression/{list}/{email}: an array of zero or one entry.
@@ -190,9 +191,9 @@ func (s *server) handleGet(list string) http.Handler {
 // remove writes a removal of each address, stamped now.
 func (s *server) remove(r *http.Request, list string, emails, norms []string) error {
 	now := s.now()
-	changes := make([]Change, len(emails))
+	changes := make([]suppression.Change, len(emails))
 	for i := range emails {
-		changes[i] = Change{List: list, Email: emails[i], EmailNorm: norms[i], At: now, Deleted: true, Source: "api"}
+		changes[i] = suppression.Change{List: list, Email: emails[i], EmailNorm: norms[i], At: now, Deleted: true, Source: "api"}
 	}
 	return s.store.WriteSuppressions(r.Context(), account(r), changes)
 }
@@ -313,9 +314,9 @@ func (s *server) handleGlobalAdd() http.Handler {
 		}
 		if err == nil {
 			now := s.now()
-			changes := make([]Change, len(emails))
+			changes := make([]suppression.Change, len(emails))
 			for i := range emails {
-				changes[i] = Change{List: "unsubscribes", Email: emails[i], EmailNorm: norms[i], At: now, Source: "api"}
+				changes[i] = suppression.Change{List: "unsubscribes", Email: emails[i], EmailNorm: norms[i], At: now, Source: "api"}
 			}
 			err = s.store.WriteSuppressions(r.Context(), account(r), changes)
 		}

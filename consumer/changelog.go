@@ -9,9 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/suppression"
 	"github.com/segmentio/kafka-go"
-
-	"github.com/bouncer-mail/bouncer/pipeline"
 )
 
 // The suppression change log is a compacted Kafka topic: one message per
@@ -38,18 +37,18 @@ type ChangeMessage struct {
 }
 
 // ChangeKey is the compaction key of a change.
-func ChangeKey(c pipeline.SuppressionChange) string {
+func ChangeKey(c suppression.Change) string {
 	return c.AccountID + "/" + c.List + "/" + strconv.FormatInt(c.GroupID, 10) + "/" + c.EmailNorm
 }
 
-func toMessage(c pipeline.SuppressionChange) ChangeMessage {
+func toMessage(c suppression.Change) ChangeMessage {
 	return ChangeMessage{AccountID: c.AccountID, List: c.List, GroupID: c.GroupID, Email: c.Email,
 		EmailNorm: c.EmailNorm, Deleted: c.Deleted, At: c.At.UTC(), Version: c.Version(), Reason: c.Reason,
 		Status: c.Status, Classification: c.Classification, ReasonCode: c.ReasonCode, Source: c.Source}
 }
 
-func fromMessage(m ChangeMessage) pipeline.SuppressionChange {
-	return pipeline.SuppressionChange{AccountID: m.AccountID, List: m.List, GroupID: m.GroupID, Email: m.Email,
+func fromMessage(m ChangeMessage) suppression.Change {
+	return suppression.Change{AccountID: m.AccountID, List: m.List, GroupID: m.GroupID, Email: m.Email,
 		EmailNorm: m.EmailNorm, Deleted: m.Deleted, At: m.At, Reason: m.Reason, Status: m.Status,
 		Classification: m.Classification, ReasonCode: m.ReasonCode, Source: m.Source}
 }
@@ -62,7 +61,7 @@ func EnsureChangeLog(ctx context.Context, c Conn, topic string, partitions int) 
 // ChangeWriter publishes suppression changes to the change log.
 type ChangeWriter struct{ w *kafka.Writer }
 
-var _ pipeline.ChangePublisher = (*ChangeWriter)(nil)
+var _ suppression.Publisher = (*ChangeWriter)(nil)
 
 // NewChangeWriter returns a writer for the change-log topic.
 func NewChangeWriter(c Conn, topic string) (*ChangeWriter, error) {
@@ -75,7 +74,7 @@ func NewChangeWriter(c Conn, topic string) (*ChangeWriter, error) {
 }
 
 // PublishChanges sends rows and returns when the brokers hold them.
-func (w *ChangeWriter) PublishChanges(ctx context.Context, rows []pipeline.SuppressionChange) error {
+func (w *ChangeWriter) PublishChanges(ctx context.Context, rows []suppression.Change) error {
 	msgs := make([]kafka.Message, len(rows))
 	for i, r := range rows {
 		v, err := json.Marshal(toMessage(r))
@@ -97,7 +96,7 @@ func (w *ChangeWriter) Close() error { return w.w.Close() }
 // calls apply for each change, until ctx ends. caughtUp is closed once every
 // partition has been read up to where it ended when following began.
 // Malformed messages are logged and skipped.
-func FollowChanges(ctx context.Context, c Conn, topic string, apply func(pipeline.SuppressionChange), caughtUp chan<- struct{}, log *slog.Logger) error {
+func FollowChanges(ctx context.Context, c Conn, topic string, apply func(suppression.Change), caughtUp chan<- struct{}, log *slog.Logger) error {
 	dialer, err := c.Dialer()
 	if err != nil {
 		return err
@@ -133,7 +132,7 @@ func FollowChanges(ctx context.Context, c Conn, topic string, apply func(pipelin
 	return nil
 }
 
-func followPartition(ctx context.Context, c Conn, dialer *kafka.Dialer, topic string, partition int, apply func(pipeline.SuppressionChange), done func(), log *slog.Logger) {
+func followPartition(ctx context.Context, c Conn, dialer *kafka.Dialer, topic string, partition int, apply func(suppression.Change), done func(), log *slog.Logger) {
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: c.Brokers, Topic: topic, Partition: partition, Dialer: dialer,
 		MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 500 * time.Millisecond})
 	defer r.Close()

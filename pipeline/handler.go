@@ -12,6 +12,7 @@ import (
 
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/schemas"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 // Message is one Kafka message as the consumer hands it over.
@@ -50,7 +51,7 @@ type Config struct {
 	Suppressions Suppressions
 	// Changes, when set, receives every suppression change (the change-log
 	// topic senders mirror).
-	Changes ChangePublisher
+	Changes suppression.Publisher
 	// History, when set, enables SoftBounces: repeated soft bounces of one
 	// recipient put it on the bounce list.
 	History     History
@@ -99,7 +100,7 @@ type partState struct {
 	evs   []schemas.Event
 	rows  []Row
 	dls   []DeadLetter
-	sups  []SuppressionChange
+	sups  []suppression.Change
 }
 
 // NewHandler checks cfg and returns a Handler.
@@ -228,13 +229,8 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := h.cfg.Sink.WriteSuppressions(ctx, st.sups); err != nil {
-				errs[1] = fmt.Errorf("write suppressions: %w", err)
-			} else if h.cfg.Changes != nil {
-				if err := h.cfg.Changes.PublishChanges(ctx, st.sups); err != nil {
-					errs[1] = fmt.Errorf("publish suppression changes: %w", err)
-				}
-			}
+			// Stored, then announced: the one rule (suppression.Writer).
+			errs[1] = suppression.Writer{Store: h.cfg.Sink, Changes: h.cfg.Changes}.Write(ctx, st.sups)
 		}()
 	}
 	if h.cfg.History != nil {
@@ -337,10 +333,10 @@ func (h *Handler) enrich(ev schemas.Event) Row {
 // suppression issue's policy engine refines soft-bounce escalation; here a
 // hard bounce goes on bounces, a block on blocks, a malformed address on
 // invalid_emails, and spam reports and unsubscribes on their lists.
-func appendSuppressions(dst []SuppressionChange, row *Row) []SuppressionChange {
+func appendSuppressions(dst []suppression.Change, row *Row) []suppression.Change {
 	ev := &row.Event
-	change := func(list string, group int64, deleted bool) SuppressionChange {
-		c := SuppressionChange{
+	change := func(list string, group int64, deleted bool) suppression.Change {
+		c := suppression.Change{
 			AccountID: ev.AccountID, List: list, GroupID: group,
 			EmailNorm: ev.EmailNorm, Email: ev.Email, At: time.Unix(ev.Timestamp, 0).UTC(),
 			Reason: ev.Reason, Status: ev.Status, Deleted: deleted,
@@ -358,25 +354,25 @@ func appendSuppressions(dst []SuppressionChange, row *Row) []SuppressionChange {
 	switch ev.Event {
 	case schemas.EventBounce:
 		if !ev.AddressValid || (row.Bounce != nil && row.Bounce.Reason == "address_invalid") {
-			return append(dst, change(ListInvalidEmails, 0, false))
+			return append(dst, change(suppression.ListInvalidEmails, 0, false))
 		}
 		if row.Bounce == nil {
 			return dst
 		}
 		if row.Bounce.BounceType == enrich.Hard {
-			return append(dst, change(ListBounces, 0, false))
+			return append(dst, change(suppression.ListBounces, 0, false))
 		}
 		if ev.Type == schemas.TypeBlocked {
-			return append(dst, change(ListBlocks, 0, false))
+			return append(dst, change(suppression.ListBlocks, 0, false))
 		}
 	case schemas.EventSpamReport:
-		return append(dst, change(ListSpamReports, 0, false))
+		return append(dst, change(suppression.ListSpamReports, 0, false))
 	case schemas.EventUnsubscribe:
-		return append(dst, change(ListUnsubscribes, 0, false))
+		return append(dst, change(suppression.ListUnsubscribes, 0, false))
 	case schemas.EventGroupUnsubscribe:
-		return append(dst, change(ListUnsubscribes, ev.ASMGroupID, false))
+		return append(dst, change(suppression.ListUnsubscribes, ev.ASMGroupID, false))
 	case schemas.EventGroupResubscribe:
-		return append(dst, change(ListUnsubscribes, ev.ASMGroupID, true))
+		return append(dst, change(suppression.ListUnsubscribes, ev.ASMGroupID, true))
 	}
 	return dst
 }

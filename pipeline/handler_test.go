@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/bouncer-mail/bouncer/enrich"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 // fakeSink is an in-memory Sink whose writes can fail; a failed write may
@@ -81,7 +82,7 @@ func (s *fakeSink) WriteDeadLetters(_ context.Context, rows []DeadLetter) error 
 	return err
 }
 
-func (s *fakeSink) WriteSuppressions(_ context.Context, rows []SuppressionChange) error {
+func (s *fakeSink) WriteSuppressions(_ context.Context, rows []suppression.Change) error {
 	store, err := s.outcome()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -249,7 +250,7 @@ func TestConfigValidate(t *testing.T) {
 // fakeLists drops everything sent to one address.
 type fakeLists struct {
 	email   string
-	applied []SuppressionChange
+	applied []suppression.Change
 }
 
 func (f *fakeLists) DropReason(account, email string, group int64, at int64) string {
@@ -259,11 +260,11 @@ func (f *fakeLists) DropReason(account, email string, group int64, at int64) str
 	return ""
 }
 
-func (f *fakeLists) Apply(c SuppressionChange) { f.applied = append(f.applied, c) }
+func (f *fakeLists) Apply(c suppression.Change) { f.applied = append(f.applied, c) }
 
-type fakeChanges struct{ got []SuppressionChange }
+type fakeChanges struct{ got []suppression.Change }
 
-func (f *fakeChanges) PublishChanges(_ context.Context, rows []SuppressionChange) error {
+func (f *fakeChanges) PublishChanges(_ context.Context, rows []suppression.Change) error {
 	f.got = append(f.got, rows...)
 	return nil
 }
@@ -303,7 +304,7 @@ func TestHandlerDerivesDroppedEvents(t *testing.T) {
 	if DerivedEventID("dropped", "p1") != DerivedEventID("dropped", "p1") || DerivedEventID("dropped", "p1") == DerivedEventID("dropped", "p2") {
 		t.Fatal("derived ids must be stable and distinct")
 	}
-	if len(changes.got) != 1 || changes.got[0].EmailNorm != "new@gmail.com" || changes.got[0].List != ListBounces {
+	if len(changes.got) != 1 || changes.got[0].EmailNorm != "new@gmail.com" || changes.got[0].List != suppression.ListBounces {
 		t.Fatalf("published changes: %+v", changes.got)
 	}
 	if len(lists.applied) != 1 {

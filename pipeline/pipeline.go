@@ -37,10 +37,10 @@ package pipeline
 
 import (
 	"context"
-	"time"
 
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/schemas"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 // Row is one decoded, enriched event ready for the events table.
@@ -68,45 +68,6 @@ type DeadLetter struct {
 	Key    []byte
 }
 
-// Suppression lists.
-const (
-	ListBounces       = "bounces"
-	ListBlocks        = "blocks"
-	ListInvalidEmails = "invalid_emails"
-	ListSpamReports   = "spam_reports"
-	ListUnsubscribes  = "unsubscribes"
-)
-
-// SuppressionChange adds (Deleted false) or removes an address from a list.
-type SuppressionChange struct {
-	AccountID string
-	List      string
-	// GroupID is the unsubscribe group for group unsubscribes, else 0.
-	GroupID   int64
-	EmailNorm string
-	Email     string
-	// At is the event time; later changes win.
-	At             time.Time
-	Reason, Status string
-	Classification string
-	ReasonCode     string
-	Deleted        bool
-	// Source says what caused the change, e.g. "event:<sg_event_id>".
-	Source string
-}
-
-// Version orders changes to one list entry by event time: unix seconds
-// times two, plus one for a removal, so a removal wins a tie with an
-// addition in the same second and the newest change wins whatever order
-// changes arrive in.
-func (c SuppressionChange) Version() uint64 {
-	v := uint64(max(c.At.Unix(), 0)) * 2
-	if c.Deleted {
-		v++
-	}
-	return v
-}
-
 // Marks are the highest offsets of one partition already held by the sink,
 // per table; -1 when the table holds none.
 type Marks struct {
@@ -120,7 +81,7 @@ type Sink interface {
 	HighWater(ctx context.Context, topic string, partition int) (Marks, error)
 	WriteEvents(ctx context.Context, rows []Row) error
 	WriteDeadLetters(ctx context.Context, rows []DeadLetter) error
-	WriteSuppressions(ctx context.Context, rows []SuppressionChange) error
+	WriteSuppressions(ctx context.Context, rows []suppression.Change) error
 }
 
 // Publisher sends dead letters to the dead-letter topic, at least once.
@@ -128,16 +89,10 @@ type Publisher interface {
 	PublishDeadLetters(ctx context.Context, rows []DeadLetter) error
 }
 
-// ChangePublisher sends suppression changes to the change-log topic that
-// senders and other workers mirror, at least once.
-type ChangePublisher interface {
-	PublishChanges(ctx context.Context, rows []SuppressionChange) error
-}
-
-// Suppressions is the worker's view of the lists (package suppress).
+// Suppressions is the worker's view of the lists (suppression.Index).
 type Suppressions interface {
 	// DropReason is SendGrid's dropped reason for a message sent at time
 	// at (unix seconds) to the address, or "" when it may be sent to.
 	DropReason(account, emailNorm string, group int64, at int64) string
-	Apply(c SuppressionChange)
+	Apply(c suppression.Change)
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/schemas"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 // SoftBouncePolicy says when repeated soft bounces put a recipient on the
@@ -97,7 +98,7 @@ func softKind(event, reason, bounceType string) string {
 
 // escalations applies the policy to the soft bounces among rows, with the
 // recipients' history, and returns the bounce-list additions it implies.
-func (h *Handler) escalations(ctx context.Context, rows []Row) ([]SuppressionChange, error) {
+func (h *Handler) escalations(ctx context.Context, rows []Row) ([]suppression.Change, error) {
 	p := h.cfg.SoftBounces
 	type recipient struct{ account, email string }
 	candidates := map[recipient]bool{}
@@ -147,7 +148,7 @@ func (h *Handler) escalations(ctx context.Context, rows []Row) ([]SuppressionCha
 		}
 		timeline[k] = append(timeline[k], e)
 	}
-	var out []SuppressionChange
+	var out []suppression.Change
 	keys := make([]recipient, 0, len(timeline))
 	for k := range timeline {
 		keys = append(keys, k)
@@ -157,8 +158,8 @@ func (h *Handler) escalations(ctx context.Context, rows []Row) ([]SuppressionCha
 		events := timeline[k]
 		sort.SliceStable(events, func(i, j int) bool { return events[i].Timestamp < events[j].Timestamp })
 		if at, why, ok := p.decide(events); ok {
-			out = append(out, SuppressionChange{
-				AccountID: k.account, List: ListBounces, EmailNorm: k.email, Email: k.email,
+			out = append(out, suppression.Change{
+				AccountID: k.account, List: suppression.ListBounces, EmailNorm: k.email, Email: k.email,
 				At: time.Unix(at, 0).UTC(), ReasonCode: why, Classification: string(enrich.MailboxUnavailable),
 				Reason: "suppressed by the soft-bounce policy: " + p.describe(why), Source: "policy:" + why,
 			})

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/bouncer-mail/bouncer/enrich"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 const day = int64(24 * 3600)
@@ -117,7 +118,7 @@ func TestHandlerAppliesSoftBouncePolicy(t *testing.T) {
 	if len(hist.written) != 2 || hist.written[0].ReasonCode != "mailbox_disabled" {
 		t.Errorf("history written: %+v, want the two disabled-mailbox bounces", hist.written)
 	}
-	if len(changes.got) != 1 || changes.got[0].EmailNorm != "kim@yahoo.com" || changes.got[0].List != ListBounces || changes.got[0].Source != "policy:mailbox_disabled" {
+	if len(changes.got) != 1 || changes.got[0].EmailNorm != "kim@yahoo.com" || changes.got[0].List != suppression.ListBounces || changes.got[0].Source != "policy:mailbox_disabled" {
 		t.Fatalf("escalations: %+v, want kim on bounces (lee has one bounce only)", changes.got)
 	}
 }

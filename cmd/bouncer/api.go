@@ -12,11 +12,11 @@ import (
 	"github.com/bouncer-mail/bouncer/analytics"
 	"github.com/bouncer-mail/bouncer/api"
 	"github.com/bouncer-mail/bouncer/consumer"
-	"github.com/bouncer-mail/bouncer/pipeline"
+	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/kafkatier"
 	"github.com/bouncer-mail/bouncer/subscription"
-	"github.com/bouncer-mail/bouncer/suppress"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 func init() {
@@ -107,7 +107,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	}
 	defer store.Close()
 
-	as := apiStore{s: store}
+	var changes suppression.Publisher
 	subs := subscription.NewService(store, whKeys, whGuard, kafkatier.NewReplayer(store, kf.conn()))
 	if *publish {
 		cw, err := openChangeLog(ctx, kf, *changeTopic)
@@ -115,8 +115,9 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 			return err
 		}
 		defer cw.Close()
-		as.changes = cw
+		changes = cw
 	}
+	as := newAPIStore(store, changes)
 	var checker api.Checker
 	if *check {
 		conn := kf.conn()
@@ -130,11 +131,11 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 		if err != nil || index == nil {
 			return err
 		}
-		checker = indexChecker{index}
+		checker = index
 	}
 	cfg := api.Config{
 		Store: as, Stats: store, Activity: store, Keys: apiKeys{store}, Logger: log, Checker: checker,
-		Privacy: as, Forwarding: as, Webhooks: subs, WebhookOps: subs, Dashboard: store,
+		Privacy: as.Service, Forwarding: as, Webhooks: subs, WebhookOps: subs, Dashboard: store,
 		RateLimit: float64(*rateLimit), MaxBodyBytes: int64(*maxBody), MaxStatsQueries: *maxStats,
 	}
 	if err := cfg.Validate(); err != nil {
@@ -173,79 +174,19 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	return nil
 }
 
-// apiStore adapts the ClickHouse store to the API's Store interface.
+// apiStore is the API's Store: the suppression service for the lists, the
+// ClickHouse store for the counts and the forwarding settings.
 type apiStore struct {
+	*suppression.Service
 	s *clickhouse.Store
-	// changes, when set, receives every change after ClickHouse holds it,
-	// so workers' indexes and mirroring senders see API edits.
-	changes pipeline.ChangePublisher
 }
 
 var _ api.Store = apiStore{}
 
-func (a apiStore) Suppressions(ctx context.Context, account string, q api.ListQuery) ([]api.Suppression, error) {
-	rows, err := a.s.Suppressions(ctx, clickhouse.SuppressionQuery{
-		AccountID: account, List: q.List, GroupID: q.GroupID, EmailLike: q.EmailLike,
-		From: q.From, To: q.To, Offset: q.Offset, Limit: q.Limit,
-	})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]api.Suppression, len(rows))
-	for i, r := range rows {
-		out[i] = api.Suppression{Email: r.Email, Created: r.Created, Reason: r.Reason, Status: r.Status, Classification: r.Classification}
-	}
-	return out, nil
-}
-
-func (a apiStore) WriteSuppressions(ctx context.Context, account string, changes []api.Change) error {
-	rows := make([]pipeline.SuppressionChange, len(changes))
-	for i, c := range changes {
-		rows[i] = pipeline.SuppressionChange{
-			AccountID: account, List: c.List, GroupID: c.GroupID, EmailNorm: c.EmailNorm, Email: c.Email,
-			At: c.At, Deleted: c.Deleted, Source: c.Source,
-		}
-	}
-	if err := a.s.WriteSuppressions(ctx, rows); err != nil {
-		return err
-	}
-	if a.changes != nil {
-		// Stored but not announced: the caller gets an error and retries;
-		// a repeated change is harmless.
-		return a.changes.PublishChanges(ctx, rows)
-	}
-	return nil
-}
-
-// DeleteAllSuppressions removes every current entry of a list as of at.
-// With a change log, each removal is written and published like a single
-// delete, so workers' indexes and mirroring senders drop the entries too;
-// without one, ClickHouse removes them in one statement.
-func (a apiStore) DeleteAllSuppressions(ctx context.Context, account, list string, group int64, at time.Time) error {
-	if a.changes == nil {
-		return a.s.DeleteAllSuppressions(ctx, account, list, group, at, "api")
-	}
-	const batch = 5000
-	var pending []api.Change
-	flush := func() error {
-		if len(pending) == 0 {
-			return nil
-		}
-		err := a.WriteSuppressions(ctx, account, pending)
-		pending = pending[:0]
-		return err
-	}
-	err := a.s.EachSuppression(ctx, account, list, group, 0, func(e clickhouse.Suppression) error {
-		pending = append(pending, api.Change{List: list, GroupID: group, Email: e.Email, EmailNorm: e.EmailNorm, At: at, Deleted: true, Source: "api"})
-		if len(pending) == batch {
-			return flush()
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	return flush()
+// newAPIStore returns the API's store over st; changes (nil: none)
+// announces list changes to the workers and mirroring senders.
+func newAPIStore(st *clickhouse.Store, changes suppression.Publisher) apiStore {
+	return apiStore{Service: suppression.NewService(st, changes, enrich.MustNew()), s: st}
 }
 
 func (a apiStore) BounceClassifications(ctx context.Context, account string, from, to time.Time) ([]analytics.DayCount, error) {
@@ -273,30 +214,11 @@ func (a apiKeys) APIKeys(ctx context.Context) ([]api.Key, error) {
 	return out, nil
 }
 
-// indexChecker answers the batch check from the suppression index.
-type indexChecker struct{ ix *suppress.Index }
-
-func (c indexChecker) Lookup(account, emailNorm string) []api.Listing {
-	ms := c.ix.Lookup(account, emailNorm)
-	if ms == nil {
-		return nil
-	}
-	out := make([]api.Listing, len(ms))
-	for i, m := range ms {
-		out[i] = api.Listing{List: m.List, GroupID: m.Group, ReasonCode: m.ReasonCode}
-	}
-	return out
-}
-
-func (c indexChecker) DropReason(account, emailNorm string, group int64) string {
-	return c.ix.DropReason(account, emailNorm, group, time.Now().Unix())
-}
-
 // loadSuppressionIndex follows the change log into a new index in the
 // background and waits (at most 2 minutes) until it holds everything the
 // log held when following began. It returns nil, nil when ctx ends first.
-func loadSuppressionIndex(ctx context.Context, conn consumer.Conn, topic string, log *slog.Logger) (*suppress.Index, error) {
-	index := suppress.New()
+func loadSuppressionIndex(ctx context.Context, conn consumer.Conn, topic string, log *slog.Logger) (*suppression.Index, error) {
+	index := suppression.New()
 	caughtUp := make(chan struct{})
 	go func() {
 		if err := consumer.FollowChanges(ctx, conn, topic, index.Apply, caughtUp, log); err != nil && ctx.Err() == nil {

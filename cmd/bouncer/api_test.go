@@ -28,15 +28,15 @@ import (
 	"github.com/bouncer-mail/bouncer/sinks/webhook/kafkatier"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/safedial"
 	"github.com/bouncer-mail/bouncer/subscription"
-	"github.com/bouncer-mail/bouncer/suppress"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 // apiFixture is a bouncer API on a fresh ClickHouse database, with a
 // settable clock and a key for each of two accounts.
 type apiFixture struct {
 	store  *clickhouse.Store
-	index  *suppress.Index   // the batch check's, fed by the test
-	env    map[string]string // CLICKHOUSE_ADDR and CLICKHOUSE_DATABASE
+	index  *suppression.Index // the batch check's, fed by the test
+	env    map[string]string  // CLICKHOUSE_ADDR and CLICKHOUSE_DATABASE
 	url    string
 	keyA   string // account "acme"
 	keyB   string // account "globex"
@@ -75,11 +75,11 @@ func newAPIFixture(t *testing.T) *apiFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	as := apiStore{s: st}
+	as := newAPIStore(st, nil)
 	subs := subscription.NewService(st, keyring, safedial.Guard{Allow: []safedial.Rule{safedial.RuleFor(netip.MustParseAddrPort("127.0.0.1:9"))}}, kafkatier.NewReplayer(st, consumer.Conn{}))
-	f.index = suppress.New()
-	srv := httptest.NewServer(api.NewServer(api.Config{Store: as, Stats: st, Activity: st, Privacy: as, Forwarding: as, Webhooks: subs,
-		WebhookOps: subs, Dashboard: st, Checker: indexChecker{f.index}, Keys: apiKeys{st}, Now: f.clock, RateLimit: 10000}))
+	f.index = suppression.New()
+	srv := httptest.NewServer(api.NewServer(api.Config{Store: as, Stats: st, Activity: st, Privacy: as.Service, Forwarding: as, Webhooks: subs,
+		WebhookOps: subs, Dashboard: st, Checker: f.index, Keys: apiKeys{st}, Now: f.clock, RateLimit: 10000}))
 	t.Cleanup(srv.Close)
 	f.url = srv.URL
 	return f
@@ -144,7 +144,7 @@ func (f *apiFixture) emails(t *testing.T, key, path string) []string {
 // addEntry writes a list entry as the worker does, with event time at.
 func (f *apiFixture) addEntry(t *testing.T, account, list, email string, at time.Time) {
 	t.Helper()
-	err := f.store.WriteSuppressions(context.Background(), []pipeline.SuppressionChange{{
+	err := f.store.WriteSuppressions(context.Background(), []suppression.Change{{
 		AccountID: account, List: list, Email: email, EmailNorm: strings.ToLower(email), At: at,
 		Reason: "550 5.1.1 user unknown", Status: "5.1.1", Classification: "Invalid Address", Source: "event:test",
 	}})
@@ -446,9 +446,9 @@ func TestAPIGroupSuppressions(t *testing.T) {
 	}
 }
 
-type recordedChanges struct{ got []pipeline.SuppressionChange }
+type recordedChanges struct{ got []suppression.Change }
 
-func (r *recordedChanges) PublishChanges(_ context.Context, rows []pipeline.SuppressionChange) error {
+func (r *recordedChanges) PublishChanges(_ context.Context, rows []suppression.Change) error {
 	r.got = append(r.got, rows...)
 	return nil
 }
@@ -468,16 +468,16 @@ func TestAPIDeleteAllPublishesRemovals(t *testing.T) {
 	}
 	defer st.Close()
 	t0 := time.Unix(1764201600, 0)
-	var adds []pipeline.SuppressionChange
+	var adds []suppression.Change
 	for _, e := range []string{"a@x.org", "b@x.org", "c@x.org"} {
-		adds = append(adds, pipeline.SuppressionChange{AccountID: "acme", List: "bounces", EmailNorm: e, Email: e, At: t0})
+		adds = append(adds, suppression.Change{AccountID: "acme", List: "bounces", EmailNorm: e, Email: e, At: t0})
 	}
-	adds = append(adds, pipeline.SuppressionChange{AccountID: "globex", List: "bounces", EmailNorm: "a@x.org", Email: "a@x.org", At: t0})
+	adds = append(adds, suppression.Change{AccountID: "globex", List: "bounces", EmailNorm: "a@x.org", Email: "a@x.org", At: t0})
 	if err := st.WriteSuppressions(context.Background(), adds); err != nil {
 		t.Fatal(err)
 	}
 	rec := &recordedChanges{}
-	as := apiStore{s: st, changes: rec}
+	as := newAPIStore(st, rec)
 	if err := as.DeleteAllSuppressions(context.Background(), "acme", "bounces", 0, t0.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
@@ -489,11 +489,11 @@ func TestAPIDeleteAllPublishesRemovals(t *testing.T) {
 			t.Errorf("published %+v, want an acme bounces removal", c)
 		}
 	}
-	left, err := as.Suppressions(context.Background(), "acme", api.ListQuery{List: "bounces", Limit: 500})
+	left, err := as.Suppressions(context.Background(), "acme", suppression.Query{List: "bounces", Limit: 500})
 	if err != nil || len(left) != 0 {
 		t.Fatalf("acme's bounces after delete_all: %v, %v", left, err)
 	}
-	if other, _ := as.Suppressions(context.Background(), "globex", api.ListQuery{List: "bounces", Limit: 500}); len(other) != 1 {
+	if other, _ := as.Suppressions(context.Background(), "globex", suppression.Query{List: "bounces", Limit: 500}); len(other) != 1 {
 		t.Errorf("globex's entry was touched: %v", other)
 	}
 }
@@ -728,13 +728,13 @@ func TestAPITenancy(t *testing.T) {
 	t0 := time.Date(2025, 11, 27, 12, 0, 0, 0, time.UTC)
 	for _, l := range []string{"bounces", "blocks", "invalid_emails", "spam_reports", "unsubscribes"} {
 		f.addEntry(t, "acme", l, v.Email, t0)
-		f.index.Apply(pipeline.SuppressionChange{AccountID: "acme", List: l, EmailNorm: v.Email, At: t0})
+		f.index.Apply(suppression.Change{AccountID: "acme", List: l, EmailNorm: v.Email, At: t0})
 	}
-	if err := f.store.WriteSuppressions(ctx, []pipeline.SuppressionChange{{AccountID: "acme", List: "unsubscribes", GroupID: 7, EmailNorm: v.Email, Email: v.Email, At: t0}}); err != nil {
+	if err := f.store.WriteSuppressions(ctx, []suppression.Change{{AccountID: "acme", List: "unsubscribes", GroupID: 7, EmailNorm: v.Email, Email: v.Email, At: t0}}); err != nil {
 		t.Fatal(err)
 	}
-	f.index.Apply(pipeline.SuppressionChange{AccountID: "acme", List: "unsubscribes", GroupID: 7, EmailNorm: v.Email, At: t0})
-	if err := f.store.WriteSuppressions(ctx, []pipeline.SuppressionChange{{AccountID: "globex", List: "bounces", EmailNorm: "own@globex.org",
+	f.index.Apply(suppression.Change{AccountID: "acme", List: "unsubscribes", GroupID: 7, EmailNorm: v.Email, At: t0})
+	if err := f.store.WriteSuppressions(ctx, []suppression.Change{{AccountID: "globex", List: "bounces", EmailNorm: "own@globex.org",
 		Email: "own@globex.org", At: t0.Add(-time.Hour), Reason: "550 mailbox gone", Status: "5.1.1"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -749,7 +749,7 @@ func TestAPITenancy(t *testing.T) {
 	if err := f.store.WriteDeadLetters(ctx, []pipeline.DeadLetter{{Topic: "t", Index: -1, Code: "bad_json", Raw: []byte(`{"account_id":"acme","email":"victim@acme.org",`)}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.store.WriteErasure(ctx, clickhouse.Erasure{AccountID: "acme", ID: "acme-erasure", EmailSHA256: clickhouse.EmailSHA256("old@acme.org"), RequestedBy: "key:acme-key", At: t0}); err != nil {
+	if err := f.store.WriteErasure(ctx, suppression.Erasure{AccountID: "acme", ID: "acme-erasure", EmailSHA256: suppression.EmailSHA256("old@acme.org"), RequestedBy: "key:acme-key", At: t0}); err != nil {
 		t.Fatal(err)
 	}
 	for _, setup := range tenancySetups {
@@ -998,7 +998,7 @@ func TestAPIErase(t *testing.T) {
 		removed[tb.Table] = tb.Rows
 	}
 	if removed["events"] != 1 || removed["suppressions"] != 2 || removed["recipient_history"] != 1 || removed["dead_letters"] != 1 ||
-		rec.EmailSHA256 != clickhouse.EmailSHA256(kim) || rec.RequestedBy != "key:"+strings.Split(keyA, ".")[1] || rec.RowsRemoved != 5 {
+		rec.EmailSHA256 != suppression.EmailSHA256(kim) || rec.RequestedBy != "key:"+strings.Split(keyA, ".")[1] || rec.RowsRemoved != 5 {
 		t.Errorf("erasure record %s", body)
 	}
 	for _, c := range []struct {
@@ -1031,7 +1031,7 @@ func TestAPIErase(t *testing.T) {
 		t.Errorf("acme's unsubscribes after the erasure: %d %s", code, body)
 	}
 	code, body = httpDo(t, "GET", base+"/bouncer/v1/privacy/erasures", keyA, "", "")
-	if code != 200 || !strings.Contains(body, rec.ID) || !strings.Contains(body, clickhouse.EmailSHA256(kim)) {
+	if code != 200 || !strings.Contains(body, rec.ID) || !strings.Contains(body, suppression.EmailSHA256(kim)) {
 		t.Errorf("erasure records: %d %s", code, body)
 	}
 	if code, body := httpDo(t, "GET", base+"/bouncer/v1/privacy/erasures", keyB, "", ""); code != 200 || strings.TrimSpace(body) != `{"result":[]}` {
@@ -1090,7 +1090,7 @@ func TestAPIImportExportCSV(t *testing.T) {
 	if code, body, _ := f.call(t, f.keyA, "GET", "/v3/suppression/bounces/classifications", ""); code != 200 {
 		t.Errorf("classifications: %d %s", code, body)
 	}
-	rows, err := f.store.Suppressions(context.Background(), clickhouse.SuppressionQuery{AccountID: "acme", List: "bounces"})
+	rows, err := f.store.Suppressions(context.Background(), "acme", suppression.Query{List: "bounces"})
 	if err != nil || len(rows) != 2 || rows[1].Classification != "Invalid Address" {
 		t.Errorf("imported rows are not classified: %+v %v", rows, err)
 	}

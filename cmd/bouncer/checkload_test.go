@@ -16,8 +16,7 @@ import (
 	"time"
 
 	"github.com/bouncer-mail/bouncer/api"
-	"github.com/bouncer-mail/bouncer/pipeline"
-	"github.com/bouncer-mail/bouncer/suppress"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 // BenchmarkCheckLoad is a bounded loopback load test of the batch check
@@ -107,10 +106,10 @@ func BenchmarkCheckLoad(b *testing.B) {
 // addresses of account acme and returns its base URL and a key.
 func checkLoadServer(b *testing.B) (string, string) {
 	b.Helper()
-	ix := suppress.New()
+	ix := suppression.New()
 	at := time.Unix(1764201600, 0)
 	for i := 0; i < 1_000_000; i++ {
-		ix.Apply(pipeline.SuppressionChange{AccountID: "acme", List: pipeline.ListBounces, EmailNorm: "user" + strconv.Itoa(i) + "@example.com",
+		ix.Apply(suppression.Change{AccountID: "acme", List: suppression.ListBounces, EmailNorm: "user" + strconv.Itoa(i) + "@example.com",
 			At: at, ReasonCode: "user_unknown"})
 	}
 	token, id, hash, err := api.NewKey(rand.Reader)
@@ -118,7 +117,7 @@ func checkLoadServer(b *testing.B) (string, string) {
 		b.Fatal(err)
 	}
 	keys := memKeys{{AccountID: "acme", KeyID: id, Hash: hash}}
-	h := api.NewServer(api.Config{Store: apiStore{}, Keys: keys, Checker: indexChecker{ix}, RateLimit: 1e9})
+	h := api.NewServer(api.Config{Store: apiStore{}, Keys: keys, Checker: ix, RateLimit: 1e9})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/bouncer-mail/bouncer/schemas"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 func init() {
@@ -92,20 +93,21 @@ func runErase(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	defer store.Close()
-	as := apiStore{s: store}
+	var changes suppression.Publisher
 	if *publish {
 		cw, err := openChangeLog(ctx, kf, *changeTopic)
 		if err != nil {
 			return err
 		}
 		defer cw.Close()
-		as.changes = cw
+		changes = cw
 	}
 	by := "cli"
 	if u := env.getenv("USER"); u != "" {
 		by = "cli:" + u
 	}
-	rec, err := eraseAddress(ctx, store, as.changes, *acct, norm, by, clickhouse.EraseOptions{AllDeadLetters: *allDead, Wait: *wait}, time.Now())
+	rec, err := suppression.NewService(store, changes, nil).EraseWith(ctx, *acct, norm, by,
+		suppression.EraseOptions{AllDeadLetters: *allDead, Wait: *wait}, time.Now())
 	if err != nil {
 		return err
 	}

@@ -15,8 +15,8 @@ import (
 	"github.com/sendgrid/sendgrid-go"
 
 	"github.com/bouncer-mail/bouncer/internal/testenv"
-	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 // sgBounce is a bounce as SendGrid's v3 reference documents it and as
@@ -68,12 +68,12 @@ func TestSendGridGoClient(t *testing.T) {
 	}
 	defer st.Close()
 	t0 := time.Date(2025, 11, 27, 0, 0, 0, 0, time.UTC)
-	var rows []pipeline.SuppressionChange
+	var rows []suppression.Change
 	for i, e := range []string{"kim@example.com", "lee@example.com", "pat@example.com", "sam@example.com"} {
-		rows = append(rows, pipeline.SuppressionChange{AccountID: "acme", List: "bounces", EmailNorm: e, Email: e, At: t0.Add(time.Duration(i) * time.Hour),
+		rows = append(rows, suppression.Change{AccountID: "acme", List: "bounces", EmailNorm: e, Email: e, At: t0.Add(time.Duration(i) * time.Hour),
 			Reason: "550 5.1.1 The email account that you tried to reach does not exist.", Status: "5.1.1", Classification: "Invalid Address", Source: "event:test"})
 	}
-	rows = append(rows, pipeline.SuppressionChange{AccountID: "globex", List: "bounces", EmailNorm: "kim@example.com", Email: "kim@example.com", At: t0, Reason: "550", Status: "5.1.1"})
+	rows = append(rows, suppression.Change{AccountID: "globex", List: "bounces", EmailNorm: "kim@example.com", Email: "kim@example.com", At: t0, Reason: "550", Status: "5.1.1"})
 	if err := st.WriteSuppressions(ctx, rows); err != nil {
 		t.Fatal(err)
 	}

@@ -11,8 +11,8 @@ import (
 
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/internal/csvlist"
-	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 func init() {
@@ -73,8 +73,6 @@ Exit status: 0 done, 1 failed or bad rows (without --skip-bad), 2 wrong usage.
 // sendgridTime is SendGrid's date string (the export's created column).
 const sendgridTime = csvlist.TimeLayout
 
-const importSource = "import"
-
 func runSuppressions(ctx context.Context, env *environment, args []string) error {
 	sub := ""
 	if len(args) > 0 {
@@ -110,7 +108,7 @@ func runSuppressions(ctx context.Context, env *environment, args []string) error
 	}
 	name := *list
 	if name == "global_unsubscribes" {
-		name = pipeline.ListUnsubscribes
+		name = suppression.ListUnsubscribes
 	}
 	cols, ok := csvlist.Columns[name]
 	if name == "" {
@@ -119,7 +117,7 @@ func runSuppressions(ctx context.Context, env *environment, args []string) error
 	if !ok {
 		return usagef("suppressions %s: --list %q: want bounces, blocks, invalid_emails, spam_reports or unsubscribes", sub, *list)
 	}
-	if *group < 0 || *group != 0 && name != pipeline.ListUnsubscribes {
+	if *group < 0 || *group != 0 && name != suppression.ListUnsubscribes {
 		return usagef("suppressions %s: --group %d: only a positive group with --list unsubscribes", sub, *group)
 	}
 	if *acct == "" {
@@ -168,22 +166,18 @@ func runSuppressions(ctx context.Context, env *environment, args []string) error
 		return err
 	}
 	defer store.Close()
-	imp := &importer{
-		store: store, account: *acct, list: name, group: *group, loc: loc,
-		batch: *batchSize, now: time.Now().UTC(), stderr: env.stderr,
-	}
+	var changes suppression.Publisher
 	if *publish {
 		cw, err := openChangeLog(ctx, kf, *changeTopic)
 		if err != nil {
 			return err
 		}
 		defer cw.Close()
-		imp.changes = cw
+		changes = cw
 	}
-	if name == pipeline.ListBounces || name == pipeline.ListBlocks {
-		if imp.classifier, err = enrich.New(); err != nil {
-			return err
-		}
+	imp := &importer{
+		svc: suppression.NewService(store, changes, enrich.MustNew()), account: *acct, list: name, group: *group, loc: loc,
+		batch: *batchSize, now: time.Now().UTC(), stderr: env.stderr,
 	}
 	if err := imp.run(ctx, in); err != nil {
 		return err
@@ -247,9 +241,7 @@ func exportSuppressions(ctx context.Context, env *environment, cfg clickhouse.Co
 	if err != nil {
 		return err
 	}
-	err = store.EachSuppression(ctx, account, list, group, 0, func(s clickhouse.Suppression) error {
-		return w.Write(csvlist.Row{Email: s.Email, EmailNorm: s.EmailNorm, Created: s.Created, Reason: s.Reason, Status: s.Status})
-	})
+	err = suppression.NewService(store, nil, nil).ExportList(ctx, account, list, group, w.Write)
 	if err != nil {
 		return err
 	}
@@ -270,18 +262,16 @@ func listLabel(list string, group int64) string {
 
 // importer reads a SendGrid CSV export and writes it in batches.
 type importer struct {
-	store      *clickhouse.Store
-	changes    pipeline.ChangePublisher
-	classifier *enrich.Classifier
-	account    string
-	list       string
-	group      int64
-	loc        *time.Location
-	batch      int
-	now        time.Time
-	stderr     io.Writer
+	svc     *suppression.Service
+	account string
+	list    string
+	group   int64
+	loc     *time.Location
+	batch   int
+	now     time.Time
+	stderr  io.Writer
 
-	pending           []pipeline.SuppressionChange
+	pending           []suppression.Change
 	imported, skipped int
 	reported          int
 	lastLine          int
@@ -322,12 +312,7 @@ func (m *importer) run(ctx context.Context, in io.Reader) error {
 			return fmt.Errorf("suppressions import: %w", err)
 		}
 		m.lastLine = row.Line
-		c := pipeline.SuppressionChange{
-			AccountID: m.account, List: m.list, GroupID: m.group, EmailNorm: row.EmailNorm, Email: row.Email,
-			At: row.Created, Reason: row.Reason, Status: row.Status, Source: importSource,
-		}
-		classifyImported(m.classifier, &c)
-		m.pending = append(m.pending, c)
+		m.pending = append(m.pending, m.svc.Imported(m.account, m.list, m.group, row))
 		if len(m.pending) >= m.batch {
 			if err := m.flush(ctx); err != nil {
 				return err
@@ -337,21 +322,6 @@ func (m *importer) run(ctx context.Context, in io.Reader) error {
 	return m.flush(ctx)
 }
 
-// classifyImported classifies an imported bounce or block from its reason
-// (nothing when classifier is nil or there is no reason).
-func classifyImported(classifier *enrich.Classifier, c *pipeline.SuppressionChange) {
-	if classifier == nil || c.Reason == "" {
-		return
-	}
-	typ := "bounce"
-	if c.List == pipeline.ListBlocks {
-		typ = "blocked"
-	}
-	if res, err := classifier.Classify(enrich.Input{Event: "bounce", Type: typ, Reason: c.Reason, Status: c.Status, Email: c.EmailNorm}); err == nil {
-		c.Classification, c.ReasonCode = string(res.Classification), string(res.Reason)
-	}
-}
-
 // flush writes the pending rows to ClickHouse, then announces them on the
 // change log. A failure after the write is safe to retry by importing the
 // file again: the same rows get the same versions.
@@ -359,13 +329,10 @@ func (m *importer) flush(ctx context.Context) error {
 	if len(m.pending) == 0 {
 		return nil
 	}
-	if err := m.store.WriteSuppressions(ctx, m.pending); err != nil {
+	if err := m.svc.Write(ctx, m.pending); errors.Is(err, suppression.ErrNotAnnounced) {
+		return fmt.Errorf("suppressions import: after line %d: %w (importing the file again is safe)", m.lastLine, err)
+	} else if err != nil {
 		return fmt.Errorf("suppressions import: after line %d: %w (rows up to the previous batch are imported; importing the file again is safe)", m.lastLine, err)
-	}
-	if m.changes != nil {
-		if err := m.changes.PublishChanges(ctx, m.pending); err != nil {
-			return fmt.Errorf("suppressions import: after line %d: stored but not announced: %w (importing the file again is safe)", m.lastLine, err)
-		}
 	}
 	m.imported += len(m.pending)
 	m.pending = m.pending[:0]

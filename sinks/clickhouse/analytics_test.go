@@ -15,6 +15,7 @@ import (
 	"github.com/bouncer-mail/bouncer/internal/testenv"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/schemas"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 // analyticsDoc is the document whose example queries TestAnalytics runs.
@@ -68,7 +69,7 @@ func at(s string) int64 {
 }
 
 // analyticsData is the fixed dataset of TestAnalytics.
-func analyticsData() ([]pipeline.Row, []pipeline.SuppressionChange, []pipeline.DeadLetter) {
+func analyticsData() ([]pipeline.Row, []suppression.Change, []pipeline.DeadLetter) {
 	providers := map[string]string{"gmail.com": "google", "outlook.com": "microsoft", "yahoo.com": "yahoo"}
 	var rows []pipeline.Row
 	offset := int64(0)
@@ -132,23 +133,23 @@ func analyticsData() ([]pipeline.Row, []pipeline.SuppressionChange, []pipeline.D
 	add("globex", "bounce", "bounce", "z@gmail.com", "2026-11-24 10:01:00", "gx2", "gmsg1", nl, unknown)
 	add("globex", "bounce", "blocked", "y@outlook.com", "2026-11-24 10:02:00", "gx3", "gmsg2", nl, blocked)
 
-	sup := func(account, list string, group int64, email, ts string, deleted bool, source, code string) pipeline.SuppressionChange {
-		return pipeline.SuppressionChange{AccountID: account, List: list, GroupID: group, EmailNorm: email, Email: email,
+	sup := func(account, list string, group int64, email, ts string, deleted bool, source, code string) suppression.Change {
+		return suppression.Change{AccountID: account, List: list, GroupID: group, EmailNorm: email, Email: email,
 			At: time.Unix(at(ts), 0).UTC(), Reason: "test", ReasonCode: code, Deleted: deleted, Source: source}
 	}
-	sups := []pipeline.SuppressionChange{
-		sup("acme", pipeline.ListBounces, 0, "b@gmail.com", "2026-11-24 10:01:00", false, "event:b2", "user_unknown"),
-		sup("acme", pipeline.ListBounces, 0, "b@gmail.com", "2026-11-24 10:01:00", false, "event:b2", "user_unknown"),
-		sup("acme", pipeline.ListBounces, 0, "g@gmail.com", "2026-11-16 10:00:30", false, "event:b8", "user_unknown"),
-		sup("acme", pipeline.ListBounces, 0, "g@gmail.com", "2026-11-25 12:00:00", true, "api", ""),
-		sup("acme", pipeline.ListBlocks, 0, "d@outlook.com", "2026-11-25 09:01:00", false, "event:b4", "ip_blocked"),
-		sup("acme", pipeline.ListBlocks, 0, "f@corp.example", "2026-11-26 12:00:30", false, "event:b6", "ip_blocked"),
-		sup("acme", pipeline.ListBlocks, 0, "i@outlook.com", "2026-11-26 14:00:40", false, "event:b11", "ip_blocked"),
-		sup("acme", pipeline.ListBounces, 0, "e@yahoo.com", "2026-11-26 20:00:00", false, "policy:mailbox_full", "mailbox_full"),
-		sup("acme", pipeline.ListUnsubscribes, 7, "h@gmail.com", "2026-11-25 15:00:00", false, "event:u1", ""),
-		sup("acme", pipeline.ListSpamReports, 0, "j@gmail.com", "2026-11-26 10:00:00", true, "api", ""),
-		sup("acme", pipeline.ListSpamReports, 0, "j@gmail.com", "2026-11-26 10:00:00", false, "event:s1", ""),
-		sup("globex", pipeline.ListBounces, 0, "z@gmail.com", "2026-11-24 10:01:00", false, "event:gx2", "user_unknown"),
+	sups := []suppression.Change{
+		sup("acme", suppression.ListBounces, 0, "b@gmail.com", "2026-11-24 10:01:00", false, "event:b2", "user_unknown"),
+		sup("acme", suppression.ListBounces, 0, "b@gmail.com", "2026-11-24 10:01:00", false, "event:b2", "user_unknown"),
+		sup("acme", suppression.ListBounces, 0, "g@gmail.com", "2026-11-16 10:00:30", false, "event:b8", "user_unknown"),
+		sup("acme", suppression.ListBounces, 0, "g@gmail.com", "2026-11-25 12:00:00", true, "api", ""),
+		sup("acme", suppression.ListBlocks, 0, "d@outlook.com", "2026-11-25 09:01:00", false, "event:b4", "ip_blocked"),
+		sup("acme", suppression.ListBlocks, 0, "f@corp.example", "2026-11-26 12:00:30", false, "event:b6", "ip_blocked"),
+		sup("acme", suppression.ListBlocks, 0, "i@outlook.com", "2026-11-26 14:00:40", false, "event:b11", "ip_blocked"),
+		sup("acme", suppression.ListBounces, 0, "e@yahoo.com", "2026-11-26 20:00:00", false, "policy:mailbox_full", "mailbox_full"),
+		sup("acme", suppression.ListUnsubscribes, 7, "h@gmail.com", "2026-11-25 15:00:00", false, "event:u1", ""),
+		sup("acme", suppression.ListSpamReports, 0, "j@gmail.com", "2026-11-26 10:00:00", true, "api", ""),
+		sup("acme", suppression.ListSpamReports, 0, "j@gmail.com", "2026-11-26 10:00:00", false, "event:s1", ""),
+		sup("globex", suppression.ListBounces, 0, "z@gmail.com", "2026-11-24 10:01:00", false, "event:gx2", "user_unknown"),
 	}
 	dls := []pipeline.DeadLetter{
 		{Topic: "events", Partition: 0, Offset: 100, Index: -1, Code: schemas.CodeInvalidJSON, Detail: "not JSON", Raw: []byte("{"), Key: []byte("k")},

@@ -2,8 +2,6 @@ package clickhouse
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"regexp"
 	"slices"
@@ -14,34 +12,8 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/bouncer-mail/bouncer/schemas"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
-
-// EmailSHA256 is how an erased address is recorded: the lower-case hex
-// SHA-256 of its normalised form. ClickHouse computes the same with
-// lower(hex(SHA256(email_norm))).
-func EmailSHA256(emailNorm string) string {
-	sum := sha256.Sum256([]byte(emailNorm))
-	return hex.EncodeToString(sum[:])
-}
-
-// ErasedTable is what an erasure removed from one table.
-type ErasedTable struct {
-	Table string
-	Rows  uint64
-}
-
-// EraseOptions tune Erase.
-type EraseOptions struct {
-	// AllDeadLetters erases every dead letter whose raw bytes mention the
-	// address, whatever account they name (for operators; the API never
-	// sets it). Default: only dead letters attributable to the account.
-	AllDeadLetters bool
-	// Wait bounds the wait for each table's mutation; default 2 minutes.
-	Wait time.Duration
-	// Poll is how often system.mutations is read while waiting; default
-	// 100ms.
-	Poll time.Duration
-}
 
 // OptionalEraseTables are tables other parts of bouncer add that can hold
 // an address in free text: the webhook delivery log (responses) and the
@@ -52,24 +24,17 @@ type EraseOptions struct {
 // reported).
 var OptionalEraseTables = []string{"webhook_deliveries", "webhook_failed_batches"}
 
-// SuppressionKey is one list entry of an address (any state).
-type SuppressionKey struct {
-	List    string
-	GroupID int64
-	Email   string
-}
-
 // SuppressionKeys returns the list entries the suppressions table holds for
 // one address of one account, removed ones included.
-func (s *Store) SuppressionKeys(ctx context.Context, account, emailNorm string) ([]SuppressionKey, error) {
+func (s *Store) SuppressionKeys(ctx context.Context, account, emailNorm string) ([]suppression.Key, error) {
 	rows, err := s.conn.Query(ctx, qEraseSuppressionKeys.SQL, account, emailNorm)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", qEraseSuppressionKeys.Name, err)
 	}
 	defer rows.Close()
-	var out []SuppressionKey
+	var out []suppression.Key
 	for rows.Next() {
-		var k SuppressionKey
+		var k suppression.Key
 		if err := rows.Scan(&k.List, &k.GroupID, &k.Email); err != nil {
 			return nil, fmt.Errorf("%s: %w", qEraseSuppressionKeys.Name, err)
 		}
@@ -80,22 +45,22 @@ func (s *Store) SuppressionKeys(ctx context.Context, account, emailNorm string) 
 
 // Erase removes one address of one account from every table that holds it:
 // events, suppressions and recipient_history (rows of the account whose
-// email_norm is the address), dead_letters (see EraseOptions and
+// email_norm is the address), dead_letters (see suppression.EraseOptions and
 // qEraseFindDeadLetters) and the optional tables that exist. Each table is
 // changed with ALTER TABLE ... DELETE, and Erase waits for the mutation to
 // finish (system.mutations) and checks that no matching row is left before
 // going on. It returns the rows removed per table touched (tables with no
 // row of the address are listed with 0) and the optional tables it skipped
 // with why. Erasing again is harmless: it removes nothing.
-func (s *Store) Erase(ctx context.Context, account, emailNorm string, opt EraseOptions) ([]ErasedTable, []string, error) {
+func (s *Store) Erase(ctx context.Context, account, emailNorm string, opt suppression.EraseOptions) ([]suppression.ErasedTable, []string, error) {
 	if opt.Wait <= 0 {
 		opt.Wait = 2 * time.Minute
 	}
 	if opt.Poll <= 0 {
 		opt.Poll = 100 * time.Millisecond
 	}
-	hash := EmailSHA256(emailNorm)
-	var out []ErasedTable
+	hash := suppression.EmailSHA256(emailNorm)
+	var out []suppression.ErasedTable
 	var skipped []string
 	for _, t := range []struct {
 		table      string
@@ -113,7 +78,7 @@ func (s *Store) Erase(ctx context.Context, account, emailNorm string, opt EraseO
 		if err != nil {
 			return out, skipped, err
 		}
-		out = append(out, ErasedTable{t.table, n})
+		out = append(out, suppression.ErasedTable{Table: t.table, Rows: n})
 	}
 
 	ids, err := s.mentioning(ctx, qEraseFindDeadLetters, emailNorm, emailNorm, accountPattern(account),
@@ -124,7 +89,7 @@ func (s *Store) Erase(ctx context.Context, account, emailNorm string, opt EraseO
 	if err := s.deleteByIdentity(ctx, "dead_letters", qEraseDeadLetters, ids, opt); err != nil {
 		return out, skipped, err
 	}
-	out = append(out, ErasedTable{"dead_letters", uint64(len(ids))})
+	out = append(out, suppression.ErasedTable{Table: "dead_letters", Rows: uint64(len(ids))})
 
 	var tables []string
 	if err := s.collect(ctx, qEraseTables, &tables); err != nil {
@@ -153,14 +118,14 @@ func (s *Store) Erase(ctx context.Context, account, emailNorm string, opt EraseO
 		if err := s.deleteByIdentity(ctx, table, del, ids, opt); err != nil {
 			return out, skipped, err
 		}
-		out = append(out, ErasedTable{table, uint64(len(ids))})
+		out = append(out, suppression.ErasedTable{Table: table, Rows: uint64(len(ids))})
 	}
 	return out, skipped, nil
 }
 
 // eraseKeyed deletes the rows of (account, address hash) from a table keyed
 // by email_norm and returns how many there were.
-func (s *Store) eraseKeyed(ctx context.Context, table string, count, del Query, opt EraseOptions, args ...any) (uint64, error) {
+func (s *Store) eraseKeyed(ctx context.Context, table string, count, del Query, opt suppression.EraseOptions, args ...any) (uint64, error) {
 	var n uint64
 	if err := s.conn.QueryRow(ctx, count.SQL, args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("%s: %w", count.Name, err)
@@ -215,7 +180,7 @@ func (s *Store) mentioning(ctx context.Context, q Query, emailNorm string, args 
 const eraseChunk = 1000
 
 // deleteByIdentity deletes the rows whose identity hash is in ids.
-func (s *Store) deleteByIdentity(ctx context.Context, table string, del Query, ids []uint64, opt EraseOptions) error {
+func (s *Store) deleteByIdentity(ctx context.Context, table string, del Query, ids []uint64, opt suppression.EraseOptions) error {
 	for len(ids) > 0 {
 		chunk := ids[:min(len(ids), eraseChunk)]
 		ids = ids[len(chunk):]
@@ -236,7 +201,7 @@ func (s *Store) deleteByIdentity(ctx context.Context, table string, del Query, i
 // waitMutations waits until table has no unfinished mutation. ClickHouse
 // 18.16 does not report a failed mutation (it retries it forever), so a
 // mutation that does not finish within opt.Wait is an error.
-func (s *Store) waitMutations(ctx context.Context, table string, opt EraseOptions) error {
+func (s *Store) waitMutations(ctx context.Context, table string, opt suppression.EraseOptions) error {
 	deadline := time.Now().Add(opt.Wait)
 	for {
 		var pending uint64
@@ -356,15 +321,8 @@ func (s *Store) freeTextStatements(ctx context.Context, table string) (find, del
 	return find, del, "", nil
 }
 
-// Erasure is the record of one erasure.
-type Erasure struct {
-	AccountID, ID, EmailSHA256, RequestedBy string
-	At                                      time.Time
-	Tables                                  []ErasedTable
-}
-
 // WriteErasure stores the record of an erasure.
-func (s *Store) WriteErasure(ctx context.Context, e Erasure) error {
+func (s *Store) WriteErasure(ctx context.Context, e suppression.Erasure) error {
 	tables := make([]string, len(e.Tables))
 	counts := make([]uint64, len(e.Tables))
 	for i, t := range e.Tables {
@@ -376,15 +334,15 @@ func (s *Store) WriteErasure(ctx context.Context, e Erasure) error {
 }
 
 // Erasures returns an account's erasure records, newest first.
-func (s *Store) Erasures(ctx context.Context, account string, offset, limit uint64) ([]Erasure, error) {
+func (s *Store) Erasures(ctx context.Context, account string, offset, limit uint64) ([]suppression.Erasure, error) {
 	rows, err := s.conn.Query(ctx, qErasures.SQL, account, offset, limit)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", qErasures.Name, err)
 	}
 	defer rows.Close()
-	var out []Erasure
+	var out []suppression.Erasure
 	for rows.Next() {
-		e := Erasure{AccountID: account}
+		e := suppression.Erasure{AccountID: account}
 		var tables []string
 		var counts []uint64
 		if err := rows.Scan(&e.ID, &e.EmailSHA256, &e.RequestedBy, &e.At, &tables, &counts); err != nil {
@@ -392,7 +350,7 @@ func (s *Store) Erasures(ctx context.Context, account string, offset, limit uint
 		}
 		for i := range tables {
 			if i < len(counts) {
-				e.Tables = append(e.Tables, ErasedTable{tables[i], counts[i]})
+				e.Tables = append(e.Tables, suppression.ErasedTable{Table: tables[i], Rows: counts[i]})
 			}
 		}
 		out = append(out, e)

@@ -11,6 +11,7 @@ import (
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/schemas"
 	"github.com/bouncer-mail/bouncer/schemas/ddl"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 // fallbackDeliveriesDDL stands in for the webhook delivery log while its
@@ -117,14 +118,14 @@ func TestEraseRemovesTheAddressEverywhere(t *testing.T) {
 	if err := s.WriteEvents(ctx, []pipeline.Row{ev("acme", kim, 1), ev("acme", kim, 2), ev("acme", "lee@example.com", 3), ev("globex", kim, 4)}); err != nil {
 		t.Fatal(err)
 	}
-	var sup []pipeline.SuppressionChange
+	var sup []suppression.Change
 	for _, c := range []struct {
 		acct, list string
 		group      int64
 		email      string
 	}{{"acme", "bounces", 0, kim}, {"acme", "unsubscribes", 7, kim}, {"acme", "bounces", 0, "lee@example.com"}, {"globex", "bounces", 0, kim}} {
 		display := strings.ToUpper(c.email[:1]) + strings.Replace(c.email[1:], "@e", "@E", 1) // Kim@Example.com
-		sup = append(sup, pipeline.SuppressionChange{AccountID: c.acct, List: c.list, GroupID: c.group, EmailNorm: c.email, Email: display, At: t0})
+		sup = append(sup, suppression.Change{AccountID: c.acct, List: c.list, GroupID: c.group, EmailNorm: c.email, Email: display, At: t0})
 	}
 	if err := s.WriteSuppressions(ctx, sup); err != nil {
 		t.Fatal(err)
@@ -149,7 +150,7 @@ func TestEraseRemovesTheAddressEverywhere(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []SuppressionKey{{"bounces", 0, "Kim@Example.com"}, {"unsubscribes", 7, "Kim@Example.com"}}; !slices.Equal(keys, want) {
+	if want := []suppression.Key{{List: "bounces", GroupID: 0, Email: "Kim@Example.com"}, {List: "unsubscribes", GroupID: 7, Email: "Kim@Example.com"}}; !slices.Equal(keys, want) {
 		t.Errorf("SuppressionKeys: %+v, want %+v", keys, want)
 	}
 
@@ -159,7 +160,7 @@ func TestEraseRemovesTheAddressEverywhere(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	tables, skipped, err := s.Erase(ctx, "acme", "nobody@example.com", EraseOptions{})
+	tables, skipped, err := s.Erase(ctx, "acme", "nobody@example.com", suppression.EraseOptions{})
 	if err != nil {
 		t.Fatalf("erase without webhook_deliveries: %v", err)
 	}
@@ -189,13 +190,13 @@ func TestEraseRemovesTheAddressEverywhere(t *testing.T) {
 		insertRow(t, s, "webhook_failed_batches", "globex", `[{"email":"kim@example.com","event":"bounce"}]`)
 	}
 
-	tables, skipped, err = s.Erase(ctx, "acme", kim, EraseOptions{})
+	tables, skipped, err = s.Erase(ctx, "acme", kim, suppression.EraseOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []ErasedTable{{"events", 2}, {"suppressions", 2}, {"recipient_history", 1}, {"dead_letters", 1}, {"webhook_deliveries", 1}}
+	want := []suppression.ErasedTable{{Table: "events", Rows: 2}, {Table: "suppressions", Rows: 2}, {Table: "recipient_history", Rows: 1}, {Table: "dead_letters", Rows: 1}, {Table: "webhook_deliveries", Rows: 1}}
 	if failedBatches {
-		want = append(want, ErasedTable{"webhook_failed_batches", 1})
+		want = append(want, suppression.ErasedTable{Table: "webhook_failed_batches", Rows: 1})
 		defer func() {
 			if got := count(t, s, "SELECT count() FROM webhook_failed_batches"); got != 1 {
 				t.Errorf("failed batches left: %d, want globex's 1", got)
@@ -228,7 +229,7 @@ func TestEraseRemovesTheAddressEverywhere(t *testing.T) {
 	}
 
 	// Again: nothing left to remove, no error.
-	tables, _, err = s.Erase(ctx, "acme", kim, EraseOptions{})
+	tables, _, err = s.Erase(ctx, "acme", kim, suppression.EraseOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,16 +240,16 @@ func TestEraseRemovesTheAddressEverywhere(t *testing.T) {
 	}
 
 	// The operator's option takes the dead letters of every account.
-	tables, _, err = s.Erase(ctx, "acme", kim, EraseOptions{AllDeadLetters: true})
+	tables, _, err = s.Erase(ctx, "acme", kim, suppression.EraseOptions{AllDeadLetters: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := count(t, s, "SELECT count() FROM dead_letters"); got != 1 || !slices.Contains(tables, ErasedTable{"dead_letters", 2}) {
+	if got := count(t, s, "SELECT count() FROM dead_letters"); got != 1 || !slices.Contains(tables, suppression.ErasedTable{Table: "dead_letters", Rows: 2}) {
 		t.Errorf("AllDeadLetters: %d dead letters left, tables %+v; want 1 left, 2 removed", got, tables)
 	}
 
 	// The record.
-	rec := Erasure{AccountID: "acme", ID: "er1", EmailSHA256: EmailSHA256(kim), RequestedBy: "key:abc", At: t0, Tables: want}
+	rec := suppression.Erasure{AccountID: "acme", ID: "er1", EmailSHA256: suppression.EmailSHA256(kim), RequestedBy: "key:abc", At: t0, Tables: want}
 	if err := s.WriteErasure(ctx, rec); err != nil {
 		t.Fatal(err)
 	}
@@ -263,8 +264,8 @@ func TestEraseRemovesTheAddressEverywhere(t *testing.T) {
 		t.Error("the erasure record holds the address")
 	}
 	var sum string
-	if err := s.conn.QueryRow(ctx, "SELECT lower(hex(SHA256(?)))", kim).Scan(&sum); err != nil || sum != EmailSHA256(kim) {
-		t.Errorf("ClickHouse's SHA256 %q, Go's %q (%v)", sum, EmailSHA256(kim), err)
+	if err := s.conn.QueryRow(ctx, "SELECT lower(hex(SHA256(?)))", kim).Scan(&sum); err != nil || sum != suppression.EmailSHA256(kim) {
+		t.Errorf("ClickHouse's SHA256 %q, Go's %q (%v)", sum, suppression.EmailSHA256(kim), err)
 	}
 }
 
@@ -317,7 +318,7 @@ func TestEraseMatchesExactly(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	tables, _, err := s.Erase(ctx, "acme", ann, EraseOptions{})
+	tables, _, err := s.Erase(ctx, "acme", ann, suppression.EraseOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +343,7 @@ func TestEraseMatchesExactly(t *testing.T) {
 		}
 	}
 
-	if _, _, err := s.Erase(ctx, "acme", kelvin, EraseOptions{}); err != nil {
+	if _, _, err := s.Erase(ctx, "acme", kelvin, suppression.EraseOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := count(t, s, "SELECT count() FROM events WHERE kafka_offset = 1"); got != 0 {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/bouncer-mail/bouncer/pipeline"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 var _ pipeline.Sink = (*Store)(nil)
@@ -139,14 +140,8 @@ func (s *Store) WriteDeadLetters(ctx context.Context, rows []pipeline.DeadLetter
 	})
 }
 
-// SuppressionVersion is pipeline.SuppressionChange.Version for a change at
-// time at.
-func SuppressionVersion(at time.Time, deleted bool) uint64 {
-	return pipeline.SuppressionChange{At: at, Deleted: deleted}.Version()
-}
-
 // WriteSuppressions inserts list changes as one block.
-func (s *Store) WriteSuppressions(ctx context.Context, rows []pipeline.SuppressionChange) error {
+func (s *Store) WriteSuppressions(ctx context.Context, rows []suppression.Change) error {
 	n := len(rows)
 	accounts, lists, norms, emails := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	reasons, statuses, classes, codes, sources := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -154,7 +149,7 @@ func (s *Store) WriteSuppressions(ctx context.Context, rows []pipeline.Suppressi
 	for i, r := range rows {
 		accounts[i], lists[i], groups[i], norms[i], emails[i] = r.AccountID, r.List, r.GroupID, r.EmailNorm, r.Email
 		created[i], reasons[i], statuses[i], classes[i], codes[i] = r.At, r.Reason, r.Status, r.Classification, r.ReasonCode
-		deleted[i], versions[i], sources[i] = b2u(r.Deleted), SuppressionVersion(r.At, r.Deleted), r.Source
+		deleted[i], versions[i], sources[i] = b2u(r.Deleted), r.Version(), r.Source
 	}
 	return s.insert(ctx, qInsertSuppressions, func(b driver.Batch) error {
 		return appendColumns(b, accounts, lists, groups, norms, emails, created, reasons, statuses, classes, codes, deleted, versions, sources)

@@ -10,6 +10,7 @@ import (
 	"github.com/bouncer-mail/bouncer/internal/testenv"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/schemas"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 func openTestStore(t *testing.T) *Store {
@@ -69,10 +70,10 @@ func TestHighWaterAndWrites(t *testing.T) {
 
 func TestSuppressionVersionOrdersByEventTime(t *testing.T) {
 	t0 := time.Unix(1764201600, 0)
-	if !(SuppressionVersion(t0, false) < SuppressionVersion(t0, true)) {
+	if !(suppression.Change{At: t0, Deleted: false}.Version() < suppression.Change{At: t0, Deleted: true}.Version()) {
 		t.Error("a removal must win a tie with an addition")
 	}
-	if !(SuppressionVersion(t0, true) < SuppressionVersion(t0.Add(time.Second), false)) {
+	if !(suppression.Change{At: t0, Deleted: true}.Version() < suppression.Change{At: t0.Add(time.Second), Deleted: false}.Version()) {
 		t.Error("a later addition must win over an earlier removal")
 	}
 }

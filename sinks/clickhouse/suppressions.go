@@ -8,33 +8,12 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/bouncer-mail/bouncer/analytics"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
-
-// Suppression is the current state of one list entry.
-type Suppression struct {
-	Email, EmailNorm string
-	Created          time.Time
-	Reason, Status   string
-	Classification   string
-	ReasonCode       string
-}
-
-// SuppressionQuery selects current entries of one list of one account.
-type SuppressionQuery struct {
-	AccountID, List string
-	GroupID         int64
-	// EmailLike is a LIKE pattern on the normalised address; "" matches all.
-	EmailLike string
-	// From and To bound the entry's created time, unix seconds, inclusive;
-	// To 0 means no upper bound.
-	From, To uint32
-	// Offset and Limit page the result, newest first; Limit 0 means 500.
-	Offset, Limit uint64
-}
 
 // Suppressions returns the current entries q selects, newest first, then by
 // address.
-func (s *Store) Suppressions(ctx context.Context, q SuppressionQuery) ([]Suppression, error) {
+func (s *Store) Suppressions(ctx context.Context, account string, q suppression.Query) ([]suppression.Entry, error) {
 	like := q.EmailLike
 	if like == "" {
 		like = "%"
@@ -47,14 +26,14 @@ func (s *Store) Suppressions(ctx context.Context, q SuppressionQuery) ([]Suppres
 	if limit == 0 {
 		limit = 500
 	}
-	rows, err := s.conn.Query(ctx, qSuppressionsList.SQL, q.AccountID, q.List, q.GroupID, like, q.From, to, q.Offset, limit)
+	rows, err := s.conn.Query(ctx, qSuppressionsList.SQL, account, q.List, q.GroupID, like, q.From, to, q.Offset, limit)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", qSuppressionsList.Name, err)
 	}
 	defer rows.Close()
-	var out []Suppression
+	var out []suppression.Entry
 	for rows.Next() {
-		var e Suppression
+		var e suppression.Entry
 		var del uint8
 		if err := rows.Scan(&e.EmailNorm, &e.Email, &e.Created, &e.Reason, &e.Status, &e.Classification, &e.ReasonCode, &del); err != nil {
 			return nil, fmt.Errorf("%s: %w", qSuppressionsList.Name, err)
@@ -69,7 +48,7 @@ func (s *Store) Suppressions(ctx context.Context, q SuppressionQuery) ([]Suppres
 // with an earlier event time that arrives later can still add an address
 // back; one-address deletes (WriteSuppressions) have no such gap.
 func (s *Store) DeleteAllSuppressions(ctx context.Context, accountID, list string, group int64, at time.Time, source string) error {
-	err := s.conn.Exec(ctx, qSuppressionsDeleteAll.SQL, uint32(max(at.Unix(), 0)), SuppressionVersion(at, true), source, accountID, list, group)
+	err := s.conn.Exec(ctx, qSuppressionsDeleteAll.SQL, uint32(max(at.Unix(), 0)), suppression.Change{At: at, Deleted: true}.Version(), source, accountID, list, group)
 	if err != nil {
 		return fmt.Errorf("%s: %w", qSuppressionsDeleteAll.Name, err)
 	}

@@ -3,6 +3,8 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 // ExportPageSize is how many entries EachSuppression reads per query.
@@ -13,7 +15,7 @@ const ExportPageSize = 10000
 // reading pageSize entries at a time (ExportPageSize when 0) so memory stays
 // flat whatever the list's size. It stops at fn's first error and returns
 // it.
-func (s *Store) EachSuppression(ctx context.Context, accountID, list string, group int64, pageSize int, fn func(Suppression) error) error {
+func (s *Store) EachSuppression(ctx context.Context, accountID, list string, group int64, pageSize int, fn func(suppression.Entry) error) error {
 	if pageSize <= 0 {
 		pageSize = ExportPageSize
 	}
@@ -35,16 +37,16 @@ func (s *Store) EachSuppression(ctx context.Context, accountID, list string, gro
 	}
 }
 
-func (s *Store) exportPage(ctx context.Context, accountID, list string, group int64, cursor string, n int) ([]Suppression, error) {
+func (s *Store) exportPage(ctx context.Context, accountID, list string, group int64, cursor string, n int) ([]suppression.Entry, error) {
 	q := qSuppressionsExportPage
 	rows, err := s.conn.Query(ctx, q.SQL, accountID, list, group, cursor, uint64(n))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", q.Name, err)
 	}
 	defer rows.Close()
-	out := make([]Suppression, 0, n)
+	out := make([]suppression.Entry, 0, n)
 	for rows.Next() {
-		var e Suppression
+		var e suppression.Entry
 		var del uint8
 		if err := rows.Scan(&e.EmailNorm, &e.Email, &e.Created, &e.Reason, &e.Status, &e.Classification, &e.ReasonCode, &del); err != nil {
 			return nil, fmt.Errorf("%s: %w", q.Name, err)

@@ -10,11 +10,12 @@ import (
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/schemas"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
-func emailsOf(t *testing.T, s *Store, q SuppressionQuery) []string {
+func emailsOf(t *testing.T, s *Store, account string, q suppression.Query) []string {
 	t.Helper()
-	es, err := s.Suppressions(context.Background(), q)
+	es, err := s.Suppressions(context.Background(), account, q)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,47 +30,47 @@ func TestSuppressionsNewestVersionWins(t *testing.T) {
 	s := openTestStore(t)
 	ctx := context.Background()
 	t0 := time.Unix(1764201600, 0).UTC()
-	add := func(acct, email string, at time.Time) pipeline.SuppressionChange {
-		return pipeline.SuppressionChange{AccountID: acct, List: "bounces", EmailNorm: email, Email: email, At: at, Reason: "550 gone", Status: "5.1.1"}
+	add := func(acct, email string, at time.Time) suppression.Change {
+		return suppression.Change{AccountID: acct, List: "bounces", EmailNorm: email, Email: email, At: at, Reason: "550 gone", Status: "5.1.1"}
 	}
-	del := func(acct, email string, at time.Time) pipeline.SuppressionChange {
+	del := func(acct, email string, at time.Time) suppression.Change {
 		c := add(acct, email, at)
 		c.Deleted, c.Reason, c.Status = true, "", ""
 		return c
 	}
 	// Each write is its own insert (its own part), in the order given.
-	for _, c := range []pipeline.SuppressionChange{
+	for _, c := range []suppression.Change{
 		add("a", "early@x.org", t0), del("a", "early@x.org", t0.Add(10*time.Second)), add("a", "early@x.org", t0.Add(5*time.Second)),
 		del("a", "late@x.org", t0), add("a", "late@x.org", t0.Add(time.Second)),
 		add("a", "tie@x.org", t0), del("a", "tie@x.org", t0),
 		add("a", "kept_1@x.org", t0.Add(2*time.Second)), add("a", "kept%2@x.org", t0.Add(3*time.Second)),
 		add("b", "other@x.org", t0),
 	} {
-		if err := s.WriteSuppressions(ctx, []pipeline.SuppressionChange{c}); err != nil {
+		if err := s.WriteSuppressions(ctx, []suppression.Change{c}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got := emailsOf(t, s, SuppressionQuery{AccountID: "a", List: "bounces"})
+	got := emailsOf(t, s, "a", suppression.Query{List: "bounces"})
 	if want := []string{"kept%2@x.org", "kept_1@x.org", "late@x.org"}; !slices.Equal(got, want) {
 		t.Errorf("account a, bounces: %v, want %v (newest first)", got, want)
 	}
-	if got := emailsOf(t, s, SuppressionQuery{AccountID: "a", List: "bounces", EmailLike: `kept\_%`}); !slices.Equal(got, []string{"kept_1@x.org"}) {
+	if got := emailsOf(t, s, "a", suppression.Query{List: "bounces", EmailLike: `kept\_%`}); !slices.Equal(got, []string{"kept_1@x.org"}) {
 		t.Errorf("escaped _ pattern: %v", got)
 	}
-	if got := emailsOf(t, s, SuppressionQuery{AccountID: "a", List: "bounces", From: uint32(t0.Unix()) + 2, To: uint32(t0.Unix()) + 2}); !slices.Equal(got, []string{"kept_1@x.org"}) {
+	if got := emailsOf(t, s, "a", suppression.Query{List: "bounces", From: uint32(t0.Unix()) + 2, To: uint32(t0.Unix()) + 2}); !slices.Equal(got, []string{"kept_1@x.org"}) {
 		t.Errorf("created in [t0+2, t0+2]: %v", got)
 	}
-	if got := emailsOf(t, s, SuppressionQuery{AccountID: "a", List: "bounces", Offset: 1, Limit: 1}); !slices.Equal(got, []string{"kept_1@x.org"}) {
+	if got := emailsOf(t, s, "a", suppression.Query{List: "bounces", Offset: 1, Limit: 1}); !slices.Equal(got, []string{"kept_1@x.org"}) {
 		t.Errorf("offset 1 limit 1: %v", got)
 	}
 
 	if err := s.DeleteAllSuppressions(ctx, "a", "bounces", 0, t0.Add(time.Hour), "api"); err != nil {
 		t.Fatal(err)
 	}
-	if got := emailsOf(t, s, SuppressionQuery{AccountID: "a", List: "bounces"}); len(got) != 0 {
+	if got := emailsOf(t, s, "a", suppression.Query{List: "bounces"}); len(got) != 0 {
 		t.Errorf("after delete all: %v", got)
 	}
-	if got := emailsOf(t, s, SuppressionQuery{AccountID: "b", List: "bounces"}); !slices.Equal(got, []string{"other@x.org"}) {
+	if got := emailsOf(t, s, "b", suppression.Query{List: "bounces"}); !slices.Equal(got, []string{"other@x.org"}) {
 		t.Errorf("account b after a's delete all: %v", got)
 	}
 }

@@ -1,21 +1,7 @@
-// Package suppress keeps an in-memory index of every account's suppression
-// lists, so a worker can tell without a database round trip whether a
-// recipient is suppressed, and why.
-//
-// # Guarantees
-//
-// The index is a function of the set of changes applied, not of their
-// order: for each (account, list, group, address) the change with the
-// highest version wins (versions order by event time, a removal winning a
-// tie), so duplicates and reordering from an at-least-once change log give
-// the same result. Addresses are compared in their normalised form. Safe for
-// concurrent use.
-package suppress
+package suppression
 
 import (
 	"sync"
-
-	"github.com/bouncer-mail/bouncer/pipeline"
 )
 
 // entry is one list membership of an address.
@@ -46,7 +32,7 @@ func key(account, email string) string { return account + "\x00" + email }
 
 // Apply records one change if it is newer than what the index holds for
 // its (list, group).
-func (ix *Index) Apply(c pipeline.SuppressionChange) {
+func (ix *Index) Apply(c Change) {
 	v := c.Version()
 	k := key(c.AccountID, c.EmailNorm)
 	ix.mu.Lock()
@@ -125,13 +111,13 @@ func (ix *Index) DropReason(account, emailNorm string, group int64, at int64) st
 		}
 		r, reason := 99, ""
 		switch {
-		case e.list == pipeline.ListBounces:
+		case e.list == ListBounces:
 			r, reason = 0, "Bounced Address"
-		case e.list == pipeline.ListSpamReports:
+		case e.list == ListSpamReports:
 			r, reason = 1, "Spam Reporting Address"
-		case e.list == pipeline.ListUnsubscribes && (e.group == 0 || e.group == group):
+		case e.list == ListUnsubscribes && (e.group == 0 || e.group == group):
 			r, reason = 2, "Unsubscribed Address"
-		case e.list == pipeline.ListInvalidEmails:
+		case e.list == ListInvalidEmails:
 			r, reason = 3, "Invalid"
 		}
 		if r < rank {

@@ -1,4 +1,4 @@
-package suppress
+package suppression
 
 import (
 	"math/rand/v2"
@@ -6,27 +6,25 @@ import (
 	"slices"
 	"testing"
 	"time"
-
-	"github.com/bouncer-mail/bouncer/pipeline"
 )
 
-func change(list string, group int64, at int64, deleted bool) pipeline.SuppressionChange {
-	return pipeline.SuppressionChange{AccountID: "acme", List: list, GroupID: group, EmailNorm: "kim@example.com",
+func change(list string, group int64, at int64, deleted bool) Change {
+	return Change{AccountID: "acme", List: list, GroupID: group, EmailNorm: "kim@example.com",
 		At: time.Unix(at, 0), Deleted: deleted, ReasonCode: "user_unknown"}
 }
 
 // Any order of the same changes gives the same index.
 func TestApplyOrderDoesNotMatter(t *testing.T) {
-	changes := []pipeline.SuppressionChange{
-		change(pipeline.ListBounces, 0, 100, false),
-		change(pipeline.ListBounces, 0, 200, true),  // an API delete at T=200
-		change(pipeline.ListBounces, 0, 150, false), // a bounce before T: stays deleted
-		change(pipeline.ListSpamReports, 0, 120, false),
-		change(pipeline.ListUnsubscribes, 7, 130, false),
-		change(pipeline.ListUnsubscribes, 7, 140, true),
-		change(pipeline.ListBounces, 0, 100, false), // a duplicate
+	changes := []Change{
+		change(ListBounces, 0, 100, false),
+		change(ListBounces, 0, 200, true),  // an API delete at T=200
+		change(ListBounces, 0, 150, false), // a bounce before T: stays deleted
+		change(ListSpamReports, 0, 120, false),
+		change(ListUnsubscribes, 7, 130, false),
+		change(ListUnsubscribes, 7, 140, true),
+		change(ListBounces, 0, 100, false), // a duplicate
 	}
-	want := []Membership{{List: pipeline.ListSpamReports, ReasonCode: "user_unknown"}}
+	want := []Membership{{List: ListSpamReports, ReasonCode: "user_unknown"}}
 	rng := rand.New(rand.NewPCG(1, 1))
 	for i := 0; i < 200; i++ {
 		ix := New()
@@ -44,17 +42,17 @@ func TestApplyOrderDoesNotMatter(t *testing.T) {
 
 func TestBounceAfterDeleteReAdds(t *testing.T) {
 	ix := New()
-	ix.Apply(change(pipeline.ListBounces, 0, 100, false))
-	ix.Apply(change(pipeline.ListBounces, 0, 200, true))
+	ix.Apply(change(ListBounces, 0, 100, false))
+	ix.Apply(change(ListBounces, 0, 200, true))
 	if len(ix.Lookup("acme", "kim@example.com")) != 0 {
 		t.Fatal("deleted entry still listed")
 	}
-	ix.Apply(change(pipeline.ListBounces, 0, 300, false))
-	if got := ix.Lookup("acme", "kim@example.com"); len(got) != 1 || got[0].List != pipeline.ListBounces {
+	ix.Apply(change(ListBounces, 0, 300, false))
+	if got := ix.Lookup("acme", "kim@example.com"); len(got) != 1 || got[0].List != ListBounces {
 		t.Fatalf("bounce after the delete: %+v", got)
 	}
 	// A removal and an addition in the same second: the removal wins.
-	ix.Apply(change(pipeline.ListBounces, 0, 300, true))
+	ix.Apply(change(ListBounces, 0, 300, true))
 	if len(ix.Lookup("acme", "kim@example.com")) != 0 {
 		t.Fatal("removal lost a tie")
 	}
@@ -65,18 +63,18 @@ func TestDropReason(t *testing.T) {
 	if r := ix.DropReason("acme", "kim@example.com", 0, 1000); r != "" {
 		t.Fatalf("empty index: %q", r)
 	}
-	ix.Apply(change(pipeline.ListBlocks, 0, 100, false))
+	ix.Apply(change(ListBlocks, 0, 100, false))
 	if r := ix.DropReason("acme", "kim@example.com", 0, 1000); r != "" {
 		t.Fatalf("a block must not drop: %q", r)
 	}
-	ix.Apply(change(pipeline.ListUnsubscribes, 7, 100, false))
+	ix.Apply(change(ListUnsubscribes, 7, 100, false))
 	if r := ix.DropReason("acme", "kim@example.com", 8, 1000); r != "" {
 		t.Fatalf("group 7 unsubscribe dropped a group 8 message: %q", r)
 	}
 	if r := ix.DropReason("acme", "kim@example.com", 7, 1000); r != "Unsubscribed Address" {
 		t.Fatalf("group 7 message: %q", r)
 	}
-	ix.Apply(change(pipeline.ListBounces, 0, 500, false))
+	ix.Apply(change(ListBounces, 0, 500, false))
 	if r := ix.DropReason("acme", "kim@example.com", 0, 400); r != "" {
 		t.Fatalf("dropped a message sent before the bounce: %q", r)
 	}
@@ -97,7 +95,7 @@ func BenchmarkIndexLookup(b *testing.B) {
 	emails := make([]string, n)
 	for i := range emails {
 		emails[i] = "user" + itoa(i) + "@example.com"
-		ix.Apply(pipeline.SuppressionChange{AccountID: "acme", List: pipeline.ListBounces, EmailNorm: emails[i], At: time.Unix(100, 0), ReasonCode: "user_unknown"})
+		ix.Apply(Change{AccountID: "acme", List: ListBounces, EmailNorm: emails[i], At: time.Unix(100, 0), ReasonCode: "user_unknown"})
 	}
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -132,7 +130,7 @@ func BenchmarkIndexMemory(b *testing.B) {
 		runtime.ReadMemStats(&before)
 		ix := New()
 		for j := 0; j < 1_000_000; j++ {
-			ix.Apply(pipeline.SuppressionChange{AccountID: "acme", List: pipeline.ListBounces,
+			ix.Apply(Change{AccountID: "acme", List: ListBounces,
 				EmailNorm: "user" + itoa(j) + "@example.com", At: time.Unix(100, 0), ReasonCode: "user_unknown"})
 		}
 		runtime.GC()
