@@ -12,11 +12,11 @@ import (
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/schollz/progressbar/v3"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/internal/eventgen"
+	"github.com/bouncer-mail/bouncer/internal/progress"
 )
 
 func init() {
@@ -54,6 +54,7 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 	partitions := fs.Int("partitions", 4, "partitions of the bench topic (and the peer's consumers)")
 	timeout := fs.Duration("timeout", 15*time.Minute, "give up on a contender after this long")
 	keep := fs.Bool("keep", false, "keep the bench databases and topic")
+	quiet := fs.Bool("quiet", false, "no progress on stderr (the bench's own step lines stay)")
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
 	}
@@ -101,7 +102,7 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 	}
 	log("producing %d events to %s (%d partitions)", *count, topic, *partitions)
 	produceStart := time.Now()
-	if err := benchProduce(ctx, conn, topic, *count, env); err != nil {
+	if err := benchProduce(ctx, conn, topic, *count, env, progress.ModeFor(env.stderr, *quiet)); err != nil {
 		return err
 	}
 	produceRate := float64(*count) / time.Since(produceStart).Seconds()
@@ -120,7 +121,7 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	wctx, cancel := context.WithTimeout(ctx, *timeout)
-	err = waitCount(wctx, admin, bouncerDB+".events", uint64(*count), env, "bouncer")
+	err = waitCount(wctx, admin, bouncerDB+".events", uint64(*count), env, "bouncer", progress.ModeFor(env.stderr, *quiet))
 	cancel()
 	bouncerTime := time.Since(start)
 	peakRSS := peakRSSKiB(worker.Process.Pid)
@@ -142,7 +143,7 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 	}
 	start = time.Now()
 	pctx, cancel := context.WithTimeout(ctx, *timeout)
-	err = waitCount(pctx, admin, peerDB+".events", uint64(*count), env, "peer")
+	err = waitCount(pctx, admin, peerDB+".events", uint64(*count), env, "peer", progress.ModeFor(env.stderr, *quiet))
 	cancel()
 	peerTime := time.Since(start)
 	admin.Exec(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS "+peerDB+".events_mv")
@@ -163,17 +164,17 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 	return tw.Flush()
 }
 
-func benchProduce(ctx context.Context, conn consumer.Conn, topic string, count int, env *environment) error {
+func benchProduce(ctx context.Context, conn consumer.Conn, topic string, count int, env *environment, mode progress.Mode) error {
 	tr, err := conn.Transport()
 	if err != nil {
 		return err
 	}
 	w := &kafka.Writer{Addr: kafka.TCP(conn.Brokers...), Topic: topic, Balancer: &kafka.Hash{},
-		RequiredAcks: kafka.RequireAll, BatchSize: 5000, BatchBytes: 16 << 20, BatchTimeout: 20 * time.Millisecond, Transport: tr}
+		RequiredAcks: kafka.RequireAll, BatchSize: 5000, BatchBytes: 1 << 20, BatchTimeout: 20 * time.Millisecond, Transport: tr}
 	defer w.Close()
 	gen := eventgen.New(42)
-	bar := progressbar.NewOptions(count, progressbar.OptionSetWriter(env.stderr), progressbar.OptionSetDescription("producing"),
-		progressbar.OptionShowCount(), progressbar.OptionThrottle(250*time.Millisecond), progressbar.OptionClearOnFinish())
+	bar := progress.New(env.stderr, progress.Config{Label: "producing", Unit: "events", Total: int64(count), Mode: mode})
+	defer bar.Finish()
 	const chunk = 5000
 	msgs := make([]kafka.Message, 0, chunk)
 	for made := 0; made < count; {
@@ -184,24 +185,21 @@ func benchProduce(ctx context.Context, conn consumer.Conn, topic string, count i
 			made++
 		}
 		if err := w.WriteMessages(ctx, msgs...); err != nil {
-			return fmt.Errorf("produce: %w", err)
+			return fmt.Errorf("produce: %w", writeError(err))
 		}
-		bar.Add(len(msgs))
+		bar.Add(int64(len(msgs)))
 	}
-	bar.Finish()
 	return nil
 }
 
 // waitCount polls count() of table until it reaches n.
-func waitCount(ctx context.Context, c driver.Conn, table string, n uint64, env *environment, label string) error {
-	bar := progressbar.NewOptions64(int64(n), progressbar.OptionSetWriter(env.stderr), progressbar.OptionSetDescription(label),
-		progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("events"),
-		progressbar.OptionThrottle(250*time.Millisecond), progressbar.OptionClearOnFinish())
+func waitCount(ctx context.Context, c driver.Conn, table string, n uint64, env *environment, label string, mode progress.Mode) error {
+	bar := progress.New(env.stderr, progress.Config{Label: label, Unit: "events", Total: int64(n), Mode: mode})
 	defer bar.Finish()
 	for {
 		var got uint64
 		if err := c.QueryRow(ctx, "SELECT count() FROM "+table).Scan(&got); err == nil {
-			bar.Set64(int64(min(got, n)))
+			bar.Set(int64(min(got, n)))
 			if got >= n {
 				return nil
 			}

@@ -4,16 +4,17 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/internal/eventgen"
+	"github.com/bouncer-mail/bouncer/internal/progress"
 )
 
 func init() {
@@ -29,7 +30,8 @@ Generated events follow a real sender's mix (processed, delivered, opens and
 clicks, some deferrals, bounces and blocks with real provider texts, spam
 reports and unsubscribes) over Gmail, Outlook, Yahoo, iCloud and company
 domains. Messages are keyed by recipient and written with acks from all
-in-sync replicas. A progress bar goes to stderr; a summary line to stdout.
+in-sync replicas. Progress goes to stderr (a bar on a terminal, a line every
+5 seconds elsewhere, nothing with --quiet); a summary line to stdout.
 
   bouncer produce --count 100000 --rate 5000
   bouncer produce --count 1000 --batch 10 --accounts acme,globex
@@ -61,7 +63,7 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 	badEvery := fs.Int("bad-every", 0, "make every Nth message bad input, to see dead letters (0: never)")
 	file := fs.String("file", "", "send the lines of this file (- for stdin) instead of generating")
 	partitions := fs.Int("partitions", 4, "partitions when the topic has to be created")
-	quiet := fs.Bool("quiet", false, "no progress bar")
+	quiet := fs.Bool("quiet", false, "no progress on stderr")
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
 	}
@@ -93,7 +95,9 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 	}
 	w := &kafka.Writer{
 		Addr: kafka.TCP(conn.Brokers...), Topic: *kf.topic, Balancer: &kafka.Hash{},
-		RequiredAcks: kafka.RequireAll, BatchSize: 2000, BatchBytes: 16 << 20,
+		// BatchBytes stays under Kafka's default message.max.bytes (1 MiB):
+		// a larger batch to one partition is refused whole.
+		RequiredAcks: kafka.RequireAll, BatchSize: 2000, BatchBytes: 1 << 20,
 		BatchTimeout: 10 * time.Millisecond, Transport: tr,
 	}
 	defer w.Close()
@@ -157,13 +161,7 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 		}
 	}
 
-	var bar *progressbar.ProgressBar
-	if !*quiet {
-		bar = progressbar.NewOptions64(total,
-			progressbar.OptionSetWriter(env.stderr), progressbar.OptionSetDescription("producing"),
-			progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("msg"),
-			progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
-	}
+	bar := progress.New(env.stderr, progress.Config{Label: "producing", Unit: "msg", Total: total, Mode: progress.ModeFor(env.stderr, *quiet)})
 	start := time.Now()
 	sent := 0
 	chunk := 1000
@@ -188,12 +186,10 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 			break
 		}
 		if err := w.WriteMessages(ctx, msgs...); err != nil {
-			return fmt.Errorf("produce to %s after %d messages: %w", *kf.topic, sent, err)
+			return fmt.Errorf("produce to %s after %d messages: %w", *kf.topic, sent, writeError(err))
 		}
 		sent += len(msgs)
-		if bar != nil {
-			bar.Add(len(msgs))
-		}
+		bar.Add(int64(len(msgs)))
 		if *rate > 0 {
 			// Pace: where the sent count should be by now.
 			due := start.Add(time.Duration(float64(sent) / float64(*rate) * float64(time.Second)))
@@ -202,12 +198,24 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 			}
 		}
 	}
-	if bar != nil {
-		bar.Finish()
-	}
+	bar.Finish()
 	elapsed := time.Since(start)
 	fmt.Fprintf(env.stdout, "produced %d messages to %s in %s (%.0f msg/s)\n", sent, *kf.topic, elapsed.Round(time.Millisecond), float64(sent)/max(elapsed.Seconds(), 1e-9))
 	return nil
+}
+
+// writeError shortens kafka-go's WriteErrors (one text per message, which
+// can make a line of megabytes) to the count and the first cause.
+func writeError(err error) error {
+	var we kafka.WriteErrors
+	if errors.As(err, &we) {
+		for _, e := range we {
+			if e != nil {
+				return fmt.Errorf("%d of %d messages not written, the first: %w", we.Count(), len(we), e)
+			}
+		}
+	}
+	return err
 }
 
 // recipientKey keys a generated message by its (first) recipient.

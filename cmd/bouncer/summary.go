@@ -7,8 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
-
+	"github.com/bouncer-mail/bouncer/internal/progress"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 )
 
@@ -22,8 +21,9 @@ Usage: bouncer summary [flags]
 Prints events by type, bounces by classification and hard/soft, suppression
 list sizes and dead letters by reason, read from ClickHouse.
 
-With --wait-for N it first waits (showing progress) until consumed events
-plus dead letters reach N, for example after producing N single-event
+With --wait-for N it first waits until consumed events plus dead letters
+reach N (progress on stderr: a bar on a terminal, a line every 5 seconds
+elsewhere, nothing with --quiet), for example after producing N single-event
 messages. Dropped events bouncer derives are counted apart.
 
   bouncer summary
@@ -36,6 +36,7 @@ func runSummary(ctx context.Context, env *environment, args []string) error {
 	cf := addClickHouseFlags(e)
 	waitFor := fs.Uint64("wait-for", 0, "wait until events + dead letters reach this many")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up waiting after this long")
+	quiet := fs.Bool("quiet", false, "no progress on stderr while waiting")
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
 	}
@@ -48,7 +49,7 @@ func runSummary(ctx context.Context, env *environment, args []string) error {
 	}
 	defer store.Close()
 	if *waitFor > 0 {
-		if err := waitForRows(ctx, store, *waitFor, *timeout, env.stderr); err != nil {
+		if err := waitForRows(ctx, store, *waitFor, *timeout, env.stderr, *quiet); err != nil {
 			return err
 		}
 	}
@@ -60,18 +61,15 @@ func runSummary(ctx context.Context, env *environment, args []string) error {
 	return nil
 }
 
-func waitForRows(ctx context.Context, store *clickhouse.Store, want uint64, timeout time.Duration, w io.Writer) error {
-	bar := progressbar.NewOptions64(int64(want), progressbar.OptionSetWriter(w),
-		progressbar.OptionSetDescription("stored in clickhouse"), progressbar.OptionShowCount(),
-		progressbar.OptionShowIts(), progressbar.OptionSetItsString("rows"),
-		progressbar.OptionThrottle(250*time.Millisecond), progressbar.OptionClearOnFinish())
+func waitForRows(ctx context.Context, store *clickhouse.Store, want uint64, timeout time.Duration, w io.Writer, quiet bool) error {
+	bar := progress.New(w, progress.Config{Label: "stored in clickhouse", Unit: "rows", Total: int64(want), Mode: progress.ModeFor(w, quiet)})
+	defer bar.Finish()
 	deadline := time.Now().Add(timeout)
 	for {
 		ev, dl, err := store.Totals(ctx)
 		if err == nil {
-			bar.Set64(int64(min(ev+dl, want)))
+			bar.Set(int64(min(ev+dl, want)))
 			if ev+dl >= want {
-				bar.Finish()
 				return nil
 			}
 		}
