@@ -36,6 +36,7 @@ in-sync replicas. Progress goes to stderr (a bar on a terminal, a line every
   bouncer produce --count 100000 --rate 5000
   bouncer produce --count 1000 --batch 10 --accounts acme,globex
   bouncer produce --count 1000 --bad-every 100        # every 100th message is bad input
+  bouncer produce --count 200000 --since 336h         # timestamps over the last two weeks
   printf '%s\n' '{"event":"bounce","email":"a@example.com","timestamp":1764201600,"reason":"550 5.1.1 user unknown"}' | bouncer produce --file -
 `
 
@@ -60,6 +61,7 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 	batch := fs.Int("batch", 1, "events per message: 1 sends single objects, more sends SendGrid's JSON array form")
 	seed := fs.Uint64("seed", 1, "random seed of the generated stream (same seed, same events)")
 	accounts := fs.String("accounts", "", "comma-separated account_ids to spread events over (empty: the default account)")
+	since := fs.Duration("since", 0, "spread the generated events' timestamps evenly from this long ago until now, e.g. 336h for two weeks (0: a fixed stream from 2025-11-27 00:00 UTC, 50 events a second)")
 	badEvery := fs.Int("bad-every", 0, "make every Nth message bad input, to see dead letters (0: never)")
 	file := fs.String("file", "", "send the lines of this file (- for stdin) instead of generating")
 	partitions := fs.Int("partitions", 4, "partitions when the topic has to be created")
@@ -79,6 +81,8 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 		return usagef("--batch %d: want 1 to 10000", *batch)
 	case *badEvery < 0:
 		return usagef("--bad-every %d: want 0 (never) or more", *badEvery)
+	case *since < 0:
+		return usagef("--since %s: want 0 or a duration before now, such as 336h", *since)
 	case fs.NArg() > 0:
 		return usagef("produce takes no arguments; got %q", fs.Args())
 	}
@@ -134,6 +138,10 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 	} else {
 		gen := eventgen.New(*seed)
 		gen.Accounts = splitList(*accounts)
+		if *since > 0 {
+			gen.BaseTime = time.Now().Add(-*since).Unix()
+			gen.Step = *since / time.Duration(max(*count**batch, 1))
+		}
 		made := 0
 		next = func() (kafka.Message, bool, error) {
 			if made >= *count {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"time"
 )
 
 // Generator produces events. It is not safe for concurrent use.
@@ -21,14 +22,16 @@ type Generator struct {
 	// Recipients is how many distinct recipient addresses to draw from;
 	// default 50000.
 	Recipients int
-	// BaseTime is the unix time of the first event; events advance one
-	// second per 50.
+	// BaseTime is the unix time of the first event.
 	BaseTime int64
+	// Step is the time from one event to the next; default 20 ms (50
+	// events a second). Timestamps are whole seconds, rounded down.
+	Step time.Duration
 }
 
 // New returns a generator seeded with seed.
 func New(seed uint64) *Generator {
-	return &Generator{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), Recipients: 50000, BaseTime: 1764201600}
+	return &Generator{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), Recipients: 50000, BaseTime: 1764201600, Step: 20 * time.Millisecond}
 }
 
 type provider struct {
@@ -120,7 +123,11 @@ func (g *Generator) Next(dst []byte) ([]byte, string) {
 	domain := p.domains[g.rng.IntN(len(p.domains))]
 	user := g.rng.IntN(max(g.Recipients, 1))
 	ev := g.pickEvent()
-	ts := g.BaseTime + g.n/50
+	step := g.Step
+	if step <= 0 {
+		step = 20 * time.Millisecond
+	}
+	ts := g.BaseTime + int64(time.Duration(g.n)*step/time.Second)
 	dst = append(dst, `{"email":"user`...)
 	dst = strconv.AppendInt(dst, int64(user), 10)
 	dst = append(dst, '@')
