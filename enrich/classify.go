@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/bits"
 	"sync"
+	"unicode/utf8"
 )
 
 // MaxTextBytes bounds how much of a diagnostic text is examined. Replies
@@ -73,7 +74,13 @@ type Classifier struct {
 	// holds: rules without an expression, branches without a literal.
 	alwaysRules []uint64
 	alwaysAlts  []uint64
-	lits        *literalSet
+	// lits finds the literals made of ASCII bytes; wide, the ones with
+	// other bytes (accented or non-Latin words). wide runs only on texts
+	// that hold a non-ASCII byte, so those literals cost ASCII texts
+	// nothing; wideIDs maps its pattern ids to the shared ones.
+	lits    *literalSet
+	wide    *literalSet
+	wideIDs []int32
 	// patternAlts[p] lists the branches (with their rules) needing literal
 	// p; patternProvider gives the provider a marker literal names.
 	patternAlts     [][]altRef
@@ -87,6 +94,12 @@ type scratch struct {
 	text  []byte
 	rules []uint64
 	alts  []uint64
+	// first and last hold, per branch marked in alts by the prefilter,
+	// the least and the greatest end of an occurrence of a literal it
+	// needs: a match of a branch of bounded width lies near them.
+	first, last []int32
+	// provider named by a marker literal, if any.
+	marker string
 }
 
 // New builds a classifier from the built-in rules, after the operator rules
@@ -168,8 +181,8 @@ func compile(rules []Rule) (*Classifier, error) {
 		for k := lo; k < hi; k++ {
 			alt := c.alts[k]
 			needs := alt.needs
-			if alt.literal != "" {
-				needs = []string{alt.literal}
+			if alt.literals != nil {
+				needs = alt.literals
 			}
 			if needs == nil {
 				setBit(c.alwaysRules, i)
@@ -182,11 +195,56 @@ func compile(rules []Rule) (*Classifier, error) {
 			}
 		}
 	}
-	c.lits = newLiteralSet(patterns)
+	var narrow, wide []string
+	narrowIDs := []int32{}
+	for p, lit := range patterns {
+		if isASCII(lit) {
+			narrow = append(narrow, lit)
+			narrowIDs = append(narrowIDs, int32(p))
+		} else {
+			wide = append(wide, lit)
+			c.wideIDs = append(c.wideIDs, int32(p))
+		}
+	}
+	// The narrow automaton reports shared ids directly: its patterns come
+	// first in patterns order, so narrowIDs is the identity up to the first
+	// wide literal. Renumber to keep that simple invariant.
+	c.renumber(narrowIDs, c.wideIDs)
+	c.lits = newLiteralSet(narrow)
+	if len(wide) > 0 {
+		c.wide = newLiteralSet(wide)
+		for i := range c.wideIDs {
+			c.wideIDs[i] = int32(len(narrow) + i)
+		}
+	}
 	c.scratch.New = func() any {
-		return &scratch{rules: make([]uint64, len(c.alwaysRules)), alts: make([]uint64, len(c.alwaysAlts))}
+		return &scratch{
+			rules: make([]uint64, len(c.alwaysRules)), alts: make([]uint64, len(c.alwaysAlts)),
+			first: make([]int32, len(c.alts)), last: make([]int32, len(c.alts)),
+		}
 	}
 	return c, nil
+}
+
+// renumber orders the pattern tables so that the ASCII literals (ids in
+// narrow) come first, then the others (ids in wide).
+func (c *Classifier) renumber(narrow, wide []int32) {
+	order := append(append([]int32(nil), narrow...), wide...)
+	alts := make([][]altRef, len(order))
+	prov := make([]string, len(order))
+	for i, p := range order {
+		alts[i], prov[i] = c.patternAlts[p], c.patternProvider[p]
+	}
+	c.patternAlts, c.patternProvider = alts, prov
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 func words(n int) int                 { return (n + 63) / 64 }
@@ -216,7 +274,8 @@ func (c *Classifier) Classify(in Input) (Result, error) {
 
 	sc := c.scratch.Get().(*scratch)
 	defer c.scratch.Put(sc)
-	sc.text = normalize(sc.text[:0], text)
+	var wide bool
+	sc.text, wide = normalizeText(sc.text[:0], text)
 	lower := sc.text
 
 	reply, status := findCodes(lower)
@@ -226,21 +285,10 @@ func (c *Classifier) Classify(in Input) (Result, error) {
 		status = given
 	}
 
-	copy(sc.rules, c.alwaysRules)
-	copy(sc.alts, c.alwaysAlts)
+	c.prefilter(sc, lower, wide)
 	provider := ProviderForDomain(DomainOf(in.Email))
-	markerProvider := ""
-	c.lits.scan(lower, func(p int32) {
-		for _, ref := range c.patternAlts[p] {
-			setBit(sc.rules, ref.rule)
-			setBit(sc.alts, ref.alt)
-		}
-		if markerProvider == "" {
-			markerProvider = c.patternProvider[p]
-		}
-	})
 	if provider == "" {
-		provider = markerProvider
+		provider = sc.marker
 	}
 
 	res := Result{ReplyCode: reply, Status: status, Provider: provider}
@@ -249,7 +297,7 @@ func (c *Classifier) Classify(in Input) (Result, error) {
 		for word != 0 {
 			i := w*64 + bits.TrailingZeros64(word)
 			word &= word - 1
-			if c.matches(i, sc.alts, lower, reply, status, provider, typ, event) {
+			if c.matches(i, sc, lower, reply, status, provider, typ, event) {
 				r := &c.rules[i]
 				res.Reason, res.Rule = r.Reason, r.ID
 				goto decided
@@ -266,6 +314,79 @@ decided:
 	return res, nil
 }
 
+// prefilter marks in sc the rules and branches worth trying on text: those
+// tried always, and those needing a literal that text contains, with where
+// the literals occur. wide says whether text holds a non-ASCII byte.
+func (c *Classifier) prefilter(sc *scratch, text []byte, wide bool) {
+	copy(sc.rules, c.alwaysRules)
+	copy(sc.alts, c.alwaysAlts)
+	sc.marker = ""
+	found := func(p int32, end int) {
+		for _, ref := range c.patternAlts[p] {
+			setBit(sc.rules, ref.rule)
+			if !hasBit(sc.alts, ref.alt) {
+				setBit(sc.alts, ref.alt)
+				sc.first[ref.alt], sc.last[ref.alt] = int32(end), int32(end)
+			} else {
+				sc.first[ref.alt] = min(sc.first[ref.alt], int32(end))
+				sc.last[ref.alt] = max(sc.last[ref.alt], int32(end))
+			}
+		}
+		if sc.marker == "" {
+			sc.marker = c.patternProvider[p]
+		}
+	}
+	c.lits.scan(text, found)
+	if wide && c.wide != nil {
+		c.wide.scan(text, func(p int32, end int) { found(c.wideIDs[p], end) })
+	}
+}
+
+// window returns the part of text a match of branch k must lie in: within
+// the branch's maximum width of the literal occurrences the prefilter saw,
+// widened to ASCII non-word bytes so that \b and \B see what they would
+// in the whole text. Branches without a bounded width get the whole text.
+func (c *Classifier) window(k int, sc *scratch, text []byte) []byte {
+	w := c.alts[k].width
+	if w < 0 || hasBit(c.alwaysAlts, k) {
+		return text
+	}
+	lo, hi := int(sc.first[k])-w, int(sc.last[k])+w
+	if lo <= 0 && hi >= len(text) {
+		return text
+	}
+	lo, hi = max(lo, 0), min(hi, len(text))
+	for lo > 0 && !asciiNonWord(text[lo-1]) {
+		lo--
+	}
+	for hi < len(text) && !asciiNonWord(text[hi]) {
+		hi++
+	}
+	return text[lo:hi]
+}
+
+// containsAll reports whether text holds a string of every set: a cheap
+// test before running an expression that needs them all.
+func containsAll(text []byte, sets [][][]byte) bool {
+	for _, set := range sets {
+		found := false
+		for _, lit := range set {
+			if bytes.Contains(text, lit) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+func asciiNonWord(b byte) bool {
+	return b < utf8.RuneSelf && !isAlnum(b) && b != '_'
+}
+
 // codeClass is the reply code's class, or the status code's when the text
 // has no reply code; 0 when neither is known.
 func codeClass(reply uint16, status StatusCode) int {
@@ -278,7 +399,7 @@ func codeClass(reply uint16, status StatusCode) int {
 // matches checks candidate rule i. Of its branches, only those whose
 // literal the prefilter found (set in alts) can match; a plain-string
 // branch found there matches without running an expression.
-func (c *Classifier) matches(i int, alts []uint64, text []byte, reply uint16, status StatusCode, provider, typ, event string) bool {
+func (c *Classifier) matches(i int, sc *scratch, text []byte, reply uint16, status StatusCode, provider, typ, event string) bool {
 	r := &c.rules[i]
 	if len(r.Providers) > 0 && !contains(r.Providers, provider) {
 		return false
@@ -318,10 +439,14 @@ func (c *Classifier) matches(i int, alts []uint64, text []byte, reply uint16, st
 		return true // no text condition
 	}
 	for k := lo; k < hi; k++ {
-		if !hasBit(alts, k) {
+		if !hasBit(sc.alts, k) {
 			continue
 		}
-		if alt := c.alts[k]; alt.re == nil || alt.re.Match(text) {
+		alt := c.alts[k]
+		if alt.re == nil {
+			return true
+		}
+		if w := c.window(k, sc, text); containsAll(w, alt.more) && alt.re.Match(w) {
 			return true
 		}
 	}

@@ -80,7 +80,7 @@ func corpusTexts(t testing.TB) []string {
 	for _, f := range []struct {
 		path string
 		col  string
-	}{{"testdata/corpus.tsv", "text"}, {"testdata/sisimai/corpus.tsv", "diagnostic_text"}} {
+	}{{"testdata/corpus.tsv", "text"}, {"testdata/sisimai/corpus.tsv", "diagnostic_text"}, {"testdata/languages.tsv", "text"}} {
 		rows := readTSV(t, f.path)
 		for _, r := range rows {
 			texts = append(texts, r[f.col])

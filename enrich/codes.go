@@ -108,6 +108,12 @@ func isAlnum(c byte) bool {
 // a dash or the end, or directly preceding an enhanced code.
 func findCodes(s []byte) (reply uint16, status StatusCode) {
 	for i := 0; i < len(s); i++ {
+		// Once a permanent reply and a status are known nothing later can
+		// change them (only a 4xx reply is replaced, only a missing status
+		// is filled), so the rest of the text need not be read.
+		if reply != 0 && reply/100 != 4 && !status.IsZero() {
+			break
+		}
 		c := s[i]
 		if c != '2' && c != '4' && c != '5' {
 			continue
@@ -148,9 +154,6 @@ func findCodes(s []byte) (reply uint16, status StatusCode) {
 					continue
 				}
 			}
-		}
-		if reply != 0 && reply/100 != 4 && !status.IsZero() {
-			break
 		}
 	}
 	return reply, status

@@ -1,6 +1,12 @@
 package enrich
 
-import "testing"
+import (
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"unicode"
+	"unicode/utf8"
+)
 
 func TestFindCodes(t *testing.T) {
 	tests := []struct {
@@ -74,5 +80,61 @@ func TestNormalize(t *testing.T) {
 	got := string(normalize(nil, "  550-5.1.1 User\r\n\tUNKNOWN  here "))
 	if want := "550-5.1.1 user unknown here"; got != want {
 		t.Errorf("normalize = %q, want %q", got, want)
+	}
+}
+
+// normalizeRef is the plain definition normalizeText must agree with: runs
+// of ASCII white space become one space, none at either end; runes are
+// lower-cased with unicode.ToLower; invalid UTF-8 bytes pass through.
+func normalizeRef(text string) (string, bool) {
+	var b strings.Builder
+	space, wide := false, false
+	for i := 0; i < len(text); {
+		r, size := utf8.DecodeRuneInString(text[i:])
+		c := text[i]
+		i += size
+		switch c {
+		case ' ', '\t', '\n', '\r', '\f', '\v':
+			space = true
+			continue
+		}
+		if space && b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		space = false
+		if c >= utf8.RuneSelf {
+			wide = true
+		}
+		if r == utf8.RuneError && size == 1 {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteRune(unicode.ToLower(r))
+	}
+	return b.String(), wide
+}
+
+func TestNormalizeAgreesWithDefinition(t *testing.T) {
+	pieces := []string{"a", "Z", "q", "5", " ", "  ", "\t", "\r\n", "!", "É", "İ", "Ⱥ", "я", "Я", "漢", "\x00", "\xff", "\x01", "\x7f", "USER UNKNOWN", "mailbox full "}
+	texts := corpusTexts(t)
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := 0; i < 20000; i++ {
+		var b strings.Builder
+		for j := rng.IntN(30); j > 0; j-- {
+			b.WriteString(pieces[rng.IntN(len(pieces))])
+		}
+		texts = append(texts, b.String())
+	}
+	for _, text := range texts {
+		want, wantWide := normalizeRef(text)
+		got, gotWide := normalizeText(nil, text)
+		if string(got) != want || gotWide != wantWide {
+			t.Fatalf("normalize(%q) = %q, %v; want %q, %v", text, got, gotWide, want, wantWide)
+		}
+		// Appending keeps what dst held.
+		got2, _ := normalizeText([]byte("x"), text)
+		if string(got2[1:]) != want || got2[0] != 'x' {
+			t.Fatalf("normalize appended to %q: %q", "x", got2)
+		}
 	}
 }

@@ -22,7 +22,12 @@ func TestLiteralSetFindsEveryOccurrence(t *testing.T) {
 	}
 	for _, text := range texts {
 		got := make([]int, len(patterns))
-		m.scan([]byte(text), func(id int32) { got[id]++ })
+		m.scan([]byte(text), func(id int32, end int) {
+			if text[end-len(patterns[id]):end] != patterns[id] {
+				t.Fatalf("%q in %q: reported ending at %d", patterns[id], text, end)
+			}
+			got[id]++
+		})
 		for id, p := range patterns {
 			want := 0
 			for i := 0; i+len(p) <= len(text); i++ {
@@ -44,6 +49,6 @@ func BenchmarkLiteralSetScan(b *testing.B) {
 	b.SetBytes(int64(len(text)))
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		c.lits.scan(text, func(int32) { n++ })
+		c.lits.scan(text, func(int32, int) { n++ })
 	}
 }

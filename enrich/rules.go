@@ -3,11 +3,13 @@ package enrich
 import (
 	"bufio"
 	_ "embed"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
 	"regexp"
 	"regexp/syntax"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -47,13 +49,24 @@ type Rule struct {
 
 // alternative is one top-level branch of a rule's expression.
 type alternative struct {
-	// literal is set when the branch is a plain string: it matches exactly
-	// when the prefilter finds it, and re is nil.
-	literal string
-	re      *regexp.Regexp
+	// literals is set when the branch matches a finite set of strings (a
+	// plain string, or alternatives and optional parts of plain strings):
+	// it matches exactly when the prefilter finds one of them, and re is
+	// nil.
+	literals []string
+	re       *regexp.Regexp
 	// needs: every match of re contains one of these lower-case strings;
 	// nil when none could be derived (the branch is always tried).
 	needs []string
+	// more lists further sets of which one string must also occur (one
+	// per other factor of a concatenation: "recipient.{0,30}refuses"
+	// needs "recipient" and "refuses"), checked in the match window
+	// before re runs.
+	more [][][]byte
+	// width bounds the length in bytes of any match of re; -1 when it is
+	// unbounded or the branch is anchored (^, $), so the branch must see
+	// the whole text.
+	width int
 }
 
 // statusPattern matches an enhanced status code; -1 is a wildcard.
@@ -292,7 +305,7 @@ func (r *Rule) compileText() error {
 
 func compileAlternative(branch string) (alternative, error) {
 	if lit, ok := plainLiteral(branch); ok && len(lit) >= 2 {
-		return alternative{literal: lit}, nil
+		return alternative{literals: []string{lit}}, nil
 	}
 	// The text is lower-cased before matching, so an expression without
 	// upper-case letters needs no case folding (which is slow); one with
@@ -309,14 +322,204 @@ func compileAlternative(branch string) (alternative, error) {
 	if err != nil {
 		return alternative{}, err
 	}
-	needs, _ := requiredLiterals(parsed.Simplify())
-	for _, l := range needs {
-		if len(l) < 2 {
-			needs = nil
-			break
+	if lits, ok := expandLiterals(parsed, maxExpansion); ok {
+		return alternative{literals: lits}, nil
+	}
+	simple := parsed.Simplify()
+	needs, _ := requiredLiterals(simple)
+	if hasShort(needs) {
+		needs = nil
+	}
+	var more [][][]byte
+	if needs != nil {
+		for _, g := range requiredGroups(simple) {
+			if slices.Equal(g, needs) {
+				continue
+			}
+			set := make([][]byte, len(g))
+			for i, lit := range g {
+				set[i] = []byte(lit)
+			}
+			more = append(more, set)
 		}
 	}
-	return alternative{re: re, needs: needs}, nil
+	return alternative{re: re, needs: needs, more: more, width: maxWidth(parsed)}, nil
+}
+
+func hasShort(lits []string) bool {
+	for _, l := range lits {
+		if len(l) < 2 {
+			return true
+		}
+	}
+	return false
+}
+
+// requiredGroups returns, for a concatenation, the literal set each factor
+// requires (every match holds one string of every set).
+func requiredGroups(re *syntax.Regexp) [][]string {
+	for re.Op == syntax.OpCapture {
+		re = re.Sub[0]
+	}
+	if re.Op != syntax.OpConcat {
+		return nil
+	}
+	var groups [][]string
+	for _, sub := range re.Sub {
+		if lits, _ := requiredLiterals(sub); lits != nil && !hasShort(lits) {
+			groups = append(groups, lits)
+		}
+	}
+	return groups
+}
+
+// maxExpansion bounds how many strings a branch may expand to before it is
+// left to the regular expression engine.
+const maxExpansion = 256
+
+// expandLiterals returns the finite set of strings re matches, lower-cased,
+// when re is made of literals, alternation, optional parts, captures and
+// small character classes only, and the set has at most limit strings of at
+// least two bytes. A text then contains a match exactly when it contains one
+// of the strings, which the literal automaton decides without running re.
+// Strings holding white space other than single spaces can never occur in
+// normalized text and are dropped.
+func expandLiterals(re *syntax.Regexp, limit int) ([]string, bool) {
+	set, ok := expand(re, limit)
+	if !ok {
+		return nil, false
+	}
+	var out []string
+	for _, s := range set {
+		if len(s) < 2 {
+			return nil, false // too short to prefilter on
+		}
+		if strings.ContainsAny(s, "\t\n\r\f\v") || strings.Contains(s, "  ") {
+			continue
+		}
+		out = append(out, s)
+	}
+	if len(out) == 0 {
+		return nil, false
+	}
+	return out, true
+}
+
+func expand(re *syntax.Regexp, limit int) ([]string, bool) {
+	switch re.Op {
+	case syntax.OpEmptyMatch:
+		return []string{""}, true
+	case syntax.OpLiteral:
+		if re.Flags&syntax.FoldCase != 0 {
+			return nil, false
+		}
+		return []string{strings.ToLower(string(re.Rune))}, true
+	case syntax.OpCharClass:
+		if re.Flags&syntax.FoldCase != 0 {
+			return nil, false
+		}
+		var out []string
+		for i := 0; i < len(re.Rune); i += 2 {
+			for r := re.Rune[i]; r <= re.Rune[i+1]; r++ {
+				if len(out) >= limit || unicode.ToLower(r) != r {
+					return nil, false
+				}
+				out = append(out, string(r))
+			}
+		}
+		return out, true
+	case syntax.OpCapture:
+		return expand(re.Sub[0], limit)
+	case syntax.OpQuest:
+		sub, ok := expand(re.Sub[0], limit-1)
+		if !ok {
+			return nil, false
+		}
+		return append([]string{""}, sub...), true
+	case syntax.OpAlternate:
+		var out []string
+		for _, sub := range re.Sub {
+			set, ok := expand(sub, limit-len(out))
+			if !ok {
+				return nil, false
+			}
+			out = append(out, set...)
+		}
+		return out, true
+	case syntax.OpConcat:
+		out := []string{""}
+		for _, sub := range re.Sub {
+			set, ok := expand(sub, limit)
+			if !ok || len(out)*len(set) > limit {
+				return nil, false
+			}
+			next := make([]string, 0, len(out)*len(set))
+			for _, a := range out {
+				for _, b := range set {
+					next = append(next, a+b)
+				}
+			}
+			out = next
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+// maxWidth returns the most bytes a match of re can span, or -1 when that is
+// unbounded or re is anchored to the start or end of the text or a line.
+func maxWidth(re *syntax.Regexp) int {
+	runeBytes := func(r rune, fold bool) int {
+		if fold || r >= utf8.RuneSelf {
+			return utf8.UTFMax // a case variant may be longer
+		}
+		return 1
+	}
+	switch re.Op {
+	case syntax.OpEmptyMatch, syntax.OpWordBoundary, syntax.OpNoWordBoundary:
+		return 0
+	case syntax.OpLiteral:
+		n := 0
+		for _, r := range re.Rune {
+			n += runeBytes(r, re.Flags&syntax.FoldCase != 0)
+		}
+		return n
+	case syntax.OpCharClass:
+		for i := 0; i < len(re.Rune); i += 2 {
+			if re.Rune[i+1] >= utf8.RuneSelf {
+				return utf8.UTFMax
+			}
+		}
+		if re.Flags&syntax.FoldCase != 0 {
+			return utf8.UTFMax
+		}
+		return 1
+	case syntax.OpAnyChar, syntax.OpAnyCharNotNL:
+		return utf8.UTFMax
+	case syntax.OpCapture, syntax.OpQuest:
+		return maxWidth(re.Sub[0])
+	case syntax.OpConcat, syntax.OpAlternate:
+		total := 0
+		for _, sub := range re.Sub {
+			w := maxWidth(sub)
+			if w < 0 {
+				return -1
+			}
+			if re.Op == syntax.OpConcat {
+				total += w
+			} else {
+				total = max(total, w)
+			}
+		}
+		return total
+	case syntax.OpRepeat:
+		w := maxWidth(re.Sub[0])
+		if w < 0 || re.Max < 0 {
+			return -1
+		}
+		return w * re.Max
+	}
+	return -1 // star, plus, anchors
 }
 
 // splitAlternatives splits an expression at its top-level '|'.
@@ -363,8 +566,6 @@ func plainLiteral(branch string) (string, bool) {
 			b.WriteByte(branch[i])
 		case strings.IndexByte(".+*?()|[]{}^$", c) >= 0:
 			return "", false
-		case c >= utf8.RuneSelf:
-			return "", false // matched by the regexp, to fold case properly
 		case c == '\t' || c == '\n' || c == '\r':
 			return "", false
 		default:
@@ -380,23 +581,21 @@ func plainLiteral(branch string) (string, bool) {
 
 // requiredLiterals returns strings of which at least one occurs in every
 // text that re matches (nil when no such set is known), and whether re
-// matches exactly the texts containing one of them. Literals are lower-case
-// ASCII; anything else gives up (nil), which only costs speed.
+// matches exactly the texts containing one of them. Literals are
+// lower-cased as normalize lower-cases the text; when none can be derived
+// the result is nil, which only costs speed.
 func requiredLiterals(re *syntax.Regexp) ([]string, bool) {
 	switch re.Op {
 	case syntax.OpLiteral:
-		s := string(re.Rune)
-		for i := 0; i < len(s); i++ {
-			if s[i] >= utf8.RuneSelf {
-				return nil, false
-			}
-		}
+		// The text is lower-cased rune by rune (normalize), so is the
+		// literal; non-ASCII literals go to the second automaton.
+		s := strings.ToLower(string(re.Rune))
 		// Text is matched with white space folded to single spaces, so a
 		// literal that holds other white space cannot be searched as is.
 		if strings.ContainsAny(s, "\t\n\r\f\v") || strings.Contains(s, "  ") {
 			return nil, false
 		}
-		return []string{strings.ToLower(s)}, true
+		return []string{s}, true
 	case syntax.OpCapture:
 		return requiredLiterals(re.Sub[0])
 	case syntax.OpAlternate:
@@ -440,14 +639,94 @@ func requiredLiterals(re *syntax.Regexp) ([]string, bool) {
 	return nil, false
 }
 
-// normalize appends text to dst lower-cased (ASCII) with runs of white
-// space folded to one space and surrounding space trimmed.
+// normalize appends text to dst lower-cased with runs of white space folded
+// to one space and surrounding space trimmed.
 func normalize(dst []byte, text string) []byte {
-	space := false
+	dst, _ = normalizeText(dst, text)
+	return dst
+}
+
+// asciiFold maps an ASCII byte to itself lower-cased and white space to
+// ' '; NUL and the bytes of multi-byte sequences map to 0 (the slow path).
+var asciiFold = func() (t [256]byte) {
+	for c := 1; c < utf8.RuneSelf; c++ {
+		t[c] = byte(c)
+		if c >= 'A' && c <= 'Z' {
+			t[c] = byte(c) + 'a' - 'A'
+		}
+	}
+	for _, c := range []byte{' ', '\t', '\n', '\r', '\f', '\v'} {
+		t[c] = ' '
+	}
+	return t
+}()
+
+// normalizeText is normalize, and reports whether text holds a byte outside
+// ASCII. It reads eight bytes at a time where they are plain (ASCII, no
+// control bytes, no space next to another space or opening the output):
+// such a word is lower-cased with a few arithmetic steps and stored whole.
+// Other words go byte by byte; the first non-ASCII byte hands the rest to
+// normalizeWide, which decodes runes. A space is written when its run
+// starts and dropped again at the end of the text.
+func normalizeText(dst []byte, text string) ([]byte, bool) {
+	const (
+		ones = 0x0101010101010101
+		high = 0x8080808080808080
+	)
+	dst = slices.Grow(dst, len(text))
+	n0 := len(dst)
+	n := n0
+	buf := dst[:n0+len(text)]
+	i := 0
+	for i < len(text) {
+		if i+8 <= len(text) {
+			s := text[i : i+8]
+			w := uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+				uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+			ctrl := ^(w + 0x60*ones) & high // bytes below 0x20
+			x := w ^ 0x20*ones              // spaces become zero bytes
+			spaces := ^((x&^high + ^uint64(high)&(0x7f*ones)) | x | ^uint64(high)) & high
+			lead := spaces&0x80 != 0 && (n == n0 || buf[n-1] == ' ')
+			if w&high == 0 && ctrl == 0 && spaces&(spaces<<8) == 0 && !lead {
+				upper := (w + (0x80-'A')*ones) &^ (w + (0x80-'Z'-1)*ones) & high
+				binary.LittleEndian.PutUint64(buf[n:], w|upper>>2)
+				n += 8
+				i += 8
+				continue
+			}
+		}
+		stop := min(i+8, len(text))
+		for ; i < stop; i++ {
+			f := asciiFold[text[i]]
+			if f == 0 {
+				space := n > n0 && buf[n-1] == ' '
+				if space {
+					n--
+				}
+				return normalizeWide(buf[:n], text[i:], space)
+			}
+			if f == ' ' && (n == n0 || buf[n-1] == ' ') {
+				continue
+			}
+			buf[n] = f
+			n++
+		}
+	}
+	if n > n0 && buf[n-1] == ' ' {
+		n--
+	}
+	return buf[:n], false
+}
+
+// normalizeWide continues normalizeText from a NUL or non-ASCII byte:
+// runes are lower-cased with unicode.ToLower (which may change their
+// length), and invalid UTF-8 passes through as is.
+func normalizeWide(dst []byte, text string, space bool) ([]byte, bool) {
+	wide := false
 	for i := 0; i < len(text); i++ {
 		c := text[i]
-		switch c {
-		case ' ', '\t', '\n', '\r', '\f', '\v':
+		f := asciiFold[c]
+		if f == ' ' {
 			space = true
 			continue
 		}
@@ -455,20 +734,21 @@ func normalize(dst []byte, text string) []byte {
 			dst = append(dst, ' ')
 		}
 		space = false
-		if c >= utf8.RuneSelf {
+		switch {
+		case f != 0:
+			dst = append(dst, f)
+		case c < utf8.RuneSelf:
+			dst = append(dst, c) // NUL
+		default:
+			wide = true
 			r, size := utf8.DecodeRuneInString(text[i:])
 			if r == utf8.RuneError && size == 1 {
-				dst = append(dst, c) // invalid UTF-8 passes through as is
+				dst = append(dst, c)
 				continue
 			}
 			dst = utf8.AppendRune(dst, unicode.ToLower(r))
 			i += size - 1
-			continue
 		}
-		if c >= 'A' && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		dst = append(dst, c)
 	}
-	return dst
+	return dst, wide
 }

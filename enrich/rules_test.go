@@ -103,11 +103,17 @@ func TestAlternativesAndLiterals(t *testing.T) {
 		want string // per branch: =literal or ~needs (comma-separated), joined by " | "
 	}{
 		{"user unknown|no such user", "=user unknown | =no such user"},
-		{"mailbox (is )?full|over ?quota", "~mailbox  | ~quota"},
+		// Finite sets of strings are expanded and decided by the automaton.
+		{"mailbox (is )?full|over ?quota", "=mailbox full,mailbox is full | =overquota,over quota"},
+		{"didn'?t pass|[ab]c", "=didnt pass,didn't pass | =ac,bc"},
+		// Too many strings (3^6 = 729): left to the expression.
+		{"(a|b|c)(d|e|f)(g|h|i)(j|k|l)(m|n|o)(p|q|r)xyz", "~xyz"},
 		{`user.{0,20}unknown|\(s3150\)`, "~unknown | =(s3150)"},
 		{`\bip\b.{0,30}blocked`, "~blocked"},
-		{"(a|b)c|[|]x", "~ | ~|x"},
-		{"utilisateur inconnu|échec", "=utilisateur inconnu | ~"},
+		{"(a|b)c|[|]x", "=ac,bc | =|x"},
+		// Non-ASCII words are literals too, lower-cased as the text is.
+		{"utilisateur inconnu|ÉCHEC|ящик переполнен", "=utilisateur inconnu | =échec | =ящик переполнен"},
+		{"boîte (aux lettres )?pleine", "=boîte pleine,boîte aux lettres pleine"},
 		{`\S+@\S+ rejected`, "~ rejected"},
 	}
 	for _, tt := range tests {
@@ -118,7 +124,7 @@ func TestAlternativesAndLiterals(t *testing.T) {
 		var parts []string
 		for _, a := range r.alts {
 			if a.re == nil {
-				parts = append(parts, "="+a.literal)
+				parts = append(parts, "="+strings.Join(a.literals, ","))
 			} else {
 				parts = append(parts, "~"+strings.Join(a.needs, ","))
 			}
@@ -147,25 +153,21 @@ func TestPrefilterNeverHidesAMatch(t *testing.T) {
 			whole[i] = regexp.MustCompile("(?i)" + r.Text)
 		}
 	}
+	sc := c.scratch.Get().(*scratch)
 	for _, text := range texts {
-		lower := normalize(nil, text)
-		alts := append([]uint64(nil), c.alwaysAlts...)
-		c.lits.scan(lower, func(p int32) {
-			for _, ref := range c.patternAlts[p] {
-				setBit(alts, ref.alt)
-			}
-		})
+		lower, wide := normalizeText(nil, text)
+		c.prefilter(sc, lower, wide)
 		for i, r := range c.rules {
 			if whole[i] == nil {
 				continue
 			}
 			want := whole[i].Match(lower)
-			got := c.matches(i, alts, lower, 0, StatusCode{}, "", "", "")
+			got := c.matches(i, sc, lower, 0, StatusCode{}, "", "", "")
 			if len(r.Providers)+len(r.Status)+len(r.Reply)+len(r.Types)+len(r.Events) > 0 {
 				// Conditions beyond the text: compare the text part alone.
 				got = false
 				for k := c.ruleAlts[i][0]; k < c.ruleAlts[i][1]; k++ {
-					if hasBit(alts, k) && (c.alts[k].re == nil || c.alts[k].re.Match(lower)) {
+					if hasBit(sc.alts, k) && (c.alts[k].re == nil || c.alts[k].re.Match(c.window(k, sc, lower))) {
 						got = true
 					}
 				}
