@@ -110,6 +110,10 @@ type Config struct {
 	// them (at least 1) for one account; others wait up to 15s for a place.
 	// Default 8.
 	MaxStatsQueries int
+	// Metrics counts requests by route pattern and status; default:
+	// unregistered metrics (serve them with NewRequestMetrics(reg) on an
+	// ops listener of their own, never on the API's).
+	Metrics *RequestMetrics
 	// KeyRefresh is how often keys are reloaded (a revoked key stops working
 	// within it); default 5s. An unknown key id reloads at most once a second.
 	KeyRefresh time.Duration
@@ -152,6 +156,9 @@ func (c *Config) Validate() error {
 	if c.KeyRefresh <= 0 {
 		c.KeyRefresh = 5 * time.Second
 	}
+	if c.Metrics == nil {
+		c.Metrics = NewRequestMetrics(nil)
+	}
 	return nil
 }
 
@@ -168,6 +175,7 @@ type server struct {
 	limiter  *limiter
 	queries  *queryGate
 	mux      *http.ServeMux
+	metrics  *RequestMetrics
 	// sessionStore holds the dashboard's login sessions (ui.go).
 	sessionStore *sessionStore
 }
@@ -184,6 +192,7 @@ func NewServer(cfg Config) http.Handler {
 		limiter: newLimiter(cfg.RateLimit, cfg.RateBurst),
 		queries: newQueryGate(cfg.MaxStatsQueries, max(1, cfg.MaxStatsQueries/4), 15*time.Second),
 		mux:     http.NewServeMux(),
+		metrics: cfg.Metrics,
 
 		sessionStore: newSessionStore(),
 	}

@@ -93,6 +93,8 @@ func cleanPath(p string) bool {
 
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	s.metrics.inFlight.Inc()
+	defer s.metrics.inFlight.Dec()
 	ri := &reqInfo{}
 	r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, ri))
 	sw := &statusWriter{ResponseWriter: w}
@@ -123,8 +125,10 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(sw, s.log, r, errorf(ENotFound, "", "resource not found"))
 		}
 	}
+	took := time.Since(start)
+	s.metrics.observe(r.Method, pattern, sw.status, took)
 	s.log.Info("request", "method", r.Method, "route", pattern, "status", sw.status, "bytes", sw.bytes,
-		"duration", time.Since(start).Round(time.Microsecond), "account", ri.account, "key_id", ri.keyID)
+		"duration", took.Round(time.Microsecond), "account", ri.account, "key_id", ri.keyID)
 }
 
 // authenticated wraps a route that needs a key with scope (empty: any key):

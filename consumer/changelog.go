@@ -9,8 +9,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/bouncer-mail/bouncer/suppression"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 // The suppression change log is a compacted Kafka topic: one message per
@@ -92,11 +94,32 @@ func (w *ChangeWriter) PublishChanges(ctx context.Context, rows []suppression.Ch
 // Close flushes and closes the writer.
 func (w *ChangeWriter) Close() error { return w.w.Close() }
 
+// FollowMetrics are the metrics of a change-log follower (the in-memory
+// suppression index of a worker or the api).
+type FollowMetrics struct {
+	lag *prometheus.GaugeVec
+}
+
+// NewFollowMetrics creates them, registered with reg unless nil.
+func NewFollowMetrics(reg prometheus.Registerer) *FollowMetrics {
+	m := &FollowMetrics{lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "bouncer_suppression_index_lag_messages",
+		Help: "Changes of the suppression change log not yet applied to this process's in-memory index, per partition, as of the last one read.",
+	}, []string{"partition"})}
+	if reg != nil {
+		reg.MustRegister(m.lag)
+	}
+	return m
+}
+
 // FollowChanges reads every partition of the change log from its start and
 // calls apply for each change, until ctx ends. caughtUp is closed once every
 // partition has been read up to where it ended when following began.
-// Malformed messages are logged and skipped.
-func FollowChanges(ctx context.Context, c Conn, topic string, apply func(suppression.Change), caughtUp chan<- struct{}, log *slog.Logger) error {
+// Malformed messages are logged and skipped. m may be nil.
+func FollowChanges(ctx context.Context, c Conn, topic string, apply func(suppression.Change), caughtUp chan<- struct{}, m *FollowMetrics, log *slog.Logger) error {
+	if m == nil {
+		m = NewFollowMetrics(nil)
+	}
 	dialer, err := c.Dialer()
 	if err != nil {
 		return err
@@ -125,14 +148,14 @@ func FollowChanges(ctx context.Context, c Conn, topic string, apply func(suppres
 		wg.Add(1)
 		go func(partition int) {
 			defer wg.Done()
-			followPartition(ctx, c, dialer, topic, partition, apply, ready.Done, log)
+			followPartition(ctx, c, dialer, topic, partition, apply, ready.Done, m.lag.WithLabelValues(strconv.Itoa(partition)), log)
 		}(p.ID)
 	}
 	wg.Wait()
 	return nil
 }
 
-func followPartition(ctx context.Context, c Conn, dialer *kafka.Dialer, topic string, partition int, apply func(suppression.Change), done func(), log *slog.Logger) {
+func followPartition(ctx context.Context, c Conn, dialer *kafka.Dialer, topic string, partition int, apply func(suppression.Change), done func(), lag prometheus.Gauge, log *slog.Logger) {
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: c.Brokers, Topic: topic, Partition: partition, Dialer: dialer,
 		MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 500 * time.Millisecond})
 	defer r.Close()
@@ -151,6 +174,7 @@ func followPartition(ctx context.Context, c Conn, dialer *kafka.Dialer, topic st
 			lc.Close()
 			if err == nil {
 				end = last
+				lag.Set(float64(max(last-first, 0)))
 				if first >= last {
 					signal()
 				}
@@ -175,6 +199,7 @@ func followPartition(ctx context.Context, c Conn, dialer *kafka.Dialer, topic st
 		} else {
 			apply(fromMessage(cm))
 		}
+		lag.Set(float64(max(m.HighWaterMark-m.Offset-1, 0)))
 		if m.Offset+1 >= end {
 			signal()
 		}

@@ -90,34 +90,50 @@ func (c *GroupConfig) Validate() error {
 	return nil
 }
 
-// Metrics of the consumer.
+// Metrics of the consumer groups, labelled by group. The per-partition
+// series (lag, last commit) exist while this member owns the partition, so
+// summing them over workers never counts a partition twice.
 type Metrics struct {
-	lag       *prometheus.GaugeVec
-	retries   prometheus.Counter
-	commitErr prometheus.Counter
-	assigned  prometheus.Gauge
+	lag        *prometheus.GaugeVec
+	lastCommit *prometheus.GaugeVec
+	retries    *prometheus.CounterVec
+	commitErr  *prometheus.CounterVec
+	assigned   *prometheus.GaugeVec
 }
 
 // NewMetrics creates the consumer metrics, registered with reg unless nil.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
+	part := []string{"group", "topic", "partition"}
 	m := &Metrics{
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "bouncer_consumer_lag_messages", Help: "Messages behind the partition's high-water mark, as of the last batch.",
-		}, []string{"group", "topic", "partition"}),
-		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bouncer_consumer_lag_messages",
+			Help: "Messages behind the partition's high-water mark: set when a batch is fetched (it counts until committed) and after its commit.",
+		}, part),
+		lastCommit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "bouncer_consumer_last_commit_timestamp_seconds",
+			Help: "Unix time of the partition's last offset commit by this member, or of its assignment when nothing was committed since.",
+		}, part),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bouncer_consumer_batch_retries_total", Help: "Failed batch attempts that were retried.",
-		}),
-		commitErr: prometheus.NewCounter(prometheus.CounterOpts{
+		}, []string{"group"}),
+		commitErr: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bouncer_consumer_commit_errors_total", Help: "Offset commits that failed (the next commit covers them).",
-		}),
-		assigned: prometheus.NewGauge(prometheus.GaugeOpts{
+		}, []string{"group"}),
+		assigned: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "bouncer_consumer_assigned_partitions", Help: "Partitions this member owns.",
-		}),
+		}, []string{"group"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.lag, m.retries, m.commitErr, m.assigned)
+		reg.MustRegister(m.lag, m.lastCommit, m.retries, m.commitErr, m.assigned)
 	}
 	return m
+}
+
+// group makes a group's series exist (at zero) before anything happens.
+func (m *Metrics) group(id string) {
+	m.retries.WithLabelValues(id)
+	m.commitErr.WithLabelValues(id)
+	m.assigned.WithLabelValues(id)
 }
 
 // Group runs one consumer group member.
@@ -133,6 +149,7 @@ func NewGroup(cfg GroupConfig, handler pipeline.BatchHandler) (*Group, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg.Metrics.group(cfg.GroupID)
 	return &Group{cfg: cfg, handler: handler, ready: make(chan struct{})}, nil
 }
 
@@ -180,7 +197,7 @@ func (g *Group) Run(ctx context.Context) error {
 		}
 		g.once.Do(func() { close(g.ready) })
 		parts := gen.Assignments[g.cfg.Topic]
-		g.cfg.Metrics.assigned.Set(float64(len(parts)))
+		g.cfg.Metrics.assigned.WithLabelValues(g.cfg.GroupID).Set(float64(len(parts)))
 		g.cfg.Logger.Info("consumer group: assigned", "group", g.cfg.GroupID, "generation", gen.ID, "partitions", len(parts))
 		for _, a := range parts {
 			a := a
@@ -230,7 +247,15 @@ func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, pa
 	log.Info("partition assigned", "committed", committed, "resume", next, "start", start)
 
 	batch := make([]pipeline.Message, 0, 256)
-	lag := g.cfg.Metrics.lag.WithLabelValues(g.cfg.GroupID, topic, fmt.Sprint(partition))
+	labels := prometheus.Labels{"group": g.cfg.GroupID, "topic": topic, "partition": fmt.Sprint(partition)}
+	lag := g.cfg.Metrics.lag.With(labels)
+	lastCommit := g.cfg.Metrics.lastCommit.With(labels)
+	lastCommit.SetToCurrentTime() // the stall clock starts at assignment
+	defer func() {
+		// The partition's next owner reports it from now on.
+		g.cfg.Metrics.lag.Delete(labels)
+		g.cfg.Metrics.lastCommit.Delete(labels)
+	}()
 	for {
 		if ctx.Err() != nil || genCtx.Err() != nil {
 			return
@@ -239,6 +264,11 @@ func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, pa
 		batch, hwm = g.fetch(genCtx, r, batch[:0])
 		if len(batch) == 0 {
 			continue
+		}
+		if hwm > 0 {
+			// Until committed the batch is still behind, so a batch that
+			// keeps failing shows as lag.
+			lag.Set(float64(max(hwm-batch[0].Offset, 0)))
 		}
 		ok := g.retry(genCtx, log, "handle batch", func() error {
 			// Each attempt gets its own HandleTimeout: a long outage must
@@ -260,8 +290,10 @@ func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, pa
 		if err := gen.CommitOffsets(map[string]map[int]int64{topic: {partition: last + 1}}); err != nil {
 			// Not fatal: the rows are stored; a redelivery is skipped by
 			// the handler's marks, and the next commit covers this one.
-			g.cfg.Metrics.commitErr.Inc()
+			g.cfg.Metrics.commitErr.WithLabelValues(g.cfg.GroupID).Inc()
 			log.Warn("commit offsets failed", "offset", last+1, "err", err)
+		} else {
+			lastCommit.SetToCurrentTime()
 		}
 		clear(batch) // let the message bytes go
 	}
@@ -325,7 +357,7 @@ func (g *Group) retry(ctx context.Context, log *slog.Logger, what string, fn fun
 		if ctx.Err() != nil {
 			return false
 		}
-		g.cfg.Metrics.retries.Inc()
+		g.cfg.Metrics.retries.WithLabelValues(g.cfg.GroupID).Inc()
 		wait := b.NextBackOff()
 		log.Warn(what+" failed; retrying", "in", wait.Round(time.Millisecond), "err", err)
 		if !sleep(ctx, wait) {

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/bouncer-mail/bouncer/internal/testenv"
@@ -57,16 +59,21 @@ func TestRetryAfterOutageLongerThanHandleTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := &slowToRecover{outage: 1500 * time.Millisecond, done: make(chan error, 1)}
+	reg := prometheus.NewRegistry()
+	group := topic + ".g"
+	started := time.Now()
 	g, err := NewGroup(GroupConfig{
-		Conn: Conn{Brokers: testenv.Brokers(brokers)}, Topic: topic, GroupID: topic + ".g",
+		Conn: Conn{Brokers: testenv.Brokers(brokers)}, Topic: topic, GroupID: group,
 		HandleTimeout: 500 * time.Millisecond, RetryMax: 200 * time.Millisecond, MaxWait: 50 * time.Millisecond,
+		Metrics: NewMetrics(reg),
 	}, h)
 	if err != nil {
 		t.Fatal(err)
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	go g.Run(runCtx)
+	ran := make(chan error, 1)
+	go func() { ran <- g.Run(runCtx) }()
 	select {
 	case err := <-h.done:
 		if err != nil {
@@ -76,8 +83,56 @@ func TestRetryAfterOutageLongerThanHandleTimeout(t *testing.T) {
 		t.Fatal("the batch was never handled after the outage")
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.calls < 3 {
-		t.Errorf("%d Handle calls; want retries during the outage", h.calls)
+	calls := h.calls
+	h.mu.Unlock()
+	if calls < 3 {
+		t.Errorf("%d Handle calls; want retries during the outage", calls)
 	}
+
+	// The metrics an operator alerts on: retries of the group, and once the
+	// batch is committed, no lag and a fresh commit time for the partition.
+	part := prometheus.Labels{"group": group, "topic": topic, "partition": "0"}
+	if n := value(g.cfg.Metrics.retries.WithLabelValues(group)); n < 2 {
+		t.Errorf("bouncer_consumer_batch_retries_total{group=%q} = %v; want the retries counted", group, n)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		lag := value(g.cfg.Metrics.lag.With(part))
+		committed := value(g.cfg.Metrics.lastCommit.With(part))
+		if lag == 0 && committed >= float64(started.Unix()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the commit: lag %v, last commit %v; want 0 and a time after %d", lag, committed, started.Unix())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Once the member stops owning the partition its series go, so
+	// another owner's figures are never added to stale ones.
+	stop()
+	if err := <-ran; err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "bouncer_consumer_lag_messages", "bouncer_consumer_last_commit_timestamp_seconds":
+			t.Errorf("after the member stopped: %d series of %s; want none", len(mf.GetMetric()), mf.GetName())
+		}
+	}
+}
+
+// value reads a gauge or counter.
+func value(m prometheus.Metric) float64 {
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		panic(err)
+	}
+	if d.Gauge != nil {
+		return d.Gauge.GetValue()
+	}
+	return d.Counter.GetValue()
 }

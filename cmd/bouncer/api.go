@@ -7,7 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/bouncer-mail/bouncer/analytics"
 	"github.com/bouncer-mail/bouncer/api"
@@ -43,6 +47,10 @@ headers). Webhook routes need BOUNCER_SECRET_KEY (bouncer secrets generate
 makes one; workers need the same). See docs/api.md, docs/webhooks.md,
 docs/forwarding.md and docs/dashboard.md.
 
+The ops port (--ops-addr, a listener of its own, never --listen) serves
+/healthz, /readyz and /metrics: requests by route pattern and status, their
+latency, and the suppression index's lag. See docs/operations.md.
+
 On SIGTERM or SIGINT it stops accepting connections and finishes the
 requests in flight (at most --shutdown-timeout).
 
@@ -59,6 +67,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	publish := e.Bool("publish-changes", "BOUNCER_API_PUBLISH_CHANGES", true, "publish API list changes to the change-log topic (needs Kafka); without it workers learn of API deletes only after a restart")
 	check := e.Bool("check", "BOUNCER_API_CHECK", true, "serve the batch check (POST /bouncer/v1/suppressions/check) from an in-memory copy of the lists, loaded from the change-log topic (needs Kafka)")
 	listen := e.String("listen", "BOUNCER_API_ADDR", "127.0.0.1:8080", "address the API listens on, host:port")
+	opsAddr := e.String("ops-addr", "BOUNCER_API_OPS_ADDR", "127.0.0.1:9465", "address of the ops HTTP server (/healthz, /readyz, /metrics), never the API's own; empty disables it")
 	rateLimit := e.Int("rate-limit", "BOUNCER_API_RATE_LIMIT", 10, "requests per second per API key (the burst is the same number)")
 	maxBody := e.Int("max-body-bytes", "BOUNCER_API_MAX_BODY_BYTES", 1<<20, "largest accepted request body")
 	maxStats := e.Int("max-stats-queries", "BOUNCER_API_MAX_STATS_QUERIES", 8, "statistics queries (stats, bounce classification and dashboard routes) answered at once, a quarter of them for one account; others wait up to 15s, then 503")
@@ -81,6 +90,9 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	}
 	if *maxStats < 1 {
 		return usagef("--max-stats-queries %d: want at least 1", *maxStats)
+	}
+	if *opsAddr != "" && *opsAddr == *listen && !strings.HasSuffix(*listen, ":0") {
+		return usagef("--ops-addr %s is the API's --listen address: metrics must not be served to tenants; pick another port", *opsAddr)
 	}
 	log, err := lf.logger(env.stderr)
 	if err != nil {
@@ -106,6 +118,8 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	defer store.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	var changes suppression.Publisher
 	subs := subscription.NewService(store, whKeys, whGuard, kafkatier.NewReplayer(store, kf.conn()))
@@ -127,7 +141,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 		if err := consumer.EnsureChangeLog(ctx, conn, *changeTopic, 4); err != nil {
 			return err
 		}
-		index, err := loadSuppressionIndex(ctx, conn, *changeTopic, log)
+		index, err := loadSuppressionIndex(ctx, conn, *changeTopic, reg, log)
 		if err != nil || index == nil {
 			return err
 		}
@@ -137,6 +151,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 		Store: as, Stats: store, Activity: store, Keys: apiKeys{store}, Logger: log, Checker: checker,
 		Privacy: as.Service, Forwarding: as, Webhooks: subs, WebhookOps: subs, Dashboard: store,
 		RateLimit: float64(*rateLimit), MaxBodyBytes: int64(*maxBody), MaxStatsQueries: *maxStats,
+		Metrics: api.NewRequestMetrics(reg),
 	}
 	if err := cfg.Validate(); err != nil {
 		return &usageError{err.Error()}
@@ -144,6 +159,14 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("api: listen on %s: %w", *listen, err)
+	}
+	if *opsAddr != "" {
+		ops, err := startOps(*opsAddr, reg, nil, store, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer ops.Close()
 	}
 	srv := &http.Server{
 		Handler:           api.NewServer(cfg),
@@ -217,11 +240,12 @@ func (a apiKeys) APIKeys(ctx context.Context) ([]api.Key, error) {
 // loadSuppressionIndex follows the change log into a new index in the
 // background and waits (at most 2 minutes) until it holds everything the
 // log held when following began. It returns nil, nil when ctx ends first.
-func loadSuppressionIndex(ctx context.Context, conn consumer.Conn, topic string, log *slog.Logger) (*suppression.Index, error) {
+func loadSuppressionIndex(ctx context.Context, conn consumer.Conn, topic string, reg prometheus.Registerer, log *slog.Logger) (*suppression.Index, error) {
 	index := suppression.New()
 	caughtUp := make(chan struct{})
+	m := consumer.NewFollowMetrics(reg)
 	go func() {
-		if err := consumer.FollowChanges(ctx, conn, topic, index.Apply, caughtUp, log); err != nil && ctx.Err() == nil {
+		if err := consumer.FollowChanges(ctx, conn, topic, index.Apply, caughtUp, m, log); err != nil && ctx.Err() == nil {
 			log.Error("suppression change log: cannot follow", "topic", topic, "err", err)
 		}
 	}()

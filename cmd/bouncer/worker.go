@@ -160,13 +160,13 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	// their dropped event from the first batch on.
 	followCtx, stopFollow := context.WithCancel(ctx)
 	defer stopFollow()
-	index, err := loadSuppressionIndex(followCtx, conn, *changeTopic, log)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	index, err := loadSuppressionIndex(followCtx, conn, *changeTopic, reg, log)
 	if err != nil || index == nil {
 		return err
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// One set of consumer metrics for every group: the lag is labelled by
 	// group and topic.
 	consumerMetrics := consumer.NewMetrics(reg)
@@ -225,7 +225,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		log.Info("webhook group off (set BOUNCER_SECRET_KEY to run it, or --webhooks)")
 	}
 	if ff.enabled() {
-		wait, err := ff.start(ctx, conn, *kf.topic, store, classifier, reg, log)
+		wait, err := ff.start(ctx, conn, *kf.topic, store, classifier, reg, consumerMetrics, log)
 		if err != nil {
 			return err
 		}

@@ -133,7 +133,7 @@ func (f *forwardFlags) config() (forward.Config, error) {
 // wait returns its final error (nil after a clean stop). With forwarding
 // off (enabled() false) it runs nothing and wait returns nil.
 func (f *forwardFlags) start(ctx context.Context, conn consumer.Conn, topic string, store *clickhouse.Store,
-	classifier *enrich.Classifier, reg *prometheus.Registry, log *slog.Logger) (wait func() error, err error) {
+	classifier *enrich.Classifier, reg *prometheus.Registry, cm *consumer.Metrics, log *slog.Logger) (wait func() error, err error) {
 	if !f.enabled() {
 		return func() error { return nil }, nil
 	}
@@ -160,12 +160,11 @@ func (f *forwardFlags) start(ctx context.Context, conn consumer.Conn, topic stri
 	if err != nil {
 		return nil, &usageError{err.Error()}
 	}
-	// The sink group registers the consumer metrics on reg already; these
-	// stay unregistered (the forwarder's own metrics are bouncer_forward_*).
+	// cm is the worker's consumer metrics (labelled by group); nil: unregistered ones.
 	g, err := consumer.NewGroup(consumer.GroupConfig{
 		Conn: conn, Topic: topic, GroupID: *f.group,
 		MaxBatchMessages: 1000, MaxWait: 500 * time.Millisecond,
-		Logger: log, Metrics: consumer.NewMetrics(nil),
+		Logger: log, Metrics: cm,
 	}, fw)
 	if err != nil {
 		return nil, &usageError{err.Error()}

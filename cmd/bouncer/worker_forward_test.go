@@ -86,7 +86,7 @@ func TestForwardStartRejectsBadFlags(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ff := parseForwardFlags(t, nil, tc.args...)
-			wait, err := ff.start(context.Background(), conn, "events", st, cl, prometheus.NewRegistry(), nil)
+			wait, err := ff.start(context.Background(), conn, "events", st, cl, prometheus.NewRegistry(), nil, nil)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				if wait != nil {
 					t.Cleanup(func() { wait() })
@@ -99,7 +99,7 @@ func TestForwardStartRejectsBadFlags(t *testing.T) {
 		})
 	}
 	// Off: nothing runs, wait returns at once.
-	wait, err := parseForwardFlags(t, nil).start(context.Background(), conn, "events", st, cl, nil, nil)
+	wait, err := parseForwardFlags(t, nil).start(context.Background(), conn, "events", st, cl, nil, nil, nil)
 	if err != nil || wait() != nil {
 		t.Errorf("forwarding off: %v", err)
 	}
@@ -186,7 +186,7 @@ func TestForwardWorker(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	reg := prometheus.NewRegistry()
-	wait, err := ff.start(runCtx, consumer.Conn{Brokers: testenv.Brokers(brokers)}, topic, st, enrich.MustNew(), reg, nil)
+	wait, err := ff.start(runCtx, consumer.Conn{Brokers: testenv.Brokers(brokers)}, topic, st, enrich.MustNew(), reg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +321,7 @@ func TestForwardWorker(t *testing.T) {
 	relay.FailNext(0)
 	runCtx, stop = context.WithCancel(ctx)
 	defer stop()
-	wait, err = ff.start(runCtx, consumer.Conn{Brokers: testenv.Brokers(brokers)}, topic, st, enrich.MustNew(), prometheus.NewRegistry(), nil)
+	wait, err = ff.start(runCtx, consumer.Conn{Brokers: testenv.Brokers(brokers)}, topic, st, enrich.MustNew(), prometheus.NewRegistry(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

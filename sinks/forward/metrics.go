@@ -49,6 +49,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "bouncer_forward_pending_digest_bounces", Help: "Bounces waiting in digests not yet sent.",
 		}),
 	}
+	// Every outcome and result exists from the start (at 0), so a rate over
+	// failures reads 0, not "no data", until the first one.
+	for _, o := range []string{OutcomeForwarded, OutcomeDigested, OutcomeCounted, OutcomeFailed, OutcomeLoop, OutcomeSoft, OutcomeBlock, OutcomeStale} {
+		m.bounces.WithLabelValues(o)
+	}
+	for _, kind := range []string{"report", "digest"} {
+		for _, result := range []string{"sent", "rejected", "gave_up"} {
+			m.emails.WithLabelValues(kind, result)
+		}
+	}
 	if reg != nil {
 		reg.MustRegister(m.bounces, m.emails, m.retries, m.refreshErrors, m.accounts, m.pendingDigests)
 	}

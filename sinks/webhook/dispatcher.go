@@ -227,6 +227,7 @@ func (d *Dispatcher) Refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	d.m.countEndpoints(eps)
 	s := &snapshot{byAccount: map[string][]*subscription.Webhook{}, byID: make(map[string]*subscription.Webhook, len(eps))}
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -1,6 +1,13 @@
 package webhook
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bouncer-mail/bouncer/subscription"
+)
 
 // Result classes of an attempt or a parking, as the delivery log and the
 // metrics name them.
@@ -29,6 +36,8 @@ type Metrics struct {
 	tierLag      *prometheus.GaugeVec
 	logDropped   prometheus.Counter
 	parkErrors   prometheus.Counter
+	endpoints    *prometheus.GaugeVec
+	parked       *parkedHeads
 }
 
 // NewMetrics creates the metrics, registered with reg unless nil.
@@ -72,16 +81,133 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		parkErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bouncer_webhook_park_errors_total", Help: "Failed attempts to write batches to a retry tier or the dead letters (the source is redelivered).",
 		}),
+		endpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "bouncer_webhook_endpoints", Help: "Webhook subscriptions as of the last read, by state: active, off (the customer's switch), disabled (by delivery: gone or failing).",
+		}, []string{"state"}),
+		parked: newParkedHeads(time.Now),
 	}
 	for _, r := range []string{ResultOK, ResultHTTPError, ResultTimeout, ResultConnection, ResultGone, ResultParked, ResultExhausted} {
 		m.deliveries.WithLabelValues(r)
 	}
+	for _, s := range []string{EndpointActive, EndpointOff, EndpointDisabled} {
+		m.endpoints.WithLabelValues(s)
+	}
+	for _, r := range []string{"gone", "failing"} {
+		m.disabled.WithLabelValues(r)
+	}
 	if reg != nil {
 		reg.MustRegister(m.deliveries, m.attempt, m.endToEnd, m.events, m.badInput, m.queued, m.largestQueue,
-			m.circuits, m.disabled, m.tierLag, m.logDropped, m.parkErrors)
+			m.circuits, m.disabled, m.tierLag, m.logDropped, m.parkErrors, m.endpoints, m.parked)
 	}
 	return m
 }
 
 // TierLag records the batches waiting in a retry tier.
 func (m *Metrics) TierLag(tier string, n int64) { m.tierLag.WithLabelValues(tier).Set(float64(n)) }
+
+// States of a subscription (bouncer_webhook_endpoints{state}).
+const (
+	EndpointActive   = "active"
+	EndpointOff      = "off"
+	EndpointDisabled = "disabled"
+)
+
+// countEndpoints sets the subscription gauge.
+func (m *Metrics) countEndpoints(eps []subscription.Webhook) {
+	n := map[string]int{}
+	for i := range eps {
+		switch {
+		case !eps[i].DisabledAt.IsZero():
+			n[EndpointDisabled]++
+		case !eps[i].Enabled:
+			n[EndpointOff]++
+		default:
+			n[EndpointActive]++
+		}
+	}
+	for _, s := range []string{EndpointActive, EndpointOff, EndpointDisabled} {
+		m.endpoints.WithLabelValues(s).Set(float64(n[s]))
+	}
+}
+
+// ParkedHead records the batch a retry tier's consumer waits on in one
+// partition (the oldest there): parked is when it was written to the tier
+// (its Kafka timestamp), due when it may be sent.
+func (m *Metrics) ParkedHead(tier string, partition int, parked, due time.Time) {
+	m.parked.set(tierPartition{tier, partition}, parkedHead{parked: parked, due: due})
+}
+
+// ParkedNone records that a tier's partition holds nothing this node waits
+// on (its figures read 0).
+func (m *Metrics) ParkedNone(tier string, partition int) {
+	m.parked.set(tierPartition{tier, partition}, parkedHead{})
+}
+
+// ParkedGone forgets a partition this node no longer consumes.
+func (m *Metrics) ParkedGone(tier string, partition int) {
+	m.parked.mu.Lock()
+	defer m.parked.mu.Unlock()
+	delete(m.parked.heads, tierPartition{tier, partition})
+}
+
+type tierPartition struct {
+	tier      string
+	partition int
+}
+
+type parkedHead struct{ parked, due time.Time }
+
+// parkedHeads is a collector: the ages are computed when scraped, so they
+// grow while a consumer is stuck and nothing updates them.
+type parkedHeads struct {
+	now     func() time.Time
+	age     *prometheus.Desc
+	overdue *prometheus.Desc
+
+	mu    sync.Mutex
+	heads map[tierPartition]parkedHead
+}
+
+func newParkedHeads(now func() time.Time) *parkedHeads {
+	return &parkedHeads{
+		now: now,
+		age: prometheus.NewDesc("bouncer_webhook_parked_oldest_age_seconds",
+			"Age of the oldest batch this node's consumer of a retry tier holds (since it was parked in the tier); 0 when none.", []string{"tier"}, nil),
+		overdue: prometheus.NewDesc("bouncer_webhook_parked_overdue_seconds",
+			"How far past its due time the oldest batch this node's consumer of a retry tier holds is; 0 when none is due.", []string{"tier"}, nil),
+		heads: map[tierPartition]parkedHead{},
+	}
+}
+
+func (p *parkedHeads) set(k tierPartition, h parkedHead) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.heads[k] = h
+}
+
+func (p *parkedHeads) Describe(ch chan<- *prometheus.Desc) {
+	ch <- p.age
+	ch <- p.overdue
+}
+
+func (p *parkedHeads) Collect(ch chan<- prometheus.Metric) {
+	now := p.now()
+	age, overdue := map[string]float64{}, map[string]float64{}
+	p.mu.Lock()
+	for k, h := range p.heads {
+		a, o := 0.0, 0.0
+		if !h.parked.IsZero() {
+			a = max(now.Sub(h.parked).Seconds(), 0)
+		}
+		if !h.due.IsZero() {
+			o = max(now.Sub(h.due).Seconds(), 0)
+		}
+		age[k.tier] = max(age[k.tier], a)
+		overdue[k.tier] = max(overdue[k.tier], o)
+	}
+	p.mu.Unlock()
+	for tier, v := range age {
+		ch <- prometheus.MustNewConstMetric(p.age, prometheus.GaugeValue, v, tier)
+		ch <- prometheus.MustNewConstMetric(p.overdue, prometheus.GaugeValue, overdue[tier], tier)
+	}
+}

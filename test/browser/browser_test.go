@@ -379,7 +379,7 @@ func TestDashboard(t *testing.T) {
 	hooksReadOnly := strings.TrimSpace(lastLine(run(t, env, "", "keys", "create", "--account", "acme", "--name", "webhooks-read", "--scopes", "user.webhooks.event.settings.read")))
 	globexKey := strings.TrimSpace(lastLine(run(t, env, "", "keys", "create", "--account", "globex", "--name", "no-webhooks")))
 	addr := freeAddr(t)
-	start(t, "api", env, "api", "--listen", addr, "--check=false", "--publish-changes=false", "--rate-limit", "50")
+	start(t, "api", env, "api", "--listen", addr, "--ops-addr", "", "--check=false", "--publish-changes=false", "--rate-limit", "50")
 	base := "http://" + addr
 	waitFor(t, "bouncer api answering", 30*time.Second, func() (bool, error) {
 		res, err := http.Get(base + "/healthz")

@@ -134,7 +134,7 @@ func TestWebhooksKillNineMidRetry(t *testing.T) {
 	ln.Close()
 	apiLog, _ := os.Create(filepath.Join(r.logs, "api.log"))
 	api := exec.Command(binary, "api")
-	api.Env = append(env, "BOUNCER_API_ADDR="+apiAddr)
+	api.Env = append(env, "BOUNCER_API_ADDR="+apiAddr, "BOUNCER_API_OPS_ADDR=127.0.0.1:0")
 	api.Stdout, api.Stderr = apiLog, apiLog
 	if err := api.Start(); err != nil {
 		t.Fatal(err)

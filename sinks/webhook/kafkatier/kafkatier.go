@@ -330,9 +330,15 @@ func (p *tierPartition) run(ctx, genCtx context.Context, gen *kafka.Generation, 
 		<-genCtx.Done()
 		return
 	}
+	// The metrics show the batch this goroutine waits on, until the
+	// partition moves to another member.
+	m := p.cfg.Metrics
+	m.ParkedNone(p.tier, p.partition)
+	defer m.ParkedGone(p.tier, p.partition)
 	var head *kafka.Message // fetched, not yet handled
 	for ctx.Err() == nil && genCtx.Err() == nil {
 		if head == nil {
+			m.ParkedNone(p.tier, p.partition)
 			m, err := r.FetchMessage(genCtx)
 			if err != nil {
 				if genCtx.Err() == nil {
@@ -351,6 +357,7 @@ func (p *tierPartition) run(ctx, genCtx context.Context, gen *kafka.Generation, 
 			continue
 		}
 		p.cfg.Metrics.TierLag(p.tier, max(head.HighWaterMark-head.Offset-1, 0))
+		m.ParkedHead(p.tier, p.partition, head.Time, first.Due)
 		if !sleep(genCtx, time.Until(first.Due)) {
 			return // revoked while waiting: the next owner takes over
 		}
