@@ -83,11 +83,12 @@ func TestPrometheus(t *testing.T) {
 	key := make([]byte, 32)
 	rand.Read(key)
 	relay := smtptest.Start(t, smtptest.Options{TLS: "none"})
+	good, failing := newHookReceiver(t, 200), newHookReceiver(t, 503)
 	env := map[string]string{
 		"KAFKA_BROKERS": brokers, "CLICKHOUSE_ADDR": addr, "CLICKHOUSE_DATABASE": db,
 		"BOUNCER_TOPIC": topic, "BOUNCER_SINK_GROUP": topic + ".sink", "BOUNCER_OPS_ADDR": "127.0.0.1:0",
 		"BOUNCER_MAX_WAIT": "50ms", "BOUNCER_CHANGELOG_TOPIC": topic + ".suppressions", "BOUNCER_PARTITIONS": "2",
-		"BOUNCER_SECRET_KEY": base64.StdEncoding.EncodeToString(key), "BOUNCER_WEBHOOK_ALLOW_NETS": "127.0.0.1/32",
+		"BOUNCER_SECRET_KEY": base64.StdEncoding.EncodeToString(key), "BOUNCER_WEBHOOK_ALLOW_NETS": allowOnly(t, good.url, failing.url),
 		// A failing endpoint's batch goes to the 1s tier, then waits in the 1h one.
 		"BOUNCER_WEBHOOK_RETRY_SCHEDULE": "1s,1h", "BOUNCER_WEBHOOK_TOPIC_PREFIX": topic + ".wh",
 		"BOUNCER_WEBHOOK_GROUP": topic + ".webhooks", "BOUNCER_WEBHOOK_REFRESH": "200ms", "BOUNCER_WEBHOOK_TIMEOUT": "2s",
@@ -108,9 +109,15 @@ func TestPrometheus(t *testing.T) {
 	go func() {
 		apiDone <- run(ctx, []string{"bouncer", "api"}, envFunc(env), strings.NewReader(""), apiLogs, apiLogs)
 	}()
-	t.Cleanup(func() { cancel(); <-apiDone })
-	apiBase := "http://" + logged(t, apiLogs, `msg="api listening" addr=(\S+)`)
-	apiOps := logged(t, apiLogs, `msg="ops server listening" addr=(\S+)`)
+	t.Cleanup(func() {
+		cancel()
+		select { // logged may have taken its result already
+		case <-apiDone:
+		case <-time.After(30 * time.Second):
+		}
+	})
+	apiBase := "http://" + logged(t, apiLogs, apiDone, `msg="api listening" addr=(\S+)`)
+	apiOps := logged(t, apiLogs, apiDone, `msg="ops server listening" addr=(\S+)`)
 	if strings.TrimPrefix(apiBase, "http://") == apiOps {
 		t.Fatalf("the api serves its ops port on its own listener %s", apiOps)
 	}
@@ -133,7 +140,6 @@ func TestPrometheus(t *testing.T) {
 	// Metrics are not on the tenant-facing listener.
 	apiCall(404, "GET", "/metrics", "")
 
-	good, failing := newHookReceiver(t, 200), newHookReceiver(t, 503)
 	for _, rc := range []*hookReceiver{good, failing} {
 		apiCall(201, "POST", "/v3/user/webhooks/event/settings",
 			`{"enabled":true,"url":"`+rc.url+`","processed":true,"delivered":true,"bounce":true,"dropped":true}`)
@@ -142,7 +148,7 @@ func TestPrometheus(t *testing.T) {
 
 	stopWorker, workerLogs := startWorker(t, env)
 	defer stopWorker()
-	workerOps := logged(t, workerLogs, `msg="ops server listening" addr=(\S+)`)
+	workerOps := logged(t, workerLogs, nil, `msg="ops server listening" addr=(\S+)`)
 
 	// Prometheus, scraping both every second, with the rules loaded.
 	rulesDir, err := filepath.Abs("../../deploy/prometheus")
@@ -377,12 +383,18 @@ scrape_configs:
 	}
 }
 
-// logged waits for a log line matching pattern and returns its first group.
-func logged(t *testing.T, logs *syncBuffer, pattern string) string {
+// logged waits for a log line matching pattern and returns its first group;
+// it fails at once when done (the command's end, if given) reports.
+func logged(t *testing.T, logs *syncBuffer, done <-chan error, pattern string) string {
 	t.Helper()
 	re := regexp.MustCompile(pattern)
 	var got string
 	waitFor(t, pattern, 60*time.Second, func() (bool, string) {
+		select {
+		case err := <-done:
+			t.Fatalf("stopped before logging %s: %v\n%s", pattern, err, logs.String())
+		default:
+		}
 		if m := re.FindStringSubmatch(logs.String()); m != nil {
 			got = m[1]
 			return true, ""

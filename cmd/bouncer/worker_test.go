@@ -390,11 +390,14 @@ func checkOps(t *testing.T, logs string, written uint64) {
 		`bouncer_sink_dead_letters_total{reason="oversize"} 1`,
 		"bouncer_sink_insert_seconds_bucket",
 		"bouncer_consumer_lag_messages{",
-		"bouncer_consumer_assigned_partitions 3",
+		"bouncer_consumer_last_commit_timestamp_seconds{",
 	} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+	if !regexp.MustCompile(`(?m)^bouncer_consumer_assigned_partitions\{group="[^"]+\.sink"\} 3$`).MatchString(body) {
+		t.Errorf("/metrics lacks the sink group's 3 assigned partitions")
 	}
 }
 
