@@ -14,16 +14,35 @@ import (
 // translation of its reply in its documentation (doc).
 var languageKinds = map[string]bool{"reply": true, "dsn": true, "localisation": true, "phrase": true, "doc": true}
 
-// languageFloor is the number of rows of testdata/languages.tsv classified
-// as labelled. It only rises: a rule change that loses rows fails here.
-const languageFloor = 22
+// heldoutFloor is the number of rows of testdata/languages-heldout.tsv
+// classified as labelled. Those rows were collected after the rules for
+// other languages were written, and no rule was written from them: they
+// measure how the rules carry over to texts they were not made from.
+const heldoutFloor = 3
 
 // TestLanguageCorpus checks testdata/languages.tsv (bounce texts in other
-// languages than English, each citing its source) and reports agreement per
-// language and per kind of evidence. Run with -v for the table.
+// languages than English, each citing its source, collected before the
+// rules for them were written) and reports agreement per language and per
+// kind of evidence; every row must be classified as labelled. Run with -v
+// for the table. testdata/languages-heldout.tsv is reported the same way
+// and only held to a floor.
 func TestLanguageCorpus(t *testing.T) {
 	c := MustNew()
-	rows := readTSV(t, "testdata/languages.tsv")
+	agree, total, report := languageAgreement(t, c, "testdata/languages.tsv")
+	t.Log("\n" + report)
+	if agree != total {
+		t.Errorf("%d/%d language rows classified as labelled; every row should be", agree, total)
+	}
+	agree, total, report = languageAgreement(t, c, "testdata/languages-heldout.tsv")
+	t.Log("\nheld out: " + report)
+	if agree < heldoutFloor {
+		t.Errorf("%d/%d held-out language rows classified as labelled, below the floor of %d", agree, total, heldoutFloor)
+	}
+}
+
+func languageAgreement(t *testing.T, c *Classifier, path string) (agree, total int, report string) {
+	t.Helper()
+	rows := readTSV(t, path)
 	type tally struct{ n, ok int }
 	byLang, byKind := map[string]*tally{}, map[string]*tally{}
 	add := func(m map[string]*tally, k string, ok bool) {
@@ -37,7 +56,6 @@ func TestLanguageCorpus(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	var misses []string
-	agree := 0
 	for _, row := range rows {
 		name := row["name"]
 		if seen[name] {
@@ -65,7 +83,7 @@ func TestLanguageCorpus(t *testing.T) {
 		add(byKind, row["kind"], hit)
 	}
 	var b strings.Builder
-	report := func(title string, m map[string]*tally) {
+	table := func(title string, m map[string]*tally) {
 		keys := make([]string, 0, len(m))
 		for k := range m {
 			keys = append(keys, k)
@@ -77,14 +95,11 @@ func TestLanguageCorpus(t *testing.T) {
 		}
 		b.WriteString("\n")
 	}
-	fmt.Fprintf(&b, "languages corpus: %d/%d rows classified as labelled\n", agree, len(rows))
-	report("by language", byLang)
-	report("by kind", byKind)
+	fmt.Fprintf(&b, "%s: %d/%d rows classified as labelled\n", path, agree, len(rows))
+	table("by language", byLang)
+	table("by kind", byKind)
 	for _, m := range misses {
 		b.WriteString("  miss " + m + "\n")
 	}
-	t.Log("\n" + b.String())
-	if agree < languageFloor {
-		t.Errorf("%d/%d language rows classified as labelled, below the floor of %d", agree, len(rows), languageFloor)
-	}
+	return agree, len(rows), b.String()
 }
