@@ -30,9 +30,11 @@
 //   - Each key has a token bucket (Config.RateLimit per second); every
 //     authenticated response carries X-RateLimit-Limit, X-RateLimit-Remaining
 //     and X-RateLimit-Reset (unix seconds when the bucket is full again).
-//   - A delete writes a removal stamped with the server's clock: an entry
-//     whose newest change (by event time) is that removal is gone, whatever
-//     order the writes arrive in; a later event adds it back.
+//   - A delete writes a removal stamped with the server's clock, or with
+//     the entry's created time when that is later (an entry dated ahead of
+//     the clock), so a delete always takes effect: an entry whose newest
+//     change (by event time) is that removal is gone, whatever order the
+//     writes arrive in; a later event adds it back.
 //   - Addresses are compared trimmed with ASCII letters lower-cased and no
 //     other character changed (schemas.NormalizeAddress, as the pipeline):
 //     the Kelvin sign is not k. Routes that name a stored address (get,

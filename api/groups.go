@@ -84,8 +84,7 @@ func (s *server) handleGroupDelete() http.Handler {
 			email, norm, err = storedEmail("email", r.PathValue("email"))
 		}
 		if err == nil {
-			err = s.store.WriteSuppressions(r.Context(), account(r), []suppression.Change{{
-				List: "unsubscribes", GroupID: g, Email: email, EmailNorm: norm, At: s.now(), Deleted: true, Source: "api"}})
+			err = s.remove(r, "unsubscribes", g, []string{email}, []string{norm})
 		}
 		if err != nil {
 			writeError(w, s.log, r, err)

@@ -188,14 +188,60 @@ func (s *server) handleGet(list string) http.Handler {
 	})
 }
 
-// remove writes a removal of each address, stamped now.
-func (s *server) remove(r *http.Request, list string, emails, norms []string) error {
+// remove writes a removal of each address from a list (group 0 but for
+// group unsubscribes), stamped now, or at the entry's created time when
+// that is later: an entry dated ahead of the server's clock (within the
+// workers' clock-skew bound, or stored before there was one) would
+// otherwise outlive the delete, which must always take effect.
+func (s *server) remove(r *http.Request, list string, group int64, emails, norms []string) error {
 	now := s.now()
+	ahead, err := s.entriesAhead(r, list, group, norms, now)
+	if err != nil {
+		return err
+	}
 	changes := make([]suppression.Change, len(emails))
 	for i := range emails {
-		changes[i] = suppression.Change{List: list, Email: emails[i], EmailNorm: norms[i], At: now, Deleted: true, Source: "api"}
+		at := now
+		if c, ok := ahead[norms[i]]; ok && c.After(at) {
+			at = c
+		}
+		changes[i] = suppression.Change{List: list, GroupID: group, Email: emails[i], EmailNorm: norms[i], At: at, Deleted: true, Source: "api"}
 	}
 	return s.store.WriteSuppressions(r.Context(), account(r), changes)
+}
+
+// entriesAhead returns the created time of the current entries among norms
+// that are dated after now. One address is looked up; for several, the
+// list's entries dated after now are paged through (there are few: the
+// workers dead-letter events dated beyond their clock-skew bound).
+func (s *server) entriesAhead(r *http.Request, list string, group int64, norms []string, now time.Time) (map[string]time.Time, error) {
+	from := uint32(min(max(now.Unix()+1, 1), 1<<32-1))
+	q := suppression.Query{List: list, GroupID: group, From: from, Limit: maxListLimit}
+	want := map[string]bool{}
+	for _, n := range norms {
+		want[n] = true
+	}
+	if len(norms) == 1 {
+		q.EmailLike, q.Limit = likeEscape(norms[0]), 1
+	}
+	out := map[string]time.Time{}
+	for {
+		es, err := s.store.Suppressions(r.Context(), account(r), q)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range es {
+			if n, ok := schemas.NormalizeAddress(e.Email); ok && want[n] {
+				out[n] = e.Created
+			} else if len(norms) == 1 {
+				out[norms[0]] = e.Created // matched by email_norm: an entry stored with an older form
+			}
+		}
+		if uint64(len(es)) < q.Limit || len(norms) == 1 {
+			return out, nil
+		}
+		q.Offset += q.Limit
+	}
 }
 
 // handleDelete: DELETE /v3/suppression/{list}/{email}: 204, also when the
@@ -204,7 +250,7 @@ func (s *server) handleDelete(list string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		email, norm, err := storedEmail("email", r.PathValue("email"))
 		if err == nil {
-			err = s.remove(r, list, []string{email}, []string{norm})
+			err = s.remove(r, list, 0, []string{email}, []string{norm})
 		}
 		if err != nil {
 			writeError(w, s.log, r, err)
@@ -238,7 +284,7 @@ func (s *server) handleBulkDelete(list string) http.Handler {
 			var emails, norms []string
 			emails, norms, err = checkEmails("emails", body.Emails, storedEmail)
 			if err == nil {
-				err = s.remove(r, list, emails, norms)
+				err = s.remove(r, list, 0, emails, norms)
 			}
 		}
 		if err != nil {

@@ -326,7 +326,7 @@ func (g *Group) fetch(ctx context.Context, r *kafka.Reader, batch []pipeline.Mes
 	}
 	bytes := len(m.Value)
 	hwm := m.HighWaterMark
-	batch = append(batch, pipeline.Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value})
+	batch = append(batch, pipeline.Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time})
 	waitCtx, cancel := context.WithTimeout(ctx, g.cfg.MaxWait)
 	defer cancel()
 	for len(batch) < g.cfg.MaxBatchMessages && bytes < g.cfg.MaxBatchBytes {
@@ -336,7 +336,7 @@ func (g *Group) fetch(ctx context.Context, r *kafka.Reader, batch []pipeline.Mes
 		}
 		bytes += len(m.Value)
 		hwm = m.HighWaterMark
-		batch = append(batch, pipeline.Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value})
+		batch = append(batch, pipeline.Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time})
 	}
 	return batch, hwm
 }

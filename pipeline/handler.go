@@ -22,6 +22,9 @@ type Message struct {
 	Offset    int64
 	Key       []byte
 	Value     []byte
+	// Time is the Kafka record's timestamp (zero when unknown): with the
+	// worker's clock it bounds event times (Config.MaxFutureSkew).
+	Time time.Time
 }
 
 // BatchHandler is what a consumer group member drives, per partition.
@@ -60,7 +63,16 @@ type Config struct {
 	Metrics     *Metrics
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// MaxFutureSkew bounds how far an event's time may be ahead of its
+	// message: an event dated later than the earlier of the Kafka record's
+	// time and Now, plus MaxFutureSkew, is dead-lettered with
+	// future_timestamp (see the package doc). Default 1h; negative turns
+	// the bound off.
+	MaxFutureSkew time.Duration
 }
+
+// DefaultMaxFutureSkew is Config.MaxFutureSkew's default.
+const DefaultMaxFutureSkew = time.Hour
 
 // Validate reports the first missing or bad field.
 func (c *Config) Validate() error {
@@ -114,6 +126,9 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.MaxFutureSkew == 0 {
+		cfg.MaxFutureSkew = DefaultMaxFutureSkew
+	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
@@ -131,6 +146,22 @@ func (h *Handler) state(topic string, partition int) *partState {
 		h.parts[k] = st
 	}
 	return st
+}
+
+// maxTimestamp is the latest event time msg may carry: the earlier of its
+// Kafka time and the clock, plus MaxFutureSkew. The record's time makes the
+// decision the same when a batch is handled again later (after a failure
+// or on another worker), so an event never lands both in the dead letters
+// and in the events; the clock caps a record dated in the future.
+func (h *Handler) maxTimestamp(msg *Message) int64 {
+	if h.cfg.MaxFutureSkew < 0 {
+		return 0
+	}
+	ref := h.cfg.Now()
+	if !msg.Time.IsZero() && msg.Time.Unix() > 0 && msg.Time.Before(ref) {
+		ref = msg.Time
+	}
+	return ref.Add(h.cfg.MaxFutureSkew).Unix()
 }
 
 // Assigned reads the partition's marks afresh from the sink.
@@ -178,6 +209,7 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 		msg := &msgs[i]
 		at := schemas.Coordinates{Topic: msg.Topic, Partition: msg.Partition, Offset: msg.Offset}
 		var rejs []schemas.Rejection
+		st.dec.MaxTimestamp = h.maxTimestamp(msg)
 		st.evs, rejs = st.dec.Decode(msg.Value, at, st.evs[:0])
 		m.consumed.Inc()
 		if msg.Offset > st.marks.DeadLetters {

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bouncer-mail/bouncer/enrich"
+	"github.com/bouncer-mail/bouncer/schemas"
 	"github.com/bouncer-mail/bouncer/suppression"
 )
 
@@ -309,5 +312,82 @@ func TestHandlerDerivesDroppedEvents(t *testing.T) {
 	}
 	if len(lists.applied) != 1 {
 		t.Fatalf("the worker's own change was not applied to its index: %+v", lists.applied)
+	}
+}
+
+// deadRecorder records the dead letters written and the suppression
+// changes.
+type deadRecorder struct {
+	recordingSink
+	dead *[]DeadLetter
+	sups *[]suppression.Change
+}
+
+func (r deadRecorder) WriteDeadLetters(ctx context.Context, rows []DeadLetter) error {
+	*r.dead = append(*r.dead, rows...)
+	return r.fakeSink.WriteDeadLetters(ctx, rows)
+}
+
+func (r deadRecorder) WriteSuppressions(ctx context.Context, rows []suppression.Change) error {
+	*r.sups = append(*r.sups, rows...)
+	return r.fakeSink.WriteSuppressions(ctx, rows)
+}
+
+// An event dated more than MaxFutureSkew after its message (its Kafka time,
+// or the clock when that is earlier or unknown) is dead-lettered, so it
+// puts nobody on a list that a delete could not take it off; the decision
+// follows the record's time, so handling the batch again later decides the
+// same.
+func TestHandlerDeadLettersFutureEvents(t *testing.T) {
+	t0 := time.Unix(1764201600, 0).UTC()
+	bounce := func(ts time.Time) []byte {
+		return fmt.Appendf(nil, `{"event":"bounce","email":"x@gmail.com","timestamp":%d,"reason":"550 5.1.1 The email account that you tried to reach does not exist."}`, ts.Unix())
+	}
+	msgs := []Message{
+		{Topic: "t", Offset: 0, Time: t0, Value: []byte(`{"event":"bounce","email":"x@gmail.com","timestamp":4102444800,"reason":"550 5.1.1 no such user"}`)},
+		{Topic: "t", Offset: 1, Time: t0, Value: bounce(t0.Add(30 * time.Minute))},                       // within the skew: kept
+		{Topic: "t", Offset: 2, Value: bounce(t0.Add(2 * time.Hour))},                                    // no record time: the clock
+		{Topic: "t", Offset: 3, Time: t0.Add(-3 * time.Hour), Value: bounce(t0.Add(-time.Hour))},         // 2h after its record
+		{Topic: "t", Offset: 4, Time: t0.Add(5 * time.Hour), Value: bounce(t0.Add(4 * time.Hour))},       // a record from the future: the clock
+		{Topic: "t", Offset: 5, Time: t0.Add(-3 * time.Hour), Value: bounce(t0.Add(-150 * time.Minute))}, // 30 min after its record: kept
+	}
+	for _, now := range []time.Time{t0, t0.Add(10 * time.Hour)} {
+		sink := newFakeSink(1, 0)
+		var rows []Row
+		var dead []DeadLetter
+		var sups []suppression.Change
+		h, err := NewHandler(Config{Sink: deadRecorder{recordingSink{sink, &rows}, &dead, &sups}, Publisher: &fakePublisher{sink: sink, seen: map[string]bool{}},
+			Classifier: enrich.MustNew(), Now: func() time.Time { return now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Handle(context.Background(), "t", 0, msgs); err != nil {
+			t.Fatal(err)
+		}
+		var deadOffsets, rowOffsets []int64
+		for _, d := range dead {
+			if d.Code != schemas.CodeFutureTimestamp {
+				t.Errorf("offset %d: code %s, want future_timestamp", d.Offset, d.Code)
+			}
+			deadOffsets = append(deadOffsets, d.Offset)
+		}
+		for _, r := range rows {
+			rowOffsets = append(rowOffsets, r.Offset)
+		}
+		wantDead, wantRows := []int64{0, 2, 3, 4}, []int64{1, 5}
+		if now != t0 {
+			wantDead, wantRows = []int64{0, 3}, []int64{1, 2, 4, 5} // later, the clock no longer holds 2 and 4 back
+		}
+		if fmt.Sprint(deadOffsets) != fmt.Sprint(wantDead) || fmt.Sprint(rowOffsets) != fmt.Sprint(wantRows) {
+			t.Errorf("now %v: dead letters at %v, events at %v; want %v and %v", now, deadOffsets, rowOffsets, wantDead, wantRows)
+		}
+		if len(sups) != len(wantRows) {
+			t.Errorf("now %v: %d suppression changes, want %d (one per kept hard bounce)", now, len(sups), len(wantRows))
+		}
+		for _, d := range dead {
+			if d.Offset == 0 && !strings.Contains(d.Detail, "4102444800 (2100-01-01T00:00:00Z)") {
+				t.Errorf("detail %q does not name the time", d.Detail)
+			}
+		}
 	}
 }

@@ -23,6 +23,12 @@
 // the events mark. So everything at or below the events mark is done, and
 // a resumed partition starts after it.
 //
+// An event dated more than Config.MaxFutureSkew after its message (the
+// earlier of the Kafka record's time and the clock) is a dead letter with
+// code future_timestamp: list order is by event time, so such an event
+// would outlive every delete made before its date. The record's time keeps
+// the decision the same when a batch is handled again.
+//
 // Beside a processed event to a recipient already on a list, Handle adds a
 // derived dropped event (Row.Derived) with SendGrid's reason; its identity is
 // the source's with DerivedIndexBit set in the index, so it is exactly once

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"strconv"
+	"time"
 )
 
 // Limits.
@@ -31,6 +32,13 @@ type Decoder struct {
 	// one event, counting the event object itself as 1 (so a category array
 	// is depth 2). 0 means DefaultMaxDepth; values are clamped to 2..255.
 	MaxDepth int
+	// MaxTimestamp, when above 0, is the latest event time accepted (unix
+	// seconds): an event dated later is rejected with CodeFutureTimestamp.
+	// The sink group sets it per message from the message's Kafka time and
+	// its clock skew bound (pipeline.Config.MaxFutureSkew), because an event
+	// dated in the future would order after every delete made before that
+	// date. 0: no bound beyond the schema's.
+	MaxTimestamp int64
 
 	// per-call state
 	b        []byte
@@ -518,6 +526,9 @@ func (d *Decoder) field(k int, ev *Event, p *pending) bool {
 			n, integral, fits := jsonInt(v)
 			if !integral || !fits || n < 0 || n > 1<<32-1 {
 				d.problem(CodeInvalidTimestamp, fmt.Sprintf("field \"timestamp\": want integer unix seconds in 0..4294967295, got %s", truncate(v)))
+			} else if d.MaxTimestamp > 0 && n > d.MaxTimestamp {
+				d.problem(CodeFutureTimestamp, fmt.Sprintf("field \"timestamp\": %d (%s) is later than %d (%s), the message's time plus the allowed clock skew: fix the producer's clock, then redrive",
+					n, time.Unix(n, 0).UTC().Format(time.RFC3339), d.MaxTimestamp, time.Unix(d.MaxTimestamp, 0).UTC().Format(time.RFC3339)))
 			}
 			ev.Timestamp = n
 		}

@@ -166,6 +166,8 @@ func TestDecodeRejections(t *testing.T) {
 		{"invalid timestamp negative", `{"email":"a@b.co","timestamp":-5,"event":"open"}`, CodeInvalidTimestamp, 0, "got -5"},
 		{"invalid timestamp fraction", `{"email":"a@b.co","timestamp":1.5,"event":"open"}`, CodeInvalidTimestamp, 0, "got 1.5"},
 		{"invalid timestamp milliseconds", `{"email":"a@b.co","timestamp":1700000000000,"event":"open"}`, CodeInvalidTimestamp, 0, "0..4294967295"},
+		{"future timestamp", `{"email":"a@b.co","timestamp":4102444800,"event":"bounce"}`, CodeFutureTimestamp, 0,
+			"4102444800 (2100-01-01T00:00:00Z) is later than 2000000000 (2033-05-18T03:33:20Z)"},
 		{"invalid account", ev(`"account_id":"a b"`), CodeInvalidAccount, 0, `got "a b"`},
 		{"invalid account too long", ev(`"account_id":"` + strings.Repeat("a", 65) + `"`), CodeInvalidAccount, 0, "1 to 64"},
 		{"invalid value attempt", ev(`"attempt":"1x"`), CodeInvalidValue, 0, `field "attempt"`},
@@ -177,7 +179,7 @@ func TestDecodeRejections(t *testing.T) {
 	covered := map[RejectCode]bool{}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := Decoder{MaxMessageBytes: 1024}
+			d := Decoder{MaxMessageBytes: 1024, MaxTimestamp: 2000000000}
 			events, rejs := d.Decode([]byte(tt.msg), testAt, nil)
 			wantEvents := 0
 			if tt.index > 0 {

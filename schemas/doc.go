@@ -68,7 +68,10 @@
 // exactly, never through float64. A known field of the wrong JSON type
 // (null included) is wrong_type; a value of the right type out of range is
 // invalid_timestamp, invalid_value, invalid_type, invalid_email,
-// invalid_account or unknown_event. An empty sg_event_id counts as absent.
+// invalid_account or unknown_event. A timestamp later than
+// Decoder.MaxTimestamp (set by the sink group from the message's Kafka time
+// and its clock-skew bound) is future_timestamp: the one rejection that
+// depends on more than the bytes, so the JSON Schema cannot say it. An empty sg_event_id counts as absent.
 //
 // Event.Custom is a JSON object of the custom keys and their values as sent,
 // in input order, with the white space between tokens removed (string

@@ -149,6 +149,7 @@ const (
 	CodeInvalidType      RejectCode = "invalid_type"      // type other than bounce or blocked
 	CodeInvalidEmail     RejectCode = "invalid_email"     // not an address at all
 	CodeInvalidTimestamp RejectCode = "invalid_timestamp" // not an integer in 0..2^32-1
+	CodeFutureTimestamp  RejectCode = "future_timestamp"  // later than Decoder.MaxTimestamp (the clock skew bound)
 	CodeInvalidAccount   RejectCode = "invalid_account"   // account_id not 1-64 of [A-Za-z0-9_.-]
 	CodeInvalidValue     RejectCode = "invalid_value"     // attempt, tls or asm_group_id out of range
 )
@@ -159,7 +160,7 @@ func RejectCodes() []RejectCode {
 		CodeOversize, CodeEmpty, CodeInvalidJSON, CodeEmptyArray, CodeTooDeep,
 		CodeWrongType, CodeNonUTF8, CodeDuplicateKey, CodeMissingField,
 		CodeUnknownEvent, CodeInvalidType, CodeInvalidEmail, CodeInvalidTimestamp,
-		CodeInvalidAccount, CodeInvalidValue,
+		CodeFutureTimestamp, CodeInvalidAccount, CodeInvalidValue,
 	}
 }
 

@@ -72,6 +72,9 @@ type Key struct {
 	List    string
 	GroupID int64
 	Email   string
+	// Latest is the newest created time of the entry's changes: a removal
+	// announced for it must be stamped no earlier to win.
+	Latest time.Time
 }
 
 // ErasedTable is what an erasure removed from one table.

@@ -143,7 +143,7 @@ func (s *Service) DeleteAllSuppressions(ctx context.Context, account, list strin
 	}
 	err := s.store.EachSuppression(ctx, account, list, group, 0, func(e Entry) error {
 		pending = append(pending, Change{AccountID: account, List: list, GroupID: group, Email: e.Email, EmailNorm: e.EmailNorm,
-			At: at, Deleted: true, Source: SourceAPI})
+			At: latest(at, e.Created), Deleted: true, Source: SourceAPI}) // an entry dated later: at its own time, so the removal wins
 		if len(pending) == deleteAllBatch {
 			return flush()
 		}
@@ -219,7 +219,7 @@ func (s *Service) EraseWith(ctx context.Context, account, emailNorm, requestedBy
 		var rows []Change
 		for _, k := range keys {
 			rows = append(rows, Change{AccountID: account, List: k.List, GroupID: k.GroupID,
-				EmailNorm: emailNorm, Email: emailNorm, At: now, Deleted: true, Source: SourceErase})
+				EmailNorm: emailNorm, Email: emailNorm, At: latest(now, k.Latest), Deleted: true, Source: SourceErase})
 		}
 		if len(rows) > 0 {
 			if err := s.changes.PublishChanges(ctx, rows); err != nil {
@@ -242,4 +242,13 @@ func (s *Service) EraseWith(ctx context.Context, account, emailNorm, requestedBy
 	}
 	rec.Skipped = skipped
 	return rec, nil
+}
+
+// latest is the later of two times: a removal is stamped no earlier than
+// the entry's newest change, so a delete always takes effect.
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

@@ -39,7 +39,8 @@ if it is accepted it lands in events once; if not, it is dead-lettered again.
 
 Codes: oversize, empty, invalid_json, empty_array, too_deep, wrong_type,
 non_utf8, duplicate_key, missing_field, unknown_event, invalid_type,
-invalid_email, invalid_timestamp, invalid_account, invalid_value.
+invalid_email, invalid_timestamp, future_timestamp (later than the worker's
+clock-skew bound, --max-event-skew), invalid_account, invalid_value.
 
   bouncer deadletters list --code invalid_json
   bouncer deadletters list --raw --code oversize > fix-me.jsonl

@@ -67,6 +67,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	maxBytes := e.Int("max-batch-bytes", "BOUNCER_MAX_BATCH_BYTES", 16<<20, "most message bytes in one batch")
 	maxWait := e.Duration("max-wait", "BOUNCER_MAX_WAIT", 500*time.Millisecond, "longest a batch waits to fill after its first message")
 	maxMsgBytes := e.Int("max-message-bytes", "BOUNCER_MAX_MESSAGE_BYTES", 1<<20, "largest accepted Kafka message; larger ones are dead-lettered")
+	maxSkew := e.Duration("max-event-skew", "BOUNCER_MAX_EVENT_SKEW", pipeline.DefaultMaxFutureSkew, "an event dated more than this after its Kafka message's time (or the worker's clock, if earlier) is dead-lettered as future_timestamp (0: 1h; negative: no bound)")
 	session := e.Duration("session-timeout", "BOUNCER_SESSION_TIMEOUT", 10*time.Second, "Kafka group session timeout: how soon a dead worker's partitions move to the others")
 	shutdown := e.Duration("shutdown-timeout", "BOUNCER_SHUTDOWN_TIMEOUT", 30*time.Second, "longest a graceful shutdown may take")
 	retention := e.Int("retention-months", "BOUNCER_RETENTION_MONTHS", 0, "drop events and dead letters ingested more than this many months ago, daily (0 keeps everything)")
@@ -183,7 +184,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 			history = store
 		}
 		handler, err := pipeline.NewHandler(pipeline.Config{
-			Sink: store, Publisher: dlq, Classifier: classifier, MaxMessageBytes: *maxMsgBytes,
+			Sink: store, Publisher: dlq, Classifier: classifier, MaxMessageBytes: *maxMsgBytes, MaxFutureSkew: *maxSkew,
 			Suppressions: index, Changes: changes,
 			SoftBounces: policy, History: history,
 			Logger: log, Metrics: pipeline.NewMetrics(reg),

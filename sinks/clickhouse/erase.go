@@ -35,7 +35,7 @@ func (s *Store) SuppressionKeys(ctx context.Context, account, emailNorm string) 
 	var out []suppression.Key
 	for rows.Next() {
 		var k suppression.Key
-		if err := rows.Scan(&k.List, &k.GroupID, &k.Email); err != nil {
+		if err := rows.Scan(&k.List, &k.GroupID, &k.Email, &k.Latest); err != nil {
 			return nil, fmt.Errorf("%s: %w", qEraseSuppressionKeys.Name, err)
 		}
 		out = append(out, k)

@@ -150,7 +150,9 @@ func TestEraseRemovesTheAddressEverywhere(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []suppression.Key{{List: "bounces", GroupID: 0, Email: "Kim@Example.com"}, {List: "unsubscribes", GroupID: 7, Email: "Kim@Example.com"}}; !slices.Equal(keys, want) {
+	if want := []suppression.Key{{List: "bounces", GroupID: 0, Email: "Kim@Example.com", Latest: t0}, {List: "unsubscribes", GroupID: 7, Email: "Kim@Example.com", Latest: t0}}; !slices.EqualFunc(keys, want, func(a, b suppression.Key) bool {
+		return a.List == b.List && a.GroupID == b.GroupID && a.Email == b.Email && a.Latest.Equal(b.Latest)
+	}) {
 		t.Errorf("SuppressionKeys: %+v, want %+v", keys, want)
 	}
 

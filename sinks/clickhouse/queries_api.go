@@ -22,11 +22,15 @@ var (
 		Sample: []any{"acme", "bounces", int64(0), "kim%", uint32(0), uint32(4000000000), uint64(0), uint64(500)}})
 
 	// Removes every current entry of one list: a deleted = 1 row per entry,
-	// written by the server (memory stays flat whatever the list's size).
-	// Arguments: created, version, source, account, list, group.
+	// written by the server (memory stays flat whatever the list's size),
+	// stamped at the given time or, for an entry dated later, at the
+	// entry's own time (version + 1: the removal of that second), so the
+	// removal always wins. Arguments: created, version, source, account,
+	// list, group.
 	qSuppressionsDeleteAll = register(Query{Name: "suppressions.delete_all",
 		SQL: insertSQL("suppressions", suppressionColumns) + " " +
-			"SELECT account_id, list, group_id, email_norm, argMax(email, version), toDateTime(?), '', '', '', '', 1, ?, ? " +
+			"SELECT account_id, list, group_id, email_norm, argMax(email, version), greatest(toDateTime(?), max(created)), '', '', '', '', 1, " +
+			"greatest(toUInt64(?), max(version) + 1), ? " +
 			"FROM suppressions WHERE account_id = ? AND list = ? AND group_id = ? " +
 			"GROUP BY account_id, list, group_id, email_norm HAVING argMax(deleted, version) = 0",
 		Sample: []any{uint32(1764201600), uint64(3528403201), "api", "acme", "bounces", int64(0)}})

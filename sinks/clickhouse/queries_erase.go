@@ -34,7 +34,7 @@ var (
 	// The list entries (any state) of one address, so their removal can be
 	// announced on the change log. Arguments: account, email_norm.
 	qEraseSuppressionKeys = register(Query{Name: "erase.suppression_keys",
-		SQL: "SELECT list, group_id, argMax(email, version) AS e FROM suppressions WHERE account_id = ? AND email_norm = ? " +
+		SQL: "SELECT list, group_id, argMax(email, version) AS e, max(created) FROM suppressions WHERE account_id = ? AND email_norm = ? " +
 			"GROUP BY list, group_id ORDER BY list, group_id",
 		Sample: []any{"acme", "kim@example.com"}})
 
