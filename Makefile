@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 GO ?= go
 BIN := bin/bouncer
 
-.PHONY: help build test unit demo demo-down bench fuzz services-up services-down clean ui browser-test screenshots bench-stats
+.PHONY: help build test unit demo demo-down demo-check bench fuzz services-up services-down clean ui browser-test screenshots bench-stats
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -27,11 +27,14 @@ browser-test: ## the dashboard in headless Chromium (installs chromium and npm p
 screenshots: ## the browser test, saving docs/screenshots/*.png
 	test/browser/run --screenshots
 
-demo: build ## the main job on this machine: services, worker, 200k events, summary
+demo: build ## the whole product here: services, api + dashboard + key, worker, a webhook receiver, 200k events
 	scripts/demo
 
-demo-down: ## stop the demo's worker and services
+demo-down: ## stop the demo's api, worker, webhook receiver and services
 	scripts/demo down
+
+demo-check: ## log in to the running demo's dashboard in headless Chromium with its key (test/browser/run --demo --screenshots saves docs/screenshots/demo.png)
+	test/browser/run --demo
 
 bench: build ## bouncer vs ClickHouse's Kafka engine, 1M events (own service instance)
 	scripts/bench
