@@ -23,8 +23,10 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
@@ -101,28 +103,62 @@ func (c Conn) Transport() (*kafka.Transport, error) {
 // EnsureTopic creates topic with the given partitions, replication factor
 // (at least 1) and topic configs if it does not exist. An existing topic is
 // left as it is.
+//
+// A broker that has just started may not know its controller yet (kafka-go
+// then reports an empty controller address) or may refuse connections for a
+// moment; EnsureTopic retries such failures with backoff for up to
+// ensureTopicPatience, so a worker started next to a restarting broker waits
+// instead of exiting. It gives up early when ctx ends.
 func EnsureTopic(ctx context.Context, c Conn, topic string, partitions, replication int, configs ...kafka.ConfigEntry) error {
 	dialer, err := c.Dialer()
 	if err != nil {
 		return err
 	}
-	conn, err := dialer.DialContext(ctx, "tcp", c.Brokers[0])
+	cfg := kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: max(replication, 1), ConfigEntries: configs}
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 200 * time.Millisecond
+	b.MaxInterval = 5 * time.Second
+	b.MaxElapsedTime = ensureTopicPatience
+	return backoff.Retry(func() error {
+		err := createTopic(ctx, dialer, c.Brokers[0], cfg)
+		if err == nil || errors.Is(err, errControllerUnknown) || isConnRefused(err) {
+			return err
+		}
+		return backoff.Permanent(err)
+	}, backoff.WithContext(b, ctx))
+}
+
+// ensureTopicPatience bounds how long EnsureTopic waits for a broker that
+// does not answer or does not know its controller yet.
+const ensureTopicPatience = 90 * time.Second
+
+var errControllerUnknown = errors.New("the broker does not know the cluster's controller yet")
+
+func createTopic(ctx context.Context, dialer *kafka.Dialer, broker string, cfg kafka.TopicConfig) error {
+	conn, err := dialer.DialContext(ctx, "tcp", broker)
 	if err != nil {
-		return fmt.Errorf("connect to kafka %s: %w", c.Brokers[0], err)
+		return fmt.Errorf("connect to kafka %s: %w", broker, err)
 	}
 	defer conn.Close()
 	controller, err := conn.Controller()
 	if err != nil {
 		return fmt.Errorf("find kafka controller: %w", err)
 	}
+	if controller.Host == "" {
+		return fmt.Errorf("find kafka controller via %s: %w", broker, errControllerUnknown)
+	}
 	cc, err := dialer.DialContext(ctx, "tcp", net.JoinHostPort(controller.Host, strconv.Itoa(controller.Port)))
 	if err != nil {
 		return fmt.Errorf("connect to kafka controller: %w", err)
 	}
 	defer cc.Close()
-	err = cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: max(replication, 1), ConfigEntries: configs})
+	err = cc.CreateTopics(cfg)
 	if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
-		return fmt.Errorf("create topic %s: %w", topic, err)
+		return fmt.Errorf("create topic %s: %w", cfg.Topic, err)
 	}
 	return nil
+}
+
+func isConnRefused(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED)
 }

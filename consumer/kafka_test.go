@@ -1,0 +1,104 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/bouncer-mail/bouncer/internal/testenv"
+)
+
+// A broker that refuses connections when the worker starts (it is still
+// starting) must not make EnsureTopic fail: it waits and creates the topic
+// once the broker answers. The bootstrap address here is a proxy to the real
+// broker that starts listening only after a second.
+func TestEnsureTopicWaitsForABrokerThatIsStarting(t *testing.T) {
+	brokers := testenv.Brokers(testenv.Kafka(t))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // refused until the proxy below listens again on the same port
+
+	proxyUp := make(chan error, 1)
+	go func() {
+		time.Sleep(time.Second)
+		pl, err := net.Listen("tcp", addr)
+		proxyUp <- err
+		if err != nil {
+			return
+		}
+		t.Cleanup(func() { pl.Close() })
+		for {
+			c, err := pl.Accept()
+			if err != nil {
+				return
+			}
+			go forward(c, brokers[0])
+		}
+	}()
+
+	// Nothing listens yet: the first attempts are refused.
+	if _, err := net.DialTimeout("tcp", addr, time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("the proxy port should refuse at first, got %v", err)
+	}
+	topic := fmt.Sprintf("test.ensuretopic.%d", time.Now().UnixNano())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := EnsureTopic(ctx, Conn{Brokers: []string{addr}}, topic, 2, 1); err != nil {
+		t.Fatalf("EnsureTopic through a broker that starts late: %v", err)
+	}
+	if err := <-proxyUp; err != nil {
+		t.Fatalf("proxy could not listen again on %s: %v", addr, err)
+	}
+	conn, err := kafka.Dial("tcp", brokers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ps, err := conn.ReadPartitions(topic)
+	if err != nil {
+		t.Fatalf("read partitions of %s: %v", topic, err)
+	}
+	if len(ps) != 2 {
+		t.Fatalf("topic %s has %d partitions, want 2", topic, len(ps))
+	}
+}
+
+// EnsureTopic gives up when its context ends and says what it could not reach.
+func TestEnsureTopicStopsWithItsContext(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	err = EnsureTopic(ctx, Conn{Brokers: []string{addr}}, "never-created", 1, 1)
+	if err == nil {
+		t.Fatal("EnsureTopic succeeded with no broker listening")
+	}
+	if ctx.Err() == nil {
+		t.Fatalf("EnsureTopic gave up before its context ended: %v", err)
+	}
+}
+
+func forward(c net.Conn, to string) {
+	defer c.Close()
+	u, err := net.Dial("tcp", to)
+	if err != nil {
+		return
+	}
+	defer u.Close()
+	go io.Copy(u, c)
+	io.Copy(c, u)
+}
