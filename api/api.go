@@ -20,7 +20,12 @@
 //     errors are logged, never shown), 502 (the webhook test's receiver
 //     failed) or 503 (a part that needs configuration, such as
 //     BOUNCER_SECRET_KEY for webhooks, is off; or, with Retry-After, the
-//     server is answering as many statistics queries as it may).
+//     server is answering as many statistics queries as it may, or a store
+//     cannot be reached: a network error, a timeout, Config.Unavailable).
+//   - Keys loaded longer ago than Config.KeyRefresh are never trusted:
+//     while they cannot be reloaded, every request with a key or session
+//     gets 503 with Retry-After (fail closed), so a revocation takes effect
+//     within KeyRefresh whether or not ClickHouse answers.
 //   - A statistics answer holds at most maxStatsEntries entries (periods ×
 //     names), larger requests are 400; at most Config.MaxStatsQueries
 //     statistics queries run at once, a quarter of them for one account
@@ -107,6 +112,11 @@ type Config struct {
 	WebhookOps WebhookOps
 	// Dashboard answers the dashboard's own queries; nil disables them.
 	Dashboard DashboardStore
+	// Unavailable, when set, says whether a store's error means the store
+	// cannot be reached now (answered 503 with Retry-After, not 500), beyond
+	// what the API recognises itself (network errors, timeouts, closed
+	// connections, errors with Temporary() or Unavailable() true).
+	Unavailable func(error) bool
 	// MaxStatsQueries is the most statistics queries (the stats, bounce
 	// classification and dashboard routes) answered at once, a quarter of
 	// them (at least 1) for one account; others wait up to 15s for a place.
@@ -116,8 +126,12 @@ type Config struct {
 	// unregistered metrics (serve them with NewRequestMetrics(reg) on an
 	// ops listener of their own, never on the API's).
 	Metrics *RequestMetrics
-	// KeyRefresh is how often keys are reloaded (a revoked key stops working
-	// within it); default 5s. An unknown key id reloads at most once a second.
+	// KeyRefresh is the revocation delay: keys are reloaded when half of it
+	// has passed, a revoked key stops working within it, and keys loaded
+	// longer ago are never trusted: while the key store cannot be reached
+	// after that, authenticated requests and dashboard logins get 503 with
+	// Retry-After. Default 5s. An unknown key id reloads at most once a
+	// second (or per half KeyRefresh, when that is shorter).
 	KeyRefresh time.Duration
 }
 
@@ -190,7 +204,7 @@ func NewServer(cfg Config) http.Handler {
 	}
 	s := &server{
 		cfg: cfg, log: cfg.Logger, now: cfg.Now, store: cfg.Store, checker: cfg.Checker, stats: cfg.Stats, activity: cfg.Activity,
-		keys:    &keyCache{store: cfg.Keys, every: cfg.KeyRefresh, missEvery: time.Second, now: cfg.Now},
+		keys:    &keyCache{store: cfg.Keys, every: cfg.KeyRefresh, missEvery: min(time.Second, cfg.KeyRefresh/2), now: cfg.Now},
 		limiter: newLimiter(cfg.RateLimit, cfg.RateBurst),
 		queries: newQueryGate(cfg.MaxStatsQueries, max(1, cfg.MaxStatsQueries/4), 15*time.Second),
 		mux:     http.NewServeMux(),

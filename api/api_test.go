@@ -5,11 +5,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -237,15 +241,93 @@ func TestKeyCacheSeesNewAndRevokedKeys(t *testing.T) {
 }
 
 type mutableKeys struct {
-	mu   sync.Mutex
-	keys []Key
+	mu    sync.Mutex
+	keys  []Key
+	down  bool // APIKeys fails as a stopped ClickHouse does
+	loads int
 }
 
-func (m *mutableKeys) set(k ...Key) { m.mu.Lock(); m.keys = k; m.mu.Unlock() }
+func (m *mutableKeys) set(k ...Key)      { m.mu.Lock(); m.keys = k; m.mu.Unlock() }
+func (m *mutableKeys) setDown(down bool) { m.mu.Lock(); m.down = down; m.mu.Unlock() }
 func (m *mutableKeys) APIKeys(ctx context.Context) ([]Key, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.loads++
+	if m.down {
+		return nil, errRefused
+	}
 	return append([]Key(nil), m.keys...), nil
+}
+
+// errRefused is what a query to a stopped ClickHouse returns.
+var errRefused = fmt.Errorf("api_keys.list: %w", &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)})
+
+// TestRevocationFailsClosedWhileTheKeyStoreIsDown: keys loaded longer ago
+// than KeyRefresh are not trusted. While the key store is down, a key (here
+// one revoked just before the outage) keeps working only until then; after
+// that every request, and a dashboard login, is 503 with Retry-After, never
+// the stale yes (issue 16, item 10: revoked keys worked 18 s and more).
+func TestRevocationFailsClosedWhileTheKeyStoreIsDown(t *testing.T) {
+	token, k := testKey(t, "acme", false)
+	other, k2 := testKey(t, "acme", false)
+	keys := &mutableKeys{}
+	keys.set(k, k2)
+	c := &clock{t: time.Unix(1764201600, 0)}
+	h := NewServer(Config{Store: &fakeStore{}, Keys: keys, Now: c.now, KeyRefresh: 5 * time.Second, RateLimit: 1e6})
+	if rec := do(t, h, "GET", "/v3/suppression/bounces", token, ""); rec.Code != 200 {
+		t.Fatalf("before: %d", rec.Code)
+	}
+	k.Revoked = true
+	keys.set(k, k2)
+	keys.setDown(true)
+	for _, d := range []time.Duration{time.Second, 2 * time.Second, 1900 * time.Millisecond} {
+		c.add(d) // 1s, 3s, 4.9s after the last load: within the revocation delay
+		if rec := do(t, h, "GET", "/v3/suppression/bounces", token, ""); rec.Code != 200 {
+			t.Fatalf("%v into the outage: %d %s, want 200 (keys loaded less than 5s ago)", c.now().Sub(time.Unix(1764201600, 0)), rec.Code, rec.Body)
+		}
+	}
+	c.add(100 * time.Millisecond) // 5s since the keys were loaded
+	for _, tok := range []string{token, other, "SG.unknownid.secret"} {
+		rec := do(t, h, "GET", "/v3/suppression/bounces", tok, "")
+		if rec.Code != 503 || rec.Header().Get("Retry-After") != "5" {
+			t.Fatalf("5s into the outage: %d Retry-After %q %s, want 503 with Retry-After 5", rec.Code, rec.Header().Get("Retry-After"), rec.Body)
+		}
+		if _, msg := sendGridError(t, rec); !strings.Contains(msg, "retry") {
+			t.Errorf("503 message %q", msg)
+		}
+	}
+	rec := doRequest(t, h, loginRequest(other))
+	if rec.Code != 503 || rec.Header().Get("Retry-After") == "" {
+		t.Errorf("dashboard login in the outage: %d, want 503 with Retry-After", rec.Code)
+	}
+	// The store is tried again at most once a second, not per request.
+	before := keys.loads
+	for range 50 {
+		do(t, h, "GET", "/v3/suppression/bounces", other, "")
+	}
+	if keys.loads != before {
+		t.Errorf("%d reloads for 50 requests in the same instant, want none", keys.loads-before)
+	}
+	keys.setDown(false)
+	c.add(time.Second)
+	if rec := do(t, h, "GET", "/v3/suppression/bounces", token, ""); rec.Code != 401 {
+		t.Errorf("revoked key once the store is back: %d, want 401", rec.Code)
+	}
+	if rec := do(t, h, "GET", "/v3/suppression/bounces", other, ""); rec.Code != 200 {
+		t.Errorf("valid key once the store is back: %d, want 200", rec.Code)
+	}
+}
+
+// TestKeyStoreDownAtStart: keys that were never loaded are not a 500.
+func TestKeyStoreDownAtStart(t *testing.T) {
+	token, k := testKey(t, "acme", false)
+	keys := &mutableKeys{}
+	keys.set(k)
+	keys.setDown(true)
+	h := NewServer(Config{Store: &fakeStore{}, Keys: keys})
+	if rec := do(t, h, "GET", "/v3/suppression/bounces", token, ""); rec.Code != 503 || rec.Header().Get("Retry-After") == "" {
+		t.Errorf("key store down since start: %d %s, want 503 with Retry-After", rec.Code, rec.Body)
+	}
 }
 
 func TestDeleteStampsTheClockAndNormalises(t *testing.T) {

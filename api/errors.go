@@ -1,12 +1,16 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -44,6 +48,36 @@ type Error struct {
 	// RetryAfter, when positive, is sent as the Retry-After header (whole
 	// seconds, rounded up).
 	RetryAfter time.Duration
+	// cause, when set, is logged (never shown) with the answer.
+	cause error
+}
+
+func (e *Error) Unwrap() error { return e.cause }
+
+// storeRetryAfter is the Retry-After of an answer to a request whose store
+// could not be reached.
+const storeRetryAfter = 5 * time.Second
+
+// unavailable reports whether err means a store could not be reached now,
+// rather than a mistake in the request or the code: a network error (refused,
+// reset, a timeout), a connection closed in the middle of an answer, a
+// deadline, an error that says it is temporary (kafka-go's) or one that
+// says Unavailable() (a store's own word, e.g. a full connection pool).
+func unavailable(err error) bool {
+	var ne net.Error
+	var tmp interface{ Temporary() bool }
+	var un interface{ Unavailable() bool }
+	switch {
+	case errors.As(err, &ne),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, context.DeadlineExceeded):
+		return true
+	case errors.As(err, &un):
+		return un.Unavailable()
+	case errors.As(err, &tmp):
+		return tmp.Temporary()
+	}
+	return false
 }
 
 func (e *Error) Error() string {
@@ -68,10 +102,21 @@ type errorItem struct {
 }
 
 // writeError answers with err in SendGrid's shape. Errors that are not an
-// *Error are internal: logged, and shown only as "internal error".
+// *Error are logged; a store that cannot be reached (unavailable, or the
+// server's Config.Unavailable) is 503 with Retry-After, anything else is
+// internal and shown only as "internal error".
 func writeError(w http.ResponseWriter, log *slog.Logger, r *http.Request, err error) {
 	var e *Error
-	if !errors.As(err, &e) {
+	switch {
+	case errors.As(err, &e):
+		if e.cause != nil {
+			log.Warn("request refused", "method", r.Method, "route", r.Pattern, "code", e.Code, "err", e.cause)
+		}
+	case unavailable(err) || info(r.Context()).unavailable(err):
+		log.Warn("store unavailable", "method", r.Method, "route", r.Pattern, "err", err)
+		e = &Error{Code: EUnavailable, RetryAfter: storeRetryAfter,
+			Message: "the service cannot reach its database right now: retry after the Retry-After seconds"}
+	default:
 		log.Error("request failed", "method", r.Method, "route", r.Pattern, "err", err)
 		e = &Error{Code: EInternal, Message: "internal error"}
 	}

@@ -73,9 +73,13 @@ func parseKey(key string) (keyID, secret string, ok bool) {
 // id costs the same as a wrong secret.
 var dummyHash = HashSecret("")
 
-// keyCache holds every key in memory. It reloads the keys when they are
-// older than every (so a revocation takes effect within that time), and on
-// an unknown key id at most once per missEvery (so a new key works at once).
+// keyCache holds every key in memory. It reloads them once they are older
+// than half of every, and on an unknown key id at most once per missEvery
+// (so a new key works at once). It never trusts keys loaded longer ago than
+// every: while the store cannot be reached after that, lookups fail closed
+// with 503 and Retry-After, so a revoked key stops working within every,
+// outage or not. An unknown key id while the last reload failed is 503 too
+// (the key may be new), not 401.
 type keyCache struct {
 	store     KeyStore
 	every     time.Duration
@@ -86,6 +90,7 @@ type keyCache struct {
 	keys   map[string]Key
 	loaded time.Time
 	tried  time.Time
+	failed error // of the last reload; nil once one succeeds
 }
 
 // authenticate returns the key of a presented "SG.id.secret" string.
@@ -114,23 +119,30 @@ func (c *keyCache) lookup(ctx context.Context, id string) (Key, bool, error) {
 	defer c.mu.Unlock()
 	now := c.now()
 	k, found := c.keys[id]
-	stale := c.keys == nil || now.Sub(c.loaded) >= c.every
-	if (stale || !found) && now.Sub(c.tried) >= c.missEvery || c.keys == nil {
+	refresh := c.keys == nil || now.Sub(c.loaded) >= c.every/2 || !found
+	if refresh && (c.tried.IsZero() || now.Sub(c.tried) >= c.missEvery) {
 		c.tried = now
-		keys, err := c.store.APIKeys(ctx)
-		if err != nil {
-			if c.keys == nil {
-				return Key{}, false, fmt.Errorf("load API keys: %w", err)
+		// One request's cancellation does not fail the reload for others.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.every)
+		keys, err := c.store.APIKeys(lctx)
+		cancel()
+		c.failed = err
+		if err == nil {
+			m := make(map[string]Key, len(keys))
+			for _, k := range keys {
+				m[k.KeyID] = k
 			}
-			// Keep serving the keys we have; try again after missEvery.
-			return k, found, nil
+			c.keys, c.loaded = m, now
+			k, found = m[id]
 		}
-		m := make(map[string]Key, len(keys))
-		for _, k := range keys {
-			m[k.KeyID] = k
+	}
+	if c.keys == nil || now.Sub(c.loaded) >= c.every || !found && c.failed != nil {
+		cause := c.failed
+		if cause == nil {
+			cause = fmt.Errorf("keys loaded %v ago, not reloaded since", now.Sub(c.loaded))
 		}
-		c.keys, c.loaded = m, now
-		k, found = m[id]
+		return Key{}, false, &Error{Code: EUnavailable, RetryAfter: storeRetryAfter, cause: fmt.Errorf("load API keys: %w", cause),
+			Message: "API keys cannot be checked right now (their store does not answer): retry after the Retry-After seconds"}
 	}
 	return k, found, nil
 }

@@ -18,7 +18,12 @@ type reqInfo struct {
 	account, keyID string
 	// scopes of the key (empty: all).
 	scopes []string
+	// storeDown is the server's Config.Unavailable, for writeError.
+	storeDown func(error) bool
 }
+
+// unavailable is Config.Unavailable's word on err (false without one).
+func (ri *reqInfo) unavailable(err error) bool { return ri.storeDown != nil && ri.storeDown(err) }
 
 type ctxKey struct{}
 
@@ -95,7 +100,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	s.metrics.inFlight.Inc()
 	defer s.metrics.inFlight.Dec()
-	ri := &reqInfo{}
+	ri := &reqInfo{storeDown: s.cfg.Unavailable}
 	r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, ri))
 	sw := &statusWriter{ResponseWriter: w}
 	_, pattern := s.mux.Handler(r)

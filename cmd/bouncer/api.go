@@ -151,7 +151,8 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 		Store: as, Stats: store, Activity: store, Keys: apiKeys{store}, Logger: log, Checker: checker,
 		Privacy: as.Service, Forwarding: as, Webhooks: subs, WebhookOps: subs, Dashboard: store,
 		RateLimit: float64(*rateLimit), MaxBodyBytes: int64(*maxBody), MaxStatsQueries: *maxStats,
-		Metrics: api.NewRequestMetrics(reg),
+		Metrics:     api.NewRequestMetrics(reg),
+		Unavailable: clickhouse.Unavailable,
 	}
 	if err := cfg.Validate(); err != nil {
 		return &usageError{err.Error()}

@@ -2,9 +2,14 @@ package clickhouse
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
+
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/proto"
 
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/internal/testenv"
@@ -129,5 +134,21 @@ func TestConfigValidate(t *testing.T) {
 	c := Config{Addr: []string{"h:9000"}}
 	if err := c.Validate(); err != nil || c.Database != "bouncer" || c.InsertTimeout != 30*time.Second {
 		t.Errorf("defaults: %+v, %v", c, err)
+	}
+}
+
+func TestUnavailable(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("stats.global: %w", ch.ErrAcquireConnTimeout), true},
+		{fmt.Errorf("stats.global: %w", &proto.Exception{Code: 202, Message: "Too many simultaneous queries"}), true},
+		{fmt.Errorf("stats.global: %w", &proto.Exception{Code: 62, Message: "Syntax error"}), false},
+		{errors.New("something else"), false},
+	} {
+		if got := Unavailable(tc.err); got != tc.want {
+			t.Errorf("%v: %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }
