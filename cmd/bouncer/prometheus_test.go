@@ -102,7 +102,7 @@ func TestPrometheus(t *testing.T) {
 	}
 
 	// The api, and its two listeners.
-	apiKey := createKey(t, env, "acme")
+	apiKey, globexKey := createKey(t, env, "acme"), createKey(t, env, "globex")
 	apiLogs := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	apiDone := make(chan error, 1)
@@ -121,10 +121,10 @@ func TestPrometheus(t *testing.T) {
 	if strings.TrimPrefix(apiBase, "http://") == apiOps {
 		t.Fatalf("the api serves its ops port on its own listener %s", apiOps)
 	}
-	apiCall := func(want int, method, path, body string) string {
+	call := func(key string, want int, method, path, body string) string {
 		t.Helper()
 		req, _ := http.NewRequest(method, apiBase+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+apiKey)
+		req.Header.Set("Authorization", "Bearer "+key)
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -137,6 +137,10 @@ func TestPrometheus(t *testing.T) {
 		}
 		return string(b)
 	}
+	apiCall := func(want int, method, path, body string) string {
+		t.Helper()
+		return call(apiKey, want, method, path, body)
+	}
 	// Metrics are not on the tenant-facing listener.
 	apiCall(404, "GET", "/metrics", "")
 
@@ -145,6 +149,10 @@ func TestPrometheus(t *testing.T) {
 			`{"enabled":true,"url":"`+rc.url+`","processed":true,"delivered":true,"bounce":true,"dropped":true}`)
 	}
 	apiCall(200, "PATCH", "/v3/mail_settings/forward_bounce", `{"enabled":true,"email":"ops@acme.example"}`)
+	// globex forwards to an address the relay refuses: a forwarding
+	// failure, and BouncerForwardingFailures (no "for") fires for real.
+	relay.Reject("ops@globex.example")
+	call(globexKey, 200, "PATCH", "/v3/mail_settings/forward_bounce", `{"enabled":true,"email":"ops@globex.example"}`)
 
 	stopWorker, workerLogs := startWorker(t, env)
 	defer stopWorker()
@@ -215,7 +223,9 @@ scrape_configs:
 	// events, bad input; API reads, a miss and a refused request.
 	var events [][]byte
 	now := time.Now().Unix()
-	events = append(events, []byte(fmt.Sprintf(`{"event":"bounce","email":"x@example.com","timestamp":%d,"sg_event_id":"b1","type":"bounce","status":"5.1.1","reason":"550 5.1.1 no such user","account_id":"acme","sg_message_id":"m-x","smtp-id":"<x.1@app.example>"}`, now)))
+	for _, account := range []string{"acme", "globex"} {
+		events = append(events, []byte(fmt.Sprintf(`{"event":"bounce","email":"x@example.com","timestamp":%d,"sg_event_id":"b-%s","type":"bounce","status":"5.1.1","reason":"550 5.1.1 no such user","account_id":%q,"sg_message_id":"m-x","smtp-id":"<x.1@app.example>"}`, now, account, account)))
+	}
 	for i := range 60 {
 		events = append(events, []byte(fmt.Sprintf(`{"event":"delivered","email":"u%d@example.com","timestamp":%d,"sg_event_id":"d%02d","account_id":"acme"}`, i, now, i)))
 	}
@@ -227,7 +237,7 @@ scrape_configs:
 		apiCall(404, "GET", "/v3/no/such/route", "")
 		apiCall(200, "GET", "/healthz", "")
 	}
-	waitFor(t, "the good endpoint got the events", 60*time.Second, func() (bool, string) {
+	waitFor(t, "the good endpoint got acme's events", 60*time.Second, func() (bool, string) {
 		n := len(good.got())
 		return n >= 61, fmt.Sprint(n, " events")
 	})
@@ -251,6 +261,13 @@ scrape_configs:
 		t.Fatal(err)
 	}
 	dashboards := dashboardQueries(t)
+	boards := map[string]bool{}
+	for _, q := range dashboards {
+		boards[q.dashboard] = true
+	}
+	if len(boards) != 3 {
+		t.Errorf("dashboards with queries: %v; want the ingest, webhooks and API ones from deploy/grafana/dashboards", boards)
+	}
 
 	// Every bouncer_ metric the rules and dashboards name is one the test
 	// knows the labels of.
@@ -311,6 +328,8 @@ scrape_configs:
 		{"worker and api suppression indexes caught up", `count(sum by (job) (bouncer_suppression_index_lag_messages) == 0) == 2`},
 		{"suppression reads counted by route pattern", `bouncer_api_requests_total{method="GET",route="/v3/suppression/bounces",code="200"} >= 5`},
 		{"the misses counted as unmatched", `bouncer_api_requests_total{method="GET",route="unmatched",code="404"} >= 5`},
+		{"the refused report counted", `bouncer_forward_emails_total{kind="report",result="rejected"} >= 1`},
+		{"BouncerForwardingFailures firing", `ALERTS{alertname="BouncerForwardingFailures",alertstate="firing",severity="ticket"}`},
 	}
 	waitFor(t, "the stream's figures", 60*time.Second, func() (bool, string) {
 		var not []string
