@@ -72,6 +72,12 @@ func (downStores) Webhook(context.Context, string, string) (subscription.Webhook
 	return subscription.Webhook{}, false, errRefused
 }
 func (downStores) PutWebhook(context.Context, string, subscription.Webhook) error { return errRefused }
+func (downStores) CreateWebhook(context.Context, string, subscription.Webhook) error {
+	return errRefused
+}
+func (downStores) ChangeWebhookURL(context.Context, string, subscription.Webhook, string) (bool, error) {
+	return false, errRefused
+}
 func (downStores) DeleteWebhook(context.Context, string, subscription.Webhook, time.Time) error {
 	return errRefused
 }

@@ -8,7 +8,9 @@ package api
 // Contract:
 //   - An account has at most MaxWebhooks subscriptions, each with its own
 //     URL (two subscriptions of one account never share a URL, as in
-//     SendGrid). URLs are checked with the SSRF guard when they are set.
+//     SendGrid), also when creates and URL changes race, in one process or
+//     several (the store decides: CreateWebhook, ChangeWebhookURL). URLs
+//     are checked with the SSRF guard when they are set.
 //   - Every subscription gets a Standard Webhooks secret when it is created;
 //     rotating it keeps the old one signing for a grace period (default 24h).
 //     SendGrid's Signed Event Webhook is off until turned on through
@@ -43,7 +45,7 @@ import (
 const (
 	// MaxWebhooks is how many subscriptions one account may have; SendGrid
 	// allows five (its max_allowed).
-	MaxWebhooks = 5
+	MaxWebhooks = subscription.MaxPerAccount
 	// MaxFriendlyName bounds a friendly name, in characters.
 	MaxFriendlyName = 100
 	// DefaultSecretGrace is how long a rotated-out secret keeps signing
@@ -68,9 +70,20 @@ type WebhookStore interface {
 	// Webhook returns one subscription; ok is false when the account has
 	// none with that id.
 	Webhook(ctx context.Context, account, id string) (w subscription.Webhook, ok bool, err error)
-	// PutWebhook stores w as the newest version of its subscription (new
-	// or not). Secrets holds the current secret first and at most one
-	// rotated-out secret after it.
+	// CreateWebhook stores the new subscription w unless the account has
+	// MaxWebhooks subscriptions (subscription.ErrLimit) or one with w's URL
+	// (*subscription.URLTakenError). The limits hold however many calls run
+	// at once, in however many processes: of concurrent creates beyond the
+	// limit, exactly the ones that fit are stored.
+	CreateWebhook(ctx context.Context, account string, w subscription.Webhook) error
+	// ChangeWebhookURL stores w, whose URL was oldURL when read, unless
+	// another subscription of the account has w's URL
+	// (*subscription.URLTakenError) or w no longer exists (ok false), under
+	// the same guarantee as CreateWebhook.
+	ChangeWebhookURL(ctx context.Context, account string, w subscription.Webhook, oldURL string) (ok bool, err error)
+	// PutWebhook stores w as the newest version of its subscription, whose
+	// URL it does not change. Secrets holds the current secret first and
+	// at most one rotated-out secret after it.
 	PutWebhook(ctx context.Context, account string, w subscription.Webhook) error
 	// DeleteWebhook deletes the subscription w as read, as of at.
 	DeleteWebhook(ctx context.Context, account string, w subscription.Webhook, at time.Time) error
@@ -78,6 +91,20 @@ type WebhookStore interface {
 	// dials the test delivery.
 	WebhookGuard() safedial.Guard
 }
+
+// webhookWriteError turns a store's limit answers into the API's errors.
+func webhookWriteError(err error) error {
+	var taken *subscription.URLTakenError
+	switch {
+	case errors.Is(err, subscription.ErrLimit):
+		return errWebhookLimit
+	case errors.As(err, &taken):
+		return errorf(EInvalid, "url", "Webhook at '%s' already exists (id %s). Please provide a unique URL.", taken.URL, taken.ID)
+	}
+	return err
+}
+
+var errWebhookLimit = errorf(EInvalid, "", "You have reached the maximum number of webhooks (%d per account): delete one before creating another.", MaxWebhooks)
 
 // Scopes of the webhook routes: SendGrid's names. Reading the Standard
 // Webhooks secret needs the update scope, since the secret lets its holder
@@ -407,7 +434,7 @@ func (s *server) handleWebhookCreate(w http.ResponseWriter, r *http.Request, st 
 		return err
 	}
 	if len(existing) >= MaxWebhooks {
-		return errorf(EInvalid, "", "You have reached the maximum number of webhooks (%d per account): delete one before creating another.", MaxWebhooks)
+		return errWebhookLimit
 	}
 	secret, err := sign.NewSecret()
 	if err != nil {
@@ -428,8 +455,10 @@ func (s *server) handleWebhookCreate(w http.ResponseWriter, r *http.Request, st 
 	if err := body.apply(&wh, existing, st.WebhookGuard()); err != nil {
 		return err
 	}
-	if err := st.PutWebhook(r.Context(), acct, wh); err != nil {
-		return err
+	// The checks above answer the common case with the right error; the
+	// store decides concurrent creates (see CreateWebhook).
+	if err := st.CreateWebhook(r.Context(), acct, wh); err != nil {
+		return webhookWriteError(err)
 	}
 	writeJSON(w, http.StatusCreated, webhookJSONOf(&wh, webhookViewFor(r, true, false)))
 	return nil
@@ -482,11 +511,20 @@ func (s *server) handleWebhookUpdate(w http.ResponseWriter, r *http.Request, st 
 			return err
 		}
 	}
+	oldURL := wh.URL
 	if err := body.apply(&wh, others, st.WebhookGuard()); err != nil {
 		return err
 	}
 	wh.UpdatedAt = s.now().UTC().Truncate(time.Second)
-	if err := st.PutWebhook(r.Context(), account(r), wh); err != nil {
+	if wh.URL != oldURL {
+		ok, err := st.ChangeWebhookURL(r.Context(), account(r), wh, oldURL)
+		if err != nil {
+			return webhookWriteError(err)
+		}
+		if !ok {
+			return errNoWebhook
+		}
+	} else if err := st.PutWebhook(r.Context(), account(r), wh); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, webhookJSONOf(&wh, webhookViewFor(r, true, false)))

@@ -85,6 +85,45 @@ func (f *fakeWebhooks) PutWebhook(ctx context.Context, account string, w subscri
 	return nil
 }
 
+// CreateWebhook keeps the limits under its lock (the ClickHouse store
+// keeps them across processes; see cmd/bouncer).
+func (f *fakeWebhooks) CreateWebhook(ctx context.Context, account string, w subscription.Webhook) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ws := f.byAcct[account]
+	if len(ws) >= MaxWebhooks {
+		return subscription.ErrLimit
+	}
+	for _, o := range ws {
+		if o.URL == w.URL {
+			return &subscription.URLTakenError{URL: w.URL, ID: o.ID}
+		}
+	}
+	w.Version++
+	f.byAcct[account] = append(ws, w)
+	return nil
+}
+
+func (f *fakeWebhooks) ChangeWebhookURL(ctx context.Context, account string, w subscription.Webhook, oldURL string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ws := f.byAcct[account]
+	at := -1
+	for i, o := range ws {
+		if o.ID == w.ID {
+			at = i
+		} else if o.URL == w.URL {
+			return false, &subscription.URLTakenError{URL: w.URL, ID: o.ID}
+		}
+	}
+	if at < 0 {
+		return false, nil
+	}
+	w.Version++
+	ws[at] = w
+	return true, nil
+}
+
 func (f *fakeWebhooks) DeleteWebhook(ctx context.Context, account string, w subscription.Webhook, at time.Time) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

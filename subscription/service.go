@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/bouncer-mail/bouncer/internal/secrets"
+	"github.com/bouncer-mail/bouncer/sinks/webhook/claims"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/safedial"
 )
 
@@ -21,6 +22,9 @@ type Service struct {
 	guard  safedial.Guard
 	replay Replayer
 	now    func() time.Time
+	// claims decides the per-account limits across processes (UseClaims);
+	// nil: under a lock of this process.
+	claims ClaimLog
 }
 
 // Replayer sends failed batches again (sinks/webhook implements it).
@@ -99,7 +103,8 @@ func (s *Service) Webhook(ctx context.Context, account, id string) (Webhook, boo
 	return w, err == nil, err
 }
 
-// PutWebhook stores w as the newest version of its subscription.
+// PutWebhook stores w as the newest version of its subscription, whose URL
+// it does not change (ChangeWebhookURL does).
 func (s *Service) PutWebhook(ctx context.Context, account string, w Webhook) error {
 	if account == "" {
 		return ErrNoAccount
@@ -111,7 +116,9 @@ func (s *Service) PutWebhook(ctx context.Context, account string, w Webhook) err
 	return s.store.WriteWebhooks(ctx, []Sealed{row})
 }
 
-// DeleteWebhook writes a tombstone of w as read, which keeps no secret.
+// DeleteWebhook writes a tombstone of w as read, which keeps no secret,
+// after claiming the delete (see CreateWebhook): a slot frees in the same
+// order every process sees.
 func (s *Service) DeleteWebhook(ctx context.Context, account string, w Webhook, at time.Time) error {
 	if account == "" {
 		return ErrNoAccount
@@ -119,7 +126,8 @@ func (s *Service) DeleteWebhook(ctx context.Context, account string, w Webhook, 
 	var row Sealed
 	row.AccountID, row.ID, row.Version, row.Deleted = account, w.ID, NextVersion(w.Version, s.now()), true
 	row.Created, row.UpdatedAt = w.Created, at
-	return s.store.WriteWebhooks(ctx, []Sealed{row})
+	_, err := s.claim(ctx, claims.Claim{Op: claims.OpDelete, Account: account, ID: w.ID, Version: row.Version}, row)
+	return err
 }
 
 // WebhookState returns the subscription (without its secrets, so it needs

@@ -18,6 +18,7 @@ import (
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
+	"github.com/bouncer-mail/bouncer/sinks/webhook/claims"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/kafkatier"
 	"github.com/bouncer-mail/bouncer/subscription"
 	"github.com/bouncer-mail/bouncer/suppression"
@@ -73,6 +74,11 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	maxStats := e.Int("max-stats-queries", "BOUNCER_API_MAX_STATS_QUERIES", 8, "statistics queries (stats, bounce classification and dashboard routes) answered at once, a quarter of them for one account; others wait up to 15s, then 503")
 	shutdown := e.Duration("shutdown-timeout", "BOUNCER_SHUTDOWN_TIMEOUT", 15*time.Second, "longest a graceful shutdown may take")
 	wf := addWebhookFlags(e)
+	claimsTopic := e.String("webhook-claims-topic", "BOUNCER_WEBHOOK_CLAIMS_TOPIC", claims.DefaultTopic,
+		"topic that orders webhook creates, URL changes and deletes per account, so that the limits (5 per account, one URL each) "+
+			"hold across API processes (kept forever, never compacted, its partition count never changed)")
+	useClaims := e.Bool("webhook-claims", "BOUNCER_WEBHOOK_CLAIMS", true, "decide the webhook limits through --webhook-claims-topic (needs Kafka); "+
+		"false decides them under a lock of this process, which holds only while one bouncer api runs")
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
 	}
@@ -123,6 +129,22 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 
 	var changes suppression.Publisher
 	subs := subscription.NewService(store, whKeys, whGuard, kafkatier.NewReplayer(store, kf.conn()))
+	switch {
+	case whKeys == nil:
+	case *useClaims:
+		conn := kf.conn()
+		if err := conn.Validate(); err != nil {
+			return &usageError{err.Error() + " (webhook limits need Kafka; or --webhook-claims=false with one bouncer api)"}
+		}
+		cl, err := claims.Open(ctx, conn, *claimsTopic, claims.DefaultPartitions)
+		if err != nil {
+			return fmt.Errorf("webhook claims topic %s: %w (webhook limits need Kafka: set KAFKA_BROKERS; or --webhook-claims=false with one bouncer api)", *claimsTopic, err)
+		}
+		defer cl.Close()
+		subs.UseClaims(cl)
+	default:
+		log.Warn("--webhook-claims=false: the webhook limits (5 per account, one URL each) hold within this process only; run one bouncer api")
+	}
 	if *publish {
 		cw, err := openChangeLog(ctx, kf, *changeTopic)
 		if err != nil {

@@ -46,7 +46,8 @@ func startWebhookAPI(t *testing.T, extra map[string]string) *webhookAPI {
 	addr := testenv.ClickHouse(t)
 	db := testenv.Database(t, addr)
 	env := map[string]string{"CLICKHOUSE_ADDR": addr, "CLICKHOUSE_DATABASE": db, "BOUNCER_API_ADDR": "127.0.0.1:0",
-		"BOUNCER_API_CHECK": "false", "BOUNCER_API_PUBLISH_CHANGES": "false", "BOUNCER_API_RATE_LIMIT": "10000"}
+		"BOUNCER_API_CHECK": "false", "BOUNCER_API_PUBLISH_CHANGES": "false", "BOUNCER_API_RATE_LIMIT": "10000",
+		"BOUNCER_WEBHOOK_CLAIMS": "false"}
 	for k, v := range extra {
 		env[k] = v
 	}

@@ -54,6 +54,13 @@ var (
 	qWebhookOfAccount = register(Query{Name: "webhooks.one",
 		SQL: webhookCurrentSQL("account_id = ? AND id = ?"), Sample: []any{"acme", "77d4a5da-7015-11ed-a1eb-0242ac120002"}})
 
+	// The newest version of each subscription of an account, tombstones
+	// included, oldest first: what the webhook claims log replays over.
+	// Argument: account.
+	qWebhookHeads = register(Query{Name: "webhooks.heads_of_account",
+		SQL: "SELECT id, url, version, deleted FROM (SELECT id, url, version, deleted, created FROM webhooks WHERE account_id = ? " +
+			"ORDER BY version DESC LIMIT 1 BY id) ORDER BY created, id", Sample: []any{"acme"}})
+
 	// One subscription by id alone, for delivery (ids are random UUIDs).
 	// Argument: id.
 	qWebhookByID = register(Query{Name: "webhooks.by_id",

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/bouncer-mail/bouncer/sinks/webhook/claims"
 	"github.com/bouncer-mail/bouncer/subscription"
 )
 
@@ -39,6 +40,33 @@ func (s *Store) Webhooks(ctx context.Context, account string) ([]subscription.Se
 		return nil, subscription.ErrNoAccount
 	}
 	return s.webhooks(ctx, qWebhooksOfAccount, account)
+}
+
+var _ subscription.HeadStore = (*Store)(nil)
+
+// WebhookHeads returns the newest version of every subscription account
+// ever had (deleted ones too), oldest first, for the per-account limits
+// (subscription.HeadStore).
+func (s *Store) WebhookHeads(ctx context.Context, account string) ([]claims.Existing, error) {
+	if account == "" {
+		return nil, subscription.ErrNoAccount
+	}
+	rows, err := s.conn.Query(ctx, qWebhookHeads.SQL, account)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", qWebhookHeads.Name, err)
+	}
+	defer rows.Close()
+	var out []claims.Existing
+	for rows.Next() {
+		var h claims.Existing
+		var deleted uint8
+		if err := rows.Scan(&h.ID, &h.URL, &h.Version, &deleted); err != nil {
+			return nil, fmt.Errorf("%s: %w", qWebhookHeads.Name, err)
+		}
+		h.Deleted = deleted == 1
+		out = append(out, h)
+	}
+	return out, rows.Err()
 }
 
 // AllWebhooks returns the current subscriptions of every account, ordered
