@@ -10,8 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/internal/secrets"
 	"github.com/bouncer-mail/bouncer/internal/testenv"
+	"github.com/bouncer-mail/bouncer/sinks/webhook/claims"
+	"github.com/bouncer-mail/bouncer/sinks/webhook/sign"
+	"github.com/bouncer-mail/bouncer/subscription"
 )
 
 // startAPIProcess runs one more `bouncer api` with env (another process of
@@ -176,6 +180,59 @@ func TestWebhookLimitsUnderConcurrency(t *testing.T) {
 	codes = createConcurrently(t, f, bases, f.keyB, []string{"https://hooks.example.com/a", "https://hooks.example.com/b", "https://hooks.example.com/c"})
 	if n, _ := stored(t, f, f.keyB); n != 5 || codes[201] != 1 {
 		t.Errorf("after a delete, 3 concurrent creates: %d stored, answers %v; want 5 and one 201", n, codes)
+	}
+}
+
+// TestWebhookClaimRepair: a process that died after its claim was accepted
+// and before it wrote the subscription leaves a claim without a row; the
+// next change of the account writes it (and counts it), so the slot it
+// holds is never lost to an invisible subscription.
+func TestWebhookClaimRepair(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	topic := testenv.Topic(t, brokers, 1) + ".claims"
+	key := secrets.GenerateKey()
+	f := startWebhookAPI(t, map[string]string{secrets.EnvKey: key, "KAFKA_BROKERS": brokers,
+		"BOUNCER_WEBHOOK_CLAIMS": "true", "BOUNCER_WEBHOOK_CLAIMS_TOPIC": topic})
+	ctx := context.Background()
+	keys, err := secrets.ParseKeyring(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := claims.Open(ctx, consumer.Conn{Brokers: testenv.Brokers(brokers)}, topic, claims.DefaultPartitions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	// The dead process's claim: a create of ghost, accepted, never written.
+	secret, err := sign.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	ghost := subscription.Webhook{ID: "01a23c00-0000-7000-8000-000000000001", AccountID: "acme", URL: "https://hooks.example.com/ghost",
+		Enabled: true, Events: map[string]bool{"bounce": true}, Secrets: []sign.Secret{secret}, Created: now, UpdatedAt: now}
+	row, err := subscription.NewSealer(keys).Seal("acme", ghost, subscription.NextVersion(0, now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := json.Marshal(row)
+	if _, err := log.Append(ctx, claims.Claim{Op: claims.OpCreate, Scope: f.env["CLICKHOUSE_DATABASE"], Account: "acme", ID: ghost.ID,
+		URL: ghost.URL, Version: row.Version, Row: raw}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := stored(t, f, f.keyA); n != 0 {
+		t.Fatalf("the ghost is listed before any repair: %d", n)
+	}
+	// Its URL is taken already, and the next create writes it.
+	if code, body, _ := f.call(t, f.keyA, "POST", "/v3/user/webhooks/event/settings", `{"url":"https://hooks.example.com/ghost"}`); code != 400 || !strings.Contains(body, ghost.ID) {
+		t.Errorf("create of the ghost's URL: %d %s", code, body)
+	}
+	if n, _ := stored(t, f, f.keyA); n != 1 {
+		t.Errorf("after the next claim of the account, %d listed; want the ghost", n)
+	}
+	code, body, _ := f.call(t, f.keyA, "GET", "/bouncer/v1/webhooks/"+ghost.ID+"/secret", "")
+	if code != 200 || !strings.Contains(body, sign.FormatSecret(secret.Key)) {
+		t.Errorf("the repaired subscription's secret: %d %s", code, body)
 	}
 }
 

@@ -70,6 +70,11 @@ type Claim struct {
 	// the claimer cannot.
 	Row json.RawMessage `json:"row,omitempty"`
 
+	// Partitions is the topic's partition count when the claim was
+	// appended: a reader that finds another count refuses to decide (an
+	// account's earlier claims would be in another partition).
+	Partitions int `json:"partitions"`
+
 	// Partition and Offset are where the claim is in the log (set when
 	// appended or read).
 	Partition int   `json:"-"`

@@ -86,7 +86,7 @@ func TestDecide(t *testing.T) {
 // read the log further, later, agrees with the claimer).
 func TestDecideProperties(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	for round := range 500 {
+	for round := range 150 {
 		var cs []Claim
 		var ids []string
 		for i := range 40 {

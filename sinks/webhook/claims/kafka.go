@@ -115,6 +115,7 @@ func (l *Log) Append(ctx context.Context, c Claim) (Claim, error) {
 	if err != nil {
 		return c, err
 	}
+	c.Partitions = n
 	value, err := json.Marshal(c)
 	if err != nil {
 		return c, err
@@ -201,6 +202,10 @@ func (l *Log) Read(ctx context.Context, scope, account string) ([]Claim, error) 
 			}
 			if c.Account != account || c.Scope != scope {
 				continue
+			}
+			if c.Partitions != n {
+				return nil, fmt.Errorf("webhook claims: %s had %d partitions when claim %d was written and has %d now: an account's claims must stay in one partition, so webhook limits cannot be decided; restore the partition count or start a new claims topic (--webhook-claims-topic)",
+					l.topic, c.Partitions, rec.Offset, n)
 			}
 			c.Partition, c.Offset = p, rec.Offset
 			out = append(out, c)

@@ -100,3 +100,29 @@ func BenchmarkLogRead(b *testing.B) {
 		}
 	}
 }
+
+// A topic whose partition count is not the one a claim was written with
+// is refused: the account's earlier claims may be in another partition.
+func TestLogRefusesChangedPartitionCount(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	topic := testenv.Topic(t, brokers, 1) + ".claims"
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l, err := Open(ctx, consumer.Conn{Brokers: testenv.Brokers(brokers)}, topic, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	acct := "acme"
+	for i := 0; Partition(acct, 2) != 0; i++ {
+		acct = fmt.Sprint("acme", i) // one that stays in partition 0 of 2
+	}
+	if _, err := l.Append(ctx, Claim{Op: OpCreate, Scope: "db", Account: acct, ID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	l.partitions = 2 // as if the topic had grown since
+	_, err = l.Read(ctx, "db", acct)
+	if err == nil || !strings.Contains(err.Error(), "had 1 partitions when claim 0 was written and has 2 now") {
+		t.Fatalf("read after the count changed: %v", err)
+	}
+}
