@@ -116,6 +116,7 @@ func (k *kafkaFlags) conn() consumer.Conn {
 // clickhouseFlags are the ClickHouse connection flags.
 type clickhouseFlags struct {
 	addr, database, user, password *string
+	cluster, lostReplicas          *string
 	tls                            *bool
 }
 
@@ -126,11 +127,16 @@ func addClickHouseFlags(e *envFlags) *clickhouseFlags {
 		user:     e.String("clickhouse-user", "CLICKHOUSE_USER", "default", "ClickHouse user"),
 		password: e.String("clickhouse-password", "CLICKHOUSE_PASSWORD", "", "ClickHouse password"),
 		tls:      e.Bool("clickhouse-tls", "CLICKHOUSE_TLS", false, "connect to ClickHouse with TLS"),
+		cluster: e.String("clickhouse-cluster", "CLICKHOUSE_CLUSTER", "",
+			"ClickHouse cluster name (remote_servers) of replicated shards; empty for one server (docs/cluster.md)"),
+		lostReplicas: e.String("clickhouse-lost-replicas", "CLICKHOUSE_LOST_REPLICAS", "",
+			"host:port[,...] of cluster replicas declared lost for good: resume points are read without them (docs/cluster.md)"),
 	}
 }
 
 func (c *clickhouseFlags) config() clickhouse.Config {
-	return clickhouse.Config{Addr: splitList(*c.addr), Database: *c.database, User: *c.user, Password: *c.password, TLS: *c.tls}
+	return clickhouse.Config{Addr: splitList(*c.addr), Database: *c.database, User: *c.user, Password: *c.password, TLS: *c.tls,
+		Cluster: *c.cluster, LostReplicas: splitList(*c.lostReplicas)}
 }
 
 // logFlags choose the log format and level.

@@ -20,13 +20,19 @@ schema_migrations table). Safe to run any number of times, and from several
 hosts: every statement is idempotent. bouncer worker runs it at start unless
 --migrate=false.
 
+With --cluster NAME (or --clickhouse-cluster, CLICKHOUSE_CLUSTER) the schema
+is made for the ClickHouse cluster NAME of replicated shards: Replicated*
+tables ON CLUSTER, Distributed tables for reads (docs/cluster.md).
+
   CLICKHOUSE_ADDR=127.0.0.1:9000 bouncer migrate
+  CLICKHOUSE_ADDR=ch1:9000 bouncer migrate --cluster bouncer
 `
 
 func runMigrate(ctx context.Context, env *environment, args []string) error {
 	fs := newFlagSet(env, "migrate", migrateUsage)
 	e := &envFlags{fs: fs, getenv: env.getenv}
 	cf := addClickHouseFlags(e)
+	cluster := fs.String("cluster", "", "same as --clickhouse-cluster")
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
 	}
@@ -34,6 +40,9 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	cfg := cf.config()
+	if *cluster != "" {
+		cfg.Cluster = *cluster
+	}
 	if err := cfg.Validate(); err != nil {
 		return &usageError{err.Error()}
 	}

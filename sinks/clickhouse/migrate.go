@@ -2,6 +2,8 @@ package clickhouse
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -21,6 +23,11 @@ type Applied struct {
 // migrations not yet recorded in schema_migrations, in order. Running it
 // again applies nothing. Every statement is idempotent, so a migration cut
 // short (a crash between its statements and its record) is simply run again.
+//
+// With cfg.Cluster set, every statement runs ON CLUSTER in its cluster form
+// (clusterStatements: Replicated* tables, Distributed tables for reads), and
+// schema_migrations is replicated to every server. A database made for one
+// server is refused rather than mixed with cluster tables.
 func Migrate(ctx context.Context, cfg Config) ([]Applied, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -29,7 +36,14 @@ func Migrate(ctx context.Context, cfg Config) ([]Applied, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open clickhouse: %w", err)
 	}
-	err = boot.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+cfg.Database)
+	create := "CREATE DATABASE IF NOT EXISTS " + cfg.Database
+	if cfg.Cluster != "" {
+		create += " ON CLUSTER " + cfg.Cluster
+	}
+	err = boot.Exec(ctx, create)
+	if err == nil && cfg.Cluster != "" {
+		err = checkClusterDatabase(ctx, boot, cfg.Database)
+	}
 	boot.Close()
 	if err != nil {
 		return nil, fmt.Errorf("create database %s: %w", cfg.Database, err)
@@ -40,7 +54,13 @@ func Migrate(ctx context.Context, cfg Config) ([]Applied, error) {
 	}
 	defer s.Close()
 
-	if err := s.conn.Exec(ctx, qMigrationsCreate.SQL); err != nil {
+	createMigrations := []string{qMigrationsCreate.SQL}
+	if cfg.Cluster != "" {
+		if createMigrations, err = clusterStatements(qMigrationsCreate.SQL, cfg.Database, cfg.Cluster); err != nil {
+			return nil, err
+		}
+	}
+	if err := execAll(ctx, s.conn, createMigrations); err != nil {
 		return nil, fmt.Errorf("create schema_migrations: %w", err)
 	}
 	done := map[int]bool{}
@@ -71,7 +91,13 @@ func Migrate(ctx context.Context, cfg Config) ([]Applied, error) {
 			continue
 		}
 		for i, stmt := range m.Statements {
-			if err := s.conn.Exec(ctx, stmt); err != nil {
+			stmts := []string{stmt}
+			if cfg.Cluster != "" {
+				if stmts, err = clusterStatements(stmt, cfg.Database, cfg.Cluster); err != nil {
+					return applied, fmt.Errorf("migration %04d_%s, statement %d: %w", m.Version, m.Name, i+1, err)
+				}
+			}
+			if err := execAll(ctx, s.conn, stmts); err != nil {
 				return applied, fmt.Errorf("migration %04d_%s, statement %d: %w", m.Version, m.Name, i+1, err)
 			}
 		}
@@ -85,4 +111,30 @@ func Migrate(ctx context.Context, cfg Config) ([]Applied, error) {
 		applied = append(applied, Applied{m.Version, m.Name})
 	}
 	return applied, nil
+}
+
+func execAll(ctx context.Context, conn driver.Conn, stmts []string) error {
+	for _, stmt := range stmts {
+		if err := conn.Exec(ctx, stmt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkClusterDatabase refuses a database whose events table was made for
+// one server: its rows would be invisible to the Distributed tables.
+func checkClusterDatabase(ctx context.Context, conn driver.Conn, db string) error {
+	var engine string
+	err := conn.QueryRow(ctx, "SELECT engine FROM system.tables WHERE database = ? AND name = 'events'", db).Scan(&engine)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("check database %s: %w", db, err)
+	}
+	if engine != "Distributed" {
+		return fmt.Errorf("database %s was created for a single server (events is %s): bouncer migrate --cluster cannot convert it; use a new database (--clickhouse-database) or migrate without --cluster", db, engine)
+	}
+	return nil
 }

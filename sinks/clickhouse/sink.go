@@ -15,18 +15,21 @@ var _ pipeline.Sink = (*Store)(nil)
 // HighWater returns the highest offsets of a partition held by the events
 // and dead_letters tables (-1 when none).
 func (s *Store) HighWater(ctx context.Context, topic string, partition int) (pipeline.Marks, error) {
-	ev, err := s.highWater(ctx, qEventsHighWater, topic, partition)
+	ev, err := s.highWater(ctx, qEventsHighWater, "events", topic, partition)
 	if err != nil {
 		return pipeline.Marks{}, err
 	}
-	dl, err := s.highWater(ctx, qDeadLettersHighWater, topic, partition)
+	dl, err := s.highWater(ctx, qDeadLettersHighWater, "dead_letters", topic, partition)
 	if err != nil {
 		return pipeline.Marks{}, err
 	}
 	return pipeline.Marks{Events: ev, DeadLetters: dl}, nil
 }
 
-func (s *Store) highWater(ctx context.Context, q Query, topic string, partition int) (int64, error) {
+func (s *Store) highWater(ctx context.Context, q Query, table, topic string, partition int) (int64, error) {
+	if s.cluster != nil {
+		return s.clusterHighWater(ctx, q, table, topic, partition)
+	}
 	var n, hi uint64
 	if err := s.conn.QueryRow(ctx, q.SQL, topic, uint32(partition)).Scan(&n, &hi); err != nil {
 		return 0, fmt.Errorf("%s: %w", q.Name, err)
@@ -113,14 +116,18 @@ func (s *Store) WriteEvents(ctx context.Context, rows []pipeline.Row) error {
 		prodClasses[i], ips[i], tlss[i], urls[i], agents[i] = r.BounceClassification, r.IP, b2u(r.TLS), r.URL, r.UserAgent
 		groups[i], froms[i], subjects[i], customs[i], deriveds[i] = r.ASMGroupID, r.FromEmail, r.Subject, r.Custom, b2u(r.Derived)
 	}
-	return s.insert(ctx, qInsertEvents, func(b driver.Batch) error {
+	fill := func(b driver.Batch) error {
 		return appendColumns(b, dates, ats, topics, parts, offsets, indexes,
 			accounts, events, types, stamps, emails, norms, domains, providers,
 			valids, ids, derivedIDs, msgIDs, smtpIDs, cats,
 			reasons, statuses, responses, attempts, btypes, classes,
 			codes, rules, prodClasses, ips, tlss, urls, agents,
 			groups, froms, subjects, customs, deriveds)
-	})
+	}
+	if s.cluster != nil && n > 0 {
+		return s.clusterInsert(ctx, qInsertEvents, "events", rows[0].Partition, fill)
+	}
+	return s.insert(ctx, qInsertEvents, fill)
 }
 
 // WriteDeadLetters inserts rejected input as one block.
@@ -135,9 +142,13 @@ func (s *Store) WriteDeadLetters(ctx context.Context, rows []pipeline.DeadLetter
 		topics[i], parts[i], offsets[i], indexes[i] = r.Topic, uint32(r.Partition), uint64(r.Offset), int32(r.Index)
 		codes[i], details[i], raws[i], keys[i] = string(r.Code), r.Detail, string(r.Raw), string(r.Key)
 	}
-	return s.insert(ctx, qInsertDeadLetters, func(b driver.Batch) error {
+	fill := func(b driver.Batch) error {
 		return appendColumns(b, dates, ats, topics, parts, offsets, indexes, codes, details, raws, keys)
-	})
+	}
+	if s.cluster != nil && n > 0 {
+		return s.clusterInsert(ctx, qInsertDeadLetters, "dead_letters", rows[0].Partition, fill)
+	}
+	return s.insert(ctx, qInsertDeadLetters, fill)
 }
 
 // WriteSuppressions inserts list changes as one block.

@@ -43,6 +43,14 @@ type Config struct {
 	// group's rebalance timeout so a revoked partition's last insert ends
 	// before the next owner starts.
 	InsertTimeout time.Duration
+	// Cluster is the name (in remote_servers) of a cluster of replicated
+	// shards; empty for one server. Its servers are read from
+	// system.clusters; see cluster.go for the layout and the guarantees.
+	Cluster string
+	// LostReplicas are host:port (as in system.clusters) of replicas an
+	// operator declared lost for good: the resume point is read without
+	// them. See cluster.go for what that costs.
+	LostReplicas []string
 }
 
 var databaseName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
@@ -69,6 +77,9 @@ func (c *Config) Validate() error {
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = 5 * time.Second
 	}
+	if c.Cluster != "" && !databaseName.MatchString(c.Cluster) {
+		return fmt.Errorf("clickhouse cluster %q: use the remote_servers name (letters, digits and _)", c.Cluster)
+	}
 	if c.InsertTimeout <= 0 {
 		c.InsertTimeout = 30 * time.Second
 	}
@@ -77,8 +88,9 @@ func (c *Config) Validate() error {
 
 // Store is a connection pool to bouncer's database.
 type Store struct {
-	cfg  Config
-	conn driver.Conn
+	cfg     Config
+	conn    driver.Conn
+	cluster *clusterState // nil on one server
 }
 
 func (c Config) options(database string) *ch.Options {
@@ -93,6 +105,11 @@ func (c Config) options(database string) *ch.Options {
 		MaxOpenConns:    16,
 		MaxIdleConns:    8,
 		ConnMaxLifetime: time.Hour,
+	}
+	if c.Cluster != "" {
+		// Writes through Distributed tables return once every shard holds
+		// its rows (never queued for later).
+		o.Settings["insert_distributed_sync"] = 1
 	}
 	if c.TLS {
 		o.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
@@ -120,11 +137,23 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		}
 		return nil, fmt.Errorf("connect to clickhouse %s: %w (is it running? set CLICKHOUSE_ADDR or --clickhouse-addr to its native-protocol host:port)", strings.Join(cfg.Addr, ","), err)
 	}
-	return &Store{cfg: cfg, conn: conn}, nil
+	s := &Store{cfg: cfg, conn: conn}
+	if cfg.Cluster != "" {
+		if err := s.openCluster(ctx); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
 // Close closes the pool.
-func (s *Store) Close() error { return s.conn.Close() }
+func (s *Store) Close() error {
+	if s.cluster != nil {
+		s.cluster.close()
+	}
+	return s.conn.Close()
+}
 
 // Conn exposes the driver connection for the query registry tests and
 // read-only tools.

@@ -1,0 +1,86 @@
+package clickhouse
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// tableLayout says how one table of the single-server schema is laid out on
+// a cluster of replicated shards.
+type tableLayout struct {
+	// shardKey, when set, makes the table sharded: a Replicated* table
+	// <name>_local on every server (one replica set per shard) and a
+	// Distributed table <name> over it with this sharding key. Tables read
+	// with FINAL or argMax are sharded by their row key so one shard holds
+	// every version of a row and FINAL, run per shard, sees them all.
+	// When empty, the table is small control data replicated to every
+	// server: one Replicated* table <name>, one replica set for the cluster.
+	shardKey string
+}
+
+// clusterLayout covers every table the migrations create; a new table must be
+// added here (clusterStatements refuses an unknown one).
+var clusterLayout = map[string]tableLayout{
+	// The exactly-once tables: written directly into one shard's local table
+	// chosen from the Kafka partition (shardOf), never through the
+	// Distributed table. The key states the same placement.
+	"events":       {shardKey: "kafka_partition"},
+	"dead_letters": {shardKey: "kafka_partition"},
+	// Read with FINAL / argMax per (account, list, group, address) and per
+	// recipient: all lists of one address on one shard.
+	"suppressions":      {shardKey: "cityHash64(account_id, email_norm)"},
+	"recipient_history": {shardKey: "cityHash64(account_id, email_norm)"},
+	// Subscriptions, read with FINAL per (account_id, id).
+	"webhooks":               {shardKey: "cityHash64(account_id, id)"},
+	"webhook_deliveries":     {shardKey: "cityHash64(account_id, endpoint_id)"},
+	"webhook_failed_batches": {shardKey: "cityHash64(account_id, endpoint_id)"},
+	// Small control tables: on every server.
+	"api_keys":            {},
+	"forwarding_settings": {},
+	"erasures":            {},
+	"schema_migrations":   {},
+}
+
+// localSuffix names a sharded table's per-server part.
+const localSuffix = "_local"
+
+var createTable = regexp.MustCompile(`(?s)^CREATE TABLE IF NOT EXISTS ([A-Za-z_][A-Za-z0-9_]*) \((.*)\)\s*ENGINE = ([A-Za-z]*MergeTree)(?:\(([^()]*)\))?\s*(.*)$`)
+
+// clusterStatements rewrites one statement of the single-server schema for
+// the cluster named cluster, database db: Replicated* engines with ZooKeeper
+// paths under /clickhouse/tables/{shard} (sharded) or /clickhouse/tables/all
+// (on every server), ON CLUSTER, and a Distributed table under the
+// original name for sharded tables, so every read query works unchanged.
+// Only CREATE TABLE IF NOT EXISTS of a *MergeTree engine is understood; any
+// other statement is an error that names it, so a future migration cannot
+// silently do something different on a cluster.
+func clusterStatements(stmt, db, cluster string) ([]string, error) {
+	m := createTable.FindStringSubmatch(strings.TrimSpace(stmt))
+	if m == nil {
+		return nil, fmt.Errorf("statement has no cluster form (only CREATE TABLE IF NOT EXISTS ... ENGINE = *MergeTree is understood; extend clusterStatements): %.80s", stmt)
+	}
+	name, columns, engine, params, rest := m[1], m[2], m[3], m[4], m[5]
+	layout, ok := clusterLayout[name]
+	if !ok {
+		return nil, fmt.Errorf("table %s has no cluster layout: add it to clusterLayout in sinks/clickhouse/cluster_ddl.go", name)
+	}
+	replicated := func(table, path, replica string) string {
+		args := fmt.Sprintf("'%s', '%s'", path, replica)
+		if params != "" {
+			args += ", " + params
+		}
+		return fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s.%s ON CLUSTER %s (%s) ENGINE = Replicated%s(%s) %s",
+			db, table, cluster, columns, engine, args, rest)
+	}
+	if layout.shardKey == "" {
+		// One replica set over the whole cluster: every server holds it all.
+		return []string{replicated(name, "/clickhouse/tables/all/"+db+"/"+name, "{shard}-{replica}")}, nil
+	}
+	local := name + localSuffix
+	return []string{
+		replicated(local, "/clickhouse/tables/{shard}/"+db+"/"+local, "{replica}"),
+		fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s.%s ON CLUSTER %s AS %s.%s ENGINE = Distributed(%s, %s, %s, %s)",
+			db, name, cluster, db, local, cluster, db, local, layout.shardKey),
+	}, nil
+}
