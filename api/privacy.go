@@ -163,6 +163,18 @@ func csvList(r *http.Request, groupScope string) (list string, group int64, err 
 	return list, group, nil
 }
 
+// importScope is the scope an import into list needs beside
+// suppression.create: adding global unsubscribes takes
+// asm.suppressions.global.create, as POST /v3/asm/suppressions/global does
+// (reading them is suppression.read's, as SendGrid's
+// /v3/suppression/unsubscribes is).
+func importScope(r *http.Request, list string, group int64) error {
+	if list == "unsubscribes" && group == 0 && !hasScope(r, scopeGlobalCreate) {
+		return errorf(EForbidden, "list", "importing global unsubscribes needs a key with the scope %s, as POST /v3/asm/suppressions/global does", scopeGlobalCreate)
+	}
+	return nil
+}
+
 // lazyWriter sends the response headers on the first byte written, so an
 // error before any row can still be answered with SendGrid's error shape.
 type lazyWriter struct {
@@ -241,6 +253,9 @@ func (s *server) handleImport() http.Handler {
 			return
 		}
 		list, group, err := csvList(r, scopeGroupCreate)
+		if err == nil {
+			err = importScope(r, list, group)
+		}
 		loc := time.UTC
 		if tz := r.URL.Query().Get("timezone"); err == nil && tz != "" {
 			if loc, err = time.LoadLocation(tz); err != nil || strings.ContainsAny(tz, `.\`) {

@@ -31,6 +31,8 @@ const (
 	scopeGroupRead   = "asm.groups.suppressions.read"
 	scopeGroupCreate = "asm.groups.suppressions.create"
 	scopeGroupDelete = "asm.groups.suppressions.delete"
+	// scopeGlobalCreate adds global unsubscribes, on the CSV import too.
+	scopeGlobalCreate = "asm.suppressions.global.create"
 )
 
 // routes is every route of the API.
@@ -39,7 +41,7 @@ func (s *server) routes() []route {
 		read   = "suppression.read"
 		del    = "suppression.delete"
 		gRead  = "asm.suppressions.global.read"
-		gAdd   = "asm.suppressions.global.create"
+		gAdd   = scopeGlobalCreate
 		gDel   = "asm.suppressions.global.delete"
 		public = false
 		key    = true

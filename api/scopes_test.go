@@ -109,10 +109,33 @@ func TestGroupScopesOnEveryPath(t *testing.T) {
 			t.Errorf("import into group 7 with every scope: %d %s", rec.Code, rec.Body)
 		}
 	}
-	// Without group_id the import and export are the global list's, as
-	// before.
+	// Without group_id the export is the global list's, readable with
+	// suppression.read as SendGrid's /v3/suppression/unsubscribes is.
 	if rec := do(t, h, "GET", "/bouncer/v1/suppressions/unsubscribes/export", noGroups, ""); rec.Code != 200 {
 		t.Errorf("global export: %d %s", rec.Code, rec.Body)
+	}
+	// Adding global unsubscribes takes asm.suppressions.global.create, on
+	// the import as on POST /v3/asm/suppressions/global; other lists do not.
+	createOnly, kCreate := testKey(t, "acme", false, "suppression.create")
+	withGlobal, kGlobal := testKey(t, "acme", false, "suppression.create", scopeGlobalCreate)
+	h = NewServer(Config{Store: store, Keys: fakeKeys{kCreate, kGlobal}, Checker: groupChecker{}, Privacy: p, RateLimit: 1e6})
+	for _, tc := range []struct {
+		key, path string
+		want      int
+	}{
+		{createOnly, "/bouncer/v1/suppressions/unsubscribes/import", 403},
+		{createOnly, "/bouncer/v1/suppressions/global_unsubscribes/import", 403},
+		{createOnly, "/bouncer/v1/suppressions/bounces/import", 200},
+		{withGlobal, "/bouncer/v1/suppressions/unsubscribes/import", 200},
+	} {
+		body := csvBody
+		if strings.Contains(tc.path, "bounces") {
+			body = "email,created,reason,status\nbob@x.org,1764201600,550 no such user,5.1.1\n"
+		}
+		rec := do(t, h, "POST", tc.path, tc.key, body)
+		if rec.Code != tc.want || tc.want == 403 && !strings.Contains(rec.Body.String(), scopeGlobalCreate) {
+			t.Errorf("import %s: %d %s, want %d", tc.path, rec.Code, rec.Body, tc.want)
+		}
 	}
 
 	// Every route that takes a group or reads a list's entries by
