@@ -114,6 +114,15 @@ func normalizeRef(text string) (string, bool) {
 	return b.String(), wide
 }
 
+// caseless may only claim runes that lower-case to themselves.
+func TestCaselessRunesHaveNoLowerCase(t *testing.T) {
+	for r := rune(0); r <= unicode.MaxRune; r++ {
+		if caseless(r) && unicode.ToLower(r) != r {
+			t.Fatalf("caseless(%U) but unicode.ToLower gives %U", r, unicode.ToLower(r))
+		}
+	}
+}
+
 func TestNormalizeAgreesWithDefinition(t *testing.T) {
 	pieces := []string{"a", "Z", "q", "5", " ", "  ", "\t", "\r\n", "!", "É", "İ", "Ⱥ", "я", "Я", "漢", "\x00", "\xff", "\x01", "\x7f", "USER UNKNOWN", "mailbox full "}
 	texts := corpusTexts(t)

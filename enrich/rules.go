@@ -746,9 +746,20 @@ func normalizeWide(dst []byte, text string, space bool) ([]byte, bool) {
 				dst = append(dst, c)
 				continue
 			}
-			dst = utf8.AppendRune(dst, unicode.ToLower(r))
+			if caseless(r) {
+				dst = append(dst, text[i:i+size]...)
+			} else {
+				dst = utf8.AppendRune(dst, unicode.ToLower(r))
+			}
 			i += size - 1
 		}
 	}
 	return dst, wide
+}
+
+// caseless reports runes of scripts without letter case (CJK symbols and
+// punctuation, kana, CJK ideographs, Hangul syllables), which lower-case to
+// themselves without a table search.
+func caseless(r rune) bool {
+	return r >= 0x3000 && r < 0xa000 || r >= 0xac00 && r < 0xd7b0
 }
