@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -507,5 +508,24 @@ func TestCoreRoutesAnswerPerTheDocument(t *testing.T) {
 		if rec := do(t, h, c.method, c.path, token, c.body); rec.Code < 200 || rec.Code > 299 {
 			t.Errorf("%s %s: %d %s", c.method, c.path, rec.Code, rec.Body)
 		}
+	}
+}
+
+// A key id starting with '-' would read as a flag in `bouncer keys revoke
+// ID`; NewKey draws again instead. 0xF8 encodes to a leading '-'.
+func TestNewKeyIDNeverStartsWithADash(t *testing.T) {
+	dashFirst := append([]byte{0xF8}, bytes.Repeat([]byte{1}, 15)...)
+	next := append([]byte{0x10}, bytes.Repeat([]byte{2}, 15)...)
+	secret := bytes.Repeat([]byte{3}, 32)
+	r := bytes.NewReader(append(append(append([]byte(nil), dashFirst...), next...), secret...))
+	_, id, _, err := NewKey(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := base64.RawURLEncoding.EncodeToString(next); id != want {
+		t.Fatalf("key id %q, want the second draw %q", id, want)
+	}
+	if first := base64.RawURLEncoding.EncodeToString(dashFirst); first[0] != '-' {
+		t.Fatalf("test input %q should start with '-'", first)
 	}
 }

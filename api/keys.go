@@ -31,7 +31,8 @@ type KeyStore interface {
 
 // Keys look like SendGrid's, so SendGrid's client libraries accept them:
 // "SG." + key id (16 random bytes) + "." + secret (32 random bytes), both
-// base64url without padding (no '.' in either).
+// base64url without padding (no '.' in either); a key id never starts with
+// '-' (keys made before this rule may: `bouncer keys revoke -- ID` takes them).
 const keyPrefix = "SG."
 
 // NewKey makes a key from rand. It returns the key to give the user once,
@@ -39,13 +40,17 @@ const keyPrefix = "SG."
 func NewKey(rand io.Reader) (key, keyID, hash string, err error) {
 	var id [16]byte
 	var secret [32]byte
-	if _, err := io.ReadFull(rand, id[:]); err != nil {
-		return "", "", "", fmt.Errorf("new key: %w", err)
+	// A key id never starts with '-', so `bouncer keys revoke ID` cannot
+	// read it as a flag: draw again (1 time in 64).
+	for keyID == "" || keyID[0] == '-' {
+		if _, err := io.ReadFull(rand, id[:]); err != nil {
+			return "", "", "", fmt.Errorf("new key: %w", err)
+		}
+		keyID = base64.RawURLEncoding.EncodeToString(id[:])
 	}
 	if _, err := io.ReadFull(rand, secret[:]); err != nil {
 		return "", "", "", fmt.Errorf("new key: %w", err)
 	}
-	keyID = base64.RawURLEncoding.EncodeToString(id[:])
 	s := base64.RawURLEncoding.EncodeToString(secret[:])
 	return keyPrefix + keyID + "." + s, keyID, HashSecret(s), nil
 }

@@ -35,7 +35,9 @@ every scope of the API's route table, as docs/api.md lists them). An account
 exists once it has a key.
 
 list shows an account's keys (never the secrets); revoke disables a key for
-good. A running bouncer api notices a revocation within 5 seconds.
+good. A running bouncer api notices a revocation within 5 seconds. Key ids
+made today never start with '-'; an older one that does goes after "--":
+bouncer keys revoke -- -q2x7wEjR0OTyQ9_4gS1xA.
 
   bouncer keys create --account acme --name "mta"
   bouncer keys revoke 3q2-7wEjR0OTyQ9_4gS1xA
