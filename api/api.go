@@ -32,6 +32,9 @@
 //     (limits.go).
 //   - A path not in clean form (dot segments, percent-encoded ones too,
 //     doubled slashes) is 404, never redirected.
+//   - Failed authentication is limited per client address (limits.go):
+//     past the budget, 429 with Retry-After before the key is checked; a
+//     key id's budget is per address, so no one can lock a key out.
 //   - Each key has a token bucket (Config.RateLimit per second); every
 //     authenticated response carries X-RateLimit-Limit, X-RateLimit-Remaining
 //     and X-RateLimit-Reset (unix seconds when the bucket is full again).
@@ -59,6 +62,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/bouncer-mail/bouncer/analytics"
@@ -112,6 +116,11 @@ type Config struct {
 	WebhookOps WebhookOps
 	// Dashboard answers the dashboard's own queries; nil disables them.
 	Dashboard DashboardStore
+	// TrustedProxies are the reverse proxies in front of the API: for a
+	// request from one of them, failed authentications are counted for the
+	// client X-Forwarded-For names (limits.go). Default none: the peer's
+	// address counts, so behind a proxy every client shares one budget.
+	TrustedProxies []netip.Prefix
 	// Unavailable, when set, says whether a store's error means the store
 	// cannot be reached now (answered 503 with Retry-After, not 500), beyond
 	// what the API recognises itself (network errors, timeouts, closed
@@ -190,8 +199,10 @@ type server struct {
 	keys     *keyCache
 	limiter  *limiter
 	queries  *queryGate
-	mux      *http.ServeMux
-	metrics  *RequestMetrics
+	// authFails counts failed authentications per source (limits.go).
+	authFails *failBudget
+	mux       *http.ServeMux
+	metrics   *RequestMetrics
 	// sessionStore holds the dashboard's login sessions (ui.go).
 	sessionStore *sessionStore
 }
@@ -204,11 +215,12 @@ func NewServer(cfg Config) http.Handler {
 	}
 	s := &server{
 		cfg: cfg, log: cfg.Logger, now: cfg.Now, store: cfg.Store, checker: cfg.Checker, stats: cfg.Stats, activity: cfg.Activity,
-		keys:    &keyCache{store: cfg.Keys, every: cfg.KeyRefresh, missEvery: min(time.Second, cfg.KeyRefresh/2), now: cfg.Now},
-		limiter: newLimiter(cfg.RateLimit, cfg.RateBurst),
-		queries: newQueryGate(cfg.MaxStatsQueries, max(1, cfg.MaxStatsQueries/4), 15*time.Second),
-		mux:     http.NewServeMux(),
-		metrics: cfg.Metrics,
+		keys:      &keyCache{store: cfg.Keys, every: cfg.KeyRefresh, missEvery: min(time.Second, cfg.KeyRefresh/2), now: cfg.Now},
+		limiter:   newLimiter(cfg.RateLimit, cfg.RateBurst),
+		authFails: newFailBudget(),
+		queries:   newQueryGate(cfg.MaxStatsQueries, max(1, cfg.MaxStatsQueries/4), 15*time.Second),
+		mux:       http.NewServeMux(),
+		metrics:   cfg.Metrics,
 
 		sessionStore: newSessionStore(),
 	}

@@ -179,20 +179,31 @@ func (s *server) credential(r *http.Request) (Key, error) {
 	if !ok {
 		if r.Header.Get("Authorization") == "" {
 			if c, err := r.Cookie(sessionCookie); err == nil {
-				key, _, err := s.sessionKey(r, c.Value)
-				return key, err
+				return s.authAttempt(r, "session", func() (Key, error) {
+					key, _, err := s.sessionKey(r, c.Value)
+					return key, err
+				})
 			}
 		}
 		return Key{}, errorf(EUnauthorized, "", "authorization required")
 	}
-	key, ok, err := s.keys.authenticate(r.Context(), presented)
-	if err != nil {
-		return Key{}, err
-	}
-	if !ok {
-		return Key{}, errorf(EUnauthorized, "", "The provided authorization grant is invalid, expired, or revoked")
-	}
-	return key, nil
+	return s.checkKey(r, presented)
+}
+
+// checkKey authenticates a presented key under the failure budget
+// (authAttempt).
+func (s *server) checkKey(r *http.Request, presented string) (Key, error) {
+	id, _, _ := parseKey(presented)
+	return s.authAttempt(r, id, func() (Key, error) {
+		key, ok, err := s.keys.authenticate(r.Context(), presented)
+		if err != nil {
+			return Key{}, err
+		}
+		if !ok {
+			return Key{}, errorf(EUnauthorized, "", "The provided authorization grant is invalid, expired, or revoked")
+		}
+		return key, nil
+	})
 }
 
 // bearer returns the key of "Authorization: Bearer <key>" (the scheme is

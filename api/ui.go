@@ -423,13 +423,9 @@ func (s *server) handleLogin() http.Handler {
 			writeError(w, s.log, r, errorf(EInvalid, "api_key", "api_key is required: paste a key from bouncer keys create"))
 			return
 		}
-		key, ok, err := s.keys.authenticate(r.Context(), presented)
+		key, err := s.checkKey(r, presented)
 		if err != nil {
 			writeError(w, s.log, r, err)
-			return
-		}
-		if !ok {
-			writeError(w, s.log, r, errorf(EUnauthorized, "", "The provided authorization grant is invalid, expired, or revoked"))
 			return
 		}
 		ri := info(r.Context())
@@ -469,7 +465,11 @@ func (s *server) handleSession() http.Handler {
 			writeError(w, s.log, r, errorf(EUnauthorized, "", "authorization required"))
 			return
 		}
-		key, sess, err := s.sessionKey(r, c.Value)
+		var sess *session
+		key, err := s.authAttempt(r, "session", func() (k Key, err error) {
+			k, sess, err = s.sessionKey(r, c.Value)
+			return k, err
+		})
 		if err != nil {
 			writeError(w, s.log, r, err)
 			return

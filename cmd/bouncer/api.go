@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -71,6 +72,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	opsAddr := e.String("ops-addr", "BOUNCER_API_OPS_ADDR", "127.0.0.1:9465", "address of the ops HTTP server (/healthz, /readyz, /metrics), never the API's own; empty disables it")
 	rateLimit := e.Int("rate-limit", "BOUNCER_API_RATE_LIMIT", 10, "requests per second per API key (the burst is the same number)")
 	maxBody := e.Int("max-body-bytes", "BOUNCER_API_MAX_BODY_BYTES", 1<<20, "largest accepted request body")
+	proxies := e.String("trusted-proxies", "BOUNCER_API_TRUSTED_PROXIES", "", "comma-separated addresses or CIDRs of reverse proxies in front of the API (e.g. 10.0.0.0/8): failed authentications from them count for the client their X-Forwarded-For names, not for the proxy")
 	maxStats := e.Int("max-stats-queries", "BOUNCER_API_MAX_STATS_QUERIES", 8, "statistics queries (stats, bounce classification and dashboard routes) answered at once, a quarter of them for one account; others wait up to 15s, then 503")
 	shutdown := e.Duration("shutdown-timeout", "BOUNCER_SHUTDOWN_TIMEOUT", 15*time.Second, "longest a graceful shutdown may take")
 	wf := addWebhookFlags(e)
@@ -93,6 +95,10 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	}
 	if *maxBody < 1 {
 		return usagef("--max-body-bytes %d: want a positive size", *maxBody)
+	}
+	trusted, err := parsePrefixes(*proxies)
+	if err != nil {
+		return usagef("--trusted-proxies: %v", err)
 	}
 	if *maxStats < 1 {
 		return usagef("--max-stats-queries %d: want at least 1", *maxStats)
@@ -172,7 +178,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	cfg := api.Config{
 		Store: as, Stats: store, Activity: store, Keys: apiKeys{store}, Logger: log, Checker: checker,
 		Privacy: as.Service, Forwarding: as, Webhooks: subs, WebhookOps: subs, Dashboard: store,
-		RateLimit: float64(*rateLimit), MaxBodyBytes: int64(*maxBody), MaxStatsQueries: *maxStats,
+		RateLimit: float64(*rateLimit), MaxBodyBytes: int64(*maxBody), MaxStatsQueries: *maxStats, TrustedProxies: trusted,
 		Metrics:     api.NewRequestMetrics(reg),
 		Unavailable: clickhouse.Unavailable,
 	}
@@ -295,4 +301,26 @@ func openChangeLog(ctx context.Context, kf *kafkaFlags, topic string) (*consumer
 		return nil, err
 	}
 	return consumer.NewChangeWriter(conn, topic)
+}
+
+// parsePrefixes reads a comma-separated list of CIDRs and addresses (an
+// address is its own /32 or /128).
+func parsePrefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(list, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(f); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither an address nor a CIDR: write e.g. 10.0.0.5 or 10.0.0.0/8", f)
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }

@@ -1156,3 +1156,13 @@ func TestAPIHostileFiltersOnClickHouse(t *testing.T) {
 		t.Errorf("the list after the filters: %v", got)
 	}
 }
+
+func TestParsePrefixes(t *testing.T) {
+	got, err := parsePrefixes(" 10.0.0.0/8, 192.0.2.7 ,2001:db8::/32,")
+	if err != nil || fmt.Sprint(got) != "[10.0.0.0/8 192.0.2.7/32 2001:db8::/32]" {
+		t.Errorf("parsePrefixes: %v %v", got, err)
+	}
+	if _, err := parsePrefixes("10.0.0.0/8,proxy.internal"); err == nil || !strings.Contains(err.Error(), "write e.g.") {
+		t.Errorf("a name: %v, want an error saying how to write it", err)
+	}
+}
