@@ -147,3 +147,17 @@ func TestNormalizeAgreesWithDefinition(t *testing.T) {
 		}
 	}
 }
+
+// FuzzNormalize holds normalizeText to its plain definition on any input.
+func FuzzNormalize(f *testing.F) {
+	for _, s := range []string{"", "550 5.1.1 User Unknown", "  a\t\tB  ", "Boîte PLEINE", "\xff\x00 x", "ДЛЯ  ящик", "連絡しようとした"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		want, wantWide := normalizeRef(text)
+		got, gotWide := normalizeText(nil, text)
+		if string(got) != want || gotWide != wantWide {
+			t.Fatalf("normalize(%q) = %q, %v; want %q, %v", text, got, gotWide, want, wantWide)
+		}
+	})
+}

@@ -11,8 +11,10 @@ package enrich
 // automata we measured (github.com/coregx/ahocorasick v0.3.1) allocate a
 // match list per overlapping scan and were slower on our texts.
 type literalSet struct {
-	// patterns and, per anchor id, the patterns starting with it.
+	// patterns and, per anchor id, the patterns starting with it; rest[id]
+	// is the part of pattern id after its anchor.
 	patterns   []string
+	rest       []string
 	anchorLen  []int32
 	anchorPats [][]int32
 
@@ -48,6 +50,7 @@ func newLiteralSet(literals []string) *literalSet {
 			m.anchorPats = append(m.anchorPats, nil)
 		}
 		m.anchorPats[aid] = append(m.anchorPats[aid], int32(id))
+		m.rest = append(m.rest, lit[len(a):])
 	}
 	for _, p := range patterns {
 		for i := 0; i < len(p); i++ {
@@ -152,10 +155,9 @@ func (m *literalSet) scan(text []byte, found func(id int32, end int)) {
 		if v < 0 {
 			s := row / int32(m.nclass)
 			for _, aid := range m.ends[m.endAt[s]:m.endAt[s+1]] {
-				at := i + 1 - int(m.anchorLen[aid]) // where the literal starts
 				for _, id := range m.anchorPats[aid] {
-					lit := m.patterns[id]
-					if end := at + len(lit); end <= len(text) && string(text[i+1:end]) == lit[m.anchorLen[aid]:] {
+					rest := m.rest[id]
+					if end := i + 1 + len(rest); len(rest) == 0 || end <= len(text) && string(text[i+1:end]) == rest {
 						found(id, end)
 					}
 				}

@@ -147,34 +147,61 @@ func TestPrefilterNeverHidesAMatch(t *testing.T) {
 		a, b := texts[rng.IntN(len(texts))], texts[rng.IntN(len(texts))]
 		texts = append(texts, a[:rng.IntN(len(a)+1)]+" "+b[rng.IntN(len(b)+1):])
 	}
+	whole := wholeExpressions(c)
+	sc := c.scratch.Get().(*scratch)
+	for _, text := range texts {
+		checkPrefilter(t, c, sc, whole, text)
+	}
+}
+
+// FuzzPrefilter: on any text, the prefilter, the literal sets, the windows
+// and the required-word checks decide every rule's text as its whole
+// expression does.
+func FuzzPrefilter(f *testing.F) {
+	for _, s := range []string{"550 5.1.1 user unknown", "recipient address rejected: user unknown in local recipient table", "mailbox is full", "ip 1.2.3.4 blocked by spamhaus", "Benutzer hat zuviele Mails", "連絡しようとしたグループ", "temporary failure"} {
+		f.Add(s)
+	}
+	c := MustNew()
+	whole := wholeExpressions(c)
+	sc := c.scratch.Get().(*scratch)
+	f.Fuzz(func(t *testing.T, text string) {
+		checkPrefilter(t, c, sc, whole, text)
+	})
+}
+
+func wholeExpressions(c *Classifier) []*regexp.Regexp {
 	whole := make([]*regexp.Regexp, len(c.rules))
 	for i, r := range c.rules {
 		if r.Text != "" {
 			whole[i] = regexp.MustCompile("(?i)" + r.Text)
 		}
 	}
-	sc := c.scratch.Get().(*scratch)
-	for _, text := range texts {
-		lower, wide := normalizeText(nil, text)
-		c.prefilter(sc, lower, wide)
-		for i, r := range c.rules {
-			if whole[i] == nil {
+	return whole
+}
+
+func checkPrefilter(t *testing.T, c *Classifier, sc *scratch, whole []*regexp.Regexp, text string) {
+	t.Helper()
+	lower, wide := normalizeText(nil, text)
+	c.prefilter(sc, lower, wide)
+	for i, r := range c.rules {
+		if whole[i] == nil {
+			continue
+		}
+		want := whole[i].Match(lower)
+		got := false
+		for k := c.ruleAlts[i][0]; k < c.ruleAlts[i][1]; k++ {
+			alt := c.alts[k]
+			if !hasBit(sc.alts, k) {
 				continue
 			}
-			want := whole[i].Match(lower)
-			got := c.matches(i, sc, lower, 0, StatusCode{}, "", "", "")
-			if len(r.Providers)+len(r.Status)+len(r.Reply)+len(r.Types)+len(r.Events) > 0 {
-				// Conditions beyond the text: compare the text part alone.
-				got = false
-				for k := c.ruleAlts[i][0]; k < c.ruleAlts[i][1]; k++ {
-					if hasBit(sc.alts, k) && (c.alts[k].re == nil || c.alts[k].re.Match(c.window(k, sc, lower))) {
-						got = true
-					}
-				}
+			if alt.re == nil {
+				got = true
+			} else if w := c.window(k, sc, lower); containsAll(w, alt.more) && alt.re.Match(w) {
+				got = true
 			}
-			if got != want {
-				t.Fatalf("rule %s on %q: branches say %v, whole expression says %v", r.ID, lower, got, want)
-			}
+		}
+		if got != want {
+			t.Fatalf("rule %s on %q: branches say %v, whole expression says %v", r.ID, lower, got, want)
 		}
 	}
 }
