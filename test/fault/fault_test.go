@@ -120,6 +120,7 @@ type run struct {
 	topic string
 	db    string
 	logs  string
+	extra []string // more environment for every process of the run
 	mu    sync.Mutex
 	procs []*exec.Cmd
 }
@@ -141,12 +142,12 @@ func newRun(t *testing.T, inst *instance) *run {
 }
 
 func (r *run) env() []string {
-	return append(os.Environ(),
+	return append(append(os.Environ(),
 		"KAFKA_BROKERS="+r.inst.brokers, "CLICKHOUSE_ADDR="+r.inst.clickhouse,
 		"CLICKHOUSE_DATABASE="+r.db, "BOUNCER_TOPIC="+r.topic, "BOUNCER_SINK_GROUP="+r.topic+".sink",
 		"BOUNCER_OPS_ADDR=127.0.0.1:0", "BOUNCER_SESSION_TIMEOUT=6s", "BOUNCER_PARTITIONS=4",
 		"BOUNCER_LOG_FORMAT=json", "BOUNCER_MAX_BATCH_MESSAGES=2000",
-	)
+	), r.extra...)
 }
 
 // produce runs `bouncer produce` to completion.

@@ -1,0 +1,267 @@
+//go:build fault
+
+package fault
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/segmentio/kafka-go"
+)
+
+// The cluster scenarios share one `scripts/services up --cluster` instance
+// (ZooKeeper, ClickHouse 2 shards x 2 replicas, 3 Kafka brokers) and use a
+// topic, database and group each. Counts are exact, as in the single-node
+// tests, read through the Distributed tables.
+const (
+	clusterEvents = 50_000
+	clusterBad    = clusterEvents / badEvery
+	clusterGood   = clusterEvents - clusterBad
+)
+
+type clusterInstance struct {
+	instance
+	addrs []string // one per ClickHouse server, shard-major
+}
+
+func clusterServices(t *testing.T, name string) *clusterInstance {
+	t.Helper()
+	out, err := script(t, "up", "--cluster", "--name", name)
+	if err != nil {
+		t.Fatalf("scripts/services up --cluster --name %s: %v\n%s", name, err, out)
+	}
+	inst := &clusterInstance{instance: instance{name: name}}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		k, v, _ := strings.Cut(strings.TrimPrefix(sc.Text(), "export "), "=")
+		switch k {
+		case "KAFKA_BROKERS":
+			inst.brokers = v
+		case "CLICKHOUSE_ADDRS":
+			inst.addrs = strings.Split(v, ",")
+			inst.clickhouse = v
+		}
+	}
+	if inst.brokers == "" || len(inst.addrs) != 4 {
+		t.Fatalf("scripts/services up --cluster printed no exports:\n%s", out)
+	}
+	t.Cleanup(func() {
+		if out, err := script(t, "down", "--name", name); err != nil {
+			t.Logf("services down %s: %v\n%s", name, err, out)
+		}
+	})
+	return inst
+}
+
+type clusterRun struct {
+	*run
+	ci *clusterInstance
+}
+
+func newClusterRun(t *testing.T, ci *clusterInstance, id string) *clusterRun {
+	r := newRun(t, &ci.instance)
+	r.topic, r.db = "cluster."+id, "cluster_"+id
+	r.extra = []string{"CLICKHOUSE_CLUSTER=bouncer", "BOUNCER_CHANGELOG_TOPIC=" + r.topic + ".changes"}
+	cr := &clusterRun{run: r, ci: ci}
+	// Topics replicated three times: the workers would create them with one
+	// replica, which a broker crash makes unavailable.
+	for _, topic := range []string{r.topic, r.topic + ".dlq", r.topic + ".changes"} {
+		createTopic(t, ci.brokers, topic, 4, 3)
+	}
+	cmd := exec.Command(binary, "migrate")
+	cmd.Env = cr.env()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("bouncer migrate --cluster: %v\n%s", err, out)
+	}
+	return cr
+}
+
+func (r *clusterRun) produce(ctx context.Context, rate int) error {
+	cmd := exec.CommandContext(ctx, binary, "produce", "--quiet", "--count", fmt.Sprint(clusterEvents),
+		"--bad-every", fmt.Sprint(badEvery), "--rate", fmt.Sprint(rate), "--seed", "7")
+	cmd.Env = r.env()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("produce: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// conn reads through the Distributed tables, from any server that answers.
+func (r *clusterRun) conn() driver.Conn {
+	c, err := ch.Open(&ch.Options{Addr: r.ci.addrs, Auth: ch.Auth{Database: "default"}, DialTimeout: 3 * time.Second,
+		ConnOpenStrategy: ch.ConnOpenRoundRobin})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func (r *clusterRun) check(c driver.Conn) {
+	r.t.Helper()
+	r.waitStored(c, clusterEvents, 5*time.Minute)
+	time.Sleep(2 * time.Second)
+	for _, q := range []struct {
+		name, q string
+		want    uint64
+	}{
+		{"consumed events", "SELECT count() FROM DB.events WHERE derived = 0", clusterGood},
+		{"distinct consumed sg_event_id", "SELECT uniqExact(sg_event_id) FROM DB.events WHERE derived = 0", clusterGood},
+		{"count() of dead letters", "SELECT count() FROM DB.dead_letters", clusterBad},
+		{"uniqExact of dead-letter identity", "SELECT uniqExact(kafka_topic, kafka_partition, kafka_offset, msg_index) FROM DB.dead_letters", clusterBad},
+	} {
+		n, err := r.count(c, q.q)
+		if err != nil || n != q.want {
+			r.t.Errorf("%s = %d (%v), want %d", q.name, n, err, q.want)
+		}
+	}
+	total, err1 := r.count(c, "SELECT count() FROM DB.events")
+	distinct, err2 := r.count(c, "SELECT uniqExact(kafka_topic, kafka_partition, kafka_offset, msg_index) FROM DB.events")
+	if err1 != nil || err2 != nil || total != distinct {
+		r.t.Errorf("count() = %d, uniqExact(identity) = %d (%v %v): a row is doubled", total, distinct, err1, err2)
+	}
+	// Every replica caught up: each server's local table holds its shard's rows.
+	r.replicasAgree()
+	if r.t.Failed() {
+		r.t.Logf("worker logs kept in %s", r.logs)
+	}
+}
+
+// replicasAgree waits until both replicas of each shard hold the same rows.
+func (r *clusterRun) replicasAgree() {
+	r.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	var counts [4]uint64
+	for time.Now().Before(deadline) {
+		for i, a := range r.ci.addrs {
+			c, err := ch.Open(&ch.Options{Addr: []string{a}, Auth: ch.Auth{Database: "default"}, DialTimeout: 3 * time.Second})
+			if err == nil {
+				counts[i], err = r.count(c, "SELECT count() FROM DB.events_local")
+				c.Close()
+			}
+			if err != nil {
+				counts[i] = 0
+			}
+		}
+		if counts[0] == counts[1] && counts[2] == counts[3] && counts[0]+counts[2] >= clusterGood {
+			r.t.Logf("events per replica (s1r1 s1r2 s2r1 s2r2): %v", counts)
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	r.t.Errorf("replicas do not agree after 2 minutes: events per replica (s1r1 s1r2 s2r1 s2r2) %v", counts)
+}
+
+func createTopic(t *testing.T, brokers, topic string, partitions, replication int) {
+	t.Helper()
+	conn, err := kafka.Dial("tcp", strings.Split(brokers, ",")[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctl, err := conn.Controller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := kafka.Dial("tcp", net.JoinHostPort(ctl.Host, strconv.Itoa(ctl.Port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	var configs []kafka.ConfigEntry
+	if strings.HasSuffix(topic, ".changes") {
+		configs = []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}}
+	}
+	if err := cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: replication, ConfigEntries: configs}); err != nil {
+		t.Fatalf("create topic %s: %v", topic, err)
+	}
+}
+
+func node(t *testing.T, inst, cmd string, args ...string) {
+	t.Helper()
+	t0 := time.Now()
+	if out, err := script(t, append([]string{cmd, "--name", inst}, args...)...); err != nil {
+		t.Fatalf("scripts/services %s: %v\n%s", cmd, err, out)
+	}
+	t.Logf("%s in %s", cmd, time.Since(t0).Round(10*time.Millisecond))
+}
+
+// TestCluster runs the scenarios of issue 12 on one cluster start, each on
+// its own topic and database with 50,000 events (one in 1000 bad).
+func TestCluster(t *testing.T) {
+	ci := clusterServices(t, "fault-cluster")
+
+	t.Run("replica of each shard killed", func(t *testing.T) {
+		r := newClusterRun(t, ci, "replicas")
+		c := r.conn()
+		produced := make(chan error, 1)
+		go func() { produced <- r.produce(context.Background(), 5000) }()
+		r.startWorker("a")
+		r.startWorker("b")
+		at := r.progressing(c, 0, 8000)
+		node(t, ci.name, "stop-clickhouse-1-2", "--kill")
+		node(t, ci.name, "stop-clickhouse-2-1", "--kill")
+		t.Logf("replicas 1-2 and 2-1 killed with %d rows stored", at)
+		at = r.progressing(c, at, 8000)
+		node(t, ci.name, "start-clickhouse-1-2")
+		node(t, ci.name, "start-clickhouse-2-1")
+		t.Logf("replicas restarted with %d rows stored", at)
+		if err := <-produced; err != nil {
+			t.Fatal(err)
+		}
+		r.check(c)
+	})
+
+	t.Run("worker killed while a replica is down", func(t *testing.T) {
+		r := newClusterRun(t, ci, "resume")
+		c := r.conn()
+		produced := make(chan error, 1)
+		go func() { produced <- r.produce(context.Background(), 5000) }()
+		a := r.startWorker("a")
+		at := r.progressing(c, 0, 8000)
+		node(t, ci.name, "stop-clickhouse-1-1", "--kill")
+		if err := a.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("replica 1-1 and the worker killed with %d rows stored", at)
+		r.startWorker("a2")
+		time.Sleep(5 * time.Second) // shard 1's partitions wait for replica 1-1
+		node(t, ci.name, "start-clickhouse-1-1")
+		if err := <-produced; err != nil {
+			t.Fatal(err)
+		}
+		r.check(c)
+	})
+
+	t.Run("zookeeper stopped 30s", func(t *testing.T) {
+		r := newClusterRun(t, ci, "zookeeper")
+		c := r.conn()
+		produced := make(chan error, 1)
+		go func() { produced <- r.produce(context.Background(), 5000) }()
+		r.startWorker("a")
+		at := r.progressing(c, 0, 8000)
+		node(t, ci.name, "stop-zookeeper", "--kill")
+		t.Logf("zookeeper killed with %d rows stored", at)
+		time.Sleep(30 * time.Second)
+		node(t, ci.name, "start-zookeeper")
+		if err := <-produced; err != nil {
+			t.Fatal(err)
+		}
+		r.check(c)
+	})
+
+	// Not here yet: one Kafka broker killed mid-stream. Run on this cluster
+	// (topics with replication factor 3, two workers), the sink made no
+	// progress for 3 minutes after broker 2 was killed, although the group
+	// rebalanced and reassigned every partition: see docs/cluster.md.
+}
