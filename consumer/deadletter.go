@@ -8,7 +8,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/bouncer-mail/bouncer/pipeline"
+	"github.com/bouncer-mail/bouncer/schemas"
 )
 
 // Dead-letter message headers. The value is the rejected bytes; the key is
@@ -29,8 +29,6 @@ const (
 type DeadLetterWriter struct {
 	w *kafka.Writer
 }
-
-var _ pipeline.Publisher = (*DeadLetterWriter)(nil)
 
 // NewDeadLetterWriter returns a writer for topic.
 func NewDeadLetterWriter(c Conn, topic string) (*DeadLetterWriter, error) {
@@ -54,12 +52,12 @@ func NewDeadLetterWriter(c Conn, topic string) (*DeadLetterWriter, error) {
 }
 
 // DeadLetterKey is the Kafka key of a dead letter.
-func DeadLetterKey(d pipeline.DeadLetter) string {
+func DeadLetterKey(d schemas.DeadLetter) string {
 	return d.Topic + "/" + strconv.Itoa(d.Partition) + "/" + strconv.FormatInt(d.Offset, 10) + "/" + strconv.Itoa(d.Index)
 }
 
 // PublishDeadLetters sends rows and returns when the brokers hold them.
-func (d *DeadLetterWriter) PublishDeadLetters(ctx context.Context, rows []pipeline.DeadLetter) error {
+func (d *DeadLetterWriter) PublishDeadLetters(ctx context.Context, rows []schemas.DeadLetter) error {
 	msgs := make([]kafka.Message, len(rows))
 	for i, r := range rows {
 		msgs[i] = kafka.Message{

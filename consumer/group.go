@@ -11,8 +11,6 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
-
-	"github.com/bouncer-mail/bouncer/pipeline"
 )
 
 // GroupConfig configures one consumer group member.
@@ -139,13 +137,13 @@ func (m *Metrics) group(id string) {
 // Group runs one consumer group member.
 type Group struct {
 	cfg     GroupConfig
-	handler pipeline.BatchHandler
+	handler BatchHandler
 	ready   chan struct{}
 	once    sync.Once
 }
 
 // NewGroup checks cfg and returns a Group that feeds handler.
-func NewGroup(cfg GroupConfig, handler pipeline.BatchHandler) (*Group, error) {
+func NewGroup(cfg GroupConfig, handler BatchHandler) (*Group, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -246,7 +244,7 @@ func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, pa
 	}
 	log.Info("partition assigned", "committed", committed, "resume", next, "start", start)
 
-	batch := make([]pipeline.Message, 0, 256)
+	batch := make([]Message, 0, 256)
 	labels := prometheus.Labels{"group": g.cfg.GroupID, "topic": topic, "partition": fmt.Sprint(partition)}
 	lag := g.cfg.Metrics.lag.With(labels)
 	lastCommit := g.cfg.Metrics.lastCommit.With(labels)
@@ -315,7 +313,7 @@ func startOffset(committed, next int64) int64 {
 
 // fetch blocks for a first message, then gathers more until a bound or
 // MaxWait. It returns the batch and the partition's high-water mark.
-func (g *Group) fetch(ctx context.Context, r *kafka.Reader, batch []pipeline.Message) ([]pipeline.Message, int64) {
+func (g *Group) fetch(ctx context.Context, r *kafka.Reader, batch []Message) ([]Message, int64) {
 	m, err := r.FetchMessage(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -326,7 +324,7 @@ func (g *Group) fetch(ctx context.Context, r *kafka.Reader, batch []pipeline.Mes
 	}
 	bytes := len(m.Value)
 	hwm := m.HighWaterMark
-	batch = append(batch, pipeline.Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time})
+	batch = append(batch, Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time})
 	waitCtx, cancel := context.WithTimeout(ctx, g.cfg.MaxWait)
 	defer cancel()
 	for len(batch) < g.cfg.MaxBatchMessages && bytes < g.cfg.MaxBatchBytes {
@@ -336,7 +334,7 @@ func (g *Group) fetch(ctx context.Context, r *kafka.Reader, batch []pipeline.Mes
 		}
 		bytes += len(m.Value)
 		hwm = m.HighWaterMark
-		batch = append(batch, pipeline.Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time})
+		batch = append(batch, Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time})
 	}
 	return batch, hwm
 }

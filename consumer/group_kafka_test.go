@@ -11,7 +11,6 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/bouncer-mail/bouncer/internal/testenv"
-	"github.com/bouncer-mail/bouncer/pipeline"
 )
 
 // slowToRecover fails every Handle until its first call is more than
@@ -28,7 +27,7 @@ func (h *slowToRecover) Assigned(ctx context.Context, topic string, partition in
 	return 0, nil
 }
 
-func (h *slowToRecover) Handle(ctx context.Context, topic string, partition int, batch []pipeline.Message) error {
+func (h *slowToRecover) Handle(ctx context.Context, topic string, partition int, batch []Message) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.calls++

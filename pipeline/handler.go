@@ -2,43 +2,17 @@ package pipeline
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/schemas"
 	"github.com/bouncer-mail/bouncer/suppression"
 )
-
-// Message is one Kafka message as the consumer hands it over.
-type Message struct {
-	Topic     string
-	Partition int
-	Offset    int64
-	Key       []byte
-	Value     []byte
-	// Time is the Kafka record's timestamp (zero when unknown): with the
-	// worker's clock it bounds event times (Config.MaxFutureSkew).
-	Time time.Time
-}
-
-// BatchHandler is what a consumer group member drives, per partition.
-type BatchHandler interface {
-	// Assigned is called when the member starts owning a partition. It
-	// returns the first offset not yet handled (0 when nothing is known);
-	// the consumer starts at the later of that and the committed offset.
-	Assigned(ctx context.Context, topic string, partition int) (next int64, err error)
-	// Handle processes messages of one partition, in offset order. On nil
-	// the consumer may commit past the last message; on error it calls
-	// Handle again with the same messages (after a pause) or, after a
-	// reassignment, Assigned first.
-	Handle(ctx context.Context, topic string, partition int, msgs []Message) error
-}
 
 // Config of a Handler.
 type Config struct {
@@ -89,14 +63,15 @@ func (c *Config) Validate() error {
 	return c.SoftBounces.Validate()
 }
 
-// Handler is the sink group's BatchHandler.
+// Handler is the sink group's consumer.BatchHandler.
 type Handler struct {
-	cfg   Config
-	mu    sync.Mutex
-	parts map[partKey]*partState
+	cfg      Config
+	decoders *Decoders
+	mu       sync.Mutex
+	parts    map[partKey]*partState
 }
 
-var _ BatchHandler = (*Handler)(nil)
+var _ consumer.BatchHandler = (*Handler)(nil)
 
 type partKey struct {
 	topic     string
@@ -108,10 +83,9 @@ type partKey struct {
 type partState struct {
 	marks Marks
 	known bool
-	dec   schemas.Decoder
 	evs   []schemas.Event
 	rows  []Row
-	dls   []DeadLetter
+	dls   []schemas.DeadLetter
 	sups  []suppression.Change
 }
 
@@ -132,7 +106,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	return &Handler{cfg: cfg, parts: map[partKey]*partState{}}, nil
+	return &Handler{cfg: cfg, decoders: NewDecoders(cfg.MaxMessageBytes), parts: map[partKey]*partState{}}, nil
 }
 
 func (h *Handler) state(topic string, partition int) *partState {
@@ -142,7 +116,6 @@ func (h *Handler) state(topic string, partition int) *partState {
 	st := h.parts[k]
 	if st == nil {
 		st = &partState{}
-		st.dec.MaxMessageBytes = h.cfg.MaxMessageBytes
 		h.parts[k] = st
 	}
 	return st
@@ -153,7 +126,7 @@ func (h *Handler) state(topic string, partition int) *partState {
 // decision the same when a batch is handled again later (after a failure
 // or on another worker), so an event never lands both in the dead letters
 // and in the events; the clock caps a record dated in the future.
-func (h *Handler) maxTimestamp(msg *Message) int64 {
+func (h *Handler) maxTimestamp(msg *consumer.Message) int64 {
 	if h.cfg.MaxFutureSkew < 0 {
 		return 0
 	}
@@ -193,7 +166,7 @@ func (h *Handler) loadMarks(ctx context.Context, st *partState, topic string, pa
 
 // Handle decodes, enriches and writes msgs. See the package doc for the
 // order of writes and what a failure leaves behind.
-func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs []Message) (err error) {
+func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs []consumer.Message) (err error) {
 	st := h.state(topic, partition)
 	defer func() {
 		if err != nil {
@@ -207,14 +180,12 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 	m := h.cfg.Metrics
 	for i := range msgs {
 		msg := &msgs[i]
-		at := schemas.Coordinates{Topic: msg.Topic, Partition: msg.Partition, Offset: msg.Offset}
 		var rejs []schemas.Rejection
-		st.dec.MaxTimestamp = h.maxTimestamp(msg)
-		st.evs, rejs = st.dec.Decode(msg.Value, at, st.evs[:0])
+		st.evs, rejs = h.decoders.Decode(msg, h.maxTimestamp(msg), st.evs[:0])
 		m.consumed.Inc()
 		if msg.Offset > st.marks.DeadLetters {
 			for _, r := range rejs {
-				st.dls = append(st.dls, DeadLetter{
+				st.dls = append(st.dls, schemas.DeadLetter{
 					Topic: msg.Topic, Partition: msg.Partition, Offset: msg.Offset,
 					Index: r.Index, Code: r.Code, Detail: r.Detail, Raw: r.Raw, Key: msg.Key,
 				})
@@ -309,37 +280,18 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 	return nil
 }
 
-// DerivedIndexBit marks the msg_index of a derived event: it sits beside
-// the event it was derived from (same coordinates) with this bit set, so
-// its identity is unique and stable.
-const DerivedIndexBit = 1 << 31
-
-// derivedDrop makes the dropped event SendGrid would have sent for a
-// processed event to a suppressed recipient.
+// derivedDrop is the sink group's side of the derived-drop rule
+// (DerivedDrop): the row of the dropped event, counted.
 func (h *Handler) derivedDrop(ev *schemas.Event) (Row, bool) {
-	if h.cfg.Suppressions == nil || ev.Event != schemas.EventProcessed {
+	if h.cfg.Suppressions == nil {
 		return Row{}, false
 	}
-	reason := h.cfg.Suppressions.DropReason(ev.AccountID, ev.EmailNorm, ev.ASMGroupID, ev.Timestamp)
-	if reason == "" {
+	d, ok := DerivedDrop(ev, h.cfg.Suppressions)
+	if !ok {
 		return Row{}, false
 	}
-	d := *ev
-	d.Event = schemas.EventDropped
-	d.Reason = reason
-	d.Index |= DerivedIndexBit
-	d.SGEventID = DerivedEventID("dropped", ev.SGEventID)
-	d.EventIDDerived = true
-	d.Categories = ev.Categories
-	h.cfg.Metrics.dropped.WithLabelValues(reason).Inc()
+	h.cfg.Metrics.dropped.WithLabelValues(d.Reason).Inc()
 	return Row{Event: d, Provider: enrich.ProviderForDomain(d.Domain), Derived: true}, true
-}
-
-// DerivedEventID is the stable sg_event_id of an event derived from the
-// event with id from: the same input always gives the same id.
-func DerivedEventID(kind, from string) string {
-	sum := sha256.Sum256([]byte("bouncer/derived/v1\x00" + kind + "\x00" + from))
-	return "bnc1" + kind[:1] + "_" + base64.RawURLEncoding.EncodeToString(sum[:16])
 }
 
 // enrich adds the provider and, for bounces and deferrals, the

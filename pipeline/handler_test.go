@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/schemas"
 	"github.com/bouncer-mail/bouncer/suppression"
@@ -72,7 +73,7 @@ func (s *fakeSink) WriteEvents(_ context.Context, rows []Row) error {
 	return err
 }
 
-func (s *fakeSink) WriteDeadLetters(_ context.Context, rows []DeadLetter) error {
+func (s *fakeSink) WriteDeadLetters(_ context.Context, rows []schemas.DeadLetter) error {
 	store, err := s.outcome()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -100,7 +101,7 @@ type fakePublisher struct {
 	seen map[string]bool
 }
 
-func (p *fakePublisher) PublishDeadLetters(_ context.Context, rows []DeadLetter) error {
+func (p *fakePublisher) PublishDeadLetters(_ context.Context, rows []schemas.DeadLetter) error {
 	store, err := p.sink.outcome()
 	p.sink.mu.Lock()
 	defer p.sink.mu.Unlock()
@@ -113,8 +114,8 @@ func (p *fakePublisher) PublishDeadLetters(_ context.Context, rows []DeadLetter)
 }
 
 // message makes message offset o: good, bad, or an array with a bad middle.
-func message(o int64) (Message, int, int) {
-	m := Message{Topic: "t", Partition: 0, Offset: o}
+func message(o int64) (consumer.Message, int, int) {
+	m := consumer.Message{Topic: "t", Partition: 0, Offset: o}
 	switch o % 7 {
 	case 3:
 		m.Value = []byte(`{"event":"delivered","timestamp":1764201600}`) // no email
@@ -166,7 +167,7 @@ func TestHandlerExactlyOnceUnderFailures(t *testing.T) {
 				t.Fatalf("seed %d: no progress", seed)
 			}
 			size := 1 + rng.IntN(40)
-			var batch []Message
+			var batch []consumer.Message
 			for o := next; o < min(next+int64(size), total); o++ {
 				m, _, _ := message(o)
 				batch = append(batch, m)
@@ -215,7 +216,7 @@ func TestHandlerEnrichesAndSuppresses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs := []Message{
+	msgs := []consumer.Message{
 		{Topic: "t", Offset: 0, Value: []byte(`{"event":"bounce","email":"x@gmail.com","timestamp":1,"reason":"550 5.1.1 The email account that you tried to reach does not exist."}`)},
 		{Topic: "t", Offset: 1, Value: []byte(`{"event":"bounce","email":"y@gmail.com","timestamp":1,"reason":"552 5.2.2 mailbox full"}`)},
 		{Topic: "t", Offset: 2, Value: []byte(`{"event":"open","email":"z@gmail.com","timestamp":1}`)},
@@ -282,7 +283,7 @@ func TestHandlerDerivesDroppedEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs := []Message{
+	msgs := []consumer.Message{
 		{Topic: "t", Offset: 4, Value: []byte(`{"event":"processed","email":"Gone@Example.com","timestamp":100,"sg_event_id":"p1","category":"x"}`)},
 		{Topic: "t", Offset: 5, Value: []byte(`{"event":"processed","email":"fine@example.com","timestamp":100,"sg_event_id":"p2"}`)},
 		{Topic: "t", Offset: 6, Value: []byte(`{"event":"bounce","email":"new@gmail.com","timestamp":100,"reason":"550 5.1.1 no such user"}`)},
@@ -319,11 +320,11 @@ func TestHandlerDerivesDroppedEvents(t *testing.T) {
 // changes.
 type deadRecorder struct {
 	recordingSink
-	dead *[]DeadLetter
+	dead *[]schemas.DeadLetter
 	sups *[]suppression.Change
 }
 
-func (r deadRecorder) WriteDeadLetters(ctx context.Context, rows []DeadLetter) error {
+func (r deadRecorder) WriteDeadLetters(ctx context.Context, rows []schemas.DeadLetter) error {
 	*r.dead = append(*r.dead, rows...)
 	return r.fakeSink.WriteDeadLetters(ctx, rows)
 }
@@ -343,7 +344,7 @@ func TestHandlerDeadLettersFutureEvents(t *testing.T) {
 	bounce := func(ts time.Time) []byte {
 		return fmt.Appendf(nil, `{"event":"bounce","email":"x@gmail.com","timestamp":%d,"reason":"550 5.1.1 The email account that you tried to reach does not exist."}`, ts.Unix())
 	}
-	msgs := []Message{
+	msgs := []consumer.Message{
 		{Topic: "t", Offset: 0, Time: t0, Value: []byte(`{"event":"bounce","email":"x@gmail.com","timestamp":4102444800,"reason":"550 5.1.1 no such user"}`)},
 		{Topic: "t", Offset: 1, Time: t0, Value: bounce(t0.Add(30 * time.Minute))},                       // within the skew: kept
 		{Topic: "t", Offset: 2, Value: bounce(t0.Add(2 * time.Hour))},                                    // no record time: the clock
@@ -354,7 +355,7 @@ func TestHandlerDeadLettersFutureEvents(t *testing.T) {
 	for _, now := range []time.Time{t0, t0.Add(10 * time.Hour)} {
 		sink := newFakeSink(1, 0)
 		var rows []Row
-		var dead []DeadLetter
+		var dead []schemas.DeadLetter
 		var sups []suppression.Change
 		h, err := NewHandler(Config{Sink: deadRecorder{recordingSink{sink, &rows}, &dead, &sups}, Publisher: &fakePublisher{sink: sink, seen: map[string]bool{}},
 			Classifier: enrich.MustNew(), Now: func() time.Time { return now }})

@@ -44,6 +44,7 @@ package pipeline
 import (
 	"context"
 
+	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/schemas"
 	"github.com/bouncer-mail/bouncer/suppression"
@@ -61,19 +62,6 @@ type Row struct {
 	Derived bool
 }
 
-// DeadLetter is a rejected message or array element with its coordinates.
-type DeadLetter struct {
-	Topic     string
-	Partition int
-	Offset    int64
-	// Index is the element's position, or -1 for the whole message.
-	Index  int
-	Code   schemas.RejectCode
-	Detail string
-	Raw    []byte
-	Key    []byte
-}
-
 // Marks are the highest offsets of one partition already held by the sink,
 // per table; -1 when the table holds none.
 type Marks struct {
@@ -86,19 +74,22 @@ type Marks struct {
 type Sink interface {
 	HighWater(ctx context.Context, topic string, partition int) (Marks, error)
 	WriteEvents(ctx context.Context, rows []Row) error
-	WriteDeadLetters(ctx context.Context, rows []DeadLetter) error
+	WriteDeadLetters(ctx context.Context, rows []schemas.DeadLetter) error
 	WriteSuppressions(ctx context.Context, rows []suppression.Change) error
 }
 
 // Publisher sends dead letters to the dead-letter topic, at least once.
 type Publisher interface {
-	PublishDeadLetters(ctx context.Context, rows []DeadLetter) error
+	PublishDeadLetters(ctx context.Context, rows []schemas.DeadLetter) error
 }
+
+var _ Publisher = (*consumer.DeadLetterWriter)(nil)
 
 // Suppressions is the worker's view of the lists (suppression.Index).
 type Suppressions interface {
-	// DropReason is SendGrid's dropped reason for a message sent at time
-	// at (unix seconds) to the address, or "" when it may be sent to.
-	DropReason(account, emailNorm string, group int64, at int64) string
+	DropReasoner
+	// Apply learns one of this worker's own list changes.
 	Apply(c suppression.Change)
 }
+
+var _ Suppressions = (*suppression.Index)(nil)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/suppression"
 )
@@ -97,13 +98,13 @@ func TestHandlerAppliesSoftBouncePolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs := []Message{
+	msgs := []consumer.Message{
 		{Topic: "t", Offset: 0, Value: []byte(`{"event":"open","email":"kim@yahoo.com","timestamp":1764201600}`)},
 	}
 	if err := h.Handle(context.Background(), "t", 0, msgs); err != nil || hist.calls != 0 || sink.sups != 0 {
 		t.Fatalf("batch without soft bounces: err %v, %d history queries, %d changes", err, hist.calls, sink.sups)
 	}
-	msgs = []Message{
+	msgs = []consumer.Message{
 		{Topic: "t", Offset: 1, Value: []byte(`{"event":"bounce","email":"Kim@Yahoo.com","timestamp":1764201600,"reason":"554 30 Sorry, your message to kim@yahoo.com cannot be delivered. This mailbox is disabled (554.30)."}`)},
 		{Topic: "t", Offset: 2, Value: []byte(`{"event":"bounce","email":"lee@yahoo.com","timestamp":1764201600,"reason":"554 30 Sorry, your message to lee@yahoo.com cannot be delivered. This mailbox is disabled (554.30)."}`)},
 	}

@@ -180,3 +180,17 @@ type Rejection struct {
 
 // Error makes a Rejection usable as an error: "code: detail".
 func (r Rejection) Error() string { return string(r.Code) + ": " + r.Detail }
+
+// DeadLetter is a rejected message or array element with its coordinates,
+// as the dead-letter topic and table keep it.
+type DeadLetter struct {
+	Topic     string
+	Partition int
+	Offset    int64
+	// Index is the element's position, or -1 for the whole message.
+	Index  int
+	Code   RejectCode
+	Detail string
+	Raw    []byte
+	Key    []byte
+}

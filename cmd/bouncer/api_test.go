@@ -750,7 +750,7 @@ func TestAPITenancy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.store.WriteDeadLetters(ctx, []pipeline.DeadLetter{{Topic: "t", Index: -1, Code: "bad_json", Raw: []byte(`{"account_id":"acme","email":"victim@acme.org",`)}}); err != nil {
+	if err := f.store.WriteDeadLetters(ctx, []schemas.DeadLetter{{Topic: "t", Index: -1, Code: "bad_json", Raw: []byte(`{"account_id":"acme","email":"victim@acme.org",`)}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.store.WriteErasure(ctx, suppression.Erasure{AccountID: "acme", ID: "acme-erasure", EmailSHA256: suppression.EmailSHA256("old@acme.org"), RequestedBy: "key:acme-key", At: t0}); err != nil {
@@ -963,7 +963,7 @@ func TestAPIErase(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := st.WriteDeadLetters(ctx, []pipeline.DeadLetter{{Topic: "t", Index: -1, Code: "bad_json", Raw: []byte(`{"account_id":"acme","email":"Kim@Example.com",`)}}); err != nil {
+	if err := st.WriteDeadLetters(ctx, []schemas.DeadLetter{{Topic: "t", Index: -1, Code: "bad_json", Raw: []byte(`{"account_id":"acme","email":"Kim@Example.com",`)}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, key := range []string{keyA, keyB} {

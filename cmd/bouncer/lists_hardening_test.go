@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"github.com/bouncer-mail/bouncer/api"
+	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/pipeline"
+	"github.com/bouncer-mail/bouncer/schemas"
 	"github.com/bouncer-mail/bouncer/suppression"
 )
 
@@ -31,7 +33,7 @@ func (c indexChanges) PublishChanges(_ context.Context, rows []suppression.Chang
 
 type nopDeadLetters struct{}
 
-func (nopDeadLetters) PublishDeadLetters(context.Context, []pipeline.DeadLetter) error { return nil }
+func (nopDeadLetters) PublishDeadLetters(context.Context, []schemas.DeadLetter) error { return nil }
 
 // TestListsHoldOnlyWhatADeleteCanRemove runs the sink group's handler and
 // the API on one ClickHouse database, with the batch check's index fed by
@@ -105,9 +107,9 @@ func TestListsHoldOnlyWhatADeleteCanRemove(t *testing.T) {
 	bounce := func(email string, ts int64) []byte {
 		return fmt.Appendf(nil, `{"event":"bounce","account_id":"acme","email":%q,"timestamp":%d,"reason":%q}`, email, ts, hard)
 	}
-	msgs := []pipeline.Message{{Topic: "ev", Offset: 0, Time: now, Value: bounce("future@x.org", 4102444800)}}
+	msgs := []consumer.Message{{Topic: "ev", Offset: 0, Time: now, Value: bounce("future@x.org", 4102444800)}}
 	for i, e := range odd {
-		msgs = append(msgs, pipeline.Message{Topic: "ev", Offset: int64(i + 1), Time: now, Value: bounce(e, now.Unix()-60)})
+		msgs = append(msgs, consumer.Message{Topic: "ev", Offset: int64(i + 1), Time: now, Value: bounce(e, now.Unix()-60)})
 	}
 	if err := h.Handle(ctx, "ev", 0, msgs); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bouncer-mail/bouncer/consumer"
+	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 	"github.com/bouncer-mail/bouncer/sinks/webhook"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/kafkatier"
@@ -105,7 +106,7 @@ func (w *webhookRun) Ready() bool {
 // start builds and runs the webhook group, its retry tiers and the
 // delivery log until ctx ends.
 func (f *webhookGroupFlags) start(ctx context.Context, conn consumer.Conn, topic string, partitions int, store *clickhouse.Store,
-	drops webhook.DropReasoner, maxMessageBytes int, reg *prometheus.Registry, cm *consumer.Metrics, log *slog.Logger) (*webhookRun, error) {
+	drops pipeline.DropReasoner, maxMessageBytes int, reg *prometheus.Registry, cm *consumer.Metrics, log *slog.Logger) (*webhookRun, error) {
 	keys, err := f.keys.keyring()
 	if err != nil {
 		return nil, err

@@ -69,7 +69,7 @@ func at(s string) int64 {
 }
 
 // analyticsData is the fixed dataset of TestAnalytics.
-func analyticsData() ([]pipeline.Row, []suppression.Change, []pipeline.DeadLetter) {
+func analyticsData() ([]pipeline.Row, []suppression.Change, []schemas.DeadLetter) {
 	providers := map[string]string{"gmail.com": "google", "outlook.com": "microsoft", "yahoo.com": "yahoo"}
 	var rows []pipeline.Row
 	offset := int64(0)
@@ -151,7 +151,7 @@ func analyticsData() ([]pipeline.Row, []suppression.Change, []pipeline.DeadLette
 		sup("acme", suppression.ListSpamReports, 0, "j@gmail.com", "2026-11-26 10:00:00", false, "event:s1", ""),
 		sup("globex", suppression.ListBounces, 0, "z@gmail.com", "2026-11-24 10:01:00", false, "event:gx2", "user_unknown"),
 	}
-	dls := []pipeline.DeadLetter{
+	dls := []schemas.DeadLetter{
 		{Topic: "events", Partition: 0, Offset: 100, Index: -1, Code: schemas.CodeInvalidJSON, Detail: "not JSON", Raw: []byte("{"), Key: []byte("k")},
 		{Topic: "events", Partition: 0, Offset: 100, Index: -1, Code: schemas.CodeInvalidJSON, Detail: "not JSON", Raw: []byte("{"), Key: []byte("k")},
 		{Topic: "events", Partition: 0, Offset: 101, Index: -1, Code: schemas.CodeInvalidJSON, Detail: "not JSON", Raw: []byte("]")},

@@ -134,10 +134,10 @@ func TestEraseRemovesTheAddressEverywhere(t *testing.T) {
 		{AccountID: "globex", EmailNorm: kim, Event: "delivered", Timestamp: t0.Unix()}}); err != nil {
 		t.Fatal(err)
 	}
-	dl := func(off int64, raw string) pipeline.DeadLetter {
-		return pipeline.DeadLetter{Topic: "t", Offset: off, Index: -1, Code: "bad_json", Raw: []byte(raw)}
+	dl := func(off int64, raw string) schemas.DeadLetter {
+		return schemas.DeadLetter{Topic: "t", Offset: off, Index: -1, Code: "bad_json", Raw: []byte(raw)}
 	}
-	if err := s.WriteDeadLetters(ctx, []pipeline.DeadLetter{
+	if err := s.WriteDeadLetters(ctx, []schemas.DeadLetter{
 		dl(10, `{"account_id":"acme","email":"KIM@example.com","event":`),        // acme's: erased
 		dl(11, `{"account_id": "globex", "email":"kim@example.com","event":`),    // globex's: kept
 		dl(12, `{"email":"kim@example.com","event":"nope"}`),                     // the default account's: kept
@@ -280,7 +280,7 @@ func TestEraseMatchesExactly(t *testing.T) {
 	s := openTestStore(t)
 	ctx := context.Background()
 	const ann, kelvin = "ann@x.example", "\u212Aim@x.example"
-	var dls []pipeline.DeadLetter
+	var dls []schemas.DeadLetter
 	for i, raw := range []string{
 		`{"account_id":"acme","email":"ann@x.example","event":`,             // erased
 		`{"account_id":"acme","email":"ann\u0040x.example","event":"nope"}`, // erased: escaped
@@ -291,7 +291,7 @@ func TestEraseMatchesExactly(t *testing.T) {
 		`{"account_id":"acme","email":"jo.ann@x.example","event":`,          // kept
 		`{"account_id":"acme","email":"ann\u0040x.example\u002eorg"}`,       // kept: escaped longer one
 	} {
-		dls = append(dls, pipeline.DeadLetter{Topic: "t", Offset: int64(i), Index: -1, Code: "bad_json", Raw: []byte(raw)})
+		dls = append(dls, schemas.DeadLetter{Topic: "t", Offset: int64(i), Index: -1, Code: "bad_json", Raw: []byte(raw)})
 	}
 	if err := s.WriteDeadLetters(ctx, dls); err != nil {
 		t.Fatal(err)

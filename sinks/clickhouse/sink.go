@@ -7,6 +7,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/bouncer-mail/bouncer/pipeline"
+	"github.com/bouncer-mail/bouncer/schemas"
 	"github.com/bouncer-mail/bouncer/suppression"
 )
 
@@ -131,7 +132,7 @@ func (s *Store) WriteEvents(ctx context.Context, rows []pipeline.Row) error {
 }
 
 // WriteDeadLetters inserts rejected input as one block.
-func (s *Store) WriteDeadLetters(ctx context.Context, rows []pipeline.DeadLetter) error {
+func (s *Store) WriteDeadLetters(ctx context.Context, rows []schemas.DeadLetter) error {
 	n := len(rows)
 	date, at := ingestTime()
 	dates, ats := make([]time.Time, n), make([]time.Time, n)

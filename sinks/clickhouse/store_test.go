@@ -53,7 +53,7 @@ func TestHighWaterAndWrites(t *testing.T) {
 	if err := s.WriteEvents(ctx, rows); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.WriteDeadLetters(ctx, []pipeline.DeadLetter{{Topic: "t", Partition: 2, Offset: 4, Index: -1, Code: "empty", Raw: []byte{0xff, 0}}}); err != nil {
+	if err := s.WriteDeadLetters(ctx, []schemas.DeadLetter{{Topic: "t", Partition: 2, Offset: 4, Index: -1, Code: "empty", Raw: []byte{0xff, 0}}}); err != nil {
 		t.Fatal(err)
 	}
 	m, err = s.HighWater(ctx, "t", 2)

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/enrich"
-	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/sinks/forward/smtptest"
 )
 
@@ -43,10 +43,10 @@ func event(account, email, reason, extra string) []byte {
 		email, account, reason, email, email, email, extra)
 }
 
-func messages(values ...[]byte) []pipeline.Message {
-	out := make([]pipeline.Message, len(values))
+func messages(values ...[]byte) []consumer.Message {
+	out := make([]consumer.Message, len(values))
 	for i, v := range values {
-		out[i] = pipeline.Message{Topic: "events", Partition: 0, Offset: int64(i), Value: v}
+		out[i] = consumer.Message{Topic: "events", Partition: 0, Offset: int64(i), Value: v}
 	}
 	return out
 }
@@ -467,7 +467,7 @@ func BenchmarkReport(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	msg := []pipeline.Message{{Topic: "events", Value: event("acme", "a@x.org", hardReason, "")}}
+	msg := []consumer.Message{{Topic: "events", Value: event("acme", "a@x.org", hardReason, "")}}
 	b.ResetTimer()
 	for i := range b.N {
 		msg[0].Offset = int64(i)
@@ -503,9 +503,9 @@ func BenchmarkHandleNoBounces(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	batch := make([]pipeline.Message, 1000)
+	batch := make([]consumer.Message, 1000)
 	for i := range batch {
-		batch[i] = pipeline.Message{Topic: "events", Offset: int64(i), Value: fmt.Appendf(nil,
+		batch[i] = consumer.Message{Topic: "events", Offset: int64(i), Value: fmt.Appendf(nil,
 			`{"event":"delivered","email":"r%d@example.org","timestamp":1764201600,"account_id":"acme","sg_message_id":"m%d","response":"250 OK"}`, i, i)}
 	}
 	b.ResetTimer()

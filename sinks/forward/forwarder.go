@@ -14,12 +14,12 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/wneessen/go-mail"
 
+	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/enrich"
-	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/schemas"
 )
 
-// Forwarder is the forwarding group's pipeline.BatchHandler. Handle may be
+// Forwarder is the forwarding group's consumer.BatchHandler. Handle may be
 // called for several partitions at once; Run sends the digests and
 // refreshes the settings.
 type Forwarder struct {
@@ -40,7 +40,7 @@ type Forwarder struct {
 	stopOnce sync.Once
 }
 
-var _ pipeline.BatchHandler = (*Forwarder)(nil)
+var _ consumer.BatchHandler = (*Forwarder)(nil)
 
 type partKey struct {
 	topic     string
@@ -123,7 +123,7 @@ func (f *Forwarder) state(topic string, partition int) *partState {
 // digest. It returns an error when the settings were never read, when ctx
 // ended first, or after StopRetrying; a new call with the same messages
 // then resumes where this one stopped.
-func (f *Forwarder) Handle(ctx context.Context, topic string, partition int, msgs []pipeline.Message) error {
+func (f *Forwarder) Handle(ctx context.Context, topic string, partition int, msgs []consumer.Message) error {
 	if err := f.ensureSettings(ctx); err != nil {
 		return err
 	}

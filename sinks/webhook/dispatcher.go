@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/subscription"
 	"github.com/cenkalti/backoff/v4"
 )
@@ -25,12 +26,6 @@ type Parker interface {
 	// GiveUp keeps batches that will not be retried (Batch.Reason says
 	// why) where operators list and replay them.
 	GiveUp(ctx context.Context, batches []*Batch) error
-}
-
-// DropReasoner is the suppression index: SendGrid's dropped reason for a
-// message sent at unix time at, or "".
-type DropReasoner interface {
-	DropReason(account, emailNorm string, group int64, at int64) string
 }
 
 // Health reads what the delivery log knows of an endpoint, so the "failing
@@ -56,7 +51,7 @@ type Config struct {
 	Health Health
 	// Drops, when set, gives processed events to suppressed recipients a
 	// derived dropped event, as the sink group does.
-	Drops DropReasoner
+	Drops pipeline.DropReasoner
 
 	Schedule Schedule
 	// MaxBatchEvents bounds the events of one request; default 100.

@@ -6,8 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 
+	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/schemas"
 	"github.com/bouncer-mail/bouncer/subscription"
@@ -21,46 +21,35 @@ var ErrNotReady = errors.New("webhook: subscriptions not loaded yet")
 // of a consumed batch to subscriptions and returns when every event is
 // delivered or parked in Kafka, so the group may commit. maxMessageBytes
 // is the decoder's limit (0: the default).
-func (d *Dispatcher) EventHandler(maxMessageBytes int) pipeline.BatchHandler {
-	return &eventHandler{d: d, maxBytes: maxMessageBytes, decs: map[int]*schemas.Decoder{}}
+func (d *Dispatcher) EventHandler(maxMessageBytes int) consumer.BatchHandler {
+	return &eventHandler{d: d, decoders: pipeline.NewDecoders(maxMessageBytes)}
 }
 
+// eventHandler decodes with the sink group's decoders and derives drops
+// with its rule (pipeline.Decoders, pipeline.DerivedDrop); only what it
+// does with the events is its own.
 type eventHandler struct {
 	d        *Dispatcher
-	maxBytes int
-	mu       sync.Mutex
-	decs     map[int]*schemas.Decoder
-}
-
-func (h *eventHandler) decoder(partition int) *schemas.Decoder {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	dec := h.decs[partition]
-	if dec == nil {
-		dec = &schemas.Decoder{MaxMessageBytes: h.maxBytes}
-		h.decs[partition] = dec
-	}
-	return dec
+	decoders *pipeline.Decoders
 }
 
 // Assigned: the webhook group keeps no marks; it resumes at the commit.
 func (h *eventHandler) Assigned(context.Context, string, int) (int64, error) { return 0, nil }
 
 // Handle delivers msgs (at least once). See the package doc.
-func (h *eventHandler) Handle(ctx context.Context, topic string, partition int, msgs []pipeline.Message) error {
+func (h *eventHandler) Handle(ctx context.Context, topic string, partition int, msgs []consumer.Message) error {
 	d := h.d
 	snap := d.snap.Load()
 	if snap == nil {
 		return ErrNotReady
 	}
-	dec := h.decoder(partition)
 	t := newTracker()
 	byLane := map[*lane][]pendingEvent{}
 	var evs []schemas.Event
 	for i := range msgs {
 		msg := &msgs[i]
 		var rejs []schemas.Rejection
-		evs, rejs = dec.Decode(msg.Value, schemas.Coordinates{Topic: msg.Topic, Partition: msg.Partition, Offset: msg.Offset}, evs[:0])
+		evs, rejs = h.decoders.Decode(msg, 0, evs[:0])
 		for _, r := range rejs {
 			d.m.badInput.WithLabelValues(string(r.Code)).Inc()
 		}
@@ -137,7 +126,8 @@ func (l *lane) overflowJobs(pe []pendingEvent) []*job {
 }
 
 // derivedDrop gives a processed event to a suppressed recipient its
-// dropped event, as the sink group does (same reason, same sg_event_id).
+// dropped event, by the sink group's rule (pipeline.DerivedDrop: same
+// reason, same sg_event_id), when an endpoint of the account wants it.
 func (h *eventHandler) derivedDrop(eps []*subscription.Webhook, elem []byte, ev *schemas.Event, t *tracker, byLane map[*lane][]pendingEvent) {
 	var raw json.RawMessage
 	for _, ep := range eps {
@@ -145,12 +135,11 @@ func (h *eventHandler) derivedDrop(eps []*subscription.Webhook, elem []byte, ev 
 			continue
 		}
 		if raw == nil {
-			reason := h.d.cfg.Drops.DropReason(ev.AccountID, ev.EmailNorm, ev.ASMGroupID, ev.Timestamp)
-			if reason == "" {
+			drop, ok := pipeline.DerivedDrop(ev, h.d.cfg.Drops)
+			if !ok {
 				return
 			}
-			raw = droppedJSON(elem, ev, reason)
-			if raw == nil {
+			if raw = droppedJSON(elem, &drop); raw == nil {
 				return
 			}
 		}
@@ -274,17 +263,17 @@ func eventJSON(elem []byte, ev *schemas.Event) json.RawMessage {
 	return append(out, rest...)
 }
 
-// droppedJSON is the derived dropped event: the processed event's fields
-// with event "dropped", SendGrid's reason and the derived sg_event_id.
-func droppedJSON(elem []byte, ev *schemas.Event, reason string) json.RawMessage {
+// droppedJSON is the derived dropped event drop as sent: the processed
+// event's object (elem) with drop's event, reason and sg_event_id.
+func droppedJSON(elem []byte, drop *schemas.Event) json.RawMessage {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(elem, &m); err != nil {
 		return nil
 	}
 	str := func(s string) json.RawMessage { b, _ := json.Marshal(s); return b }
-	m["event"] = str(string(schemas.EventDropped))
-	m["reason"] = str(reason)
-	m["sg_event_id"] = str(pipeline.DerivedEventID("dropped", ev.SGEventID))
+	m["event"] = str(string(drop.Event))
+	m["reason"] = str(drop.Reason)
+	m["sg_event_id"] = str(drop.SGEventID)
 	delete(m, "response")
 	out, err := json.Marshal(m)
 	if err != nil {

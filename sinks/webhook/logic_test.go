@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/schemas"
 )
 
@@ -50,7 +51,9 @@ func TestEventJSONAddsDerivedID(t *testing.T) {
 	if m["sg_event_id"] != evs[0].SGEventID || m["event"] != "open" {
 		t.Errorf("got %s, want the derived id %s added", out, evs[0].SGEventID)
 	}
-	drop := droppedJSON(msg, &evs[0], "Bounced Address")
+	d := evs[0]
+	d.Event, d.Reason, d.SGEventID = schemas.EventDropped, "Bounced Address", pipeline.DerivedEventID("dropped", evs[0].SGEventID)
+	drop := droppedJSON(msg, &d)
 	if err := json.Unmarshal(drop, &m); err != nil || m["event"] != "dropped" || m["reason"] != "Bounced Address" {
 		t.Errorf("dropped event %s", drop)
 	}
