@@ -51,7 +51,7 @@
 //   - A path parameter may hold an encoded slash (%2F, also doubled); a
 //     request body must be valid UTF-8.
 //
-// Every route is in the route table (routes.go, and each area's own file);
+// Every route is in the route table (routes.go, the one place routes are listed);
 // the OpenAPI document (assembled from openapi/*.json, served at
 // /openapi.json and /v3/openapi.json) is checked against that table, and
 // every response of the package's tests is validated against it.
@@ -114,6 +114,10 @@ type Config struct {
 	// WebhookOps reads delivery state and replays failed batches; nil
 	// disables those routes.
 	WebhookOps WebhookOps
+	// WebhookTester sends the test deliveries of POST
+	// /v3/user/webhooks/event/test (sinks/webhook's Tester); nil: that
+	// route answers 503.
+	WebhookTester WebhookTester
 	// Dashboard answers the dashboard's own queries; nil disables them.
 	Dashboard DashboardStore
 	// TrustedProxies are the reverse proxies in front of the API: for a

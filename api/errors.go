@@ -24,7 +24,8 @@ const (
 	ETooLarge     = "too_large"    // the request body is over the limit: 413
 	ERateLimited  = "rate_limited" // the key is over its rate limit: 429
 	EInternal     = "internal"     // anything else: 500, logged, never shown
-	EUnavailable  = "unavailable"  // busy or a store is unreachable, retry later: 503
+	EUnavailable  = "unavailable"  // busy, a store is unreachable or a part is not configured: 503
+	EBadGateway   = "bad_gateway"  // a receiver bouncer called for the caller failed (the webhook test): 502
 )
 
 var codeStatus = map[string]int{
@@ -37,6 +38,7 @@ var codeStatus = map[string]int{
 	ERateLimited:  http.StatusTooManyRequests,
 	EInternal:     http.StatusInternalServerError,
 	EUnavailable:  http.StatusServiceUnavailable,
+	EBadGateway:   http.StatusBadGateway,
 }
 
 // Error is the API's one error type: a code, the field at fault (if any)

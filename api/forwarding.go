@@ -33,13 +33,6 @@ type ForwardingStore interface {
 // maxForwardAddress bounds the forwarding address (RFC 5321's 254).
 const maxForwardAddress = 254
 
-func (s *server) forwardingRoutes() []route {
-	return []route{
-		{"GET", "/v3/mail_settings/forward_bounce", "mail_settings.forward_bounce.read", true, s.handleForwardBounceGet()},
-		{"PATCH", "/v3/mail_settings/forward_bounce", "mail_settings.forward_bounce.update", true, s.handleForwardBouncePatch()},
-	}
-}
-
 // forwardBounceBody is the JSON of the setting, as SendGrid shapes it.
 type forwardBounceBody struct {
 	Enabled bool   `json:"enabled"`

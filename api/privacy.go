@@ -36,15 +36,6 @@ type PrivacyStore interface {
 	ImportList(ctx context.Context, account, list string, group int64, rows []csvlist.Row) error
 }
 
-func (s *server) privacyRoutes() []route {
-	return []route{
-		{"POST", "/bouncer/v1/privacy/erasures", "privacy.erasures.create", true, s.handleErase()},
-		{"GET", "/bouncer/v1/privacy/erasures", "privacy.erasures.read", true, s.handleErasures()},
-		{"GET", "/bouncer/v1/suppressions/{list}/export", "suppression.read", true, s.handleExport()},
-		{"POST", "/bouncer/v1/suppressions/{list}/import", "suppression.create", true, s.handleImport()},
-	}
-}
-
 func (s *server) privacy(w http.ResponseWriter, r *http.Request) PrivacyStore {
 	if s.cfg.Privacy == nil {
 		writeError(w, s.log, r, errorf(ENotFound, "", "erasure, import and export are not enabled on this server"))

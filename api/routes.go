@@ -35,7 +35,7 @@ const (
 	scopeGlobalCreate = "asm.suppressions.global.create"
 )
 
-// routes is every route of the API.
+// routes is every route of the API, the one place they are listed.
 func (s *server) routes() []route {
 	const (
 		read   = "suppression.read"
@@ -86,12 +86,49 @@ func (s *server) routes() []route {
 			route{"DELETE", "/v3/suppression/" + l, del, key, s.handleBulkDelete(l)},
 		)
 	}
-	// Each area owns its routes in its own file.
-	rs = append(rs, s.privacyRoutes()...)
-	rs = append(rs, s.forwardingRoutes()...)
-	rs = append(rs, s.webhookRoutes()...)
-	rs = append(rs, s.webhookOpsRoutes()...)
-	rs = append(rs, s.uiRoutes()...)
+	rs = append(rs, []route{
+		// Erasure and CSV import/export (privacy.go).
+		{"POST", "/bouncer/v1/privacy/erasures", "privacy.erasures.create", key, s.handleErase()},
+		{"GET", "/bouncer/v1/privacy/erasures", "privacy.erasures.read", key, s.handleErasures()},
+		{"GET", "/bouncer/v1/suppressions/{list}/export", "suppression.read", key, s.handleExport()},
+		{"POST", "/bouncer/v1/suppressions/{list}/import", "suppression.create", key, s.handleImport()},
+
+		// Bounce forwarding (forwarding.go).
+		{"GET", "/v3/mail_settings/forward_bounce", "mail_settings.forward_bounce.read", key, s.handleForwardBounceGet()},
+		{"PATCH", "/v3/mail_settings/forward_bounce", "mail_settings.forward_bounce.update", key, s.handleForwardBouncePatch()},
+
+		// Webhook subscriptions (webhooks.go): SendGrid's scopes; reading the Standard
+
+		// Webhooks secret needs the update scope.
+		{"POST", "/v3/user/webhooks/event/settings", scopeWebhookCreate, key, s.webhookRoute(s.handleWebhookCreate)},
+		{"GET", "/v3/user/webhooks/event/settings/all", scopeWebhookRead, key, s.webhookRoute(s.handleWebhookList)},
+		{"GET", "/v3/user/webhooks/event/settings/{id}", scopeWebhookRead, key, s.webhookRoute(s.handleWebhookGet)},
+		{"PATCH", "/v3/user/webhooks/event/settings/{id}", scopeWebhookUpdate, key, s.webhookRoute(s.handleWebhookUpdate)},
+		{"DELETE", "/v3/user/webhooks/event/settings/{id}", scopeWebhookDelete, key, s.webhookRoute(s.handleWebhookDelete)},
+		{"GET", "/v3/user/webhooks/event/settings/signed/{id}", scopeWebhookRead, key, s.webhookRoute(s.handleWebhookSignedGet)},
+		{"PATCH", "/v3/user/webhooks/event/settings/signed/{id}", scopeWebhookUpdate, key, s.webhookRoute(s.handleWebhookSignedSet)},
+		{"POST", "/v3/user/webhooks/event/test", scopeWebhookTest, key, s.webhookRoute(s.handleWebhookTest)},
+
+		{"GET", "/bouncer/v1/webhooks/{id}/secret", scopeWebhookUpdate, key, s.webhookRoute(s.handleWebhookSecret)},
+		{"POST", "/bouncer/v1/webhooks/{id}/secret/rotate", scopeWebhookUpdate, key, s.webhookRoute(s.handleWebhookRotate)},
+
+		// Webhook delivery state and replay (webhook_ops.go).
+		{"GET", "/bouncer/v1/webhooks/{id}/state", scopeWebhookRead, key, s.opsRoute(s.handleWebhookState)},
+		{"GET", "/bouncer/v1/webhooks/{id}/deliveries", scopeWebhookRead, key, s.opsRoute(s.handleWebhookDeliveries)},
+		{"GET", "/bouncer/v1/webhooks/{id}/failed", scopeWebhookRead, key, s.opsRoute(s.handleFailedBatches)},
+		{"POST", "/bouncer/v1/webhooks/{id}/failed/{webhook_id}/replay", scopeWebhookUpdate, key, s.opsRoute(s.handleReplayOne)},
+		{"POST", "/bouncer/v1/webhooks/{id}/replay", scopeWebhookUpdate, key, s.opsRoute(s.handleReplaySince)},
+
+		// The dashboard (ui.go): its page, assets and login are public.
+		{"GET", "/ui", "", public, http.RedirectHandler("/ui/", http.StatusFound)},
+		{"GET", "/ui/", "", public, s.handleUIIndex()},
+		{"GET", "/ui/assets/{file}", "", public, s.handleUIAsset()},
+		{"POST", "/ui/session", "", public, s.handleLogin()},
+		{"GET", "/ui/session", "", public, s.handleSession()},
+		{"DELETE", "/ui/session", "", public, s.handleLogout()},
+		{"GET", "/bouncer/v1/stats/bounce_reasons", "stats.read", key, s.gated(s.handleBounceReasons())},
+		{"GET", "/bouncer/v1/stats/top_domains", "stats.read", key, s.gated(s.handleTopDomains())},
+	}...)
 	return rs
 }
 

@@ -264,20 +264,6 @@ func (s *server) sessionKey(r *http.Request, cookie string) (Key, *session, erro
 	return k, sess, nil
 }
 
-func (s *server) uiRoutes() []route {
-	const public = false
-	return []route{
-		{"GET", "/ui", "", public, http.RedirectHandler("/ui/", http.StatusFound)},
-		{"GET", "/ui/", "", public, s.handleUIIndex()},
-		{"GET", "/ui/assets/{file}", "", public, s.handleUIAsset()},
-		{"POST", "/ui/session", "", public, s.handleLogin()},
-		{"GET", "/ui/session", "", public, s.handleSession()},
-		{"DELETE", "/ui/session", "", public, s.handleLogout()},
-		{"GET", "/bouncer/v1/stats/bounce_reasons", "stats.read", true, s.gated(s.handleBounceReasons())},
-		{"GET", "/bouncer/v1/stats/top_domains", "stats.read", true, s.gated(s.handleTopDomains())},
-	}
-}
-
 // The built dashboard: index.html and assets/ (see web/build.mjs).
 //
 //go:embed uiassets

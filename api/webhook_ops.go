@@ -104,17 +104,6 @@ const (
 	maxReplay = 1000
 )
 
-func (s *server) webhookOpsRoutes() []route {
-	const base = "/bouncer/v1/webhooks/{id}"
-	return []route{
-		{"GET", base + "/state", scopeWebhookRead, true, s.opsRoute(s.handleWebhookState)},
-		{"GET", base + "/deliveries", scopeWebhookRead, true, s.opsRoute(s.handleWebhookDeliveries)},
-		{"GET", base + "/failed", scopeWebhookRead, true, s.opsRoute(s.handleFailedBatches)},
-		{"POST", base + "/failed/{webhook_id}/replay", scopeWebhookUpdate, true, s.opsRoute(s.handleReplayOne)},
-		{"POST", base + "/replay", scopeWebhookUpdate, true, s.opsRoute(s.handleReplaySince)},
-	}
-}
-
 // opsHandler answers one route with the endpoint's subscription and
 // delivery state.
 type opsHandler func(w http.ResponseWriter, r *http.Request, ops WebhookOps, wh *subscription.Webhook, ds subscription.DeliveryState) error

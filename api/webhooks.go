@@ -53,9 +53,6 @@ const (
 	// ask.
 	DefaultSecretGrace = 24 * time.Hour
 	MaxSecretGrace     = 7 * 24 * time.Hour
-	// WebhookTestTimeout bounds the whole test delivery, connecting
-	// included.
-	WebhookTestTimeout = 10 * time.Second
 )
 
 // WebhookStore keeps an account's webhook subscriptions, sealing their
@@ -106,6 +103,14 @@ func webhookWriteError(err error) error {
 
 var errWebhookLimit = errorf(EInvalid, "", "You have reached the maximum number of webhooks (%d per account): delete one before creating another.", MaxWebhooks)
 
+// WebhookTester sends one test delivery: signed with w's secrets and key
+// (unsigned for a zero w), to url, through the SSRF guard. It returns the
+// receiver's status, or the class of the failure when there was no
+// answer; err only for a URL no request can be made of.
+type WebhookTester interface {
+	SendTest(ctx context.Context, w *subscription.Webhook, url string, body []byte, now time.Time) (status int, fail safedial.Failure, err error)
+}
+
 // Scopes of the webhook routes: SendGrid's names. Reading the Standard
 // Webhooks secret needs the update scope, since the secret lets its holder
 // forge deliveries; so does a test delivery signed with the secret to a URL
@@ -117,23 +122,6 @@ const (
 	scopeWebhookDelete = "user.webhooks.event.settings.delete"
 	scopeWebhookTest   = "user.webhooks.event.test.create"
 )
-
-func (s *server) webhookRoutes() []route {
-	const base = "/v3/user/webhooks/event"
-	return []route{
-		{"POST", base + "/settings", scopeWebhookCreate, true, s.webhookRoute(s.handleWebhookCreate)},
-		{"GET", base + "/settings/all", scopeWebhookRead, true, s.webhookRoute(s.handleWebhookList)},
-		{"GET", base + "/settings/{id}", scopeWebhookRead, true, s.webhookRoute(s.handleWebhookGet)},
-		{"PATCH", base + "/settings/{id}", scopeWebhookUpdate, true, s.webhookRoute(s.handleWebhookUpdate)},
-		{"DELETE", base + "/settings/{id}", scopeWebhookDelete, true, s.webhookRoute(s.handleWebhookDelete)},
-		{"GET", base + "/settings/signed/{id}", scopeWebhookRead, true, s.webhookRoute(s.handleWebhookSignedGet)},
-		{"PATCH", base + "/settings/signed/{id}", scopeWebhookUpdate, true, s.webhookRoute(s.handleWebhookSignedSet)},
-		{"POST", base + "/test", scopeWebhookTest, true, s.webhookRoute(s.handleWebhookTest)},
-
-		{"GET", "/bouncer/v1/webhooks/{id}/secret", scopeWebhookUpdate, true, s.webhookRoute(s.handleWebhookSecret)},
-		{"POST", "/bouncer/v1/webhooks/{id}/secret/rotate", scopeWebhookUpdate, true, s.webhookRoute(s.handleWebhookRotate)},
-	}
-}
 
 // webhookHandler answers one webhook route with the store it may use; it
 // returns the error to answer with.
@@ -150,7 +138,7 @@ func (s *server) webhookRoute(h webhookHandler) http.Handler {
 			return
 		}
 		if err := st.WebhooksReady(); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, errorBody{Errors: []errorItem{{Message: err.Error()}}})
+			writeError(w, s.log, r, errorf(EUnavailable, "", "%s", err.Error()))
 			return
 		}
 		err := h(w, r, st)
@@ -744,40 +732,24 @@ func (s *server) handleWebhookTest(w http.ResponseWriter, r *http.Request, st We
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), WebhookTestTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(batch))
+	tester := s.cfg.WebhookTester
+	if tester == nil {
+		return errorf(EUnavailable, "", "test deliveries are not available on this server")
+	}
+	status, fail, err := tester.SendTest(r.Context(), &ep, target, batch, now)
 	if err != nil {
 		return errorf(EInvalid, "url", "'%s' is not a valid url", target)
 	}
-	req.Header.Set("User-Agent", "bouncer-webhook-test")
-	if err := sign.SetHeaders(req.Header, ep.Secrets, ep.SignedKey, "msg_test_"+uuid.NewString(), now, batch, now); err != nil {
-		return err
-	}
-	resp, err := guard.Client(WebhookTestTimeout).Do(req)
-	if err != nil {
-		// Only the class of the failure: the error's text (addresses,
-		// ports, the resolver's address) would make this route a scanner
-		// of the network bouncer runs in.
-		fail := safedial.Classify(err)
-		if ctx.Err() != nil {
-			fail = safedial.FailTimeout
-		}
-		s.log.Debug("webhook test delivery failed", "account", account(r), "class", fail, "err", err)
+	if fail != "" {
+		s.log.Debug("webhook test delivery failed", "account", account(r), "class", fail)
 		if fail == safedial.FailBlocked {
 			return errorf(EInvalid, "url", "%s: %s", target, fail.Message())
 		}
-		writeJSON(w, http.StatusBadGateway, errorBody{Errors: []errorItem{{Message: "test delivery to " + target + " failed: " + fail.Message()}}})
-		return nil
+		return errorf(EBadGateway, "", "test delivery to %s failed: %s", target, fail.Message())
 	}
-	// Drained for the connection's sake, never shown.
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
-	w.Header().Set("X-Bouncer-Receiver-Status", fmt.Sprint(resp.StatusCode))
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		writeJSON(w, http.StatusBadGateway, errorBody{Errors: []errorItem{{Message: fmt.Sprintf(
-			"test delivery to %s failed: the receiver answered %s (want a 2xx status)", target, webhook.StatusResponse(resp.StatusCode))}}})
-		return nil
+	w.Header().Set("X-Bouncer-Receiver-Status", fmt.Sprint(status))
+	if status < 200 || status > 299 {
+		return errorf(EBadGateway, "", "test delivery to %s failed: the receiver answered %s (want a 2xx status)", target, webhook.StatusResponse(status))
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

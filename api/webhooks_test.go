@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/sinks/webhook"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/safedial"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/sign"
 	"github.com/bouncer-mail/bouncer/subscription"
@@ -32,6 +33,15 @@ type fakeWebhooks struct {
 	byAcct   map[string][]subscription.Webhook
 	notReady error
 	guard    safedial.Guard
+}
+
+// guardedTester sends test deliveries with sinks/webhook's Tester through
+// the fake store's guard as it is when the test is sent (tests open it for
+// their receivers after the server is made).
+type guardedTester struct{ st *fakeWebhooks }
+
+func (g guardedTester) SendTest(ctx context.Context, w *subscription.Webhook, url string, body []byte, now time.Time) (int, safedial.Failure, error) {
+	return webhook.Tester{Guard: g.st.WebhookGuard()}.SendTest(ctx, w, url, body, now)
 }
 
 func newFakeWebhooks() *fakeWebhooks {
@@ -139,7 +149,7 @@ func webhookServer(t *testing.T) (h http.Handler, st *fakeWebhooks, keyA, keyB s
 	keyB, kb := testKey(t, "globex", false)
 	st = newFakeWebhooks()
 	now = time.Date(2026, 11, 27, 6, 0, 0, 0, time.UTC)
-	h = NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{ka, kb}, Webhooks: st, Now: func() time.Time { return now },
+	h = NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{ka, kb}, Webhooks: st, WebhookTester: guardedTester{st}, Now: func() time.Time { return now },
 		RateLimit: 10000, MaxBodyBytes: 4096})
 	return h, st, keyA, keyB, now
 }
@@ -312,7 +322,7 @@ func TestWebhookReenableClearsDisabled(t *testing.T) {
 func TestWebhookErrors(t *testing.T) {
 	h, st, key, _, _ := webhookServer(t)
 	readOnly, kr := testKey(t, "acme", false, "user.webhooks.event.settings.read")
-	h2 := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{kr}, Webhooks: st, RateLimit: 10000})
+	h2 := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{kr}, Webhooks: st, WebhookTester: guardedTester{st}, RateLimit: 10000})
 	rec := do(t, h, "POST", "/v3/user/webhooks/event/settings", key, `{"url":"https://taken.example.com/"}`)
 	id := decodeExact(t, rec.Body.String(), webhookKeys("created_date", "updated_date")...)["id"].(string)
 	base := "/v3/user/webhooks/event/settings"
@@ -452,7 +462,7 @@ func TestWebhooksUnavailable(t *testing.T) {
 	}
 	st := newFakeWebhooks()
 	st.notReady = errors.New("set BOUNCER_SECRET_KEY")
-	h = NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{k}, Webhooks: st})
+	h = NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{k}, Webhooks: st, WebhookTester: guardedTester{st}})
 	rec := do(t, h, "POST", "/v3/user/webhooks/event/settings", token, `{"url":"https://a.example.com/"}`)
 	if rec.Code != 503 {
 		t.Fatalf("no secret key: %d %s", rec.Code, rec.Body)
@@ -654,7 +664,7 @@ func TestWebhookTestDeliveryAllowListPorts(t *testing.T) {
 }
 
 // TestWebhookTestDeliveryTimeout: a receiver that never answers costs the
-// caller WebhookTestTimeout and a 502 saying so, not a hung request.
+// caller the tester's timeout (10s) and a 502 saying so, not a hung request.
 func TestWebhookTestDeliveryTimeout(t *testing.T) {
 	t.Parallel()
 	h, st, key, _, _ := webhookServer(t)
@@ -697,6 +707,18 @@ func TestWebhookPatchRoundTrip(t *testing.T) {
 	}
 }
 
+// webhookTableRoutes are the subscription routes of the table: SendGrid's
+// /v3/user/webhooks/event/... and bouncer's secret routes.
+func webhookTableRoutes() []route {
+	var out []route
+	for _, rt := range (&server{}).routes() {
+		if strings.HasPrefix(rt.path, "/v3/user/webhooks/event/") || strings.HasPrefix(rt.path, "/bouncer/v1/webhooks/{id}/secret") {
+			out = append(out, rt)
+		}
+	}
+	return out
+}
+
 // TestWebhookHostileInput runs the package's hostile inputs (bad JSON,
 // path tricks, oversize bodies) through every webhook route with an
 // existing subscription: each answer is a 4xx in SendGrid's shape (or a
@@ -706,7 +728,7 @@ func TestWebhookHostileInput(t *testing.T) {
 	rec := do(t, h, "POST", "/v3/user/webhooks/event/settings", key, `{"url":"https://a.example.com/"}`)
 	id := decodeExact(t, rec.Body.String(), webhookKeys("created_date", "updated_date")...)["id"].(string)
 	before, _ := st.Webhooks(context.Background(), "acme")
-	for _, rt := range (&server{}).webhookRoutes() {
+	for _, rt := range webhookTableRoutes() {
 		path := strings.ReplaceAll(rt.path, "{id}", id)
 		t.Run(rt.method+" "+rt.path, func(t *testing.T) {
 			rec := do(t, h, rt.method, path, key, strings.Repeat("x", 5000))
@@ -773,7 +795,7 @@ func TestWebhookTestScope(t *testing.T) {
 	testUpdate, kTU := testKey(t, "acme", false, scopeWebhookTest, scopeWebhookUpdate)
 	owner, kOwner := testKey(t, "acme", false)
 	st := newFakeWebhooks()
-	h := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{kTest, kTU, kOwner}, Webhooks: st, RateLimit: 10000, MaxBodyBytes: 4096})
+	h := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{kTest, kTU, kOwner}, Webhooks: st, WebhookTester: guardedTester{st}, RateLimit: 10000, MaxBodyBytes: 4096})
 	own, elsewhere := &receiver{status: 200}, &receiver{status: 200}
 	ownSrv, elsewhereSrv := httptest.NewServer(own), httptest.NewServer(elsewhere)
 	defer ownSrv.Close()

@@ -1,7 +1,9 @@
-// Package consumer is bouncer's Kafka adapter: consumer group membership,
-// batching, committing offsets only after the handler succeeded, the
-// dead-letter producer, topic creation and the connection settings (TLS,
-// SASL) they share.
+// Package consumer is bouncer's Kafka adapter: consumer group membership
+// (Group, driving a BatchHandler with Messages), batching, committing
+// offsets only after the handler succeeded, the dead-letter producer, the
+// suppression change log (ChangeWriter, FollowChanges), topic creation and
+// the connection settings (TLS, SASL) they share. It knows Kafka and
+// nothing of what the handlers do.
 //
 // # Guarantees
 //

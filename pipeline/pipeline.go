@@ -14,7 +14,8 @@
 //   - dead letters to the Publisher (at least once: re-published after a
 //     failure until the table holds them), then to the Sink, skipping
 //     offsets at or below the dead-letters mark;
-//   - suppression changes to the Sink, then to the change log (both
+//   - suppression changes to the Sink, then to the change log
+//     (suppression.Writer, the one write-then-publish rule; both
 //     idempotent: a repeat changes nothing);
 //   - the recipient history the soft-bounce policy reads (a repeat is
 //     harmless to the policy);
@@ -32,7 +33,10 @@
 // Beside a processed event to a recipient already on a list, Handle adds a
 // derived dropped event (Row.Derived) with SendGrid's reason; its identity is
 // the source's with DerivedIndexBit set in the index, so it is exactly once
-// too. Repeated soft bounces can put a recipient on the bounce list
+// too. Decoding (Decoders, one decoder per partition) and the derived-drop
+// rule (DerivedDrop) are the step both consumer groups run: the webhook
+// group's handler (sinks/webhook) calls them too, so both groups see the
+// same events and the same drops. Repeated soft bounces can put a recipient on the bounce list
 // (SoftBouncePolicy).
 //
 // The caller commits the batch's offsets only after Handle returns nil. After

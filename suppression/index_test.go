@@ -88,7 +88,7 @@ func TestDropReason(t *testing.T) {
 
 // BenchmarkIndex measures lookups and memory per suppressed address:
 //
-//	go test -run '^$' -bench Index -benchmem ./suppress/
+//	go test -run '^$' -bench Index -benchmem ./suppression/
 func BenchmarkIndexLookup(b *testing.B) {
 	ix := New()
 	const n = 1_000_000

@@ -19,6 +19,7 @@ import (
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
+	"github.com/bouncer-mail/bouncer/sinks/webhook"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/claims"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/kafkatier"
 	"github.com/bouncer-mail/bouncer/subscription"
@@ -133,7 +134,6 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	var changes suppression.Publisher
 	subs := subscription.NewService(store, whKeys, whGuard, kafkatier.NewReplayer(store, kf.conn()))
 	switch {
 	case whKeys == nil:
@@ -151,14 +151,11 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	default:
 		log.Warn("--webhook-claims=false: the webhook limits (5 per account, one URL each) hold within this process only; run one bouncer api")
 	}
-	if *publish {
-		cw, err := openChangeLog(ctx, kf, *changeTopic)
-		if err != nil {
-			return err
-		}
-		defer cw.Close()
-		changes = cw
+	changes, closeChanges, err := openChangeLog(ctx, kf, *changeTopic, *publish)
+	if err != nil {
+		return err
 	}
+	defer closeChanges()
 	as := newAPIStore(store, changes)
 	var checker api.Checker
 	if *check {
@@ -177,7 +174,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	}
 	cfg := api.Config{
 		Store: as, Stats: store, Activity: store, Keys: apiKeys{store}, Logger: log, Checker: checker,
-		Privacy: as.Service, Forwarding: as, Webhooks: subs, WebhookOps: subs, Dashboard: store,
+		Privacy: as.Service, Forwarding: as, Webhooks: subs, WebhookOps: subs, WebhookTester: webhook.Tester{Guard: whGuard}, Dashboard: store,
 		RateLimit: float64(*rateLimit), MaxBodyBytes: int64(*maxBody), MaxStatsQueries: *maxStats, TrustedProxies: trusted,
 		Metrics:     api.NewRequestMetrics(reg),
 		Unavailable: clickhouse.Unavailable,
@@ -290,17 +287,26 @@ func loadSuppressionIndex(ctx context.Context, conn consumer.Conn, topic string,
 	}
 }
 
-// openChangeLog creates the change-log topic if needed and returns a writer
-// for it, for commands that change lists outside the worker.
-func openChangeLog(ctx context.Context, kf *kafkaFlags, topic string) (*consumer.ChangeWriter, error) {
+// openChangeLog creates the change-log topic if needed and returns a
+// publisher for it, for commands that change lists outside the worker, and
+// a func that closes it; with publish false, no publisher (nil) and nothing
+// to close.
+func openChangeLog(ctx context.Context, kf *kafkaFlags, topic string, publish bool) (suppression.Publisher, func(), error) {
+	if !publish {
+		return nil, func() {}, nil
+	}
 	conn := kf.conn()
 	if err := conn.Validate(); err != nil {
-		return nil, &usageError{err.Error() + " (or --publish-changes=false)"}
+		return nil, nil, &usageError{err.Error() + " (or --publish-changes=false)"}
 	}
 	if err := consumer.EnsureChangeLog(ctx, conn, topic, 4); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return consumer.NewChangeWriter(conn, topic)
+	cw, err := consumer.NewChangeWriter(conn, topic)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cw, func() { cw.Close() }, nil
 }
 
 // parsePrefixes reads a comma-separated list of CIDRs and addresses (an

@@ -10,13 +10,12 @@ import (
 	"text/tabwriter"
 	"time"
 
-	ch "github.com/ClickHouse/clickhouse-go/v2"
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/internal/eventgen"
 	"github.com/bouncer-mail/bouncer/internal/progress"
+	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 )
 
 func init() {
@@ -81,19 +80,13 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 	bouncerDB, peerDB := "bench_bouncer_"+id, "bench_peer_"+id
 	log := func(format string, args ...any) { fmt.Fprintf(env.stderr, "bench: "+format+"\n", args...) }
 
-	admin, err := ch.Open(&ch.Options{Addr: chCfg.Addr, Auth: ch.Auth{Database: "default", Username: chCfg.User, Password: chCfg.Password}, DialTimeout: 5 * time.Second})
+	admin, err := clickhouse.OpenBench(chCfg)
 	if err != nil {
 		return err
 	}
 	defer admin.Close()
 	if !*keep {
-		defer func() {
-			c := context.WithoutCancel(ctx)
-			admin.Exec(c, "DROP TABLE IF EXISTS "+peerDB+".events_mv")
-			admin.Exec(c, "DROP TABLE IF EXISTS "+peerDB+".events_queue")
-			admin.Exec(c, "DROP DATABASE IF EXISTS "+peerDB)
-			admin.Exec(c, "DROP DATABASE IF EXISTS "+bouncerDB)
-		}()
+		defer admin.Drop(context.WithoutCancel(ctx), peerDB, bouncerDB)
 	}
 
 	// 1. Produce.
@@ -121,7 +114,7 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	wctx, cancel := context.WithTimeout(ctx, *timeout)
-	err = waitCount(wctx, admin, bouncerDB+".events", uint64(*count), env, "bouncer", progress.ModeFor(env.stderr, *quiet))
+	err = waitCount(wctx, admin, bouncerDB, uint64(*count), env, "bouncer", progress.ModeFor(env.stderr, *quiet))
 	cancel()
 	bouncerTime := time.Since(start)
 	peakRSS := peakRSSKiB(worker.Process.Pid)
@@ -136,17 +129,15 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 
 	// 3. The peer: ClickHouse's Kafka engine.
 	log("peer: ClickHouse Kafka engine, %d consumers", *partitions)
-	for _, stmt := range peerDDL(peerDB, strings.Join(conn.Brokers, ","), topic, "bench-peer-"+id, *partitions) {
-		if err := admin.Exec(ctx, stmt); err != nil {
-			return fmt.Errorf("peer setup: %w\n%s", err, stmt)
-		}
+	if err := admin.StartPeer(ctx, peerDB, strings.Join(conn.Brokers, ","), topic, "bench-peer-"+id, *partitions); err != nil {
+		return err
 	}
 	start = time.Now()
 	pctx, cancel := context.WithTimeout(ctx, *timeout)
-	err = waitCount(pctx, admin, peerDB+".events", uint64(*count), env, "peer", progress.ModeFor(env.stderr, *quiet))
+	err = waitCount(pctx, admin, peerDB, uint64(*count), env, "peer", progress.ModeFor(env.stderr, *quiet))
 	cancel()
 	peerTime := time.Since(start)
-	admin.Exec(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS "+peerDB+".events_mv")
+	admin.StopPeer(context.WithoutCancel(ctx), peerDB)
 	if err != nil {
 		return fmt.Errorf("peer: %w", err)
 	}
@@ -192,13 +183,12 @@ func benchProduce(ctx context.Context, conn consumer.Conn, topic string, count i
 	return nil
 }
 
-// waitCount polls count() of table until it reaches n.
-func waitCount(ctx context.Context, c driver.Conn, table string, n uint64, env *environment, label string, mode progress.Mode) error {
+// waitCount polls the count of db's events until it reaches n.
+func waitCount(ctx context.Context, b *clickhouse.Bench, db string, n uint64, env *environment, label string, mode progress.Mode) error {
 	bar := progress.New(env.stderr, progress.Config{Label: label, Unit: "events", Total: int64(n), Mode: mode})
 	defer bar.Finish()
 	for {
-		var got uint64
-		if err := c.QueryRow(ctx, "SELECT count() FROM "+table).Scan(&got); err == nil {
+		if got, err := b.Count(ctx, db); err == nil {
 			bar.Set(int64(min(got, n)))
 			if got >= n {
 				return nil
@@ -206,7 +196,7 @@ func waitCount(ctx context.Context, c driver.Conn, table string, n uint64, env *
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s did not reach %d rows: %w", table, n, ctx.Err())
+			return fmt.Errorf("%s.events did not reach %d rows: %w", db, n, ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -226,21 +216,4 @@ func peakRSSKiB(pid int) int64 {
 		}
 	}
 	return 0
-}
-
-// peerDDL is the Kafka engine pipeline: a queue table over the topic, a
-// MergeTree table with the columns bouncer's events table gets from the
-// same fields, and the materialized view between them.
-func peerDDL(db, brokers, topic, group string, consumers int) []string {
-	cols := "event String, email String, timestamp UInt32, sg_event_id String, sg_message_id String, " +
-		"`smtp-id` String, category String, type String, reason String, status String, response String, " +
-		"attempt String, ip String, tls UInt8, url String, useragent String, asm_group_id Int64, " +
-		"from_email String, subject String"
-	return []string{
-		"CREATE DATABASE IF NOT EXISTS " + db,
-		"CREATE TABLE " + db + ".events (" + cols + ") ENGINE = MergeTree PARTITION BY toYYYYMM(toDateTime(timestamp)) ORDER BY (event, timestamp)",
-		"CREATE TABLE " + db + ".events_queue (" + cols + ") ENGINE = Kafka SETTINGS kafka_broker_list = '" + brokers +
-			"', kafka_topic_list = '" + topic + "', kafka_group_name = '" + group + "', kafka_format = 'JSONEachRow', kafka_num_consumers = " + fmt.Sprint(consumers),
-		"CREATE MATERIALIZED VIEW " + db + ".events_mv TO " + db + ".events AS SELECT * FROM " + db + ".events_queue",
-	}
 }

@@ -93,15 +93,11 @@ func runErase(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	defer store.Close()
-	var changes suppression.Publisher
-	if *publish {
-		cw, err := openChangeLog(ctx, kf, *changeTopic)
-		if err != nil {
-			return err
-		}
-		defer cw.Close()
-		changes = cw
+	changes, closeChanges, err := openChangeLog(ctx, kf, *changeTopic, *publish)
+	if err != nil {
+		return err
 	}
+	defer closeChanges()
 	by := "cli"
 	if u := env.getenv("USER"); u != "" {
 		by = "cli:" + u

@@ -166,15 +166,11 @@ func runSuppressions(ctx context.Context, env *environment, args []string) error
 		return err
 	}
 	defer store.Close()
-	var changes suppression.Publisher
-	if *publish {
-		cw, err := openChangeLog(ctx, kf, *changeTopic)
-		if err != nil {
-			return err
-		}
-		defer cw.Close()
-		changes = cw
+	changes, closeChanges, err := openChangeLog(ctx, kf, *changeTopic, *publish)
+	if err != nil {
+		return err
 	}
+	defer closeChanges()
 	imp := &importer{
 		svc: suppression.NewService(store, changes, enrich.MustNew()), account: *acct, list: name, group: *group, loc: loc,
 		batch: *batchSize, now: time.Now().UTC(), stderr: env.stderr,

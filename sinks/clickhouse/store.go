@@ -1,6 +1,19 @@
-// Package clickhouse is bouncer's ClickHouse adapter: schema migrations, the
-// sink group's writes (events, dead letters, suppression changes), high-water
-// marks, retention, and the summary queries of the CLI.
+// Package clickhouse is bouncer's ClickHouse adapter. It implements the
+// store interfaces of the domain packages with their own types, with no
+// mapping layer:
+//
+//   - the sink group's pipeline.Sink (events, dead letters, suppression
+//     changes, high-water marks) and pipeline.History;
+//   - suppression.Store (lists, delete-all, erasure and its records);
+//   - subscription.Store (sealed webhook subscriptions, the delivery log,
+//     failed batches) and kafkatier's FailedStore and ReplayStore;
+//   - the API's analytics reads (api.Stats, api.Activity,
+//     api.DashboardStore, with package analytics' types), API keys and bounce
+//     forwarding settings;
+//
+// plus schema migrations (schemas/ddl), retention, the CLI's summary and
+// the tables of bouncer bench. Every statement is in the registry
+// (queries*.go).
 //
 // # Guarantees
 //
@@ -10,7 +23,10 @@
 // from the same batch; the caller re-reads the high-water marks and writes
 // again. Works with ClickHouse 18.16 and current releases over the native
 // protocol (the HTTP protocol of clickhouse-go does not work with 18.16).
-// Every statement is in the registry (queries.go).
+// Versioned rows (suppressions, subscriptions, settings, keys) are read
+// newest version first, so concurrent writers converge on the highest
+// version. Account-scoped reads take the account as an argument and filter
+// by it in SQL.
 package clickhouse
 
 import (

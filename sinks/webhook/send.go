@@ -102,3 +102,47 @@ func retryAfter(v string, now time.Time) time.Duration {
 	}
 	return 0
 }
+
+// Tester sends test deliveries (the API's POST
+// /v3/user/webhooks/event/test) the way delivery sends batches: through
+// the SSRF guard, signed with the subscription's secrets and key.
+type Tester struct {
+	// Guard checks and dials the receiver.
+	Guard safedial.Guard
+	// Timeout bounds the whole attempt, connecting included; default 10s.
+	Timeout time.Duration
+}
+
+// SendTest POSTs body once to url, signed with w's secrets and SendGrid
+// key (none for a zero w) under a fresh webhook-id. It returns the
+// receiver's status, or, when there was no answer, the failure's class
+// (never its text: addresses, ports and resolver replies stay private).
+// err is set only for a URL no request can be made of.
+func (t Tester) SendTest(ctx context.Context, w *subscription.Webhook, url string, body []byte, now time.Time) (status int, fail safedial.Failure, err error) {
+	timeout := t.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("User-Agent", "bouncer-webhook-test")
+	if err := sign.SetHeaders(req.Header, w.Secrets, w.SignedKey, "msg_test_"+NewWebhookID()[4:], now, body, now); err != nil {
+		return 0, "", err
+	}
+	resp, err := t.Guard.Client(timeout).Do(req)
+	if err != nil {
+		fail = safedial.Classify(err)
+		if ctx.Err() != nil {
+			fail = safedial.FailTimeout
+		}
+		return 0, fail, nil
+	}
+	// Drained for the connection's sake, never shown.
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	return resp.StatusCode, "", nil
+}
