@@ -67,12 +67,11 @@ var _ suppression.Publisher = (*ChangeWriter)(nil)
 
 // NewChangeWriter returns a writer for the change-log topic.
 func NewChangeWriter(c Conn, topic string) (*ChangeWriter, error) {
-	tr, err := c.Transport()
+	w, err := NewWriter(c, topic, WriterConfig{BatchTimeout: 5 * time.Millisecond, BatchBytes: 8 << 20})
 	if err != nil {
 		return nil, err
 	}
-	return &ChangeWriter{w: &kafka.Writer{Addr: kafka.TCP(c.Brokers...), Topic: topic, Balancer: &kafka.Hash{},
-		RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond, BatchBytes: 8 << 20, Transport: tr}}, nil
+	return &ChangeWriter{w: w}, nil
 }
 
 // PublishChanges sends rows and returns when the brokers hold them.

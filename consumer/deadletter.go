@@ -32,23 +32,11 @@ type DeadLetterWriter struct {
 
 // NewDeadLetterWriter returns a writer for topic.
 func NewDeadLetterWriter(c Conn, topic string) (*DeadLetterWriter, error) {
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	tr, err := c.Transport()
+	w, err := NewWriter(c, topic, WriterConfig{BatchTimeout: 5 * time.Millisecond, BatchBytes: 8 << 20, AutoCreate: true})
 	if err != nil {
 		return nil, err
 	}
-	return &DeadLetterWriter{w: &kafka.Writer{
-		Addr:                   kafka.TCP(c.Brokers...),
-		Topic:                  topic,
-		Balancer:               &kafka.Hash{},
-		RequiredAcks:           kafka.RequireAll,
-		BatchTimeout:           5 * time.Millisecond,
-		BatchBytes:             8 << 20,
-		AllowAutoTopicCreation: true,
-		Transport:              tr,
-	}}, nil
+	return &DeadLetterWriter{w: w}, nil
 }
 
 // DeadLetterKey is the Kafka key of a dead letter.

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/bouncer-mail/bouncer/enrich"
@@ -251,4 +252,87 @@ func latest(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// ImportOptions tune ImportCSV.
+type ImportOptions struct {
+	// Location is the zone of created times written without one; default
+	// UTC.
+	Location *time.Location
+	// Now is the created time of rows that have none; default the clock.
+	Now time.Time
+	// Batch is how many rows one Write carries; default 5000.
+	Batch int
+	// Bad, when set, hears of each row skipped (its line and why).
+	Bad func(line int, msg string)
+	// Progress, when set, hears after each batch how far the import is.
+	Progress func(imported, skipped, line int)
+}
+
+// ImportCSV reads a SendGrid CSV export (package csvlist) and adds its rows
+// to a list in batches, each one Write: stored, then announced. A row that
+// is not an address or whose created time cannot be read is skipped and
+// reported, never fatal. On error the batches before are imported;
+// importing the file again is harmless (the same rows get the same
+// versions).
+func (s *Service) ImportCSV(ctx context.Context, in io.Reader, account, list string, group int64, opt ImportOptions) (imported, skipped int, err error) {
+	if opt.Location == nil {
+		opt.Location = time.UTC
+	}
+	if opt.Now.IsZero() {
+		opt.Now = s.now().UTC()
+	}
+	if opt.Batch <= 0 {
+		opt.Batch = 5000
+	}
+	r, err := csvlist.NewReader(in, opt.Location, opt.Now)
+	if err != nil {
+		return 0, 0, err
+	}
+	var pending []Change
+	lastLine := 0
+	flush := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		if err := s.Write(ctx, pending); errors.Is(err, ErrNotAnnounced) {
+			return fmt.Errorf("after line %d: %w (importing the file again is safe)", lastLine, err)
+		} else if err != nil {
+			return fmt.Errorf("after line %d: %w (rows up to the previous batch are imported; importing the file again is safe)", lastLine, err)
+		}
+		imported += len(pending)
+		pending = pending[:0]
+		if opt.Progress != nil {
+			opt.Progress(imported, skipped, lastLine)
+		}
+		return nil
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return imported, skipped, err
+		}
+		row, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		var bad *csvlist.RowError
+		if errors.As(err, &bad) {
+			skipped++
+			if opt.Bad != nil {
+				opt.Bad(bad.Line, bad.Msg)
+			}
+			continue
+		}
+		if err != nil {
+			return imported, skipped, err
+		}
+		lastLine = row.Line
+		pending = append(pending, s.Imported(account, list, group, row))
+		if len(pending) >= opt.Batch {
+			if err := flush(); err != nil {
+				return imported, skipped, err
+			}
+		}
+	}
+	return imported, skipped, flush()
 }

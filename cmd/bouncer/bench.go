@@ -156,12 +156,10 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 }
 
 func benchProduce(ctx context.Context, conn consumer.Conn, topic string, count int, env *environment, mode progress.Mode) error {
-	tr, err := conn.Transport()
+	w, err := consumer.NewWriter(conn, topic, consumer.WriterConfig{BatchSize: 5000, BatchBytes: 1 << 20, BatchTimeout: 20 * time.Millisecond})
 	if err != nil {
 		return err
 	}
-	w := &kafka.Writer{Addr: kafka.TCP(conn.Brokers...), Topic: topic, Balancer: &kafka.Hash{},
-		RequiredAcks: kafka.RequireAll, BatchSize: 5000, BatchBytes: 1 << 20, BatchTimeout: 20 * time.Millisecond, Transport: tr}
 	defer w.Close()
 	gen := eventgen.New(42)
 	bar := progress.New(env.stderr, progress.Config{Label: "producing", Unit: "events", Total: int64(count), Mode: mode})

@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"strconv"
 	"text/tabwriter"
-	"time"
 	"unicode/utf8"
 
-	"github.com/segmentio/kafka-go"
-
+	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 )
 
@@ -140,17 +138,14 @@ func replayDeadLetters(ctx context.Context, env *environment, kf *kafkaFlags, dl
 	if err := conn.Validate(); err != nil {
 		return &usageError{err.Error()}
 	}
-	byTopic := map[string][]kafka.Message{}
+	byTopic := map[string][]consumer.Replayed{}
 	for _, d := range dls {
 		topic := to
 		if topic == "" {
 			topic = d.Topic
 		}
 		origin := d.Topic + "/" + strconv.Itoa(int(d.Partition)) + "/" + strconv.FormatUint(d.Offset, 10) + "/" + strconv.Itoa(int(d.Index))
-		byTopic[topic] = append(byTopic[topic], kafka.Message{
-			Key: []byte(d.Key), Value: []byte(d.Raw),
-			Headers: []kafka.Header{{Key: "bouncer-replay-of", Value: []byte(origin)}, {Key: "bouncer-replay-reason", Value: []byte(d.Code)}},
-		})
+		byTopic[topic] = append(byTopic[topic], consumer.Replayed{Key: []byte(d.Key), Value: []byte(d.Raw), Origin: origin, Reason: d.Code})
 		if dry {
 			fmt.Fprintf(env.stdout, "would send %s (%s, %d bytes) to %s\n", origin, d.Code, len(d.Raw), topic)
 		}
@@ -158,17 +153,9 @@ func replayDeadLetters(ctx context.Context, env *environment, kf *kafkaFlags, dl
 	if dry {
 		return nil
 	}
-	tr, err := conn.Transport()
-	if err != nil {
-		return err
-	}
 	for topic, msgs := range byTopic {
-		w := &kafka.Writer{Addr: kafka.TCP(conn.Brokers...), Topic: topic, Balancer: &kafka.Hash{},
-			RequiredAcks: kafka.RequireAll, BatchTimeout: 10 * time.Millisecond, Transport: tr}
-		err := w.WriteMessages(ctx, msgs...)
-		w.Close()
-		if err != nil {
-			return fmt.Errorf("replay to %s: %w", topic, err)
+		if err := consumer.Replay(ctx, conn, topic, msgs); err != nil {
+			return err
 		}
 		fmt.Fprintf(env.stdout, "replayed %d dead letters to %s\n", len(msgs), topic)
 	}

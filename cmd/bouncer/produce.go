@@ -93,16 +93,9 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 	if err := consumer.EnsureTopic(ctx, conn, *kf.topic, *partitions, 1); err != nil {
 		return err
 	}
-	tr, err := conn.Transport()
+	w, err := consumer.NewWriter(conn, *kf.topic, consumer.WriterConfig{BatchSize: 2000, BatchBytes: 1 << 20, BatchTimeout: 10 * time.Millisecond})
 	if err != nil {
 		return err
-	}
-	w := &kafka.Writer{
-		Addr: kafka.TCP(conn.Brokers...), Topic: *kf.topic, Balancer: &kafka.Hash{},
-		// BatchBytes stays under Kafka's default message.max.bytes (1 MiB):
-		// a larger batch to one partition is refused whole.
-		RequiredAcks: kafka.RequireAll, BatchSize: 2000, BatchBytes: 1 << 20,
-		BatchTimeout: 10 * time.Millisecond, Transport: tr,
 	}
 	defer w.Close()
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -171,16 +170,29 @@ func runSuppressions(ctx context.Context, env *environment, args []string) error
 		return err
 	}
 	defer closeChanges()
-	imp := &importer{
-		svc: suppression.NewService(store, changes, enrich.MustNew()), account: *acct, list: name, group: *group, loc: loc,
-		batch: *batchSize, now: time.Now().UTC(), stderr: env.stderr,
+	svc := suppression.NewService(store, changes, enrich.MustNew())
+	reported := 0
+	imported, skipped, err := svc.ImportCSV(ctx, in, *acct, name, *group, suppression.ImportOptions{
+		Location: loc, Now: time.Now().UTC(), Batch: *batchSize,
+		Bad: func(line int, msg string) {
+			// The count is exact; the lines printed are bounded.
+			if reported < maxReported {
+				fmt.Fprintf(env.stderr, "line %d: %s\n", line, msg)
+			} else if reported == maxReported {
+				fmt.Fprintf(env.stderr, "(more bad rows: only the first %d are listed)\n", maxReported)
+			}
+			reported++
+		},
+		Progress: func(imported, skipped, line int) {
+			fmt.Fprintf(env.stderr, "suppressions import: %d imported, %d skipped (line %d)\n", imported, skipped, line)
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("suppressions import: %w", err)
 	}
-	if err := imp.run(ctx, in); err != nil {
-		return err
-	}
-	fmt.Fprintf(env.stdout, "imported %d, skipped %d\n", imp.imported, imp.skipped)
-	if imp.skipped > 0 && !*skipBad {
-		return fmt.Errorf("suppressions import: %d bad rows skipped (see the lines above); the %d good rows are imported; --skip-bad to exit 0", imp.skipped, imp.imported)
+	fmt.Fprintf(env.stdout, "imported %d, skipped %d\n", imported, skipped)
+	if skipped > 0 && !*skipBad {
+		return fmt.Errorf("suppressions import: %d bad rows skipped (see the lines above); the %d good rows are imported; --skip-bad to exit 0", skipped, imported)
 	}
 	return nil
 }
@@ -256,82 +268,5 @@ func listLabel(list string, group int64) string {
 	return list
 }
 
-// importer reads a SendGrid CSV export and writes it in batches.
-type importer struct {
-	svc     *suppression.Service
-	account string
-	list    string
-	group   int64
-	loc     *time.Location
-	batch   int
-	now     time.Time
-	stderr  io.Writer
-
-	pending           []suppression.Change
-	imported, skipped int
-	reported          int
-	lastLine          int
-}
-
 // maxReported bounds the bad-row lines printed; the count is exact.
 const maxReported = 1000
-
-func (m *importer) bad(line int, format string, args ...any) {
-	m.skipped++
-	if m.reported < maxReported {
-		fmt.Fprintf(m.stderr, "line %d: %s\n", line, fmt.Sprintf(format, args...))
-	} else if m.reported == maxReported {
-		fmt.Fprintf(m.stderr, "(more bad rows: only the first %d are listed)\n", maxReported)
-	}
-	m.reported++
-}
-
-func (m *importer) run(ctx context.Context, in io.Reader) error {
-	r, err := csvlist.NewReader(in, m.loc, m.now)
-	if err != nil {
-		return fmt.Errorf("suppressions import: %w", err)
-	}
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		row, err := r.Next()
-		if err == io.EOF {
-			break
-		}
-		var bad *csvlist.RowError
-		if errors.As(err, &bad) {
-			m.bad(bad.Line, "%s", bad.Msg)
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("suppressions import: %w", err)
-		}
-		m.lastLine = row.Line
-		m.pending = append(m.pending, m.svc.Imported(m.account, m.list, m.group, row))
-		if len(m.pending) >= m.batch {
-			if err := m.flush(ctx); err != nil {
-				return err
-			}
-		}
-	}
-	return m.flush(ctx)
-}
-
-// flush writes the pending rows to ClickHouse, then announces them on the
-// change log. A failure after the write is safe to retry by importing the
-// file again: the same rows get the same versions.
-func (m *importer) flush(ctx context.Context) error {
-	if len(m.pending) == 0 {
-		return nil
-	}
-	if err := m.svc.Write(ctx, m.pending); errors.Is(err, suppression.ErrNotAnnounced) {
-		return fmt.Errorf("suppressions import: after line %d: %w (importing the file again is safe)", m.lastLine, err)
-	} else if err != nil {
-		return fmt.Errorf("suppressions import: after line %d: %w (rows up to the previous batch are imported; importing the file again is safe)", m.lastLine, err)
-	}
-	m.imported += len(m.pending)
-	m.pending = m.pending[:0]
-	fmt.Fprintf(m.stderr, "suppressions import: %d imported, %d skipped (line %d)\n", m.imported, m.skipped, m.lastLine)
-	return nil
-}

@@ -89,22 +89,11 @@ var _ webhook.Parker = (*Writer)(nil)
 
 // NewWriter returns a Writer; failed may be nil (dead-letter topic only).
 func NewWriter(c consumer.Conn, t Topics, failed FailedStore) (*Writer, error) {
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	tr, err := c.Transport()
+	w, err := consumer.NewWriter(c, "", consumer.WriterConfig{BatchTimeout: 2 * time.Millisecond, BatchSize: 1000, BatchBytes: 16 << 20})
 	if err != nil {
 		return nil, err
 	}
-	return &Writer{topics: t, failed: failed, w: &kafka.Writer{
-		Addr:         kafka.TCP(c.Brokers...),
-		Balancer:     &kafka.Hash{},
-		RequiredAcks: kafka.RequireAll,
-		BatchTimeout: 2 * time.Millisecond,
-		BatchSize:    1000,
-		BatchBytes:   16 << 20,
-		Transport:    tr,
-	}}, nil
+	return &Writer{topics: t, failed: failed, w: w}, nil
 }
 
 // Retry produces each batch to its tier topic.
