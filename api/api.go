@@ -35,9 +35,11 @@
 //   - Failed authentication is limited per client address (limits.go):
 //     past the budget, 429 with Retry-After before the key is checked; a
 //     key id's budget is per address, so no one can lock a key out.
-//   - Each key has a token bucket (Config.RateLimit per second); every
+//   - Each key has a token bucket (Config.RateLimit per second over the
+//     deployment: each of Config.Replicas processes holds its share); every
 //     authenticated response carries X-RateLimit-Limit, X-RateLimit-Remaining
-//     and X-RateLimit-Reset (unix seconds when the bucket is full again).
+//     and X-RateLimit-Reset (unix seconds when the bucket is full again),
+//     counted for the deployment (limits: middleware.go).
 //   - A delete writes a removal stamped with the server's clock, or with
 //     the entry's created time when that is later (an entry dated ahead of
 //     the clock), so a delete always takes effect: an entry whose newest
@@ -139,6 +141,14 @@ type Config struct {
 	// unregistered metrics (serve them with NewRequestMetrics(reg) on an
 	// ops listener of their own, never on the API's).
 	Metrics *RequestMetrics
+	// Sessions keeps the dashboard's sessions where every API process sees
+	// them; nil keeps them in this process's memory (a restart logs
+	// everyone out, and other processes do not know them).
+	Sessions SessionStore
+	// Replicas is the number of API processes of the deployment, each
+	// behind the same load balancer: each process enforces 1/Replicas of
+	// RateLimit and RateBurst per key (limits.go). Default 1.
+	Replicas int
 	// KeyRefresh is the revocation delay: keys are reloaded when half of it
 	// has passed, a revoked key stops working within it, and keys loaded
 	// longer ago are never trusted: while the key store cannot be reached
@@ -161,6 +171,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("api: rate burst %d: want at least 1", c.RateBurst)
 	case c.MaxBodyBytes < 0:
 		return fmt.Errorf("api: max body bytes %d: want a positive size", c.MaxBodyBytes)
+	case c.Replicas < 0:
+		return fmt.Errorf("api: replicas %d: want the number of API processes behind the load balancer (at least 1)", c.Replicas)
 	case c.MaxStatsQueries < 0:
 		return fmt.Errorf("api: max stats queries %d: want at least 1", c.MaxStatsQueries)
 	}
@@ -178,6 +190,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 1 << 20
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
 	}
 	if c.MaxStatsQueries == 0 {
 		c.MaxStatsQueries = 8
@@ -220,7 +235,7 @@ func NewServer(cfg Config) http.Handler {
 	s := &server{
 		cfg: cfg, log: cfg.Logger, now: cfg.Now, store: cfg.Store, checker: cfg.Checker, stats: cfg.Stats, activity: cfg.Activity,
 		keys:      &keyCache{store: cfg.Keys, every: cfg.KeyRefresh, missEvery: min(time.Second, cfg.KeyRefresh/2), now: cfg.Now},
-		limiter:   newLimiter(cfg.RateLimit, cfg.RateBurst),
+		limiter:   newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.Replicas),
 		authFails: newFailBudget(),
 		queries:   newQueryGate(cfg.MaxStatsQueries, max(1, cfg.MaxStatsQueries/4), 15*time.Second),
 		mux:       http.NewServeMux(),
@@ -228,6 +243,7 @@ func NewServer(cfg Config) http.Handler {
 
 		sessionStore: newSessionStore(),
 	}
+	s.sessionStore.shared, s.sessionStore.every, s.sessionStore.tryEvery = cfg.Sessions, cfg.KeyRefresh, s.keys.missEvery
 	for _, rt := range s.routes() {
 		h := rt.handler
 		if rt.auth {

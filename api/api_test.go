@@ -529,3 +529,28 @@ func TestNewKeyIDNeverStartsWithADash(t *testing.T) {
 		t.Fatalf("test input %q should start with '-'", first)
 	}
 }
+
+// TestRateLimitShare: with Replicas 2, a process holds half the key's
+// bucket and rate, and its headers count for the deployment.
+func TestRateLimitShare(t *testing.T) {
+	a, ka := testKey(t, "acme", false)
+	c := &clock{t: time.Unix(1764201600, 0)}
+	h := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{ka}, Now: c.now, RateLimit: 4, Replicas: 2})
+	for i, wantRemaining := range []string{"2", "0"} {
+		rec := do(t, h, "GET", "/v3/suppression/bounces", a, "")
+		if rec.Code != 200 || rec.Header().Get("X-RateLimit-Limit") != "4" || rec.Header().Get("X-RateLimit-Remaining") != wantRemaining {
+			t.Fatalf("request %d: %d, limit %q remaining %q; want 200, 4, %s", i+1, rec.Code,
+				rec.Header().Get("X-RateLimit-Limit"), rec.Header().Get("X-RateLimit-Remaining"), wantRemaining)
+		}
+	}
+	if rec := do(t, h, "GET", "/v3/suppression/bounces", a, ""); rec.Code != 429 {
+		t.Fatalf("third request in the same instant on one of two processes: %d, want 429", rec.Code)
+	}
+	c.add(500 * time.Millisecond) // 2 a second here: one token back
+	if rec := do(t, h, "GET", "/v3/suppression/bounces", a, ""); rec.Code != 200 {
+		t.Errorf("after half a second: %d, want 200", rec.Code)
+	}
+	if rec := do(t, h, "GET", "/v3/suppression/bounces", a, ""); rec.Code != 429 {
+		t.Errorf("a second request after half a second: %d, want 429 (this process's rate is 2 a second)", rec.Code)
+	}
+}

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // reqInfo is filled in as a request passes the middleware, for the log line
@@ -217,43 +218,43 @@ func bearer(r *http.Request) (string, bool) {
 	return key, key != ""
 }
 
-// limiter is one token bucket per key id. The map grows only with
+// limiter is a token bucket per key id (golang.org/x/time/rate) holding
+// this process's share of the deployment's limit: with Config.Replicas N,
+// rate/N tokens a second and a burst of burst/N (rounded up), so N
+// processes behind a balancer that spreads each key's requests evenly
+// allow the configured rate together, and the headers count for the whole
+// deployment (this process's tokens times N). The map grows only with
 // authenticated keys, so it is bounded by the number of keys.
 type limiter struct {
-	rate  float64 // tokens per second
-	burst float64
+	rate     rate.Limit // this process's tokens per second
+	burst    int        // this process's bucket
+	replicas int
+	total    int // the deployment's burst, the most Remaining says
 
 	mu      sync.Mutex
-	buckets map[string]*bucket
+	buckets map[string]*rate.Limiter
 }
 
-type bucket struct {
-	tokens float64
-	last   time.Time
-}
-
-func newLimiter(rate float64, burst int) *limiter {
-	return &limiter{rate: rate, burst: float64(burst), buckets: map[string]*bucket{}}
+func newLimiter(perSecond float64, burst, replicas int) *limiter {
+	return &limiter{
+		rate: rate.Limit(perSecond / float64(replicas)), burst: (burst + replicas - 1) / replicas,
+		replicas: replicas, total: burst, buckets: map[string]*rate.Limiter{},
+	}
 }
 
 // take spends a token of key's bucket if it has one. It reports the whole
-// tokens left and when the bucket will be full again.
+// tokens left in the deployment (this process's times the replicas) and
+// when the bucket will be full again.
 func (l *limiter) take(key string, now time.Time) (ok bool, remaining int, reset time.Time) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	b := l.buckets[key]
 	if b == nil {
-		b = &bucket{tokens: l.burst, last: now}
+		b = rate.NewLimiter(l.rate, l.burst)
 		l.buckets[key] = b
 	}
-	if elapsed := now.Sub(b.last).Seconds(); elapsed > 0 {
-		b.tokens = math.Min(l.burst, b.tokens+elapsed*l.rate)
-		b.last = now
-	}
-	if b.tokens >= 1 {
-		b.tokens--
-		ok = true
-	}
-	refill := time.Duration((l.burst - b.tokens) / l.rate * float64(time.Second))
-	return ok, int(b.tokens), now.Add(refill).Add(time.Second - 1).Truncate(time.Second)
+	l.mu.Unlock()
+	ok = b.AllowN(now, 1)
+	tokens := max(0, b.TokensAt(now))
+	refill := time.Duration((float64(l.burst) - tokens) / float64(l.rate) * float64(time.Second))
+	return ok, min(l.total, int(tokens)*l.replicas), now.Add(refill).Add(time.Second - 1).Truncate(time.Second)
 }

@@ -9,12 +9,16 @@ package api
 //   - POST /ui/session with {"api_key": "SG...."} checks the key against the
 //     same key cache as Bearer authentication and sets the cookie
 //     bouncer_session: a random 256-bit id, HttpOnly, SameSite=Strict, Path=/,
-//     Secure when the request came over TLS. The server keeps the session (only
-//     the SHA-256 of the id) in memory: a restart logs everyone out.
+//     Secure when the request came over TLS. Only the SHA-256 of the id is
+//     kept: in Config.Sessions (shared by every API process of a deployment,
+//     so a login works on each and outlives restarts; sessions.go), or,
+//     without one, in this process's memory.
 //   - A session ends after sessionIdle without a request, sessionMaxAge after
 //     login, on logout (DELETE /ui/session), or when its key is revoked (the
 //     key is looked up again on every request, so a revocation ends the
-//     session within Config.KeyRefresh).
+//     session within Config.KeyRefresh). With Config.Sessions, a logout
+//     (or a login that ends an older session) on one process ends the
+//     session on every process within Config.KeyRefresh too.
 //   - An account keeps at most maxAccountSessions sessions (its next login
 //     ends its own session closest to its end) and the server at most
 //     maxSessions; when those are taken, an account with the most sessions
@@ -25,7 +29,8 @@ package api
 //   - Every request with the cookie other than GET and HEAD must carry the
 //     session's CSRF token in the X-CSRF-Token header (compared in constant
 //     time), or it gets 403. The token comes with the login response and from
-//     GET /ui/session.
+//     GET /ui/session; it is an HMAC of the cookie's id, so every process
+//     knows it and no store holds it.
 //   - Login answers only JSON (a form on another site cannot send it without
 //     a CORS preflight, which is never granted) and refuses a browser's
 //     cross-site request (Origin or Sec-Fetch-Site), so another site cannot
@@ -33,11 +38,9 @@ package api
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"embed"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -48,7 +51,6 @@ import (
 	"net/url"
 	"path"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/bouncer-mail/bouncer/analytics"
@@ -86,143 +88,6 @@ const (
 // no framing.
 const uiCSP = "default-src 'self'; base-uri 'none'; object-src 'none'; form-action 'self'; frame-ancestors 'none'"
 
-type session struct {
-	account        string
-	keyID, keyHash string
-	csrf           string
-	created, seen  time.Time
-}
-
-// sessionStore is the server's sessions by SHA-256 of the cookie value.
-// It holds at most total sessions, and at most perAccount of one account,
-// so no account can log another's users out by logging in often.
-type sessionStore struct {
-	total, perAccount int
-
-	mu        sync.Mutex
-	byID      map[[32]byte]*session
-	byAccount map[string]map[[32]byte]*session
-}
-
-func newSessionStore() *sessionStore {
-	return &sessionStore{
-		total: maxSessions, perAccount: maxAccountSessions,
-		byID: map[[32]byte]*session{}, byAccount: map[string]map[[32]byte]*session{},
-	}
-}
-
-func (s *server) sessions() *sessionStore { return s.sessionStore }
-
-func (st *sessionStore) get(id string) *session {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.byID[sha256.Sum256([]byte(id))]
-}
-
-func (st *sessionStore) delete(id string) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	st.remove(sha256.Sum256([]byte(id)))
-}
-
-// remove drops a session; st.mu is held.
-func (st *sessionStore) remove(h [32]byte) {
-	x := st.byID[h]
-	if x == nil {
-		return
-	}
-	delete(st.byID, h)
-	if own := st.byAccount[x.account]; own != nil {
-		delete(own, h)
-		if len(own) == 0 {
-			delete(st.byAccount, x.account)
-		}
-	}
-}
-
-// add stores sess under a new random id and returns the id. When sess's
-// account already has perAccount sessions, the account's session closest
-// to its end is dropped. When the store holds total sessions, ended ones
-// are dropped, and if that frees nothing, the session closest to its end
-// among the accounts with the most sessions: an account is never logged out
-// for room while another holds more sessions than it does.
-func (st *sessionStore) add(sess *session, now time.Time) (string, error) {
-	id, err := randomToken()
-	if err != nil {
-		return "", err
-	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if own := st.byAccount[sess.account]; len(own) >= st.perAccount {
-		st.evict(own)
-	}
-	if len(st.byID) >= st.total {
-		for h, x := range st.byID {
-			if !now.Before(x.ends()) {
-				st.remove(h)
-			}
-		}
-	}
-	if len(st.byID) >= st.total {
-		most := 0
-		for _, own := range st.byAccount {
-			most = max(most, len(own))
-		}
-		var soonest [32]byte
-		var end time.Time
-		for _, own := range st.byAccount {
-			if len(own) != most {
-				continue
-			}
-			for h, x := range own {
-				if e := x.ends(); end.IsZero() || e.Before(end) {
-					soonest, end = h, e
-				}
-			}
-		}
-		st.remove(soonest)
-	}
-	h := sha256.Sum256([]byte(id))
-	st.byID[h] = sess
-	own := st.byAccount[sess.account]
-	if own == nil {
-		own = map[[32]byte]*session{}
-		st.byAccount[sess.account] = own
-	}
-	own[h] = sess
-	return id, nil
-}
-
-// evict drops the session of own (one account's) closest to its end;
-// st.mu is held.
-func (st *sessionStore) evict(own map[[32]byte]*session) {
-	var soonest [32]byte
-	var end time.Time
-	for h, x := range own {
-		if e := x.ends(); end.IsZero() || e.Before(end) {
-			soonest, end = h, e
-		}
-	}
-	st.remove(soonest)
-}
-
-// ends is when the session ends unless it is used before.
-func (x *session) ends() time.Time {
-	idle := x.seen.Add(sessionIdle)
-	if abs := x.created.Add(sessionMaxAge); abs.Before(idle) {
-		return abs
-	}
-	return idle
-}
-
-func randomToken() (string, error) {
-	var b [32]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", err
-	}
-	return base64.RawURLEncoding.EncodeToString(b[:]), nil
-}
-
 var errNoSession = errorf(EUnauthorized, "", "your dashboard session has ended: log in again at /ui/")
 
 // sessionKey returns the key of the request's session cookie: the session
@@ -232,8 +97,11 @@ var errNoSession = errorf(EUnauthorized, "", "your dashboard session has ended: 
 // used.
 func (s *server) sessionKey(r *http.Request, cookie string) (Key, *session, error) {
 	st := s.sessions()
-	sess := st.get(cookie)
 	now := s.now()
+	sess, err := st.get(r.Context(), cookie, now)
+	if err != nil {
+		return Key{}, nil, err
+	}
 	if sess == nil {
 		return Key{}, nil, errNoSession
 	}
@@ -241,7 +109,7 @@ func (s *server) sessionKey(r *http.Request, cookie string) (Key, *session, erro
 	ended := !now.Before(sess.ends())
 	st.mu.Unlock()
 	if ended {
-		st.delete(cookie)
+		st.forget(cookie)
 		return Key{}, nil, errNoSession
 	}
 	k, found, err := s.keys.lookup(r.Context(), sess.keyID)
@@ -249,18 +117,20 @@ func (s *server) sessionKey(r *http.Request, cookie string) (Key, *session, erro
 		return Key{}, nil, err
 	}
 	if !found || k.Revoked || subtle.ConstantTimeCompare([]byte(k.Hash), []byte(sess.keyHash)) != 1 {
-		st.delete(cookie)
+		st.forget(cookie)
 		return Key{}, nil, errorf(EUnauthorized, "", "the API key of this session was revoked: log in again with a valid key")
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		token := r.Header.Get(csrfHeader)
-		if subtle.ConstantTimeCompare([]byte(token), []byte(sess.csrf)) != 1 {
+		if subtle.ConstantTimeCompare([]byte(token), []byte(csrfToken(cookie))) != 1 {
 			return Key{}, nil, errorf(EForbidden, "", "missing or wrong CSRF token: a request with the dashboard's session cookie must send the session's token in the %s header", csrfHeader)
 		}
 	}
-	st.mu.Lock()
-	sess.seen = now
-	st.mu.Unlock()
+	if err := st.touch(r.Context(), cookie, sess, now); err != nil {
+		// The use is written again with the next request: a process may
+		// take the session for idle at most this much earlier.
+		s.log.Warn("dashboard session: cannot record its use", "err", err)
+	}
 	return k, sess, nil
 }
 
@@ -354,7 +224,7 @@ type sessionInfo struct {
 	ExpiresAt int64    `json:"expires_at"`
 }
 
-func (st *sessionStore) info(k Key, sess *session) sessionInfo {
+func (st *sessionStore) info(k Key, sess *session, id string) sessionInfo {
 	scopes := k.Scopes
 	if scopes == nil {
 		scopes = []string{}
@@ -362,7 +232,7 @@ func (st *sessionStore) info(k Key, sess *session) sessionInfo {
 	st.mu.Lock() // seen changes with every request of the session
 	ends := sess.ends()
 	st.mu.Unlock()
-	return sessionInfo{Account: k.AccountID, KeyID: k.KeyID, Scopes: scopes, CSRFToken: sess.csrf, ExpiresAt: ends.Unix()}
+	return sessionInfo{Account: k.AccountID, KeyID: k.KeyID, Scopes: scopes, CSRFToken: csrfToken(id), ExpiresAt: ends.Unix()}
 }
 
 // crossSite reports a browser request made by another site.
@@ -420,14 +290,9 @@ func (s *server) handleLogin() http.Handler {
 			writeError(w, s.log, r, errorf(ERateLimited, "", "too many requests"))
 			return
 		}
-		csrf, err := randomToken()
-		if err != nil {
-			writeError(w, s.log, r, err)
-			return
-		}
 		now := s.now()
-		sess := &session{account: key.AccountID, keyID: key.KeyID, keyHash: key.Hash, csrf: csrf, created: now, seen: now}
-		id, err := s.sessions().add(sess, now)
+		sess := &session{account: key.AccountID, keyID: key.KeyID, keyHash: key.Hash, created: now, seen: now}
+		id, err := s.sessions().login(r.Context(), sess, now)
 		if err != nil {
 			writeError(w, s.log, r, err)
 			return
@@ -437,7 +302,7 @@ func (s *server) handleLogin() http.Handler {
 			HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
 		})
 		w.Header().Set("Cache-Control", "no-store")
-		writeJSON(w, http.StatusCreated, s.sessions().info(key, sess))
+		writeJSON(w, http.StatusCreated, s.sessions().info(key, sess, id))
 	})
 }
 
@@ -463,7 +328,7 @@ func (s *server) handleSession() http.Handler {
 		ri := info(r.Context())
 		ri.account, ri.keyID = key.AccountID, key.KeyID
 		w.Header().Set("Cache-Control", "no-store")
-		writeJSON(w, http.StatusOK, s.sessions().info(key, sess))
+		writeJSON(w, http.StatusOK, s.sessions().info(key, sess, c.Value))
 	})
 }
 
@@ -479,7 +344,10 @@ func (s *server) handleLogout() http.Handler {
 				writeError(w, s.log, r, err)
 				return
 			}
-			s.sessions().delete(c.Value)
+			if err := s.sessions().end(r.Context(), c.Value); err != nil {
+				writeError(w, s.log, r, err)
+				return
+			}
 		}
 		http.SetCookie(w, &http.Cookie{
 			Name: sessionCookie, Value: "", Path: "/", MaxAge: -1,

@@ -435,20 +435,20 @@ func TestSessionsAreBounded(t *testing.T) {
 		if i < 2 {
 			seen = now.Add(-sessionIdle - time.Second)
 		}
-		id, err := st.add(&session{account: fmt.Sprint(i), created: seen, seen: seen}, now)
+		id, err := addSession(st, &session{account: fmt.Sprint(i), created: seen, seen: seen}, now)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ids[i] = id
 	}
-	newest, _ := st.add(&session{account: "n1", created: now, seen: now}, now)
-	if len(st.byID) != maxSessions-1 || st.get(ids[0]) != nil || st.get(ids[1]) != nil || st.get(newest) == nil {
-		t.Fatalf("after the limit: %d sessions; ended ones kept: %v %v", len(st.byID), st.get(ids[0]) != nil, st.get(ids[1]) != nil)
+	newest, _ := addSession(st, &session{account: "n1", created: now, seen: now}, now)
+	if len(st.byID) != maxSessions-1 || has(st, ids[0]) || has(st, ids[1]) || !has(st, newest) {
+		t.Fatalf("after the limit: %d sessions; ended ones kept: %v %v", len(st.byID), has(st, ids[0]), has(st, ids[1]))
 	}
-	st.add(&session{account: "n2", created: now, seen: now}, now)
-	last, _ := st.add(&session{account: "n3", created: now, seen: now}, now)
-	if len(st.byID) != maxSessions || st.get(ids[maxSessions-1]) != nil || st.get(ids[2]) == nil || st.get(last) == nil {
-		t.Errorf("full: %d sessions; the one closest to its end (used longest ago) is kept: %v", len(st.byID), st.get(ids[maxSessions-1]) != nil)
+	addSession(st, &session{account: "n2", created: now, seen: now}, now)
+	last, _ := addSession(st, &session{account: "n3", created: now, seen: now}, now)
+	if len(st.byID) != maxSessions || has(st, ids[maxSessions-1]) || !has(st, ids[2]) || !has(st, last) {
+		t.Errorf("full: %d sessions; the one closest to its end (used longest ago) is kept: %v", len(st.byID), has(st, ids[maxSessions-1]))
 	}
 	if other := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{}}).(*server); other.sessions() == st {
 		t.Error("two servers share their sessions")
@@ -500,7 +500,7 @@ func TestFullSessionStoreTakesFromTheLargestAccount(t *testing.T) {
 	add := func(account string, age time.Duration) string {
 		t.Helper()
 		at := now.Add(-age)
-		id, err := st.add(&session{account: account, created: at, seen: at}, now)
+		id, err := addSession(st, &session{account: account, created: at, seen: at}, now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -514,17 +514,17 @@ func TestFullSessionStoreTakesFromTheLargestAccount(t *testing.T) {
 	mid := []string{add("mid", time.Minute), add("mid", 0)}
 	newcomer := add("new", 0) // full: "big" (3 sessions) gives its oldest
 	for name, id := range map[string]string{"small": small, "mid 0": mid[0], "mid 1": mid[1], "big 1": big[1], "big 2": big[2], "new": newcomer} {
-		if st.get(id) == nil {
+		if !has(st, id) {
 			t.Errorf("session %s was dropped", name)
 		}
 	}
-	if st.get(big[0]) != nil {
+	if has(st, big[0]) {
 		t.Error("the largest account's oldest session was kept")
 	}
 	if len(st.byID) != 6 || len(st.byAccount["big"]) != 2 {
 		t.Errorf("%d sessions, %d of the largest account", len(st.byID), len(st.byAccount["big"]))
 	}
-	st.delete(newcomer)
+	st.end(context.Background(), newcomer)
 	if _, ok := st.byAccount["new"]; ok || len(st.byID) != 5 {
 		t.Errorf("logout left %d sessions, account entry kept: %v", len(st.byID), ok)
 	}
@@ -574,4 +574,15 @@ func TestSessionUsedConcurrently(t *testing.T) {
 			t.Fatalf("a concurrent request of a valid session: %d", c)
 		}
 	}
+}
+
+// addSession adds a session to a store of this process only.
+func addSession(st *sessionStore, sess *session, now time.Time) (string, error) {
+	id, _, err := st.add(sess, now)
+	return id, err
+}
+
+func has(st *sessionStore, id string) bool {
+	sess, err := st.get(context.Background(), id, time.Time{})
+	return err == nil && sess != nil
 }

@@ -71,7 +71,8 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	check := e.Bool("check", "BOUNCER_API_CHECK", true, "serve the batch check (POST /bouncer/v1/suppressions/check) from an in-memory copy of the lists, loaded from the change-log topic (needs Kafka)")
 	listen := e.String("listen", "BOUNCER_API_ADDR", "127.0.0.1:8080", "address the API listens on, host:port")
 	opsAddr := e.String("ops-addr", "BOUNCER_API_OPS_ADDR", "127.0.0.1:9465", "address of the ops HTTP server (/healthz, /readyz, /metrics), never the API's own; empty disables it")
-	rateLimit := e.Int("rate-limit", "BOUNCER_API_RATE_LIMIT", 10, "requests per second per API key (the burst is the same number)")
+	rateLimit := e.Int("rate-limit", "BOUNCER_API_RATE_LIMIT", 10, "requests per second per API key over the whole deployment (the burst is the same number)")
+	replicas := e.Int("replicas", "BOUNCER_API_REPLICAS", 1, "number of bouncer api processes behind the load balancer: each allows 1/N of --rate-limit per key, so together they allow about --rate-limit when the balancer spreads each key's requests evenly (docs/production.md)")
 	maxBody := e.Int("max-body-bytes", "BOUNCER_API_MAX_BODY_BYTES", 1<<20, "largest accepted request body")
 	proxies := e.String("trusted-proxies", "BOUNCER_API_TRUSTED_PROXIES", "", "comma-separated addresses or CIDRs of reverse proxies in front of the API (e.g. 10.0.0.0/8): failed authentications from them count for the client their X-Forwarded-For names, not for the proxy")
 	maxStats := e.Int("max-stats-queries", "BOUNCER_API_MAX_STATS_QUERIES", 8, "statistics queries (stats, bounce classification and dashboard routes) answered at once, a quarter of them for one account; others wait up to 15s, then 503")
@@ -93,6 +94,9 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	}
 	if *rateLimit < 1 {
 		return usagef("--rate-limit %d: want at least 1 request per second", *rateLimit)
+	}
+	if *replicas < 1 {
+		return usagef("--replicas %d: want the number of bouncer api processes behind the load balancer (at least 1)", *replicas)
 	}
 	if *maxBody < 1 {
 		return usagef("--max-body-bytes %d: want a positive size", *maxBody)
@@ -175,7 +179,8 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	cfg := api.Config{
 		Store: as, Stats: store, Activity: store, Keys: apiKeys{store}, Logger: log, Checker: checker,
 		Privacy: as.Service, Forwarding: as, Webhooks: subs, WebhookOps: subs, WebhookTester: webhook.Tester{Guard: whGuard}, Dashboard: store,
-		RateLimit: float64(*rateLimit), MaxBodyBytes: int64(*maxBody), MaxStatsQueries: *maxStats, TrustedProxies: trusted,
+		Sessions: apiSessions{store},
+		RateLimit: float64(*rateLimit), Replicas: *replicas, MaxBodyBytes: int64(*maxBody), MaxStatsQueries: *maxStats, TrustedProxies: trusted,
 		Metrics:     api.NewRequestMetrics(reg),
 		Unavailable: clickhouse.Unavailable,
 	}
@@ -259,6 +264,31 @@ func (a apiKeys) APIKeys(ctx context.Context) ([]api.Key, error) {
 	out := make([]api.Key, len(ks))
 	for i, k := range ks {
 		out[i] = api.Key{AccountID: k.AccountID, KeyID: k.KeyID, Hash: k.KeyHash, Scopes: k.Scopes, Revoked: k.Revoked}
+	}
+	return out, nil
+}
+
+// apiSessions adapts the ClickHouse store to the API's SessionStore.
+type apiSessions struct{ s *clickhouse.Store }
+
+var _ api.SessionStore = apiSessions{}
+
+func (a apiSessions) WriteSessions(ctx context.Context, ss []api.StoredSession) error {
+	out := make([]clickhouse.Session, len(ss))
+	for i, x := range ss {
+		out[i] = clickhouse.Session{Hash: x.IDHash, AccountID: x.AccountID, KeyID: x.KeyID, KeyHash: x.KeyHash, Created: x.Created, Seen: x.Seen, Ended: x.Ended}
+	}
+	return a.s.WriteSessions(ctx, out)
+}
+
+func (a apiSessions) Sessions(ctx context.Context, idHash string, since time.Time) ([]api.StoredSession, error) {
+	ss, err := a.s.Sessions(ctx, idHash, since)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.StoredSession, len(ss))
+	for i, x := range ss {
+		out[i] = api.StoredSession{IDHash: x.Hash, AccountID: x.AccountID, KeyID: x.KeyID, KeyHash: x.KeyHash, Created: x.Created, Seen: x.Seen}
 	}
 	return out, nil
 }

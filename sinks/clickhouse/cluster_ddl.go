@@ -39,6 +39,7 @@ var clusterLayout = map[string]tableLayout{
 	"api_keys":            {},
 	"forwarding_settings": {},
 	"erasures":            {},
+	"dashboard_sessions":  {},
 	"schema_migrations":   {},
 }
 

@@ -7,6 +7,8 @@ package clickhouse
 // row with the highest version (argMax, not FINAL: the table may hold
 // unmerged parts); an entry whose newest row has deleted = 1 is absent.
 
+var sessionColumns = []string{"session_hash", "account_id", "key_id", "key_hash", "created", "seen", "ended", "version"}
+
 var apiKeyColumns = []string{"account_id", "key_id", "key_hash", "name", "scopes", "created", "revoked", "version"}
 
 var (
@@ -60,4 +62,16 @@ var (
 			"argMax(scopes, version) AS sc, argMax(created, version) AS cr, argMax(revoked, version) AS rv " +
 			"FROM api_keys WHERE (? = '' OR account_id = ?) GROUP BY key_id ORDER BY a, cr, key_id",
 		Sample: []any{"", ""}})
+
+	qInsertSessions = register(Query{Name: "dashboard_sessions.insert", SQL: insertSQL("dashboard_sessions", sessionColumns), Insert: true})
+
+	// The dashboard sessions created at or after a time that have not
+	// ended, or only one. Rows merge: the latest seen, ended for good (max,
+	// not argMax: a use written after a logout does not undo it).
+	// Arguments: created from (unix seconds), session hash ('' = all) twice.
+	qSessions = register(Query{Name: "dashboard_sessions.list",
+		SQL: "SELECT session_hash, any(account_id), any(key_id), any(key_hash), min(created), max(seen) " +
+			"FROM dashboard_sessions WHERE created >= toDateTime(?) AND (? = '' OR session_hash = ?) " +
+			"GROUP BY session_hash HAVING max(ended) = 0",
+		Sample: []any{uint32(1764201600), "", ""}})
 )
