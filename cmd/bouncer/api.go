@@ -179,7 +179,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	cfg := api.Config{
 		Store: as, Stats: store, Activity: store, Keys: apiKeys{store}, Logger: log, Checker: checker,
 		Privacy: as.Service, Forwarding: as, Webhooks: subs, WebhookOps: subs, WebhookTester: webhook.Tester{Guard: whGuard}, Dashboard: store,
-		Sessions: apiSessions{store},
+		Sessions:  apiSessions{store},
 		RateLimit: float64(*rateLimit), Replicas: *replicas, MaxBodyBytes: int64(*maxBody), MaxStatsQueries: *maxStats, TrustedProxies: trusted,
 		Metrics:     api.NewRequestMetrics(reg),
 		Unavailable: clickhouse.Unavailable,
