@@ -30,20 +30,26 @@ func NewDecoders(maxMessageBytes int) *Decoders {
 	return &Decoders{maxBytes: maxMessageBytes, m: map[partKey]*schemas.Decoder{}}
 }
 
-// Decode decodes msg with its partition's decoder into dst (reused), and
-// returns the events and the rejected parts. maxTimestamp, when not 0, is
-// the latest event time accepted (schemas.Decoder.MaxTimestamp). The
-// events' strings share one allocation per message and stay valid after
-// the next call.
-func (d *Decoders) Decode(msg *consumer.Message, maxTimestamp int64, dst []schemas.Event) ([]schemas.Event, []schemas.Rejection) {
-	k := partKey{msg.Topic, msg.Partition}
+// For returns the decoder of a partition, for a batch of its messages
+// (the caller is the partition's one goroutine).
+func (d *Decoders) For(topic string, partition int) *schemas.Decoder {
+	k := partKey{topic, partition}
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	dec := d.m[k]
 	if dec == nil {
 		dec = &schemas.Decoder{MaxMessageBytes: d.maxBytes}
 		d.m[k] = dec
 	}
-	d.mu.Unlock()
+	return dec
+}
+
+// Decode decodes msg with dec (its partition's, from For) into dst
+// (reused), and returns the events and the rejected parts. maxTimestamp,
+// when not 0, is the latest event time accepted
+// (schemas.Decoder.MaxTimestamp). The events' strings share one allocation
+// per message and stay valid after the next call.
+func Decode(dec *schemas.Decoder, msg *consumer.Message, maxTimestamp int64, dst []schemas.Event) ([]schemas.Event, []schemas.Rejection) {
 	dec.MaxTimestamp = maxTimestamp
 	return dec.Decode(msg.Value, schemas.Coordinates{Topic: msg.Topic, Partition: msg.Partition, Offset: msg.Offset}, dst)
 }

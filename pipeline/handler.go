@@ -178,10 +178,11 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 	}
 	st.rows, st.dls, st.sups = st.rows[:0], st.dls[:0], st.sups[:0]
 	m := h.cfg.Metrics
+	dec := h.decoders.For(topic, partition)
 	for i := range msgs {
 		msg := &msgs[i]
 		var rejs []schemas.Rejection
-		st.evs, rejs = h.decoders.Decode(msg, h.maxTimestamp(msg), st.evs[:0])
+		st.evs, rejs = Decode(dec, msg, h.maxTimestamp(msg), st.evs[:0])
 		m.consumed.Inc()
 		if msg.Offset > st.marks.DeadLetters {
 			for _, r := range rejs {

@@ -43,13 +43,14 @@ func (h *eventHandler) Handle(ctx context.Context, topic string, partition int, 
 	if snap == nil {
 		return ErrNotReady
 	}
+	dec := h.decoders.For(topic, partition)
 	t := newTracker()
 	byLane := map[*lane][]pendingEvent{}
 	var evs []schemas.Event
 	for i := range msgs {
 		msg := &msgs[i]
 		var rejs []schemas.Rejection
-		evs, rejs = h.decoders.Decode(msg, 0, evs[:0])
+		evs, rejs = pipeline.Decode(dec, msg, 0, evs[:0])
 		for _, r := range rejs {
 			d.m.badInput.WithLabelValues(string(r.Code)).Inc()
 		}
