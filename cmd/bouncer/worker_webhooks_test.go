@@ -26,16 +26,20 @@ import (
 	"github.com/bouncer-mail/bouncer/sinks/webhook/safedial"
 )
 
-// hookReceiver is a loopback endpoint: it answers with status() and keeps
-// the sg_event_ids of the batches it accepted, by webhook-id.
+// hookReceiver is a loopback endpoint: it answers its first failFirst
+// requests with 503, then with status, and keeps the sg_event_ids of the
+// batches it accepted, by webhook-id.
 type hookReceiver struct {
-	status   atomic.Int32
-	mu       sync.Mutex
-	accepted map[string][]string // webhook-id -> sg_event_ids
-	answers  map[string][]int    // webhook-id -> statuses
-	secret   string              // whsec_..., verified when set
-	badSigs  int
-	url      string
+	status    atomic.Int32
+	failFirst atomic.Int32
+	mu        sync.Mutex
+	accepted  map[string][]string // webhook-id -> sg_event_ids
+	answers   map[string][]int    // webhook-id -> statuses
+	secret    string              // whsec_..., verified when set
+	badSigs   int
+	url       string
+	start     time.Time
+	requests  []string // one line per request, logged when the test fails
 }
 
 // allowOnly is a BOUNCER_WEBHOOK_ALLOW_NETS value opening exactly the
@@ -60,14 +64,22 @@ func allowOnly(t *testing.T, urls ...string) string {
 func newHookReceiver(t *testing.T, status int) *hookReceiver {
 	rc := &hookReceiver{accepted: map[string][]string{}, answers: map[string][]int{}}
 	rc.status.Store(int32(status))
+	rc.start = time.Now()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: rc}
 	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
 	rc.url = "http://" + ln.Addr().String() + "/hook"
+	t.Cleanup(func() {
+		srv.Close()
+		if t.Failed() {
+			rc.mu.Lock()
+			t.Logf("requests to %s (seconds since it started, webhook-id, status, events):\n%s", rc.url, strings.Join(rc.requests, "\n"))
+			rc.mu.Unlock()
+		}
+	})
 	return rc
 }
 
@@ -75,6 +87,9 @@ func (rc *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	id := r.Header.Get("webhook-id")
 	status := int(rc.status.Load())
+	if rc.failFirst.Add(-1) >= 0 {
+		status = http.StatusServiceUnavailable
+	}
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	if rc.secret != "" {
@@ -84,6 +99,7 @@ func (rc *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	rc.answers[id] = append(rc.answers[id], status)
+	rc.requests = append(rc.requests, fmt.Sprintf("%7.2f %s %d %d", time.Since(rc.start).Seconds(), id, status, strings.Count(string(body), `"sg_event_id"`)))
 	if status/100 == 2 {
 		var evs []struct {
 			ID string `json:"sg_event_id"`
@@ -189,7 +205,17 @@ func TestWorkerDeliversWebhooks(t *testing.T) {
 	rand.Read(key)
 	prefix := topic + ".wh"
 	good := newHookReceiver(t, 200)
-	flaky := newHookReceiver(t, 503)
+	// The flaky endpoint fails its first two requests, whichever batches
+	// they carry, then recovers. Counted in requests, not in time: an
+	// outage "until the good endpoint has everything" lasted as long as
+	// the machine was slow, and under load it outlived the retry schedule
+	// (a batch failing 4 times in a row is given up) or opened the circuit
+	// (5 failures in a row; it stays open --webhook-breaker-open, 30s).
+	// Two failures stay clear of both: no batch is given up (the schedule
+	// below allows 3 failed attempts, one is spare for an attempt timing
+	// out under load) and the circuit stays closed.
+	flaky := newHookReceiver(t, 200)
+	flaky.failFirst.Store(2)
 	gone := newHookReceiver(t, 410)
 	env := map[string]string{
 		"KAFKA_BROKERS": brokers, "CLICKHOUSE_ADDR": addr, "CLICKHOUSE_DATABASE": db,
@@ -281,7 +307,9 @@ func TestWorkerDeliversWebhooks(t *testing.T) {
 		return len(missing) == 0 && dropped == 1, fmt.Sprintf("missing %v, %d derived dropped", missing, dropped)
 	}
 	waitFor(t, "the good endpoint has every event", 30*time.Second, func() (bool, string) { return hasAll(good) })
-	flaky.status.Store(200) // comes back: its parked batches are retried
+	// Its failed batches are retried from the retry tiers: by the schedule
+	// (1s,1s,2s, jittered by 10%) each is due again at most 2.2s after it
+	// failed, with the circuit closed; 30s leaves room for a loaded machine.
 	waitFor(t, "the flaky endpoint has every event", 30*time.Second, func() (bool, string) { return hasAll(flaky) })
 	if good.got()["other-account"] {
 		t.Errorf("an event of another account was delivered")
