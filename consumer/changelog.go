@@ -57,7 +57,7 @@ func fromMessage(m ChangeMessage) suppression.Change {
 
 // EnsureChangeLog creates the compacted change-log topic if missing.
 func EnsureChangeLog(ctx context.Context, c Conn, topic string, partitions int) error {
-	return EnsureTopic(ctx, c, topic, partitions, 1, kafka.ConfigEntry{ConfigName: "cleanup.policy", ConfigValue: "compact"})
+	return EnsureTopic(ctx, c, topic, partitions, kafka.ConfigEntry{ConfigName: "cleanup.policy", ConfigValue: "compact"})
 }
 
 // ChangeWriter publishes suppression changes to the change log.

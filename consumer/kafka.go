@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -45,6 +46,10 @@ type Conn struct {
 	SASLMechanism string
 	SASLUsername  string
 	SASLPassword  string
+	// TopicReplication is the replication factor of the topics bouncer
+	// creates when they are missing (EnsureTopic); 0, the default, means
+	// min(3, brokers in the cluster).
+	TopicReplication int
 }
 
 // Validate reports the first bad field.
@@ -56,6 +61,9 @@ func (c Conn) Validate() error {
 		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
 			return fmt.Errorf("kafka broker %q: want host:port", b)
 		}
+	}
+	if c.TopicReplication < 0 {
+		return fmt.Errorf("topic replication factor %d: want 0 (min(3, brokers)) or more", c.TopicReplication)
 	}
 	if _, err := c.mechanism(); err != nil {
 		return err
@@ -102,32 +110,53 @@ func (c Conn) Transport() (*kafka.Transport, error) {
 	return &kafka.Transport{DialTimeout: 10 * time.Second, TLS: c.tlsConfig(), SASL: mech}, nil
 }
 
-// EnsureTopic creates topic with the given partitions, replication factor
-// (at least 1) and topic configs if it does not exist. An existing topic is
-// left as it is.
+// EnsureTopic creates topic with the given partitions and topic configs if
+// it does not exist. An existing topic is left as it is.
+//
+// The replication factor is c.TopicReplication, or min(3, brokers the
+// cluster reports) when that is 0: one replica on a single broker, three on
+// a cluster, so a broker crash loses no dead letter, change-log entry or
+// webhook retry. With three replicas or more the topic also gets
+// min.insync.replicas=2 (unless configs set it), so a write acknowledged by
+// all in-sync replicas is on two brokers; with two, one in-sync replica
+// stays enough, or a single broker down would stop every write.
 //
 // A broker that has just started may not know its controller yet (kafka-go
 // then reports an empty controller address) or may refuse connections for a
 // moment; EnsureTopic retries such failures with backoff for up to
 // ensureTopicPatience, so a worker started next to a restarting broker waits
 // instead of exiting. It gives up early when ctx ends.
-func EnsureTopic(ctx context.Context, c Conn, topic string, partitions, replication int, configs ...kafka.ConfigEntry) error {
+func EnsureTopic(ctx context.Context, c Conn, topic string, partitions int, configs ...kafka.ConfigEntry) error {
 	dialer, err := c.Dialer()
 	if err != nil {
 		return err
 	}
-	cfg := kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: max(replication, 1), ConfigEntries: configs}
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 200 * time.Millisecond
 	b.MaxInterval = 5 * time.Second
 	b.MaxElapsedTime = ensureTopicPatience
 	return backoff.Retry(func() error {
-		err := createTopic(ctx, dialer, c.Brokers[0], cfg)
+		err := createTopic(ctx, dialer, c.Brokers[0], topic, partitions, c.TopicReplication, configs)
 		if err == nil || errors.Is(err, errControllerUnknown) || isConnRefused(err) {
 			return err
 		}
 		return backoff.Permanent(err)
 	}, backoff.WithContext(b, ctx))
+}
+
+// topicConfig is the TopicConfig of a new topic on a cluster of brokers
+// brokers: replication (0: min(3, brokers)) and min.insync.replicas as
+// EnsureTopic describes.
+func topicConfig(topic string, partitions, replication, brokers int, configs []kafka.ConfigEntry) kafka.TopicConfig {
+	if replication <= 0 {
+		replication = max(min(3, brokers), 1)
+	}
+	cfg := kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: replication,
+		ConfigEntries: slices.Clone(configs)}
+	if replication >= 3 && !slices.ContainsFunc(configs, func(e kafka.ConfigEntry) bool { return e.ConfigName == "min.insync.replicas" }) {
+		cfg.ConfigEntries = append(cfg.ConfigEntries, kafka.ConfigEntry{ConfigName: "min.insync.replicas", ConfigValue: "2"})
+	}
+	return cfg
 }
 
 // ensureTopicPatience bounds how long EnsureTopic waits for a broker that
@@ -136,12 +165,17 @@ const ensureTopicPatience = 90 * time.Second
 
 var errControllerUnknown = errors.New("the broker does not know the cluster's controller yet")
 
-func createTopic(ctx context.Context, dialer *kafka.Dialer, broker string, cfg kafka.TopicConfig) error {
+func createTopic(ctx context.Context, dialer *kafka.Dialer, broker, topic string, partitions, replication int, configs []kafka.ConfigEntry) error {
 	conn, err := dialer.DialContext(ctx, "tcp", broker)
 	if err != nil {
 		return fmt.Errorf("connect to kafka %s: %w", broker, err)
 	}
 	defer conn.Close()
+	brokers, err := conn.Brokers()
+	if err != nil {
+		return fmt.Errorf("list kafka brokers: %w", err)
+	}
+	cfg := topicConfig(topic, partitions, replication, len(brokers), configs)
 	controller, err := conn.Controller()
 	if err != nil {
 		return fmt.Errorf("find kafka controller: %w", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -53,7 +54,7 @@ func TestEnsureTopicWaitsForABrokerThatIsStarting(t *testing.T) {
 	topic := fmt.Sprintf("test.ensuretopic.%d", time.Now().UnixNano())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := EnsureTopic(ctx, Conn{Brokers: []string{addr}}, topic, 2, 1); err != nil {
+	if err := EnsureTopic(ctx, Conn{Brokers: []string{addr}}, topic, 2); err != nil {
 		t.Fatalf("EnsureTopic through a broker that starts late: %v", err)
 	}
 	if err := <-proxyUp; err != nil {
@@ -71,6 +72,41 @@ func TestEnsureTopicWaitsForABrokerThatIsStarting(t *testing.T) {
 	if len(ps) != 2 {
 		t.Fatalf("topic %s has %d partitions, want 2", topic, len(ps))
 	}
+	// The default replication factor is min(3, brokers): one here.
+	if len(ps[0].Replicas) != 1 {
+		t.Fatalf("topic %s has %d replicas on a single broker, want 1", topic, len(ps[0].Replicas))
+	}
+}
+
+func TestTopicConfigReplication(t *testing.T) {
+	compact := kafka.ConfigEntry{ConfigName: "cleanup.policy", ConfigValue: "compact"}
+	minISR := func(n string) kafka.ConfigEntry {
+		return kafka.ConfigEntry{ConfigName: "min.insync.replicas", ConfigValue: n}
+	}
+	for _, tc := range []struct {
+		name                 string
+		replication, brokers int
+		configs              []kafka.ConfigEntry
+		wantRF               int
+		wantConfigs          []kafka.ConfigEntry
+	}{
+		{"default on one broker", 0, 1, nil, 1, nil},
+		{"default on two brokers: one in-sync replica is enough", 0, 2, nil, 2, nil},
+		{"default on three brokers", 0, 3, []kafka.ConfigEntry{compact}, 3, []kafka.ConfigEntry{compact, minISR("2")}},
+		{"default stops at three", 0, 7, nil, 3, []kafka.ConfigEntry{minISR("2")}},
+		{"explicit factor wins", 5, 7, nil, 5, []kafka.ConfigEntry{minISR("2")}},
+		{"explicit one on a cluster", 1, 3, nil, 1, nil},
+		{"caller's min.insync.replicas is kept", 0, 3, []kafka.ConfigEntry{minISR("3")}, 3, []kafka.ConfigEntry{minISR("3")}},
+		{"no broker reported", 0, 0, nil, 1, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := topicConfig("t", 4, tc.replication, tc.brokers, tc.configs)
+			if cfg.ReplicationFactor != tc.wantRF || cfg.NumPartitions != 4 || !slices.Equal(cfg.ConfigEntries, tc.wantConfigs) {
+				t.Errorf("topicConfig = factor %d, %d partitions, configs %v; want factor %d, configs %v",
+					cfg.ReplicationFactor, cfg.NumPartitions, cfg.ConfigEntries, tc.wantRF, tc.wantConfigs)
+			}
+		})
+	}
 }
 
 // EnsureTopic gives up when its context ends and says what it could not reach.
@@ -83,7 +119,7 @@ func TestEnsureTopicStopsWithItsContext(t *testing.T) {
 	l.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
-	err = EnsureTopic(ctx, Conn{Brokers: []string{addr}}, "never-created", 1, 1)
+	err = EnsureTopic(ctx, Conn{Brokers: []string{addr}}, "never-created", 1)
 	if err == nil {
 		t.Fatal("EnsureTopic succeeded with no broker listening")
 	}

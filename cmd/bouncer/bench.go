@@ -90,7 +90,7 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 	}
 
 	// 1. Produce.
-	if err := consumer.EnsureTopic(ctx, conn, topic, *partitions, 1); err != nil {
+	if err := consumer.EnsureTopic(ctx, conn, topic, *partitions); err != nil {
 		return err
 	}
 	log("producing %d events to %s (%d partitions)", *count, topic, *partitions)

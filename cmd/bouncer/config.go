@@ -96,6 +96,7 @@ type kafkaFlags struct {
 	brokers, mechanism, user, password *string
 	tls                                *bool
 	topic                              *string
+	replication                        *int
 }
 
 func addKafkaFlags(e *envFlags) *kafkaFlags {
@@ -106,11 +107,14 @@ func addKafkaFlags(e *envFlags) *kafkaFlags {
 		user:      e.String("kafka-sasl-username", "KAFKA_SASL_USERNAME", "", "SASL user name"),
 		password:  e.String("kafka-sasl-password", "KAFKA_SASL_PASSWORD", "", "SASL password"),
 		topic:     e.String("topic", "BOUNCER_TOPIC", "email-events", "Kafka topic of delivery events"),
+		replication: e.Int("topic-replication", "BOUNCER_TOPIC_REPLICATION", 0,
+			"replication factor of the topics bouncer creates when missing (0: min(3, brokers in the cluster); with 3 or more also min.insync.replicas=2)"),
 	}
 }
 
 func (k *kafkaFlags) conn() consumer.Conn {
-	return consumer.Conn{Brokers: splitList(*k.brokers), TLS: *k.tls, SASLMechanism: *k.mechanism, SASLUsername: *k.user, SASLPassword: *k.password}
+	return consumer.Conn{Brokers: splitList(*k.brokers), TLS: *k.tls, SASLMechanism: *k.mechanism, SASLUsername: *k.user, SASLPassword: *k.password,
+		TopicReplication: *k.replication}
 }
 
 // clickhouseFlags are the ClickHouse connection flags.

@@ -7,9 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"syscall"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/bouncer-mail/bouncer/consumer"
@@ -66,6 +69,7 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 	file := fs.String("file", "", "send the lines of this file (- for stdin) instead of generating")
 	partitions := fs.Int("partitions", 4, "partitions when the topic has to be created")
 	quiet := fs.Bool("quiet", false, "no progress on stderr")
+	retryFor := fs.Duration("retry-for", 2*time.Minute, "keep resending messages a broker did not take (a leader that died and is being replaced) for this long before giving up")
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
 	}
@@ -81,6 +85,8 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 		return usagef("--batch %d: want 1 to 10000", *batch)
 	case *badEvery < 0:
 		return usagef("--bad-every %d: want 0 (never) or more", *badEvery)
+	case *retryFor < 0:
+		return usagef("--retry-for %s: want 0 (no retries beyond kafka-go's own) or more", *retryFor)
 	case *since < 0:
 		return usagef("--since %s: want 0 or a duration before now, such as 336h", *since)
 	case fs.NArg() > 0:
@@ -90,7 +96,7 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 	if err := conn.Validate(); err != nil {
 		return &usageError{err.Error()}
 	}
-	if err := consumer.EnsureTopic(ctx, conn, *kf.topic, *partitions, 1); err != nil {
+	if err := consumer.EnsureTopic(ctx, conn, *kf.topic, *partitions); err != nil {
 		return err
 	}
 	w, err := consumer.NewWriter(conn, *kf.topic, consumer.WriterConfig{BatchSize: 2000, BatchBytes: 1 << 20, BatchTimeout: 10 * time.Millisecond})
@@ -186,7 +192,7 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 		if len(msgs) == 0 {
 			break
 		}
-		if err := w.WriteMessages(ctx, msgs...); err != nil {
+		if err := writeRetrying(ctx, w, msgs, *retryFor, env.stderr); err != nil {
 			return fmt.Errorf("produce to %s after %d messages: %w", *kf.topic, sent, writeError(err))
 		}
 		sent += len(msgs)
@@ -203,6 +209,65 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 	elapsed := time.Since(start)
 	fmt.Fprintf(env.stdout, "produced %d messages to %s in %s (%.0f msg/s)\n", sent, *kf.topic, elapsed.Round(time.Millisecond), float64(sent)/max(elapsed.Seconds(), 1e-9))
 	return nil
+}
+
+// writeRetrying writes msgs, resending the ones that failed with a
+// retryable error until they are written or patience runs out.
+//
+// kafka-go's writer tries a failed batch 10 times within about 7 seconds,
+// but when a broker dies its partitions get a new leader only after the
+// controller's broker session timeout (9 s by default), and the writer
+// learns of it at its next metadata refresh (every 6 s): without this, one
+// broker crash ends the stream. A message whose acknowledgement was lost
+// may be written twice (at two offsets); Kafka's idempotent producer, which
+// would prevent that, is not in kafka-go.
+func writeRetrying(ctx context.Context, w *kafka.Writer, msgs []kafka.Message, patience time.Duration, stderr io.Writer) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 500 * time.Millisecond
+	b.MaxInterval = 5 * time.Second
+	b.MaxElapsedTime = patience
+	b.Reset()
+	for {
+		err := w.WriteMessages(ctx, msgs...)
+		if err == nil {
+			return nil
+		}
+		var we kafka.WriteErrors
+		if !errors.As(err, &we) || len(we) != len(msgs) {
+			return err
+		}
+		failed := make([]kafka.Message, 0, we.Count())
+		for i, e := range we {
+			if e == nil {
+				continue
+			}
+			if !retryableWrite(e) {
+				return err
+			}
+			failed = append(failed, msgs[i])
+		}
+		wait := b.NextBackOff()
+		if wait == backoff.Stop {
+			return err
+		}
+		fmt.Fprintf(stderr, "bouncer: %d of %d messages not written (%v); resending in %s\n", len(failed), len(msgs), writeError(err), wait.Round(time.Millisecond))
+		if !sleepCtx(ctx, wait) {
+			return err
+		}
+		msgs = failed
+	}
+}
+
+// retryableWrite reports whether a message's write error can pass: the
+// leader is gone, moving or not reachable, or a replica is missing.
+func retryableWrite(err error) bool {
+	var ke kafka.Error
+	if errors.As(err, &ke) {
+		return ke.Temporary()
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // writeError shortens kafka-go's WriteErrors (one text per message, which

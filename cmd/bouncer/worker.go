@@ -136,10 +136,10 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	defer store.Close()
-	if err := consumer.EnsureTopic(ctx, conn, *kf.topic, *partitions, 1); err != nil {
+	if err := consumer.EnsureTopic(ctx, conn, *kf.topic, *partitions); err != nil {
 		return err
 	}
-	if err := consumer.EnsureTopic(ctx, conn, *dlqTopic, *partitions, 1); err != nil {
+	if err := consumer.EnsureTopic(ctx, conn, *dlqTopic, *partitions); err != nil {
 		return err
 	}
 	dlq, err := consumer.NewDeadLetterWriter(conn, *dlqTopic)

@@ -165,7 +165,7 @@ func TestStatsAfterKillsAndReplays(t *testing.T) {
 	defer cancel()
 	phase1, phase2 := statsDataset(12000)
 	conn := consumer.Conn{Brokers: []string{inst.brokers}}
-	if err := consumer.EnsureTopic(ctx, conn, r.topic, 4, 1); err != nil {
+	if err := consumer.EnsureTopic(ctx, conn, r.topic, 4); err != nil {
 		t.Fatal(err)
 	}
 	w := &kafka.Writer{Addr: kafka.TCP(inst.brokers), Topic: r.topic, Balancer: &kafka.Hash{},

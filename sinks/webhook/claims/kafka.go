@@ -40,7 +40,7 @@ func Open(ctx context.Context, conn consumer.Conn, topic string, partitions int)
 	if partitions <= 0 {
 		partitions = DefaultPartitions
 	}
-	if err := consumer.EnsureTopic(ctx, conn, topic, partitions, 1,
+	if err := consumer.EnsureTopic(ctx, conn, topic, partitions,
 		kafka.ConfigEntry{ConfigName: "cleanup.policy", ConfigValue: "delete"},
 		kafka.ConfigEntry{ConfigName: "retention.ms", ConfigValue: "-1"},
 		kafka.ConfigEntry{ConfigName: "retention.bytes", ConfigValue: "-1"}); err != nil {

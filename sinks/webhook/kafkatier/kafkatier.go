@@ -65,7 +65,7 @@ func (t Topics) All() []string {
 // Ensure creates the topics that are missing.
 func Ensure(ctx context.Context, c consumer.Conn, t Topics, partitions int) error {
 	for _, name := range t.All() {
-		if err := consumer.EnsureTopic(ctx, c, name, partitions, 1); err != nil {
+		if err := consumer.EnsureTopic(ctx, c, name, partitions); err != nil {
 			return err
 		}
 	}
