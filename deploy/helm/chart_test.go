@@ -686,8 +686,9 @@ func TestChartFilesMatchPrometheus(t *testing.T) {
 	}
 }
 
-// TestRenderRefuses: missing required values and an unpinned image stop
-// the render with a message that says what to set.
+// TestRenderRefuses: missing required values, an unpinned image and values
+// the chart does not have (values.schema.json) stop the render with a
+// message that says what is wrong.
 func TestRenderRefuses(t *testing.T) {
 	c := loadChart(t)
 	base := func() map[string]any {
@@ -702,12 +703,15 @@ func TestRenderRefuses(t *testing.T) {
 		{"no ClickHouse", func(v map[string]any) { delete(v, "clickhouse") }, "clickhouse.addr: set"},
 		{"no secret key", func(v map[string]any) { delete(v, "secrets") }, "bouncer secrets generate"},
 		{"latest", func(v map[string]any) { v["image"] = map[string]any{"tag": "latest"} }, "not pinned"},
+		{"misspelt value", func(v map[string]any) { v["worker"] = map[string]any{"replica": 3} }, "replica"},
+		{"unknown variable form", func(v map[string]any) { v["api"] = map[string]any{"env": map[string]any{"bouncer_api_addr": "x"}} }, "bouncer_api_addr"},
 		{"SASL without user", func(v map[string]any) { v["kafka"].(map[string]any)["saslMechanism"] = "plain" }, "kafka.saslUsername"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := base()
 			tc.edit(v)
 			_, _, err := render(c, v)
+			t.Logf("refused: %v", err)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("render: err %v, want one mentioning %q", err, tc.want)
 			}
