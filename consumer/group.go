@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -140,6 +142,9 @@ type Group struct {
 	handler BatchHandler
 	ready   chan struct{}
 	once    sync.Once
+
+	mu      sync.Mutex
+	waiting map[int]error // partitions whose resume point cannot be read yet, with the last error
 }
 
 // NewGroup checks cfg and returns a Group that feeds handler.
@@ -148,7 +153,35 @@ func NewGroup(cfg GroupConfig, handler BatchHandler) (*Group, error) {
 		return nil, err
 	}
 	cfg.Metrics.group(cfg.GroupID)
-	return &Group{cfg: cfg, handler: handler, ready: make(chan struct{})}, nil
+	return &Group{cfg: cfg, handler: handler, ready: make(chan struct{}), waiting: map[int]error{}}, nil
+}
+
+// Waiting reports the partitions of this member that wait for their resume
+// point (the handler's Assigned keeps failing, e.g. a ClickHouse replica of
+// the partition's shard does not answer), with the last error of each, or
+// nil when none waits.
+func (g *Group) Waiting() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.waiting) == 0 {
+		return nil
+	}
+	parts := slices.Sorted(maps.Keys(g.waiting))
+	errs := make([]error, len(parts))
+	for i, p := range parts {
+		errs[i] = fmt.Errorf("partition %d of %s waits for its resume point: %w", p, g.cfg.Topic, g.waiting[p])
+	}
+	return errors.Join(errs...)
+}
+
+func (g *Group) setWaiting(partition int, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err == nil {
+		delete(g.waiting, partition)
+	} else {
+		g.waiting[partition] = err
+	}
 }
 
 // Ready is closed once the member has joined the group the first time.
@@ -216,11 +249,14 @@ func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, pa
 	// already running gets HandleTimeout to finish, detached from both.
 	stop := genCtx
 	var next int64
-	if !g.retry(stop, log, "resume", func() error {
+	ok := g.retry(stop, log, "resume", func() error {
 		n, err := g.handler.Assigned(stop, topic, partition)
 		next = n
+		g.setWaiting(partition, err)
 		return err
-	}) {
+	})
+	g.setWaiting(partition, nil)
+	if !ok {
 		<-genCtx.Done()
 		return
 	}

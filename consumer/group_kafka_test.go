@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -134,4 +135,81 @@ func value(m prometheus.Metric) float64 {
 		return d.Gauge.GetValue()
 	}
 	return d.Counter.GetValue()
+}
+
+// unreachableReplica fails Assigned with a replica's error until healed.
+type unreachableReplica struct {
+	mu      sync.Mutex
+	healed  bool
+	handled chan struct{}
+}
+
+var errReplica = errors.New("shard 1: clickhouse replica unreachable: 127.0.0.1:9 (connection refused)")
+
+func (h *unreachableReplica) Assigned(ctx context.Context, topic string, partition int) (int64, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.healed {
+		return 0, errReplica
+	}
+	return 0, nil
+}
+
+func (h *unreachableReplica) Handle(ctx context.Context, topic string, partition int, batch []Message) error {
+	select {
+	case h.handled <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// TestWaitingSaysWhy: while a partition's resume point cannot be read, the
+// group's Waiting (what /readyz shows) names the partition and the error;
+// once it can, Waiting is nil and the partition is consumed.
+func TestWaitingSaysWhy(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	topic := testenv.Topic(t, brokers, 1)
+	w := &kafka.Writer{Addr: kafka.TCP(testenv.Brokers(brokers)...), Topic: topic, Transport: &kafka.Transport{}}
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := w.WriteMessages(ctx, kafka.Message{Value: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	h := &unreachableReplica{handled: make(chan struct{}, 1)}
+	g, err := NewGroup(GroupConfig{
+		Conn: Conn{Brokers: testenv.Brokers(brokers)}, Topic: topic, GroupID: topic + ".g",
+		RetryMax: 100 * time.Millisecond, MaxWait: 50 * time.Millisecond,
+	}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	ran := make(chan error, 1)
+	go func() { ran <- g.Run(runCtx) }()
+	var why error
+	for why == nil && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+		why = g.Waiting()
+	}
+	want := "partition 0 of " + topic + " waits for its resume point: " + errReplica.Error()
+	if why == nil || why.Error() != want || !errors.Is(why, errReplica) {
+		t.Fatalf("Waiting() = %v; want %q", why, want)
+	}
+	h.mu.Lock()
+	h.healed = true
+	h.mu.Unlock()
+	select {
+	case <-h.handled:
+	case <-ctx.Done():
+		t.Fatal("the partition was never consumed after its resume point could be read")
+	}
+	if err := g.Waiting(); err != nil {
+		t.Errorf("Waiting() = %v after the resume point was read; want nil", err)
+	}
+	stop()
+	if err := <-ran; err != nil {
+		t.Fatal(err)
+	}
 }

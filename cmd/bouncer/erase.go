@@ -35,8 +35,9 @@ Free text mentions the address when it holds it as a whole address: JSON
 escapes decoded (ann\u0040x.example), ASCII case ignored, and not part of
 a longer address (joann@x.example.org does not mention ann@x.example).
 
-Each table is changed with ALTER TABLE ... DELETE and the command waits for
-the mutation to finish (--wait), then checks nothing is left. Before that,
+Each table is changed with ALTER TABLE ... DELETE (on a cluster, ON CLUSTER
+on the local tables) and the command waits for the mutation to finish on
+every replica (--wait), then checks nothing is left. Before that,
 the removal of each list entry is published to the change-log topic, so
 workers' suppression indexes and senders mirroring the lists drop it. A
 record (account, SHA-256 of the address, who, when, rows per table) goes

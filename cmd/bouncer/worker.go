@@ -43,8 +43,10 @@ already on a list gets a derived dropped event with SendGrid's reason.
 On SIGTERM or SIGINT it stops fetching, finishes and commits the batches in
 flight, and exits within --shutdown-timeout.
 
-The ops port serves /healthz (process up), /readyz (joined the group and
-ClickHouse answers) and /metrics (Prometheus).
+The ops port serves /healthz (process up), /readyz (joined the group, no
+partition waiting for its resume point, ClickHouse answers; otherwise 503
+saying why, e.g. the unreachable replica a partition waits for) and /metrics
+(Prometheus).
 
 Every flag can be set by the environment variable named in its description.
 ` + webhookUsage + forwardUsage + `
@@ -175,7 +177,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	parent := ctx
 	ctx, stopAll := context.WithCancel(ctx)
 	defer stopAll()
-	var ready []func() bool
+	var ready []func() error // nil when ready, else why not
 	var runs []func(context.Context) error
 
 	if *sinkOn {
@@ -201,12 +203,12 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		if err != nil {
 			return &usageError{err.Error()}
 		}
-		ready = append(ready, func() bool {
+		ready = append(ready, func() error {
 			select {
 			case <-g.Ready():
-				return true
+				return g.Waiting()
 			default:
-				return false
+				return errors.New("sink consumer group not joined yet")
 			}
 		})
 		runs = append(runs, g.Run)
@@ -220,7 +222,12 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		if err != nil {
 			return err
 		}
-		ready = append(ready, wr.Ready)
+		ready = append(ready, func() error {
+			if !wr.Ready() {
+				return errors.New("webhook group not joined yet or webhook subscriptions not read yet")
+			}
+			return nil
+		})
 		runs = append(runs, func(context.Context) error { return wr.wait() })
 	} else {
 		log.Info("webhook group off (set BOUNCER_SECRET_KEY to run it, or --webhooks)")
@@ -275,7 +282,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	return errors.Join(errs...)
 }
 
-func startOps(addr string, reg *prometheus.Registry, ready []func() bool, store *clickhouse.Store, log *slog.Logger) (*http.Server, error) {
+func startOps(addr string, reg *prometheus.Registry, ready []func() error, store *clickhouse.Store, log *slog.Logger) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("ops server: %w", err)
@@ -285,9 +292,9 @@ func startOps(addr string, reg *prometheus.Registry, ready []func() bool, store 
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		for _, ok := range ready {
-			if !ok() {
-				http.Error(w, "not ready: consumer group not joined yet (or webhook subscriptions not read yet)", http.StatusServiceUnavailable)
+		for _, why := range ready {
+			if err := why(); err != nil {
+				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 				return
 			}
 		}

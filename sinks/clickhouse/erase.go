@@ -47,9 +47,10 @@ func (s *Store) SuppressionKeys(ctx context.Context, account, emailNorm string) 
 // events, suppressions and recipient_history (rows of the account whose
 // email_norm is the address), dead_letters (see suppression.EraseOptions and
 // qEraseFindDeadLetters) and the optional tables that exist. Each table is
-// changed with ALTER TABLE ... DELETE, and Erase waits for the mutation to
-// finish (system.mutations) and checks that no matching row is left before
-// going on. It returns the rows removed per table touched (tables with no
+// changed with ALTER TABLE ... DELETE (on a cluster ON CLUSTER on the local
+// tables, see mutationSQL), and Erase waits for the mutation to finish
+// (system.mutations, of every replica on a cluster) and checks that no
+// matching row is left before going on. It returns the rows removed per table touched (tables with no
 // row of the address are listed with 0) and the optional tables it skipped
 // with why. Erasing again is harmless: it removes nothing.
 func (s *Store) Erase(ctx context.Context, account, emailNorm string, opt suppression.EraseOptions) ([]suppression.ErasedTable, []string, error) {
@@ -133,7 +134,7 @@ func (s *Store) eraseKeyed(ctx context.Context, table string, count, del Query, 
 	if n == 0 {
 		return 0, nil
 	}
-	if err := s.conn.Exec(ctx, del.SQL, args...); err != nil {
+	if err := s.conn.Exec(ctx, s.mutationSQL(del, table), args...); err != nil {
 		return 0, fmt.Errorf("%s: %w", del.Name, err)
 	}
 	if err := s.waitMutations(ctx, table, opt); err != nil {
@@ -188,7 +189,7 @@ func (s *Store) deleteByIdentity(ctx context.Context, table string, del Query, i
 		for i, id := range chunk {
 			list[i] = strconv.FormatUint(id, 10)
 		}
-		if err := s.conn.Exec(ctx, del.SQL, strings.Join(list, ",")); err != nil {
+		if err := s.conn.Exec(ctx, s.mutationSQL(del, table), strings.Join(list, ",")); err != nil {
 			return fmt.Errorf("%s: %w", del.Name, err)
 		}
 		if err := s.waitMutations(ctx, table, opt); err != nil {
@@ -204,9 +205,9 @@ func (s *Store) deleteByIdentity(ctx context.Context, table string, del Query, i
 func (s *Store) waitMutations(ctx context.Context, table string, opt suppression.EraseOptions) error {
 	deadline := time.Now().Add(opt.Wait)
 	for {
-		var pending uint64
-		if err := s.conn.QueryRow(ctx, qErasePendingMutations.SQL, table).Scan(&pending); err != nil {
-			return fmt.Errorf("%s: %w", qErasePendingMutations.Name, err)
+		pending, err := s.pendingMutations(ctx, table)
+		if err != nil {
+			return err
 		}
 		if pending == 0 {
 			return nil
@@ -220,6 +221,50 @@ func (s *Store) waitMutations(ctx context.Context, table string, opt suppression
 		case <-time.After(opt.Poll):
 		}
 	}
+}
+
+// mutationSQL is the ALTER TABLE ... DELETE of q for table. ClickHouse
+// refuses mutations of a Distributed table, so on a cluster it runs ON
+// CLUSTER on the local tables: the DDL queue hands it to one replica of each
+// shard, and replication applies it to the other.
+func (s *Store) mutationSQL(q Query, table string) string {
+	if s.cluster == nil {
+		return q.SQL
+	}
+	to := fmt.Sprintf("ALTER TABLE `%s`.`%s%s` ON CLUSTER `%s` ", s.cfg.Database, table, localSuffix, s.cfg.Cluster)
+	for _, from := range []string{"ALTER TABLE " + table + " ", "ALTER TABLE `" + table + "` "} {
+		if strings.HasPrefix(q.SQL, from) {
+			return to + strings.TrimPrefix(q.SQL, from)
+		}
+	}
+	return q.SQL // not a mutation of table: ClickHouse will say so
+}
+
+// pendingMutations counts table's unfinished mutations; on a cluster, those
+// of its local table on every replica not declared lost, each asked
+// directly, so an erase is done only when every copy is.
+func (s *Store) pendingMutations(ctx context.Context, table string) (uint64, error) {
+	if s.cluster == nil {
+		var n uint64
+		if err := s.conn.QueryRow(ctx, qErasePendingMutations.SQL, table).Scan(&n); err != nil {
+			return 0, fmt.Errorf("%s: %w", qErasePendingMutations.Name, err)
+		}
+		return n, nil
+	}
+	var total uint64
+	for _, sh := range s.cluster.shards {
+		for _, r := range sh.replicas {
+			if slices.Contains(s.cfg.LostReplicas, r.addr) {
+				continue
+			}
+			var n uint64
+			if err := r.conn.QueryRow(ctx, qErasePendingMutations.SQL, table+localSuffix).Scan(&n); err != nil {
+				return 0, fmt.Errorf("%s on shard %d replica %s: %w", qErasePendingMutations.Name, sh.num, r.addr, err)
+			}
+			total += n
+		}
+	}
+	return total, nil
 }
 
 // collect scans a one-column query into *dst.

@@ -36,11 +36,17 @@ func Migrate(ctx context.Context, cfg Config) ([]Applied, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open clickhouse: %w", err)
 	}
-	create := "CREATE DATABASE IF NOT EXISTS " + cfg.Database
-	if cfg.Cluster != "" {
-		create += " ON CLUSTER " + cfg.Cluster
+	// CREATE ... IF NOT EXISTS ON CLUSTER waits for every server even when
+	// there is nothing to create, so a worker started while one replica is
+	// down would hang here: statements whose object exists are skipped.
+	dbExists, err := exists(ctx, boot, "SELECT count() FROM system.databases WHERE name = ?", cfg.Database)
+	if err == nil && !dbExists {
+		create := "CREATE DATABASE IF NOT EXISTS " + cfg.Database
+		if cfg.Cluster != "" {
+			create += " ON CLUSTER " + cfg.Cluster
+		}
+		err = boot.Exec(ctx, create)
 	}
-	err = boot.Exec(ctx, create)
 	if err == nil && cfg.Cluster != "" {
 		err = checkClusterDatabase(ctx, boot, cfg.Database)
 	}
@@ -60,8 +66,14 @@ func Migrate(ctx context.Context, cfg Config) ([]Applied, error) {
 			return nil, err
 		}
 	}
-	if err := execAll(ctx, s.conn, createMigrations); err != nil {
-		return nil, fmt.Errorf("create schema_migrations: %w", err)
+	have, err := exists(ctx, s.conn, "SELECT count() FROM system.tables WHERE database = ? AND name = 'schema_migrations'", cfg.Database)
+	if err != nil {
+		return nil, fmt.Errorf("find schema_migrations: %w", err)
+	}
+	if !have {
+		if err := execAll(ctx, s.conn, createMigrations); err != nil {
+			return nil, fmt.Errorf("create schema_migrations: %w", err)
+		}
 	}
 	done := map[int]bool{}
 	rows, err := s.conn.Query(ctx, qMigrationsApplied.SQL)
@@ -137,4 +149,13 @@ func checkClusterDatabase(ctx context.Context, conn driver.Conn, db string) erro
 		return fmt.Errorf("database %s was created for a single server (events is %s): bouncer migrate --cluster cannot convert it; use a new database (--clickhouse-database) or migrate without --cluster", db, engine)
 	}
 	return nil
+}
+
+// exists reports whether a count() query answers more than zero.
+func exists(ctx context.Context, conn driver.Conn, q string, args ...any) (bool, error) {
+	var n uint64
+	if err := conn.QueryRow(ctx, q, args...).Scan(&n); err != nil {
+		return false, err
+	}
+	return n > 0, nil
 }

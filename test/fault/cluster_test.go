@@ -6,6 +6,9 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
@@ -254,6 +257,78 @@ func node(t *testing.T, inst, cmd string, args ...string) {
 	t.Logf("%s in %s", cmd, time.Since(t0).Round(10*time.Millisecond))
 }
 
+// eraseOne runs `bouncer erase` for an address with events and checks that
+// no replica holds a row of it afterwards (the Distributed tables cannot be
+// mutated: erase runs ON CLUSTER on the local tables).
+func (r *clusterRun) eraseOne(c driver.Conn) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var account, email string
+	var rows uint64
+	q := strings.ReplaceAll("SELECT account_id, email_norm, count() AS n FROM DB.events GROUP BY account_id, email_norm ORDER BY n DESC, email_norm LIMIT 1", "DB.", r.db+".")
+	if err := c.QueryRow(ctx, q).Scan(&account, &email, &rows); err != nil {
+		r.t.Fatalf("pick an address: %v", err)
+	}
+	before, err := r.count(c, "SELECT count() FROM DB.events")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "erase", "--account", account, "--email", email)
+	cmd.Env = r.env()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		r.t.Fatalf("bouncer erase --account %s --email %s: %v\n%s", account, email, err, out)
+	}
+	r.t.Logf("erased %s of %s (%d events):\n%s", email, account, rows, out)
+	for i, a := range r.ci.addrs {
+		rc, err := ch.Open(&ch.Options{Addr: []string{a}, Auth: ch.Auth{Database: "default"}, DialTimeout: 3 * time.Second})
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		left, err := r.count(rc, "SELECT count() FROM DB.events_local WHERE account_id = '"+account+"' AND email_norm = '"+email+"'")
+		rc.Close()
+		if err != nil || left != 0 {
+			r.t.Errorf("server %d (%s) holds %d events of the erased address (%v), want 0", i, a, left, err)
+		}
+	}
+	if n, err := r.count(c, "SELECT count() FROM DB.events"); err != nil || n != before-rows {
+		r.t.Errorf("after the erase the events table holds %d rows (%v), want %d - %d: only the address's rows go", n, err, before, rows)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// waitNotReady polls a worker's /readyz until it answers 503 with a body
+// containing want, and returns the body.
+func (r *clusterRun) waitNotReady(ops, want string) string {
+	r.t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	var last string
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + ops + "/readyz")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			last = fmt.Sprintf("%d %s", resp.StatusCode, b)
+			if resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(b), want) {
+				return string(b)
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	r.t.Fatalf("/readyz of %s never said %q within a minute; last answer: %s", ops, want, last)
+	return ""
+}
+
 // TestCluster runs the scenarios of issue 12 on one cluster start, each on
 // its own topic and database with 50,000 events (one in 1000 bad).
 func TestCluster(t *testing.T) {
@@ -292,8 +367,15 @@ func TestCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("replica 1-1 and the worker killed with %d rows stored", at)
+		ops := freeAddr(t)
+		r.extra = append(r.extra, "BOUNCER_OPS_ADDR="+ops)
 		r.startWorker("a2")
-		time.Sleep(5 * time.Second) // shard 1's partitions wait for replica 1-1
+		// Shard 1's partitions wait for replica 1-1, and readiness says so.
+		why := r.waitNotReady(ops, "waits for its resume point")
+		t.Logf("/readyz while replica 1-1 is down: %s", why)
+		if !strings.Contains(why, "shard 1 replica") {
+			t.Errorf("/readyz says %q; want it to name the replica of shard 1", why)
+		}
 		node(t, ci.name, "start-clickhouse-1-1")
 		if err := <-produced; err != nil {
 			t.Fatal(err)
@@ -338,5 +420,6 @@ func TestCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		r.check(c)
+		r.eraseOne(c)
 	})
 }
