@@ -550,6 +550,9 @@ func checkCluster(t *testing.T, r *rendered) {
 	if ref := envVar(wc, "KAFKA_SASL_PASSWORD"); ref == nil || ref.ValueFrom == nil || ref.ValueFrom.SecretKeyRef == nil {
 		t.Errorf("worker: KAFKA_SASL_PASSWORD is not read from a Secret: %+v", ref)
 	}
+	if ws := r.deployments[workerName].Spec.Template.Spec; len(ws.TopologySpreadConstraints) != 1 || len(ws.Tolerations) != 1 {
+		t.Errorf("worker: topologySpreadConstraints %+v and tolerations %+v, want the one of each given", ws.TopologySpreadConstraints, ws.Tolerations)
+	}
 	if got := env(r.deployments[apiName].Spec.Template.Spec.Containers[0], "BOUNCER_API_REPLICAS"); got != "3" {
 		t.Errorf("api: BOUNCER_API_REPLICAS=%q, want 3", got)
 	}
