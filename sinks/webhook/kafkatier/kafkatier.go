@@ -266,6 +266,13 @@ func runTier(ctx context.Context, cfg TierConfig, i int, d Redeliverer) error {
 		ID: group, Brokers: cfg.Conn.Brokers, Dialer: dialer, Topics: []string{topic},
 		StartOffset: kafka.FirstOffset, SessionTimeout: cfg.SessionTimeout, RebalanceTimeout: cfg.RebalanceTimeout,
 		HeartbeatInterval: 3 * time.Second, JoinGroupBackoff: time.Second,
+		// A group that joins before the brokers know its topic (a worker
+		// starting right after Ensure created it) is given no partitions,
+		// and kafka-go keeps that empty assignment until something else
+		// rebalances the group: the tier's batches would never come back.
+		// Watching the topic's partitions rejoins once it appears (or
+		// grows).
+		WatchPartitionChanges: true, PartitionWatchInterval: 2 * time.Second,
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) { log.Debug(fmt.Sprintf(msg, args...)) }),
 	})
 	if err != nil {
