@@ -41,8 +41,9 @@ type GroupConfig struct {
 	// RetryMax is the longest pause between retries of a failed batch;
 	// default 10s (starting at 100ms, with jitter).
 	RetryMax time.Duration
-	// HandleTimeout bounds one Handle call after the partition was revoked
-	// or shutdown began; default 45s. Keep it below RebalanceTimeout.
+	// HandleTimeout bounds one Handle call (after shutdown began, too; a
+	// revocation cancels it at once); default 45s. Keep it below
+	// RebalanceTimeout.
 	HandleTimeout time.Duration
 	Logger        *slog.Logger
 	Metrics       *Metrics
@@ -246,7 +247,8 @@ func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, pa
 	topic := g.cfg.Topic
 	log := g.cfg.Logger.With("topic", topic, "partition", partition)
 	// Work stops when the generation ends or shutdown starts; a Handle
-	// already running gets HandleTimeout to finish, detached from both.
+	// already running is cancelled when the generation ends, except on
+	// shutdown, where it gets HandleTimeout to finish.
 	stop := genCtx
 	var next int64
 	ok := g.retry(stop, log, "resume", func() error {
@@ -309,6 +311,20 @@ func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, pa
 			// not leave later attempts with an expired context.
 			handleCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.HandleTimeout)
 			defer cancel()
+			// A generation that ends while this member is running (not
+			// shutting down) may mean the member was expelled: a group
+			// whose coordinator died rebalances without it, and the new
+			// owner reads the marks at once. Finishing the batch then would
+			// write it twice (seen with a broker kill: the batch waited on
+			// its dead letters' dead leader, then inserted its events after
+			// the new owner had started), so it is abandoned instead.
+			// On shutdown the generation ends after ctx, and the batch gets
+			// HandleTimeout to finish.
+			defer context.AfterFunc(genCtx, func() {
+				if ctx.Err() == nil {
+					cancel()
+				}
+			})()
 			return g.handler.Handle(handleCtx, topic, partition, batch)
 		})
 		if !ok {

@@ -11,10 +11,16 @@
 // bounded by count, bytes and wait. Offsets are committed only after the
 // handler returned nil for every message below them, so a crash redelivers
 // (at least once); the handler makes that exact (see package pipeline).
-// A failed batch is retried with backoff, never skipped. When the group
-// rebalances, a partition's goroutine finishes or abandons its in-flight
-// batch and exits before the member rejoins, so the next owner never runs
-// concurrently with it (kafka-go's Generation waits for it).
+// A failed batch is retried with backoff, never skipped. When the
+// generation ends (a rebalance, or this member expelled because the group's
+// coordinator died), a partition's goroutine abandons its in-flight batch
+// (the handler's context is cancelled) and exits before the member rejoins
+// (kafka-go's Generation waits for it). An expelled member learns of it at
+// its next failed heartbeat (HeartbeatInterval), before the coordinator gives
+// its partitions away (SessionTimeout); a handler write already on the wire
+// when the context is cancelled may still land, so the handler's marks must
+// be re-read by the next owner (they are, on assignment). On shutdown the
+// in-flight batch gets HandleTimeout to finish and is committed.
 package consumer
 
 import (
