@@ -271,7 +271,7 @@ func runTier(ctx context.Context, cfg TierConfig, i int, d Redeliverer) error {
 		// and kafka-go keeps that empty assignment until something else
 		// rebalances the group: the tier's batches would never come back.
 		// Watching the topic's partitions rejoins once it appears (or
-		// grows).
+		// grows); waitUnowned catches an appearance the watcher misses.
 		WatchPartitionChanges: true, PartitionWatchInterval: 2 * time.Second,
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) { log.Debug(fmt.Sprintf(msg, args...)) }),
 	})
@@ -296,6 +296,44 @@ func runTier(ctx context.Context, cfg TierConfig, i int, d Redeliverer) error {
 			p := &tierPartition{cfg: cfg, d: d, topic: topic, partition: a.ID, tier: tierName, log: log.With("partition", a.ID)}
 			start := a.Offset
 			gen.Start(func(genCtx context.Context) { p.run(ctx, genCtx, gen, start, dialer) })
+		}
+		if len(gen.Assignments[topic]) == 0 {
+			gen.Start(func(genCtx context.Context) { waitUnowned(genCtx, cfg.Conn, topic, group, log) })
+		}
+	}
+}
+
+// waitUnowned returns, ending the generation so the member rejoins, once
+// the tier topic has partitions while no member of the stable group owns
+// any: the assignment was made before the brokers knew the topic (kafka-go
+// keeps such an empty assignment, and its partition watcher misses a topic
+// that appeared between the assignment and the watcher's first look).
+// A member that got nothing because the others hold every partition stays.
+func waitUnowned(ctx context.Context, conn consumer.Conn, topic, group string, log *slog.Logger) {
+	tr, err := conn.Transport()
+	if err != nil {
+		<-ctx.Done()
+		return
+	}
+	client := &kafka.Client{Addr: kafka.TCP(conn.Brokers...), Transport: tr, Timeout: 10 * time.Second}
+	for sleep(ctx, 2*time.Second) {
+		md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+		if err != nil || len(md.Topics) != 1 || md.Topics[0].Error != nil || len(md.Topics[0].Partitions) == 0 {
+			continue
+		}
+		gr, err := client.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{group}})
+		if err != nil || len(gr.Groups) != 1 || gr.Groups[0].Error != nil || gr.Groups[0].GroupState != "Stable" {
+			continue
+		}
+		owned := false
+		for _, m := range gr.Groups[0].Members {
+			for _, t := range m.MemberAssignments.Topics {
+				owned = owned || (t.Topic == topic && len(t.Partitions) > 0)
+			}
+		}
+		if !owned {
+			log.Info("retry tier: no member owns the tier's partitions (the group was assigned before the topic was known); rejoining", "partitions", len(md.Topics[0].Partitions))
+			return
 		}
 	}
 }
