@@ -10,24 +10,20 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/bouncer-mail/bouncer/accounts"
 )
 
-// ForwardBounce is an account's forward_bounce mail setting: whether each
-// bounce is forwarded by email, and to which address ("" when none).
-type ForwardBounce struct {
-	Enabled bool
-	Email   string
-}
-
 // ForwardingStore keeps an account's bounce forwarding settings. Both
-// methods touch only the given account's setting.
+// methods touch only the given account's setting. sinks/clickhouse's Store
+// implements it.
 type ForwardingStore interface {
 	// ForwardBounce returns the newest setting; {false, ""} when none was
 	// ever stored.
-	ForwardBounce(ctx context.Context, account string) (ForwardBounce, error)
+	ForwardBounce(ctx context.Context, account string) (accounts.ForwardBounce, error)
 	// SetForwardBounce stores a new version of the setting as of at; the
 	// newest version wins.
-	SetForwardBounce(ctx context.Context, account string, fb ForwardBounce, at time.Time) error
+	SetForwardBounce(ctx context.Context, account string, fb accounts.ForwardBounce, at time.Time) error
 }
 
 // maxForwardAddress bounds the forwarding address (RFC 5321's 254).
@@ -74,11 +70,12 @@ func (s *server) handleForwardBouncePatch() http.Handler {
 			return
 		}
 		patch, err := parseForwardBouncePatch(r)
-		var fb ForwardBounce
+		var fb accounts.ForwardBounce
 		if err == nil {
 			fb, err = store.ForwardBounce(r.Context(), account(r))
 		}
 		if err == nil {
+			fb.AccountID = account(r)
 			if patch.enabled != nil {
 				fb.Enabled = *patch.enabled
 			}

@@ -8,29 +8,31 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bouncer-mail/bouncer/accounts"
 )
 
 // fakeForwarding keeps settings per account in memory, with the time of
 // each write.
 type fakeForwarding struct {
 	mu     sync.Mutex
-	byAcct map[string]ForwardBounce
+	byAcct map[string]accounts.ForwardBounce
 	writes int
 	at     time.Time
 	err    error
 }
 
-func (f *fakeForwarding) ForwardBounce(ctx context.Context, account string) (ForwardBounce, error) {
+func (f *fakeForwarding) ForwardBounce(ctx context.Context, account string) (accounts.ForwardBounce, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.byAcct[account], f.err
 }
 
-func (f *fakeForwarding) SetForwardBounce(ctx context.Context, account string, fb ForwardBounce, at time.Time) error {
+func (f *fakeForwarding) SetForwardBounce(ctx context.Context, account string, fb accounts.ForwardBounce, at time.Time) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.byAcct == nil {
-		f.byAcct = map[string]ForwardBounce{}
+		f.byAcct = map[string]accounts.ForwardBounce{}
 	}
 	f.byAcct[account] = fb
 	f.writes++
@@ -68,7 +70,7 @@ func TestForwardBounceSetting(t *testing.T) {
 	if rec.Code != 200 || forwardBody(t, rec.Body.String()) != (forwardBounceBody{true, "Ops@Acme.example"}) {
 		t.Fatalf("enable: %d %s", rec.Code, rec.Body)
 	}
-	if store.byAcct["acme"] != (ForwardBounce{true, "Ops@Acme.example"}) || !store.at.Equal(at) {
+	if store.byAcct["acme"] != (accounts.ForwardBounce{AccountID: "acme", Enabled: true, Email: "Ops@Acme.example"}) || !store.at.Equal(at) {
 		t.Errorf("stored %+v at %v", store.byAcct["acme"], store.at)
 	}
 
@@ -79,7 +81,7 @@ func TestForwardBounceSetting(t *testing.T) {
 	if rec := do(t, h, "PATCH", path, globex, `{"enabled":false,"email":"x@globex.example"}`); rec.Code != 200 {
 		t.Fatalf("globex patch: %d %s", rec.Code, rec.Body)
 	}
-	if store.byAcct["acme"] != (ForwardBounce{true, "Ops@Acme.example"}) {
+	if store.byAcct["acme"] != (accounts.ForwardBounce{AccountID: "acme", Enabled: true, Email: "Ops@Acme.example"}) {
 		t.Errorf("globex's PATCH changed acme's setting: %+v", store.byAcct["acme"])
 	}
 

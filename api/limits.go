@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/bouncer-mail/bouncer/accounts"
 )
 
 // queryGate bounds the statistics queries running at once: at most total
@@ -260,10 +262,10 @@ func (s *server) source(r *http.Request) string {
 // key id, or "session" for a session cookie), under the failure budget of
 // the request's source: 429 with Retry-After before check when the budget
 // is spent; a 401 from check spends it.
-func (s *server) authAttempt(r *http.Request, id string, check func() (Key, error)) (Key, error) {
+func (s *server) authAttempt(r *http.Request, id string, check func() (accounts.Key, error)) (accounts.Key, error) {
 	src := s.source(r)
 	if wait := s.authFails.wait(src, id, s.now()); wait > 0 {
-		return Key{}, &Error{Code: ERateLimited, RetryAfter: wait,
+		return accounts.Key{}, &Error{Code: ERateLimited, RetryAfter: wait,
 			Message: "too many failed authentication attempts from your address: retry after the Retry-After seconds with a valid key"}
 	}
 	k, err := check()

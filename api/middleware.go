@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/bouncer-mail/bouncer/accounts"
 )
 
 // reqInfo is filled in as a request passes the middleware, for the log line
@@ -175,33 +177,33 @@ func (s *server) authenticated(scope string, next http.Handler) http.Handler {
 // credential returns the key a request acts as: its Bearer key, or, with
 // no Authorization header, the key of its dashboard session cookie (which
 // also checks the CSRF token of a state-changing request; see ui.go).
-func (s *server) credential(r *http.Request) (Key, error) {
+func (s *server) credential(r *http.Request) (accounts.Key, error) {
 	presented, ok := bearer(r)
 	if !ok {
 		if r.Header.Get("Authorization") == "" {
 			if c, err := r.Cookie(sessionCookie); err == nil {
-				return s.authAttempt(r, "session", func() (Key, error) {
+				return s.authAttempt(r, "session", func() (accounts.Key, error) {
 					key, _, err := s.sessionKey(r, c.Value)
 					return key, err
 				})
 			}
 		}
-		return Key{}, errorf(EUnauthorized, "", "authorization required")
+		return accounts.Key{}, errorf(EUnauthorized, "", "authorization required")
 	}
 	return s.checkKey(r, presented)
 }
 
 // checkKey authenticates a presented key under the failure budget
 // (authAttempt).
-func (s *server) checkKey(r *http.Request, presented string) (Key, error) {
-	id, _, _ := parseKey(presented)
-	return s.authAttempt(r, id, func() (Key, error) {
+func (s *server) checkKey(r *http.Request, presented string) (accounts.Key, error) {
+	id, _, _ := accounts.ParseKey(presented)
+	return s.authAttempt(r, id, func() (accounts.Key, error) {
 		key, ok, err := s.keys.authenticate(r.Context(), presented)
 		if err != nil {
-			return Key{}, err
+			return accounts.Key{}, err
 		}
 		if !ok {
-			return Key{}, errorf(EUnauthorized, "", "The provided authorization grant is invalid, expired, or revoked")
+			return accounts.Key{}, errorf(EUnauthorized, "", "The provided authorization grant is invalid, expired, or revoked")
 		}
 		return key, nil
 	})

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/bouncer-mail/bouncer/accounts"
 )
 
 // SessionStore keeps the dashboard's sessions where every API process of a
@@ -19,21 +21,10 @@ import (
 type SessionStore interface {
 	// WriteSessions stores session states. The rows of one session merge:
 	// the latest Seen counts, and Ended, once written, holds for good.
-	WriteSessions(ctx context.Context, ss []StoredSession) error
+	WriteSessions(ctx context.Context, ss []accounts.Session) error
 	// Sessions returns the sessions created at or after since that have not
 	// ended: all of them, or with idHash set only that one.
-	Sessions(ctx context.Context, idHash string, since time.Time) ([]StoredSession, error)
-}
-
-// StoredSession is what is stored of a dashboard session: never the
-// cookie's id, only its SHA-256.
-type StoredSession struct {
-	// IDHash is the lower-case hex SHA-256 of the cookie's id.
-	IDHash                    string
-	AccountID, KeyID, KeyHash string
-	// Created is the login; Seen the latest use written (see seenEvery).
-	Created, Seen time.Time
-	Ended         bool
+	Sessions(ctx context.Context, idHash string, since time.Time) ([]accounts.Session, error)
 }
 
 // seenEvery is how often a session's use is written to the shared store:
@@ -128,7 +119,7 @@ func (st *sessionStore) refresh(ctx context.Context, now time.Time, force bool) 
 
 // replace makes the stored sessions the cache's, keeping the later use
 // this process saw of each.
-func (st *sessionStore) replace(all []StoredSession) {
+func (st *sessionStore) replace(all []accounts.Session) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	old := st.byID
@@ -148,7 +139,7 @@ func (st *sessionStore) replace(all []StoredSession) {
 	}
 }
 
-func fromStored(x StoredSession) *session {
+func fromStored(x accounts.Session) *session {
 	return &session{account: x.AccountID, keyID: x.KeyID, keyHash: x.KeyHash, created: x.Created, seen: x.Seen, written: x.Seen}
 }
 
@@ -169,8 +160,8 @@ func parseHash(s string) ([32]byte, bool) {
 	return h, true
 }
 
-func (st *sessionStore) stored(h [32]byte, x *session, ended bool) StoredSession {
-	return StoredSession{IDHash: hex.EncodeToString(h[:]), AccountID: x.account, KeyID: x.keyID, KeyHash: x.keyHash,
+func (st *sessionStore) stored(h [32]byte, x *session, ended bool) accounts.Session {
+	return accounts.Session{IDHash: hex.EncodeToString(h[:]), AccountID: x.account, KeyID: x.keyID, KeyHash: x.keyHash,
 		Created: x.created, Seen: x.seen, Ended: ended}
 }
 
@@ -232,7 +223,7 @@ func (st *sessionStore) end(ctx context.Context, id string) error {
 	x := st.byID[h]
 	st.mu.Unlock()
 	if x != nil && st.shared != nil {
-		if err := st.shared.WriteSessions(ctx, []StoredSession{st.stored(h, x, true)}); err != nil {
+		if err := st.shared.WriteSessions(ctx, []accounts.Session{st.stored(h, x, true)}); err != nil {
 			return fmt.Errorf("end dashboard session: %w", err)
 		}
 	}
@@ -256,7 +247,7 @@ func (st *sessionStore) touch(ctx context.Context, id string, sess *session, now
 	if !due {
 		return nil
 	}
-	return st.shared.WriteSessions(ctx, []StoredSession{row})
+	return st.shared.WriteSessions(ctx, []accounts.Session{row})
 }
 
 // remove drops a session; st.mu is held.
@@ -307,7 +298,7 @@ func (st *sessionStore) login(ctx context.Context, sess *session, now time.Time)
 	}
 	h := sessionHash(id)
 	st.mu.Lock()
-	rows := []StoredSession{st.stored(h, sess, false)}
+	rows := []accounts.Session{st.stored(h, sess, false)}
 	for eh, x := range ended {
 		rows = append(rows, st.stored(eh, x, true))
 	}

@@ -6,24 +6,26 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bouncer-mail/bouncer/accounts"
 )
 
 // fakeSessions is a SessionStore in memory, merged as the ClickHouse one
 // is: the latest Seen, Ended for good.
 type fakeSessions struct {
 	mu   sync.Mutex
-	rows map[string]StoredSession
+	rows map[string]accounts.Session
 	down bool
 }
 
-func (f *fakeSessions) WriteSessions(ctx context.Context, ss []StoredSession) error {
+func (f *fakeSessions) WriteSessions(ctx context.Context, ss []accounts.Session) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.down {
 		return errRefused
 	}
 	if f.rows == nil {
-		f.rows = map[string]StoredSession{}
+		f.rows = map[string]accounts.Session{}
 	}
 	for _, x := range ss {
 		if o, ok := f.rows[x.IDHash]; ok {
@@ -35,13 +37,13 @@ func (f *fakeSessions) WriteSessions(ctx context.Context, ss []StoredSession) er
 	return nil
 }
 
-func (f *fakeSessions) Sessions(ctx context.Context, idHash string, since time.Time) ([]StoredSession, error) {
+func (f *fakeSessions) Sessions(ctx context.Context, idHash string, since time.Time) ([]accounts.Session, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.down {
 		return nil, errRefused
 	}
-	var out []StoredSession
+	var out []accounts.Session
 	for _, x := range f.rows {
 		if !x.Ended && !x.Created.Before(since) && (idHash == "" || x.IDHash == idHash) {
 			out = append(out, x)

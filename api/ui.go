@@ -53,6 +53,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/accounts"
 	"github.com/bouncer-mail/bouncer/analytics"
 )
 
@@ -95,35 +96,35 @@ var errNoSession = errorf(EUnauthorized, "", "your dashboard session has ended: 
 // up in the key cache, so a revoked key ends the session). A state-changing
 // request must also carry the session's CSRF token. It marks the session
 // used.
-func (s *server) sessionKey(r *http.Request, cookie string) (Key, *session, error) {
+func (s *server) sessionKey(r *http.Request, cookie string) (accounts.Key, *session, error) {
 	st := s.sessions()
 	now := s.now()
 	sess, err := st.get(r.Context(), cookie, now)
 	if err != nil {
-		return Key{}, nil, err
+		return accounts.Key{}, nil, err
 	}
 	if sess == nil {
-		return Key{}, nil, errNoSession
+		return accounts.Key{}, nil, errNoSession
 	}
 	st.mu.Lock()
 	ended := !now.Before(sess.ends())
 	st.mu.Unlock()
 	if ended {
 		st.forget(cookie)
-		return Key{}, nil, errNoSession
+		return accounts.Key{}, nil, errNoSession
 	}
 	k, found, err := s.keys.lookup(r.Context(), sess.keyID)
 	if err != nil {
-		return Key{}, nil, err
+		return accounts.Key{}, nil, err
 	}
 	if !found || k.Revoked || subtle.ConstantTimeCompare([]byte(k.Hash), []byte(sess.keyHash)) != 1 {
 		st.forget(cookie)
-		return Key{}, nil, errorf(EUnauthorized, "", "the API key of this session was revoked: log in again with a valid key")
+		return accounts.Key{}, nil, errorf(EUnauthorized, "", "the API key of this session was revoked: log in again with a valid key")
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		token := r.Header.Get(csrfHeader)
 		if subtle.ConstantTimeCompare([]byte(token), []byte(csrfToken(cookie))) != 1 {
-			return Key{}, nil, errorf(EForbidden, "", "missing or wrong CSRF token: a request with the dashboard's session cookie must send the session's token in the %s header", csrfHeader)
+			return accounts.Key{}, nil, errorf(EForbidden, "", "missing or wrong CSRF token: a request with the dashboard's session cookie must send the session's token in the %s header", csrfHeader)
 		}
 	}
 	if err := st.touch(r.Context(), cookie, sess, now); err != nil {
@@ -224,7 +225,7 @@ type sessionInfo struct {
 	ExpiresAt int64    `json:"expires_at"`
 }
 
-func (st *sessionStore) info(k Key, sess *session, id string) sessionInfo {
+func (st *sessionStore) info(k accounts.Key, sess *session, id string) sessionInfo {
 	scopes := k.Scopes
 	if scopes == nil {
 		scopes = []string{}
@@ -317,7 +318,7 @@ func (s *server) handleSession() http.Handler {
 			return
 		}
 		var sess *session
-		key, err := s.authAttempt(r, "session", func() (k Key, err error) {
+		key, err := s.authAttempt(r, "session", func() (k accounts.Key, err error) {
 			k, sess, err = s.sessionKey(r, c.Value)
 			return k, err
 		})

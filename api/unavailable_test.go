@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/accounts"
 	"github.com/bouncer-mail/bouncer/analytics"
 	"github.com/bouncer-mail/bouncer/internal/csvlist"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/safedial"
@@ -57,10 +58,10 @@ func (downStores) ExportList(context.Context, string, string, int64, func(csvlis
 func (downStores) ImportList(context.Context, string, string, int64, []csvlist.Row) error {
 	return errRefused
 }
-func (downStores) ForwardBounce(context.Context, string) (ForwardBounce, error) {
-	return ForwardBounce{}, errRefused
+func (downStores) ForwardBounce(context.Context, string) (accounts.ForwardBounce, error) {
+	return accounts.ForwardBounce{}, errRefused
 }
-func (downStores) SetForwardBounce(context.Context, string, ForwardBounce, time.Time) error {
+func (downStores) SetForwardBounce(context.Context, string, accounts.ForwardBounce, time.Time) error {
 	return errRefused
 }
 func (downStores) WebhooksReady() error         { return nil }

@@ -1,5 +1,7 @@
 package schemas
 
+import "time"
+
 // EventType is SendGrid's `event` field. The set is closed: any other value is
 // rejected with [CodeUnknownEvent].
 type EventType string
@@ -193,4 +195,6 @@ type DeadLetter struct {
 	Detail string
 	Raw    []byte
 	Key    []byte
+	// IngestedAt is when the dead_letters table took it (zero before).
+	IngestedAt time.Time
 }

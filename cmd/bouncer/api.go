@@ -177,9 +177,9 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 		checker = index
 	}
 	cfg := api.Config{
-		Store: as, Stats: store, Activity: store, Keys: apiKeys{store}, Logger: log, Checker: checker,
-		Privacy: as.Service, Forwarding: as, Webhooks: subs, WebhookOps: subs, WebhookTester: webhook.Tester{Guard: whGuard}, Dashboard: store,
-		Sessions:  apiSessions{store},
+		Store: as, Stats: store, Activity: store, Keys: store, Logger: log, Checker: checker,
+		Privacy: as.Service, Forwarding: store, Webhooks: subs, WebhookOps: subs, WebhookTester: webhook.Tester{Guard: whGuard}, Dashboard: store,
+		Sessions:  store,
 		RateLimit: float64(*rateLimit), Replicas: *replicas, MaxBodyBytes: int64(*maxBody), MaxStatsQueries: *maxStats, TrustedProxies: trusted,
 		Metrics:     api.NewRequestMetrics(reg),
 		Unavailable: clickhouse.Unavailable,
@@ -229,7 +229,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 }
 
 // apiStore is the API's Store: the suppression service for the lists, the
-// ClickHouse store for the counts and the forwarding settings.
+// ClickHouse store for the counts.
 type apiStore struct {
 	*suppression.Service
 	s *clickhouse.Store
@@ -249,48 +249,6 @@ func (a apiStore) BounceClassifications(ctx context.Context, account string, fro
 
 func (a apiStore) BounceClassificationDomains(ctx context.Context, account, class string, from, to time.Time) ([]analytics.DayCount, error) {
 	return a.s.BounceClassificationDomains(ctx, account, class, from, to)
-}
-
-// apiKeys adapts the ClickHouse store to the API's KeyStore.
-type apiKeys struct{ s *clickhouse.Store }
-
-var _ api.KeyStore = apiKeys{}
-
-func (a apiKeys) APIKeys(ctx context.Context) ([]api.Key, error) {
-	ks, err := a.s.APIKeys(ctx, "")
-	if err != nil {
-		return nil, err
-	}
-	out := make([]api.Key, len(ks))
-	for i, k := range ks {
-		out[i] = api.Key{AccountID: k.AccountID, KeyID: k.KeyID, Hash: k.KeyHash, Scopes: k.Scopes, Revoked: k.Revoked}
-	}
-	return out, nil
-}
-
-// apiSessions adapts the ClickHouse store to the API's SessionStore.
-type apiSessions struct{ s *clickhouse.Store }
-
-var _ api.SessionStore = apiSessions{}
-
-func (a apiSessions) WriteSessions(ctx context.Context, ss []api.StoredSession) error {
-	out := make([]clickhouse.Session, len(ss))
-	for i, x := range ss {
-		out[i] = clickhouse.Session{Hash: x.IDHash, AccountID: x.AccountID, KeyID: x.KeyID, KeyHash: x.KeyHash, Created: x.Created, Seen: x.Seen, Ended: x.Ended}
-	}
-	return a.s.WriteSessions(ctx, out)
-}
-
-func (a apiSessions) Sessions(ctx context.Context, idHash string, since time.Time) ([]api.StoredSession, error) {
-	ss, err := a.s.Sessions(ctx, idHash, since)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]api.StoredSession, len(ss))
-	for i, x := range ss {
-		out[i] = api.StoredSession{IDHash: x.Hash, AccountID: x.AccountID, KeyID: x.KeyID, KeyHash: x.KeyHash, Created: x.Created, Seen: x.Seen}
-	}
-	return out, nil
 }
 
 // loadSuppressionIndex follows the change log into a new index in the

@@ -17,15 +17,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sendgrid/rest"
+	"github.com/sendgrid/sendgrid-go"
+	"github.com/sendgrid/sendgrid-go/helpers/eventwebhook"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
 	"github.com/bouncer-mail/bouncer/internal/secrets"
 	"github.com/bouncer-mail/bouncer/internal/testenv"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/sign"
 	"github.com/bouncer-mail/bouncer/subscription"
-	"github.com/sendgrid/rest"
-	"github.com/sendgrid/sendgrid-go"
-	"github.com/sendgrid/sendgrid-go/helpers/eventwebhook"
-	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 )
 
 // webhookAPI is `bouncer api` run in-process on a fresh database, with keys

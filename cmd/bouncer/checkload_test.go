@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/accounts"
 	"github.com/bouncer-mail/bouncer/api"
 	"github.com/bouncer-mail/bouncer/suppression"
 )
@@ -112,7 +113,7 @@ func checkLoadServer(b *testing.B) (string, string) {
 		ix.Apply(suppression.Change{AccountID: "acme", List: suppression.ListBounces, EmailNorm: "user" + strconv.Itoa(i) + "@example.com",
 			At: at, ReasonCode: "user_unknown"})
 	}
-	token, id, hash, err := api.NewKey(rand.Reader)
+	token, id, hash, err := accounts.NewKey(rand.Reader)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -129,9 +130,9 @@ func checkLoadServer(b *testing.B) (string, string) {
 	return "http://" + ln.Addr().String(), token
 }
 
-type memKeys []api.Key
+type memKeys []accounts.Key
 
-func (m memKeys) APIKeys(context.Context) ([]api.Key, error) { return m, nil }
+func (m memKeys) APIKeys(context.Context, string) ([]accounts.Key, error) { return m, nil }
 
 // checkBodies makes n request bodies of 100 recipients, every other one
 // on the bounce list.

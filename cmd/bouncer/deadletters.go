@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"strconv"
 	"text/tabwriter"
+	"time"
 	"unicode/utf8"
 
 	"github.com/bouncer-mail/bouncer/consumer"
+	"github.com/bouncer-mail/bouncer/schemas"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 )
 
@@ -90,12 +92,13 @@ func runDeadLetters(ctx context.Context, env *environment, args []string) error 
 	return replayDeadLetters(ctx, env, kf, dls, *to, *dry)
 }
 
-func listDeadLetters(env *environment, dls []clickhouse.DeadLetter, asJSON, raw bool) error {
+func listDeadLetters(env *environment, dls []schemas.DeadLetter, asJSON, raw bool) error {
 	switch {
 	case asJSON:
 		enc := json.NewEncoder(env.stdout)
 		for _, d := range dls {
-			if err := enc.Encode(d); err != nil {
+			if err := enc.Encode(deadLetterJSON{Topic: d.Topic, Partition: d.Partition, Offset: d.Offset, Index: d.Index, Code: string(d.Code),
+				Detail: d.Detail, Raw: string(d.Raw), Key: string(d.Key), IngestedAt: d.IngestedAt}); err != nil {
 				return err
 			}
 		}
@@ -109,7 +112,7 @@ func listDeadLetters(env *environment, dls []clickhouse.DeadLetter, asJSON, raw 
 		tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "TOPIC/PARTITION/OFFSET/INDEX\tCODE\tDETAIL\tRAW")
 		for _, d := range dls {
-			fmt.Fprintf(tw, "%s/%d/%d/%d\t%s\t%s\t%s\n", d.Topic, d.Partition, d.Offset, d.Index, d.Code, clip(d.Detail, 60), clip(strconv.Quote(d.Raw), 50))
+			fmt.Fprintf(tw, "%s/%d/%d/%d\t%s\t%s\t%s\n", d.Topic, d.Partition, d.Offset, d.Index, d.Code, clip(d.Detail, 60), clip(strconv.Quote(string(d.Raw)), 50))
 		}
 		if len(dls) == 0 {
 			fmt.Fprintln(tw, "(none)")
@@ -117,6 +120,19 @@ func listDeadLetters(env *environment, dls []clickhouse.DeadLetter, asJSON, raw 
 		return tw.Flush()
 	}
 	return nil
+}
+
+// deadLetterJSON is a line of deadletters list --json.
+type deadLetterJSON struct {
+	Topic      string    `json:"topic"`
+	Partition  int       `json:"partition"`
+	Offset     int64     `json:"offset"`
+	Index      int       `json:"index"`
+	Code       string    `json:"code"`
+	Detail     string    `json:"detail"`
+	Raw        string    `json:"raw"`
+	Key        string    `json:"key"`
+	IngestedAt time.Time `json:"ingested_at"`
 }
 
 func clip(s string, n int) string {
@@ -129,7 +145,7 @@ func clip(s string, n int) string {
 	return s[:n] + "…"
 }
 
-func replayDeadLetters(ctx context.Context, env *environment, kf *kafkaFlags, dls []clickhouse.DeadLetter, to string, dry bool) error {
+func replayDeadLetters(ctx context.Context, env *environment, kf *kafkaFlags, dls []schemas.DeadLetter, to string, dry bool) error {
 	if len(dls) == 0 {
 		fmt.Fprintln(env.stdout, "nothing to replay")
 		return nil
@@ -144,8 +160,8 @@ func replayDeadLetters(ctx context.Context, env *environment, kf *kafkaFlags, dl
 		if topic == "" {
 			topic = d.Topic
 		}
-		origin := d.Topic + "/" + strconv.Itoa(int(d.Partition)) + "/" + strconv.FormatUint(d.Offset, 10) + "/" + strconv.Itoa(int(d.Index))
-		byTopic[topic] = append(byTopic[topic], consumer.Replayed{Key: []byte(d.Key), Value: []byte(d.Raw), Origin: origin, Reason: d.Code})
+		origin := consumer.DeadLetterKey(d)
+		byTopic[topic] = append(byTopic[topic], consumer.Replayed{Key: d.Key, Value: d.Raw, Origin: origin, Reason: string(d.Code)})
 		if dry {
 			fmt.Fprintf(env.stdout, "would send %s (%s, %d bytes) to %s\n", origin, d.Code, len(d.Raw), topic)
 		}

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/accounts"
 	"github.com/bouncer-mail/bouncer/api"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 )
@@ -116,11 +117,11 @@ func runKeys(ctx context.Context, env *environment, args []string) error {
 	now := time.Now()
 	switch sub {
 	case "create":
-		key, id, hash, err := api.NewKey(rand.Reader)
+		key, id, hash, err := accounts.NewKey(rand.Reader)
 		if err != nil {
 			return err
 		}
-		k := clickhouse.APIKey{AccountID: *acct, KeyID: id, KeyHash: hash, Name: *name, Scopes: scopeList, Created: now}
+		k := accounts.Key{AccountID: *acct, KeyID: id, Hash: hash, Name: *name, Scopes: scopeList, Created: now}
 		if err := store.WriteAPIKey(ctx, k, now); err != nil {
 			return err
 		}
@@ -149,7 +150,7 @@ func runKeys(ctx context.Context, env *environment, args []string) error {
 		return tw.Flush()
 	case "revoke":
 		k, err := store.RevokeAPIKey(ctx, keyID, now)
-		if errors.Is(err, clickhouse.ErrNoAPIKey) {
+		if errors.Is(err, accounts.ErrNoKey) {
 			return usagef("keys revoke: no key %q", keyID)
 		}
 		if err != nil {

@@ -49,7 +49,7 @@ func TestListsHoldOnlyWhatADeleteCanRemove(t *testing.T) {
 	now := time.Now().UTC().Truncate(time.Second)
 	f.setClock(now)
 	as := newAPIStore(f.store, indexChanges{f.index})
-	srv := httptest.NewServer(api.NewServer(api.Config{Store: as, Privacy: as.Service, Checker: f.index, Keys: apiKeys{f.store}, Now: f.clock, RateLimit: 10000}))
+	srv := httptest.NewServer(api.NewServer(api.Config{Store: as, Privacy: as.Service, Checker: f.index, Keys: f.store, Now: f.clock, RateLimit: 10000}))
 	t.Cleanup(srv.Close)
 	call := func(method, path, body string) (int, string) {
 		t.Helper()

@@ -48,7 +48,7 @@ func newRegistryFixture(t *testing.T) *registryFixture {
 		t.Fatal(err)
 	}
 	subs := subscription.NewService(st, keys, safedial.Guard{}, nil)
-	srv := httptest.NewServer(api.NewServer(api.Config{Store: newAPIStore(st, nil), Keys: apiKeys{st}, Webhooks: subs, RateLimit: 10000}))
+	srv := httptest.NewServer(api.NewServer(api.Config{Store: newAPIStore(st, nil), Keys: st, Webhooks: subs, RateLimit: 10000}))
 	t.Cleanup(srv.Close)
 	f := &webhookAPI{base: srv.URL, env: env, store: st, keyA: createKey(t, env, "acme"), keyB: createKey(t, env, "globex")}
 	return &registryFixture{webhookAPI: f, keys: keys, rawKey: rawKey, reg: subscription.NewRegistry(st, keys)}
@@ -182,7 +182,7 @@ func TestWebhookRegistryWrongKey(t *testing.T) {
 	if !errors.As(err, &sealErr) || !strings.Contains(sealErr.Error(), "BOUNCER_SECRET_KEY") {
 		t.Errorf("subscriptions with the wrong key: %v, want a SealError naming BOUNCER_SECRET_KEY", err)
 	}
-	wrongAPI := httptest.NewServer(api.NewServer(api.Config{Store: newAPIStore(f.store, nil), Keys: apiKeys{f.store}, Webhooks: wrongSubs, RateLimit: 10000}))
+	wrongAPI := httptest.NewServer(api.NewServer(api.Config{Store: newAPIStore(f.store, nil), Keys: f.store, Webhooks: wrongSubs, RateLimit: 10000}))
 	defer wrongAPI.Close()
 	if code, body, _ := (&webhookAPI{base: wrongAPI.URL}).call(t, f.keyA, "GET", "/v3/user/webhooks/event/settings/all", ""); code != 500 ||
 		!strings.Contains(body, "BOUNCER_SECRET_KEY") {

@@ -148,7 +148,7 @@ func (f *forwardFlags) start(ctx context.Context, conn consumer.Conn, topic stri
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("group", *f.group)
-	cfg.Settings = forwardSettings{store}
+	cfg.Settings = store
 	cfg.Classifier = classifier
 	cfg.Logger = log
 	var metrics *forward.Metrics
@@ -199,17 +199,4 @@ func (f *forwardFlags) start(ctx context.Context, conn consumer.Conn, topic stri
 		})
 		return final
 	}, nil
-}
-
-// forwardSettings reads the enabled accounts from ClickHouse for the
-// forwarder.
-type forwardSettings struct{ s *clickhouse.Store }
-
-func (f forwardSettings) ForwardSettings(ctx context.Context) ([]forward.Setting, error) {
-	list, err := f.s.EnabledForwardSettings(ctx)
-	out := make([]forward.Setting, len(list))
-	for i, s := range list {
-		out[i] = forward.Setting{AccountID: s.AccountID, Email: s.Email}
-	}
-	return out, err
 }

@@ -125,7 +125,7 @@ func TestForwardWorker(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 
 	// Settings through the API: acme and burst forward, globex does not.
-	srv := httptest.NewServer(api.NewServer(api.Config{Store: newAPIStore(st, nil), Keys: apiKeys{st}, Forwarding: newAPIStore(st, nil), RateLimit: 1000}))
+	srv := httptest.NewServer(api.NewServer(api.Config{Store: newAPIStore(st, nil), Keys: st, Forwarding: st, RateLimit: 1000}))
 	t.Cleanup(srv.Close)
 	patch := func(key, body string) string {
 		t.Helper()

@@ -6,33 +6,26 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/bouncer-mail/bouncer/accounts"
 )
 
-// ForwardSetting is an account's bounce forwarding setting: whether bounces
-// are forwarded and to which address ("" when none was set).
-type ForwardSetting struct {
-	AccountID string
-	Enabled   bool
-	Email     string
-	// Updated is when the setting was last changed (zero when never).
-	Updated time.Time
-}
-
-// WriteForwardSetting stores a new version of the account's setting as of
-// at; the newest version wins whatever order writes arrive in.
-func (s *Store) WriteForwardSetting(ctx context.Context, fs ForwardSetting, at time.Time) error {
-	if fs.AccountID == "" {
+// SetForwardBounce stores a new version of accountID's forward_bounce
+// setting as of at (fb.AccountID is not read); the newest version wins
+// whatever order writes arrive in.
+func (s *Store) SetForwardBounce(ctx context.Context, accountID string, fb accounts.ForwardBounce, at time.Time) error {
+	if accountID == "" {
 		return fmt.Errorf("%s: account is empty", qInsertForwarding.Name)
 	}
 	return s.insert(ctx, qInsertForwarding, func(b driver.Batch) error {
-		return b.Append(fs.AccountID, b2u(fs.Enabled), fs.Email, at.UTC().Truncate(time.Second), uint64(at.UnixNano()))
+		return b.Append(accountID, b2u(fb.Enabled), fb.Email, at.UTC().Truncate(time.Second), uint64(at.UnixNano()))
 	})
 }
 
-// ForwardSetting returns the account's newest setting; an account that
-// never set one gets {Enabled: false, Email: ""}.
-func (s *Store) ForwardSetting(ctx context.Context, accountID string) (ForwardSetting, error) {
-	out := ForwardSetting{AccountID: accountID}
+// ForwardBounce returns the account's newest forward_bounce setting; an
+// account that never set one gets {Enabled: false, Email: ""}.
+func (s *Store) ForwardBounce(ctx context.Context, accountID string) (accounts.ForwardBounce, error) {
+	out := accounts.ForwardBounce{AccountID: accountID}
 	rows, err := s.conn.Query(ctx, qForwardingGet.SQL, accountID)
 	if err != nil {
 		return out, fmt.Errorf("%s: %w", qForwardingGet.Name, err)
@@ -48,17 +41,17 @@ func (s *Store) ForwardSetting(ctx context.Context, accountID string) (ForwardSe
 	return out, rows.Err()
 }
 
-// EnabledForwardSettings returns the setting of every account that has
+// EnabledForwardBounces returns the setting of every account that has
 // forwarding enabled with an address, ordered by account.
-func (s *Store) EnabledForwardSettings(ctx context.Context) ([]ForwardSetting, error) {
+func (s *Store) EnabledForwardBounces(ctx context.Context) ([]accounts.ForwardBounce, error) {
 	rows, err := s.conn.Query(ctx, qForwardingEnabled.SQL)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", qForwardingEnabled.Name, err)
 	}
 	defer rows.Close()
-	var out []ForwardSetting
+	var out []accounts.ForwardBounce
 	for rows.Next() {
-		var fs ForwardSetting
+		var fs accounts.ForwardBounce
 		var en uint8
 		if err := rows.Scan(&fs.AccountID, &en, &fs.Email, &fs.Updated); err != nil {
 			return nil, fmt.Errorf("%s: %w", qForwardingEnabled.Name, err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/bouncer-mail/bouncer/accounts"
 )
 
 // TestForwardSettingsNewestWins: the newest version of a setting wins
@@ -14,7 +16,7 @@ func TestForwardSettingsNewestWins(t *testing.T) {
 	ctx := context.Background()
 	t0 := time.Unix(1764201600, 0)
 
-	got, err := s.ForwardSetting(ctx, "acme")
+	got, err := s.ForwardBounce(ctx, "acme")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,27 +26,28 @@ func TestForwardSettingsNewestWins(t *testing.T) {
 
 	// Written newest first: the older write must not win.
 	writes := []struct {
-		fs ForwardSetting
-		at time.Time
+		account string
+		fs      accounts.ForwardBounce
+		at      time.Time
 	}{
-		{ForwardSetting{AccountID: "acme", Enabled: true, Email: "new@acme.example"}, t0.Add(2 * time.Second)},
-		{ForwardSetting{AccountID: "acme", Enabled: false, Email: "old@acme.example"}, t0.Add(time.Second)},
-		{ForwardSetting{AccountID: "globex", Enabled: false, Email: "ops@globex.example"}, t0},
-		{ForwardSetting{AccountID: "initech", Enabled: true, Email: ""}, t0},
+		{"acme", accounts.ForwardBounce{Enabled: true, Email: "new@acme.example"}, t0.Add(2 * time.Second)},
+		{"acme", accounts.ForwardBounce{Enabled: false, Email: "old@acme.example"}, t0.Add(time.Second)},
+		{"globex", accounts.ForwardBounce{Enabled: false, Email: "ops@globex.example"}, t0},
+		{"initech", accounts.ForwardBounce{Enabled: true, Email: ""}, t0},
 	}
 	for _, w := range writes {
-		if err := s.WriteForwardSetting(ctx, w.fs, w.at); err != nil {
+		if err := s.SetForwardBounce(ctx, w.account, w.fs, w.at); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got, err = s.ForwardSetting(ctx, "acme")
+	got, err = s.ForwardBounce(ctx, "acme")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !got.Enabled || got.Email != "new@acme.example" || !got.Updated.Equal(t0.Add(2*time.Second)) {
 		t.Errorf("acme: %+v, want the newest write (enabled, new@acme.example)", got)
 	}
-	got, err = s.ForwardSetting(ctx, "globex")
+	got, err = s.ForwardBounce(ctx, "globex")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +55,7 @@ func TestForwardSettingsNewestWins(t *testing.T) {
 		t.Errorf("globex: %+v", got)
 	}
 
-	enabled, err := s.EnabledForwardSettings(ctx)
+	enabled, err := s.EnabledForwardBounces(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,13 +63,13 @@ func TestForwardSettingsNewestWins(t *testing.T) {
 		t.Errorf("enabled settings %+v, want only acme's", enabled)
 	}
 
-	if err := s.WriteForwardSetting(ctx, ForwardSetting{AccountID: "acme", Enabled: false, Email: "new@acme.example"}, t0.Add(3*time.Second)); err != nil {
+	if err := s.SetForwardBounce(ctx, "acme", accounts.ForwardBounce{Enabled: false, Email: "new@acme.example"}, t0.Add(3*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if enabled, err = s.EnabledForwardSettings(ctx); err != nil || len(enabled) != 0 {
+	if enabled, err = s.EnabledForwardBounces(ctx); err != nil || len(enabled) != 0 {
 		t.Errorf("after disabling: %+v, %v; want none", enabled, err)
 	}
-	if err := s.WriteForwardSetting(ctx, ForwardSetting{}, t0); err == nil {
+	if err := s.SetForwardBounce(ctx, "", accounts.ForwardBounce{}, t0); err == nil {
 		t.Error("a setting without an account was written")
 	}
 }

@@ -3,7 +3,8 @@ package clickhouse
 import (
 	"context"
 	"fmt"
-	"time"
+
+	"github.com/bouncer-mail/bouncer/schemas"
 )
 
 // Count is one group of a summary.
@@ -91,33 +92,26 @@ func (s *Store) Totals(ctx context.Context) (events, deadLetters uint64, err err
 	return
 }
 
-// DeadLetter is a stored dead letter.
-type DeadLetter struct {
-	Topic      string    `json:"topic"`
-	Partition  uint32    `json:"partition"`
-	Offset     uint64    `json:"offset"`
-	Index      int32     `json:"index"`
-	Code       string    `json:"code"`
-	Detail     string    `json:"detail"`
-	Raw        string    `json:"raw"`
-	Key        string    `json:"key"`
-	IngestedAt time.Time `json:"ingested_at"`
-}
-
 // DeadLetters lists stored dead letters in coordinate order, optionally
 // only those with code.
-func (s *Store) DeadLetters(ctx context.Context, code string, limit int) ([]DeadLetter, error) {
+func (s *Store) DeadLetters(ctx context.Context, code string, limit int) ([]schemas.DeadLetter, error) {
 	rows, err := s.conn.Query(ctx, qDeadLettersList.SQL, code, code, uint64(limit))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", qDeadLettersList.Name, err)
 	}
 	defer rows.Close()
-	var out []DeadLetter
+	var out []schemas.DeadLetter
 	for rows.Next() {
-		var d DeadLetter
-		if err := rows.Scan(&d.Topic, &d.Partition, &d.Offset, &d.Index, &d.Code, &d.Detail, &d.Raw, &d.Key, &d.IngestedAt); err != nil {
-			return nil, err
+		var d schemas.DeadLetter
+		var partition uint32
+		var offset uint64
+		var index int32
+		var code, raw, key string
+		if err := rows.Scan(&d.Topic, &partition, &offset, &index, &code, &d.Detail, &raw, &key, &d.IngestedAt); err != nil {
+			return nil, fmt.Errorf("%s: %w", qDeadLettersList.Name, err)
 		}
+		d.Partition, d.Offset, d.Index = int(partition), int64(offset), int(index)
+		d.Code, d.Raw, d.Key = schemas.RejectCode(code), []byte(raw), []byte(key)
 		out = append(out, d)
 	}
 	return out, rows.Err()

@@ -2,11 +2,9 @@ package clickhouse
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/bouncer-mail/bouncer/analytics"
 	"github.com/bouncer-mail/bouncer/suppression"
 )
@@ -84,63 +82,4 @@ func (s *Store) dayCounts(ctx context.Context, q Query, args ...any) ([]analytic
 		out = append(out, c)
 	}
 	return out, rows.Err()
-}
-
-// APIKey is the stored part of an API key: never the secret, only its
-// SHA-256 (hex).
-type APIKey struct {
-	AccountID, KeyID, KeyHash, Name string
-	Scopes                          []string
-	Created                         time.Time
-	Revoked                         bool
-}
-
-// ErrNoAPIKey is returned for a key id that does not exist.
-var ErrNoAPIKey = errors.New("no such API key")
-
-// WriteAPIKey stores a key's state as of at (newest wins).
-func (s *Store) WriteAPIKey(ctx context.Context, k APIKey, at time.Time) error {
-	scopes := k.Scopes
-	if scopes == nil {
-		scopes = []string{}
-	}
-	return s.insert(ctx, qInsertAPIKeys, func(b driver.Batch) error {
-		return b.Append(k.AccountID, k.KeyID, k.KeyHash, k.Name, scopes, k.Created.UTC().Truncate(time.Second), b2u(k.Revoked), uint64(at.UnixNano()))
-	})
-}
-
-// APIKeys returns the current state of every key of accountID ("" for all
-// accounts), revoked ones included.
-func (s *Store) APIKeys(ctx context.Context, accountID string) ([]APIKey, error) {
-	rows, err := s.conn.Query(ctx, qAPIKeys.SQL, accountID, accountID)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", qAPIKeys.Name, err)
-	}
-	defer rows.Close()
-	var out []APIKey
-	for rows.Next() {
-		var k APIKey
-		var revoked uint8
-		if err := rows.Scan(&k.KeyID, &k.AccountID, &k.KeyHash, &k.Name, &k.Scopes, &k.Created, &revoked); err != nil {
-			return nil, fmt.Errorf("%s: %w", qAPIKeys.Name, err)
-		}
-		k.Revoked = revoked == 1
-		out = append(out, k)
-	}
-	return out, rows.Err()
-}
-
-// RevokeAPIKey disables a key for good and returns it.
-func (s *Store) RevokeAPIKey(ctx context.Context, keyID string, at time.Time) (APIKey, error) {
-	keys, err := s.APIKeys(ctx, "")
-	if err != nil {
-		return APIKey{}, err
-	}
-	for _, k := range keys {
-		if k.KeyID == keyID {
-			k.Revoked = true
-			return k, s.WriteAPIKey(ctx, k, at)
-		}
-	}
-	return APIKey{}, fmt.Errorf("%w: %q", ErrNoAPIKey, keyID)
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/accounts"
 	"github.com/bouncer-mail/bouncer/analytics"
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/pipeline"
@@ -123,11 +124,11 @@ func TestAPIKeysRevoke(t *testing.T) {
 	s := openTestStore(t)
 	ctx := context.Background()
 	t0 := time.Unix(1764201600, 0)
-	k := APIKey{AccountID: "acme", KeyID: "id1", KeyHash: "h", Name: "mta", Scopes: []string{"suppression.read"}, Created: t0}
+	k := accounts.Key{AccountID: "acme", KeyID: "id1", Hash: "h", Name: "mta", Scopes: []string{"suppression.read"}, Created: t0}
 	if err := s.WriteAPIKey(ctx, k, t0); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.WriteAPIKey(ctx, APIKey{AccountID: "other", KeyID: "id2", KeyHash: "h2", Created: t0}, t0); err != nil {
+	if err := s.WriteAPIKey(ctx, accounts.Key{AccountID: "other", KeyID: "id2", Hash: "h2", Created: t0}, t0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.RevokeAPIKey(ctx, "nope", t0); err == nil {
@@ -140,7 +141,7 @@ func TestAPIKeysRevoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(keys) != 1 || !keys[0].Revoked || keys[0].Name != "mta" || !slices.Equal(keys[0].Scopes, k.Scopes) || keys[0].KeyHash != "h" {
+	if len(keys) != 1 || !keys[0].Revoked || keys[0].Name != "mta" || !slices.Equal(keys[0].Scopes, k.Scopes) || keys[0].Hash != "h" {
 		t.Errorf("acme's keys after revoke: %+v", keys)
 	}
 	if all, _ := s.APIKeys(ctx, ""); len(all) != 2 {

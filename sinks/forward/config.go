@@ -12,19 +12,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/accounts"
 	"github.com/bouncer-mail/bouncer/enrich"
 )
 
-// Setting is one account's forwarding address.
-type Setting struct {
-	AccountID string
-	Email     string
-}
-
 // Settings lists the accounts that have bounce forwarding enabled, each
-// with its address. The forwarder calls it every Config.RefreshEvery.
+// with its address (sinks/clickhouse's Store implements it). The forwarder
+// calls it every Config.RefreshEvery; a setting that is not enabled or has
+// no address is passed over.
 type Settings interface {
-	ForwardSettings(ctx context.Context) ([]Setting, error)
+	EnabledForwardBounces(ctx context.Context) ([]accounts.ForwardBounce, error)
 }
 
 // TLS modes of the relay connection.

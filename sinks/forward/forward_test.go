@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/accounts"
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/sinks/forward/smtptest"
@@ -20,14 +21,14 @@ import (
 
 type staticSettings struct {
 	mu   sync.Mutex
-	list []Setting
+	list []accounts.ForwardBounce
 	err  error
 }
 
-func (s *staticSettings) ForwardSettings(ctx context.Context) ([]Setting, error) {
+func (s *staticSettings) EnabledForwardBounces(ctx context.Context) ([]accounts.ForwardBounce, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]Setting(nil), s.list...), s.err
+	return append([]accounts.ForwardBounce(nil), s.list...), s.err
 }
 
 var classifier = enrich.MustNew()
@@ -76,7 +77,7 @@ func TestReportContentAuthAndTLS(t *testing.T) {
 	} {
 		t.Run(tc.tls+"/"+tc.auth, func(t *testing.T) {
 			srv := smtptest.Start(t, smtptest.Options{Username: "relay-user", Password: "s3cret", TLS: tc.tls})
-			settings := &staticSettings{list: []Setting{{AccountID: "acme", Email: "ops@acme.example"}}}
+			settings := &staticSettings{list: []accounts.ForwardBounce{{AccountID: "acme", Enabled: true, Email: "ops@acme.example"}}}
 			f := newForwarder(t, srv, Relay{Username: "relay-user", Password: "s3cret", Auth: tc.auth, TLS: tc.tls}, settings, nil)
 			if err := f.Handle(context.Background(), "events", 0, messages(event("acme", "Kim@Example.org", hardReason, ""))); err != nil {
 				t.Fatal(err)
@@ -115,7 +116,7 @@ func TestReportContentAuthAndTLS(t *testing.T) {
 // retried (until GiveUpAfter), never dropped at once like a 5xx to RCPT.
 func TestAuthFailureIsRetried(t *testing.T) {
 	srv := smtptest.Start(t, smtptest.Options{Username: "u", Password: "right"})
-	settings := &staticSettings{list: []Setting{{AccountID: "acme", Email: "ops@acme.example"}}}
+	settings := &staticSettings{list: []accounts.ForwardBounce{{AccountID: "acme", Enabled: true, Email: "ops@acme.example"}}}
 	f := newForwarder(t, srv, Relay{Username: "u", Password: "wrong"}, settings, func(c *Config) { c.GiveUpAfter = 400 * time.Millisecond })
 	if err := f.Handle(context.Background(), "events", 0, messages(event("acme", "a@x.org", hardReason, ""))); err != nil {
 		t.Fatal(err)
@@ -130,7 +131,7 @@ func TestAuthFailureIsRetried(t *testing.T) {
 
 func TestOnlyHardBouncesOfEnabledAccounts(t *testing.T) {
 	srv := smtptest.Start(t, smtptest.Options{})
-	settings := &staticSettings{list: []Setting{{AccountID: "acme", Email: "ops@acme.example"}}}
+	settings := &staticSettings{list: []accounts.ForwardBounce{{AccountID: "acme", Enabled: true, Email: "ops@acme.example"}}}
 	f := newForwarder(t, srv, Relay{}, settings, nil)
 	batch := messages(
 		event("globex", "other@x.org", hardReason, ""), // no forwarding for globex
@@ -186,7 +187,7 @@ func TestOnlyHardBouncesOfEnabledAccounts(t *testing.T) {
 func TestTransientFailuresAreRetried(t *testing.T) {
 	srv := smtptest.Start(t, smtptest.Options{Username: "u", Password: "p"})
 	srv.FailNext(3)
-	settings := &staticSettings{list: []Setting{{AccountID: "acme", Email: "ops@acme.example"}}}
+	settings := &staticSettings{list: []accounts.ForwardBounce{{AccountID: "acme", Enabled: true, Email: "ops@acme.example"}}}
 	f := newForwarder(t, srv, Relay{Username: "u", Password: "p"}, settings, nil)
 	if err := f.Handle(context.Background(), "events", 0, messages(event("acme", "a@x.org", hardReason, ""))); err != nil {
 		t.Fatal(err)
@@ -216,7 +217,7 @@ func TestTransientFailuresAreRetried(t *testing.T) {
 func TestGiveUpAndResumeAfterCancel(t *testing.T) {
 	srv := smtptest.Start(t, smtptest.Options{})
 	srv.FailNext(1000)
-	settings := &staticSettings{list: []Setting{{AccountID: "acme", Email: "ops@acme.example"}}}
+	settings := &staticSettings{list: []accounts.ForwardBounce{{AccountID: "acme", Enabled: true, Email: "ops@acme.example"}}}
 	f := newForwarder(t, srv, Relay{}, settings, func(c *Config) { c.GiveUpAfter = 500 * time.Millisecond })
 	batch := messages(event("acme", "a@x.org", hardReason, ""), event("acme", "b@x.org", hardReason, ""))
 
@@ -249,7 +250,7 @@ func TestGiveUpAndResumeAfterCancel(t *testing.T) {
 func TestStopRetryingEndsHandle(t *testing.T) {
 	srv := smtptest.Start(t, smtptest.Options{})
 	srv.FailNext(1000)
-	settings := &staticSettings{list: []Setting{{AccountID: "acme", Email: "ops@acme.example"}}}
+	settings := &staticSettings{list: []accounts.ForwardBounce{{AccountID: "acme", Enabled: true, Email: "ops@acme.example"}}}
 	f := newForwarder(t, srv, Relay{}, settings, nil)
 	go func() {
 		for srv.Attempts() == 0 {
@@ -265,7 +266,7 @@ func TestStopRetryingEndsHandle(t *testing.T) {
 
 func TestRateCapSendsDigest(t *testing.T) {
 	srv := smtptest.Start(t, smtptest.Options{})
-	settings := &staticSettings{list: []Setting{{AccountID: "acme", Email: "ops@acme.example"}, {AccountID: "globex", Email: "ops@globex.example"}}}
+	settings := &staticSettings{list: []accounts.ForwardBounce{{AccountID: "acme", Enabled: true, Email: "ops@acme.example"}, {AccountID: "globex", Enabled: true, Email: "ops@globex.example"}}}
 	f := newForwarder(t, srv, Relay{}, settings, func(c *Config) {
 		c.RateLimit, c.RateWindow, c.DigestMax = 2, 2*time.Second, 2
 	})
@@ -319,7 +320,7 @@ func TestRateCapSendsDigest(t *testing.T) {
 
 func TestStopSendsPendingDigests(t *testing.T) {
 	srv := smtptest.Start(t, smtptest.Options{})
-	settings := &staticSettings{list: []Setting{{AccountID: "acme", Email: "ops@acme.example"}}}
+	settings := &staticSettings{list: []accounts.ForwardBounce{{AccountID: "acme", Enabled: true, Email: "ops@acme.example"}}}
 	f := newForwarder(t, srv, Relay{}, settings, func(c *Config) { c.RateLimit, c.RateWindow = 1, time.Hour })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -339,7 +340,7 @@ func TestStopSendsPendingDigests(t *testing.T) {
 
 func TestDigestFollowsTheNewestSetting(t *testing.T) {
 	srv := smtptest.Start(t, smtptest.Options{})
-	settings := &staticSettings{list: []Setting{{AccountID: "acme", Email: "ops@acme.example"}, {AccountID: "globex", Email: "ops@globex.example"}}}
+	settings := &staticSettings{list: []accounts.ForwardBounce{{AccountID: "acme", Enabled: true, Email: "ops@acme.example"}, {AccountID: "globex", Enabled: true, Email: "ops@globex.example"}}}
 	f := newForwarder(t, srv, Relay{}, settings, func(c *Config) { c.RateLimit, c.RateWindow = 1, time.Hour })
 	batch := messages(event("acme", "a1@x.org", hardReason, ""), event("acme", "a2@x.org", hardReason, ""),
 		event("globex", "g1@x.org", hardReason, ""), event("globex", "g2@x.org", hardReason, ""))
@@ -348,7 +349,7 @@ func TestDigestFollowsTheNewestSetting(t *testing.T) {
 	}
 	// acme moves its address, globex turns forwarding off.
 	settings.mu.Lock()
-	settings.list = []Setting{{AccountID: "acme", Email: "new@acme.example"}}
+	settings.list = []accounts.ForwardBounce{{AccountID: "acme", Enabled: true, Email: "new@acme.example"}}
 	settings.mu.Unlock()
 	if err := f.loadSettings(context.Background()); err != nil {
 		t.Fatal(err)
@@ -374,7 +375,7 @@ func TestSettingsAreRefreshed(t *testing.T) {
 		t.Fatal(err)
 	}
 	settings.mu.Lock()
-	settings.list = []Setting{{AccountID: "acme", Email: "ops@acme.example"}}
+	settings.list = []accounts.ForwardBounce{{AccountID: "acme", Enabled: true, Email: "ops@acme.example"}}
 	settings.mu.Unlock()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -460,7 +461,7 @@ func TestParseRate(t *testing.T) {
 // connection with AUTH PLAIN.
 func BenchmarkReport(b *testing.B) {
 	srv := smtptest.Start(b, smtptest.Options{Username: "u", Password: "p"})
-	settings := &staticSettings{list: []Setting{{AccountID: "acme", Email: "ops@acme.example"}}}
+	settings := &staticSettings{list: []accounts.ForwardBounce{{AccountID: "acme", Enabled: true, Email: "ops@acme.example"}}}
 	relay := Relay{Addr: srv.Addr, RootCAs: srv.CAPool, Username: "u", Password: "p"}
 	f, err := New(Config{Relay: relay, From: "b@forwarder.example", Settings: settings, Classifier: classifier,
 		RateLimit: 1 << 30, MaxAge: 1 << 62})
@@ -484,7 +485,7 @@ func BenchmarkReport(b *testing.B) {
 
 func TestEscapedBounceIsForwarded(t *testing.T) {
 	srv := smtptest.Start(t, smtptest.Options{})
-	settings := &staticSettings{list: []Setting{{AccountID: "acme", Email: "ops@acme.example"}}}
+	settings := &staticSettings{list: []accounts.ForwardBounce{{AccountID: "acme", Enabled: true, Email: "ops@acme.example"}}}
 	f := newForwarder(t, srv, Relay{}, settings, nil)
 	escaped := []byte(`{"event":"bounc\u0065","email":"esc@x.org","timestamp":1764201600,"account_id":"acme","reason":"` + hardReason + `"}`)
 	if err := f.Handle(context.Background(), "events", 0, messages(escaped)); err != nil {
@@ -498,7 +499,7 @@ func TestEscapedBounceIsForwarded(t *testing.T) {
 // BenchmarkHandleNoBounces measures the forwarder's cost per message on
 // traffic without bounces (what it adds beside the sink).
 func BenchmarkHandleNoBounces(b *testing.B) {
-	settings := &staticSettings{list: []Setting{{AccountID: "acme", Email: "ops@acme.example"}}}
+	settings := &staticSettings{list: []accounts.ForwardBounce{{AccountID: "acme", Enabled: true, Email: "ops@acme.example"}}}
 	f, err := New(Config{Relay: Relay{Addr: "127.0.0.1:9"}, From: "b@forwarder.example", Settings: settings, Classifier: classifier})
 	if err != nil {
 		b.Fatal(err)
@@ -524,7 +525,7 @@ func BenchmarkHandleNoBounces(b *testing.B) {
 // add lines to a forwarded report: each field stays on its own line.
 func TestReportLinesCannotBeForged(t *testing.T) {
 	srv := smtptest.Start(t, smtptest.Options{})
-	settings := &staticSettings{list: []Setting{{AccountID: "acme", Email: "ops@acme.example"}}}
+	settings := &staticSettings{list: []accounts.ForwardBounce{{AccountID: "acme", Enabled: true, Email: "ops@acme.example"}}}
 	f := newForwarder(t, srv, Relay{}, settings, nil)
 	reason := hardReason + "\r\nClassification: Reputation (soft, forged)\nEvent ID:       forged\u2028Recipient:      ceo@acme.example"
 	msg := fmt.Appendf(nil, `{"event":"bounce","email":" kim@x.org\r\n","timestamp":1764201600,"account_id":"acme","reason":%q,"status":%q}`,

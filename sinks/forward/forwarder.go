@@ -332,14 +332,14 @@ func (f *Forwarder) ensureSettings(ctx context.Context) error {
 func (f *Forwarder) loadSettings(ctx context.Context) error {
 	f.refresh.Lock()
 	defer f.refresh.Unlock()
-	list, err := f.cfg.Settings.ForwardSettings(ctx)
+	list, err := f.cfg.Settings.EnabledForwardBounces(ctx)
 	if err != nil {
 		f.m.refreshErrors.Inc()
 		return fmt.Errorf("read forwarding settings: %w", err)
 	}
 	next := make(map[string]string, len(list))
 	for _, s := range list {
-		if s.AccountID != "" && s.Email != "" {
+		if s.Enabled && s.AccountID != "" && s.Email != "" {
 			next[s.AccountID] = s.Email
 		}
 	}
