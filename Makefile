@@ -36,7 +36,7 @@ demo-down: ## stop the demo's api, worker, webhook receiver and services
 demo-check: ## log in to the running demo's dashboard in headless Chromium with its key (test/browser/run --demo --screenshots saves docs/screenshots/demo.png)
 	test/browser/run --demo
 
-bench: build ## bouncer vs ClickHouse's Kafka engine, 1M events (own service instance)
+bench: build ## bouncer vs ClickHouse's Kafka engine (1, 2, 4 consumers), 1M events, 3 runs, CPU per event (own service instance)
 	scripts/bench
 
 bench-stats: ## stats and activity query latency over 10M events (instance benchstats, kept running with its data)

@@ -204,3 +204,35 @@ func createTopic(ctx context.Context, dialer *kafka.Dialer, broker, topic string
 func isConnRefused(err error) bool {
 	return errors.Is(err, syscall.ECONNREFUSED)
 }
+
+// Committed returns the offsets group has committed for partitions 0 to
+// partitions-1 of topic, -1 for a partition without a commit.
+func Committed(ctx context.Context, c Conn, group, topic string, partitions int) ([]int64, error) {
+	tr, err := c.Transport()
+	if err != nil {
+		return nil, err
+	}
+	defer tr.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(c.Brokers...), Transport: tr, Timeout: 10 * time.Second}
+	ids := make([]int, partitions)
+	for i := range ids {
+		ids[i] = i
+	}
+	resp, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ids}})
+	if err == nil {
+		err = resp.Error
+	}
+	if err != nil {
+		return nil, fmt.Errorf("committed offsets of group %s: %w", group, err)
+	}
+	out := make([]int64, partitions)
+	for i := range out {
+		out[i] = -1
+	}
+	for _, p := range resp.Topics[topic] {
+		if p.Error == nil && p.Partition >= 0 && p.Partition < partitions {
+			out[p.Partition] = p.CommittedOffset
+		}
+	}
+	return out, nil
+}

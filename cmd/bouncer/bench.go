@@ -3,8 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -14,6 +18,7 @@ import (
 
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/internal/eventgen"
+	"github.com/bouncer-mail/bouncer/internal/procstat"
 	"github.com/bouncer-mail/bouncer/internal/progress"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 )
@@ -26,22 +31,43 @@ const benchUsage = `
 Usage: bouncer bench [flags]
 
 Produces --count single-object events (realistic, generated) to a fresh topic,
-then measures, one after the other on the same machine:
+then measures, one after the other on the same machine, --runs times:
 
   bouncer   a 'bouncer worker' process (this binary) consuming the topic into
-            ClickHouse: decode, classify, suppressions, exactly once.
+            ClickHouse with every feature on: decode, classify, suppression
+            lookups and derived drops, the change log, the soft-bounce policy,
+            recipient history, dead letters; exactly once.
   peer      ClickHouse's Kafka table engine with a materialized view into an
-            equivalent MergeTree table, given its best settings: one consumer
-            per partition, JSONEachRow with unknown fields skipped, reading
-            from the earliest offset.
+            equivalent MergeTree table, JSONEachRow with unknown fields
+            skipped, reading from the earliest offset, once per number of
+            consumers in --peer-consumers (at most one per partition).
 
-Each is timed from its start until count() of its table reaches --count.
-Prints both rates, their ratio, and the worker's peak RSS. Use a ClickHouse
-and Kafka of your own (make bench starts a dedicated local instance); the
-bench creates databases bench_bouncer_* and bench_peer_* and drops them after.
+Each contender is timed from its start until count() of its table reaches
+--count, with its own consumer group. Per contender and run it prints:
 
-  make bench
-  bouncer bench --count 1000000 --partitions 4
+  events/s       --count over the time from start
+  steady/s       rows stored between 10% and 90% of --count, over that time
+  first rows     time from start to the first rows in its table
+  first commit   time from start to its group's first offset commit
+  CPU s/M        CPU seconds per million events, from /proc, of the worker
+                 process, the ClickHouse server and the Kafka broker during
+                 the contender's run (the ClickHouse server does bouncer's
+                 inserts and merges, and all of the peer's work; the broker
+                 serves both), and their total
+  peak RSS       the worker's (VmHWM), and the ClickHouse server's highest
+                 resident size sampled during the run
+
+then the medians over the runs and the ratio of bouncer to the peer's best
+number of consumers. Between contenders it waits (up to 30 s) for the
+server's merges to finish, so one contender's merges are not charged to the
+next. The server and broker CPU is read only when they run on this machine
+(found by their listening ports). Use a ClickHouse and Kafka of your own
+(make bench starts a dedicated local instance); the bench creates databases
+bench_bouncer_* and bench_peer_* and drops them after each run.
+
+  make bench                        # RUNS=3 by default
+  bouncer bench --count 1000000 --partitions 4 --runs 3
+  bouncer bench --worker-ops-addr 127.0.0.1:9464   # then go tool pprof http://127.0.0.1:9464/debug/pprof/profile
 `
 
 func runBench(ctx context.Context, env *environment, args []string) error {
@@ -50,7 +76,10 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 	kf := addKafkaFlags(e)
 	cf := addClickHouseFlags(e)
 	count := fs.Int("count", 1_000_000, "events to produce and ingest")
-	partitions := fs.Int("partitions", 4, "partitions of the bench topic (and the peer's consumers)")
+	partitions := fs.Int("partitions", 4, "partitions of the bench topic")
+	runs := fs.Int("runs", 1, "how many times to measure every contender (on the same topic)")
+	peerList := fs.String("peer-consumers", "1,2,4", "numbers of Kafka engine consumers to measure the peer with (each at most --partitions; 0: bouncer only)")
+	opsAddr := fs.String("worker-ops-addr", "", "ops address of the bench's worker, for /debug/pprof (empty: none)")
 	timeout := fs.Duration("timeout", 15*time.Minute, "give up on a contender after this long")
 	keep := fs.Bool("keep", false, "keep the bench databases and topic")
 	quiet := fs.Bool("quiet", false, "no progress on stderr (the bench's own step lines stay)")
@@ -60,8 +89,23 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 	if err := e.err(); err != nil {
 		return err
 	}
-	if *count < 1 || *partitions < 1 {
-		return usagef("--count and --partitions must be at least 1")
+	if *count < 1 || *partitions < 1 || *runs < 1 {
+		return usagef("--count, --partitions and --runs must be at least 1")
+	}
+	var consumers []int
+	if *peerList != "0" {
+		for _, f := range strings.Split(*peerList, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				return usagef("--peer-consumers %q: want numbers of at least 1, comma-separated (or 0: no peer)", *peerList)
+			}
+			if n <= *partitions && !slices.Contains(consumers, n) {
+				consumers = append(consumers, n)
+			}
+		}
+		if len(consumers) == 0 {
+			consumers = []int{*partitions}
+		}
 	}
 	conn := kf.conn()
 	if err := conn.Validate(); err != nil {
@@ -75,84 +119,378 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	id := time.Now().UTC().Format("20060102_150405")
-	topic := "bench." + id
-	bouncerDB, peerDB := "bench_bouncer_"+id, "bench_peer_"+id
-	log := func(format string, args ...any) { fmt.Fprintf(env.stderr, "bench: "+format+"\n", args...) }
-
 	admin, err := clickhouse.OpenBench(chCfg)
 	if err != nil {
 		return err
 	}
 	defer admin.Close()
-	if !*keep {
-		defer admin.Drop(context.WithoutCancel(ctx), peerDB, bouncerDB)
+	b := &bench{
+		env: env, conn: conn, ch: chCfg, admin: admin, self: self, count: *count, partitions: *partitions,
+		opsAddr: *opsAddr, timeout: *timeout, keep: *keep, mode: progress.ModeFor(env.stderr, *quiet),
+		id: time.Now().UTC().Format("20060102_150405"),
+	}
+	b.topic = "bench." + b.id
+	b.chPID = localListener(chCfg.Addr[0])
+	b.kafkaPID = localListener(conn.Brokers[0])
+	if b.chPID == 0 || b.kafkaPID == 0 {
+		b.log("ClickHouse server pid %d, Kafka broker pid %d (0: not on this machine or not readable): their CPU is not measured", b.chPID, b.kafkaPID)
 	}
 
-	// 1. Produce.
-	if err := consumer.EnsureTopic(ctx, conn, topic, *partitions); err != nil {
+	if err := consumer.EnsureTopic(ctx, conn, b.topic, *partitions); err != nil {
 		return err
 	}
-	log("producing %d events to %s (%d partitions)", *count, topic, *partitions)
+	b.log("producing %d events to %s (%d partitions)", *count, b.topic, *partitions)
 	produceStart := time.Now()
-	if err := benchProduce(ctx, conn, topic, *count, env, progress.ModeFor(env.stderr, *quiet)); err != nil {
+	if err := benchProduce(ctx, conn, b.topic, *count, env, b.mode); err != nil {
 		return err
 	}
 	produceRate := float64(*count) / time.Since(produceStart).Seconds()
 
-	// 2. bouncer: a worker process from this binary.
-	log("bouncer: starting a worker")
-	worker := exec.CommandContext(ctx, self, "worker", "--migrate=true", "--ops-addr=", "--log-level=warn")
-	worker.Env = append(os.Environ(),
-		"KAFKA_BROKERS="+strings.Join(conn.Brokers, ","), "BOUNCER_TOPIC="+topic,
-		"BOUNCER_SINK_GROUP=bench-"+id, "CLICKHOUSE_DATABASE="+bouncerDB,
-		"CLICKHOUSE_ADDR="+strings.Join(chCfg.Addr, ","), "BOUNCER_PARTITIONS="+fmt.Sprint(*partitions),
-	)
-	worker.Stderr = env.stderr
-	start := time.Now()
-	if err := worker.Start(); err != nil {
-		return err
+	var results [][]benchResult
+	for run := 1; run <= *runs; run++ {
+		var rs []benchResult
+		r, err := b.bouncer(ctx, run)
+		if err != nil {
+			return fmt.Errorf("bouncer: %w", err)
+		}
+		rs = append(rs, r)
+		for _, n := range consumers {
+			r, err := b.peer(ctx, run, n)
+			if err != nil {
+				return fmt.Errorf("peer with %d consumers: %w", n, err)
+			}
+			rs = append(rs, r)
+		}
+		results = append(results, rs)
 	}
-	wctx, cancel := context.WithTimeout(ctx, *timeout)
-	err = waitCount(wctx, admin, bouncerDB, uint64(*count), env, "bouncer", progress.ModeFor(env.stderr, *quiet))
-	cancel()
-	bouncerTime := time.Since(start)
-	peakRSS := peakRSSKiB(worker.Process.Pid)
+	return printBench(env.stdout, *count, *partitions, produceRate, b.chPID != 0, b.kafkaPID != 0, results)
+}
+
+// bench is one `bouncer bench` invocation.
+type bench struct {
+	env               *environment
+	conn              consumer.Conn
+	ch                clickhouse.Config
+	admin             *clickhouse.Bench
+	self, opsAddr     string
+	id, topic         string
+	count, partitions int
+	timeout           time.Duration
+	keep              bool
+	mode              progress.Mode
+	chPID, kafkaPID   int // 0: not on this machine
+}
+
+// benchResult is one contender's run.
+type benchResult struct {
+	name     string
+	bouncer  bool
+	elapsed  time.Duration
+	steady   float64       // events/s between 10% and 90% of count
+	first    time.Duration // to the first rows in the table
+	commit   time.Duration // to the group's first commit; 0: none seen
+	cpu      [3]time.Duration
+	rss      int64 // worker's peak, bytes
+	serverRS int64 // ClickHouse server's highest sampled RSS, bytes
+}
+
+// CPU slots of benchResult.cpu.
+const (
+	cpuWorker = iota
+	cpuClickHouse
+	cpuKafka
+)
+
+func (r benchResult) rate(count int) float64 { return float64(count) / r.elapsed.Seconds() }
+
+func (b *bench) log(format string, args ...any) {
+	fmt.Fprintf(b.env.stderr, "bench: "+format+"\n", args...)
+}
+
+// bouncer measures a worker process of this binary.
+func (b *bench) bouncer(ctx context.Context, run int) (benchResult, error) {
+	db := fmt.Sprintf("bench_bouncer_%s_%d", b.id, run)
+	group := fmt.Sprintf("bench-%s-%d", b.id, run)
+	if !b.keep {
+		defer b.admin.Drop(context.WithoutCancel(ctx), db)
+	}
+	b.log("run %d: bouncer worker", run)
+	// Stopped explicitly below; the context only guards against an early
+	// return leaving the process behind.
+	worker := exec.CommandContext(ctx, b.self, "worker", "--migrate=true", "--ops-addr="+b.opsAddr, "--log-level=warn")
+	prefix := b.topic + "." + strconv.Itoa(run)
+	worker.Env = append(os.Environ(),
+		"KAFKA_BROKERS="+strings.Join(b.conn.Brokers, ","), "BOUNCER_TOPIC="+b.topic,
+		"BOUNCER_SINK_GROUP="+group, "CLICKHOUSE_DATABASE="+db,
+		// Each run starts with empty lists, as the first did.
+		"BOUNCER_CHANGELOG_TOPIC="+prefix+".suppressions", "BOUNCER_DLQ_TOPIC="+prefix+".dlq",
+		"CLICKHOUSE_ADDR="+strings.Join(b.ch.Addr, ","), "BOUNCER_PARTITIONS="+fmt.Sprint(b.partitions),
+	)
+	worker.Stderr = b.env.stderr
+	defer func() {
+		if worker.Process != nil && worker.ProcessState == nil {
+			worker.Process.Kill()
+			worker.Wait()
+		}
+	}()
+	r, err := b.measure(ctx, "bouncer", db, group, func() (int, error) {
+		if err := worker.Start(); err != nil {
+			return 0, err
+		}
+		return worker.Process.Pid, nil
+	})
+	r.name, r.bouncer = "bouncer worker", true
 	worker.Process.Signal(syscall.SIGTERM)
 	worker.Wait()
-	if rs, ok := worker.ProcessState.SysUsage().(*syscall.Rusage); ok && rs.Maxrss > peakRSS {
-		peakRSS = rs.Maxrss
+	if rs, ok := worker.ProcessState.SysUsage().(*syscall.Rusage); ok && rs.Maxrss<<10 > r.rss {
+		r.rss = rs.Maxrss << 10
 	}
 	if err != nil {
-		return fmt.Errorf("bouncer: %w", err)
+		return r, err
 	}
+	b.settle(ctx)
+	return r, nil
+}
 
-	// 3. The peer: ClickHouse's Kafka engine.
-	log("peer: ClickHouse Kafka engine, %d consumers", *partitions)
-	if err := admin.StartPeer(ctx, peerDB, strings.Join(conn.Brokers, ","), topic, "bench-peer-"+id, *partitions); err != nil {
+// peer measures ClickHouse's Kafka engine with n consumers.
+func (b *bench) peer(ctx context.Context, run, n int) (benchResult, error) {
+	db := fmt.Sprintf("bench_peer_%s_%d_%d", b.id, run, n)
+	group := fmt.Sprintf("bench-peer-%s-%d-%d", b.id, run, n)
+	if !b.keep {
+		defer b.admin.Drop(context.WithoutCancel(ctx), db)
+	}
+	b.log("run %d: peer, ClickHouse Kafka engine with %d consumers", run, n)
+	r, err := b.measure(ctx, "peer", db, group, func() (int, error) {
+		return 0, b.admin.StartPeer(ctx, db, strings.Join(b.conn.Brokers, ","), b.topic, group, n)
+	})
+	r.name = fmt.Sprintf("peer, %d consumer%s", n, map[bool]string{true: "s"}[n > 1])
+	b.admin.StopPeer(context.WithoutCancel(ctx), db)
+	if err != nil {
+		return r, err
+	}
+	b.settle(ctx)
+	return r, nil
+}
+
+// measure starts a contender (start returns its process id, 0 when it runs
+// inside the ClickHouse server) and samples it until db's events table
+// holds count rows.
+func (b *bench) measure(ctx context.Context, label, db, group string, start func() (int, error)) (benchResult, error) {
+	var r benchResult
+	cpu0 := [3]time.Duration{cpuClickHouse: b.cpu(b.chPID), cpuKafka: b.cpu(b.kafkaPID)}
+	began := time.Now()
+	pid, err := start()
+	if err != nil {
+		return r, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	bar := progress.New(b.env.stderr, progress.Config{Label: label, Unit: "events", Total: int64(b.count), Mode: b.mode})
+	defer bar.Finish()
+	n := uint64(b.count)
+	lo, hi := n/10, n-n/10
+	var tLo, tHi time.Duration
+	var nLo, nHi uint64
+	for {
+		got, _ := b.admin.Count(ctx, db)
+		at := time.Since(began)
+		bar.Set(int64(min(got, n)))
+		if got > 0 && r.first == 0 {
+			r.first = at
+		}
+		if got >= lo && tLo == 0 {
+			tLo, nLo = at, got
+		}
+		if got >= hi && tHi == 0 {
+			tHi, nHi = at, got
+		}
+		if r.commit == 0 {
+			if offs, err := consumer.Committed(ctx, b.conn, group, b.topic, b.partitions); err == nil && slices.ContainsFunc(offs, func(o int64) bool { return o > 0 }) {
+				r.commit = time.Since(began)
+			}
+		}
+		if m, err := procstat.ReadMemory(b.chPID); err == nil {
+			r.serverRS = max(r.serverRS, m.RSS)
+		}
+		if got >= n {
+			r.elapsed = at
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return r, fmt.Errorf("%s.events did not reach %d rows: %w", db, n, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if tHi > tLo {
+		r.steady = float64(nHi-nLo) / (tHi - tLo).Seconds()
+	}
+	r.cpu[cpuClickHouse] = b.cpu(b.chPID) - cpu0[cpuClickHouse]
+	r.cpu[cpuKafka] = b.cpu(b.kafkaPID) - cpu0[cpuKafka]
+	if pid != 0 {
+		r.cpu[cpuWorker] = b.cpu(pid)
+		if m, err := procstat.ReadMemory(pid); err == nil {
+			r.rss = m.Peak
+		}
+	}
+	return r, nil
+}
+
+func (b *bench) cpu(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	d, _ := procstat.CPU(pid)
+	return d
+}
+
+// settle waits, up to 30 s, for the server's merges to finish.
+func (b *bench) settle(ctx context.Context) {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if n, err := b.admin.Merges(ctx); err != nil || n == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// localListener is the pid of the process listening on addr's port when
+// addr is on this machine, else 0.
+func localListener(addr string) int {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return 0
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return 0
+	}
+	pid, err := procstat.ListenerPID(p)
+	if err != nil {
+		return 0
+	}
+	return pid
+}
+
+func printBench(w io.Writer, count, partitions int, produceRate float64, chCPU, kafkaCPU bool, runs [][]benchResult) error {
+	perM := func(d time.Duration) float64 { return d.Seconds() / (float64(count) / 1e6) }
+	cpuCol := func(d time.Duration, measured bool) string {
+		if !measured {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.2f", perM(d))
+	}
+	mib := func(n int64) string {
+		if n <= 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20))
+	}
+	secs := func(d time.Duration) string {
+		if d <= 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	}
+	rate := func(v float64) string {
+		if v <= 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.0f", v)
+	}
+	fmt.Fprintf(w, "events %d, partitions %d, produced at %.0f events/s (kafka-go writer)\n\n", count, partitions, produceRate)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "run\tcontender\tevents/s\tsteady/s\tfirst rows\tfirst commit\tCPU s/M: worker\tClickHouse\tKafka\ttotal\tworker peak RSS\tClickHouse RSS\t")
+	for i, rs := range runs {
+		for _, r := range rs {
+			worker := "-"
+			if r.bouncer {
+				worker = cpuCol(r.cpu[cpuWorker], true)
+			}
+			total := r.cpu[cpuWorker] + r.cpu[cpuClickHouse] + r.cpu[cpuKafka]
+			fmt.Fprintf(tw, "%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", i+1, r.name, r.rate(count), rate(r.steady),
+				secs(r.first), secs(r.commit), worker, cpuCol(r.cpu[cpuClickHouse], chCPU), cpuCol(r.cpu[cpuKafka], kafkaCPU),
+				cpuCol(total, chCPU && kafkaCPU), mib(r.rss), mib(r.serverRS))
+		}
+	}
+	if err := tw.Flush(); err != nil {
 		return err
 	}
-	start = time.Now()
-	pctx, cancel := context.WithTimeout(ctx, *timeout)
-	err = waitCount(pctx, admin, peerDB, uint64(*count), env, "peer", progress.ModeFor(env.stderr, *quiet))
-	cancel()
-	peerTime := time.Since(start)
-	admin.StopPeer(context.WithoutCancel(ctx), peerDB)
-	if err != nil {
-		return fmt.Errorf("peer: %w", err)
-	}
 
-	bouncerRate := float64(*count) / bouncerTime.Seconds()
-	peerRate := float64(*count) / peerTime.Seconds()
-	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "events\t%d\n", *count)
-	fmt.Fprintf(tw, "partitions\t%d\n", *partitions)
-	fmt.Fprintf(tw, "produce rate (kafka-go writer)\t%.0f events/s\n", produceRate)
-	fmt.Fprintf(tw, "bouncer worker\t%.0f events/s\t(%s)\n", bouncerRate, bouncerTime.Round(time.Millisecond))
-	fmt.Fprintf(tw, "ClickHouse Kafka engine\t%.0f events/s\t(%s)\n", peerRate, peerTime.Round(time.Millisecond))
-	fmt.Fprintf(tw, "ratio bouncer/peer\t%.2f\n", bouncerRate/peerRate)
-	fmt.Fprintf(tw, "worker peak RSS\t%.1f MiB\n", float64(peakRSS)/1024)
+	// Per run: bouncer against the peer's best consumer count of that run.
+	var ratios, steadyRatios, bRates, pRates, bCPU, bTotal, pTotal, rss, commits []float64
+	for _, rs := range runs {
+		bo := rs[0]
+		bRates = append(bRates, bo.rate(count))
+		bCPU = append(bCPU, perM(bo.cpu[cpuWorker]))
+		bTotal = append(bTotal, perM(bo.cpu[cpuWorker]+bo.cpu[cpuClickHouse]+bo.cpu[cpuKafka]))
+		rss = append(rss, float64(bo.rss)/(1<<20))
+		commits = append(commits, bo.commit.Seconds())
+		if len(rs) == 1 {
+			continue // no peer
+		}
+		best := rs[1]
+		for _, r := range rs[2:] {
+			if r.rate(count) > best.rate(count) {
+				best = r
+			}
+		}
+		pRates = append(pRates, best.rate(count))
+		ratios = append(ratios, bo.rate(count)/best.rate(count))
+		if best.steady > 0 && bo.steady > 0 {
+			steadyRatios = append(steadyRatios, bo.steady/best.steady)
+		}
+		pTotal = append(pTotal, perM(best.cpu[cpuClickHouse]+best.cpu[cpuKafka]))
+	}
+	fmt.Fprintf(w, "\nmedians over %d run(s); the peer at its best consumer count of each run\n", len(runs))
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "bouncer worker\t%.0f events/s\n", median(bRates))
+	if len(ratios) > 0 {
+		fmt.Fprintf(tw, "ClickHouse Kafka engine (best)\t%.0f events/s\n", median(pRates))
+		fmt.Fprintf(tw, "ratio bouncer/peer\t%.2f\t(runs: %s)\n", median(ratios), joinFloats(ratios))
+	}
+	if len(steadyRatios) > 0 {
+		fmt.Fprintf(tw, "ratio bouncer/peer, steady\t%.2f\t(runs: %s)\n", median(steadyRatios), joinFloats(steadyRatios))
+	}
+	fmt.Fprintf(tw, "worker CPU per event\t%.2f µs\n", median(bCPU))
+	if chCPU && kafkaCPU {
+		if len(pTotal) > 0 {
+			fmt.Fprintf(tw, "total CPU s/M, bouncer / peer\t%.2f / %.2f\t(worker + ClickHouse + Kafka)\n", median(bTotal), median(pTotal))
+		} else {
+			fmt.Fprintf(tw, "total CPU s/M, bouncer\t%.2f\t(worker + ClickHouse + Kafka)\n", median(bTotal))
+		}
+	}
+	fmt.Fprintf(tw, "worker peak RSS\t%.0f MiB\n", median(rss))
+	fmt.Fprintf(tw, "worker time to first commit\t%.1fs\n", median(commits))
 	return tw.Flush()
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func joinFloats(v []float64) string {
+	s := make([]string, len(v))
+	for i, f := range v {
+		s[i] = fmt.Sprintf("%.2f", f)
+	}
+	return strings.Join(s, ", ")
 }
 
 func benchProduce(ctx context.Context, conn consumer.Conn, topic string, count int, env *environment, mode progress.Mode) error {
@@ -179,39 +517,4 @@ func benchProduce(ctx context.Context, conn consumer.Conn, topic string, count i
 		bar.Add(int64(len(msgs)))
 	}
 	return nil
-}
-
-// waitCount polls the count of db's events until it reaches n.
-func waitCount(ctx context.Context, b *clickhouse.Bench, db string, n uint64, env *environment, label string, mode progress.Mode) error {
-	bar := progress.New(env.stderr, progress.Config{Label: label, Unit: "events", Total: int64(n), Mode: mode})
-	defer bar.Finish()
-	for {
-		if got, err := b.Count(ctx, db); err == nil {
-			bar.Set(int64(min(got, n)))
-			if got >= n {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s.events did not reach %d rows: %w", db, n, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// peakRSSKiB reads VmHWM of a running process (0 if unknown).
-func peakRSSKiB(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			var kib int64
-			fmt.Sscanf(strings.TrimSpace(v), "%d", &kib)
-			return kib
-		}
-	}
-	return 0
 }

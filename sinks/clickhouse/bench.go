@@ -2,6 +2,7 @@ package clickhouse
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -57,23 +58,33 @@ func (b *Bench) StartPeer(ctx context.Context, db, brokers, topic, group string,
 	return nil
 }
 
-// StopPeer stops the peer consuming (drops its materialized view).
+// StopPeer stops the peer consuming: drops its materialized view, then its
+// Kafka table, so its consumers leave the group and use no more CPU.
 func (b *Bench) StopPeer(ctx context.Context, db string) error {
-	return b.conn.Exec(ctx, "DROP TABLE IF EXISTS "+db+".events_mv")
+	return errors.Join(b.conn.Exec(ctx, "DROP TABLE IF EXISTS "+db+".events_mv"),
+		b.conn.Exec(ctx, "DROP TABLE IF EXISTS "+db+".events_queue"))
 }
 
-// Drop removes the bench databases (the peer's tables first); errors are
+// Drop removes bench databases (a peer's Kafka pipeline first); errors are
 // ignored: it cleans up after a run that may have failed half-way.
-func (b *Bench) Drop(ctx context.Context, peerDB, bouncerDB string) {
-	b.StopPeer(ctx, peerDB)
-	b.conn.Exec(ctx, "DROP TABLE IF EXISTS "+peerDB+".events_queue")
-	b.conn.Exec(ctx, "DROP DATABASE IF EXISTS "+peerDB)
-	b.conn.Exec(ctx, "DROP DATABASE IF EXISTS "+bouncerDB)
+func (b *Bench) Drop(ctx context.Context, dbs ...string) {
+	for _, db := range dbs {
+		b.StopPeer(ctx, db)
+		b.conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db)
+	}
 }
 
 // Count is count() of db's events table.
 func (b *Bench) Count(ctx context.Context, db string) (uint64, error) {
 	var n uint64
 	err := b.conn.QueryRow(ctx, "SELECT count() FROM "+db+".events").Scan(&n)
+	return n, err
+}
+
+// Merges is how many merges the server is running, so the bench can let
+// one contender's merges finish before it measures the next.
+func (b *Bench) Merges(ctx context.Context) (uint64, error) {
+	var n uint64
+	err := b.conn.QueryRow(ctx, "SELECT count() FROM system.merges").Scan(&n)
 	return n, err
 }
