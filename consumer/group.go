@@ -206,7 +206,14 @@ func (g *Group) Run(ctx context.Context) error {
 		RebalanceTimeout:  g.cfg.RebalanceTimeout,
 		HeartbeatInterval: g.cfg.HeartbeatInterval,
 		JoinGroupBackoff:  time.Second,
-		ErrorLogger:       kafka.LoggerFunc(func(msg string, args ...any) { g.cfg.Logger.Debug(fmt.Sprintf(msg, args...)) }),
+		// A member that joins before the brokers know its topic (a worker
+		// starting right after creating it) is given no partitions, and
+		// kafka-go keeps that empty assignment until something else
+		// rebalances the group. Watching the topic's partitions rejoins
+		// once it appears; WaitUnowned catches what the watcher misses.
+		WatchPartitionChanges:  true,
+		PartitionWatchInterval: 2 * time.Second,
+		ErrorLogger:            kafka.LoggerFunc(func(msg string, args ...any) { g.cfg.Logger.Debug(fmt.Sprintf(msg, args...)) }),
 	})
 	if err != nil {
 		return fmt.Errorf("join consumer group %s: %w", g.cfg.GroupID, err)
@@ -235,6 +242,11 @@ func (g *Group) Run(ctx context.Context) error {
 			a := a
 			gen.Start(func(genCtx context.Context) {
 				g.partition(ctx, genCtx, gen, a.ID, a.Offset, dialer)
+			})
+		}
+		if len(parts) == 0 {
+			gen.Start(func(genCtx context.Context) {
+				WaitUnowned(genCtx, g.cfg.Conn, g.cfg.Topic, g.cfg.GroupID, g.cfg.Logger)
 			})
 		}
 	}

@@ -28,6 +28,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"strconv"
@@ -235,4 +236,39 @@ func Committed(ctx context.Context, c Conn, group, topic string, partitions int)
 		}
 	}
 	return out, nil
+}
+
+// WaitUnowned returns, ending the generation so the member rejoins, once
+// topic has partitions while no member of the stable group owns
+// any: the assignment was made before the brokers knew the topic (kafka-go
+// keeps such an empty assignment, and its partition watcher misses a topic
+// that appeared between the assignment and the watcher's first look).
+// A member that got nothing because the others hold every partition stays.
+func WaitUnowned(ctx context.Context, conn Conn, topic, group string, log *slog.Logger) {
+	tr, err := conn.Transport()
+	if err != nil {
+		<-ctx.Done()
+		return
+	}
+	client := &kafka.Client{Addr: kafka.TCP(conn.Brokers...), Transport: tr, Timeout: 10 * time.Second}
+	for sleep(ctx, 2*time.Second) {
+		md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+		if err != nil || len(md.Topics) != 1 || md.Topics[0].Error != nil || len(md.Topics[0].Partitions) == 0 {
+			continue
+		}
+		gr, err := client.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{group}})
+		if err != nil || len(gr.Groups) != 1 || gr.Groups[0].Error != nil || gr.Groups[0].GroupState != "Stable" {
+			continue
+		}
+		owned := false
+		for _, m := range gr.Groups[0].Members {
+			for _, t := range m.MemberAssignments.Topics {
+				owned = owned || (t.Topic == topic && len(t.Partitions) > 0)
+			}
+		}
+		if !owned {
+			log.Info("consumer group: no member owns the topic's partitions (the group was assigned before the topic was known); rejoining", "topic", topic, "group", group, "partitions", len(md.Topics[0].Partitions))
+			return
+		}
+	}
 }

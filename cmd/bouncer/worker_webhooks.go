@@ -140,7 +140,7 @@ func (f *webhookGroupFlags) start(ctx context.Context, conn consumer.Conn, topic
 	if err := kafkatier.Ensure(ctx, conn, topics, parts); err != nil {
 		return nil, err
 	}
-	parker, err := kafkatier.NewWriter(conn, topics, store)
+	parker, err := kafkatier.NewWriter(conn, topics)
 	if err != nil {
 		return nil, err
 	}
@@ -174,17 +174,20 @@ func (f *webhookGroupFlags) start(ctx context.Context, conn consumer.Conn, topic
 	wg.Add(2)
 	go func() { defer wg.Done(); d.Run(dctx) }()
 	go func() { defer wg.Done(); logw.Run(dctx) }()
-	groupErr := make(chan error, 2)
+	groupErr := make(chan error, 3)
 	go func() { groupErr <- g.Run(ctx) }()
 	go func() {
 		groupErr <- kafkatier.RunTiers(ctx, kafkatier.TierConfig{Conn: conn, Topics: topics, Group: *f.group, Logger: log, Metrics: metrics}, d)
+	}()
+	go func() {
+		groupErr <- kafkatier.RunDeadLetters(ctx, kafkatier.DeadLetterConfig{Conn: conn, Topics: topics, Group: *f.group, Logger: log, Metrics: cm}, store)
 	}()
 	log.Info("webhook delivery started", "topic", topic, "tiers", strings.Join(topics.All(), ","), "allow_nets", *f.keys.allow)
 	var once sync.Once
 	var final error
 	wait := func() error {
 		once.Do(func() {
-			final = errors.Join(<-groupErr, <-groupErr)
+			final = errors.Join(<-groupErr, <-groupErr, <-groupErr)
 			stopDispatcher()
 			wg.Wait()
 			parker.Close()

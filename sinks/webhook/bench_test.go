@@ -130,7 +130,7 @@ func startBench(b *testing.B, endpoints, hanging, preload int) *benchEnv {
 	if err := kafkatier.Ensure(ctx, conn, topics, 4); err != nil {
 		b.Fatal(err)
 	}
-	parker, err := kafkatier.NewWriter(conn, topics, &memFailed{})
+	parker, err := kafkatier.NewWriter(conn, topics)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -317,7 +317,7 @@ func TestDeliveryAgainstMisbehavingReceivers(t *testing.T) {
 		t.Fatal(err)
 	}
 	failed := &memFailed{}
-	parker, err := kafkatier.NewWriter(conn, topics, failed)
+	parker, err := kafkatier.NewWriter(conn, topics)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,8 +337,12 @@ func TestDeliveryAgainstMisbehavingReceivers(t *testing.T) {
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
 	go func() { defer wg.Done(); d.Run(runCtx) }()
+	go func() {
+		defer wg.Done()
+		kafkatier.RunDeadLetters(runCtx, kafkatier.DeadLetterConfig{Conn: conn, Topics: topics, Group: topic + ".webhooks"}, failed)
+	}()
 	go func() { defer wg.Done(); logw.Run(runCtx) }()
 	g, err := consumer.NewGroup(consumer.GroupConfig{Conn: conn, Topic: topic, GroupID: topic + ".webhooks",
 		MaxBatchMessages: 200, MaxWait: 100 * time.Millisecond, HandleTimeout: 30 * time.Second}, d.EventHandler(0))
@@ -542,7 +546,7 @@ func TestDisableAfterFailingTooLong(t *testing.T) {
 		t.Fatal(err)
 	}
 	failed := &memFailed{}
-	parker, err := kafkatier.NewWriter(conn, topics, failed)
+	parker, err := kafkatier.NewWriter(conn, topics)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -556,8 +560,12 @@ func TestDisableAfterFailingTooLong(t *testing.T) {
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); d.Run(runCtx) }()
+	go func() {
+		defer wg.Done()
+		kafkatier.RunDeadLetters(runCtx, kafkatier.DeadLetterConfig{Conn: conn, Topics: topics, Group: topic + ".webhooks"}, failed)
+	}()
 	g, err := consumer.NewGroup(consumer.GroupConfig{Conn: conn, Topic: topic, GroupID: topic + ".webhooks", MaxWait: 50 * time.Millisecond}, d.EventHandler(0))
 	if err != nil {
 		t.Fatal(err)

@@ -1,12 +1,16 @@
 // Package kafkatier keeps webhook batches that failed in Kafka: one delay
 // topic per step of the retry schedule (PREFIX.retry.5s, PREFIX.retry.5m,
-// ...) and a dead-letter topic (PREFIX.dlq) for batches given up.
+// ...) and a dead-letter topic (PREFIX.dlq) for batches given up, which
+// RunDeadLetters copies into the failed-batches store (ClickHouse) the API
+// lists and replays from.
 //
 // # Guarantees
 //
 // Writer returns only when the brokers hold the batches (all in-sync
 // replicas), so the webhook group may commit the events they carry; a
-// retry survives any worker restart. Messages are keyed by webhook-id, so
+// retry survives any worker restart. Giving up needs Kafka only: while the
+// failed-batches store is down, RunDeadLetters waits and copies the dead
+// letters once it is back. Messages are keyed by webhook-id, so
 // copies of one batch land in one partition of a tier and are handled one
 // after the other. Tiers consumes each tier topic in its own consumer
 // group: per partition, in order, it waits until a batch is due, hands it
@@ -78,22 +82,24 @@ type FailedStore interface {
 	WriteFailedBatches(ctx context.Context, rows []subscription.FailedBatch) error
 }
 
-// Writer is the dispatcher's Parker.
+// Writer is the dispatcher's Parker. It needs Kafka only: a given-up batch
+// is in the dead-letter topic when GiveUp returns, and RunDeadLetters
+// copies it into the FailedStore, so giving up works while that store
+// (ClickHouse) is down.
 type Writer struct {
 	w      *kafka.Writer
 	topics Topics
-	failed FailedStore
 }
 
 var _ webhook.Parker = (*Writer)(nil)
 
-// NewWriter returns a Writer; failed may be nil (dead-letter topic only).
-func NewWriter(c consumer.Conn, t Topics, failed FailedStore) (*Writer, error) {
+// NewWriter returns a Writer for the topics of t.
+func NewWriter(c consumer.Conn, t Topics) (*Writer, error) {
 	w, err := consumer.NewWriter(c, "", consumer.WriterConfig{BatchTimeout: 2 * time.Millisecond, BatchSize: 1000, BatchBytes: 16 << 20})
 	if err != nil {
 		return nil, err
 	}
-	return &Writer{topics: t, failed: failed, w: w}, nil
+	return &Writer{topics: t, w: w}, nil
 }
 
 // Retry produces each batch to its tier topic.
@@ -112,8 +118,8 @@ func (w *Writer) Retry(ctx context.Context, batches []*webhook.Batch) error {
 	return w.write(ctx, msgs)
 }
 
-// GiveUp produces batches to the dead-letter topic, then writes them to
-// the failed store.
+// GiveUp produces batches to the dead-letter topic; RunDeadLetters
+// records them in the failed store.
 func (w *Writer) GiveUp(ctx context.Context, batches []*webhook.Batch) error {
 	msgs := make([]kafka.Message, 0, len(batches))
 	for _, b := range batches {
@@ -123,35 +129,91 @@ func (w *Writer) GiveUp(ctx context.Context, batches []*webhook.Batch) error {
 		}
 		msgs = append(msgs, m)
 	}
-	if err := w.write(ctx, msgs); err != nil {
+	return w.write(ctx, msgs)
+}
+
+// DeadLetterConfig configures the consumer of the dead-letter topic.
+type DeadLetterConfig struct {
+	Conn   consumer.Conn
+	Topics Topics
+	// Group is the webhook group's id; the dead letters are consumed by
+	// group Group+".dlq".
+	Group string
+	// Logger and Metrics (the consumer groups' metrics: lag, retries) are
+	// optional.
+	Logger  *slog.Logger
+	Metrics *consumer.Metrics
+	// OnBad is called for a message that is not a batch (it is skipped).
+	OnBad func(topic string, partition int, offset int64, err error)
+}
+
+// RunDeadLetters copies the batches of the dead-letter topic into store
+// until ctx ends: one insert per consumed batch, committed after the
+// insert, retried (with backoff, for as long as it takes) while the store
+// fails. A batch copied twice (a crash between the insert and the commit)
+// is one row to readers: the failed-batches table keeps the newest write
+// of each webhook-id. Replays of the rows go to the first retry tier of
+// cfg.Topics.
+func RunDeadLetters(ctx context.Context, cfg DeadLetterConfig, store FailedStore) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &deadLetters{store: store, replayTopic: cfg.Topics.Tier(0), log: log, onBad: cfg.OnBad}
+	g, err := consumer.NewGroup(consumer.GroupConfig{Conn: cfg.Conn, Topic: cfg.Topics.DeadLetters(), GroupID: cfg.Group + ".dlq",
+		MaxBatchMessages: 500, MaxWait: 200 * time.Millisecond, QueueCapacity: 100, Logger: log, Metrics: cfg.Metrics}, h)
+	if err != nil {
 		return err
 	}
-	if w.failed != nil {
-		rows, err := failedRecords(batches, w.topics.Tier(0), time.Now())
+	return g.Run(ctx)
+}
+
+// deadLetters is the handler of the dead-letter topic's group.
+type deadLetters struct {
+	store       FailedStore
+	replayTopic string
+	log         *slog.Logger
+	onBad       func(topic string, partition int, offset int64, err error)
+}
+
+func (h *deadLetters) Assigned(context.Context, string, int) (int64, error) { return 0, nil }
+
+func (h *deadLetters) Handle(ctx context.Context, topic string, partition int, msgs []consumer.Message) error {
+	rows := make([]subscription.FailedBatch, 0, len(msgs))
+	for _, m := range msgs {
+		b, err := webhook.UnmarshalBatch(m.Value)
 		if err == nil {
-			err = w.failed.WriteFailedBatches(ctx, rows)
+			var row subscription.FailedBatch
+			// The time it was given up, the same on every copy.
+			if row, err = failedRecord(b, h.replayTopic, m.Time); err == nil {
+				rows = append(rows, row)
+				continue
+			}
 		}
-		if err != nil {
-			return fmt.Errorf("record %d failed webhook batches: %w", len(batches), err)
+		h.log.Error("webhook dead letters: skipping a message that is not a webhook batch", "topic", topic, "partition", partition, "offset", m.Offset, "err", err)
+		if h.onBad != nil {
+			h.onBad(topic, partition, m.Offset, err)
 		}
+	}
+	if err := h.store.WriteFailedBatches(ctx, rows); err != nil {
+		return fmt.Errorf("record %d failed webhook batches: %w", len(rows), err)
 	}
 	return nil
 }
 
-// failedRecords are the records of given-up batches: replays go to
+// failedRecord is the record of a given-up batch: replays go to
 // replayTopic, the first retry tier of this worker's schedule.
-func failedRecords(batches []*webhook.Batch, replayTopic string, now time.Time) ([]subscription.FailedBatch, error) {
-	out := make([]subscription.FailedBatch, len(batches))
-	for i, b := range batches {
-		raw, err := b.Marshal()
-		if err != nil {
-			return nil, fmt.Errorf("encode webhook batch %s: %w", b.WebhookID, err)
-		}
-		out[i] = subscription.FailedBatch{FailedAt: now, AccountID: b.AccountID, EndpointID: b.EndpointID, WebhookID: b.WebhookID,
-			Attempts: b.Attempts, Reason: b.Reason, LastStatus: b.LastStatus, LastError: b.LastError, Events: len(b.Events),
-			Batch: raw, ReplayTopic: replayTopic}
+func failedRecord(b *webhook.Batch, replayTopic string, at time.Time) (subscription.FailedBatch, error) {
+	raw, err := b.Marshal()
+	if err != nil {
+		return subscription.FailedBatch{}, fmt.Errorf("encode webhook batch %s: %w", b.WebhookID, err)
 	}
-	return out, nil
+	if at.IsZero() {
+		at = time.Now()
+	}
+	return subscription.FailedBatch{FailedAt: at, AccountID: b.AccountID, EndpointID: b.EndpointID, WebhookID: b.WebhookID,
+		Attempts: b.Attempts, Reason: b.Reason, LastStatus: b.LastStatus, LastError: b.LastError, Events: len(b.Events),
+		Batch: raw, ReplayTopic: replayTopic}, nil
 }
 
 // Headers of a parked batch, so tools can read them without decoding.
@@ -271,7 +333,7 @@ func runTier(ctx context.Context, cfg TierConfig, i int, d Redeliverer) error {
 		// and kafka-go keeps that empty assignment until something else
 		// rebalances the group: the tier's batches would never come back.
 		// Watching the topic's partitions rejoins once it appears (or
-		// grows); waitUnowned catches an appearance the watcher misses.
+		// grows); consumer.WaitUnowned catches an appearance the watcher misses.
 		WatchPartitionChanges: true, PartitionWatchInterval: 2 * time.Second,
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) { log.Debug(fmt.Sprintf(msg, args...)) }),
 	})
@@ -298,42 +360,7 @@ func runTier(ctx context.Context, cfg TierConfig, i int, d Redeliverer) error {
 			gen.Start(func(genCtx context.Context) { p.run(ctx, genCtx, gen, start, dialer) })
 		}
 		if len(gen.Assignments[topic]) == 0 {
-			gen.Start(func(genCtx context.Context) { waitUnowned(genCtx, cfg.Conn, topic, group, log) })
-		}
-	}
-}
-
-// waitUnowned returns, ending the generation so the member rejoins, once
-// the tier topic has partitions while no member of the stable group owns
-// any: the assignment was made before the brokers knew the topic (kafka-go
-// keeps such an empty assignment, and its partition watcher misses a topic
-// that appeared between the assignment and the watcher's first look).
-// A member that got nothing because the others hold every partition stays.
-func waitUnowned(ctx context.Context, conn consumer.Conn, topic, group string, log *slog.Logger) {
-	tr, err := conn.Transport()
-	if err != nil {
-		<-ctx.Done()
-		return
-	}
-	client := &kafka.Client{Addr: kafka.TCP(conn.Brokers...), Transport: tr, Timeout: 10 * time.Second}
-	for sleep(ctx, 2*time.Second) {
-		md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
-		if err != nil || len(md.Topics) != 1 || md.Topics[0].Error != nil || len(md.Topics[0].Partitions) == 0 {
-			continue
-		}
-		gr, err := client.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{group}})
-		if err != nil || len(gr.Groups) != 1 || gr.Groups[0].Error != nil || gr.Groups[0].GroupState != "Stable" {
-			continue
-		}
-		owned := false
-		for _, m := range gr.Groups[0].Members {
-			for _, t := range m.MemberAssignments.Topics {
-				owned = owned || (t.Topic == topic && len(t.Partitions) > 0)
-			}
-		}
-		if !owned {
-			log.Info("retry tier: no member owns the tier's partitions (the group was assigned before the topic was known); rejoining", "partitions", len(md.Topics[0].Partitions))
-			return
+			gen.Start(func(genCtx context.Context) { consumer.WaitUnowned(genCtx, cfg.Conn, topic, group, log) })
 		}
 	}
 }

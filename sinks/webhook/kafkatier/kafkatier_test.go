@@ -70,7 +70,7 @@ func TestTierJoinedBeforeTopicExists(t *testing.T) {
 	if err := kafkatier.Ensure(ctx, conn, topics, 1); err != nil {
 		t.Fatal(err)
 	}
-	w, err := kafkatier.NewWriter(conn, topics, nil)
+	w, err := kafkatier.NewWriter(conn, topics)
 	if err != nil {
 		t.Fatal(err)
 	}

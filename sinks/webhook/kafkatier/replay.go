@@ -62,7 +62,7 @@ func (r *Replayer) ReplayWebhookBatches(ctx context.Context, account, id, webhoo
 	if err := r.conn.Validate(); err != nil {
 		return nil, fmt.Errorf("replay needs Kafka: %w", err)
 	}
-	w, err := NewWriter(r.conn, Topics{}, nil)
+	w, err := NewWriter(r.conn, Topics{})
 	if err != nil {
 		return nil, err
 	}
