@@ -703,3 +703,145 @@ func TestFailingSinceSurvivesRestart(t *testing.T) {
 		})
 	}
 }
+
+// TestLongRetryAfterHoldsBackNoOne: an endpoint answering 503 with
+// Retry-After of an hour parks its batch in a tier partition, due in an
+// hour; another endpoint's batch, parked behind it in the same partition
+// a moment later, is due in a second. Before, the tier consumer waited for
+// the batch at the head, so the second endpoint's retry waited an hour
+// too. Now the hour-long batch moves to the back once something is behind
+// it: the other retry goes out at once, and the hour-long one is not sent
+// early.
+func TestLongRetryAfterHoldsBackNoOne(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	topic := testenv.Topic(t, brokers, 1)
+	conn := consumer.Conn{Brokers: testenv.Brokers(brokers)}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	fl := &flight{now: map[string]int{}}
+	mk := func(name string, answer func(n int) (int, string)) *receiver {
+		rc := &receiver{name: name, flight: fl, answer: answer, t: t, got: map[string]int{}, statuses: map[string][]int{}}
+		rc.start(t, "127.0.0.1:0")
+		return rc
+	}
+	hour := mk("hour", func(int) (int, string) { return 503, "3600" })
+	once := mk("once", func(n int) (int, string) {
+		if n == 1 {
+			return 503, ""
+		}
+		return 200, ""
+	})
+	reg := &memRegistry{eps: []subscription.Webhook{
+		{ID: "ep-hour", AccountID: "acct-hour", URL: "http://" + hour.addr + "/", Enabled: true, Events: map[string]bool{"delivered": true}},
+		{ID: "ep-once", AccountID: "acct-once", URL: "http://" + once.addr + "/", Enabled: true, Events: map[string]bool{"delivered": true}},
+	}}
+	// The hour is longer than the first step and shorter than the last:
+	// the dispatcher parks the batch in the first tier, due in an hour.
+	topics := kafkatier.Topics{Prefix: topic + ".wh", Delays: []time.Duration{time.Second, 2 * time.Hour}}
+	deleteTopics(t, brokers, topics.All())
+	if err := kafkatier.Ensure(ctx, conn, topics, 1); err != nil {
+		t.Fatal(err)
+	}
+	parker, err := kafkatier.NewWriter(conn, topics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer parker.Close()
+	d, err := webhook.New(webhook.Config{Registry: reg, Client: &http.Client{}, Parker: parker,
+		Schedule: webhook.Schedule{Delays: topics.Delays}, MaxBatchWait: 20 * time.Millisecond, RefreshEvery: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); d.Run(runCtx) }()
+	g, err := consumer.NewGroup(consumer.GroupConfig{Conn: conn, Topic: topic, GroupID: topic + ".webhooks", MaxWait: 50 * time.Millisecond}, d.EventHandler(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { defer wg.Done(); g.Run(runCtx) }()
+	go func() {
+		defer wg.Done()
+		kafkatier.RunTiers(runCtx, kafkatier.TierConfig{Conn: conn, Topics: topics, Group: topic + ".webhooks"}, d)
+	}()
+	defer func() { stop(); wg.Wait() }()
+
+	w := &kafka.Writer{Addr: kafka.TCP(conn.Brokers...), Topic: topic, BatchTimeout: time.Millisecond, Transport: &kafka.Transport{}}
+	defer w.Close()
+	send := func(acct, id string) {
+		t.Helper()
+		if err := w.WriteMessages(ctx, kafka.Message{Value: fmt.Appendf(nil, `{"email":"a@example.com","timestamp":1764201600,"event":"delivered","sg_event_id":%q,"account_id":%q}`, id, acct)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	requests := func(rc *receiver) int {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		return rc.n
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			if ctx.Err() != nil {
+				t.Fatalf("gave up waiting: %s", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	tier := &kafka.Client{Addr: kafka.TCP(conn.Brokers...)}
+	tierEnd := func() int64 {
+		resp, err := tier.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topics.Tier(0): {kafka.LastOffsetOf(0)}}})
+		if err != nil || len(resp.Topics[topics.Tier(0)]) != 1 {
+			return -1
+		}
+		return resp.Topics[topics.Tier(0)][0].LastOffset
+	}
+
+	send("acct-hour", "hour-1")
+	waitFor("the hour-long batch parked in the first tier", func() bool { return requests(hour) == 1 && tierEnd() >= 1 })
+	send("acct-once", "once-1")
+	waitFor("the other endpoint's first attempt", func() bool { return requests(once) >= 1 })
+	// Due a second after its failure: within the deadline unless it waits
+	// behind the hour-long batch.
+	deadline := time.Now().Add(20 * time.Second)
+	for once.received([]string{"once-1"}) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if once.received([]string{"once-1"}) > 0 {
+		t.Fatalf("the other endpoint's retry, due after a second, was not sent within 20s: it waits behind the batch due in an hour")
+	}
+	if n := requests(hour); n != 1 {
+		t.Errorf("the endpoint that asked for an hour got %d requests, want 1 (its retry is not due yet)", n)
+	}
+	// The hour-long batch is still in the tier, past the tier group's
+	// commit: moved, not dropped.
+	group := kafkatier.TierConfig{Topics: topics, Group: topic + ".webhooks"}.GroupOf(0)
+	committed := int64(-1)
+	if resp, err := tier.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topics.Tier(0): {0}}}); err == nil {
+		for _, p := range resp.Topics[topics.Tier(0)] {
+			committed = p.CommittedOffset
+		}
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: conn.Brokers, Topic: topics.Tier(0), Partition: 0, MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	kept := false
+	for end := tierEnd(); ; {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, err := webhook.UnmarshalBatch(m.Value); err == nil && b.EndpointID == "ep-hour" && m.Offset >= committed {
+			kept = kept || time.Until(b.Due) > 50*time.Minute
+		}
+		if m.Offset >= end-1 {
+			break
+		}
+	}
+	if !kept {
+		t.Errorf("no batch of the endpoint that asked for an hour, due in about an hour, at or after the tier group's commit (%d)", committed)
+	}
+	if len(fl.overlaps) > 0 {
+		t.Errorf("webhook-ids in flight twice at once: %v", fl.overlaps)
+	}
+}

@@ -298,6 +298,13 @@ func RunTiers(ctx context.Context, cfg TierConfig, d Redeliverer) error {
 	if cfg.Metrics == nil {
 		cfg.Metrics = webhook.NewMetrics(nil)
 	}
+	// Batches due far later than a tier's delay are moved to the back
+	// (tierPartition.repark) with this writer.
+	w, err := NewWriter(cfg.Conn, cfg.Topics)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
 	// Equal delays share one topic and one consumer.
 	started := map[string]bool{}
 	errs := make(chan error, len(cfg.Topics.Delays))
@@ -306,7 +313,7 @@ func RunTiers(ctx context.Context, cfg TierConfig, d Redeliverer) error {
 			continue
 		}
 		started[cfg.Topics.Tier(i)] = true
-		go func() { errs <- runTier(ctx, cfg, i, d) }()
+		go func() { errs <- runTier(ctx, cfg, i, d, w) }()
 	}
 	var all []error
 	for range started {
@@ -317,7 +324,7 @@ func RunTiers(ctx context.Context, cfg TierConfig, d Redeliverer) error {
 	return errors.Join(all...)
 }
 
-func runTier(ctx context.Context, cfg TierConfig, i int, d Redeliverer) error {
+func runTier(ctx context.Context, cfg TierConfig, i int, d Redeliverer, w *Writer) error {
 	dialer, err := cfg.Conn.Dialer()
 	if err != nil {
 		return err
@@ -355,7 +362,7 @@ func runTier(ctx context.Context, cfg TierConfig, i int, d Redeliverer) error {
 			continue
 		}
 		for _, a := range gen.Assignments[topic] {
-			p := &tierPartition{cfg: cfg, d: d, topic: topic, partition: a.ID, tier: tierName, log: log.With("partition", a.ID)}
+			p := &tierPartition{cfg: cfg, d: d, w: w, topic: topic, partition: a.ID, tier: tierName, delay: cfg.Topics.Delays[i], log: log.With("partition", a.ID)}
 			start := a.Offset
 			gen.Start(func(genCtx context.Context) { p.run(ctx, genCtx, gen, start, dialer) })
 		}
@@ -368,10 +375,46 @@ func runTier(ctx context.Context, cfg TierConfig, i int, d Redeliverer) error {
 type tierPartition struct {
 	cfg       TierConfig
 	d         Redeliverer
+	w         *Writer
 	topic     string
 	partition int
 	tier      string
+	delay     time.Duration
 	log       *slog.Logger
+}
+
+// horizon is how far ahead a batch parked in the tier now can be due: its
+// delay, jittered by up to 10%, with room to spare. A batch due later
+// (a long Retry-After, the copy of a slow attempt due after the attempt's
+// deadline) would hold back the batches written after it, which are due
+// sooner.
+func (p *tierPartition) horizon() time.Duration { return p.delay + p.delay/5 + time.Second }
+
+// repark writes b again, at the back of the tier its remaining wait fits
+// (the longest delay not longer than it), so the batches behind it are
+// not held back; the caller then commits past the old copy. It retries
+// until the write succeeds, and reports false when the generation ended
+// first.
+func (p *tierPartition) repark(ctx context.Context, b *webhook.Batch) bool {
+	wait := time.Until(b.Due)
+	b.Tier = 0
+	for i, d := range p.cfg.Topics.Delays {
+		if d <= wait {
+			b.Tier = i
+		}
+	}
+	for {
+		err := p.w.Retry(ctx, []*webhook.Batch{b})
+		if err == nil {
+			p.log.Info("retry tier: moved a batch due much later to the back", "webhook_id", b.WebhookID, "endpoint", b.EndpointID,
+				"due", b.Due, "to", p.cfg.Topics.Tier(b.Tier))
+			return true
+		}
+		p.log.Warn("retry tier: moving a batch due much later to the back failed; trying again", "webhook_id", b.WebhookID, "err", err)
+		if !sleep(ctx, time.Second) {
+			return false
+		}
+	}
 }
 
 // run consumes one partition of a tier until the generation ends.
@@ -419,6 +462,25 @@ func (p *tierPartition) run(ctx, genCtx context.Context, gen *kafka.Generation, 
 		}
 		p.cfg.Metrics.TierLag(p.tier, max(head.HighWaterMark-head.Offset-1, 0))
 		m.ParkedHead(p.tier, p.partition, head.Time, first.Due)
+		if first.Due.After(time.Now().Add(p.horizon())) {
+			// Due later than anything written behind it: wait for it only
+			// while nothing is behind it; once something is, move it to the
+			// back, so one endpoint's long Retry-After delays no one else.
+			fctx, cancel := context.WithDeadline(genCtx, first.Due)
+			next, err := r.FetchMessage(fctx)
+			cancel()
+			if err == nil {
+				if !p.repark(genCtx, first) {
+					return
+				}
+				p.commit(gen, head.Offset)
+				head = &next
+				continue
+			}
+			if genCtx.Err() != nil {
+				return
+			}
+		}
 		if !sleep(genCtx, time.Until(first.Due)) {
 			return // revoked while waiting: the next owner takes over
 		}
