@@ -121,7 +121,7 @@ func emailFilterMust(t *testing.T, s string) string {
 // without editing this test).
 func TestEmailRoutesNameEveryStoredAddress(t *testing.T) {
 	token, k := testKey(t, "acme", false)
-	h := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{k}, Privacy: newFakePrivacy(), Checker: fakeChecker{}, RateLimit: 1e6})
+	h := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{k}, Privacy: newFakePrivacy(), Groups: newFakeGroups(), Checker: fakeChecker{}, RateLimit: 1e6})
 	n := 0
 	for _, rt := range (&server{}).routes() {
 		if !strings.Contains(rt.path, "{email}") {

@@ -111,6 +111,9 @@ type Config struct {
 	Privacy PrivacyStore
 	// Forwarding keeps bounce forwarding settings; nil disables them.
 	Forwarding ForwardingStore
+	// Groups keeps unsubscribe groups; nil disables the /v3/asm/groups
+	// routes but for the group unsubscribes themselves.
+	Groups GroupStore
 	// Webhooks keeps webhook subscriptions; nil disables them.
 	Webhooks WebhookStore
 	// WebhookOps reads delivery state and replays failed batches; nil

@@ -27,15 +27,26 @@ func hostileServer(t *testing.T) (http.Handler, string, *fakeStore, *fakePrivacy
 	st := &statsStore{}
 	p := newFakePrivacy()
 	h := NewServer(Config{Store: st, Stats: st, Activity: &fakeActivity{}, Checker: fakeChecker{}, Privacy: p, Keys: fakeKeys{k},
-		RateLimit: 1e6, MaxBodyBytes: 1024})
+		Groups: hostileGroups, RateLimit: 1e6, MaxBodyBytes: 1024})
 	return h, token, &st.fakeStore, p, st
 }
+
+// hostileGroups is the hostile server's group store: group 7 is implicit
+// (it has an unsubscribe), so its routes reach their checks.
+var hostileGroups = func() *fakeGroups {
+	g := newFakeGroups()
+	g.members[7] = []string{"a@x.org"}
+	return g
+}()
 
 // jsonBodyRoutes are the routes of this package's areas that read a JSON
 // body.
 var jsonBodyRoutes = map[string]bool{
 	"POST /v3/asm/suppressions/global":                   true,
 	"POST /v3/asm/groups/{group_id}/suppressions":        true,
+	"POST /v3/asm/groups":                                true,
+	"PATCH /v3/asm/groups/{group_id}":                    true,
+	"POST /v3/asm/groups/{group_id}/suppressions/search": true,
 	"POST /bouncer/v1/suppressions/check":                true,
 	"POST /bouncer/v1/privacy/erasures":                  true,
 	"DELETE /v3/suppression/bounces":                     true,
@@ -88,7 +99,7 @@ func fill(path string) string {
 // validate theirs in their own tests.
 var ownPaths = func() map[string]bool {
 	own := map[string]bool{}
-	for _, name := range []string{"openapi/core.json", "openapi/privacy.json"} {
+	for _, name := range []string{"openapi/core.json", "openapi/privacy.json", "openapi/groups.json"} {
 		var doc struct {
 			Paths map[string]any `json:"paths"`
 		}
@@ -174,6 +185,9 @@ func TestHostileInput(t *testing.T) {
 				checkHostile(t, rec, tr.name+" "+p)
 			}
 		})
+	}
+	if hostileGroups.writes > 0 {
+		t.Errorf("hostile requests wrote %d group changes", hostileGroups.writes)
 	}
 	if len(store.changes) > 0 || len(privacy.erased) > 0 || len(privacy.lists) > 0 {
 		t.Errorf("hostile requests changed the stores: %d changes, erased %v, imported %v", len(store.changes), privacy.erased, privacy.lists)

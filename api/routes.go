@@ -58,6 +58,16 @@ func (s *server) routes() []route {
 		{"GET", "/v3/asm/suppressions/global/{email}", gRead, key, s.handleGlobalGet()},
 		{"DELETE", "/v3/asm/suppressions/global/{email}", gDel, key, s.handleGlobalDelete()},
 
+		// Unsubscribe groups (groups.go): SendGrid's scopes.
+		{"POST", "/v3/asm/groups", "asm.groups.create", key, s.handleGroupCreate()},
+		{"GET", "/v3/asm/groups", "asm.groups.read", key, s.handleGroups()},
+		{"GET", "/v3/asm/groups/{group_id}", "asm.groups.read", key, s.handleGroupGet()},
+		{"PATCH", "/v3/asm/groups/{group_id}", "asm.groups.update", key, s.handleGroupUpdate()},
+		{"DELETE", "/v3/asm/groups/{group_id}", "asm.groups.delete", key, s.handleGroupDeleteGroup()},
+		{"POST", "/v3/asm/groups/{group_id}/suppressions/search", scopeGroupRead, key, s.handleGroupSearch()},
+		{"GET", "/v3/asm/suppressions", scopeGroupRead, key, s.handleAsmSuppressions()},
+		{"GET", "/v3/asm/suppressions/{email}", scopeGroupRead, key, s.handleAsmSuppressionGet()},
+
 		{"GET", "/v3/asm/groups/{group_id}/suppressions", scopeGroupRead, key, s.handleGroupList()},
 		{"POST", "/v3/asm/groups/{group_id}/suppressions", scopeGroupCreate, key, s.handleGroupAdd()},
 		{"DELETE", "/v3/asm/groups/{group_id}/suppressions/{email}", scopeGroupDelete, key, s.handleGroupDelete()},

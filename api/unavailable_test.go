@@ -58,6 +58,22 @@ func (downStores) ExportList(context.Context, string, string, int64, func(csvlis
 func (downStores) ImportList(context.Context, string, string, int64, []csvlist.Row) error {
 	return errRefused
 }
+func (downStores) Groups(context.Context, string) ([]suppression.Group, error) {
+	return nil, errRefused
+}
+func (downStores) CreateGroup(context.Context, string, suppression.Group, time.Time) (suppression.Group, error) {
+	return suppression.Group{}, errRefused
+}
+func (downStores) UpdateGroup(context.Context, string, suppression.Group, time.Time) error {
+	return errRefused
+}
+func (downStores) DeleteGroup(context.Context, string, int64, time.Time) error { return errRefused }
+func (downStores) GroupSuppressions(context.Context, string, string, uint64, uint64) ([]suppression.GroupEntry, error) {
+	return nil, errRefused
+}
+func (downStores) GroupMembers(context.Context, string, int64, []string) ([]suppression.Entry, error) {
+	return nil, errRefused
+}
 func (downStores) ForwardBounce(context.Context, string) (accounts.ForwardBounce, error) {
 	return accounts.ForwardBounce{}, errRefused
 }
@@ -104,25 +120,28 @@ func (downStores) TopDomains(context.Context, string, time.Time, time.Time, int)
 // goodRequests are valid requests of routes that need more than their
 // path: the query or body that gets them to their store.
 var goodRequests = map[string]struct{ query, body string }{
-	"GET /v3/stats":                               {"start_date=2026-01-01", ""},
-	"GET /v3/categories/stats":                    {"start_date=2026-01-01&categories=a", ""},
-	"GET /v3/mailbox_providers/stats":             {"start_date=2026-01-01", ""},
-	"GET /bouncer/v1/stats/domains":               {"start_date=2026-01-01&domains=x.org", ""},
-	"GET /bouncer/v1/stats/bounce_reasons":        {"start_date=2026-01-01", ""},
-	"GET /bouncer/v1/stats/top_domains":           {"start_date=2026-01-01", ""},
-	"GET /v3/messages":                            {`query=msg_id%3D%22a%22`, ""},
-	"POST /v3/asm/suppressions/global":            {"", `{"recipient_emails":["a@x.org"]}`},
-	"POST /v3/asm/groups/{group_id}/suppressions": {"", `{"recipient_emails":["a@x.org"]}`},
-	"POST /bouncer/v1/privacy/erasures":           {"", `{"email":"a@x.org"}`},
-	"PATCH /v3/mail_settings/forward_bounce":      {"", `{"enabled":false}`},
-	"POST /v3/user/webhooks/event/settings":       {"", `{"enabled":true,"url":"https://hooks.example.com/x","delivered":true}`},
-	"POST /bouncer/v1/suppressions/{list}/import": {"", "email\na@x.org\n"},
-	"POST /v3/user/webhooks/event/test":           {"", `{"id":"00000000-0000-0000-0000-000000000000"}`},
-	"POST /bouncer/v1/suppressions/check":         {"", `{"emails":["a@x.org"]}`},
-	"DELETE /v3/suppression/bounces":              {"", `{"emails":["a@x.org"]}`},
-	"DELETE /v3/suppression/blocks":               {"", `{"emails":["a@x.org"]}`},
-	"DELETE /v3/suppression/invalid_emails":       {"", `{"emails":["a@x.org"]}`},
-	"DELETE /v3/suppression/spam_reports":         {"", `{"emails":["a@x.org"]}`},
+	"GET /v3/stats":                                      {"start_date=2026-01-01", ""},
+	"GET /v3/categories/stats":                           {"start_date=2026-01-01&categories=a", ""},
+	"GET /v3/mailbox_providers/stats":                    {"start_date=2026-01-01", ""},
+	"GET /bouncer/v1/stats/domains":                      {"start_date=2026-01-01&domains=x.org", ""},
+	"GET /bouncer/v1/stats/bounce_reasons":               {"start_date=2026-01-01", ""},
+	"GET /bouncer/v1/stats/top_domains":                  {"start_date=2026-01-01", ""},
+	"GET /v3/messages":                                   {`query=msg_id%3D%22a%22`, ""},
+	"POST /v3/asm/suppressions/global":                   {"", `{"recipient_emails":["a@x.org"]}`},
+	"POST /v3/asm/groups/{group_id}/suppressions":        {"", `{"recipient_emails":["a@x.org"]}`},
+	"POST /v3/asm/groups":                                {"", `{"name":"n","description":"d"}`},
+	"PATCH /v3/asm/groups/{group_id}":                    {"", `{"name":"n"}`},
+	"POST /v3/asm/groups/{group_id}/suppressions/search": {"", `{"recipient_emails":["a@x.org"]}`},
+	"POST /bouncer/v1/privacy/erasures":                  {"", `{"email":"a@x.org"}`},
+	"PATCH /v3/mail_settings/forward_bounce":             {"", `{"enabled":false}`},
+	"POST /v3/user/webhooks/event/settings":              {"", `{"enabled":true,"url":"https://hooks.example.com/x","delivered":true}`},
+	"POST /bouncer/v1/suppressions/{list}/import":        {"", "email\na@x.org\n"},
+	"POST /v3/user/webhooks/event/test":                  {"", `{"id":"00000000-0000-0000-0000-000000000000"}`},
+	"POST /bouncer/v1/suppressions/check":                {"", `{"emails":["a@x.org"]}`},
+	"DELETE /v3/suppression/bounces":                     {"", `{"emails":["a@x.org"]}`},
+	"DELETE /v3/suppression/blocks":                      {"", `{"emails":["a@x.org"]}`},
+	"DELETE /v3/suppression/invalid_emails":              {"", `{"emails":["a@x.org"]}`},
+	"DELETE /v3/suppression/spam_reports":                {"", `{"emails":["a@x.org"]}`},
 }
 
 // TestStoreOutageIsUnavailable, over the route table: with every store
@@ -133,7 +152,7 @@ func TestStoreOutageIsUnavailable(t *testing.T) {
 	token, k := testKey(t, "acme", false)
 	d := downStores{}
 	h := NewServer(Config{Store: d, Stats: d, Activity: d, Privacy: d, Forwarding: d, Webhooks: d, WebhookOps: d,
-		Dashboard: d, Checker: fakeChecker{}, Keys: fakeKeys{k}, RateLimit: 1e6})
+		Dashboard: d, Groups: d, Checker: fakeChecker{}, Keys: fakeKeys{k}, RateLimit: 1e6})
 	unavailable := 0
 	for _, rt := range (&server{}).routes() {
 		if !rt.auth {

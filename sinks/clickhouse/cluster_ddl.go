@@ -40,6 +40,7 @@ var clusterLayout = map[string]tableLayout{
 	"forwarding_settings": {},
 	"erasures":            {},
 	"dashboard_sessions":  {},
+	"unsubscribe_groups":  {},
 	"schema_migrations":   {},
 }
 

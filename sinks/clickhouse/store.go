@@ -36,6 +36,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
@@ -107,6 +108,9 @@ type Store struct {
 	cfg     Config
 	conn    driver.Conn
 	cluster *clusterState // nil on one server
+	// groupMu serialises this process's unsubscribe group creates, so
+	// only creates of other processes can race for an id (groups.go).
+	groupMu sync.Mutex
 }
 
 func (c Config) options(database string) *ch.Options {
