@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -843,5 +844,86 @@ func TestLongRetryAfterHoldsBackNoOne(t *testing.T) {
 	}
 	if len(fl.overlaps) > 0 {
 		t.Errorf("webhook-ids in flight twice at once: %v", fl.overlaps)
+	}
+}
+
+// TestDeletedEndpointsReleaseTheirLanes: each endpoint that got events has
+// a lane (a goroutine) on the worker; deleting the subscriptions must stop
+// them. Before, the lanes of 1,000 deleted endpoints stayed until restart.
+func TestDeletedEndpointsReleaseTheirLanes(t *testing.T) {
+	var hits sync.Map
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Store(r.URL.Path, true)
+		w.WriteHeader(http.StatusNoContent)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	const endpoints = 1000
+	reg := &memRegistry{}
+	for i := range endpoints {
+		reg.eps = append(reg.eps, subscription.Webhook{ID: fmt.Sprintf("ep-%04d", i), AccountID: "acct",
+			URL: fmt.Sprintf("http://%s/%d", ln.Addr(), i), Enabled: true, Events: map[string]bool{"delivered": true}})
+	}
+	parker := &memParker{}
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	d, err := webhook.New(webhook.Config{Registry: reg, Client: client, Parker: parker, MaxBatchWait: 10 * time.Millisecond,
+		RefreshEvery: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	runCtx, stop := context.WithCancel(ctx)
+	ran := make(chan struct{})
+	go func() { defer close(ran); d.Run(runCtx) }()
+	defer func() { stop(); <-ran }()
+	for !d.Ready() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // the dispatcher's own goroutines settle
+	baseline := runtime.NumGoroutine()
+
+	// One event for the account reaches every endpoint: 1,000 lanes.
+	msg := consumer.Message{Topic: "events", Offset: 1,
+		Value: []byte(`{"email":"a@example.com","timestamp":1764201600,"event":"delivered","sg_event_id":"e1","account_id":"acct"}`)}
+	if err := d.EventHandler(0).Handle(ctx, "events", 0, []consumer.Message{msg}); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	hits.Range(func(any, any) bool { n++; return true })
+	if n != endpoints {
+		t.Fatalf("%d endpoints got the event, want %d", n, endpoints)
+	}
+	if g := runtime.NumGoroutine(); g < baseline+endpoints {
+		t.Fatalf("%d goroutines with %d lanes, baseline %d: the lanes are not goroutines any more, rewrite this test", g, endpoints, baseline)
+	}
+
+	reg.mu.Lock()
+	reg.eps = nil
+	reg.mu.Unlock()
+	const slack = 5
+	deadline := time.Now().Add(20 * time.Second)
+	for runtime.NumGoroutine() > baseline+slack && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if g := runtime.NumGoroutine(); g > baseline+slack {
+		t.Errorf("%d goroutines 20s after deleting the %d endpoints, baseline %d: their lanes were not released", g, endpoints, baseline)
+	}
+
+	// A deleted endpoint's lane is gone: a retried batch for it is given
+	// up, not sent.
+	b := &webhook.Batch{WebhookID: webhook.NewWebhookID(), EndpointID: "ep-0007", AccountID: "acct", Attempts: 1,
+		Events: []json.RawMessage{json.RawMessage(`{"event":"delivered","sg_event_id":"e2"}`)}}
+	if err := d.Redeliver(ctx, []*webhook.Batch{b}); err != nil {
+		t.Fatal(err)
+	}
+	parker.mu.Lock()
+	defer parker.mu.Unlock()
+	if len(parker.givenUp) != 1 || parker.givenUp[0].Reason != "endpoint deleted" {
+		t.Errorf("given up %v, want the batch for the deleted endpoint", parker.givenUp)
 	}
 }

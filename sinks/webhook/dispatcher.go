@@ -238,7 +238,8 @@ func (d *Dispatcher) Refresh(ctx context.Context) error {
 	}
 	for id, l := range d.lanes {
 		if s.byID[id] == nil {
-			l.ep.Store(nil) // deleted: what is queued is given up
+			l.ep.Store(nil) // deleted: what is queued is given up, then the lane stops
+			l.wake()
 		}
 	}
 	d.snap.Store(s)
@@ -252,6 +253,11 @@ func (d *Dispatcher) lane(ep *subscription.Webhook) *lane {
 	l := d.lanes[ep.ID]
 	if l == nil {
 		l = newLane(d, ep)
+		if s := d.snap.Load(); s != nil && s.byID[ep.ID] == nil {
+			// Deleted since the caller's snapshot: the lane gives up
+			// what it gets, then stops.
+			l.ep.Store(nil)
+		}
 		d.lanes[ep.ID] = l
 		go l.run(d.ctx)
 		if d.cfg.Health != nil {

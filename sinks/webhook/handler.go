@@ -104,14 +104,10 @@ func (h *eventHandler) Handle(ctx context.Context, topic string, partition int, 
 func (l *lane) overflowJobs(pe []pendingEvent) []*job {
 	var out []*job
 	now := l.d.now()
-	ep := l.ep.Load()
 	for start := 0; start < len(pe); start += l.d.cfg.MaxBatchEvents {
 		part := pe[start:min(start+l.d.cfg.MaxBatchEvents, len(pe))]
-		b := &Batch{WebhookID: NewWebhookID(), EndpointID: l.id, Created: now,
+		b := &Batch{WebhookID: NewWebhookID(), EndpointID: l.id, AccountID: l.account, Created: now,
 			Events: make([]json.RawMessage, len(part)), EventTimes: make([]int64, len(part))}
-		if ep != nil {
-			b.AccountID = ep.AccountID
-		}
 		j := &job{b: b, queuedAt: now, fresh: true}
 		for i, e := range part {
 			b.Events[i], b.EventTimes[i] = e.raw, e.ts

@@ -17,6 +17,9 @@ import (
 type lane struct {
 	d  *Dispatcher
 	id string
+	// account owns the endpoint (kept for the batches given up after a
+	// delete).
+	account string
 	// ep is the endpoint as last read (nil once deleted).
 	ep atomic.Pointer[subscription.Webhook]
 	br *gobreaker.TwoStepCircuitBreaker[struct{}]
@@ -46,6 +49,9 @@ type lane struct {
 	// disabledAt is when this node disabled the endpoint (zero: it did
 	// not); the registry's copy catches up on its next read.
 	disabledAt time.Time
+	// closed: the endpoint was deleted and the lane drained and stopped
+	// (release); add and addBatch refuse, so their callers park instead.
+	closed bool
 }
 
 type pendingEvent struct {
@@ -55,7 +61,7 @@ type pendingEvent struct {
 }
 
 func newLane(d *Dispatcher, ep *subscription.Webhook) *lane {
-	l := &lane{d: d, id: ep.ID, kick: make(chan struct{}, 1), limit: min(2, float64(d.cfg.MaxInFlight))}
+	l := &lane{d: d, id: ep.ID, account: ep.AccountID, kick: make(chan struct{}, 1), limit: min(2, float64(d.cfg.MaxInFlight))}
 	l.ep.Store(ep)
 	l.br = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        ep.ID,
@@ -111,7 +117,7 @@ func (l *lane) add(evs []pendingEvent) bool {
 	d := l.d
 	n := len(evs)
 	l.mu.Lock()
-	if l.queued+n > d.cfg.QueueEvents || d.queued.Load()+int64(n) > int64(d.cfg.GlobalEvents) {
+	if l.closed || l.queued+n > d.cfg.QueueEvents || d.queued.Load()+int64(n) > int64(d.cfg.GlobalEvents) {
 		l.mu.Unlock()
 		return false
 	}
@@ -141,7 +147,7 @@ func (l *lane) addBatch(j *job) bool {
 	d := l.d
 	n := len(j.b.Events)
 	l.mu.Lock()
-	if l.queued+n > d.cfg.QueueEvents || d.queued.Load()+int64(n) > int64(d.cfg.GlobalEvents) {
+	if l.closed || l.queued+n > d.cfg.QueueEvents || d.queued.Load()+int64(n) > int64(d.cfg.GlobalEvents) {
 		l.mu.Unlock()
 		return false
 	}
@@ -159,13 +165,9 @@ func (l *lane) cut() {
 	if len(l.pending) == 0 {
 		return
 	}
-	ep := l.ep.Load()
 	now := l.d.now()
-	b := &Batch{WebhookID: NewWebhookID(), EndpointID: l.id, Created: now,
+	b := &Batch{WebhookID: NewWebhookID(), EndpointID: l.id, AccountID: l.account, Created: now,
 		Events: make([]json.RawMessage, len(l.pending)), EventTimes: make([]int64, len(l.pending))}
-	if ep != nil {
-		b.AccountID = ep.AccountID
-	}
 	j := &job{b: b, queuedAt: now, fresh: true}
 	for i, e := range l.pending {
 		b.Events[i], b.EventTimes[i] = e.raw, e.ts
@@ -185,7 +187,9 @@ func (l *lane) cut() {
 }
 
 // run starts sends as slots free up, cuts batches whose wait is over, and
-// parks batches that waited too long or meet an open circuit.
+// parks batches that waited too long or meet an open circuit. Once the
+// endpoint is deleted, it gives up what is queued and, when no attempt is
+// left running, stops (release).
 func (l *lane) run(ctx context.Context) {
 	d := l.d
 	timer := time.NewTimer(time.Hour)
@@ -194,11 +198,11 @@ func (l *lane) run(ctx context.Context) {
 	for {
 		now := d.now()
 		l.mu.Lock()
-		if len(l.pending) > 0 && now.Sub(l.pendingSince) >= d.cfg.MaxBatchWait {
+		ep := l.ep.Load()
+		if len(l.pending) > 0 && (ep == nil || now.Sub(l.pendingSince) >= d.cfg.MaxBatchWait) {
 			l.cut()
 		}
 		closed := l.br.State() == gobreaker.StateClosed
-		ep := l.ep.Load()
 		keep := l.ready[:0]
 		for _, j := range l.ready {
 			switch {
@@ -248,6 +252,9 @@ func (l *lane) run(ctx context.Context) {
 		clear(park)
 		clear(send)
 		park, send = park[:0], send[:0]
+		if ep == nil && l.release() {
+			return
+		}
 
 		timer.Reset(max(wait, time.Millisecond))
 		select {
@@ -257,6 +264,26 @@ func (l *lane) run(ctx context.Context) {
 		case <-timer.C:
 		}
 	}
+}
+
+// release stops a deleted endpoint's lane once nothing is queued or
+// sending: it leaves the dispatcher's lanes and refuses what comes later
+// (callers holding it park instead, and the retry tier gives that up as
+// deleted). It reports whether the lane stopped.
+func (l *lane) release() bool {
+	d := l.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ep.Load() != nil || len(l.pending) > 0 || len(l.ready) > 0 || l.inflight > 0 {
+		return false
+	}
+	l.closed = true
+	if d.lanes[l.id] == l {
+		delete(d.lanes, l.id)
+	}
+	return true
 }
 
 // parkRejected parks a batch the open circuit did not let through. A
