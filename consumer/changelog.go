@@ -134,7 +134,7 @@ func FollowChanges(ctx context.Context, c Conn, topic string, apply func(suppres
 		}
 		if len(parts) == 0 {
 			log.Warn("change log: no partitions yet; retrying", "topic", topic, "err", err)
-			if !sleep(ctx, time.Second) {
+			if !Sleep(ctx, time.Second) {
 				return ctx.Err()
 			}
 		}
@@ -181,14 +181,14 @@ func followPartition(ctx context.Context, c Conn, dialer *kafka.Dialer, topic st
 			}
 		}
 		log.Warn("change log: reading partition end failed; retrying", "partition", partition, "err", err)
-		sleep(ctx, time.Second)
+		Sleep(ctx, time.Second)
 	}
 	for ctx.Err() == nil {
 		m, err := r.ReadMessage(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Warn("change log: read failed; retrying", "partition", partition, "err", err)
-				sleep(ctx, time.Second)
+				Sleep(ctx, time.Second)
 			}
 			continue
 		}
@@ -202,5 +202,40 @@ func followPartition(ctx context.Context, c Conn, dialer *kafka.Dialer, topic st
 		if m.Offset+1 >= end {
 			signal()
 		}
+	}
+}
+
+// OpenChangeLog creates the change-log topic when it is missing (compacted,
+// with partitions) and returns a writer for it.
+func OpenChangeLog(ctx context.Context, c Conn, topic string, partitions int) (*ChangeWriter, error) {
+	if err := EnsureChangeLog(ctx, c, topic, partitions); err != nil {
+		return nil, err
+	}
+	return NewChangeWriter(c, topic)
+}
+
+// LoadIndex follows the change-log topic into a new suppression index in
+// the background (until ctx ends) and waits, at most 2 minutes, until the
+// index holds everything the log held when following began, so that every
+// answer it gives from then on counts the lists as they were at start or
+// later. It returns nil, nil when ctx ends first.
+func LoadIndex(ctx context.Context, conn Conn, topic string, reg prometheus.Registerer, log *slog.Logger) (*suppression.Index, error) {
+	index := suppression.New()
+	caughtUp := make(chan struct{})
+	m := NewFollowMetrics(reg)
+	go func() {
+		if err := FollowChanges(ctx, conn, topic, index.Apply, caughtUp, m, log); err != nil && ctx.Err() == nil {
+			log.Error("suppression change log: cannot follow", "topic", topic, "err", err)
+		}
+	}()
+	log.Info("loading suppression lists from the change log", "topic", topic)
+	select {
+	case <-caughtUp:
+		log.Info("suppression lists loaded", "entries", index.Len())
+		return index, nil
+	case <-time.After(2 * time.Minute):
+		return nil, fmt.Errorf("suppression change log %s: not loaded after 2 minutes", topic)
+	case <-ctx.Done():
+		return nil, nil
 	}
 }

@@ -229,7 +229,7 @@ func (g *Group) Run(ctx context.Context) error {
 				return nil
 			}
 			g.cfg.Logger.Warn("consumer group: next generation failed; retrying", "group", g.cfg.GroupID, "err", err)
-			if !sleep(ctx, time.Second) {
+			if !Sleep(ctx, time.Second) {
 				return nil
 			}
 			continue
@@ -382,7 +382,7 @@ func (g *Group) fetch(ctx context.Context, r *kafka.Reader, batch []Message) ([]
 	if err != nil {
 		if ctx.Err() == nil {
 			g.cfg.Logger.Warn("fetch failed", "topic", r.Config().Topic, "partition", r.Config().Partition, "err", err)
-			sleep(ctx, 500*time.Millisecond)
+			Sleep(ctx, 500*time.Millisecond)
 		}
 		return batch, 0
 	}
@@ -422,13 +422,14 @@ func (g *Group) retry(ctx context.Context, log *slog.Logger, what string, fn fun
 		g.cfg.Metrics.retries.WithLabelValues(g.cfg.GroupID).Inc()
 		wait := b.NextBackOff()
 		log.Warn(what+" failed; retrying", "in", wait.Round(time.Millisecond), "err", err)
-		if !sleep(ctx, wait) {
+		if !Sleep(ctx, wait) {
 			return false
 		}
 	}
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
+// Sleep waits d or until ctx ends; it reports whether d passed.
+func Sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

@@ -251,7 +251,7 @@ func WaitUnowned(ctx context.Context, conn Conn, topic, group string, log *slog.
 		return
 	}
 	client := &kafka.Client{Addr: kafka.TCP(conn.Brokers...), Transport: tr, Timeout: 10 * time.Second}
-	for sleep(ctx, 2*time.Second) {
+	for Sleep(ctx, 2*time.Second) {
 		md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 		if err != nil || len(md.Topics) != 1 || md.Topics[0].Error != nil || len(md.Topics[0].Partitions) == 0 {
 			continue

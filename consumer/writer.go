@@ -2,9 +2,14 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
+	"syscall"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -74,4 +79,82 @@ func Replay(ctx context.Context, c Conn, topic string, msgs []Replayed) error {
 		return fmt.Errorf("replay to %s: %w", topic, err)
 	}
 	return nil
+}
+
+// WriteRetrying writes msgs, resending the ones that failed with a
+// retryable error until they are written or patience runs out.
+//
+// kafka-go's writer tries a failed batch 10 times within about 7 seconds,
+// but when a broker dies its partitions get a new leader only after the
+// controller's broker session timeout (9 s by default), and the writer
+// learns of it at its next metadata refresh (every 6 s): without this, one
+// broker crash ends the stream. A message whose acknowledgement was lost
+// may be written twice (at two offsets); Kafka's idempotent producer, which
+// would prevent that, is not in kafka-go.
+//
+// retrying (nil: none) is told of each resend: how many messages failed of
+// how many, the shortened error and the wait before resending.
+func WriteRetrying(ctx context.Context, w *kafka.Writer, msgs []kafka.Message, patience time.Duration, retrying func(failed, of int, err error, wait time.Duration)) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 500 * time.Millisecond
+	b.MaxInterval = 5 * time.Second
+	b.MaxElapsedTime = patience
+	b.Reset()
+	for {
+		err := w.WriteMessages(ctx, msgs...)
+		if err == nil {
+			return nil
+		}
+		var we kafka.WriteErrors
+		if !errors.As(err, &we) || len(we) != len(msgs) {
+			return err
+		}
+		failed := make([]kafka.Message, 0, we.Count())
+		for i, e := range we {
+			if e == nil {
+				continue
+			}
+			if !RetryableWrite(e) {
+				return err
+			}
+			failed = append(failed, msgs[i])
+		}
+		wait := b.NextBackOff()
+		if wait == backoff.Stop {
+			return err
+		}
+		if retrying != nil {
+			retrying(len(failed), len(msgs), ShortWriteError(err), wait)
+		}
+		if !Sleep(ctx, wait) {
+			return err
+		}
+		msgs = failed
+	}
+}
+
+// RetryableWrite reports whether a message's write error can pass: the
+// leader is gone, moving or not reachable, or a replica is missing.
+func RetryableWrite(err error) bool {
+	var ke kafka.Error
+	if errors.As(err, &ke) {
+		return ke.Temporary()
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// ShortWriteError shortens kafka-go's WriteErrors (one text per message, which
+// can make a line of megabytes) to the count and the first cause.
+func ShortWriteError(err error) error {
+	var we kafka.WriteErrors
+	if errors.As(err, &we) {
+		for _, e := range we {
+			if e != nil {
+				return fmt.Errorf("%d of %d messages not written, the first: %w", we.Count(), len(we), e)
+			}
+		}
+	}
+	return err
 }

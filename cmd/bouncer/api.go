@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -18,6 +17,7 @@ import (
 	"github.com/bouncer-mail/bouncer/api"
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/enrich"
+	"github.com/bouncer-mail/bouncer/internal/ops"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 	"github.com/bouncer-mail/bouncer/sinks/webhook"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/claims"
@@ -170,7 +170,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 		if err := consumer.EnsureChangeLog(ctx, conn, *changeTopic, 4); err != nil {
 			return err
 		}
-		index, err := loadSuppressionIndex(ctx, conn, *changeTopic, reg, log)
+		index, err := consumer.LoadIndex(ctx, conn, *changeTopic, reg, log)
 		if err != nil || index == nil {
 			return err
 		}
@@ -192,12 +192,12 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 		return fmt.Errorf("api: listen on %s: %w", *listen, err)
 	}
 	if *opsAddr != "" {
-		ops, err := startOps(*opsAddr, reg, nil, store, log)
+		opsSrv, err := ops.Serve(*opsAddr, reg, []ops.Check{store.Ping}, log)
 		if err != nil {
 			ln.Close()
 			return err
 		}
-		defer ops.Close()
+		defer opsSrv.Close()
 	}
 	srv := &http.Server{
 		Handler:           api.NewServer(cfg),
@@ -251,34 +251,9 @@ func (a apiStore) BounceClassificationDomains(ctx context.Context, account, clas
 	return a.s.BounceClassificationDomains(ctx, account, class, from, to)
 }
 
-// loadSuppressionIndex follows the change log into a new index in the
-// background and waits (at most 2 minutes) until it holds everything the
-// log held when following began. It returns nil, nil when ctx ends first.
-func loadSuppressionIndex(ctx context.Context, conn consumer.Conn, topic string, reg prometheus.Registerer, log *slog.Logger) (*suppression.Index, error) {
-	index := suppression.New()
-	caughtUp := make(chan struct{})
-	m := consumer.NewFollowMetrics(reg)
-	go func() {
-		if err := consumer.FollowChanges(ctx, conn, topic, index.Apply, caughtUp, m, log); err != nil && ctx.Err() == nil {
-			log.Error("suppression change log: cannot follow", "topic", topic, "err", err)
-		}
-	}()
-	log.Info("loading suppression lists from the change log", "topic", topic)
-	select {
-	case <-caughtUp:
-		log.Info("suppression lists loaded", "entries", index.Len())
-		return index, nil
-	case <-time.After(2 * time.Minute):
-		return nil, fmt.Errorf("suppression change log %s: not loaded after 2 minutes", topic)
-	case <-ctx.Done():
-		return nil, nil
-	}
-}
-
-// openChangeLog creates the change-log topic if needed and returns a
-// publisher for it, for commands that change lists outside the worker, and
-// a func that closes it; with publish false, no publisher (nil) and nothing
-// to close.
+// openChangeLog returns a publisher of list changes for commands that
+// change lists outside the worker, and a func that closes it; with publish
+// false, no publisher (nil) and nothing to close.
 func openChangeLog(ctx context.Context, kf *kafkaFlags, topic string, publish bool) (suppression.Publisher, func(), error) {
 	if !publish {
 		return nil, func() {}, nil
@@ -287,10 +262,7 @@ func openChangeLog(ctx context.Context, kf *kafkaFlags, topic string, publish bo
 	if err := conn.Validate(); err != nil {
 		return nil, nil, &usageError{err.Error() + " (or --publish-changes=false)"}
 	}
-	if err := consumer.EnsureChangeLog(ctx, conn, topic, 4); err != nil {
-		return nil, nil, err
-	}
-	cw, err := consumer.NewChangeWriter(conn, topic)
+	cw, err := consumer.OpenChangeLog(ctx, conn, topic, 4)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -512,7 +512,7 @@ func benchProduce(ctx context.Context, conn consumer.Conn, topic string, count i
 			made++
 		}
 		if err := w.WriteMessages(ctx, msgs...); err != nil {
-			return fmt.Errorf("produce: %w", writeError(err))
+			return fmt.Errorf("produce: %w", consumer.ShortWriteError(err))
 		}
 		bar.Add(int64(len(msgs)))
 	}

@@ -4,15 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
-	"syscall"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/bouncer-mail/bouncer/consumer"
@@ -168,6 +164,9 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 		}
 	}
 
+	retryNote := func(failed, of int, err error, wait time.Duration) {
+		fmt.Fprintf(env.stderr, "bouncer: %d of %d messages not written (%v); resending in %s\n", failed, of, err, wait.Round(time.Millisecond))
+	}
 	bar := progress.New(env.stderr, progress.Config{Label: "producing", Unit: "msg", Total: total, Mode: progress.ModeFor(env.stderr, *quiet)})
 	start := time.Now()
 	sent := 0
@@ -192,15 +191,15 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 		if len(msgs) == 0 {
 			break
 		}
-		if err := writeRetrying(ctx, w, msgs, *retryFor, env.stderr); err != nil {
-			return fmt.Errorf("produce to %s after %d messages: %w", *kf.topic, sent, writeError(err))
+		if err := consumer.WriteRetrying(ctx, w, msgs, *retryFor, retryNote); err != nil {
+			return fmt.Errorf("produce to %s after %d messages: %w", *kf.topic, sent, consumer.ShortWriteError(err))
 		}
 		sent += len(msgs)
 		bar.Add(int64(len(msgs)))
 		if *rate > 0 {
 			// Pace: where the sent count should be by now.
 			due := start.Add(time.Duration(float64(sent) / float64(*rate) * float64(time.Second)))
-			if d := time.Until(due); d > 0 && !sleepCtx(ctx, d) {
+			if d := time.Until(due); d > 0 && !consumer.Sleep(ctx, d) {
 				return ctx.Err()
 			}
 		}
@@ -209,79 +208,6 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 	elapsed := time.Since(start)
 	fmt.Fprintf(env.stdout, "produced %d messages to %s in %s (%.0f msg/s)\n", sent, *kf.topic, elapsed.Round(time.Millisecond), float64(sent)/max(elapsed.Seconds(), 1e-9))
 	return nil
-}
-
-// writeRetrying writes msgs, resending the ones that failed with a
-// retryable error until they are written or patience runs out.
-//
-// kafka-go's writer tries a failed batch 10 times within about 7 seconds,
-// but when a broker dies its partitions get a new leader only after the
-// controller's broker session timeout (9 s by default), and the writer
-// learns of it at its next metadata refresh (every 6 s): without this, one
-// broker crash ends the stream. A message whose acknowledgement was lost
-// may be written twice (at two offsets); Kafka's idempotent producer, which
-// would prevent that, is not in kafka-go.
-func writeRetrying(ctx context.Context, w *kafka.Writer, msgs []kafka.Message, patience time.Duration, stderr io.Writer) error {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = 500 * time.Millisecond
-	b.MaxInterval = 5 * time.Second
-	b.MaxElapsedTime = patience
-	b.Reset()
-	for {
-		err := w.WriteMessages(ctx, msgs...)
-		if err == nil {
-			return nil
-		}
-		var we kafka.WriteErrors
-		if !errors.As(err, &we) || len(we) != len(msgs) {
-			return err
-		}
-		failed := make([]kafka.Message, 0, we.Count())
-		for i, e := range we {
-			if e == nil {
-				continue
-			}
-			if !retryableWrite(e) {
-				return err
-			}
-			failed = append(failed, msgs[i])
-		}
-		wait := b.NextBackOff()
-		if wait == backoff.Stop {
-			return err
-		}
-		fmt.Fprintf(stderr, "bouncer: %d of %d messages not written (%v); resending in %s\n", len(failed), len(msgs), writeError(err), wait.Round(time.Millisecond))
-		if !sleepCtx(ctx, wait) {
-			return err
-		}
-		msgs = failed
-	}
-}
-
-// retryableWrite reports whether a message's write error can pass: the
-// leader is gone, moving or not reachable, or a replica is missing.
-func retryableWrite(err error) bool {
-	var ke kafka.Error
-	if errors.As(err, &ke) {
-		return ke.Temporary()
-	}
-	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, context.DeadlineExceeded)
-}
-
-// writeError shortens kafka-go's WriteErrors (one text per message, which
-// can make a line of megabytes) to the count and the first cause.
-func writeError(err error) error {
-	var we kafka.WriteErrors
-	if errors.As(err, &we) {
-		for _, e := range we {
-			if e != nil {
-				return fmt.Errorf("%d of %d messages not written, the first: %w", we.Count(), len(we), e)
-			}
-		}
-	}
-	return err
 }
 
 // recipientKey keys a generated message by its (first) recipient.
@@ -295,15 +221,4 @@ func recipientKey(v []byte) []byte {
 		return rest[:j:j]
 	}
 	return nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

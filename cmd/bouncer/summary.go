@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/internal/progress"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 )
@@ -76,7 +77,7 @@ func waitForRows(ctx context.Context, store *clickhouse.Store, want uint64, time
 		if time.Now().After(deadline) {
 			return fmt.Errorf("waited %s: %d of %d rows stored (is the worker running?)", timeout, ev+dl, want)
 		}
-		if !sleepCtx(ctx, 250*time.Millisecond) {
+		if !consumer.Sleep(ctx, 250*time.Millisecond) {
 			return ctx.Err()
 		}
 	}

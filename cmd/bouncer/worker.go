@@ -5,17 +5,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
-	"net"
-	"net/http"
-	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/bouncer-mail/bouncer/consumer"
+	"github.com/bouncer-mail/bouncer/internal/ops"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 )
@@ -149,10 +145,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	defer dlq.Close()
-	if err := consumer.EnsureChangeLog(ctx, conn, *changeTopic, *partitions); err != nil {
-		return err
-	}
-	changes, err := consumer.NewChangeWriter(conn, *changeTopic)
+	changes, err := consumer.OpenChangeLog(ctx, conn, *changeTopic, *partitions)
 	if err != nil {
 		return err
 	}
@@ -165,7 +158,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	defer stopFollow()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	index, err := loadSuppressionIndex(followCtx, conn, *changeTopic, reg, log)
+	index, err := consumer.LoadIndex(followCtx, conn, *changeTopic, reg, log)
 	if err != nil || index == nil {
 		return err
 	}
@@ -173,12 +166,8 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	// One set of consumer metrics for every group: the lag is labelled by
 	// group and topic.
 	consumerMetrics := consumer.NewMetrics(reg)
-	// stopAll ends every group when one stops on its own.
-	parent := ctx
-	ctx, stopAll := context.WithCancel(ctx)
-	defer stopAll()
-	var ready []func() error // nil when ready, else why not
-	var runs []func(context.Context) error
+	var checks []ops.Check // nil when ready, else why not
+	var parts []func(context.Context) error
 
 	if *sinkOn {
 		var history pipeline.History
@@ -203,7 +192,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		if err != nil {
 			return &usageError{err.Error()}
 		}
-		ready = append(ready, func() error {
+		checks = append(checks, func(context.Context) error {
 			select {
 			case <-g.Ready():
 				return g.Waiting()
@@ -211,129 +200,45 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 				return errors.New("sink consumer group not joined yet")
 			}
 		})
-		runs = append(runs, g.Run)
+		parts = append(parts, g.Run)
 		log.Info("sink group starting", "topic", *kf.topic, "group", *group, "dlq", *dlqTopic, "clickhouse", chCfg.Addr, "database", chCfg.Database)
 	}
 	if webhooksOn {
 		// The webhook group derives dropped events from the same index as
 		// the sink (shared in this process, so it sees this worker's own
 		// list changes at once).
-		wr, err := wf.start(ctx, conn, *kf.topic, *partitions, store, index, *maxMsgBytes, reg, consumerMetrics, log)
+		run, ready, err := wf.build(ctx, conn, *kf.topic, *partitions, store, index, *maxMsgBytes, reg, consumerMetrics, log)
 		if err != nil {
 			return err
 		}
-		ready = append(ready, func() error {
-			if !wr.Ready() {
-				return errors.New("webhook group not joined yet or webhook subscriptions not read yet")
-			}
-			return nil
-		})
-		runs = append(runs, func(context.Context) error { return wr.wait() })
+		checks, parts = append(checks, ready), append(parts, run)
 	} else {
 		log.Info("webhook group off (set BOUNCER_SECRET_KEY to run it, or --webhooks)")
 	}
 	if ff.enabled() {
-		wait, err := ff.start(ctx, conn, *kf.topic, store, classifier, reg, consumerMetrics, log)
+		run, err := ff.build(conn, *kf.topic, store, classifier, reg, consumerMetrics, log)
 		if err != nil {
 			return err
 		}
-		runs = append(runs, func(context.Context) error { return wait() })
+		parts = append(parts, run)
 	}
 
 	if *opsAddr != "" {
-		srv, err := startOps(*opsAddr, reg, ready, store, log)
+		srv, err := ops.Serve(*opsAddr, reg, append(checks, store.Ping), log)
 		if err != nil {
 			return err
 		}
 		defer srv.Close()
 	}
 	if *retention > 0 {
-		go retentionLoop(ctx, store, *retention, log)
+		go store.RunRetention(ctx, *retention, log)
 	}
 
 	log.Info("worker started")
-	done := make(chan error, len(runs))
-	for _, r := range runs {
-		go func() { done <- r(ctx) }()
+	err = ops.Run(ctx, *shutdown, log, parts...)
+	var late *ops.ShutdownTimeout
+	if !errors.As(err, &late) {
+		log.Info("worker stopped")
 	}
-	var errs []error
-	pending := len(runs)
-	select {
-	case err := <-done:
-		pending--
-		if err != nil || parent.Err() == nil {
-			// A group stopped on its own: stop the others too.
-			errs = append(errs, err)
-		}
-	case <-parent.Done():
-	}
-	log.Info("shutting down: finishing batches in flight", "timeout", *shutdown)
-	stopAll()
-	deadline := time.After(*shutdown)
-	for ; pending > 0; pending-- {
-		select {
-		case err := <-done:
-			errs = append(errs, err)
-		case <-deadline:
-			return fmt.Errorf("shutdown took longer than %s; exiting (uncommitted batches will be redelivered and skipped)", *shutdown)
-		}
-	}
-	log.Info("worker stopped")
-	return errors.Join(errs...)
-}
-
-func startOps(addr string, reg *prometheus.Registry, ready []func() error, store *clickhouse.Store, log *slog.Logger) (*http.Server, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("ops server: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		for _, why := range ready {
-			if err := why(); err != nil {
-				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := store.Conn().Ping(ctx); err != nil {
-			http.Error(w, "not ready: clickhouse: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	// Profiles, for "where does the time go". The ops port listens on
-	// loopback unless configured otherwise.
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/heap", pprof.Index)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("ops server stopped", "err", err)
-		}
-	}()
-	log.Info("ops server listening", "addr", ln.Addr().String())
-	return srv, nil
-}
-
-func retentionLoop(ctx context.Context, store *clickhouse.Store, months int, log *slog.Logger) {
-	for {
-		dropped, err := store.DropExpired(ctx, months, time.Now())
-		if err != nil {
-			log.Warn("retention: drop old partitions failed", "err", err)
-		} else if len(dropped) > 0 {
-			log.Info("retention: dropped partitions", "partitions", dropped)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(24 * time.Hour):
-		}
-	}
+	return err
 }

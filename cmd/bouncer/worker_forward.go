@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -129,13 +128,13 @@ func (f *forwardFlags) config() (forward.Config, error) {
 	return cfg, nil
 }
 
-// start validates the flags and runs the forwarding group until ctx ends;
-// wait returns its final error (nil after a clean stop). With forwarding
-// off (enabled() false) it runs nothing and wait returns nil.
-func (f *forwardFlags) start(ctx context.Context, conn consumer.Conn, topic string, store *clickhouse.Store,
-	classifier *enrich.Classifier, reg *prometheus.Registry, cm *consumer.Metrics, log *slog.Logger) (wait func() error, err error) {
+// build validates the flags and builds the forwarding group; run runs it
+// until ctx ends and returns its final error (nil after a clean stop). With
+// forwarding off (enabled() false) run does nothing and returns nil.
+func (f *forwardFlags) build(conn consumer.Conn, topic string, store *clickhouse.Store,
+	classifier *enrich.Classifier, reg *prometheus.Registry, cm *consumer.Metrics, log *slog.Logger) (run func(context.Context) error, err error) {
 	if !f.enabled() {
-		return func() error { return nil }, nil
+		return func(context.Context) error { return nil }, nil
 	}
 	cfg, err := f.config()
 	if err != nil {
@@ -148,14 +147,10 @@ func (f *forwardFlags) start(ctx context.Context, conn consumer.Conn, topic stri
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("group", *f.group)
-	cfg.Settings = store
-	cfg.Classifier = classifier
-	cfg.Logger = log
-	var metrics *forward.Metrics
+	cfg.Settings, cfg.Classifier, cfg.Logger = store, classifier, log
 	if reg != nil {
-		metrics = forward.NewMetrics(reg)
+		cfg.Metrics = forward.NewMetrics(reg)
 	}
-	cfg.Metrics = metrics
 	fw, err := forward.New(cfg)
 	if err != nil {
 		return nil, &usageError{err.Error()}
@@ -169,34 +164,11 @@ func (f *forwardFlags) start(ctx context.Context, conn consumer.Conn, topic stri
 	if err != nil {
 		return nil, &usageError{err.Error()}
 	}
-
-	// The forwarder outlives the group by its final flush: the digests of
-	// the last batches are sent after the group stopped handing it any.
-	fctx, stopForwarder := context.WithCancel(context.WithoutCancel(ctx))
-	groupDone := make(chan error, 1)
-	fwdDone := make(chan error, 1)
-	go func() { fwdDone <- fw.Run(fctx) }()
-	go func() {
-		select {
-		case <-ctx.Done():
-			fw.StopRetrying() // a dead relay must not hold the shutdown
-		case <-fctx.Done():
-		}
-	}()
-	go func() {
-		err := g.Run(ctx)
-		stopForwarder()
-		groupDone <- err
-	}()
-	log.Info("bounce forwarding started", "topic", topic, "relay", cfg.Relay.Addr, "tls", cfg.Relay.TLS,
-		"from", cfg.From, "rate", fmt.Sprintf("%d/%s", cfg.RateLimit, cfg.RateWindow))
-	var once sync.Once
-	var final error
-	return func() error {
-		once.Do(func() {
-			final = errors.Join(<-groupDone, <-fwdDone)
-			log.Info("bounce forwarding stopped")
-		})
-		return final
+	return func(ctx context.Context) error {
+		log.Info("bounce forwarding started", "topic", topic, "relay", cfg.Relay.Addr, "tls", cfg.Relay.TLS,
+			"from", cfg.From, "rate", fmt.Sprintf("%d/%s", cfg.RateLimit, cfg.RateWindow))
+		err := fw.Serve(ctx, g.Run)
+		log.Info("bounce forwarding stopped")
+		return err
 	}, nil
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -21,6 +22,7 @@ import (
 	"github.com/bouncer-mail/bouncer/api"
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/enrich"
+	"github.com/bouncer-mail/bouncer/internal/ops"
 	"github.com/bouncer-mail/bouncer/internal/testenv"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 	"github.com/bouncer-mail/bouncer/sinks/forward"
@@ -390,4 +392,15 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) fl
 		}
 	}
 	return 0
+}
+
+// start builds the forwarding group and runs it on ctx, as the worker does;
+// wait returns its final error.
+func (f *forwardFlags) start(ctx context.Context, conn consumer.Conn, topic string, store *clickhouse.Store,
+	classifier *enrich.Classifier, reg *prometheus.Registry, cm *consumer.Metrics, log *slog.Logger) (wait func() error, err error) {
+	run, err := f.build(conn, topic, store, classifier, reg, cm, log)
+	if err != nil {
+		return nil, err
+	}
+	return ops.Go(func() error { return run(ctx) }), nil
 }

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bouncer-mail/bouncer/consumer"
+	"github.com/bouncer-mail/bouncer/internal/ops"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 	"github.com/bouncer-mail/bouncer/sinks/webhook"
@@ -86,50 +86,35 @@ func (f *webhookGroupFlags) enabled(explicit bool) bool {
 	return f.keys.key.v != ""
 }
 
-// webhookRun is the running webhook group.
-type webhookRun struct {
-	d    *webhook.Dispatcher
-	g    *consumer.Group
-	wait func() error
-}
-
-// Ready reports whether the group joined and the subscriptions were read.
-func (w *webhookRun) Ready() bool {
-	select {
-	case <-w.g.Ready():
-		return w.d.Ready()
-	default:
-		return false
-	}
-}
-
-// start builds and runs the webhook group, its retry tiers and the
-// delivery log until ctx ends.
-func (f *webhookGroupFlags) start(ctx context.Context, conn consumer.Conn, topic string, partitions int, store *clickhouse.Store,
-	drops pipeline.DropReasoner, maxMessageBytes int, reg *prometheus.Registry, cm *consumer.Metrics, log *slog.Logger) (*webhookRun, error) {
+// build checks the flags, creates the retry-tier topics and builds the
+// webhook group, its retry tiers and the delivery log; run runs them until
+// ctx ends, ready says whether the group joined and the subscriptions were
+// read.
+func (f *webhookGroupFlags) build(ctx context.Context, conn consumer.Conn, topic string, partitions int, store *clickhouse.Store,
+	drops pipeline.DropReasoner, maxMessageBytes int, reg *prometheus.Registry, cm *consumer.Metrics, log *slog.Logger) (run func(context.Context) error, ready ops.Check, err error) {
 	keys, err := f.keys.keyring()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if keys == nil {
-		return nil, usagef("the webhook group needs BOUNCER_SECRET_KEY (or --secret-key): the keyring the api seals signing secrets with; or run without webhooks: --webhooks=false")
+		return nil, nil, usagef("the webhook group needs BOUNCER_SECRET_KEY (or --secret-key): the keyring the api seals signing secrets with; or run without webhooks: --webhooks=false")
 	}
 	guard, err := f.keys.guard()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	delays, err := webhook.ParseDelays(*f.schedule)
 	if err != nil {
-		return nil, usagef("--webhook-retry-schedule: %v", err)
+		return nil, nil, usagef("--webhook-retry-schedule: %v", err)
 	}
 	switch {
 	case *f.timeout <= 0 || *f.batchWait <= 0 || *f.disableAfter <= 0 || *f.refresh <= 0 || *f.breakerOpen <= 0 || *f.queueTimeout <= 0 || *f.slowAfter <= 0:
-		return nil, usagef("webhook durations (--webhook-timeout, -batch-wait, -disable-after, -refresh, -breaker-open, -queue-timeout, -slow-after) must be positive")
+		return nil, nil, usagef("webhook durations (--webhook-timeout, -batch-wait, -disable-after, -refresh, -breaker-open, -queue-timeout, -slow-after) must be positive")
 	case *f.batchEvents < 1 || *f.queueEvents < *f.batchEvents || *f.global < *f.queueEvents || *f.flight < 1:
-		return nil, usagef("webhook bounds: want --webhook-batch-events >= 1, --webhook-queue-events >= it, --webhook-max-queued-events >= that, --webhook-max-in-flight >= 1")
+		return nil, nil, usagef("webhook bounds: want --webhook-batch-events >= 1, --webhook-queue-events >= it, --webhook-max-queued-events >= that, --webhook-max-in-flight >= 1")
 	}
 	if max(*f.queueTimeout, *f.slowAfter)+*f.batchWait > 30*time.Second {
-		return nil, usagef("--webhook-batch-wait plus the larger of --webhook-queue-timeout and --webhook-slow-after must stay under 30s (a consumed batch must be delivered or parked within the group's 45s handle timeout)")
+		return nil, nil, usagef("--webhook-batch-wait plus the larger of --webhook-queue-timeout and --webhook-slow-after must stay under 30s (a consumed batch must be delivered or parked within the group's 45s handle timeout)")
 	}
 	parts := *f.partitions
 	if parts <= 0 {
@@ -138,11 +123,11 @@ func (f *webhookGroupFlags) start(ctx context.Context, conn consumer.Conn, topic
 	log = log.With("group", *f.group)
 	topics := kafkatier.Topics{Prefix: *f.prefix, Delays: delays}
 	if err := kafkatier.Ensure(ctx, conn, topics, parts); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	parker, err := kafkatier.NewWriter(conn, topics)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	metrics := webhook.NewMetrics(reg)
 	logw := webhook.NewLogWriter(store, 100_000, 10_000, time.Second, log, metrics)
@@ -156,7 +141,7 @@ func (f *webhookGroupFlags) start(ctx context.Context, conn consumer.Conn, topic
 		Logger: log, Metrics: metrics,
 	})
 	if err != nil {
-		return nil, &usageError{err.Error()}
+		return nil, nil, &usageError{err.Error()}
 	}
 	g, err := consumer.NewGroup(consumer.GroupConfig{
 		Conn: conn, Topic: topic, GroupID: *f.group,
@@ -164,36 +149,30 @@ func (f *webhookGroupFlags) start(ctx context.Context, conn consumer.Conn, topic
 		Logger: log, Metrics: cm,
 	}, d.EventHandler(maxMessageBytes))
 	if err != nil {
-		return nil, &usageError{err.Error()}
+		return nil, nil, &usageError{err.Error()}
 	}
 
-	// The dispatcher and the log writer outlive the groups: batches in
-	// flight finish (or are parked) before they stop.
-	dctx, stopDispatcher := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); d.Run(dctx) }()
-	go func() { defer wg.Done(); logw.Run(dctx) }()
-	groupErr := make(chan error, 3)
-	go func() { groupErr <- g.Run(ctx) }()
-	go func() {
-		groupErr <- kafkatier.RunTiers(ctx, kafkatier.TierConfig{Conn: conn, Topics: topics, Group: *f.group, Logger: log, Metrics: metrics}, d)
-	}()
-	go func() {
-		groupErr <- kafkatier.RunDeadLetters(ctx, kafkatier.DeadLetterConfig{Conn: conn, Topics: topics, Group: *f.group, Logger: log, Metrics: cm}, store)
-	}()
-	log.Info("webhook delivery started", "topic", topic, "tiers", strings.Join(topics.All(), ","), "allow_nets", *f.keys.allow)
-	var once sync.Once
-	var final error
-	wait := func() error {
-		once.Do(func() {
-			final = errors.Join(<-groupErr, <-groupErr, <-groupErr)
-			stopDispatcher()
-			wg.Wait()
-			parker.Close()
-			log.Info("webhook delivery stopped")
-		})
-		return final
+	ready = func(context.Context) error {
+		select {
+		case <-g.Ready():
+			if d.Ready() {
+				return nil
+			}
+		default:
+		}
+		return errors.New("webhook group not joined yet or webhook subscriptions not read yet")
 	}
-	return &webhookRun{d: d, g: g, wait: wait}, nil
+	return func(ctx context.Context) error {
+		log.Info("webhook delivery started", "topic", topic, "tiers", strings.Join(topics.All(), ","), "allow_nets", *f.keys.allow)
+		tiers := func(ctx context.Context) error {
+			return kafkatier.RunTiers(ctx, kafkatier.TierConfig{Conn: conn, Topics: topics, Group: *f.group, Logger: log, Metrics: metrics}, d)
+		}
+		deadLetters := func(ctx context.Context) error {
+			return kafkatier.RunDeadLetters(ctx, kafkatier.DeadLetterConfig{Conn: conn, Topics: topics, Group: *f.group, Logger: log, Metrics: cm}, store)
+		}
+		err := d.Serve(ctx, logw, g.Run, tiers, deadLetters)
+		parker.Close()
+		log.Info("webhook delivery stopped")
+		return err
+	}, ready, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
+
 	"github.com/bouncer-mail/bouncer/schemas/ddl"
 )
 

@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 )
@@ -47,4 +48,23 @@ func (s *Store) DropExpired(ctx context.Context, keepMonths int, now time.Time) 
 		}
 	}
 	return dropped, nil
+}
+
+// RunRetention drops expired partitions (DropExpired with keepMonths) now
+// and then once a day until ctx ends, logging what it dropped and failures
+// (a failed day is tried again the next day).
+func (s *Store) RunRetention(ctx context.Context, keepMonths int, log *slog.Logger) {
+	for {
+		dropped, err := s.DropExpired(ctx, keepMonths, time.Now())
+		if err != nil {
+			log.Warn("retention: drop old partitions failed", "err", err)
+		} else if len(dropped) > 0 {
+			log.Info("retention: dropped partitions", "partitions", dropped)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(24 * time.Hour):
+		}
+	}
 }

@@ -179,5 +179,13 @@ func (s *Store) Close() error {
 // read-only tools.
 func (s *Store) Conn() driver.Conn { return s.conn }
 
+// Ping checks that ClickHouse answers (a readiness check).
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.conn.Ping(ctx); err != nil {
+		return fmt.Errorf("clickhouse: %w", err)
+	}
+	return nil
+}
+
 // Database is the database name the store uses.
 func (s *Store) Database() string { return s.cfg.Database }

@@ -318,6 +318,28 @@ var errStopping = errors.New("forwarder is stopping")
 // shutdown does not wait for a dead relay. Call it when shutdown begins.
 func (f *Forwarder) StopRetrying() { f.stopOnce.Do(func() { close(f.stopping) }) }
 
+// Serve runs the forwarder for as long as feed (its consumer group, run on
+// ctx) runs, and returns their joined errors. The forwarder outlives the
+// feed by its final flush: the digests of the last batches are sent after
+// the group stopped handing it any. When ctx ends, failed sends stop being
+// retried (StopRetrying), so a dead relay cannot hold a shutdown.
+func (f *Forwarder) Serve(ctx context.Context, feed func(context.Context) error) error {
+	fctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- f.Run(fctx) }()
+	go func() {
+		select {
+		case <-ctx.Done():
+			f.StopRetrying()
+		case <-fctx.Done():
+		}
+	}()
+	err := feed(ctx)
+	stop()
+	return errors.Join(err, <-done)
+}
+
 // ensureSettings loads the settings once if Run has not yet.
 func (f *Forwarder) ensureSettings(ctx context.Context) error {
 	f.mu.Lock()
