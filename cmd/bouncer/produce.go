@@ -160,7 +160,7 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 				}
 				v = append(v, ']')
 			}
-			return kafka.Message{Key: recipientKey(v), Value: v}, true, nil
+			return kafka.Message{Key: eventgen.RecipientKey(v), Value: v}, true, nil
 		}
 	}
 
@@ -207,18 +207,5 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 	bar.Finish()
 	elapsed := time.Since(start)
 	fmt.Fprintf(env.stdout, "produced %d messages to %s in %s (%.0f msg/s)\n", sent, *kf.topic, elapsed.Round(time.Millisecond), float64(sent)/max(elapsed.Seconds(), 1e-9))
-	return nil
-}
-
-// recipientKey keys a generated message by its (first) recipient.
-func recipientKey(v []byte) []byte {
-	i := bytes.Index(v, []byte(`"email":"`))
-	if i < 0 {
-		return nil
-	}
-	rest := v[i+len(`"email":"`):]
-	if j := bytes.IndexByte(rest, '"'); j >= 0 {
-		return rest[:j:j]
-	}
 	return nil
 }

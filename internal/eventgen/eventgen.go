@@ -6,6 +6,7 @@
 package eventgen
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -179,4 +180,19 @@ func (g *Generator) Next(dst []byte) ([]byte, string) {
 	}
 	dst = append(dst, '}')
 	return dst, ev
+}
+
+// RecipientKey is the Kafka key of a generated message: its (first)
+// event's recipient, so one recipient's events stay in one partition, in
+// order (nil when there is none).
+func RecipientKey(v []byte) []byte {
+	i := bytes.Index(v, []byte(`"email":"`))
+	if i < 0 {
+		return nil
+	}
+	rest := v[i+len(`"email":"`):]
+	if j := bytes.IndexByte(rest, '"'); j >= 0 {
+		return rest[:j:j]
+	}
+	return nil
 }
