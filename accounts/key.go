@@ -53,3 +53,17 @@ func ParseKey(key string) (keyID, secret string, ok bool) {
 	}
 	return keyID, secret, true
 }
+
+// ValidKeyID reports whether id can be a key id: 1 to 64 of base64url's
+// alphabet (A-Z a-z 0-9 - _).
+func ValidKeyID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}

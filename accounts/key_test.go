@@ -41,3 +41,20 @@ func TestNewKeyIDNeverStartsWithADash(t *testing.T) {
 		t.Fatalf("test input %q should start with '-'", first)
 	}
 }
+
+func TestValidKeyID(t *testing.T) {
+	_, id, _, err := NewKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ok := range []string{id, "-q2x7wEjR0OTyQ9_4gS1xA", "a"} {
+		if !ValidKeyID(ok) {
+			t.Errorf("ValidKeyID(%q) = false", ok)
+		}
+	}
+	for _, bad := range []string{"", "a.b", "a b", "SG.x", string(make([]byte, 65))} {
+		if ValidKeyID(bad) {
+			t.Errorf("ValidKeyID(%q) = true", bad)
+		}
+	}
+}

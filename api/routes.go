@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"slices"
 
 	"github.com/bouncer-mail/bouncer/analytics"
 )
@@ -157,5 +158,18 @@ func Routes() []RouteInfo {
 	for i, r := range rs {
 		out[i] = RouteInfo{Method: r.method, Path: r.path, Scope: r.scope, Auth: r.auth}
 	}
+	return out
+}
+
+// Scopes are the scopes the routes need (SendGrid's names where SendGrid
+// has the route), sorted: the scopes a key can be given.
+func Scopes() []string {
+	var out []string
+	for _, r := range Routes() {
+		if r.Scope != "" && !slices.Contains(out, r.Scope) {
+			out = append(out, r.Scope)
+		}
+	}
+	slices.Sort(out)
 	return out
 }

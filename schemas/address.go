@@ -188,13 +188,17 @@ func NormalizeAddress(raw string) (norm string, ok bool) {
 	return string(appendLower(nil, v[lo:hi])), true
 }
 
-// validAccountID: 1 to 64 of [A-Za-z0-9_.-].
-func validAccountID(v []byte) bool {
+// ValidAccountID reports whether s is an account id: 1 to 64 of
+// [A-Za-z0-9_.-] (events with another account_id are dead-lettered as
+// invalid_account, and the commands refuse it).
+func ValidAccountID(s string) bool { return validAccountID(s) }
+
+func validAccountID[T string | []byte](v T) bool {
 	if len(v) == 0 || len(v) > 64 {
 		return false
 	}
-	for _, c := range v {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '_' || c == '.' || c == '-') {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '_' || c == '.' || c == '-') {
 			return false
 		}
 	}

@@ -75,7 +75,7 @@ func runErase(ctx context.Context, env *environment, args []string) error {
 	if fs.NArg() > 0 {
 		return usagef("erase takes no arguments; got %q (use --email)", fs.Args())
 	}
-	if !accountPattern.MatchString(*acct) {
+	if !schemas.ValidAccountID(*acct) {
 		return usagef("erase: --account %q: want 1 to 64 of A-Z a-z 0-9 _ . -", *acct)
 	}
 	norm, ok := schemas.NormalizeAddress(*email)

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/bouncer-mail/bouncer/accounts"
 	"github.com/bouncer-mail/bouncer/api"
+	"github.com/bouncer-mail/bouncer/schemas"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 )
 
@@ -44,24 +44,6 @@ bouncer keys revoke -- -q2x7wEjR0OTyQ9_4gS1xA.
   bouncer keys revoke 3q2-7wEjR0OTyQ9_4gS1xA
 `
 
-var (
-	accountPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
-	keyIDPattern   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-	knownScopes    = routeScopes()
-)
-
-// routeScopes are the scopes the API's routes need, sorted.
-func routeScopes() []string {
-	var out []string
-	for _, r := range api.Routes() {
-		if r.Scope != "" && !slices.Contains(out, r.Scope) {
-			out = append(out, r.Scope)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
 func runKeys(ctx context.Context, env *environment, args []string) error {
 	if len(args) == 0 || !(args[0] == "create" || args[0] == "list" || args[0] == "revoke" || args[0] == "--help" || args[0] == "-h") {
 		return usagef("keys: want create, list or revoke (see bouncer keys --help)")
@@ -85,26 +67,22 @@ func runKeys(ctx context.Context, env *environment, args []string) error {
 	var keyID string
 	switch sub {
 	case "create", "list":
-		if !accountPattern.MatchString(*acct) {
+		if !schemas.ValidAccountID(*acct) {
 			return usagef("keys %s: --account %q: want 1 to 64 of A-Z a-z 0-9 _ . -", sub, *acct)
 		}
 		if fs.NArg() > 0 {
 			return usagef("keys %s takes no arguments; got %q", sub, fs.Args())
 		}
 	case "revoke":
-		if fs.NArg() != 1 || !keyIDPattern.MatchString(fs.Arg(0)) {
+		if fs.NArg() != 1 || !accounts.ValidKeyID(fs.Arg(0)) {
 			return usagef("keys revoke: want one KEY_ID (as keys list shows it)")
 		}
 		keyID = fs.Arg(0)
 	}
 	var scopeList []string
 	for _, s := range splitList(*scopes) {
-		known := false
-		for _, k := range knownScopes {
-			known = known || s == k
-		}
-		if !known {
-			return usagef("keys create: unknown scope %q; known: %s", s, strings.Join(knownScopes, ", "))
+		if known := api.Scopes(); !slices.Contains(known, s) {
+			return usagef("keys create: unknown scope %q; known: %s", s, strings.Join(known, ", "))
 		}
 		scopeList = append(scopeList, s)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bouncer-mail/bouncer/analytics"
+	"github.com/bouncer-mail/bouncer/schemas"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 )
 
@@ -92,7 +93,7 @@ func runStats(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	if !accountPattern.MatchString(*acct) {
+	if !schemas.ValidAccountID(*acct) {
 		return usagef("stats: --account %q: want 1 to 64 of A-Z a-z 0-9 _ . -", *acct)
 	}
 	store, err := clickhouse.Open(ctx, cf.config())

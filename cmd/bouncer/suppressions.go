@@ -10,6 +10,7 @@ import (
 
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/internal/csvlist"
+	"github.com/bouncer-mail/bouncer/schemas"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 	"github.com/bouncer-mail/bouncer/suppression"
 )
@@ -122,7 +123,7 @@ func runSuppressions(ctx context.Context, env *environment, args []string) error
 	if *acct == "" {
 		return usagef("suppressions %s: missing --account", sub)
 	}
-	if !accountPattern.MatchString(*acct) {
+	if !schemas.ValidAccountID(*acct) {
 		return usagef("suppressions %s: --account %q: want 1 to 64 of A-Z a-z 0-9 _ . -", sub, *acct)
 	}
 	chCfg := cf.config()
