@@ -30,38 +30,8 @@ func init() {
 	register("api", "serve the HTTP API (SendGrid's v3 suppression, stats, activity, webhook and forwarding endpoints) and the dashboard", runAPI)
 }
 
-const apiUsage = `
-Usage: bouncer api [flags]
-
-Serves bouncer's HTTP API on --listen: SendGrid's v3 suppression endpoints
-(/v3/suppression/..., /v3/asm/suppressions/global, /v3/asm/groups/{id}/
-suppressions), its stats (/v3/stats, /v3/categories/stats,
-/v3/mailbox_providers/stats), email activity (/v3/messages?query=...,
-/v3/messages/{msg_id}), event webhook subscriptions
-(/v3/user/webhooks/event/...), bounce forwarding
-(/v3/mail_settings/forward_bounce), bouncer's additions under /bouncer/v1
-(the batch check POST /bouncer/v1/suppressions/check, CSV import and export,
-erasure of an address, stats by domain and reason, webhook secrets, delivery
-state and replay), the dashboard at /ui, /healthz, and the OpenAPI document
-at /openapi.json. Requests need "Authorization: Bearer <key>" with a key
-from bouncer keys create (or the dashboard's session); each key may make
---rate-limit requests per second (429 beyond, with SendGrid's X-RateLimit-*
-headers). Webhook routes need BOUNCER_SECRET_KEY (bouncer secrets generate
-makes one; workers need the same). See docs/api.md, docs/webhooks.md,
-docs/forwarding.md and docs/dashboard.md.
-
-The ops port (--ops-addr, a listener of its own, never --listen) serves
-/healthz, /readyz and /metrics: requests by route pattern and status, their
-latency, and the suppression index's lag. See docs/operations.md.
-
-On SIGTERM or SIGINT it stops accepting connections and finishes the
-requests in flight (at most --shutdown-timeout).
-
-  CLICKHOUSE_ADDR=127.0.0.1:9000 bouncer api --listen 127.0.0.1:8080
-`
-
 func runAPI(ctx context.Context, env *environment, args []string) error {
-	fs := newFlagSet(env, "api", apiUsage)
+	fs := newFlagSet(env, "api")
 	e := &envFlags{fs: fs, getenv: env.getenv}
 	cf := addClickHouseFlags(e)
 	kf := addKafkaFlags(e)

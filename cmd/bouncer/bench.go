@@ -16,52 +16,8 @@ func init() {
 	register("bench", "measure end-to-end ingest against ClickHouse's own Kafka engine on the same events", runBench)
 }
 
-const benchUsage = `
-Usage: bouncer bench [flags]
-
-Produces --count single-object events (realistic, generated) to a fresh topic,
-then measures, one after the other on the same machine, --runs times:
-
-  bouncer   a 'bouncer worker' process (this binary) consuming the topic into
-            ClickHouse with every feature on: decode, classify, suppression
-            lookups and derived drops, the change log, the soft-bounce policy,
-            recipient history, dead letters; exactly once.
-  peer      ClickHouse's Kafka table engine with a materialized view into an
-            equivalent MergeTree table, JSONEachRow with unknown fields
-            skipped, reading from the earliest offset, once per number of
-            consumers in --peer-consumers (at most one per partition).
-
-Each contender is timed from its start until count() of its table reaches
---count, with its own consumer group. Per contender and run it prints:
-
-  events/s       --count over the time from start
-  steady/s       rows stored between 10% and 90% of --count, over that time
-  first rows     time from start to the first rows in its table
-  first commit   time from start to its group's first offset commit
-  CPU s/M        CPU seconds per million events, from /proc, of the worker
-                 process, the ClickHouse server and the Kafka broker during
-                 the contender's run (the ClickHouse server does bouncer's
-                 inserts and merges, and all of the peer's work; the broker
-                 serves both), and their total
-  peak RSS       the worker's (VmHWM), and the ClickHouse server's highest
-                 resident size sampled during the run
-
-then the medians over the runs and the ratio of bouncer to the peer's best
-number of consumers. Between contenders it waits (up to 30 s) for the
-server's merges to finish, so one contender's merges are not charged to the
-next. The server and broker CPU is read only when they run on this machine
-(found by their listening ports). Use a ClickHouse and Kafka of your own
-(make bench starts a dedicated local instance); the bench creates databases
-bench_bouncer_* and bench_peer_* and drops them after each run.
-
-  make bench                        # RUNS=3 by default
-  bouncer bench --count 1000000 --partitions 4 --runs 3
-  bouncer bench --worker-ops-addr 127.0.0.1:9464   # then go tool pprof http://127.0.0.1:9464/debug/pprof/profile
-  bouncer bench --worker-bin old/bouncer --peer-consumers 0   # an older build's worker, same harness
-`
-
 func runBench(ctx context.Context, env *environment, args []string) error {
-	fs := newFlagSet(env, "bench", benchUsage)
+	fs := newFlagSet(env, "bench")
 	e := &envFlags{fs: fs, getenv: env.getenv}
 	kf := addKafkaFlags(e)
 	cf := addClickHouseFlags(e)

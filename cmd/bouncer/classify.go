@@ -17,36 +17,8 @@ func init() {
 	register("classify", "classify bounce texts: one on the command line, or JSON lines on stdin", runClassify)
 }
 
-const classifyUsage = `
-Usage:
-  bouncer classify [flags] "SMTP REPLY TEXT"     classify one bounce
-  bouncer classify [flags] < events.jsonl        classify JSON lines from stdin
-  bouncer classify --reasons                     list the reason codes
-
-One bounce: the text is the SMTP reply as the event's "reason" carries it.
-Prints one JSON object: bounce_type (hard|soft), bounce_classification (one of
-SendGrid's seven), reason_code, rule (the id of the rule that decided), and the
-reply_code, status and provider the decision used.
-
-  bouncer classify --email kim@gmail.com "550 5.1.1 The email account that you tried to reach does not exist."
-  bouncer classify --status 5.1.1 --type blocked "550 Requested action not taken"
-
-Stream: each input line is a JSON object with the fields of a SendGrid event:
-reason (or response, for a deferral), status, type, event and email; other
-fields are ignored. Each line gives one output line, in order. A line that is
-not a JSON object, or is not a bounce, gets {"error": "..."} and the stream
-goes on; blank lines are skipped. The exit status is non-zero only when
-reading or writing fails.
-
-  printf '%s\n' '{"event":"bounce","email":"a@yahoo.com","reason":"554 delivery error: dd This user doesn'"'"'t have a yahoo.com account"}' | bouncer classify
-
-Operator rules (--rules, or BOUNCER_RULES) are tried before the built-in ones;
-a rule with a built-in's id replaces it. The format is described in
-docs/classification.md and at the top of enrich/rules.txt.
-`
-
 func runClassify(ctx context.Context, env *environment, args []string) error {
-	fs := newFlagSet(env, "classify", classifyUsage)
+	fs := newFlagSet(env, "classify")
 	rulesFile := fs.String("rules", env.getenv("BOUNCER_RULES"), "operator rules `file`, tried before the built-in rules (env BOUNCER_RULES)")
 	status := fs.String("status", "", "enhanced status code of the bounce, e.g. 5.1.1 (one-bounce form)")
 	typ := fs.String("type", "", "SendGrid bounce type: bounce or blocked (one-bounce form)")

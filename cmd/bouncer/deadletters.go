@@ -18,41 +18,12 @@ func init() {
 	register("deadletters", "list bad input that was dead-lettered, or replay it into a topic", runDeadLetters)
 }
 
-const deadLettersUsage = `
-Usage:
-  bouncer deadletters list   [--code CODE] [--limit N] [--json | --raw]
-  bouncer deadletters replay [--code CODE] [--limit N] [--to TOPIC] [--dry-run]
-
-Messages (or array elements) the worker could not accept are stored in the
-dead_letters table with the reason and their Kafka coordinates, and published
-to the dead-letter topic.
-
-list prints them, oldest coordinates first: a table by default, --json for
-one JSON object per line, --raw for just the rejected bytes, one per line
-(fix them and send them back with bouncer produce --file).
-
-replay sends the stored bytes again, as they are, to --to (default: the
-topic each came from), with headers naming the original coordinates. Useful
-after a change that makes them acceptable (a larger --max-message-bytes, a
-fixed producer's resend is better still). A replayed message is a new message:
-if it is accepted it lands in events once; if not, it is dead-lettered again.
-
-Codes: oversize, empty, invalid_json, empty_array, too_deep, wrong_type,
-non_utf8, duplicate_key, missing_field, unknown_event, invalid_type,
-invalid_email, invalid_timestamp, future_timestamp (later than the worker's
-clock-skew bound, --max-event-skew), invalid_account, invalid_value.
-
-  bouncer deadletters list --code invalid_json
-  bouncer deadletters list --raw --code oversize > fix-me.jsonl
-  bouncer deadletters replay --code oversize --dry-run
-`
-
 func runDeadLetters(ctx context.Context, env *environment, args []string) error {
 	if len(args) == 0 || (args[0] != "list" && args[0] != "replay" && args[0] != "--help" && args[0] != "-h") {
 		return usagef("deadletters: want list or replay (see bouncer deadletters --help)")
 	}
 	sub := args[0]
-	fs := newFlagSet(env, "deadletters", deadLettersUsage)
+	fs := newFlagSet(env, "deadletters")
 	e := &envFlags{fs: fs, getenv: env.getenv}
 	kf := addKafkaFlags(e)
 	cf := addClickHouseFlags(e)

@@ -16,47 +16,8 @@ func init() {
 	register("erase", "erase one address of an account from every table (a privacy request)", runErase)
 }
 
-const eraseUsage = `
-Usage: bouncer erase --account ACCOUNT --email ADDRESS [flags]
-
-Answers a privacy (erasure) request: removes ADDRESS from every table of
-ACCOUNT that holds it, as POST /bouncer/v1/privacy/erasures does:
-
-  events, recipient_history, suppressions   rows of the account for the address
-  dead_letters        rows whose raw bytes mention the address and name the
-                      account ("account_id":"ACCOUNT"; for account "default",
-                      rows naming no account); --all-dead-letters: every
-                      dead letter mentioning the address, whatever account
-  webhook_deliveries, webhook_failed_batches
-                      (when the tables exist) rows of the account whose text
-                      columns mention the address
-
-Free text mentions the address when it holds it as a whole address: JSON
-escapes decoded (ann\u0040x.example), ASCII case ignored, and not part of
-a longer address (joann@x.example.org does not mention ann@x.example).
-
-Each table is changed with ALTER TABLE ... DELETE (on a cluster, ON CLUSTER
-on the local tables) and the command waits for the mutation to finish on
-every replica (--wait), then checks nothing is left. Before that,
-the removal of each list entry is published to the change-log topic, so
-workers' suppression indexes and senders mirroring the lists drop it. A
-record (account, SHA-256 of the address, who, when, rows per table) goes
-to the erasures table; GET /bouncer/v1/privacy/erasures lists them.
-
-Not erased: copies in Kafka topics (the events topic, the dead-letter and
-change-log topics) stay until their retention or compaction removes them,
-and ClickHouse backups. An erased address is no longer suppressed.
-
-Erasing again is harmless (it removes nothing and records zero rows).
-
-  bouncer erase --account acme --email kim@example.com
-  bouncer erase --account acme --email kim@example.com --all-dead-letters --publish-changes=false
-
-Exit status: 0 erased, 1 failed (erase again), 2 wrong usage.
-`
-
 func runErase(ctx context.Context, env *environment, args []string) error {
-	fs := newFlagSet(env, "erase", eraseUsage)
+	fs := newFlagSet(env, "erase")
 	e := &envFlags{fs: fs, getenv: env.getenv}
 	cf := addClickHouseFlags(e)
 	kf := addKafkaFlags(e)

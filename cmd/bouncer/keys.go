@@ -20,36 +20,12 @@ func init() {
 	register("keys", "create, list or revoke API keys", runKeys)
 }
 
-const keysUsage = `
-Usage:
-  bouncer keys create --account ACCOUNT [--name NAME] [--scopes SCOPE,...]
-  bouncer keys list   --account ACCOUNT
-  bouncer keys revoke KEY_ID
-
-create prints a new API key for ACCOUNT once, on its own line: store it, it
-cannot be shown again (only a hash of its secret is kept). Keys look like
-SendGrid's (SG.<key id>.<secret>) so SendGrid's client libraries accept
-them. Without --scopes a key may use every route; with it, only routes
-needing one of the given scopes (SendGrid's names where SendGrid has the
-route; an unknown scope is refused with the list of known ones, which is
-every scope of the API's route table, as docs/api.md lists them). An account
-exists once it has a key.
-
-list shows an account's keys (never the secrets); revoke disables a key for
-good. A running bouncer api notices a revocation within 5 seconds. Key ids
-made today never start with '-'; an older one that does goes after "--":
-bouncer keys revoke -- -q2x7wEjR0OTyQ9_4gS1xA.
-
-  bouncer keys create --account acme --name "mta"
-  bouncer keys revoke 3q2-7wEjR0OTyQ9_4gS1xA
-`
-
 func runKeys(ctx context.Context, env *environment, args []string) error {
 	if len(args) == 0 || !(args[0] == "create" || args[0] == "list" || args[0] == "revoke" || args[0] == "--help" || args[0] == "-h") {
 		return usagef("keys: want create, list or revoke (see bouncer keys --help)")
 	}
 	sub := args[0]
-	fs := newFlagSet(env, "keys", keysUsage)
+	fs := newFlagSet(env, "keys")
 	e := &envFlags{fs: fs, getenv: env.getenv}
 	cf := addClickHouseFlags(e)
 	acct := fs.String("account", "", "create, list: the account (1 to 64 of A-Z a-z 0-9 _ . -)")

@@ -11,25 +11,8 @@ func init() {
 	register("migrate", "create or upgrade bouncer's ClickHouse database", runMigrate)
 }
 
-const migrateUsage = `
-Usage: bouncer migrate [flags]
-
-Creates the ClickHouse database if needed and applies the schema migrations
-embedded in this binary that it has not applied yet (recorded in the
-schema_migrations table). Safe to run any number of times, and from several
-hosts: every statement is idempotent. bouncer worker runs it at start unless
---migrate=false.
-
-With --cluster NAME (or --clickhouse-cluster, CLICKHOUSE_CLUSTER) the schema
-is made for the ClickHouse cluster NAME of replicated shards: Replicated*
-tables ON CLUSTER, Distributed tables for reads (docs/cluster.md).
-
-  CLICKHOUSE_ADDR=127.0.0.1:9000 bouncer migrate
-  CLICKHOUSE_ADDR=ch1:9000 bouncer migrate --cluster bouncer
-`
-
 func runMigrate(ctx context.Context, env *environment, args []string) error {
-	fs := newFlagSet(env, "migrate", migrateUsage)
+	fs := newFlagSet(env, "migrate")
 	e := &envFlags{fs: fs, getenv: env.getenv}
 	cf := addClickHouseFlags(e)
 	cluster := fs.String("cluster", "", "same as --clickhouse-cluster")

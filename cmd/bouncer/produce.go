@@ -20,25 +20,6 @@ func init() {
 	register("produce", "produce delivery events to Kafka: a realistic generated stream, or JSON lines from a file", runProduce)
 }
 
-const produceUsage = `
-Usage:
-  bouncer produce [flags]                  generate a realistic event stream
-  bouncer produce [flags] --file FILE      send each line of FILE (- for stdin) as one message
-
-Generated events follow a real sender's mix (processed, delivered, opens and
-clicks, some deferrals, bounces and blocks with real provider texts, spam
-reports and unsubscribes) over Gmail, Outlook, Yahoo, iCloud and company
-domains. Messages are keyed by recipient and written with acks from all
-in-sync replicas. Progress goes to stderr (a bar on a terminal, a line every
-5 seconds elsewhere, nothing with --quiet); a summary line to stdout.
-
-  bouncer produce --count 100000 --rate 5000
-  bouncer produce --count 1000 --batch 10 --accounts acme,globex
-  bouncer produce --count 1000 --bad-every 100        # every 100th message is bad input
-  bouncer produce --count 200000 --since 336h         # timestamps over the last two weeks
-  printf '%s\n' '{"event":"bounce","email":"a@example.com","timestamp":1764201600,"reason":"550 5.1.1 user unknown"}' | bouncer produce --file -
-`
-
 // badPayloads are the malformed messages --bad-every cycles through.
 var badPayloads = [][]byte{
 	[]byte(`{"event":"bounce","email":"x@example.com","timestamp":`),
@@ -52,7 +33,7 @@ var badPayloads = [][]byte{
 }
 
 func runProduce(ctx context.Context, env *environment, args []string) error {
-	fs := newFlagSet(env, "produce", produceUsage)
+	fs := newFlagSet(env, "produce")
 	e := &envFlags{fs: fs, getenv: env.getenv}
 	kf := addKafkaFlags(e)
 	count := fs.Int("count", 10000, "messages to produce (generated mode)")

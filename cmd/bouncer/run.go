@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"embed"
 	"errors"
 	"flag"
 	"fmt"
@@ -86,12 +87,23 @@ func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "\nRun `bouncer COMMAND --help` for a command's flags and examples.")
 }
 
-// newFlagSet returns a FlagSet whose --help prints usage text and flags.
-func newFlagSet(env *environment, name, usage string) *flag.FlagSet {
+// help holds each command's usage text, help/NAME.txt: what it does, its
+// guarantees and examples (the flags follow it in --help).
+//
+//go:embed help/*.txt
+var help embed.FS
+
+// newFlagSet returns a FlagSet whose --help prints the command's usage
+// text and flags.
+func newFlagSet(env *environment, name string) *flag.FlagSet {
+	usage, err := help.ReadFile("help/" + name + ".txt")
+	if err != nil {
+		panic("no usage text for " + name) // a test runs every command's --help
+	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(env.stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), strings.TrimSpace(usage))
+		fmt.Fprintln(fs.Output(), strings.TrimSpace(string(usage)))
 		fmt.Fprintln(fs.Output(), "\nFlags:")
 		fs.PrintDefaults()
 	}

@@ -76,37 +76,12 @@ func init() {
 	register("secrets", "make a BOUNCER_SECRET_KEY, or re-seal webhook secrets under its newest key", runSecrets)
 }
 
-const secretsUsage = `
-Usage:
-  bouncer secrets generate
-  bouncer secrets reseal [flags]
-
-  bouncer secrets generate     # e.g. export BOUNCER_SECRET_KEY=$(bouncer secrets generate)
-
-generate prints a new random key for BOUNCER_SECRET_KEY (32 bytes, base64),
-the key webhook signing secrets and private keys are sealed with at rest.
-
-reseal rewrites every webhook subscription that has a secret sealed under
-another key than the first one of BOUNCER_SECRET_KEY, so that older keys can
-be dropped. The secrets themselves do not change: receivers notice nothing.
-To replace the key:
-
-  1. set BOUNCER_SECRET_KEY=k2:<bouncer secrets generate>,k1:<current key>
-     on every api and worker process and restart them (the first key seals,
-     all open). Keep the current key's id: a key given alone has the id k1;
-  2. BOUNCER_SECRET_KEY=k2:...,k1:... bouncer secrets reseal
-  3. set BOUNCER_SECRET_KEY=k2:<the new key> everywhere and restart.
-
-A subscription changed through the API while reseal runs keeps that change
-(reseal's write loses to it).
-`
-
 func runSecrets(ctx context.Context, env *environment, args []string) error {
 	if len(args) == 0 || !(args[0] == "generate" || args[0] == "reseal" || args[0] == "--help" || args[0] == "-h") {
 		return usagef("secrets: want generate or reseal (see bouncer secrets --help)")
 	}
 	sub := args[0]
-	fs := newFlagSet(env, "secrets", secretsUsage)
+	fs := newFlagSet(env, "secrets")
 	e := &envFlags{fs: fs, getenv: env.getenv}
 	cf := addClickHouseFlags(e)
 	wf := &webhookFlags{key: addSecretKeyFlag(e)}

@@ -18,24 +18,6 @@ func init() {
 	register("stats", "print SendGrid-style email statistics per day, week or month", runStats)
 }
 
-const statsUsage = `
-Usage: bouncer stats --start YYYY-MM-DD [--end YYYY-MM-DD] [--by day|week|month]
-                     [--account ACCOUNT] [--category NAME]... [--all] [--json]
-
-Prints the numbers of GET /v3/stats (or, with --category, of
-GET /v3/categories/stats) as a table: one row per period (and category),
-read from the events table, each event counted once. Dates are UTC; a week
-starts on Monday; periods without events show zeros. docs/api.md defines
-every metric.
-
-By default the table shows the main metrics; --all shows all sixteen of
-SendGrid's. --json prints the API's JSON instead.
-
-  bouncer stats --start 2026-11-01
-  bouncer stats --start 2026-01-01 --end 2026-12-31 --by month --account acme
-  bouncer stats --start 2026-11-01 --category newsletter --category receipts --all
-`
-
 // stringList is a repeatable string flag.
 type stringList []string
 
@@ -69,7 +51,7 @@ var statColumns = []statColumn{
 }
 
 func runStats(ctx context.Context, env *environment, args []string) error {
-	fs := newFlagSet(env, "stats", statsUsage)
+	fs := newFlagSet(env, "stats")
 	e := &envFlags{fs: fs, getenv: env.getenv}
 	cf := addClickHouseFlags(e)
 	start := fs.String("start", "", "first day, YYYY-MM-DD (UTC); required")

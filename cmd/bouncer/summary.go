@@ -16,23 +16,8 @@ func init() {
 	register("summary", "print what ClickHouse holds: events by type, bounces by classification, suppressions, dead letters", runSummary)
 }
 
-const summaryUsage = `
-Usage: bouncer summary [flags]
-
-Prints events by type, bounces by classification and hard/soft, suppression
-list sizes and dead letters by reason, read from ClickHouse.
-
-With --wait-for N it first waits until consumed events plus dead letters
-reach N (progress on stderr: a bar on a terminal, a line every 5 seconds
-elsewhere, nothing with --quiet), for example after producing N single-event
-messages. Dropped events bouncer derives are counted apart.
-
-  bouncer summary
-  bouncer summary --wait-for 200000 --timeout 5m
-`
-
 func runSummary(ctx context.Context, env *environment, args []string) error {
-	fs := newFlagSet(env, "summary", summaryUsage)
+	fs := newFlagSet(env, "summary")
 	e := &envFlags{fs: fs, getenv: env.getenv}
 	cf := addClickHouseFlags(e)
 	waitFor := fs.Uint64("wait-for", 0, "wait until events + dead letters reach this many")

@@ -19,57 +19,6 @@ func init() {
 	register("suppressions", "import or export a suppression list in SendGrid's CSV export format", runSuppressions)
 }
 
-const suppressionsUsage = `
-Usage:
-  bouncer suppressions export --list LIST --account ACCOUNT [--output FILE]
-  bouncer suppressions import --list LIST --account ACCOUNT [--skip-bad] FILE|-
-
-Moves a suppression list in or out in the CSV format of SendGrid's
-"Export CSV" (Suppressions > LIST > gear icon > Export CSV), so a SendGrid
-user can bring an existing list in. LIST is bounces, blocks,
-invalid_emails, spam_reports or unsubscribes (global_unsubscribes is the
-same list; --group N selects a group's unsubscribes). The columns are:
-
-  bounces, blocks   email,created,status,reason
-  invalid_emails    email,created,reason
-  spam_reports      email,created,ip       (ip is read but not stored)
-  unsubscribes      email,created
-
-export writes the list's current entries (newest state per address, removed
-ones left out) in address order, paging through ClickHouse, to --output or
-stdout. created is "YYYY-MM-DD HH:MM:SS" in UTC, or unix seconds with
---time-format unix. A cell starting with = + - @ tab or CR is written with a
-leading ' so a spreadsheet shows it as text (reasons come from remote mail
-servers); import removes that one ' again.
-
-import reads such a file (FILE, or - for stdin): the header names the
-columns in any order, unknown columns are ignored. created may be unix
-seconds (or milliseconds), "YYYY-MM-DD HH:MM:SS", "YYYY-MM-DDTHH:MM:SS",
-RFC 3339, "YYYY-MM-DD", "MM/DD/YYYY HH:MM[:SS]" or "MM/DD/YYYY"; times
-without a zone are read in --timezone; an empty created means now. A row
-whose email is not an address (or whose created cannot be read) is
-reported with its line number on stderr and skipped; the command then exits
-1 after importing the good rows, unless --skip-bad. Rows are written in
-batches of --batch-size (source "import") and each batch is published to
-the change log the workers follow (--publish-changes, as bouncer api does).
-An entry's order is its created time, so importing the same file again
-changes nothing, and an address removed after its created time stays
-removed. Bounces and blocks are classified from their reason.
-
-Examples:
-
-  # bring SendGrid's bounces and global unsubscribes into account acme
-  bouncer suppressions import --list bounces --account acme bounces.csv
-  bouncer suppressions import --list unsubscribes --account acme --skip-bad unsubscribes.csv
-  gunzip -c spam_reports.csv.gz | bouncer suppressions import --list spam_reports --account acme -
-
-  # export them again
-  bouncer suppressions export --list bounces --account acme --output bounces.csv
-  bouncer suppressions export --list invalid_emails --account acme --time-format unix > invalid.csv
-
-Exit status: 0 done, 1 failed or bad rows (without --skip-bad), 2 wrong usage.
-`
-
 // sendgridTime is SendGrid's date string (the export's created column).
 const sendgridTime = csvlist.TimeLayout
 
@@ -82,7 +31,7 @@ func runSuppressions(ctx context.Context, env *environment, args []string) error
 	if sub != "import" && sub != "export" && !help {
 		return usagef("suppressions: want import or export (see bouncer suppressions --help)")
 	}
-	fs := newFlagSet(env, "suppressions", suppressionsUsage)
+	fs := newFlagSet(env, "suppressions")
 	e := &envFlags{fs: fs, getenv: env.getenv}
 	cf := addClickHouseFlags(e)
 	kf := addKafkaFlags(e)

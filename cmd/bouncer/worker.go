@@ -20,38 +20,8 @@ func init() {
 	register("worker", "consume delivery events from Kafka into ClickHouse (the sink group) and deliver them to webhooks (the webhook group)", runWorker)
 }
 
-const workerUsage = `
-Usage: bouncer worker [flags]
-
-Runs the sink consumer group: reads delivery events (SendGrid's event JSON, one
-object or an array per message) from the Kafka topic, classifies bounces, and
-writes every event exactly once to ClickHouse's events table, hard bounces to
-the suppression lists, and bad input to the dead_letters table and the
-dead-letter topic. Offsets are committed only after ClickHouse holds the rows.
-Scale out by starting more workers with the same --group.
-
-Suppressions: every list change (hard bounce, block, spam report, unsubscribe,
-invalid address, soft-bounce escalation) is also published to the compacted
---changelog-topic, which senders can mirror. The worker loads that topic into
-memory before it starts and follows it, so a processed event to a recipient
-already on a list gets a derived dropped event with SendGrid's reason.
-
-On SIGTERM or SIGINT it stops fetching, finishes and commits the batches in
-flight, and exits within --shutdown-timeout.
-
-The ops port serves /healthz (process up), /readyz (joined the group, no
-partition waiting for its resume point, ClickHouse answers; otherwise 503
-saying why, e.g. the unreachable replica a partition waits for) and /metrics
-(Prometheus).
-
-Every flag can be set by the environment variable named in its description.
-` + webhookUsage + forwardUsage + `
-  export KAFKA_BROKERS=127.0.0.1:9092 CLICKHOUSE_ADDR=127.0.0.1:9000
-  bouncer migrate && bouncer worker
-`
-
 func runWorker(ctx context.Context, env *environment, args []string) error {
-	fs := newFlagSet(env, "worker", workerUsage)
+	fs := newFlagSet(env, "worker")
 	e := &envFlags{fs: fs, getenv: env.getenv}
 	kf := addKafkaFlags(e)
 	cf := addClickHouseFlags(e)

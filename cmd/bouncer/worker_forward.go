@@ -18,22 +18,6 @@ import (
 	"github.com/bouncer-mail/bouncer/sinks/forward"
 )
 
-// forwardUsage is the worker's --help section on bounce forwarding.
-const forwardUsage = `
-Bounce forwarding: with --smtp-relay set (or --forward), the worker also runs
-the forwarding group (--forward-group, its own offsets, so a slow relay never
-delays the sink). Each hard bounce of an account whose forward_bounce setting
-is enabled (PATCH /v3/mail_settings/forward_bounce) is reported by email to
-the account's address, at most --forward-rate per account; bounces beyond the
-cap go into one digest email at the end of the window. Transient failures
-(SMTP 4xx, connection, TLS or AUTH errors) are retried with backoff for
---forward-give-up; a 5xx reply to the message is not. See docs/forwarding.md.
-
-  BOUNCER_SMTP_RELAY=smtp.example.com:587 BOUNCER_SMTP_USER=apikey \
-  BOUNCER_SMTP_PASSWORD=... BOUNCER_FORWARD_FROM=bounces@example.com \
-  bouncer worker --forward-rate 10/1m
-`
-
 // forwardFlags configure the bounce forwarding group of the worker.
 type forwardFlags struct {
 	fs     *flag.FlagSet

@@ -18,28 +18,6 @@ import (
 	"github.com/bouncer-mail/bouncer/subscription"
 )
 
-// webhookUsage is the worker's --help section on webhook delivery.
-const webhookUsage = `
-Webhooks: the worker also runs the webhook group (--webhook-group, its own
-offsets, so a slow endpoint never delays the sink). It needs
-BOUNCER_SECRET_KEY (the keyring the api seals signing secrets with) and runs
-whenever that is set, unless --webhooks=false. Each event, and each derived
-dropped event, goes to every active subscription of its account that selected
-its type, in batches of up to --webhook-batch-events (SendGrid's format: a
-JSON array of events; sg_event_id is the dedupe key), signed (Standard
-Webhooks headers, and SendGrid's signature when enabled). Failed batches wait
-in Kafka retry tiers (PREFIX.retry.5s ... PREFIX.retry.24h, see
---webhook-retry-schedule) and keep their webhook-id; exhausted ones go to
-PREFIX.dlq and the webhook_failed_batches table, from where the API replays
-them. An endpoint answering 410, or failing for --webhook-disable-after
-without a success, is disabled. Webhook URLs reach public addresses only,
-unless --webhook-allow-nets says otherwise. See docs/webhooks-delivery.md.
-
-  BOUNCER_SECRET_KEY=... bouncer worker                # sink + webhooks
-  BOUNCER_SECRET_KEY=... bouncer worker --sink=false   # webhooks alone
-  bouncer worker --webhooks=false                      # sink alone
-`
-
 // webhookGroupFlags configure the webhook group of the worker.
 type webhookGroupFlags struct {
 	getenv                                    func(string) string
