@@ -53,12 +53,37 @@ type webhookStateJSON struct {
 	LastSuccess  int64 `json:"last_success"`
 	LastFailure  int64 `json:"last_failure"`
 	LastActivity int64 `json:"last_activity"`
+	// OAuth is present for subscriptions that use OAuth.
+	OAuth *webhookOAuthStateJSON `json:"oauth,omitempty"`
+}
+
+// webhookOAuthStateJSON says whether delivery gets access tokens.
+type webhookOAuthStateJSON struct {
+	ClientID string `json:"client_id"`
+	TokenURL string `json:"token_url"`
+	// State is "failing" when the latest token request failed after the
+	// last success (Error says how: wrong credentials, the token
+	// endpoint's status, or a failure class), else "ok".
+	State string `json:"state"`
+	// Error and FailedAt (unix seconds) are the latest failed token
+	// request, also after it recovered; "" and 0 when none.
+	Error    string `json:"error"`
+	FailedAt int64  `json:"failed_at"`
 }
 
 func stateJSON(w *subscription.Webhook, ds subscription.DeliveryState) webhookStateJSON {
-	return webhookStateJSON{ID: w.ID, URL: w.URL, Enabled: w.Enabled, State: w.State(), DisabledAt: unixOrZero(w.DisabledAt),
+	out := webhookStateJSON{ID: w.ID, URL: w.URL, Enabled: w.Enabled, State: w.State(), DisabledAt: unixOrZero(w.DisabledAt),
 		DisabledReason: w.DisabledReason, Circuit: ds.Circuit, LastSuccess: unixOrZero(ds.LastSuccess),
 		LastFailure: unixOrZero(ds.LastFailure), LastActivity: unixOrZero(ds.LastActivity)}
+	if w.OAuth != nil {
+		o := &webhookOAuthStateJSON{ClientID: w.OAuth.ClientID, TokenURL: w.OAuth.TokenURL, State: "ok",
+			Error: ds.LastOAuthError, FailedAt: unixOrZero(ds.LastOAuthFailure)}
+		if ds.OAuthFailing() {
+			o.State = "failing"
+		}
+		out.OAuth = o
+	}
+	return out
 }
 
 func unixOrZero(t time.Time) int64 {

@@ -175,7 +175,12 @@ type webhookJSON struct {
 	ID                  string  `json:"id"`
 	CreatedDate         *string `json:"created_date,omitempty"`
 	UpdatedDate         *string `json:"updated_date,omitempty"`
-	PublicKey           *string `json:"public_key,omitempty"`
+	// OAuthClientID and OAuthTokenURL show a subscription's OAuth settings
+	// (absent without OAuth); the client secret is never shown, as in
+	// SendGrid.
+	OAuthClientID *string `json:"oauth_client_id,omitempty"`
+	OAuthTokenURL *string `json:"oauth_token_url,omitempty"`
+	PublicKey     *string `json:"public_key,omitempty"`
 }
 
 // webhookView says which optional fields a route shows, as SendGrid's
@@ -218,6 +223,10 @@ func webhookJSONOf(wh *subscription.Webhook, v webhookView) webhookJSON {
 	if v.dates {
 		c, u := wh.Created.UTC().Format(webhookTimeFormat), wh.UpdatedAt.UTC().Format(webhookTimeFormat)
 		out.CreatedDate, out.UpdatedDate = &c, &u
+	}
+	if wh.OAuth != nil {
+		id, tokenURL := wh.OAuth.ClientID, wh.OAuth.TokenURL
+		out.OAuthClientID, out.OAuthTokenURL = &id, &tokenURL
 	}
 	if v.publicKey && wh.SignedKey != nil && wh.PublicKey != "" {
 		pk := wh.PublicKey
@@ -268,11 +277,11 @@ func (b *webhookBody) events() map[string]*bool {
 // apply checks the body and applies it to wh; others are the account's
 // other subscriptions (for the unique-URL rule).
 func (b *webhookBody) apply(wh *subscription.Webhook, others []subscription.Webhook, guard safedial.Guard) error {
-	for field, v := range map[string]*string{"oauth_client_id": b.OAuthClientID, "oauth_client_secret": b.OAuthClientSecret, "oauth_token_url": b.OAuthTokenURL} {
-		if v != nil && *v != "" {
-			return errorf(EInvalid, field, "bouncer does not support OAuth for webhooks: leave %s empty and verify deliveries by their signatures instead (GET /bouncer/v1/webhooks/{id}/secret, or /v3/user/webhooks/event/settings/signed/{id})", field)
-		}
+	oauth, err := applyOAuth(wh.OAuth, b.OAuthClientID, b.OAuthClientSecret, b.OAuthTokenURL, guard)
+	if err != nil {
+		return err
 	}
+	wh.OAuth = oauth
 	if b.URL != nil {
 		u, err := checkWebhookURL(*b.URL, guard)
 		if err != nil {
@@ -312,6 +321,64 @@ func (b *webhookBody) apply(wh *subscription.Webhook, others []subscription.Webh
 		}
 	}
 	return nil
+}
+
+// Bounds of the OAuth settings.
+const (
+	maxOAuthClientID = 256
+	maxOAuthSecret   = 1024
+)
+
+// applyOAuth returns cur changed by the OAuth fields of a request (nil:
+// absent, left as they are). As in SendGrid, the client secret is needed
+// the first time and kept afterwards, so the client id and token URL can
+// change without it; the client id and token URL go together; both empty
+// turn OAuth off (and forget the secret). The token URL must pass the SSRF
+// guard like a webhook URL.
+func applyOAuth(cur *subscription.OAuth, clientID, secret, tokenURL *string, guard safedial.Guard) (*subscription.OAuth, error) {
+	if clientID == nil && secret == nil && tokenURL == nil {
+		return cur, nil
+	}
+	next := subscription.OAuth{}
+	if cur != nil {
+		next = *cur
+	}
+	if clientID != nil {
+		next.ClientID = strings.TrimSpace(*clientID)
+	}
+	if tokenURL != nil {
+		next.TokenURL = strings.TrimSpace(*tokenURL)
+	}
+	if secret != nil {
+		next.ClientSecret = *secret
+	}
+	if next.ClientID == "" && next.TokenURL == "" {
+		if secret != nil && *secret != "" {
+			return nil, errorf(EInvalid, "oauth_client_secret", "oauth_client_secret needs oauth_client_id and oauth_token_url")
+		}
+		return nil, nil // OAuth off
+	}
+	switch {
+	case next.ClientID == "":
+		return nil, errorf(EInvalid, "oauth_client_id", "oauth_client_id is required with oauth_token_url (send both empty to turn OAuth off)")
+	case next.TokenURL == "":
+		return nil, errorf(EInvalid, "oauth_token_url", "oauth_token_url is required with oauth_client_id: the URL bouncer asks for access tokens (send both empty to turn OAuth off)")
+	case utf8.RuneCountInString(next.ClientID) > maxOAuthClientID || !utf8.ValidString(next.ClientID) || strings.IndexFunc(next.ClientID, unicode.IsControl) >= 0:
+		return nil, errorf(EInvalid, "oauth_client_id", "oauth_client_id must be at most %d printable characters", maxOAuthClientID)
+	case len(next.ClientSecret) > maxOAuthSecret || !utf8.ValidString(next.ClientSecret) || strings.IndexFunc(next.ClientSecret, unicode.IsControl) >= 0:
+		return nil, errorf(EInvalid, "oauth_client_secret", "oauth_client_secret must be at most %d bytes of printable characters", maxOAuthSecret)
+	case next.ClientSecret == "":
+		return nil, errorf(EInvalid, "oauth_client_secret", "oauth_client_secret is required the first time OAuth is set (bouncer keeps it: later updates may leave it out)")
+	}
+	if next.TokenURL != "" && (cur == nil || next.TokenURL != cur.TokenURL) {
+		if !utf8.ValidString(next.TokenURL) {
+			return nil, errorf(EInvalid, "oauth_token_url", "oauth_token_url is not valid UTF-8")
+		}
+		if err := guard.ValidateURL(next.TokenURL); err != nil {
+			return nil, errorf(EInvalid, "oauth_token_url", "%v", err)
+		}
+	}
+	return &next, nil
 }
 
 // checkWebhookURL trims a subscription URL and checks it with the SSRF
@@ -692,11 +759,6 @@ func (s *server) handleWebhookTest(w http.ResponseWriter, r *http.Request, st We
 	if err := decodeWebhookBody(r, &body, false); err != nil {
 		return err
 	}
-	for field, v := range map[string]*string{"oauth_client_id": body.OAuthClientID, "oauth_client_secret": body.OAuthClientSecret, "oauth_token_url": body.OAuthTokenURL} {
-		if v != nil && *v != "" {
-			return errorf(EInvalid, field, "bouncer does not support OAuth for webhooks: leave %s empty", field)
-		}
-	}
 	ep := subscription.Webhook{Events: map[string]bool{}}
 	if body.ID != nil && *body.ID != "" {
 		id := strings.ToLower(strings.TrimSpace(*body.ID))
@@ -711,6 +773,23 @@ func (s *server) handleWebhookTest(w http.ResponseWriter, r *http.Request, st We
 			return errNoWebhook
 		}
 		ep = wh
+	}
+	// OAuth as SendGrid tests it: the body's settings (the saved secret
+	// when the body leaves it out), else the subscription's own.
+	saved := ep.OAuth
+	if body.OAuthClientID != nil || body.OAuthTokenURL != nil || body.OAuthClientSecret != nil {
+		if saved != nil && (body.OAuthClientSecret == nil || *body.OAuthClientSecret == "") {
+			// Only the saved secret is reused, never the saved id or URL:
+			// the test is of what the body says.
+			saved = &subscription.OAuth{ClientSecret: saved.ClientSecret}
+		} else {
+			saved = nil
+		}
+		oauth, err := applyOAuth(saved, body.OAuthClientID, body.OAuthClientSecret, body.OAuthTokenURL, st.WebhookGuard())
+		if err != nil {
+			return err
+		}
+		ep.OAuth = oauth
 	}
 	target := ep.URL
 	if body.URL != nil && strings.TrimSpace(*body.URL) != "" {
@@ -737,6 +816,11 @@ func (s *server) handleWebhookTest(w http.ResponseWriter, r *http.Request, st We
 		return errorf(EUnavailable, "", "test deliveries are not available on this server")
 	}
 	status, fail, err := tester.SendTest(r.Context(), &ep, target, batch, now)
+	var tokenErr *webhook.TokenError
+	if errors.As(err, &tokenErr) {
+		s.log.Debug("webhook test: OAuth token request failed", "account", account(r), "err", errors.Unwrap(tokenErr))
+		return errorf(EBadGateway, "oauth_token_url", "test delivery to %s not sent: %s", target, tokenErr.Error())
+	}
 	if err != nil {
 		return errorf(EInvalid, "url", "'%s' is not a valid url", target)
 	}

@@ -39,7 +39,7 @@ func (r *Registry) Endpoints(ctx context.Context) ([]Webhook, error) {
 	for _, row := range rows {
 		w, err := r.sealer.Open(row)
 		if err != nil {
-			w.Enabled, w.Secrets, w.SignedKey = false, nil, nil
+			w.Enabled, w.Secrets, w.SignedKey, w.OAuth = false, nil, nil, nil
 			if w.DisabledAt.IsZero() {
 				w.DisabledAt = r.now()
 			}
@@ -78,7 +78,7 @@ func Reseal(ctx context.Context, store Store, keys *secrets.Keyring) (resealed, 
 	var out []Sealed
 	for _, row := range rows {
 		stale := false
-		for _, sealed := range []string{row.SecretSealed, row.PrevSecretSealed, row.SigningKeySealed} {
+		for _, sealed := range []string{row.SecretSealed, row.PrevSecretSealed, row.SigningKeySealed, row.OAuthSecretSealed} {
 			if sealed != "" && sealedKeyID(sealed) != current {
 				stale = true
 			}

@@ -15,6 +15,7 @@ import (
 const (
 	sealStandardSecret = "standard-webhooks-secret"
 	sealSendGridKey    = "sendgrid-signing-key"
+	sealOAuthSecret    = "oauth-client-secret"
 )
 
 func sealContext(account, id, purpose string) []byte {
@@ -88,7 +89,7 @@ func (o *Sealer) cached(context []byte, sealed string, open func() (any, error))
 // error the returned Webhook still holds every field but the secrets.
 func (o *Sealer) Open(row Sealed) (Webhook, error) {
 	w := row.Webhook
-	w.Secrets, w.SignedKey = nil, nil
+	w.Secrets, w.SignedKey, w.OAuth = nil, nil, row.oauthWithoutSecret()
 	if w.Events == nil {
 		w.Events = map[string]bool{}
 	}
@@ -131,7 +132,24 @@ func (o *Sealer) Open(row Sealed) (Webhook, error) {
 		}
 		w.SignedKey = v.(*ecdsa.PrivateKey)
 	}
+	if w.OAuth != nil && row.OAuthSecretSealed != "" {
+		oauthCtx := sealContext(row.AccountID, row.ID, sealOAuthSecret)
+		v, err := o.cached(oauthCtx, row.OAuthSecretSealed, func() (any, error) { return o.keys.Open(row.OAuthSecretSealed, oauthCtx) })
+		if err != nil {
+			return w, fmt.Errorf("webhook %s: OAuth client secret: %w", row.ID, err)
+		}
+		w.OAuth.ClientSecret = string(v.([]byte))
+	}
 	return w, nil
+}
+
+// oauthWithoutSecret is the row's OAuth settings without the client secret
+// (nil without OAuth).
+func (row *Sealed) oauthWithoutSecret() *OAuth {
+	if row.OAuthClientID == "" && row.OAuthTokenURL == "" {
+		return nil
+	}
+	return &OAuth{ClientID: row.OAuthClientID, TokenURL: row.OAuthTokenURL}
 }
 
 // Seal returns the row storing w for account, secrets sealed, at version.
@@ -139,7 +157,7 @@ func (o *Sealer) Open(row Sealed) (Webhook, error) {
 func (o *Sealer) Seal(account string, w Webhook, version uint64) (Sealed, error) {
 	row := Sealed{Webhook: w}
 	row.AccountID, row.Version = account, version
-	row.Secrets, row.SignedKey, row.PublicKey = nil, nil, ""
+	row.Secrets, row.SignedKey, row.PublicKey, row.OAuth = nil, nil, "", nil
 	secretCtx := sealContext(account, w.ID, sealStandardSecret)
 	if len(w.Secrets) == 0 {
 		return row, fmt.Errorf("webhook %s: no signing secret to store", w.ID)
@@ -167,6 +185,15 @@ func (o *Sealer) Seal(account string, w Webhook, version uint64) (Sealed, error)
 			if row.PublicKey, err = sign.PublicKeyBase64(w.SignedKey); err != nil {
 				return row, err
 			}
+		}
+	}
+	if w.OAuth != nil {
+		if w.OAuth.ClientID == "" || w.OAuth.TokenURL == "" || w.OAuth.ClientSecret == "" {
+			return row, fmt.Errorf("webhook %s: OAuth needs a client id, a client secret and a token URL", w.ID)
+		}
+		row.OAuthClientID, row.OAuthTokenURL = w.OAuth.ClientID, w.OAuth.TokenURL
+		if row.OAuthSecretSealed, err = o.keys.Seal([]byte(w.OAuth.ClientSecret), sealContext(account, w.ID, sealOAuthSecret)); err != nil {
+			return row, err
 		}
 	}
 	return row, nil

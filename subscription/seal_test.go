@@ -2,6 +2,7 @@ package subscription
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,5 +79,49 @@ func TestState(t *testing.T) {
 		if got := c.w.State(); got != c.want {
 			t.Errorf("%+v: %s, want %s", c.w, got, c.want)
 		}
+	}
+}
+
+// TestSealOpenOAuth: the OAuth client secret is sealed (never in the
+// stored form), opens again with the client id and token URL, and is bound
+// to its account, id and purpose like the signing secrets.
+func TestSealOpenOAuth(t *testing.T) {
+	keys, err := secrets.ParseKeyring(secrets.GenerateKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1, _ := sign.NewSecret()
+	w := Webhook{ID: "11111111-1111-4111-8111-111111111111", URL: "https://hooks.example/e", Secrets: []sign.Secret{s1},
+		OAuth: &OAuth{ClientID: "bouncer", ClientSecret: "s3cret-value", TokenURL: "https://auth.example/token"}}
+	o := NewSealer(keys)
+	row, err := o.Seal("acme", w, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if row.OAuth != nil || row.OAuthClientID != "bouncer" || row.OAuthTokenURL != "https://auth.example/token" ||
+		row.OAuthSecretSealed == "" || strings.Contains(row.OAuthSecretSealed, "s3cret-value") {
+		t.Fatalf("stored form: %+v", row)
+	}
+	got, err := o.Open(row)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.OAuth == nil || got.OAuth.ClientID != "bouncer" || got.OAuth.ClientSecret != "s3cret-value" || got.OAuth.TokenURL != "https://auth.example/token" {
+		t.Errorf("opened: %+v", got.OAuth)
+	}
+	// The signing secret's sealed value does not open as the OAuth secret.
+	swapped := row
+	swapped.OAuthSecretSealed = row.SecretSealed
+	if _, err := o.Open(swapped); !errors.Is(err, secrets.ErrOpen) {
+		t.Errorf("a signing secret opened as the OAuth secret: %v", err)
+	}
+	moved := row
+	moved.AccountID = "globex"
+	moved.SecretSealed = ""
+	if _, err := o.Open(moved); !errors.Is(err, secrets.ErrOpen) {
+		t.Errorf("an OAuth secret moved to another account opened: %v", err)
+	}
+	if _, err := o.Seal("acme", Webhook{ID: w.ID, Secrets: w.Secrets, OAuth: &OAuth{ClientID: "x", TokenURL: "https://a/t"}}, 1); err == nil {
+		t.Error("sealed OAuth without a client secret")
 	}
 }

@@ -143,7 +143,7 @@ func (s *Service) WebhookState(ctx context.Context, account, id string) (Webhook
 		return Webhook{}, DeliveryState{}, false, err
 	}
 	w := row.Webhook
-	w.Secrets, w.SignedKey = nil, nil
+	w.Secrets, w.SignedKey, w.OAuth = nil, nil, row.oauthWithoutSecret()
 	return w, ds, true, nil
 }
 

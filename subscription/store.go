@@ -76,6 +76,17 @@ type DeliveryState struct {
 	// half-open, or "" before any delivery.
 	Circuit string
 	Rows    uint64
+	// LastOAuthFailure is the latest attempt that got no OAuth access token
+	// (zero: none) and LastOAuthError what it logged (see TokenError in
+	// sinks/webhook).
+	LastOAuthFailure time.Time
+	LastOAuthError   string
+}
+
+// OAuthFailing reports whether the latest OAuth token request failed: a
+// token failure after the last success.
+func (s DeliveryState) OAuthFailing() bool {
+	return !s.LastOAuthFailure.IsZero() && !s.LastOAuthFailure.Before(s.LastSuccess)
 }
 
 // FailedBatch is a batch delivery gave up on.

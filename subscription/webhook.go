@@ -40,6 +40,9 @@ type Webhook struct {
 	DisabledAt     time.Time
 	DisabledReason string
 	FriendlyName   string
+	// OAuth, when set, makes delivery send a bearer token it gets from
+	// the receiver's token endpoint with the client-credentials grant.
+	OAuth *OAuth
 	// Created and UpdatedAt are kept to the second; UpdatedAt is the time
 	// of the last change.
 	Created   time.Time
@@ -47,6 +50,21 @@ type Webhook struct {
 	// Version is the store's version of what was read; a write stores a
 	// newer one (NextVersion), and the highest version wins.
 	Version uint64
+}
+
+// OAuth is the OAuth 2.0 client-credentials grant (RFC 6749 section 4.4)
+// delivery uses to authorize its requests: it asks TokenURL for a token as
+// ClientID and ClientSecret (HTTP Basic, falling back to form fields), and
+// sends "Authorization: Bearer <token>" with every batch.
+type OAuth struct {
+	ClientID string
+	// ClientSecret is sealed at rest and never shown by the API; "" in
+	// what the API reads without opening secrets.
+	ClientSecret string
+	TokenURL     string
+	// Scopes are asked for in the token request's scope parameter; none:
+	// the parameter is left out.
+	Scopes []string
 }
 
 // Active reports whether the subscription should get deliveries.
@@ -86,6 +104,11 @@ type Sealed struct {
 	// SigningKeySealed, whose public part is Webhook.PublicKey.
 	Signed           bool
 	SigningKeySealed string
+	// OAuthClientID, OAuthTokenURL and the sealed client secret hold
+	// Webhook.OAuth (which is nil at rest); all "": no OAuth.
+	OAuthClientID     string
+	OAuthTokenURL     string
+	OAuthSecretSealed string
 }
 
 // NextVersion is the version of a write derived from a row of version

@@ -3,7 +3,8 @@
 -- workers in batches from a bounded buffer: rows still buffered when a
 -- worker dies are lost (delivery never depends on this table; the retry
 -- tiers in Kafka do). The API reads endpoint state from it.
---   result      ok, http_error, timeout, connection, gone (410), parked
+--   result      ok, http_error, timeout, connection, oauth (no access token:
+--               the token request failed), gone (410), parked
 --               (written to a retry tier), exhausted (given up: schedule
 --               exhausted, endpoint disabled or deleted)
 --   status      HTTP status, 0 when there was no response

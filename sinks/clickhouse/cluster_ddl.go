@@ -47,6 +47,14 @@ var clusterLayout = map[string]tableLayout{
 // localSuffix names a sharded table's per-server part.
 const localSuffix = "_local"
 
+// addColumn is the one ALTER the migrations may use: ALTER TABLE t ADD
+// COLUMN c type, on the table of the single-server schema. Its target is
+// read back by addColumnTarget (with a database and ON CLUSTER too).
+var (
+	addColumn       = regexp.MustCompile(`(?s)^ALTER TABLE ([A-Za-z_][A-Za-z0-9_]*) ADD COLUMN ([A-Za-z_][A-Za-z0-9_]*) (.+)$`)
+	addColumnTarget = regexp.MustCompile(`(?s)^ALTER TABLE (?:([A-Za-z_][A-Za-z0-9_]*)\.)?([A-Za-z_][A-Za-z0-9_]*)(?: ON CLUSTER [A-Za-z_][A-Za-z0-9_]*)? ADD COLUMN ([A-Za-z_][A-Za-z0-9_]*) `)
+)
+
 var createTable = regexp.MustCompile(`(?s)^CREATE TABLE IF NOT EXISTS ([A-Za-z_][A-Za-z0-9_]*) \((.*)\)\s*ENGINE = ([A-Za-z]*MergeTree)(?:\(([^()]*)\))?\s*(.*)$`)
 
 // clusterStatements rewrites one statement of the single-server schema for
@@ -54,13 +62,28 @@ var createTable = regexp.MustCompile(`(?s)^CREATE TABLE IF NOT EXISTS ([A-Za-z_]
 // paths under /clickhouse/tables/{shard} (sharded) or /clickhouse/tables/all
 // (on every server), ON CLUSTER, and a Distributed table under the
 // original name for sharded tables, so every read query works unchanged.
-// Only CREATE TABLE IF NOT EXISTS of a *MergeTree engine is understood; any
-// other statement is an error that names it, so a future migration cannot
-// silently do something different on a cluster.
+// Only CREATE TABLE IF NOT EXISTS of a *MergeTree engine and ALTER TABLE ...
+// ADD COLUMN are understood (a column is added to the local table and to the
+// Distributed table over it); any other statement is an error that names it,
+// so a future migration cannot silently do something different on a cluster.
 func clusterStatements(stmt, db, cluster string) ([]string, error) {
+	if a := addColumn.FindStringSubmatch(strings.TrimSpace(stmt)); a != nil {
+		name, rest := a[1], a[2]+" "+a[3]
+		layout, ok := clusterLayout[name]
+		if !ok {
+			return nil, fmt.Errorf("table %s has no cluster layout: add it to clusterLayout in sinks/clickhouse/cluster_ddl.go", name)
+		}
+		alter := func(table string) string {
+			return fmt.Sprintf("ALTER TABLE %s.%s ON CLUSTER %s ADD COLUMN %s", db, table, cluster, rest)
+		}
+		if layout.shardKey == "" {
+			return []string{alter(name)}, nil
+		}
+		return []string{alter(name + localSuffix), alter(name)}, nil
+	}
 	m := createTable.FindStringSubmatch(strings.TrimSpace(stmt))
 	if m == nil {
-		return nil, fmt.Errorf("statement has no cluster form (only CREATE TABLE IF NOT EXISTS ... ENGINE = *MergeTree is understood; extend clusterStatements): %.80s", stmt)
+		return nil, fmt.Errorf("statement has no cluster form (only CREATE TABLE IF NOT EXISTS ... ENGINE = *MergeTree and ALTER TABLE ... ADD COLUMN are understood; extend clusterStatements): %.80s", stmt)
 	}
 	name, columns, engine, params, rest := m[1], m[2], m[3], m[4], m[5]
 	layout, ok := clusterLayout[name]

@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -47,6 +48,8 @@ func TestClusterStatements(t *testing.T) {
 			t.Errorf("%s: no ON CLUSTER: %s", s.Name, s.SQL)
 		}
 		switch {
+		case strings.HasPrefix(s.SQL, "ALTER TABLE bouncer.") && strings.Contains(s.SQL, " ADD COLUMN "):
+			seen["add column"] = true
 		case strings.Contains(s.SQL, "ENGINE = Distributed("):
 			seen["distributed"] = true
 		case strings.Contains(s.SQL, "'/clickhouse/tables/{shard}/bouncer/"):
@@ -84,9 +87,25 @@ func TestClusterStatements(t *testing.T) {
 			t.Errorf("%s: not a Distributed table sharded by %s", table, want)
 		}
 	}
+	// A column is added to a sharded table's local tables and to the
+	// Distributed table over them, and to a control table once.
+	got, err := clusterStatements("ALTER TABLE webhooks ADD COLUMN x String", "bouncer", "bouncer")
+	if want := []string{"ALTER TABLE bouncer.webhooks_local ON CLUSTER bouncer ADD COLUMN x String",
+		"ALTER TABLE bouncer.webhooks ON CLUSTER bouncer ADD COLUMN x String"}; err != nil || !slices.Equal(got, want) {
+		t.Errorf("ADD COLUMN on a sharded table: %q, %v; want %q", got, err, want)
+	}
+	got, err = clusterStatements("ALTER TABLE api_keys ADD COLUMN x String", "bouncer", "bouncer")
+	if want := []string{"ALTER TABLE bouncer.api_keys ON CLUSTER bouncer ADD COLUMN x String"}; err != nil || !slices.Equal(got, want) {
+		t.Errorf("ADD COLUMN on a control table: %q, %v; want %q", got, err, want)
+	}
+	for _, stmt := range got {
+		if m := addColumnTarget.FindStringSubmatch(stmt); m == nil || m[1] != "bouncer" || m[2] != "api_keys" || m[3] != "x" {
+			t.Errorf("addColumnTarget(%q) = %q", stmt, m)
+		}
+	}
 	// Statements without a cluster form are refused, not passed through.
-	if _, err := clusterStatements("ALTER TABLE events ADD COLUMN x UInt8", "bouncer", "bouncer"); err == nil {
-		t.Error("ALTER accepted without a cluster form")
+	if _, err := clusterStatements("ALTER TABLE events DROP COLUMN x", "bouncer", "bouncer"); err == nil {
+		t.Error("ALTER DROP accepted without a cluster form")
 	}
 	if _, err := clusterStatements("CREATE TABLE IF NOT EXISTS unknown (a UInt8) ENGINE = MergeTree ORDER BY a", "bouncer", "bouncer"); err == nil {
 		t.Error("a table without a cluster layout accepted")

@@ -123,8 +123,9 @@ func scanFailed(rows driver.Rows) (subscription.FailedBatch, error) {
 // EndpointDeliveryState reads an endpoint's state from the delivery log.
 func (s *Store) EndpointDeliveryState(ctx context.Context, account, endpoint string) (subscription.DeliveryState, error) {
 	var st subscription.DeliveryState
-	var ok, fail, last uint32
-	err := s.conn.QueryRow(ctx, qEndpointDeliveryState.SQL, account, endpoint).Scan(&ok, &fail, &st.Circuit, &last, &st.Rows)
+	var ok, fail, last, oauthFail uint32
+	err := s.conn.QueryRow(ctx, qEndpointDeliveryState.SQL, account, endpoint).Scan(&ok, &fail, &st.Circuit, &last, &st.Rows,
+		&oauthFail, &st.LastOAuthError)
 	if err != nil {
 		return st, fmt.Errorf("%s: %w", qEndpointDeliveryState.Name, err)
 	}
@@ -134,7 +135,7 @@ func (s *Store) EndpointDeliveryState(ctx context.Context, account, endpoint str
 		}
 		return time.Unix(int64(v), 0).UTC()
 	}
-	st.LastSuccess, st.LastFailure, st.LastActivity = unix(ok), unix(fail), unix(last)
+	st.LastSuccess, st.LastFailure, st.LastActivity, st.LastOAuthFailure = unix(ok), unix(fail), unix(last), unix(oauthFail)
 	return st, nil
 }
 

@@ -33,6 +33,34 @@ func TestDeliveryLogAndFailedBatches(t *testing.T) {
 	if err != nil || !none.LastSuccess.IsZero() || none.Rows != 0 {
 		t.Errorf("unknown endpoint: %+v %v", none, err)
 	}
+	if !st.LastOAuthFailure.IsZero() || st.LastOAuthError != "" || st.OAuthFailing() {
+		t.Errorf("state %+v: an OAuth failure without any oauth row", st)
+	}
+	// An endpoint whose token requests fail: the state says so and why;
+	// a success afterwards ends it, and the failure counts for failing-since.
+	oauthRows := []subscription.Delivery{
+		{At: t0, AccountID: "acme", EndpointID: "ep-oauth", WebhookID: "msg_o", Attempt: 1, Result: "ok", Status: 200, Events: 1},
+		{At: t0.Add(time.Minute), AccountID: "acme", EndpointID: "ep-oauth", WebhookID: "msg_p", Attempt: 1, Result: "oauth",
+			Response: "OAuth token request failed: the token endpoint answered HTTP 401 Unauthorized (invalid_client): check oauth_client_id and oauth_client_secret", Events: 1},
+	}
+	if err := s.WriteDeliveries(ctx, oauthRows); err != nil {
+		t.Fatal(err)
+	}
+	ost, err := s.EndpointDeliveryState(ctx, "acme", "ep-oauth")
+	if err != nil || !ost.OAuthFailing() || !ost.LastOAuthFailure.Equal(t0.Add(time.Minute)) || ost.LastOAuthError != oauthRows[1].Response ||
+		!ost.LastFailure.Equal(t0.Add(time.Minute)) {
+		t.Errorf("OAuth failing: state %+v %v", ost, err)
+	}
+	if since, err := s.FailingSince(ctx, "acme", "ep-oauth"); err != nil || !since.Equal(t0.Add(time.Minute)) {
+		t.Errorf("OAuth failing: failing since %v %v, want %v", since, err, t0.Add(time.Minute))
+	}
+	if err := s.WriteDeliveries(ctx, []subscription.Delivery{{At: t0.Add(2 * time.Minute), AccountID: "acme", EndpointID: "ep-oauth",
+		WebhookID: "msg_p", Attempt: 2, Result: "ok", Status: 200, Events: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if ost, err := s.EndpointDeliveryState(ctx, "acme", "ep-oauth"); err != nil || ost.OAuthFailing() || ost.LastOAuthError == "" {
+		t.Errorf("OAuth recovered: state %+v %v: want not failing, the last error kept", ost, err)
+	}
 	// ep1: ok at t0+1m, failure at t0+2m: failing since t0+2m.
 	since, err := s.FailingSince(ctx, "acme", "ep1")
 	if err != nil || !since.Equal(t0.Add(2*time.Minute)) {

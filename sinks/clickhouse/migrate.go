@@ -1,6 +1,7 @@
 package clickhouse
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -72,7 +73,7 @@ func Migrate(ctx context.Context, cfg Config) ([]Applied, error) {
 		return nil, fmt.Errorf("find schema_migrations: %w", err)
 	}
 	if !have {
-		if err := execAll(ctx, s.conn, createMigrations); err != nil {
+		if err := execAll(ctx, s.conn, cfg.Database, createMigrations); err != nil {
 			return nil, fmt.Errorf("create schema_migrations: %w", err)
 		}
 	}
@@ -110,7 +111,7 @@ func Migrate(ctx context.Context, cfg Config) ([]Applied, error) {
 					return applied, fmt.Errorf("migration %04d_%s, statement %d: %w", m.Version, m.Name, i+1, err)
 				}
 			}
-			if err := execAll(ctx, s.conn, stmts); err != nil {
+			if err := execAll(ctx, s.conn, cfg.Database, stmts); err != nil {
 				return applied, fmt.Errorf("migration %04d_%s, statement %d: %w", m.Version, m.Name, i+1, err)
 			}
 		}
@@ -126,8 +127,21 @@ func Migrate(ctx context.Context, cfg Config) ([]Applied, error) {
 	return applied, nil
 }
 
-func execAll(ctx context.Context, conn driver.Conn, stmts []string) error {
+// execAll runs stmts in database db. An ADD COLUMN whose column exists is
+// skipped: ClickHouse 18.16 has no ADD COLUMN IF NOT EXISTS, and a migration
+// cut short after some of its statements runs again from the first.
+func execAll(ctx context.Context, conn driver.Conn, db string, stmts []string) error {
 	for _, stmt := range stmts {
+		if m := addColumnTarget.FindStringSubmatch(stmt); m != nil {
+			inDB := cmp.Or(m[1], db)
+			have, err := exists(ctx, conn, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?", inDB, m[2], m[3])
+			if err != nil {
+				return fmt.Errorf("find column %s.%s.%s: %w", inDB, m[2], m[3], err)
+			}
+			if have {
+				continue
+			}
+		}
 		if err := conn.Exec(ctx, stmt); err != nil {
 			return err
 		}

@@ -22,8 +22,9 @@ var (
 		SQL: insertSQL("webhook_failed_batches", failedBatchColumns), Insert: true})
 
 	qEndpointDeliveryState = register(Query{Name: "webhook_deliveries.endpoint_state",
-		SQL: "SELECT toUInt32(maxIf(at, result = 'ok')), toUInt32(maxIf(at, result IN ('http_error', 'timeout', 'connection', 'gone'))), " +
-			"argMaxIf(circuit, at, circuit != ''), toUInt32(max(at)), count() " +
+		SQL: "SELECT toUInt32(maxIf(at, result = 'ok')), toUInt32(maxIf(at, result IN ('http_error', 'timeout', 'connection', 'gone', 'oauth'))), " +
+			"argMaxIf(circuit, at, circuit != ''), toUInt32(max(at)), count(), " +
+			"toUInt32(maxIf(at, result = 'oauth')), argMaxIf(response, at, result = 'oauth') " +
 			"FROM webhook_deliveries WHERE account_id = ? AND endpoint_id = ?",
 		Sample: []any{"default", "0d7f2a6e-0000-4000-8000-000000000001"}})
 	qEndpointDeliveries = register(Query{Name: "webhook_deliveries.recent",
@@ -34,7 +35,7 @@ var (
 	// toUInt32 of the empty min is 0.
 	qEndpointFailingSince = register(Query{Name: "webhook_deliveries.failing_since",
 		SQL: "SELECT toUInt32(min(at)) FROM webhook_deliveries WHERE account_id = ? AND endpoint_id = ? " +
-			"AND result IN ('http_error', 'timeout', 'connection', 'gone') AND at > (SELECT maxIf(at, result = 'ok') " +
+			"AND result IN ('http_error', 'timeout', 'connection', 'gone', 'oauth') AND at > (SELECT maxIf(at, result = 'ok') " +
 			"FROM webhook_deliveries WHERE account_id = ? AND endpoint_id = ?)",
 		Sample: []any{"default", "0d7f2a6e-0000-4000-8000-000000000001", "default", "0d7f2a6e-0000-4000-8000-000000000001"}})
 	qFailedBatches = register(Query{Name: "webhook_failed_batches.list",

@@ -497,3 +497,31 @@ func TestRenderSQL(t *testing.T) {
 		}
 	}
 }
+
+// TestMigrateSkipsExistingColumn: an ADD COLUMN whose column is there
+// already (a migration cut short before it was recorded, run again) is
+// skipped rather than failing on 18.16, which has no ADD COLUMN IF NOT EXISTS.
+func TestMigrateSkipsExistingColumn(t *testing.T) {
+	addr := testenv.ClickHouse(t)
+	db := testenv.Database(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := Migrate(ctx, Config{Addr: []string{addr}, Database: db}); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	conn := testenv.Open(t, addr, db)
+	stmt := "ALTER TABLE webhooks ADD COLUMN oauth_client_id String"
+	if err := conn.Exec(ctx, stmt); err == nil {
+		t.Fatal("adding an existing column twice succeeded on the server: the skip is not needed")
+	}
+	if err := execAll(ctx, conn, db, []string{stmt}); err != nil {
+		t.Errorf("execAll of an ADD COLUMN whose column exists: %v", err)
+	}
+	if err := execAll(ctx, conn, db, []string{"ALTER TABLE webhooks ADD COLUMN bouncer_test_col String"}); err != nil {
+		t.Fatalf("execAll of a new column: %v", err)
+	}
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = 'webhooks' AND name = 'bouncer_test_col'", db).Scan(&n); err != nil || n != 1 {
+		t.Errorf("new column added: %d %v", n, err)
+	}
+}

@@ -26,7 +26,8 @@ func (s *Store) WriteWebhooks(ctx context.Context, ws []subscription.Sealed) err
 				row = append(row, b2u(w.Events[ev]))
 			}
 			row = append(row, w.SecretSealed, w.PrevSecretSealed, webhookTime(w.PrevSecretNotAfter), b2u(w.Signed),
-				w.SigningKeySealed, w.PublicKey, webhookTime(w.DisabledAt), w.DisabledReason, webhookTime(w.Created), webhookTime(w.UpdatedAt))
+				w.SigningKeySealed, w.PublicKey, webhookTime(w.DisabledAt), w.DisabledReason, webhookTime(w.Created), webhookTime(w.UpdatedAt),
+				w.OAuthClientID, w.OAuthTokenURL, w.OAuthSecretSealed)
 			if err := b.Append(row...); err != nil {
 				return err
 			}
@@ -115,7 +116,8 @@ func (s *Store) webhooks(ctx context.Context, q Query, args ...any) ([]subscript
 			dest = append(dest, &events[i])
 		}
 		dest = append(dest, &w.SecretSealed, &w.PrevSecretSealed, &w.PrevSecretNotAfter, &signed,
-			&w.SigningKeySealed, &w.PublicKey, &w.DisabledAt, &w.DisabledReason, &w.Created, &w.UpdatedAt)
+			&w.SigningKeySealed, &w.PublicKey, &w.DisabledAt, &w.DisabledReason, &w.Created, &w.UpdatedAt,
+			&w.OAuthClientID, &w.OAuthTokenURL, &w.OAuthSecretSealed)
 		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("%s: %w", q.Name, err)
 		}

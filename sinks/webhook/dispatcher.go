@@ -86,6 +86,9 @@ type Config struct {
 	// DisableAfter disables an endpoint that failed this long without a
 	// single success; default 72h.
 	DisableAfter time.Duration
+	// TokenEarly is how long before its expiry an OAuth access token is
+	// replaced (see tokens); default 30s.
+	TokenEarly time.Duration
 	// SlowAfter: when an attempt runs longer, a copy of its batch is
 	// parked (due after the attempt's deadline) and the consumed batches
 	// waiting for it are released; default 1s. See Dispatcher.shadow.
@@ -135,6 +138,7 @@ func (c *Config) Validate() error {
 	defd(&c.RefreshEvery, 2*time.Second)
 	defd(&c.DisableAfter, 72*time.Hour)
 	defd(&c.SlowAfter, time.Second)
+	defd(&c.TokenEarly, 30*time.Second)
 	if c.QueueEvents < c.MaxBatchEvents {
 		return fmt.Errorf("webhook: QueueEvents %d must hold at least one batch (%d)", c.QueueEvents, c.MaxBatchEvents)
 	}
@@ -175,6 +179,9 @@ type Dispatcher struct {
 	recent      map[string]bool
 	recentOrder []string
 	ctx         context.Context
+
+	// tokens are the OAuth access tokens of endpoints that use OAuth.
+	tokens *tokens
 }
 
 type snapshot struct {
@@ -188,7 +195,7 @@ func New(cfg Config) (*Dispatcher, error) {
 		return nil, err
 	}
 	return &Dispatcher{cfg: cfg, m: cfg.Metrics, log: cfg.Logger, lanes: map[string]*lane{},
-		active: map[string]*job{}, parkCh: make(chan *job, 4096), ctx: context.Background()}, nil
+		active: map[string]*job{}, parkCh: make(chan *job, 4096), ctx: context.Background(), tokens: newTokens(cfg.Client, cfg.TokenEarly)}, nil
 }
 
 // Run reads the registry and keeps the lanes running until ctx ends. It
@@ -242,6 +249,7 @@ func (d *Dispatcher) Refresh(ctx context.Context) error {
 			l.wake()
 		}
 	}
+	d.tokens.keep(s.byID)
 	d.snap.Store(s)
 	return nil
 }

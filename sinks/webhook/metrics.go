@@ -16,9 +16,12 @@ const (
 	ResultHTTPError  = "http_error"
 	ResultTimeout    = "timeout"
 	ResultConnection = "connection"
-	ResultGone       = "gone"
-	ResultParked     = "parked"
-	ResultExhausted  = "exhausted"
+	// ResultOAuth: no access token for an endpoint that uses OAuth (the
+	// token request failed); the batch was not sent and is retried.
+	ResultOAuth     = "oauth"
+	ResultGone      = "gone"
+	ResultParked    = "parked"
+	ResultExhausted = "exhausted"
 )
 
 // Metrics of webhook delivery. Per-endpoint figures are aggregated (the
@@ -44,7 +47,7 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "bouncer_webhook_deliveries_total", Help: "Delivery attempts and parkings of batches, by result (ok, http_error, timeout, connection, gone, parked, exhausted).",
+			Name: "bouncer_webhook_deliveries_total", Help: "Delivery attempts and parkings of batches, by result (ok, http_error, timeout, connection, oauth, gone, parked, exhausted).",
 		}, []string{"result"}),
 		attempt: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "bouncer_webhook_attempt_seconds", Help: "Duration of one POST to an endpoint.",

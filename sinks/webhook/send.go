@@ -13,6 +13,7 @@ import (
 	"github.com/bouncer-mail/bouncer/sinks/webhook/safedial"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/sign"
 	"github.com/bouncer-mail/bouncer/subscription"
+	"golang.org/x/oauth2"
 )
 
 var errAttempt = errors.New("webhook attempt failed")
@@ -39,7 +40,10 @@ func StatusResponse(code int) string {
 	return "HTTP " + strconv.Itoa(code)
 }
 
-// attempt POSTs a batch once, signed, within AttemptTimeout.
+// attempt POSTs a batch once, signed, within AttemptTimeout. For an
+// endpoint that uses OAuth it sends the cached access token (fetching one
+// first when needed); when the receiver answers 401 to it, the token is
+// fetched again and the batch sent once more in the same attempt.
 func (d *Dispatcher) attempt(ctx context.Context, ep *subscription.Webhook, b *Batch) result {
 	body := b.Body()
 	start := d.now()
@@ -56,7 +60,24 @@ func (d *Dispatcher) attempt(ctx context.Context, ep *subscription.Webhook, b *B
 		d.log.Warn("webhook: signing failed", "endpoint", ep.ID, "err", err)
 		return result{class: ResultConnection, response: "signing failed"}
 	}
+	var tok *oauth2.Token
+	if ep.OAuth != nil {
+		if tok, err = d.tokens.token(ep); err != nil {
+			return d.tokenFailed(ep, err, start)
+		}
+		tok.SetAuthHeader(req)
+	}
 	resp, err := d.cfg.Client.Do(req)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized && tok != nil {
+		drain(resp)
+		if tok, err = d.tokens.refresh(ep, tok); err != nil {
+			return d.tokenFailed(ep, err, start)
+		}
+		req = req.Clone(actx)
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		tok.SetAuthHeader(req)
+		resp, err = d.cfg.Client.Do(req)
+	}
 	if err != nil {
 		// The account sees the class only: error texts name internal
 		// addresses, ports and the resolver (a port scanner, otherwise).
@@ -71,10 +92,7 @@ func (d *Dispatcher) attempt(ctx context.Context, ep *subscription.Webhook, b *B
 		}
 		return r
 	}
-	// The body is read only to reuse the connection: what an internal
-	// service answers must never reach the account.
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
+	drain(resp)
 	r := result{status: resp.StatusCode, took: d.now().Sub(start), response: StatusResponse(resp.StatusCode)}
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
@@ -86,6 +104,25 @@ func (d *Dispatcher) attempt(ctx context.Context, ep *subscription.Webhook, b *B
 		r.retryAfter = retryAfter(resp.Header.Get("Retry-After"), d.now())
 	}
 	return r
+}
+
+// drain reads a response's body only to reuse the connection: what an
+// internal service answers must never reach the account.
+func drain(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+}
+
+// tokenFailed is the result of an attempt that got no access token: the
+// batch was not sent; it is retried like a failed delivery.
+func (d *Dispatcher) tokenFailed(ep *subscription.Webhook, err error, start time.Time) result {
+	d.log.Debug("webhook: OAuth token request failed", "endpoint", ep.ID, "err", errors.Unwrap(err))
+	var te *TokenError
+	response := "OAuth token request failed"
+	if errors.As(err, &te) {
+		response = te.Error()
+	}
+	return result{class: ResultOAuth, took: d.now().Sub(start), response: response}
 }
 
 // retryAfter reads a Retry-After header: seconds or an HTTP date.
@@ -114,10 +151,12 @@ type Tester struct {
 }
 
 // SendTest POSTs body once to url, signed with w's secrets and SendGrid
-// key (none for a zero w) under a fresh webhook-id. It returns the
-// receiver's status, or, when there was no answer, the failure's class
+// key (none for a zero w) under a fresh webhook-id, with a bearer token
+// when w uses OAuth (fetched for the test, through the guard). It returns
+// the receiver's status, or, when there was no answer, the failure's class
 // (never its text: addresses, ports and resolver replies stay private).
-// err is set only for a URL no request can be made of.
+// err is set for a URL no request can be made of, and is a *TokenError
+// when the token request failed.
 func (t Tester) SendTest(ctx context.Context, w *subscription.Webhook, url string, body []byte, now time.Time) (status int, fail safedial.Failure, err error) {
 	timeout := t.Timeout
 	if timeout <= 0 {
@@ -133,7 +172,15 @@ func (t Tester) SendTest(ctx context.Context, w *subscription.Webhook, url strin
 	if err := sign.SetHeaders(req.Header, w.Secrets, w.SignedKey, "msg_test_"+NewWebhookID()[4:], now, body, now); err != nil {
 		return 0, "", err
 	}
-	resp, err := t.Guard.Client(timeout).Do(req)
+	client := t.Guard.Client(timeout)
+	if w.OAuth != nil {
+		tok, err := FetchToken(ctx, client, w.OAuth)
+		if err != nil {
+			return 0, "", err
+		}
+		tok.SetAuthHeader(req)
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		fail = safedial.Classify(err)
 		if ctx.Err() != nil {

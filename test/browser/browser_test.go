@@ -53,6 +53,7 @@ import (
 	"time"
 
 	"github.com/bouncer-mail/bouncer/enrich"
+	"github.com/bouncer-mail/bouncer/internal/oauthtest"
 	"github.com/bouncer-mail/bouncer/internal/testenv"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 	"github.com/segmentio/kafka-go"
@@ -367,7 +368,11 @@ func TestDashboard(t *testing.T) {
 	// acme's webhook receivers (see below); the allow-list opens their
 	// ports only.
 	good, broken, gone := newReceiver(t, 200), newReceiver(t, 500), newReceiver(t, 410)
-	allow := strings.Join([]string{good.srv.Listener.Addr().String(), broken.srv.Listener.Addr().String(), gone.srv.Listener.Addr().String()}, ",")
+	// An OAuth 2.0 authorization server for the webhook with a wrong
+	// client secret: its token requests are refused.
+	auth := oauthtest.Start(t, "warehouse", "right-secret", time.Hour)
+	allow := strings.Join([]string{good.srv.Listener.Addr().String(), broken.srv.Listener.Addr().String(), gone.srv.Listener.Addr().String(),
+		auth.HTTP.Listener.Addr().String()}, ",")
 	env = append(env, "BOUNCER_SECRET_KEY="+secretKey, "BOUNCER_WEBHOOK_ALLOW_NETS="+allow)
 	deleteTopicsAtEnd(t, brokers, prefix+".retry.1s", prefix+".retry.2s", prefix+".dlq")
 
@@ -399,6 +404,8 @@ func TestDashboard(t *testing.T) {
 		{Name: "Analytics (broken)", URL: broken.url(), Types: `"bounce":true,"deferred":true`, Enabled: true, State: "active"},
 		{Name: "Old CRM", URL: gone.url(), Types: `"dropped":true`, Enabled: true, State: "disabled", Reason: "410"},
 		{Name: "Paused", URL: good.url() + "/paused", Types: `"delivered":true`, Enabled: false, State: "off"},
+		{Name: "Warehouse (wrong OAuth secret)", URL: good.url() + "/oauth", Enabled: true, State: "active", OAuth: "failing",
+			Types: `"deferred":true,"oauth_client_id":"warehouse","oauth_client_secret":"wrong-secret","oauth_token_url":"` + auth.TokenURL + `"`},
 	}
 	for i := range hooks {
 		hooks[i].ID = createWebhook(t, base, key, hooks[i])
@@ -436,7 +443,7 @@ func TestDashboard(t *testing.T) {
 	// Webhook delivery settles: the good receiver has every acme event,
 	// the broken and gone endpoints' events are all in failed batches,
 	// and the delivery log stops growing.
-	wantGood, wantBroken, wantGone := map[string]bool{}, 0, 0
+	wantGood, wantBroken, wantGone, wantOAuth := map[string]bool{}, 0, 0, 0
 	for _, e := range events {
 		if e.AccountID != "acme" {
 			continue
@@ -447,6 +454,9 @@ func TestDashboard(t *testing.T) {
 			wantBroken++
 		case "dropped":
 			wantGone++
+		}
+		if e.Event == "deferred" {
+			wantOAuth++
 		}
 	}
 	waitFor(t, "every acme event at the good receiver", 60*time.Second, func() (bool, error) {
@@ -462,7 +472,7 @@ func TestDashboard(t *testing.T) {
 	for _, w := range []struct {
 		id   string
 		want int
-	}{{hooks[1].ID, wantBroken}, {hooks[2].ID, wantGone}} {
+	}{{hooks[1].ID, wantBroken}, {hooks[2].ID, wantGone}, {hooks[4].ID, wantOAuth}} {
 		waitFor(t, "failed batches holding every event of "+w.id, 60*time.Second, func() (bool, error) {
 			var n uint64
 			err := store.Conn().QueryRow(ctx, "SELECT sum(events) FROM (SELECT webhook_id, any(events) AS events FROM webhook_failed_batches "+
@@ -660,8 +670,9 @@ type hookSpec struct {
 	Types         string `json:"-"`
 	Enabled       bool   `json:"-"`
 	// State is what the test's receivers make of it; Reason a part of
-	// the disabled reason.
-	State, Reason string
+	// the disabled reason; OAuth the state of its token requests ("" for
+	// a webhook without OAuth).
+	State, Reason, OAuth string
 	// Results counts delivery log rows by result.
 	Results                  map[string]int
 	LastSuccess, LastFailure int64
@@ -713,7 +724,7 @@ func (h *hookSpec) expectFrom(t *testing.T, store *clickhouse.Store) {
 	}
 	rows.Close()
 	var ok, fail uint32
-	if err := conn.QueryRow(ctx, "SELECT toUInt32(maxIf(at, result = 'ok')), toUInt32(maxIf(at, result IN ('http_error', 'timeout', 'connection', 'gone'))) "+
+	if err := conn.QueryRow(ctx, "SELECT toUInt32(maxIf(at, result = 'ok')), toUInt32(maxIf(at, result IN ('http_error', 'timeout', 'connection', 'gone', 'oauth'))) "+
 		"FROM webhook_deliveries WHERE account_id = 'acme' AND endpoint_id = ?", h.ID).Scan(&ok, &fail); err != nil {
 		t.Fatal(err)
 	}

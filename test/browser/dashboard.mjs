@@ -277,7 +277,7 @@ async function checkRates(page, view, want) {
 // checkWebhooks compares each webhook's row with what the test read from
 // ClickHouse (the delivery log and failed batches) and its receivers.
 async function checkWebhooks(page) {
-  const RESULTS = ['ok', 'http_error', 'timeout', 'connection', 'gone', 'parked', 'exhausted'];
+  const RESULTS = ['ok', 'http_error', 'timeout', 'connection', 'oauth', 'gone', 'parked', 'exhausted'];
   eq(await page.getAttribute('#webhook-health', 'data-state'), 'ready', 'webhook view state');
   eq(await page.locator('#webhooks-table tbody tr[data-webhook]').count(), cfg.webhooks.length, 'webhook rows');
   for (const h of cfg.webhooks) {
@@ -288,6 +288,11 @@ async function checkWebhooks(page) {
     if (h.Reason) {
       const reason = await page.getAttribute(`${row} [data-reason]`, 'data-reason');
       check((reason || '').includes(h.Reason), `disabled reason of ${h.Name}: ${reason}, want it to mention ${h.Reason}`);
+    }
+    eq(await page.getAttribute(`${row} td[data-metric="state"]`, 'data-oauth'), h.OAuth || null, `OAuth state of ${h.Name}`);
+    if (h.OAuth === 'failing') {
+      const why = await page.getAttribute(`${row} .oauth-failing`, 'data-reason');
+      check((why || '').includes('check oauth_client_id and oauth_client_secret'), `OAuth failure of ${h.Name}: ${why}, want it to name the credentials`);
     }
     const circuit = await page.getAttribute(`${row} td[data-metric="circuit"]`, 'data-value');
     check(h.Circuits.length ? h.Circuits.includes(circuit) : circuit === '', `circuit of ${h.Name}: ${circuit}, want one of ${JSON.stringify(h.Circuits)}`);

@@ -448,11 +448,11 @@ function confirmAction(title, text, okLabel, action, danger = true) {
 // Webhook delivery health
 
 // The delivery log's results, as GET /bouncer/v1/webhooks/{id}/deliveries
-// names them: attempts (ok, and four kinds of failure) and what delivery
+// names them: attempts (ok, and five kinds of failure) and what delivery
 // did with a batch (parked in a retry tier, given up).
 const RESULTS = [
   ['ok', 'delivered', '#12b76a'], ['http_error', 'HTTP error', '#f04438'], ['timeout', 'timeout', '#f79009'],
-  ['connection', 'connection', '#fdb022'], ['gone', '410 Gone', '#9e77ed'], ['parked', 'parked', '#98a2b3'],
+  ['connection', 'connection', '#fdb022'], ['oauth', 'OAuth token', '#dd2590'], ['gone', '410 Gone', '#9e77ed'], ['parked', 'parked', '#98a2b3'],
   ['exhausted', 'given up', '#475467'],
 ];
 const DELIVERY_ROWS = 500; // the most one /deliveries request returns
@@ -522,6 +522,15 @@ function renderWebhooks(hooks, r) {
         stateCell.append(el('div', { class: 'reason-text', 'data-reason': st.disabled_reason, text: `${st.disabled_reason} (since ${when(st.disabled_at)})` }));
       } else if (st.state === 'off') {
         stateCell.append(el('div', { class: 'reason-text muted', text: 'switched off in its settings' }));
+      }
+      // OAuth: a webhook whose token requests fail gets no deliveries
+      // (they wait in the retry tiers); say why, plainly.
+      if (st.oauth) {
+        stateCell.dataset.oauth = st.oauth.state;
+        if (st.oauth.state === 'failing') {
+          stateCell.append(el('div', { class: 'reason-text oauth-failing', 'data-reason': st.oauth.error,
+            text: `${st.oauth.error} (since ${when(st.oauth.failed_at)})` }));
+        }
       }
       const open = fs.filter((f) => !f.replayed_at);
       const failedCell = num('failed', fs.length);
