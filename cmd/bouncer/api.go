@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/bouncer-mail/bouncer/analytics"
 	"github.com/bouncer-mail/bouncer/api"
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/enrich"
@@ -198,27 +197,10 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	return nil
 }
 
-// apiStore is the API's Store: the suppression service for the lists, the
-// ClickHouse store for the counts.
-type apiStore struct {
-	*suppression.Service
-	s *clickhouse.Store
-}
-
-var _ api.Store = apiStore{}
-
 // newAPIStore returns the API's store over st; changes (nil: none)
 // announces list changes to the workers and mirroring senders.
-func newAPIStore(st *clickhouse.Store, changes suppression.Publisher) apiStore {
-	return apiStore{Service: suppression.NewService(st, changes, enrich.MustNew()), s: st}
-}
-
-func (a apiStore) BounceClassifications(ctx context.Context, account string, from, to time.Time) ([]analytics.DayCount, error) {
-	return a.s.BounceClassifications(ctx, account, from, to)
-}
-
-func (a apiStore) BounceClassificationDomains(ctx context.Context, account, class string, from, to time.Time) ([]analytics.DayCount, error) {
-	return a.s.BounceClassificationDomains(ctx, account, class, from, to)
+func newAPIStore(st *clickhouse.Store, changes suppression.Publisher) api.ListStore {
+	return api.ListStore{Service: suppression.NewService(st, changes, enrich.MustNew()), Counts: st}
 }
 
 // openChangeLog returns a publisher of list changes for commands that

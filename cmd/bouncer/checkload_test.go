@@ -118,7 +118,7 @@ func checkLoadServer(b *testing.B) (string, string) {
 		b.Fatal(err)
 	}
 	keys := memKeys{{AccountID: "acme", KeyID: id, Hash: hash}}
-	h := api.NewServer(api.Config{Store: apiStore{}, Keys: keys, Checker: ix, RateLimit: 1e9})
+	h := api.NewServer(api.Config{Store: api.ListStore{}, Keys: keys, Checker: ix, RateLimit: 1e9})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
