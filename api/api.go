@@ -75,6 +75,9 @@ import (
 // authenticated account first and touches only that account's data.
 type Store interface {
 	Suppressions(ctx context.Context, account string, q suppression.Query) ([]suppression.Entry, error)
+	// CountSuppressions counts the entries q selects (Offset and Limit
+	// aside).
+	CountSuppressions(ctx context.Context, account string, q suppression.Query) (uint64, error)
 	WriteSuppressions(ctx context.Context, account string, changes []suppression.Change) error
 	// DeleteAllSuppressions removes every current entry of a list as of at.
 	DeleteAllSuppressions(ctx context.Context, account, list string, group int64, at time.Time) error

@@ -39,6 +39,12 @@ func (f *fakeStore) Suppressions(ctx context.Context, account string, q suppress
 	return append([]suppression.Entry(nil), f.entries...), nil
 }
 
+func (f *fakeStore) CountSuppressions(ctx context.Context, account string, q suppression.Query) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return uint64(len(f.entries)), nil
+}
+
 func (f *fakeStore) WriteSuppressions(ctx context.Context, account string, cs []suppression.Change) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -129,6 +129,10 @@ func writeError(w http.ResponseWriter, log *slog.Logger, r *http.Request, err er
 	if e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
 	}
+	if info(r.Context()).legacy {
+		writeJSON(w, status, legacyError{Message: "error", Errors: []string{e.Message}})
+		return
+	}
 	item := errorItem{Message: e.Message}
 	if e.Field != "" {
 		f := e.Field

@@ -23,6 +23,11 @@ type reqInfo struct {
 	scopes []string
 	// storeDown is the server's Config.Unavailable, for writeError.
 	storeDown func(error) bool
+	// legacy marks a request of SendGrid's v2 Web API (paths under
+	// /api/): its errors have v2's shape (legacy.go).
+	legacy bool
+	// legacyForm holds a v2 request's parameters once read.
+	legacyForm url.Values
 }
 
 // unavailable is Config.Unavailable's word on err (false without one).
@@ -103,7 +108,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	s.metrics.inFlight.Inc()
 	defer s.metrics.inFlight.Dec()
-	ri := &reqInfo{storeDown: s.cfg.Unavailable}
+	ri := &reqInfo{storeDown: s.cfg.Unavailable, legacy: strings.HasPrefix(r.URL.Path, legacyPrefix)}
 	r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, ri))
 	sw := &statusWriter{ResponseWriter: w}
 	_, pattern := s.mux.Handler(r)
@@ -179,6 +184,9 @@ func (s *server) authenticated(scope string, next http.Handler) http.Handler {
 // also checks the CSRF token of a state-changing request; see ui.go).
 func (s *server) credential(r *http.Request) (accounts.Key, error) {
 	presented, ok := bearer(r)
+	if !ok && info(r.Context()).legacy && r.Header.Get("Authorization") == "" {
+		return s.legacyKey(r)
+	}
 	if !ok {
 		if r.Header.Get("Authorization") == "" {
 			if c, err := r.Cookie(sessionCookie); err == nil {

@@ -126,8 +126,12 @@ func checkOpenAPI(t *testing.T, h http.Handler, req *http.Request, rec *httptest
 	var resp map[string]any
 	var pointer string
 	if pattern == "" {
-		// No route: the server's own 404 or 405, always SendGrid's error.
+		// No route: the server's own 404 or 405, always SendGrid's error
+		// (v2's under /api/).
 		resp, pointer, _ = v.response("/v3/suppression/bounces", "GET", 401)
+		if strings.HasPrefix(req.URL.Path, legacyPrefix) {
+			resp, pointer, _ = v.response("/api/bounces.get.json", "GET", 404)
+		}
 		method, path = req.Method, req.URL.Path
 	} else {
 		resp, pointer, ok = v.response(path, method, rec.Code)

@@ -104,6 +104,14 @@ func (s *server) routes() []route {
 		{"GET", "/bouncer/v1/suppressions/{list}/export", "suppression.read", key, s.handleExport()},
 		{"POST", "/bouncer/v1/suppressions/{list}/import", "suppression.create", key, s.handleImport()},
 
+		// SendGrid's legacy v2 Web API for the bounce list (legacy.go).
+		{"GET", "/api/bounces.get.json", read, key, s.handleLegacyGet()},
+		{"POST", "/api/bounces.get.json", read, key, s.handleLegacyGet()},
+		{"GET", "/api/bounces.count.json", read, key, s.handleLegacyCount()},
+		{"POST", "/api/bounces.count.json", read, key, s.handleLegacyCount()},
+		{"GET", "/api/bounces.delete.json", del, key, s.handleLegacyDelete()},
+		{"POST", "/api/bounces.delete.json", del, key, s.handleLegacyDelete()},
+
 		// Bounce forwarding (forwarding.go).
 		{"GET", "/v3/mail_settings/forward_bounce", "mail_settings.forward_bounce.read", key, s.handleForwardBounceGet()},
 		{"PATCH", "/v3/mail_settings/forward_bounce", "mail_settings.forward_bounce.update", key, s.handleForwardBouncePatch()},

@@ -63,6 +63,11 @@ type Query struct {
 	EmailLike string
 	// From and To bound created, unix seconds, inclusive; To 0: no bound.
 	From, To uint32
+	// Bounce, on the bounces list, selects hard or soft bounces: "soft"
+	// are entries whose status is 4.x.x (bouncer's pipeline lists only
+	// hard bounces; soft ones come from imported SendGrid exports), "hard"
+	// the others; "" all.
+	Bounce string
 	// Offset and Limit page the result, newest first; Limit 0 means 500.
 	Offset, Limit uint64
 }

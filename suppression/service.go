@@ -33,6 +33,9 @@ type Store interface {
 	ChangeStore
 	// Suppressions returns the current entries q selects, newest first.
 	Suppressions(ctx context.Context, account string, q Query) ([]Entry, error)
+	// CountSuppressions counts the current entries q selects (its Offset
+	// and Limit aside).
+	CountSuppressions(ctx context.Context, account string, q Query) (uint64, error)
 	// EachSuppression calls fn for every current entry of a list in
 	// address order, pageSize at a time (0: the store's default).
 	EachSuppression(ctx context.Context, account, list string, group int64, pageSize int, fn func(Entry) error) error
@@ -114,6 +117,11 @@ func (s *Service) Write(ctx context.Context, changes []Change) error { return s.
 // Suppressions returns the account's current entries q selects.
 func (s *Service) Suppressions(ctx context.Context, account string, q Query) ([]Entry, error) {
 	return s.store.Suppressions(ctx, account, q)
+}
+
+// CountSuppressions counts the account's current entries q selects.
+func (s *Service) CountSuppressions(ctx context.Context, account string, q Query) (uint64, error) {
+	return s.store.CountSuppressions(ctx, account, q)
 }
 
 // WriteSuppressions writes changes of one account (Write).

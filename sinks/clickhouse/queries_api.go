@@ -13,15 +13,26 @@ var apiKeyColumns = []string{"account_id", "key_id", "key_hash", "name", "scopes
 
 var (
 	// Arguments: account, list, group, LIKE pattern on email_norm, created
-	// from and to (unix seconds, inclusive), offset, limit.
+	// from and to (unix seconds, inclusive), bounce kind ('', 'hard' or
+	// 'soft': status 4.x.x) twice, offset, limit.
 	qSuppressionsList = register(Query{Name: "suppressions.list",
 		SQL: "SELECT email_norm, argMax(email, version) AS e, argMax(created, version) AS c, argMax(reason, version) AS r, " +
 			"argMax(status, version) AS st, argMax(bounce_classification, version) AS bc, argMax(reason_code, version) AS rc, " +
 			"argMax(deleted, version) AS del " +
 			"FROM suppressions WHERE account_id = ? AND list = ? AND group_id = ? AND email_norm LIKE ? " +
 			"GROUP BY email_norm HAVING del = 0 AND toUInt32(c) >= ? AND toUInt32(c) <= ? " +
+			"AND (? = '' OR (substring(st, 1, 1) = '4') = (? = 'soft')) " +
 			"ORDER BY c DESC, email_norm LIMIT ?, ?",
-		Sample: []any{"acme", "bounces", int64(0), "kim%", uint32(0), uint32(4000000000), uint64(0), uint64(500)}})
+		Sample: []any{"acme", "bounces", int64(0), "kim%", uint32(0), uint32(4000000000), "soft", "soft", uint64(0), uint64(500)}})
+
+	// How many current entries the list query would select (no paging).
+	// Arguments: as suppressions.list without offset and limit.
+	qSuppressionsCount = register(Query{Name: "suppressions.count",
+		SQL: "SELECT count() FROM (SELECT email_norm, argMax(created, version) AS c, argMax(status, version) AS st, argMax(deleted, version) AS del " +
+			"FROM suppressions WHERE account_id = ? AND list = ? AND group_id = ? AND email_norm LIKE ? " +
+			"GROUP BY email_norm HAVING del = 0 AND toUInt32(c) >= ? AND toUInt32(c) <= ? " +
+			"AND (? = '' OR (substring(st, 1, 1) = '4') = (? = 'soft')))",
+		Sample: []any{"acme", "bounces", int64(0), "kim%", uint32(0), uint32(4000000000), "hard", "hard"}})
 
 	// Removes every current entry of one list: a deleted = 1 row per entry,
 	// written by the server (memory stays flat whatever the list's size),

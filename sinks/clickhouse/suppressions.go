@@ -24,7 +24,7 @@ func (s *Store) Suppressions(ctx context.Context, account string, q suppression.
 	if limit == 0 {
 		limit = 500
 	}
-	rows, err := s.conn.Query(ctx, qSuppressionsList.SQL, account, q.List, q.GroupID, like, q.From, to, q.Offset, limit)
+	rows, err := s.conn.Query(ctx, qSuppressionsList.SQL, account, q.List, q.GroupID, like, q.From, to, q.Bounce, q.Bounce, q.Offset, limit)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", qSuppressionsList.Name, err)
 	}
@@ -39,6 +39,24 @@ func (s *Store) Suppressions(ctx context.Context, account string, q suppression.
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// CountSuppressions counts the current entries q selects (its Offset and
+// Limit aside).
+func (s *Store) CountSuppressions(ctx context.Context, account string, q suppression.Query) (uint64, error) {
+	like := q.EmailLike
+	if like == "" {
+		like = "%"
+	}
+	to := q.To
+	if to == 0 {
+		to = ^uint32(0)
+	}
+	var n uint64
+	if err := s.conn.QueryRow(ctx, qSuppressionsCount.SQL, account, q.List, q.GroupID, like, q.From, to, q.Bounce, q.Bounce).Scan(&n); err != nil {
+		return 0, fmt.Errorf("%s: %w", qSuppressionsCount.Name, err)
+	}
+	return n, nil
 }
 
 // DeleteAllSuppressions removes every current entry of one list of one

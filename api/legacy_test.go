@@ -1,0 +1,281 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/suppression"
+)
+
+// memList is one account's bounces list in memory, honouring the query's
+// bounds, kind, exact address, paging and removals, so the v2 calls can be
+// checked for what they select and remove.
+type memList struct {
+	fakeStore
+	mu        sync.Mutex
+	entries   map[string]suppression.Entry
+	deleteAll int
+}
+
+func newMemList(es ...suppression.Entry) *memList {
+	m := &memList{entries: map[string]suppression.Entry{}}
+	for _, e := range es {
+		m.entries[e.EmailNorm] = e
+	}
+	return m
+}
+
+func (m *memList) match(q suppression.Query) []suppression.Entry {
+	var out []suppression.Entry
+	for _, e := range m.entries {
+		c := uint32(e.Created.Unix())
+		soft := strings.HasPrefix(e.Status, "4")
+		switch {
+		case c < q.From, q.To != 0 && c > q.To:
+		case q.Bounce == "soft" && !soft, q.Bounce == "hard" && soft:
+		case q.EmailLike != "" && strings.ReplaceAll(q.EmailLike, `\`, "") != e.EmailNorm:
+		default:
+			out = append(out, e)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Created.Equal(out[j].Created) {
+			return out[i].Created.After(out[j].Created)
+		}
+		return out[i].EmailNorm < out[j].EmailNorm
+	})
+	return out
+}
+
+func (m *memList) Suppressions(ctx context.Context, account string, q suppression.Query) ([]suppression.Entry, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	es := m.match(q)
+	es = es[min(int(q.Offset), len(es)):]
+	return es[:min(int(q.Limit), len(es))], nil
+}
+
+func (m *memList) CountSuppressions(ctx context.Context, account string, q suppression.Query) (uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return uint64(len(m.match(q))), nil
+}
+
+func (m *memList) WriteSuppressions(ctx context.Context, account string, cs []suppression.Change) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range cs {
+		if c.Deleted {
+			delete(m.entries, c.EmailNorm)
+		}
+	}
+	return nil
+}
+
+func (m *memList) DeleteAllSuppressions(ctx context.Context, account, list string, group int64, at time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.deleteAll++
+	clear(m.entries)
+	return nil
+}
+
+func (m *memList) emails() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for e := range m.entries {
+		out = append(out, e)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// legacyEntries: three hard bounces on three days and one soft one
+// (imported from a SendGrid export).
+func legacyEntries() []suppression.Entry {
+	day := func(d int) time.Time { return time.Date(2025, 11, d, 10, 30, 0, 0, time.UTC) }
+	return []suppression.Entry{
+		{Email: "ann@x.org", EmailNorm: "ann@x.org", Created: day(25), Reason: "550 5.1.1 no such user", Status: "5.1.1"},
+		{Email: "Bob@x.org", EmailNorm: "bob@x.org", Created: day(26), Reason: "550 5.1.1 no such user", Status: "5.1.1"},
+		{Email: "cat@x.org", EmailNorm: "cat@x.org", Created: day(27), Reason: "550 5.1.2 no such domain", Status: "5.1.2"},
+		{Email: "dan@x.org", EmailNorm: "dan@x.org", Created: day(27), Reason: "452 4.2.2 mailbox full", Status: "4.2.2"},
+	}
+}
+
+// legacyError decodes v2's error shape and returns its first message.
+func legacyErrorOf(t *testing.T, rec *httptest.ResponseRecorder) string {
+	t.Helper()
+	var body legacyError
+	dec := json.NewDecoder(strings.NewReader(rec.Body.String()))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil || body.Message != "error" || len(body.Errors) != 1 || body.Errors[0] == "" {
+		t.Fatalf("status %d body %q: not v2's error shape (%v)", rec.Code, rec.Body, err)
+	}
+	return body.Errors[0]
+}
+
+func TestLegacyBouncesGetAndCount(t *testing.T) {
+	token, k := testKey(t, "acme", false)
+	m := newMemList(legacyEntries()...)
+	now := time.Date(2025, 11, 27, 18, 0, 0, 0, time.UTC)
+	h := NewServer(Config{Store: m, Keys: fakeKeys{k}, Now: func() time.Time { return now }, RateLimit: 1e6})
+	auth := "api_user=apikey&api_key=" + url.QueryEscape(token)
+	get := func(query string) []legacyBounce {
+		t.Helper()
+		rec := do(t, h, "GET", "/api/bounces.get.json?"+auth+"&"+query, "", "")
+		if rec.Code != 200 {
+			t.Fatalf("get %s: %d %s", query, rec.Code, rec.Body)
+		}
+		var out []legacyBounce
+		dec := json.NewDecoder(rec.Body)
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&out); err != nil {
+			t.Fatalf("get %s: %v", query, err)
+		}
+		return out
+	}
+	emails := func(bs []legacyBounce) string {
+		var out []string
+		for _, b := range bs {
+			out = append(out, b.Email)
+		}
+		return strings.Join(out, " ")
+	}
+	if got := get("date=1"); emails(got) != "cat@x.org dan@x.org Bob@x.org ann@x.org" || got[0].Created != "2025-11-27 10:30:00" ||
+		got[0].Status != "5.1.2" || got[0].Reason != "550 5.1.2 no such domain" {
+		t.Errorf("everything with dates: %+v", got)
+	}
+	if rec := do(t, h, "GET", "/api/bounces.get.json?"+auth, "", ""); strings.Contains(rec.Body.String(), "created") {
+		t.Errorf("without date=1 the entries have no created: %s", rec.Body)
+	}
+	for query, want := range map[string]string{
+		"limit=2":          "cat@x.org dan@x.org",
+		"limit=2&offset=1": "dan@x.org Bob@x.org",
+		"offset=3":         "ann@x.org",
+		"days=1":           "cat@x.org dan@x.org",
+		"days=2":           "cat@x.org dan@x.org Bob@x.org",
+		"start_date=2025-11-25&end_date=2025-11-26": "Bob@x.org ann@x.org",
+		"start_date=2025-11-26&end_date=2025-11-26": "Bob@x.org",
+		"type=soft":        "dan@x.org",
+		"type=hard&days=1": "cat@x.org",
+		"email=BOB@x.org":  "Bob@x.org",
+		"email=zed@x.org":  "",
+		"start_date=2025-11-20&end_date=2025-11-24":           "",
+		"type=soft&start_date=2025-11-20&end_date=2025-11-26": "",
+	} {
+		if got := emails(get(query)); got != want {
+			t.Errorf("get %s: %q, want %q", query, got, want)
+		}
+	}
+	// POST with a form body, and a Bearer key.
+	req := httptest.NewRequest("POST", "/api/bounces.count.json", strings.NewReader(auth+"&type=hard"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if rec := doRequest(t, h, req); rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != `{"count":3}` {
+		t.Errorf("POST count type=hard: %d %s", rec.Code, rec.Body)
+	}
+	req = httptest.NewRequest("POST", "/api/bounces.get.json", strings.NewReader("days=1&limit=1"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+token)
+	if rec := doRequest(t, h, req); rec.Code != 200 || !strings.Contains(rec.Body.String(), `"email":"cat@x.org"`) || strings.Count(rec.Body.String(), "email") != 1 {
+		t.Errorf("POST get with Bearer: %d %s", rec.Code, rec.Body)
+	}
+	if rec := do(t, h, "GET", "/api/bounces.count.json?start_date=2025-11-26", token, ""); rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != `{"count":3}` {
+		t.Errorf("GET count: %d %s", rec.Code, rec.Body)
+	}
+	if rec := do(t, h, "POST", "/api/bounces.count.json", token, ""); rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != `{"count":4}` {
+		t.Errorf("POST count without a body: %d %s", rec.Code, rec.Body)
+	}
+}
+
+func TestLegacyBouncesDelete(t *testing.T) {
+	token, k := testKey(t, "acme", false)
+	now := time.Date(2025, 11, 27, 18, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		query, left string
+		all         bool
+	}{
+		{"email=bob@x.org", "ann@x.org cat@x.org dan@x.org", false},
+		{"email=zed@x.org", "ann@x.org bob@x.org cat@x.org dan@x.org", false},
+		{"type=soft", "ann@x.org bob@x.org cat@x.org", false},
+		{"type=hard", "dan@x.org", false},
+		{"start_date=2025-11-26&end_date=2025-11-26", "ann@x.org cat@x.org dan@x.org", false},
+		{"days=1&type=hard", "ann@x.org bob@x.org dan@x.org", false},
+		{"email=dan@x.org&type=hard", "ann@x.org bob@x.org cat@x.org dan@x.org", false},
+		{"", "", true},
+	} {
+		m := newMemList(legacyEntries()...)
+		h := NewServer(Config{Store: m, Keys: fakeKeys{k}, Now: func() time.Time { return now }, RateLimit: 1e6})
+		rec := do(t, h, "GET", "/api/bounces.delete.json?api_user=apikey&api_key="+url.QueryEscape(token)+"&"+tc.query, "", "")
+		if rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != `{"message":"success"}` {
+			t.Errorf("delete %q: %d %s", tc.query, rec.Code, rec.Body)
+		}
+		if got := strings.Join(m.emails(), " "); got != tc.left {
+			t.Errorf("delete %q left %q, want %q", tc.query, got, tc.left)
+		}
+		if (m.deleteAll > 0) != tc.all {
+			t.Errorf("delete %q: delete-all called %d times", tc.query, m.deleteAll)
+		}
+	}
+	// POST, the parameters in a form body.
+	m := newMemList(legacyEntries()...)
+	h := NewServer(Config{Store: m, Keys: fakeKeys{k}, Now: func() time.Time { return now }, RateLimit: 1e6})
+	req := httptest.NewRequest("POST", "/api/bounces.delete.json", strings.NewReader("api_user=apikey&api_key="+url.QueryEscape(token)+"&email=ann%40x.org"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if rec := doRequest(t, h, req); rec.Code != 200 || strings.Join(m.emails(), " ") != "bob@x.org cat@x.org dan@x.org" {
+		t.Errorf("POST delete: %d %s, left %v", rec.Code, rec.Body, m.emails())
+	}
+}
+
+func TestLegacyErrors(t *testing.T) {
+	token, k := testKey(t, "acme", false)
+	readOnly, kr := testKey(t, "acme", false, "suppression.read")
+	h := NewServer(Config{Store: newMemList(legacyEntries()...), Keys: fakeKeys{k, kr}, RateLimit: 1e6, MaxBodyBytes: 200})
+	auth := "api_user=apikey&api_key=" + url.QueryEscape(token)
+	for _, tc := range []struct {
+		name, method, path string
+		status             int
+		msg                string
+	}{
+		{"no key", "GET", "/api/bounces.get.json", 401, "api_user=apikey"},
+		{"a username", "GET", "/api/bounces.get.json?api_user=me@x.org&api_key=secret", 401, "API keys only"},
+		{"a wrong key", "GET", "/api/bounces.get.json?api_user=apikey&api_key=SG.nope.nope", 401, "invalid"},
+		{"bad type", "GET", "/api/bounces.get.json?" + auth + "&type=blocked", 400, "hard or soft"},
+		{"days and dates", "GET", "/api/bounces.count.json?" + auth + "&days=2&start_date=2025-11-01", 400, "not both"},
+		{"bad date", "GET", "/api/bounces.get.json?" + auth + "&start_date=11/01/2025", 400, "YYYY-MM-DD"},
+		{"end before start", "GET", "/api/bounces.get.json?" + auth + "&start_date=2025-11-02&end_date=2025-11-01", 400, "end_date"},
+		{"days 0", "GET", "/api/bounces.get.json?" + auth + "&days=0", 400, "days"},
+		{"limit 0", "GET", "/api/bounces.get.json?" + auth + "&limit=0", 400, "limit"},
+		{"date 2", "GET", "/api/bounces.get.json?" + auth + "&date=2", 400, "date"},
+		{"bad email", "POST", "/api/bounces.delete.json?" + auth + "&email=nope", 400, "email"},
+		{"read-only key deletes", "GET", "/api/bounces.delete.json?api_user=apikey&api_key=" + url.QueryEscape(readOnly), 403, "forbidden"},
+		{"unknown call", "GET", "/api/bounces.add.json?" + auth, 404, "not found"},
+		{"wrong method", "DELETE", "/api/bounces.get.json?" + auth, 405, "not allowed"},
+	} {
+		rec := do(t, h, tc.method, tc.path, "", "")
+		if rec.Code != tc.status {
+			t.Errorf("%s: %d %s, want %d", tc.name, rec.Code, rec.Body, tc.status)
+			continue
+		}
+		if msg := legacyErrorOf(t, rec); !strings.Contains(msg, tc.msg) {
+			t.Errorf("%s: message %q, want it to say %q", tc.name, msg, tc.msg)
+		}
+	}
+	// A form body over the limit, with the key inside it.
+	req := httptest.NewRequest("POST", "/api/bounces.get.json", strings.NewReader(auth+"&email="+strings.Repeat("a", 300)+"%40x.org"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	rec := doRequest(t, h, req)
+	if rec.Code != 413 {
+		t.Errorf("form over the limit: %d %s", rec.Code, rec.Body)
+	} else {
+		legacyErrorOf(t, rec)
+	}
+}
