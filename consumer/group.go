@@ -41,12 +41,20 @@ type GroupConfig struct {
 	// RetryMax is the longest pause between retries of a failed batch;
 	// default 10s (starting at 100ms, with jitter).
 	RetryMax time.Duration
-	// HandleTimeout bounds one Handle call (after shutdown began, too; a
-	// revocation cancels it at once); default 45s. Keep it below
+	// HandleTimeout bounds one Handle call (for a Stager: one batch, from
+	// Stage to done), after shutdown began too; the end of the generation
+	// (a revocation) cancels it at once. Default 45s. Keep it below
 	// RebalanceTimeout.
 	HandleTimeout time.Duration
-	Logger        *slog.Logger
-	Metrics       *Metrics
+	// MaxStaged bounds the batches of one partition a Stager holds at once
+	// (staged, not yet committed); default 16. MaxStagedBytes bounds their
+	// message bytes (a single larger batch is still staged alone); default
+	// twice MaxBatchBytes. MaxStaged 1 drives a Stager one batch at a time
+	// through Handle, like any other handler.
+	MaxStaged      int
+	MaxStagedBytes int
+	Logger         *slog.Logger
+	Metrics        *Metrics
 }
 
 // Validate fills defaults and reports the first bad field.
@@ -79,6 +87,8 @@ func (c *GroupConfig) Validate() error {
 	defd(&c.HeartbeatInterval, 3*time.Second)
 	defd(&c.RetryMax, 10*time.Second)
 	defd(&c.HandleTimeout, 45*time.Second)
+	def(&c.MaxStaged, 16)
+	def(&c.MaxStagedBytes, 2*c.MaxBatchBytes)
 	if c.HandleTimeout >= c.RebalanceTimeout {
 		return fmt.Errorf("consumer: handle timeout %s must be below the rebalance timeout %s", c.HandleTimeout, c.RebalanceTimeout)
 	}
@@ -135,6 +145,29 @@ func (m *Metrics) group(id string) {
 	m.retries.WithLabelValues(id)
 	m.commitErr.WithLabelValues(id)
 	m.assigned.WithLabelValues(id)
+}
+
+// Stager is a BatchHandler that can take the next batch of a partition
+// while earlier ones are still being handled, so one slow delivery does
+// not stop the partition. Stage takes msgs (it may wait for room in the
+// handler's own bounded queues, until ctx ends) and returns done, which
+// blocks until every message is handled (nil) or fails, or ctx ends. After
+// an error from either, the group stages the same messages again.
+//
+// The group keeps fetching and staging while fewer than MaxStaged batches
+// (and MaxStagedBytes) of the partition are staged and not committed, and
+// commits in offset order: a batch's offsets once it and every earlier
+// batch are done. Stage is never called twice at once for one partition
+// (a handler may keep per-partition state, like a decoder, unlocked).
+// When a batch fails, nothing after it is committed: the group stages
+// again from that batch on, after a pause. A crash or a revocation
+// redelivers what was staged and not committed, as with Handle; the end of
+// the generation ends the contexts of the batches staged (except on
+// shutdown, where each gets HandleTimeout from its staging). A Stager's
+// Handle is used only when MaxStaged is 1.
+type Stager interface {
+	BatchHandler
+	Stage(ctx context.Context, topic string, partition int, msgs []Message) (done func(context.Context) error, err error)
 }
 
 // Group runs one consumer group member.
@@ -294,7 +327,6 @@ func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, pa
 	}
 	log.Info("partition assigned", "committed", committed, "resume", next, "start", start)
 
-	batch := make([]Message, 0, 256)
 	labels := prometheus.Labels{"group": g.cfg.GroupID, "topic": topic, "partition": fmt.Sprint(partition)}
 	lag := g.cfg.Metrics.lag.With(labels)
 	lastCommit := g.cfg.Metrics.lastCommit.With(labels)
@@ -304,6 +336,11 @@ func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, pa
 		g.cfg.Metrics.lag.Delete(labels)
 		g.cfg.Metrics.lastCommit.Delete(labels)
 	}()
+	if st, ok := g.handler.(Stager); ok && g.cfg.MaxStaged > 1 {
+		g.staged(ctx, genCtx, gen, st, r, partition, log, lag, lastCommit)
+		return
+	}
+	batch := make([]Message, 0, 256)
 	for {
 		if ctx.Err() != nil || genCtx.Err() != nil {
 			return
@@ -359,6 +396,179 @@ func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, pa
 		}
 		clear(batch) // let the message bytes go
 	}
+}
+
+// stagedBatch is a batch a Stager took and the group has not committed.
+type stagedBatch struct {
+	msgs  []Message
+	hwm   int64
+	bytes int
+	// done waits for the batch; ctx bounds the staging and the wait by
+	// HandleTimeout and ends with the generation (not with shutdown), as
+	// Handle's context does.
+	done   func(context.Context) error
+	ctx    context.Context
+	cancel func()
+}
+
+// staged drives a Stager until the generation ends or shutdown starts:
+// windows of staged batches (stageWindow), and after a batch failed, a
+// pause with backoff and a new window from that batch's first offset.
+func (g *Group) staged(ctx, genCtx context.Context, gen *kafka.Generation, st Stager, r *kafka.Reader, partition int,
+	log *slog.Logger, lag, lastCommit prometheus.Gauge) {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 100 * time.Millisecond
+	b.MaxInterval = g.cfg.RetryMax
+	b.MaxElapsedTime = 0
+	b.Reset()
+	for {
+		from, progressed, err := g.stageWindow(ctx, genCtx, gen, st, r, partition, log, lag, lastCommit)
+		if err == nil || ctx.Err() != nil || genCtx.Err() != nil {
+			return
+		}
+		if progressed {
+			b.Reset()
+		}
+		g.cfg.Metrics.retries.WithLabelValues(g.cfg.GroupID).Inc()
+		wait := b.NextBackOff()
+		log.Warn("handle batch failed; staging it again", "offset", from, "in", wait.Round(time.Millisecond), "err", err)
+		if !Sleep(genCtx, wait) {
+			return
+		}
+		if err := r.SetOffset(from); err != nil {
+			log.Error("set offset", "offset", from, "err", err)
+			<-genCtx.Done()
+			return
+		}
+	}
+}
+
+// stageWindow fetches and stages batches (this goroutine: Stage is never
+// called twice at once for a partition) while fewer than MaxStaged, and
+// MaxStagedBytes, are staged and not committed; a committer waits for them
+// in offset order and commits each in turn. It returns nil when shutdown
+// started (after committing what was staged and done within its
+// HandleTimeout) or the generation ended (what was not committed yet is
+// abandoned). When a batch fails, nothing after it is committed: it
+// returns the batch's first offset and error, and whether anything was
+// committed before.
+func (g *Group) stageWindow(ctx, genCtx context.Context, gen *kafka.Generation, st Stager, r *kafka.Reader, partition int,
+	log *slog.Logger, lag, lastCommit prometheus.Gauge) (from int64, progressed bool, err error) {
+	stageCtx, stopStaging := context.WithCancel(genCtx)
+	defer stopStaging()
+	// Both channels hold at most MaxStaged entries: neither side blocks
+	// on a send.
+	queue := make(chan *stagedBatch, g.cfg.MaxStaged)
+	freed := make(chan int, g.cfg.MaxStaged)
+	type outcome struct {
+		from       int64
+		err        error
+		progressed bool
+	}
+	result := make(chan outcome, 1)
+	go func() {
+		var o outcome
+		o.from, o.progressed, o.err = g.commitStaged(genCtx, gen, partition, log, lag, lastCommit, queue, freed, stopStaging)
+		result <- o
+	}()
+	count, bytes := 0, 0
+stage:
+	for ctx.Err() == nil && stageCtx.Err() == nil {
+		msgs, hwm := g.fetch(stageCtx, r, make([]Message, 0, 256))
+		if len(msgs) == 0 {
+			continue
+		}
+		if hwm > 0 && count == 0 {
+			lag.Set(float64(max(hwm-msgs[0].Offset, 0)))
+		}
+		b := &stagedBatch{msgs: msgs, hwm: hwm}
+		for _, m := range msgs {
+			b.bytes += len(m.Key) + len(m.Value)
+		}
+		for {
+			select {
+			case n := <-freed:
+				count, bytes = count-1, bytes-n
+				continue
+			default:
+			}
+			if count == 0 || (count < g.cfg.MaxStaged && bytes+b.bytes <= g.cfg.MaxStagedBytes) {
+				break
+			}
+			select {
+			case n := <-freed:
+				count, bytes = count-1, bytes-n
+			case <-stageCtx.Done():
+				break stage
+			}
+		}
+		if !g.retry(stageCtx, log, "stage batch", func() error { return g.stage(ctx, genCtx, st, partition, b) }) {
+			break
+		}
+		count, bytes = count+1, bytes+b.bytes
+		queue <- b
+	}
+	close(queue)
+	o := <-result
+	return o.from, o.progressed, o.err
+}
+
+// stage hands b to the Stager with a context of its own: HandleTimeout
+// from now, ended when the generation ends but not on shutdown (see
+// partition).
+func (g *Group) stage(ctx, genCtx context.Context, st Stager, partition int, b *stagedBatch) error {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.HandleTimeout)
+	stop := context.AfterFunc(genCtx, func() {
+		if ctx.Err() == nil {
+			cancel()
+		}
+	})
+	done, err := st.Stage(sctx, g.cfg.Topic, partition, b.msgs)
+	if err != nil {
+		stop()
+		cancel()
+		return err
+	}
+	b.done, b.ctx, b.cancel = done, sctx, func() { stop(); cancel() }
+	return nil
+}
+
+// commitStaged waits for staged batches in offset order and commits each
+// that is done. At the first that fails it stops the staging and abandons
+// the rest, and returns the failed batch's first offset and error.
+func (g *Group) commitStaged(genCtx context.Context, gen *kafka.Generation, partition int, log *slog.Logger,
+	lag, lastCommit prometheus.Gauge, queue <-chan *stagedBatch, freed chan<- int, stopStaging func()) (int64, bool, error) {
+	topic := g.cfg.Topic
+	progressed := false
+	for b := range queue {
+		err := b.done(b.ctx)
+		b.cancel()
+		if err != nil {
+			stopStaging()
+			for later := range queue {
+				later.cancel()
+			}
+			if genCtx.Err() != nil {
+				log.Info("abandoned batch on revocation", "first", b.msgs[0].Offset, "last", b.msgs[len(b.msgs)-1].Offset)
+				return 0, progressed, nil
+			}
+			return b.msgs[0].Offset, progressed, err
+		}
+		last := b.msgs[len(b.msgs)-1].Offset
+		if b.hwm > 0 {
+			lag.Set(float64(max(b.hwm-last-1, 0)))
+		}
+		if err := gen.CommitOffsets(map[string]map[int]int64{topic: {partition: last + 1}}); err != nil {
+			g.cfg.Metrics.commitErr.WithLabelValues(g.cfg.GroupID).Inc()
+			log.Warn("commit offsets failed", "offset", last+1, "err", err)
+		} else {
+			lastCommit.SetToCurrentTime()
+		}
+		progressed = true
+		clear(b.msgs) // let the message bytes go
+		freed <- b.bytes
+	}
+	return 0, progressed, nil
 }
 
 // startOffset is where a newly assigned partition is read from: the

@@ -20,7 +20,10 @@
 // its partitions away (SessionTimeout); a handler write already on the wire
 // when the context is cancelled may still land, so the handler's marks must
 // be re-read by the next owner (they are, on assignment). On shutdown the
-// in-flight batch gets HandleTimeout to finish and is committed.
+// in-flight batch gets HandleTimeout to finish and is committed. A Stager
+// (the webhook group's handler) is handed up to MaxStaged batches of a
+// partition before the first is done, one Stage call at a time; commits
+// stay in offset order.
 package consumer
 
 import (

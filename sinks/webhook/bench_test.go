@@ -147,23 +147,30 @@ func startBench(b *testing.B, endpoints, hanging, preload int) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// The dispatcher outlives the groups, as in the worker: a tier
+	// consumer's batches still on their way are finished before it stops.
+	dctx, stopDispatcher := context.WithCancel(context.Background())
+	dispatched := make(chan struct{})
+	go func() { defer close(dispatched); d.Run(dctx) }()
 	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() { defer wg.Done(); d.Run(ctx) }()
+	wg.Add(2)
 	go func() { defer wg.Done(); g.Run(ctx) }()
 	go func() {
 		defer wg.Done()
 		kafkatier.RunTiers(ctx, kafkatier.TierConfig{Conn: conn, Topics: topics, Group: topic + ".webhooks"}, d)
 	}()
 	env.ready = g.Ready()
-	env.stop = func() { cancel(); wg.Wait(); parker.Close() }
+	env.stop = func() { cancel(); wg.Wait(); stopDispatcher(); <-dispatched; parker.Close() }
 	return env
 }
 
 // produce writes n events, ten per message, spread over the accounts of
 // the endpoints; with perSecond > 0 at that steady rate.
 func (e *benchEnv) produce(b *testing.B, n, perSecond int) {
-	w := &kafka.Writer{Addr: kafka.TCP(e.conn.Brokers...), Topic: e.topic, Balancer: &kafka.Hash{},
+	// Its own transport, as in the tests: with kafka-go's shared default
+	// one, the first writes to a new topic sometimes failed with "Unknown
+	// Topic Or Partition" after an earlier benchmark's topics were deleted.
+	w := &kafka.Writer{Addr: kafka.TCP(e.conn.Brokers...), Topic: e.topic, Balancer: &kafka.Hash{}, Transport: &kafka.Transport{},
 		BatchTimeout: time.Millisecond, BatchSize: 1000, RequiredAcks: kafka.RequireOne}
 	defer w.Close()
 	const per = 10

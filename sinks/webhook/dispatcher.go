@@ -65,8 +65,11 @@ type Config struct {
 	// QueueTimeout is how long a formed batch may wait for a send slot
 	// before it is parked in the first retry tier; default 2s.
 	QueueTimeout time.Duration
-	// QueueEvents bounds each endpoint's queue (events waiting to be sent);
-	// events beyond it are parked in the first retry tier. Default 10000.
+	// QueueEvents bounds each endpoint's queue (events waiting to be sent).
+	// While the queue is full and its endpoint sending normally (circuit
+	// closed, no attempt past SlowAfter), the handler waits for room, up
+	// to QueueTimeout; events it cannot queue are parked in the first
+	// retry tier. Default 10000.
 	QueueEvents int
 	// GlobalEvents bounds the events queued for all endpoints of the node;
 	// default 200000.
@@ -90,8 +93,9 @@ type Config struct {
 	// replaced (see tokens); default 30s.
 	TokenEarly time.Duration
 	// SlowAfter: when an attempt runs longer, a copy of its batch is
-	// parked (due after the attempt's deadline) and the consumed batches
-	// waiting for it are released; default 1s. See Dispatcher.shadow.
+	// parked (due after the attempt's deadline), so the consumed batches
+	// waiting for it can be committed, and the endpoint's new batches are
+	// parked until it succeeds again; default 1s. See Dispatcher.shadow.
 	SlowAfter time.Duration
 
 	Logger  *slog.Logger
@@ -174,6 +178,10 @@ type Dispatcher struct {
 
 	queued atomic.Int64
 	parkCh chan *job
+	// room is closed (and cleared) when a lane's queue shrinks; handlers
+	// waiting for room in a full lane wait on it (roomSignal).
+	roomMu sync.Mutex
+	room   chan struct{}
 
 	recentMu    sync.Mutex
 	recent      map[string]bool
@@ -295,6 +303,43 @@ func (d *Dispatcher) gauges() {
 
 func (d *Dispatcher) now() time.Time { return d.cfg.Now() }
 
+// reserve takes room for up to n events in the node's bound
+// (GlobalEvents) and returns how many it took.
+func (d *Dispatcher) reserve(n int) int {
+	for n > 0 {
+		cur := d.queued.Load()
+		k := min(int64(n), int64(d.cfg.GlobalEvents)-cur)
+		if k <= 0 {
+			return 0
+		}
+		if d.queued.CompareAndSwap(cur, cur+k) {
+			return int(k)
+		}
+	}
+	return 0
+}
+
+// roomSignal returns a channel closed the next time a lane's queue
+// shrinks.
+func (d *Dispatcher) roomSignal() <-chan struct{} {
+	d.roomMu.Lock()
+	defer d.roomMu.Unlock()
+	if d.room == nil {
+		d.room = make(chan struct{})
+	}
+	return d.room
+}
+
+// roomFreed wakes those waiting for room.
+func (d *Dispatcher) roomFreed() {
+	d.roomMu.Lock()
+	if d.room != nil {
+		close(d.room)
+		d.room = nil
+	}
+	d.roomMu.Unlock()
+}
+
 func (d *Dispatcher) next(attempts int, retryAfter time.Duration) (int, time.Time, bool) {
 	d.rndMu.Lock()
 	defer d.rndMu.Unlock()
@@ -330,15 +375,22 @@ func (t *tracker) finish(n int, err error) {
 	}
 }
 
+// wait returns the outcome once every event is delivered or parked, or
+// ctx's error if it ends first (a batch that is done wins over a context
+// that ended meanwhile).
 func (t *tracker) wait(ctx context.Context) error {
 	select {
 	case <-t.done:
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		return t.err
 	case <-ctx.Done():
-		return ctx.Err()
+		select {
+		case <-t.done:
+		default:
+			return ctx.Err()
+		}
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err
 }
 
 // job is a batch on its way: queued, sending or being parked.
@@ -366,9 +418,10 @@ type waiter struct {
 
 // shadow parks a copy of a batch whose attempt is still running after
 // SlowAfter, due only after the attempt's deadline, and hands the batch's
-// sources (the consumed batches waiting for it) to the copy: they commit
-// as soon as the copy is in Kafka, so an endpoint that hangs holds the
-// consumer for SlowAfter, not for the whole attempt. The copy is the
+// sources (the consumed batches waiting for it) to the copy: they can be
+// committed as soon as the copy is in Kafka, so an endpoint that hangs
+// holds back the group's commits for SlowAfter, not for the whole attempt
+// (the group hands on later batches meanwhile). The copy is the
 // retry; if the attempt succeeds after all, this process skips the copy
 // (remember), another would send it once more under the same webhook-id.
 func (d *Dispatcher) shadow(j *job, start time.Time) {

@@ -5,12 +5,13 @@
 // # Guarantees
 //
 // At least once. Dispatcher.EventHandler, driven by the webhook consumer
-// group, returns (so the group commits) only when every event of the
-// consumed batch that matched an active subscription of its account is
-// either in a batch the endpoint answered with 2xx, or in Kafka: parked in
-// a retry tier (Parker.Retry) or given up (Parker.GiveUp: the dead-letter
-// topic and the failed-batches table, from where operators replay it). A
-// crash at any point redelivers; nothing is dropped silently. Events
+// group, reports a consumed batch done (so the group commits it, in
+// offset order after every earlier batch) only when every event of the
+// batch that matched an active subscription of its account is either in
+// a batch the endpoint answered with 2xx, or in Kafka: parked in a retry
+// tier (Parker.Retry) or given up (Parker.GiveUp: the dead-letter topic
+// and the failed-batches table, from where operators replay it). A crash
+// at any point redelivers; nothing is dropped silently. Events
 // arrive as the producer sent them, with the sg_event_id bouncer derived
 // added when the producer sent none; receivers dedupe on sg_event_id.
 //
@@ -22,13 +23,22 @@
 // copy parked for a slow attempt is due only after that attempt's
 // deadline, and a replay goes out under a new id.
 //
-// Isolation. Each endpoint has a lane: a bounded queue (Config.QueueEvents;
-// beyond it, batches go straight to the first retry tier), a node-wide
-// bound (GlobalEvents), an in-flight limit that halves on 429, 5xx and
-// timeouts and grows back on success, and a circuit breaker that parks
-// rather than drops. An attempt running past SlowAfter parks a copy of its
-// batch and releases the consumer, so an endpoint that hangs delays the
-// others by about SlowAfter once, not by its timeouts.
+// Isolation. Each endpoint has a lane: a bounded queue (Config.QueueEvents)
+// and a node-wide bound (GlobalEvents), an in-flight limit that halves on
+// 429, 5xx and timeouts and grows back on success, and a circuit breaker
+// that parks rather than drops. The handler is a consumer.Stager: the
+// group hands it the next consumed batches while earlier ones still wait
+// for their deliveries (a window bounded by consumer.GroupConfig.MaxStaged
+// and MaxStagedBytes), so an endpoint that hangs does not hold back the
+// events of the others. An attempt running past SlowAfter parks a copy of
+// its batch, so the consumed batches waiting for it can be committed, and
+// the endpoint's next batches are parked rather than sent until it
+// succeeds again. A full queue makes the handler wait for room while its
+// endpoint is sending normally; what a lane cannot take otherwise goes
+// straight to the first retry tier.
+//
+// Bounded memory: the lanes' queues, the in-flight limits, the parking
+// queue and the group's window bound what a node holds.
 //
 // Not guaranteed: order, and exactly once (a crash, a rebalance, or a
 // slow attempt that succeeds on one worker while another sends its copy

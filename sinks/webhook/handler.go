@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/pipeline"
@@ -17,11 +18,12 @@ import (
 // event is matched against an empty set.
 var ErrNotReady = errors.New("webhook: subscriptions not loaded yet")
 
-// EventHandler returns the webhook group's handler: it matches the events
-// of a consumed batch to subscriptions and returns when every event is
-// delivered or parked in Kafka, so the group may commit. maxMessageBytes
-// is the decoder's limit (0: the default).
-func (d *Dispatcher) EventHandler(maxMessageBytes int) consumer.BatchHandler {
+// EventHandler returns the webhook group's handler, a consumer.Stager: it
+// matches the events of a consumed batch to subscriptions and reports the
+// batch done when every event is delivered or parked in Kafka, so the
+// group may commit. maxMessageBytes is the decoder's limit (0: the
+// default).
+func (d *Dispatcher) EventHandler(maxMessageBytes int) consumer.Stager {
 	return &eventHandler{d: d, decoders: pipeline.NewDecoders(maxMessageBytes)}
 }
 
@@ -36,12 +38,33 @@ type eventHandler struct {
 // Assigned: the webhook group keeps no marks; it resumes at the commit.
 func (h *eventHandler) Assigned(context.Context, string, int) (int64, error) { return 0, nil }
 
-// Handle delivers msgs (at least once). See the package doc.
+// Handle delivers msgs (at least once) and returns when every event is
+// delivered or parked. See the package doc.
 func (h *eventHandler) Handle(ctx context.Context, topic string, partition int, msgs []consumer.Message) error {
+	done, err := h.Stage(ctx, topic, partition, msgs)
+	if err != nil {
+		return err
+	}
+	return done(ctx)
+}
+
+// Stage hands the events of msgs to their endpoints' lanes and returns
+// done, which waits until every one of them is delivered or parked
+// (consumer.Stager): the group hands on its next batches meanwhile, so a
+// hanging endpoint does not hold back the others, and commits in order.
+//
+// A lane takes what its queue (and the node's) has room for. While a lane
+// is full but sending (circuit closed, no attempt past SlowAfter), Stage
+// waits for room, up to QueueTimeout or ctx: the consumer goes at the
+// pace of the endpoints rather than filling the retry tiers. What a lane
+// that is not sending, or still full after the wait, cannot take is parked
+// in the first retry tier at once. Stage fails, taking nothing, only when
+// the subscriptions were never read or a message is malformed.
+func (h *eventHandler) Stage(ctx context.Context, topic string, partition int, msgs []consumer.Message) (func(context.Context) error, error) {
 	d := h.d
 	snap := d.snap.Load()
 	if snap == nil {
-		return ErrNotReady
+		return nil, ErrNotReady
 	}
 	dec := h.decoders.For(topic, partition)
 	t := newTracker()
@@ -65,7 +88,7 @@ func (h *eventHandler) Handle(ctx context.Context, topic string, partition int, 
 				elems = splitElements(msg.Value)
 			}
 			if ev.Index >= len(elems) {
-				return fmt.Errorf("webhook: %s/%d@%d: element %d not found", msg.Topic, msg.Partition, msg.Offset, ev.Index)
+				return nil, fmt.Errorf("webhook: %s/%d@%d: element %d not found", msg.Topic, msg.Partition, msg.Offset, ev.Index)
 			}
 			var raw json.RawMessage
 			for _, ep := range eps {
@@ -83,20 +106,74 @@ func (h *eventHandler) Handle(ctx context.Context, topic string, partition int, 
 			}
 		}
 	}
-	var overflow []*job
+	var full []laneEvents
 	for l, pe := range byLane {
 		t.add(len(pe))
-		if !l.add(pe) {
-			overflow = append(overflow, l.overflowJobs(pe)...)
+		if n := l.add(pe); n < len(pe) {
+			full = append(full, laneEvents{l, pe[n:]})
 		}
 	}
 	clear(byLane)
-	for _, j := range overflow {
+	if len(full) > 0 {
+		d.admit(ctx, full)
+	}
+	t.finish(1, nil)
+	return t.wait, nil
+}
+
+// laneEvents are events a lane has not taken yet.
+type laneEvents struct {
+	l  *lane
+	pe []pendingEvent
+}
+
+// admit gives full lanes their events as room frees up, while they are
+// sending, for up to QueueTimeout (or until ctx ends); the rest is parked
+// in the first retry tier.
+func (d *Dispatcher) admit(ctx context.Context, full []laneEvents) {
+	limit := d.cfg.QueueTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		// Leave the events taken last the time to wait in the queue or
+		// for a slow attempt before the caller's deadline.
+		limit = min(limit, time.Until(dl)-max(d.cfg.QueueTimeout, d.cfg.SlowAfter)-d.cfg.MaxBatchWait)
+	}
+	timer := time.NewTimer(max(limit, 0))
+	defer timer.Stop()
+	expired := limit <= 0
+	for len(full) > 0 {
+		room := d.roomSignal() // before looking: a later freeing closes it
+		keep := full[:0]
+		for _, f := range full {
+			f.pe = f.pe[f.l.add(f.pe):]
+			switch {
+			case len(f.pe) == 0:
+			case expired || !f.l.sending():
+				d.overflow(f.l, f.pe)
+			default:
+				keep = append(keep, f)
+			}
+		}
+		clear(full[len(keep):])
+		full = keep
+		if len(full) == 0 || expired {
+			return
+		}
+		select {
+		case <-room:
+		case <-timer.C:
+			expired = true
+		case <-ctx.Done():
+			expired = true
+		}
+	}
+}
+
+// overflow parks events a lane cannot take in the first retry tier.
+func (d *Dispatcher) overflow(l *lane, pe []pendingEvent) {
+	for _, j := range l.overflowJobs(pe) {
 		j.b.Tier, j.b.Due = 0, d.now().Add(d.cfg.Schedule.Delays[0])
 		d.park(j)
 	}
-	t.finish(1, nil)
-	return t.wait(ctx)
 }
 
 // overflowJobs makes batches of events a full lane cannot take; they go

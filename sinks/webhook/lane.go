@@ -111,18 +111,22 @@ func (l *lane) wake() {
 	}
 }
 
-// add queues fresh events; it reports false, taking nothing, when the
-// lane's or the node's bound would be exceeded.
-func (l *lane) add(evs []pendingEvent) bool {
+// add queues the first of evs that the lane's and the node's bounds
+// leave room for, and returns how many it took.
+func (l *lane) add(evs []pendingEvent) int {
 	d := l.d
-	n := len(evs)
 	l.mu.Lock()
-	if l.closed || l.queued+n > d.cfg.QueueEvents || d.queued.Load()+int64(n) > int64(d.cfg.GlobalEvents) {
+	if l.closed {
 		l.mu.Unlock()
-		return false
+		return 0
 	}
+	n := d.reserve(min(len(evs), d.cfg.QueueEvents-l.queued))
+	if n == 0 {
+		l.mu.Unlock()
+		return 0
+	}
+	evs = evs[:n]
 	l.queued += n
-	d.queued.Add(int64(n))
 	for _, e := range evs {
 		if len(l.pending) == 0 {
 			l.pendingSince = d.now()
@@ -139,7 +143,18 @@ func (l *lane) add(evs []pendingEvent) bool {
 	}
 	l.mu.Unlock()
 	l.wake()
-	return true
+	return n
+}
+
+// sending reports whether the lane sends what it queues: its endpoint is
+// active, its circuit closed, and no attempt ran past SlowAfter since its
+// last success. Its queue then drains by sending (or, for batches that
+// wait QueueTimeout, by parking).
+func (l *lane) sending() bool {
+	ep := l.ep.Load()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return ep != nil && ep.Active() && l.slow == 0 && !l.suspect && l.br.State() == gobreaker.StateClosed
 }
 
 // addBatch queues a parked batch for its next attempt; false when full.
@@ -147,12 +162,16 @@ func (l *lane) addBatch(j *job) bool {
 	d := l.d
 	n := len(j.b.Events)
 	l.mu.Lock()
-	if l.closed || l.queued+n > d.cfg.QueueEvents || d.queued.Load()+int64(n) > int64(d.cfg.GlobalEvents) {
+	if l.closed || l.queued+n > d.cfg.QueueEvents {
+		l.mu.Unlock()
+		return false
+	}
+	if got := d.reserve(n); got < n {
+		d.queued.Add(-int64(got))
 		l.mu.Unlock()
 		return false
 	}
 	l.queued += n
-	d.queued.Add(int64(n))
 	j.queuedAt = d.now()
 	l.ready = append(l.ready, j)
 	l.mu.Unlock()
@@ -248,6 +267,9 @@ func (l *lane) run(ctx context.Context) {
 		for _, j := range send {
 			d.queued.Add(-int64(len(j.b.Events)))
 			go l.send(ctx, j)
+		}
+		if len(park)+len(send) > 0 {
+			d.roomFreed()
 		}
 		clear(park)
 		clear(send)
