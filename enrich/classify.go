@@ -98,6 +98,8 @@ type scratch struct {
 	// the least and the greatest end of an occurrence of a literal it
 	// needs: a match of a branch of bounded width lies near them.
 	first, last []int32
+	// hits are the literal occurrences the prefilter found.
+	hits []hit
 	// provider named by a marker literal, if any.
 	marker string
 }
@@ -286,7 +288,7 @@ func (c *Classifier) Classify(in Input) (Result, error) {
 	}
 
 	c.prefilter(sc, lower, wide)
-	provider := ProviderForDomain(DomainOf(in.Email))
+	provider := ProviderForDomain(domainPart(in.Email))
 	if provider == "" {
 		provider = sc.marker
 	}
@@ -321,24 +323,28 @@ func (c *Classifier) prefilter(sc *scratch, text []byte, wide bool) {
 	copy(sc.rules, c.alwaysRules)
 	copy(sc.alts, c.alwaysAlts)
 	sc.marker = ""
-	found := func(p int32, end int) {
-		for _, ref := range c.patternAlts[p] {
+	sc.hits = c.lits.scan(text, sc.hits[:0])
+	if wide && c.wide != nil {
+		n := len(sc.hits)
+		sc.hits = c.wide.scan(text, sc.hits)
+		for i := n; i < len(sc.hits); i++ {
+			sc.hits[i].id = c.wideIDs[sc.hits[i].id]
+		}
+	}
+	for _, h := range sc.hits {
+		for _, ref := range c.patternAlts[h.id] {
 			setBit(sc.rules, ref.rule)
 			if !hasBit(sc.alts, ref.alt) {
 				setBit(sc.alts, ref.alt)
-				sc.first[ref.alt], sc.last[ref.alt] = int32(end), int32(end)
+				sc.first[ref.alt], sc.last[ref.alt] = h.end, h.end
 			} else {
-				sc.first[ref.alt] = min(sc.first[ref.alt], int32(end))
-				sc.last[ref.alt] = max(sc.last[ref.alt], int32(end))
+				sc.first[ref.alt] = min(sc.first[ref.alt], h.end)
+				sc.last[ref.alt] = max(sc.last[ref.alt], h.end)
 			}
 		}
-		if sc.marker == "" {
-			sc.marker = c.patternProvider[p]
+		if sc.marker == "" && c.patternProvider[h.id] != "" {
+			sc.marker = c.patternProvider[h.id]
 		}
-	}
-	c.lits.scan(text, found)
-	if wide && c.wide != nil {
-		c.wide.scan(text, func(p int32, end int) { found(c.wideIDs[p], end) })
 	}
 }
 

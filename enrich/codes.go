@@ -1,5 +1,10 @@
 package enrich
 
+import (
+	"encoding/binary"
+	"math/bits"
+)
+
 // StatusCode is an RFC 3463 enhanced status code class.subject.detail.
 // The zero value means "none".
 type StatusCode struct {
@@ -114,10 +119,10 @@ func findCodes(s []byte) (reply uint16, status StatusCode) {
 		if reply != 0 && reply/100 != 4 && !status.IsZero() {
 			break
 		}
-		c := s[i]
-		if c != '2' && c != '4' && c != '5' {
-			continue
+		if i = nextCodeByte(s, i); i == len(s) {
+			break
 		}
+		c := s[i]
 		if i > 0 && (isAlnum(s[i-1]) || s[i-1] == '.' || s[i-1] == '_' || s[i-1] == '/' || (s[i-1] == ':' && i > 1 && isDigit(s[i-2]))) {
 			continue
 		}
@@ -157,6 +162,31 @@ func findCodes(s []byte) (reply uint16, status StatusCode) {
 		}
 	}
 	return reply, status
+}
+
+// nextCodeByte returns the index of the first '2', '4' or '5' (the digits a
+// reply or status code starts with) in s at or after i, or len(s). It tests
+// eight bytes at a time: most of a text holds none of them.
+func nextCodeByte(s []byte, i int) int {
+	const (
+		ones = 0x0101010101010101
+		low  = 0x7f7f7f7f7f7f7f7f
+		high = 0x8080808080808080
+	)
+	// zero has the high bit of each zero byte of x set, and no other bit.
+	zero := func(x uint64) uint64 { return ^((x&low + low) | x | low) }
+	for ; i+8 <= len(s); i += 8 {
+		w := binary.LittleEndian.Uint64(s[i : i+8])
+		if m := zero(w^'2'*ones) | zero(w^'4'*ones) | zero(w^'5'*ones); m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+	}
+	for ; i < len(s); i++ {
+		if c := s[i]; c == '2' || c == '4' || c == '5' {
+			return i
+		}
+	}
+	return len(s)
 }
 
 // foldedReply reports whether the permanent reply code at s[i:end] starts a

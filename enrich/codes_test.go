@@ -161,3 +161,26 @@ func FuzzNormalize(f *testing.F) {
 		}
 	})
 }
+
+func TestNextCodeByte(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	alphabet := []byte("0123456789 .a\x00\xff\x80\xb2\xb4")
+	for n := 0; n < 5000; n++ {
+		s := make([]byte, rng.IntN(40))
+		for i := range s {
+			s[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		for from := 0; from <= len(s); from++ {
+			want := len(s)
+			for i := from; i < len(s); i++ {
+				if s[i] == '2' || s[i] == '4' || s[i] == '5' {
+					want = i
+					break
+				}
+			}
+			if got := nextCodeByte(s, from); got != want {
+				t.Fatalf("nextCodeByte(%q, %d) = %d, want %d", s, from, got, want)
+			}
+		}
+	}
+}

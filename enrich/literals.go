@@ -1,5 +1,7 @@
 package enrich
 
+import "unsafe"
+
 // literalSet finds which of a fixed set of strings occur in a text: an
 // Aho-Corasick automaton compiled to a dense DFA over byte classes, over the
 // first anchorLen bytes of each string (its anchor); where an anchor occurs,
@@ -18,18 +20,18 @@ type literalSet struct {
 	anchorLen  []int32
 	anchorPats [][]int32
 
-	class  [256]int32 // byte -> column; 0 for bytes no pattern contains
+	class  [256]uint32 // byte -> column; 0 for bytes no pattern contains
 	nclass int
-	// next[row+class] is the next state's row (state*nclass), with
-	// endsFlag set when patterns end in that state.
-	next []int32
+	// next[row+class] is the next state's row (state*nclass). States are
+	// numbered so that those where patterns end come last, from row
+	// endRow on: the scanning loop tells them with one comparison.
+	next   []uint32
+	endRow uint32
 	// The patterns that end in a state, its failure chain included:
 	// ends[endAt[s]:endAt[s+1]].
 	endAt []int32
 	ends  []int32
 }
-
-const endsFlag = -1 << 31
 
 // anchorLen is how many leading bytes of a string the automaton matches.
 // Shorter anchors mean a smaller table but more in-place comparisons.
@@ -55,7 +57,7 @@ func newLiteralSet(literals []string) *literalSet {
 	for _, p := range patterns {
 		for i := 0; i < len(p); i++ {
 			if m.class[p[i]] == 0 {
-				m.class[p[i]] = int32(m.nclass)
+				m.class[p[i]] = uint32(m.nclass)
 				m.nclass++
 			}
 		}
@@ -84,7 +86,7 @@ func newLiteralSet(literals []string) *literalSet {
 	}
 	states := len(own)
 	nc := int32(m.nclass)
-	m.next = make([]int32, states*m.nclass)
+	dfa := make([]int32, states*m.nclass)
 	fail := make([]int32, states)
 	outs := make([][]int32, states)
 	outs[0] = own[0]
@@ -92,7 +94,7 @@ func newLiteralSet(literals []string) *literalSet {
 	queue := make([]int32, 0, states)
 	for c := int32(0); c < nc; c++ {
 		if t := edges[c]; t > 0 {
-			m.next[c] = t
+			dfa[c] = t
 			fail[t] = 0
 			queue = append(queue, t)
 		}
@@ -108,60 +110,101 @@ func newLiteralSet(literals []string) *literalSet {
 		for c := int32(0); c < nc; c++ {
 			t := edges[s*nc+c]
 			if t < 0 {
-				m.next[s*nc+c] = m.next[fail[s]*nc+c]
+				dfa[s*nc+c] = dfa[fail[s]*nc+c]
 				continue
 			}
-			m.next[s*nc+c] = t
-			fail[t] = m.next[fail[s]*nc+c]
+			dfa[s*nc+c] = t
+			fail[t] = dfa[fail[s]*nc+c]
 			queue = append(queue, t)
 			order = append(order, t)
 		}
 	}
+	// Number the states breadth first, those where no pattern ends before
+	// those where one does (each group keeping the breadth-first order).
 	rank := make([]int32, states)
-	for i, s := range order {
-		rank[s] = int32(i)
+	numbered := 0
+	for _, withEnds := range []bool{false, true} {
+		for _, s := range order {
+			if (len(outs[s]) > 0) == withEnds {
+				rank[s] = int32(numbered)
+				numbered++
+			}
+		}
+		if !withEnds {
+			m.endRow = uint32(numbered * m.nclass)
+		}
+	}
+	byRank := make([]int32, states)
+	for s, r := range rank {
+		byRank[r] = int32(s)
 	}
 	m.endAt = make([]int32, states+1)
-	for i, s := range order {
+	for r, s := range byRank {
 		m.ends = append(m.ends, outs[s]...)
-		m.endAt[i+1] = int32(len(m.ends))
+		m.endAt[r+1] = int32(len(m.ends))
 	}
-	// Renumber breadth first, premultiply targets into rows and flag the
-	// states where patterns end.
-	next := make([]int32, len(m.next))
+	// Renumber and premultiply targets into rows.
+	next := make([]uint32, len(dfa))
 	for s := int32(0); s < int32(states); s++ {
 		for c := int32(0); c < nc; c++ {
-			t := m.next[s*nc+c]
-			v := rank[t] * nc
-			if len(outs[t]) > 0 {
-				v |= endsFlag
-			}
-			next[rank[s]*nc+c] = v
+			next[rank[s]*nc+c] = uint32(rank[dfa[s*nc+c]] * nc)
 		}
 	}
 	m.next = next
 	return m
 }
 
-// scan calls found for every pattern id occurring in text, once per
-// occurrence, with the index in text just after the occurrence. Calls come
-// in the order the occurrences start, not end.
-func (m *literalSet) scan(text []byte, found func(id int32, end int)) {
-	row := int32(0)
-	next, class := m.next, &m.class
-	for i, b := range text {
-		v := next[row+class[b]]
-		row = v &^ endsFlag
-		if v < 0 {
-			s := row / int32(m.nclass)
-			for _, aid := range m.ends[m.endAt[s]:m.endAt[s+1]] {
-				for _, id := range m.anchorPats[aid] {
-					rest := m.rest[id]
-					if end := i + 1 + len(rest); len(rest) == 0 || end <= len(text) && string(text[i+1:end]) == rest {
-						found(id, end)
-					}
+// hit is one occurrence of a pattern: its id and the index just after it.
+type hit struct{ id, end int32 }
+
+// scan appends to hits every occurrence of a pattern in text and returns
+// the result. Occurrences come in the order they start, not end. text must
+// be shorter than 2 GiB.
+func (m *literalSet) scan(text []byte, hits []hit) []hit {
+	class, endRow := &m.class, m.endRow
+	// The table is indexed without bounds checks: every entry is a row
+	// start below len(m.next) and every class is below nclass, which
+	// newLiteralSet guarantees and TestLiteralSetFindsEveryOccurrence and
+	// FuzzPrefilter exercise.
+	next := unsafe.Pointer(unsafe.SliceData(m.next))
+	bytes := unsafe.Pointer(unsafe.SliceData(text))
+	row := uint32(0)
+	// step moves the automaton over text[i] (i < len(text)).
+	step := func(row uint32, i int) uint32 {
+		b := *(*byte)(unsafe.Add(bytes, i))
+		return *(*uint32)(unsafe.Add(next, uintptr(row+class[b])*4))
+	}
+	i := 0
+	for {
+		// The loop that reads most bytes, two per round: one table step
+		// and one comparison per byte, no call, so its variables stay in
+		// registers.
+		for i+2 <= len(text) {
+			if row = step(row, i); row >= endRow {
+				goto ends
+			}
+			if row = step(row, i+1); row >= endRow {
+				i++
+				goto ends
+			}
+			i += 2
+		}
+		if i == len(text) {
+			return hits
+		}
+		if row = step(row, i); row < endRow {
+			return hits
+		}
+	ends:
+		s := row / uint32(m.nclass)
+		for _, aid := range m.ends[m.endAt[s]:m.endAt[s+1]] {
+			for _, id := range m.anchorPats[aid] {
+				rest := m.rest[id]
+				if end := i + 1 + len(rest); len(rest) == 0 || end <= len(text) && string(text[i+1:end]) == rest {
+					hits = append(hits, hit{id, int32(end)})
 				}
 			}
 		}
+		i++
 	}
 }

@@ -22,12 +22,13 @@ func TestLiteralSetFindsEveryOccurrence(t *testing.T) {
 	}
 	for _, text := range texts {
 		got := make([]int, len(patterns))
-		m.scan([]byte(text), func(id int32, end int) {
+		for _, h := range m.scan([]byte(text), nil) {
+			id, end := h.id, int(h.end)
 			if text[end-len(patterns[id]):end] != patterns[id] {
 				t.Fatalf("%q in %q: reported ending at %d", patterns[id], text, end)
 			}
 			got[id]++
-		})
+		}
 		for id, p := range patterns {
 			want := 0
 			for i := 0; i+len(p) <= len(text); i++ {
@@ -46,9 +47,10 @@ func BenchmarkLiteralSetScan(b *testing.B) {
 	c := MustNew()
 	text := normalize(nil, "550 5.1.1 The email account that you tried to reach does not exist. Please try double-checking the recipient's email address for typos or unnecessary spaces. - gsmtp")
 	n := 0
+	hits := make([]hit, 0, 64)
 	b.SetBytes(int64(len(text)))
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		c.lits.scan(text, func(int32, int) { n++ })
+		n += len(c.lits.scan(text, hits[:0]))
 	}
 }
