@@ -85,7 +85,12 @@ type Classifier struct {
 	// p; patternProvider gives the provider a marker literal names.
 	patternAlts     [][]altRef
 	patternProvider []string
-	scratch         sync.Pool
+	// markers: the literals naming a provider have the ids below it.
+	markers int32
+	// infos[i] describes rule i's reason; unclassified, no rule's.
+	infos        []ReasonInfo
+	unclassified ReasonInfo
+	scratch      sync.Pool
 }
 
 type altRef struct{ rule, alt int }
@@ -146,7 +151,11 @@ func BuiltinRules() ([]Rule, error) {
 func (c *Classifier) Rules() []Rule { return c.rules }
 
 func compile(rules []Rule) (*Classifier, error) {
-	c := &Classifier{rules: rules, ruleAlts: make([][2]int, len(rules))}
+	c := &Classifier{rules: rules, ruleAlts: make([][2]int, len(rules)), infos: make([]ReasonInfo, len(rules))}
+	c.unclassified, _ = LookupReason("unclassified")
+	for i, r := range rules {
+		c.infos[i], _ = LookupReason(r.Reason)
+	}
 	for i := range rules {
 		lo := len(c.alts)
 		for k := range rules[i].alts {
@@ -219,10 +228,19 @@ func compile(rules []Rule) (*Classifier, error) {
 			c.wideIDs[i] = int32(len(narrow) + i)
 		}
 	}
+	for p, lit := range c.lits.patterns {
+		if c.patternProvider[p] != "" {
+			if int32(p) != c.markers {
+				return nil, fmt.Errorf("provider marker %q is not among the first literals", lit)
+			}
+			c.markers++
+		}
+	}
 	c.scratch.New = func() any {
 		return &scratch{
 			rules: make([]uint64, len(c.alwaysRules)), alts: make([]uint64, len(c.alwaysAlts)),
 			first: make([]int32, len(c.alts)), last: make([]int32, len(c.alts)),
+			hits: make([]hit, 0, 64),
 		}
 	}
 	return c, nil
@@ -295,19 +313,19 @@ func (c *Classifier) Classify(in Input) (Result, error) {
 
 	res := Result{ReplyCode: reply, Status: status, Provider: provider}
 	res.Reason, res.Rule = "unclassified", RuleNoMatch
+	info := c.unclassified
 	for w, word := range sc.rules {
 		for word != 0 {
 			i := w*64 + bits.TrailingZeros64(word)
 			word &= word - 1
 			if c.matches(i, sc, lower, reply, status, provider, typ, event) {
 				r := &c.rules[i]
-				res.Reason, res.Rule = r.Reason, r.ID
+				res.Reason, res.Rule, info = r.Reason, r.ID, c.infos[i]
 				goto decided
 			}
 		}
 	}
 decided:
-	info, _ := LookupReason(res.Reason)
 	res.Classification = info.Class
 	res.BounceType = Soft
 	if info.MayBeHard && event != "deferred" && codeClass(reply, status) != 4 {
@@ -342,7 +360,7 @@ func (c *Classifier) prefilter(sc *scratch, text []byte, wide bool) {
 				sc.last[ref.alt] = max(sc.last[ref.alt], h.end)
 			}
 		}
-		if sc.marker == "" && c.patternProvider[h.id] != "" {
+		if h.id < c.markers && sc.marker == "" {
 			sc.marker = c.patternProvider[h.id]
 		}
 	}
