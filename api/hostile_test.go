@@ -60,6 +60,8 @@ var jsonBodyRoutes = map[string]bool{
 	"POST /v3/user/webhooks/event/test":                  true,
 	"POST /bouncer/v1/webhooks/{id}/replay":              true,
 	"PATCH /v3/user/webhooks/event/settings/signed/{id}": true,
+	"POST /v3/user/webhooks/security/policies":           true,
+	"PATCH /v3/user/webhooks/security/policies/{id}":     true,
 }
 
 var badJSON = []string{

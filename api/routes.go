@@ -128,6 +128,14 @@ func (s *server) routes() []route {
 		{"PATCH", "/v3/user/webhooks/event/settings/signed/{id}", scopeWebhookUpdate, key, s.webhookRoute(s.handleWebhookSignedSet)},
 		{"POST", "/v3/user/webhooks/event/test", scopeWebhookTest, key, s.webhookRoute(s.handleWebhookTest)},
 
+		// Webhook security policies (webhook_policies.go): SendGrid states no
+		// scopes for them; they take the event webhook settings' scopes.
+		{"POST", "/v3/user/webhooks/security/policies", scopeWebhookCreate, key, s.webhookRoute(s.handlePolicyCreate)},
+		{"GET", "/v3/user/webhooks/security/policies", scopeWebhookRead, key, s.webhookRoute(s.handlePolicyList)},
+		{"GET", "/v3/user/webhooks/security/policies/{id}", scopeWebhookRead, key, s.webhookRoute(s.handlePolicyGet)},
+		{"PATCH", "/v3/user/webhooks/security/policies/{id}", scopeWebhookUpdate, key, s.webhookRoute(s.handlePolicyUpdate)},
+		{"DELETE", "/v3/user/webhooks/security/policies/{id}", scopeWebhookDelete, key, s.webhookRoute(s.handlePolicyDelete)},
+
 		{"GET", "/bouncer/v1/webhooks/{id}/secret", scopeWebhookUpdate, key, s.webhookRoute(s.handleWebhookSecret)},
 		{"POST", "/bouncer/v1/webhooks/{id}/secret/rotate", scopeWebhookUpdate, key, s.webhookRoute(s.handleWebhookRotate)},
 

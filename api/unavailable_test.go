@@ -92,6 +92,21 @@ func (downStores) Webhook(context.Context, string, string) (subscription.Webhook
 	return subscription.Webhook{}, false, errRefused
 }
 func (downStores) PutWebhook(context.Context, string, subscription.Webhook) error { return errRefused }
+func (downStores) SecurityPolicies(context.Context, string) ([]subscription.Policy, error) {
+	return nil, errRefused
+}
+func (downStores) SecurityPolicy(context.Context, string, string) (subscription.Policy, bool, error) {
+	return subscription.Policy{}, false, errRefused
+}
+func (downStores) CreateSecurityPolicy(context.Context, string, subscription.Policy) error {
+	return errRefused
+}
+func (downStores) PutSecurityPolicy(context.Context, string, subscription.Policy) error {
+	return errRefused
+}
+func (downStores) DeleteSecurityPolicy(context.Context, string, subscription.Policy, time.Time) error {
+	return errRefused
+}
 func (downStores) CreateWebhook(context.Context, string, subscription.Webhook) error {
 	return errRefused
 }
@@ -140,6 +155,8 @@ var goodRequests = map[string]struct{ query, body string }{
 	"POST /v3/user/webhooks/event/settings":              {"", `{"enabled":true,"url":"https://hooks.example.com/x","delivered":true}`},
 	"POST /bouncer/v1/suppressions/{list}/import":        {"", "email\na@x.org\n"},
 	"POST /v3/user/webhooks/event/test":                  {"", `{"id":"00000000-0000-0000-0000-000000000000"}`},
+	"POST /v3/user/webhooks/security/policies":           {"", `{"name":"p","signature":{"enabled":true}}`},
+	"PATCH /v3/user/webhooks/security/policies/{id}":     {"", `{"name":"q"}`},
 	"POST /bouncer/v1/suppressions/check":                {"", `{"emails":["a@x.org"]}`},
 	"DELETE /v3/suppression/bounces":                     {"", `{"emails":["a@x.org"]}`},
 	"DELETE /v3/suppression/blocks":                      {"", `{"emails":["a@x.org"]}`},

@@ -87,6 +87,20 @@ type WebhookStore interface {
 	// WebhookGuard is the SSRF guard: it checks URLs when they are set and
 	// dials the test delivery.
 	WebhookGuard() safedial.Guard
+
+	// SecurityPolicies returns the account's security policies, oldest
+	// first, secrets opened.
+	SecurityPolicies(ctx context.Context, account string) ([]subscription.Policy, error)
+	// SecurityPolicy returns one; ok is false when the account has none
+	// with that id.
+	SecurityPolicy(ctx context.Context, account, id string) (p subscription.Policy, ok bool, err error)
+	// CreateSecurityPolicy stores a new policy unless the account has
+	// subscription.MaxPoliciesPerAccount (subscription.ErrPolicyLimit).
+	CreateSecurityPolicy(ctx context.Context, account string, p subscription.Policy) error
+	// PutSecurityPolicy stores p as the newest version of its policy.
+	PutSecurityPolicy(ctx context.Context, account string, p subscription.Policy) error
+	// DeleteSecurityPolicy deletes the policy p as read, as of at.
+	DeleteSecurityPolicy(ctx context.Context, account string, p subscription.Policy, at time.Time) error
 }
 
 // webhookWriteError turns a store's limit answers into the API's errors.
@@ -181,6 +195,9 @@ type webhookJSON struct {
 	OAuthClientID *string `json:"oauth_client_id,omitempty"`
 	OAuthTokenURL *string `json:"oauth_token_url,omitempty"`
 	PublicKey     *string `json:"public_key,omitempty"`
+	// SecurityPolicy is the id of the security policy the webhook uses
+	// (bouncer's field; absent when none).
+	SecurityPolicy *string `json:"security_policy,omitempty"`
 }
 
 // webhookView says which optional fields a route shows, as SendGrid's
@@ -232,6 +249,10 @@ func webhookJSONOf(wh *subscription.Webhook, v webhookView) webhookJSON {
 		pk := wh.PublicKey
 		out.PublicKey = &pk
 	}
+	if wh.SecurityPolicy != "" {
+		sp := wh.SecurityPolicy
+		out.SecurityPolicy = &sp
+	}
 	return out
 }
 
@@ -256,6 +277,9 @@ type webhookBody struct {
 	OAuthClientID     *string `json:"oauth_client_id"`
 	OAuthClientSecret *string `json:"oauth_client_secret"`
 	OAuthTokenURL     *string `json:"oauth_token_url"`
+	// SecurityPolicy names a security policy of the account the webhook
+	// uses; "" stops using one.
+	SecurityPolicy *string `json:"security_policy"`
 
 	// Fields of the responses, accepted and ignored, so that what a GET
 	// answered can be sent back as a PATCH.
@@ -276,12 +300,26 @@ func (b *webhookBody) events() map[string]*bool {
 
 // apply checks the body and applies it to wh; others are the account's
 // other subscriptions (for the unique-URL rule).
-func (b *webhookBody) apply(wh *subscription.Webhook, others []subscription.Webhook, guard safedial.Guard) error {
+func (b *webhookBody) apply(ctx context.Context, wh *subscription.Webhook, others []subscription.Webhook, st WebhookStore) error {
+	guard := st.WebhookGuard()
 	oauth, err := applyOAuth(wh.OAuth, b.OAuthClientID, b.OAuthClientSecret, b.OAuthTokenURL, guard)
 	if err != nil {
 		return err
 	}
 	wh.OAuth = oauth
+	if b.SecurityPolicy != nil {
+		id := strings.ToLower(strings.TrimSpace(*b.SecurityPolicy))
+		if id != "" {
+			_, ok, err := st.SecurityPolicy(ctx, wh.AccountID, id)
+			if err != nil {
+				return err
+			}
+			if _, perr := uuid.Parse(id); perr != nil || len(id) != 36 || !ok {
+				return errorf(EInvalid, "security_policy", "security_policy: this account has no security policy %q (GET /v3/user/webhooks/security/policies lists them)", truncateForError(id))
+			}
+		}
+		wh.SecurityPolicy = id
+	}
 	if b.URL != nil {
 		u, err := checkWebhookURL(*b.URL, guard)
 		if err != nil {
@@ -336,6 +374,18 @@ const (
 // turn OAuth off (and forget the secret). The token URL must pass the SSRF
 // guard like a webhook URL.
 func applyOAuth(cur *subscription.OAuth, clientID, secret, tokenURL *string, guard safedial.Guard) (*subscription.OAuth, error) {
+	return applyOAuthFields(cur, clientID, secret, tokenURL, guard, oauthWebhookFields)
+}
+
+// oauthFields names the OAuth fields of a request body in its errors.
+type oauthFields struct{ id, secret, url string }
+
+var (
+	oauthWebhookFields = oauthFields{"oauth_client_id", "oauth_client_secret", "oauth_token_url"}
+	oauthPolicyFields  = oauthFields{"oauth.client_id", "oauth.client_secret", "oauth.token_url"}
+)
+
+func applyOAuthFields(cur *subscription.OAuth, clientID, secret, tokenURL *string, guard safedial.Guard, f oauthFields) (*subscription.OAuth, error) {
 	if clientID == nil && secret == nil && tokenURL == nil {
 		return cur, nil
 	}
@@ -354,28 +404,28 @@ func applyOAuth(cur *subscription.OAuth, clientID, secret, tokenURL *string, gua
 	}
 	if next.ClientID == "" && next.TokenURL == "" {
 		if secret != nil && *secret != "" {
-			return nil, errorf(EInvalid, "oauth_client_secret", "oauth_client_secret needs oauth_client_id and oauth_token_url")
+			return nil, errorf(EInvalid, f.secret, "%s needs %s and %s", f.secret, f.id, f.url)
 		}
 		return nil, nil // OAuth off
 	}
 	switch {
 	case next.ClientID == "":
-		return nil, errorf(EInvalid, "oauth_client_id", "oauth_client_id is required with oauth_token_url (send both empty to turn OAuth off)")
+		return nil, errorf(EInvalid, f.id, "%s is required with %s (send both empty to turn OAuth off)", f.id, f.url)
 	case next.TokenURL == "":
-		return nil, errorf(EInvalid, "oauth_token_url", "oauth_token_url is required with oauth_client_id: the URL bouncer asks for access tokens (send both empty to turn OAuth off)")
+		return nil, errorf(EInvalid, f.url, "%s is required with %s: the URL bouncer asks for access tokens (send both empty to turn OAuth off)", f.url, f.id)
 	case utf8.RuneCountInString(next.ClientID) > maxOAuthClientID || !utf8.ValidString(next.ClientID) || strings.IndexFunc(next.ClientID, unicode.IsControl) >= 0:
-		return nil, errorf(EInvalid, "oauth_client_id", "oauth_client_id must be at most %d printable characters", maxOAuthClientID)
+		return nil, errorf(EInvalid, f.id, "%s must be at most %d printable characters", f.id, maxOAuthClientID)
 	case len(next.ClientSecret) > maxOAuthSecret || !utf8.ValidString(next.ClientSecret) || strings.IndexFunc(next.ClientSecret, unicode.IsControl) >= 0:
-		return nil, errorf(EInvalid, "oauth_client_secret", "oauth_client_secret must be at most %d bytes of printable characters", maxOAuthSecret)
+		return nil, errorf(EInvalid, f.secret, "%s must be at most %d bytes of printable characters", f.secret, maxOAuthSecret)
 	case next.ClientSecret == "":
-		return nil, errorf(EInvalid, "oauth_client_secret", "oauth_client_secret is required the first time OAuth is set (bouncer keeps it: later updates may leave it out)")
+		return nil, errorf(EInvalid, f.secret, "%s is required the first time OAuth is set (bouncer keeps it: later updates may leave it out)", f.secret)
 	}
 	if next.TokenURL != "" && (cur == nil || next.TokenURL != cur.TokenURL) {
 		if !utf8.ValidString(next.TokenURL) {
-			return nil, errorf(EInvalid, "oauth_token_url", "oauth_token_url is not valid UTF-8")
+			return nil, errorf(EInvalid, f.url, "%s is not valid UTF-8", f.url)
 		}
 		if err := guard.ValidateURL(next.TokenURL); err != nil {
-			return nil, errorf(EInvalid, "oauth_token_url", "%v", err)
+			return nil, errorf(EInvalid, f.url, "%v", err)
 		}
 	}
 	return &next, nil
@@ -507,7 +557,7 @@ func (s *server) handleWebhookCreate(w http.ResponseWriter, r *http.Request, st 
 		Secrets: []sign.Secret{secret}, UpdatedAt: now,
 		Created: now,
 	}
-	if err := body.apply(&wh, existing, st.WebhookGuard()); err != nil {
+	if err := body.apply(r.Context(), &wh, existing, st); err != nil {
 		return err
 	}
 	// The checks above answer the common case with the right error; the
@@ -567,7 +617,7 @@ func (s *server) handleWebhookUpdate(w http.ResponseWriter, r *http.Request, st 
 		}
 	}
 	oldURL := wh.URL
-	if err := body.apply(&wh, others, st.WebhookGuard()); err != nil {
+	if err := body.apply(r.Context(), &wh, others, st); err != nil {
 		return err
 	}
 	wh.UpdatedAt = s.now().UTC().Truncate(time.Second)
@@ -773,6 +823,16 @@ func (s *server) handleWebhookTest(w http.ResponseWriter, r *http.Request, st We
 			return errNoWebhook
 		}
 		ep = wh
+		if ep.SecurityPolicy != "" {
+			// Tested as delivered: with the policy's OAuth and key.
+			p, ok, err := st.SecurityPolicy(r.Context(), account(r), ep.SecurityPolicy)
+			if err != nil {
+				return err
+			}
+			if ok {
+				p.Apply(&ep)
+			}
+		}
 	}
 	// OAuth as SendGrid tests it: the body's settings (the saved secret
 	// when the body leaves it out), else the subscription's own.
@@ -888,4 +948,12 @@ func webhookToken(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return fmt.Sprintf("%x", b)
+}
+
+// truncateForError shortens a caller's value quoted in an error.
+func truncateForError(v string) string {
+	if len(v) > 64 || !utf8.ValidString(v) {
+		return "(too long or not UTF-8)"
+	}
+	return v
 }

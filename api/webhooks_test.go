@@ -31,6 +31,7 @@ import (
 type fakeWebhooks struct {
 	mu       sync.Mutex
 	byAcct   map[string][]subscription.Webhook
+	policies map[string][]subscription.Policy
 	notReady error
 	guard    safedial.Guard
 }
@@ -45,7 +46,54 @@ func (g guardedTester) SendTest(ctx context.Context, w *subscription.Webhook, ur
 }
 
 func newFakeWebhooks() *fakeWebhooks {
-	return &fakeWebhooks{byAcct: map[string][]subscription.Webhook{}}
+	return &fakeWebhooks{byAcct: map[string][]subscription.Webhook{}, policies: map[string][]subscription.Policy{}}
+}
+
+func (f *fakeWebhooks) SecurityPolicies(ctx context.Context, account string) ([]subscription.Policy, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]subscription.Policy(nil), f.policies[account]...), nil
+}
+
+func (f *fakeWebhooks) SecurityPolicy(ctx context.Context, account, id string) (subscription.Policy, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, p := range f.policies[account] {
+		if p.ID == id {
+			return p, true, nil
+		}
+	}
+	return subscription.Policy{}, false, nil
+}
+
+func (f *fakeWebhooks) CreateSecurityPolicy(ctx context.Context, account string, p subscription.Policy) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.policies[account]) >= subscription.MaxPoliciesPerAccount {
+		return subscription.ErrPolicyLimit
+	}
+	f.policies[account] = append(f.policies[account], p)
+	return nil
+}
+
+func (f *fakeWebhooks) PutSecurityPolicy(ctx context.Context, account string, p subscription.Policy) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range f.policies[account] {
+		if f.policies[account][i].ID == p.ID {
+			f.policies[account][i] = p
+			return nil
+		}
+	}
+	f.policies[account] = append(f.policies[account], p)
+	return nil
+}
+
+func (f *fakeWebhooks) DeleteSecurityPolicy(ctx context.Context, account string, p subscription.Policy, at time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.policies[account] = slices.DeleteFunc(f.policies[account], func(x subscription.Policy) bool { return x.ID == p.ID })
+	return nil
 }
 
 // allow opens a test server's loopback address and port (only that port:
@@ -718,7 +766,8 @@ func TestWebhookPatchRoundTrip(t *testing.T) {
 func webhookTableRoutes() []route {
 	var out []route
 	for _, rt := range (&server{}).routes() {
-		if strings.HasPrefix(rt.path, "/v3/user/webhooks/event/") || strings.HasPrefix(rt.path, "/bouncer/v1/webhooks/{id}/secret") {
+		if strings.HasPrefix(rt.path, "/v3/user/webhooks/event/") || strings.HasPrefix(rt.path, "/v3/user/webhooks/security/") ||
+			strings.HasPrefix(rt.path, "/bouncer/v1/webhooks/{id}/secret") {
 			out = append(out, rt)
 		}
 	}

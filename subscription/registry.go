@@ -33,11 +33,36 @@ func (r *Registry) Endpoints(ctx context.Context) ([]Webhook, error) {
 	if err != nil {
 		return nil, err
 	}
+	var sealedPolicies []SealedPolicy
+	for _, row := range rows {
+		if row.SecurityPolicy != "" {
+			// Policies are read only when some subscription uses one.
+			if sealedPolicies, err = r.store.AllSecurityPolicies(ctx); err != nil {
+				return nil, err
+			}
+			break
+		}
+	}
 	r.sealer.Begin()
 	defer r.sealer.End()
+	type policyKey struct{ account, id string }
+	policies := map[policyKey]*SealedPolicy{}
+	for i := range sealedPolicies {
+		policies[policyKey{sealedPolicies[i].AccountID, sealedPolicies[i].ID}] = &sealedPolicies[i]
+	}
 	out := make([]Webhook, 0, len(rows))
 	for _, row := range rows {
 		w, err := r.sealer.Open(row)
+		if err == nil && w.SecurityPolicy != "" {
+			// A policy deleted with force=true leaves the subscription its
+			// own settings.
+			if sp := policies[policyKey{w.AccountID, w.SecurityPolicy}]; sp != nil {
+				var p Policy
+				if p, err = r.sealer.OpenPolicy(*sp); err == nil {
+					p.Apply(&w)
+				}
+			}
+		}
 		if err != nil {
 			w.Enabled, w.Secrets, w.SignedKey, w.OAuth = false, nil, nil, nil
 			if w.DisabledAt.IsZero() {
@@ -65,6 +90,7 @@ func (r *Registry) DisableEndpoint(ctx context.Context, id string, at time.Time,
 
 // Reseal rewrites the subscriptions with a value sealed under another key
 // than keys' first, and reports how many it rewrote of how many there are.
+// ResealPolicies does the same for the security policies.
 // Each write is one version above the row it read, so a change made
 // meanwhile (with a clock-based version) wins over it. The secrets do not
 // change: receivers notice nothing.
@@ -100,4 +126,39 @@ func Reseal(ctx context.Context, store Store, keys *secrets.Keyring) (resealed, 
 		return 0, len(rows), nil
 	}
 	return len(out), len(rows), store.WriteWebhooks(ctx, out)
+}
+
+// ResealPolicies is Reseal for the security policies.
+func ResealPolicies(ctx context.Context, store PolicyStore, keys *secrets.Keyring) (resealed, total int, err error) {
+	current := keys.KeyIDs()[0]
+	o := NewSealer(keys)
+	rows, err := store.AllSecurityPolicies(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	var out []SealedPolicy
+	for _, row := range rows {
+		stale := false
+		for _, sealed := range []string{row.OAuthSecretSealed, row.SigningKeySealed} {
+			if sealed != "" && sealedKeyID(sealed) != current {
+				stale = true
+			}
+		}
+		if !stale {
+			continue
+		}
+		p, err := o.OpenPolicy(row)
+		if err != nil {
+			return 0, len(rows), fmt.Errorf("account %s: %w", row.AccountID, err)
+		}
+		next, err := o.SealPolicy(row.AccountID, p, row.Version+1)
+		if err != nil {
+			return 0, len(rows), err
+		}
+		out = append(out, next)
+	}
+	if len(out) == 0 {
+		return 0, len(rows), nil
+	}
+	return len(out), len(rows), store.WriteSecurityPolicies(ctx, out)
 }

@@ -271,6 +271,8 @@ func TestSecretsReseal(t *testing.T) {
 	f.api.Must(t, 201, f.api.KeyA, "POST", "/v3/user/webhooks/event/settings", `{"url":"https://hooks.acme.example/e","bounce":true}`, &a)
 	f.api.Must(t, 200, f.api.KeyA, "PATCH", "/v3/user/webhooks/event/settings/signed/"+a.ID, `{"enabled":true}`, nil)
 	f.api.Must(t, 200, f.api.KeyA, "POST", "/bouncer/v1/webhooks/"+a.ID+"/secret/rotate", "", nil)
+	f.api.Must(t, 201, f.api.KeyA, "POST", "/v3/user/webhooks/security/policies",
+		`{"name":"p","oauth":{"client_id":"c","client_secret":"policy-secret","token_url":"https://auth.acme.example/t"},"signature":{"enabled":true}}`, nil)
 	before, ok := f.endpoint(t, a.ID)
 	if !ok || len(before.Secrets) != 2 || before.SignedKey == nil {
 		t.Fatalf("before: %+v", before)
@@ -285,6 +287,10 @@ func TestSecretsReseal(t *testing.T) {
 		n, total, err := subscription.Reseal(ctx, f.api.Store, both)
 		if err != nil || n != want[0] || total != want[1] || both.KeyIDs()[0] != "k2" {
 			t.Errorf("reseal %d: %d of %d under %q (%v), want %d of %d under k2", i+1, n, total, both.KeyIDs()[0], err, want[0], want[1])
+		}
+		n, total, err = subscription.ResealPolicies(ctx, f.api.Store, both)
+		if err != nil || n != want[0] || total != want[1] {
+			t.Errorf("reseal policies %d: %d of %d (%v), want %d of %d", i+1, n, total, err, want[0], want[1])
 		}
 	}
 	// The old key under another id than it had: reseal says which key it needs.
@@ -308,5 +314,50 @@ func TestSecretsReseal(t *testing.T) {
 		string(after.Secrets[1].Key) != string(before.Secrets[1].Key) || !after.Secrets[1].NotAfter.Equal(before.Secrets[1].NotAfter) ||
 		after.SignedKey == nil || !after.SignedKey.Equal(before.SignedKey) {
 		t.Errorf("after reseal, with the new key alone: %+v", after)
+	}
+	rows, err := f.api.Store.AllSecurityPolicies(ctx)
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("policies %v %v", rows, err)
+	}
+	if p, err := subscription.NewSealer(onlyNew).OpenPolicy(rows[0]); err != nil || p.OAuth.ClientSecret != "policy-secret" || p.SignedKey == nil {
+		t.Errorf("the policy after reseal, with the new key alone: %+v %v", p, err)
+	}
+}
+
+// TestSecurityPolicyInTheRegistry: a webhook using a policy is delivered
+// with the policy's OAuth (and scopes) and signing key, as stored through
+// the API in ClickHouse and read by delivery's registry; a PATCH of the
+// policy shows at once; detached, the webhook has its own settings again.
+func TestSecurityPolicyInTheRegistry(t *testing.T) {
+	f := newRegistryFixture(t)
+	var p struct {
+		Policy struct {
+			ID        string `json:"id"`
+			Signature struct {
+				PublicKey string `json:"public_key"`
+			} `json:"signature"`
+		} `json:"policy"`
+	}
+	f.api.Must(t, 201, f.api.KeyA, "POST", "/v3/user/webhooks/security/policies", `{"name":"p","signature":{"enabled":true},`+
+		`"oauth":{"client_id":"pc","client_secret":"ps","token_url":"https://auth.acme.example/t","scopes":["a","b"]}}`, &p)
+	var a webhookJSON
+	f.api.Must(t, 201, f.api.KeyA, "POST", "/v3/user/webhooks/event/settings", `{"url":"https://hooks.acme.example/p","bounce":true,`+
+		`"oauth_client_id":"own","oauth_client_secret":"own-secret","oauth_token_url":"https://own.acme.example/t","security_policy":"`+p.Policy.ID+`"}`, &a)
+	ep, ok := f.endpoint(t, a.ID)
+	if !ok {
+		t.Fatal("the webhook is not in the registry")
+	}
+	pk, _ := sign.PublicKeyBase64(ep.SignedKey)
+	if ep.OAuth == nil || ep.OAuth.ClientID != "pc" || ep.OAuth.ClientSecret != "ps" || strings.Join(ep.OAuth.Scopes, " ") != "a b" ||
+		ep.SignedKey == nil || pk != p.Policy.Signature.PublicKey || len(ep.Secrets) != 1 {
+		t.Errorf("endpoint with the policy: OAuth %+v, public key %q (policy's %q)", ep.OAuth, pk, p.Policy.Signature.PublicKey)
+	}
+	f.api.Must(t, 200, f.api.KeyA, "PATCH", "/v3/user/webhooks/security/policies/"+p.Policy.ID, `{"signature":{"enabled":false}}`, nil)
+	if ep, _ := f.endpoint(t, a.ID); ep.SignedKey != nil || ep.OAuth == nil || ep.OAuth.ClientID != "pc" {
+		t.Errorf("after the policy stopped signing: key %v, OAuth %+v", ep.SignedKey != nil, ep.OAuth)
+	}
+	f.api.Must(t, 200, f.api.KeyA, "PATCH", "/v3/user/webhooks/event/settings/"+a.ID, `{"security_policy":""}`, nil)
+	if ep, _ := f.endpoint(t, a.ID); ep.OAuth == nil || ep.OAuth.ClientID != "own" || ep.OAuth.ClientSecret != "own-secret" || len(ep.OAuth.Scopes) != 0 {
+		t.Errorf("detached: OAuth %+v, want the webhook's own", ep.OAuth)
 	}
 }

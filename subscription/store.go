@@ -20,6 +20,8 @@ type Store interface {
 	WebhookByID(ctx context.Context, id string) (w Sealed, ok bool, err error)
 	// WriteWebhooks stores versions of subscriptions in one write.
 	WriteWebhooks(ctx context.Context, ws []Sealed) error
+	// The accounts' security policies.
+	PolicyStore
 
 	// EndpointDeliveryState summarises the delivery log of an endpoint.
 	EndpointDeliveryState(ctx context.Context, account, endpoint string) (DeliveryState, error)

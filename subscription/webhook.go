@@ -43,6 +43,10 @@ type Webhook struct {
 	// OAuth, when set, makes delivery send a bearer token it gets from
 	// the receiver's token endpoint with the client-credentials grant.
 	OAuth *OAuth
+	// SecurityPolicy is the id of the account's security policy the
+	// subscription uses ("" none): delivery applies it (Policy.Apply) over
+	// OAuth and SignedKey, which keep the subscription's own settings.
+	SecurityPolicy string
 	// Created and UpdatedAt are kept to the second; UpdatedAt is the time
 	// of the last change.
 	Created   time.Time

@@ -122,5 +122,11 @@ func runSecrets(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	fmt.Fprintf(env.stdout, "resealed %d of %d webhook subscriptions under key %q\n", n, total, keys.KeyIDs()[0])
+	if n, total, err = subscription.ResealPolicies(ctx, store, keys); err != nil {
+		return err
+	}
+	if total > 0 {
+		fmt.Fprintf(env.stdout, "resealed %d of %d webhook security policies under key %q\n", n, total, keys.KeyIDs()[0])
+	}
 	return nil
 }

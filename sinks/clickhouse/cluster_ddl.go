@@ -35,6 +35,8 @@ var clusterLayout = map[string]tableLayout{
 	"webhooks":               {shardKey: "cityHash64(account_id, id)"},
 	"webhook_deliveries":     {shardKey: "cityHash64(account_id, endpoint_id)"},
 	"webhook_failed_batches": {shardKey: "cityHash64(account_id, endpoint_id)"},
+	// Security policies, read newest-version-first per (account_id, id).
+	"webhook_security_policies": {shardKey: "cityHash64(account_id, id)"},
 	// Small control tables: on every server.
 	"api_keys":            {},
 	"forwarding_settings": {},

@@ -31,7 +31,7 @@ var webhookColumns = append(append([]string{
 	webhookEventColumns...),
 	"secret_sealed", "prev_secret_sealed", "prev_secret_not_after", "signed", "signing_key_sealed", "public_key",
 	"disabled_at", "disabled_reason", "created", "updated",
-	"oauth_client_id", "oauth_token_url", "oauth_secret_sealed")
+	"oauth_client_id", "oauth_token_url", "oauth_secret_sealed", "security_policy")
 
 // webhookCurrentSQL selects the current subscriptions matching where (a
 // condition on the raw rows, before picking the newest per id).
@@ -66,4 +66,25 @@ var (
 	// Argument: id.
 	qWebhookByID = register(Query{Name: "webhooks.by_id",
 		SQL: webhookCurrentSQL("id = ?"), Sample: []any{"77d4a5da-7015-11ed-a1eb-0242ac120002"}})
+)
+
+// Security policies (table webhook_security_policies,
+// 0011_webhook_security_policies.sql), read like the subscriptions: the
+// newest version of each, tombstones left out.
+var policyColumns = []string{"account_id", "id", "version", "deleted", "name", "oauth_client_id", "oauth_token_url",
+	"oauth_scopes", "oauth_secret_sealed", "signed", "signing_key_sealed", "public_key", "created", "updated"}
+
+func policyCurrentSQL(where string) string {
+	cols := strings.Join(policyColumns, ", ")
+	return "SELECT " + cols + " FROM (SELECT " + cols + " FROM webhook_security_policies WHERE " + where +
+		" ORDER BY version DESC LIMIT 1 BY account_id, id) WHERE deleted = 0 ORDER BY account_id, created, id"
+}
+
+var (
+	qInsertPolicies = register(Query{Name: "webhook_security_policies.insert", SQL: insertSQL("webhook_security_policies", policyColumns), Insert: true})
+	// One account's policies, oldest first. Argument: account.
+	qPoliciesOfAccount = register(Query{Name: "webhook_security_policies.of_account",
+		SQL: policyCurrentSQL("account_id = ?"), Sample: []any{"acme"}})
+	// Every account's policies (the delivery registry).
+	qPoliciesAll = register(Query{Name: "webhook_security_policies.all", SQL: policyCurrentSQL("1 = 1")})
 )

@@ -27,7 +27,7 @@ func (s *Store) WriteWebhooks(ctx context.Context, ws []subscription.Sealed) err
 			}
 			row = append(row, w.SecretSealed, w.PrevSecretSealed, webhookTime(w.PrevSecretNotAfter), b2u(w.Signed),
 				w.SigningKeySealed, w.PublicKey, webhookTime(w.DisabledAt), w.DisabledReason, webhookTime(w.Created), webhookTime(w.UpdatedAt),
-				w.OAuthClientID, w.OAuthTokenURL, w.OAuthSecretSealed)
+				w.OAuthClientID, w.OAuthTokenURL, w.OAuthSecretSealed, w.SecurityPolicy)
 			if err := b.Append(row...); err != nil {
 				return err
 			}
@@ -117,7 +117,7 @@ func (s *Store) webhooks(ctx context.Context, q Query, args ...any) ([]subscript
 		}
 		dest = append(dest, &w.SecretSealed, &w.PrevSecretSealed, &w.PrevSecretNotAfter, &signed,
 			&w.SigningKeySealed, &w.PublicKey, &w.DisabledAt, &w.DisabledReason, &w.Created, &w.UpdatedAt,
-			&w.OAuthClientID, &w.OAuthTokenURL, &w.OAuthSecretSealed)
+			&w.OAuthClientID, &w.OAuthTokenURL, &w.OAuthSecretSealed, &w.SecurityPolicy)
 		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("%s: %w", q.Name, err)
 		}
@@ -150,4 +150,62 @@ func webhookTimeFrom(t time.Time) time.Time {
 		return time.Time{}
 	}
 	return t.UTC()
+}
+
+// WriteSecurityPolicies inserts versions of policies (tombstones when
+// Deleted) as one insert.
+func (s *Store) WriteSecurityPolicies(ctx context.Context, ps []subscription.SealedPolicy) error {
+	for _, p := range ps {
+		if p.AccountID == "" || p.ID == "" {
+			return fmt.Errorf("webhook security policies: write needs an account and an id")
+		}
+	}
+	return s.insert(ctx, qInsertPolicies, func(b driver.Batch) error {
+		for _, p := range ps {
+			scopes := p.OAuthScopes
+			if scopes == nil {
+				scopes = []string{}
+			}
+			if err := b.Append(p.AccountID, p.ID, p.Version, b2u(p.Deleted), p.Name, p.OAuthClientID, p.OAuthTokenURL,
+				scopes, p.OAuthSecretSealed, b2u(p.Signed), p.SigningKeySealed, p.PublicKey,
+				webhookTime(p.Created), webhookTime(p.UpdatedAt)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// SecurityPolicies returns the current policies of account, oldest first.
+func (s *Store) SecurityPolicies(ctx context.Context, account string) ([]subscription.SealedPolicy, error) {
+	if account == "" {
+		return nil, subscription.ErrNoAccount
+	}
+	return s.policies(ctx, qPoliciesOfAccount, account)
+}
+
+// AllSecurityPolicies returns every account's current policies.
+func (s *Store) AllSecurityPolicies(ctx context.Context) ([]subscription.SealedPolicy, error) {
+	return s.policies(ctx, qPoliciesAll)
+}
+
+func (s *Store) policies(ctx context.Context, q Query, args ...any) ([]subscription.SealedPolicy, error) {
+	rows, err := s.conn.Query(ctx, q.SQL, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", q.Name, err)
+	}
+	defer rows.Close()
+	var out []subscription.SealedPolicy
+	for rows.Next() {
+		var p subscription.SealedPolicy
+		var deleted, signed uint8
+		if err := rows.Scan(&p.AccountID, &p.ID, &p.Version, &deleted, &p.Name, &p.OAuthClientID, &p.OAuthTokenURL,
+			&p.OAuthScopes, &p.OAuthSecretSealed, &signed, &p.SigningKeySealed, &p.PublicKey, &p.Created, &p.UpdatedAt); err != nil {
+			return nil, fmt.Errorf("%s: %w", q.Name, err)
+		}
+		p.Deleted, p.Signed = deleted == 1, signed == 1
+		p.Created, p.UpdatedAt = webhookTimeFrom(p.Created), webhookTimeFrom(p.UpdatedAt)
+		out = append(out, p)
+	}
+	return out, rows.Err()
 }

@@ -72,3 +72,44 @@ func TestWebhooksNewestVersionWins(t *testing.T) {
 		t.Errorf("all webhooks %v, want %v", ids, want)
 	}
 }
+
+// TestSecurityPoliciesNewestVersionWins: policies round-trip (scopes,
+// sealed values, times), the newest version wins whatever the write order,
+// a tombstone hides one, and account reads see only their account.
+func TestSecurityPoliciesNewestVersionWins(t *testing.T) {
+	s := openTestStore(t)
+	ctx := context.Background()
+	t0 := time.Date(2026, 12, 3, 6, 0, 0, 0, time.UTC)
+	p1 := subscription.SealedPolicy{Policy: subscription.Policy{AccountID: "acme", ID: "44444444-4444-4444-8444-444444444444", Name: "oauth",
+		Version: 10, Created: t0, UpdatedAt: t0}, OAuthClientID: "c", OAuthTokenURL: "https://auth.example/t",
+		OAuthScopes: []string{"a", "b"}, OAuthSecretSealed: "v1:k1:s"}
+	p1v2 := p1
+	p1v2.Version, p1v2.Name, p1v2.Signed, p1v2.SigningKeySealed, p1v2.PublicKey = 20, "oauth+sig", true, "v1:k1:key", "MFkw"
+	p1v2.Policy.PublicKey = "MFkw"
+	p2 := subscription.SealedPolicy{Policy: subscription.Policy{AccountID: "globex", ID: "55555555-5555-4555-8555-555555555555", Name: "other",
+		Version: 1, Created: t0, UpdatedAt: t0}, OAuthScopes: []string{}, Signed: true, SigningKeySealed: "v1:k1:k2"}
+	p2.Policy.PublicKey = "MFkx"
+	for _, p := range []subscription.SealedPolicy{p1v2, p1, p2} {
+		if err := s.WriteSecurityPolicies(ctx, []subscription.SealedPolicy{p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.SecurityPolicies(ctx, "acme")
+	if err != nil || len(got) != 1 || !reflect.DeepEqual(got[0], p1v2) {
+		t.Fatalf("acme's policies %+v %v, want %+v", got, err, p1v2)
+	}
+	all, err := s.AllSecurityPolicies(ctx)
+	if err != nil || len(all) != 2 {
+		t.Fatalf("all policies %+v %v", all, err)
+	}
+	tomb := subscription.SealedPolicy{Policy: subscription.Policy{AccountID: "acme", ID: p1.ID, Version: 21, UpdatedAt: t0}, Deleted: true}
+	if err := s.WriteSecurityPolicies(ctx, []subscription.SealedPolicy{tomb}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.SecurityPolicies(ctx, "acme"); err != nil || len(got) != 0 {
+		t.Errorf("after the tombstone: %+v %v", got, err)
+	}
+	if _, err := s.SecurityPolicies(ctx, ""); err != subscription.ErrNoAccount {
+		t.Errorf("no account: %v", err)
+	}
+}
