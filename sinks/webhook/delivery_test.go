@@ -933,3 +933,71 @@ func TestDeletedEndpointsReleaseTheirLanes(t *testing.T) {
 		t.Errorf("given up %v, want the batch for the deleted endpoint", parker.givenUp)
 	}
 }
+
+// TestCopyHandedBackWhileItsAttemptRuns: a slow attempt parks a copy of
+// its batch (same webhook-id), due after the attempt's deadline. If the
+// copy is handed back while the attempt still runs (a tier consumer on a
+// clock ahead, a worker restarted between parking the copy and
+// committing), it waits for that attempt, never sending the id twice at
+// once. When the attempt then fails, the copy must be parked again: before,
+// it was reported done with the attempt's end, so the tier committed it
+// and the batch, in no tier any more, was never sent.
+func TestCopyHandedBackWhileItsAttemptRuns(t *testing.T) {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(700 * time.Millisecond)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	reg := &memRegistry{eps: []subscription.Webhook{{ID: "ep", AccountID: "acct", URL: "http://" + ln.Addr().String() + "/",
+		Enabled: true, Events: map[string]bool{"delivered": true}}}}
+	parker := &memParker{}
+	d, err := webhook.New(webhook.Config{Registry: reg, Client: &http.Client{}, Parker: parker, SlowAfter: 100 * time.Millisecond,
+		AttemptTimeout: 5 * time.Second, Schedule: webhook.Schedule{Delays: []time.Duration{time.Second, 2 * time.Second, 3 * time.Second}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	go d.Run(ctx)
+	for !d.Ready() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	b := &webhook.Batch{WebhookID: webhook.NewWebhookID(), EndpointID: "ep", AccountID: "acct", Attempts: 1,
+		Events: []json.RawMessage{json.RawMessage(`{"event":"delivered","sg_event_id":"x"}`)}}
+	parked := func() []*webhook.Batch {
+		parker.mu.Lock()
+		defer parker.mu.Unlock()
+		var out []*webhook.Batch
+		for _, p := range parker.retry {
+			if p.WebhookID == b.WebhookID {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	first := make(chan error, 1)
+	go func() { first <- d.Redeliver(ctx, []*webhook.Batch{b}) }()
+	for len(parked()) == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the slow attempt parked no copy")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cp := *parked()[0]
+	if err := d.Redeliver(ctx, []*webhook.Batch{&cp}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	// The attempt failed: the copy handed back is done only once it is
+	// parked again (the tier commits it then).
+	if n := len(parked()); n < 2 {
+		t.Errorf("the copy handed back was reported done after its attempt failed, but is parked %d times in all (just the first copy the tier then committed): the batch is lost", n)
+	}
+}

@@ -438,16 +438,31 @@ func (l *lane) send(ctx context.Context, j *job) {
 	}
 	if shadowed {
 		// A copy is parked already and is the retry; its sources moved on.
-		switch {
-		case ok:
-			d.remember(j.b.WebhookID) // so this process does not send the copy
-		case res.class == ResultGone:
-			l.disable(ctx, ep, "gone", "endpoint answered 410 Gone")
-		case failingFor >= d.cfg.DisableAfter:
-			l.disable(ctx, ep, "failing", "failing without a success since "+now.Add(-failingFor).UTC().Format(time.RFC3339))
+		// Whoever joined the job since (register: a parked copy of this
+		// batch handed back while the attempt ran, perhaps that copy
+		// itself) needs a retry of its own when the attempt failed: the
+		// job is parked again below, as an unshadowed one would be.
+		d.mu.Lock()
+		retry := !ok && len(j.waiters) > 0
+		if !retry {
+			// Ended under the same lock, so no one joins in between.
+			if d.active[j.b.WebhookID] == j {
+				delete(d.active, j.b.WebhookID)
+			}
 		}
-		d.complete(j, nil)
-		return
+		d.mu.Unlock()
+		if !retry {
+			switch {
+			case ok:
+				d.remember(j.b.WebhookID) // so this process does not send the copy
+			case res.class == ResultGone:
+				l.disable(ctx, ep, "gone", "endpoint answered 410 Gone")
+			case failingFor >= d.cfg.DisableAfter:
+				l.disable(ctx, ep, "failing", "failing without a success since "+now.Add(-failingFor).UTC().Format(time.RFC3339))
+			}
+			d.complete(j, nil)
+			return
+		}
 	}
 	switch {
 	case ok:
