@@ -213,3 +213,65 @@ func TestWaitingSaysWhy(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// chanHandler hands every batch to a channel.
+type chanHandler chan []Message
+
+func (h chanHandler) Assigned(context.Context, string, int) (int64, error) { return 0, nil }
+
+func (h chanHandler) Handle(ctx context.Context, _ string, _ int, msgs []Message) error {
+	select {
+	case h <- msgs:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestGroupJoinedBeforeTopicExists: a member that joined while its topic
+// did not exist yet (a worker starting right after creating the webhook
+// dead-letter topic) got no partitions and kept that assignment for good.
+// It must take the topic's partitions once the topic appears.
+func TestGroupJoinedBeforeTopicExists(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	topic := testenv.Topic(t, brokers, 1) + ".late"
+	conn := Conn{Brokers: testenv.Brokers(brokers)}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	t.Cleanup(func() {
+		c, err := kafka.Dial("tcp", conn.Brokers[0])
+		if err == nil {
+			defer c.Close()
+			c.DeleteTopics(topic)
+		}
+	})
+	got := make(chanHandler, 16)
+	g, err := NewGroup(GroupConfig{Conn: conn, Topic: topic, GroupID: topic + ".g", MaxWait: 50 * time.Millisecond, SessionTimeout: 6 * time.Second}, got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); g.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+	select {
+	case <-g.Ready():
+	case <-ctx.Done():
+		t.Fatal("the group never joined")
+	}
+	if err := EnsureTopic(ctx, conn, topic, 1); err != nil {
+		t.Fatal(err)
+	}
+	w := &kafka.Writer{Addr: kafka.TCP(conn.Brokers...), Topic: topic, Transport: &kafka.Transport{}}
+	defer w.Close()
+	if err := w.WriteMessages(ctx, kafka.Message{Value: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	wait := time.NewTimer(60 * time.Second)
+	defer wait.Stop()
+	select {
+	case <-got:
+	case <-wait.C:
+		t.Fatal("the message was not handled within 60s: the member kept the empty assignment it got before the topic existed")
+	}
+}
