@@ -67,3 +67,19 @@ type ForwardBounce struct {
 	// Updated is when the setting was last changed (zero when never).
 	Updated time.Time
 }
+
+// BouncePurge is an account's bounce_purge mail setting (SendGrid's name):
+// when enabled, entries of the bounces list older than HardDays (hard
+// bounces) or SoftDays (soft ones: status 4.x.x, which only imports bring,
+// the pipeline lists hard bounces only) leave the list. 0 days: that kind
+// is not purged. An account that never set it has everything zero.
+type BouncePurge struct {
+	AccountID          string
+	Enabled            bool
+	HardDays, SoftDays int
+	// Updated is when the setting was last changed (zero when never).
+	Updated time.Time
+}
+
+// MaxPurgeDays is the most days a bounce purge setting takes (ten years).
+const MaxPurgeDays = 3650

@@ -114,6 +114,8 @@ type Config struct {
 	Privacy PrivacyStore
 	// Forwarding keeps bounce forwarding settings; nil disables them.
 	Forwarding ForwardingStore
+	// BouncePurge keeps bounce purge settings; nil disables them.
+	BouncePurge PurgeStore
 	// Groups keeps unsubscribe groups; nil disables the /v3/asm/groups
 	// routes but for the group unsubscribes themselves.
 	Groups GroupStore

@@ -28,7 +28,7 @@ func hostileServer(t *testing.T) (http.Handler, string, *fakeStore, *fakePrivacy
 	st := &statsStore{}
 	p := newFakePrivacy()
 	h := NewServer(Config{Store: st, Stats: st, Activity: &fakeActivity{}, Checker: fakeChecker{}, Privacy: p, Keys: fakeKeys{k},
-		Groups: hostileGroups, RateLimit: 1e6, MaxBodyBytes: 1024})
+		Groups: hostileGroups, BouncePurge: hostilePurge, RateLimit: 1e6, MaxBodyBytes: 1024})
 	return h, token, &st.fakeStore, p, st
 }
 
@@ -40,6 +40,9 @@ var hostileGroups = func() *fakeGroups {
 	return g
 }()
 
+// hostilePurge is the hostile server's bounce purge store.
+var hostilePurge = &fakePurge{}
+
 // jsonBodyRoutes are the routes of this package's areas that read a JSON
 // body.
 var jsonBodyRoutes = map[string]bool{
@@ -47,6 +50,7 @@ var jsonBodyRoutes = map[string]bool{
 	"POST /v3/asm/groups/{group_id}/suppressions":        true,
 	"POST /v3/asm/groups":                                true,
 	"PATCH /v3/asm/groups/{group_id}":                    true,
+	"PATCH /v3/mail_settings/bounce_purge":               true,
 	"POST /v3/asm/groups/{group_id}/suppressions/search": true,
 	"POST /bouncer/v1/suppressions/check":                true,
 	"POST /bouncer/v1/privacy/erasures":                  true,
@@ -102,7 +106,7 @@ func fill(path string) string {
 // validate theirs in their own tests.
 var ownPaths = func() map[string]bool {
 	own := map[string]bool{}
-	for _, name := range []string{"openapi/core.json", "openapi/privacy.json", "openapi/groups.json"} {
+	for _, name := range []string{"openapi/core.json", "openapi/privacy.json", "openapi/groups.json", "openapi/purge.json"} {
 		var doc struct {
 			Paths map[string]any `json:"paths"`
 		}
@@ -203,6 +207,9 @@ func TestHostileInput(t *testing.T) {
 				checkHostile(t, rec, tr.name+" "+p)
 			}
 		})
+	}
+	if hostilePurge.writes > 0 {
+		t.Errorf("hostile requests wrote %d bounce purge settings", hostilePurge.writes)
 	}
 	if hostileGroups.writes > 0 {
 		t.Errorf("hostile requests wrote %d group changes", hostileGroups.writes)

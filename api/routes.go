@@ -115,6 +115,9 @@ func (s *server) routes() []route {
 		// Bounce forwarding (forwarding.go).
 		{"GET", "/v3/mail_settings/forward_bounce", "mail_settings.forward_bounce.read", key, s.handleForwardBounceGet()},
 		{"PATCH", "/v3/mail_settings/forward_bounce", "mail_settings.forward_bounce.update", key, s.handleForwardBouncePatch()},
+		// Bounce purge settings (purge.go).
+		{"GET", "/v3/mail_settings/bounce_purge", "mail_settings.bounce_purge.read", key, s.handleBouncePurgeGet()},
+		{"PATCH", "/v3/mail_settings/bounce_purge", "mail_settings.bounce_purge.update", key, s.handleBouncePurgePatch()},
 
 		// Webhook subscriptions (webhooks.go): SendGrid's scopes; reading the Standard
 

@@ -61,6 +61,12 @@ func (downStores) ExportList(context.Context, string, string, int64, func(csvlis
 func (downStores) ImportList(context.Context, string, string, int64, []csvlist.Row) error {
 	return errRefused
 }
+func (downStores) BouncePurge(context.Context, string) (accounts.BouncePurge, error) {
+	return accounts.BouncePurge{}, errRefused
+}
+func (downStores) SetBouncePurge(context.Context, string, accounts.BouncePurge, time.Time) error {
+	return errRefused
+}
 func (downStores) Groups(context.Context, string) ([]suppression.Group, error) {
 	return nil, errRefused
 }
@@ -152,6 +158,7 @@ var goodRequests = map[string]struct{ query, body string }{
 	"POST /v3/asm/groups/{group_id}/suppressions/search": {"", `{"recipient_emails":["a@x.org"]}`},
 	"POST /bouncer/v1/privacy/erasures":                  {"", `{"email":"a@x.org"}`},
 	"PATCH /v3/mail_settings/forward_bounce":             {"", `{"enabled":false}`},
+	"PATCH /v3/mail_settings/bounce_purge":               {"", `{"enabled":true}`},
 	"POST /v3/user/webhooks/event/settings":              {"", `{"enabled":true,"url":"https://hooks.example.com/x","delivered":true}`},
 	"POST /bouncer/v1/suppressions/{list}/import":        {"", "email\na@x.org\n"},
 	"POST /v3/user/webhooks/event/test":                  {"", `{"id":"00000000-0000-0000-0000-000000000000"}`},
@@ -172,7 +179,7 @@ func TestStoreOutageIsUnavailable(t *testing.T) {
 	token, k := testKey(t, "acme", false)
 	d := downStores{}
 	h := NewServer(Config{Store: d, Stats: d, Activity: d, Privacy: d, Forwarding: d, Webhooks: d, WebhookOps: d,
-		Dashboard: d, Groups: d, Checker: fakeChecker{}, Keys: fakeKeys{k}, RateLimit: 1e6})
+		Dashboard: d, Groups: d, BouncePurge: d, Checker: fakeChecker{}, Keys: fakeKeys{k}, RateLimit: 1e6})
 	unavailable := 0
 	for _, rt := range (&server{}).routes() {
 		if !rt.auth {

@@ -18,6 +18,8 @@ const (
 	SourceAPI    = "api"
 	SourceImport = "import"
 	SourceErase  = "erase"
+	// SourcePurge: the bounce purge setting removed the entry (Purger).
+	SourcePurge = "purge"
 )
 
 // ChangeStore stores list changes: each call one atomic write; a repeated

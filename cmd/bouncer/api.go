@@ -45,6 +45,8 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	maxBody := e.Int("max-body-bytes", "BOUNCER_API_MAX_BODY_BYTES", 1<<20, "largest accepted request body")
 	proxies := e.String("trusted-proxies", "BOUNCER_API_TRUSTED_PROXIES", "", "comma-separated addresses or CIDRs of reverse proxies in front of the API (e.g. 10.0.0.0/8): failed authentications from them count for the client their X-Forwarded-For names, not for the proxy")
 	maxStats := e.Int("max-stats-queries", "BOUNCER_API_MAX_STATS_QUERIES", 8, "statistics queries (stats, bounce classification and dashboard routes) answered at once, a quarter of them for one account; others wait up to 15s, then 503")
+	purgeEvery := e.Duration("bounce-purge-interval", "BOUNCER_BOUNCE_PURGE_INTERVAL", time.Hour,
+		"how often this process carries out the accounts' bounce purge settings (/v3/mail_settings/bounce_purge); every replica may: they write the same removals; 0 disables it here")
 	shutdown := e.Duration("shutdown-timeout", "BOUNCER_SHUTDOWN_TIMEOUT", 15*time.Second, "longest a graceful shutdown may take")
 	wf := addWebhookFlags(e)
 	claimsTopic := e.String("webhook-claims-topic", "BOUNCER_WEBHOOK_CLAIMS_TOPIC", claims.DefaultTopic,
@@ -147,7 +149,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	}
 	cfg := api.Config{
 		Store: as, Stats: store, Activity: store, Keys: store, Logger: log, Checker: checker,
-		Privacy: as.Service, Forwarding: store, Groups: as.Service, Webhooks: subs, WebhookOps: subs, WebhookTester: webhook.Tester{Guard: whGuard}, Dashboard: store,
+		Privacy: as.Service, Forwarding: store, BouncePurge: store, Groups: as.Service, Webhooks: subs, WebhookOps: subs, WebhookTester: webhook.Tester{Guard: whGuard}, Dashboard: store,
 		Sessions:  store,
 		RateLimit: float64(*rateLimit), Replicas: *replicas, MaxBodyBytes: int64(*maxBody), MaxStatsQueries: *maxStats, TrustedProxies: trusted,
 		Metrics:     api.NewRequestMetrics(reg),
@@ -175,6 +177,13 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
+	}
+	if *purgeEvery > 0 {
+		purger := &suppression.Purger{Service: as.Service, Settings: store, Interval: *purgeEvery, Log: log}
+		pctx, stopPurge := context.WithCancel(ctx)
+		purged := make(chan struct{})
+		go func() { defer close(purged); purger.Run(pctx) }()
+		defer func() { stopPurge(); <-purged }()
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()

@@ -79,7 +79,7 @@ func newAPIFixture(t *testing.T) *apiFixture {
 	as := newAPIStore(st, nil)
 	subs := subscription.NewService(st, keyring, safedial.Guard{Allow: []safedial.Rule{safedial.RuleFor(netip.MustParseAddrPort("127.0.0.1:9"))}}, kafkatier.NewReplayer(st, consumer.Conn{}))
 	f.index = suppression.New()
-	srv := httptest.NewServer(api.NewServer(api.Config{Store: as, Stats: st, Activity: st, Privacy: as.Service, Forwarding: st, Groups: as.Service, Webhooks: subs,
+	srv := httptest.NewServer(api.NewServer(api.Config{Store: as, Stats: st, Activity: st, Privacy: as.Service, Forwarding: st, BouncePurge: st, Groups: as.Service, Webhooks: subs,
 		WebhookOps: subs, Dashboard: st, Checker: f.index, Keys: st, Now: f.clock, RateLimit: 10000}))
 	t.Cleanup(srv.Close)
 	f.url = srv.URL

@@ -59,7 +59,7 @@ func Start(t testing.TB, o Options) *API {
 	}
 	lists := api.ListStore{Service: suppression.NewService(st, o.Changes, enrich.MustNew()), Counts: st}
 	srv := httptest.NewServer(api.NewServer(api.Config{Store: lists, Privacy: lists.Service, Groups: lists.Service, Keys: st,
-		Checker: o.Checker, Webhooks: webhooks, WebhookOps: ops, Stats: st, Activity: st, Forwarding: st, RateLimit: 10000}))
+		Checker: o.Checker, Webhooks: webhooks, WebhookOps: ops, Stats: st, Activity: st, Forwarding: st, BouncePurge: st, RateLimit: 10000}))
 	t.Cleanup(srv.Close)
 	return &API{Store: st, Config: cfg, URL: srv.URL, KeyA: NewKey(t, st, "acme"), KeyB: NewKey(t, st, "globex")}
 }

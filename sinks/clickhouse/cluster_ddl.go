@@ -38,12 +38,13 @@ var clusterLayout = map[string]tableLayout{
 	// Security policies, read newest-version-first per (account_id, id).
 	"webhook_security_policies": {shardKey: "cityHash64(account_id, id)"},
 	// Small control tables: on every server.
-	"api_keys":            {},
-	"forwarding_settings": {},
-	"erasures":            {},
-	"dashboard_sessions":  {},
-	"unsubscribe_groups":  {},
-	"schema_migrations":   {},
+	"api_keys":              {},
+	"forwarding_settings":   {},
+	"erasures":              {},
+	"dashboard_sessions":    {},
+	"unsubscribe_groups":    {},
+	"bounce_purge_settings": {},
+	"schema_migrations":     {},
 }
 
 // localSuffix names a sharded table's per-server part.
