@@ -51,8 +51,8 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	wf := addWebhookFlags(e)
 	claimsTopic := e.String("webhook-claims-topic", "BOUNCER_WEBHOOK_CLAIMS_TOPIC", claims.DefaultTopic,
 		"topic that orders webhook creates, URL changes and deletes per account, so that the limits (5 per account, one URL each) "+
-			"hold across API processes (kept forever, never compacted, its partition count never changed)")
-	useClaims := e.Bool("webhook-claims", "BOUNCER_WEBHOOK_CLAIMS", true, "decide the webhook limits through --webhook-claims-topic (needs Kafka); "+
+			"hold across API processes, and unsubscribe group creates, so that no two get one id (kept forever, never compacted, its partition count never changed)")
+	useClaims := e.Bool("webhook-claims", "BOUNCER_WEBHOOK_CLAIMS", true, "decide the webhook limits and new unsubscribe group ids through --webhook-claims-topic (needs Kafka); "+
 		"false decides them under a lock of this process, which holds only while one bouncer api runs")
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
@@ -111,20 +111,25 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 
 	subs := subscription.NewService(store, whKeys, whGuard, kafkatier.NewReplayer(store, kf.conn()))
 	switch {
-	case whKeys == nil:
+	case *useClaims && whKeys == nil && !*check && !*publish:
+		// This API runs without Kafka.
+		log.Warn("--check=false, --publish-changes=false and no BOUNCER_SECRET_KEY: new unsubscribe group ids are decided within this process only; run one bouncer api")
 	case *useClaims:
 		conn := kf.conn()
 		if err := conn.Validate(); err != nil {
-			return &usageError{err.Error() + " (webhook limits need Kafka; or --webhook-claims=false with one bouncer api)"}
+			return &usageError{err.Error() + " (webhook limits and unsubscribe group ids need Kafka; or --webhook-claims=false with one bouncer api)"}
 		}
 		cl, err := claims.Open(ctx, conn, *claimsTopic, claims.DefaultPartitions)
 		if err != nil {
-			return fmt.Errorf("webhook claims topic %s: %w (webhook limits need Kafka: set KAFKA_BROKERS; or --webhook-claims=false with one bouncer api)", *claimsTopic, err)
+			return fmt.Errorf("webhook claims topic %s: %w (webhook limits and unsubscribe group ids need Kafka: set KAFKA_BROKERS; or --webhook-claims=false with one bouncer api)", *claimsTopic, err)
 		}
 		defer cl.Close()
-		subs.UseClaims(cl)
+		if whKeys != nil {
+			subs.UseClaims(cl)
+		}
+		store.UseGroupLog(cl)
 	default:
-		log.Warn("--webhook-claims=false: the webhook limits (5 per account, one URL each) hold within this process only; run one bouncer api")
+		log.Warn("--webhook-claims=false: the webhook limits (5 per account, one URL each) and new unsubscribe group ids are decided within this process only; run one bouncer api")
 	}
 	changes, closeChanges, err := openChangeLog(ctx, kf, *changeTopic, *publish)
 	if err != nil {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/bouncer-mail/bouncer/sinks/webhook/claims"
 	"github.com/bouncer-mail/bouncer/suppression"
 )
 
@@ -18,6 +20,115 @@ var _ suppression.GroupStore = (*Store)(nil)
 // groupRecheck is how long a group create waits before it checks a second
 // time that it owns its id.
 const groupRecheck = 100 * time.Millisecond
+
+// GroupLog is a log that puts one account's entries in one total order
+// (the webhook claims topic, claims.Log, serves groups too under a scope of
+// their own).
+type GroupLog interface {
+	Append(ctx context.Context, c claims.Claim) (claims.Claim, error)
+	Read(ctx context.Context, scope, account string) ([]claims.Claim, error)
+}
+
+// UseGroupLog makes group creates take their ids in the order of l, so
+// that creates of several API processes at once never share an id, however
+// slow their inserts are. Without it, creates of other processes are told
+// apart by the store alone (a wall-clock race, see CreateGroup), which is
+// safe only while one process creates groups.
+func (s *Store) UseGroupLog(l GroupLog) { s.groupLog = l }
+
+// groupOp marks a group create in the claims log.
+const groupOp claims.Op = "group_create"
+
+// groupClaim is what a group create puts in the log: the highest id the
+// account had used when the create began (Floor), or the id asked for.
+type groupClaim struct {
+	Floor int64 `json:"floor"`
+	Fixed int64 `json:"fixed,omitempty"`
+}
+
+// decideGroupIDs replays one account's group creates in log order: a create
+// for a fixed id gets it unless an earlier create took it; any other gets
+// one more than the highest of its floor and every id taken before it. It
+// is a pure function of the log, so every process decides the same ids.
+// Creates it cannot read get no id.
+func decideGroupIDs(log []claims.Claim) map[string]int64 {
+	ids := map[string]int64{}
+	taken := map[int64]bool{}
+	var high int64
+	for _, c := range log {
+		if c.Op != groupOp {
+			continue
+		}
+		var gc groupClaim
+		if json.Unmarshal(c.Row, &gc) != nil {
+			continue
+		}
+		id := max(gc.Floor, high) + 1
+		if gc.Fixed != 0 {
+			if taken[gc.Fixed] {
+				continue
+			}
+			id = gc.Fixed
+		}
+		taken[id] = true
+		high = max(high, id)
+		ids[c.ID] = id
+	}
+	return ids
+}
+
+// createOrdered is CreateGroup through the group log.
+func (s *Store) createOrdered(ctx context.Context, account string, g suppression.Group, at time.Time) (suppression.Group, error) {
+	gc := groupClaim{Fixed: g.ID}
+	if g.ID != 0 {
+		rec, ok, err := s.record(ctx, account, g.ID)
+		if err != nil {
+			return g, err
+		}
+		if ok && !rec.deleted {
+			return g, fmt.Errorf("group %d already exists", g.ID)
+		}
+		if ok {
+			g.Implicit, g.Unsubscribes = false, 0
+			return g, s.writeGroup(ctx, account, g, rec.nonce, rec.created, false, next(rec.version, at))
+		}
+	} else if err := s.conn.QueryRow(ctx, qGroupsMaxID.SQL, account, account).Scan(&gc.Floor); err != nil {
+		return g, fmt.Errorf("%s: %w", qGroupsMaxID.Name, err)
+	}
+	nonce, wall, err := groupNonce()
+	if err != nil {
+		return g, err
+	}
+	row, err := json.Marshal(gc)
+	if err != nil {
+		return g, err
+	}
+	scope := s.cfg.Database + "/unsubscribe_groups"
+	if _, err := s.groupLog.Append(ctx, claims.Claim{Op: groupOp, Scope: scope, Account: account, ID: nonce, Row: row}); err != nil {
+		return g, fmt.Errorf("create group: %w", err)
+	}
+	log, err := s.groupLog.Read(ctx, scope, account)
+	if err != nil {
+		return g, fmt.Errorf("create group: %w", err)
+	}
+	id, ok := decideGroupIDs(log)[nonce]
+	if !ok {
+		return g, fmt.Errorf("group %d already exists", g.ID)
+	}
+	g.ID, g.Implicit, g.Unsubscribes = id, false, 0
+	return g, s.writeGroup(ctx, account, g, nonce, uint64(wall), false, next(0, at))
+}
+
+// groupNonce is a create's identity: the wall clock (an ordering token for
+// the store-only race, not the change's time), then random bytes.
+func groupNonce() (string, int64, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", 0, err
+	}
+	wall := time.Now().UnixNano()
+	return fmt.Sprintf("%019d-%s", wall, hex.EncodeToString(b[:])), wall, nil
+}
 
 // groupRecord is the newest state of one group id's owning creation.
 type groupRecord struct {
@@ -136,12 +247,10 @@ func (s *Store) CreateGroup(ctx context.Context, account string, g suppression.G
 		// The nonce orders creates of one id: the wall clock when this
 		// one is written (an ordering token, not the change's time), then
 		// random bytes. The smallest owns the id.
-		var b [8]byte
-		if _, err := rand.Read(b[:]); err != nil {
+		nonce, wall, err := groupNonce()
+		if err != nil {
 			return g, err
 		}
-		wall := time.Now().UnixNano()
-		nonce := fmt.Sprintf("%019d-%s", wall, hex.EncodeToString(b[:]))
 		if err := s.writeGroup(ctx, account, g, nonce, uint64(wall), false, next(0, at)); err != nil {
 			return g, err
 		}

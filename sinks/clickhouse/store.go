@@ -111,6 +111,8 @@ type Store struct {
 	// groupMu serialises this process's unsubscribe group creates, so
 	// only creates of other processes can race for an id (groups.go).
 	groupMu sync.Mutex
+	// groupLog, when set, orders group creates of all processes.
+	groupLog GroupLog
 }
 
 func (c Config) options(database string) *ch.Options {
