@@ -1,7 +1,7 @@
 package clickhouse
 
 // Statements of the bounce purge settings (table bounce_purge_settings,
-// migration 0011): an account's setting is its row with the highest
+// migration 0012): an account's setting is its row with the highest
 // version (argMax, not FINAL: the table may hold unmerged parts).
 
 var purgeColumns = []string{"account_id", "enabled", "hard_days", "soft_days", "updated", "version"}
