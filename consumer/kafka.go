@@ -1,8 +1,11 @@
 // Package consumer is bouncer's Kafka adapter: consumer group membership
 // (Group, driving a BatchHandler with Messages), batching, committing
-// offsets only after the handler succeeded, the dead-letter producer, the
-// suppression change log (ChangeWriter, FollowChanges), topic creation and
-// the connection settings (TLS, SASL) they share. It knows Kafka and
+// offsets only after the handler succeeded, the one producer constructor
+// (NewWriter; WriteRetrying resends what a dying leader refused), the
+// dead-letter producer, the suppression change log (ChangeWriter,
+// FollowChanges, and LoadIndex, which returns an index once it holds what
+// the log held at start), topic creation and the connection settings (TLS,
+// SASL) they share. It knows Kafka and
 // nothing of what the handlers do.
 //
 // # Guarantees

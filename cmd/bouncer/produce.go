@@ -20,18 +20,6 @@ func init() {
 	register("produce", "produce delivery events to Kafka: a realistic generated stream, or JSON lines from a file", runProduce)
 }
 
-// badPayloads are the malformed messages --bad-every cycles through.
-var badPayloads = [][]byte{
-	[]byte(`{"event":"bounce","email":"x@example.com","timestamp":`),
-	[]byte(`{"event":"teleported","email":"x@example.com","timestamp":1764201600}`),
-	[]byte(`{"event":"delivered","email":"not an address","timestamp":1764201600}`),
-	[]byte(`{"event":"delivered","timestamp":1764201600}`),
-	[]byte("{\"event\":\"delivered\",\"email\":\"x@example.com\",\"timestamp\":1764201600,\"subject\":\"\xff\xfe\"}"),
-	[]byte(`{"event":"delivered","email":"x@example.com","email":"y@example.com","timestamp":1764201600}`),
-	[]byte(`{"event":"delivered","email":"x@example.com","timestamp":"yesterday"}`),
-	[]byte(``),
-}
-
 func runProduce(ctx context.Context, env *environment, args []string) error {
 	fs := newFlagSet(env, "produce")
 	e := &envFlags{fs: fs, getenv: env.getenv}
@@ -125,22 +113,9 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 			}
 			made++
 			if *badEvery > 0 && made%*badEvery == 0 {
-				bad := badPayloads[(made / *badEvery)%len(badPayloads)]
-				return kafka.Message{Key: []byte("bad"), Value: bad}, true, nil
+				return kafka.Message{Key: []byte("bad"), Value: eventgen.Bad(made / *badEvery)}, true, nil
 			}
-			var v []byte
-			if *batch == 1 {
-				v, _ = gen.Next(nil)
-			} else {
-				v = append(v, '[')
-				for i := 0; i < *batch; i++ {
-					if i > 0 {
-						v = append(v, ',')
-					}
-					v, _ = gen.Next(v)
-				}
-				v = append(v, ']')
-			}
+			v := gen.Message(nil, *batch)
 			return kafka.Message{Key: eventgen.RecipientKey(v), Value: v}, true, nil
 		}
 	}

@@ -196,3 +196,38 @@ func RecipientKey(v []byte) []byte {
 	}
 	return nil
 }
+
+// Message appends one Kafka message of n events to dst: the event's JSON
+// object when n is 1, else SendGrid's array form.
+func (g *Generator) Message(dst []byte, n int) []byte {
+	if n == 1 {
+		dst, _ = g.Next(dst)
+		return dst
+	}
+	dst = append(dst, '[')
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst, _ = g.Next(dst)
+	}
+	return append(dst, ']')
+}
+
+// badPayloads are malformed messages, one of each kind the pipeline
+// dead-letters.
+var badPayloads = [][]byte{
+	[]byte(`{"event":"bounce","email":"x@example.com","timestamp":`),
+	[]byte(`{"event":"teleported","email":"x@example.com","timestamp":1764201600}`),
+	[]byte(`{"event":"delivered","email":"not an address","timestamp":1764201600}`),
+	[]byte(`{"event":"delivered","timestamp":1764201600}`),
+	[]byte("{\"event\":\"delivered\",\"email\":\"x@example.com\",\"timestamp\":1764201600,\"subject\":\"\xff\xfe\"}"),
+	[]byte(`{"event":"delivered","email":"x@example.com","email":"y@example.com","timestamp":1764201600}`),
+	[]byte(`{"event":"delivered","email":"x@example.com","timestamp":"yesterday"}`),
+	[]byte(``),
+}
+
+// Bad returns the i-th malformed message (they repeat): truncated JSON, an
+// unknown event, a bad address, a missing field, non-UTF-8, a duplicate
+// key, a wrong type, an empty message.
+func Bad(i int) []byte { return badPayloads[i%len(badPayloads)] }

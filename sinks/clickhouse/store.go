@@ -8,11 +8,13 @@
 //   - subscription.Store (sealed webhook subscriptions, the delivery log,
 //     failed batches) and kafkatier's FailedStore and ReplayStore;
 //   - the API's analytics reads (api.Stats, api.Activity,
-//     api.DashboardStore, with package analytics' types), API keys and bounce
-//     forwarding settings;
+//     api.DashboardStore, with package analytics' types);
+//   - package accounts' things: API keys (api.KeyStore), dashboard sessions
+//     (api.SessionStore) and forward_bounce settings (api.ForwardingStore,
+//     and forward.Settings for the forwarder);
 //
-// plus schema migrations (schemas/ddl), retention, the CLI's summary and
-// the tables of bouncer bench. Every statement is in the registry
+// plus schema migrations (schemas/ddl), retention (RunRetention), the
+// readiness ping, the CLI's summary and the tables of bouncer bench. Every statement is in the registry
 // (queries*.go).
 //
 // # Guarantees
