@@ -198,6 +198,9 @@ type webhookJSON struct {
 	// SecurityPolicy is the id of the security policy the webhook uses
 	// (bouncer's field; absent when none).
 	SecurityPolicy *string `json:"security_policy,omitempty"`
+	// BouncerFields is true when delivered events carry bouncer's own
+	// fields (the "bouncer" object); absent when they do not.
+	BouncerFields bool `json:"bouncer_fields,omitempty"`
 }
 
 // webhookView says which optional fields a route shows, as SendGrid's
@@ -253,6 +256,7 @@ func webhookJSONOf(wh *subscription.Webhook, v webhookView) webhookJSON {
 		sp := wh.SecurityPolicy
 		out.SecurityPolicy = &sp
 	}
+	out.BouncerFields = wh.BouncerFields
 	return out
 }
 
@@ -280,6 +284,8 @@ type webhookBody struct {
 	// SecurityPolicy names a security policy of the account the webhook
 	// uses; "" stops using one.
 	SecurityPolicy *string `json:"security_policy"`
+	// BouncerFields opts in to bouncer's own fields in delivered bounces.
+	BouncerFields *bool `json:"bouncer_fields"`
 
 	// Fields of the responses, accepted and ignored, so that what a GET
 	// answered can be sent back as a PATCH.
@@ -319,6 +325,9 @@ func (b *webhookBody) apply(ctx context.Context, wh *subscription.Webhook, other
 			}
 		}
 		wh.SecurityPolicy = id
+	}
+	if b.BouncerFields != nil {
+		wh.BouncerFields = *b.BouncerFields
 	}
 	if b.URL != nil {
 		u, err := checkWebhookURL(*b.URL, guard)

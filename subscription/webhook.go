@@ -47,6 +47,10 @@ type Webhook struct {
 	// subscription uses ("" none): delivery applies it (Policy.Apply) over
 	// OAuth and SignedKey, which keep the subscription's own settings.
 	SecurityPolicy string
+	// BouncerFields opts in to bouncer's own fields in delivered events
+	// (the "bouncer" object of bounces: bounce_type, reason_code, rule);
+	// false: SendGrid's fields only.
+	BouncerFields bool
 	// Created and UpdatedAt are kept to the second; UpdatedAt is the time
 	// of the last change.
 	Created   time.Time

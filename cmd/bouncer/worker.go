@@ -177,7 +177,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		// The webhook group derives dropped events from the same index as
 		// the sink (shared in this process, so it sees this worker's own
 		// list changes at once).
-		run, ready, err := wf.build(ctx, conn, *kf.topic, *partitions, store, index, *maxMsgBytes, reg, consumerMetrics, log)
+		run, ready, err := wf.build(ctx, conn, *kf.topic, *partitions, store, index, classifier, *maxMsgBytes, reg, consumerMetrics, log)
 		if err != nil {
 			return err
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bouncer-mail/bouncer/consumer"
+	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/internal/ops"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
@@ -69,7 +70,7 @@ func (f *webhookGroupFlags) enabled(explicit bool) bool {
 // ctx ends, ready says whether the group joined and the subscriptions were
 // read.
 func (f *webhookGroupFlags) build(ctx context.Context, conn consumer.Conn, topic string, partitions int, store *clickhouse.Store,
-	drops pipeline.DropReasoner, maxMessageBytes int, reg *prometheus.Registry, cm *consumer.Metrics, log *slog.Logger) (run func(context.Context) error, ready ops.Check, err error) {
+	drops pipeline.DropReasoner, classifier *enrich.Classifier, maxMessageBytes int, reg *prometheus.Registry, cm *consumer.Metrics, log *slog.Logger) (run func(context.Context) error, ready ops.Check, err error) {
 	keys, err := f.keys.keyring()
 	if err != nil {
 		return nil, nil, err
@@ -111,7 +112,7 @@ func (f *webhookGroupFlags) build(ctx context.Context, conn consumer.Conn, topic
 	logw := webhook.NewLogWriter(store, 100_000, 10_000, time.Second, log, metrics)
 	d, err := webhook.New(webhook.Config{
 		Registry: subscription.NewRegistry(store, keys), Client: guard.Client(*f.timeout),
-		Parker: parker, Log: logw, Drops: drops, Health: store,
+		Parker: parker, Log: logw, Drops: drops, Classifier: classifier, Health: store,
 		Schedule:       webhook.Schedule{Delays: delays},
 		MaxBatchEvents: *f.batchEvents, MaxBatchWait: *f.batchWait, AttemptTimeout: *f.timeout,
 		QueueTimeout: *f.queueTimeout, SlowAfter: *f.slowAfter, QueueEvents: *f.queueEvents, GlobalEvents: *f.global,

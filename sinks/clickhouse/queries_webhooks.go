@@ -31,7 +31,7 @@ var webhookColumns = append(append([]string{
 	webhookEventColumns...),
 	"secret_sealed", "prev_secret_sealed", "prev_secret_not_after", "signed", "signing_key_sealed", "public_key",
 	"disabled_at", "disabled_reason", "created", "updated",
-	"oauth_client_id", "oauth_token_url", "oauth_secret_sealed", "security_policy")
+	"oauth_client_id", "oauth_token_url", "oauth_secret_sealed", "security_policy", "bouncer_fields")
 
 // webhookCurrentSQL selects the current subscriptions matching where (a
 // condition on the raw rows, before picking the newest per id).

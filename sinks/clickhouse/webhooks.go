@@ -27,7 +27,7 @@ func (s *Store) WriteWebhooks(ctx context.Context, ws []subscription.Sealed) err
 			}
 			row = append(row, w.SecretSealed, w.PrevSecretSealed, webhookTime(w.PrevSecretNotAfter), b2u(w.Signed),
 				w.SigningKeySealed, w.PublicKey, webhookTime(w.DisabledAt), w.DisabledReason, webhookTime(w.Created), webhookTime(w.UpdatedAt),
-				w.OAuthClientID, w.OAuthTokenURL, w.OAuthSecretSealed, w.SecurityPolicy)
+				w.OAuthClientID, w.OAuthTokenURL, w.OAuthSecretSealed, w.SecurityPolicy, b2u(w.BouncerFields))
 			if err := b.Append(row...); err != nil {
 				return err
 			}
@@ -107,7 +107,7 @@ func (s *Store) webhooks(ctx context.Context, q Query, args ...any) ([]subscript
 	}
 	defer rows.Close()
 	var out []subscription.Sealed
-	var deleted, enabled, signed uint8
+	var deleted, enabled, signed, bouncerFields uint8
 	events := make([]uint8, len(webhookEvents))
 	for rows.Next() {
 		var w subscription.Sealed
@@ -117,11 +117,11 @@ func (s *Store) webhooks(ctx context.Context, q Query, args ...any) ([]subscript
 		}
 		dest = append(dest, &w.SecretSealed, &w.PrevSecretSealed, &w.PrevSecretNotAfter, &signed,
 			&w.SigningKeySealed, &w.PublicKey, &w.DisabledAt, &w.DisabledReason, &w.Created, &w.UpdatedAt,
-			&w.OAuthClientID, &w.OAuthTokenURL, &w.OAuthSecretSealed, &w.SecurityPolicy)
+			&w.OAuthClientID, &w.OAuthTokenURL, &w.OAuthSecretSealed, &w.SecurityPolicy, &bouncerFields)
 		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("%s: %w", q.Name, err)
 		}
-		w.Deleted, w.Enabled, w.Signed = deleted == 1, enabled == 1, signed == 1
+		w.Deleted, w.Enabled, w.Signed, w.BouncerFields = deleted == 1, enabled == 1, signed == 1, bouncerFields == 1
 		w.Events = make(map[string]bool, len(webhookEvents))
 		for i, ev := range webhookEvents {
 			if events[i] == 1 {

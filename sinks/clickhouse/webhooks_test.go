@@ -26,6 +26,7 @@ func TestWebhooksNewestVersionWins(t *testing.T) {
 	a1v2.Signed, a1v2.SigningKeySealed, a1v2.PublicKey = true, "v1:k1:key", "MFkw"
 	a1v2.DisabledAt, a1v2.DisabledReason, a1v2.UpdatedAt = t0.Add(time.Hour), "410 Gone", t0.Add(time.Minute)
 	a1v2.OAuthClientID, a1v2.OAuthTokenURL, a1v2.OAuthSecretSealed = "client-1", "https://auth.example/token", "v1:k1:oauth"
+	a1v2.SecurityPolicy, a1v2.BouncerFields = "44444444-4444-4444-8444-444444444444", true
 	a2 := subscription.Sealed{Webhook: subscription.Webhook{AccountID: "acme", ID: "22222222-2222-4222-8222-222222222222", Version: 5, URL: "https://a.example/2",
 		Events: map[string]bool{}, Created: t0.Add(time.Second), UpdatedAt: t0.Add(time.Second)}}
 	b1 := subscription.Sealed{Webhook: subscription.Webhook{AccountID: "globex", ID: "33333333-3333-4333-8333-333333333333", Version: 1, URL: "https://b.example/",

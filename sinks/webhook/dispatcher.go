@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/subscription"
 	"github.com/cenkalti/backoff/v4"
@@ -52,6 +53,10 @@ type Config struct {
 	// Drops, when set, gives processed events to suppressed recipients a
 	// derived dropped event, as the sink group does.
 	Drops pipeline.DropReasoner
+	// Classifier, when set, fills in SendGrid's fields of bounce and
+	// blocked events the producer left out (payload.go); nil: bounces are
+	// sent as produced.
+	Classifier *enrich.Classifier
 
 	Schedule Schedule
 	// MaxBatchEvents bounds the events of one request; default 100.

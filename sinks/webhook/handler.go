@@ -91,15 +91,26 @@ func (h *eventHandler) Stage(ctx context.Context, topic string, partition int, m
 				return nil, fmt.Errorf("webhook: %s/%d@%d: element %d not found", msg.Topic, msg.Partition, msg.Offset, ev.Index)
 			}
 			var raw json.RawMessage
+			var bounce *filled
 			for _, ep := range eps {
 				if !ep.Wants(string(ev.Event)) {
 					continue
 				}
-				if raw == nil {
+				payload := raw
+				switch {
+				case ev.Event == schemas.EventBounce:
+					// Bounces and blocks as SendGrid sends them (payload.go).
+					if bounce == nil {
+						f := fillBounce(d.cfg.Classifier, eventJSON(elems[ev.Index], ev), ev)
+						bounce = &f
+					}
+					payload = bounce.for_(ep.BouncerFields)
+				case raw == nil:
 					raw = eventJSON(elems[ev.Index], ev)
+					payload = raw
 				}
 				l := d.lane(ep)
-				byLane[l] = append(byLane[l], pendingEvent{raw: raw, ts: ev.Timestamp, t: t})
+				byLane[l] = append(byLane[l], pendingEvent{raw: payload, ts: ev.Timestamp, t: t})
 			}
 			if d.cfg.Drops != nil && ev.Event == schemas.EventProcessed {
 				h.derivedDrop(eps, elems[ev.Index], ev, t, byLane)
@@ -216,6 +227,7 @@ func (h *eventHandler) derivedDrop(eps []*subscription.Webhook, elem []byte, ev 
 			if raw = droppedJSON(elem, &drop); raw == nil {
 				return
 			}
+			raw = fillDropped(raw)
 		}
 		l := h.d.lane(ep)
 		byLane[l] = append(byLane[l], pendingEvent{raw: raw, ts: ev.Timestamp, t: t})

@@ -78,13 +78,12 @@ func tokenError(err error) *TokenError {
 	if errors.As(err, &re) {
 		return &TokenError{err: err}
 	}
-	// A 2xx without an access_token comes back as a plain error from
-	// golang.org/x/oauth2; transport failures carry their dial errors.
-	fail := safedial.Classify(err)
-	if strings.Contains(err.Error(), "server response missing access_token") {
+	// A 2xx without a readable access_token comes back as a plain error
+	// from golang.org/x/oauth2; transport failures carry their dial errors.
+	if msg := err.Error(); strings.Contains(msg, "server response missing access_token") || strings.Contains(msg, "oauth2: cannot parse") {
 		return &TokenError{err: err}
 	}
-	return &TokenError{Fail: fail, err: err}
+	return &TokenError{Fail: safedial.Classify(err), err: err}
 }
 
 // clientCredentials is the grant of o, its token requests sent by client.
