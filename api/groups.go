@@ -358,7 +358,9 @@ func (s *server) handleGroupUpdate() http.Handler {
 		}
 		if err == nil {
 			if g.Implicit {
+				count := g.Unsubscribes
 				g, err = store.CreateGroup(r.Context(), account(r), g, s.now())
+				g.Unsubscribes = count
 			} else {
 				err = store.UpdateGroup(r.Context(), account(r), g, s.now())
 			}

@@ -133,7 +133,7 @@ func TestUnsubscribeGroups(t *testing.T) {
 	}
 	// Naming the implicit group creates it under its id.
 	rec = do(t, h, "PATCH", "/v3/asm/groups/7", token, `{"name":"Weekly","description":"Weekly news."}`)
-	if rec.Code != 201 || !strings.Contains(rec.Body.String(), `"id":7,"name":"Weekly"`) {
+	if rec.Code != 201 || !strings.Contains(rec.Body.String(), `"id":7,"name":"Weekly","description":"Weekly news.","is_default":false,"unsubscribes":2`) {
 		t.Errorf("name group 7: %d %s", rec.Code, rec.Body)
 	}
 	if gg := g.groups[7]; gg.Name != "Weekly" || gg.Implicit {
