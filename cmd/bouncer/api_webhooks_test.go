@@ -22,6 +22,7 @@ import (
 	"github.com/sendgrid/sendgrid-go/helpers/eventwebhook"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"github.com/bouncer-mail/bouncer/internal/apitest"
 	"github.com/bouncer-mail/bouncer/internal/secrets"
 	"github.com/bouncer-mail/bouncer/internal/testenv"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
@@ -91,21 +92,7 @@ func startWebhookAPI(t *testing.T, extra map[string]string) *webhookAPI {
 
 func (f *webhookAPI) call(t *testing.T, key, method, path, body string) (int, string, http.Header) {
 	t.Helper()
-	req, err := http.NewRequest(method, f.base+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+key)
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), resp.Header
+	return apitest.Call(t, f.base, key, method, path, body)
 }
 
 // must makes a call that must answer want, and decodes its JSON into v.

@@ -16,6 +16,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/bouncer-mail/bouncer/internal/apitest"
 	"github.com/bouncer-mail/bouncer/internal/testenv"
 )
 
@@ -125,19 +126,10 @@ func tryQueryInt(conn driver.Conn, q string) (uint64, error) {
 	return n, err
 }
 
+// waitFor polls cond until it holds (apitest.WaitFor).
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last string
-	for time.Now().Before(deadline) {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		last = state
-		time.Sleep(250 * time.Millisecond)
-	}
-	t.Fatalf("%s: not reached within %s (last: %s)", what, timeout, last)
+	apitest.WaitFor(t, what, timeout, cond)
 }
 
 func TestWorkerEndToEnd(t *testing.T) {
