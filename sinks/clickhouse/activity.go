@@ -61,14 +61,14 @@ func activityMessagesSQL(account string, f *analytics.ActivityFilter, limit int)
 	args := []any{account}
 	prefilter := activityNoPrefilter
 	if p, ok := pinned(f, "to_email"); ok {
-		prefilter = "AND sg_message_id IN (SELECT sg_message_id FROM events WHERE account_id = ? AND email_norm = ?)"
+		prefilter = "AND sg_message_id GLOBAL IN (SELECT sg_message_id FROM events WHERE account_id = ? AND email_norm = ?)"
 		args = append(args, account, p)
 	} else if p, ok := pinned(f, "msg_id"); ok {
 		prefilter = "AND sg_message_id = ?"
 		args = append(args, p)
 	} else if b := pinnedBetween(f); b != nil {
 		// A message whose last event is in the range has an event in it.
-		prefilter = "AND sg_message_id IN (SELECT sg_message_id FROM events WHERE account_id = ? AND timestamp >= toDateTime(?) AND timestamp <= toDateTime(?))"
+		prefilter = "AND sg_message_id GLOBAL IN (SELECT sg_message_id FROM events WHERE account_id = ? AND timestamp >= toDateTime(?) AND timestamp <= toDateTime(?))"
 		args = append(args, account, unixSeconds(b.From), unixSeconds(b.To))
 	}
 	return activityWithPrefilter(prefilter, cond), append(append(args, condArgs...), uint64(max(limit, 0))), nil

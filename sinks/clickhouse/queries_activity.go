@@ -17,16 +17,19 @@ const activityMatchAll = "(1 = 1)"
 // level or in a top-level AND), it is replaced by one of the prefilters
 // below, so only that recipient's or message's events are grouped instead
 // of every message of the account. A prefilter is implied by the filter,
-// so it never changes the result.
+// so it never changes the result. Its subqueries are GLOBAL IN: on a
+// cluster the subquery reads the Distributed table once and every shard
+// gets its whole answer (ClickHouse refuses a plain IN over two
+// Distributed tables); on one server GLOBAL IN is IN.
 const activityNoPrefilter = "AND 1 = 1"
 
 var (
 	qActivityPrefilterRecipient = register(Query{Name: "activity.messages.by_recipient",
-		SQL: activityWithPrefilter("AND sg_message_id IN (SELECT sg_message_id FROM events WHERE account_id = ? AND email_norm = ?)",
+		SQL: activityWithPrefilter("AND sg_message_id GLOBAL IN (SELECT sg_message_id FROM events WHERE account_id = ? AND email_norm = ?)",
 			"(a_to_norm = ?)"),
 		Sample: []any{"acme", "acme", "ann@gmail.com", "ann@gmail.com", uint64(10)}})
 	qActivityPrefilterTime = register(Query{Name: "activity.messages.by_time",
-		SQL: activityWithPrefilter("AND sg_message_id IN (SELECT sg_message_id FROM events WHERE account_id = ? AND timestamp >= toDateTime(?) AND timestamp <= toDateTime(?))",
+		SQL: activityWithPrefilter("AND sg_message_id GLOBAL IN (SELECT sg_message_id FROM events WHERE account_id = ? AND timestamp >= toDateTime(?) AND timestamp <= toDateTime(?))",
 			"(a_last >= toDateTime(?) AND a_last <= toDateTime(?))"),
 		Sample: []any{"acme", "acme", int64(1761955200), int64(1762041600), int64(1761955200), int64(1762041600), uint64(10)}})
 	qActivityPrefilterMessage = register(Query{Name: "activity.messages.by_message",

@@ -23,13 +23,14 @@ var (
 	// (processed events and drops), most first. The subquery picks those
 	// domains from the processed and dropped events alone (a range of the
 	// table's key), so the counts are computed for them only, not for every
-	// domain. Arguments: account, from, to (unix seconds), then the same
+	// domain. GLOBAL IN: on a cluster the top domains are the whole
+	// table's, not each shard's (on one server it is IN). Arguments: account, from, to (unix seconds), then the same
 	// again and the limit for the subquery, then the limit.
 	qDashboardDomains = register(Query{Name: "dashboard.top_domains",
 		SQL: "SELECT domain AS d, " + statsCounts + ", " +
 			"uniqExactIf(sg_event_id, event IN ('processed', 'dropped')) AS volume " +
 			"FROM events WHERE " + statsWhere + " AND domain != '' " +
-			"AND domain IN (SELECT domain FROM events WHERE account_id = ? " +
+			"AND domain GLOBAL IN (SELECT domain FROM events WHERE account_id = ? " +
 			"AND event IN ('processed', 'dropped') AND timestamp >= toDateTime(?) AND timestamp < toDateTime(?) " +
 			"AND domain != '' GROUP BY domain ORDER BY uniqExact(sg_event_id) DESC, domain LIMIT ?) " +
 			"GROUP BY d ORDER BY volume DESC, d LIMIT ?",
