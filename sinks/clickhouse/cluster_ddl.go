@@ -66,8 +66,10 @@ var createTable = regexp.MustCompile(`(?s)^CREATE TABLE IF NOT EXISTS ([A-Za-z_]
 // (on every server), ON CLUSTER, and a Distributed table under the
 // original name for sharded tables, so every read query works unchanged.
 // Only CREATE TABLE IF NOT EXISTS of a *MergeTree engine and ALTER TABLE ...
-// ADD COLUMN are understood (a column is added to the local table and to the
-// Distributed table over it); any other statement is an error that names it,
+// ADD COLUMN are understood (a column is added to the local table ON
+// CLUSTER and to the Distributed table over it on each server: the one kind
+// of statement without ON CLUSTER, which Migrate runs on every server); any
+// other statement is an error that names it,
 // so a future migration cannot silently do something different on a cluster.
 func clusterStatements(stmt, db, cluster string) ([]string, error) {
 	if a := addColumn.FindStringSubmatch(strings.TrimSpace(stmt)); a != nil {
@@ -76,13 +78,18 @@ func clusterStatements(stmt, db, cluster string) ([]string, error) {
 		if !ok {
 			return nil, fmt.Errorf("table %s has no cluster layout: add it to clusterLayout in sinks/clickhouse/cluster_ddl.go", name)
 		}
-		alter := func(table string) string {
-			return fmt.Sprintf("ALTER TABLE %s.%s ON CLUSTER %s ADD COLUMN %s", db, table, cluster, rest)
-		}
+		alter := fmt.Sprintf("ALTER TABLE %s.%s ON CLUSTER %s ADD COLUMN %s", db, name, cluster, rest)
 		if layout.shardKey == "" {
-			return []string{alter(name)}, nil
+			return []string{alter}, nil
 		}
-		return []string{alter(name + localSuffix), alter(name)}, nil
+		// The Distributed table is not replicated, and 18.16's distributed
+		// DDL refuses an ALTER of it ON CLUSTER when the shards replicate
+		// internally (code 371): it is altered on every server directly
+		// (a statement without ON CLUSTER, see Migrate).
+		return []string{
+			fmt.Sprintf("ALTER TABLE %s.%s ON CLUSTER %s ADD COLUMN %s", db, name+localSuffix, cluster, rest),
+			fmt.Sprintf("ALTER TABLE %s.%s ADD COLUMN %s", db, name, rest),
+		}, nil
 	}
 	m := createTable.FindStringSubmatch(strings.TrimSpace(stmt))
 	if m == nil {

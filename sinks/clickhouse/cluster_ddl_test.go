@@ -44,7 +44,10 @@ func TestClusterStatements(t *testing.T) {
 	stmts := clusterDDL(t)
 	seen := map[string]bool{}
 	for _, s := range stmts {
-		if !strings.Contains(s.SQL, " ON CLUSTER bouncer ") {
+		// The one statement without ON CLUSTER: the ADD COLUMN of a
+		// Distributed table, which Migrate runs on every server.
+		distributedAlter := strings.HasPrefix(s.SQL, "ALTER TABLE bouncer.") && !strings.Contains(s.SQL, "_local ") && strings.Contains(s.SQL, " ADD COLUMN ")
+		if !strings.Contains(s.SQL, " ON CLUSTER bouncer ") && !distributedAlter {
 			t.Errorf("%s: no ON CLUSTER: %s", s.Name, s.SQL)
 		}
 		switch {
@@ -91,7 +94,7 @@ func TestClusterStatements(t *testing.T) {
 	// Distributed table over them, and to a control table once.
 	got, err := clusterStatements("ALTER TABLE webhooks ADD COLUMN x String", "bouncer", "bouncer")
 	if want := []string{"ALTER TABLE bouncer.webhooks_local ON CLUSTER bouncer ADD COLUMN x String",
-		"ALTER TABLE bouncer.webhooks ON CLUSTER bouncer ADD COLUMN x String"}; err != nil || !slices.Equal(got, want) {
+		"ALTER TABLE bouncer.webhooks ADD COLUMN x String"}; err != nil || !slices.Equal(got, want) {
 		t.Errorf("ADD COLUMN on a sharded table: %q, %v; want %q", got, err, want)
 	}
 	got, err = clusterStatements("ALTER TABLE api_keys ADD COLUMN x String", "bouncer", "bouncer")

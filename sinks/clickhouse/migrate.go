@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -111,7 +112,7 @@ func Migrate(ctx context.Context, cfg Config) ([]Applied, error) {
 					return applied, fmt.Errorf("migration %04d_%s, statement %d: %w", m.Version, m.Name, i+1, err)
 				}
 			}
-			if err := execAll(ctx, s.conn, cfg.Database, stmts); err != nil {
+			if err := s.execMigration(ctx, stmts); err != nil {
 				return applied, fmt.Errorf("migration %04d_%s, statement %d: %w", m.Version, m.Name, i+1, err)
 			}
 		}
@@ -125,6 +126,30 @@ func Migrate(ctx context.Context, cfg Config) ([]Applied, error) {
 		applied = append(applied, Applied{m.Version, m.Name})
 	}
 	return applied, nil
+}
+
+// execMigration runs one migration statement's statements (several on a
+// cluster, see clusterStatements). On a cluster a statement without ON
+// CLUSTER runs on every server of system.clusters directly, each asked
+// whether it is done already: every server must answer, as for distributed
+// DDL.
+func (s *Store) execMigration(ctx context.Context, stmts []string) error {
+	for _, stmt := range stmts {
+		if s.cluster == nil || strings.Contains(stmt, " ON CLUSTER ") {
+			if err := execAll(ctx, s.conn, s.cfg.Database, []string{stmt}); err != nil {
+				return err
+			}
+			continue
+		}
+		for _, sh := range s.cluster.shards {
+			for _, r := range sh.replicas {
+				if err := execAll(ctx, r.conn, s.cfg.Database, []string{stmt}); err != nil {
+					return fmt.Errorf("on %s: %w", r.addr, err)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // execAll runs stmts in database db. An ADD COLUMN whose column exists is
