@@ -54,8 +54,17 @@ func (s *Store) RecipientHistory(ctx context.Context, account string, emails []s
 	return out, rows.Err()
 }
 
-// WriteHistory records deliveries and escalating soft bounces.
+// WriteHistory records deliveries and escalating soft bounces (merged with
+// concurrent calls, like WriteEvents; a repeat is harmless to the policy).
 func (s *Store) WriteHistory(ctx context.Context, events []pipeline.HistoryEvent) error {
+	if len(events) == 0 {
+		return nil
+	}
+	return s.writers().history.write(ctx, events)
+}
+
+func (s *Store) insertHistory(ctx context.Context, parts [][]pipeline.HistoryEvent) error {
+	events := flatten(parts)
 	n := len(events)
 	date, _ := ingestTime()
 	dates, stamps := make([]time.Time, n), make([]time.Time, n)

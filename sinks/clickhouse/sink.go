@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -83,78 +84,151 @@ func b2u(b bool) uint8 {
 	return 0
 }
 
-// WriteEvents inserts rows as one block into one partition.
-func (s *Store) WriteEvents(ctx context.Context, rows []pipeline.Row) error {
-	n := len(rows)
-	date, at := ingestTime()
-	var (
-		dates, ats, stamps                                     = make([]time.Time, n), make([]time.Time, n), make([]time.Time, n)
-		topics, accounts, events, types, emails, norms         = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		domains, providers, ids, msgIDs, smtpIDs               = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		reasons, statuses, responses, btypes, classes, codes   = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		rules, prodClasses, ips, urls, agents, froms, subjects = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		customs                                                = make([]string, n)
-		parts, indexes, attempts                               = make([]uint32, n), make([]uint32, n), make([]uint32, n)
-		offsets                                                = make([]uint64, n)
-		valids, derivedIDs, tlss, deriveds                     = make([]uint8, n), make([]uint8, n), make([]uint8, n), make([]uint8, n)
-		groups                                                 = make([]int64, n)
-		cats                                                   = make([][]string, n)
-	)
-	for i := range rows {
-		r := &rows[i]
-		dates[i], ats[i], stamps[i] = date, at, time.Unix(r.Timestamp, 0).UTC()
-		topics[i], parts[i], offsets[i], indexes[i] = r.Topic, uint32(r.Partition), uint64(r.Offset), uint32(r.Index)
-		accounts[i], events[i], types[i] = r.AccountID, string(r.Event.Event), r.Type
-		emails[i], norms[i], domains[i], providers[i] = r.Email, r.EmailNorm, r.Domain, r.Provider
-		valids[i], ids[i], derivedIDs[i] = b2u(r.AddressValid), r.SGEventID, b2u(r.EventIDDerived)
-		msgIDs[i], smtpIDs[i], cats[i] = r.SGMessageID, r.SMTPID, r.Categories
-		if cats[i] == nil {
-			cats[i] = []string{}
-		}
-		reasons[i], statuses[i], responses[i], attempts[i] = r.Reason, r.Status, r.Response, r.Attempt
-		if b := r.Bounce; b != nil {
-			btypes[i], classes[i], codes[i], rules[i] = string(b.BounceType), string(b.Classification), string(b.Reason), b.Rule
-		}
-		prodClasses[i], ips[i], tlss[i], urls[i], agents[i] = r.BounceClassification, r.IP, b2u(r.TLS), r.URL, r.UserAgent
-		groups[i], froms[i], subjects[i], customs[i], deriveds[i] = r.ASMGroupID, r.FromEmail, r.Subject, r.Custom, b2u(r.Derived)
-	}
-	fill := func(b driver.Batch) error {
-		return appendColumns(b, dates, ats, topics, parts, offsets, indexes,
-			accounts, events, types, stamps, emails, norms, domains, providers,
-			valids, ids, derivedIDs, msgIDs, smtpIDs, cats,
-			reasons, statuses, responses, attempts, btypes, classes,
-			codes, rules, prodClasses, ips, tlss, urls, agents,
-			groups, froms, subjects, customs, deriveds)
-	}
-	if s.cluster != nil && n > 0 {
-		return s.clusterInsert(ctx, qInsertEvents, "events", rows[0].Partition, fill)
-	}
-	return s.insert(ctx, qInsertEvents, fill)
+// maxInsertRows caps the rows of one merged insert; insertLinger is the
+// longest a write waits for those of the other busy partitions
+// (groupCommit), and a partition counts as busy for activeWindow after its
+// last events write.
+const (
+	maxInsertRows = 50_000
+	insertLinger  = time.Second
+	activeWindow  = 10 * time.Second
+)
+
+// writers are the Store's group commits: events and dead letters per shard
+// (their blocks go to the shard of their Kafka partition), suppression
+// changes and recipient history for the whole store.
+type writers struct {
+	once         sync.Once
+	events       []*groupCommit[pipeline.Row]
+	deadLetters  []*groupCommit[schemas.DeadLetter]
+	suppressions *groupCommit[suppression.Change]
+	history      *groupCommit[pipeline.HistoryEvent]
+
+	mu     sync.Mutex
+	active map[int]time.Time // Kafka partition: its last events write
 }
 
-// WriteDeadLetters inserts rejected input as one block.
+// busy counts the partitions (of shard, or all when shard < 0) that wrote
+// events within activeWindow.
+func (w *writers) busy(s *Store, shard int) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, now := 0, time.Now()
+	for p, at := range w.active {
+		if now.Sub(at) > activeWindow {
+			delete(w.active, p)
+		} else if shard < 0 || s.shardIndex(p) == shard {
+			n++
+		}
+	}
+	return n
+}
+
+func (w *writers) wrote(partition int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.active[partition] = time.Now()
+}
+
+func (s *Store) writers() *writers {
+	w := &s.w
+	w.once.Do(func() {
+		w.active = map[int]time.Time{}
+		shards := 1
+		if s.cluster != nil {
+			shards = len(s.cluster.shards)
+		}
+		for i := range shards {
+			ev := &eventBlock{}
+			w.events = append(w.events, newGroupCommit(maxInsertRows, insertLinger, func() int { return w.busy(s, i) },
+				func(ctx context.Context, parts [][]pipeline.Row) error { return s.insertEvents(ctx, ev, parts) }))
+			// Dead letters are rare: they never wait for others.
+			w.deadLetters = append(w.deadLetters, newGroupCommit(maxInsertRows, 0, nil, s.insertDeadLetters))
+		}
+		all := func() int { return w.busy(s, -1) }
+		w.suppressions = newGroupCommit(maxInsertRows, insertLinger, all, s.insertSuppressions)
+		w.history = newGroupCommit(maxInsertRows, insertLinger, all, s.insertHistory)
+	})
+	return w
+}
+
+// shardIndex is the index of partition's shard in writers (0 on one server).
+func (s *Store) shardIndex(partition int) int {
+	if s.cluster == nil {
+		return 0
+	}
+	return partition % len(s.cluster.shards)
+}
+
+// WriteEvents inserts rows as one block into one partition. Rows of calls
+// made at the same time (other Kafka partitions of the same shard) may
+// share the block (groupCommit).
+func (s *Store) WriteEvents(ctx context.Context, rows []pipeline.Row) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	w := s.writers()
+	w.wrote(rows[0].Partition)
+	return w.events[s.shardIndex(rows[0].Partition)].write(ctx, rows)
+}
+
+// WriteDeadLetters inserts rejected input as one block (merged with
+// concurrent calls of the same shard, like WriteEvents).
 func (s *Store) WriteDeadLetters(ctx context.Context, rows []schemas.DeadLetter) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	return s.writers().deadLetters[s.shardIndex(rows[0].Partition)].write(ctx, rows)
+}
+
+func (s *Store) insertDeadLetters(ctx context.Context, parts [][]schemas.DeadLetter) error {
+	rows := flatten(parts)
 	n := len(rows)
 	date, at := ingestTime()
 	dates, ats := make([]time.Time, n), make([]time.Time, n)
 	topics, codes, details, raws, keys := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	parts, offsets, indexes := make([]uint32, n), make([]uint64, n), make([]int32, n)
+	partitions, offsets, indexes := make([]uint32, n), make([]uint64, n), make([]int32, n)
 	for i, r := range rows {
 		dates[i], ats[i] = date, at
-		topics[i], parts[i], offsets[i], indexes[i] = r.Topic, uint32(r.Partition), uint64(r.Offset), int32(r.Index)
+		topics[i], partitions[i], offsets[i], indexes[i] = r.Topic, uint32(r.Partition), uint64(r.Offset), int32(r.Index)
 		codes[i], details[i], raws[i], keys[i] = string(r.Code), r.Detail, string(r.Raw), string(r.Key)
 	}
 	fill := func(b driver.Batch) error {
-		return appendColumns(b, dates, ats, topics, parts, offsets, indexes, codes, details, raws, keys)
+		return appendColumns(b, dates, ats, topics, partitions, offsets, indexes, codes, details, raws, keys)
 	}
-	if s.cluster != nil && n > 0 {
+	if s.cluster != nil {
 		return s.clusterInsert(ctx, qInsertDeadLetters, "dead_letters", rows[0].Partition, fill)
 	}
 	return s.insert(ctx, qInsertDeadLetters, fill)
 }
 
-// WriteSuppressions inserts list changes as one block.
+// flatten joins parts into one slice (parts itself when there is one).
+func flatten[T any](parts [][]T) []T {
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	out := make([]T, 0, n)
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// WriteSuppressions inserts list changes as one block (merged with
+// concurrent calls: the rows are versioned, so any order converges).
 func (s *Store) WriteSuppressions(ctx context.Context, rows []suppression.Change) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	return s.writers().suppressions.write(ctx, rows)
+}
+
+func (s *Store) insertSuppressions(ctx context.Context, parts [][]suppression.Change) error {
+	rows := flatten(parts)
 	n := len(rows)
 	accounts, lists, norms, emails := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	reasons, statuses, classes, codes, sources := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)

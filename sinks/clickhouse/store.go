@@ -115,6 +115,7 @@ type Store struct {
 	groupMu sync.Mutex
 	// groupLog, when set, orders group creates of all processes.
 	groupLog GroupLog
+	w        writers // the sink's merged inserts (groupcommit.go), made on first use
 }
 
 func (c Config) options(database string) *ch.Options {
@@ -129,6 +130,10 @@ func (c Config) options(database string) *ch.Options {
 		MaxOpenConns:    16,
 		MaxIdleConns:    8,
 		ConnMaxLifetime: time.Hour,
+		// Each connection keeps its send buffer; a block is sent in pieces
+		// of about this size (the default, 10 MiB, is held by every idle
+		// connection).
+		MaxCompressionBuffer: 1 << 20,
 	}
 	if c.Cluster != "" {
 		// Writes through Distributed tables return once every shard holds

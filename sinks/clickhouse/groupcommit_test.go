@@ -1,0 +1,222 @@
+package clickhouse
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestGroupCommitMergesWaitingCalls: calls that arrive while an insert
+// runs go out together in the next one, each once, in arrival order.
+func TestGroupCommitMergesWaitingCalls(t *testing.T) {
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var sent [][]int
+	g := newGroupCommit(100, 0, nil, func(ctx context.Context, parts [][]int) error {
+		mu.Lock()
+		sent = append(sent, flatten(parts))
+		first := len(sent) == 1
+		mu.Unlock()
+		if first {
+			<-release // hold the first insert until the others queue
+		}
+		return nil
+	})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := g.write(context.Background(), []int{0}); err != nil {
+			t.Error(err)
+		}
+	})
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(sent) == 1 })
+	for i := 1; i <= 5; i++ {
+		wg.Go(func() {
+			if err := g.write(context.Background(), []int{i}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	waitFor(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.queue) == 5 })
+	close(release)
+	wg.Wait()
+	if len(sent) != 2 {
+		t.Fatalf("inserts %v: want the first alone, then the five waiting ones in one", sent)
+	}
+	second := slices.Clone(sent[1])
+	slices.Sort(second)
+	if !slices.Equal(sent[0], []int{0}) || !slices.Equal(second, []int{1, 2, 3, 4, 5}) {
+		t.Errorf("inserts %v", sent)
+	}
+}
+
+// TestGroupCommitCapsRows: calls past maxRows wait for the next insert.
+func TestGroupCommitCapsRows(t *testing.T) {
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var sizes []int
+	g := newGroupCommit(4, 0, nil, func(ctx context.Context, parts [][]int) error {
+		mu.Lock()
+		sizes = append(sizes, len(flatten(parts)))
+		first := len(sizes) == 1
+		mu.Unlock()
+		if first {
+			<-release
+		}
+		return nil
+	})
+	var wg sync.WaitGroup
+	wg.Go(func() { g.write(context.Background(), []int{0}) })
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(sizes) == 1 })
+	for range 3 {
+		wg.Go(func() { g.write(context.Background(), []int{1, 2, 3}) })
+	}
+	waitFor(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.queue) == 3 })
+	close(release)
+	wg.Wait()
+	if !slices.Equal(sizes, []int{1, 3, 3, 3}) {
+		t.Errorf("insert sizes %v: want 1, then 3 at a time (a cap of 4 rows)", sizes)
+	}
+}
+
+// TestGroupCommitErrorsReachEveryCall: a failed insert fails every call it
+// carried; the next insert is a fresh one.
+func TestGroupCommitErrorsReachEveryCall(t *testing.T) {
+	boom := errors.New("boom")
+	release := make(chan struct{})
+	calls := 0
+	g := newGroupCommit(100, 0, nil, func(ctx context.Context, parts [][]int) error {
+		calls++
+		if calls == 1 {
+			<-release
+			return nil
+		}
+		return boom
+	})
+	var wg sync.WaitGroup
+	wg.Go(func() { g.write(context.Background(), []int{0}) })
+	waitFor(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.busy })
+	errs := make([]error, 3)
+	for i := range errs {
+		wg.Go(func() { errs[i] = g.write(context.Background(), []int{i}) })
+	}
+	waitFor(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.queue) == 3 })
+	close(release)
+	wg.Wait()
+	for i, err := range errs {
+		if !errors.Is(err, boom) {
+			t.Errorf("call %d: %v, want the insert's error", i, err)
+		}
+	}
+	if calls != 2 {
+		t.Errorf("%d inserts, want 2", calls)
+	}
+}
+
+// TestGroupCommitCancelledCaller: a call whose context ended while it
+// waited is left out of the insert; one whose context ends during the
+// insert cancels it.
+func TestGroupCommitCancelledCaller(t *testing.T) {
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var sent [][]int
+	g := newGroupCommit(100, 0, nil, func(ctx context.Context, parts [][]int) error {
+		mu.Lock()
+		sent = append(sent, flatten(parts))
+		n := len(sent)
+		mu.Unlock()
+		if n == 1 {
+			<-release
+			return nil
+		}
+		<-ctx.Done() // the second insert waits to be cancelled
+		return ctx.Err()
+	})
+	var wg sync.WaitGroup
+	wg.Go(func() { g.write(context.Background(), []int{0}) })
+	waitFor(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.busy })
+	gone, cancelGone := context.WithCancel(context.Background())
+	var goneErr error
+	wg.Go(func() { goneErr = g.write(gone, []int{1}) })
+	later, cancelLater := context.WithCancel(context.Background())
+	var laterErr error
+	wg.Go(func() { laterErr = g.write(later, []int{2}) })
+	waitFor(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.queue) == 2 })
+	cancelGone()
+	close(release)
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(sent) == 2 })
+	cancelLater()
+	wg.Wait()
+	if !errors.Is(goneErr, context.Canceled) || !errors.Is(laterErr, context.Canceled) {
+		t.Errorf("errors %v, %v: want both cancelled", goneErr, laterErr)
+	}
+	if len(sent) != 2 || !slices.Equal(sent[1], []int{2}) {
+		t.Errorf("inserts %v: want the cancelled call left out of the second", sent)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestGroupCommitLingers: the sending caller waits (up to linger) until
+// each busy writer has queued a call, or maxRows are queued; with one
+// writer it does not wait.
+func TestGroupCommitLingers(t *testing.T) {
+	var mu sync.Mutex
+	var sizes []int
+	writers := 1
+	g := newGroupCommit(100, time.Hour, func() int { mu.Lock(); defer mu.Unlock(); return writers }, func(ctx context.Context, parts [][]int) error {
+		mu.Lock()
+		defer mu.Unlock()
+		sizes = append(sizes, len(flatten(parts)))
+		return nil
+	})
+	// A lone writer goes at once (or this test would wait an hour).
+	g.write(context.Background(), []int{0})
+	mu.Lock()
+	writers = 3
+	mu.Unlock()
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Go(func() { g.write(context.Background(), []int{i}) })
+		time.Sleep(10 * time.Millisecond) // one after the other
+	}
+	wg.Wait()
+	// With a cap of 2 rows, two calls are enough to send.
+	g.maxRows = 2
+	for i := range 2 {
+		wg.Go(func() { g.write(context.Background(), []int{i}) })
+	}
+	wg.Wait()
+	if !slices.Equal(sizes, []int{1, 3, 2}) {
+		t.Errorf("insert sizes %v: want 1, then the three later calls in one insert, then two", sizes)
+	}
+}
+
+// TestGroupCommitLingerEnds: a busy writer that never comes holds the
+// others up for linger only.
+func TestGroupCommitLingerEnds(t *testing.T) {
+	var sizes []int
+	g := newGroupCommit(100, 50*time.Millisecond, func() int { return 2 }, func(ctx context.Context, parts [][]int) error {
+		sizes = append(sizes, len(flatten(parts)))
+		return nil
+	})
+	for i := range 3 {
+		if err := g.write(context.Background(), []int{i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !slices.Equal(sizes, []int{1, 1, 1}) {
+		t.Errorf("insert sizes %v", sizes)
+	}
+}
