@@ -124,8 +124,10 @@ func FollowChanges(ctx context.Context, c Conn, topic string, apply func(suppres
 		return err
 	}
 	// A topic created a moment ago may not be in every broker's metadata
-	// yet: wait until its partitions show.
+	// yet: wait until its partitions show (briefly at first: a worker that
+	// just created the topic waits for this before consuming).
 	var parts []kafka.Partition
+	pause := startupPause
 	for len(parts) == 0 {
 		conn, err := dialer.DialContext(ctx, "tcp", c.Brokers[0])
 		if err == nil {
@@ -134,9 +136,10 @@ func FollowChanges(ctx context.Context, c Conn, topic string, apply func(suppres
 		}
 		if len(parts) == 0 {
 			log.Warn("change log: no partitions yet; retrying", "topic", topic, "err", err)
-			if !Sleep(ctx, time.Second) {
+			if !Sleep(ctx, pause) {
 				return ctx.Err()
 			}
+			pause = min(2*pause, time.Second)
 		}
 	}
 	var wg sync.WaitGroup
@@ -154,6 +157,11 @@ func FollowChanges(ctx context.Context, c Conn, topic string, apply func(suppres
 	return nil
 }
 
+// startupPause is the first pause before asking again for a change log's
+// partitions or their ends (doubling up to a second): a topic the worker
+// created a moment ago has a leader within a few hundred milliseconds.
+const startupPause = 100 * time.Millisecond
+
 func followPartition(ctx context.Context, c Conn, dialer *kafka.Dialer, topic string, partition int, apply func(suppression.Change), done func(), lag prometheus.Gauge, log *slog.Logger) {
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: c.Brokers, Topic: topic, Partition: partition, Dialer: dialer,
 		MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 500 * time.Millisecond})
@@ -165,6 +173,7 @@ func followPartition(ctx context.Context, c Conn, dialer *kafka.Dialer, topic st
 	// Where the partition ended when following began: reaching it means
 	// the index holds everything written before.
 	end := int64(-1)
+	pause := startupPause
 	for end < 0 && ctx.Err() == nil {
 		lc, err := dialer.DialLeader(ctx, "tcp", c.Brokers[0], topic, partition)
 		if err == nil {
@@ -181,7 +190,8 @@ func followPartition(ctx context.Context, c Conn, dialer *kafka.Dialer, topic st
 			}
 		}
 		log.Warn("change log: reading partition end failed; retrying", "partition", partition, "err", err)
-		Sleep(ctx, time.Second)
+		Sleep(ctx, pause)
+		pause = min(2*pause, time.Second)
 	}
 	for ctx.Err() == nil {
 		m, err := r.ReadMessage(ctx)

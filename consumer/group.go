@@ -30,8 +30,11 @@ type GroupConfig struct {
 	// default 500ms.
 	MaxWait time.Duration
 	// QueueCapacity bounds the messages each partition's reader prefetches
-	// while a batch is being written; default MaxBatchMessages, so the next
-	// batch is ready when the insert returns.
+	// while a batch is being handled; default 2000 (at most
+	// MaxBatchMessages). The rest of the next batch is read from the
+	// connection when the handler returns: a bigger queue holds more memory
+	// (every message of it, per partition) without making a worker that is
+	// busy decoding any faster.
 	QueueCapacity int
 	// SessionTimeout (default 10s) and RebalanceTimeout (default 60s) are
 	// the group's; HeartbeatInterval defaults to 3s.
@@ -80,7 +83,7 @@ func (c *GroupConfig) Validate() error {
 	}
 	def(&c.MaxBatchMessages, 20000)
 	def(&c.MaxBatchBytes, 16<<20)
-	def(&c.QueueCapacity, c.MaxBatchMessages)
+	def(&c.QueueCapacity, min(c.MaxBatchMessages, 2000))
 	defd(&c.MaxWait, 500*time.Millisecond)
 	defd(&c.SessionTimeout, 10*time.Second)
 	defd(&c.RebalanceTimeout, 60*time.Second)
