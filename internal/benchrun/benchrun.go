@@ -141,6 +141,9 @@ type benchResult struct {
 	cpu      [3]time.Duration
 	rss      int64 // worker's peak, bytes
 	serverRS int64 // ClickHouse server's highest sampled RSS, bytes
+	// server is the growth of the ClickHouse server's counters (system.events)
+	// during the run: queries, parts written, rows merged.
+	server map[string]uint64
 }
 
 // CPU slots of benchResult.cpu.
@@ -227,6 +230,7 @@ func (b *bench) peer(ctx context.Context, run, n int) (benchResult, error) {
 func (b *bench) measure(ctx context.Context, label, db, group string, start func() (int, error)) (benchResult, error) {
 	var r benchResult
 	cpu0 := [3]time.Duration{cpuClickHouse: b.cpu(b.chPID), cpuKafka: b.cpu(b.kafkaPID)}
+	ev0, _ := b.admin.ServerEvents(ctx)
 	began := time.Now()
 	pid, err := start()
 	if err != nil {
@@ -273,6 +277,12 @@ func (b *bench) measure(ctx context.Context, label, db, group string, start func
 	}
 	if tHi > tLo {
 		r.steady = float64(nHi-nLo) / (tHi - tLo).Seconds()
+	}
+	if ev1, err := b.admin.ServerEvents(ctx); err == nil && ev0 != nil {
+		r.server = map[string]uint64{}
+		for k, v := range ev1 {
+			r.server[k] = v - ev0[k]
+		}
 	}
 	r.cpu[cpuClickHouse] = b.cpu(b.chPID) - cpu0[cpuClickHouse]
 	r.cpu[cpuKafka] = b.cpu(b.kafkaPID) - cpu0[cpuKafka]
@@ -368,6 +378,18 @@ func report(w io.Writer, count, partitions int, produceRate float64, chCPU, kafk
 			fmt.Fprintf(tw, "%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", i+1, r.name, r.rate(count), rate(r.steady),
 				secs(r.first), secs(r.commit), worker, cpuCol(r.cpu[cpuClickHouse], chCPU), cpuCol(r.cpu[cpuKafka], kafkaCPU),
 				cpuCol(total, chCPU && kafkaCPU), mib(r.rss), mib(r.serverRS))
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nClickHouse server work during each contender's run (system.events; selects include the bench's count polls)\n")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "run\tcontender\tinserts\tparts written\tinserted rows\tselects\tmerged rows\t")
+	for i, rs := range runs {
+		for _, r := range rs {
+			e := r.server
+			fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%d\t\n", i+1, r.name, e["InsertQuery"], e["MergeTreeDataWriterBlocks"], e["InsertedRows"], e["SelectQuery"], e["MergedRows"])
 		}
 	}
 	if err := tw.Flush(); err != nil {

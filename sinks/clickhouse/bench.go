@@ -88,3 +88,24 @@ func (b *Bench) Merges(ctx context.Context) (uint64, error) {
 	err := b.conn.QueryRow(ctx, "SELECT count() FROM system.merges").Scan(&n)
 	return n, err
 }
+
+// ServerEvents reads the server's cumulative counters (system.events) of
+// inserts, selects, rows and merges, for the bench to report each
+// contender's share.
+func (b *Bench) ServerEvents(ctx context.Context) (map[string]uint64, error) {
+	rows, err := b.conn.Query(ctx, "SELECT event, value FROM system.events WHERE event IN ('InsertQuery', 'SelectQuery', 'InsertedRows', 'MergedRows', 'MergeTreeDataWriterBlocks')")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]uint64{}
+	for rows.Next() {
+		var name string
+		var v uint64
+		if err := rows.Scan(&name, &v); err != nil {
+			return nil, err
+		}
+		out[name] = v
+	}
+	return out, rows.Err()
+}
