@@ -85,6 +85,10 @@ type Classifier struct {
 	// p; patternProvider gives the provider a marker literal names.
 	patternAlts     [][]altRef
 	patternProvider []string
+	// patLen[p] is the length of literal p; nearFirst[k] and nearThen[k]
+	// mark the literals of near branch k's two sets.
+	patLen              []int32
+	nearFirst, nearThen [][]uint64
 	// markers: the literals naming a provider have the ids below it.
 	markers int32
 	// infos[i] describes rule i's reason; unclassified, no rule's.
@@ -206,6 +210,18 @@ func compile(rules []Rule) (*Classifier, error) {
 			}
 		}
 	}
+	// The further words a branch needs are literals too: the prefilter
+	// notes which occur, so a branch whose words are not all there is
+	// skipped without searching the text again.
+	// The second word set of a near branch is scanned for too.
+	nearThen := make([][]int, len(c.alts))
+	for k, alt := range c.alts {
+		if alt.near != nil {
+			for _, lit := range alt.near.then {
+				nearThen[k] = append(nearThen[k], add(lit))
+			}
+		}
+	}
 	var narrow, wide []string
 	narrowIDs := []int32{}
 	for p, lit := range patterns {
@@ -221,6 +237,32 @@ func compile(rules []Rule) (*Classifier, error) {
 	// first in patterns order, so narrowIDs is the identity up to the first
 	// wide literal. Renumber to keep that simple invariant.
 	c.renumber(narrowIDs, c.wideIDs)
+	newID := make([]int32, len(patterns))
+	for i, p := range narrowIDs {
+		newID[p] = int32(i)
+	}
+	for i, p := range c.wideIDs {
+		newID[p] = int32(len(narrowIDs) + i)
+	}
+	c.patLen = make([]int32, len(patterns))
+	for p, lit := range patterns {
+		c.patLen[newID[p]] = int32(len(lit))
+	}
+	c.nearFirst = make([][]uint64, len(c.alts))
+	c.nearThen = make([][]uint64, len(c.alts))
+	for k, alt := range c.alts {
+		if alt.near == nil {
+			continue
+		}
+		c.nearFirst[k] = make([]uint64, words(len(patterns)))
+		c.nearThen[k] = make([]uint64, words(len(patterns)))
+		for _, lit := range alt.near.first {
+			setBit(c.nearFirst[k], int(newID[index[lit]]))
+		}
+		for _, p := range nearThen[k] {
+			setBit(c.nearThen[k], int(newID[p]))
+		}
+	}
 	c.lits = newLiteralSet(narrow)
 	if len(wide) > 0 {
 		c.wide = newLiteralSet(wide)
@@ -389,24 +431,6 @@ func (c *Classifier) window(k int, sc *scratch, text []byte) []byte {
 	return text[lo:hi]
 }
 
-// containsAll reports whether text holds a string of every set: a cheap
-// test before running an expression that needs them all.
-func containsAll(text []byte, sets [][][]byte) bool {
-	for _, set := range sets {
-		found := false
-		for _, lit := range set {
-			if bytes.Contains(text, lit) {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
-}
-
 func asciiNonWord(b byte) bool {
 	return b < utf8.RuneSelf && !isAlnum(b) && b != '_'
 }
@@ -466,15 +490,73 @@ func (c *Classifier) matches(i int, sc *scratch, text []byte, reply uint16, stat
 		if !hasBit(sc.alts, k) {
 			continue
 		}
-		alt := c.alts[k]
-		if alt.re == nil {
-			return true
-		}
-		if w := c.window(k, sc, text); containsAll(w, alt.more) && alt.re.Match(w) {
+		if c.branchMatches(k, sc, text) {
 			return true
 		}
 	}
 	return false
+}
+
+// branchMatches reports whether branch k, marked by the prefilter, matches
+// text: a plain-string branch does; a near branch is decided from the
+// literal occurrences; otherwise its further words must be in the window
+// and its expression must match there.
+func (c *Classifier) branchMatches(k int, sc *scratch, text []byte) bool {
+	alt := c.alts[k]
+	if alt.re == nil {
+		return true
+	}
+	if alt.near != nil {
+		return c.nearMatches(k, alt.near.n, sc, text)
+	}
+	w := c.window(k, sc, text)
+	return containsAll(w, alt.more) && alt.re.Match(w)
+}
+
+// containsAll reports whether text holds a string of every set.
+func containsAll(text []byte, sets [][][]byte) bool {
+	for _, set := range sets {
+		found := false
+		for _, lit := range set {
+			if bytes.Contains(text, lit) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// nearMatches decides near branch k from the literal occurrences: one of
+// its first set must end at most n characters before one of its second set
+// starts.
+func (c *Classifier) nearMatches(k, n int, sc *scratch, text []byte) bool {
+	first, then := c.nearFirst[k], c.nearThen[k]
+	for _, b := range sc.hits {
+		if !hasBit(then, int(b.id)) {
+			continue
+		}
+		start := int(b.end - c.patLen[b.id])
+		for _, a := range sc.hits {
+			gap := start - int(a.end)
+			if gap < 0 || gap > n*utf8.UTFMax || !hasBit(first, int(a.id)) {
+				continue
+			}
+			if gap <= n || runeCount(text[a.end:start]) <= n {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// runeCount counts the characters of b as regexp's '.' does: UTF-8
+// sequences, each invalid byte on its own.
+func runeCount(b []byte) int {
+	return utf8.RuneCount(b)
 }
 
 func contains(list []string, s string) bool {

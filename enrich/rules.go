@@ -62,6 +62,10 @@ type alternative struct {
 	// needs "recipient" and "refuses"), checked in the match window
 	// before re runs.
 	more [][][]byte
+	// near is set when the branch is two finite sets of strings at most
+	// a number of characters apart (A.{0,n}B): the classifier decides it
+	// from the literal occurrences the prefilter found, without re.
+	near *nearBranch
 	// width bounds the length in bytes of any match of re; -1 when it is
 	// unbounded or the branch is anchored (^, $), so the branch must see
 	// the whole text.
@@ -324,6 +328,9 @@ func compileAlternative(branch string) (alternative, error) {
 	if lits, ok := expandLiterals(parsed, maxExpansion); ok {
 		return alternative{literals: lits}, nil
 	}
+	if n, ok := nearLiterals(parsed); ok {
+		return alternative{re: re, near: n, needs: n.first}, nil
+	}
 	simple := parsed.Simplify()
 	needs, _ := requiredLiterals(simple)
 	if hasShort(needs) {
@@ -370,6 +377,37 @@ func requiredGroups(re *syntax.Regexp) [][]string {
 		}
 	}
 	return groups
+}
+
+// nearBranch is a branch of the form A.{0,n}B where A and B match finite
+// sets of strings: it matches when a string of first ends at most n
+// characters before a string of then starts (see nearLiterals).
+type nearBranch struct {
+	first, then []string
+	n           int
+}
+
+// nearLiterals recognises A.{0,n}B, A and B each a finite set of strings
+// of at least two bytes: such a branch matches exactly when a string of A
+// occurs and a string of B starts at most n characters (runes other than
+// a line break) after it ends.
+func nearLiterals(re *syntax.Regexp) (*nearBranch, bool) {
+	if re.Op != syntax.OpConcat || len(re.Sub) != 3 {
+		return nil, false
+	}
+	gap := re.Sub[1]
+	if gap.Op != syntax.OpRepeat || gap.Min != 0 || gap.Max < 0 || gap.Sub[0].Op != syntax.OpAnyCharNotNL {
+		return nil, false
+	}
+	a, ok := expandLiterals(re.Sub[0], maxExpansion)
+	if !ok {
+		return nil, false
+	}
+	b, ok := expandLiterals(re.Sub[2], maxExpansion)
+	if !ok {
+		return nil, false
+	}
+	return &nearBranch{first: a, then: b, n: gap.Max}, true
 }
 
 // maxExpansion bounds how many strings a branch may expand to before it is

@@ -190,18 +190,40 @@ func checkPrefilter(t *testing.T, c *Classifier, sc *scratch, whole []*regexp.Re
 		want := whole[i].Match(lower)
 		got := false
 		for k := c.ruleAlts[i][0]; k < c.ruleAlts[i][1]; k++ {
-			alt := c.alts[k]
-			if !hasBit(sc.alts, k) {
-				continue
-			}
-			if alt.re == nil {
-				got = true
-			} else if w := c.window(k, sc, lower); containsAll(w, alt.more) && alt.re.Match(w) {
+			if hasBit(sc.alts, k) && c.branchMatches(k, sc, lower) {
 				got = true
 			}
 		}
 		if got != want {
 			t.Fatalf("rule %s on %q: branches say %v, whole expression says %v", r.ID, lower, got, want)
 		}
+	}
+}
+
+// Near branches (A.{0,n}B) decided from literal occurrences agree with
+// their expressions on texts made of their words, fillers and multi-byte
+// characters at every distance.
+func TestNearBranchesAgreeWithExpressions(t *testing.T) {
+	c := MustNew()
+	whole := wholeExpressions(c)
+	sc := c.scratch.Get().(*scratch)
+	pieces := []string{"server", "serveur", "bezet", "occupé", "服务器", "正忙", "temporär", "fehler", "erreur", "temporaire",
+		"täglichen", "limit", "1 日の", "制限", "domaine", "non inscrit", "收件人", "太多", "x", "日", "é", " ", "  ", "\xff", "abcdefghij"}
+	rng := rand.New(rand.NewPCG(9, 10))
+	near := 0
+	for _, alt := range c.alts {
+		if alt.near != nil {
+			near++
+		}
+	}
+	if near == 0 {
+		t.Fatal("no near branch in the built-in rules")
+	}
+	for i := 0; i < 1500; i++ {
+		var b strings.Builder
+		for j := rng.IntN(12); j > 0; j-- {
+			b.WriteString(pieces[rng.IntN(len(pieces))])
+		}
+		checkPrefilter(t, c, sc, whole, b.String())
 	}
 }
