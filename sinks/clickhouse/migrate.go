@@ -157,17 +157,32 @@ func (s *Store) execMigration(ctx context.Context, stmts []string) error {
 // cut short after some of its statements runs again from the first.
 func execAll(ctx context.Context, conn driver.Conn, db string, stmts []string) error {
 	for _, stmt := range stmts {
-		if m := addColumnTarget.FindStringSubmatch(stmt); m != nil {
+		m := addColumnTarget.FindStringSubmatch(stmt)
+		haveColumn := func() (bool, error) {
 			inDB := cmp.Or(m[1], db)
 			have, err := exists(ctx, conn, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?", inDB, m[2], m[3])
 			if err != nil {
-				return fmt.Errorf("find column %s.%s.%s: %w", inDB, m[2], m[3], err)
+				return false, fmt.Errorf("find column %s.%s.%s: %w", inDB, m[2], m[3], err)
+			}
+			return have, nil
+		}
+		if m != nil {
+			have, err := haveColumn()
+			if err != nil {
+				return err
 			}
 			if have {
 				continue
 			}
 		}
 		if err := conn.Exec(ctx, stmt); err != nil {
+			// Another process migrating at the same time (workers starting
+			// together) may have added the column since: done.
+			if m != nil {
+				if have, cerr := haveColumn(); cerr == nil && have {
+					continue
+				}
+			}
 			return err
 		}
 	}

@@ -525,3 +525,26 @@ func TestMigrateSkipsExistingColumn(t *testing.T) {
 		t.Errorf("new column added: %d %v", n, err)
 	}
 }
+
+// TestMigrateConcurrently: workers started together each migrate a fresh
+// database; none of them fails on a column or table another one created a
+// moment before (TestTwoWorkersOneKilled's second worker exited on "column
+// with this name already exists").
+func TestMigrateConcurrently(t *testing.T) {
+	addr := testenv.ClickHouse(t)
+	db := testenv.Database(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			_, err := Migrate(ctx, Config{Addr: []string{addr}, Database: db})
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent Migrate: %v", err)
+		}
+	}
+}
