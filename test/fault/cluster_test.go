@@ -158,30 +158,37 @@ type countQuery struct {
 // its partitions' end offsets; nothing is deleted during a test).
 func (r *clusterRun) topicMessages() uint64 {
 	r.t.Helper()
+	n := topicEnd(r.t, r.ci.brokers, r.topic)
+	if n < clusterEvents {
+		r.t.Fatalf("the topic holds %d messages, fewer than the %d produced", n, clusterEvents)
+	}
+	return n
+}
+
+// topicEnd is the sum of a topic's end offsets.
+func topicEnd(t *testing.T, brokers, topic string) uint64 {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cl := &kafka.Client{Addr: kafka.TCP(strings.Split(r.ci.brokers, ",")...)}
-	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{r.topic}})
+	cl := &kafka.Client{Addr: kafka.TCP(strings.Split(brokers, ",")...)}
+	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil || len(md.Topics) != 1 || md.Topics[0].Error != nil {
-		r.t.Fatalf("metadata of %s: %v %+v", r.topic, err, md)
+		t.Fatalf("metadata of %s: %v %+v", topic, err, md)
 	}
 	var req []kafka.OffsetRequest
 	for _, p := range md.Topics[0].Partitions {
 		req = append(req, kafka.LastOffsetOf(p.ID))
 	}
-	res, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{r.topic: req}})
+	res, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: req}})
 	if err != nil {
-		r.t.Fatalf("end offsets of %s: %v", r.topic, err)
+		t.Fatalf("end offsets of %s: %v", topic, err)
 	}
 	var n uint64
-	for _, p := range res.Topics[r.topic] {
+	for _, p := range res.Topics[topic] {
 		if p.Error != nil {
-			r.t.Fatalf("end offset of %s/%d: %v", r.topic, p.Partition, p.Error)
+			t.Fatalf("end offset of %s/%d: %v", topic, p.Partition, p.Error)
 		}
 		n += uint64(p.LastOffset)
-	}
-	if n < clusterEvents {
-		r.t.Fatalf("the topic holds %d messages, fewer than the %d produced", n, clusterEvents)
 	}
 	return n
 }
@@ -333,6 +340,8 @@ func (r *clusterRun) waitNotReady(ops, want string) string {
 // its own topic and database with 50,000 events (one in 1000 bad).
 func TestCluster(t *testing.T) {
 	ci := clusterServices(t, "fault-cluster")
+
+	t.Run("same answers as a single server", ci.parity)
 
 	t.Run("replica of each shard killed", func(t *testing.T) {
 		r := newClusterRun(t, ci, "replicas")

@@ -205,9 +205,10 @@ func stopGracefully(t *testing.T, cmd *exec.Cmd) {
 	t.Errorf("worker did not exit within 60s of SIGTERM")
 }
 
-// conn opens ClickHouse; queries retry, since tests restart the server.
+// conn opens ClickHouse (any of a cluster's servers); queries retry, since
+// tests restart the server.
 func (r *run) conn() driver.Conn {
-	c, err := ch.Open(&ch.Options{Addr: []string{r.inst.clickhouse}, Auth: ch.Auth{Database: "default"}, DialTimeout: 3 * time.Second})
+	c, err := ch.Open(&ch.Options{Addr: strings.Split(r.inst.clickhouse, ","), Auth: ch.Auth{Database: "default"}, DialTimeout: 3 * time.Second})
 	if err != nil {
 		r.t.Fatal(err)
 	}
