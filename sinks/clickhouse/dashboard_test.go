@@ -98,18 +98,3 @@ func TestBounceReasons(t *testing.T) {
 		t.Errorf("limit 2: %d rows, %v", len(two), err)
 	}
 }
-
-// BenchmarkDashboardQueries times the dashboard's two queries on the table
-// BenchmarkStatsQueries generates (bench_stats_<count>, ten million events
-// of one account over 30 days by default; BOUNCER_BENCH_EVENTS changes it):
-//
-//	go test -run '^$' -bench DashboardQueries -benchtime 3x ./sinks/clickhouse/
-func BenchmarkDashboardQueries(b *testing.B) {
-	ctx := context.Background()
-	s, n, from := openBenchEvents(ctx, b)
-	to := from.AddDate(0, 0, 30)
-	runQueryCases(b, n, []queryCase{
-		{"bounce_reasons", func() (int, error) { r, err := s.BounceReasons(ctx, "acme", from, to, 10); return len(r), err }},
-		{"top_domains", func() (int, error) { r, err := s.TopDomains(ctx, "acme", from, to, 10); return len(r), err }},
-	})
-}
