@@ -62,6 +62,7 @@ func runStats(ctx context.Context, env *environment, args []string) error {
 	fs.Var(&cats, "category", "show this category's stats (repeat for up to 10)")
 	all := fs.Bool("all", false, "show all of SendGrid's metrics, not only the main ones")
 	asJSON := fs.Bool("json", false, "print the API's JSON (SendGrid's shape) instead of a table")
+	exact := fs.Bool("exact", false, "count from the events table alone, not from the rollups (the same numbers, slower)")
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
 	}
@@ -83,7 +84,11 @@ func runStats(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	defer store.Close()
-	rows, err := store.Stats(ctx, *acct, q)
+	read := store.Stats
+	if *exact {
+		read = store.StatsExact
+	}
+	rows, err := read(ctx, *acct, q)
 	if err != nil {
 		return err
 	}

@@ -39,6 +39,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	session := e.Duration("session-timeout", "BOUNCER_SESSION_TIMEOUT", 10*time.Second, "Kafka group session timeout: how soon a dead worker's partitions move to the others")
 	shutdown := e.Duration("shutdown-timeout", "BOUNCER_SHUTDOWN_TIMEOUT", 30*time.Second, "longest a graceful shutdown may take")
 	retention := e.Int("retention-months", "BOUNCER_RETENTION_MONTHS", 0, "drop events and dead letters ingested more than this many months ago, daily (0 keeps everything)")
+	rollupEvery := e.Duration("rollup-interval", "BOUNCER_ROLLUP_INTERVAL", 30*time.Second, "how often the sink builds the stats rollups of the days its batches touched (bouncer rollups update); 0 leaves it to bouncer rollups")
 	migrate := e.Bool("migrate", "BOUNCER_MIGRATE", true, "apply ClickHouse migrations at start")
 	rulesFile := e.String("rules", "BOUNCER_RULES", "", "operator bounce rules file, tried before the built-in rules")
 	softHits := e.Int("soft-disabled-hits", "BOUNCER_SOFT_DISABLED_HITS", 2, "soft-bounce policy: this many disabled-mailbox bounces (or 4xx user unknown)...")
@@ -202,6 +203,9 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	}
 	if *retention > 0 {
 		go store.RunRetention(ctx, *retention, log)
+	}
+	if *sinkOn && *rollupEvery > 0 {
+		go rollupLoop(ctx, store, *rollupEvery, log)
 	}
 
 	log.Info("worker started")

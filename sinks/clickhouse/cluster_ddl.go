@@ -27,6 +27,11 @@ var clusterLayout = map[string]tableLayout{
 	// Distributed table. The key states the same placement.
 	"events":       {shardKey: "kafka_partition"},
 	"dead_letters": {shardKey: "kafka_partition"},
+	// Written before the events of a batch, into the same shard.
+	"stats_marks": {shardKey: "kafka_partition"},
+	// Rollups: one build of an account's day is one insert through the
+	// Distributed table, all on the account's shard (one part).
+	"stats_daily": {shardKey: "cityHash64(account_id)"},
 	// Read with FINAL / argMax per (account, list, group, address) and per
 	// recipient: all lists of one address on one shard.
 	"suppressions":      {shardKey: "cityHash64(account_id, email_norm)"},

@@ -61,6 +61,15 @@ func (s *Store) Erase(ctx context.Context, account, emailNorm string, opt suppre
 		opt.Poll = 100 * time.Millisecond
 	}
 	hash := suppression.EmailSHA256(emailNorm)
+	// The stats rollups of the address's days are stale until rebuilt
+	// after the mutation: mark them before and after it (rollups.go).
+	days, err := s.erasedDays(ctx, account, hash)
+	if err == nil {
+		err = s.markErasure(ctx, account, days, 2*opt.Wait)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("erase: mark the stats rollups: %w", err)
+	}
 	var out []suppression.ErasedTable
 	var skipped []string
 	for _, t := range []struct {
@@ -78,6 +87,11 @@ func (s *Store) Erase(ctx context.Context, account, emailNorm string, opt suppre
 		n, err := s.eraseKeyed(ctx, t.table, t.count, t.del, opt, args...)
 		if err != nil {
 			return out, skipped, err
+		}
+		if t.table == "events" {
+			if err := s.markErasure(ctx, account, days, 0); err != nil {
+				return out, skipped, fmt.Errorf("erase: mark the stats rollups: %w", err)
+			}
 		}
 		out = append(out, suppression.ErasedTable{Table: t.table, Rows: n})
 	}

@@ -425,6 +425,18 @@ func literal(v any) (string, error) {
 			parts[i] = quoteString(s)
 		}
 		return "[" + strings.Join(parts, ", ") + "]", nil
+	case []uint32:
+		parts := make([]string, len(x))
+		for i, n := range x {
+			parts[i] = strconv.FormatUint(uint64(n), 10)
+		}
+		return "[" + strings.Join(parts, ", ") + "]", nil
+	case []uint64:
+		parts := make([]string, len(x))
+		for i, n := range x {
+			parts[i] = strconv.FormatUint(n, 10)
+		}
+		return "[" + strings.Join(parts, ", ") + "]", nil
 	case []any:
 		parts := make([]string, len(x))
 		for i, e := range x {

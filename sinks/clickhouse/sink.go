@@ -162,13 +162,20 @@ func (s *Store) shardIndex(partition int) int {
 
 // WriteEvents inserts rows as one block into one partition. Rows of calls
 // made at the same time (other Kafka partitions of the same shard) may
-// share the block (groupCommit).
+// share the block (groupCommit). Before them, it stores the stats marks of
+// the (account, day)s they touch (rollups.go), so every stored event has
+// its mark. Rows are
+// one partition's, and a partition's calls come one after another in
+// offset order (pipeline.Sink).
 func (s *Store) WriteEvents(ctx context.Context, rows []pipeline.Row) error {
 	if len(rows) == 0 {
 		return nil
 	}
 	w := s.writers()
 	w.wrote(rows[0].Partition)
+	if err := s.writeStatsMarks(ctx, rows); err != nil {
+		return err
+	}
 	return w.events[s.shardIndex(rows[0].Partition)].write(ctx, rows)
 }
 

@@ -3,7 +3,6 @@ package clickhouse
 import (
 	"context"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/bouncer-mail/bouncer/analytics"
@@ -11,7 +10,21 @@ import (
 
 // Stats returns the counts of the account's periods and keys that have
 // events, by period and then key. Periods without events are not returned.
+// A day's counts come from the rollups when a build covers every event of
+// the day, else from the events table (rollups.go); either way they equal
+// StatsExact's.
 func (s *Store) Stats(ctx context.Context, account string, q analytics.StatsQuery) ([]analytics.StatsRow, error) {
+	return s.stats(ctx, account, q, false)
+}
+
+// StatsExact is Stats counted from the events table alone (the exact
+// per-day query, dailySQL), never from the rollups: the reference the
+// rollups are checked against.
+func (s *Store) StatsExact(ctx context.Context, account string, q analytics.StatsQuery) ([]analytics.StatsRow, error) {
+	return s.stats(ctx, account, q, true)
+}
+
+func (s *Store) stats(ctx context.Context, account string, q analytics.StatsQuery, exact bool) ([]analytics.StatsRow, error) {
 	by := q.AggregatedBy
 	switch by {
 	case "":
@@ -20,58 +33,26 @@ func (s *Store) Stats(ctx context.Context, account string, q analytics.StatsQuer
 	default:
 		return nil, fmt.Errorf("stats: aggregated_by %q: want day, week or month", by)
 	}
-	from, to := unixSeconds(q.From), unixSeconds(q.To)
-	args := []any{by, by, account, from, to}
-	var query Query
-	switch q.Segment {
-	case analytics.SegmentGlobal:
-		query = qStatsGlobal
-	case analytics.SegmentCategory, analytics.SegmentDomain:
-		if len(q.Keys) == 0 {
-			return nil, nil
-		}
-		query = qStatsCategories
-		if q.Segment == analytics.SegmentDomain {
-			query = qStatsDomains
-		}
-		args = append(args, q.Keys)
-	case analytics.SegmentProvider:
-		query = qStatsProviders
-		if len(q.Keys) == 0 {
-			args = append(args, uint8(1), []string{""})
-		} else {
-			args = append(args, uint8(0), q.Keys)
-		}
-	default:
-		return nil, fmt.Errorf("stats: unknown segment %q", q.Segment)
-	}
-	limit := uint64(math.MaxInt64)
-	if q.MaxRows > 0 {
-		limit = uint64(q.MaxRows)
-	}
-	args = append(args, limit)
-	rows, err := s.conn.Query(ctx, query.SQL, args...)
+	dim, err := rollupDim(q.Segment)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", query.Name, err)
+		return nil, err
 	}
-	defer rows.Close()
+	all := dim == dimGlobal || (dim == dimProvider && len(q.Keys) == 0)
+	if !all && len(q.Keys) == 0 {
+		return nil, nil
+	}
+	m, err := s.countStats(ctx, countsQuery{account: account, by: by, dim: dim, all: all, keys: q.Keys, from: q.From, to: q.To, exact: exact})
+	if err != nil {
+		return nil, err
+	}
 	var out []analytics.StatsRow
-	for rows.Next() {
-		var r analytics.StatsRow
-		c := &r.Counts
-		dst := []any{&r.Period}
-		if q.Segment != analytics.SegmentGlobal {
-			dst = append(dst, &r.Key)
+	for _, k := range sortedKeys(m) {
+		if q.MaxRows > 0 && len(out) == q.MaxRows {
+			break
 		}
-		dst = append(dst, &c.Processed, &c.DerivedDrops, &c.Drops, &c.BounceDrops, &c.SpamReportDrops,
-			&c.UnsubscribeDrops, &c.InvalidDrops, &c.Delivered, &c.Deferred, &c.Bounces, &c.Blocks,
-			&c.Opens, &c.UniqueOpens, &c.Clicks, &c.UniqueClicks, &c.SpamReports, &c.Unsubscribes)
-		if err := rows.Scan(dst...); err != nil {
-			return nil, fmt.Errorf("%s: %w", query.Name, err)
-		}
-		out = append(out, r)
+		out = append(out, analytics.StatsRow{Period: k.period, Key: k.key, Counts: m[k].counts})
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // unixSeconds clamps t to DateTime's range.

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/schemas"
+	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
+)
+
+func init() {
+	register("rollups", "rebuild or update the stats rollups from the events table", runRollups)
+}
+
+func runRollups(ctx context.Context, env *environment, args []string) error {
+	sub := ""
+	if len(args) > 0 && (args[0] == "rebuild" || args[0] == "update") {
+		sub, args = args[0], args[1:]
+	}
+	fs := newFlagSet(env, "rollups")
+	e := &envFlags{fs: fs, getenv: env.getenv}
+	cf := addClickHouseFlags(e)
+	from := fs.String("from", "1970-01-01", "rebuild: first day, YYYY-MM-DD (UTC)")
+	to := fs.String("to", "", "rebuild: last day, YYYY-MM-DD (UTC); default today")
+	acct := fs.String("account", "", "rebuild: only this account (default every account)")
+	chunk := fs.Int("chunk-events", 5_000_000, "rebuild: most events one build counts (its memory grows with it)")
+	since := fs.Int("since-days", 7, "update: look at marks written in the last this many days")
+	if err := parseFlags(fs, env, args); err != nil {
+		return err
+	}
+	if sub == "" {
+		return usagef("rollups: want rebuild or update (bouncer rollups --help)")
+	}
+	if err := e.err(); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("rollups %s takes no arguments; got %q", sub, fs.Args())
+	}
+	store, err := clickhouse.Open(ctx, cf.config())
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	start := time.Now()
+	progress := func(done, total int, c clickhouse.RollupChunk, took time.Duration) {
+		events := ""
+		if c.Events > 0 {
+			events = fmt.Sprintf(", %d events", c.Events)
+		}
+		fmt.Fprintf(env.stdout, "[%d/%d] %s: %d accounts%s in %s\n", done, total, c.Day.Format(time.DateOnly), len(c.Accounts), events, took.Round(time.Millisecond))
+	}
+	var n int
+	if sub == "update" {
+		if *since < 1 {
+			return usagef("rollups update: --since-days %d: want 1 or more", *since)
+		}
+		n, err = store.UpdateRollups(ctx, time.Now().UTC().AddDate(0, 0, -*since), 0, progress)
+	} else {
+		f, err := time.Parse(time.DateOnly, *from)
+		if err != nil {
+			return usagef("rollups rebuild: --from %q: want YYYY-MM-DD", *from)
+		}
+		t := time.Now().UTC().Truncate(24 * time.Hour)
+		if *to != "" {
+			if t, err = time.Parse(time.DateOnly, *to); err != nil {
+				return usagef("rollups rebuild: --to %q: want YYYY-MM-DD", *to)
+			}
+		}
+		if t.Before(f) {
+			return usagef("rollups rebuild: --to %s is before --from %s", *to, *from)
+		}
+		if *chunk < 1 {
+			return usagef("rollups rebuild: --chunk-events %d: want 1 or more", *chunk)
+		}
+		if *acct != "" && !schemas.ValidAccountID(*acct) {
+			return usagef("rollups rebuild: --account %q: want 1 to 64 of A-Z a-z 0-9 _ . -", *acct)
+		}
+		n, err = store.RebuildRollups(ctx, clickhouse.RollupOptions{From: f, To: t.AddDate(0, 0, 1), Account: *acct,
+			ChunkEvents: uint64(*chunk), Progress: progress})
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "%s: %d builds in %s\n", sub, n, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// rollupLoop updates the rollups of recently marked days every interval
+// (bouncer rollups update): several workers doing it at once only repeat
+// work, the newest build of a day wins.
+func rollupLoop(ctx context.Context, store *clickhouse.Store, interval time.Duration, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+		start := time.Now()
+		n, err := store.UpdateRollups(ctx, time.Now().UTC().AddDate(0, 0, -2), 0, nil)
+		if err != nil && ctx.Err() == nil {
+			log.Warn("rollups: update failed (stats read those days from the events table meanwhile)", "err", err)
+		} else if n > 0 {
+			log.Debug("rollups: updated", "builds", n, "took", time.Since(start).Round(time.Millisecond))
+		}
+	}
+}

@@ -1,0 +1,169 @@
+package clickhouse
+
+import "strings"
+
+// Statements of the stats rollups (rollups.go): the per-day counts of each
+// stats dimension, read from the events table (the exact query, also what a
+// build stores) or from stats_daily, and the marks that say which days a
+// build covers. Days are numbered as ClickHouse numbers Dates (days since
+// 1970-01-01, UTC).
+
+// rollupDims are the dimensions a build stores, in build order.
+var rollupDims = []string{dimGlobal, dimCategory, dimProvider, dimDomain, dimReason}
+
+const (
+	dimGlobal   = ""
+	dimCategory = "category"
+	dimProvider = "provider"
+	dimDomain   = "domain"
+	dimReason   = "reason"
+	// dimBuild rows record a build (stats_daily's comment).
+	dimBuild = "build"
+)
+
+// dailyCoverID names a (topic, partition) in a coverage list.
+const dailyCoverID = "concat(kafka_topic, '/', toString(kafka_partition))"
+
+// dailySQL is the exact per-day query of one dimension: per account, day
+// (toUInt32 of the UTC date), key, classification and bounce type, the
+// counts of analytics.StatCounts (each sg_event_id once per day), then the
+// newest diagnostic text and its time (reason rows only). Arguments:
+// accounts (one ? per account: inAccounts), from, to (unix seconds), the days to count, all keys (1) or
+// only those listed (0), the keys, whether to count only rows a coverage
+// list holds (1) or every row (0), the coverage's (topic, partition) ids,
+// their highest offsets, and the ids again.
+func dailySQL(dim string) string {
+	key, class, btype, from, where := "''", "''", "''", "events", ""
+	example := "'', toDateTime(0)"
+	switch dim {
+	case dimCategory:
+		key, from = "category", "events ARRAY JOIN categories AS category"
+	case dimProvider:
+		key = statsProvider
+	case dimDomain:
+		key = "domain"
+	case dimReason:
+		key, class, btype, where = "reason_code", "bounce_classification", "bounce_type", " AND event = 'bounce'"
+		example = "argMax(reason, timestamp), max(timestamp)"
+	}
+	return "SELECT account_id AS r_account, toUInt32(toDate(timestamp, 'UTC')) AS r_day, " + key + " AS r_key, " +
+		class + " AS r_class, " + btype + " AS r_btype, " + statsCounts + ", " + example +
+		" FROM " + from + " WHERE account_id IN (?) AND timestamp >= toDateTime(?) AND timestamp < toDateTime(?) " +
+		"AND event IN ('processed', 'dropped', 'delivered', 'deferred', 'bounce', 'open', 'click', " +
+		"'spamreport', 'unsubscribe', 'group_unsubscribe')" + where +
+		" AND has(?, toUInt32(toDate(timestamp, 'UTC'))) AND (? = 1 OR has(?, " + key + "))" +
+		" AND (? = 0 OR (indexOf(?, " + dailyCoverID + ") > 0 AND kafka_offset <= arrayElement(?, indexOf(?, " + dailyCoverID + "))))" +
+		" GROUP BY r_account, r_day, r_key, r_class, r_btype"
+}
+
+func dailySample(dim string) []any {
+	return []any{"acme", uint32(1764201600), uint32(1764288000), []uint32{20419}, uint8(1), []string{""},
+		uint8(1), []string{"email-events/0"}, []uint64{42}, []string{"email-events/0"}}
+}
+
+// qStatsDaily holds the per-day query of each dimension.
+var qStatsDaily = func() map[string]Query {
+	m := map[string]Query{}
+	for _, dim := range rollupDims {
+		name := dim
+		if name == "" {
+			name = "global"
+		}
+		m[dim] = register(Query{Name: "stats.daily." + name, SQL: dailySQL(dim), Sample: dailySample(dim)})
+	}
+	return m
+}()
+
+var statsMarkColumns = []string{"ingest_date", "account_id", "day", "kafka_topic", "kafka_partition", "kafka_offset"}
+
+var statsDailyColumns = []string{"account_id", "day", "dim", "key", "classification", "bounce_type", "version",
+	"processed", "derived_drops", "drops", "bounce_drops", "spam_report_drops", "unsubscribe_drops", "invalid_drops",
+	"delivered", "deferred", "bounces", "blocks", "opens", "unique_opens", "clicks", "unique_clicks", "spam_reports",
+	"unsubscribes", "example", "example_at", "started", "cover_topics", "cover_partitions", "cover_offsets"}
+
+var (
+	qInsertStatsMarks = register(Query{Name: "stats_marks.insert", SQL: insertSQL("stats_marks", statsMarkColumns), Insert: true})
+	qInsertStatsDaily = register(Query{Name: "stats_daily.insert", SQL: insertSQL("stats_daily", statsDailyColumns), Insert: true})
+
+	// The builds of one account's days in [from, to) (YYYY-MM-DD), newest
+	// first. Arguments: account, from, to.
+	qRollupBuilds = register(Query{Name: "stats_daily.builds",
+		SQL: "SELECT toUInt32(day), version, toUInt32(started), cover_topics, cover_partitions, cover_offsets FROM stats_daily " +
+			"WHERE account_id = ? AND dim = 'build' AND day >= toDate(?) AND day < toDate(?) ORDER BY version DESC",
+		Sample: []any{"acme", "2025-11-27", "2025-12-27"}})
+
+	// The marks of one account's days in [from, to): per day, topic and
+	// partition the highest offset. Arguments: account, from, to
+	// (YYYY-MM-DD).
+	qRollupMarks = register(Query{Name: "stats_marks.read",
+		SQL: "SELECT toUInt32(day), kafka_topic, kafka_partition, max(kafka_offset) FROM stats_marks " +
+			"WHERE account_id = ? AND day >= toDate(?) AND day < toDate(?) GROUP BY day, kafka_topic, kafka_partition",
+		Sample: []any{"acme", "2025-11-27", "2025-12-27"}})
+
+	// The rollup counts of one account and dimension over the given builds
+	// (day@version), per period ("day", "week", "month" or "all": one
+	// period) and key, summed. Arguments: aggregation (three times),
+	// account, dimension, from, to (YYYY-MM-DD), builds, all keys (1) or those
+	// listed (0), keys.
+	qRollupRead = register(Query{Name: "stats_daily.read",
+		SQL: "SELECT toString(multiIf(? = 'month', toStartOfMonth(day), ? = 'week', toMonday(day), ? = 'all', toDate('1970-01-01'), day)) AS r_period, " +
+			"key AS r_key, classification AS r_class, bounce_type AS r_btype, " +
+			"sum(processed), sum(derived_drops), sum(drops), sum(bounce_drops), sum(spam_report_drops), sum(unsubscribe_drops), " +
+			"sum(invalid_drops), sum(delivered), sum(deferred), sum(bounces), sum(blocks), sum(opens), sum(unique_opens), " +
+			"sum(clicks), sum(unique_clicks), sum(spam_reports), sum(unsubscribes), argMax(example, example_at), max(example_at) " +
+			"FROM stats_daily WHERE account_id = ? AND dim = ? AND day >= toDate(?) AND day < toDate(?) " +
+			"AND has(?, concat(toString(toUInt32(day)), '@', toString(version))) AND (? = 1 OR has(?, key)) " +
+			"GROUP BY r_period, r_key, r_class, r_btype",
+		Sample: []any{"week", "week", "week", "acme", "domain", "2025-11-27", "2025-12-27", []string{"20419@1"}, uint8(0), []string{"gmail.com"}}})
+
+	// The server's clock (unix seconds): a build's start, an erasure mark.
+	qRollupNow = register(Query{Name: "stats_daily.now", SQL: "SELECT toUInt32(now())"})
+
+	// What a build will count: the highest offset per topic and partition
+	// of the accounts' rows in [from, to) (unix seconds). Arguments:
+	// accounts, from, to.
+	qRollupCover = register(Query{Name: "stats_daily.cover",
+		SQL: "SELECT kafka_topic, kafka_partition, max(kafka_offset) FROM events " +
+			"WHERE account_id IN (?) AND timestamp >= toDateTime(?) AND timestamp < toDateTime(?) GROUP BY kafka_topic, kafka_partition",
+		Sample: []any{"acme", uint32(1764201600), uint32(1764288000)}})
+
+	// The rows per day and account of events in [from, to) (unix seconds),
+	// for a rebuild's chunks. Arguments: from, to, all accounts (1) or one
+	// (0), the account.
+	qRollupDays = register(Query{Name: "stats_daily.rebuild_days",
+		SQL: "SELECT toUInt32(toDate(timestamp, 'UTC')) AS r_day, account_id, count() FROM events " +
+			"WHERE timestamp >= toDateTime(?) AND timestamp < toDateTime(?) AND (? = 1 OR account_id = ?) " +
+			"GROUP BY r_day, account_id ORDER BY r_day, account_id",
+		Sample: []any{uint32(1764201600), uint32(1764288000), uint8(1), ""}})
+
+	// The marks written on or after an ingest date (for an update: the
+	// days batches touched lately), per account, day, topic and partition.
+	// Argument: the ingest date (YYYY-MM-DD).
+	qRollupRecentMarks = register(Query{Name: "stats_marks.recent",
+		SQL: "SELECT account_id, toUInt32(day), kafka_topic, kafka_partition, max(kafka_offset) FROM stats_marks " +
+			"WHERE ingest_date >= toDate(?) GROUP BY account_id, day, kafka_topic, kafka_partition",
+		Sample: []any{"2025-11-27"}})
+
+	// The builds of the given days, any account. Argument: days.
+	qRollupBuildsOfDays = register(Query{Name: "stats_daily.builds_of_days",
+		SQL: "SELECT account_id, toUInt32(day), version, toUInt32(started), cover_topics, cover_partitions, cover_offsets FROM stats_daily " +
+			"WHERE dim = 'build' AND has(?, toUInt32(day))",
+		Sample: []any{[]uint32{20419}}})
+
+	// The days of one address's events, for an erasure's marks. Arguments:
+	// account, the address's hash (twice, see hashMatch).
+	qRollupErasedDays = register(Query{Name: "stats_marks.erased_days",
+		SQL:    "SELECT DISTINCT toUInt32(toDate(timestamp, 'UTC')) FROM events WHERE account_id = ? AND " + hashMatch,
+		Sample: []any{"acme", sampleHash, sampleHash}})
+)
+
+// inAccounts expands a statement's "account_id IN (?)" to one placeholder
+// per account and returns the arguments that start with them.
+func inAccounts(sql string, accounts []string, rest ...any) (string, []any) {
+	sql = strings.Replace(sql, "account_id IN (?)", "account_id IN (?"+strings.Repeat(", ?", len(accounts)-1)+")", 1)
+	args := make([]any, 0, len(accounts)+len(rest))
+	for _, a := range accounts {
+		args = append(args, a)
+	}
+	return sql, append(args, rest...)
+}

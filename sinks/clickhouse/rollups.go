@@ -1,0 +1,695 @@
+package clickhouse
+
+// # Stats rollups
+//
+// The stats routes and the dashboard read per-day counts. A day's counts
+// are defined by the exact per-day query over the events table (dailySQL:
+// each sg_event_id once per day, unique opens and clicks per day), and a
+// week or a month is the sum of its days, as SendGrid sums its daily stats.
+// A build runs that same query for some accounts and one day and stores
+// the result in stats_daily, so a day read from the rollups equals the day
+// read from the events table whenever the build saw every event of the day.
+// Whether it did is proven with marks, not timing:
+//
+//   - Before a batch's events are inserted, the sink inserts one stats_marks
+//     row per (account, day) the batch touches, holding the highest offset
+//     of the batch's rows of that account and day. So a stored event always
+//     has a stored mark at or above its offset.
+//   - A build first reads, per (topic, partition), the highest offset M of
+//     the chunk's rows in the events table, then counts only rows at or
+//     below M, and stores M beside the counts in the same insert (the
+//     'build' row, one part: the counts are visible exactly when the build
+//     row is). A partition's batches are inserted one after another in
+//     offset order (pipeline.Sink's contract), each atomically, so a row
+//     at offset M being visible means every batch of that partition up to
+//     M is wholly visible: the build counted all of them, and nothing else.
+//   - A reader takes a day from the rollups only if its latest build covers
+//     every mark of the day (mark offset <= M of its topic and partition);
+//     any other day, and any day without a build, is counted from the
+//     events table by the exact query. A batch that failed or was killed
+//     leaves a mark above every build's M until it is stored (a replay
+//     stores the same offsets), so its day is read raw meanwhile.
+//
+// Nothing in this depends on the order of the two inserts succeeding
+// together: a crash after the mark and before the events leaves a day read
+// raw until the next build; a crash during a build leaves no build row and
+// the day's previous build (with its own M) or the raw query. Producer
+// resends are counted once because both the build and the raw read count
+// distinct sg_event_ids per day.
+//
+// A privacy erasure deletes events by mutation: before the mutation, it
+// marks every day of the address's events with kafka_topic '' and, as
+// offset, the server time by which it waits for the mutation; only a build
+// started after that time covers the mark. Retention (dropping whole
+// ingest months of events) does not touch the rollups: days it emptied are
+// read from the rollups with the counts they had until a rebuild of those
+// days (bouncer rollups rebuild --from --to).
+//
+// On a cluster, stats_marks is written like events (into the local table
+// of the partition's shard) and stats_daily through the Distributed table
+// (sharded by account), so one (account, day) build is one part on one
+// shard.
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/bouncer-mail/bouncer/analytics"
+	"github.com/bouncer-mail/bouncer/pipeline"
+)
+
+// day numbers count days since 1970-01-01 (UTC), as ClickHouse's Date.
+func dayOf(t time.Time) uint32 { return uint32(max(t.Unix(), 0) / 86400) }
+
+func dayTime(d uint32) time.Time { return time.Unix(int64(d)*86400, 0).UTC() }
+
+func dayString(d uint32) string { return dayTime(d).Format(time.DateOnly) }
+
+// dayPeriod is the period of a day as the stats queries name it.
+func dayPeriod(d uint32, by string) string {
+	t := dayTime(d)
+	switch by {
+	case "month":
+		t = time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
+	case "week":
+		t = t.AddDate(0, 0, -((int(t.Weekday()) + 6) % 7))
+	case "all":
+		t = time.Unix(0, 0).UTC()
+	}
+	return t.Format(time.DateOnly)
+}
+
+// writeStatsMarks stores the marks of a batch of events (see the section
+// comment): one row per (account, day) with its highest offset. It runs
+// before the events insert.
+func (s *Store) writeStatsMarks(ctx context.Context, rows []pipeline.Row) error {
+	type ad struct {
+		account string
+		day     uint32
+	}
+	top := map[ad]int64{}
+	for i := range rows {
+		r := &rows[i]
+		k := ad{r.AccountID, uint32(max(r.Timestamp, 0) / 86400)}
+		if o, ok := top[k]; !ok || r.Offset > o {
+			top[k] = r.Offset
+		}
+	}
+	n := len(top)
+	date, _ := ingestTime()
+	dates, accounts, days := make([]time.Time, 0, n), make([]string, 0, n), make([]time.Time, 0, n)
+	topics, parts, offsets := make([]string, 0, n), make([]uint32, 0, n), make([]uint64, 0, n)
+	for k, o := range top {
+		dates, accounts, days = append(dates, date), append(accounts, k.account), append(days, dayTime(k.day))
+		topics, parts, offsets = append(topics, rows[0].Topic), append(parts, uint32(rows[0].Partition)), append(offsets, uint64(o))
+	}
+	fill := func(b driver.Batch) error {
+		return appendColumns(b, dates, accounts, days, topics, parts, offsets)
+	}
+	if s.cluster != nil {
+		return s.clusterInsert(ctx, qInsertStatsMarks, "stats_marks", rows[0].Partition, fill)
+	}
+	return s.insert(ctx, qInsertStatsMarks, fill)
+}
+
+// erasedDays are the days of an address's events (before an erasure).
+func (s *Store) erasedDays(ctx context.Context, account, hash string) ([]uint32, error) {
+	var days []uint32
+	err := collect(ctx, s.conn, qRollupErasedDays, &days, account, hash, hash)
+	return days, err
+}
+
+// markErasure marks days of an account so that only a build started more
+// than wait after now (the server's clock) covers them. Erase marks the
+// days of the address's events before its mutation with the time it waits
+// for the mutation at most, and again after the mutation finished with no
+// wait: so a build that counts the erased events never covers the days, a
+// crash in between included.
+func (s *Store) markErasure(ctx context.Context, account string, days []uint32, wait time.Duration) error {
+	if len(days) == 0 {
+		return nil
+	}
+	var now uint32
+	if err := s.conn.QueryRow(ctx, qRollupNow.SQL).Scan(&now); err != nil {
+		return fmt.Errorf("%s: %w", qRollupNow.Name, err)
+	}
+	until := uint64(now) + uint64(wait/time.Second) + 1
+	date, _ := ingestTime()
+	return s.insert(ctx, qInsertStatsMarks, func(b driver.Batch) error {
+		for _, d := range days {
+			if err := b.Append(date, account, dayTime(d), "", uint32(0), until); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// build is what a build of one (account, day) saw.
+type build struct {
+	version uint64
+	started uint32
+	cover   map[string]uint64 // "topic/partition" -> highest offset counted
+}
+
+type coverMark struct {
+	topic     string
+	partition uint32
+	offset    uint64
+}
+
+// covers reports whether a build counted every event a day's marks stand
+// for.
+func (b *build) covers(marks []coverMark) bool {
+	for _, m := range marks {
+		if m.topic == "" {
+			if m.offset >= uint64(b.started) {
+				return false
+			}
+			continue
+		}
+		o, ok := b.cover[fmt.Sprintf("%s/%d", m.topic, m.partition)]
+		if !ok || m.offset > o {
+			return false
+		}
+	}
+	return true
+}
+
+func newBuild(version uint64, started uint32, topics []string, parts []uint32, offsets []uint64) *build {
+	b := &build{version: version, started: started, cover: make(map[string]uint64, len(topics))}
+	for i := range topics {
+		b.cover[fmt.Sprintf("%s/%d", topics[i], parts[i])] = offsets[i]
+	}
+	return b
+}
+
+// rollupPlan splits one account's days [from, to) into those its rollups
+// answer (day -> build version) and those read from the events table.
+func (s *Store) rollupPlan(ctx context.Context, account string, from, to uint32) (clean map[uint32]uint64, dirty []uint32, err error) {
+	builds := map[uint32]*build{}
+	rows, err := s.conn.Query(ctx, qRollupBuilds.SQL, account, dayString(from), dayString(to))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", qRollupBuilds.Name, err)
+	}
+	for rows.Next() {
+		var d, started uint32
+		var version uint64
+		var topics []string
+		var parts []uint32
+		var offsets []uint64
+		if err := rows.Scan(&d, &version, &started, &topics, &parts, &offsets); err != nil {
+			rows.Close()
+			return nil, nil, fmt.Errorf("%s: %w", qRollupBuilds.Name, err)
+		}
+		if _, ok := builds[d]; !ok { // newest first
+			builds[d] = newBuild(version, started, topics, parts, offsets)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, nil, err
+	}
+	marks := map[uint32][]coverMark{}
+	if len(builds) > 0 {
+		rows, err = s.conn.Query(ctx, qRollupMarks.SQL, account, dayString(from), dayString(to))
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", qRollupMarks.Name, err)
+		}
+		for rows.Next() {
+			var d uint32
+			var m coverMark
+			if err := rows.Scan(&d, &m.topic, &m.partition, &m.offset); err != nil {
+				rows.Close()
+				return nil, nil, fmt.Errorf("%s: %w", qRollupMarks.Name, err)
+			}
+			marks[d] = append(marks[d], m)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, nil, err
+		}
+	}
+	clean = map[uint32]uint64{}
+	for d := from; d < to; d++ {
+		if b := builds[d]; b != nil && b.covers(marks[d]) {
+			clean[d] = b.version
+		} else {
+			dirty = append(dirty, d)
+		}
+	}
+	return clean, dirty, nil
+}
+
+// rollupKey is one answer row of a per-period count: period, key, and for
+// bounce reasons classification and bounce type.
+type rollupKey struct{ period, key, class, btype string }
+
+type rollupAgg struct {
+	counts    analytics.StatCounts
+	example   string
+	exampleAt time.Time
+}
+
+func (a *rollupAgg) add(c *analytics.StatCounts, example string, at time.Time) {
+	x := &a.counts
+	x.Processed += c.Processed
+	x.DerivedDrops += c.DerivedDrops
+	x.Drops += c.Drops
+	x.BounceDrops += c.BounceDrops
+	x.SpamReportDrops += c.SpamReportDrops
+	x.UnsubscribeDrops += c.UnsubscribeDrops
+	x.InvalidDrops += c.InvalidDrops
+	x.Delivered += c.Delivered
+	x.Deferred += c.Deferred
+	x.Bounces += c.Bounces
+	x.Blocks += c.Blocks
+	x.Opens += c.Opens
+	x.UniqueOpens += c.UniqueOpens
+	x.Clicks += c.Clicks
+	x.UniqueClicks += c.UniqueClicks
+	x.SpamReports += c.SpamReports
+	x.Unsubscribes += c.Unsubscribes
+	if example != "" && (a.example == "" || at.After(a.exampleAt)) {
+		a.example, a.exampleAt = example, at
+	}
+}
+
+func countDests(c *analytics.StatCounts) []any {
+	return []any{&c.Processed, &c.DerivedDrops, &c.Drops, &c.BounceDrops, &c.SpamReportDrops,
+		&c.UnsubscribeDrops, &c.InvalidDrops, &c.Delivered, &c.Deferred, &c.Bounces, &c.Blocks,
+		&c.Opens, &c.UniqueOpens, &c.Clicks, &c.UniqueClicks, &c.SpamReports, &c.Unsubscribes}
+}
+
+// countsQuery asks for one account's counts of one dimension in
+// [From, To), per period.
+type countsQuery struct {
+	account string
+	by      string // day, week, month or all
+	dim     string
+	all     bool     // every key, else only keys
+	keys    []string // never empty when !all
+	from    time.Time
+	to      time.Time
+	exact   bool // only the events table
+}
+
+// countStats answers q from the rollups where a build covers the day and from
+// the events table elsewhere (or everywhere, when q.exact or when the
+// bounds are not UTC midnights).
+func (s *Store) countStats(ctx context.Context, q countsQuery) (map[rollupKey]*rollupAgg, error) {
+	out := map[rollupKey]*rollupAgg{}
+	if !q.to.After(q.from) {
+		return out, nil
+	}
+	keys := q.keys
+	if q.all || len(keys) == 0 {
+		keys = []string{""}
+	}
+	midnights := q.from.Unix()%86400 == 0 && q.to.Unix()%86400 == 0
+	from, to := dayOf(q.from), dayOf(q.to)
+	if !midnights {
+		to = dayOf(q.to.Add(-time.Second)) + 1
+	}
+	var dirty []uint32
+	clean := map[uint32]uint64{}
+	if q.exact || !midnights {
+		for d := from; d < to; d++ {
+			dirty = append(dirty, d)
+		}
+	} else {
+		var err error
+		if clean, dirty, err = s.rollupPlan(ctx, q.account, from, to); err != nil {
+			return nil, err
+		}
+	}
+	if len(clean) > 0 {
+		builds := make([]string, 0, len(clean))
+		for d, v := range clean {
+			builds = append(builds, fmt.Sprintf("%d@%d", d, v))
+		}
+		rq := qRollupRead
+		rows, err := s.conn.Query(ctx, rq.SQL, q.by, q.by, q.by, q.account, q.dim, dayString(from), dayString(to), builds, b2u(q.all), keys)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", rq.Name, err)
+		}
+		for rows.Next() {
+			var k rollupKey
+			var c analytics.StatCounts
+			var example string
+			var at time.Time
+			dst := append([]any{&k.period, &k.key, &k.class, &k.btype}, countDests(&c)...)
+			if err := rows.Scan(append(dst, &example, &at)...); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("%s: %w", rq.Name, err)
+			}
+			addTo(out, k, &c, example, at)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	if len(dirty) > 0 {
+		lo, hi := dayTime(dirty[0]), dayTime(dirty[len(dirty)-1]+1)
+		if q.from.After(lo) {
+			lo = q.from
+		}
+		if q.to.Before(hi) {
+			hi = q.to
+		}
+		err := s.daily(ctx, q.dim, []string{q.account}, lo, hi, dirty, q.all, keys, nil, func(r *dailyRow) {
+			addTo(out, rollupKey{dayPeriod(r.day, q.by), r.key, r.class, r.btype}, &r.counts, r.example, r.exampleAt)
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func addTo(m map[rollupKey]*rollupAgg, k rollupKey, c *analytics.StatCounts, example string, at time.Time) {
+	a := m[k]
+	if a == nil {
+		a = &rollupAgg{}
+		m[k] = a
+	}
+	a.add(c, example, at)
+}
+
+// dailyRow is one row of the exact per-day query.
+type dailyRow struct {
+	account           string
+	day               uint32
+	key, class, btype string
+	counts            analytics.StatCounts
+	example           string
+	exampleAt         time.Time
+}
+
+// cover limits a per-day query to rows at or below offsets per topic and
+// partition.
+type cover struct {
+	ids     []string // "topic/partition"
+	topics  []string
+	parts   []uint32
+	offsets []uint64
+}
+
+// daily runs the exact per-day query of one dimension (dailySQL) for the
+// given accounts and days within [from, to), calling fn for each row.
+func (s *Store) daily(ctx context.Context, dim string, accounts []string, from, to time.Time, days []uint32, all bool, keys []string, cv *cover, fn func(*dailyRow)) error {
+	q := qStatsDaily[dim]
+	if len(keys) == 0 {
+		keys = []string{""}
+	}
+	useCover, ids, offsets := uint8(0), []string{""}, []uint64{0}
+	if cv != nil {
+		useCover, ids, offsets = 1, cv.ids, cv.offsets
+		if len(ids) == 0 { // nothing to count
+			ids, offsets = []string{""}, []uint64{0}
+		}
+	}
+	sql, args := inAccounts(q.SQL, accounts, unixSeconds(from), unixSeconds(to), days, b2u(all), keys, useCover, ids, offsets, ids)
+	rows, err := s.conn.Query(ctx, sql, args...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", q.Name, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r dailyRow
+		dst := append([]any{&r.account, &r.day, &r.key, &r.class, &r.btype}, countDests(&r.counts)...)
+		if err := rows.Scan(append(dst, &r.example, &r.exampleAt)...); err != nil {
+			return fmt.Errorf("%s: %w", q.Name, err)
+		}
+		fn(&r)
+	}
+	return rows.Err()
+}
+
+// RollupChunk is the unit of a build: one day of some accounts.
+type RollupChunk struct {
+	Day      time.Time
+	Accounts []string
+	// Events is the chunk's rows in the events table when planned (0 when
+	// unknown).
+	Events uint64
+}
+
+// BuildRollups builds the rollups of one chunk (see the section comment):
+// every dimension's counts and one build row per account, in one insert.
+func (s *Store) BuildRollups(ctx context.Context, c RollupChunk) error {
+	if len(c.Accounts) == 0 {
+		return nil
+	}
+	var started uint32
+	if err := s.conn.QueryRow(ctx, qRollupNow.SQL).Scan(&started); err != nil {
+		return fmt.Errorf("%s: %w", qRollupNow.Name, err)
+	}
+	version := uint64(time.Now().UnixNano())
+	day := dayOf(c.Day)
+	from, to := dayTime(day), dayTime(day+1)
+	cv := &cover{}
+	sql, args := inAccounts(qRollupCover.SQL, c.Accounts, unixSeconds(from), unixSeconds(to))
+	rows, err := s.conn.Query(ctx, sql, args...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", qRollupCover.Name, err)
+	}
+	for rows.Next() {
+		var topic string
+		var part uint32
+		var off uint64
+		if err := rows.Scan(&topic, &part, &off); err != nil {
+			rows.Close()
+			return fmt.Errorf("%s: %w", qRollupCover.Name, err)
+		}
+		cv.ids = append(cv.ids, fmt.Sprintf("%s/%d", topic, part))
+		cv.topics, cv.parts, cv.offsets = append(cv.topics, topic), append(cv.parts, part), append(cv.offsets, off)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	type out struct {
+		dim string
+		r   dailyRow
+	}
+	var all []out
+	for _, dim := range rollupDims {
+		err := s.daily(ctx, dim, c.Accounts, from, to, []uint32{day}, true, nil, cv, func(r *dailyRow) {
+			all = append(all, out{dim, *r})
+		})
+		if err != nil {
+			return err
+		}
+	}
+	start := dayTime(0)
+	return s.insert(ctx, qInsertStatsDaily, func(b driver.Batch) error {
+		for _, o := range all {
+			c := &o.r.counts
+			if err := b.Append(o.r.account, from, o.dim, o.r.key, o.r.class, o.r.btype, version,
+				c.Processed, c.DerivedDrops, c.Drops, c.BounceDrops, c.SpamReportDrops, c.UnsubscribeDrops, c.InvalidDrops,
+				c.Delivered, c.Deferred, c.Bounces, c.Blocks, c.Opens, c.UniqueOpens, c.Clicks, c.UniqueClicks,
+				c.SpamReports, c.Unsubscribes, o.r.example, o.r.exampleAt, start, []string{}, []uint32{}, []uint64{}); err != nil {
+				return err
+			}
+		}
+		var z uint64
+		for _, a := range c.Accounts {
+			if err := b.Append(a, from, dimBuild, "", "", "", version,
+				z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, "", start,
+				time.Unix(int64(started), 0).UTC(), cv.topics, cv.parts, cv.offsets); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// RollupOptions select what RebuildRollups and UpdateRollups build.
+type RollupOptions struct {
+	// From and To bound the days rebuilt, [From, To) (UTC days).
+	From, To time.Time
+	// Account, when set, rebuilds only that account.
+	Account string
+	// ChunkEvents is the most events one build counts at once (several
+	// small accounts of one day share a build; a larger account is built
+	// alone): the memory a build needs grows with it. Default 5,000,000.
+	ChunkEvents uint64
+	// Progress, when set, is called after each chunk with the chunks done
+	// and planned, and the chunk.
+	Progress func(done, total int, c RollupChunk, took time.Duration)
+}
+
+// RebuildRollups rebuilds the rollups of every (account, day) with events
+// in [From, To), one chunk after another, and returns the chunks built.
+func (s *Store) RebuildRollups(ctx context.Context, o RollupOptions) (int, error) {
+	if o.ChunkEvents == 0 {
+		o.ChunkEvents = 5_000_000
+	}
+	rows, err := s.conn.Query(ctx, qRollupDays.SQL, unixSeconds(o.From), unixSeconds(o.To), b2u(o.Account == ""), o.Account)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", qRollupDays.Name, err)
+	}
+	var chunks []RollupChunk
+	var cur *RollupChunk
+	for rows.Next() {
+		var d uint32
+		var account string
+		var n uint64
+		if err := rows.Scan(&d, &account, &n); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("%s: %w", qRollupDays.Name, err)
+		}
+		t := dayTime(d)
+		if cur == nil || !cur.Day.Equal(t) || cur.Events+n > o.ChunkEvents {
+			chunks = append(chunks, RollupChunk{Day: t})
+			cur = &chunks[len(chunks)-1]
+		}
+		cur.Accounts = append(cur.Accounts, account)
+		cur.Events += n
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	return s.buildChunks(ctx, chunks, o.Progress)
+}
+
+func (s *Store) buildChunks(ctx context.Context, chunks []RollupChunk, progress func(int, int, RollupChunk, time.Duration)) (int, error) {
+	for i, c := range chunks {
+		start := time.Now()
+		if err := s.BuildRollups(ctx, c); err != nil {
+			return i, fmt.Errorf("build rollups of %s (%d accounts): %w", c.Day.Format(time.DateOnly), len(c.Accounts), err)
+		}
+		if progress != nil {
+			progress(i+1, len(chunks), c, time.Since(start))
+		}
+	}
+	return len(chunks), nil
+}
+
+// UpdateRollups builds the (account, day)s that marks written on or after
+// since (an ingest date) show as not covered by their latest build: the
+// days recent batches and erasures touched. It is what a worker runs
+// periodically; running it twice at once is harmless (the newer build
+// wins). Up to maxAccounts accounts of one day share a build.
+func (s *Store) UpdateRollups(ctx context.Context, since time.Time, maxAccounts int, progress func(int, int, RollupChunk, time.Duration)) (int, error) {
+	if maxAccounts <= 0 {
+		maxAccounts = 200
+	}
+	type ad struct {
+		account string
+		day     uint32
+	}
+	marks := map[ad][]coverMark{}
+	rows, err := s.conn.Query(ctx, qRollupRecentMarks.SQL, since.UTC().Format(time.DateOnly))
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", qRollupRecentMarks.Name, err)
+	}
+	var days []uint32
+	for rows.Next() {
+		var k ad
+		var m coverMark
+		if err := rows.Scan(&k.account, &k.day, &m.topic, &m.partition, &m.offset); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("%s: %w", qRollupRecentMarks.Name, err)
+		}
+		marks[k] = append(marks[k], m)
+		if !slices.Contains(days, k.day) {
+			days = append(days, k.day)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	if len(marks) == 0 {
+		return 0, nil
+	}
+	builds := map[ad]*build{}
+	rows, err = s.conn.Query(ctx, qRollupBuildsOfDays.SQL, days)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", qRollupBuildsOfDays.Name, err)
+	}
+	for rows.Next() {
+		var k ad
+		var version uint64
+		var started uint32
+		var topics []string
+		var parts []uint32
+		var offsets []uint64
+		if err := rows.Scan(&k.account, &k.day, &version, &started, &topics, &parts, &offsets); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("%s: %w", qRollupBuildsOfDays.Name, err)
+		}
+		if b := builds[k]; b == nil || version > b.version {
+			builds[k] = newBuild(version, started, topics, parts, offsets)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	perDay := map[uint32][]string{}
+	for k, ms := range marks {
+		if b := builds[k]; b == nil || !b.covers(ms) {
+			perDay[k.day] = append(perDay[k.day], k.account)
+		}
+	}
+	sort.Slice(days, func(i, j int) bool { return days[i] < days[j] })
+	var chunks []RollupChunk
+	for _, d := range days {
+		accounts := perDay[d]
+		sort.Strings(accounts)
+		for len(accounts) > 0 {
+			n := min(len(accounts), maxAccounts)
+			chunks = append(chunks, RollupChunk{Day: dayTime(d), Accounts: accounts[:n]})
+			accounts = accounts[n:]
+		}
+	}
+	return s.buildChunks(ctx, chunks, progress)
+}
+
+// rollupsDims maps a stats segment to its rollup dimension.
+func rollupDim(segment string) (string, error) {
+	switch segment {
+	case analytics.SegmentGlobal:
+		return dimGlobal, nil
+	case analytics.SegmentCategory:
+		return dimCategory, nil
+	case analytics.SegmentProvider:
+		return dimProvider, nil
+	case analytics.SegmentDomain:
+		return dimDomain, nil
+	}
+	return "", fmt.Errorf("stats: unknown segment %q", segment)
+}
+
+// sortedKeys orders answer rows by period, then key (then classification
+// and bounce type).
+func sortedKeys(m map[rollupKey]*rollupAgg) []rollupKey {
+	keys := make([]rollupKey, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := keys[i], keys[j]
+		if a.period != b.period {
+			return a.period < b.period
+		}
+		if a.key != b.key {
+			return a.key < b.key
+		}
+		if a.class != b.class {
+			return a.class < b.class
+		}
+		return a.btype < b.btype
+	})
+	return keys
+}

@@ -1,0 +1,93 @@
+package clickhouse
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/analytics"
+	"github.com/bouncer-mail/bouncer/pipeline"
+	"github.com/bouncer-mail/bouncer/schemas"
+	"github.com/bouncer-mail/bouncer/suppression"
+)
+
+// An erasure makes the rollups of the erased address's days stale: those
+// days are read from the events table until a build after the mutation,
+// and the counts never include the erased events.
+func TestRollupsAfterErasure(t *testing.T) {
+	s := openTestStore(t)
+	ctx := context.Background()
+	base := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
+	var rows []pipeline.Row
+	for i := range 40 {
+		email := fmt.Sprintf("r%d@example.org", i%4)
+		rows = append(rows, pipeline.Row{Event: schemas.Event{
+			Topic: "t", Offset: int64(i), AccountID: "acme", Event: schemas.EventDelivered,
+			Email: email, EmailNorm: email, Domain: "example.org",
+			Timestamp: base.Unix() + int64(i%2)*86400 + int64(i), SGEventID: fmt.Sprintf("e%d", i),
+		}})
+	}
+	if err := s.WriteEvents(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	from, to := base, base.AddDate(0, 0, 2)
+	delivered := func() uint64 {
+		t.Helper()
+		q := analytics.StatsQuery{From: from, To: to, AggregatedBy: "month"}
+		got, err := s.Stats(ctx, "acme", q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exact, err := s.StatsExact(ctx, "acme", q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, exact) || len(got) != 1 {
+			t.Fatalf("Stats %v, StatsExact %v", got, exact)
+		}
+		return got[0].Counts.Delivered
+	}
+	clean := func() int {
+		t.Helper()
+		c, _, err := s.rollupPlan(ctx, "acme", dayOf(from), dayOf(to))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(c)
+	}
+	if _, err := s.UpdateRollups(ctx, time.Now().AddDate(0, 0, -1), 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n, c := delivered(), clean(); n != 40 || c != 2 {
+		t.Fatalf("before the erasure: %d delivered, %d days from the rollups; want 40 and 2", n, c)
+	}
+	// r0's events (i%4 == 0, so even i) are all on day one.
+	if _, _, err := s.Erase(ctx, "acme", "r0@example.org", suppression.EraseOptions{Wait: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if n, c := delivered(), clean(); n != 30 || c != 1 {
+		t.Fatalf("after the erasure: %d delivered, %d days from the rollups; want 30 and 1 (day one marked)", n, c)
+	}
+	// A build started within the erasure's wait does not cover the mark.
+	if _, err := s.UpdateRollups(ctx, time.Now().AddDate(0, 0, -1), 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := delivered(); n != 30 {
+		t.Fatalf("%d delivered, want 30", n)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for clean() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("day one never built again after the erasure")
+		}
+		time.Sleep(time.Second)
+		if _, err := s.UpdateRollups(ctx, time.Now().AddDate(0, 0, -1), 0, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := delivered(); n != 30 {
+		t.Fatalf("rebuilt after the erasure: %d delivered, want 30", n)
+	}
+}
