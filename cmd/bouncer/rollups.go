@@ -16,22 +16,22 @@ func init() {
 
 func runRollups(ctx context.Context, env *environment, args []string) error {
 	sub := ""
-	if len(args) > 0 && (args[0] == "rebuild" || args[0] == "update") {
+	if len(args) > 0 && (args[0] == "rebuild" || args[0] == "update" || args[0] == "status") {
 		sub, args = args[0], args[1:]
 	}
 	fs := newFlagSet(env, "rollups")
 	e := &envFlags{fs: fs, getenv: env.getenv}
 	cf := addClickHouseFlags(e)
-	from := fs.String("from", "1970-01-01", "rebuild: first day, YYYY-MM-DD (UTC)")
-	to := fs.String("to", "", "rebuild: last day, YYYY-MM-DD (UTC); default today")
-	acct := fs.String("account", "", "rebuild: only this account (default every account)")
+	from := fs.String("from", "1970-01-01", "rebuild, status: first day, YYYY-MM-DD (UTC)")
+	to := fs.String("to", "", "rebuild, status: last day, YYYY-MM-DD (UTC); default today")
+	acct := fs.String("account", "", "rebuild: only this account (default every account); status: the account (default: default)")
 	chunk := fs.Int("chunk-events", 5_000_000, "rebuild: most events one build counts (its memory grows with it)")
 	since := fs.Int("since-days", 7, "update: look at marks written in the last this many days")
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
 	}
 	if sub == "" {
-		return usagef("rollups: want rebuild or update (bouncer rollups --help)")
+		return usagef("rollups: want rebuild, update or status (bouncer rollups --help)")
 	}
 	if err := e.err(); err != nil {
 		return err
@@ -53,6 +53,9 @@ func runRollups(ctx context.Context, env *environment, args []string) error {
 		fmt.Fprintf(env.stdout, "[%d/%d] %s: %d accounts%s in %s\n", done, total, c.Day.Format(time.DateOnly), len(c.Accounts), events, took.Round(time.Millisecond))
 	}
 	var n int
+	if sub == "status" {
+		return rollupStatus(ctx, env, store, *from, *to, *acct)
+	}
 	if sub == "update" {
 		if *since < 1 {
 			return usagef("rollups update: --since-days %d: want 1 or more", *since)
@@ -85,6 +88,40 @@ func runRollups(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	fmt.Fprintf(env.stdout, "%s: %d builds in %s\n", sub, n, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func rollupStatus(ctx context.Context, env *environment, store *clickhouse.Store, from, to, acct string) error {
+	if acct == "" {
+		acct = "default"
+	}
+	if !schemas.ValidAccountID(acct) {
+		return usagef("rollups status: --account %q: want 1 to 64 of A-Z a-z 0-9 _ . -", acct)
+	}
+	f, err := time.Parse(time.DateOnly, from)
+	if err != nil || from == "1970-01-01" {
+		return usagef("rollups status: --from %q: want the first day, YYYY-MM-DD", from)
+	}
+	t := time.Now().UTC().Truncate(24 * time.Hour)
+	if to != "" {
+		if t, err = time.Parse(time.DateOnly, to); err != nil {
+			return usagef("rollups status: --to %q: want YYYY-MM-DD", to)
+		}
+	}
+	if t.Before(f) || t.Sub(f) > 3660*24*time.Hour {
+		return usagef("rollups status: --from %s to --to %s: want at most ten years, in order", from, to)
+	}
+	days, err := store.RollupStatus(ctx, acct, f, t.AddDate(0, 0, 1))
+	if err != nil {
+		return err
+	}
+	for d := f; !d.After(t); d = d.AddDate(0, 0, 1) {
+		where := "events"
+		if days[d] {
+			where = "rollups"
+		}
+		fmt.Fprintf(env.stdout, "%s %s\n", d.Format(time.DateOnly), where)
+	}
 	return nil
 }
 

@@ -1,9 +1,16 @@
 package clickhouse
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/bouncer-mail/bouncer/pipeline"
 
 	"github.com/bouncer-mail/bouncer/analytics"
 )
@@ -51,8 +58,43 @@ func compileActivity(f *analytics.ActivityFilter, args []any) (string, []any, er
 	return "", nil, fmt.Errorf("activity: unknown operator %q", f.Op)
 }
 
-// activityMessagesSQL is the list query with f's condition, and its
-// arguments: the account, the prefilter's, the filter's, the limit.
+// activityQuery is the list query with f's condition, and its arguments:
+// the account, the prefilter's, the filter's, the limit. When
+// the filter pins a recipient or a message id and message_index knows its
+// messages, the prefilter lists them and the time ranges of their events
+// (the events table is ordered by time within an event type, so only
+// those ranges are read).
+func (s *Store) activityQuery(ctx context.Context, account string, f *analytics.ActivityFilter, limit int) (string, []any, error) {
+	cond, condArgs, err := compileActivity(f, nil)
+	if err != nil {
+		return "", nil, err
+	}
+	args := []any{account}
+	key, byRecipient := pinned(f, "to_email")
+	if !byRecipient {
+		key, _ = pinned(f, "msg_id")
+	}
+	if key != "" {
+		ids, ranges, ok, err := s.messageWindows(ctx, account, key, byRecipient)
+		if err != nil {
+			return "", nil, err
+		}
+		if ok {
+			if len(ids) == 0 { // no such message: nothing matches
+				ids, ranges = []string{""}, [][2]uint32{{1, 0}}
+			}
+			sql := strings.Replace(qActivityPrefilterWindows.SQL, "HAVING "+activityMatchAll, "HAVING "+cond, 1)
+			sql, args = windowed(sql, ranges, append(args, ids))
+			return sql, append(append(args, condArgs...), uint64(max(limit, 0))), nil
+		}
+	}
+	return activityMessagesSQL(account, f, limit)
+}
+
+// activityMessagesSQL is the list query with f's condition and a
+// prefilter that reads the account's events (no message_index answer),
+// and its arguments: the account, the prefilter's, the filter's, the
+// limit.
 func activityMessagesSQL(account string, f *analytics.ActivityFilter, limit int) (string, []any, error) {
 	cond, condArgs, err := compileActivity(f, nil)
 	if err != nil {
@@ -120,7 +162,7 @@ func pinned(f *analytics.ActivityFilter, field string) (string, bool) {
 // ActivityMessages returns at most limit messages of the account matching
 // f (nil: all), the most recent last event first.
 func (s *Store) ActivityMessages(ctx context.Context, account string, f *analytics.ActivityFilter, limit int) ([]analytics.ActivityMessage, error) {
-	sql, args, err := activityMessagesSQL(account, f, limit)
+	sql, args, err := s.activityQuery(ctx, account, f, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -145,7 +187,18 @@ func (s *Store) ActivityMessages(ctx context.Context, account string, f *analyti
 // ActivityEvents returns one message's events by time, each sg_event_id
 // once; none when the account has no such message.
 func (s *Store) ActivityEvents(ctx context.Context, account, msgID string) ([]analytics.ActivityEvent, error) {
-	rows, err := s.conn.Query(ctx, qActivityEvents.SQL, account, msgID)
+	sql, args := qActivityEvents.SQL, []any{account, msgID}
+	_, ranges, ok, err := s.messageWindows(ctx, account, msgID, false)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		if len(ranges) == 0 {
+			return nil, nil
+		}
+		sql, args = windowed(qActivityEventsWindowed.SQL, ranges, args)
+	}
+	rows, err := s.conn.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", qActivityEvents.Name, err)
 	}
@@ -161,4 +214,142 @@ func (s *Store) ActivityEvents(ctx context.Context, account, msgID string) ([]an
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// writeMessageIndex stores the message_index rows of a batch of events:
+// per message its earliest and latest event time, and per recipient its
+// messages. It runs before the events insert.
+func (s *Store) writeMessageIndex(ctx context.Context, rows []pipeline.Row) error {
+	type win struct{ first, last int64 }
+	type key struct{ account, kind, key, msg string }
+	wins := map[key]*win{}
+	var order []key
+	for i := range rows {
+		r := &rows[i]
+		if r.SGMessageID == "" {
+			continue
+		}
+		for _, k := range [2]key{{r.AccountID, "msg", r.SGMessageID, r.SGMessageID}, {r.AccountID, "to", r.EmailNorm, r.SGMessageID}} {
+			w := wins[k]
+			if w == nil {
+				w = &win{r.Timestamp, r.Timestamp}
+				wins[k] = w
+				order = append(order, k)
+				continue
+			}
+			w.first, w.last = min(w.first, r.Timestamp), max(w.last, r.Timestamp)
+		}
+	}
+	if len(order) == 0 {
+		return nil
+	}
+	n := len(order)
+	date, _ := ingestTime()
+	dates, parts := make([]time.Time, n), make([]uint32, n)
+	accounts, kinds, keys, msgs := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	firsts, lasts := make([]time.Time, n), make([]time.Time, n)
+	for i, k := range order {
+		w := wins[k]
+		dates[i], parts[i] = date, uint32(rows[0].Partition)
+		accounts[i], kinds[i], keys[i], msgs[i] = k.account, k.kind, k.key, k.msg
+		firsts[i], lasts[i] = time.Unix(w.first, 0).UTC(), time.Unix(w.last, 0).UTC()
+	}
+	fill := func(b driver.Batch) error {
+		return appendColumns(b, dates, parts, accounts, kinds, keys, msgs, firsts, lasts)
+	}
+	if s.cluster != nil {
+		return s.clusterInsert(ctx, qInsertMessageIndex, "message_index", rows[0].Partition, fill)
+	}
+	return s.insert(ctx, qInsertMessageIndex, fill)
+}
+
+// maxWindowMessages bounds the messages a windowed prefilter lists; a
+// recipient with more is found by the scanning prefilter.
+const maxWindowMessages = 10000
+
+// maxWindowRanges bounds the time ranges of a windowed prefilter: windows
+// are merged (closest first) until there are no more.
+const maxWindowRanges = 32
+
+// messageWindows reads the windows of one message (byRecipient false) or
+// of a recipient's messages from message_index: the message ids and the
+// merged time ranges that hold all their events. ok is false when the
+// index cannot answer (the account has no index rows, as for events
+// stored before it existed, or the recipient has too many messages).
+func (s *Store) messageWindows(ctx context.Context, account, key string, byRecipient bool) (ids []string, ranges [][2]uint32, ok bool, err error) {
+	var indexed uint64
+	if err := s.conn.QueryRow(ctx, qMessageIndexAny.SQL, account).Scan(&indexed); err != nil {
+		return nil, nil, false, fmt.Errorf("%s: %w", qMessageIndexAny.Name, err)
+	}
+	if indexed == 0 {
+		return nil, nil, false, nil
+	}
+	q, args := qMessageWindow, []any{account, key}
+	if byRecipient {
+		q, args = qRecipientWindows, []any{account, account, key, uint64(maxWindowMessages + 1)}
+	}
+	rows, err := s.conn.Query(ctx, q.SQL, args...)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("%s: %w", q.Name, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var first, last time.Time
+		if err := rows.Scan(&id, &first, &last); err != nil {
+			return nil, nil, false, fmt.Errorf("%s: %w", q.Name, err)
+		}
+		ids = append(ids, id)
+		ranges = append(ranges, [2]uint32{unixSeconds(first), unixSeconds(last)})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, false, err
+	}
+	if len(ids) > maxWindowMessages {
+		return nil, nil, false, nil
+	}
+	return ids, mergeRanges(ranges, maxWindowRanges), true, nil
+}
+
+// mergeRanges merges overlapping ranges, then the closest neighbours until
+// at most max remain; the result covers every input range.
+func mergeRanges(rs [][2]uint32, max int) [][2]uint32 {
+	slices.SortFunc(rs, func(a, b [2]uint32) int { return cmp.Compare(a[0], b[0]) })
+	var out [][2]uint32
+	for _, r := range rs {
+		if n := len(out); n > 0 && r[0] <= out[n-1][1] {
+			out[n-1][1] = maxU32(out[n-1][1], r[1])
+			continue
+		}
+		out = append(out, r)
+	}
+	for len(out) > max {
+		best := 1
+		for i := 2; i < len(out); i++ {
+			if out[i][0]-out[i-1][1] < out[best][0]-out[best-1][1] {
+				best = i
+			}
+		}
+		out[best-1][1] = maxU32(out[best-1][1], out[best][1])
+		out = slices.Delete(out, best, best+1)
+	}
+	return out
+}
+
+func maxU32(a, b uint32) uint32 {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+// windowed repeats the range fragment of a windowed statement once per
+// range (joined with OR) and appends the ranges' bounds to args.
+func windowed(sql string, ranges [][2]uint32, args []any) (string, []any) {
+	parts := make([]string, len(ranges))
+	for i, r := range ranges {
+		parts[i] = "(" + activityWindowRange + ")"
+		args = append(args, r[0], r[1])
+	}
+	return strings.Replace(sql, "("+activityWindowRange+")", "("+strings.Join(parts, " OR ")+")", 1), args
 }

@@ -158,6 +158,29 @@ func TestActivityOnClickHouse(t *testing.T) {
 		if got := ids(ms); !slices.Equal(got, c.want) {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
+		// The same answer without message_index (the scanning prefilter).
+		sql, args, err := activityMessagesSQL(c.account, c.f, c.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := s.conn.Query(ctx, sql, args...)
+		if err != nil {
+			t.Fatalf("%s: scan: %v", c.name, err)
+		}
+		var scanned []analytics.ActivityMessage
+		for rows.Next() {
+			var m analytics.ActivityMessage
+			var norm string
+			if err := rows.Scan(&m.MsgID, &m.FromEmail, &m.Subject, &m.ToEmail, &norm, &m.Status, &m.Opens, &m.Clicks, &m.LastEventTime); err != nil {
+				t.Fatal(err)
+			}
+			m.LastEventTime = m.LastEventTime.UTC()
+			scanned = append(scanned, m)
+		}
+		rows.Close()
+		if !slices.Equal(ms, scanned) {
+			t.Errorf("%s: with message_index %+v\nscanning the events %+v", c.name, ms, scanned)
+		}
 	}
 
 	ms, err := s.ActivityMessages(ctx, "acme", aEq("msg_id", "m1"), 10)

@@ -28,7 +28,8 @@ var clusterLayout = map[string]tableLayout{
 	"events":       {shardKey: "kafka_partition"},
 	"dead_letters": {shardKey: "kafka_partition"},
 	// Written before the events of a batch, into the same shard.
-	"stats_marks": {shardKey: "kafka_partition"},
+	"stats_marks":   {shardKey: "kafka_partition"},
+	"message_index": {shardKey: "kafka_partition"},
 	// Rollups: one build of an account's day is one insert through the
 	// Distributed table, all on the account's shard (one part).
 	"stats_daily": {shardKey: "cityHash64(account_id)"},

@@ -1,5 +1,7 @@
 package clickhouse
 
+import "strings"
+
 // Statements of the email activity API (GET /v3/messages and
 // /v3/messages/{msg_id}). A message is one sg_message_id of one account;
 // each event (sg_event_id) counts once however often it was resent. The
@@ -59,4 +61,58 @@ var (
 			"FROM events WHERE account_id = ? AND sg_message_id = ? " +
 			"GROUP BY sg_event_id ORDER BY e_time, sg_event_id",
 		Sample: []any{"acme", "msg01"}})
+)
+
+var messageIndexColumns = []string{"ingest_date", "kafka_partition", "account_id", "kind", "key", "sg_message_id", "first", "last"}
+
+// activityWindowRange is one time range of a windowed prefilter; at run
+// time the prefilter holds one per range, joined with OR.
+const activityWindowRange = "timestamp >= toDateTime(?) AND timestamp <= toDateTime(?)"
+
+var (
+	qInsertMessageIndex = register(Query{Name: "message_index.insert", SQL: insertSQL("message_index", messageIndexColumns), Insert: true})
+
+	// Whether the account has any message_index row (else its events
+	// predate the index and are found by scanning). Argument: account.
+	qMessageIndexAny = register(Query{Name: "message_index.any",
+		SQL: "SELECT count() FROM (SELECT 1 FROM message_index WHERE account_id = ? LIMIT 1)", Sample: []any{"acme"}})
+
+	// The time window of one message. Arguments: account, message id.
+	qMessageWindow = register(Query{Name: "message_index.window",
+		SQL:    "SELECT key, min(first), max(last) FROM message_index WHERE account_id = ? AND kind = 'msg' AND key = ? GROUP BY key",
+		Sample: []any{"acme", "m1"}})
+
+	// The time windows of one recipient's messages, at most a limit.
+	// Arguments: account, account, email_norm, limit.
+	qRecipientWindows = register(Query{Name: "message_index.recipient_windows",
+		SQL: "SELECT key, min(first), max(last) FROM message_index WHERE account_id = ? AND kind = 'msg' AND key IN " +
+			"(SELECT sg_message_id FROM message_index WHERE account_id = ? AND kind = 'to' AND key = ?) GROUP BY key LIMIT ?",
+		Sample: []any{"acme", "acme", "ann@gmail.com", uint64(10001)}})
+
+	// The messages of the windowed prefilter: those listed, only events in
+	// the ranges (one per range at run time). Arguments: account, message
+	// ids, each range's from and to, then the filter's and the limit.
+	qActivityPrefilterWindows = register(Query{Name: "activity.messages.by_windows",
+		SQL:    activityWithPrefilter("AND has(?, sg_message_id) AND ("+activityWindowRange+")", activityMatchAll),
+		Sample: []any{"acme", []string{"m1"}, uint32(1761955200), uint32(1762041600), uint64(10)}})
+
+	// qActivityEvents within time ranges (one per range at run time).
+	// Arguments: account, message id, each range's from and to.
+	qActivityEventsWindowed = register(Query{Name: "activity.events.windowed",
+		SQL:    strings.Replace(qActivityEvents.SQL, "AND sg_message_id = ? ", "AND sg_message_id = ? AND ("+activityWindowRange+") ", 1),
+		Sample: []any{"acme", "msg01", uint32(1761955200), uint32(1762041600)}})
+
+	// Fill message_index from the events of some accounts' day (bouncer
+	// rollups rebuild). Arguments: accounts (inAccounts), from, to (unix
+	// seconds), for each of the two statements.
+	qMessageIndexRebuildMsg = register(Query{Name: "message_index.rebuild_msg",
+		SQL: insertSQL("message_index", messageIndexColumns) + " SELECT today(), any(kafka_partition), account_id, 'msg', sg_message_id, " +
+			"sg_message_id, min(timestamp), max(timestamp) FROM events WHERE account_id IN (?) AND timestamp >= toDateTime(?) " +
+			"AND timestamp < toDateTime(?) AND sg_message_id != '' GROUP BY account_id, sg_message_id",
+		Sample: []any{"acme", uint32(1764201600), uint32(1764288000)}})
+	qMessageIndexRebuildTo = register(Query{Name: "message_index.rebuild_to",
+		SQL: insertSQL("message_index", messageIndexColumns) + " SELECT today(), any(kafka_partition), account_id, 'to', email_norm, " +
+			"sg_message_id, min(timestamp), max(timestamp) FROM events WHERE account_id IN (?) AND timestamp >= toDateTime(?) " +
+			"AND timestamp < toDateTime(?) AND sg_message_id != '' GROUP BY account_id, email_norm, sg_message_id",
+		Sample: []any{"acme", uint32(1764201600), uint32(1764288000)}})
 )

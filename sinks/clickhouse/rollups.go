@@ -246,6 +246,24 @@ func (s *Store) rollupPlan(ctx context.Context, account string, from, to uint32)
 	return clean, dirty, nil
 }
 
+// RollupStatus says, for each day of one account in [from, to) (UTC
+// days), whether its stats are read from the rollups (true: its latest
+// build covers every event) or from the events table.
+func (s *Store) RollupStatus(ctx context.Context, account string, from, to time.Time) (map[time.Time]bool, error) {
+	clean, dirty, err := s.rollupPlan(ctx, account, dayOf(from), dayOf(to))
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[time.Time]bool, len(clean)+len(dirty))
+	for d := range clean {
+		out[dayTime(d)] = true
+	}
+	for _, d := range dirty {
+		out[dayTime(d)] = false
+	}
+	return out, nil
+}
+
 // rollupKey is one answer row of a per-period count: period, key, and for
 // bounce reasons classification and bounce type.
 type rollupKey struct{ period, key, class, btype string }
@@ -527,7 +545,8 @@ type RollupOptions struct {
 }
 
 // RebuildRollups rebuilds the rollups of every (account, day) with events
-// in [From, To), one chunk after another, and returns the chunks built.
+// in [From, To), one chunk after another, fills message_index from the
+// same events, and returns the chunks built.
 func (s *Store) RebuildRollups(ctx context.Context, o RollupOptions) (int, error) {
 	if o.ChunkEvents == 0 {
 		o.ChunkEvents = 5_000_000
@@ -558,14 +577,27 @@ func (s *Store) RebuildRollups(ctx context.Context, o RollupOptions) (int, error
 	if err := rows.Err(); err != nil {
 		return 0, err
 	}
-	return s.buildChunks(ctx, chunks, o.Progress)
+	return s.buildChunks(ctx, chunks, true, o.Progress)
 }
 
-func (s *Store) buildChunks(ctx context.Context, chunks []RollupChunk, progress func(int, int, RollupChunk, time.Duration)) (int, error) {
+// buildChunks builds each chunk's rollups and, with index, fills
+// message_index from its events (repeating rows already there is
+// harmless: a message's window is the min and max of its rows).
+func (s *Store) buildChunks(ctx context.Context, chunks []RollupChunk, index bool, progress func(int, int, RollupChunk, time.Duration)) (int, error) {
 	for i, c := range chunks {
 		start := time.Now()
 		if err := s.BuildRollups(ctx, c); err != nil {
 			return i, fmt.Errorf("build rollups of %s (%d accounts): %w", c.Day.Format(time.DateOnly), len(c.Accounts), err)
+		}
+		for _, q := range []Query{qMessageIndexRebuildMsg, qMessageIndexRebuildTo} {
+			if !index {
+				break
+			}
+			day := dayOf(c.Day)
+			sql, args := inAccounts(q.SQL, c.Accounts, unixSeconds(dayTime(day)), unixSeconds(dayTime(day+1)))
+			if err := s.conn.Exec(ctx, sql, args...); err != nil {
+				return i, fmt.Errorf("%s of %s: %w", q.Name, c.Day.Format(time.DateOnly), err)
+			}
 		}
 		if progress != nil {
 			progress(i+1, len(chunks), c, time.Since(start))
@@ -653,7 +685,7 @@ func (s *Store) UpdateRollups(ctx context.Context, since time.Time, maxAccounts 
 			accounts = accounts[n:]
 		}
 	}
-	return s.buildChunks(ctx, chunks, progress)
+	return s.buildChunks(ctx, chunks, false, progress)
 }
 
 // rollupsDims maps a stats segment to its rollup dimension.

@@ -2,6 +2,7 @@ package clickhouse
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -163,8 +164,8 @@ func (s *Store) shardIndex(partition int) int {
 // WriteEvents inserts rows as one block into one partition. Rows of calls
 // made at the same time (other Kafka partitions of the same shard) may
 // share the block (groupCommit). Before them, it stores the stats marks of
-// the (account, day)s they touch (rollups.go), so every stored event has
-// its mark. Rows are
+// the (account, day)s they touch (rollups.go) and their messages' windows
+// (message_index, activity.go), so every stored event has both. Rows are
 // one partition's, and a partition's calls come one after another in
 // offset order (pipeline.Sink).
 func (s *Store) WriteEvents(ctx context.Context, rows []pipeline.Row) error {
@@ -173,7 +174,15 @@ func (s *Store) WriteEvents(ctx context.Context, rows []pipeline.Row) error {
 	}
 	w := s.writers()
 	w.wrote(rows[0].Partition)
-	if err := s.writeStatsMarks(ctx, rows); err != nil {
+	var marksErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		marksErr = s.writeStatsMarks(ctx, rows)
+	}()
+	indexErr := s.writeMessageIndex(ctx, rows)
+	<-done
+	if err := errors.Join(marksErr, indexErr); err != nil {
 		return err
 	}
 	return w.events[s.shardIndex(rows[0].Partition)].write(ctx, rows)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os/exec"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -160,6 +161,9 @@ func expectedStats(events []statsEvent, dropReason func(statsEvent) string) map[
 func TestStatsAfterKillsAndReplays(t *testing.T) {
 	inst := services(t, "fault-stats")
 	r := newRun(t, inst)
+	// The worker builds the stats rollups of the days it writes every
+	// second, so builds race the kills and the replays.
+	r.extra = append(r.extra, "BOUNCER_ROLLUP_INTERVAL=1s")
 	c := r.conn()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -269,26 +273,35 @@ func TestStatsAfterKillsAndReplays(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+	// While the worker still runs, whatever mix of rollups and events the
+	// days are read from, the answers are the events table's.
+	bouncer := func(args ...string) []byte {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, binary, args...)
+		cmd.Env = r.env()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("bouncer %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+	t.Logf("acme's days after the kills:\n%s", bouncer("rollups", "status", "--from", "2026-11-02", "--to", "2026-11-06", "--account", "acme"))
+	r.compareStats(ctx, "after the kills")
 	stopGracefully(t, worker)
+	t.Logf("bouncer rollups update:\n%s", bouncer("rollups", "update"))
+	// Now every day is read from the rollups.
+	for _, acct := range []string{"acme", "globex"} {
+		out := string(bouncer("rollups", "status", "--from", "2026-11-02", "--to", "2026-11-06", "--account", acct))
+		if strings.Count(out, " rollups\n") != 5 {
+			t.Errorf("%s: want every day from the rollups:\n%s", acct, out)
+		}
+	}
+	r.compareStats(ctx, "built")
 
 	for _, acct := range []string{"acme", "globex"} {
-		cmd := exec.CommandContext(ctx, binary, "stats", "--json", "--start", "2026-11-02", "--end", "2026-11-06", "--account", acct)
-		cmd.Env = r.env()
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("bouncer stats --account %s: %v", acct, err)
-		}
-		var got []struct {
-			Date  string `json:"date"`
-			Stats []struct {
-				Metrics map[string]uint64 `json:"metrics"`
-			} `json:"stats"`
-		}
-		if err := json.Unmarshal(out, &got); err != nil {
-			t.Fatalf("bouncer stats --json: %v\n%s", err, out)
-		}
+		got := r.stats(ctx, acct, "day", false)
 		if len(got) != 5 {
-			t.Fatalf("%s: %d days, want 5:\n%s", acct, len(got), out)
+			t.Fatalf("%s: %d days, want 5: %+v", acct, len(got), got)
 		}
 		var nonzero int
 		for _, d := range got {
@@ -322,4 +335,67 @@ func TestStatsAfterKillsAndReplays(t *testing.T) {
 			t.Errorf("%s: only %d non-zero metrics: the dataset does not exercise the stats", acct, nonzero)
 		}
 	}
+}
+
+// dayStats is bouncer stats --json's answer.
+type dayStats []struct {
+	Date  string `json:"date"`
+	Stats []struct {
+		Metrics map[string]uint64 `json:"metrics"`
+	} `json:"stats"`
+}
+
+// stats runs bouncer stats --json over the test's five days, from the
+// rollups where they cover a day or (exact) from the events table alone.
+func (r *run) stats(ctx context.Context, acct, by string, exact bool) dayStats {
+	r.t.Helper()
+	args := []string{"stats", "--json", "--all", "--by", by, "--start", "2026-11-02", "--end", "2026-11-06", "--account", acct}
+	if exact {
+		args = append(args, "--exact")
+	}
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Env = r.env()
+	out, err := cmd.Output()
+	if err != nil {
+		r.t.Fatalf("bouncer %s: %v", strings.Join(args, " "), err)
+	}
+	var got dayStats
+	if err := json.Unmarshal(out, &got); err != nil {
+		r.t.Fatalf("bouncer stats --json: %v\n%s", err, out)
+	}
+	return got
+}
+
+// compareStats checks every metric of every period, by day and by week,
+// both ways: bouncer stats (rollups where a build covers the day) and
+// bouncer stats --exact (the events table).
+func (r *run) compareStats(ctx context.Context, when string) {
+	r.t.Helper()
+	compared := 0
+	for _, acct := range []string{"acme", "globex"} {
+		for _, by := range []string{"day", "week"} {
+			got, exact := r.stats(ctx, acct, by, false), r.stats(ctx, acct, by, true)
+			if len(got) != len(exact) || len(got) == 0 {
+				r.t.Errorf("%s, %s by %s: %d periods from the rollups, %d from the events table", when, acct, by, len(got), len(exact))
+				continue
+			}
+			for i := range got {
+				g, e := got[i], exact[i]
+				if g.Date != e.Date || len(g.Stats) != 1 || len(e.Stats) != 1 {
+					r.t.Errorf("%s, %s by %s: period %s vs %s", when, acct, by, g.Date, e.Date)
+					continue
+				}
+				for k, v := range e.Stats[0].Metrics {
+					if g.Stats[0].Metrics[k] != v {
+						r.t.Errorf("%s, %s %s (by %s) %s: %d from the rollups, %d from the events table", when, acct, g.Date, by, k, g.Stats[0].Metrics[k], v)
+					}
+					compared++
+				}
+				if len(g.Stats[0].Metrics) != len(e.Stats[0].Metrics) {
+					r.t.Errorf("%s, %s %s: metrics %v vs %v", when, acct, g.Date, g.Stats[0].Metrics, e.Stats[0].Metrics)
+				}
+			}
+		}
+	}
+	r.t.Logf("%s: %d metrics agree between the rollups and the events table", when, compared)
 }
