@@ -97,4 +97,8 @@ var (
 		SQL: "ALTER TABLE dead_letters DROP PARTITION ?", Sample: []any{uint32(190001)}})
 	qDropHistoryPartition = register(Query{Name: "retention.drop_recipient_history",
 		SQL: "ALTER TABLE recipient_history DROP PARTITION ?", Sample: []any{uint32(190001)}})
+	qDropStatsMarksPartition = register(Query{Name: "retention.drop_stats_marks",
+		SQL: "ALTER TABLE stats_marks DROP PARTITION ?", Sample: []any{uint32(190001)}})
+	qDropMessageIndexPartition = register(Query{Name: "retention.drop_message_index",
+		SQL: "ALTER TABLE message_index DROP PARTITION ?", Sample: []any{uint32(190001)}})
 )

@@ -8,8 +8,10 @@ import (
 	"time"
 )
 
-// DropExpired drops the partitions of events and dead_letters whose ingest
-// month is more than keepMonths before now's month. ClickHouse 18.16 has no
+// DropExpired drops the partitions of events and dead_letters (and of the
+// tables written beside them: recipient_history, stats_marks,
+// message_index) whose ingest month is more than keepMonths before now's
+// month. The stats rollups (stats_daily) keep the dropped days' counts. ClickHouse 18.16 has no
 // TTL, so retention works on whole partitions. It returns what it dropped,
 // as "table:YYYYMM".
 func (s *Store) DropExpired(ctx context.Context, keepMonths int, now time.Time) ([]string, error) {
@@ -23,7 +25,9 @@ func (s *Store) DropExpired(ctx context.Context, keepMonths int, now time.Time) 
 	for _, t := range []struct {
 		table string
 		drop  Query
-	}{{"events", qDropEventsPartition}, {"dead_letters", qDropDeadLettersPartition}, {"recipient_history", qDropHistoryPartition}} {
+	}{{"events", qDropEventsPartition}, {"dead_letters", qDropDeadLettersPartition}, {"recipient_history", qDropHistoryPartition},
+		// Written with the events of the same batch (same ingest month).
+		{"stats_marks", qDropStatsMarksPartition}, {"message_index", qDropMessageIndexPartition}} {
 		rows, err := s.conn.Query(ctx, qPartitions.SQL, t.table)
 		if err != nil {
 			return dropped, fmt.Errorf("list partitions of %s: %w", t.table, err)

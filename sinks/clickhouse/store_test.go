@@ -95,6 +95,16 @@ func TestDropExpired(t *testing.T) {
 	if err := batch.Send(); err != nil {
 		t.Fatal(err)
 	}
+	for _, table := range []string{"stats_marks", "message_index"} {
+		b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+table+" (ingest_date, account_id)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Append(time.Date(2020, 1, 15, 0, 0, 0, 0, time.UTC), "old")
+		if err := b.Send(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := s.WriteEvents(ctx, []pipeline.Row{{Event: schemas.Event{Topic: "new", Event: "open", AccountID: "default"}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -103,8 +113,8 @@ func TestDropExpired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(dropped, []string{"events:202001"}) {
-		t.Errorf("dropped %v, want [events:202001]", dropped)
+	if want := []string{"events:202001", "stats_marks:202001", "message_index:202001"}; !slices.Equal(dropped, want) {
+		t.Errorf("dropped %v, want %v", dropped, want)
 	}
 	var topics []string
 	rows, err := s.conn.Query(ctx, "SELECT kafka_topic FROM events")
