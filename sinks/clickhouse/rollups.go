@@ -52,6 +52,7 @@ package clickhouse
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -192,48 +193,21 @@ func newBuild(version uint64, started uint32, topics []string, parts []uint32, o
 // rollupPlan splits one account's days [from, to) into those its rollups
 // answer (day -> build version) and those read from the events table.
 func (s *Store) rollupPlan(ctx context.Context, account string, from, to uint32) (clean map[uint32]uint64, dirty []uint32, err error) {
-	builds := map[uint32]*build{}
-	rows, err := s.conn.Query(ctx, qRollupBuilds.SQL, account, dayString(from), dayString(to))
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", qRollupBuilds.Name, err)
-	}
-	for rows.Next() {
-		var d, started uint32
-		var version uint64
-		var topics []string
-		var parts []uint32
-		var offsets []uint64
-		if err := rows.Scan(&d, &version, &started, &topics, &parts, &offsets); err != nil {
-			rows.Close()
-			return nil, nil, fmt.Errorf("%s: %w", qRollupBuilds.Name, err)
-		}
-		if _, ok := builds[d]; !ok { // newest first
-			builds[d] = newBuild(version, started, topics, parts, offsets)
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, nil, err
-	}
+	// Builds and marks are read side by side; in either order the answer
+	// is a snapshot: a build newer than the marks read covers at least
+	// what an older one does.
 	marks := map[uint32][]coverMark{}
-	if len(builds) > 0 {
-		rows, err = s.conn.Query(ctx, qRollupMarks.SQL, account, dayString(from), dayString(to))
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", qRollupMarks.Name, err)
-		}
-		for rows.Next() {
-			var d uint32
-			var m coverMark
-			if err := rows.Scan(&d, &m.topic, &m.partition, &m.offset); err != nil {
-				rows.Close()
-				return nil, nil, fmt.Errorf("%s: %w", qRollupMarks.Name, err)
-			}
-			marks[d] = append(marks[d], m)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, nil, err
-		}
+	var marksErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		marksErr = s.readMarks(ctx, account, from, to, marks)
+	}()
+	builds := map[uint32]*build{}
+	buildsErr := s.readBuilds(ctx, account, from, to, builds)
+	<-done
+	if err := errors.Join(buildsErr, marksErr); err != nil {
+		return nil, nil, err
 	}
 	clean = map[uint32]uint64{}
 	for d := from; d < to; d++ {
@@ -244,6 +218,47 @@ func (s *Store) rollupPlan(ctx context.Context, account string, from, to uint32)
 		}
 	}
 	return clean, dirty, nil
+}
+
+// readBuilds reads the latest build of each of an account's days.
+func (s *Store) readBuilds(ctx context.Context, account string, from, to uint32, builds map[uint32]*build) error {
+	rows, err := s.conn.Query(ctx, qRollupBuilds.SQL, account, dayString(from), dayString(to))
+	if err != nil {
+		return fmt.Errorf("%s: %w", qRollupBuilds.Name, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var d, started uint32
+		var version uint64
+		var topics []string
+		var parts []uint32
+		var offsets []uint64
+		if err := rows.Scan(&d, &version, &started, &topics, &parts, &offsets); err != nil {
+			return fmt.Errorf("%s: %w", qRollupBuilds.Name, err)
+		}
+		if _, ok := builds[d]; !ok { // newest first
+			builds[d] = newBuild(version, started, topics, parts, offsets)
+		}
+	}
+	return rows.Err()
+}
+
+// readMarks reads the marks of an account's days.
+func (s *Store) readMarks(ctx context.Context, account string, from, to uint32, marks map[uint32][]coverMark) error {
+	rows, err := s.conn.Query(ctx, qRollupMarks.SQL, account, dayString(from), dayString(to))
+	if err != nil {
+		return fmt.Errorf("%s: %w", qRollupMarks.Name, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var d uint32
+		var m coverMark
+		if err := rows.Scan(&d, &m.topic, &m.partition, &m.offset); err != nil {
+			return fmt.Errorf("%s: %w", qRollupMarks.Name, err)
+		}
+		marks[d] = append(marks[d], m)
+	}
+	return rows.Err()
 }
 
 // RollupStatus says, for each day of one account in [from, to) (UTC
