@@ -82,10 +82,11 @@ var (
 		SQL:    "SELECT key, min(first), max(last) FROM message_index WHERE account_id = ? AND kind = 'msg' AND key = ? GROUP BY key",
 		Sample: []any{"acme", "m1"}})
 
-	// The time windows of one recipient's messages, at most a limit.
+	// The time windows of one recipient's messages, at most a limit
+	// (GLOBAL IN: on a cluster both sides are Distributed tables).
 	// Arguments: account, account, email_norm, limit.
 	qRecipientWindows = register(Query{Name: "message_index.recipient_windows",
-		SQL: "SELECT key, min(first), max(last) FROM message_index WHERE account_id = ? AND kind = 'msg' AND key IN " +
+		SQL: "SELECT key, min(first), max(last) FROM message_index WHERE account_id = ? AND kind = 'msg' AND key GLOBAL IN " +
 			"(SELECT sg_message_id FROM message_index WHERE account_id = ? AND kind = 'to' AND key = ?) GROUP BY key LIMIT ?",
 		Sample: []any{"acme", "acme", "ann@gmail.com", uint64(10001)}})
 
