@@ -129,7 +129,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 		}
 		store.UseGroupLog(cl)
 	default:
-		log.Warn("--webhook-claims=false: the webhook limits (5 per account, one URL each) and new unsubscribe group ids are decided within this process only; run one bouncer api")
+		log.Warn("--webhook-claims=false: the webhook limits (5 per account, one URL each) hold within this process only, and new unsubscribe group ids are decided by it alone; run one bouncer api")
 	}
 	changes, closeChanges, err := openChangeLog(ctx, kf, *changeTopic, *publish)
 	if err != nil {
