@@ -2,6 +2,7 @@ package enrich
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -108,7 +109,10 @@ func TestAlternativesAndLiterals(t *testing.T) {
 		{"didn'?t pass|[ab]c", "=didnt pass,didn't pass | =ac,bc"},
 		// Too many strings (3^6 = 729): left to the expression.
 		{"(a|b|c)(d|e|f)(g|h|i)(j|k|l)(m|n|o)(p|q|r)xyz", "~xyz"},
-		{`user.{0,20}unknown|\(s3150\)`, "~unknown | =(s3150)"},
+		// A.{0,n}B of two finite sets: decided from where the prefilter
+		// found the strings of A and of B, without the expression.
+		{`user.{0,20}unknown|\(s3150\)`, "user..20..unknown | =(s3150)"},
+		{`(mailbox|inbox).{0,10}(full|over)`, "mailbox,inbox..10..full,over"},
 		{`\bip\b.{0,30}blocked`, "~blocked"},
 		{"(a|b)c|[|]x", "=ac,bc | =|x"},
 		// Non-ASCII words are literals too, lower-cased as the text is.
@@ -123,7 +127,9 @@ func TestAlternativesAndLiterals(t *testing.T) {
 		}
 		var parts []string
 		for _, a := range r.alts {
-			if a.re == nil {
+			if a.near != nil {
+				parts = append(parts, fmt.Sprintf("%s..%d..%s", strings.Join(a.near.first, ","), a.near.n, strings.Join(a.near.then, ",")))
+			} else if a.re == nil {
 				parts = append(parts, "="+strings.Join(a.literals, ","))
 			} else {
 				parts = append(parts, "~"+strings.Join(a.needs, ","))
