@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/bouncer-mail/bouncer/sinks/webhook"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/safedial"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/sign"
@@ -38,11 +40,14 @@ type fakeWebhooks struct {
 
 // guardedTester sends test deliveries with sinks/webhook's Tester through
 // the fake store's guard as it is when the test is sent (tests open it for
-// their receivers after the server is made).
-type guardedTester struct{ st *fakeWebhooks }
+// their receivers after the server is made), on clock (nil: the real one).
+type guardedTester struct {
+	st    *fakeWebhooks
+	clock clockwork.Clock
+}
 
 func (g guardedTester) SendTest(ctx context.Context, w *subscription.Webhook, url string, body []byte, now time.Time) (int, safedial.Failure, error) {
-	return webhook.Tester{Guard: g.st.WebhookGuard()}.SendTest(ctx, w, url, body, now)
+	return webhook.Tester{Guard: g.st.WebhookGuard(), Clock: g.clock}.SendTest(ctx, w, url, body, now)
 }
 
 func newFakeWebhooks() *fakeWebhooks {
@@ -197,7 +202,7 @@ func webhookServer(t *testing.T) (h http.Handler, st *fakeWebhooks, keyA, keyB s
 	keyB, kb := testKey(t, "globex", false)
 	st = newFakeWebhooks()
 	now = time.Date(2026, 11, 27, 6, 0, 0, 0, time.UTC)
-	h = NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{ka, kb}, Webhooks: st, WebhookTester: guardedTester{st}, Now: func() time.Time { return now },
+	h = NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{ka, kb}, Webhooks: st, WebhookTester: guardedTester{st: st}, Now: func() time.Time { return now },
 		RateLimit: 10000, MaxBodyBytes: 4096})
 	return h, st, keyA, keyB, now
 }
@@ -370,7 +375,7 @@ func TestWebhookReenableClearsDisabled(t *testing.T) {
 func TestWebhookErrors(t *testing.T) {
 	h, st, key, _, _ := webhookServer(t)
 	readOnly, kr := testKey(t, "acme", false, "user.webhooks.event.settings.read")
-	h2 := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{kr}, Webhooks: st, WebhookTester: guardedTester{st}, RateLimit: 10000})
+	h2 := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{kr}, Webhooks: st, WebhookTester: guardedTester{st: st}, RateLimit: 10000})
 	rec := do(t, h, "POST", "/v3/user/webhooks/event/settings", key, `{"url":"https://taken.example.com/"}`)
 	id := decodeExact(t, rec.Body.String(), webhookKeys("created_date", "updated_date")...)["id"].(string)
 	base := "/v3/user/webhooks/event/settings"
@@ -516,7 +521,7 @@ func TestWebhooksUnavailable(t *testing.T) {
 	}
 	st := newFakeWebhooks()
 	st.notReady = errors.New("set BOUNCER_SECRET_KEY")
-	h = NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{k}, Webhooks: st, WebhookTester: guardedTester{st}})
+	h = NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{k}, Webhooks: st, WebhookTester: guardedTester{st: st}})
 	rec := do(t, h, "POST", "/v3/user/webhooks/event/settings", token, `{"url":"https://a.example.com/"}`)
 	if rec.Code != 503 {
 		t.Fatalf("no secret key: %d %s", rec.Code, rec.Body)
@@ -718,12 +723,18 @@ func TestWebhookTestDeliveryAllowListPorts(t *testing.T) {
 }
 
 // TestWebhookTestDeliveryTimeout: a receiver that never answers costs the
-// caller the tester's timeout (10s) and a 502 saying so, not a hung request.
+// caller the tester's timeout (10s, on a fake clock here) and a 502 saying
+// so, not a hung request.
 func TestWebhookTestDeliveryTimeout(t *testing.T) {
 	t.Parallel()
-	h, st, key, _, _ := webhookServer(t)
-	release := make(chan struct{})
+	key, k := testKey(t, "acme", false)
+	st := newFakeWebhooks()
+	clock := clockwork.NewFakeClock()
+	h := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{k}, Webhooks: st, WebhookTester: guardedTester{st: st, clock: clock},
+		RateLimit: 10000, MaxBodyBytes: 4096})
+	release, arrived := make(chan struct{}), make(chan struct{}, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
 		select {
 		case <-release:
 		case <-r.Context().Done():
@@ -732,7 +743,19 @@ func TestWebhookTestDeliveryTimeout(t *testing.T) {
 	defer srv.Close()
 	defer close(release)
 	st.allow(srv)
-	rec := do(t, h, "POST", "/v3/user/webhooks/event/test", key, `{"url":"`+srv.URL+`/hang"}`)
+	answered := make(chan *httptest.ResponseRecorder)
+	go func() {
+		answered <- do(t, h, "POST", "/v3/user/webhooks/event/test", key, `{"url":"`+srv.URL+`/hang"}`)
+	}()
+	<-arrived
+	clock.Advance(10*time.Second - time.Millisecond)
+	select {
+	case rec := <-answered:
+		t.Fatalf("answered before the timeout: %d %s", rec.Code, rec.Body)
+	default:
+	}
+	clock.Advance(time.Millisecond)
+	rec := <-answered
 	if rec.Code != 502 {
 		t.Fatalf("hanging receiver: %d %s", rec.Code, rec.Body)
 	}
@@ -850,7 +873,7 @@ func TestWebhookTestScope(t *testing.T) {
 	testUpdate, kTU := testKey(t, "acme", false, scopeWebhookTest, scopeWebhookUpdate)
 	owner, kOwner := testKey(t, "acme", false)
 	st := newFakeWebhooks()
-	h := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{kTest, kTU, kOwner}, Webhooks: st, WebhookTester: guardedTester{st}, RateLimit: 10000, MaxBodyBytes: 4096})
+	h := NewServer(Config{Store: &fakeStore{}, Keys: fakeKeys{kTest, kTU, kOwner}, Webhooks: st, WebhookTester: guardedTester{st: st}, RateLimit: 10000, MaxBodyBytes: 4096})
 	own, elsewhere := &receiver{status: 200}, &receiver{status: 200}
 	ownSrv, elsewhereSrv := httptest.NewServer(own), httptest.NewServer(elsewhere)
 	defer ownSrv.Close()

@@ -190,7 +190,8 @@ func (r *Reader) Next() (Row, error) {
 // ParseCreated reads a created value: unix seconds (or milliseconds),
 // "YYYY-MM-DD HH:MM:SS", "YYYY-MM-DDTHH:MM:SS", RFC 3339, "YYYY-MM-DD",
 // "MM/DD/YYYY[ HH:MM[:SS]]"; zoneless times in loc; empty means now. The
-// result is within ClickHouse's DateTime (1970 to 2106), whole seconds.
+// result is within ClickHouse's DateTime (1970 to 2106), whole seconds, and
+// at most a day after now.
 func ParseCreated(v string, loc *time.Location, now time.Time) (time.Time, error) {
 	if v == "" {
 		return now.UTC().Truncate(time.Second), nil
@@ -199,26 +200,26 @@ func ParseCreated(v string, loc *time.Location, now time.Time) (time.Time, error
 		if n > 1e11 { // milliseconds
 			n /= 1000
 		}
-		return checkCreated(time.Unix(n, 0).UTC(), v)
+		return checkCreated(time.Unix(n, 0).UTC(), v, now)
 	}
 	if f, err := strconv.ParseFloat(v, 64); err == nil && f >= 0 && f < 1e11 {
-		return checkCreated(time.Unix(int64(f), 0).UTC(), v)
+		return checkCreated(time.Unix(int64(f), 0).UTC(), v, now)
 	}
 	for _, layout := range createdLayouts {
 		if t, err := time.ParseInLocation(layout, v, loc); err == nil {
-			return checkCreated(t.UTC().Truncate(time.Second), v)
+			return checkCreated(t.UTC().Truncate(time.Second), v, now)
 		}
 	}
 	return time.Time{}, fmt.Errorf("%q: want unix seconds or a date like 2025-11-27 00:00:00", v)
 }
 
-func checkCreated(t time.Time, v string) (time.Time, error) {
+func checkCreated(t time.Time, v string, now time.Time) (time.Time, error) {
 	if t.Unix() <= 0 || t.Unix() > int64(^uint32(0)) {
 		return time.Time{}, fmt.Errorf("%q: out of range (1970 to 2106)", v)
 	}
 	// An entry dated in the future would outlive every delete made before
 	// that date (order is by event time), so it is refused.
-	if t.After(time.Now().Add(24 * time.Hour)) {
+	if t.After(now.Add(24 * time.Hour)) {
 		return time.Time{}, fmt.Errorf("%q: in the future; want the time the address was added", v)
 	}
 	return t, nil

@@ -64,6 +64,23 @@ func TestParseCreated(t *testing.T) {
 			t.Errorf("%q: %v, want an error", in, got)
 		}
 	}
+	// "In the future" is judged against the now given, not the wall clock:
+	// up to a day ahead passes (a sender's clock or zone may be off).
+	for in, ok := range map[string]bool{
+		"2026-11-28 05:00:00": true,
+		"2026-11-28 05:00:01": false,
+		"2027-01-01":          false,
+		"1790000000":          false, // 2026-09-21 is past for the wall clock of 2026-12, future for 2020
+	} {
+		at := now
+		if in == "1790000000" {
+			at = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+		}
+		_, err := ParseCreated(in, time.UTC, at)
+		if (err == nil) != ok {
+			t.Errorf("%q at %s: err %v, want ok=%v", in, at, err, ok)
+		}
+	}
 }
 
 // A list written by Writer reads back the same through Reader, for every

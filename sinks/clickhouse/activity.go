@@ -244,7 +244,7 @@ func (s *Store) writeMessageIndex(ctx context.Context, rows []pipeline.Row) erro
 		return nil
 	}
 	n := len(order)
-	date, _ := ingestTime()
+	date, _ := s.ingestTime()
 	dates, parts := make([]time.Time, n), make([]uint32, n)
 	accounts, kinds, keys, msgs := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	firsts, lasts := make([]time.Time, n), make([]time.Time, n)

@@ -21,7 +21,7 @@ func (s *Store) WriteDeliveries(ctx context.Context, rows []subscription.Deliver
 	attempts, statuses := make([]uint16, n), make([]uint16, n)
 	durations, events := make([]uint32, n), make([]uint32, n)
 	// One partition per insert: the date of the batch, not of each row.
-	date, _ := ingestTime()
+	date, _ := s.ingestTime()
 	for i, r := range rows {
 		dates[i], ats[i] = date, r.At.UTC().Truncate(time.Second)
 		accounts[i], endpoints[i], ids[i], results[i], responses[i], circuits[i] = r.AccountID, r.EndpointID, r.WebhookID, r.Result, r.Response, r.Circuit
@@ -40,7 +40,7 @@ func (s *Store) WriteFailedBatches(ctx context.Context, rows []subscription.Fail
 		return nil
 	}
 	n := len(rows)
-	date, _ := ingestTime()
+	date, _ := s.ingestTime()
 	version := uint64(time.Now().UnixNano())
 	dates, faileds, replayeds := make([]time.Time, n), make([]time.Time, n), make([]time.Time, n)
 	accounts, endpoints, ids, reasons, errs, batches, replayIDs := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)

@@ -173,7 +173,7 @@ var viaDriverAppend = false
 
 // insertEvents sends the rows of parts as one block.
 func (s *Store) insertEvents(ctx context.Context, c *eventBlock, parts [][]pipeline.Row) error {
-	date, at := ingestTime()
+	date, at := s.ingestTime()
 	var direct []*proto.ColStr
 	fill := func(b driver.Batch) error {
 		if !viaDriverAppend {

@@ -66,7 +66,7 @@ func (s *Store) WriteHistory(ctx context.Context, events []pipeline.HistoryEvent
 func (s *Store) insertHistory(ctx context.Context, parts [][]pipeline.HistoryEvent) error {
 	events := flatten(parts)
 	n := len(events)
-	date, _ := ingestTime()
+	date, _ := s.ingestTime()
 	dates, stamps := make([]time.Time, n), make([]time.Time, n)
 	accounts, emails, kinds, reasons, types := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	for i, e := range events {

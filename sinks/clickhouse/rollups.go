@@ -102,7 +102,7 @@ func (s *Store) writeStatsMarks(ctx context.Context, rows []pipeline.Row) error 
 		}
 	}
 	n := len(top)
-	date, _ := ingestTime()
+	date, _ := s.ingestTime()
 	dates, accounts, days := make([]time.Time, 0, n), make([]string, 0, n), make([]time.Time, 0, n)
 	topics, parts, offsets := make([]string, 0, n), make([]uint32, 0, n), make([]uint64, 0, n)
 	for k, o := range top {
@@ -140,7 +140,7 @@ func (s *Store) markErasure(ctx context.Context, account string, days []uint32, 
 		return fmt.Errorf("%s: %w", qRollupNow.Name, err)
 	}
 	until := uint64(now) + uint64(wait/time.Second) + 1
-	date, _ := ingestTime()
+	date, _ := s.ingestTime()
 	return s.insert(ctx, qInsertStatsMarks, func(b driver.Batch) error {
 		for _, d := range days {
 			if err := b.Append(date, account, dayTime(d), "", uint32(0), until); err != nil {

@@ -73,8 +73,10 @@ func appendColumns(b driver.Batch, cols ...any) error {
 	return nil
 }
 
-func ingestTime() (date, at time.Time) {
-	now := time.Now().UTC()
+// ingestTime is the ingest date (the partition key of the tables written
+// to) and the ingest time (whole seconds) of a write starting now.
+func (s *Store) ingestTime() (date, at time.Time) {
+	now := s.cfg.Now().UTC()
 	return time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC), now.Truncate(time.Second)
 }
 
@@ -200,7 +202,7 @@ func (s *Store) WriteDeadLetters(ctx context.Context, rows []schemas.DeadLetter)
 func (s *Store) insertDeadLetters(ctx context.Context, parts [][]schemas.DeadLetter) error {
 	rows := flatten(parts)
 	n := len(rows)
-	date, at := ingestTime()
+	date, at := s.ingestTime()
 	dates, ats := make([]time.Time, n), make([]time.Time, n)
 	topics, codes, details, raws, keys := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	partitions, offsets, indexes := make([]uint32, n), make([]uint64, n), make([]int32, n)

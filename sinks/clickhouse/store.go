@@ -70,6 +70,9 @@ type Config struct {
 	// operator declared lost for good: the resume point is read without
 	// them. See cluster.go for what that costs.
 	LostReplicas []string
+	// Now is the clock of ingest dates and times (the partition of every
+	// write); default time.Now. Tests set it to write into a given day.
+	Now func() time.Time
 }
 
 var databaseName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
@@ -101,6 +104,9 @@ func (c *Config) Validate() error {
 	}
 	if c.InsertTimeout <= 0 {
 		c.InsertTimeout = 30 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	return nil
 }

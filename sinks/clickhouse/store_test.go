@@ -162,3 +162,38 @@ func TestUnavailable(t *testing.T) {
 		}
 	}
 }
+
+// TestIngestClock: the ingest date and time of the sink's writes (the
+// partition retention drops) come from Config.Now, not the wall clock.
+func TestIngestClock(t *testing.T) {
+	addr := testenv.ClickHouse(t)
+	at := time.Date(2020, 1, 15, 13, 4, 5, 600, time.UTC)
+	cfg := Config{Addr: []string{addr}, Database: testenv.Database(t, addr), Now: func() time.Time { return at }}
+	if _, err := Migrate(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if err := s.WriteEvents(ctx, []pipeline.Row{{Event: schemas.Event{Topic: "t", Event: "open", AccountID: "default", Timestamp: 1764201600}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteDeadLetters(ctx, []schemas.DeadLetter{{Topic: "t", Offset: 1, Index: -1, Code: "empty"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range []string{"events", "dead_letters"} {
+		var date, ingested time.Time
+		if err := s.conn.QueryRow(ctx, "SELECT ingest_date, ingested_at FROM "+table).Scan(&date, &ingested); err != nil {
+			t.Fatal(table, err)
+		}
+		if !date.Equal(time.Date(2020, 1, 15, 0, 0, 0, 0, time.UTC)) || !ingested.Equal(at.Truncate(time.Second)) {
+			t.Errorf("%s: ingest_date %s, ingested_at %s; want the clock's day and second (%s)", table, date, ingested, at)
+		}
+	}
+	if dropped, err := s.DropExpired(ctx, 3, time.Now()); err != nil || !slices.Contains(dropped, "events:202001") {
+		t.Errorf("retention: dropped %v, %v; want January 2020's events", dropped, err)
+	}
+}

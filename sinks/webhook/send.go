@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/bouncer-mail/bouncer/sinks/webhook/safedial"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/sign"
 	"github.com/bouncer-mail/bouncer/subscription"
@@ -148,6 +150,9 @@ type Tester struct {
 	Guard safedial.Guard
 	// Timeout bounds the whole attempt, connecting included; default 10s.
 	Timeout time.Duration
+	// Clock runs the timeout; default the real clock (tests pass a
+	// clockwork.FakeClock to time out without waiting).
+	Clock clockwork.Clock
 }
 
 // SendTest POSTs body once to url, signed with w's secrets and SendGrid
@@ -162,7 +167,11 @@ func (t Tester) SendTest(ctx context.Context, w *subscription.Webhook, url strin
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	clock := t.Clock
+	if clock == nil {
+		clock = clockwork.NewRealClock()
+	}
+	ctx, cancel := clockwork.WithTimeout(ctx, clock, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
@@ -183,8 +192,10 @@ func (t Tester) SendTest(ctx context.Context, w *subscription.Webhook, url strin
 	resp, err := client.Do(req)
 	if err != nil {
 		fail = safedial.Classify(err)
-		if ctx.Err() != nil {
+		select {
+		case <-ctx.Done(): // not ctx.Err(): a fake clock's context blocks in Err until done
 			fail = safedial.FailTimeout
+		default:
 		}
 		return 0, fail, nil
 	}

@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/bouncer-mail/bouncer/consumer"
@@ -145,6 +146,9 @@ type DeadLetterConfig struct {
 	Metrics *consumer.Metrics
 	// OnBad is called for a message that is not a batch (it is skipped).
 	OnBad func(topic string, partition int, offset int64, err error)
+	// Clock dates a dead letter that carries no time; default the real
+	// clock.
+	Clock clockwork.Clock
 }
 
 // RunDeadLetters copies the batches of the dead-letter topic into store
@@ -159,7 +163,10 @@ func RunDeadLetters(ctx context.Context, cfg DeadLetterConfig, store FailedStore
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &deadLetters{store: store, replayTopic: cfg.Topics.Tier(0), log: log, onBad: cfg.OnBad}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	h := &deadLetters{store: store, replayTopic: cfg.Topics.Tier(0), log: log, onBad: cfg.OnBad, clock: cfg.Clock}
 	g, err := consumer.NewGroup(consumer.GroupConfig{Conn: cfg.Conn, Topic: cfg.Topics.DeadLetters(), GroupID: cfg.Group + ".dlq",
 		MaxBatchMessages: 500, MaxWait: 200 * time.Millisecond, QueueCapacity: 100, Logger: log, Metrics: cfg.Metrics}, h)
 	if err != nil {
@@ -174,6 +181,7 @@ type deadLetters struct {
 	replayTopic string
 	log         *slog.Logger
 	onBad       func(topic string, partition int, offset int64, err error)
+	clock       clockwork.Clock
 }
 
 func (h *deadLetters) Assigned(context.Context, string, int) (int64, error) { return 0, nil }
@@ -185,7 +193,11 @@ func (h *deadLetters) Handle(ctx context.Context, topic string, partition int, m
 		if err == nil {
 			var row subscription.FailedBatch
 			// The time it was given up, the same on every copy.
-			if row, err = failedRecord(b, h.replayTopic, m.Time); err == nil {
+			at := m.Time
+			if at.IsZero() {
+				at = h.clock.Now()
+			}
+			if row, err = failedRecord(b, h.replayTopic, at); err == nil {
 				rows = append(rows, row)
 				continue
 			}
@@ -207,9 +219,6 @@ func failedRecord(b *webhook.Batch, replayTopic string, at time.Time) (subscript
 	raw, err := b.Marshal()
 	if err != nil {
 		return subscription.FailedBatch{}, fmt.Errorf("encode webhook batch %s: %w", b.WebhookID, err)
-	}
-	if at.IsZero() {
-		at = time.Now()
 	}
 	return subscription.FailedBatch{FailedAt: at, AccountID: b.AccountID, EndpointID: b.EndpointID, WebhookID: b.WebhookID,
 		Attempts: b.Attempts, Reason: b.Reason, LastStatus: b.LastStatus, LastError: b.LastError, Events: len(b.Events),
@@ -274,6 +283,10 @@ type TierConfig struct {
 	Metrics          *webhook.Metrics
 	// OnBad is called for a message that is not a batch (it is skipped).
 	OnBad func(topic string, partition int, offset int64, err error)
+	// Clock says when a batch is due and waits for it; default the real
+	// clock. (Pauses before retrying a failed fetch, write or redelivery
+	// are not on it.)
+	Clock clockwork.Clock
 }
 
 // GroupOf is the consumer group of tier i.
@@ -297,6 +310,9 @@ func RunTiers(ctx context.Context, cfg TierConfig, d Redeliverer) error {
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = webhook.NewMetrics(nil)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
 	}
 	// Batches due far later than a tier's delay are moved to the back
 	// (tierPartition.repark) with this writer.
@@ -396,7 +412,7 @@ func (p *tierPartition) horizon() time.Duration { return p.delay + p.delay/5 + t
 // until the write succeeds, and reports false when the generation ended
 // first.
 func (p *tierPartition) repark(ctx context.Context, b *webhook.Batch) bool {
-	wait := time.Until(b.Due)
+	wait := p.cfg.Clock.Until(b.Due)
 	b.Tier = 0
 	for i, d := range p.cfg.Topics.Delays {
 		if d <= wait {
@@ -462,11 +478,11 @@ func (p *tierPartition) run(ctx, genCtx context.Context, gen *kafka.Generation, 
 		}
 		p.cfg.Metrics.TierLag(p.tier, max(head.HighWaterMark-head.Offset-1, 0))
 		m.ParkedHead(p.tier, p.partition, head.Time, first.Due)
-		if first.Due.After(time.Now().Add(p.horizon())) {
+		if first.Due.After(p.cfg.Clock.Now().Add(p.horizon())) {
 			// Due later than anything written behind it: wait for it only
 			// while nothing is behind it; once something is, move it to the
 			// back, so one endpoint's long Retry-After delays no one else.
-			fctx, cancel := context.WithDeadline(genCtx, first.Due)
+			fctx, cancel := clockwork.WithDeadline(genCtx, p.cfg.Clock, first.Due)
 			next, err := r.FetchMessage(fctx)
 			cancel()
 			if err == nil {
@@ -481,7 +497,7 @@ func (p *tierPartition) run(ctx, genCtx context.Context, gen *kafka.Generation, 
 				return
 			}
 		}
-		if !sleep(genCtx, time.Until(first.Due)) {
+		if !sleepOn(genCtx, p.cfg.Clock, p.cfg.Clock.Until(first.Due)) {
 			return // revoked while waiting: the next owner takes over
 		}
 		// Gather more batches that are already due, without waiting.
@@ -501,7 +517,7 @@ func (p *tierPartition) run(ctx, genCtx context.Context, gen *kafka.Generation, 
 				last = m.Offset
 				continue
 			}
-			if b.Due.After(time.Now()) {
+			if b.Due.After(p.cfg.Clock.Now()) {
 				head = &m
 				break
 			}
@@ -539,15 +555,20 @@ func (p *tierPartition) commit(gen *kafka.Generation, offset int64) {
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
+	return sleepOn(ctx, clockwork.NewRealClock(), d)
+}
+
+// sleepOn waits d on clock or until ctx ends; it reports whether d passed.
+func sleepOn(ctx context.Context, clock clockwork.Clock, d time.Duration) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}
-	t := time.NewTimer(d)
+	t := clock.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return false
-	case <-t.C:
+	case <-t.Chan():
 		return true
 	}
 }

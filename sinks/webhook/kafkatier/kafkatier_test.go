@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/bouncer-mail/bouncer/consumer"
@@ -90,6 +91,61 @@ func TestTierJoinedBeforeTopicExists(t *testing.T) {
 		}
 	case <-wait.C:
 		t.Fatalf("the batch parked in %s was not handed back within 60s: the tier's group never took the topic's partitions", topics.Tier(0))
+	}
+}
+
+// TestTierWaitsOnItsClock: a parked batch is handed back when it is due by
+// the tier's clock (a fake one here: the test does not wait the delay), not
+// before.
+func TestTierWaitsOnItsClock(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	base := testenv.Topic(t, brokers, 1)
+	conn := consumer.Conn{Brokers: testenv.Brokers(brokers)}
+	topics := kafkatier.Topics{Prefix: base + ".wh", Delays: []time.Duration{time.Minute}}
+	t.Cleanup(func() { deleteTopics(conn.Brokers[0], topics.All()) })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := kafkatier.Ensure(ctx, conn, topics, 1); err != nil {
+		t.Fatal(err)
+	}
+	clock := clockwork.NewFakeClockAt(time.Now())
+	got := make(chanRedeliverer, 16)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- kafkatier.RunTiers(runCtx, kafkatier.TierConfig{Conn: conn, Topics: topics, Group: base + ".webhooks", Clock: clock}, got)
+	}()
+	defer func() { stop(); <-done }()
+
+	w, err := kafkatier.NewWriter(conn, topics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	b := &webhook.Batch{WebhookID: webhook.NewWebhookID(), EndpointID: "ep", AccountID: "acme", Created: clock.Now(),
+		Events: []json.RawMessage{json.RawMessage(`{"event":"processed"}`)}, EventTimes: []int64{clock.Now().Unix()},
+		Attempts: 1, Due: clock.Now().Add(50 * time.Second)}
+	if err := w.Retry(ctx, []*webhook.Batch{b}); err != nil {
+		t.Fatal(err)
+	}
+	// The tier's partition now waits on the clock for the batch.
+	if err := clock.BlockUntilContext(ctx, 1); err != nil {
+		t.Fatalf("the tier never waited on its clock for the parked batch: %v", err)
+	}
+	clock.Advance(49 * time.Second)
+	select {
+	case r := <-got:
+		t.Fatalf("%s handed back 1s before it was due", r.WebhookID)
+	default:
+	}
+	clock.Advance(time.Second)
+	select {
+	case r := <-got:
+		if r.WebhookID != b.WebhookID {
+			t.Fatalf("redelivered %s, want %s", r.WebhookID, b.WebhookID)
+		}
+	case <-ctx.Done():
+		t.Fatal("the batch was not handed back once its due time passed on the tier's clock")
 	}
 }
 
