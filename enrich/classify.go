@@ -39,6 +39,12 @@ type Result struct {
 	Reason         Reason         `json:"reason_code"`
 	// Rule is the id of the rule that decided.
 	Rule string `json:"rule"`
+	// DecidedBy says what decided: DecidedByText (a rule with a text
+	// condition matched the reply text), DecidedByCode (a rule on the
+	// reply or status code alone) or DecidedByNone (no rule: Unclassified).
+	// Texts not decided by a text rule are what `bouncer classify
+	// --unmatched` reports: the ones no rule understood.
+	DecidedBy string `json:"decided_by"`
 	// ReplyCode and Status are the codes the decision used: parsed from the
 	// text, or from Input.Status when the text has none more specific.
 	ReplyCode uint16     `json:"reply_code,omitempty"`
@@ -53,6 +59,13 @@ func (s StatusCode) MarshalText() ([]byte, error) { return []byte(s.String()), n
 // Rule ids the classifier reports when no rule of a file decided.
 const (
 	RuleNoMatch = "default.unclassified"
+)
+
+// What decided a classification (Result.DecidedBy).
+const (
+	DecidedByText = "text"
+	DecidedByCode = "code"
+	DecidedByNone = "none"
 )
 
 // ErrNotBounce is returned for an event that is neither a bounce nor a
@@ -354,7 +367,7 @@ func (c *Classifier) Classify(in Input) (Result, error) {
 	}
 
 	res := Result{ReplyCode: reply, Status: status, Provider: provider}
-	res.Reason, res.Rule = "unclassified", RuleNoMatch
+	res.Reason, res.Rule, res.DecidedBy = "unclassified", RuleNoMatch, DecidedByNone
 	info := c.unclassified
 	for w, word := range sc.rules {
 		for word != 0 {
@@ -363,6 +376,10 @@ func (c *Classifier) Classify(in Input) (Result, error) {
 			if c.matches(i, sc, lower, reply, status, provider, typ, event) {
 				r := &c.rules[i]
 				res.Reason, res.Rule, info = r.Reason, r.ID, c.infos[i]
+				res.DecidedBy = DecidedByCode
+				if r.Text != "" {
+					res.DecidedBy = DecidedByText
+				}
 				goto decided
 			}
 		}

@@ -171,3 +171,25 @@ func readTSVIfPresent(t testing.TB, path string) []map[string]string {
 	}
 	return readTSV(t, path)
 }
+
+// TestDecidedBy: a text rule, a rule on the status code alone and no rule
+// are told apart (what bouncer classify --unmatched reports on).
+func TestDecidedBy(t *testing.T) {
+	c := MustNew()
+	for _, tc := range []struct {
+		reason, status, want string
+	}{
+		{"550 5.1.1 The email account that you tried to reach does not exist.", "", DecidedByText},
+		{"550 5.1.1 zorgle", "", DecidedByCode},
+		{"zorgle", "5.2.2", DecidedByCode},
+		{"zorgle flux", "", DecidedByNone},
+	} {
+		res, err := c.Classify(Input{Event: "bounce", Reason: tc.reason, Status: tc.status})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.DecidedBy != tc.want {
+			t.Errorf("%q (status %q): decided by %q (rule %s), want %q", tc.reason, tc.status, res.DecidedBy, res.Rule, tc.want)
+		}
+	}
+}

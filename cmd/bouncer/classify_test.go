@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func runCmd(t *testing.T, stdin string, args ...string) (stdout, stderr string, err error) {
@@ -158,5 +159,22 @@ func TestHelpDocumentsBothForms(t *testing.T) {
 	}
 	if _, _, err := runCmd(t, "", "nosuchcommand"); exitCode(err) != 2 {
 		t.Errorf("unknown command: exit %d, want 2", exitCode(err))
+	}
+}
+
+func TestParseWindow(t *testing.T) {
+	now := time.Date(2026, 12, 3, 18, 0, 0, 0, time.UTC)
+	w, err := parseWindow("", "", now)
+	if err != nil || !w.since.Equal(now.AddDate(0, 0, -7)) || !w.until.Equal(now) {
+		t.Errorf("defaults %v %v, %v: want the last 7 days", w.since, w.until, err)
+	}
+	w, err = parseWindow("2026-11-20", "2026-11-21T06:00:00Z", now)
+	if err != nil || !w.since.Equal(time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)) || !w.until.Equal(time.Date(2026, 11, 21, 6, 0, 0, 0, time.UTC)) {
+		t.Errorf("dates: %v %v, %v", w.since, w.until, err)
+	}
+	for _, bad := range [][2]string{{"20.11.2026", ""}, {"2026-11-21", "2026-11-20"}} {
+		if _, err := parseWindow(bad[0], bad[1], now); err == nil || !strings.Contains(err.Error(), "--") {
+			t.Errorf("parseWindow(%q, %q): %v, want an error naming the flag", bad[0], bad[1], err)
+		}
 	}
 }

@@ -47,6 +47,7 @@ var eventStrings = [...]struct {
 	{"bounce_classification", func(r *pipeline.Row) string { return bounceField(r, 1) }},
 	{"reason_code", func(r *pipeline.Row) string { return bounceField(r, 2) }},
 	{"rule", func(r *pipeline.Row) string { return bounceField(r, 3) }},
+	{"decided_by", func(r *pipeline.Row) string { return bounceField(r, 4) }},
 	{"producer_classification", func(r *pipeline.Row) string { return r.BounceClassification }},
 	{"ip", func(r *pipeline.Row) string { return r.IP }},
 	{"url", func(r *pipeline.Row) string { return r.URL }},
@@ -68,8 +69,10 @@ func bounceField(r *pipeline.Row, i int) string {
 		return string(b.Classification)
 	case 2:
 		return string(b.Reason)
+	case 3:
+		return b.Rule
 	}
-	return b.Rule
+	return b.DecidedBy
 }
 
 // eventOthers are the other columns, in the order eventBlock.others

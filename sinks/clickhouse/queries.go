@@ -35,7 +35,7 @@ var eventColumns = []string{
 	"address_valid", "sg_event_id", "event_id_derived", "sg_message_id", "smtp_id", "categories",
 	"reason", "status", "response", "attempt", "bounce_type", "bounce_classification",
 	"reason_code", "rule", "producer_classification", "ip", "tls", "url", "useragent",
-	"asm_group_id", "from_email", "subject", "custom_args", "derived",
+	"asm_group_id", "from_email", "subject", "custom_args", "derived", "decided_by",
 }
 
 var deadLetterColumns = []string{
