@@ -44,13 +44,18 @@ type StatCounts struct {
 type StatsQuery struct {
 	// From and To bound the event time, [From, To); both are UTC midnights.
 	From, To time.Time
-	// AggregatedBy is "day", "week" (Monday to Sunday) or "month".
+	// AggregatedBy is "day", "week" (Monday to Sunday) or "month"; a
+	// store also takes "all": one period, named 1970-01-01, the sum of
+	// every day of the range (the category sums).
 	AggregatedBy string
 	// Segment is one of the Segment constants.
 	Segment string
 	// Keys are the categories, providers or domains asked for; for
 	// providers, none means every provider with events.
 	Keys []string
+	// AllKeys asks for every key with events, whatever the segment (Keys
+	// are then ignored).
+	AllKeys bool
 	// MaxRows, when positive, is the most rows a store returns (the first
 	// by period and key); the API asks for one more than an answer may
 	// hold, to tell a query that is too large.

@@ -108,6 +108,9 @@ type Config struct {
 	Checker Checker
 	// Stats answers the stats endpoints; nil disables them.
 	Stats Stats
+	// Categories lists an account's categories (GET /v3/categories); nil
+	// disables that route. The category sums are Stats'.
+	Categories CategoryStore
 	// Activity answers the email activity endpoints; nil disables them.
 	Activity Activity
 	// Privacy erases addresses and imports and exports lists; nil disables it.

@@ -77,6 +77,8 @@ func (s *server) routes() []route {
 		// gated: at most Config.MaxStatsQueries at once (limits.go).
 		{"GET", "/v3/stats", "stats.global.read", key, s.gated(s.handleStats(analytics.SegmentGlobal, true))},
 		{"GET", "/v3/categories/stats", "categories.stats.read", key, s.gated(s.handleStats(analytics.SegmentCategory, false))},
+		{"GET", "/v3/categories", "categories.read", key, s.gated(s.handleCategories())},
+		{"GET", "/v3/categories/stats/sums", "categories.stats.sums.read", key, s.gated(s.handleCategorySums())},
 		{"GET", "/v3/mailbox_providers/stats", "mailbox_providers.stats.read", key, s.gated(s.handleStats(analytics.SegmentProvider, true))},
 
 		// Email activity (SendGrid's scope).

@@ -40,6 +40,9 @@ func (downStores) BounceClassifications(context.Context, string, time.Time, time
 func (downStores) BounceClassificationDomains(context.Context, string, string, time.Time, time.Time) ([]analytics.DayCount, error) {
 	return nil, errRefused
 }
+func (downStores) Categories(context.Context, string, string) ([]string, error) {
+	return nil, errRefused
+}
 func (downStores) Stats(context.Context, string, analytics.StatsQuery) ([]analytics.StatsRow, error) {
 	return nil, errRefused
 }
@@ -146,6 +149,7 @@ func (downStores) TopDomains(context.Context, string, time.Time, time.Time, int)
 var goodRequests = map[string]struct{ query, body string }{
 	"GET /v3/stats":                                      {"start_date=2026-01-01", ""},
 	"GET /v3/categories/stats":                           {"start_date=2026-01-01&categories=a", ""},
+	"GET /v3/categories/stats/sums":                      {"start_date=2026-01-01", ""},
 	"GET /v3/mailbox_providers/stats":                    {"start_date=2026-01-01", ""},
 	"GET /bouncer/v1/stats/domains":                      {"start_date=2026-01-01&domains=x.org", ""},
 	"GET /bouncer/v1/stats/bounce_reasons":               {"start_date=2026-01-01", ""},
@@ -178,7 +182,7 @@ var goodRequests = map[string]struct{ query, body string }{
 func TestStoreOutageIsUnavailable(t *testing.T) {
 	token, k := testKey(t, "acme", false)
 	d := downStores{}
-	h := NewServer(Config{Store: d, Stats: d, Activity: d, Privacy: d, Forwarding: d, Webhooks: d, WebhookOps: d,
+	h := NewServer(Config{Store: d, Stats: d, Categories: d, Activity: d, Privacy: d, Forwarding: d, Webhooks: d, WebhookOps: d,
 		Dashboard: d, Groups: d, BouncePurge: d, Checker: fakeChecker{}, Keys: fakeKeys{k}, RateLimit: 1e6})
 	unavailable := 0
 	for _, rt := range (&server{}).routes() {

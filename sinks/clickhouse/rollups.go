@@ -381,6 +381,9 @@ func (s *Store) countStats(ctx context.Context, q countsQuery) (map[rollupKey]*r
 				rows.Close()
 				return nil, fmt.Errorf("%s: %w", rq.Name, err)
 			}
+			if q.by == "all" { // 18.16 writes the Date 1970-01-01 as 0000-00-00
+				k.period = dayPeriod(0, "all")
+			}
 			addTo(out, k, &c, example, at)
 		}
 		rows.Close()
@@ -388,15 +391,18 @@ func (s *Store) countStats(ctx context.Context, q countsQuery) (map[rollupKey]*r
 			return nil, err
 		}
 	}
-	if len(dirty) > 0 {
-		lo, hi := dayTime(dirty[0]), dayTime(dirty[len(dirty)-1]+1)
+	// The days read from the events table, in at most maxDirtyRuns time
+	// ranges: a day between two of them (built, or without events) would
+	// otherwise widen the one range read to every day in between.
+	for _, run := range dayRuns(dirty, maxDirtyRuns) {
+		lo, hi := dayTime(run[0]), dayTime(run[len(run)-1]+1)
 		if q.from.After(lo) {
 			lo = q.from
 		}
 		if q.to.Before(hi) {
 			hi = q.to
 		}
-		err := s.daily(ctx, q.dim, []string{q.account}, lo, hi, dirty, q.all, keys, nil, func(r *dailyRow) {
+		err := s.daily(ctx, q.dim, []string{q.account}, lo, hi, run, q.all, keys, nil, func(r *dailyRow) {
 			addTo(out, rollupKey{dayPeriod(r.day, q.by), r.key, r.class, r.btype}, &r.counts, r.example, r.exampleAt)
 		})
 		if err != nil {
@@ -404,6 +410,34 @@ func (s *Store) countStats(ctx context.Context, q countsQuery) (map[rollupKey]*r
 		}
 	}
 	return out, nil
+}
+
+// maxDirtyRuns is the most queries of the events table one countStats
+// makes.
+const maxDirtyRuns = 8
+
+// dayRuns splits ascending days into at most max groups of days, each
+// group spanning as few days as it can: runs of consecutive days, the
+// closest runs joined until there are at most max.
+func dayRuns(days []uint32, max int) [][]uint32 {
+	var runs [][]uint32
+	for i, d := range days {
+		if i == 0 || d != days[i-1]+1 {
+			runs = append(runs, nil)
+		}
+		runs[len(runs)-1] = append(runs[len(runs)-1], d)
+	}
+	for len(runs) > max {
+		best := 1 // join runs[best-1] and runs[best]: the smallest gap
+		for i := 2; i < len(runs); i++ {
+			if runs[i][0]-runs[i-1][len(runs[i-1])-1] < runs[best][0]-runs[best-1][len(runs[best-1])-1] {
+				best = i
+			}
+		}
+		runs[best-1] = append(runs[best-1], runs[best]...)
+		runs = append(runs[:best], runs[best+1:]...)
+	}
+	return runs
 }
 
 func addTo(m map[rollupKey]*rollupAgg, k rollupKey, c *analytics.StatCounts, example string, at time.Time) {

@@ -29,15 +29,15 @@ func (s *Store) stats(ctx context.Context, account string, q analytics.StatsQuer
 	switch by {
 	case "":
 		by = "day"
-	case "day", "week", "month":
+	case "day", "week", "month", "all":
 	default:
-		return nil, fmt.Errorf("stats: aggregated_by %q: want day, week or month", by)
+		return nil, fmt.Errorf("stats: aggregated_by %q: want day, week, month or all", by)
 	}
 	dim, err := rollupDim(q.Segment)
 	if err != nil {
 		return nil, err
 	}
-	all := dim == dimGlobal || (dim == dimProvider && len(q.Keys) == 0)
+	all := dim == dimGlobal || q.AllKeys || (dim == dimProvider && len(q.Keys) == 0)
 	if !all && len(q.Keys) == 0 {
 		return nil, nil
 	}
