@@ -36,6 +36,13 @@ type ChangeMessage struct {
 	Classification string    `json:"bounce_classification,omitempty"`
 	ReasonCode     string    `json:"reason_code,omitempty"`
 	Source         string    `json:"source,omitempty"`
+	// The position of the event that caused the change (src_topic "" for
+	// changes made elsewhere): a worker's derived drops for events at or
+	// before it in its partition do not count the change.
+	SrcTopic     string `json:"src_topic,omitempty"`
+	SrcPartition int    `json:"src_partition,omitempty"`
+	SrcOffset    int64  `json:"src_offset,omitempty"`
+	SrcIndex     int    `json:"src_index,omitempty"`
 }
 
 // ChangeKey is the compaction key of a change.
@@ -46,13 +53,15 @@ func ChangeKey(c suppression.Change) string {
 func toMessage(c suppression.Change) ChangeMessage {
 	return ChangeMessage{AccountID: c.AccountID, List: c.List, GroupID: c.GroupID, Email: c.Email,
 		EmailNorm: c.EmailNorm, Deleted: c.Deleted, At: c.At.UTC(), Version: c.Version(), Reason: c.Reason,
-		Status: c.Status, Classification: c.Classification, ReasonCode: c.ReasonCode, Source: c.Source}
+		Status: c.Status, Classification: c.Classification, ReasonCode: c.ReasonCode, Source: c.Source,
+		SrcTopic: c.Src.Topic, SrcPartition: c.Src.Partition, SrcOffset: c.Src.Offset, SrcIndex: c.Src.Index}
 }
 
 func fromMessage(m ChangeMessage) suppression.Change {
 	return suppression.Change{AccountID: m.AccountID, List: m.List, GroupID: m.GroupID, Email: m.Email,
 		EmailNorm: m.EmailNorm, Deleted: m.Deleted, At: m.At, Reason: m.Reason, Status: m.Status,
-		Classification: m.Classification, ReasonCode: m.ReasonCode, Source: m.Source}
+		Classification: m.Classification, ReasonCode: m.ReasonCode, Source: m.Source,
+		Src: suppression.Position{Topic: m.SrcTopic, Partition: m.SrcPartition, Offset: m.SrcOffset, Index: m.SrcIndex}}
 }
 
 // EnsureChangeLog creates the compacted change-log topic if missing.

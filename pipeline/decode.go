@@ -7,6 +7,7 @@ import (
 
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/schemas"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 // The decode-and-derive step both consumer groups run on every message:
@@ -57,9 +58,11 @@ func Decode(dec *schemas.Decoder, msg *consumer.Message, maxTimestamp int64, dst
 // DropReasoner says why a message to an address would be dropped
 // (suppression.Index).
 type DropReasoner interface {
-	// DropReason is SendGrid's dropped reason for a message sent at time
-	// at (unix seconds) to the address, or "" when it may be sent to.
-	DropReason(account, emailNorm string, group int64, at int64) string
+	// DropReasonAt is SendGrid's dropped reason for a message sent at time
+	// at (unix seconds) to the address, or "" when it may be sent to, as of
+	// the event at asOf: the list changes of that event and of later events
+	// in its partition are not counted.
+	DropReasonAt(account, emailNorm string, group int64, at int64, asOf suppression.Position) string
 }
 
 // DerivedIndexBit marks the msg_index of a derived event: it sits beside
@@ -76,7 +79,7 @@ func DerivedDrop(ev *schemas.Event, lists DropReasoner) (drop schemas.Event, ok 
 	if lists == nil || ev.Event != schemas.EventProcessed {
 		return schemas.Event{}, false
 	}
-	reason := lists.DropReason(ev.AccountID, ev.EmailNorm, ev.ASMGroupID, ev.Timestamp)
+	reason := lists.DropReasonAt(ev.AccountID, ev.EmailNorm, ev.ASMGroupID, ev.Timestamp, eventPosition(ev))
 	if reason == "" {
 		return schemas.Event{}, false
 	}

@@ -85,6 +85,7 @@ type partState struct {
 	known bool
 	evs   []schemas.Event
 	rows  []Row
+	out   []Row
 	dls   []schemas.DeadLetter
 	sups  []suppression.Change
 }
@@ -197,9 +198,6 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 				row := h.enrich(ev)
 				st.rows = append(st.rows, row)
 				st.sups = appendSuppressions(st.sups, &row)
-				if drop, ok := h.derivedDrop(&row.Event); ok {
-					st.rows = append(st.rows, drop)
-				}
 			}
 		}
 	}
@@ -210,6 +208,24 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 			return err
 		}
 		st.sups = append(st.sups, more...)
+	}
+	// The index learns the batch's list changes before any drop is
+	// derived: each change carries its event's position, and the decision
+	// for an event sees only the changes of earlier events in its
+	// partition (suppression.Index.DropReasonAt), so it does not depend on
+	// where batches begin and end.
+	if h.cfg.Suppressions != nil {
+		for _, c := range st.sups {
+			h.cfg.Suppressions.Apply(c)
+		}
+		st.out = st.out[:0]
+		for i := range st.rows {
+			st.out = append(st.out, st.rows[i])
+			if drop, ok := h.derivedDrop(&st.rows[i].Event); ok {
+				st.out = append(st.out, drop)
+			}
+		}
+		st.rows, st.out = st.out, st.rows
 	}
 
 	// Dead letters, suppression changes and recipient history are
@@ -270,13 +286,9 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 		m.written.Add(float64(len(st.rows)))
 		st.marks.Events = st.rows[len(st.rows)-1].Offset
 	}
-	if h.cfg.Suppressions != nil {
-		for _, c := range st.sups {
-			h.cfg.Suppressions.Apply(c)
-		}
-	}
 	// Drop references to this batch's bytes so they can be collected.
 	clear(st.rows)
+	clear(st.out)
 	clear(st.dls)
 	return nil
 }
@@ -297,10 +309,33 @@ func (h *Handler) derivedDrop(ev *schemas.Event) (Row, bool) {
 
 // enrich adds the provider and, for bounces and deferrals, the
 // classification.
-func (h *Handler) enrich(ev schemas.Event) Row {
+func (h *Handler) enrich(ev schemas.Event) Row { return enrichRow(h.cfg.Classifier, ev) }
+
+// ListChanges appends the list changes ev implies, as the sink group
+// derives them (a hard bounce on bounces, a spam report on spam_reports,
+// ...; see appendSuppressions), each with ev's position. The webhook group
+// calls it so that its derived drops see the same changes as the sink's
+// whichever group is ahead. Bounces need classifier (nil: no bounce
+// changes but those of invalid addresses). The soft-bounce policy's changes need the recipients' history
+// and come only from the sink group.
+func ListChanges(dst []suppression.Change, classifier *enrich.Classifier, ev *schemas.Event) []suppression.Change {
+	switch ev.Event {
+	case schemas.EventSpamReport, schemas.EventUnsubscribe, schemas.EventGroupUnsubscribe, schemas.EventGroupResubscribe:
+		return appendSuppressions(dst, &Row{Event: *ev})
+	case schemas.EventBounce:
+		row := Row{Event: *ev}
+		if classifier != nil {
+			row = enrichRow(classifier, *ev)
+		}
+		return appendSuppressions(dst, &row)
+	}
+	return dst
+}
+
+func enrichRow(classifier *enrich.Classifier, ev schemas.Event) Row {
 	row := Row{Event: ev, Provider: enrich.ProviderForDomain(ev.Domain)}
 	if ev.Event == schemas.EventBounce || ev.Event == schemas.EventDeferred {
-		res, err := h.cfg.Classifier.Classify(enrich.Input{
+		res, err := classifier.Classify(enrich.Input{
 			Event: string(ev.Event), Type: ev.Type, Reason: ev.Reason,
 			Response: ev.Response, Status: ev.Status, Email: ev.Email,
 		})
@@ -312,6 +347,11 @@ func (h *Handler) enrich(ev schemas.Event) Row {
 		}
 	}
 	return row
+}
+
+// eventPosition is where ev sits in the event stream.
+func eventPosition(ev *schemas.Event) suppression.Position {
+	return suppression.Position{Topic: ev.Topic, Partition: ev.Partition, Offset: ev.Offset, Index: ev.Index}
 }
 
 // appendSuppressions adds the list changes an event implies. The
@@ -326,6 +366,7 @@ func appendSuppressions(dst []suppression.Change, row *Row) []suppression.Change
 			EmailNorm: ev.EmailNorm, Email: ev.Email, At: time.Unix(ev.Timestamp, 0).UTC(),
 			Reason: ev.Reason, Status: ev.Status, Deleted: deleted,
 			Source: "event:" + ev.SGEventID,
+			Src:    eventPosition(ev),
 		}
 		if row.Bounce != nil {
 			c.Classification = string(row.Bounce.Classification)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/enrich"
+	"github.com/bouncer-mail/bouncer/internal/eventgen"
 	"github.com/bouncer-mail/bouncer/schemas"
 	"github.com/bouncer-mail/bouncer/suppression"
 )
@@ -257,7 +259,7 @@ type fakeLists struct {
 	applied []suppression.Change
 }
 
-func (f *fakeLists) DropReason(account, email string, group int64, at int64) string {
+func (f *fakeLists) DropReasonAt(account, email string, group int64, at int64, _ suppression.Position) string {
 	if email == f.email {
 		return "Bounced Address"
 	}
@@ -391,4 +393,137 @@ func TestHandlerDeadLettersFutureEvents(t *testing.T) {
 			}
 		}
 	}
+}
+
+// The derived drops of one stream do not depend on where batches begin
+// and end, on failed writes handled again, or on a worker that dies after
+// announcing a batch's list changes but before storing its events (its
+// successor loads those changes from the change log, then handles the
+// batch again): the decision for each event sees the list changes of the
+// earlier events in its partition and no others.
+func TestDerivedDropsDoNotDependOnBatching(t *testing.T) {
+	g := eventgen.New(13)
+	g.Recipients = 60 // many events per recipient: drops and same-second changes
+	g.Accounts = []string{"acme", "globex"}
+	var msgs []consumer.Message
+	for i := range 3000 {
+		v, _ := g.Next(nil)
+		if i%7 == 0 { // some messages hold several events
+			v = g.Message(nil, 3)
+		}
+		msgs = append(msgs, consumer.Message{Topic: "t", Partition: 0, Offset: int64(i), Value: v, Time: time.Unix(1764201600+int64(i), 0)})
+	}
+	type run struct {
+		name  string
+		batch int
+		failP float64
+		die   bool // restart with a new index from the published changes after every failure
+	}
+	runs := []run{
+		{"batches of 1", 1, 0, false},
+		{"whole stream", len(msgs), 0, false},
+		{"batches of 7", 7, 0, false},
+		{"batches of 250", 250, 0, false},
+		{"batches of 40, failing writes", 40, 0.2, false},
+		{"batches of 40, dying workers", 40, 0.2, true},
+	}
+	var want []string
+	for _, r := range runs {
+		sink := newFakeSink(7, r.failP)
+		var got []Row
+		changes := &fakeChanges{}
+		newHandler := func() *Handler {
+			index := suppression.New()
+			for _, c := range changes.got { // what the change log holds
+				index.Apply(c)
+			}
+			h, err := NewHandler(Config{Sink: storedRows{sink, &got}, Publisher: &fakePublisher{sink: sink, seen: map[string]bool{}},
+				Classifier: enrich.MustNew(), Suppressions: index, Changes: changes, MaxFutureSkew: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return h
+		}
+		h := newHandler()
+		for start := 0; start < len(msgs); {
+			end := min(start+r.batch, len(msgs))
+			err := h.Handle(context.Background(), "t", 0, msgs[start:end])
+			if err != nil {
+				if r.die {
+					h = newHandler()
+				}
+				// Resume where the sink's marks say, as the group does.
+				next, err := h.Assigned(context.Background(), "t", 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				start = int(next)
+				continue
+			}
+			start = end
+		}
+		drops := map[string]bool{}
+		for _, row := range got {
+			if row.Derived {
+				drops[row.SGEventID+" "+row.Reason] = true
+			}
+		}
+		var ids []string
+		for id := range drops {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		if want == nil {
+			want = ids
+			if len(want) < 20 {
+				t.Fatalf("%s: only %d derived drops; the stream should give more", r.name, len(want))
+			}
+			t.Logf("%s: %d derived drops", r.name, len(want))
+			continue
+		}
+		if !slices.Equal(ids, want) {
+			t.Errorf("%s: %d derived drops, want the %d of batches of 1; first differences: %v",
+				r.name, len(ids), len(want), diff(ids, want, 5))
+		}
+	}
+}
+
+// storedRows records the rows its fakeSink stored (a failed write may
+// have stored them or not).
+type storedRows struct {
+	*fakeSink
+	rows *[]Row
+}
+
+func (r storedRows) WriteEvents(_ context.Context, rows []Row) error {
+	store, err := r.outcome()
+	if store {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, row := range rows {
+			id := fmt.Sprintf("%d/%d/%d", row.Partition, row.Offset, row.Index)
+			if r.events[id]++; r.events[id] > 1 {
+				return fmt.Errorf("row %s stored twice", id)
+			}
+			r.evHi[row.Partition] = max(r.evHi[row.Partition], row.Offset)
+			*r.rows = append(*r.rows, row)
+		}
+	}
+	return err
+}
+
+// diff lists up to n elements in exactly one of two sorted lists.
+func diff(a, b []string, n int) []string {
+	var out []string
+	for _, s := range a {
+		if !slices.Contains(b, s) && len(out) < n {
+			out = append(out, "+"+s)
+		}
+	}
+	for _, s := range b {
+		if !slices.Contains(a, s) && len(out) < n {
+			out = append(out, "-"+s)
+		}
+	}
+	return out
 }

@@ -33,7 +33,11 @@
 // Beside a processed event to a recipient already on a list, Handle adds a
 // derived dropped event (Row.Derived) with SendGrid's reason; its identity is
 // the source's with DerivedIndexBit set in the index, so it is exactly once
-// too. Decoding (Decoders, one decoder per partition) and the derived-drop
+// too. The decision is as of the event's position: the index learns the
+// batch's list changes (each with its event's position) before the drops
+// are derived, and a drop counts the changes of earlier events of its
+// partition only, so it does not depend on batching or on a batch handled
+// again. Decoding (Decoders, one decoder per partition) and the derived-drop
 // rule (DerivedDrop) are the step both consumer groups run: the webhook
 // group's handler (sinks/webhook) calls them too, so both groups see the
 // same events and the same drops. Repeated soft bounces can put a recipient on the bounce list

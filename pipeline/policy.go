@@ -162,10 +162,34 @@ func (h *Handler) escalations(ctx context.Context, rows []Row) ([]suppression.Ch
 				AccountID: k.account, List: suppression.ListBounces, EmailNorm: k.email, Email: k.email,
 				At: time.Unix(at, 0).UTC(), ReasonCode: why, Classification: string(enrich.MailboxUnavailable),
 				Reason: "suppressed by the soft-bounce policy: " + p.describe(why), Source: "policy:" + why,
+				Src: trigger(rows, k.account, k.email, at),
 			})
 		}
 	}
 	return out, nil
+}
+
+// trigger is the position of the bounce among rows at which the policy
+// suppressed a recipient (at): the first of the recipient's rows at that
+// time, else its first row in the batch.
+func trigger(rows []Row, account, email string, at int64) suppression.Position {
+	first := -1
+	for i := range rows {
+		r := &rows[i]
+		if r.Derived || r.AccountID != account || r.EmailNorm != email {
+			continue
+		}
+		if r.Timestamp == at {
+			return eventPosition(&r.Event)
+		}
+		if first < 0 {
+			first = i
+		}
+	}
+	if first < 0 {
+		return suppression.Position{}
+	}
+	return eventPosition(&rows[first].Event)
 }
 
 // decide walks one recipient's events in time order and reports the first

@@ -32,6 +32,11 @@ type Change struct {
 	// Source says what caused the change, e.g. "event:<sg_event_id>",
 	// "api", "import" or "erase".
 	Source string
+	// Src is the position of the event that caused the change in the event
+	// stream (zero for changes made elsewhere): a derived-drop decision for
+	// an event at or before it in its partition does not see the change
+	// (Index.DropReasonAt).
+	Src Position
 }
 
 // Version orders changes to one list entry by event time: unix seconds

@@ -25,5 +25,7 @@
 //     address on bounces, spam reports, unsubscribes (global or the
 //     message's group) or invalid emails is dropped with SendGrid's reason;
 //     blocks never drop, and only memberships that began at or before the
-//     message count.
+//     message count. DropReasonAt decides as of an event's position: the
+//     changes of that event and of later events in its partition (Change.Src)
+//     are not seen, so a decision never depends on how far the index got.
 package suppression

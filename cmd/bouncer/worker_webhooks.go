@@ -70,7 +70,7 @@ func (f *webhookGroupFlags) enabled(explicit bool) bool {
 // ctx ends, ready says whether the group joined and the subscriptions were
 // read.
 func (f *webhookGroupFlags) build(ctx context.Context, conn consumer.Conn, topic string, partitions int, store *clickhouse.Store,
-	drops pipeline.DropReasoner, classifier *enrich.Classifier, maxMessageBytes int, reg *prometheus.Registry, cm *consumer.Metrics, log *slog.Logger) (run func(context.Context) error, ready ops.Check, err error) {
+	drops pipeline.Suppressions, classifier *enrich.Classifier, maxMessageBytes int, reg *prometheus.Registry, cm *consumer.Metrics, log *slog.Logger) (run func(context.Context) error, ready ops.Check, err error) {
 	keys, err := f.keys.keyring()
 	if err != nil {
 		return nil, nil, err

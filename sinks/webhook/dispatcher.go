@@ -51,8 +51,10 @@ type Config struct {
 	// delivery log when this process first sees the endpoint.
 	Health Health
 	// Drops, when set, gives processed events to suppressed recipients a
-	// derived dropped event, as the sink group does.
-	Drops pipeline.DropReasoner
+	// derived dropped event, as the sink group does; it learns the list
+	// changes of the events consumed (pipeline.ListChanges, with
+	// Classifier).
+	Drops pipeline.Suppressions
 	// Classifier, when set, fills in SendGrid's fields of bounce and
 	// blocked events the producer left out (payload.go); nil: bounces are
 	// sent as produced.

@@ -12,6 +12,7 @@ import (
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/schemas"
 	"github.com/bouncer-mail/bouncer/subscription"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 // ErrNotReady is returned while the subscriptions were never read: no
@@ -69,16 +70,38 @@ func (h *eventHandler) Stage(ctx context.Context, topic string, partition int, m
 	dec := h.decoders.For(topic, partition)
 	t := newTracker()
 	byLane := map[*lane][]pendingEvent{}
+	// Decode the whole batch first: the suppression index learns the
+	// batch's list changes (with their positions) before any drop is
+	// derived, as in the sink group, so a drop sees the changes of every
+	// earlier event in the partition even when this group is ahead of the
+	// sink (pipeline.ListChanges, suppression.Index.DropReasonAt).
 	var evs []schemas.Event
+	ends := make([]int, len(msgs))
 	for i := range msgs {
-		msg := &msgs[i]
 		var rejs []schemas.Rejection
-		evs, rejs = pipeline.Decode(dec, msg, 0, evs[:0])
+		evs, rejs = pipeline.Decode(dec, &msgs[i], 0, evs)
+		ends[i] = len(evs)
 		for _, r := range rejs {
 			d.m.badInput.WithLabelValues(string(r.Code)).Inc()
 		}
-		var elems [][]byte
+	}
+	if d.cfg.Drops != nil {
+		var changes []suppression.Change
 		for k := range evs {
+			changes = pipeline.ListChanges(changes, d.cfg.Classifier, &evs[k])
+		}
+		for _, c := range changes {
+			d.cfg.Drops.Apply(c)
+		}
+	}
+	for i := range msgs {
+		msg := &msgs[i]
+		var elems [][]byte
+		start := 0
+		if i > 0 {
+			start = ends[i-1]
+		}
+		for k := start; k < ends[i]; k++ {
 			ev := &evs[k]
 			eps := snap.byAccount[ev.AccountID]
 			if len(eps) == 0 {

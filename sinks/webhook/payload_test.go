@@ -16,6 +16,7 @@ import (
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/sinks/webhook"
 	"github.com/bouncer-mail/bouncer/subscription"
+	"github.com/bouncer-mail/bouncer/suppression"
 )
 
 // sendGridEvent is SendGrid's Event Webhook event as its documentation
@@ -88,7 +89,9 @@ func (b *bodies) events(t *testing.T, path string) (map[string]sendGridEvent, ma
 
 type suppressedAll struct{}
 
-func (suppressedAll) DropReason(account, email string, group int64, at int64) string {
+func (suppressedAll) Apply(suppression.Change) {}
+
+func (suppressedAll) DropReasonAt(account, email string, group int64, at int64, _ suppression.Position) string {
 	if strings.HasPrefix(email, "suppressed") {
 		return "Bounced Address"
 	}
