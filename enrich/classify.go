@@ -84,9 +84,11 @@ type Classifier struct {
 	ruleAlts [][2]int
 	alts     []*alternative
 	// alwaysRules and alwaysAlts mark what is tried whatever the text
-	// holds: rules without an expression, branches without a literal.
-	alwaysRules []uint64
-	alwaysAlts  []uint64
+	// holds: rules without an expression, branches without a literal;
+	// alwaysAltList lists the latter.
+	alwaysRules   []uint64
+	alwaysAlts    []uint64
+	alwaysAltList []int32
 	// lits finds the literals made of ASCII bytes; wide, the ones with
 	// other bytes (accented or non-Latin words). wide runs only on texts
 	// that hold a non-ASCII byte, so those literals cost ASCII texts
@@ -115,8 +117,12 @@ type altRef struct{ rule, alt int }
 type scratch struct {
 	text  []byte
 	rules []uint64
-	alts  []uint64
-	// first and last hold, per branch marked in alts by the prefilter,
+	// altGen[k] == gen marks branch k as worth trying for the text at
+	// hand (see marked): each classification takes a new gen, so nothing
+	// needs clearing between texts.
+	altGen []uint32
+	gen    uint32
+	// first and last hold, per branch marked by the prefilter,
 	// the least and the greatest end of an occurrence of a literal it
 	// needs: a match of a branch of bounded width lies near them.
 	first, last []int32
@@ -215,6 +221,7 @@ func compile(rules []Rule) (*Classifier, error) {
 			if needs == nil {
 				setBit(c.alwaysRules, i)
 				setBit(c.alwaysAlts, k)
+				c.alwaysAltList = append(c.alwaysAltList, int32(k))
 				continue
 			}
 			for _, lit := range needs {
@@ -293,7 +300,7 @@ func compile(rules []Rule) (*Classifier, error) {
 	}
 	c.scratch.New = func() any {
 		return &scratch{
-			rules: make([]uint64, len(c.alwaysRules)), alts: make([]uint64, len(c.alwaysAlts)),
+			rules: make([]uint64, len(c.alwaysRules)), altGen: make([]uint32, len(c.alts)),
 			first: make([]int32, len(c.alts)), last: make([]int32, len(c.alts)),
 			hits: make([]hit, 0, 64),
 		}
@@ -397,8 +404,18 @@ decided:
 // tried always, and those needing a literal that text contains, with where
 // the literals occur. wide says whether text holds a non-ASCII byte.
 func (c *Classifier) prefilter(sc *scratch, text []byte, wide bool) {
-	copy(sc.rules, c.alwaysRules)
-	copy(sc.alts, c.alwaysAlts)
+	for w, bits := range c.alwaysRules {
+		sc.rules[w] = bits
+	}
+	sc.gen++
+	if sc.gen == 0 { // wrapped: forget the old marks
+		clear(sc.altGen)
+		sc.gen = 1
+	}
+	gen := sc.gen
+	for _, k := range c.alwaysAltList {
+		sc.altGen[k] = gen
+	}
 	sc.marker = ""
 	sc.hits = c.lits.scan(text, sc.hits[:0])
 	if wide && c.wide != nil {
@@ -411,8 +428,8 @@ func (c *Classifier) prefilter(sc *scratch, text []byte, wide bool) {
 	for _, h := range sc.hits {
 		for _, ref := range c.patternAlts[h.id] {
 			setBit(sc.rules, ref.rule)
-			if !hasBit(sc.alts, ref.alt) {
-				setBit(sc.alts, ref.alt)
+			if sc.altGen[ref.alt] != gen {
+				sc.altGen[ref.alt] = gen
 				sc.first[ref.alt], sc.last[ref.alt] = h.end, h.end
 			} else {
 				sc.first[ref.alt] = min(sc.first[ref.alt], h.end)
@@ -424,6 +441,9 @@ func (c *Classifier) prefilter(sc *scratch, text []byte, wide bool) {
 		}
 	}
 }
+
+// marked reports whether the prefilter marked branch k as worth trying.
+func (sc *scratch) marked(k int) bool { return sc.altGen[k] == sc.gen }
 
 // window returns the part of text a match of branch k must lie in: within
 // the branch's maximum width of the literal occurrences the prefilter saw,
@@ -504,7 +524,7 @@ func (c *Classifier) matches(i int, sc *scratch, text []byte, reply uint16, stat
 		return true // no text condition
 	}
 	for k := lo; k < hi; k++ {
-		if !hasBit(sc.alts, k) {
+		if !sc.marked(k) {
 			continue
 		}
 		if c.branchMatches(k, sc, text) {

@@ -1,6 +1,9 @@
 package enrich
 
-import "unsafe"
+import (
+	"encoding/binary"
+	"unsafe"
+)
 
 // literalSet finds which of a fixed set of strings occur in a text: an
 // Aho-Corasick automaton compiled to a dense DFA over byte classes, over the
@@ -27,10 +30,24 @@ type literalSet struct {
 	// endRow on: the scanning loop tells them with one comparison.
 	next   []uint32
 	endRow uint32
-	// The patterns that end in a state, its failure chain included:
-	// ends[endAt[s]:endAt[s+1]].
-	endAt []int32
-	ends  []int32
+	// The patterns whose anchor ends in end state s (s >= firstEnd), its
+	// failure chain included, in the order they are reported:
+	// cands[candAt[s-firstEnd]:candAt[s-firstEnd+1]]. A state is its row
+	// divided by nclass, computed as row*recip>>32 (exact for rows below
+	// 2^32/nclass, which newLiteralSet checks).
+	firstEnd uint32
+	recip    uint64
+	candAt   []int32
+	cands    []candidate
+}
+
+// candidate is a pattern whose anchor ends in an end state, with what must
+// follow the anchor: n bytes, the first min(n, 8) of them in w (little
+// endian, the rest of the word masked off by mask), the others in tail.
+type candidate struct {
+	id, n   int32
+	w, mask uint64
+	tail    string
 }
 
 // anchorLen is how many leading bytes of a string the automaton matches.
@@ -138,10 +155,28 @@ func newLiteralSet(literals []string) *literalSet {
 	for s, r := range rank {
 		byRank[r] = int32(s)
 	}
-	m.endAt = make([]int32, states+1)
-	for r, s := range byRank {
-		m.ends = append(m.ends, outs[s]...)
-		m.endAt[r+1] = int32(len(m.ends))
+	m.firstEnd = m.endRow / uint32(m.nclass)
+	m.recip = (1<<32 + uint64(m.nclass) - 1) / uint64(m.nclass)
+	m.candAt = []int32{0}
+	for r := int(m.firstEnd); r < states; r++ {
+		if uint32((uint64(r*m.nclass)*m.recip)>>32) != uint32(r) {
+			panic("literalSet: too many states for the row division")
+		}
+		for _, aid := range outs[byRank[r]] {
+			for _, id := range m.anchorPats[aid] {
+				rest := m.rest[id]
+				c := candidate{id: id, n: int32(len(rest))}
+				for k := 0; k < min(len(rest), 8); k++ {
+					c.w |= uint64(rest[k]) << (8 * k)
+					c.mask |= 0xff << (8 * k)
+				}
+				if len(rest) > 8 {
+					c.tail = rest[8:]
+				}
+				m.cands = append(m.cands, c)
+			}
+		}
+		m.candAt = append(m.candAt, int32(len(m.cands)))
 	}
 	// Renumber and premultiply targets into rows.
 	next := make([]uint32, len(dfa))
@@ -176,10 +211,10 @@ func (m *literalSet) scan(text []byte, hits []hit) []hit {
 	}
 	i := 0
 	for {
-		// The loop that reads most bytes, two per round: one table step
+		// The loop that reads most bytes, four per round: one table step
 		// and one comparison per byte, no call, so its variables stay in
 		// registers.
-		for i+2 <= len(text) {
+		for i+4 <= len(text) {
 			if row = step(row, i); row >= endRow {
 				goto ends
 			}
@@ -187,23 +222,46 @@ func (m *literalSet) scan(text []byte, hits []hit) []hit {
 				i++
 				goto ends
 			}
-			i += 2
+			if row = step(row, i+2); row >= endRow {
+				i += 2
+				goto ends
+			}
+			if row = step(row, i+3); row >= endRow {
+				i += 3
+				goto ends
+			}
+			i += 4
 		}
-		if i == len(text) {
-			return hits
-		}
-		if row = step(row, i); row < endRow {
-			return hits
+		for {
+			if i == len(text) {
+				return hits
+			}
+			if row = step(row, i); row >= endRow {
+				break
+			}
+			i++
 		}
 	ends:
-		s := row / uint32(m.nclass)
-		for _, aid := range m.ends[m.endAt[s]:m.endAt[s+1]] {
-			for _, id := range m.anchorPats[aid] {
-				rest := m.rest[id]
-				if end := i + 1 + len(rest); len(rest) == 0 || end <= len(text) && string(text[i+1:end]) == rest {
-					hits = append(hits, hit{id, int32(end)})
+		e := uint32((uint64(row)*m.recip)>>32) - m.firstEnd
+		for k, stop := m.candAt[e], m.candAt[e+1]; k < stop; k++ {
+			c := &m.cands[k]
+			end := i + 1 + int(c.n)
+			if c.n != 0 {
+				if end > len(text) {
+					continue
+				}
+				if i+9 <= len(text) {
+					// Compare the first eight bytes after the anchor as
+					// one word, then what is longer.
+					if binary.LittleEndian.Uint64(text[i+1:])&c.mask != c.w ||
+						c.n > 8 && string(text[i+9:end]) != c.tail {
+						continue
+					}
+				} else if string(text[i+1:end]) != m.rest[c.id] {
+					continue
 				}
 			}
+			hits = append(hits, hit{c.id, int32(end)})
 		}
 		i++
 	}

@@ -38,34 +38,17 @@ var asciiFold = func() (t [256]byte) {
 // and the next word tries the fast way again. A space is written when its
 // run starts and dropped again at the end of the text.
 func normalizeText(dst []byte, text string) ([]byte, bool) {
-	const (
-		ones = 0x0101010101010101
-		high = 0x8080808080808080
-	)
 	n0 := len(dst)
 	// len(buf)-n >= len(text)-i holds throughout: what is left of text
 	// fits in what is left of buf (only a rune whose lower case is longer
 	// than itself needs more, and grows buf).
 	buf := slices.Grow(dst, len(text))[:n0+len(text)]
-	src := unsafe.Slice(unsafe.StringData(text), len(text)) // read only
 	n, i := n0, 0
 	space := true // the output is empty or ends in a space
 	wide := false
 	for i < len(text) {
-		for i+8 <= len(text) {
-			w := binary.LittleEndian.Uint64(src[i : i+8])
-			// For ASCII bytes without control bytes: a high bit in
-			// spaces for each space byte.
-			spaces := ^(w ^ 0x20*ones + 0x7f*ones) & high
-			if (w|^(w+0x60*ones))&high != 0 || spaces&(spaces<<8) != 0 || space && spaces&0x80 != 0 {
-				break // not ASCII, a control byte, or a space to drop
-			}
-			upper := (w + (0x80-'A')*ones) &^ (w + (0x80-'Z'-1)*ones) & high
-			binary.LittleEndian.PutUint64(buf[n:n+8], w|upper>>2)
-			n += 8
-			i += 8
-			space = spaces>>63 != 0
-		}
+		k, sp := foldWords(buf[n:], text[i:], space)
+		n, i, space = n+k, i+k, sp
 		// Up to eight bytes one at a time: a word the fast way refused.
 		for stop := min(i+8, len(text)); i < stop; {
 			c := text[i]
@@ -109,6 +92,43 @@ func normalizeText(dst []byte, text string) ([]byte, bool) {
 		n--
 	}
 	return buf[:n], wide
+}
+
+// foldWords copies the leading plain words of eight bytes of src to dst
+// lower-cased, and returns how many bytes it copied and whether the last
+// one is a space. A word is plain when it is ASCII without control bytes,
+// holds no two spaces in a row, and does not start with a space when space
+// says the output ends in one. dst must be at least as long as src.
+func foldWords(dst []byte, text string, space bool) (int, bool) {
+	const (
+		ones = 0x0101010101010101
+		high = 0x8080808080808080
+	)
+	n := min(len(text), len(dst)) &^ 7
+	src := unsafe.Pointer(unsafe.StringData(text)) // read only
+	out := unsafe.Pointer(unsafe.SliceData(dst))
+	// lead is the high bit of a space opening the next word when the
+	// output ends in a space (such a space is dropped, not copied).
+	lead := uint64(0)
+	if space {
+		lead = 0x80
+	}
+	i := 0
+	for ; i < n; i += 8 {
+		// i+8 <= n <= len(text), len(dst).
+		w := binary.LittleEndian.Uint64(unsafe.Slice((*byte)(unsafe.Add(src, i)), 8))
+		// A high bit for each byte that is not ASCII or is a control byte,
+		// and for each space byte (of ASCII bytes without control bytes).
+		bad := (w | ^(w + 0x60*ones)) & high
+		spaces := ^(w ^ 0x20*ones + 0x7f*ones) & high
+		if bad|spaces&(spaces<<8|lead) != 0 {
+			break // not ASCII, a control byte, or a space to drop
+		}
+		upper := (w + (0x80-'A')*ones) &^ (w + (0x80-'Z'-1)*ones) & high
+		binary.LittleEndian.PutUint64(unsafe.Slice((*byte)(unsafe.Add(out, i)), 8), w|upper>>2)
+		lead = spaces >> 56
+	}
+	return i, lead != 0
 }
 
 // lowerTable holds unicode.ToLower of the runes below len(lowerTable)

@@ -196,7 +196,7 @@ func checkPrefilter(t *testing.T, c *Classifier, sc *scratch, whole []*regexp.Re
 		want := whole[i].Match(lower)
 		got := false
 		for k := c.ruleAlts[i][0]; k < c.ruleAlts[i][1]; k++ {
-			if hasBit(sc.alts, k) && c.branchMatches(k, sc, lower) {
+			if sc.marked(k) && c.branchMatches(k, sc, lower) {
 				got = true
 			}
 		}
