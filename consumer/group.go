@@ -10,9 +10,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/bouncer-mail/bouncer/internal/retry"
 )
 
 // GroupConfig configures one consumer group member.
@@ -419,31 +420,31 @@ type stagedBatch struct {
 // pause with backoff and a new window from that batch's first offset.
 func (g *Group) staged(ctx, genCtx context.Context, gen *kafka.Generation, st Stager, r *kafka.Reader, partition int,
 	log *slog.Logger, lag, lastCommit prometheus.Gauge) {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = 100 * time.Millisecond
-	b.MaxInterval = g.cfg.RetryMax
-	b.MaxElapsedTime = 0
-	b.Reset()
-	for {
-		from, progressed, err := g.stageWindow(ctx, genCtx, gen, st, r, partition, log, lag, lastCommit)
+	p := g.retryPolicy()
+	var from int64 = -1
+	p.Notify = func(err error, pause time.Duration) {
+		g.cfg.Metrics.retries.WithLabelValues(g.cfg.GroupID).Inc()
+		log.Warn("handle batch failed; staging it again", "offset", from, "in", pause.Round(time.Millisecond), "err", err)
+	}
+	retry.Do(genCtx, p, func() error {
+		if from >= 0 {
+			if err := r.SetOffset(from); err != nil {
+				log.Error("set offset", "offset", from, "err", err)
+				<-genCtx.Done()
+				return retry.Permanent(err)
+			}
+		}
+		var progressed bool
+		var err error
+		from, progressed, err = g.stageWindow(ctx, genCtx, gen, st, r, partition, log, lag, lastCommit)
 		if err == nil || ctx.Err() != nil || genCtx.Err() != nil {
-			return
+			return nil
 		}
 		if progressed {
-			b.Reset()
+			return retry.Progressed(err)
 		}
-		g.cfg.Metrics.retries.WithLabelValues(g.cfg.GroupID).Inc()
-		wait := b.NextBackOff()
-		log.Warn("handle batch failed; staging it again", "offset", from, "in", wait.Round(time.Millisecond), "err", err)
-		if !Sleep(genCtx, wait) {
-			return
-		}
-		if err := r.SetOffset(from); err != nil {
-			log.Error("set offset", "offset", from, "err", err)
-			<-genCtx.Done()
-			return
-		}
-	}
+		return err
+	})
 }
 
 // stageWindow fetches and stages batches (this goroutine: Stage is never
@@ -616,39 +617,23 @@ func (g *Group) fetch(ctx context.Context, r *kafka.Reader, batch []Message) ([]
 	return batch, hwm
 }
 
-// retry runs fn until it succeeds or ctx ends, with jittered exponential
-// backoff; it reports whether fn succeeded.
+// retryPolicy is the pauses between attempts of a failed batch: 100ms
+// growing to RetryMax, never giving up (the batch must land or be
+// abandoned with its generation).
+func (g *Group) retryPolicy() retry.Policy {
+	return retry.Policy{Initial: 100 * time.Millisecond, Max: g.cfg.RetryMax}
+}
+
+// retry runs fn until it succeeds or ctx ends (retryPolicy); it reports
+// whether fn succeeded.
 func (g *Group) retry(ctx context.Context, log *slog.Logger, what string, fn func() error) bool {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = 100 * time.Millisecond
-	b.MaxInterval = g.cfg.RetryMax
-	b.MaxElapsedTime = 0 // never give up: the batch must land or be abandoned
-	b.Reset()            // the first pause follows InitialInterval set above
-	for {
-		err := fn()
-		if err == nil {
-			return true
-		}
-		if ctx.Err() != nil {
-			return false
-		}
+	p := g.retryPolicy()
+	p.Notify = func(err error, pause time.Duration) {
 		g.cfg.Metrics.retries.WithLabelValues(g.cfg.GroupID).Inc()
-		wait := b.NextBackOff()
-		log.Warn(what+" failed; retrying", "in", wait.Round(time.Millisecond), "err", err)
-		if !Sleep(ctx, wait) {
-			return false
-		}
+		log.Warn(what+" failed; retrying", "in", pause.Round(time.Millisecond), "err", err)
 	}
+	return retry.Do(ctx, p, fn) == nil
 }
 
 // Sleep waits d or until ctx ends; it reports whether d passed.
-func Sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
+func Sleep(ctx context.Context, d time.Duration) bool { return retry.Sleep(ctx, nil, d) }

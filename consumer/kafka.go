@@ -42,11 +42,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/segmentio/kafka-go/sasl/scram"
+
+	"github.com/bouncer-mail/bouncer/internal/retry"
 )
 
 // Conn says how to reach Kafka.
@@ -144,17 +145,13 @@ func EnsureTopic(ctx context.Context, c Conn, topic string, partitions int, conf
 	if err != nil {
 		return err
 	}
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = 200 * time.Millisecond
-	b.MaxInterval = 5 * time.Second
-	b.MaxElapsedTime = ensureTopicPatience
-	return backoff.Retry(func() error {
+	return retry.Do(ctx, retry.Policy{Initial: 200 * time.Millisecond, Max: 5 * time.Second, GiveUpAfter: ensureTopicPatience}, func() error {
 		err := createTopic(ctx, dialer, c.Brokers[0], topic, partitions, c.TopicReplication, configs)
 		if err == nil || errors.Is(err, errControllerUnknown) || isConnRefused(err) {
 			return err
 		}
-		return backoff.Permanent(err)
-	}, backoff.WithContext(b, ctx))
+		return retry.Permanent(err)
+	})
 }
 
 // topicConfig is the TopicConfig of a new topic on a cluster of brokers

@@ -9,8 +9,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/bouncer-mail/bouncer/internal/retry"
 )
 
 // WriterConfig tunes NewWriter's batching; zero fields take kafka-go's
@@ -95,19 +96,19 @@ func Replay(ctx context.Context, c Conn, topic string, msgs []Replayed) error {
 // retrying (nil: none) is told of each resend: how many messages failed of
 // how many, the shortened error and the wait before resending.
 func WriteRetrying(ctx context.Context, w *kafka.Writer, msgs []kafka.Message, patience time.Duration, retrying func(failed, of int, err error, wait time.Duration)) error {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = 500 * time.Millisecond
-	b.MaxInterval = 5 * time.Second
-	b.MaxElapsedTime = patience
-	b.Reset()
-	for {
+	of := len(msgs)
+	p := retry.Policy{Initial: 500 * time.Millisecond, Max: 5 * time.Second, GiveUpAfter: patience}
+	if retrying != nil {
+		p.Notify = func(err error, wait time.Duration) { retrying(len(msgs), of, ShortWriteError(err), wait) }
+	}
+	return retry.Do(ctx, p, func() error {
 		err := w.WriteMessages(ctx, msgs...)
 		if err == nil {
 			return nil
 		}
 		var we kafka.WriteErrors
 		if !errors.As(err, &we) || len(we) != len(msgs) {
-			return err
+			return retry.Permanent(err)
 		}
 		failed := make([]kafka.Message, 0, we.Count())
 		for i, e := range we {
@@ -115,22 +116,13 @@ func WriteRetrying(ctx context.Context, w *kafka.Writer, msgs []kafka.Message, p
 				continue
 			}
 			if !RetryableWrite(e) {
-				return err
+				return retry.Permanent(err)
 			}
 			failed = append(failed, msgs[i])
 		}
-		wait := b.NextBackOff()
-		if wait == backoff.Stop {
-			return err
-		}
-		if retrying != nil {
-			retrying(len(failed), len(msgs), ShortWriteError(err), wait)
-		}
-		if !Sleep(ctx, wait) {
-			return err
-		}
-		msgs = failed
-	}
+		of, msgs = len(msgs), failed
+		return err
+	})
 }
 
 // RetryableWrite reports whether a message's write error can pass: the

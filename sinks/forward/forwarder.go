@@ -11,11 +11,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/wneessen/go-mail"
 
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/enrich"
+	"github.com/bouncer-mail/bouncer/internal/retry"
 	"github.com/bouncer-mail/bouncer/schemas"
 )
 
@@ -36,8 +36,8 @@ type Forwarder struct {
 	pending  int                   // bounces listed in pending digests
 	sending  map[digestKey]bool    // digests being sent by Run
 	refresh  sync.Mutex            // one settings read at a time
-	stopping chan struct{}         // closed by StopRetrying
-	stopOnce sync.Once
+	stopping context.Context       // ended by StopRetrying
+	stop     context.CancelFunc
 }
 
 var _ consumer.BatchHandler = (*Forwarder)(nil)
@@ -87,11 +87,12 @@ func New(cfg Config) (*Forwarder, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	stopping, stop := context.WithCancel(context.Background())
 	return &Forwarder{
 		cfg: cfg, log: cfg.Logger, m: cfg.Metrics,
 		parts: map[partKey]*partState{}, windows: map[string]*window{},
 		digests: map[digestKey]*digest{}, sending: map[digestKey]bool{},
-		stopping: make(chan struct{}),
+		stopping: stopping, stop: stop,
 	}, nil
 }
 
@@ -271,43 +272,47 @@ func (f *Forwarder) takeToken(account, to string, b bounce, now time.Time) bool 
 // (counted from since). It returns "sent", "rejected" (a permanent
 // failure) or "gave_up", or ctx's error when ctx ended first.
 func (f *Forwarder) deliver(ctx context.Context, m *mail.Msg, since time.Time) (string, error) {
-	// Options, not fields: the first interval is set when it is built.
-	b := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(f.cfg.RetryInitial),
-		backoff.WithMaxInterval(f.cfg.RetryMax),
-		backoff.WithMaxElapsedTime(0), // the give-up time spans Handle calls: checked below
-	)
-	giveUp := since.Add(f.cfg.GiveUpAfter)
-	for {
+	giveUp := since.Add(f.cfg.GiveUpAfter) // spans Handle calls: since is when sending m began
+	// The pauses end with ctx or StopRetrying; a send under way does not.
+	pauses, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(f.stopping, cancel)()
+	var result string
+	var gaveUp bool
+	err := retry.Do(pauses, retry.Policy{
+		Initial: f.cfg.RetryInitial, Max: f.cfg.RetryMax,
+		GiveUpIf: func(pause time.Duration) bool {
+			gaveUp = f.cfg.Now().Add(pause).After(giveUp)
+			return gaveUp
+		},
+		Notify: func(err error, pause time.Duration) {
+			f.m.retries.Inc()
+			f.log.Warn("forward: send failed; retrying", "message_id", m.GetMessageID(), "in", pause.Round(time.Millisecond), "err", err)
+		},
+	}, func() error {
 		err := f.send(ctx, m)
-		if err == nil {
-			return "sent", nil
-		}
-		if ctx.Err() != nil {
-			return "", ctx.Err()
-		}
-		if isPermanent(err) {
+		switch {
+		case err == nil:
+			result = "sent"
+		case ctx.Err() != nil:
+			return retry.Permanent(err)
+		case isPermanent(err):
 			f.log.Error("forward: relay refused the message for good", "message_id", m.GetMessageID(), "err", err)
-			return "rejected", nil
+			result = "rejected"
+			return nil
 		}
-		wait := b.NextBackOff()
-		if f.cfg.Now().Add(wait).After(giveUp) {
-			f.log.Error("forward: giving up after transient failures", "message_id", m.GetMessageID(), "since", since, "err", err)
-			return "gave_up", nil
-		}
-		f.m.retries.Inc()
-		f.log.Warn("forward: send failed; retrying", "message_id", m.GetMessageID(), "in", wait.Round(time.Millisecond), "err", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return "", ctx.Err()
-		case <-f.stopping:
-			t.Stop()
-			return "", errStopping
-		case <-t.C:
-		}
+		return err
+	})
+	switch {
+	case err == nil:
+		return result, nil
+	case ctx.Err() != nil:
+		return "", ctx.Err()
+	case !gaveUp:
+		return "", errStopping
 	}
+	f.log.Error("forward: giving up after transient failures", "message_id", m.GetMessageID(), "since", since, "err", err)
+	return "gave_up", nil
 }
 
 // errStopping ends a retry loop once StopRetrying was called.
@@ -316,7 +321,7 @@ var errStopping = errors.New("forwarder is stopping")
 // StopRetrying makes sends that are waiting to retry give up at once with
 // an error (their batch is not committed and will be redelivered), so a
 // shutdown does not wait for a dead relay. Call it when shutdown begins.
-func (f *Forwarder) StopRetrying() { f.stopOnce.Do(func() { close(f.stopping) }) }
+func (f *Forwarder) StopRetrying() { f.stop() }
 
 // Serve runs the forwarder for as long as feed (its consumer group, run on
 // ctx) runs, and returns their joined errors. The forwarder outlives the

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/bouncer-mail/bouncer/enrich"
+	"github.com/bouncer-mail/bouncer/internal/retry"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/subscription"
-	"github.com/cenkalti/backoff/v4"
 )
 
 // Parker keeps batches that are not delivered now. Both methods return
@@ -579,19 +579,15 @@ func (d *Dispatcher) parkLoop(ctx context.Context) {
 
 // write stores parked batches, retrying briefly (Kafka elections, a
 // broker restart) before reporting failure to the batches' sources.
-func (d *Dispatcher) write(ctx context.Context, retry, giveUp []*Batch) error {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = 100 * time.Millisecond
-	b.MaxInterval = 2 * time.Second
-	b.MaxElapsedTime = 15 * time.Second
-	return backoff.Retry(func() error {
-		if len(retry) > 0 {
-			if err := d.cfg.Parker.Retry(ctx, retry); err != nil {
+func (d *Dispatcher) write(ctx context.Context, park, giveUp []*Batch) error {
+	return retry.Do(ctx, retry.Policy{Initial: 100 * time.Millisecond, Max: 2 * time.Second, GiveUpAfter: 15 * time.Second}, func() error {
+		if len(park) > 0 {
+			if err := d.cfg.Parker.Retry(ctx, park); err != nil {
 				d.m.parkErrors.Inc()
-				d.log.Warn("webhook: parking batches in the retry tiers failed", "batches", len(retry), "err", err)
+				d.log.Warn("webhook: parking batches in the retry tiers failed", "batches", len(park), "err", err)
 				return err
 			}
-			retry = nil
+			park = nil
 		}
 		if len(giveUp) > 0 {
 			if err := d.cfg.Parker.GiveUp(ctx, giveUp); err != nil {
@@ -601,7 +597,7 @@ func (d *Dispatcher) write(ctx context.Context, retry, giveUp []*Batch) error {
 			}
 		}
 		return nil
-	}, backoff.WithContext(b, ctx))
+	})
 }
 
 func (d *Dispatcher) record(r subscription.Delivery) {

@@ -32,6 +32,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/bouncer-mail/bouncer/consumer"
+	"github.com/bouncer-mail/bouncer/internal/retry"
 	"github.com/bouncer-mail/bouncer/sinks/webhook"
 	"github.com/bouncer-mail/bouncer/subscription"
 )
@@ -419,18 +420,16 @@ func (p *tierPartition) repark(ctx context.Context, b *webhook.Batch) bool {
 			b.Tier = i
 		}
 	}
-	for {
-		err := p.w.Retry(ctx, []*webhook.Batch{b})
-		if err == nil {
-			p.log.Info("retry tier: moved a batch due much later to the back", "webhook_id", b.WebhookID, "endpoint", b.EndpointID,
-				"due", b.Due, "to", p.cfg.Topics.Tier(b.Tier))
-			return true
-		}
+	every := retry.Every(time.Second)
+	every.Notify = func(err error, _ time.Duration) {
 		p.log.Warn("retry tier: moving a batch due much later to the back failed; trying again", "webhook_id", b.WebhookID, "err", err)
-		if !sleep(ctx, time.Second) {
-			return false
-		}
 	}
+	if err := retry.Do(ctx, every, func() error { return p.w.Retry(ctx, []*webhook.Batch{b}) }); err != nil {
+		return false
+	}
+	p.log.Info("retry tier: moved a batch due much later to the back", "webhook_id", b.WebhookID, "endpoint", b.EndpointID,
+		"due", b.Due, "to", p.cfg.Topics.Tier(b.Tier))
+	return true
 }
 
 // run consumes one partition of a tier until the generation ends.
@@ -497,7 +496,7 @@ func (p *tierPartition) run(ctx, genCtx context.Context, gen *kafka.Generation, 
 				return
 			}
 		}
-		if !sleepOn(genCtx, p.cfg.Clock, p.cfg.Clock.Until(first.Due)) {
+		if !retry.Sleep(genCtx, p.cfg.Clock, p.cfg.Clock.Until(first.Due)) {
 			return // revoked while waiting: the next owner takes over
 		}
 		// Gather more batches that are already due, without waiting.
@@ -527,15 +526,12 @@ func (p *tierPartition) run(ctx, genCtx context.Context, gen *kafka.Generation, 
 		// Hand over and wait, even when revoked meanwhile: the attempts are
 		// bounded by the dispatcher's timeouts, and the next owner must
 		// not start before they end.
-		for {
-			err := p.d.Redeliver(context.WithoutCancel(ctx), batches)
-			if err == nil {
-				break
-			}
+		every := retry.Every(2 * time.Second)
+		every.Notify = func(err error, _ time.Duration) {
 			p.log.Warn("retry tier: redelivery failed; trying again", "batches", len(batches), "err", err)
-			if !sleep(genCtx, 2*time.Second) {
-				return
-			}
+		}
+		if err := retry.Do(genCtx, every, func() error { return p.d.Redeliver(context.WithoutCancel(ctx), batches) }); err != nil {
+			return
 		}
 		p.commit(gen, last)
 	}
@@ -554,24 +550,7 @@ func (p *tierPartition) commit(gen *kafka.Generation, offset int64) {
 	}
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
-	return sleepOn(ctx, clockwork.NewRealClock(), d)
-}
-
-// sleepOn waits d on clock or until ctx ends; it reports whether d passed.
-func sleepOn(ctx context.Context, clock clockwork.Clock, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := clock.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.Chan():
-		return true
-	}
-}
+func sleep(ctx context.Context, d time.Duration) bool { return retry.Sleep(ctx, nil, d) }
 
 // ReplayTo produces batches to one topic (a first retry tier named in a
 // failed batch's record), for the API's replays.
