@@ -354,6 +354,17 @@ func eventPosition(ev *schemas.Event) suppression.Position {
 	return suppression.Position{Topic: ev.Topic, Partition: ev.Partition, Offset: ev.Offset, Index: ev.Index}
 }
 
+// ListOf is the suppression list a bounce row puts its recipient on
+// (invalid_emails, bounces or blocks, as appendSuppressions decides), or ""
+// when it puts it on none. bouncer reclassify compares it before and after.
+func ListOf(row *Row) string {
+	var one [1]suppression.Change
+	if cs := appendSuppressions(one[:0], row); len(cs) > 0 {
+		return cs[0].List
+	}
+	return ""
+}
+
 // appendSuppressions adds the list changes an event implies. The
 // suppression issue's policy engine refines soft-bounce escalation; here a
 // hard bounce goes on bounces, a block on blocks, a malformed address on

@@ -20,6 +20,9 @@ const (
 	SourceErase  = "erase"
 	// SourcePurge: the bounce purge setting removed the entry (Purger).
 	SourcePurge = "purge"
+	// SourceReclassify: bouncer reclassify took the entry off the list
+	// (the bounce that put it there is no longer one that does).
+	SourceReclassify = "reclassify"
 )
 
 // ChangeStore stores list changes: each call one atomic write; a repeated
