@@ -160,6 +160,7 @@ func (s *server) routes() []route {
 		{"DELETE", "/ui/session", "", public, s.handleLogout()},
 		{"GET", "/bouncer/v1/stats/bounce_reasons", "stats.read", key, s.gated(s.handleBounceReasons())},
 		{"GET", "/bouncer/v1/stats/top_domains", "stats.read", key, s.gated(s.handleTopDomains())},
+		{"GET", "/bouncer/v1/classify/unmatched", "stats.read", key, s.gated(s.handleUnmatched())},
 	}...)
 	return rs
 }

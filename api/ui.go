@@ -55,6 +55,7 @@ import (
 
 	"github.com/bouncer-mail/bouncer/accounts"
 	"github.com/bouncer-mail/bouncer/analytics"
+	"github.com/bouncer-mail/bouncer/enrich"
 )
 
 // DashboardStore answers the dashboard's queries that no other route
@@ -69,6 +70,9 @@ type DashboardStore interface {
 	// with the most requests (processed events and drops) in [from, to),
 	// most first.
 	TopDomains(ctx context.Context, account string, from, to time.Time, limit int) ([]analytics.DomainCounts, error)
+	// UnmatchedTexts reports the bounces and deferrals of q's window (of
+	// q.Account) that no text rule classified, grouped by masked text.
+	UnmatchedTexts(ctx context.Context, q enrich.UnmatchedQuery) (enrich.UnmatchedReport, error)
 }
 
 // Session limits.
@@ -383,6 +387,28 @@ type reasonEntry struct {
 	Bounces        uint64 `json:"bounces"`
 	Blocks         uint64 `json:"blocks"`
 	Example        string `json:"example"`
+}
+
+// handleUnmatched: GET /bouncer/v1/classify/unmatched, the account's reply
+// texts no text rule matched (bouncer classify --unmatched).
+func (s *server) handleUnmatched() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d := s.cfg.Dashboard
+		if d == nil {
+			writeError(w, s.log, r, errorf(ENotFound, "", "the dashboard's statistics are not available on this server"))
+			return
+		}
+		q, limit, err := s.dashboardQuery(r)
+		var rep enrich.UnmatchedReport
+		if err == nil {
+			rep, err = d.UnmatchedTexts(r.Context(), enrich.UnmatchedQuery{Account: account(r), Since: q.From, Until: q.To, Limit: limit})
+		}
+		if err != nil {
+			writeError(w, s.log, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, rep)
+	})
 }
 
 // handleBounceReasons: GET /bouncer/v1/stats/bounce_reasons.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/bouncer-mail/bouncer/analytics"
+	"github.com/bouncer-mail/bouncer/enrich"
 )
 
 // browser is a cookie-carrying client of h, as the dashboard page is.
@@ -363,7 +364,16 @@ func TestDashboardPageHeaders(t *testing.T) {
 	}
 }
 
-type fakeDashboard struct{ from, to time.Time }
+type fakeDashboard struct {
+	from, to  time.Time
+	unmatched enrich.UnmatchedQuery
+}
+
+func (f *fakeDashboard) UnmatchedTexts(ctx context.Context, q enrich.UnmatchedQuery) (enrich.UnmatchedReport, error) {
+	f.unmatched = q
+	return enrich.UnmatchedReport{Total: 5, Unmatched: 2, Groups: []enrich.UnmatchedText{{Text: "<n> zorgle", ReplyCode: "550", Count: 2, Unclassified: 2,
+		Providers: []string{"other"}, Rules: []string{}, Example: "550 zorgle", At: time.Unix(1764201600, 0).UTC()}}}, nil
+}
 
 func (f *fakeDashboard) BounceReasons(ctx context.Context, account string, from, to time.Time, limit int) ([]analytics.ReasonCount, error) {
 	f.from, f.to = from, to
@@ -390,6 +400,13 @@ func TestDashboardRoutes(t *testing.T) {
 	}
 	if d.from != time.Date(2025, 11, 1, 0, 0, 0, 0, time.UTC) || d.to != time.Date(2025, 11, 28, 0, 0, 0, 0, time.UTC) {
 		t.Errorf("range [%v, %v): want the end date's whole day", d.from, d.to)
+	}
+	rec = do(t, h, "GET", "/bouncer/v1/classify/unmatched?start_date=2025-11-01&end_date=2025-11-02&limit=5", token, "")
+	if want := `{"groups":[{"text":"\u003cn\u003e zorgle","reply_code":"550","status":"","count":2,"unclassified":2,"providers":["other"],"rules":[],"example":"550 zorgle","at":"2025-11-27T00:00:00Z"}],"total":5,"unmatched":2,"unknown":0}`; rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != want {
+		t.Errorf("classify/unmatched: %d %s\nwant %s", rec.Code, rec.Body, want)
+	}
+	if u := d.unmatched; u.Account != "acme" || u.Limit != 5 || !u.Since.Equal(time.Date(2025, 11, 1, 0, 0, 0, 0, time.UTC)) || !u.Until.Equal(time.Date(2025, 11, 3, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("classify/unmatched asked %+v: want acme's 2025-11-01 and 02, 5 groups", u)
 	}
 	rec = do(t, h, "GET", "/bouncer/v1/stats/top_domains?start_date=2025-11-01", token, "")
 	var doms []struct {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/bouncer-mail/bouncer/accounts"
 	"github.com/bouncer-mail/bouncer/analytics"
+	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/internal/csvlist"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/safedial"
 	"github.com/bouncer-mail/bouncer/subscription"
@@ -143,6 +144,9 @@ func (downStores) BounceReasons(context.Context, string, time.Time, time.Time, i
 func (downStores) TopDomains(context.Context, string, time.Time, time.Time, int) ([]analytics.DomainCounts, error) {
 	return nil, errRefused
 }
+func (downStores) UnmatchedTexts(context.Context, enrich.UnmatchedQuery) (enrich.UnmatchedReport, error) {
+	return enrich.UnmatchedReport{}, errRefused
+}
 
 // goodRequests are valid requests of routes that need more than their
 // path: the query or body that gets them to their store.
@@ -154,6 +158,7 @@ var goodRequests = map[string]struct{ query, body string }{
 	"GET /bouncer/v1/stats/domains":                      {"start_date=2026-01-01&domains=x.org", ""},
 	"GET /bouncer/v1/stats/bounce_reasons":               {"start_date=2026-01-01", ""},
 	"GET /bouncer/v1/stats/top_domains":                  {"start_date=2026-01-01", ""},
+	"GET /bouncer/v1/classify/unmatched":                 {"start_date=2026-01-01", ""},
 	"GET /v3/messages":                                   {`query=msg_id%3D%22a%22`, ""},
 	"POST /v3/asm/suppressions/global":                   {"", `{"recipient_emails":["a@x.org"]}`},
 	"POST /v3/asm/groups/{group_id}/suppressions":        {"", `{"recipient_emails":["a@x.org"]}`},

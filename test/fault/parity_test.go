@@ -597,6 +597,7 @@ func parityRequests(p *parityPicks) []parityRequest {
 		add("GET /v3/mailbox_providers/stats", acct, "/v3/mailbox_providers/stats?"+d+"&mailbox_providers=gmail")
 		add("GET /bouncer/v1/stats/bounce_reasons", acct, "/bouncer/v1/stats/bounce_reasons?"+d+"&limit=100")
 		add("GET /bouncer/v1/stats/top_domains", acct, "/bouncer/v1/stats/top_domains?"+d+"&limit=100")
+		add("GET /bouncer/v1/classify/unmatched", acct, "/bouncer/v1/classify/unmatched?"+d+"&limit=100")
 		add("GET /v3/suppression/bounces/classifications", acct, "/v3/suppression/bounces/classifications?"+d)
 		for _, c := range []string{"Invalid Address", "Mailbox Unavailable", "Reputation", "Technical Failure"} {
 			add("GET /v3/suppression/bounces/classifications/{classification}", acct,
@@ -675,7 +676,7 @@ func parityRequests(p *parityPicks) []parityRequest {
 	add("GET /ui/session", "session", "/ui/session", "csrf_token", "expires_at", "key_id")
 	for _, path := range []string{"/v3/stats?" + d + "&aggregated_by=day", "/v3/mailbox_providers/stats?" + d + "&aggregated_by=month",
 		"/bouncer/v1/stats/top_domains?" + d + "&limit=10", "/v3/suppression/bounces/classifications?" + d,
-		"/bouncer/v1/stats/bounce_reasons?" + d + "&limit=10", "/v3/suppression/bounces?limit=50&offset=0",
+		"/bouncer/v1/stats/bounce_reasons?" + d + "&limit=10", "/bouncer/v1/classify/unmatched?" + d + "&limit=10", "/v3/suppression/bounces?limit=50&offset=0",
 		"/v3/user/webhooks/event/settings/all", "/bouncer/v1/webhooks/<hook>/state"} {
 		route := "GET " + strings.SplitN(path, "?", 2)[0]
 		route = strings.Replace(route, "<hook>", "{id}", 1)

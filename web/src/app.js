@@ -385,6 +385,20 @@ async function loadReasons(r) {
     'No bounces in this range.');
 }
 
+async function loadUnmatched(r) {
+  const rep = await api('GET', '/bouncer/v1/classify/unmatched?' + query({ ...r, limit: 10 }));
+  table('#unmatched-table', ['Text (masked)', 'Codes', 'Providers', '#Count', '#Unclassified', 'Newest example'],
+    rep.groups.map((g) => el('tr', { 'data-text': g.text },
+      el('td', {}, el('code', { text: g.text })),
+      el('td', { text: [g.reply_code, g.status].filter(Boolean).join(' ') || '–' }),
+      el('td', { text: g.providers.join(', ') }),
+      num('count', g.count), num('unclassified', g.unclassified),
+      el('td', { class: 'example', text: g.example, title: g.example }))),
+    rep.unknown > 0
+      ? `No unmatched replies in this range (${fmt.format(rep.unknown)} bounces were stored before bouncer recorded what decided).`
+      : 'Every bounce and deferral in this range was understood by a text rule.');
+}
+
 // ---------------------------------------------------------------------------
 // Suppression lists
 
@@ -627,7 +641,7 @@ async function loadAll() {
     return;
   }
   const load = ++state.loads;
-  // In sequence: a dashboard load is seven requests and three per webhook, and the key's rate
+  // In sequence: a dashboard load is eight requests and three per webhook, and the key's rate
   // limit (10 a second by default) is shared with its other users.
   const steps = [
     // [views, load, the scope of the route it reads]
@@ -636,6 +650,7 @@ async function loadAll() {
     [['#domains'], () => loadDomains(r), 'stats.read'],
     [['#classifications'], () => loadClasses(r, by), 'suppression.read'],
     [['#reasons'], () => loadReasons(r), 'stats.read'],
+    [['#unmatched'], () => loadUnmatched(r), 'stats.read'],
     [['#suppressions'], () => loadList(), 'suppression.read'],
     [['#webhook-health'], () => loadWebhooks(r), 'user.webhooks.event.settings.read'],
   ];
