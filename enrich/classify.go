@@ -233,10 +233,14 @@ func compile(rules []Rule) (*Classifier, error) {
 	// The further words a branch needs are literals too: the prefilter
 	// notes which occur, so a branch whose words are not all there is
 	// skipped without searching the text again.
-	// The second word set of a near branch is scanned for too.
+	// Both word sets of a near branch are scanned for (the prefilter
+	// marks the branch by one of them).
 	nearThen := make([][]int, len(c.alts))
 	for k, alt := range c.alts {
 		if alt.near != nil {
+			for _, lit := range alt.near.first {
+				add(lit)
+			}
 			for _, lit := range alt.near.then {
 				nearThen[k] = append(nearThen[k], add(lit))
 			}
@@ -544,7 +548,20 @@ func (c *Classifier) branchMatches(k int, sc *scratch, text []byte) bool {
 		return true
 	}
 	if alt.near != nil {
-		return c.nearMatches(k, alt.near.n, sc, text)
+		return c.nearMatches(k, alt.near, sc, text)
+	}
+	if alt.tail != nil && len(text) > alt.tailWidth {
+		// A match ends at the end of the text and starts in its last
+		// tailWidth bytes, so not at its beginning: tail (without ^) on
+		// those bytes, widened to an ASCII non-word byte for \b, decides.
+		lo := len(text) - alt.tailWidth
+		for lo > 0 && !asciiNonWord(text[lo-1]) {
+			lo--
+		}
+		if lo > 0 {
+			return alt.tail.Match(text[lo:])
+		}
+		return alt.re.Match(text)
 	}
 	w := c.window(k, sc, text)
 	return containsAll(w, alt.more) && alt.re.Match(w)
@@ -569,11 +586,21 @@ func containsAll(text []byte, sets [][][]byte) bool {
 
 // nearMatches decides near branch k from the literal occurrences: one of
 // its first set must end at most n characters before one of its second set
-// starts.
-func (c *Classifier) nearMatches(k, n int, sc *scratch, text []byte) bool {
+// starts (or, without a second set, occur), each with the word boundaries
+// the branch asks for.
+func (c *Classifier) nearMatches(k int, nb *nearBranch, sc *scratch, text []byte) bool {
 	first, then := c.nearFirst[k], c.nearThen[k]
+	if nb.then == nil {
+		for _, a := range sc.hits {
+			if hasBit(first, int(a.id)) && c.edgesHold(nb.edges, firstStart, firstEnd, a, text) {
+				return true
+			}
+		}
+		return false
+	}
+	n := nb.n
 	for _, b := range sc.hits {
-		if !hasBit(then, int(b.id)) {
+		if !hasBit(then, int(b.id)) || !c.edgesHold(nb.edges, thenStart, thenEnd, b, text) {
 			continue
 		}
 		start := int(b.end - c.patLen[b.id])
@@ -582,13 +609,33 @@ func (c *Classifier) nearMatches(k, n int, sc *scratch, text []byte) bool {
 			if gap < 0 || gap > n*utf8.UTFMax || !hasBit(first, int(a.id)) {
 				continue
 			}
-			if gap <= n || runeCount(text[a.end:start]) <= n {
+			if (gap <= n || runeCount(text[a.end:start]) <= n) && c.edgesHold(nb.edges, firstStart, firstEnd, a, text) {
 				return true
 			}
 		}
 	}
 	return false
 }
+
+// edgesHold reports whether occurrence h has a word boundary at its start
+// when edges holds the start bit, and at its end when it holds the end bit.
+func (c *Classifier) edgesHold(edges, start, end uint8, h hit, text []byte) bool {
+	if edges&start != 0 && !wordBoundary(text, int(h.end-c.patLen[h.id])) {
+		return false
+	}
+	return edges&end == 0 || wordBoundary(text, int(h.end))
+}
+
+// wordBoundary reports whether \b holds at text[i]: one side is an ASCII
+// word character (letter, digit, '_') and the other is not (or is outside
+// the text), as regexp decides it.
+func wordBoundary(text []byte, i int) bool {
+	before := i > 0 && isWordByte(text[i-1])
+	after := i < len(text) && isWordByte(text[i])
+	return before != after
+}
+
+func isWordByte(b byte) bool { return isAlnum(b) || b == '_' }
 
 // runeCount counts the characters of b as regexp's '.' does: UTF-8
 // sequences, each invalid byte on its own.

@@ -63,9 +63,17 @@ type alternative struct {
 	// before re runs.
 	more [][][]byte
 	// near is set when the branch is two finite sets of strings at most
-	// a number of characters apart (A.{0,n}B): the classifier decides it
+	// a number of characters apart (A.{0,n}B), or one finite set, either
+	// with word boundaries (\b) at their edges: the classifier decides it
 	// from the literal occurrences the prefilter found, without re.
 	near *nearBranch
+	// tail is set when the branch is anchored at the end of the text
+	// ($) and its other parts have a bounded width, tailWidth: every match
+	// lies in the last tailWidth bytes, so on a longer text tail (re with
+	// ^ made unmatchable, as it cannot match there) runs on those bytes
+	// only.
+	tail      *regexp.Regexp
+	tailWidth int
 	// width bounds the length in bytes of any match of re; -1 when it is
 	// unbounded or the branch is anchored (^, $), so the branch must see
 	// the whole text.
@@ -329,7 +337,13 @@ func compileAlternative(branch string) (alternative, error) {
 		return alternative{literals: lits}, nil
 	}
 	if n, ok := nearLiterals(parsed); ok {
-		return alternative{re: re, near: n, needs: n.first}, nil
+		// The prefilter marks the branch when it finds a string of the set
+		// whose shortest string is the longest (the rarer one, usually).
+		needs := n.first
+		if n.then != nil && shortest(n.then) > shortest(n.first) {
+			needs = n.then
+		}
+		return alternative{re: re, near: n, needs: needs}, nil
 	}
 	simple := parsed.Simplify()
 	needs, _ := requiredLiterals(simple)
@@ -349,7 +363,54 @@ func compileAlternative(branch string) (alternative, error) {
 			more = append(more, set)
 		}
 	}
-	return alternative{re: re, needs: needs, more: more, width: maxWidth(parsed)}, nil
+	alt := alternative{re: re, needs: needs, more: more, width: maxWidth(parsed)}
+	if tail, w, ok := tailExpression(parsed); ok {
+		alt.tail, alt.tailWidth = tail, w
+	}
+	return alt, nil
+}
+
+// tailExpression recognises an expression X$ where X has a bounded width w
+// (^ allowed, no other anchor): it returns X$ with every ^ replaced by
+// "no match", for running on the last bytes of a text longer than w (where
+// a match of X cannot start at the beginning of the text).
+func tailExpression(re *syntax.Regexp) (*regexp.Regexp, int, bool) {
+	if re.Op != syntax.OpConcat || len(re.Sub) < 2 || re.Sub[len(re.Sub)-1].Op != syntax.OpEndText {
+		return nil, 0, false
+	}
+	body := &syntax.Regexp{Op: syntax.OpConcat, Flags: re.Flags, Sub: re.Sub[:len(re.Sub)-1]}
+	body = withoutBeginText(body)
+	w := maxWidth(body)
+	if w < 0 {
+		return nil, 0, false // unbounded, or another anchor
+	}
+	tail, err := regexp.Compile(body.String() + `$`)
+	if err != nil {
+		return nil, 0, false
+	}
+	return tail, w, true
+}
+
+// withoutBeginText returns a copy of re with every ^ (begin of text)
+// replaced by an expression that matches nothing.
+func withoutBeginText(re *syntax.Regexp) *syntax.Regexp {
+	if re.Op == syntax.OpBeginText {
+		return &syntax.Regexp{Op: syntax.OpNoMatch, Flags: re.Flags}
+	}
+	out := *re
+	out.Sub = nil
+	for _, sub := range re.Sub {
+		out.Sub = append(out.Sub, withoutBeginText(sub))
+	}
+	return &out
+}
+
+func shortest(set []string) int {
+	n := len(set[0])
+	for _, s := range set[1:] {
+		n = min(n, len(s))
+	}
+	return n
 }
 
 func hasShort(lits []string) bool {
@@ -381,33 +442,100 @@ func requiredGroups(re *syntax.Regexp) [][]string {
 
 // nearBranch is a branch of the form A.{0,n}B where A and B match finite
 // sets of strings: it matches when a string of first ends at most n
-// characters before a string of then starts (see nearLiterals).
+// characters before a string of then starts (see nearLiterals). When then
+// is nil, the branch is A alone: it matches when a string of first occurs.
+// edges says where a word boundary (\b) must hold: before or after a
+// string of first, before or after one of then.
 type nearBranch struct {
 	first, then []string
 	n           int
+	edges       uint8
 }
 
+// Word boundaries a near branch requires (nearBranch.edges).
+const (
+	firstStart uint8 = 1 << iota
+	firstEnd
+	thenStart
+	thenEnd
+)
+
 // nearLiterals recognises A.{0,n}B, A and B each a finite set of strings
-// of at least two bytes: such a branch matches exactly when a string of A
-// occurs and a string of B starts at most n characters (runes other than
-// a line break) after it ends.
+// of at least two bytes, possibly with \b at their edges: such a branch
+// matches exactly when a string of A occurs (with the word boundaries
+// asked for around it) and a string of B (likewise) starts at most n
+// characters (runes other than a line break) after it ends. It also
+// recognises A alone with \b at an edge (\bspf\b), which matches when
+// a string of A occurs with those boundaries.
 func nearLiterals(re *syntax.Regexp) (*nearBranch, bool) {
-	if re.Op != syntax.OpConcat || len(re.Sub) != 3 {
+	if re.Op != syntax.OpConcat {
 		return nil, false
 	}
-	gap := re.Sub[1]
-	if gap.Op != syntax.OpRepeat || gap.Min != 0 || gap.Max < 0 || gap.Sub[0].Op != syntax.OpAnyCharNotNL {
+	subs := re.Sub
+	gap := -1
+	for i, sub := range subs {
+		if sub.Op == syntax.OpRepeat && sub.Min == 0 && sub.Max >= 0 && sub.Sub[0].Op == syntax.OpAnyCharNotNL {
+			if gap >= 0 {
+				return nil, false // two gaps
+			}
+			gap = i
+		}
+	}
+	var n nearBranch
+	var ok bool
+	if gap < 0 {
+		var start, end bool
+		subs, start, end = trimBoundaries(subs)
+		if !start && !end {
+			return nil, false // a plain set: the automaton decides it
+		}
+		if n.first, ok = expandConcat(subs, re.Flags); !ok {
+			return nil, false
+		}
+		n.edges = edgeBits(start, firstStart) | edgeBits(end, firstEnd)
+		return &n, true
+	}
+	a, aStart, aEnd := trimBoundaries(subs[:gap])
+	b, bStart, bEnd := trimBoundaries(subs[gap+1:])
+	if n.first, ok = expandConcat(a, re.Flags); !ok {
 		return nil, false
 	}
-	a, ok := expandLiterals(re.Sub[0], maxExpansion)
-	if !ok {
+	if n.then, ok = expandConcat(b, re.Flags); !ok {
 		return nil, false
 	}
-	b, ok := expandLiterals(re.Sub[2], maxExpansion)
-	if !ok {
+	n.n = subs[gap].Max
+	n.edges = edgeBits(aStart, firstStart) | edgeBits(aEnd, firstEnd) | edgeBits(bStart, thenStart) | edgeBits(bEnd, thenEnd)
+	return &n, true
+}
+
+// trimBoundaries removes one \b from each end of subs, saying which ends
+// had one.
+func trimBoundaries(subs []*syntax.Regexp) (rest []*syntax.Regexp, start, end bool) {
+	if len(subs) > 0 && subs[0].Op == syntax.OpWordBoundary {
+		subs, start = subs[1:], true
+	}
+	if len(subs) > 0 && subs[len(subs)-1].Op == syntax.OpWordBoundary {
+		subs, end = subs[:len(subs)-1], true
+	}
+	return subs, start, end
+}
+
+func edgeBits(set bool, bit uint8) uint8 {
+	if set {
+		return bit
+	}
+	return 0
+}
+
+// expandConcat is expandLiterals of the concatenation of subs.
+func expandConcat(subs []*syntax.Regexp, flags syntax.Flags) ([]string, bool) {
+	if len(subs) == 0 {
 		return nil, false
 	}
-	return &nearBranch{first: a, then: b, n: gap.Max}, true
+	if len(subs) == 1 {
+		return expandLiterals(subs[0], maxExpansion)
+	}
+	return expandLiterals(&syntax.Regexp{Op: syntax.OpConcat, Flags: flags, Sub: subs}, maxExpansion)
 }
 
 // maxExpansion bounds how many strings a branch may expand to before it is
@@ -513,7 +641,7 @@ func maxWidth(re *syntax.Regexp) int {
 		return 1
 	}
 	switch re.Op {
-	case syntax.OpEmptyMatch, syntax.OpWordBoundary, syntax.OpNoWordBoundary:
+	case syntax.OpEmptyMatch, syntax.OpWordBoundary, syntax.OpNoWordBoundary, syntax.OpNoMatch:
 		return 0
 	case syntax.OpLiteral:
 		n := 0

@@ -113,7 +113,15 @@ func TestAlternativesAndLiterals(t *testing.T) {
 		// found the strings of A and of B, without the expression.
 		{`user.{0,20}unknown|\(s3150\)`, "user..20..unknown | =(s3150)"},
 		{`(mailbox|inbox).{0,10}(full|over)`, "mailbox,inbox..10..full,over"},
-		{`\bip\b.{0,30}blocked`, "~blocked"},
+		// Word boundaries at the edges of the sets are checked where the
+		// strings occur; parts on either side of the gap may be
+		// concatenations.
+		{`\bip\b.{0,30}blocked`, `\bip\b..30..blocked`},
+		{`(user|mailbox) .{0,30}(does not|doesn'?t) exist`, "user ,mailbox ..30..does not exist,doesnt exist,doesn't exist"},
+		{`\bspf\b|\b(is|was) listed (at|by)`, `\bspf\b | \bis listed at,is listed by,was listed at,was listed by`},
+		// Anchored at the end, of bounded width: run on the text's last
+		// bytes only.
+		{`(^|[0-9] )temporary failure\.?$`, "~temporary failure $20"},
 		{"(a|b)c|[|]x", "=ac,bc | =|x"},
 		// Non-ASCII words are literals too, lower-cased as the text is.
 		{"utilisateur inconnu|ÉCHEC|ящик переполнен", "=utilisateur inconnu | =échec | =ящик переполнен"},
@@ -127,11 +135,23 @@ func TestAlternativesAndLiterals(t *testing.T) {
 		}
 		var parts []string
 		for _, a := range r.alts {
-			if a.near != nil {
-				parts = append(parts, fmt.Sprintf("%s..%d..%s", strings.Join(a.near.first, ","), a.near.n, strings.Join(a.near.then, ",")))
-			} else if a.re == nil {
+			edge := func(bit uint8) string {
+				if a.near.edges&bit != 0 {
+					return `\b`
+				}
+				return ""
+			}
+			switch {
+			case a.near != nil && a.near.then == nil:
+				parts = append(parts, edge(firstStart)+strings.Join(a.near.first, ",")+edge(firstEnd))
+			case a.near != nil:
+				parts = append(parts, fmt.Sprintf("%s%s%s..%d..%s%s%s", edge(firstStart), strings.Join(a.near.first, ","), edge(firstEnd),
+					a.near.n, edge(thenStart), strings.Join(a.near.then, ","), edge(thenEnd)))
+			case a.re == nil:
 				parts = append(parts, "="+strings.Join(a.literals, ","))
-			} else {
+			case a.tail != nil:
+				parts = append(parts, fmt.Sprintf("~%s $%d", strings.Join(a.needs, ","), a.tailWidth))
+			default:
 				parts = append(parts, "~"+strings.Join(a.needs, ","))
 			}
 		}
@@ -206,15 +226,18 @@ func checkPrefilter(t *testing.T, c *Classifier, sc *scratch, whole []*regexp.Re
 	}
 }
 
-// Near branches (A.{0,n}B) decided from literal occurrences agree with
-// their expressions on texts made of their words, fillers and multi-byte
-// characters at every distance.
+// Near branches (A.{0,n}B, with or without word boundaries) decided from
+// literal occurrences, and branches anchored at the end run on the text's
+// last bytes, agree with their expressions on texts made of their words,
+// fillers and multi-byte characters at every distance.
 func TestNearBranchesAgreeWithExpressions(t *testing.T) {
 	c := MustNew()
 	whole := wholeExpressions(c)
 	sc := c.scratch.Get().(*scratch)
 	pieces := []string{"server", "serveur", "bezet", "occupé", "服务器", "正忙", "temporär", "fehler", "erreur", "temporaire",
-		"täglichen", "limit", "1 日の", "制限", "domaine", "non inscrit", "收件人", "太多", "x", "日", "é", " ", "  ", "\xff", "abcdefghij"}
+		"täglichen", "limit", "1 日の", "制限", "domaine", "non inscrit", "收件人", "太多", "x", "日", "é", " ", "  ", "\xff", "abcdefghij",
+		// near branches with word boundaries, and branches anchored at the end
+		"ip", "blocked", "spf", "_", "1", "was listed by", "user ", "does not exist", "temporary failure", "message rejected", ".", "4 "}
 	rng := rand.New(rand.NewPCG(9, 10))
 	near := 0
 	for _, alt := range c.alts {
@@ -225,7 +248,16 @@ func TestNearBranchesAgreeWithExpressions(t *testing.T) {
 	if near == 0 {
 		t.Fatal("no near branch in the built-in rules")
 	}
-	for i := 0; i < 1500; i++ {
+	// Texts ending in the anchored branches' words, at every length
+	// around their width, with and without what may precede them.
+	for _, words := range []string{"temporary failure", "message rejected", "recipient temporarily unavailable"} {
+		for _, before := range []string{"", "x", "4 ", "a4 ", "14 ", "x 4 ", "_4 ", "é4 ", "a long reply that says 4 "} {
+			for _, after := range []string{"", ".", "..", " x", "x"} {
+				checkPrefilter(t, c, sc, whole, before+words+after)
+			}
+		}
+	}
+	for i := 0; i < 3000; i++ {
 		var b strings.Builder
 		for j := rng.IntN(12); j > 0; j-- {
 			b.WriteString(pieces[rng.IntN(len(pieces))])
