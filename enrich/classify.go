@@ -359,7 +359,6 @@ func (c *Classifier) Classify(in Input) (Result, error) {
 	}
 
 	sc := c.scratch.Get().(*scratch)
-	defer c.scratch.Put(sc)
 	var wide bool
 	sc.text, wide = normalizeText(sc.text[:0], text)
 	lower := sc.text
@@ -396,6 +395,7 @@ func (c *Classifier) Classify(in Input) (Result, error) {
 		}
 	}
 decided:
+	c.scratch.Put(sc)
 	res.Classification = info.Class
 	res.BounceType = Soft
 	if info.MayBeHard && event != "deferred" && codeClass(reply, status) != 4 {

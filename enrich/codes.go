@@ -3,6 +3,7 @@ package enrich
 import (
 	"encoding/binary"
 	"math/bits"
+	"unsafe"
 )
 
 // StatusCode is an RFC 3463 enhanced status code class.subject.detail.
@@ -57,7 +58,7 @@ func ParseStatus(s string) (StatusCode, bool) {
 	for len(s) > 0 && s[len(s)-1] == ' ' {
 		s = s[:len(s)-1]
 	}
-	code, n := scanStatus(s, 0)
+	code, n := scanStatus(unsafe.Slice(unsafe.StringData(s), len(s)), 0) // read only
 	if n != len(s) || code.IsZero() {
 		return StatusCode{}, false
 	}
@@ -66,7 +67,7 @@ func ParseStatus(s string) (StatusCode, bool) {
 
 // scanStatus reads an enhanced code starting at s[i]; n is the index after
 // it, or i when there is none.
-func scanStatus[T ~string | ~[]byte](s T, i int) (StatusCode, int) {
+func scanStatus(s []byte, i int) (StatusCode, int) {
 	if i >= len(s) || (s[i] != '2' && s[i] != '4' && s[i] != '5') {
 		return StatusCode{}, i
 	}
@@ -90,7 +91,7 @@ func scanStatus[T ~string | ~[]byte](s T, i int) (StatusCode, int) {
 	return StatusCode{uint16(s[i] - '0'), subj, det}, k
 }
 
-func scanNum[T ~string | ~[]byte](s T, i, max int) (uint16, int) {
+func scanNum(s []byte, i, max int) (uint16, int) {
 	var v uint16
 	j := i
 	for j < len(s) && j-i < max && isDigit(s[j]) {

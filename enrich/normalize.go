@@ -47,8 +47,12 @@ func normalizeText(dst []byte, text string) ([]byte, bool) {
 	space := true // the output is empty or ends in a space
 	wide := false
 	for i < len(text) {
-		k, sp := foldWords(buf[n:], text[i:], space)
-		n, i, space = n+k, i+k, sp
+		if len(text)-i >= 8 && text[i] < utf8.RuneSelf {
+			// Perhaps a plain word (not worth a call where the text is
+			// not Latin).
+			k, sp := foldWords(buf[n:], text[i:], space)
+			n, i, space = n+k, i+k, sp
+		}
 		// Up to eight bytes one at a time: a word the fast way refused.
 		for stop := min(i+8, len(text)); i < stop; {
 			c := text[i]
