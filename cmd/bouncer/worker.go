@@ -138,7 +138,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	// group and topic.
 	consumerMetrics := consumer.NewMetrics(reg)
 	var checks []ops.Check // nil when ready, else why not
-	var parts []func(context.Context) error
+	var parts []ops.Service
 
 	if *sinkOn {
 		var history pipeline.History
@@ -171,18 +171,18 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 				return errors.New("sink consumer group not joined yet")
 			}
 		})
-		parts = append(parts, g.Run)
+		parts = append(parts, ops.Func(g.Run))
 		log.Info("sink group starting", "topic", *kf.topic, "group", *group, "dlq", *dlqTopic, "clickhouse", chCfg.Addr, "database", chCfg.Database)
 	}
 	if webhooksOn {
 		// The webhook group derives dropped events from the same index as
 		// the sink (shared in this process, so it sees this worker's own
 		// list changes at once).
-		run, ready, err := wf.build(ctx, conn, *kf.topic, *partitions, store, index, classifier, *maxMsgBytes, reg, consumerMetrics, log)
+		delivery, ready, err := wf.build(ctx, conn, *kf.topic, *partitions, store, index, classifier, *maxMsgBytes, reg, consumerMetrics, log)
 		if err != nil {
 			return err
 		}
-		checks, parts = append(checks, ready), append(parts, run)
+		checks, parts = append(checks, ready), append(parts, delivery)
 	} else {
 		log.Info("webhook group off (set BOUNCER_SECRET_KEY to run it, or --webhooks)")
 	}
@@ -191,7 +191,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		if err != nil {
 			return err
 		}
-		parts = append(parts, run)
+		parts = append(parts, ops.Func(run))
 	}
 
 	if *opsAddr != "" {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -65,12 +64,10 @@ func (f *webhookGroupFlags) enabled(explicit bool) bool {
 	return f.keys.key.v != ""
 }
 
-// build checks the flags, creates the retry-tier topics and builds the
-// webhook group, its retry tiers and the delivery log; run runs them until
-// ctx ends, ready says whether the group joined and the subscriptions were
-// read.
+// build checks the flags and builds the webhook delivery (its retry-tier
+// topics created when missing); the worker runs it and shuts it down.
 func (f *webhookGroupFlags) build(ctx context.Context, conn consumer.Conn, topic string, partitions int, store *clickhouse.Store,
-	drops pipeline.Suppressions, classifier *enrich.Classifier, maxMessageBytes int, reg *prometheus.Registry, cm *consumer.Metrics, log *slog.Logger) (run func(context.Context) error, ready ops.Check, err error) {
+	drops pipeline.Suppressions, classifier *enrich.Classifier, maxMessageBytes int, reg *prometheus.Registry, cm *consumer.Metrics, log *slog.Logger) (ops.Service, ops.Check, error) {
 	keys, err := f.keys.keyring()
 	if err != nil {
 		return nil, nil, err
@@ -101,57 +98,27 @@ func (f *webhookGroupFlags) build(ctx context.Context, conn consumer.Conn, topic
 	}
 	log = log.With("group", *f.group)
 	topics := kafkatier.Topics{Prefix: *f.prefix, Delays: delays}
-	if err := kafkatier.Ensure(ctx, conn, topics, parts); err != nil {
-		return nil, nil, err
-	}
-	parker, err := kafkatier.NewWriter(conn, topics)
-	if err != nil {
-		return nil, nil, err
-	}
-	metrics := webhook.NewMetrics(reg)
-	logw := webhook.NewLogWriter(store, 100_000, 10_000, time.Second, log, metrics)
-	d, err := webhook.New(webhook.Config{
+	dc := webhook.Config{
 		Registry: subscription.NewRegistry(store, keys), Client: guard.Client(*f.timeout),
-		Parker: parker, Log: logw, Drops: drops, Classifier: classifier, Health: store,
+		Drops: drops, Classifier: classifier, Health: store,
 		Schedule:       webhook.Schedule{Delays: delays},
 		MaxBatchEvents: *f.batchEvents, MaxBatchWait: *f.batchWait, AttemptTimeout: *f.timeout,
 		QueueTimeout: *f.queueTimeout, SlowAfter: *f.slowAfter, QueueEvents: *f.queueEvents, GlobalEvents: *f.global,
 		MaxInFlight: *f.flight, BreakerOpen: *f.breakerOpen, RefreshEvery: *f.refresh, DisableAfter: *f.disableAfter,
-		Logger: log, Metrics: metrics,
+		Logger: log, Metrics: webhook.NewMetrics(reg),
+	}
+	d, err := kafkatier.NewDelivery(ctx, kafkatier.DeliveryConfig{
+		Conn: conn, Topic: topic, Group: *f.group, Topics: topics, Partitions: parts,
+		Dispatcher: dc, DeliveryLog: store, Failed: store, MaxMessageBytes: maxMessageBytes,
+		MaxBatchMessages: 20000, MaxWait: 200 * time.Millisecond, ConsumerMetrics: cm, Logger: log,
 	})
-	if err != nil {
+	var bad *kafkatier.ConfigError
+	if errors.As(err, &bad) {
 		return nil, nil, &usageError{err.Error()}
 	}
-	g, err := consumer.NewGroup(consumer.GroupConfig{
-		Conn: conn, Topic: topic, GroupID: *f.group,
-		MaxBatchMessages: 20000, MaxWait: 200 * time.Millisecond,
-		Logger: log, Metrics: cm,
-	}, d.EventHandler(maxMessageBytes))
 	if err != nil {
-		return nil, nil, &usageError{err.Error()}
+		return nil, nil, err
 	}
-
-	ready = func(context.Context) error {
-		select {
-		case <-g.Ready():
-			if d.Ready() {
-				return nil
-			}
-		default:
-		}
-		return errors.New("webhook group not joined yet or webhook subscriptions not read yet")
-	}
-	return func(ctx context.Context) error {
-		log.Info("webhook delivery started", "topic", topic, "tiers", strings.Join(topics.All(), ","), "allow_nets", *f.keys.allow)
-		tiers := func(ctx context.Context) error {
-			return kafkatier.RunTiers(ctx, kafkatier.TierConfig{Conn: conn, Topics: topics, Group: *f.group, Logger: log, Metrics: metrics}, d)
-		}
-		deadLetters := func(ctx context.Context) error {
-			return kafkatier.RunDeadLetters(ctx, kafkatier.DeadLetterConfig{Conn: conn, Topics: topics, Group: *f.group, Logger: log, Metrics: cm}, store)
-		}
-		err := d.Serve(ctx, logw, g.Run, tiers, deadLetters)
-		parker.Close()
-		log.Info("webhook delivery stopped")
-		return err
-	}, ready, nil
+	log.Info("webhook delivery: receivers", "allow_nets", *f.keys.allow)
+	return d, d.Ready, nil
 }

@@ -93,37 +93,101 @@ func (e *ShutdownTimeout) Error() string {
 	return fmt.Sprintf("shutdown took longer than %s; exiting (uncommitted batches will be redelivered and skipped)", e.After)
 }
 
-// Run runs parts on a context derived from parent until one returns on its
-// own or parent ends, then ends that context and waits at most shutdown for
-// the others. It returns the parts' joined errors; a part that returned
-// nil on its own, before parent ended, counts as an error too (nil joined:
-// the others were stopped because of it).
-func Run(parent context.Context, shutdown time.Duration, log *slog.Logger, parts ...func(context.Context) error) error {
-	ctx, stopAll := context.WithCancel(parent)
-	defer stopAll()
-	done := make(chan error, len(parts))
-	for _, p := range parts {
-		go func() { done <- p(ctx) }()
+// Service is a long-running part of a process that owns its lifecycle
+// (the webhook delivery, a consumer group wrapped by Func, ...).
+type Service interface {
+	// Run runs the service until Shutdown is called or it stops on its
+	// own; it returns why it stopped (nil after a clean shutdown).
+	Run(ctx context.Context) error
+	// Shutdown stops taking work, finishes or hands back what is in
+	// flight, flushes, commits and closes, in the service's own order,
+	// and waits for that at most until ctx ends (then it returns an
+	// error). It may be called more than once, and before Run.
+	Shutdown(ctx context.Context) error
+}
+
+// Func is a Service of a function that runs until its context ends: its
+// Shutdown ends that context and waits for the function to return.
+func Func(run func(context.Context) error) Service {
+	ctx, stop := context.WithCancel(context.Background())
+	return &funcService{run: run, stopped: ctx, stop: stop, done: make(chan struct{})}
+}
+
+type funcService struct {
+	run     func(context.Context) error
+	stopped context.Context // ended by Shutdown
+	stop    context.CancelFunc
+	mu      sync.Mutex
+	began   bool          // Run began, or Shutdown came first
+	done    chan struct{} // closed when run returned, or by a Shutdown before Run
+}
+
+func (f *funcService) Run(ctx context.Context) error {
+	f.mu.Lock()
+	if f.began {
+		f.mu.Unlock()
+		return errors.New("ops: service run twice, or after its shutdown")
+	}
+	f.began = true
+	f.mu.Unlock()
+	defer close(f.done)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(f.stopped, cancel)()
+	return f.run(ctx)
+}
+
+func (f *funcService) Shutdown(ctx context.Context) error {
+	f.stop()
+	f.mu.Lock()
+	if !f.began { // shut down before it ran: it never will
+		f.began = true
+		close(f.done)
+	}
+	f.mu.Unlock()
+	select {
+	case <-f.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Run runs services until one returns on its own or parent ends, then
+// shuts every service down (all at once, each in its own order) and waits
+// at most shutdown for them. It returns the services' joined errors; a
+// service that returned nil on its own, before parent ended, counts as an
+// error too (nil joined: the others were stopped because of it). The
+// services run on a context with parent's values that does not end with
+// it: they stop through Shutdown.
+func Run(parent context.Context, shutdown time.Duration, log *slog.Logger, services ...Service) error {
+	ctx := context.WithoutCancel(parent)
+	done := make(chan error, len(services))
+	for _, s := range services {
+		go func() { done <- s.Run(ctx) }()
 	}
 	var errs []error
-	pending := len(parts)
+	pending := len(services)
 	select {
 	case err := <-done:
 		pending--
 		if err != nil || parent.Err() == nil {
-			// A part stopped on its own: stop the others too.
+			// A service stopped on its own: stop the others too.
 			errs = append(errs, err)
 		}
 	case <-parent.Done():
 	}
 	log.Info("shutting down: finishing batches in flight", "timeout", shutdown)
-	stopAll()
-	deadline := time.After(shutdown)
+	sctx, cancel := context.WithTimeout(ctx, shutdown)
+	defer cancel()
+	for _, s := range services {
+		go s.Shutdown(sctx)
+	}
 	for ; pending > 0; pending-- {
 		select {
 		case err := <-done:
 			errs = append(errs, err)
-		case <-deadline:
+		case <-sctx.Done():
 			return &ShutdownTimeout{After: shutdown}
 		}
 	}

@@ -94,7 +94,7 @@ type benchEnv struct {
 	conn        consumer.Conn
 	recvs       []*benchReceiver
 	stop        func()
-	ready       <-chan struct{} // the group joined
+	ready       func(context.Context) error // nil once the group joined and the subscriptions were read
 }
 
 // startBench starts receivers and the webhook group; preload events are
@@ -126,41 +126,25 @@ func startBench(b *testing.B, endpoints, hanging, preload int) *benchEnv {
 	}
 	topics := kafkatier.Topics{Prefix: topic + ".wh", Delays: []time.Duration{5 * time.Second, time.Minute}}
 	deleteTopics(b, brokers, topics.All())
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := kafkatier.Ensure(ctx, conn, topics, 4); err != nil {
-		b.Fatal(err)
-	}
-	parker, err := kafkatier.NewWriter(conn, topics)
-	if err != nil {
-		b.Fatal(err)
-	}
-	d, err := webhook.New(webhook.Config{
-		Registry: reg, Client: guard.Client(2 * time.Second), Parker: parker,
-		Log: webhook.NewLogWriter(&memLog{}, 100000, 10000, time.Second, nil, nil), AttemptTimeout: 2 * time.Second,
-		Schedule: webhook.Schedule{Delays: topics.Delays},
+	// The worker's own wiring and order of stopping (kafkatier.Delivery).
+	d, err := kafkatier.NewDelivery(context.Background(), kafkatier.DeliveryConfig{
+		Conn: conn, Topic: topic, Group: topic + ".webhooks", Topics: topics, Partitions: 4,
+		Dispatcher: webhook.Config{Registry: reg, Client: guard.Client(2 * time.Second), AttemptTimeout: 2 * time.Second,
+			Schedule: webhook.Schedule{Delays: topics.Delays}},
+		DeliveryLog: &memLog{}, Failed: &memFailed{}, MaxBatchMessages: 20000, MaxWait: 200 * time.Millisecond,
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
-	g, err := consumer.NewGroup(consumer.GroupConfig{Conn: conn, Topic: topic, GroupID: topic + ".webhooks",
-		MaxBatchMessages: 20000, MaxWait: 200 * time.Millisecond}, d.EventHandler(0))
-	if err != nil {
-		b.Fatal(err)
+	ran := make(chan struct{})
+	go func() { defer close(ran); d.Run(context.Background()) }()
+	env.ready = d.Ready
+	env.stop = func() {
+		if err := d.Shutdown(context.Background()); err != nil {
+			b.Error(err)
+		}
+		<-ran
 	}
-	// The dispatcher outlives the groups, as in the worker: a tier
-	// consumer's batches still on their way are finished before it stops.
-	dctx, stopDispatcher := context.WithCancel(context.Background())
-	dispatched := make(chan struct{})
-	go func() { defer close(dispatched); d.Run(dctx) }()
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); g.Run(ctx) }()
-	go func() {
-		defer wg.Done()
-		kafkatier.RunTiers(ctx, kafkatier.TierConfig{Conn: conn, Topics: topics, Group: topic + ".webhooks"}, d)
-	}()
-	env.ready = g.Ready()
-	env.stop = func() { cancel(); wg.Wait(); stopDispatcher(); <-dispatched; parker.Close() }
 	return env
 }
 
@@ -234,7 +218,9 @@ func BenchmarkWebhookThroughput(b *testing.B) {
 	const n = 200_000
 	for range b.N {
 		env := startBench(b, 20, 0, n)
-		<-env.ready
+		for env.ready(context.Background()) != nil {
+			time.Sleep(20 * time.Millisecond)
+		}
 		start := time.Now()
 		deadline := start.Add(5 * time.Minute)
 		for time.Now().Before(deadline) {
