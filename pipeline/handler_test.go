@@ -27,15 +27,22 @@ type fakeSink struct {
 	events map[string]int // identity -> copies
 	dead   map[string]int
 	sups   int
-	// high-water marks per partition, as ClickHouse would report them.
-	evHi, dlHi map[int]int64
+	// high-water marks per topic and partition, as ClickHouse would report
+	// them.
+	evHi, dlHi map[tp]int64
+}
+
+// tp names a partition of a topic.
+type tp struct {
+	topic     string
+	partition int
 }
 
 var errInjected = errors.New("injected failure")
 
 func newFakeSink(seed uint64, failP float64) *fakeSink {
 	return &fakeSink{rng: rand.New(rand.NewPCG(seed, 1)), failP: failP,
-		events: map[string]int{}, dead: map[string]int{}, evHi: map[int]int64{}, dlHi: map[int]int64{}}
+		events: map[string]int{}, dead: map[string]int{}, evHi: map[tp]int64{}, dlHi: map[tp]int64{}}
 }
 
 // outcome decides a write: fail before storing, store then fail, or store.
@@ -51,12 +58,14 @@ func (s *fakeSink) outcome() (store bool, err error) {
 	return true, nil
 }
 
-func (s *fakeSink) HighWater(_ context.Context, _ string, p int) (Marks, error) {
+func (s *fakeSink) HighWater(_ context.Context, topic string, p int) (Marks, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	m := Marks{Events: -1, DeadLetters: -1}
-	if v, ok := s.evHi[p]; ok {
+	if v, ok := s.evHi[tp{topic, p}]; ok {
 		m.Events = v
 	}
-	if v, ok := s.dlHi[p]; ok {
+	if v, ok := s.dlHi[tp{topic, p}]; ok {
 		m.DeadLetters = v
 	}
 	return m, nil
@@ -69,7 +78,7 @@ func (s *fakeSink) WriteEvents(_ context.Context, rows []Row) error {
 	if store {
 		for _, r := range rows {
 			s.events[fmt.Sprintf("%d/%d/%d", r.Partition, r.Offset, r.Index)]++
-			s.evHi[r.Partition] = max(s.evHi[r.Partition], r.Offset)
+			s.evHi[tp{r.Topic, r.Partition}] = max(s.evHi[tp{r.Topic, r.Partition}], r.Offset)
 		}
 	}
 	return err
@@ -82,7 +91,7 @@ func (s *fakeSink) WriteDeadLetters(_ context.Context, rows []schemas.DeadLetter
 	if store {
 		for _, r := range rows {
 			s.dead[fmt.Sprintf("%d/%d/%d", r.Partition, r.Offset, r.Index)]++
-			s.dlHi[r.Partition] = max(s.dlHi[r.Partition], r.Offset)
+			s.dlHi[tp{r.Topic, r.Partition}] = max(s.dlHi[tp{r.Topic, r.Partition}], r.Offset)
 		}
 	}
 	return err
@@ -505,7 +514,7 @@ func (r storedRows) WriteEvents(_ context.Context, rows []Row) error {
 			if r.events[id]++; r.events[id] > 1 {
 				return fmt.Errorf("row %s stored twice", id)
 			}
-			r.evHi[row.Partition] = max(r.evHi[row.Partition], row.Offset)
+			r.evHi[tp{row.Topic, row.Partition}] = max(r.evHi[tp{row.Topic, row.Partition}], row.Offset)
 			*r.rows = append(*r.rows, row)
 		}
 	}
