@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -13,35 +14,64 @@ import (
 	"time"
 
 	"github.com/bouncer-mail/bouncer/suppression"
+	"github.com/bouncer-mail/bouncer/suppression/liststest"
 )
 
-// memList is one account's bounces list in memory, honouring the query's
-// bounds, kind, exact address, paging and removals, so the v2 calls can be
-// checked for what they select and remove.
+// memList keeps lists in memory as the ClickHouse store does (the
+// conformance suite suppression/liststest holds it to that: see
+// TestMemListConformance): per address the newest change wins, reads
+// honour the query's list, group, bounds, kind, address pattern and
+// paging, delete-all removes a whole list; newMemList seeds acme's
+// bounces, so the v2 calls can be checked for what they select and
+// remove.
 type memList struct {
 	fakeStore
 	mu        sync.Mutex
-	entries   map[string]suppression.Entry
+	latest    map[memKey]suppression.Change // the newest change of each entry
 	deleteAll int
 }
 
+type memKey struct {
+	account, list string
+	group         int64
+	email         string
+}
+
 func newMemList(es ...suppression.Entry) *memList {
-	m := &memList{entries: map[string]suppression.Entry{}}
+	m := &memList{latest: map[memKey]suppression.Change{}}
 	for _, e := range es {
-		m.entries[e.EmailNorm] = e
+		m.put(suppression.Change{AccountID: "acme", List: "bounces", Email: e.Email, EmailNorm: e.EmailNorm, At: e.Created,
+			Reason: e.Reason, Status: e.Status, Classification: e.Classification, ReasonCode: e.ReasonCode})
 	}
 	return m
 }
 
-func (m *memList) match(q suppression.Query) []suppression.Entry {
+// put keeps c if it is newer than what the entry has.
+func (m *memList) put(c suppression.Change) {
+	k := memKey{c.AccountID, c.List, c.GroupID, c.EmailNorm}
+	if old, ok := m.latest[k]; !ok || c.Version() > old.Version() {
+		m.latest[k] = c
+	}
+}
+
+func (m *memList) match(account string, q suppression.Query) []suppression.Entry {
+	var like *regexp.Regexp
+	if q.EmailLike != "" {
+		like = likePattern(q.EmailLike)
+	}
 	var out []suppression.Entry
-	for _, e := range m.entries {
-		c := uint32(e.Created.Unix())
+	for k, c := range m.latest {
+		if k.account != account || k.list != q.List || k.group != q.GroupID || c.Deleted {
+			continue
+		}
+		e := suppression.Entry{Email: c.Email, EmailNorm: c.EmailNorm, Created: c.At, Reason: c.Reason, Status: c.Status,
+			Classification: c.Classification, ReasonCode: c.ReasonCode}
+		created := uint32(e.Created.Unix())
 		soft := strings.HasPrefix(e.Status, "4")
 		switch {
-		case c < q.From, q.To != 0 && c > q.To:
+		case created < q.From, q.To != 0 && created > q.To:
 		case q.Bounce == "soft" && !soft, q.Bounce == "hard" && soft:
-		case q.EmailLike != "" && strings.ReplaceAll(q.EmailLike, `\`, "") != e.EmailNorm:
+		case like != nil && !like.MatchString(e.EmailNorm):
 		default:
 			out = append(out, e)
 		}
@@ -55,10 +85,35 @@ func (m *memList) match(q suppression.Query) []suppression.Entry {
 	return out
 }
 
+// likePattern is a LIKE pattern (% any run, _ one character, \ escapes)
+// as a regular expression.
+func likePattern(p string) *regexp.Regexp {
+	var b strings.Builder
+	b.WriteString("^")
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; {
+		case c == '\\' && i+1 < len(p):
+			i++
+			b.WriteString(regexp.QuoteMeta(p[i : i+1]))
+		case c == '%':
+			b.WriteString("(?s:.*)")
+		case c == '_':
+			b.WriteString("(?s:.)")
+		default:
+			b.WriteString(regexp.QuoteMeta(p[i : i+1]))
+		}
+	}
+	b.WriteString("$")
+	return regexp.MustCompile(b.String())
+}
+
 func (m *memList) Suppressions(ctx context.Context, account string, q suppression.Query) ([]suppression.Entry, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	es := m.match(q)
+	if q.Limit == 0 {
+		q.Limit = 500
+	}
+	es := m.match(account, q)
 	es = es[min(int(q.Offset), len(es)):]
 	return es[:min(int(q.Limit), len(es))], nil
 }
@@ -66,16 +121,15 @@ func (m *memList) Suppressions(ctx context.Context, account string, q suppressio
 func (m *memList) CountSuppressions(ctx context.Context, account string, q suppression.Query) (uint64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return uint64(len(m.match(q))), nil
+	return uint64(len(m.match(account, q))), nil
 }
 
 func (m *memList) WriteSuppressions(ctx context.Context, account string, cs []suppression.Change) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, c := range cs {
-		if c.Deleted {
-			delete(m.entries, c.EmailNorm)
-		}
+		c.AccountID = account
+		m.put(c)
 	}
 	return nil
 }
@@ -84,19 +138,40 @@ func (m *memList) DeleteAllSuppressions(ctx context.Context, account, list strin
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.deleteAll++
-	clear(m.entries)
+	for k, c := range m.latest {
+		if k.account == account && k.list == list && k.group == group && !c.Deleted {
+			// Dated at at, or at the entry's own time when that is later,
+			// so the removal wins (as the ClickHouse store stamps it).
+			stamp := at
+			if c.At.After(at) {
+				stamp = c.At
+			}
+			m.put(suppression.Change{AccountID: account, List: list, GroupID: group, Email: c.Email, EmailNorm: c.EmailNorm,
+				At: stamp, Deleted: true, Source: suppression.SourceAPI})
+		}
+	}
 	return nil
 }
 
+// emails lists the current entries' addresses, sorted.
 func (m *memList) emails() []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []string
-	for e := range m.entries {
-		out = append(out, e)
+	for _, c := range m.latest {
+		if !c.Deleted {
+			out = append(out, c.EmailNorm)
+		}
 	}
 	slices.Sort(out)
 	return out
+}
+
+// TestMemListConformance: the in-memory list store of these tests keeps
+// the contract the ClickHouse store keeps (suppression/liststest; the
+// suppression package runs the same suite on ClickHouse).
+func TestMemListConformance(t *testing.T) {
+	liststest.Run(t, func(*testing.T) liststest.Store { return newMemList() })
 }
 
 // legacyEntries: three hard bounces on three days and one soft one
