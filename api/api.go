@@ -65,6 +65,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/bouncer-mail/bouncer/analytics"
@@ -112,7 +113,20 @@ type Config struct {
 	// disables that route. The category sums are Stats'.
 	Categories CategoryStore
 	// Activity answers the email activity endpoints; nil disables them.
-	Activity Activity
+	// Downloads keeps the activity CSV downloads; nil disables them.
+	Downloads DownloadStore
+	// MaxDownloads is the most activity CSV downloads this process
+	// produces at once; default 2.
+	MaxDownloads int
+	// Context bounds the work the server does in the background (the
+	// activity CSV downloads): when it ends, that work stops. Default:
+	// context.Background().
+	Context context.Context
+	// PublicURL is the scheme and host clients reach the API at, for the
+	// links it hands out (a download's presigned_url); default: the
+	// request's own (http, or https under TLS, and its Host).
+	PublicURL string
+	Activity  Activity
 	// Privacy erases addresses and imports and exports lists; nil disables it.
 	Privacy PrivacyStore
 	// Forwarding keeps bounce forwarding settings; nil disables them.
@@ -187,6 +201,13 @@ func (c *Config) Validate() error {
 	case c.MaxStatsQueries < 0:
 		return fmt.Errorf("api: max stats queries %d: want at least 1", c.MaxStatsQueries)
 	}
+	if c.MaxDownloads <= 0 {
+		c.MaxDownloads = 2
+	}
+	if c.Context == nil {
+		c.Context = context.Background()
+	}
+	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -233,6 +254,8 @@ type server struct {
 	authFails *failBudget
 	mux       *http.ServeMux
 	metrics   *RequestMetrics
+	// downloads holds a place per activity download being produced.
+	downloads chan struct{}
 	// sessionStore holds the dashboard's login sessions (ui.go).
 	sessionStore *sessionStore
 }
@@ -251,6 +274,7 @@ func NewServer(cfg Config) http.Handler {
 		queries:   newQueryGate(cfg.MaxStatsQueries, max(1, cfg.MaxStatsQueries/4), 15*time.Second),
 		mux:       http.NewServeMux(),
 		metrics:   cfg.Metrics,
+		downloads: make(chan struct{}, cfg.MaxDownloads),
 
 		sessionStore: newSessionStore(),
 	}

@@ -97,7 +97,8 @@ var pathTricks = []struct {
 // fill puts harmless values into a route's path parameters.
 func fill(path string) string {
 	r := strings.NewReplacer("{email}", "a%40x.org", "{group_id}", "7", "{classification}", "Content", "{msg_id}", "m1",
-		"{list}", "bounces", "{id}", "00000000-0000-0000-0000-000000000000", "{webhook_id}", "00000000-0000-0000-0000-000000000000", "{file}", "x.js")
+		"{list}", "bounces", "{id}", "00000000-0000-0000-0000-000000000000", "{webhook_id}", "00000000-0000-0000-0000-000000000000", "{file}", "x.js",
+		"{download_uuid}", "00000000-0000-0000-0000-000000000000", "{client_type}", "phone")
 	return r.Replace(path)
 }
 

@@ -84,6 +84,10 @@ func (s *server) routes() []route {
 		// Email activity (SendGrid's scope).
 		{"GET", "/v3/messages", "email_activity.read", key, s.handleMessages()},
 		{"GET", "/v3/messages/{msg_id}", "email_activity.read", key, s.handleMessage()},
+		// Activity CSV downloads (downloads.go); the signed link needs no key.
+		{"POST", "/v3/messages/download", "email_activity.read", key, s.handleDownloadCreate()},
+		{"GET", "/v3/messages/download/{download_uuid}", "email_activity.read", key, s.handleDownloadGet()},
+		{"GET", downloadFilePath, "", public, s.handleDownloadFile()},
 
 		// bouncer's own additions live under /bouncer/v1.
 		{"POST", "/bouncer/v1/suppressions/check", read, key, s.handleCheck()},

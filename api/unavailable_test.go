@@ -41,6 +41,23 @@ func (downStores) BounceClassifications(context.Context, string, time.Time, time
 func (downStores) BounceClassificationDomains(context.Context, string, string, time.Time, time.Time) ([]analytics.DayCount, error) {
 	return nil, errRefused
 }
+func (downStores) PutDownload(context.Context, analytics.Download) error { return errRefused }
+func (downStores) Download(context.Context, string) (analytics.Download, bool, error) {
+	return analytics.Download{}, false, errRefused
+}
+func (downStores) ActiveDownloads(context.Context, string, time.Time) (int, error) {
+	return 0, errRefused
+}
+func (downStores) WriteDownloadPart(context.Context, analytics.Download, uint32, []byte) error {
+	return errRefused
+}
+func (downStores) DownloadPart(context.Context, string, uint32) (string, error) {
+	return "", errRefused
+}
+func (downStores) DropExpiredDownloads(context.Context, time.Time) error { return errRefused }
+func (downStores) ExportActivity(context.Context, string, *analytics.ActivityFilter, time.Time, time.Time, int, func(uint64), func(*analytics.ExportEvent) error) error {
+	return errRefused
+}
 func (downStores) Categories(context.Context, string, string) ([]string, error) {
 	return nil, errRefused
 }
@@ -187,7 +204,7 @@ var goodRequests = map[string]struct{ query, body string }{
 func TestStoreOutageIsUnavailable(t *testing.T) {
 	token, k := testKey(t, "acme", false)
 	d := downStores{}
-	h := NewServer(Config{Store: d, Stats: d, Categories: d, Activity: d, Privacy: d, Forwarding: d, Webhooks: d, WebhookOps: d,
+	h := NewServer(Config{Store: d, Stats: d, Categories: d, Downloads: d, Activity: d, Privacy: d, Forwarding: d, Webhooks: d, WebhookOps: d,
 		Dashboard: d, Groups: d, BouncePurge: d, Checker: fakeChecker{}, Keys: fakeKeys{k}, RateLimit: 1e6})
 	unavailable := 0
 	for _, rt := range (&server{}).routes() {

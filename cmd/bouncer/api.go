@@ -47,6 +47,8 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 	maxStats := e.Int("max-stats-queries", "BOUNCER_API_MAX_STATS_QUERIES", 8, "statistics queries (stats, bounce classification and dashboard routes) answered at once, a quarter of them for one account; others wait up to 15s, then 503")
 	purgeEvery := e.Duration("bounce-purge-interval", "BOUNCER_BOUNCE_PURGE_INTERVAL", time.Hour,
 		"how often this process carries out the accounts' bounce purge settings (/v3/mail_settings/bounce_purge); every replica may: they write the same removals; 0 disables it here")
+	publicURL := e.String("public-url", "BOUNCER_API_PUBLIC_URL", "", "scheme and host clients reach the API at (e.g. https://bouncer.example.com), for the links it hands out (an activity download's presigned_url); default: each request's own host")
+	maxDownloads := e.Int("max-downloads", "BOUNCER_API_MAX_DOWNLOADS", 2, "activity CSV downloads (POST /v3/messages/download) this process writes at once; more are 429")
 	shutdown := e.Duration("shutdown-timeout", "BOUNCER_SHUTDOWN_TIMEOUT", 15*time.Second, "longest a graceful shutdown may take")
 	wf := addWebhookFlags(e)
 	claimsTopic := e.String("webhook-claims-topic", "BOUNCER_WEBHOOK_CLAIMS_TOPIC", claims.DefaultTopic,
@@ -153,7 +155,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 		checker = index
 	}
 	cfg := api.Config{
-		Store: as, Stats: store, Categories: store, Activity: store, Keys: store, Logger: log, Checker: checker,
+		Store: as, Stats: store, Categories: store, Downloads: store, MaxDownloads: *maxDownloads, PublicURL: *publicURL, Context: ctx, Activity: store, Keys: store, Logger: log, Checker: checker,
 		Privacy: as.Service, Forwarding: store, BouncePurge: store, Groups: as.Service, Webhooks: subs, WebhookOps: subs, WebhookTester: webhook.Tester{Guard: whGuard}, Dashboard: store,
 		Sessions:  store,
 		RateLimit: float64(*rateLimit), Replicas: *replicas, MaxBodyBytes: int64(*maxBody), MaxStatsQueries: *maxStats, TrustedProxies: trusted,

@@ -51,6 +51,10 @@ var clusterLayout = map[string]tableLayout{
 	"unsubscribe_groups":    {},
 	"bounce_purge_settings": {},
 	"schema_migrations":     {},
+	// Activity CSV downloads: small state, and the files until they
+	// expire (every server holds them all).
+	"activity_downloads":      {},
+	"activity_download_parts": {},
 }
 
 // localSuffix names a sharded table's per-server part.

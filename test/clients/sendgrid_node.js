@@ -70,6 +70,11 @@ async function main() {
     let status, body;
     try {
       [status, body] = await call(c, saved);
+      // "poll": a status that means "not yet": ask again, for a minute at most.
+      for (let n = 0; 'poll' in c && status === c.poll && n < 120; n++) {
+        await new Promise((r) => setTimeout(r, 500));
+        [status, body] = await call(c, saved);
+      }
     } catch (err) {
       console.log(`FAIL ${what}: ${err}`);
       failures++;
