@@ -132,7 +132,11 @@ func TestActivityDownload(t *testing.T) {
 		t.Fatalf("POST: %d %s", rec.Code, rec.Body)
 	}
 	id := started.Download_uuid
-	// While it is written: its progress, and no second one for the account.
+	// While it is written (the export counted its events and is held):
+	// its progress, and no second one for the account.
+	for deadline := time.Now().Add(30 * time.Second); fd.get(id).Total == 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	rec = do(t, h, "GET", "/v3/messages/download/"+id, token, "")
 	if rec.Code != 202 || !strings.Contains(rec.Body.String(), `"total":2`) {
 		t.Errorf("pending: %d %s", rec.Code, rec.Body)
