@@ -23,6 +23,7 @@ import (
 	"github.com/bouncer-mail/bouncer/sinks/webhook/safedial"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/sign"
 	"github.com/bouncer-mail/bouncer/subscription"
+	"github.com/bouncer-mail/bouncer/subscription/storetest"
 	"github.com/sendgrid/sendgrid-go/helpers/eventwebhook"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 )
@@ -77,6 +78,7 @@ func (f *fakeWebhooks) CreateSecurityPolicy(ctx context.Context, account string,
 	if len(f.policies[account]) >= subscription.MaxPoliciesPerAccount {
 		return subscription.ErrPolicyLimit
 	}
+	p.Version++ // every write makes a newer version, as the Service does
 	f.policies[account] = append(f.policies[account], p)
 	return nil
 }
@@ -84,6 +86,7 @@ func (f *fakeWebhooks) CreateSecurityPolicy(ctx context.Context, account string,
 func (f *fakeWebhooks) PutSecurityPolicy(ctx context.Context, account string, p subscription.Policy) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	p.Version++
 	for i := range f.policies[account] {
 		if f.policies[account][i].ID == p.ID {
 			f.policies[account][i] = p
@@ -192,6 +195,13 @@ func (f *fakeWebhooks) DeleteWebhook(ctx context.Context, account string, w subs
 	defer f.mu.Unlock()
 	f.byAcct[account] = slices.DeleteFunc(f.byAcct[account], func(x subscription.Webhook) bool { return x.ID == w.ID })
 	return nil
+}
+
+// TestFakeWebhooksConformance: the fake webhook store of these tests keeps
+// the contract the ClickHouse store keeps (subscription/storetest; the
+// subscription package runs the same suite on ClickHouse).
+func TestFakeWebhooksConformance(t *testing.T) {
+	storetest.Run(t, func(*testing.T) storetest.Store { return newFakeWebhooks() })
 }
 
 // webhookServer is a server with a fake webhook store, keys for accounts
