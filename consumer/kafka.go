@@ -140,6 +140,13 @@ func (c Conn) Transport() (*kafka.Transport, error) {
 // moment; EnsureTopic retries such failures with backoff for up to
 // ensureTopicPatience, so a worker started next to a restarting broker waits
 // instead of exiting. It gives up early when ctx ends.
+//
+// It returns once every broker that answers knows the topic with a leader
+// for each partition, not only the controller: brokers learn of a new topic
+// asynchronously, and a kafka-go Writer keeps the metadata it first read (for
+// its MetadataTTL), so a write right after the topic was created, whose
+// metadata came from a broker that had not caught up, failed with "Unknown
+// Topic Or Partition" (TestCluster's parity stream, CI at 29355a2).
 func EnsureTopic(ctx context.Context, c Conn, topic string, partitions int, configs ...kafka.ConfigEntry) error {
 	dialer, err := c.Dialer()
 	if err != nil {
@@ -147,7 +154,10 @@ func EnsureTopic(ctx context.Context, c Conn, topic string, partitions int, conf
 	}
 	return retry.Do(ctx, retry.Policy{Initial: 200 * time.Millisecond, Max: 5 * time.Second, GiveUpAfter: ensureTopicPatience}, func() error {
 		err := createTopic(ctx, dialer, c.Brokers[0], topic, partitions, c.TopicReplication, configs)
-		if err == nil || errors.Is(err, errControllerUnknown) || isConnRefused(err) {
+		if err == nil {
+			err = topicKnown(ctx, dialer, c.Brokers[0], topic)
+		}
+		if err == nil || errors.Is(err, errControllerUnknown) || errors.Is(err, errTopicNotKnown) || isConnRefused(err) {
 			return err
 		}
 		return retry.Permanent(err)
@@ -201,6 +211,50 @@ func createTopic(ctx context.Context, dialer *kafka.Dialer, broker, topic string
 	err = cc.CreateTopics(cfg)
 	if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
 		return fmt.Errorf("create topic %s: %w", cfg.Topic, err)
+	}
+	return nil
+}
+
+var errTopicNotKnown = errors.New("a broker does not know the topic or a leader of its partitions yet")
+
+// topicKnown checks that every broker the cluster lists answers metadata for
+// topic with a leader for each partition. A broker that does not accept a
+// connection is skipped (a client cannot read metadata from it either).
+func topicKnown(ctx context.Context, dialer *kafka.Dialer, broker, topic string) error {
+	conn, err := dialer.DialContext(ctx, "tcp", broker)
+	if err != nil {
+		return fmt.Errorf("connect to kafka %s: %w", broker, err)
+	}
+	brokers, err := conn.Brokers()
+	conn.Close()
+	if err != nil {
+		return fmt.Errorf("list kafka brokers: %w", err)
+	}
+	for _, b := range brokers {
+		addr := net.JoinHostPort(b.Host, strconv.Itoa(b.Port))
+		bc, err := dialer.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			continue
+		}
+		parts, err := bc.ReadPartitions(topic)
+		bc.Close()
+		var ke kafka.Error
+		switch {
+		case errors.As(err, &ke) && ke.Temporary():
+			return fmt.Errorf("metadata of %s from broker %s: %w: %w", topic, addr, errTopicNotKnown, err)
+		case errors.As(err, &ke):
+			return fmt.Errorf("metadata of %s from broker %s: %w", topic, addr, err)
+		case err != nil:
+			continue // the connection failed: as a broker that refuses one
+		}
+		if len(parts) == 0 {
+			return fmt.Errorf("broker %s lists no partition of %s: %w", addr, topic, errTopicNotKnown)
+		}
+		for _, p := range parts {
+			if p.Leader.Host == "" {
+				return fmt.Errorf("broker %s knows no leader of %s/%d: %w", addr, topic, p.ID, errTopicNotKnown)
+			}
+		}
 	}
 	return nil
 }

@@ -138,3 +138,25 @@ func forward(c net.Conn, to string) {
 	go io.Copy(u, c)
 	io.Copy(c, u)
 }
+
+// A Writer created right after EnsureTopic writes at once: EnsureTopic
+// returns only when every broker knows the topic and its leaders (a Writer
+// keeps the first metadata it reads, and one read from a broker that had
+// not caught up failed with "Unknown Topic Or Partition").
+func TestWriteRightAfterEnsureTopic(t *testing.T) {
+	brokers := testenv.Brokers(testenv.Kafka(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for i := range 20 {
+		topic := fmt.Sprintf("test.writeafterensure.%d.%d", time.Now().UnixNano(), i)
+		if err := EnsureTopic(ctx, Conn{Brokers: brokers}, topic, 4); err != nil {
+			t.Fatal(err)
+		}
+		w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Transport: &kafka.Transport{}}
+		err := w.WriteMessages(ctx, kafka.Message{Key: []byte("k"), Value: []byte("v")})
+		w.Close()
+		if err != nil {
+			t.Fatalf("topic %d: write right after EnsureTopic: %v", i, err)
+		}
+	}
+}

@@ -91,7 +91,9 @@ func Replay(ctx context.Context, c Conn, topic string, msgs []Replayed) error {
 // learns of it at its next metadata refresh (every 6 s): without this, one
 // broker crash ends the stream. A message whose acknowledgement was lost
 // may be written twice (at two offsets); Kafka's idempotent producer, which
-// would prevent that, is not in kafka-go.
+// would prevent that, is not in kafka-go. A write that fails as a whole
+// with a temporary Kafka error (the writer's metadata does not know the
+// topic yet: kafka-go then sends nothing) is resent whole.
 //
 // retrying (nil: none) is told of each resend: how many messages failed of
 // how many, the shortened error and the wait before resending.
@@ -107,22 +109,34 @@ func WriteRetrying(ctx context.Context, w *kafka.Writer, msgs []kafka.Message, p
 			return nil
 		}
 		var we kafka.WriteErrors
-		if !errors.As(err, &we) || len(we) != len(msgs) {
+		switch {
+		case errors.As(err, &we) && len(we) == len(msgs):
+			failed := make([]kafka.Message, 0, we.Count())
+			for i, e := range we {
+				if e == nil {
+					continue
+				}
+				if !RetryableWrite(e) {
+					return retry.Permanent(err)
+				}
+				failed = append(failed, msgs[i])
+			}
+			of, msgs = len(msgs), failed
+		case ctx.Err() == nil && isKafkaTemporary(err):
+			// The writer failed before sending anything: its metadata
+			// (cached for its MetadataTTL) does not list the topic's
+			// partitions yet. Every message is resent.
+			of = len(msgs)
+		default:
 			return retry.Permanent(err)
 		}
-		failed := make([]kafka.Message, 0, we.Count())
-		for i, e := range we {
-			if e == nil {
-				continue
-			}
-			if !RetryableWrite(e) {
-				return retry.Permanent(err)
-			}
-			failed = append(failed, msgs[i])
-		}
-		of, msgs = len(msgs), failed
 		return err
 	})
+}
+
+func isKafkaTemporary(err error) bool {
+	var ke kafka.Error
+	return errors.As(err, &ke) && ke.Temporary()
 }
 
 // RetryableWrite reports whether a message's write error can pass: the

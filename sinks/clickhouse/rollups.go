@@ -361,35 +361,18 @@ func (s *Store) countStats(ctx context.Context, q countsQuery) (map[rollupKey]*r
 			return nil, err
 		}
 	}
+	if s.planned != nil {
+		s.planned()
+	}
 	if len(clean) > 0 {
-		builds := make([]string, 0, len(clean))
-		for d, v := range clean {
-			builds = append(builds, fmt.Sprintf("%d@%d", d, v))
-		}
-		rq := qRollupRead
-		rows, err := s.conn.Query(ctx, rq.SQL, q.by, q.by, q.by, q.account, q.dim, dayString(from), dayString(to), builds, b2u(q.all), keys)
+		missing, err := s.readRollups(ctx, q, from, to, clean, out)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", rq.Name, err)
-		}
-		for rows.Next() {
-			var k rollupKey
-			var c analytics.StatCounts
-			var example string
-			var at time.Time
-			dst := append([]any{&k.period, &k.key, &k.class, &k.btype}, countDests(&c)...)
-			if err := rows.Scan(append(dst, &example, &at)...); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("%s: %w", rq.Name, err)
-			}
-			if q.by == "all" { // 18.16 writes the Date 1970-01-01 as 0000-00-00
-				k.period = dayPeriod(0, "all")
-			}
-			addTo(out, k, &c, example, at)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return nil, err
 		}
+		// A day whose build was replaced by a newer one (or is not on
+		// the replica that answered) is read from the events table.
+		dirty = append(dirty, missing...)
+		slices.Sort(dirty)
 	}
 	// The days read from the events table, in at most maxDirtyRuns time
 	// ranges: a day between two of them (built, or without events) would
@@ -438,6 +421,63 @@ func dayRuns(days []uint32, max int) [][]uint32 {
 		runs = append(runs[:best], runs[best+1:]...)
 	}
 	return runs
+}
+
+// readRollups adds the rollups of the clean days (day -> build version) to
+// out and returns the days whose build row did not come back with them.
+func (s *Store) readRollups(ctx context.Context, q countsQuery, from, to uint32, clean map[uint32]uint64, out map[rollupKey]*rollupAgg) ([]uint32, error) {
+	keys := q.keys
+	if q.all || len(keys) == 0 {
+		keys = []string{""}
+	}
+	builds := make([]string, 0, len(clean))
+	for d, v := range clean {
+		builds = append(builds, fmt.Sprintf("%d@%d", d, v))
+	}
+	type dayRow struct {
+		k       rollupKey
+		c       analytics.StatCounts
+		example string
+		at      time.Time
+	}
+	byDay := map[uint32][]dayRow{}
+	found := map[uint32]bool{}
+	rq := qRollupRead
+	rows, err := s.conn.Query(ctx, rq.SQL, q.account, q.dim, dayString(from), dayString(to), builds, b2u(q.all), keys)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", rq.Name, err)
+	}
+	for rows.Next() {
+		var d uint32
+		var isBuild uint8
+		var r dayRow
+		dst := append([]any{&d, &isBuild, &r.k.key, &r.k.class, &r.k.btype}, countDests(&r.c)...)
+		if err := rows.Scan(append(dst, &r.example, &r.at)...); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("%s: %w", rq.Name, err)
+		}
+		if isBuild == 1 {
+			found[d] = true
+			continue
+		}
+		r.k.period = dayPeriod(d, q.by)
+		byDay[d] = append(byDay[d], r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var missing []uint32
+	for d := range clean {
+		if !found[d] {
+			missing = append(missing, d)
+			continue
+		}
+		for _, r := range byDay[d] {
+			addTo(out, r.k, &r.c, r.example, r.at)
+		}
+	}
+	return missing, nil
 }
 
 func addTo(m map[rollupKey]*rollupAgg, k rollupKey, c *analytics.StatCounts, example string, at time.Time) {

@@ -122,6 +122,9 @@ type Store struct {
 	// groupLog, when set, orders group creates of all processes.
 	groupLog GroupLog
 	w        writers // the sink's merged inserts (groupcommit.go), made on first use
+	// planned, when set (tests), runs after a stats read chose its days'
+	// builds and before it reads them.
+	planned func()
 }
 
 func (c Config) options(database string) *ch.Options {

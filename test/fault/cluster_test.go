@@ -318,7 +318,11 @@ func freeAddr(t *testing.T) string {
 // containing want, and returns the body.
 func (r *clusterRun) waitNotReady(ops, want string) string {
 	r.t.Helper()
-	deadline := time.Now().Add(time.Minute)
+	// Generous: on a loaded machine the new worker takes a while to start,
+	// join the group (after the killed member's session expires) and try
+	// its resume points.
+	const patience = 3 * time.Minute
+	deadline := time.Now().Add(patience)
 	var last string
 	for time.Now().Before(deadline) {
 		resp, err := http.Get("http://" + ops + "/readyz")
@@ -332,7 +336,7 @@ func (r *clusterRun) waitNotReady(ops, want string) string {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	r.t.Fatalf("/readyz of %s never said %q within a minute; last answer: %s", ops, want, last)
+	r.t.Fatalf("/readyz of %s never said %q within %s; last answer: %s; worker logs in %s", ops, want, patience, last, r.logs)
 	return ""
 }
 

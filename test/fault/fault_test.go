@@ -60,9 +60,89 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build bouncer:", err)
 		os.Exit(1)
 	}
+	stdout, collected := teeStdout()
 	code := m.Run()
 	os.RemoveAll(dir)
+	repeatFailures(stdout, collected())
 	os.Exit(code)
+}
+
+// teeStdout passes the tests' output (os.Stdout) through and keeps its
+// lines; collected returns them once the tests are done.
+func teeStdout() (real *os.File, collected func() []string) {
+	real = os.Stdout
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return real, func() []string { return nil }
+	}
+	os.Stdout = pw
+	done := make(chan []string)
+	go func() {
+		var lines []string
+		br := bufio.NewReader(pr)
+		for {
+			line, err := br.ReadString('\n')
+			real.WriteString(line)
+			if line != "" {
+				lines = append(lines, strings.TrimRight(line, "\n"))
+			}
+			if err != nil {
+				done <- lines
+				return
+			}
+		}
+	}()
+	return real, func() []string {
+		os.Stdout = real
+		pw.Close()
+		return <-done
+	}
+}
+
+// repeatFailures prints again the last lines each failed test logged: CI
+// shows the end of the log, and the fault tests' output is long (TestCluster,
+// first to run, failed at 29355a2 with its messages cut from what CI showed).
+func repeatFailures(w *os.File, lines []string) {
+	const keep = 40
+	byTest := map[string][]string{}
+	var failed []string
+	current := ""
+	for _, l := range lines {
+		t := strings.TrimSpace(l)
+		if name, ok := cutAny(t, "=== RUN ", "=== CONT ", "=== NAME ", "=== PAUSE "); ok {
+			current = strings.TrimSpace(name)
+			continue
+		}
+		if name, ok := strings.CutPrefix(t, "--- FAIL: "); ok {
+			name, _, _ = strings.Cut(name, " ")
+			failed = append(failed, name)
+			continue
+		}
+		if strings.HasPrefix(t, "--- ") || current == "" {
+			continue
+		}
+		byTest[current] = append(byTest[current], l)
+	}
+	for _, name := range failed {
+		out := byTest[name]
+		if len(out) == 0 {
+			continue // a parent test: its failed subtests are listed too
+		}
+		if len(out) > keep {
+			out = out[len(out)-keep:]
+		}
+		fmt.Fprintf(w, "\n==> %s failed; its last %d lines of output (repeated: CI shows the end of the log):\n%s\n",
+			name, len(out), strings.Join(out, "\n"))
+	}
+}
+
+func cutAny(s string, prefixes ...string) (string, bool) {
+	for _, p := range prefixes {
+		if rest, ok := strings.CutPrefix(s, p); ok {
+			return rest, true
+		}
+	}
+	return "", false
 }
 
 // instance is one scripts/services instance owned by a test.

@@ -337,8 +337,8 @@ func paritySend(t *testing.T, brokers, topic string) {
 		msgs = append(msgs, kafka.Message{Key: eventgen.RecipientKey(v), Value: v})
 	}
 	for i := 0; i < len(msgs); i += 2000 {
-		if err := w.WriteMessages(ctx, msgs[i:min(i+2000, len(msgs))]...); err != nil {
-			t.Fatal(err)
+		if err := consumer.WriteRetrying(ctx, w, msgs[i:min(i+2000, len(msgs))], time.Minute, nil); err != nil {
+			t.Fatalf("write the parity stream to %s: %v", topic, err)
 		}
 	}
 }
