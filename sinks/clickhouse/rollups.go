@@ -29,6 +29,12 @@ package clickhouse
 //     events table by the exact query. A batch that failed or was killed
 //     leaves a mark above every build's M until it is stored (a replay
 //     stores the same offsets), so its day is read raw meanwhile.
+//   - stats_daily is a ReplacingMergeTree: a newer build of a day replaces
+//     the older one's rows when their parts merge, possibly between a
+//     reader choosing a build and reading its counts. The counts are read
+//     together with the chosen build's own row (one query, so one replica
+//     of the shard and one set of parts answers), and a day whose build
+//     row does not come back is read from the events table instead.
 //
 // Nothing in this depends on the order of the two inserts succeeding
 // together: a crash after the mark and before the events leaves a day read
