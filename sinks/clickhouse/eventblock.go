@@ -176,6 +176,15 @@ var viaDriverAppend = false
 
 // insertEvents sends the rows of parts as one block.
 func (s *Store) insertEvents(ctx context.Context, c *eventBlock, parts [][]pipeline.Row) error {
+	topics, partitions := make([]string, 0, len(parts)), make([]int, 0, len(parts))
+	for _, p := range parts {
+		for i := range p {
+			if i == 0 || p[i].Partition != p[i-1].Partition || p[i].Topic != p[i-1].Topic {
+				topics, partitions = append(topics, p[i].Topic), append(partitions, p[i].Partition)
+			}
+		}
+	}
+	ctx = withWriteID(ctx, "events", topics, partitions)
 	date, at := s.ingestTime()
 	var direct []*proto.ColStr
 	fill := func(b driver.Batch) error {

@@ -17,8 +17,13 @@ import (
 var _ pipeline.Sink = (*Store)(nil)
 
 // HighWater returns the highest offsets of a partition held by the events
-// and dead_letters tables (-1 when none).
+// and dead_letters tables (-1 when none). It first waits for inserts of the
+// partition still running on the server (inflight.go), so the marks
+// include or exclude them for good.
 func (s *Store) HighWater(ctx context.Context, topic string, partition int) (pipeline.Marks, error) {
+	if err := s.waitWrites(ctx, topic, partition); err != nil {
+		return pipeline.Marks{}, err
+	}
 	ev, err := s.highWater(ctx, qEventsHighWater, "events", topic, partition)
 	if err != nil {
 		return pipeline.Marks{}, err
@@ -202,6 +207,14 @@ func (s *Store) WriteDeadLetters(ctx context.Context, rows []schemas.DeadLetter)
 func (s *Store) insertDeadLetters(ctx context.Context, parts [][]schemas.DeadLetter) error {
 	rows := flatten(parts)
 	n := len(rows)
+	var writeTopics []string
+	var writeParts []int
+	for i, r := range rows {
+		if i == 0 || r.Partition != rows[i-1].Partition || r.Topic != rows[i-1].Topic {
+			writeTopics, writeParts = append(writeTopics, r.Topic), append(writeParts, r.Partition)
+		}
+	}
+	ctx = withWriteID(ctx, "dead_letters", writeTopics, writeParts)
 	date, at := s.ingestTime()
 	dates, ats := make([]time.Time, n), make([]time.Time, n)
 	topics, codes, details, raws, keys := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
