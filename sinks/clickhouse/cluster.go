@@ -150,14 +150,20 @@ func (s *Store) clusterHighWater(ctx context.Context, q Query, table, topic stri
 		}
 		var n, hi uint64
 		if err := r.conn.QueryRow(ctx, sql, topic, uint32(partition)).Scan(&n, &hi); err != nil {
-			return 0, fmt.Errorf("%s on shard %d replica %s: %w: %w (the resume point of partition %d needs every replica of the shard; waiting for it, or list it in CLICKHOUSE_LOST_REPLICAS if its disk is gone)",
-				q.Name, sh.num, r.addr, ErrReplicaUnreachable, err, partition)
+			return 0, resumeReplicaError(q, sh, r, partition, err)
 		}
 		if n > 0 && int64(hi) > best {
 			best = int64(hi)
 		}
 	}
 	return best, nil
+}
+
+// resumeReplicaError says that reading partition's resume point from a
+// replica of its shard failed, and what to do about it.
+func resumeReplicaError(q Query, sh *shard, r replica, partition int, err error) error {
+	return fmt.Errorf("%s on shard %d replica %s: %w: %w (the resume point of partition %d needs every replica of the shard; waiting for it, or list it in CLICKHOUSE_LOST_REPLICAS if its disk is gone)",
+		q.Name, sh.num, r.addr, ErrReplicaUnreachable, err, partition)
 }
 
 // clusterInsert sends one block into partition's shard: to the first replica

@@ -65,28 +65,36 @@ func withWriteID(ctx context.Context, table string, topics []string, partitions 
 // waitWrites waits until no events or dead_letters insert of topic's
 // partition runs on the servers that take its rows.
 func (s *Store) waitWrites(ctx context.Context, topic string, partition int) error {
-	var conns []driver.Conn
-	var addrs []string
+	// The servers to ask, and what a failure to ask one means.
+	type server struct {
+		addr string
+		conn driver.Conn
+		fail func(error) error
+	}
+	var servers []server
 	if s.cluster != nil {
-		for _, r := range s.cluster.shardOf(partition).replicas {
+		sh := s.cluster.shardOf(partition)
+		for _, r := range sh.replicas {
 			if !slices.Contains(s.cfg.LostReplicas, r.addr) {
-				conns, addrs = append(conns, r.conn), append(addrs, r.addr)
+				servers = append(servers, server{r.addr, r.conn, func(err error) error {
+					return resumeReplicaError(qRunningWrites, sh, r, partition, err)
+				}})
 			}
 		}
 	} else {
-		conns, addrs = []driver.Conn{s.conn}, []string{strings.Join(s.cfg.Addr, ",")}
+		servers = []server{{strings.Join(s.cfg.Addr, ","), s.conn, func(err error) error { return err }}}
 	}
 	tag := partitionTag(topic, partition)
 	deadline := time.Now().Add(writePatience)
 	for {
 		var running []string
-		for i, c := range conns {
+		for _, sv := range servers {
 			var ids []string
-			if err := collect(ctx, c, qRunningWrites, &ids, uint32(len(writeQueryPrefix)), writeQueryPrefix, tag); err != nil {
-				return fmt.Errorf("on %s: %w", addrs[i], err)
+			if err := collect(ctx, sv.conn, qRunningWrites, &ids, uint32(len(writeQueryPrefix)), writeQueryPrefix, tag); err != nil {
+				return sv.fail(err)
 			}
 			for _, id := range ids {
-				running = append(running, addrs[i]+" "+id)
+				running = append(running, sv.addr+" "+id)
 			}
 		}
 		if len(running) == 0 {
