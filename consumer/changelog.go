@@ -125,6 +125,12 @@ func NewFollowMetrics(reg prometheus.Registerer) *FollowMetrics {
 // partition has been read up to where it ended when following began.
 // Malformed messages are logged and skipped. m may be nil.
 func FollowChanges(ctx context.Context, c Conn, topic string, apply func(suppression.Change), caughtUp chan<- struct{}, m *FollowMetrics, log *slog.Logger) error {
+	return followChanges(ctx, c, topic, apply, nil, caughtUp, m, log)
+}
+
+// followChanges is FollowChanges; seen, when set, is called with the next
+// offset of a partition after each message (applied or skipped).
+func followChanges(ctx context.Context, c Conn, topic string, apply func(suppression.Change), seen func(partition int, next int64), caughtUp chan<- struct{}, m *FollowMetrics, log *slog.Logger) error {
 	if m == nil {
 		m = NewFollowMetrics(nil)
 	}
@@ -159,7 +165,7 @@ func FollowChanges(ctx context.Context, c Conn, topic string, apply func(suppres
 		wg.Add(1)
 		go func(partition int) {
 			defer wg.Done()
-			followPartition(ctx, c, dialer, topic, partition, apply, ready.Done, m.lag.WithLabelValues(strconv.Itoa(partition)), log)
+			followPartition(ctx, c, dialer, topic, partition, apply, seen, ready.Done, m.lag.WithLabelValues(strconv.Itoa(partition)), log)
 		}(p.ID)
 	}
 	wg.Wait()
@@ -171,7 +177,7 @@ func FollowChanges(ctx context.Context, c Conn, topic string, apply func(suppres
 // created a moment ago has a leader within a few hundred milliseconds.
 const startupPause = 100 * time.Millisecond
 
-func followPartition(ctx context.Context, c Conn, dialer *kafka.Dialer, topic string, partition int, apply func(suppression.Change), done func(), lag prometheus.Gauge, log *slog.Logger) {
+func followPartition(ctx context.Context, c Conn, dialer *kafka.Dialer, topic string, partition int, apply func(suppression.Change), seen func(int, int64), done func(), lag prometheus.Gauge, log *slog.Logger) {
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: c.Brokers, Topic: topic, Partition: partition, Dialer: dialer,
 		MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 500 * time.Millisecond})
 	defer r.Close()
@@ -218,6 +224,9 @@ func followPartition(ctx context.Context, c Conn, dialer *kafka.Dialer, topic st
 			apply(fromMessage(cm))
 		}
 		lag.Set(float64(max(m.HighWaterMark-m.Offset-1, 0)))
+		if seen != nil {
+			seen(partition, m.Offset+1)
+		}
 		if m.Offset+1 >= end {
 			signal()
 		}
@@ -233,28 +242,114 @@ func OpenChangeLog(ctx context.Context, c Conn, topic string, partitions int) (*
 	return NewChangeWriter(c, topic)
 }
 
-// LoadIndex follows the change-log topic into a new suppression index in
+// IndexFollower is a suppression index that follows the change log.
+type IndexFollower struct {
+	// Index holds every change read so far.
+	Index  *suppression.Index
+	conn   Conn
+	topic  string
+	mu     sync.Mutex
+	next   map[int]int64 // per partition, the offset after the last message read
+	moved  chan struct{} // closed (and replaced) when next moves
+	dialer *kafka.Dialer
+}
+
+func (f *IndexFollower) seen(partition int, next int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.next[partition] = next
+	close(f.moved)
+	f.moved = make(chan struct{})
+}
+
+// CatchUp returns once the index holds every change the change log held
+// when CatchUp was called, or with an error when ctx ends first. A
+// consumer calls it when it is assigned a partition, after reading where
+// to resume: the changes the partition's previous owner announced before
+// storing its last batch are then in the index, so the derived drops of
+// the next events count them.
+func (f *IndexFollower) CatchUp(ctx context.Context) error {
+	ends := map[int]int64{}
+	conn, err := f.dialer.DialContext(ctx, "tcp", f.conn.Brokers[0])
+	if err != nil {
+		return fmt.Errorf("suppression change log %s: %w", f.topic, err)
+	}
+	parts, err := conn.ReadPartitions(f.topic)
+	conn.Close()
+	if err != nil {
+		return fmt.Errorf("suppression change log %s: partitions: %w", f.topic, err)
+	}
+	for _, p := range parts {
+		lc, err := f.dialer.DialLeader(ctx, "tcp", f.conn.Brokers[0], f.topic, p.ID)
+		if err != nil {
+			return fmt.Errorf("suppression change log %s/%d: %w", f.topic, p.ID, err)
+		}
+		first, last, err := lc.ReadOffsets()
+		lc.Close()
+		if err != nil {
+			return fmt.Errorf("suppression change log %s/%d: end offset: %w", f.topic, p.ID, err)
+		}
+		if last > first {
+			ends[p.ID] = last
+		}
+	}
+	for {
+		f.mu.Lock()
+		behind := ""
+		for p, end := range ends {
+			if f.next[p] < end {
+				behind = fmt.Sprintf("partition %d at %d of %d", p, f.next[p], end)
+				break
+			}
+		}
+		moved := f.moved
+		f.mu.Unlock()
+		if behind == "" {
+			return nil
+		}
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return fmt.Errorf("suppression index behind its change log %s (%s): %w", f.topic, behind, ctx.Err())
+		}
+	}
+}
+
+// FollowIndex follows the change-log topic into a new suppression index in
 // the background (until ctx ends) and waits, at most 2 minutes, until the
 // index holds everything the log held when following began, so that every
 // answer it gives from then on counts the lists as they were at start or
 // later. It returns nil, nil when ctx ends first.
-func LoadIndex(ctx context.Context, conn Conn, topic string, reg prometheus.Registerer, log *slog.Logger) (*suppression.Index, error) {
-	index := suppression.New()
+func FollowIndex(ctx context.Context, conn Conn, topic string, reg prometheus.Registerer, log *slog.Logger) (*IndexFollower, error) {
+	dialer, err := conn.Dialer()
+	if err != nil {
+		return nil, err
+	}
+	f := &IndexFollower{Index: suppression.New(), conn: conn, topic: topic, next: map[int]int64{}, moved: make(chan struct{}), dialer: dialer}
 	caughtUp := make(chan struct{})
 	m := NewFollowMetrics(reg)
 	go func() {
-		if err := FollowChanges(ctx, conn, topic, index.Apply, caughtUp, m, log); err != nil && ctx.Err() == nil {
+		if err := followChanges(ctx, conn, topic, f.Index.Apply, f.seen, caughtUp, m, log); err != nil && ctx.Err() == nil {
 			log.Error("suppression change log: cannot follow", "topic", topic, "err", err)
 		}
 	}()
 	log.Info("loading suppression lists from the change log", "topic", topic)
 	select {
 	case <-caughtUp:
-		log.Info("suppression lists loaded", "entries", index.Len())
-		return index, nil
+		log.Info("suppression lists loaded", "entries", f.Index.Len())
+		return f, nil
 	case <-time.After(2 * time.Minute):
 		return nil, fmt.Errorf("suppression change log %s: not loaded after 2 minutes", topic)
 	case <-ctx.Done():
 		return nil, nil
 	}
+}
+
+// LoadIndex is FollowIndex's index.
+func LoadIndex(ctx context.Context, conn Conn, topic string, reg prometheus.Registerer, log *slog.Logger) (*suppression.Index, error) {
+	f, err := FollowIndex(ctx, conn, topic, reg, log)
+	if f == nil {
+		return nil, err
+	}
+	return f.Index, nil
 }

@@ -29,6 +29,13 @@ type Config struct {
 	// Changes, when set, receives every suppression change (the change-log
 	// topic senders mirror).
 	Changes suppression.Publisher
+	// CatchUp, when set, is called when a partition is assigned, after its
+	// marks are read: it returns once Suppressions holds every change
+	// announced until then (consumer.IndexFollower.CatchUp), so the drops
+	// of the partition's next events count the changes its previous owner
+	// announced. An error (after at most CatchUpTimeout) makes the
+	// assignment fail and be retried.
+	CatchUp func(context.Context) error
 	// History, when set, enables SoftBounces: repeated soft bounces of one
 	// recipient put it on the bounce list.
 	History     History
@@ -44,6 +51,9 @@ type Config struct {
 	// the bound off.
 	MaxFutureSkew time.Duration
 }
+
+// CatchUpTimeout bounds one call of Config.CatchUp.
+const CatchUpTimeout = 30 * time.Second
 
 // DefaultMaxFutureSkew is Config.MaxFutureSkew's default.
 const DefaultMaxFutureSkew = time.Hour
@@ -144,6 +154,14 @@ func (h *Handler) Assigned(ctx context.Context, topic string, partition int) (in
 	st.known = false
 	if err := h.loadMarks(ctx, st, topic, partition); err != nil {
 		return 0, err
+	}
+	if h.cfg.CatchUp != nil {
+		cctx, cancel := context.WithTimeout(ctx, CatchUpTimeout)
+		err := h.cfg.CatchUp(cctx)
+		cancel()
+		if err != nil {
+			return 0, err
+		}
 	}
 	// Everything at or below the events mark is fully handled: a batch
 	// writes its dead letters before its events. The dead-letters mark

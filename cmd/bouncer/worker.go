@@ -129,10 +129,11 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	defer stopFollow()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	index, err := consumer.LoadIndex(followCtx, conn, *changeTopic, reg, log)
-	if err != nil || index == nil {
+	follower, err := consumer.FollowIndex(followCtx, conn, *changeTopic, reg, log)
+	if err != nil || follower == nil {
 		return err
 	}
+	index := follower.Index
 
 	// One set of consumer metrics for every group: the lag is labelled by
 	// group and topic.
@@ -147,7 +148,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		}
 		handler, err := pipeline.NewHandler(pipeline.Config{
 			Sink: store, Publisher: dlq, Classifier: classifier, MaxMessageBytes: *maxMsgBytes, MaxFutureSkew: *maxSkew,
-			Suppressions: index, Changes: changes,
+			Suppressions: index, Changes: changes, CatchUp: follower.CatchUp,
 			SoftBounces: policy, History: history,
 			Logger: log, Metrics: pipeline.NewMetrics(reg),
 		})
@@ -178,7 +179,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		// The webhook group derives dropped events from the same index as
 		// the sink (shared in this process, so it sees this worker's own
 		// list changes at once).
-		delivery, ready, err := wf.build(ctx, conn, *kf.topic, *partitions, store, index, classifier, *maxMsgBytes, reg, consumerMetrics, log)
+		delivery, ready, err := wf.build(ctx, conn, *kf.topic, *partitions, store, index, follower.CatchUp, classifier, *maxMsgBytes, reg, consumerMetrics, log)
 		if err != nil {
 			return err
 		}

@@ -55,6 +55,10 @@ type Config struct {
 	// changes of the events consumed (pipeline.ListChanges, with
 	// Classifier).
 	Drops pipeline.Suppressions
+	// CatchUp, when set, is called when a partition of the event topic is
+	// assigned (as pipeline.Config.CatchUp): the drops of its next events
+	// count the list changes announced until then.
+	CatchUp func(context.Context) error
 	// Classifier, when set, fills in SendGrid's fields of bounce and
 	// blocked events the producer left out (payload.go); nil: bounces are
 	// sent as produced.

@@ -36,8 +36,18 @@ type eventHandler struct {
 	decoders *pipeline.Decoders
 }
 
-// Assigned: the webhook group keeps no marks; it resumes at the commit.
-func (h *eventHandler) Assigned(context.Context, string, int) (int64, error) { return 0, nil }
+// Assigned: the webhook group keeps no marks; it resumes at the commit,
+// once the suppression index caught up with the change log (CatchUp).
+func (h *eventHandler) Assigned(ctx context.Context, _ string, _ int) (int64, error) {
+	if h.d.cfg.CatchUp != nil {
+		cctx, cancel := context.WithTimeout(ctx, pipeline.CatchUpTimeout)
+		defer cancel()
+		if err := h.d.cfg.CatchUp(cctx); err != nil {
+			return 0, err
+		}
+	}
+	return 0, nil
+}
 
 // Handle delivers msgs (at least once) and returns when every event is
 // delivered or parked. See the package doc.

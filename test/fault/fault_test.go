@@ -388,18 +388,22 @@ func TestKillNineFiveTimes(t *testing.T) {
 	go func() { produced <- r.produce(ctx, 8000) }()
 	w := r.startWorker("worker")
 	var at uint64
+	// Each restart with other batch bounds: the derived drops must not
+	// depend on them, nor on the kills (checkDrops).
+	batches := []string{"150", "700", "300", "1000", "2000"}
 	for i := 1; i <= 5; i++ {
 		at = r.progressing(c, at, 6000)
 		if err := w.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("kill -9 #%d with %d rows stored", i, at)
-		w = r.startWorker("worker")
+		t.Logf("kill -9 #%d with %d rows stored; restarting with batches of at most %s messages", i, at, batches[i-1])
+		w = r.startWorkerEnv("worker", append(r.env(), "BOUNCER_MAX_BATCH_MESSAGES="+batches[i-1]))
 	}
 	if err := <-produced; err != nil {
 		t.Fatal(err)
 	}
 	r.check(c)
+	r.checkDrops(t)
 	stopGracefully(t, w)
 }
 

@@ -1,0 +1,71 @@
+package consumer
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/bouncer-mail/bouncer/internal/testenv"
+	"github.com/bouncer-mail/bouncer/suppression"
+)
+
+// CatchUp returns only once the index holds every change announced before
+// the call (what a partition's previous owner announced), and a change's
+// event position survives the change log.
+func TestIndexFollowerCatchUp(t *testing.T) {
+	conn := Conn{Brokers: testenv.Brokers(testenv.Kafka(t))}
+	topic := fmt.Sprintf("test.changelog.%d", time.Now().UnixNano())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	w, err := OpenChangeLog(ctx, conn, topic, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	at := time.Unix(1764201600, 0)
+	change := func(i int) suppression.Change {
+		return suppression.Change{AccountID: "acme", List: suppression.ListBounces, EmailNorm: fmt.Sprintf("r%d@example.com", i),
+			At: at, Src: suppression.Position{Topic: "events", Partition: 1, Offset: int64(100 + i)}}
+	}
+	if err := w.PublishChanges(ctx, []suppression.Change{change(0)}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := FollowIndex(ctx, conn, topic, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Index.Len() != 1 {
+		t.Fatalf("loaded %d entries, want 1", f.Index.Len())
+	}
+	const n = 2000
+	var batch []suppression.Change
+	for i := 1; i < n; i++ {
+		batch = append(batch, change(i))
+	}
+	if err := w.PublishChanges(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if f.Index.Len() != n {
+		t.Fatalf("after CatchUp the index holds %d entries, want %d", f.Index.Len(), n)
+	}
+	// The bounce of r5 came from the event at events/1@105: the event
+	// there does not see it, the next one does.
+	email := "r5@example.com"
+	if r := f.Index.DropReasonAt("acme", email, 0, at.Unix(), suppression.Position{Topic: "events", Partition: 1, Offset: 105}); r != "" {
+		t.Fatalf("the event that caused the change sees it: %q", r)
+	}
+	if r := f.Index.DropReasonAt("acme", email, 0, at.Unix(), suppression.Position{Topic: "events", Partition: 1, Offset: 106}); r != "Bounced Address" {
+		t.Fatalf("the next event: %q, want Bounced Address", r)
+	}
+	// A CatchUp that cannot finish says how far behind the index is.
+	short, cancelShort := context.WithCancel(ctx)
+	cancelShort()
+	if err := f.CatchUp(short); err == nil {
+		t.Fatal("CatchUp with an ended context: want an error")
+	}
+}
