@@ -323,11 +323,36 @@ func Run(ctx context.Context, cfg Config, w Window, apply bool) (Report, error) 
 			cfg.Progress(prog)
 		}
 	}
+	// pending holds changes not stored yet, of finished days and of the
+	// day being read; it is stored when it holds cfg.Chunk changes (then
+	// the day being read is read again from its start: what was stored no
+	// longer differs) and at the end, so the number of updates follows the
+	// changes, not the days.
+	var pending []Change
+	var last map[ID]bool
+	flush := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		ids := make(map[ID]bool, len(pending))
+		for _, c := range pending {
+			if last[c.Event.ID] {
+				return fmt.Errorf("reclassify: event %s/%d/%d/%d still holds its old classification after it was stored: is a mutation of events stuck? (system.mutations)",
+					c.Event.Topic, c.Event.Partition, c.Event.Offset, c.Event.Index)
+			}
+			ids[c.Event.ID] = true
+		}
+		if err := applyChunk(ctx, &cfg, w, pending, t); err != nil {
+			return err
+		}
+		report(true)
+		last, pending = ids, nil
+		return nil
+	}
 	for i, day := range days {
 		prog.Day = day.Since.UTC().Truncate(24 * time.Hour)
-		var last map[ID]bool
 		for {
-			var chunk []Change
+			mark := len(pending)
 			var read uint64
 			err := cfg.Store.EachBounce(ctx, day, func(e *Event) error {
 				read++
@@ -339,8 +364,8 @@ func Run(ctx context.Context, cfg Config, w Window, apply bool) (Report, error) 
 					t.add(&c, ListOf(e, e.Class), ListOf(e, c.New))
 					return nil
 				}
-				chunk = append(chunk, c)
-				if len(chunk) >= cfg.Chunk {
+				pending = append(pending, c)
+				if len(pending) >= cfg.Chunk {
 					return errFull
 				}
 				return nil
@@ -348,31 +373,22 @@ func Run(ctx context.Context, cfg Config, w Window, apply bool) (Report, error) 
 			if err != nil && !errors.Is(err, errFull) {
 				return t.report(), err
 			}
-			if len(chunk) == 0 {
-				t.rep.Read += read
+			if err == nil {
+				t.rep.Read += read // the whole day was read
 				break
 			}
-			ids := make(map[ID]bool, len(chunk))
-			for _, c := range chunk {
-				if last[c.Event.ID] {
-					return t.report(), fmt.Errorf("reclassify: event %s/%d/%d/%d still holds its old classification after it was stored: is a mutation of events stuck? (system.mutations)",
-						c.Event.Topic, c.Event.Partition, c.Event.Offset, c.Event.Index)
-				}
-				ids[c.Event.ID] = true
+			if len(pending) == mark {
+				return t.report(), errors.New("reclassify: internal error: a full chunk without a change of this day")
 			}
-			if err := applyChunk(ctx, &cfg, w, chunk, t); err != nil {
+			if err := flush(); err != nil {
 				return t.report(), err
-			}
-			report(true)
-			last = ids
-			if !errors.Is(err, errFull) {
-				// The pass read the whole day: what it changed is stored.
-				t.rep.Read += read
-				break
 			}
 		}
 		prog.DaysDone, prog.Read = i+1, t.rep.Read
 		report(false)
+	}
+	if err := flush(); err != nil {
+		return t.report(), err
 	}
 	rep := t.report()
 	rep.Window, rep.Applied = w, apply

@@ -178,13 +178,13 @@ async function main() {
   await page.fill('#api-key', cfg.readOnlyKey);
   await page.click('#login-submit');
   await page.waitForSelector('#dashboard[data-state="partial"]', { timeout: 30000 });
-  for (const view of ['funnel', 'providers', 'domains', 'reasons']) {
+  for (const view of ['funnel', 'providers', 'domains', 'reasons', 'unmatched']) {
     check(/scope/.test((await page.getAttribute('#' + view, 'data-error')) || ''), `${view} with a suppression.read key: no error about the scope`);
   }
   check((await page.getAttribute('#classifications', 'data-error')) === null, 'classifications (suppression.read) failed for a suppression.read key');
   // Nothing of the previous session's numbers is left where this key may not read.
   eq(await page.getAttribute('#funnel-chart', 'data-series'), null, 'the funnel chart for a key that may not read stats');
-  eq(await page.locator('#kpis [data-kpi], #funnel-table tr, #providers-table tr, #domains-table tr, #reasons-table tr').count(), 0, 'numbers left for a key that may not read stats');
+  eq(await page.locator('#kpis [data-kpi], #funnel-table tr, #providers-table tr, #domains-table tr, #reasons-table tr, #unmatched-table tr').count(), 0, 'numbers left for a key that may not read stats');
   await page.waitForSelector('#supp-table[data-state="ready"]');
   const listed = await page.locator('#supp-table tbody tr[data-email]').count();
   check(listed > 0, 'a suppression.read key sees no bounces');

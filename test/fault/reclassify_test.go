@@ -114,7 +114,7 @@ func TestReclassifyKillNine(t *testing.T) {
 	if err := os.WriteFile(rules, []byte("acme.full mailbox_full text: box stuffed\nacme.gone user_unknown text: zorgle gone forever\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"reclassify", "--since", "2026-11-20", "--until", "2026-11-22", "--rules", rules, "--chunk", "500", "--wait", "3s"}
+	args := []string{"reclassify", "--since", "2026-11-20", "--until", "2026-11-22", "--rules", rules, "--chunk", "400", "--wait", "3s"}
 	changelog := r.topic + ".changes"
 	r.extra = append(r.extra, "BOUNCER_CHANGELOG_TOPIC="+changelog)
 
@@ -225,7 +225,7 @@ func TestReclassifyKillNine(t *testing.T) {
 
 // reclassifyN is how many bounces TestReclassifyKillNine stores (plus a
 // quarter of keepers); a multiple of 40.
-const reclassifyN = 16000
+const reclassifyN = 8000
 
 // readChangeLog reads every message of a change-log topic: the distinct
 // "key added|deleted vVERSION" and how many messages there were.
