@@ -249,6 +249,10 @@ func (ci *clusterInstance) parity(t *testing.T) {
 	}
 	// The erasures run through the API (acme) and `bouncer erase` (globex).
 	ci.syncReplicas(t, db)
+	// Changed rules, applied to what both sides stored: the same diff and
+	// list changes, and (in the reads below) the same stats and lists.
+	reclassifyBoth(t, sides)
+	ci.syncReplicas(t, db)
 	compareAll(t, sides, pick, covered, "after the writes and erasures")
 	compareCLI(t, sides)
 
@@ -830,4 +834,35 @@ func compareCLI(t *testing.T, sides [2]*paritySide) {
 			t.Logf("bouncer summary, the same on both:\n%s", a)
 		}
 	}
+}
+
+// reclassifyBoth runs bouncer reclassify with rules that move Microsoft's
+// RecipNotFound off bounces (mailbox_disabled, soft) and over-quota replies
+// onto it (user_unknown, hard) on both sides, and checks that both report
+// the same diff and list changes.
+func reclassifyBoth(t *testing.T, sides [2]*paritySide) {
+	t.Helper()
+	rules := filepath.Join(t.TempDir(), "parity.rules")
+	if err := os.WriteFile(rules, []byte("ops.resolver mailbox_disabled text: recipnotfound\nops.quota user_unknown text: is over quota\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	since, until := now.Add(-6*24*time.Hour).Format(time.DateOnly), now.Add(time.Hour).Format(time.RFC3339)
+	var outs [2]string
+	timing := regexp.MustCompile(` in [0-9.]+m?s\.$`)
+	for i, s := range sides {
+		out := s.bin(t, "reclassify", "--since", since, "--until", until, "--rules", rules, "--apply", "--wait", "1m")
+		var keep []string
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "stored bounces") || strings.HasPrefix(line, "events whose") || strings.HasPrefix(line, "Applied:") ||
+				regexp.MustCompile(`^[0-9]+\. `).MatchString(line) {
+				keep = append(keep, timing.ReplaceAllString(line, ""))
+			}
+		}
+		outs[i] = strings.Join(keep, "\n")
+	}
+	if outs[0] != outs[1] || !strings.Contains(outs[0], "ops.resolver") || !strings.Contains(outs[0], "ops.quota") {
+		t.Errorf("bouncer reclassify: the sides differ, or a rule changed nothing:\nsingle:\n%s\ncluster:\n%s", outs[0], outs[1])
+	}
+	t.Logf("bouncer reclassify on both sides:\n%s", outs[0])
 }
