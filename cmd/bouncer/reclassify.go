@@ -77,6 +77,9 @@ func runReclassify(ctx context.Context, env *environment, args []string) error {
 	if err := chCfg.Validate(); err != nil {
 		return &usageError{err.Error()}
 	}
+	if chCfg.Cluster != "" && *chunk > 5000 {
+		return usagef("reclassify: --chunk %d on a cluster: want at most 5000 (each update's text goes through ZooKeeper, whose nodes hold 1 MB by default)", *chunk)
+	}
 	store, err := clickhouse.Open(ctx, chCfg)
 	if err != nil {
 		return err
