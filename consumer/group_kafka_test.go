@@ -51,7 +51,10 @@ func (h *slowToRecover) Handle(ctx context.Context, topic string, partition int,
 func TestRetryAfterOutageLongerThanHandleTimeout(t *testing.T) {
 	brokers := testenv.Kafka(t)
 	topic := testenv.Topic(t, brokers, 1)
-	w := &kafka.Writer{Addr: kafka.TCP(testenv.Brokers(brokers)...), Topic: topic, Transport: &kafka.Transport{}}
+	w, err := NewWriter(Conn{Brokers: testenv.Brokers(brokers)}, topic, WriterConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer w.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -169,7 +172,10 @@ func (h *unreachableReplica) Handle(ctx context.Context, topic string, partition
 func TestWaitingSaysWhy(t *testing.T) {
 	brokers := testenv.Kafka(t)
 	topic := testenv.Topic(t, brokers, 1)
-	w := &kafka.Writer{Addr: kafka.TCP(testenv.Brokers(brokers)...), Topic: topic, Transport: &kafka.Transport{}}
+	w, err := NewWriter(Conn{Brokers: testenv.Brokers(brokers)}, topic, WriterConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer w.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -262,7 +268,10 @@ func TestGroupJoinedBeforeTopicExists(t *testing.T) {
 	if err := EnsureTopic(ctx, conn, topic, 1); err != nil {
 		t.Fatal(err)
 	}
-	w := &kafka.Writer{Addr: kafka.TCP(conn.Brokers...), Topic: topic, Transport: &kafka.Transport{}}
+	w, err := NewWriter(Conn{Brokers: conn.Brokers}, topic, WriterConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer w.Close()
 	if err := w.WriteMessages(ctx, kafka.Message{Value: []byte(`{}`)}); err != nil {
 		t.Fatal(err)

@@ -99,7 +99,10 @@ func TestStagerWindow(t *testing.T) {
 	brokers := testenv.Kafka(t)
 	topic := testenv.Topic(t, brokers, 1)
 	addrs := testenv.Brokers(brokers)
-	w := &kafka.Writer{Addr: kafka.TCP(addrs...), Topic: topic, BatchTimeout: time.Millisecond, Transport: &kafka.Transport{}}
+	w, err := NewWriter(Conn{Brokers: addrs}, topic, WriterConfig{BatchTimeout: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer w.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -235,7 +238,10 @@ func TestStagerStagesOneAtATime(t *testing.T) {
 	addrs := testenv.Brokers(brokers)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	w := &kafka.Writer{Addr: kafka.TCP(addrs...), Topic: topic, BatchTimeout: time.Millisecond, Transport: &kafka.Transport{}}
+	w, err := NewWriter(Conn{Brokers: addrs}, topic, WriterConfig{BatchTimeout: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer w.Close()
 	var msgs []kafka.Message
 	for i := range 6 {

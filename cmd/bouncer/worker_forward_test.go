@@ -350,8 +350,10 @@ func TestForwardWorker(t *testing.T) {
 // another test used it can look unknown to it.
 func produceFresh(t *testing.T, brokers, topic string, values ...[]byte) {
 	t.Helper()
-	w := &kafka.Writer{Addr: kafka.TCP(testenv.Brokers(brokers)...), Topic: topic, Transport: &kafka.Transport{},
-		RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond}
+	w, err := consumer.NewWriter(consumer.Conn{Brokers: testenv.Brokers(brokers)}, topic, consumer.WriterConfig{BatchTimeout: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer w.Close()
 	msgs := make([]kafka.Message, len(values))
 	for i, v := range values {

@@ -16,6 +16,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/internal/apitest"
 	"github.com/bouncer-mail/bouncer/internal/testenv"
 )
@@ -89,12 +90,10 @@ func produceRaw(t *testing.T, brokers, topic string, values ...[]byte) {
 // producer keying by recipient does), or keys k0, k1, ... when key is "".
 func produceKeyed(t *testing.T, brokers, topic, key string, values ...[]byte) {
 	t.Helper()
-	w := &kafka.Writer{Addr: kafka.TCP(testenv.Brokers(brokers)...), Topic: topic, Balancer: &kafka.Hash{},
-		RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond,
-		// Its own transport: the shared default one caches topic metadata,
-		// so a topic created after another test filled the cache would
-		// look unknown for a while.
-		Transport: &kafka.Transport{}}
+	w, err := consumer.NewWriter(consumer.Conn{Brokers: testenv.Brokers(brokers)}, topic, consumer.WriterConfig{BatchTimeout: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer w.Close()
 	msgs := make([]kafka.Message, len(values))
 	for i, v := range values {

@@ -21,6 +21,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/internal/testenv"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 	"github.com/bouncer-mail/bouncer/sinks/webhook/safedial"
@@ -130,8 +131,10 @@ func (rc *hookReceiver) got() map[string]bool {
 // another test filled that cache looks unknown to it for a while.
 func produceWebhookEvents(t *testing.T, brokers, topic string, values ...[]byte) {
 	t.Helper()
-	w := &kafka.Writer{Addr: kafka.TCP(testenv.Brokers(brokers)...), Topic: topic, Balancer: &kafka.Hash{},
-		RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond, Transport: &kafka.Transport{}}
+	w, err := consumer.NewWriter(consumer.Conn{Brokers: testenv.Brokers(brokers)}, topic, consumer.WriterConfig{BatchTimeout: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer w.Close()
 	msgs := make([]kafka.Message, len(values))
 	for i, v := range values {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/internal/testenv"
 )
 
@@ -26,17 +27,9 @@ const (
 // partitions, and returns the set of payloads.
 func produce(t *testing.T, brokers, topic string) map[string]bool {
 	t.Helper()
-	w := &kafka.Writer{
-		Addr:     kafka.TCP(testenv.Brokers(brokers)...),
-		Topic:    topic,
-		Balancer: &kafka.RoundRobin{},
-		// A Writer serves metadata from its Transport's cache (refreshed every 6 s) and
-		// kafka.DefaultTransport is shared process-wide, so a topic created a moment ago by
-		// another connection looks unknown to it: use a fresh Transport per Writer.
-		Transport:    &kafka.Transport{},
-		RequiredAcks: kafka.RequireAll,
-		BatchTimeout: 5 * time.Millisecond,
-		BatchSize:    100,
+	w, err := consumer.NewWriter(consumer.Conn{Brokers: testenv.Brokers(brokers)}, topic, consumer.WriterConfig{BatchTimeout: 5 * time.Millisecond, BatchSize: 100})
+	if err != nil {
+		t.Fatal(err)
 	}
 	defer func() {
 		if err := w.Close(); err != nil {
@@ -253,15 +246,13 @@ func TestKafkaReaderWithGroupID(t *testing.T) {
 func TestKafkaAutoCreateTopic(t *testing.T) {
 	brokers := testenv.Kafka(t)
 	topic := fmt.Sprintf("test.autocreate.%d", time.Now().UnixNano())
-	w := &kafka.Writer{
-		Addr: kafka.TCP(testenv.Brokers(brokers)...), Topic: topic,
-		RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond,
-		AllowAutoTopicCreation: true,
+	w, err := consumer.NewWriter(consumer.Conn{Brokers: testenv.Brokers(brokers)}, topic, consumer.WriterConfig{BatchTimeout: 5 * time.Millisecond, AutoCreate: true})
+	if err != nil {
+		t.Fatal(err)
 	}
 	defer w.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var err error
 	for ctx.Err() == nil { // the first write can race the topic's leader election
 		if err = w.WriteMessages(ctx, kafka.Message{Value: []byte("x")}); err == nil {
 			break

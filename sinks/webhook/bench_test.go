@@ -154,8 +154,10 @@ func (e *benchEnv) produce(b *testing.B, n, perSecond int) {
 	// Its own transport, as in the tests: with kafka-go's shared default
 	// one, the first writes to a new topic sometimes failed with "Unknown
 	// Topic Or Partition" after an earlier benchmark's topics were deleted.
-	w := &kafka.Writer{Addr: kafka.TCP(e.conn.Brokers...), Topic: e.topic, Balancer: &kafka.Hash{}, Transport: &kafka.Transport{},
-		BatchTimeout: time.Millisecond, BatchSize: 1000, RequiredAcks: kafka.RequireOne}
+	w, err := consumer.NewWriter(consumer.Conn{Brokers: e.conn.Brokers}, e.topic, consumer.WriterConfig{BatchTimeout: time.Millisecond, BatchSize: 1000})
+	if err != nil {
+		b.Fatal(err)
+	}
 	defer w.Close()
 	const per = 10
 	msg := func(i int) kafka.Message {

@@ -358,7 +358,10 @@ func TestDeliveryAgainstMisbehavingReceivers(t *testing.T) {
 
 	// 300 events: single objects and arrays of three, one without an
 	// sg_event_id (bouncer derives one), plus bad input.
-	w := &kafka.Writer{Addr: kafka.TCP(conn.Brokers...), Topic: topic, Balancer: &kafka.Hash{}, BatchTimeout: time.Millisecond}
+	w, err := consumer.NewWriter(consumer.Conn{Brokers: conn.Brokers}, topic, consumer.WriterConfig{BatchTimeout: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer w.Close()
 	var ids []string
 	var msgs []kafka.Message
@@ -578,7 +581,10 @@ func TestDisableAfterFailingTooLong(t *testing.T) {
 	}()
 	defer func() { stop(); wg.Wait() }()
 
-	w := &kafka.Writer{Addr: kafka.TCP(conn.Brokers...), Topic: topic, BatchTimeout: time.Millisecond, Transport: &kafka.Transport{}}
+	w, err := consumer.NewWriter(consumer.Conn{Brokers: conn.Brokers}, topic, consumer.WriterConfig{BatchTimeout: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer w.Close()
 	for i := range 5 {
 		if err := w.WriteMessages(ctx, kafka.Message{Value: fmt.Appendf(nil, `{"email":"a%d@example.com","timestamp":1764201600,"event":"delivered","sg_event_id":"f%d","account_id":"acct"}`, i, i)}); err != nil {
@@ -768,7 +774,10 @@ func TestLongRetryAfterHoldsBackNoOne(t *testing.T) {
 	}()
 	defer func() { stop(); wg.Wait() }()
 
-	w := &kafka.Writer{Addr: kafka.TCP(conn.Brokers...), Topic: topic, BatchTimeout: time.Millisecond, Transport: &kafka.Transport{}}
+	w, err := consumer.NewWriter(consumer.Conn{Brokers: conn.Brokers}, topic, consumer.WriterConfig{BatchTimeout: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer w.Close()
 	send := func(acct, id string) {
 		t.Helper()

@@ -208,7 +208,10 @@ func TestConsumerMovesOnWhileEndpointHangs(t *testing.T) {
 	go func() { defer wg.Done(); g.Run(runCtx) }()
 	defer func() { released(); stop(); wg.Wait() }()
 
-	w := &kafka.Writer{Addr: kafka.TCP(conn.Brokers...), Topic: topic, BatchTimeout: time.Millisecond, Transport: &kafka.Transport{}}
+	w, err := consumer.NewWriter(consumer.Conn{Brokers: conn.Brokers}, topic, consumer.WriterConfig{BatchTimeout: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer w.Close()
 	event := func(acct, id string) string {
 		return fmt.Sprintf(`{"event":"delivered","email":"a@example.com","timestamp":1764201600,"sg_event_id":%q,"account_id":%q}`, id, acct)

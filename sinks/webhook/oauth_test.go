@@ -261,7 +261,10 @@ func TestOAuthTokenEndpointDownAndWrongCredentials(t *testing.T) {
 	}()
 	defer func() { stop(); wg.Wait() }()
 
-	w := &kafka.Writer{Addr: kafka.TCP(conn.Brokers...), Topic: topic, BatchTimeout: time.Millisecond, Transport: &kafka.Transport{}}
+	w, err := consumer.NewWriter(consumer.Conn{Brokers: conn.Brokers}, topic, consumer.WriterConfig{BatchTimeout: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer w.Close()
 	const n = 20
 	for i := range n {
