@@ -110,27 +110,21 @@ type Service interface {
 // Shutdown ends that context and waits for the function to return.
 func Func(run func(context.Context) error) Service {
 	ctx, stop := context.WithCancel(context.Background())
-	return &funcService{run: run, stopped: ctx, stop: stop, done: make(chan struct{})}
+	return &funcService{run: run, stopped: ctx, stop: stop}
 }
 
 type funcService struct {
 	run     func(context.Context) error
 	stopped context.Context // ended by Shutdown
 	stop    context.CancelFunc
-	mu      sync.Mutex
-	began   bool          // Run began, or Shutdown came first
-	done    chan struct{} // closed when run returned, or by a Shutdown before Run
+	once    Once
 }
 
 func (f *funcService) Run(ctx context.Context) error {
-	f.mu.Lock()
-	if f.began {
-		f.mu.Unlock()
-		return errors.New("ops: service run twice, or after its shutdown")
+	if err := f.once.Begin(); err != nil {
+		return err
 	}
-	f.began = true
-	f.mu.Unlock()
-	defer close(f.done)
+	defer f.once.End()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(f.stopped, cancel)()
@@ -139,14 +133,61 @@ func (f *funcService) Run(ctx context.Context) error {
 
 func (f *funcService) Shutdown(ctx context.Context) error {
 	f.stop()
-	f.mu.Lock()
-	if !f.began { // shut down before it ran: it never will
-		f.began = true
-		close(f.done)
+	return f.once.Wait(ctx, nil)
+}
+
+// Once is the bookkeeping of a Service's one run: Run calls Begin and,
+// when it returns, End; Shutdown, once it told the service to stop, calls
+// Wait. A Shutdown before Run means the service never runs. The zero Once
+// is ready to use.
+type Once struct {
+	mu    sync.Mutex
+	began bool          // Run began, or Shutdown came first
+	done  chan struct{} // closed by End, or by a Wait before Begin
+}
+
+func (o *Once) doneCh() chan struct{} {
+	if o.done == nil {
+		o.done = make(chan struct{})
 	}
-	f.mu.Unlock()
+	return o.done
+}
+
+// Begin starts the run; it fails when Run came twice or after Shutdown.
+func (o *Once) Begin() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.began {
+		return errors.New("ops: service run twice, or after its shutdown")
+	}
+	o.began = true
+	o.doneCh()
+	return nil
+}
+
+// End marks the run finished.
+func (o *Once) End() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	close(o.doneCh())
+}
+
+// Wait waits until the run finished or ctx ends (then it returns ctx's
+// error). Before Begin it calls never (nil: nothing), and the service
+// never runs.
+func (o *Once) Wait(ctx context.Context, never func()) error {
+	o.mu.Lock()
+	done := o.doneCh()
+	if !o.began {
+		o.began = true
+		if never != nil {
+			never()
+		}
+		close(done)
+	}
+	o.mu.Unlock()
 	select {
-	case <-f.done:
+	case <-done:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/bouncer-mail/bouncer/consumer"
+	"github.com/bouncer-mail/bouncer/internal/ops"
 	"github.com/bouncer-mail/bouncer/sinks/webhook"
 )
 
@@ -56,9 +56,7 @@ type Delivery struct {
 
 	intake     context.Context // the feeds run on it; Shutdown ends it
 	stopIntake context.CancelFunc
-	mu         sync.Mutex
-	started    bool
-	done       chan struct{} // closed when Run returned (or Shutdown came first)
+	once       ops.Once
 }
 
 // ConfigError is NewDelivery's error for a configuration it refuses
@@ -95,7 +93,7 @@ func NewDelivery(ctx context.Context, cfg DeliveryConfig) (*Delivery, error) {
 	if err != nil {
 		return nil, &ConfigError{err}
 	}
-	s := &Delivery{cfg: cfg, parker: parker, done: make(chan struct{})}
+	s := &Delivery{cfg: cfg, parker: parker}
 	s.logw = webhook.NewLogWriter(cfg.DeliveryLog, 100_000, 10_000, time.Second, cfg.Logger, cfg.Dispatcher.Metrics)
 	dc := cfg.Dispatcher
 	dc.Parker, dc.Log = parker, s.logw
@@ -143,13 +141,10 @@ func (s *Delivery) Ready(context.Context) error {
 // writer writes its rows; the parking writer is flushed and closed. It
 // returns the feeds' joined errors. Run is called once.
 func (s *Delivery) Run(ctx context.Context) error {
-	s.mu.Lock()
-	if s.started {
-		s.mu.Unlock()
-		return errors.New("webhook delivery: Run called twice")
+	if err := s.once.Begin(); err != nil {
+		return fmt.Errorf("webhook delivery: %w", err)
 	}
-	s.started = true
-	s.mu.Unlock()
+	defer s.once.End()
 	stop := context.AfterFunc(ctx, s.stopIntake)
 	defer stop()
 	cfg := s.cfg
@@ -165,7 +160,6 @@ func (s *Delivery) Run(ctx context.Context) error {
 		err = errors.Join(err, fmt.Errorf("close the retry-tier writer: %w", cerr))
 	}
 	cfg.Logger.Info("webhook delivery stopped")
-	close(s.done)
 	return err
 }
 
@@ -175,17 +169,8 @@ func (s *Delivery) Run(ctx context.Context) error {
 // called any number of times, before or after Run.
 func (s *Delivery) Shutdown(ctx context.Context) error {
 	s.stopIntake()
-	s.mu.Lock()
-	if !s.started {
-		s.started = true
-		s.parker.Close()
-		close(s.done)
+	if err := s.once.Wait(ctx, func() { s.parker.Close() }); err != nil {
+		return fmt.Errorf("webhook delivery: not stopped in time: %w", err)
 	}
-	s.mu.Unlock()
-	select {
-	case <-s.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("webhook delivery: not stopped in time: %w", ctx.Err())
-	}
+	return nil
 }
