@@ -7,14 +7,6 @@ import "testing"
 // pass fails the test, so the list only shrinks.
 var knownMisses = map[string]string{
 	"sisimai_lhost_amazonses_01": "only the refused address (SES's return path, not the recipient) shows the sender was refused; the text alone reads as an access rule",
-	// Rows of the second taxonomy review, committed before its rules.
-	"taxonomy_o365_530_5.7.57_client_not_authenticated":           "taxonomy review: no rule yet reads a client that must authenticate (SMTP AUTH) as a transport security requirement",
-	"taxonomy_exchange_550_5.7.1_no_permission_to_send_as_sender": "taxonomy review: no rule yet for a client not allowed to send as the envelope sender",
-	"taxonomy_mailru_503_authorization_required":                  "taxonomy review: no rule yet reads 'authorization required' as a transport security requirement",
-	"taxonomy_bluetie_450_4.7.1_cannot_find_reverse_hostname":     "taxonomy review: 'client host rejected' reads as a block before the reverse-DNS words",
-	"taxonomy_att_421_failure_in_dns_lookup":                      "taxonomy review: no rule yet for AT&T's name for its reverse-DNS refusal",
-	"taxonomy_att_450_busy_try_again_later":                       "taxonomy review: AT&T documents its busy reply as a limit on the sender's connections; no rule says so yet",
-	"taxonomy_att_550_unauthorized_interface":                     "taxonomy review: no rule yet for AT&T's refusal of an unregistered sending system",
 }
 
 // TestCorpus checks the classifier against testdata/corpus.tsv: real-world
