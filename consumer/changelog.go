@@ -17,9 +17,13 @@ import (
 
 // The suppression change log is a compacted Kafka topic: one message per
 // list change, keyed "account/list/group/address" (the address normalised),
-// so after compaction the topic holds the newest change of every entry. An
-// MTA mirrors the lists by reading it from the start; workers keep their
-// in-memory index fresh the same way.
+// so after compaction the topic holds the last change written of every
+// entry, in the partition of its recipient (PartitionOf(account, address);
+// logs written before that used the key's kafka.Hash, and an entry
+// written under both layouts has a message in two partitions: readers keep
+// the highest version, so both layouts read the same). An MTA mirrors the
+// lists by reading it from the start; workers keep their in-memory index
+// fresh the same way, and LoadSlice reads the changes of one partition.
 
 // ChangeMessage is the JSON value of a change-log message.
 type ChangeMessage struct {
@@ -80,6 +84,9 @@ func NewChangeWriter(c Conn, topic string) (*ChangeWriter, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Each change in its recipient's partition (PartitionOf), so a worker
+	// can load the slice of the recipients of its partitions.
+	w.Balancer = changeBalancer{}
 	return &ChangeWriter{w: w}, nil
 }
 
@@ -352,4 +359,49 @@ func LoadIndex(ctx context.Context, conn Conn, topic string, reg prometheus.Regi
 		return nil, err
 	}
 	return f.Index, nil
+}
+
+// LoadSlice reads one partition of the change log from its start to where
+// it ended when LoadSlice began, calls apply for each change, and returns
+// how many it applied. Malformed messages are skipped (counted as not
+// applied). With the change log partitioned by PartitionOf, a partition's
+// slice is the list changes of the recipients of that partition number.
+func LoadSlice(ctx context.Context, c Conn, topic string, partition int, apply func(suppression.Change)) (int, error) {
+	dialer, err := c.Dialer()
+	if err != nil {
+		return 0, err
+	}
+	lc, err := dialer.DialLeader(ctx, "tcp", c.Brokers[0], topic, partition)
+	if err != nil {
+		return 0, fmt.Errorf("change log %s/%d: %w", topic, partition, err)
+	}
+	first, end, err := lc.ReadOffsets()
+	lc.Close()
+	if err != nil {
+		return 0, fmt.Errorf("change log %s/%d: offsets: %w", topic, partition, err)
+	}
+	if first >= end {
+		return 0, nil
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: c.Brokers, Topic: topic, Partition: partition, Dialer: dialer,
+		MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 500 * time.Millisecond})
+	defer r.Close()
+	if err := r.SetOffset(first); err != nil {
+		return 0, err
+	}
+	n := 0
+	for {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			return n, fmt.Errorf("change log %s/%d: read: %w", topic, partition, err)
+		}
+		var cm ChangeMessage
+		if err := json.Unmarshal(m.Value, &cm); err == nil && cm.AccountID != "" && cm.EmailNorm != "" {
+			apply(fromMessage(cm))
+			n++
+		}
+		if m.Offset+1 >= end {
+			return n, nil
+		}
+	}
 }

@@ -69,3 +69,46 @@ func TestIndexFollowerCatchUp(t *testing.T) {
 		t.Fatal("CatchUp with an ended context: want an error")
 	}
 }
+
+// Every change goes to its recipient's partition (PartitionOf), whatever
+// its list, and LoadSlice reads exactly one partition's changes.
+func TestChangeLogPartitionedByRecipient(t *testing.T) {
+	conn := Conn{Brokers: testenv.Brokers(testenv.Kafka(t))}
+	topic := fmt.Sprintf("test.changelog.slices.%d", time.Now().UnixNano())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const partitions = 3
+	w, err := OpenChangeLog(ctx, conn, topic, partitions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var changes []suppression.Change
+	for i := range 300 {
+		for _, list := range []string{suppression.ListBounces, suppression.ListUnsubscribes} {
+			changes = append(changes, suppression.Change{AccountID: fmt.Sprintf("a%d", i%3), List: list, GroupID: int64(i % 2),
+				EmailNorm: fmt.Sprintf("r%d@example.com", i), At: time.Unix(1764201600, 0)})
+		}
+	}
+	if err := w.PublishChanges(ctx, changes); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for p := range partitions {
+		n, err := LoadSlice(ctx, conn, topic, p, func(c suppression.Change) {
+			if got := PartitionOf(c.AccountID, c.EmailNorm, partitions); got != p {
+				t.Errorf("%s/%s/%s is in partition %d, PartitionOf says %d", c.AccountID, c.List, c.EmailNorm, p, got)
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			t.Errorf("partition %d holds no change", p)
+		}
+		total += n
+	}
+	if total != len(changes) {
+		t.Fatalf("slices hold %d changes, want %d", total, len(changes))
+	}
+}
