@@ -1,8 +1,10 @@
 package consumer
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -12,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/bouncer-mail/bouncer/internal/retry"
 	"github.com/bouncer-mail/bouncer/suppression"
 )
 
@@ -149,20 +152,19 @@ func followChanges(ctx context.Context, c Conn, topic string, apply func(suppres
 	// yet: wait until its partitions show (briefly at first: a worker that
 	// just created the topic waits for this before consuming).
 	var parts []kafka.Partition
-	pause := startupPause
-	for len(parts) == 0 {
+	wait := startupPolicy(func(err error) { log.Warn("change log: no partitions yet; retrying", "topic", topic, "err", err) })
+	if err := retry.Do(ctx, wait, func() error {
 		conn, err := dialer.DialContext(ctx, "tcp", c.Brokers[0])
 		if err == nil {
 			parts, err = conn.ReadPartitions(topic)
 			conn.Close()
 		}
 		if len(parts) == 0 {
-			log.Warn("change log: no partitions yet; retrying", "topic", topic, "err", err)
-			if !Sleep(ctx, pause) {
-				return ctx.Err()
-			}
-			pause = min(2*pause, time.Second)
+			return cmp.Or(err, errNoPartitions)
 		}
+		return nil
+	}); err != nil {
+		return ctx.Err() // it retries until ctx ends
 	}
 	var wg sync.WaitGroup
 	var ready sync.WaitGroup
@@ -184,6 +186,15 @@ func followChanges(ctx context.Context, c Conn, topic string, apply func(suppres
 // created a moment ago has a leader within a few hundred milliseconds.
 const startupPause = 100 * time.Millisecond
 
+// startupPolicy asks again after startupPause, doubling up to a second,
+// until ctx ends; notify is told of each failure.
+func startupPolicy(notify func(error)) retry.Policy {
+	return retry.Policy{Initial: startupPause, Max: time.Second, Multiplier: 2, Jitter: retry.NoJitter,
+		Notify: func(err error, _ time.Duration) { notify(err) }}
+}
+
+var errNoPartitions = errors.New("no partitions yet")
+
 func followPartition(ctx context.Context, c Conn, dialer *kafka.Dialer, topic string, partition int, apply func(suppression.Change), seen func(int, int64), done func(), lag prometheus.Gauge, log *slog.Logger) {
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: c.Brokers, Topic: topic, Partition: partition, Dialer: dialer,
 		MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 500 * time.Millisecond})
@@ -195,26 +206,26 @@ func followPartition(ctx context.Context, c Conn, dialer *kafka.Dialer, topic st
 	// Where the partition ended when following began: reaching it means
 	// the index holds everything written before.
 	end := int64(-1)
-	pause := startupPause
-	for end < 0 && ctx.Err() == nil {
-		lc, err := dialer.DialLeader(ctx, "tcp", c.Brokers[0], topic, partition)
-		if err == nil {
-			var first, last int64
-			first, last, err = lc.ReadOffsets()
-			lc.Close()
-			if err == nil {
-				end = last
-				lag.Set(float64(max(last-first, 0)))
-				if first >= last {
-					signal()
-				}
-				break
-			}
-		}
+	wait := startupPolicy(func(err error) {
 		log.Warn("change log: reading partition end failed; retrying", "partition", partition, "err", err)
-		Sleep(ctx, pause)
-		pause = min(2*pause, time.Second)
-	}
+	})
+	retry.Do(ctx, wait, func() error { // until it succeeds or ctx ends
+		lc, err := dialer.DialLeader(ctx, "tcp", c.Brokers[0], topic, partition)
+		if err != nil {
+			return err
+		}
+		first, last, err := lc.ReadOffsets()
+		lc.Close()
+		if err != nil {
+			return err
+		}
+		end = last
+		lag.Set(float64(max(last-first, 0)))
+		if first >= last {
+			signal()
+		}
+		return nil
+	})
 	for ctx.Err() == nil {
 		m, err := r.ReadMessage(ctx)
 		if err != nil {
