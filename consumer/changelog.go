@@ -154,11 +154,15 @@ func followChanges(ctx context.Context, c Conn, topic string, apply func(suppres
 	var parts []kafka.Partition
 	wait := startupPolicy(func(err error) { log.Warn("change log: no partitions yet; retrying", "topic", topic, "err", err) })
 	if err := retry.Do(ctx, wait, func() error {
-		conn, err := dialer.DialContext(ctx, "tcp", c.Brokers[0])
-		if err == nil {
+		err := onAnyBroker(c.Brokers, func(addr string) error {
+			conn, err := dialer.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
 			parts, err = conn.ReadPartitions(topic)
-			conn.Close()
-		}
+			return err
+		})
 		if len(parts) == 0 {
 			return cmp.Or(err, errNoPartitions)
 		}
@@ -210,12 +214,7 @@ func followPartition(ctx context.Context, c Conn, dialer *kafka.Dialer, topic st
 		log.Warn("change log: reading partition end failed; retrying", "partition", partition, "err", err)
 	})
 	retry.Do(ctx, wait, func() error { // until it succeeds or ctx ends
-		lc, err := dialer.DialLeader(ctx, "tcp", c.Brokers[0], topic, partition)
-		if err != nil {
-			return err
-		}
-		first, last, err := lc.ReadOffsets()
-		lc.Close()
+		first, last, err := partitionOffsets(ctx, dialer, c.Brokers, topic, partition)
 		if err != nil {
 			return err
 		}
@@ -288,22 +287,21 @@ func (f *IndexFollower) seen(partition int, next int64) {
 // the next events count them.
 func (f *IndexFollower) CatchUp(ctx context.Context) error {
 	ends := map[int]int64{}
-	conn, err := f.dialer.DialContext(ctx, "tcp", f.conn.Brokers[0])
-	if err != nil {
-		return fmt.Errorf("suppression change log %s: %w", f.topic, err)
-	}
-	parts, err := conn.ReadPartitions(f.topic)
-	conn.Close()
+	var parts []kafka.Partition
+	err := onAnyBroker(f.conn.Brokers, func(addr string) error {
+		conn, err := f.dialer.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		parts, err = conn.ReadPartitions(f.topic)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("suppression change log %s: partitions: %w", f.topic, err)
 	}
 	for _, p := range parts {
-		lc, err := f.dialer.DialLeader(ctx, "tcp", f.conn.Brokers[0], f.topic, p.ID)
-		if err != nil {
-			return fmt.Errorf("suppression change log %s/%d: %w", f.topic, p.ID, err)
-		}
-		first, last, err := lc.ReadOffsets()
-		lc.Close()
+		first, last, err := partitionOffsets(ctx, f.dialer, f.conn.Brokers, f.topic, p.ID)
 		if err != nil {
 			return fmt.Errorf("suppression change log %s/%d: end offset: %w", f.topic, p.ID, err)
 		}
@@ -382,12 +380,7 @@ func LoadSlice(ctx context.Context, c Conn, topic string, partition int, apply f
 	if err != nil {
 		return 0, err
 	}
-	lc, err := dialer.DialLeader(ctx, "tcp", c.Brokers[0], topic, partition)
-	if err != nil {
-		return 0, fmt.Errorf("change log %s/%d: %w", topic, partition, err)
-	}
-	first, end, err := lc.ReadOffsets()
-	lc.Close()
+	first, end, err := partitionOffsets(ctx, dialer, c.Brokers, topic, partition)
 	if err != nil {
 		return 0, fmt.Errorf("change log %s/%d: offsets: %w", topic, partition, err)
 	}
@@ -415,4 +408,34 @@ func LoadSlice(ctx context.Context, c Conn, topic string, partition int, apply f
 			return n, nil
 		}
 	}
+}
+
+// onAnyBroker calls fn with each bootstrap broker in turn until one
+// answers: a dead first broker must not stop a worker that the others
+// could serve.
+func onAnyBroker(brokers []string, fn func(addr string) error) error {
+	var errs []error
+	for _, b := range brokers {
+		err := fn(b)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// partitionOffsets asks a partition's leader (found through any broker)
+// for its first and end offsets.
+func partitionOffsets(ctx context.Context, dialer *kafka.Dialer, brokers []string, topic string, partition int) (first, end int64, err error) {
+	err = onAnyBroker(brokers, func(addr string) error {
+		lc, err := dialer.DialLeader(ctx, "tcp", addr, topic, partition)
+		if err != nil {
+			return err
+		}
+		defer lc.Close()
+		first, end, err = lc.ReadOffsets()
+		return err
+	})
+	return first, end, err
 }

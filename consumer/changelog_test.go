@@ -12,8 +12,9 @@ import (
 )
 
 // CatchUp returns only once the index holds every change announced before
-// the call (what a partition's previous owner announced), and a change's
-// event position survives the change log.
+// the call (what a partition's previous owner announced), also when the
+// first bootstrap broker is dead, and a change's event position survives
+// the change log.
 func TestIndexFollowerCatchUp(t *testing.T) {
 	conn := Conn{Brokers: testenv.Brokers(testenv.Kafka(t))}
 	topic := fmt.Sprintf("test.changelog.%d", time.Now().UnixNano())
@@ -32,7 +33,9 @@ func TestIndexFollowerCatchUp(t *testing.T) {
 	if err := w.PublishChanges(ctx, []suppression.Change{change(0)}); err != nil {
 		t.Fatal(err)
 	}
-	f, err := FollowIndex(ctx, conn, topic, nil, slog.New(slog.DiscardHandler))
+	// The first bootstrap broker is dead: the others serve.
+	dead := Conn{Brokers: append([]string{"127.0.0.1:1"}, conn.Brokers...)}
+	f, err := FollowIndex(ctx, dead, topic, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
