@@ -12,6 +12,15 @@ const (
 	SegmentProvider = "mailbox_provider"
 	SegmentDomain   = "domain"
 
+	// The opens' and clicks' segments (SendGrid's advanced stats): the
+	// browser, the mail client, the device type, the country and, within
+	// one country, the region (SendGrid's "province").
+	SegmentBrowser = "browser"
+	SegmentClient  = "client"
+	SegmentDevice  = "device"
+	SegmentCountry = "country"
+	SegmentRegion  = "province"
+
 	// ProviderOther is the mailbox provider of events whose provider is
 	// unknown.
 	ProviderOther = "other"
@@ -56,6 +65,10 @@ type StatsQuery struct {
 	// AllKeys asks for every key with events, whatever the segment (Keys
 	// are then ignored).
 	AllKeys bool
+	// Class keeps, for SegmentClient, the clients of one device type
+	// (compared without case). For SegmentRegion, Keys holds the one
+	// country whose regions are counted.
+	Class string
 	// MaxRows, when positive, is the most rows a store returns (the first
 	// by period and key); the API asks for one more than an answer may
 	// hold, to tell a query that is too large.
@@ -135,6 +148,52 @@ func (c StatCounts) ProviderMetrics() ProviderMetrics {
 		Delivered: c.Delivered, Drops: c.Drops, Opens: c.Opens, Processed: p, Requests: p + c.Drops,
 		SpamReports: c.SpamReports, UniqueClicks: c.UniqueClicks, UniqueOpens: c.UniqueOpens,
 	}
+}
+
+// ClickMetrics are SendGrid's metrics of /v3/browsers/stats.
+type ClickMetrics struct {
+	Clicks       uint64 `json:"clicks"`
+	UniqueClicks uint64 `json:"unique_clicks"`
+}
+
+// OpenMetrics are SendGrid's metrics of /v3/clients/stats and
+// /v3/devices/stats.
+type OpenMetrics struct {
+	Opens       uint64 `json:"opens"`
+	UniqueOpens uint64 `json:"unique_opens"`
+}
+
+// GeoMetrics are SendGrid's metrics of /v3/geo/stats.
+type GeoMetrics struct {
+	Clicks       uint64 `json:"clicks"`
+	Opens        uint64 `json:"opens"`
+	UniqueClicks uint64 `json:"unique_clicks"`
+	UniqueOpens  uint64 `json:"unique_opens"`
+}
+
+// SegmentMetrics is the metrics object of segment's stats.
+func (c StatCounts) SegmentMetrics(segment string) any {
+	switch segment {
+	case SegmentProvider:
+		return c.ProviderMetrics()
+	case SegmentBrowser:
+		return ClickMetrics{Clicks: c.Clicks, UniqueClicks: c.UniqueClicks}
+	case SegmentClient, SegmentDevice:
+		return OpenMetrics{Opens: c.Opens, UniqueOpens: c.UniqueOpens}
+	case SegmentCountry, SegmentRegion:
+		return GeoMetrics{Clicks: c.Clicks, Opens: c.Opens, UniqueClicks: c.UniqueClicks, UniqueOpens: c.UniqueOpens}
+	}
+	return c.Metrics()
+}
+
+// EveryKeySegment reports whether a segment's stats list every name with
+// events when no names are asked for.
+func EveryKeySegment(segment string) bool {
+	switch segment {
+	case SegmentProvider, SegmentBrowser, SegmentClient, SegmentDevice, SegmentCountry, SegmentRegion:
+		return true
+	}
+	return false
 }
 
 // StatsEntry is one element of a period's stats: Type and Name are set for
@@ -222,7 +281,7 @@ func StatsNames(q StatsQuery, rows []StatsRow) []string {
 	if q.Segment == SegmentGlobal {
 		return []string{""}
 	}
-	if len(q.Keys) > 0 {
+	if len(q.Keys) > 0 && q.Segment != SegmentRegion {
 		return q.Keys
 	}
 	var keys []string
@@ -248,10 +307,7 @@ func EachStatsPeriod(q StatsQuery, rows []StatsRow, fn func(DateStats) error) er
 		day := DateStats{Date: date, Stats: make([]StatsEntry, 0, len(keys))}
 		for _, k := range keys {
 			c := counts[pk{date, k}]
-			e := StatsEntry{Type: q.Segment, Name: k, Metrics: c.Metrics()}
-			if q.Segment == SegmentProvider {
-				e.Metrics = c.ProviderMetrics()
-			}
+			e := StatsEntry{Type: q.Segment, Name: k, Metrics: c.SegmentMetrics(q.Segment)}
 			day.Stats = append(day.Stats, e)
 		}
 		if err := fn(day); err != nil {

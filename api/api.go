@@ -113,6 +113,9 @@ type Config struct {
 	// disables that route. The category sums are Stats'.
 	Categories CategoryStore
 	// Activity answers the email activity endpoints; nil disables them.
+	// GeoIP says the workers place opens and clicks with a geoip database
+	// (BOUNCER_GEOIP_DB): without it, /v3/geo/stats says it needs one.
+	GeoIP bool
 	// Downloads keeps the activity CSV downloads; nil disables them.
 	Downloads DownloadStore
 	// MaxDownloads is the most activity CSV downloads this process

@@ -323,7 +323,7 @@ func statsRoutes(t *testing.T) map[string][]string {
 			switch p.Name {
 			case "start_date":
 				dated = true
-			case "categories", "mailbox_providers", "domains":
+			case "categories", "mailbox_providers", "domains", "browsers":
 				names = append(names, p.Name)
 			}
 		}
@@ -345,7 +345,7 @@ func statsRoutes(t *testing.T) map[string][]string {
 func TestHostileStatsRanges(t *testing.T) {
 	token, k := testKey(t, "acme", false)
 	st := &statsStore{}
-	s := NewServer(Config{Store: st, Stats: st, Dashboard: &fakeDashboard{}, Keys: fakeKeys{k}, RateLimit: 1e6}).(*server)
+	s := NewServer(Config{Store: st, Stats: st, Dashboard: &fakeDashboard{}, Keys: fakeKeys{k}, RateLimit: 1e6, GeoIP: true}).(*server)
 	for path, names := range statsRoutes(t) {
 		q := "?start_date=1970-01-01&end_date=2106-02-06"
 		for _, n := range names {

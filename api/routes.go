@@ -79,6 +79,11 @@ func (s *server) routes() []route {
 		{"GET", "/v3/categories/stats", "categories.stats.read", key, s.gated(s.handleStats(analytics.SegmentCategory, false))},
 		{"GET", "/v3/categories", "categories.read", key, s.gated(s.handleCategories())},
 		{"GET", "/v3/categories/stats/sums", "categories.stats.sums.read", key, s.gated(s.handleCategorySums())},
+		{"GET", "/v3/browsers/stats", "browsers.stats.read", key, s.gated(s.handleStats(analytics.SegmentBrowser, true))},
+		{"GET", "/v3/clients/stats", "clients.stats.read", key, s.gated(s.handleStats(analytics.SegmentClient, false))},
+		{"GET", "/v3/clients/{client_type}/stats", "clients.stats.read", key, s.gated(s.handleStats(analytics.SegmentClient, false))},
+		{"GET", "/v3/devices/stats", "devices.stats.read", key, s.gated(s.handleStats(analytics.SegmentDevice, true))},
+		{"GET", "/v3/geo/stats", "geo.stats.read", key, s.gated(s.handleStats(analytics.SegmentCountry, true))},
 		{"GET", "/v3/mailbox_providers/stats", "mailbox_providers.stats.read", key, s.gated(s.handleStats(analytics.SegmentProvider, true))},
 
 		// Email activity (SendGrid's scope).

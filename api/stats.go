@@ -100,14 +100,16 @@ func parseStatsQuery(segment string, v url.Values, now time.Time, paged bool) (a
 		param = "mailbox_providers"
 	case analytics.SegmentDomain:
 		param, required = "domains", true
+	case analytics.SegmentBrowser:
+		param = "browsers"
 	}
 	if param == "" {
 		return q, page, nil
 	}
 	for _, k := range v[param] {
 		k = strings.TrimSpace(k)
-		if segment != analytics.SegmentCategory {
-			k = strings.ToLower(k)
+		if segment != analytics.SegmentCategory && segment != analytics.SegmentBrowser {
+			k = strings.ToLower(k) // providers and domains; browsers are named as uap-core names them
 		}
 		if k == "" || len(k) > maxStatsKey || !utf8.ValidString(k) {
 			return q, page, errorf(EInvalid, param, "%s must be non-empty names of at most %d bytes", param, maxStatsKey)
@@ -154,10 +156,14 @@ func statsTooLarge(q analytics.StatsQuery, periods, names int, paged bool) error
 	}
 	size := fmt.Sprintf("%d periods (by %s)", periods, q.AggregatedBy)
 	if q.Segment != analytics.SegmentGlobal {
-		what := map[string]string{analytics.SegmentCategory: "categories", analytics.SegmentProvider: "mailbox_providers", analytics.SegmentDomain: "domains"}[q.Segment]
+		what := map[string]string{analytics.SegmentCategory: "categories", analytics.SegmentProvider: "mailbox_providers", analytics.SegmentDomain: "domains",
+			analytics.SegmentBrowser: "browsers", analytics.SegmentClient: "clients", analytics.SegmentDevice: "devices",
+			analytics.SegmentCountry: "countries", analytics.SegmentRegion: "regions"}[q.Segment]
 		size += fmt.Sprintf(" × %d %s = %d entries", names, what, periods*names)
 		if q.Segment == analytics.SegmentProvider && len(q.Keys) == 0 {
 			fixes = append(fixes, "name at most a few mailbox_providers")
+		} else if analytics.EveryKeySegment(q.Segment) && q.Segment != analytics.SegmentBrowser {
+			// Names cannot be chosen: the periods are what to narrow.
 		} else {
 			fixes = append(fixes, "ask for fewer "+what)
 		}
@@ -181,6 +187,9 @@ func (s *server) handleStats(segment string, paged bool) http.Handler {
 			return
 		}
 		q, page, err := parseStatsQuery(segment, r.URL.Query(), s.now(), paged)
+		if err == nil {
+			err = s.advancedQuery(r, &q)
+		}
 		if err != nil {
 			writeError(w, s.log, r, err)
 			return
@@ -236,4 +245,35 @@ func writeStats(w http.ResponseWriter, q analytics.StatsQuery, rows []analytics.
 	}
 	bw.WriteString("]\n")
 	bw.Flush()
+}
+
+// clientTypes are SendGrid's client types (the path of
+// /v3/clients/{client_type}/stats), bouncer's device types in lower case.
+var clientTypes = []string{"phone", "tablet", "webmail", "desktop"}
+
+// advancedQuery reads what the opens' and clicks' segments take beyond
+// parseStatsQuery: the client type of /v3/clients/{client_type}/stats, and
+// /v3/geo/stats's country (its regions then), which needs a geoip
+// database.
+func (s *server) advancedQuery(r *http.Request, q *analytics.StatsQuery) error {
+	switch q.Segment {
+	case analytics.SegmentClient:
+		if ct := r.PathValue("client_type"); ct != "" {
+			if !slices.Contains(clientTypes, ct) {
+				return errorf(EInvalid, "client_type", "client_type must be one of %s", strings.Join(clientTypes, ", "))
+			}
+			q.Class = ct
+		}
+	case analytics.SegmentCountry:
+		if !s.cfg.GeoIP {
+			return errorf(ENotFound, "", "geo stats need a MaxMind-format geoip database: set BOUNCER_GEOIP_DB on the workers and on bouncer api (docs/analytics.md#geography)")
+		}
+		if c := r.URL.Query().Get("country"); c != "" {
+			if len(c) != 2 || strings.Trim(strings.ToUpper(c), "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != "" {
+				return errorf(EInvalid, "country", "country must be a two-letter ISO 3166 code, e.g. US")
+			}
+			q.Segment, q.Keys = analytics.SegmentRegion, []string{strings.ToUpper(c)}
+		}
+	}
+	return nil
 }

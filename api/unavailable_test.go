@@ -171,6 +171,11 @@ var goodRequests = map[string]struct{ query, body string }{
 	"GET /v3/stats":                                      {"start_date=2026-01-01", ""},
 	"GET /v3/categories/stats":                           {"start_date=2026-01-01&categories=a", ""},
 	"GET /v3/categories/stats/sums":                      {"start_date=2026-01-01", ""},
+	"GET /v3/browsers/stats":                             {"start_date=2026-01-01", ""},
+	"GET /v3/clients/stats":                              {"start_date=2026-01-01", ""},
+	"GET /v3/clients/{client_type}/stats":                {"start_date=2026-01-01", ""},
+	"GET /v3/devices/stats":                              {"start_date=2026-01-01", ""},
+	"GET /v3/geo/stats":                                  {"start_date=2026-01-01", ""},
 	"GET /v3/mailbox_providers/stats":                    {"start_date=2026-01-01", ""},
 	"GET /bouncer/v1/stats/domains":                      {"start_date=2026-01-01&domains=x.org", ""},
 	"GET /bouncer/v1/stats/bounce_reasons":               {"start_date=2026-01-01", ""},
@@ -204,7 +209,7 @@ var goodRequests = map[string]struct{ query, body string }{
 func TestStoreOutageIsUnavailable(t *testing.T) {
 	token, k := testKey(t, "acme", false)
 	d := downStores{}
-	h := NewServer(Config{Store: d, Stats: d, Categories: d, Downloads: d, Activity: d, Privacy: d, Forwarding: d, Webhooks: d, WebhookOps: d,
+	h := NewServer(Config{Store: d, Stats: d, Categories: d, Downloads: d, GeoIP: true, Activity: d, Privacy: d, Forwarding: d, Webhooks: d, WebhookOps: d,
 		Dashboard: d, Groups: d, BouncePurge: d, Checker: fakeChecker{}, Keys: fakeKeys{k}, RateLimit: 1e6})
 	unavailable := 0
 	for _, rt := range (&server{}).routes() {

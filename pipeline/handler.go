@@ -20,6 +20,12 @@ type Config struct {
 	Publisher Publisher
 	// Classifier classifies bounces; required.
 	Classifier *enrich.Classifier
+	// Agents, when set, classifies the user agent of open and click events
+	// (browser, mail client, device type); nil leaves those columns empty.
+	Agents *enrich.Agents
+	// Geo, when set, places the ip of open and click events (country,
+	// region); nil leaves those columns empty.
+	Geo *enrich.Geo
 	// MaxMessageBytes bounds one Kafka message; default 1 MiB.
 	MaxMessageBytes int
 	// Suppressions, when set, turns a processed event for a suppressed
@@ -325,9 +331,21 @@ func (h *Handler) derivedDrop(ev *schemas.Event) (Row, bool) {
 	return Row{Event: d, Provider: enrich.ProviderForDomain(d.Domain), Derived: true}, true
 }
 
-// enrich adds the provider and, for bounces and deferrals, the
-// classification.
-func (h *Handler) enrich(ev schemas.Event) Row { return enrichRow(h.cfg.Classifier, ev) }
+// enrich adds the provider; for bounces and deferrals, the
+// classification; for opens and clicks, the user agent's browser, client
+// and device and the ip's place.
+func (h *Handler) enrich(ev schemas.Event) Row {
+	row := enrichRow(h.cfg.Classifier, ev)
+	if ev.Event == schemas.EventOpen || ev.Event == schemas.EventClick {
+		if h.cfg.Agents != nil && ev.UserAgent != "" {
+			row.Agent = h.cfg.Agents.Classify(ev.UserAgent)
+		}
+		if h.cfg.Geo != nil && ev.IP != "" {
+			row.Place = h.cfg.Geo.Lookup(ev.IP)
+		}
+	}
+	return row
+}
 
 // ListChanges appends the list changes ev implies, as the sink group
 // derives them (a hard bounce on bounces, a spam report on spam_reports,

@@ -65,6 +65,10 @@ type Row struct {
 	Provider string
 	// Bounce is set for bounce and deferred events.
 	Bounce *enrich.Result
+	// Agent and Place are what the user agent and the ip of an open or a
+	// click say (zero for other events, or without Config.Agents, Geo).
+	Agent enrich.UserAgent
+	Place enrich.Place
 	// Derived marks events bouncer made itself (for example a dropped event
 	// for a suppressed recipient) rather than consumed.
 	Derived bool

@@ -155,7 +155,7 @@ func runAPI(ctx context.Context, env *environment, args []string) error {
 		checker = index
 	}
 	cfg := api.Config{
-		Store: as, Stats: store, Categories: store, Downloads: store, MaxDownloads: *maxDownloads, PublicURL: *publicURL, Context: ctx, Activity: store, Keys: store, Logger: log, Checker: checker,
+		Store: as, Stats: store, Categories: store, Downloads: store, MaxDownloads: *maxDownloads, PublicURL: *publicURL, Context: ctx, GeoIP: env.getenv("BOUNCER_GEOIP_DB") != "", Activity: store, Keys: store, Logger: log, Checker: checker,
 		Privacy: as.Service, Forwarding: store, BouncePurge: store, Groups: as.Service, Webhooks: subs, WebhookOps: subs, WebhookTester: webhook.Tester{Guard: whGuard}, Dashboard: store,
 		Sessions:  store,
 		RateLimit: float64(*rateLimit), Replicas: *replicas, MaxBodyBytes: int64(*maxBody), MaxStatsQueries: *maxStats, TrustedProxies: trusted,

@@ -37,6 +37,16 @@ func init() {
 	e["GET /v3/categories/stats/sums"] = tries(
 		tenancyAttempt{"GET", "/v3/categories/stats/sums?start_date=2025-11-01&end_date=2025-11-30&limit=500", ""},
 		tenancyAttempt{"GET", "/v3/categories/stats/sums?start_date=2025-11-01&end_date=2025-11-30&on-behalf-of=acme", ""})
+	for _, p := range []string{"/v3/browsers/stats", "/v3/clients/stats", "/v3/clients/{client_type}/stats", "/v3/devices/stats", "/v3/geo/stats"} {
+		path := strings.Replace(p, "{client_type}", "webmail", 1) + "?start_date=2025-11-01&end_date=2025-11-30&account_id=acme"
+		e["GET "+p] = tries(tenancyAttempt{"GET", path, ""})
+	}
+	e["GET /v3/geo/stats"] = tries(tenancyAttempt{"GET", "/v3/geo/stats?start_date=2025-11-01&end_date=2025-11-30&country=US", ""})
+	// (A route of issue 25 that had no attempts: acme's bounce text, "user
+	// unknown", is among the leaks.)
+	if e["GET /bouncer/v1/classify/unmatched"] == nil {
+		e["GET /bouncer/v1/classify/unmatched"] = tries(tenancyAttempt{"GET", "/bouncer/v1/classify/unmatched?start_date=2025-11-01&end_date=2025-11-30&account_id=acme", ""})
+	}
 	// globex asks for a CSV of acme's message and reads acme's download
 	// ids (none it can know; a made-up one is 404).
 	e["POST /v3/messages/download"] = tries(tenancyAttempt{"POST", "/v3/messages/download?query=" + url.QueryEscape(`msg_id="acme-msg-1"`), ""})

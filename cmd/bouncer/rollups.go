@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/schemas"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 )
@@ -16,7 +17,7 @@ func init() {
 
 func runRollups(ctx context.Context, env *environment, args []string) error {
 	sub := ""
-	if len(args) > 0 && (args[0] == "rebuild" || args[0] == "update" || args[0] == "status") {
+	if len(args) > 0 && (args[0] == "rebuild" || args[0] == "update" || args[0] == "status" || args[0] == "backfill") {
 		sub, args = args[0], args[1:]
 	}
 	fs := newFlagSet(env, "rollups")
@@ -27,11 +28,13 @@ func runRollups(ctx context.Context, env *environment, args []string) error {
 	acct := fs.String("account", "", "rebuild: only this account (default every account); status: the account (default: default)")
 	chunk := fs.Int("chunk-events", 5_000_000, "rebuild: most events one build counts (its memory grows with it)")
 	since := fs.Int("since-days", 7, "update: look at marks written in the last this many days")
+	chunkDays := fs.Int("chunk-days", 7, "backfill: days one mutation of the events table covers")
+	geoDB := e.String("geoip-db", "BOUNCER_GEOIP_DB", "", "backfill: the MaxMind-format geoip database that places ips (the workers' one); empty: places are not filled")
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
 	}
 	if sub == "" {
-		return usagef("rollups: want rebuild, update or status (bouncer rollups --help)")
+		return usagef("rollups: want rebuild, update, status or backfill (bouncer rollups --help)")
 	}
 	if err := e.err(); err != nil {
 		return err
@@ -55,6 +58,9 @@ func runRollups(ctx context.Context, env *environment, args []string) error {
 	var n int
 	if sub == "status" {
 		return rollupStatus(ctx, env, store, *from, *to, *acct)
+	}
+	if sub == "backfill" {
+		return rollupBackfill(ctx, env, store, *from, *to, *acct, *chunkDays, *geoDB)
 	}
 	if sub == "update" {
 		if *since < 1 {
@@ -88,6 +94,62 @@ func runRollups(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	fmt.Fprintf(env.stdout, "%s: %d builds in %s\n", sub, n, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// rollupBackfill fills the user agent and place columns of stored opens
+// and clicks, chunk by chunk, printing each chunk as it finishes.
+func rollupBackfill(ctx context.Context, env *environment, store *clickhouse.Store, from, to, acct string, chunkDays int, geoDB string) error {
+	f, err := time.Parse(time.DateOnly, from)
+	if err != nil {
+		return usagef("rollups backfill: --from %q: want YYYY-MM-DD", from)
+	}
+	t := time.Now().UTC().Truncate(24 * time.Hour)
+	if to != "" {
+		if t, err = time.Parse(time.DateOnly, to); err != nil {
+			return usagef("rollups backfill: --to %q: want YYYY-MM-DD", to)
+		}
+	}
+	switch {
+	case t.Before(f):
+		return usagef("rollups backfill: --to %s is before --from %s", to, from)
+	case chunkDays < 1:
+		return usagef("rollups backfill: --chunk-days %d: want 1 or more", chunkDays)
+	case acct != "" && !schemas.ValidAccountID(acct):
+		return usagef("rollups backfill: --account %q: want 1 to 64 of A-Z a-z 0-9 _ . -", acct)
+	}
+	agents, err := enrich.NewAgents(0)
+	if err != nil {
+		return err
+	}
+	o := clickhouse.BackfillOptions{From: f, To: t.AddDate(0, 0, 1), Account: acct, ChunkDays: chunkDays,
+		Agent: func(ua string) (string, string, string) {
+			v := agents.Classify(ua)
+			return v.Browser, v.Client, v.Device
+		},
+		Progress: func(done, total int, a, b time.Time, uas, ips int, took time.Duration) {
+			fmt.Fprintf(env.stdout, "[%d/%d] %s..%s: %d user agents, %d ips in %s\n", done, total, a.Format(time.DateOnly),
+				b.AddDate(0, 0, -1).Format(time.DateOnly), uas, ips, took.Round(time.Millisecond))
+		}}
+	if geoDB != "" {
+		geo, err := enrich.OpenGeo(geoDB)
+		if err != nil {
+			return usagef("rollups backfill: %v", err)
+		}
+		defer geo.Close()
+		o.Place = func(ip string) (string, string) {
+			p := geo.Lookup(ip)
+			return p.Country, p.Region
+		}
+	} else {
+		fmt.Fprintln(env.stderr, "rollups backfill: no --geoip-db (BOUNCER_GEOIP_DB): user agents only, places stay empty")
+	}
+	start := time.Now()
+	n, err := store.BackfillAgents(ctx, o)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "backfill: %d chunks in %s\n", n, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

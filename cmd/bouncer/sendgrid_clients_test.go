@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/bouncer-mail/bouncer/enrich"
+	"github.com/bouncer-mail/bouncer/internal/geotest"
 	"github.com/bouncer-mail/bouncer/internal/testenv"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/schemas"
@@ -59,6 +60,7 @@ func TestSendGridPythonAndNodeClients(t *testing.T) {
 	addr := testenv.ClickHouse(t)
 	db := testenv.Database(t, addr)
 	env := map[string]string{"CLICKHOUSE_ADDR": addr, "CLICKHOUSE_DATABASE": db, "BOUNCER_API_ADDR": "127.0.0.1:0",
+		"BOUNCER_GEOIP_DB":   geotest.WriteDB(t, t.TempDir()), // (the api only needs to know the workers have one)
 		"BOUNCER_SECRET_KEY": base64.StdEncoding.EncodeToString(make([]byte, 32))}
 	if err := run(context.Background(), []string{"bouncer", "migrate"}, envFunc(env), strings.NewReader(""), io.Discard, io.Discard); err != nil {
 		t.Fatal(err)
@@ -124,7 +126,7 @@ func TestSendGridPythonAndNodeClients(t *testing.T) {
 // seedClientAccount gives an account what cases.json expects: four
 // bounces an hour apart from t0, one block, invalid address and spam
 // report, and a delivered and a bounced message (category news) on t0's
-// day.
+// day, opened on an iPhone in Texas and clicked in Chrome in Ontario.
 func seedClientAccount(t *testing.T, st *clickhouse.Store, account string, t0 time.Time) {
 	t.Helper()
 	ctx := context.Background()
@@ -147,8 +149,14 @@ func seedClientAccount(t *testing.T, st *clickhouse.Store, account string, t0 ti
 	delivered := ev("-e1", "delivered", "ann@example.com")
 	bounced := ev("-e2", "bounce", "kim@example.com")
 	bounced.Type, bounced.Reason, bounced.Status = "bounce", "550 5.1.1 user unknown", "5.1.1"
+	opened := ev("-e3", "open", "ann@example.com")
+	opened.UserAgent, opened.IP = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148", "203.0.113.7"
+	clicked := ev("-e4", "click", "ann@example.com")
+	clicked.UserAgent, clicked.IP = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36", "198.51.100.9"
 	rows := []pipeline.Row{{Event: delivered},
-		{Event: bounced, Bounce: &enrich.Result{BounceType: enrich.Hard, Classification: enrich.InvalidAddress, Reason: "user_unknown"}}}
+		{Event: bounced, Bounce: &enrich.Result{BounceType: enrich.Hard, Classification: enrich.InvalidAddress, Reason: "user_unknown"}},
+		{Event: opened, Agent: enrich.UserAgent{Browser: "Mobile Safari UI/WKWebView", Client: "Apple Mail", Device: enrich.DevicePhone}, Place: enrich.Place{Country: "US", Region: "TX"}},
+		{Event: clicked, Agent: enrich.UserAgent{Browser: "Chrome", Client: "Chrome", Device: enrich.DeviceWebmail}, Place: enrich.Place{Country: "CA", Region: "ON"}}}
 	for i := range rows {
 		rows[i].Event.Partition, rows[i].Event.Offset = 0, int64(i)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/bouncer-mail/bouncer/consumer"
+	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/internal/ops"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
@@ -29,6 +30,8 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	group := e.String("group", "BOUNCER_SINK_GROUP", "bouncer-sink", "consumer group of the sink")
 	dlqTopic := e.String("dlq-topic", "BOUNCER_DLQ_TOPIC", "", "dead-letter topic (default: TOPIC.dlq)")
 	changeTopic := e.String("changelog-topic", "BOUNCER_CHANGELOG_TOPIC", "bouncer.suppressions", "compacted topic of suppression list changes, which senders can mirror")
+	geoDB := e.String("geoip-db", "BOUNCER_GEOIP_DB", "", "a MaxMind-format geoip database (.mmdb, e.g. GeoLite2-City.mmdb) to place the ip of opens and clicks (country, region) for /v3/geo/stats; empty: not placed")
+	uaCache := e.Int("user-agent-cache", "BOUNCER_USER_AGENT_CACHE", 4096, "distinct user agents of opens and clicks remembered with their classification (browser, client, device)")
 	partitions := e.Int("partitions", "BOUNCER_PARTITIONS", 4, "partitions of the event topic when the worker has to create it")
 	opsAddr := e.String("ops-addr", "BOUNCER_OPS_ADDR", "127.0.0.1:9464", "address of the ops HTTP server (/healthz, /readyz, /metrics); empty disables it")
 	maxMessages := e.Int("max-batch-messages", "BOUNCER_MAX_BATCH_MESSAGES", 10000, "most Kafka messages in one partition's batch; the batches the worker's partitions hand over at about the same time share one ClickHouse insert (up to 50,000 rows), so bigger batches mean fewer parts for ClickHouse to merge, and more memory")
@@ -146,10 +149,21 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		if *softOn {
 			history = store
 		}
+		agents, err := enrich.NewAgents(*uaCache)
+		if err != nil {
+			return err
+		}
+		var geo *enrich.Geo
+		if *geoDB != "" {
+			if geo, err = enrich.OpenGeo(*geoDB); err != nil {
+				return &usageError{err.Error()}
+			}
+			defer geo.Close()
+		}
 		handler, err := pipeline.NewHandler(pipeline.Config{
 			Sink: store, Publisher: dlq, Classifier: classifier, MaxMessageBytes: *maxMsgBytes, MaxFutureSkew: *maxSkew,
 			Suppressions: index, Changes: changes, CatchUp: follower.CatchUp,
-			SoftBounces: policy, History: history,
+			SoftBounces: policy, History: history, Agents: agents, Geo: geo,
 			Logger: log, Metrics: pipeline.NewMetrics(reg),
 		})
 		if err != nil {

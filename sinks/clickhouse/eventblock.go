@@ -55,6 +55,11 @@ var eventStrings = [...]struct {
 	{"from_email", func(r *pipeline.Row) string { return r.FromEmail }},
 	{"subject", func(r *pipeline.Row) string { return r.Subject }},
 	{"custom_args", func(r *pipeline.Row) string { return r.Custom }},
+	{"ua_browser", func(r *pipeline.Row) string { return r.Agent.Browser }},
+	{"ua_client", func(r *pipeline.Row) string { return r.Agent.Client }},
+	{"ua_device", func(r *pipeline.Row) string { return r.Agent.Device }},
+	{"geo_country", func(r *pipeline.Row) string { return r.Place.Country }},
+	{"geo_region", func(r *pipeline.Row) string { return r.Place.Region }},
 }
 
 func bounceField(r *pipeline.Row, i int) string {

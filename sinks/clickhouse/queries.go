@@ -36,6 +36,7 @@ var eventColumns = []string{
 	"reason", "status", "response", "attempt", "bounce_type", "bounce_classification",
 	"reason_code", "rule", "producer_classification", "ip", "tls", "url", "useragent",
 	"asm_group_id", "from_email", "subject", "custom_args", "derived", "decided_by",
+	"ua_browser", "ua_client", "ua_device", "geo_country", "geo_region",
 }
 
 var deadLetterColumns = []string{

@@ -9,7 +9,7 @@ import "strings"
 // 1970-01-01, UTC).
 
 // rollupDims are the dimensions a build stores, in build order.
-var rollupDims = []string{dimGlobal, dimCategory, dimProvider, dimDomain, dimReason}
+var rollupDims = []string{dimGlobal, dimCategory, dimProvider, dimDomain, dimReason, dimBrowser, dimClient, dimDevice, dimGeo}
 
 const (
 	dimGlobal   = ""
@@ -17,8 +17,18 @@ const (
 	dimProvider = "provider"
 	dimDomain   = "domain"
 	dimReason   = "reason"
-	// dimBuild rows record a build (stats_daily's comment).
-	dimBuild = "build"
+	// The opens' and clicks' user agent and place (events columns of
+	// migration 0018): key = ua_browser; ua_client with classification =
+	// ua_device; ua_device; geo_country with classification = geo_region.
+	// Only builds whose build row has key buildAgents hold them.
+	dimBrowser = "browser"
+	dimClient  = "client"
+	dimDevice  = "device"
+	dimGeo     = "geo"
+	// dimBuild rows record a build (stats_daily's comment); their key is
+	// buildAgents when the build holds the user agent and place dimensions.
+	dimBuild    = "build"
+	buildAgents = "agents"
 )
 
 // dailyCoverID names a (topic, partition) in a coverage list.
@@ -45,6 +55,14 @@ func dailySQL(dim string) string {
 	case dimReason:
 		key, class, btype, where = "reason_code", "bounce_classification", "bounce_type", " AND event = 'bounce'"
 		example = "argMax(reason, timestamp), max(timestamp)"
+	case dimBrowser:
+		key, where = "ua_browser", " AND event IN ('open', 'click') AND ua_browser != ''"
+	case dimClient:
+		key, class, where = "ua_client", "ua_device", " AND event IN ('open', 'click') AND ua_client != ''"
+	case dimDevice:
+		key, where = "ua_device", " AND event IN ('open', 'click') AND ua_device != ''"
+	case dimGeo:
+		key, class, where = "geo_country", "geo_region", " AND event IN ('open', 'click') AND geo_country != ''"
 	}
 	return "SELECT account_id AS r_account, toUInt32(toDate(timestamp, 'UTC')) AS r_day, " + key + " AS r_key, " +
 		class + " AS r_class, " + btype + " AS r_btype, " + statsCounts + ", " + example +
@@ -88,7 +106,7 @@ var (
 	// The builds of one account's days in [from, to) (YYYY-MM-DD), newest
 	// first. Arguments: account, from, to.
 	qRollupBuilds = register(Query{Name: "stats_daily.builds",
-		SQL: "SELECT toUInt32(day), version, toUInt32(started), cover_topics, cover_partitions, cover_offsets FROM stats_daily " +
+		SQL: "SELECT toUInt32(day), version, toUInt32(started), cover_topics, cover_partitions, cover_offsets, key FROM stats_daily " +
 			"WHERE account_id = ? AND dim = 'build' AND day >= toDate(?) AND day < toDate(?) ORDER BY version DESC",
 		Sample: []any{"acme", "2025-11-27", "2025-12-27"}})
 

@@ -162,6 +162,12 @@ type build struct {
 	version uint64
 	started uint32
 	cover   map[string]uint64 // "topic/partition" -> highest offset counted
+	agents  bool              // it counted the user agent and place dimensions
+}
+
+// agentDim reports whether dim is one only builds with agents hold.
+func agentDim(dim string) bool {
+	return dim == dimBrowser || dim == dimClient || dim == dimDevice || dim == dimGeo
 }
 
 type coverMark struct {
@@ -198,7 +204,7 @@ func newBuild(version uint64, started uint32, topics []string, parts []uint32, o
 
 // rollupPlan splits one account's days [from, to) into those its rollups
 // answer (day -> build version) and those read from the events table.
-func (s *Store) rollupPlan(ctx context.Context, account string, from, to uint32) (clean map[uint32]uint64, dirty []uint32, err error) {
+func (s *Store) rollupPlan(ctx context.Context, account, dim string, from, to uint32) (clean map[uint32]uint64, dirty []uint32, err error) {
 	// Builds and marks are read side by side; in either order the answer
 	// is a snapshot: a build newer than the marks read covers at least
 	// what an older one does.
@@ -217,7 +223,7 @@ func (s *Store) rollupPlan(ctx context.Context, account string, from, to uint32)
 	}
 	clean = map[uint32]uint64{}
 	for d := from; d < to; d++ {
-		if b := builds[d]; b != nil && b.covers(marks[d]) {
+		if b := builds[d]; b != nil && b.covers(marks[d]) && (b.agents || !agentDim(dim)) {
 			clean[d] = b.version
 		} else {
 			dirty = append(dirty, d)
@@ -239,11 +245,13 @@ func (s *Store) readBuilds(ctx context.Context, account string, from, to uint32,
 		var topics []string
 		var parts []uint32
 		var offsets []uint64
-		if err := rows.Scan(&d, &version, &started, &topics, &parts, &offsets); err != nil {
+		var key string
+		if err := rows.Scan(&d, &version, &started, &topics, &parts, &offsets, &key); err != nil {
 			return fmt.Errorf("%s: %w", qRollupBuilds.Name, err)
 		}
 		if _, ok := builds[d]; !ok { // newest first
 			builds[d] = newBuild(version, started, topics, parts, offsets)
+			builds[d].agents = key == buildAgents
 		}
 	}
 	return rows.Err()
@@ -271,7 +279,7 @@ func (s *Store) readMarks(ctx context.Context, account string, from, to uint32, 
 // days), whether its stats are read from the rollups (true: its latest
 // build covers every event) or from the events table.
 func (s *Store) RollupStatus(ctx context.Context, account string, from, to time.Time) (map[time.Time]bool, error) {
-	clean, dirty, err := s.rollupPlan(ctx, account, dayOf(from), dayOf(to))
+	clean, dirty, err := s.rollupPlan(ctx, account, dimGlobal, dayOf(from), dayOf(to))
 	if err != nil {
 		return nil, err
 	}
@@ -363,7 +371,7 @@ func (s *Store) countStats(ctx context.Context, q countsQuery) (map[rollupKey]*r
 		}
 	} else {
 		var err error
-		if clean, dirty, err = s.rollupPlan(ctx, q.account, from, to); err != nil {
+		if clean, dirty, err = s.rollupPlan(ctx, q.account, q.dim, from, to); err != nil {
 			return nil, err
 		}
 	}
@@ -614,7 +622,7 @@ func (s *Store) BuildRollups(ctx context.Context, c RollupChunk) error {
 		}
 		var z uint64
 		for _, a := range c.Accounts {
-			if err := b.Append(a, from, dimBuild, "", "", "", version,
+			if err := b.Append(a, from, dimBuild, buildAgents, "", "", version,
 				z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, "", start,
 				time.Unix(int64(started), 0).UTC(), cv.topics, cv.parts, cv.offsets); err != nil {
 				return err
@@ -794,6 +802,14 @@ func rollupDim(segment string) (string, error) {
 		return dimProvider, nil
 	case analytics.SegmentDomain:
 		return dimDomain, nil
+	case analytics.SegmentBrowser:
+		return dimBrowser, nil
+	case analytics.SegmentClient:
+		return dimClient, nil
+	case analytics.SegmentDevice:
+		return dimDevice, nil
+	case analytics.SegmentCountry, analytics.SegmentRegion:
+		return dimGeo, nil
 	}
 	return "", fmt.Errorf("stats: unknown segment %q", segment)
 }

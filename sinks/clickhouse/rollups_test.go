@@ -51,7 +51,7 @@ func TestRollupsAfterErasure(t *testing.T) {
 	}
 	clean := func() int {
 		t.Helper()
-		c, _, err := s.rollupPlan(ctx, "acme", dayOf(from), dayOf(to))
+		c, _, err := s.rollupPlan(ctx, "acme", dimGlobal, dayOf(from), dayOf(to))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,7 +117,7 @@ func TestRollupReplacedWhileRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	from, to := base, base.AddDate(0, 0, 3)
-	if c, _, err := s.rollupPlan(ctx, "acme", dayOf(from), dayOf(to)); err != nil || len(c) != 3 {
+	if c, _, err := s.rollupPlan(ctx, "acme", dimGlobal, dayOf(from), dayOf(to)); err != nil || len(c) != 3 {
 		t.Fatalf("%d days from the rollups (%v), want 3", len(c), err)
 	}
 	replaced := 0

@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/bouncer-mail/bouncer/analytics"
@@ -37,13 +38,16 @@ func (s *Store) stats(ctx context.Context, account string, q analytics.StatsQuer
 	if err != nil {
 		return nil, err
 	}
-	all := dim == dimGlobal || q.AllKeys || (dim == dimProvider && len(q.Keys) == 0)
+	all := dim == dimGlobal || q.AllKeys || (q.Segment != analytics.SegmentRegion && analytics.EveryKeySegment(q.Segment) && len(q.Keys) == 0)
 	if !all && len(q.Keys) == 0 {
 		return nil, nil
 	}
 	m, err := s.countStats(ctx, countsQuery{account: account, by: by, dim: dim, all: all, keys: q.Keys, from: q.From, to: q.To, exact: exact})
 	if err != nil {
 		return nil, err
+	}
+	if agentDim(dim) {
+		m = regroup(m, q)
 	}
 	var out []analytics.StatsRow
 	for _, k := range sortedKeys(m) {
@@ -58,4 +62,26 @@ func (s *Store) stats(ctx context.Context, account string, q analytics.StatsQuer
 // unixSeconds clamps t to DateTime's range.
 func unixSeconds(t time.Time) uint32 {
 	return uint32(min(max(t.Unix(), 0), 1<<32-1))
+}
+
+// regroup turns the rows of a dimension with a classification (client:
+// device type; geo: region) into the segment's rows: for regions, the
+// region is the key; for clients, only those of q.Class when set; else the
+// classifications are summed per key.
+func regroup(m map[rollupKey]*rollupAgg, q analytics.StatsQuery) map[rollupKey]*rollupAgg {
+	out := make(map[rollupKey]*rollupAgg, len(m))
+	for k, a := range m {
+		switch {
+		case q.Segment == analytics.SegmentRegion:
+			if k.class == "" {
+				continue // a country's events without a region
+			}
+			k.key = k.class
+		case q.Class != "" && !strings.EqualFold(k.class, q.Class):
+			continue
+		}
+		k.class, k.btype = "", ""
+		addTo(out, k, &a.counts, "", time.Time{})
+	}
+	return out
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,6 +53,10 @@ func statsFixture() []pipeline.Row {
 			Categories:  catSets[rng.IntN(len(catSets))], Reason: k.reason,
 		}
 		group := []pipeline.Row{{Event: ev, Provider: enrich.ProviderForDomain(dom)}}
+		if k.event == "open" || k.event == "click" { // user agents and places, not from rng (its sequence stays)
+			group[0].Agent = fixtureAgents[i%len(fixtureAgents)]
+			group[0].Place = fixturePlaces[i%len(fixturePlaces)]
+		}
 		if k.event == "processed" && rng.IntN(3) == 0 {
 			d := ev
 			d.Event, d.Reason, d.Index = schemas.EventDropped, dropReasons[rng.IntN(len(dropReasons))], pipeline.DerivedIndexBit
@@ -78,6 +83,14 @@ func statsFixture() []pipeline.Row {
 	}
 	return rows
 }
+
+// fixtureAgents and fixturePlaces are the opens' and clicks' user agents
+// and places (the empty ones: not classified, not placed).
+var (
+	fixtureAgents = []enrich.UserAgent{{Browser: "GmailImageProxy", Client: "Gmail", Device: "Webmail"}, {Browser: "Chrome", Client: "Chrome", Device: "Webmail"},
+		{Browser: "Mobile Safari UI/WKWebView", Client: "Apple Mail", Device: "Phone"}, {}, {Browser: "Chrome", Client: "Chrome", Device: "Tablet"}}
+	fixturePlaces = []enrich.Place{{Country: "US", Region: "TX"}, {Country: "US", Region: "CA"}, {Country: "DE"}, {}, {Country: "CA", Region: "ON"}, {Country: "US", Region: "TX"}}
+)
 
 // periodOf is the first day of the UTC period holding unix time ts.
 func periodOf(ts int64, by string) string {
@@ -169,6 +182,20 @@ func expectStats(rows []pipeline.Row, q statsCase) map[[2]string]analytics.StatC
 		case analytics.SegmentDomain:
 			if slices.Contains(q.Keys, r.Domain) {
 				keys = []string{r.Domain}
+			}
+		case analytics.SegmentBrowser, analytics.SegmentClient, analytics.SegmentDevice, analytics.SegmentCountry, analytics.SegmentRegion:
+			if ev != "open" && ev != "click" {
+				break
+			}
+			k := map[string]string{analytics.SegmentBrowser: r.Agent.Browser, analytics.SegmentClient: r.Agent.Client, analytics.SegmentDevice: r.Agent.Device,
+				analytics.SegmentCountry: r.Place.Country, analytics.SegmentRegion: r.Place.Region}[q.Segment]
+			switch {
+			case k == "":
+			case q.Segment == analytics.SegmentRegion && r.Place.Country != q.Keys[0]:
+			case q.Segment == analytics.SegmentClient && q.Class != "" && !strings.EqualFold(q.Class, r.Agent.Device):
+			case q.Segment != analytics.SegmentRegion && len(q.Keys) > 0 && !slices.Contains(q.Keys, k):
+			default:
+				keys = []string{k}
 			}
 		}
 		by := q.AggregatedBy
@@ -286,7 +313,7 @@ func TestStatsAreExact(t *testing.T) {
 // must come from the rollups (0: none may).
 func checkStats(t *testing.T, s *Store, rows []pipeline.Row, from, to time.Time, clean int) {
 	ctx := context.Background()
-	plan, _, err := s.rollupPlan(ctx, "acme", dayOf(from), dayOf(to))
+	plan, _, err := s.rollupPlan(ctx, "acme", dimGlobal, dayOf(from), dayOf(to))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,6 +348,13 @@ func checkStats(t *testing.T, s *Store, rows []pipeline.Row, from, to time.Time,
 		{"acme", analytics.StatsQuery{From: from, To: to, AggregatedBy: "week", Segment: analytics.SegmentProvider, Keys: []string{"google", analytics.ProviderOther}}},
 		{"acme", analytics.StatsQuery{From: from, To: to, Segment: analytics.SegmentDomain, Keys: []string{"gmail.com", "example.org"}}},
 		{"other", analytics.StatsQuery{From: from, To: to, AggregatedBy: "month", Segment: analytics.SegmentDomain, Keys: []string{"yahoo.com"}}},
+		{"acme", analytics.StatsQuery{From: from, To: to, Segment: analytics.SegmentBrowser}},
+		{"acme", analytics.StatsQuery{From: from, To: to, AggregatedBy: "week", Segment: analytics.SegmentBrowser, Keys: []string{"Chrome"}}},
+		{"acme", analytics.StatsQuery{From: from, To: to, Segment: analytics.SegmentClient}},
+		{"acme", analytics.StatsQuery{From: from, To: to, AggregatedBy: "month", Segment: analytics.SegmentClient, Class: "webmail"}},
+		{"acme", analytics.StatsQuery{From: from, To: to, Segment: analytics.SegmentDevice}},
+		{"acme", analytics.StatsQuery{From: from, To: to, AggregatedBy: "week", Segment: analytics.SegmentCountry}},
+		{"acme", analytics.StatsQuery{From: from, To: to, Segment: analytics.SegmentRegion, Keys: []string{"US"}}},
 	} {
 		name := fmt.Sprintf("%s/%s/%s%v", q.AccountID, q.AggregatedBy, q.Segment, q.Keys)
 		got, err := s.Stats(ctx, q.AccountID, q.StatsQuery)
