@@ -378,6 +378,10 @@ func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, pa
 					cancel()
 				}
 			})()
+			first := batch[0].Offset
+			handleCtx = WithOwnershipCheck(handleCtx, func() error {
+				return gen.CommitOffsets(map[string]map[int]int64{topic: {partition: first}})
+			})
 			return g.handler.Handle(handleCtx, topic, partition, batch)
 		})
 		if !ok {

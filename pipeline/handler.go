@@ -264,6 +264,8 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 			defer wg.Done()
 			if err := h.cfg.Publisher.PublishDeadLetters(ctx, st.dls); err != nil {
 				errs[0] = fmt.Errorf("publish dead letters: %w", err)
+			} else if err := consumer.CheckOwnership(ctx); err != nil {
+				errs[0] = err
 			} else if err := h.cfg.Sink.WriteDeadLetters(ctx, st.dls); err != nil {
 				errs[0] = fmt.Errorf("write dead letters: %w", err)
 			}
@@ -300,6 +302,12 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 	}
 	m.suppressions.Add(float64(len(st.sups)))
 	if len(st.rows) > 0 {
+		// The consumer's check that this member still owns the partition
+		// (consumer.CheckOwnership), right before the insert the resume
+		// point counts.
+		if err := consumer.CheckOwnership(ctx); err != nil {
+			return err
+		}
 		start := h.cfg.Now()
 		if err := h.cfg.Sink.WriteEvents(ctx, st.rows); err != nil {
 			m.insertErrors.Inc()

@@ -536,3 +536,36 @@ func diff(a, b []string, n int) []string {
 	}
 	return out
 }
+
+// A member that cannot confirm it still owns the partition (the consumer's
+// ownership check fails: expelled after a coordinator died) writes no
+// events and no dead letters; once the check passes, the batch lands once.
+func TestHandlerWritesNothingWithoutOwnership(t *testing.T) {
+	sink := newFakeSink(1, 0)
+	pub := &fakePublisher{sink: sink, seen: map[string]bool{}}
+	h, err := NewHandler(Config{Sink: sink, Publisher: pub, Classifier: enrich.MustNew()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []consumer.Message
+	events, dead := 0, 0
+	for o := range int64(20) {
+		m, e, d := message(o)
+		msgs, events, dead = append(msgs, m), events+e, dead+d
+	}
+	lost := errors.New("illegal generation")
+	ctx := consumer.WithOwnershipCheck(context.Background(), func() error { return lost })
+	if err := h.Handle(ctx, "t", 0, msgs); !errors.Is(err, lost) {
+		t.Fatalf("Handle without ownership = %v, want the check's error", err)
+	}
+	if len(sink.events) != 0 || len(sink.dead) != 0 {
+		t.Fatalf("without ownership %d events and %d dead letters were written, want none", len(sink.events), len(sink.dead))
+	}
+	ctx = consumer.WithOwnershipCheck(context.Background(), func() error { return nil })
+	if err := h.Handle(ctx, "t", 0, msgs); err != nil {
+		t.Fatal(err)
+	}
+	if len(sink.events) != events || len(sink.dead) != dead {
+		t.Fatalf("%d events and %d dead letters stored, want %d and %d", len(sink.events), len(sink.dead), events, dead)
+	}
+}
