@@ -8,6 +8,7 @@ import (
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/enrich"
 	"github.com/bouncer-mail/bouncer/internal/eventgen"
+	"github.com/bouncer-mail/bouncer/internal/geotest"
 	"github.com/bouncer-mail/bouncer/schemas"
 	"github.com/bouncer-mail/bouncer/suppression"
 )
@@ -36,8 +37,26 @@ func (discardSink) RecipientHistory(context.Context, string, []string, time.Time
 // the bench's generated events, with a sink that discards: the worker's
 // own CPU per event, without Kafka's and ClickHouse's clients.
 //
+// Sub-benchmark "agents" also classifies the opens' and clicks' user
+// agents (enrich.Agents, cached) and places their ips (enrich.Geo, on a
+// small test database): the ingest cost of the advanced stats.
+//
 //	go test -run '^$' -bench Handle -benchmem ./pipeline/
 func BenchmarkHandle(b *testing.B) {
+	b.Run("plain", func(b *testing.B) { benchmarkHandle(b, nil, nil) })
+	agents, err := enrich.NewAgents(0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	geo, err := enrich.OpenGeo(geotest.WriteDB(b, b.TempDir()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer geo.Close()
+	b.Run("agents", func(b *testing.B) { benchmarkHandle(b, agents, geo) })
+}
+
+func benchmarkHandle(b *testing.B, agents *enrich.Agents, geo *enrich.Geo) {
 	const batch = 5000
 	gen := eventgen.New(42)
 	msgs := make([]consumer.Message, batch)
@@ -49,7 +68,7 @@ func BenchmarkHandle(b *testing.B) {
 	index := suppression.New()
 	h, err := NewHandler(Config{
 		Sink: sink, Publisher: sink, Classifier: enrich.MustNew(), Suppressions: index, Changes: sink,
-		History: sink, Now: func() time.Time { return time.Unix(1764201600+7200, 0) },
+		History: sink, Now: func() time.Time { return time.Unix(1764201600+7200, 0) }, Agents: agents, Geo: geo,
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -55,12 +55,12 @@ func dailySQL(dim string) string {
 	case dimReason:
 		key, class, btype, where = "reason_code", "bounce_classification", "bounce_type", " AND event = 'bounce'"
 		example = "argMax(reason, timestamp), max(timestamp)"
-	case dimBrowser:
-		key, where = "ua_browser", " AND event IN ('open', 'click') AND ua_browser != ''"
+	case dimBrowser: // SendGrid's browser stats count clicks, client and device stats opens
+		key, where = "ua_browser", " AND event = 'click' AND ua_browser != ''"
 	case dimClient:
-		key, class, where = "ua_client", "ua_device", " AND event IN ('open', 'click') AND ua_client != ''"
+		key, class, where = "ua_client", "ua_device", " AND event = 'open' AND ua_client != ''"
 	case dimDevice:
-		key, where = "ua_device", " AND event IN ('open', 'click') AND ua_device != ''"
+		key, where = "ua_device", " AND event = 'open' AND ua_device != ''"
 	case dimGeo:
 		key, class, where = "geo_country", "geo_region", " AND event IN ('open', 'click') AND geo_country != ''"
 	}

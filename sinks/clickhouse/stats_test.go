@@ -184,7 +184,8 @@ func expectStats(rows []pipeline.Row, q statsCase) map[[2]string]analytics.StatC
 				keys = []string{r.Domain}
 			}
 		case analytics.SegmentBrowser, analytics.SegmentClient, analytics.SegmentDevice, analytics.SegmentCountry, analytics.SegmentRegion:
-			if ev != "open" && ev != "click" {
+			if ev != "open" && ev != "click" || q.Segment == analytics.SegmentBrowser && ev != "click" ||
+				(q.Segment == analytics.SegmentClient || q.Segment == analytics.SegmentDevice) && ev != "open" {
 				break
 			}
 			k := map[string]string{analytics.SegmentBrowser: r.Agent.Browser, analytics.SegmentClient: r.Agent.Client, analytics.SegmentDevice: r.Agent.Device,
