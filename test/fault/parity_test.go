@@ -600,6 +600,16 @@ func parityRequests(p *parityPicks) []parityRequest {
 		}
 		add("GET /v3/stats", acct, "/v3/stats?"+d+"&limit=2&offset=1")
 		add("GET /v3/mailbox_providers/stats", acct, "/v3/mailbox_providers/stats?"+d+"&mailbox_providers=gmail")
+		for _, by := range []string{"day", "month"} {
+			add("GET /v3/browsers/stats", acct, "/v3/browsers/stats?"+d+"&aggregated_by="+by)
+			add("GET /v3/clients/stats", acct, "/v3/clients/stats?"+d+"&aggregated_by="+by)
+			add("GET /v3/devices/stats", acct, "/v3/devices/stats?"+d+"&aggregated_by="+by)
+			for _, ct := range []string{"phone", "desktop", "webmail"} {
+				add("GET /v3/clients/{client_type}/stats", acct, "/v3/clients/"+ct+"/stats?"+d+"&aggregated_by="+by)
+			}
+		}
+		// Neither side has a geoip database: both answer that it is needed.
+		add("GET /v3/geo/stats", acct, "/v3/geo/stats?"+d+"&country=US")
 		add("GET /v3/categories", acct, "/v3/categories?limit=100")
 		add("GET /v3/categories", acct, "/v3/categories?category=ne&limit=2&offset=0")
 		add("GET /v3/categories/stats/sums", acct, "/v3/categories/stats/sums?"+d+"&limit=50")
