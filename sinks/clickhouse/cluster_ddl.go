@@ -60,6 +60,12 @@ var clusterLayout = map[string]tableLayout{
 // localSuffix names a sharded table's per-server part.
 const localSuffix = "_local"
 
+// oncePerReplicaSet starts a cluster statement that Migrate runs on one
+// replica of each replica set (each shard for a <name>_local table, the
+// whole cluster for a table on every server), then waits until every
+// server has its result: an ADD COLUMN of a replicated table.
+const oncePerReplicaSet = "/* once per replica set */ "
+
 // addColumn is the one ALTER the migrations may use: ALTER TABLE t ADD
 // COLUMN c type, on the table of the single-server schema. Its target is
 // read back by addColumnTarget (with a database and ON CLUSTER too).
@@ -88,16 +94,24 @@ func clusterStatements(stmt, db, cluster string) ([]string, error) {
 		if !ok {
 			return nil, fmt.Errorf("table %s has no cluster layout: add it to clusterLayout in sinks/clickhouse/cluster_ddl.go", name)
 		}
-		alter := fmt.Sprintf("ALTER TABLE %s.%s ON CLUSTER %s ADD COLUMN %s", db, name, cluster, rest)
+		// The replicated table is altered on one replica of each replica
+		// set, and the ALTER replicates to the others through ZooKeeper.
+		// Not ON CLUSTER: 18.16's distributed DDL runs an ALTER of a
+		// replicated table on one replica per shard, and when the change
+		// reaches the other replica first, that replica fails with "column
+		// already exists", then with "Node exists" on the shard's
+		// executed node, and the task never finishes for it: the migration
+		// waited distributed_ddl_task_timeout (180 s) per column, again
+		// and again.
 		if layout.shardKey == "" {
-			return []string{alter}, nil
+			return []string{oncePerReplicaSet + fmt.Sprintf("ALTER TABLE %s.%s ADD COLUMN %s", db, name, rest)}, nil
 		}
 		// The Distributed table is not replicated, and 18.16's distributed
 		// DDL refuses an ALTER of it ON CLUSTER when the shards replicate
 		// internally (code 371): it is altered on every server directly
 		// (a statement without ON CLUSTER, see Migrate).
 		return []string{
-			fmt.Sprintf("ALTER TABLE %s.%s ON CLUSTER %s ADD COLUMN %s", db, name+localSuffix, cluster, rest),
+			oncePerReplicaSet + fmt.Sprintf("ALTER TABLE %s.%s ADD COLUMN %s", db, name+localSuffix, rest),
 			fmt.Sprintf("ALTER TABLE %s.%s ADD COLUMN %s", db, name, rest),
 		}, nil
 	}

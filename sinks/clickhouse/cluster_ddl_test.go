@@ -46,8 +46,12 @@ func TestClusterStatements(t *testing.T) {
 	for _, s := range stmts {
 		// The one statement without ON CLUSTER: the ADD COLUMN of a
 		// Distributed table, which Migrate runs on every server.
+		// And the ADD COLUMN of a replicated table, run on one replica of
+		// each replica set.
 		distributedAlter := strings.HasPrefix(s.SQL, "ALTER TABLE bouncer.") && !strings.Contains(s.SQL, "_local ") && strings.Contains(s.SQL, " ADD COLUMN ")
-		if !strings.Contains(s.SQL, " ON CLUSTER bouncer ") && !distributedAlter {
+		replicatedAlter := strings.HasPrefix(s.SQL, oncePerReplicaSet+"ALTER TABLE bouncer.") && strings.Contains(s.SQL, " ADD COLUMN ")
+		s.SQL = strings.TrimPrefix(s.SQL, oncePerReplicaSet)
+		if !strings.Contains(s.SQL, " ON CLUSTER bouncer ") && !distributedAlter && !replicatedAlter {
 			t.Errorf("%s: no ON CLUSTER: %s", s.Name, s.SQL)
 		}
 		switch {
@@ -93,16 +97,16 @@ func TestClusterStatements(t *testing.T) {
 	// A column is added to a sharded table's local tables and to the
 	// Distributed table over them, and to a control table once.
 	got, err := clusterStatements("ALTER TABLE webhooks ADD COLUMN x String", "bouncer", "bouncer")
-	if want := []string{"ALTER TABLE bouncer.webhooks_local ON CLUSTER bouncer ADD COLUMN x String",
+	if want := []string{oncePerReplicaSet + "ALTER TABLE bouncer.webhooks_local ADD COLUMN x String",
 		"ALTER TABLE bouncer.webhooks ADD COLUMN x String"}; err != nil || !slices.Equal(got, want) {
 		t.Errorf("ADD COLUMN on a sharded table: %q, %v; want %q", got, err, want)
 	}
 	got, err = clusterStatements("ALTER TABLE api_keys ADD COLUMN x String", "bouncer", "bouncer")
-	if want := []string{"ALTER TABLE bouncer.api_keys ON CLUSTER bouncer ADD COLUMN x String"}; err != nil || !slices.Equal(got, want) {
+	if want := []string{oncePerReplicaSet + "ALTER TABLE bouncer.api_keys ADD COLUMN x String"}; err != nil || !slices.Equal(got, want) {
 		t.Errorf("ADD COLUMN on a control table: %q, %v; want %q", got, err, want)
 	}
 	for _, stmt := range got {
-		if m := addColumnTarget.FindStringSubmatch(stmt); m == nil || m[1] != "bouncer" || m[2] != "api_keys" || m[3] != "x" {
+		if m := addColumnTarget.FindStringSubmatch(strings.TrimPrefix(stmt, oncePerReplicaSet)); m == nil || m[1] != "bouncer" || m[2] != "api_keys" || m[3] != "x" {
 			t.Errorf("addColumnTarget(%q) = %q", stmt, m)
 		}
 	}

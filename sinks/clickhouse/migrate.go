@@ -135,6 +135,12 @@ func Migrate(ctx context.Context, cfg Config) ([]Applied, error) {
 // DDL.
 func (s *Store) execMigration(ctx context.Context, stmts []string) error {
 	for _, stmt := range stmts {
+		if rest, ok := strings.CutPrefix(stmt, oncePerReplicaSet); ok && s.cluster != nil {
+			if err := s.addReplicatedColumn(ctx, rest); err != nil {
+				return err
+			}
+			continue
+		}
 		if s.cluster == nil || strings.Contains(stmt, " ON CLUSTER ") {
 			if err := execAll(ctx, s.conn, s.cfg.Database, []string{stmt}); err != nil {
 				return err
@@ -150,6 +156,68 @@ func (s *Store) execMigration(ctx context.Context, stmts []string) error {
 		}
 	}
 	return nil
+}
+
+// addReplicatedColumn runs an ADD COLUMN of a replicated table on one
+// replica of each of its replica sets (the first that answers), then waits
+// until every server of the cluster has the column, as distributed DDL
+// would (up to its 180 s, then an error that names the servers still
+// without it).
+func (s *Store) addReplicatedColumn(ctx context.Context, stmt string) error {
+	m := addColumnTarget.FindStringSubmatch(stmt)
+	if m == nil {
+		return fmt.Errorf("not an ADD COLUMN: %.80s", stmt)
+	}
+	db, table, column := cmp.Or(m[1], s.cfg.Database), m[2], m[3]
+	var sets [][]replica
+	if strings.HasSuffix(table, localSuffix) {
+		for _, sh := range s.cluster.shards {
+			sets = append(sets, sh.replicas)
+		}
+	} else {
+		var all []replica
+		for _, sh := range s.cluster.shards {
+			all = append(all, sh.replicas...)
+		}
+		sets = [][]replica{all}
+	}
+	for _, set := range sets {
+		var errs []error
+		for _, r := range set {
+			err := execAll(ctx, r.conn, s.cfg.Database, []string{stmt})
+			if err == nil {
+				errs = nil
+				break
+			}
+			errs = append(errs, fmt.Errorf("on %s: %w", r.addr, err))
+		}
+		if len(errs) > 0 {
+			return errors.Join(errs...)
+		}
+	}
+	deadline := time.Now().Add(180 * time.Second)
+	for {
+		var missing []string
+		for _, sh := range s.cluster.shards {
+			for _, r := range sh.replicas {
+				have, err := exists(ctx, r.conn, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?", db, table, column)
+				if err != nil || !have {
+					missing = append(missing, r.addr)
+				}
+			}
+		}
+		if len(missing) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("column %s.%s.%s still missing on %s after 180s (is every server up and replicating?)", db, table, column, strings.Join(missing, ", "))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // execAll runs stmts in database db. An ADD COLUMN whose column exists is
