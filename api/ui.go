@@ -389,9 +389,9 @@ type reasonEntry struct {
 	Example        string `json:"example"`
 }
 
-// handleUnmatched: GET /bouncer/v1/classify/unmatched, the account's reply
-// texts no text rule matched (bouncer classify --unmatched).
-func (s *server) handleUnmatched() http.Handler {
+// dashboardRead answers one of the dashboard's queries: the range and
+// limit of dashboardQuery, read by read for the request's account, as JSON.
+func dashboardRead[T any](s *server, read func(ctx context.Context, d DashboardStore, acct string, q analytics.StatsQuery, limit int) (T, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d := s.cfg.Dashboard
 		if d == nil {
@@ -399,40 +399,35 @@ func (s *server) handleUnmatched() http.Handler {
 			return
 		}
 		q, limit, err := s.dashboardQuery(r)
-		var rep enrich.UnmatchedReport
+		var out T
 		if err == nil {
-			rep, err = d.UnmatchedTexts(r.Context(), enrich.UnmatchedQuery{Account: account(r), Since: q.From, Until: q.To, Limit: limit})
+			out, err = read(r.Context(), d, account(r), q, limit)
 		}
 		if err != nil {
 			writeError(w, s.log, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, rep)
+		writeJSON(w, http.StatusOK, out)
+	})
+}
+
+// handleUnmatched: GET /bouncer/v1/classify/unmatched, the account's reply
+// texts no text rule matched (bouncer classify --unmatched).
+func (s *server) handleUnmatched() http.Handler {
+	return dashboardRead(s, func(ctx context.Context, d DashboardStore, acct string, q analytics.StatsQuery, limit int) (enrich.UnmatchedReport, error) {
+		return d.UnmatchedTexts(ctx, enrich.UnmatchedQuery{Account: acct, Since: q.From, Until: q.To, Limit: limit})
 	})
 }
 
 // handleBounceReasons: GET /bouncer/v1/stats/bounce_reasons.
 func (s *server) handleBounceReasons() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		d := s.cfg.Dashboard
-		if d == nil {
-			writeError(w, s.log, r, errorf(ENotFound, "", "the dashboard's statistics are not available on this server"))
-			return
-		}
-		q, limit, err := s.dashboardQuery(r)
-		var rows []analytics.ReasonCount
-		if err == nil {
-			rows, err = d.BounceReasons(r.Context(), account(r), q.From, q.To, limit)
-		}
-		if err != nil {
-			writeError(w, s.log, r, err)
-			return
-		}
+	return dashboardRead(s, func(ctx context.Context, d DashboardStore, acct string, q analytics.StatsQuery, limit int) ([]reasonEntry, error) {
+		rows, err := d.BounceReasons(ctx, acct, q.From, q.To, limit)
 		out := make([]reasonEntry, 0, len(rows))
 		for _, x := range rows {
 			out = append(out, reasonEntry{x.ReasonCode, x.Classification, x.BounceType, x.Bounces, x.Blocks, x.Example})
 		}
-		writeJSON(w, http.StatusOK, out)
+		return out, err
 	})
 }
 
@@ -443,25 +438,12 @@ type domainEntry struct {
 
 // handleTopDomains: GET /bouncer/v1/stats/top_domains.
 func (s *server) handleTopDomains() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		d := s.cfg.Dashboard
-		if d == nil {
-			writeError(w, s.log, r, errorf(ENotFound, "", "the dashboard's statistics are not available on this server"))
-			return
-		}
-		q, limit, err := s.dashboardQuery(r)
-		var rows []analytics.DomainCounts
-		if err == nil {
-			rows, err = d.TopDomains(r.Context(), account(r), q.From, q.To, limit)
-		}
-		if err != nil {
-			writeError(w, s.log, r, err)
-			return
-		}
+	return dashboardRead(s, func(ctx context.Context, d DashboardStore, acct string, q analytics.StatsQuery, limit int) ([]domainEntry, error) {
+		rows, err := d.TopDomains(ctx, acct, q.From, q.To, limit)
 		out := make([]domainEntry, 0, len(rows))
 		for _, x := range rows {
 			out = append(out, domainEntry{x.Domain, x.Counts.ProviderMetrics()})
 		}
-		writeJSON(w, http.StatusOK, out)
+		return out, err
 	})
 }
