@@ -36,11 +36,7 @@ type forwardBounceBody struct {
 }
 
 func (s *server) forwarding(w http.ResponseWriter, r *http.Request) (ForwardingStore, bool) {
-	if s.cfg.Forwarding == nil {
-		writeError(w, s.log, r, errorf(ENotFound, "", "bounce forwarding is not available on this server"))
-		return nil, false
-	}
-	return s.cfg.Forwarding, true
+	return configured(s, w, r, s.cfg.Forwarding, "bounce forwarding is")
 }
 
 // handleForwardBounceGet: GET /v3/mail_settings/forward_bounce.

@@ -21,6 +21,10 @@ func groupID(r *http.Request) (int64, error) {
 	return g, nil
 }
 
+func (s *server) groupStore(w http.ResponseWriter, r *http.Request) (GroupStore, bool) {
+	return configured(s, w, r, s.cfg.Groups, "unsubscribe groups are")
+}
+
 // handleGroupList: GET /v3/asm/groups/{group_id}/suppressions: the
 // addresses unsubscribed from the group, as an array of strings.
 func (s *server) handleGroupList() http.Handler {
@@ -153,26 +157,25 @@ func showGroup(g suppression.Group, withCount bool) groupBody {
 	return b
 }
 
-func (s *server) groupStore(w http.ResponseWriter, r *http.Request) (GroupStore, bool) {
-	if s.cfg.Groups == nil {
-		writeError(w, s.log, r, errorf(ENotFound, "", "unsubscribe groups are not available on this server"))
-		return nil, false
+// pathGroup finds the group named by the request path's {group_id} among
+// the account's groups (created or implicit), and returns all of them too
+// for the checks that compare a group with the others. An id that is no
+// number is EInvalid, one the account has no group for ENotFound.
+func pathGroup(r *http.Request, store GroupStore) (suppression.Group, []suppression.Group, error) {
+	id, err := groupID(r)
+	if err != nil {
+		return suppression.Group{}, nil, err
 	}
-	return s.cfg.Groups, true
-}
-
-// findGroup returns the account's group id (created or implicit).
-func findGroup(gs []suppression.Group, id int64) (suppression.Group, bool) {
+	gs, err := store.Groups(r.Context(), account(r))
+	if err != nil {
+		return suppression.Group{}, nil, err
+	}
 	for _, g := range gs {
 		if g.ID == id {
-			return g, true
+			return g, gs, nil
 		}
 	}
-	return suppression.Group{}, false
-}
-
-func noGroup(id int64) error {
-	return errorf(ENotFound, "group_id", "no unsubscribe group %d", id)
+	return suppression.Group{}, nil, errorf(ENotFound, "group_id", "no unsubscribe group %d", id)
 }
 
 // groupPatch is a group's fields as a request gives them; nil: not given.
@@ -314,15 +317,7 @@ func (s *server) handleGroupGet() http.Handler {
 		if !ok {
 			return
 		}
-		id, err := groupID(r)
-		var gs []suppression.Group
-		if err == nil {
-			gs, err = store.Groups(r.Context(), account(r))
-		}
-		g, found := findGroup(gs, id)
-		if err == nil && !found {
-			err = noGroup(id)
-		}
+		g, _, err := pathGroup(r, store)
 		if err != nil {
 			writeError(w, s.log, r, err)
 			return
@@ -340,18 +335,15 @@ func (s *server) handleGroupUpdate() http.Handler {
 		if !ok {
 			return
 		}
-		id, err := groupID(r)
 		var p groupPatch
+		_, err := groupID(r)
 		if err == nil {
 			err = decodeBody(r, &p)
 		}
+		var g suppression.Group
 		var gs []suppression.Group
 		if err == nil {
-			gs, err = store.Groups(r.Context(), account(r))
-		}
-		g, found := findGroup(gs, id)
-		if err == nil && !found {
-			err = noGroup(id)
+			g, gs, err = pathGroup(r, store)
 		}
 		if err == nil {
 			g, err = p.apply(g, gs)
@@ -381,16 +373,9 @@ func (s *server) handleGroupDeleteGroup() http.Handler {
 		if !ok {
 			return
 		}
-		id, err := groupID(r)
-		var gs []suppression.Group
+		g, _, err := pathGroup(r, store)
 		if err == nil {
-			gs, err = store.Groups(r.Context(), account(r))
-		}
-		if _, found := findGroup(gs, id); err == nil && !found {
-			err = noGroup(id)
-		}
-		if err == nil {
-			err = store.DeleteGroup(r.Context(), account(r), id, s.now())
+			err = store.DeleteGroup(r.Context(), account(r), g.ID, s.now())
 		}
 		if err != nil {
 			writeError(w, s.log, r, err)

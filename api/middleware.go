@@ -268,3 +268,14 @@ func (l *limiter) take(key string, now time.Time) (ok bool, remaining int, reset
 	refill := time.Duration((float64(l.burst) - tokens) / float64(l.rate) * float64(time.Second))
 	return ok, min(l.total, int(tokens)*l.replicas), now.Add(refill).Add(time.Second - 1).Truncate(time.Second)
 }
+
+// configured returns the store a route needs, or answers 404 "<what> not
+// available on this server" when the server was built without it (what
+// ends with "is" or "are": "bounce purge is").
+func configured[T any](s *server, w http.ResponseWriter, r *http.Request, store T, what string) (T, bool) {
+	if any(store) == nil {
+		writeError(w, s.log, r, errorf(ENotFound, "", "%s not available on this server", what))
+		return store, false
+	}
+	return store, true
+}

@@ -44,11 +44,7 @@ func showPurge(p accounts.BouncePurge) bouncePurgeBody {
 }
 
 func (s *server) purgeStore(w http.ResponseWriter, r *http.Request) (PurgeStore, bool) {
-	if s.cfg.BouncePurge == nil {
-		writeError(w, s.log, r, errorf(ENotFound, "", "bounce purge is not available on this server"))
-		return nil, false
-	}
-	return s.cfg.BouncePurge, true
+	return configured(s, w, r, s.cfg.BouncePurge, "bounce purge is")
 }
 
 // handleBouncePurgeGet: GET /v3/mail_settings/bounce_purge.

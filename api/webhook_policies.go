@@ -230,24 +230,6 @@ func checkScopes(in []string) ([]string, error) {
 	return out, nil
 }
 
-var errNoPolicy = errorf(ENotFound, "", "Invalid id provided.")
-
-// loadPolicy returns the policy of the path's id, or a 404 error.
-func loadPolicy(r *http.Request, st WebhookStore) (subscription.Policy, error) {
-	id, ok := webhookID(r)
-	if !ok {
-		return subscription.Policy{}, errNoPolicy
-	}
-	p, found, err := st.SecurityPolicy(r.Context(), account(r), id)
-	if err != nil {
-		return subscription.Policy{}, err
-	}
-	if !found {
-		return subscription.Policy{}, errNoPolicy
-	}
-	return p, nil
-}
-
 type policyEnvelope struct {
 	Policy policyJSON `json:"policy"`
 }
@@ -295,7 +277,7 @@ func (s *server) handlePolicyList(w http.ResponseWriter, r *http.Request, st Web
 
 // handlePolicyGet: GET /v3/user/webhooks/security/policies/{id}.
 func (s *server) handlePolicyGet(w http.ResponseWriter, r *http.Request, st WebhookStore) error {
-	p, err := loadPolicy(r, st)
+	p, err := loadByID(r, st.SecurityPolicy)
 	if err != nil {
 		return err
 	}
@@ -306,7 +288,7 @@ func (s *server) handlePolicyGet(w http.ResponseWriter, r *http.Request, st Webh
 // handlePolicyUpdate: PATCH /v3/user/webhooks/security/policies/{id}: the
 // fields given change; oauth without client_secret keeps the secret.
 func (s *server) handlePolicyUpdate(w http.ResponseWriter, r *http.Request, st WebhookStore) error {
-	p, err := loadPolicy(r, st)
+	p, err := loadByID(r, st.SecurityPolicy)
 	if err != nil {
 		return err
 	}
@@ -329,7 +311,7 @@ func (s *server) handlePolicyUpdate(w http.ResponseWriter, r *http.Request, st W
 // [?force=true]: 200 {"policy": null}. A policy webhooks use needs force,
 // which detaches it from them first.
 func (s *server) handlePolicyDelete(w http.ResponseWriter, r *http.Request, st WebhookStore) error {
-	p, err := loadPolicy(r, st)
+	p, err := loadByID(r, st.SecurityPolicy)
 	if err != nil {
 		return err
 	}

@@ -515,20 +515,23 @@ func webhookID(r *http.Request) (string, bool) {
 
 var errNoWebhook = errorf(ENotFound, "", "Invalid id provided.")
 
-// loadWebhook returns the subscription of the path's id, or a 404 error.
-func loadWebhook(r *http.Request, st WebhookStore) (subscription.Webhook, error) {
+// loadByID returns what get finds for the path's {id} (a subscription or
+// a security policy) in the request's account. An id that is no UUID, or
+// that get does not find, is SendGrid's 404 "Invalid id provided.".
+func loadByID[T any](r *http.Request, get func(ctx context.Context, account, id string) (T, bool, error)) (T, error) {
+	var zero T
 	id, ok := webhookID(r)
 	if !ok {
-		return subscription.Webhook{}, errNoWebhook
+		return zero, errNoWebhook
 	}
-	wh, found, err := st.Webhook(r.Context(), account(r), id)
+	v, found, err := get(r.Context(), account(r), id)
 	if err != nil {
-		return subscription.Webhook{}, err
+		return zero, err
 	}
 	if !found {
-		return subscription.Webhook{}, errNoWebhook
+		return zero, errNoWebhook
 	}
-	return wh, nil
+	return v, nil
 }
 
 // handleWebhookCreate: POST /v3/user/webhooks/event/settings: 201 with the
@@ -599,7 +602,7 @@ func (s *server) handleWebhookList(w http.ResponseWriter, r *http.Request, st We
 // handleWebhookGet: GET /v3/user/webhooks/event/settings/{id}; SendGrid
 // shows no dates here.
 func (s *server) handleWebhookGet(w http.ResponseWriter, r *http.Request, st WebhookStore) error {
-	wh, err := loadWebhook(r, st)
+	wh, err := loadByID(r, st.Webhook)
 	if err != nil {
 		return err
 	}
@@ -611,7 +614,7 @@ func (s *server) handleWebhookGet(w http.ResponseWriter, r *http.Request, st Web
 // fields given change, the others stay. "enabled": true also re-enables a
 // subscription delivery disabled.
 func (s *server) handleWebhookUpdate(w http.ResponseWriter, r *http.Request, st WebhookStore) error {
-	wh, err := loadWebhook(r, st)
+	wh, err := loadByID(r, st.Webhook)
 	if err != nil {
 		return err
 	}
@@ -647,7 +650,7 @@ func (s *server) handleWebhookUpdate(w http.ResponseWriter, r *http.Request, st 
 
 // handleWebhookDelete: DELETE /v3/user/webhooks/event/settings/{id}: 204.
 func (s *server) handleWebhookDelete(w http.ResponseWriter, r *http.Request, st WebhookStore) error {
-	wh, err := loadWebhook(r, st)
+	wh, err := loadByID(r, st.Webhook)
 	if err != nil {
 		return err
 	}
@@ -666,7 +669,7 @@ type webhookSignedJSON struct {
 // handleWebhookSignedGet: GET /v3/user/webhooks/event/settings/signed/{id}:
 // the public key, "" when signing is off.
 func (s *server) handleWebhookSignedGet(w http.ResponseWriter, r *http.Request, st WebhookStore) error {
-	wh, err := loadWebhook(r, st)
+	wh, err := loadByID(r, st.Webhook)
 	if err != nil {
 		return err
 	}
@@ -682,7 +685,7 @@ func (s *server) handleWebhookSignedGet(w http.ResponseWriter, r *http.Request, 
 // {"enabled": bool}: on creates a P-256 key (an existing one is kept), off
 // discards it; answers with the public key ("" when off).
 func (s *server) handleWebhookSignedSet(w http.ResponseWriter, r *http.Request, st WebhookStore) error {
-	wh, err := loadWebhook(r, st)
+	wh, err := loadByID(r, st.Webhook)
 	if err != nil {
 		return err
 	}
@@ -743,7 +746,7 @@ func webhookSecretView(wh *subscription.Webhook, now time.Time) (webhookSecretJS
 
 // handleWebhookSecret: GET /bouncer/v1/webhooks/{id}/secret.
 func (s *server) handleWebhookSecret(w http.ResponseWriter, r *http.Request, st WebhookStore) error {
-	wh, err := loadWebhook(r, st)
+	wh, err := loadByID(r, st.Webhook)
 	if err != nil {
 		return err
 	}
@@ -760,7 +763,7 @@ func (s *server) handleWebhookSecret(w http.ResponseWriter, r *http.Request, st 
 // the current one keeps signing for the grace period (default 24h, 0 stops
 // it at once). A secret rotated out earlier stops at once.
 func (s *server) handleWebhookRotate(w http.ResponseWriter, r *http.Request, st WebhookStore) error {
-	wh, err := loadWebhook(r, st)
+	wh, err := loadByID(r, st.Webhook)
 	if err != nil {
 		return err
 	}
