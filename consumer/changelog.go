@@ -226,13 +226,11 @@ func followPartition(ctx context.Context, c Conn, dialer *kafka.Dialer, topic st
 		return nil
 	})
 	for ctx.Err() == nil {
-		m, err := r.ReadMessage(ctx)
+		m, err := FetchFirst(ctx, r, func(err error, pause time.Duration) { // no group: nothing to commit
+			log.Warn("change log: read failed; retrying", "partition", partition, "in", pause.Round(time.Millisecond), "err", err)
+		})
 		if err != nil {
-			if ctx.Err() == nil {
-				log.Warn("change log: read failed; retrying", "partition", partition, "err", err)
-				Sleep(ctx, time.Second)
-			}
-			continue
+			continue // ctx ended
 		}
 		var cm ChangeMessage
 		if err := json.Unmarshal(m.Value, &cm); err != nil || cm.AccountID == "" || cm.EmailNorm == "" {

@@ -257,19 +257,11 @@ func (g *Group) Run(ctx context.Context) error {
 	}
 	defer cg.Close()
 	for {
-		gen, err := cg.Next(ctx)
+		gen, err := NextGeneration(ctx, cg, func(err error, pause time.Duration) {
+			g.cfg.Logger.Warn("consumer group: next generation failed; retrying", "group", g.cfg.GroupID, "in", pause.Round(time.Millisecond), "err", err)
+		})
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if errors.Is(err, kafka.ErrGroupClosed) {
-				return nil
-			}
-			g.cfg.Logger.Warn("consumer group: next generation failed; retrying", "group", g.cfg.GroupID, "err", err)
-			if !Sleep(ctx, time.Second) {
-				return nil
-			}
-			continue
+			return nil // ctx ended or the group closed
 		}
 		g.once.Do(func() { close(g.ready) })
 		parts := gen.Assignments[g.cfg.Topic]
@@ -596,13 +588,11 @@ func startOffset(committed, next int64) int64 {
 // fetch blocks for a first message, then gathers more until a bound or
 // MaxWait. It returns the batch and the partition's high-water mark.
 func (g *Group) fetch(ctx context.Context, r *kafka.Reader, batch []Message) ([]Message, int64) {
-	m, err := r.FetchMessage(ctx)
+	m, err := FetchFirst(ctx, r, func(err error, pause time.Duration) {
+		g.cfg.Logger.Warn("fetch failed", "topic", r.Config().Topic, "partition", r.Config().Partition, "in", pause.Round(time.Millisecond), "err", err)
+	})
 	if err != nil {
-		if ctx.Err() == nil {
-			g.cfg.Logger.Warn("fetch failed", "topic", r.Config().Topic, "partition", r.Config().Partition, "err", err)
-			Sleep(ctx, 500*time.Millisecond)
-		}
-		return batch, 0
+		return batch, 0 // ctx ended
 	}
 	bytes := len(m.Value)
 	hwm := m.HighWaterMark
@@ -637,6 +627,67 @@ func (g *Group) retry(ctx context.Context, log *slog.Logger, what string, fn fun
 		log.Warn(what+" failed; retrying", "in", pause.Round(time.Millisecond), "err", err)
 	}
 	return retry.Do(ctx, p, fn) == nil
+}
+
+// NextGeneration waits for the group's next generation, trying again after
+// a failure (1s, doubling up to 10s, each ±20%; every call starts the
+// pauses over, so a generation that came resets them) until ctx ends or the
+// group closes; then it returns the last error. notify is told of each
+// failure and the pause after it.
+func NextGeneration(ctx context.Context, cg *kafka.ConsumerGroup, notify func(err error, pause time.Duration)) (*kafka.Generation, error) {
+	return nextGeneration(ctx, cg, withNotify(nextPolicy, notify))
+}
+
+// FetchFirst fetches r's next message, trying again after a failure
+// (500ms, doubling up to 5s, each ±20%; every call starts the pauses over,
+// so a fetch that succeeded resets them) until ctx ends; then it returns
+// ctx's error. notify is told of each failure and the pause after it.
+func FetchFirst(ctx context.Context, r *kafka.Reader, notify func(err error, pause time.Duration)) (kafka.Message, error) {
+	return fetchFirst(ctx, r, withNotify(fetchPolicy, notify))
+}
+
+// The pauses after a failed wait for a generation and after a failed fetch:
+// the first as long as before they grew (1s, 500ms), then longer up to a
+// cap, so a broker that is down is not asked twice a second by every
+// partition's reader.
+var (
+	nextPolicy  = retry.Policy{Initial: time.Second, Max: 10 * time.Second, Multiplier: 2, Jitter: 0.2}
+	fetchPolicy = retry.Policy{Initial: 500 * time.Millisecond, Max: 5 * time.Second, Multiplier: 2, Jitter: 0.2}
+)
+
+func withNotify(p retry.Policy, notify func(error, time.Duration)) retry.Policy {
+	p.Notify = notify
+	return p
+}
+
+func nextGeneration(ctx context.Context, cg interface {
+	Next(context.Context) (*kafka.Generation, error)
+}, p retry.Policy) (*kafka.Generation, error) {
+	var gen *kafka.Generation
+	err := retry.Do(ctx, p, func() error {
+		var err error
+		gen, err = cg.Next(ctx)
+		if errors.Is(err, kafka.ErrGroupClosed) {
+			return retry.Permanent(err)
+		}
+		return err
+	})
+	return gen, err
+}
+
+func fetchFirst(ctx context.Context, r interface {
+	FetchMessage(context.Context) (kafka.Message, error)
+}, p retry.Policy) (kafka.Message, error) {
+	var m kafka.Message
+	err := retry.Do(ctx, p, func() error {
+		var err error
+		m, err = r.FetchMessage(ctx)
+		if err != nil && ctx.Err() != nil {
+			return retry.Permanent(ctx.Err())
+		}
+		return err
+	})
+	return m, err
 }
 
 // Sleep waits d or until ctx ends; it reports whether d passed.

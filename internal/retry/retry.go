@@ -32,6 +32,11 @@ import (
 // The zero Policy pauses 100ms, then 1.5 times longer each time up to 5s,
 // each pause jittered by ±50%, and never gives up.
 type Policy struct {
+	// Pauses, when set, makes the pauses instead of Initial, Max,
+	// Multiplier and Jitter (a Steps schedule, say): Do calls it once, at
+	// the first failure, and Resets what it returns on Progressed.
+	// GiveUpAfter, GiveUpIf and Notify apply all the same.
+	Pauses func() backoff.BackOff
 	// Initial is the first pause; default 100ms.
 	Initial time.Duration
 	// Max caps a pause before jitter; default 5s (at least Initial).
@@ -104,52 +109,89 @@ type clockAdapter struct{ c clockwork.Clock }
 func (a clockAdapter) Now() time.Time { return a.c.Now() }
 
 // Backoff returns the pauses of p as a backoff.BackOff (for callers that
-// drive their own loop); GiveUpIf and Notify are Do's alone.
+// drive their own loop); GiveUpIf and Notify are Do's alone. GiveUpAfter
+// counts from now; Reset starts the pauses over, not that bound.
 func (p Policy) Backoff() backoff.BackOff {
 	clock := p.Clock
 	if clock == nil {
 		clock = clockwork.NewRealClock()
 	}
-	b := &backoff.ExponentialBackOff{
-		InitialInterval:     100 * time.Millisecond,
-		RandomizationFactor: backoff.DefaultRandomizationFactor,
-		Multiplier:          backoff.DefaultMultiplier,
-		MaxInterval:         5 * time.Second,
-		MaxElapsedTime:      p.GiveUpAfter,
-		Stop:                backoff.Stop,
-		Clock:               clockAdapter{clock},
-	}
-	if p.Initial > 0 {
-		b.InitialInterval = p.Initial
-	}
-	if p.Max > 0 {
-		b.MaxInterval = p.Max
-	}
-	b.MaxInterval = max(b.MaxInterval, b.InitialInterval)
-	if p.Multiplier >= 1 {
-		b.Multiplier = p.Multiplier
-	}
-	switch {
-	case p.Jitter < 0:
-		b.RandomizationFactor = 0
-	case p.Jitter > 0:
-		b.RandomizationFactor = min(p.Jitter, 1)
+	return p.backoff(clock, clock.Now())
+}
+
+func (p Policy) backoff(clock clockwork.Clock, start time.Time) backoff.BackOff {
+	var b backoff.BackOff
+	if p.Pauses != nil {
+		b = p.Pauses()
+	} else {
+		e := &backoff.ExponentialBackOff{
+			InitialInterval:     100 * time.Millisecond,
+			RandomizationFactor: backoff.DefaultRandomizationFactor,
+			Multiplier:          backoff.DefaultMultiplier,
+			MaxInterval:         5 * time.Second,
+			Stop:                backoff.Stop,
+			Clock:               clockAdapter{clock},
+		}
+		if p.Initial > 0 {
+			e.InitialInterval = p.Initial
+		}
+		if p.Max > 0 {
+			e.MaxInterval = p.Max
+		}
+		e.MaxInterval = max(e.MaxInterval, e.InitialInterval)
+		if p.Multiplier >= 1 {
+			e.Multiplier = p.Multiplier
+		}
+		switch {
+		case p.Jitter < 0:
+			e.RandomizationFactor = 0
+		case p.Jitter > 0:
+			e.RandomizationFactor = min(p.Jitter, 1)
+		}
+		b = e
 	}
 	b.Reset()
+	if p.GiveUpAfter > 0 {
+		b = &giveUpAfter{BackOff: b, after: p.GiveUpAfter, clock: clock, start: start}
+	}
 	return b
 }
 
+// giveUpAfter stops a BackOff's pauses when the next one would end after
+// the bound (counted from start, which Reset keeps).
+type giveUpAfter struct {
+	backoff.BackOff
+	after time.Duration
+	clock clockwork.Clock
+	start time.Time
+}
+
+func (g *giveUpAfter) NextBackOff() time.Duration {
+	next := g.BackOff.NextBackOff()
+	if next == backoff.Stop || g.clock.Since(g.start)+next > g.after {
+		return backoff.Stop
+	}
+	return next
+}
+
 // Do runs op as p says; see the package doc for when it stops and what
-// it returns.
+// it returns. A first call that succeeds costs no more than calling op:
+// the pauses are made at the first failure.
 func Do(ctx context.Context, p Policy, op func() error) error {
 	clock := p.Clock
 	if clock == nil {
 		clock = clockwork.NewRealClock()
-		p.Clock = clock
 	}
-	b := p.Backoff()
-	for {
-		err := op()
+	var start time.Time
+	if p.GiveUpAfter > 0 {
+		start = clock.Now()
+	}
+	err := op()
+	if err == nil {
+		return nil
+	}
+	b := p.backoff(clock, start)
+	for ; ; err = op() {
 		if err == nil {
 			return nil
 		}

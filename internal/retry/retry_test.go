@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/jonboulle/clockwork"
 )
 
@@ -147,5 +148,45 @@ func TestPermanent(t *testing.T) {
 	}
 	if !IsPermanent(fmt.Errorf("wrapped: %w", Permanent(errFlaky))) || IsPermanent(errFlaky) {
 		t.Error("IsPermanent does not see through wrapping, or sees a plain error as permanent")
+	}
+}
+
+// TestSteps: a Steps schedule gives its delays in order, jittered within
+// bounds, then Stop; Skip moves past some; Do with it as Policy.Pauses
+// tries once more than there are delays and pauses exactly those.
+func TestSteps(t *testing.T) {
+	delays := []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute}
+	s := &Steps{Delays: delays}
+	for i, want := range delays {
+		if got := s.NextBackOff(); got != want {
+			t.Errorf("pause %d: %s, want %s", i, got, want)
+		}
+	}
+	if got := s.NextBackOff(); got != backoff.Stop {
+		t.Errorf("after the last delay: %s, want Stop", got)
+	}
+	s.Reset()
+	s.Skip(2)
+	if got := s.NextBackOff(); got != delays[2] || s.Taken() != 3 {
+		t.Errorf("after Skip(2): %s (taken %d), want %s (3)", got, s.Taken(), delays[2])
+	}
+	for _, r := range []float64{0, 0.5, 0.999} {
+		j := &Steps{Delays: delays, Jitter: 0.1, Rand: func() float64 { return r }}
+		got := j.NextBackOff()
+		if got < 4500*time.Millisecond || got > 5500*time.Millisecond {
+			t.Errorf("jitter 0.1, rand %v: %s, want within 10%% of 5s", r, got)
+		}
+	}
+
+	clock := clockwork.NewFakeClock()
+	var pauses []time.Duration
+	p := Policy{Clock: clock, Pauses: func() backoff.BackOff { return &Steps{Delays: delays} },
+		Notify: func(_ error, pause time.Duration) { pauses = append(pauses, pause) }}
+	err, calls := run(t, context.Background(), clock, 30*time.Minute, p, func(int) error { return errFlaky })
+	if !errors.Is(err, errFlaky) || calls != len(delays)+1 {
+		t.Errorf("Do with Steps: %v after %d calls, want %v after %d", err, calls, errFlaky, len(delays)+1)
+	}
+	if fmt.Sprint(pauses) != fmt.Sprint(delays) {
+		t.Errorf("pauses %v, want %v", pauses, delays)
 	}
 }

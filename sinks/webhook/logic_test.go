@@ -1,12 +1,17 @@
 package webhook
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/bouncer-mail/bouncer/internal/retry"
 	"github.com/bouncer-mail/bouncer/pipeline"
 	"github.com/bouncer-mail/bouncer/schemas"
 )
@@ -83,6 +88,38 @@ func TestScheduleNext(t *testing.T) {
 	}
 	if d, err := ParseDelays("5s,5m,2h"); err != nil || len(d) != 3 || TierName(d[2]) != "2h" {
 		t.Errorf("ParseDelays: %v %v", d, err)
+	}
+}
+
+// TestScheduleIsABackOff: the schedule's pauses, as internal/retry runs
+// them, are its delays in order (each within its jitter), from the
+// position a batch's attempts give, and stop after the last: retry.Do
+// with them makes one attempt more than there are delays.
+func TestScheduleIsABackOff(t *testing.T) {
+	s := Schedule{}
+	if err := s.validate(); err != nil {
+		t.Fatal(err)
+	}
+	rnd := rand.New(rand.NewPCG(3, 4))
+	for _, attempts := range []int{0, 1, 4} {
+		b := s.BackOff(attempts, rnd)
+		for _, d := range s.Delays[max(attempts-1, 0):] {
+			if got := b.NextBackOff(); got < d*9/10 || got > d*11/10 {
+				t.Errorf("after %d attempts: pause %s, want %s ±10%%", attempts, got, d)
+			}
+		}
+		if got := b.NextBackOff(); got != backoff.Stop {
+			t.Errorf("after %d attempts: %s after the last delay, want Stop", attempts, got)
+		}
+	}
+	short := Schedule{Delays: []time.Duration{time.Millisecond, 2 * time.Millisecond, 3 * time.Millisecond}, Jitter: 0.1}
+	calls := 0
+	err := retry.Do(context.Background(), retry.Policy{Pauses: func() backoff.BackOff { return short.BackOff(0, nil) }}, func() error {
+		calls++
+		return errors.New("endpoint down")
+	})
+	if err == nil || calls != 4 {
+		t.Errorf("retry.Do on a 3-delay schedule: %d attempts (err %v), want 4", calls, err)
 	}
 }
 

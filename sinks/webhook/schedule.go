@@ -5,6 +5,10 @@ import (
 	"math/rand/v2"
 	"strings"
 	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/bouncer-mail/bouncer/internal/retry"
 )
 
 // DefaultDelays is the retry schedule after the first attempt, like
@@ -16,6 +20,9 @@ var DefaultDelays = []time.Duration{
 
 // Schedule says when failed batches are tried again. Each delay is one
 // retry tier (a Kafka topic whose consumer waits until a batch is due).
+// Its pauses are a backoff.BackOff (BackOff), the kind internal/retry runs;
+// the position in it is a batch's attempt count, kept in the batch's
+// record, so a schedule survives a worker's restart.
 type Schedule struct {
 	// Delays are the waits after the 1st, 2nd, ... failed attempt; a batch
 	// that failed len(Delays)+1 attempts is given up. Default DefaultDelays.
@@ -79,17 +86,28 @@ func TierName(d time.Duration) string {
 	return fmt.Sprintf("%dms", d/time.Millisecond)
 }
 
+// BackOff returns the schedule's pauses for a batch that has made attempts
+// attempts (0 when it was parked without one): its NextBackOff is the
+// jittered wait before the next attempt, backoff.Stop once the schedule is
+// exhausted. rnd makes the jitter (nil: math/rand/v2's).
+func (s *Schedule) BackOff(attempts int, rnd *rand.Rand) *retry.Steps {
+	b := &retry.Steps{Delays: s.Delays, Jitter: s.Jitter}
+	if rnd != nil {
+		b.Rand = rnd.Float64
+	}
+	b.Skip(attempts - 1)
+	return b
+}
+
 // next plans the retry of a batch that has made attempts attempts (0 when
 // it was parked without one): the tier and due time, at least retryAfter
 // from now; ok is false when the schedule is exhausted.
 func (s *Schedule) next(attempts int, retryAfter time.Duration, now time.Time, rnd *rand.Rand) (tier int, due time.Time, ok bool) {
-	tier = max(attempts-1, 0)
-	if tier >= len(s.Delays) {
+	b := s.BackOff(attempts, rnd)
+	tier = b.Taken()
+	d := b.NextBackOff()
+	if d == backoff.Stop {
 		return 0, time.Time{}, false
-	}
-	d := s.Delays[tier]
-	if s.Jitter > 0 {
-		d += time.Duration((rnd.Float64()*2 - 1) * s.Jitter * float64(d))
 	}
 	if retryAfter > d {
 		d = min(retryAfter, s.Delays[len(s.Delays)-1])

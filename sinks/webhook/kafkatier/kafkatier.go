@@ -367,16 +367,11 @@ func runTier(ctx context.Context, cfg TierConfig, i int, d Redeliverer, w *Write
 	defer cg.Close()
 	tierName := webhook.TierName(cfg.Topics.Delays[i])
 	for {
-		gen, err := cg.Next(ctx)
+		gen, err := consumer.NextGeneration(ctx, cg, func(err error, pause time.Duration) {
+			log.Warn("retry tier: next generation failed; retrying", "in", pause.Round(time.Millisecond), "err", err)
+		})
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
-				return nil
-			}
-			log.Warn("retry tier: next generation failed; retrying", "err", err)
-			if !sleep(ctx, time.Second) {
-				return nil
-			}
-			continue
+			return nil // ctx ended or the group closed
 		}
 		for _, a := range gen.Assignments[topic] {
 			p := &tierPartition{cfg: cfg, d: d, w: w, topic: topic, partition: a.ID, tier: tierName, delay: cfg.Topics.Delays[i], log: log.With("partition", a.ID)}
@@ -458,13 +453,11 @@ func (p *tierPartition) run(ctx, genCtx context.Context, gen *kafka.Generation, 
 	for ctx.Err() == nil && genCtx.Err() == nil {
 		if head == nil {
 			m.ParkedNone(p.tier, p.partition)
-			m, err := r.FetchMessage(genCtx)
+			m, err := consumer.FetchFirst(genCtx, r, func(err error, pause time.Duration) {
+				p.log.Warn("retry tier: fetch failed", "in", pause.Round(time.Millisecond), "err", err)
+			})
 			if err != nil {
-				if genCtx.Err() == nil {
-					p.log.Warn("retry tier: fetch failed", "err", err)
-					sleep(genCtx, 500*time.Millisecond)
-				}
-				continue
+				continue // the generation ended
 			}
 			head = &m
 		}
@@ -550,7 +543,6 @@ func (p *tierPartition) commit(gen *kafka.Generation, offset int64) {
 	}
 }
 
-func sleep(ctx context.Context, d time.Duration) bool { return retry.Sleep(ctx, nil, d) }
 
 // ReplayTo produces batches to one topic (a first retry tier named in a
 // failed batch's record), for the API's replays.
