@@ -543,7 +543,6 @@ func (p *tierPartition) commit(gen *kafka.Generation, offset int64) {
 	}
 }
 
-
 // ReplayTo produces batches to one topic (a first retry tier named in a
 // failed batch's record), for the API's replays.
 func (w *Writer) ReplayTo(ctx context.Context, topic string, batches []*webhook.Batch) error {
