@@ -202,11 +202,11 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		log.Info("webhook group off (set BOUNCER_SECRET_KEY to run it, or --webhooks)")
 	}
 	if ff.enabled() {
-		run, err := ff.build(conn, *kf.topic, store, classifier, reg, consumerMetrics, log)
+		forwarding, err := ff.build(conn, *kf.topic, store, classifier, reg, consumerMetrics, log)
 		if err != nil {
 			return err
 		}
-		parts = append(parts, ops.Func(run))
+		parts = append(parts, forwarding)
 	}
 
 	if *opsAddr != "" {

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"crypto/x509"
 	"errors"
 	"flag"
-	"fmt"
 	"log/slog"
 	"os"
 	"time"
@@ -112,13 +110,12 @@ func (f *forwardFlags) config() (forward.Config, error) {
 	return cfg, nil
 }
 
-// build validates the flags and builds the forwarding group; run runs it
-// until ctx ends and returns its final error (nil after a clean stop). With
-// forwarding off (enabled() false) run does nothing and returns nil.
+// build validates the flags and builds the forwarding group (nil with
+// forwarding off: enabled() false); the worker runs it and shuts it down.
 func (f *forwardFlags) build(conn consumer.Conn, topic string, store *clickhouse.Store,
-	classifier *enrich.Classifier, reg *prometheus.Registry, cm *consumer.Metrics, log *slog.Logger) (run func(context.Context) error, err error) {
+	classifier *enrich.Classifier, reg *prometheus.Registry, cm *consumer.Metrics, log *slog.Logger) (*forward.Service, error) {
 	if !f.enabled() {
-		return func(context.Context) error { return nil }, nil
+		return nil, nil
 	}
 	cfg, err := f.config()
 	if err != nil {
@@ -130,29 +127,19 @@ func (f *forwardFlags) build(conn consumer.Conn, topic string, store *clickhouse
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	log = log.With("group", *f.group)
+	log = log.With("group", *f.group, "topic", topic)
 	cfg.Settings, cfg.Classifier, cfg.Logger = store, classifier, log
 	if reg != nil {
 		cfg.Metrics = forward.NewMetrics(reg)
 	}
-	fw, err := forward.New(cfg)
-	if err != nil {
-		return nil, &usageError{err.Error()}
-	}
 	// cm is the worker's consumer metrics (labelled by group); nil: unregistered ones.
-	g, err := consumer.NewGroup(consumer.GroupConfig{
+	svc, err := forward.NewService(cfg, consumer.GroupConfig{
 		Conn: conn, Topic: topic, GroupID: *f.group,
 		MaxBatchMessages: 1000, MaxWait: 500 * time.Millisecond,
 		Logger: log, Metrics: cm,
-	}, fw)
+	})
 	if err != nil {
 		return nil, &usageError{err.Error()}
 	}
-	return func(ctx context.Context) error {
-		log.Info("bounce forwarding started", "topic", topic, "relay", cfg.Relay.Addr, "tls", cfg.Relay.TLS,
-			"from", cfg.From, "rate", fmt.Sprintf("%d/%s", cfg.RateLimit, cfg.RateWindow))
-		err := fw.Serve(ctx, g.Run)
-		log.Info("bounce forwarding stopped")
-		return err
-	}, nil
+	return svc, nil
 }

@@ -400,9 +400,9 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) fl
 // wait returns its final error.
 func (f *forwardFlags) start(ctx context.Context, conn consumer.Conn, topic string, store *clickhouse.Store,
 	classifier *enrich.Classifier, reg *prometheus.Registry, cm *consumer.Metrics, log *slog.Logger) (wait func() error, err error) {
-	run, err := f.build(conn, topic, store, classifier, reg, cm, log)
-	if err != nil {
-		return nil, err
+	svc, err := f.build(conn, topic, store, classifier, reg, cm, log)
+	if err != nil || svc == nil {
+		return func() error { return nil }, err
 	}
-	return ops.Go(func() error { return run(ctx) }), nil
+	return ops.Go(func() error { return svc.Run(ctx) }), nil
 }

@@ -65,6 +65,14 @@
 //     are committed. A clean shutdown sends pending digests early (Run's
 //     final flush, bounded by FlushTimeout).
 //
+// # Running and stopping
+//
+// A Service is the forwarding group on Kafka with its Forwarder; it owns
+// its lifecycle (internal/ops.Service): Run forwards, Shutdown(ctx) stops
+// the intake (and StopRetrying), lets the group commit what was handled and
+// leave, then sends the pending digests (FlushTimeout), each step bounded,
+// and may be called any number of times. bouncer worker only calls them.
+//
 // Settings are read from the Settings store every RefreshEvery, never per
 // event; a change reaches the forwarder within that interval. A digest goes
 // to the address of the newest setting, and is dropped if forwarding was

@@ -17,7 +17,8 @@ import (
 
 // These tests drive Handle and Run directly against a real SMTP server
 // (go-smtp on 127.0.0.1 with AUTH and TLS); the forwarding group on a real
-// Kafka topic is tested in cmd/bouncer (worker_forward_test.go).
+// Kafka topic is tested in service_test.go (its shutdown) and in
+// cmd/bouncer (worker_forward_test.go, the worker's flags and the API).
 
 type staticSettings struct {
 	mu   sync.Mutex

@@ -323,12 +323,12 @@ var errStopping = errors.New("forwarder is stopping")
 // shutdown does not wait for a dead relay. Call it when shutdown begins.
 func (f *Forwarder) StopRetrying() { f.stop() }
 
-// Serve runs the forwarder for as long as feed (its consumer group, run on
+// serve runs the forwarder for as long as feed (its consumer group, run on
 // ctx) runs, and returns their joined errors. The forwarder outlives the
 // feed by its final flush: the digests of the last batches are sent after
 // the group stopped handing it any. When ctx ends, failed sends stop being
 // retried (StopRetrying), so a dead relay cannot hold a shutdown.
-func (f *Forwarder) Serve(ctx context.Context, feed func(context.Context) error) error {
+func (f *Forwarder) serve(ctx context.Context, feed func(context.Context) error) error {
 	fctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
 	done := make(chan error, 1)
