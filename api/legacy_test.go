@@ -21,13 +21,13 @@ import (
 // conformance suite suppression/liststest holds it to that: see
 // TestMemListConformance): per address the newest change wins, reads
 // honour the query's list, group, bounds, kind, address pattern and
-// paging, delete-all removes a whole list; newMemList seeds acme's
-// bounces, so the v2 calls can be checked for what they select and
-// remove.
+// paging, delete-all removes a whole list. It also keeps every change
+// written (changes) and counts delete-alls, for the tests to check what
+// the API wrote. The zero memList is empty and ready to use.
 type memList struct {
-	fakeStore
 	mu        sync.Mutex
 	latest    map[memKey]suppression.Change // the newest change of each entry
+	changes   []suppression.Change          // every change WriteSuppressions was given, in order
 	deleteAll int
 }
 
@@ -37,17 +37,29 @@ type memKey struct {
 	email         string
 }
 
-func newMemList(es ...suppression.Entry) *memList {
-	m := &memList{latest: map[memKey]suppression.Change{}}
+// newFakeStore returns a store whose acme bounces list holds es, so the v2
+// calls can be checked for what they select and remove.
+func newFakeStore(es ...suppression.Entry) *fakeStore {
+	f := &fakeStore{}
+	f.seed("acme", suppression.ListBounces, 0, es...)
+	return f
+}
+
+// seed puts es on account's list (not counted as changes written).
+func (m *memList) seed(account, list string, group int64, es ...suppression.Entry) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	for _, e := range es {
-		m.put(suppression.Change{AccountID: "acme", List: "bounces", Email: e.Email, EmailNorm: e.EmailNorm, At: e.Created,
+		m.put(suppression.Change{AccountID: account, List: list, GroupID: group, Email: e.Email, EmailNorm: e.EmailNorm, At: e.Created,
 			Reason: e.Reason, Status: e.Status, Classification: e.Classification, ReasonCode: e.ReasonCode})
 	}
-	return m
 }
 
 // put keeps c if it is newer than what the entry has.
 func (m *memList) put(c suppression.Change) {
+	if m.latest == nil {
+		m.latest = map[memKey]suppression.Change{}
+	}
 	k := memKey{c.AccountID, c.List, c.GroupID, c.EmailNorm}
 	if old, ok := m.latest[k]; !ok || c.Version() > old.Version() {
 		m.latest[k] = c
@@ -127,6 +139,7 @@ func (m *memList) CountSuppressions(ctx context.Context, account string, q suppr
 func (m *memList) WriteSuppressions(ctx context.Context, account string, cs []suppression.Change) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.changes = append(m.changes, cs...)
 	for _, c := range cs {
 		c.AccountID = account
 		m.put(c)
@@ -167,11 +180,12 @@ func (m *memList) emails() []string {
 	return out
 }
 
-// TestMemListConformance: the in-memory list store of these tests keeps
-// the contract the ClickHouse store keeps (suppression/liststest; the
+// TestMemListConformance: the in-memory list store of these tests (the
+// list methods of fakeStore, the store of every API unit test) keeps the
+// contract the ClickHouse store keeps (suppression/liststest; the
 // suppression package runs the same suite on ClickHouse).
 func TestMemListConformance(t *testing.T) {
-	liststest.Run(t, func(*testing.T) liststest.Store { return newMemList() })
+	liststest.Run(t, func(*testing.T) liststest.Store { return newFakeStore() })
 }
 
 // legacyEntries: three hard bounces on three days and one soft one
@@ -200,7 +214,7 @@ func legacyErrorOf(t *testing.T, rec *httptest.ResponseRecorder) string {
 
 func TestLegacyBouncesGetAndCount(t *testing.T) {
 	token, k := testKey(t, "acme", false)
-	m := newMemList(legacyEntries()...)
+	m := newFakeStore(legacyEntries()...)
 	now := time.Date(2025, 11, 27, 18, 0, 0, 0, time.UTC)
 	h := NewServer(Config{Store: m, Keys: fakeKeys{k}, Now: func() time.Time { return now }, RateLimit: 1e6})
 	auth := "api_user=apikey&api_key=" + url.QueryEscape(token)
@@ -287,7 +301,7 @@ func TestLegacyBouncesDelete(t *testing.T) {
 		{"email=dan@x.org&type=hard", "ann@x.org bob@x.org cat@x.org dan@x.org", false},
 		{"", "", true},
 	} {
-		m := newMemList(legacyEntries()...)
+		m := newFakeStore(legacyEntries()...)
 		h := NewServer(Config{Store: m, Keys: fakeKeys{k}, Now: func() time.Time { return now }, RateLimit: 1e6})
 		rec := do(t, h, "GET", "/api/bounces.delete.json?api_user=apikey&api_key="+url.QueryEscape(token)+"&"+tc.query, "", "")
 		if rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != `{"message":"success"}` {
@@ -301,7 +315,7 @@ func TestLegacyBouncesDelete(t *testing.T) {
 		}
 	}
 	// POST, the parameters in a form body.
-	m := newMemList(legacyEntries()...)
+	m := newFakeStore(legacyEntries()...)
 	h := NewServer(Config{Store: m, Keys: fakeKeys{k}, Now: func() time.Time { return now }, RateLimit: 1e6})
 	req := httptest.NewRequest("POST", "/api/bounces.delete.json", strings.NewReader("api_user=apikey&api_key="+url.QueryEscape(token)+"&email=ann%40x.org"))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -313,7 +327,7 @@ func TestLegacyBouncesDelete(t *testing.T) {
 func TestLegacyErrors(t *testing.T) {
 	token, k := testKey(t, "acme", false)
 	readOnly, kr := testKey(t, "acme", false, "suppression.read")
-	h := NewServer(Config{Store: newMemList(legacyEntries()...), Keys: fakeKeys{k, kr}, RateLimit: 1e6, MaxBodyBytes: 200})
+	h := NewServer(Config{Store: newFakeStore(legacyEntries()...), Keys: fakeKeys{k, kr}, RateLimit: 1e6, MaxBodyBytes: 200})
 	auth := "api_user=apikey&api_key=" + url.QueryEscape(token)
 	for _, tc := range []struct {
 		name, method, path string

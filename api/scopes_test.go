@@ -50,7 +50,8 @@ func TestGroupScopesOnEveryPath(t *testing.T) {
 	all, kAll := testKey(t, "acme", false)
 	p := newFakePrivacy()
 	p.lists[listKey("acme", "unsubscribes", 7)] = []csvlist.Row{{Email: "ann@x.org", EmailNorm: "ann@x.org", Created: time.Unix(1764201600, 0)}}
-	store := &fakeStore{entries: []suppression.Entry{{Email: "ann@x.org", Created: time.Unix(1764201600, 0)}}}
+	store := &fakeStore{}
+	store.seed("acme", suppression.ListUnsubscribes, 7, suppression.Entry{Email: "ann@x.org", EmailNorm: "ann@x.org", Created: time.Unix(1764201600, 0)})
 	h := NewServer(Config{Store: store, Keys: fakeKeys{kNo, kAll}, Checker: groupChecker{}, Privacy: p, RateLimit: 1e6})
 
 	const csvBody = "email,created\nbob@x.org,1764201600\n"
