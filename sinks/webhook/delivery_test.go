@@ -257,6 +257,52 @@ func deleteTopics(t testing.TB, brokers string, topics []string) {
 // hang past the timeout, reset connections, and are down at first. Every
 // event reaches every live endpoint, no webhook-id is ever in flight
 // twice, retries keep their webhook-id, the 410 endpoint is disabled with
+
+// runDelivery runs cfg's kafkatier.Delivery, the worker's webhook delivery
+// (the webhook group, the retry tiers, the dead letters' copy, the
+// dispatcher and its log writer), until the returned func shuts it down in
+// its own order; the test fails when it did not stop cleanly. Defaults:
+// group TOPIC.webhooks, 1 partition, MaxWait 50ms, in-memory log and
+// failed stores.
+func runDelivery(t *testing.T, ctx context.Context, cfg kafkatier.DeliveryConfig) (shutdown func()) {
+	t.Helper()
+	if cfg.Group == "" {
+		cfg.Group = cfg.Topic + ".webhooks"
+	}
+	if cfg.Partitions == 0 {
+		cfg.Partitions = 1
+	}
+	if cfg.MaxWait == 0 {
+		cfg.MaxWait = 50 * time.Millisecond
+	}
+	if cfg.DeliveryLog == nil {
+		cfg.DeliveryLog = &memLog{}
+	}
+	if cfg.Failed == nil {
+		cfg.Failed = &memFailed{}
+	}
+	d, err := kafkatier.NewDelivery(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- d.Run(context.Background()) }()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := d.Shutdown(sctx); err != nil {
+				t.Errorf("delivery shutdown: %v", err)
+				return
+			}
+			if err := <-ran; err != nil {
+				t.Errorf("delivery stopped with %v", err)
+			}
+		})
+	}
+}
+
 // its batches kept for replay, and the delivery log agrees.
 func TestDeliveryAgainstMisbehavingReceivers(t *testing.T) {
 	brokers := testenv.Kafka(t)
@@ -314,47 +360,19 @@ func TestDeliveryAgainstMisbehavingReceivers(t *testing.T) {
 
 	topics := kafkatier.Topics{Prefix: topic + ".wh", Delays: []time.Duration{time.Second, 2 * time.Second, 3 * time.Second, 4 * time.Second}}
 	deleteTopics(t, brokers, topics.All())
-	if err := kafkatier.Ensure(ctx, conn, topics, 2); err != nil {
-		t.Fatal(err)
-	}
 	failed := &memFailed{}
-	parker, err := kafkatier.NewWriter(conn, topics)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer parker.Close()
 	store := &memLog{}
-	metrics := webhook.NewMetrics(nil)
-	logw := webhook.NewLogWriter(store, 10000, 500, 100*time.Millisecond, nil, metrics)
-	d, err := webhook.New(webhook.Config{
-		Registry: reg, Client: &http.Client{}, Parker: parker, Log: logw,
-		Schedule:       webhook.Schedule{Delays: topics.Delays, Jitter: 0.1},
-		MaxBatchEvents: 25, MaxBatchWait: 50 * time.Millisecond, AttemptTimeout: time.Second,
-		QueueTimeout: time.Second, SlowAfter: 300 * time.Millisecond, BreakerFailures: 3, BreakerOpen: time.Second, RefreshEvery: 200 * time.Millisecond,
-		Metrics: metrics,
+	shutdown := runDelivery(t, ctx, kafkatier.DeliveryConfig{
+		Conn: conn, Topic: topic, Topics: topics, Partitions: 2,
+		Dispatcher: webhook.Config{
+			Registry: reg, Client: &http.Client{},
+			Schedule:       webhook.Schedule{Delays: topics.Delays, Jitter: 0.1},
+			MaxBatchEvents: 25, MaxBatchWait: 50 * time.Millisecond, AttemptTimeout: time.Second,
+			QueueTimeout: time.Second, SlowAfter: 300 * time.Millisecond, BreakerFailures: 3, BreakerOpen: time.Second, RefreshEvery: 200 * time.Millisecond,
+		},
+		DeliveryLog: store, Failed: failed, MaxBatchMessages: 200, MaxWait: 100 * time.Millisecond,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(5)
-	go func() { defer wg.Done(); d.Run(runCtx) }()
-	go func() {
-		defer wg.Done()
-		kafkatier.RunDeadLetters(runCtx, kafkatier.DeadLetterConfig{Conn: conn, Topics: topics, Group: topic + ".webhooks"}, failed)
-	}()
-	go func() { defer wg.Done(); logw.Run(runCtx) }()
-	g, err := consumer.NewGroup(consumer.GroupConfig{Conn: conn, Topic: topic, GroupID: topic + ".webhooks",
-		MaxBatchMessages: 200, MaxWait: 100 * time.Millisecond, HandleTimeout: 30 * time.Second}, d.EventHandler(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { defer wg.Done(); g.Run(runCtx) }()
-	go func() {
-		defer wg.Done()
-		kafkatier.RunTiers(runCtx, kafkatier.TierConfig{Conn: conn, Topics: topics, Group: topic + ".webhooks", Metrics: metrics}, d)
-	}()
+	defer shutdown()
 
 	// 300 events: single objects and arrays of three, one without an
 	// sg_event_id (bouncer derives one), plus bad input.
@@ -404,9 +422,7 @@ func TestDeliveryAgainstMisbehavingReceivers(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	time.Sleep(500 * time.Millisecond) // let the log writer flush
-	stop()
-	wg.Wait()
+	shutdown() // the log writer's rows are written before it returns
 
 	for _, rc := range live {
 		if m := rc.received(ids); m > 0 {
@@ -546,40 +562,13 @@ func TestDisableAfterFailingTooLong(t *testing.T) {
 		Enabled: true, Events: map[string]bool{"delivered": true}}}}
 	topics := kafkatier.Topics{Prefix: topic + ".wh", Delays: []time.Duration{300 * time.Millisecond, 300 * time.Millisecond, 500 * time.Millisecond, time.Second, time.Second, time.Second, time.Second}}
 	deleteTopics(t, brokers, topics.All())
-	if err := kafkatier.Ensure(ctx, conn, topics, 1); err != nil {
-		t.Fatal(err)
-	}
 	failed := &memFailed{}
-	parker, err := kafkatier.NewWriter(conn, topics)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer parker.Close()
-	metrics := webhook.NewMetrics(nil)
-	d, err := webhook.New(webhook.Config{Registry: reg, Client: &http.Client{}, Parker: parker,
-		Schedule: webhook.Schedule{Delays: topics.Delays}, MaxBatchWait: 50 * time.Millisecond, AttemptTimeout: time.Second,
-		BreakerFailures: 100, DisableAfter: 1500 * time.Millisecond, RefreshEvery: 100 * time.Millisecond, Metrics: metrics})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(4)
-	go func() { defer wg.Done(); d.Run(runCtx) }()
-	go func() {
-		defer wg.Done()
-		kafkatier.RunDeadLetters(runCtx, kafkatier.DeadLetterConfig{Conn: conn, Topics: topics, Group: topic + ".webhooks"}, failed)
-	}()
-	g, err := consumer.NewGroup(consumer.GroupConfig{Conn: conn, Topic: topic, GroupID: topic + ".webhooks", MaxWait: 50 * time.Millisecond}, d.EventHandler(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { defer wg.Done(); g.Run(runCtx) }()
-	go func() {
-		defer wg.Done()
-		kafkatier.RunTiers(runCtx, kafkatier.TierConfig{Conn: conn, Topics: topics, Group: topic + ".webhooks"}, d)
-	}()
-	defer func() { stop(); wg.Wait() }()
+	defer runDelivery(t, ctx, kafkatier.DeliveryConfig{
+		Conn: conn, Topic: topic, Topics: topics, Failed: failed,
+		Dispatcher: webhook.Config{Registry: reg, Client: &http.Client{},
+			Schedule: webhook.Schedule{Delays: topics.Delays}, MaxBatchWait: 50 * time.Millisecond, AttemptTimeout: time.Second,
+			BreakerFailures: 100, DisableAfter: 1500 * time.Millisecond, RefreshEvery: 100 * time.Millisecond},
+	})()
 
 	w, err := consumer.NewWriter(consumer.Conn{Brokers: conn.Brokers}, topic, consumer.WriterConfig{BatchTimeout: time.Millisecond})
 	if err != nil {
@@ -746,33 +735,11 @@ func TestLongRetryAfterHoldsBackNoOne(t *testing.T) {
 	// the dispatcher parks the batch in the first tier, due in an hour.
 	topics := kafkatier.Topics{Prefix: topic + ".wh", Delays: []time.Duration{time.Second, 2 * time.Hour}}
 	deleteTopics(t, brokers, topics.All())
-	if err := kafkatier.Ensure(ctx, conn, topics, 1); err != nil {
-		t.Fatal(err)
-	}
-	parker, err := kafkatier.NewWriter(conn, topics)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer parker.Close()
-	d, err := webhook.New(webhook.Config{Registry: reg, Client: &http.Client{}, Parker: parker,
-		Schedule: webhook.Schedule{Delays: topics.Delays}, MaxBatchWait: 20 * time.Millisecond, RefreshEvery: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() { defer wg.Done(); d.Run(runCtx) }()
-	g, err := consumer.NewGroup(consumer.GroupConfig{Conn: conn, Topic: topic, GroupID: topic + ".webhooks", MaxWait: 50 * time.Millisecond}, d.EventHandler(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { defer wg.Done(); g.Run(runCtx) }()
-	go func() {
-		defer wg.Done()
-		kafkatier.RunTiers(runCtx, kafkatier.TierConfig{Conn: conn, Topics: topics, Group: topic + ".webhooks"}, d)
-	}()
-	defer func() { stop(); wg.Wait() }()
+	defer runDelivery(t, ctx, kafkatier.DeliveryConfig{
+		Conn: conn, Topic: topic, Topics: topics,
+		Dispatcher: webhook.Config{Registry: reg, Client: &http.Client{},
+			Schedule: webhook.Schedule{Delays: topics.Delays}, MaxBatchWait: 20 * time.Millisecond, RefreshEvery: 100 * time.Millisecond},
+	})()
 
 	w, err := consumer.NewWriter(consumer.Conn{Brokers: conn.Brokers}, topic, consumer.WriterConfig{BatchTimeout: time.Millisecond})
 	if err != nil {

@@ -179,34 +179,19 @@ func TestConsumerMovesOnWhileEndpointHangs(t *testing.T) {
 	}
 	topics := kafkatier.Topics{Prefix: topic + ".wh", Delays: []time.Duration{time.Second, 2 * time.Second}}
 	deleteTopics(t, brokers, topics.All())
-	if err := kafkatier.Ensure(ctx, conn, topics, 1); err != nil {
-		t.Fatal(err)
-	}
-	parker, err := kafkatier.NewWriter(conn, topics)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer parker.Close()
-	d, err := webhook.New(webhook.Config{Registry: reg, Client: &http.Client{}, Parker: parker,
+	dc := webhook.Config{Registry: reg, Client: &http.Client{},
 		Schedule: webhook.Schedule{Delays: topics.Delays}, MaxBatchWait: 20 * time.Millisecond,
-		AttemptTimeout: 40 * time.Second, SlowAfter: 30 * time.Second, QueueTimeout: 30 * time.Second})
-	if err != nil {
+		AttemptTimeout: 40 * time.Second, SlowAfter: 30 * time.Second, QueueTimeout: 30 * time.Second}
+	probe := dc
+	probe.Parker = &memParker{}
+	if d, err := webhook.New(probe); err != nil {
 		t.Fatal(err)
-	}
-	group := topic + ".webhooks"
-	g, err := consumer.NewGroup(consumer.GroupConfig{Conn: conn, Topic: topic, GroupID: group, MaxWait: 50 * time.Millisecond}, d.EventHandler(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, isStager := d.EventHandler(0).(consumer.Stager); !isStager {
+	} else if _, isStager := d.EventHandler(0).(consumer.Stager); !isStager {
 		t.Fatal("the webhook handler is not a consumer.Stager: the group would wait for each batch")
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); d.Run(runCtx) }()
-	go func() { defer wg.Done(); g.Run(runCtx) }()
-	defer func() { released(); stop(); wg.Wait() }()
+	group := topic + ".webhooks"
+	shutdown := runDelivery(t, ctx, kafkatier.DeliveryConfig{Conn: conn, Topic: topic, Group: group, Topics: topics, Dispatcher: dc})
+	defer func() { released(); shutdown() }()
 
 	w, err := consumer.NewWriter(consumer.Conn{Brokers: conn.Brokers}, topic, consumer.WriterConfig{BatchTimeout: time.Millisecond})
 	if err != nil {

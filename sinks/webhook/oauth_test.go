@@ -226,40 +226,14 @@ func TestOAuthTokenEndpointDownAndWrongCredentials(t *testing.T) {
 		OAuth:  &subscription.OAuth{ClientID: "bouncer-client", ClientSecret: "wrong-secret", TokenURL: as.TokenURL}}}}
 	topics := kafkatier.Topics{Prefix: topic + ".wh", Delays: []time.Duration{300 * time.Millisecond, 500 * time.Millisecond, time.Second, time.Second, time.Second, time.Second, time.Second, time.Second, time.Second, time.Second, time.Second, time.Second, time.Second, time.Second, time.Second, time.Second}}
 	deleteTopics(t, brokers, topics.All())
-	if err := kafkatier.Ensure(ctx, conn, topics, 1); err != nil {
-		t.Fatal(err)
-	}
 	failed := &memFailed{}
-	parker, err := kafkatier.NewWriter(conn, topics)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer parker.Close()
 	log := &memRecords{}
-	d, err := webhook.New(webhook.Config{Registry: reg, Client: guardFor(rc.srv, as.HTTP).Client(5 * time.Second), Parker: parker, Log: log,
-		Schedule: webhook.Schedule{Delays: topics.Delays}, MaxBatchWait: 50 * time.Millisecond, AttemptTimeout: 2 * time.Second,
-		BreakerFailures: 1000, RefreshEvery: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(4)
-	go func() { defer wg.Done(); d.Run(runCtx) }()
-	go func() {
-		defer wg.Done()
-		kafkatier.RunDeadLetters(runCtx, kafkatier.DeadLetterConfig{Conn: conn, Topics: topics, Group: topic + ".webhooks"}, failed)
-	}()
-	g, err := consumer.NewGroup(consumer.GroupConfig{Conn: conn, Topic: topic, GroupID: topic + ".webhooks", MaxWait: 50 * time.Millisecond}, d.EventHandler(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { defer wg.Done(); g.Run(runCtx) }()
-	go func() {
-		defer wg.Done()
-		kafkatier.RunTiers(runCtx, kafkatier.TierConfig{Conn: conn, Topics: topics, Group: topic + ".webhooks"}, d)
-	}()
-	defer func() { stop(); wg.Wait() }()
+	defer runDelivery(t, ctx, kafkatier.DeliveryConfig{
+		Conn: conn, Topic: topic, Topics: topics, DeliveryLog: log, Failed: failed,
+		Dispatcher: webhook.Config{Registry: reg, Client: guardFor(rc.srv, as.HTTP).Client(5 * time.Second),
+			Schedule: webhook.Schedule{Delays: topics.Delays}, MaxBatchWait: 50 * time.Millisecond, AttemptTimeout: 2 * time.Second,
+			BreakerFailures: 1000, RefreshEvery: 100 * time.Millisecond},
+	})()
 
 	w, err := consumer.NewWriter(consumer.Conn{Brokers: conn.Brokers}, topic, consumer.WriterConfig{BatchTimeout: time.Millisecond})
 	if err != nil {
@@ -322,6 +296,14 @@ func (m *memRecords) Record(r subscription.Delivery) {
 	m.mu.Lock()
 	m.rows = append(m.rows, r)
 	m.mu.Unlock()
+}
+
+// WriteDeliveries keeps the rows a LogWriter writes.
+func (m *memRecords) WriteDeliveries(_ context.Context, rows []subscription.Delivery) error {
+	m.mu.Lock()
+	m.rows = append(m.rows, rows...)
+	m.mu.Unlock()
+	return nil
 }
 
 func (m *memRecords) last() subscription.Delivery {
