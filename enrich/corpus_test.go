@@ -7,11 +7,6 @@ import "testing"
 // pass fails the test, so the list only shrinks.
 var knownMisses = map[string]string{
 	"sisimai_lhost_amazonses_01": "only the refused address (SES's return path, not the recipient) shows the sender was refused; the text alone reads as an access rule",
-	// Postfix's "Error: too many errors" (relabelled rate_limited from its
-	// source), committed before the rule that reads it.
-	"taxonomy_postfix_421_4.7.0_too_many_errors":           "rule not written yet: read as a remote system error",
-	"icloud_421_4.7.0_too_many_errors":                     "rule not written yet: read as a remote system error",
-	"taxonomy_eop_5.7.520_external_forwarding_not_allowed": "rule not written yet: 'access denied' reads as a policy",
 }
 
 // TestCorpus checks the classifier against testdata/corpus.tsv: real-world
