@@ -588,11 +588,11 @@ func startOffset(committed, next int64) int64 {
 // fetch blocks for a first message, then gathers more until a bound or
 // MaxWait. It returns the batch and the partition's high-water mark.
 func (g *Group) fetch(ctx context.Context, r *kafka.Reader, batch []Message) ([]Message, int64) {
-	m, err := FetchFirst(ctx, r, func(err error, pause time.Duration) {
-		g.cfg.Logger.Warn("fetch failed", "topic", r.Config().Topic, "partition", r.Config().Partition, "in", pause.Round(time.Millisecond), "err", err)
-	})
+	m, err := r.FetchMessage(ctx)
 	if err != nil {
-		return batch, 0 // ctx ended
+		if m, err = g.refetch(ctx, r, err); err != nil {
+			return batch, 0 // ctx ended
+		}
 	}
 	bytes := len(m.Value)
 	hwm := m.HighWaterMark
@@ -643,7 +643,20 @@ func NextGeneration(ctx context.Context, cg *kafka.ConsumerGroup, notify func(er
 // so a fetch that succeeded resets them) until ctx ends; then it returns
 // ctx's error. notify is told of each failure and the pause after it.
 func FetchFirst(ctx context.Context, r *kafka.Reader, notify func(err error, pause time.Duration)) (kafka.Message, error) {
-	return fetchFirst(ctx, r, withNotify(fetchPolicy, notify))
+	m, err := r.FetchMessage(ctx)
+	if err == nil {
+		return m, nil
+	}
+	return fetchAgain(ctx, r, err, withNotify(fetchPolicy, notify))
+}
+
+// refetch is FetchFirst after a fetch failed with err (the group's own
+// fetch calls FetchMessage itself, so a fetch that succeeds costs what it
+// did before the pauses were a Policy).
+func (g *Group) refetch(ctx context.Context, r *kafka.Reader, err error) (kafka.Message, error) {
+	return fetchAgain(ctx, r, err, withNotify(fetchPolicy, func(err error, pause time.Duration) {
+		g.cfg.Logger.Warn("fetch failed", "topic", r.Config().Topic, "partition", r.Config().Partition, "in", pause.Round(time.Millisecond), "err", err)
+	}))
 }
 
 // The pauses after a failed wait for a generation and after a failed fetch:
@@ -675,13 +688,19 @@ func nextGeneration(ctx context.Context, cg interface {
 	return gen, err
 }
 
-func fetchFirst(ctx context.Context, r interface {
+// fetchAgain pauses after a fetch that failed with failed, then fetches
+// again as p says, until a fetch succeeds or ctx ends.
+func fetchAgain(ctx context.Context, r interface {
 	FetchMessage(context.Context) (kafka.Message, error)
-}, p retry.Policy) (kafka.Message, error) {
+}, failed error, p retry.Policy) (kafka.Message, error) {
 	var m kafka.Message
 	err := retry.Do(ctx, p, func() error {
-		var err error
-		m, err = r.FetchMessage(ctx)
+		err := failed
+		if failed != nil {
+			failed = nil // the fetch the caller made
+		} else {
+			m, err = r.FetchMessage(ctx)
+		}
 		if err != nil && ctx.Err() != nil {
 			return retry.Permanent(ctx.Err())
 		}

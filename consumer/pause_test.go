@@ -60,10 +60,10 @@ func TestFailurePausesGrowAndReset(t *testing.T) {
 	p := fetchPolicy
 	p.Clock = clock
 	p.Notify = func(_ error, pause time.Duration) { pauses = append(pauses, pause) }
-	f := &flakyFetcher{fails: 6}
-	m, err := fetchFirst(ctx, f, p)
+	f := &flakyFetcher{fails: 5}
+	m, err := fetchAgain(ctx, f, errors.New("first fetch failed"), p)
 	if err != nil || m.Offset != 7 {
-		t.Fatalf("fetchFirst: %v %v, want the message after the failures", m.Offset, err)
+		t.Fatalf("fetchAgain: %v %v, want the message after the failures", m.Offset, err)
 	}
 	want := []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second, 5 * time.Second}
 	if len(pauses) != len(want) {
@@ -74,8 +74,8 @@ func TestFailurePausesGrowAndReset(t *testing.T) {
 			t.Errorf("pause %d: %s, want %s ±20%%", i, pauses[i], want[i])
 		}
 	}
-	pauses, f.fails = nil, 1
-	if _, err := fetchFirst(ctx, f, p); err != nil || len(pauses) != 1 || !within(pauses[0], 500*time.Millisecond) {
+	pauses = nil
+	if _, err := fetchAgain(ctx, f, errors.New("failed again"), p); err != nil || len(pauses) != 1 || !within(pauses[0], 500*time.Millisecond) {
 		t.Errorf("after a success: pauses %v (err %v), want one of about 500ms", pauses, err)
 	}
 
@@ -99,7 +99,7 @@ func TestFailurePausesGrowAndReset(t *testing.T) {
 
 	stopped, stop := context.WithCancel(ctx)
 	stop()
-	if _, err := fetchFirst(stopped, &flakyFetcher{fails: 1}, p); err == nil {
-		t.Error("fetchFirst on an ended context: no error")
+	if _, err := fetchAgain(stopped, &flakyFetcher{}, errors.New("failed"), p); err == nil {
+		t.Error("fetchAgain on an ended context: no error")
 	}
 }
