@@ -190,3 +190,19 @@ func TestSteps(t *testing.T) {
 		t.Errorf("pauses %v, want %v", pauses, delays)
 	}
 }
+
+// TestGiveUpAfterSpansProgress: Progressed starts the pauses over, not the
+// give-up bound, which counts from the first attempt.
+func TestGiveUpAfterSpansProgress(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	p := Policy{Initial: 400 * time.Millisecond, Multiplier: 2, Jitter: NoJitter, GiveUpAfter: time.Second, Clock: clock}
+	var pauses []time.Duration
+	p.Notify = func(_ error, pause time.Duration) { pauses = append(pauses, pause) }
+	err, calls := run(t, context.Background(), clock, 400*time.Millisecond, p, func(int) error { return Progressed(errFlaky) })
+	if !errors.Is(err, errFlaky) || calls != 3 {
+		t.Errorf("Do: %v after %d calls, want %v after 3 (at 0, 400ms, 800ms; the next would end past 1s)", err, calls, errFlaky)
+	}
+	if fmt.Sprint(pauses) != "[400ms 400ms]" {
+		t.Errorf("pauses %v, want [400ms 400ms]: each Progressed starts them over", pauses)
+	}
+}
