@@ -206,3 +206,16 @@ func TestGiveUpAfterSpansProgress(t *testing.T) {
 		t.Errorf("pauses %v, want [400ms 400ms]: each Progressed starts them over", pauses)
 	}
 }
+
+// BenchmarkDoSucceeds: the cost of Do around an operation that succeeds at
+// once (the consumer's every batch).
+func BenchmarkDoSucceeds(b *testing.B) {
+	p := Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := Do(ctx, p, func() error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
