@@ -71,9 +71,15 @@ func fromMessage(m ChangeMessage) suppression.Change {
 		Src: suppression.Position{Topic: m.SrcTopic, Partition: m.SrcPartition, Offset: m.SrcOffset, Index: m.SrcIndex}}
 }
 
-// EnsureChangeLog creates the compacted change-log topic if missing.
+// EnsureChangeLog creates the compacted change-log topic if missing. A
+// change stays uncompacted for at least an hour (min.compaction.lag.ms):
+// a worker that replays a partition's batches after its previous owner
+// died decides them from the changes as they were, and a newer change of
+// an entry (from a replayed event) must not have replaced an older one
+// the replayed events still see in that time.
 func EnsureChangeLog(ctx context.Context, c Conn, topic string, partitions int) error {
-	return EnsureTopic(ctx, c, topic, partitions, kafka.ConfigEntry{ConfigName: "cleanup.policy", ConfigValue: "compact"})
+	return EnsureTopic(ctx, c, topic, partitions, kafka.ConfigEntry{ConfigName: "cleanup.policy", ConfigValue: "compact"},
+		kafka.ConfigEntry{ConfigName: "min.compaction.lag.ms", ConfigValue: "3600000"})
 }
 
 // ChangeWriter publishes suppression changes to the change log.

@@ -291,6 +291,9 @@ func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, pa
 	// already running is cancelled when the generation ends, except on
 	// shutdown, where it gets HandleTimeout to finish.
 	stop := genCtx
+	if rv, ok := g.handler.(Revoker); ok {
+		defer rv.Revoked(topic, partition)
+	}
 	var next int64
 	ok := g.retry(stop, log, "resume", func() error {
 		n, err := g.handler.Assigned(stop, topic, partition)

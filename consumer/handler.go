@@ -29,3 +29,12 @@ type BatchHandler interface {
 	// reassignment, Assigned first.
 	Handle(ctx context.Context, topic string, partition int, msgs []Message) error
 }
+
+// Revoker is a BatchHandler told when the member stops owning a partition:
+// the generation ended (a rebalance, an expulsion) or the member shuts
+// down. Revoked is called after the partition's last Assigned, Handle or
+// Stage of the generation returned, so the handler can let go of what it
+// holds for the partition (consumer.Slices).
+type Revoker interface {
+	Revoked(topic string, partition int)
+}

@@ -3,8 +3,9 @@
 // offsets only after the handler succeeded, the one producer constructor
 // (NewWriter; WriteRetrying resends what a dying leader refused), the
 // dead-letter producer, the suppression change log (ChangeWriter,
-// FollowChanges, and LoadIndex, which returns an index once it holds what
-// the log held at start), topic creation and the connection settings (TLS,
+// FollowChanges, LoadIndex, which returns an index once it holds what
+// the log held at start, and Slices, a worker's index of its partitions'
+// recipients only), topic creation and the connection settings (TLS,
 // SASL) they share. It knows Kafka and
 // nothing of what the handlers do.
 //
@@ -26,7 +27,43 @@
 // in-flight batch gets HandleTimeout to finish and is committed. A Stager
 // (the webhook group's handler) is handed up to MaxStaged batches of a
 // partition before the first is done, one Stage call at a time; commits
-// stay in offset order.
+// stay in offset order. A handler that is a Revoker is told when the member
+// stops owning a partition, after its last call for it returned.
+//
+// # Suppression slices
+//
+// The change log is partitioned by PartitionOf (murmur2 of account and
+// normalised recipient). Slices is a worker's suppression index holding
+// only the slices of the change-log partitions its handlers hold
+// (pipeline.SliceHolder: a handler holds its assigned partition's slice,
+// and before deciding a batch the slices of the batch's recipients, and
+// releases them on revocation; a slice no one holds is dropped after
+// Slices.Linger).
+//
+// Guaranteed:
+//   - A Hold returns only once the slice holds every change its change-log
+//     partition held when the owner first asked for it, and the slice
+//     follows the partition while held. So a partition's first batch is
+//     decided only after its slice is loaded and caught up, and every
+//     change a previous owner of the event partition announced (before
+//     storing its batches, pipeline) is counted: derived drops are exact,
+//     as with a full index, whatever the batching, kills and rebalances.
+//   - Events a producer put in another partition than PartitionOf says
+//     are decided exactly too: their recipients' slices are held before the
+//     batch is decided (loading them first, which delays the batch), so
+//     memory shrinks only for a topic partitioned like the change log
+//     (same partitioner, same partition count).
+//   - A change-log partition holding changes of other partitions'
+//     recipients (a log written before it was partitioned by recipient)
+//     makes Hold fail with what to do, and the worker not ready, instead of
+//     deciding from a slice that may miss changes.
+//
+// Timing-dependent, as with a full index: changes made outside the event
+// stream (the API, imports, erasure) count for an event once its worker
+// read them from the change log, and so do the changes of a recipient's
+// events in another partition (a producer that moved the recipient, or
+// partitions added): which of those an event sees depends on when it is
+// decided. The API's batch check keeps its own full copy (LoadIndex).
 package consumer
 
 import (

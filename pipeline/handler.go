@@ -87,7 +87,10 @@ type Handler struct {
 	parts    map[partKey]*partState
 }
 
-var _ consumer.BatchHandler = (*Handler)(nil)
+var (
+	_ consumer.BatchHandler = (*Handler)(nil)
+	_ consumer.Revoker      = (*Handler)(nil)
+)
 
 type partKey struct {
 	topic     string
@@ -104,6 +107,9 @@ type partState struct {
 	out   []Row
 	dls   []schemas.DeadLetter
 	sups  []suppression.Change
+	// slices is the scratch of the change-log partitions of the batch's
+	// recipients (SliceHolder).
+	slices []int
 }
 
 // NewHandler checks cfg and returns a Handler.
@@ -161,6 +167,13 @@ func (h *Handler) Assigned(ctx context.Context, topic string, partition int) (in
 	if err := h.loadMarks(ctx, st, topic, partition); err != nil {
 		return 0, err
 	}
+	if hs, ok := h.cfg.Suppressions.(SliceHolder); ok {
+		// The partition's slice of the lists, loaded and caught up with
+		// the change log (what its previous owner announced included).
+		if err := HoldAssigned(ctx, hs, SliceOwner{h, topic, partition}); err != nil {
+			return 0, err
+		}
+	}
 	if h.cfg.CatchUp != nil {
 		cctx, cancel := context.WithTimeout(ctx, CatchUpTimeout)
 		err := h.cfg.CatchUp(cctx)
@@ -187,6 +200,14 @@ func (h *Handler) loadMarks(ctx context.Context, st *partState, topic string, pa
 	}
 	st.marks, st.known = m, true
 	return nil
+}
+
+// Revoked lets go of the suppression slices held for the partition
+// (SliceHolder).
+func (h *Handler) Revoked(topic string, partition int) {
+	if hs, ok := h.cfg.Suppressions.(SliceHolder); ok {
+		hs.Release(SliceOwner{h, topic, partition})
+	}
 }
 
 // Handle decodes, enriches and writes msgs. See the package doc for the
@@ -238,6 +259,19 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 	// for an event sees only the changes of earlier events in its
 	// partition (suppression.Index.DropReasonAt), so it does not depend on
 	// where batches begin and end.
+	if hs, ok := h.cfg.Suppressions.(SliceHolder); ok {
+		var err error
+		st.slices, err = HoldRecipients(ctx, hs, SliceOwner{h, topic, partition}, st.sups, func(yield func(*schemas.Event) bool) {
+			for i := range st.rows {
+				if !yield(&st.rows[i].Event) {
+					return
+				}
+			}
+		}, st.slices)
+		if err != nil {
+			return err
+		}
+	}
 	if h.cfg.Suppressions != nil {
 		for _, c := range st.sups {
 			h.cfg.Suppressions.Apply(c)

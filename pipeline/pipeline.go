@@ -51,6 +51,9 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
+	"iter"
+	"slices"
 
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/enrich"
@@ -105,3 +108,64 @@ type Suppressions interface {
 }
 
 var _ Suppressions = (*suppression.Index)(nil)
+
+// SliceHolder is Suppressions that hold only some recipients' lists: the
+// slice of each change-log partition a caller holds (consumer.Slices). The
+// handlers hold the slice of each partition they are assigned (on
+// Assigned, so its first batch waits until it is loaded) and, before
+// deciding a batch, the slices of the batch's recipients (the same one
+// when the producer partitioned by consumer.PartitionOf; others for the
+// events it did not), and release them when the partition is revoked.
+type SliceHolder interface {
+	Suppressions
+	// PartitionOf is the change-log partition of a recipient's slice;
+	// Partitions is how many there are.
+	PartitionOf(account, emailNorm string) int
+	Partitions() int
+	// Hold returns once owner holds the slices of parts, each holding
+	// every change announced before owner first asked for it.
+	Hold(ctx context.Context, owner any, parts []int) error
+	// Release lets go of every slice owner holds.
+	Release(owner any)
+}
+
+var _ SliceHolder = (*consumer.Slices)(nil)
+
+// SliceOwner is the owner a handler holds slices as for one partition.
+type SliceOwner struct {
+	Handler   any
+	Topic     string
+	Partition int
+}
+
+// HoldAssigned holds the slice of an assigned partition (when the
+// change log has that partition: with equal partition counts, the slice
+// of the recipients consumer.PartitionOf puts in it).
+func HoldAssigned(ctx context.Context, h SliceHolder, owner SliceOwner) error {
+	h.Release(owner) // a revocation the consumer did not report
+	if owner.Partition >= h.Partitions() {
+		return nil
+	}
+	return h.Hold(ctx, owner, []int{owner.Partition})
+}
+
+// HoldRecipients holds the slices of the recipients of changes and of the
+// processed events of evs, before they are applied and decided; scratch is
+// reused.
+func HoldRecipients(ctx context.Context, h SliceHolder, owner SliceOwner, changes []suppression.Change, evs iter.Seq[*schemas.Event], scratch []int) ([]int, error) {
+	parts := scratch[:0]
+	for i := range changes {
+		parts = append(parts, h.PartitionOf(changes[i].AccountID, changes[i].EmailNorm))
+	}
+	for ev := range evs {
+		if ev.Event == schemas.EventProcessed {
+			parts = append(parts, h.PartitionOf(ev.AccountID, ev.EmailNorm))
+		}
+	}
+	slices.Sort(parts)
+	parts = slices.Compact(parts)
+	if err := h.Hold(ctx, owner, parts); err != nil {
+		return parts, fmt.Errorf("suppression slices of the batch's recipients: %w", err)
+	}
+	return parts, nil
+}

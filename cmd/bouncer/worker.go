@@ -49,6 +49,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	softSpan := e.Duration("soft-disabled-span", "BOUNCER_SOFT_DISABLED_SPAN", 24*time.Hour, "...first and last at least this far apart, no delivery between, put the recipient on the bounce list")
 	softFull := e.Duration("soft-full-for", "BOUNCER_SOFT_FULL_FOR", 30*24*time.Hour, "soft-bounce policy: a mailbox full this long with no delivery puts the recipient on the bounce list")
 	softOn := e.Bool("soft-bounce-policy", "BOUNCER_SOFT_BOUNCE_POLICY", true, "apply the soft-bounce policy (one ClickHouse query per batch that holds such bounces)")
+	indexMode := e.String("suppression-index", "BOUNCER_SUPPRESSION_INDEX", "slices", "how the worker holds the suppression lists its derived drops read: slices (only the slices of the change-log partitions its groups are assigned, loaded on assignment; the event topic and the change log need the same partition count) or full (every list, as the api)")
 	sinkOn := e.Bool("sink", "BOUNCER_RUN_SINK", true, "run the sink group")
 	wf := addWebhookGroupFlags(e)
 	ff := addForwardFlags(e)
@@ -81,6 +82,9 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	}
 	if *dlqTopic == "" {
 		*dlqTopic = *kf.topic + ".dlq"
+	}
+	if *indexMode != "slices" && *indexMode != "full" {
+		return usagef("--suppression-index %q: want slices or full", *indexMode)
 	}
 	if *retention < 0 {
 		return usagef("--retention-months %d: want 0 (keep) or more", *retention)
@@ -132,16 +136,33 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	defer stopFollow()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	follower, err := consumer.FollowIndex(followCtx, conn, *changeTopic, reg, log)
-	if err != nil || follower == nil {
-		return err
+	var index pipeline.Suppressions
+	var catchUp func(context.Context) error
+	var checks []ops.Check // nil when ready, else why not
+	if *indexMode == "full" {
+		follower, err := consumer.FollowIndex(followCtx, conn, *changeTopic, reg, log)
+		if err != nil || follower == nil {
+			return err
+		}
+		index, catchUp = follower.Index, follower.CatchUp
+	} else {
+		// Each group holds the slices of its partitions (pipeline.SliceHolder):
+		// loaded on assignment, dropped a while after revocation.
+		sl, err := consumer.OpenSlices(followCtx, consumer.SlicesConfig{Conn: conn, Topic: *changeTopic, Logger: log, Registerer: reg})
+		if err != nil {
+			return err
+		}
+		if n, err := consumer.TopicPartitions(ctx, conn, *kf.topic); err == nil && n != sl.Partitions() {
+			log.Warn("the event topic and the suppression change log have different partition counts: workers hold the slices of the recipients of every batch, not those of their partitions (docs/scaling.md)",
+				"topic", *kf.topic, "partitions", n, "changelog", *changeTopic, "changelog_partitions", sl.Partitions())
+		}
+		index = sl
+		checks = append(checks, sl.Loading)
 	}
-	index := follower.Index
 
 	// One set of consumer metrics for every group: the lag is labelled by
 	// group and topic.
 	consumerMetrics := consumer.NewMetrics(reg)
-	var checks []ops.Check // nil when ready, else why not
 	var parts []ops.Service
 
 	if *sinkOn {
@@ -162,7 +183,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		}
 		handler, err := pipeline.NewHandler(pipeline.Config{
 			Sink: store, Publisher: dlq, Classifier: classifier, MaxMessageBytes: *maxMsgBytes, MaxFutureSkew: *maxSkew,
-			Suppressions: index, Changes: changes, CatchUp: follower.CatchUp,
+			Suppressions: index, Changes: changes, CatchUp: catchUp,
 			SoftBounces: policy, History: history, Agents: agents, Geo: geo,
 			Logger: log, Metrics: pipeline.NewMetrics(reg),
 		})
@@ -193,7 +214,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		// The webhook group derives dropped events from the same index as
 		// the sink (shared in this process, so it sees this worker's own
 		// list changes at once).
-		delivery, ready, err := wf.build(ctx, conn, *kf.topic, *partitions, store, index, follower.CatchUp, classifier, *maxMsgBytes, reg, consumerMetrics, log)
+		delivery, ready, err := wf.build(ctx, conn, *kf.topic, *partitions, store, index, catchUp, classifier, *maxMsgBytes, reg, consumerMetrics, log)
 		if err != nil {
 			return err
 		}

@@ -38,7 +38,12 @@ type eventHandler struct {
 
 // Assigned: the webhook group keeps no marks; it resumes at the commit,
 // once the suppression index caught up with the change log (CatchUp).
-func (h *eventHandler) Assigned(ctx context.Context, _ string, _ int) (int64, error) {
+func (h *eventHandler) Assigned(ctx context.Context, topic string, partition int) (int64, error) {
+	if hs, ok := h.d.cfg.Drops.(pipeline.SliceHolder); ok {
+		if err := pipeline.HoldAssigned(ctx, hs, pipeline.SliceOwner{Handler: h, Topic: topic, Partition: partition}); err != nil {
+			return 0, err
+		}
+	}
 	if h.d.cfg.CatchUp != nil {
 		cctx, cancel := context.WithTimeout(ctx, pipeline.CatchUpTimeout)
 		defer cancel()
@@ -47,6 +52,14 @@ func (h *eventHandler) Assigned(ctx context.Context, _ string, _ int) (int64, er
 		}
 	}
 	return 0, nil
+}
+
+// Revoked lets go of the suppression slices held for the partition
+// (pipeline.SliceHolder).
+func (h *eventHandler) Revoked(topic string, partition int) {
+	if hs, ok := h.d.cfg.Drops.(pipeline.SliceHolder); ok {
+		hs.Release(pipeline.SliceOwner{Handler: h, Topic: topic, Partition: partition})
+	}
 }
 
 // Handle delivers msgs (at least once) and returns when every event is
@@ -70,7 +83,8 @@ func (h *eventHandler) Handle(ctx context.Context, topic string, partition int, 
 // pace of the endpoints rather than filling the retry tiers. What a lane
 // that is not sending, or still full after the wait, cannot take is parked
 // in the first retry tier at once. Stage fails, taking nothing, only when
-// the subscriptions were never read or a message is malformed.
+// the subscriptions were never read, a message is malformed or the
+// suppression slices of the batch's recipients cannot be held in time.
 func (h *eventHandler) Stage(ctx context.Context, topic string, partition int, msgs []consumer.Message) (func(context.Context) error, error) {
 	d := h.d
 	snap := d.snap.Load()
@@ -99,6 +113,18 @@ func (h *eventHandler) Stage(ctx context.Context, topic string, partition int, m
 		var changes []suppression.Change
 		for k := range evs {
 			changes = pipeline.ListChanges(changes, d.cfg.Classifier, &evs[k])
+		}
+		if hs, ok := d.cfg.Drops.(pipeline.SliceHolder); ok {
+			owner := pipeline.SliceOwner{Handler: h, Topic: topic, Partition: partition}
+			if _, err := pipeline.HoldRecipients(ctx, hs, owner, changes, func(yield func(*schemas.Event) bool) {
+				for k := range evs {
+					if !yield(&evs[k]) {
+						return
+					}
+				}
+			}, nil); err != nil {
+				return nil, err
+			}
 		}
 		for _, c := range changes {
 			d.cfg.Drops.Apply(c)
