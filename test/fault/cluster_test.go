@@ -259,6 +259,41 @@ func (r *clusterRun) topicsReplicated() {
 	}
 }
 
+// kafkaInSync waits until every partition of every topic on the brokers
+// has all its replicas in sync. A restarted broker answers before it
+// caught up: killing another broker meanwhile leaves partitions with one
+// in-sync replica, below min.insync.replicas=2, and writes with acks=all
+// (dead letters, change log, offsets) fail until it caught up.
+func (ci *clusterInstance) kafkaInSync(t *testing.T) {
+	t.Helper()
+	t0 := time.Now()
+	cl := &kafka.Client{Addr: kafka.TCP(strings.Split(ci.brokers, ",")...)}
+	var behind []string
+	for time.Since(t0) < 3*time.Minute {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		md, err := cl.Metadata(ctx, &kafka.MetadataRequest{})
+		cancel()
+		behind = behind[:0]
+		if err != nil {
+			behind = append(behind, err.Error())
+		} else {
+			for _, tp := range md.Topics {
+				for _, p := range tp.Partitions {
+					if len(p.Isr) < len(p.Replicas) || p.Error != nil {
+						behind = append(behind, fmt.Sprintf("%s/%d (ISR %d of %d)", tp.Name, p.ID, len(p.Isr), len(p.Replicas)))
+					}
+				}
+			}
+		}
+		if len(behind) == 0 {
+			t.Logf("every Kafka partition in sync after %s", time.Since(t0).Round(10*time.Millisecond))
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("Kafka partitions not in sync 3 minutes after a broker restart: %v", behind)
+}
+
 func node(t *testing.T, inst, cmd string, args ...string) {
 	t.Helper()
 	t0 := time.Now()
@@ -467,10 +502,13 @@ func TestCluster(t *testing.T) {
 		at = r.progressing(c, at, 8000)
 		node(t, ci.name, "start-kafka-2")
 		t.Logf("kafka broker 2 restarted with %d rows stored", at)
+		ci.kafkaInSync(t)
 		if err := <-produced; err != nil {
 			t.Fatal(err)
 		}
 		r.check(c)
 		r.eraseOne(c)
 	})
+
+	t.Run("replica, broker and worker killed in one stream", ci.oneStream)
 }
