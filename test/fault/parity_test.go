@@ -61,11 +61,15 @@ type paritySide struct {
 }
 
 // hookReceiver is a webhook endpoint that accepts everything and keeps the
-// sg_event_ids it got.
+// sg_event_ids it got, and for each the event types and webhook-ids (the
+// batch id, the same on every retry) it came in, to tell a derived drop
+// (the same sg_event_id as its processed event) and a retried batch from
+// an event sent in two batches.
 type hookReceiver struct {
 	addr string
 	mu   sync.Mutex
 	got  map[string]int
+	how  map[string][]string // sg_event_id -> "event webhook-id" per copy
 }
 
 func newHookReceiver(t *testing.T) *hookReceiver {
@@ -73,10 +77,11 @@ func newHookReceiver(t *testing.T) *hookReceiver {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &hookReceiver{addr: l.Addr().String(), got: map[string]int{}}
+	h := &hookReceiver{addr: l.Addr().String(), got: map[string]int{}, how: map[string][]string{}}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var evs []struct {
-			ID string `json:"sg_event_id"`
+			ID    string `json:"sg_event_id"`
+			Event string `json:"event"`
 		}
 		if err := json.NewDecoder(r.Body).Decode(&evs); err != nil {
 			w.WriteHeader(http.StatusBadRequest)
@@ -85,6 +90,7 @@ func newHookReceiver(t *testing.T) *hookReceiver {
 		h.mu.Lock()
 		for _, e := range evs {
 			h.got[e.ID]++
+			h.how[e.ID] = append(h.how[e.ID], e.Event+" "+r.Header.Get("webhook-id"))
 		}
 		h.mu.Unlock()
 	})}
@@ -102,6 +108,53 @@ func (h *hookReceiver) total() int {
 		n += v
 	}
 	return n
+}
+
+// repeats says how the ids got more than once came: as events of
+// different types (a processed event and its derived drop share the
+// sg_event_id), in one batch sent again (the same webhook-id: a retry or a
+// slow attempt's parked copy) or in batches of their own (the event was
+// batched twice: consumed again).
+func (h *hookReceiver) repeats(ids []string) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var types, sameBatch, otherBatch int
+	example := map[string]string{}
+	for _, id := range ids {
+		seen := map[string]map[string]int{} // event -> webhook-id -> copies
+		for _, c := range h.how[id] {
+			ev, hook, _ := strings.Cut(c, " ")
+			if seen[ev] == nil {
+				seen[ev] = map[string]int{}
+			}
+			seen[ev][hook]++
+		}
+		kind := "types"
+		for _, hooks := range seen {
+			if len(hooks) > 1 {
+				kind = "other batch"
+				break
+			}
+			for _, n := range hooks {
+				if n > 1 {
+					kind = "same batch"
+				}
+			}
+		}
+		switch kind {
+		case "types":
+			types++
+		case "same batch":
+			sameBatch++
+		default:
+			otherBatch++
+		}
+		if example[kind] == "" {
+			example[kind] = id + " " + strings.Join(h.how[id], ", ")
+		}
+	}
+	return fmt.Sprintf("%d as two event types, %d in one batch sent again, %d in two batches (examples %v)",
+		types, sameBatch, otherBatch, example)
 }
 
 func (h *hookReceiver) ids() map[string]int {
@@ -231,8 +284,11 @@ func (ci *clusterInstance) parity(t *testing.T) {
 			}
 		}
 		if len(extra) > 0 || len(twice) > 0 {
-			t.Logf("%s: the webhook got %d ids, %d not among acme's stored events (%.5v), %d more than once (%.5v)",
-				s.name, len(got), len(extra), extra, len(twice), twice)
+			t.Logf("%s: the webhook got %d ids, %d not among acme's stored events (%.5v), %d more than once (%.5v): %s",
+				s.name, len(got), len(extra), extra, len(twice), twice, s.recv.repeats(twice))
+			log, _ := os.ReadFile(filepath.Join(s.r.logs, "worker-"+s.name+".log"))
+			t.Logf("%s: its worker staged a webhook batch again %d times, abandoned %d on revocation", s.name,
+				bytes.Count(log, []byte("staging it again")), bytes.Count(log, []byte("abandoned batch on revocation")))
 		}
 	}
 
