@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/bouncer-mail/bouncer/accounts"
 	"github.com/bouncer-mail/bouncer/enrich"
 )
@@ -147,8 +149,10 @@ type Config struct {
 	MaxMessageBytes int
 	Logger          *slog.Logger
 	Metrics         *Metrics
-	// Now is the clock; default time.Now.
-	Now func() time.Time
+	// Clock reads the time (rate windows, event ages, the give-up bound)
+	// and times the digest and settings ticks and the pauses between
+	// attempts; default the real clock.
+	Clock clockwork.Clock
 
 	from       *mail.Address
 	fromDomain string
@@ -207,8 +211,8 @@ func (c *Config) Validate() error {
 	if c.Metrics == nil {
 		c.Metrics = NewMetrics(nil)
 	}
-	if c.Now == nil {
-		c.Now = time.Now
+	if c.Clock == nil {
+		c.Clock = clockwork.NewRealClock()
 	}
 	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/bouncer-mail/bouncer/accounts"
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/enrich"
@@ -268,12 +270,18 @@ func TestStopRetryingEndsHandle(t *testing.T) {
 func TestRateCapSendsDigest(t *testing.T) {
 	srv := smtptest.Start(t, smtptest.Options{})
 	settings := &staticSettings{list: []accounts.ForwardBounce{{AccountID: "acme", Enabled: true, Email: "ops@acme.example"}, {AccountID: "globex", Enabled: true, Email: "ops@globex.example"}}}
+	// The window ends when the test's clock says so: at the start of one
+	// (2025-11-27 00:00:00), then a window later.
+	clock := clockwork.NewFakeClockAt(time.Unix(1764201600, 0))
 	f := newForwarder(t, srv, Relay{}, settings, func(c *Config) {
-		c.RateLimit, c.RateWindow, c.DigestMax = 2, 2*time.Second, 2
+		c.RateLimit, c.RateWindow, c.DigestMax, c.Clock = 2, time.Minute, 2, clock
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
+	if err := clock.BlockUntilContext(ctx, 2); err != nil { // Run's digest and settings tickers
+		t.Fatal(err)
+	}
 
 	var batch [][]byte
 	for i := range 5 {
@@ -284,7 +292,11 @@ func TestRateCapSendsDigest(t *testing.T) {
 		t.Fatal(err)
 	}
 	// 2 reports for acme, 1 for globex, then acme's digest of 3 (2 listed,
-	// 1 counted) at the end of the window.
+	// 1 counted) at the end of the window, and not before.
+	if msgs := srv.Messages(); len(msgs) != 3 {
+		t.Fatalf("%d messages before the window ended, want the 3 reports", len(msgs))
+	}
+	clock.Advance(time.Minute)
 	msgs, ok := srv.WaitFor(10*time.Second, func(ms []Message) bool { return len(ms) >= 4 })
 	if !ok {
 		t.Fatalf("%d messages, want 4", len(msgs))

@@ -199,7 +199,7 @@ func (f *Forwarder) event(ctx context.Context, st *partState, ev *schemas.Event)
 		f.m.bounces.WithLabelValues(OutcomeSoft).Inc()
 		return nil
 	}
-	now := f.cfg.Now()
+	now := f.cfg.Clock.Now()
 	if now.Sub(time.Unix(ev.Timestamp, 0)) > f.cfg.MaxAge {
 		f.m.bounces.WithLabelValues(OutcomeStale).Inc()
 		return nil
@@ -280,9 +280,9 @@ func (f *Forwarder) deliver(ctx context.Context, m *mail.Msg, since time.Time) (
 	var result string
 	var gaveUp bool
 	err := retry.Do(pauses, retry.Policy{
-		Initial: f.cfg.RetryInitial, Max: f.cfg.RetryMax,
+		Initial: f.cfg.RetryInitial, Max: f.cfg.RetryMax, Clock: f.cfg.Clock,
 		GiveUpIf: func(pause time.Duration) bool {
-			gaveUp = f.cfg.Now().Add(pause).After(giveUp)
+			gaveUp = f.cfg.Clock.Now().Add(pause).After(giveUp)
 			return gaveUp
 		},
 		Notify: func(err error, pause time.Duration) {
@@ -385,9 +385,9 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		f.log.Warn("forward: settings not loaded; retrying", "in", f.cfg.RefreshEvery, "err", err)
 	}
 	tick := min(max(f.cfg.RateWindow/10, 50*time.Millisecond), time.Second)
-	flush := time.NewTicker(tick)
+	flush := f.cfg.Clock.NewTicker(tick)
 	defer flush.Stop()
-	refresh := time.NewTicker(f.cfg.RefreshEvery)
+	refresh := f.cfg.Clock.NewTicker(f.cfg.RefreshEvery)
 	defer refresh.Stop()
 	var wg sync.WaitGroup
 	for {
@@ -407,12 +407,12 @@ func (f *Forwarder) Run(ctx context.Context) error {
 				f.log.Error("forward: pending digests not sent before shutdown; their bounces are not forwarded", "bounces", lost)
 			}
 			return nil
-		case <-refresh.C:
+		case <-refresh.Chan():
 			if err := f.loadSettings(ctx); err != nil && ctx.Err() == nil {
 				f.log.Warn("forward: settings refresh failed; keeping the previous ones", "err", err)
 			}
-		case <-flush.C:
-			f.flush(ctx, &wg, f.cfg.Now())
+		case <-flush.Chan():
+			f.flush(ctx, &wg, f.cfg.Clock.Now())
 		}
 	}
 }
@@ -480,7 +480,7 @@ func (f *Forwarder) sendDigest(ctx context.Context, k digestKey) {
 		return
 	}
 	d.to = to
-	now := f.cfg.Now()
+	now := f.cfg.Clock.Now()
 	m, err := f.digestMsg(d.to, k.account, k.start, k.start.Add(f.cfg.RateWindow), d.list, d.more, now)
 	if err != nil {
 		f.log.Warn("forward: cannot build digest", "account", k.account, "err", err)
