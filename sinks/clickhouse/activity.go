@@ -162,13 +162,26 @@ func pinned(f *analytics.ActivityFilter, field string) (string, bool) {
 // ActivityMessages returns at most limit messages of the account matching
 // f (nil: all), the most recent last event first.
 func (s *Store) ActivityMessages(ctx context.Context, account string, f *analytics.ActivityFilter, limit int) ([]analytics.ActivityMessage, error) {
+	_, byRecipient := pinned(f, "to_email")
+	_, byMessage := pinned(f, "msg_id")
+	if !byRecipient && !byMessage { // those read message_index's windows
+		out, ok, err := s.activityByTime(ctx, account, f, limit)
+		if err != nil || ok {
+			return out, err
+		}
+	}
 	sql, args, err := s.activityQuery(ctx, account, f, limit)
 	if err != nil {
 		return nil, err
 	}
+	return s.readActivityMessages(ctx, qActivityMessages.Name, sql, args)
+}
+
+// readActivityMessages runs a list query (named name in errors).
+func (s *Store) readActivityMessages(ctx context.Context, name, sql string, args []any) ([]analytics.ActivityMessage, error) {
 	rows, err := s.conn.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", qActivityMessages.Name, err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	defer rows.Close()
 	var out []analytics.ActivityMessage
@@ -176,7 +189,7 @@ func (s *Store) ActivityMessages(ctx context.Context, account string, f *analyti
 		var m analytics.ActivityMessage
 		var norm string
 		if err := rows.Scan(&m.MsgID, &m.FromEmail, &m.Subject, &m.ToEmail, &norm, &m.Status, &m.Opens, &m.Clicks, &m.LastEventTime); err != nil {
-			return nil, fmt.Errorf("%s: %w", qActivityMessages.Name, err)
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		m.LastEventTime = m.LastEventTime.UTC()
 		out = append(out, m)

@@ -33,6 +33,8 @@ var clusterLayout = map[string]tableLayout{
 	// Rollups: one build of an account's day is one insert through the
 	// Distributed table, all on the account's shard (one part).
 	"stats_daily": {shardKey: "cityHash64(account_id)"},
+	// Written by the same builds, one insert per chunk, read per account.
+	"activity_windows": {shardKey: "cityHash64(account_id)"},
 	// Read with FINAL / argMax per (account, list, group, address) and per
 	// recipient: all lists of one address on one shard.
 	"suppressions":      {shardKey: "cityHash64(account_id, email_norm)"},

@@ -563,7 +563,8 @@ type RollupChunk struct {
 }
 
 // BuildRollups builds the rollups of one chunk (see the section comment):
-// every dimension's counts and one build row per account, in one insert.
+// every dimension's counts and one build row per account, in one insert,
+// then the chunk's activity windows (activity_days.go).
 func (s *Store) BuildRollups(ctx context.Context, c RollupChunk) error {
 	if len(c.Accounts) == 0 {
 		return nil
@@ -610,7 +611,7 @@ func (s *Store) BuildRollups(ctx context.Context, c RollupChunk) error {
 		}
 	}
 	start := dayTime(0)
-	return s.insert(ctx, qInsertStatsDaily, func(b driver.Batch) error {
+	err = s.insert(ctx, qInsertStatsDaily, func(b driver.Batch) error {
 		for _, o := range all {
 			c := &o.r.counts
 			if err := b.Append(o.r.account, from, o.dim, o.r.key, o.r.class, o.r.btype, version,
@@ -630,6 +631,10 @@ func (s *Store) BuildRollups(ctx context.Context, c RollupChunk) error {
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return s.buildActivityWindows(ctx, c.Accounts, day, version)
 }
 
 // RollupOptions select what RebuildRollups and UpdateRollups build.
