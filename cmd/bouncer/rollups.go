@@ -28,6 +28,7 @@ func runRollups(ctx context.Context, env *environment, args []string) error {
 	acct := fs.String("account", "", "rebuild: only this account (default every account); status: the account (default: default)")
 	chunk := fs.Int("chunk-events", 5_000_000, "rebuild: most events one build counts (its memory grows with it)")
 	since := fs.Int("since-days", 7, "update: look at marks written in the last this many days")
+	readTimeout := fs.Duration("read-timeout", 30*time.Minute, "rebuild, update: how long one build may keep ClickHouse silent (a large account's day on a busy server)")
 	chunkDays := fs.Int("chunk-days", 7, "backfill: days one mutation of the events table covers")
 	geoDB := e.String("geoip-db", "BOUNCER_GEOIP_DB", "", "backfill: the MaxMind-format geoip database that places ips (the workers' one); empty: places are not filled")
 	if err := parseFlags(fs, env, args); err != nil {
@@ -42,7 +43,9 @@ func runRollups(ctx context.Context, env *environment, args []string) error {
 	if fs.NArg() > 0 {
 		return usagef("rollups %s takes no arguments; got %q", sub, fs.Args())
 	}
-	store, err := clickhouse.Open(ctx, cf.config())
+	cfg := cf.config()
+	cfg.ReadTimeout = *readTimeout
+	store, err := clickhouse.Open(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -88,7 +91,10 @@ func runRollups(ctx context.Context, env *environment, args []string) error {
 			return usagef("rollups rebuild: --account %q: want 1 to 64 of A-Z a-z 0-9 _ . -", *acct)
 		}
 		n, err = store.RebuildRollups(ctx, clickhouse.RollupOptions{From: f, To: t.AddDate(0, 0, 1), Account: *acct,
-			ChunkEvents: uint64(*chunk), Progress: progress})
+			ChunkEvents: uint64(*chunk), Progress: progress,
+			WindowProgress: func(done, total, accounts, days int, took time.Duration) {
+				fmt.Fprintf(env.stdout, "[windows %d/%d] %d accounts, %d days in %s\n", done, total, accounts, days, took.Round(time.Millisecond))
+			}})
 	}
 	if err != nil {
 		return err

@@ -55,26 +55,33 @@ var (
 	qInsertActivityWindows = register(Query{Name: "activity_windows.insert", SQL: insertSQL("activity_windows", activityWindowColumns), Insert: true})
 
 	// What a window build has seen: per topic and partition the highest
-	// offset of some accounts' rows of one day [from, to) and of the last
-	// two days (the newest offsets, cheap to find: the events table is
-	// ordered by time within an account and event type). Arguments:
-	// accounts (inAccounts), from, to (unix seconds).
+	// offset of some accounts' rows in [from, to) and of the last two days
+	// (the newest offsets, cheap to find: the events table is ordered by
+	// time within an account and event type). Arguments: accounts
+	// (inAccounts), from, to (unix seconds).
 	qActivityWindowSeen = register(Query{Name: "activity_windows.seen",
 		SQL: "SELECT kafka_topic, kafka_partition, max(kafka_offset) FROM events WHERE account_id IN (?) AND " +
 			"((timestamp >= toDateTime(?) AND timestamp < toDateTime(?)) OR timestamp >= now() - 172800) " +
 			"GROUP BY kafka_topic, kafka_partition",
 		Sample: []any{"acme", uint32(1764201600), uint32(1764288000)}})
 
-	// The window of each account's messages with an event in [from, to):
-	// the earliest and latest time of all their events. Arguments:
-	// accounts (inAccounts), accounts again, from, to (unix seconds). The
-	// second list replaces the subquery's "account_id IN (?)" (see
-	// activityWindowSQL).
+	// The windows of some accounts' days: per account and day, the
+	// earliest and latest time of all events of the messages with an event
+	// that day. One pass over the accounts' events for all the days (their
+	// messages are the IN set). Arguments: the days, accounts (inAccounts),
+	// accounts again, from, to (unix seconds, spanning the days), the days
+	// again. The second list replaces the subquery's "account_id IN (?)"
+	// (see activityWindowSQL).
 	qActivityWindowBuild = register(Query{Name: "activity_windows.build",
-		SQL: "SELECT account_id, min(timestamp), max(timestamp) FROM events WHERE account_id IN (?) AND sg_message_id != '' " +
+		SQL: "SELECT account_id, w_day, min(w_first), max(w_last) FROM (" +
+			"SELECT account_id, min(timestamp) AS w_first, max(timestamp) AS w_last, " +
+			"groupUniqArrayIf(toUInt32(toDate(timestamp, 'UTC')), has(?, toUInt32(toDate(timestamp, 'UTC')))) AS w_days " +
+			"FROM events WHERE account_id IN (?) AND sg_message_id != '' " +
 			"AND sg_message_id GLOBAL IN (SELECT sg_message_id FROM events WHERE account_id IN (?) " +
-			"AND timestamp >= toDateTime(?) AND timestamp < toDateTime(?) AND sg_message_id != '') GROUP BY account_id",
-		Sample: []any{"acme", "acme", uint32(1764201600), uint32(1764288000)}})
+			"AND timestamp >= toDateTime(?) AND timestamp < toDateTime(?) AND sg_message_id != '' " +
+			"AND has(?, toUInt32(toDate(timestamp, 'UTC')))) GROUP BY account_id, sg_message_id" +
+			") ARRAY JOIN w_days AS w_day GROUP BY account_id, w_day",
+		Sample: []any{[]uint32{20419}, "acme", "acme", uint32(1764201600), uint32(1764288000), []uint32{20419}}})
 
 	// The windows of one account's days in [from, to) (YYYY-MM-DD),
 	// newest version first. Arguments: account, from, to.
@@ -82,6 +89,12 @@ var (
 		SQL: "SELECT toUInt32(day), version, toUInt32(started), toUInt32(first), toUInt32(last), seen_topics, seen_partitions, seen_offsets " +
 			"FROM activity_windows WHERE account_id = ? AND day >= toDate(?) AND day < toDate(?) ORDER BY version DESC",
 		Sample: []any{"acme", "2025-11-27", "2025-11-28"}})
+
+	// The windows of the given days, any account. Argument: days.
+	qActivityWindowsOfDays = register(Query{Name: "activity_windows.of_days",
+		SQL: "SELECT account_id, toUInt32(day), version, seen_topics, seen_partitions, seen_offsets FROM activity_windows " +
+			"WHERE has(?, toUInt32(day))",
+		Sample: []any{[]uint32{20419}}})
 
 	// Whether an account has events on some days, in [from, to) (unix
 	// seconds). Arguments: account, from, to, the days.
@@ -122,24 +135,28 @@ var (
 )
 
 // activityWindowSQL expands both account lists of qActivityWindowBuild.
-func activityWindowSQL(accounts []string, from, to uint32) (string, []any) {
-	sql, args := inAccounts(qActivityWindowBuild.SQL, accounts)
-	sql, rest := inAccounts(sql, accounts, from, to)
-	return sql, append(args, rest...)
+func activityWindowSQL(accounts []string, days []uint32) (string, []any) {
+	sql, rest := inAccounts(qActivityWindowBuild.SQL, accounts)
+	sql, more := inAccounts(sql, accounts, unixSeconds(dayTime(days[0])), unixSeconds(dayTime(days[len(days)-1]+1)), days)
+	return sql, append(append([]any{days}, rest...), more...)
 }
 
-// buildActivityWindows stores the activity windows of some accounts' day
-// (see the section comment): seen first, then the windows.
-func (s *Store) buildActivityWindows(ctx context.Context, accounts []string, day uint32, version uint64) error {
+// buildActivityWindows stores the activity windows of some accounts' days
+// (ascending; see the section comment): seen first, then the windows, in
+// one insert.
+func (s *Store) buildActivityWindows(ctx context.Context, accounts []string, days []uint32) error {
+	if len(accounts) == 0 || len(days) == 0 {
+		return nil
+	}
 	var started uint32
 	if err := s.conn.QueryRow(ctx, qRollupNow.SQL).Scan(&started); err != nil {
 		return fmt.Errorf("%s: %w", qRollupNow.Name, err)
 	}
-	from, to := unixSeconds(dayTime(day)), unixSeconds(dayTime(day+1))
+	version := uint64(time.Now().UnixNano())
 	var topics []string
 	var parts []uint32
 	var offsets []uint64
-	sql, args := inAccounts(qActivityWindowSeen.SQL, accounts, from, to)
+	sql, args := inAccounts(qActivityWindowSeen.SQL, accounts, unixSeconds(dayTime(days[0])), unixSeconds(dayTime(days[len(days)-1]+1)))
 	rows, err := s.conn.Query(ctx, sql, args...)
 	if err != nil {
 		return fmt.Errorf("%s: %w", qActivityWindowSeen.Name, err)
@@ -158,21 +175,25 @@ func (s *Store) buildActivityWindows(ctx context.Context, accounts []string, day
 	if err := rows.Err(); err != nil {
 		return err
 	}
+	type key struct {
+		account string
+		day     uint32
+	}
 	type window struct{ first, last time.Time }
-	windows := map[string]window{}
-	sql, args = activityWindowSQL(accounts, from, to)
+	windows := map[key]window{}
+	sql, args = activityWindowSQL(accounts, days)
 	rows, err = s.conn.Query(ctx, sql, args...)
 	if err != nil {
 		return fmt.Errorf("%s: %w", qActivityWindowBuild.Name, err)
 	}
 	for rows.Next() {
-		var a string
+		var k key
 		var w window
-		if err := rows.Scan(&a, &w.first, &w.last); err != nil {
+		if err := rows.Scan(&k.account, &k.day, &w.first, &w.last); err != nil {
 			rows.Close()
 			return fmt.Errorf("%s: %w", qActivityWindowBuild.Name, err)
 		}
-		windows[a] = w
+		windows[k] = w
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -181,16 +202,63 @@ func (s *Store) buildActivityWindows(ctx context.Context, accounts []string, day
 	at, zero := time.Unix(int64(started), 0).UTC(), time.Unix(0, 0).UTC()
 	return s.insert(ctx, qInsertActivityWindows, func(b driver.Batch) error {
 		for _, a := range accounts {
-			w, ok := windows[a]
-			if !ok {
-				w = window{zero, zero}
-			}
-			if err := b.Append(a, dayTime(day), version, at, w.first, w.last, topics, parts, offsets); err != nil {
-				return err
+			for _, d := range days {
+				w, ok := windows[key{a, d}]
+				if !ok {
+					w = window{zero, zero}
+				}
+				if err := b.Append(a, dayTime(d), version, at, w.first, w.last, topics, parts, offsets); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
 	})
+}
+
+// windowEvents bounds the events of the days one window build reads
+// (their messages are its IN set); the build reads all the accounts'
+// events once.
+const windowEvents = 20_000_000
+
+// buildChunkWindows builds the activity windows of built chunks: chunks
+// of the same accounts share window builds, each over days with at most
+// windowEvents events (chunks of unknown size count as windowEvents / 8).
+func (s *Store) buildChunkWindows(ctx context.Context, chunks []RollupChunk, progress func(done, total int, accounts, days int, took time.Duration)) error {
+	type batch struct {
+		accounts []string
+		days     []uint32
+		events   uint64
+	}
+	var batches []*batch
+	open := map[string]*batch{}
+	for _, c := range chunks {
+		k := strings.Join(c.Accounts, "\x00")
+		n := c.Events
+		if n == 0 {
+			n = windowEvents / 8
+		}
+		b := open[k]
+		if b == nil || b.events+n > windowEvents {
+			b = &batch{accounts: c.Accounts}
+			batches = append(batches, b)
+			open[k] = b
+		}
+		b.days = append(b.days, dayOf(c.Day))
+		b.events += n
+	}
+	for i, b := range batches {
+		start := time.Now()
+		slices.Sort(b.days)
+		b.days = slices.Compact(b.days)
+		if err := s.buildActivityWindows(ctx, b.accounts, b.days); err != nil {
+			return fmt.Errorf("activity windows of %s..%s (%d accounts): %w", dayString(b.days[0]), dayString(b.days[len(b.days)-1]), len(b.accounts), err)
+		}
+		if progress != nil {
+			progress(i+1, len(batches), len(b.accounts), len(b.days), time.Since(start))
+		}
+	}
+	return nil
 }
 
 // activityWindow is the latest window of one day.
@@ -365,10 +433,7 @@ func (s *Store) readActivityWindows(ctx context.Context, account string, from, t
 		if _, ok := out[d]; ok { // newest first
 			continue
 		}
-		w.seen = make(map[string]uint64, len(topics))
-		for i := range topics {
-			w.seen[fmt.Sprintf("%s/%d", topics[i], parts[i])] = offsets[i]
-		}
+		w.seen = seenOf(topics, parts, offsets)
 		out[d] = w
 	}
 	return rows.Err()
@@ -421,4 +486,13 @@ func (s *Store) activityByTime(ctx context.Context, account string, f *analytics
 		return nil, false, err
 	}
 	return out, true, nil
+}
+
+// seenOf is a window's seen offsets by "topic/partition".
+func seenOf(topics []string, parts []uint32, offsets []uint64) map[string]uint64 {
+	seen := make(map[string]uint64, len(topics))
+	for i := range topics {
+		seen[fmt.Sprintf("%s/%d", topics[i], parts[i])] = offsets[i]
+	}
+	return seen
 }

@@ -102,6 +102,14 @@ func TestActivityByTimeWindows(t *testing.T) {
 		check(t, true, map[string][]string{"day 1": {"mD", "mB", "mA", "mC"}, "day 1 not_delivered": {"mB", "mC"},
 			"day 1 delivered": {"mD", "mA"}, "day 1 morning not_delivered": {"mC"}})
 	})
+	// Windows lost after the stats' build (a failed window build): the
+	// next update builds the windows alone.
+	if err := s.conn.Exec(ctx, "TRUNCATE TABLE activity_windows"); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("windows lost", func(t *testing.T) { check(t, false, nil) })
+	update()
+	t.Run("windows rebuilt", func(t *testing.T) { check(t, true, map[string][]string{"day 1 not_delivered": {"mB", "mC"}}) })
 	// mA is opened on day 3, after the build: its last event leaves day 1,
 	// read from the batch's day beside day 1's window.
 	write(ev("acme", "mA", "open", day(3, 9, 0)))

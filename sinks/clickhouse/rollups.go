@@ -563,8 +563,7 @@ type RollupChunk struct {
 }
 
 // BuildRollups builds the rollups of one chunk (see the section comment):
-// every dimension's counts and one build row per account, in one insert,
-// then the chunk's activity windows (activity_days.go).
+// every dimension's counts and one build row per account, in one insert.
 func (s *Store) BuildRollups(ctx context.Context, c RollupChunk) error {
 	if len(c.Accounts) == 0 {
 		return nil
@@ -611,7 +610,7 @@ func (s *Store) BuildRollups(ctx context.Context, c RollupChunk) error {
 		}
 	}
 	start := dayTime(0)
-	err = s.insert(ctx, qInsertStatsDaily, func(b driver.Batch) error {
+	return s.insert(ctx, qInsertStatsDaily, func(b driver.Batch) error {
 		for _, o := range all {
 			c := &o.r.counts
 			if err := b.Append(o.r.account, from, o.dim, o.r.key, o.r.class, o.r.btype, version,
@@ -631,10 +630,6 @@ func (s *Store) BuildRollups(ctx context.Context, c RollupChunk) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	return s.buildActivityWindows(ctx, c.Accounts, day, version)
 }
 
 // RollupOptions select what RebuildRollups and UpdateRollups build.
@@ -650,11 +645,15 @@ type RollupOptions struct {
 	// Progress, when set, is called after each chunk with the chunks done
 	// and planned, and the chunk.
 	Progress func(done, total int, c RollupChunk, took time.Duration)
+	// WindowProgress, when set, is called after each build of activity
+	// windows (activity_days.go), which follow the chunks.
+	WindowProgress func(done, total, accounts, days int, took time.Duration)
 }
 
 // RebuildRollups rebuilds the rollups of every (account, day) with events
 // in [From, To), one chunk after another, fills message_index from the
-// same events, and returns the chunks built.
+// same events, then builds the days' activity windows (activity_days.go),
+// and returns the chunks built.
 func (s *Store) RebuildRollups(ctx context.Context, o RollupOptions) (int, error) {
 	if o.ChunkEvents == 0 {
 		o.ChunkEvents = 5_000_000
@@ -685,7 +684,11 @@ func (s *Store) RebuildRollups(ctx context.Context, o RollupOptions) (int, error
 	if err := rows.Err(); err != nil {
 		return 0, err
 	}
-	return s.buildChunks(ctx, chunks, true, o.Progress)
+	n, err := s.buildChunks(ctx, chunks, true, o.Progress)
+	if err != nil {
+		return n, err
+	}
+	return n, s.buildChunkWindows(ctx, chunks, o.WindowProgress)
 }
 
 // buildChunks builds each chunk's rollups and, with index, fills
@@ -723,10 +726,7 @@ func (s *Store) UpdateRollups(ctx context.Context, since time.Time, maxAccounts 
 	if maxAccounts <= 0 {
 		maxAccounts = 200
 	}
-	type ad struct {
-		account string
-		day     uint32
-	}
+	type ad = accountDay
 	marks := map[ad][]coverMark{}
 	rows, err := s.conn.Query(ctx, qRollupRecentMarks.SQL, since.UTC().Format(time.DateOnly))
 	if err != nil {
@@ -776,24 +776,74 @@ func (s *Store) UpdateRollups(ctx context.Context, since time.Time, maxAccounts 
 	if err := rows.Err(); err != nil {
 		return 0, err
 	}
-	perDay := map[uint32][]string{}
+	windows, err := s.windowsOfDays(ctx, days)
+	if err != nil {
+		return 0, err
+	}
+	// Days whose stats build does not cover their marks are built, then
+	// their activity windows too; days whose window has not seen their
+	// marks (its build failed after the stats') get a window only.
+	perDay, windowDay := map[uint32][]string{}, map[uint32][]string{}
 	for k, ms := range marks {
 		if b := builds[k]; b == nil || !b.covers(ms) {
 			perDay[k.day] = append(perDay[k.day], k.account)
+			windowDay[k.day] = append(windowDay[k.day], k.account)
+		} else if w := windows[k]; w == nil || !w.sees(ms) {
+			windowDay[k.day] = append(windowDay[k.day], k.account)
 		}
 	}
 	sort.Slice(days, func(i, j int) bool { return days[i] < days[j] })
-	var chunks []RollupChunk
-	for _, d := range days {
-		accounts := perDay[d]
-		sort.Strings(accounts)
-		for len(accounts) > 0 {
-			n := min(len(accounts), maxAccounts)
-			chunks = append(chunks, RollupChunk{Day: dayTime(d), Accounts: accounts[:n]})
-			accounts = accounts[n:]
+	split := func(perDay map[uint32][]string) []RollupChunk {
+		var chunks []RollupChunk
+		for _, d := range days {
+			accounts := perDay[d]
+			sort.Strings(accounts)
+			for len(accounts) > 0 {
+				n := min(len(accounts), maxAccounts)
+				chunks = append(chunks, RollupChunk{Day: dayTime(d), Accounts: accounts[:n]})
+				accounts = accounts[n:]
+			}
 		}
+		return chunks
 	}
-	return s.buildChunks(ctx, chunks, false, progress)
+	n, err := s.buildChunks(ctx, split(perDay), false, progress)
+	if err != nil {
+		return n, err
+	}
+	return n, s.buildChunkWindows(ctx, split(windowDay), nil)
+}
+
+// accountDay is one account's day.
+type accountDay struct {
+	account string
+	day     uint32
+}
+
+// windowsOfDays reads the latest activity window of every account's
+// given days.
+func (s *Store) windowsOfDays(ctx context.Context, days []uint32) (map[accountDay]*activityWindow, error) {
+	out := map[accountDay]*activityWindow{}
+	rows, err := s.conn.Query(ctx, qActivityWindowsOfDays.SQL, days)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", qActivityWindowsOfDays.Name, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k accountDay
+		w := &activityWindow{}
+		var topics []string
+		var parts []uint32
+		var offsets []uint64
+		if err := rows.Scan(&k.account, &k.day, &w.version, &topics, &parts, &offsets); err != nil {
+			return nil, fmt.Errorf("%s: %w", qActivityWindowsOfDays.Name, err)
+		}
+		if o := out[k]; o != nil && o.version > w.version {
+			continue
+		}
+		w.seen = seenOf(topics, parts, offsets)
+		out[k] = w
+	}
+	return out, rows.Err()
 }
 
 // rollupsDims maps a stats segment to its rollup dimension.

@@ -232,7 +232,9 @@ func openBenchEvents(ctx context.Context, b *testing.B) (*Store, int, time.Time)
 		}
 	}
 	addr := testenv.ClickHouse(b)
-	cfg := Config{Addr: []string{addr}, Database: fmt.Sprintf("bench_stats_%d", n)}
+	// A build of a large account on a busy machine may keep the server
+	// silent for more than clickhouse-go's default 5 minutes.
+	cfg := Config{Addr: []string{addr}, Database: fmt.Sprintf("bench_stats_%d", n), ReadTimeout: time.Hour}
 	if _, err := Migrate(ctx, cfg); err != nil {
 		b.Fatal(err)
 	}
@@ -252,9 +254,22 @@ func openBenchEvents(ctx context.Context, b *testing.B) (*Store, int, time.Time)
 	if os.Getenv("BOUNCER_BENCH_GENERATE_ONLY") != "" {
 		b.Skip("BOUNCER_BENCH_GENERATE_ONLY: the events are generated; not building or measuring")
 	}
+	var windows uint64
+	if err := s.conn.QueryRow(ctx, "SELECT count() FROM activity_windows").Scan(&windows); err != nil {
+		b.Fatal(err)
+	}
+	if built > 0 && windows == 0 { // built before activity windows existed: rebuild
+		built = 0
+	}
 	if built == 0 {
 		start := time.Now()
-		chunks, err := s.RebuildRollups(ctx, RollupOptions{From: from.AddDate(0, 0, -1), To: from.AddDate(0, 0, 32)})
+		chunks, err := s.RebuildRollups(ctx, RollupOptions{From: from.AddDate(0, 0, -1), To: from.AddDate(0, 0, 32),
+			Progress: func(done, total int, c RollupChunk, took time.Duration) {
+				b.Logf("rollups: [%d/%d] %s: %d accounts, %d events in %s", done, total, c.Day.Format(time.DateOnly), len(c.Accounts), c.Events, took.Round(time.Millisecond))
+			},
+			WindowProgress: func(done, total, accounts, days int, took time.Duration) {
+				b.Logf("activity windows: [%d/%d] %d accounts, %d days in %s", done, total, accounts, days, took.Round(time.Millisecond))
+			}})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -58,6 +58,10 @@ type Config struct {
 	TLS bool
 	// DialTimeout bounds connecting; default 5s.
 	DialTimeout time.Duration
+	// ReadTimeout bounds the wait for the server's next packet of an
+	// answer; default 5 minutes (clickhouse-go's). A rollups rebuild of
+	// a large account on a busy server may need more.
+	ReadTimeout time.Duration
 	// InsertTimeout bounds one insert; default 30s. Keep it below the Kafka
 	// group's rebalance timeout so a revoked partition's last insert ends
 	// before the next owner starts.
@@ -132,6 +136,7 @@ func (c Config) options(database string) *ch.Options {
 		Addr:        c.Addr,
 		Auth:        ch.Auth{Database: database, Username: c.User, Password: c.Password},
 		DialTimeout: c.DialTimeout,
+		ReadTimeout: c.ReadTimeout,
 		Protocol:    ch.Native,
 		// ClickHouse 18.16 rejects settings it does not know.
 		Settings: ch.Settings{},
