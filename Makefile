@@ -39,9 +39,9 @@ demo-check: ## log in to the running demo's dashboard in headless Chromium with 
 bench: build ## bouncer vs ClickHouse's Kafka engine (1, 2, 4 consumers), 1M events, 3 runs, CPU per event (own service instance)
 	scripts/bench
 
-bench-stats: ## stats, dashboard and activity query latency over 100M events (BOUNCER_BENCH_EVENTS, BOUNCER_BENCH_ITERATIONS; instance benchstats keeps the data)
+bench-stats: ## stats, dashboard and activity query latency over 100M events (BOUNCER_BENCH_EVENTS, BOUNCER_BENCH_ITERATIONS, BOUNCER_BENCH_QUERIES; instance benchstats keeps the data)
 	eval "$$(scripts/services up --name benchstats)" && export CLICKHOUSE_ADDR && \
-		$(GO) test -run '^$$' -bench StatsQueries -benchtime 1x -timeout 120m ./sinks/clickhouse/
+		$(GO) test -run '^$$' -bench StatsQueries -benchtime 1x -timeout 240m -v ./sinks/clickhouse/
 	@echo "the generated events stay in .services/benchstats for the next run; scripts/services down --name benchstats removes them"
 
 fuzz: ## fuzz the decoder and the classifier for a minute each
