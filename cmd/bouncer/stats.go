@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -63,6 +65,7 @@ func runStats(ctx context.Context, env *environment, args []string) error {
 	all := fs.Bool("all", false, "show all of SendGrid's metrics, not only the main ones")
 	asJSON := fs.Bool("json", false, "print the API's JSON (SendGrid's shape) instead of a table")
 	exact := fs.Bool("exact", false, "count from the events table alone, not from the rollups (the same numbers, slower)")
+	segment := fs.String("segment", "", "show every key of one dimension instead: mailbox_provider, browser, client, device or country (the numbers of /v3/mailbox_providers/stats, /v3/browsers/stats, /v3/clients/stats, /v3/devices/stats, /v3/geo/stats)")
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
 	}
@@ -75,6 +78,16 @@ func runStats(ctx context.Context, env *environment, args []string) error {
 	q, err := statsFlags(*start, *end, *by, cats, time.Now())
 	if err != nil {
 		return err
+	}
+	switch *segment {
+	case "":
+	case analytics.SegmentProvider, analytics.SegmentBrowser, analytics.SegmentClient, analytics.SegmentDevice, analytics.SegmentCountry:
+		if len(cats) > 0 {
+			return usagef("stats: --segment and --category: give one of them")
+		}
+		q.Segment, q.AllKeys = *segment, true
+	default:
+		return usagef("stats: --segment %q: want mailbox_provider, browser, client, device or country", *segment)
 	}
 	if !schemas.ValidAccountID(*acct) {
 		return usagef("stats: --account %q: want 1 to 64 of A-Z a-z 0-9 _ . -", *acct)
@@ -98,7 +111,7 @@ func runStats(ctx context.Context, env *environment, args []string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)
 	}
-	printStats(env.stdout, out, q.Segment != analytics.SegmentGlobal, *all)
+	printStats(env.stdout, out, q.Segment, *all)
 	return nil
 }
 
@@ -140,13 +153,14 @@ func statsFlags(start, end, by string, cats []string, now time.Time) (analytics.
 	return q, nil
 }
 
-// printStats prints one row per period (and category) and a column per
-// metric.
-func printStats(w io.Writer, days []analytics.DateStats, named, all bool) {
+// printStats prints one row per period (and key of the segment) and a
+// column per metric.
+func printStats(w io.Writer, days []analytics.DateStats, segment string, all bool) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	head := []string{"date"}
+	named := segment != analytics.SegmentGlobal
 	if named {
-		head = append(head, "category")
+		head = append(head, segment)
 	}
 	var cols []statColumn
 	for _, c := range statColumns {
@@ -154,6 +168,19 @@ func printStats(w io.Writer, days []analytics.DateStats, named, all bool) {
 			cols = append(cols, c)
 			head = append(head, c.name)
 		}
+	}
+	// A dimension with its own metric set (mailbox providers, browsers,
+	// clients, devices, countries) shows its own metrics, by JSON name.
+	var own []string
+	for _, d := range days {
+		for _, e := range d.Stats {
+			if _, ok := e.Metrics.(analytics.Metrics); !ok && own == nil {
+				own = slices.Sorted(maps.Keys(metricMap(e.Metrics)))
+			}
+		}
+	}
+	if own != nil {
+		head = append(head[:len(head)-len(cols)], own...)
 	}
 	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
 	for _, d := range days {
@@ -163,11 +190,26 @@ func printStats(w io.Writer, days []analytics.DateStats, named, all bool) {
 			if named {
 				cells = append(cells, e.Name)
 			}
-			for _, c := range cols {
-				cells = append(cells, fmt.Sprint(c.get(m)))
+			if own != nil {
+				mm := metricMap(e.Metrics)
+				for _, name := range own {
+					cells = append(cells, fmt.Sprint(mm[name]))
+				}
+			} else {
+				for _, c := range cols {
+					cells = append(cells, fmt.Sprint(c.get(m)))
+				}
 			}
 			fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
 		}
 	}
 	tw.Flush()
+}
+
+// metricMap is a stats entry's metrics by their JSON names.
+func metricMap(metrics any) map[string]uint64 {
+	b, _ := json.Marshal(metrics)
+	var m map[string]uint64
+	json.Unmarshal(b, &m)
+	return m
 }

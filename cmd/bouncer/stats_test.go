@@ -426,11 +426,24 @@ func TestStatsCommand(t *testing.T) {
 		t.Errorf("--json %v\nAPI %v", cli, http)
 	}
 
+	// --segment prints what the dimension's route answers.
+	for seg, path := range map[string]string{"mailbox_provider": "/v3/mailbox_providers/stats", "browser": "/v3/browsers/stats", "device": "/v3/devices/stats"} {
+		if err := json.Unmarshal([]byte(stats("--start", "2026-10-31", "--end", "2026-11-11", "--account", "acme", "--json", "--segment", seg)), &cli); err != nil {
+			t.Fatal(err)
+		}
+		_, body, _ := f.call(t, f.keyA, "GET", path+"?start_date=2026-10-31&end_date=2026-11-11&limit=500", "")
+		if err := json.Unmarshal([]byte(body), &http); err != nil || !reflect.DeepEqual(cli, http) {
+			t.Errorf("--segment %s: %v\nAPI %v", seg, cli, http)
+		}
+	}
+
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"stats"}, "--start"},
+		{[]string{"stats", "--start", "2026-11-02", "--segment", "planet"}, "--segment"},
+		{[]string{"stats", "--start", "2026-11-02", "--segment", "browser", "--category", "news"}, "one of them"},
 		{[]string{"stats", "--start", "2026-11-31"}, "--start"},
 		{[]string{"stats", "--start", "2026-11-02", "--end", "2026-11-01"}, "before --start"},
 		{[]string{"stats", "--start", "2026-11-02", "--by", "year"}, "--by"},

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os/exec"
 	"sort"
 	"strings"
@@ -29,6 +30,16 @@ type statsEvent struct {
 	ID        string `json:"sg_event_id"`
 	MessageID string `json:"sg_message_id"`
 	Account   string `json:"account_id"`
+	UserAgent string `json:"useragent,omitempty"`
+}
+
+// statsAgents are the user agents of the dataset's opens and clicks (the
+// worker classifies them into browser, client and device at ingest).
+var statsAgents = []string{
+	"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+	"Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
+	"Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)",
+	"Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.17029; Pro)",
 }
 
 // statsDataset is the stream of TestStatsAfterKillsAndReplays: messages
@@ -84,6 +95,11 @@ func statsDataset(messages int) (phase1, phase2 []statsEvent) {
 			add(&phase1, "open", "", "", "", t+120, msg)
 			if i%6 == 0 {
 				add(&phase1, "click", "", "", "", t+130, msg)
+			}
+			for j := len(phase1) - 1; j >= 0 && phase1[j].MessageID == msg; j-- {
+				if phase1[j].Event == "open" || phase1[j].Event == "click" {
+					phase1[j].UserAgent = statsAgents[(i/3+j)%len(statsAgents)]
+				}
 			}
 		}
 		if i%97 == 0 {
@@ -341,18 +357,20 @@ func TestStatsAfterKillsAndReplays(t *testing.T) {
 type dayStats []struct {
 	Date  string `json:"date"`
 	Stats []struct {
+		Name    string            `json:"name"`
 		Metrics map[string]uint64 `json:"metrics"`
 	} `json:"stats"`
 }
 
 // stats runs bouncer stats --json over the test's five days, from the
 // rollups where they cover a day or (exact) from the events table alone.
-func (r *run) stats(ctx context.Context, acct, by string, exact bool) dayStats {
+func (r *run) stats(ctx context.Context, acct, by string, exact bool, more ...string) dayStats {
 	r.t.Helper()
 	args := []string{"stats", "--json", "--all", "--by", by, "--start", "2026-11-02", "--end", "2026-11-06", "--account", acct}
 	if exact {
 		args = append(args, "--exact")
 	}
+	args = append(args, more...)
 	cmd := exec.CommandContext(ctx, binary, args...)
 	cmd.Env = r.env()
 	out, err := cmd.Output()
@@ -397,5 +415,34 @@ func (r *run) compareStats(ctx context.Context, when string) {
 			}
 		}
 	}
-	r.t.Logf("%s: %d metrics agree between the rollups and the events table", when, compared)
+	// The user agent dimensions (browsers count clicks, clients and
+	// devices opens), every key of every day, both ways.
+	keys := 0
+	for _, acct := range []string{"acme", "globex"} {
+		for _, seg := range []string{"browser", "client", "device"} {
+			got, exact := r.stats(ctx, acct, "day", false, "--segment", seg), r.stats(ctx, acct, "day", true, "--segment", seg)
+			if len(got) != len(exact) || len(got) == 0 {
+				r.t.Errorf("%s, %s %s: %d days from the rollups, %d from the events table", when, acct, seg, len(got), len(exact))
+				continue
+			}
+			for i := range got {
+				g, e := got[i], exact[i]
+				if g.Date != e.Date || len(g.Stats) != len(e.Stats) {
+					r.t.Errorf("%s, %s %s %s: %d keys from the rollups, %d from the events table", when, acct, seg, g.Date, len(g.Stats), len(e.Stats))
+					continue
+				}
+				for j := range g.Stats {
+					if g.Stats[j].Name != e.Stats[j].Name || !maps.Equal(g.Stats[j].Metrics, e.Stats[j].Metrics) {
+						r.t.Errorf("%s, %s %s %s: %s %v from the rollups, %s %v from the events table", when, acct, seg, g.Date,
+							g.Stats[j].Name, g.Stats[j].Metrics, e.Stats[j].Name, e.Stats[j].Metrics)
+					}
+					keys++
+				}
+			}
+		}
+	}
+	if keys == 0 {
+		r.t.Errorf("%s: no browser, client or device keys (the dataset's opens and clicks have user agents)", when)
+	}
+	r.t.Logf("%s: %d metrics and %d user agent keys agree between the rollups and the events table", when, compared, keys)
 }
