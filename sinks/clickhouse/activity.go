@@ -229,28 +229,45 @@ func (s *Store) ActivityEvents(ctx context.Context, account, msgID string) ([]an
 	return out, rows.Err()
 }
 
-// writeMessageIndex stores the message_index rows of a batch of events:
-// per message its earliest and latest event time, and per recipient its
-// messages. It runs before the events insert.
-func (s *Store) writeMessageIndex(ctx context.Context, rows []pipeline.Row) error {
-	type win struct{ first, last int64 }
-	type key struct{ account, kind, key, msg string }
-	wins := map[key]*win{}
-	var order []key
-	for i := range rows {
-		r := &rows[i]
-		if r.SGMessageID == "" {
-			continue
+// writeMessageIndex stores the message_index rows of batches of events, as
+// one insert: per message its earliest and latest event time, and per
+// recipient its messages (per Kafka partition). It runs before the events
+// insert of the same rows.
+func (s *Store) writeMessageIndex(ctx context.Context, parts ...[]pipeline.Row) error {
+	// A map per kind, to the row's place in order: no allocation per row,
+	// and the maps are sized once (this runs for every events insert).
+	type key struct {
+		partition         int
+		account, key, msg string
+	}
+	type win struct {
+		key         key
+		kind        string
+		first, last int64
+	}
+	total := 0
+	for _, rows := range parts {
+		total += len(rows)
+	}
+	byMsg, byTo := make(map[key]int, total/2), make(map[key]int, total)
+	order := make([]win, 0, total)
+	add := func(m map[key]int, kind string, k key, at int64) {
+		if i, ok := m[k]; ok {
+			w := &order[i]
+			w.first, w.last = min(w.first, at), max(w.last, at)
+			return
 		}
-		for _, k := range [2]key{{r.AccountID, "msg", r.SGMessageID, r.SGMessageID}, {r.AccountID, "to", r.EmailNorm, r.SGMessageID}} {
-			w := wins[k]
-			if w == nil {
-				w = &win{r.Timestamp, r.Timestamp}
-				wins[k] = w
-				order = append(order, k)
+		m[k] = len(order)
+		order = append(order, win{k, kind, at, at})
+	}
+	for _, rows := range parts {
+		for i := range rows {
+			r := &rows[i]
+			if r.SGMessageID == "" {
 				continue
 			}
-			w.first, w.last = min(w.first, r.Timestamp), max(w.last, r.Timestamp)
+			add(byMsg, "msg", key{r.Partition, r.AccountID, r.SGMessageID, r.SGMessageID}, r.Timestamp)
+			add(byTo, "to", key{r.Partition, r.AccountID, r.EmailNorm, r.SGMessageID}, r.Timestamp)
 		}
 	}
 	if len(order) == 0 {
@@ -258,20 +275,20 @@ func (s *Store) writeMessageIndex(ctx context.Context, rows []pipeline.Row) erro
 	}
 	n := len(order)
 	date, _ := s.ingestTime()
-	dates, parts := make([]time.Time, n), make([]uint32, n)
+	dates, partitions := make([]time.Time, n), make([]uint32, n)
 	accounts, kinds, keys, msgs := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	firsts, lasts := make([]time.Time, n), make([]time.Time, n)
-	for i, k := range order {
-		w := wins[k]
-		dates[i], parts[i] = date, uint32(rows[0].Partition)
-		accounts[i], kinds[i], keys[i], msgs[i] = k.account, k.kind, k.key, k.msg
+	for i, w := range order {
+		dates[i], partitions[i] = date, uint32(w.key.partition)
+		accounts[i], kinds[i], keys[i], msgs[i] = w.key.account, w.kind, w.key.key, w.key.msg
 		firsts[i], lasts[i] = time.Unix(w.first, 0).UTC(), time.Unix(w.last, 0).UTC()
 	}
 	fill := func(b driver.Batch) error {
-		return appendColumns(b, dates, parts, accounts, kinds, keys, msgs, firsts, lasts)
+		return appendColumns(b, dates, partitions, accounts, kinds, keys, msgs, firsts, lasts)
 	}
 	if s.cluster != nil {
-		return s.clusterInsert(ctx, qInsertMessageIndex, "message_index", rows[0].Partition, fill)
+		// The rows of one call are one shard's (one groupCommit per shard).
+		return s.clusterInsert(ctx, qInsertMessageIndex, "message_index", order[0].key.partition, fill)
 	}
 	return s.insert(ctx, qInsertMessageIndex, fill)
 }

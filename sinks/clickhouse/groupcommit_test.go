@@ -3,10 +3,14 @@ package clickhouse
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bouncer-mail/bouncer/pipeline"
+	"github.com/bouncer-mail/bouncer/schemas"
 )
 
 // TestGroupCommitMergesWaitingCalls: calls that arrive while an insert
@@ -218,5 +222,63 @@ func TestGroupCommitLingerEnds(t *testing.T) {
 	}
 	if !slices.Equal(sizes, []int{1, 1, 1}) {
 		t.Errorf("insert sizes %v", sizes)
+	}
+}
+
+// TestMergedInsertKeepsEachPartitionsSideRows: when the events of several
+// Kafka partitions share one insert, the stats marks and message_index
+// rows written before it (one insert each for all of them) name each
+// row's own partition and offset, not the first call's.
+func TestMergedInsertKeepsEachPartitionsSideRows(t *testing.T) {
+	s := openTestStore(t)
+	ctx := context.Background()
+	row := func(partition int, offset int64, email, msg string) pipeline.Row {
+		return pipeline.Row{Event: schemas.Event{Topic: "t", Partition: partition, Offset: offset, Event: "delivered",
+			Email: email, EmailNorm: email, AccountID: "acme", Timestamp: 1764201600 + offset, SGMessageID: msg}}
+	}
+	parts := [][]pipeline.Row{
+		{row(0, 10, "a@x.org", "m1"), row(0, 11, "a@x.org", "m1")},
+		{row(1, 20, "b@x.org", "m2"), row(1, 25, "b@x.org", "m2")},
+	}
+	if err := s.insertEventsWithSides(ctx, &eventBlock{}, parts); err != nil {
+		t.Fatal(err)
+	}
+	var marks []string
+	rows, err := s.conn.Query(ctx, "SELECT kafka_partition, max(kafka_offset) FROM stats_marks WHERE kafka_topic = 't' GROUP BY kafka_partition ORDER BY kafka_partition")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var p uint32
+		var o uint64
+		if err := rows.Scan(&p, &o); err != nil {
+			t.Fatal(err)
+		}
+		marks = append(marks, fmt.Sprintf("%d:%d", p, o))
+	}
+	rows.Close()
+	if want := []string{"0:11", "1:25"}; !slices.Equal(marks, want) {
+		t.Errorf("stats marks (partition:offset) %v, want %v", marks, want)
+	}
+	var index []string
+	rows, err = s.conn.Query(ctx, "SELECT kafka_partition, kind, key, toUInt32(first), toUInt32(last) FROM message_index ORDER BY kafka_partition, kind")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var p, first, last uint32
+		var kind, key string
+		if err := rows.Scan(&p, &kind, &key, &first, &last); err != nil {
+			t.Fatal(err)
+		}
+		index = append(index, fmt.Sprintf("%d %s %s +%d..+%d", p, kind, key, first-1764201600, last-1764201600))
+	}
+	rows.Close()
+	if want := []string{"0 msg m1 +10..+11", "0 to a@x.org +10..+11", "1 msg m2 +20..+25", "1 to b@x.org +20..+25"}; !slices.Equal(index, want) {
+		t.Errorf("message_index rows %q, want %q", index, want)
+	}
+	var n uint64
+	if err := s.conn.QueryRow(ctx, "SELECT count() FROM events").Scan(&n); err != nil || n != 4 {
+		t.Errorf("events: %d, %v; want 4", n, err)
 	}
 }

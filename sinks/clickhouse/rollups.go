@@ -91,35 +91,46 @@ func dayPeriod(d uint32, by string) string {
 	return t.Format(time.DateOnly)
 }
 
-// writeStatsMarks stores the marks of a batch of events (see the section
-// comment): one row per (account, day) with its highest offset. It runs
-// before the events insert.
-func (s *Store) writeStatsMarks(ctx context.Context, rows []pipeline.Row) error {
-	type ad struct {
-		account string
-		day     uint32
+// writeStatsMarks stores the marks of batches of events (see the section
+// comment), as one insert: one row per (account, day, Kafka topic and
+// partition) with its highest offset. It runs before the events insert of
+// the same rows.
+func (s *Store) writeStatsMarks(ctx context.Context, parts ...[]pipeline.Row) error {
+	type mark struct {
+		account   string
+		day       uint32
+		topic     string
+		partition int
 	}
-	top := map[ad]int64{}
-	for i := range rows {
-		r := &rows[i]
-		k := ad{r.AccountID, uint32(max(r.Timestamp, 0) / 86400)}
-		if o, ok := top[k]; !ok || r.Offset > o {
-			top[k] = r.Offset
+	top := map[mark]int64{}
+	for _, rows := range parts {
+		for i := range rows {
+			r := &rows[i]
+			k := mark{r.AccountID, uint32(max(r.Timestamp, 0) / 86400), r.Topic, r.Partition}
+			if o, ok := top[k]; !ok || r.Offset > o {
+				top[k] = r.Offset
+			}
 		}
+	}
+	if len(top) == 0 {
+		return nil
 	}
 	n := len(top)
 	date, _ := s.ingestTime()
 	dates, accounts, days := make([]time.Time, 0, n), make([]string, 0, n), make([]time.Time, 0, n)
-	topics, parts, offsets := make([]string, 0, n), make([]uint32, 0, n), make([]uint64, 0, n)
+	topics, partitions, offsets := make([]string, 0, n), make([]uint32, 0, n), make([]uint64, 0, n)
+	first := -1
 	for k, o := range top {
 		dates, accounts, days = append(dates, date), append(accounts, k.account), append(days, dayTime(k.day))
-		topics, parts, offsets = append(topics, rows[0].Topic), append(parts, uint32(rows[0].Partition)), append(offsets, uint64(o))
+		topics, partitions, offsets = append(topics, k.topic), append(partitions, uint32(k.partition)), append(offsets, uint64(o))
+		first = k.partition
 	}
 	fill := func(b driver.Batch) error {
-		return appendColumns(b, dates, accounts, days, topics, parts, offsets)
+		return appendColumns(b, dates, accounts, days, topics, partitions, offsets)
 	}
 	if s.cluster != nil {
-		return s.clusterInsert(ctx, qInsertStatsMarks, "stats_marks", rows[0].Partition, fill)
+		// The rows of one call are one shard's (one groupCommit per shard).
+		return s.clusterInsert(ctx, qInsertStatsMarks, "stats_marks", first, fill)
 	}
 	return s.insert(ctx, qInsertStatsMarks, fill)
 }

@@ -149,7 +149,9 @@ func (s *Store) writers() *writers {
 		for i := range shards {
 			ev := &eventBlock{}
 			w.events = append(w.events, newGroupCommit(maxInsertRows, insertLinger, func() int { return w.busy(s, i) },
-				func(ctx context.Context, parts [][]pipeline.Row) error { return s.insertEvents(ctx, ev, parts) }))
+				func(ctx context.Context, parts [][]pipeline.Row) error {
+					return s.insertEventsWithSides(ctx, ev, parts)
+				}))
 			// Dead letters are rare: they never wait for others.
 			w.deadLetters = append(w.deadLetters, newGroupCommit(maxInsertRows, 0, nil, s.insertDeadLetters))
 		}
@@ -172,27 +174,35 @@ func (s *Store) shardIndex(partition int) int {
 // made at the same time (other Kafka partitions of the same shard) may
 // share the block (groupCommit). Before them, it stores the stats marks of
 // the (account, day)s they touch (rollups.go) and their messages' windows
-// (message_index, activity.go), so every stored event has both. Rows are
-// one partition's, and a partition's calls come one after another in
-// offset order (pipeline.Sink).
+// (message_index, activity.go), so every stored event has both; those are
+// merged too (one insert into each table per merged block, not one per
+// Kafka partition). Rows are one partition's, and a partition's calls come
+// one after another in offset order (pipeline.Sink).
 func (s *Store) WriteEvents(ctx context.Context, rows []pipeline.Row) error {
 	if len(rows) == 0 {
 		return nil
 	}
 	w := s.writers()
 	w.wrote(rows[0].Partition)
+	return w.events[s.shardIndex(rows[0].Partition)].write(ctx, rows)
+}
+
+// insertEventsWithSides stores the marks and the message index of the rows
+// of parts (concurrently, one insert each), then, when both hold, the rows
+// as one events block.
+func (s *Store) insertEventsWithSides(ctx context.Context, ev *eventBlock, parts [][]pipeline.Row) error {
 	var marksErr error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		marksErr = s.writeStatsMarks(ctx, rows)
+		marksErr = s.writeStatsMarks(ctx, parts...)
 	}()
-	indexErr := s.writeMessageIndex(ctx, rows)
+	indexErr := s.writeMessageIndex(ctx, parts...)
 	<-done
 	if err := errors.Join(marksErr, indexErr); err != nil {
 		return err
 	}
-	return w.events[s.shardIndex(rows[0].Partition)].write(ctx, rows)
+	return s.insertEvents(ctx, ev, parts)
 }
 
 // WriteDeadLetters inserts rejected input as one block (merged with
