@@ -89,7 +89,13 @@ var _ suppression.Publisher = (*ChangeWriter)(nil)
 
 // NewChangeWriter returns a writer for the change-log topic.
 func NewChangeWriter(c Conn, topic string) (*ChangeWriter, error) {
-	w, err := NewWriter(c, topic, WriterConfig{BatchTimeout: 5 * time.Millisecond, BatchBytes: 8 << 20})
+	// Up to 1,000 changes per produce request and partition, not 100
+	// (kafka-go's default): each request costs the broker a round of its
+	// own, and a batch of 10,000 events holds several hundred changes.
+	// (kafka-go allocates a request's whole BatchSize up front, so not
+	// more.) The bytes stay under the brokers' default message.max.bytes
+	// (1 MiB); past them a request is split.
+	w, err := NewWriter(c, topic, WriterConfig{BatchTimeout: 5 * time.Millisecond, BatchSize: 1000, BatchBytes: 900 << 10})
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +213,7 @@ var errNoPartitions = errors.New("no partitions yet")
 
 func followPartition(ctx context.Context, c Conn, dialer *kafka.Dialer, topic string, partition int, apply func(suppression.Change), seen func(int, int64), done func(), lag prometheus.Gauge, log *slog.Logger) {
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: c.Brokers, Topic: topic, Partition: partition, Dialer: dialer,
-		MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 500 * time.Millisecond})
+		MinBytes: 1, MaxBytes: 4 << 20, MaxWait: FetchWait})
 	defer r.Close()
 	r.SetOffset(kafka.FirstOffset)
 	var once sync.Once
@@ -392,7 +398,7 @@ func LoadSlice(ctx context.Context, c Conn, topic string, partition int, apply f
 		return 0, nil
 	}
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: c.Brokers, Topic: topic, Partition: partition, Dialer: dialer,
-		MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 500 * time.Millisecond})
+		MinBytes: 1, MaxBytes: 8 << 20, MaxWait: FetchWait})
 	defer r.Close()
 	if err := r.SetOffset(first); err != nil {
 		return 0, err

@@ -314,7 +314,7 @@ func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, pa
 		Dialer:        dialer,
 		MinBytes:      1,
 		MaxBytes:      4 << 20, // one fetch response; the batch gathers several
-		MaxWait:       g.cfg.MaxWait,
+		MaxWait:       FetchWait,
 		QueueCapacity: g.cfg.QueueCapacity,
 		ErrorLogger:   kafka.LoggerFunc(func(msg string, args ...any) { log.Debug(fmt.Sprintf(msg, args...)) }),
 	})
@@ -573,6 +573,17 @@ func (g *Group) commitStaged(genCtx context.Context, gen *kafka.Generation, part
 	}
 	return 0, progressed, nil
 }
+
+// FetchWait is how long the brokers hold a fetch of bouncer's readers
+// while the partition has nothing new (a fetch returns as soon as a
+// message arrives). kafka-go gives the broker the wait less a margin for the
+// round trip (a quarter of it under a second, else a second) and drops the
+// connection when the answer is later; a new connection costs the broker
+// its version, metadata and two offset requests. At 500ms (the margin
+// 125ms) a busy machine made readers reconnect again and again: those
+// requests were a quarter of the broker's CPU in a bench run. Batches do not
+// wait on it: GroupConfig.MaxWait bounds how long a batch fills.
+const FetchWait = 3 * time.Second
 
 // startOffset is where a newly assigned partition is read from: the
 // committed offset, or further when the handler already holds more (a crash
