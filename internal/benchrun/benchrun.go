@@ -14,6 +14,9 @@
 //     not charged to the next.
 //   - CPU of the ClickHouse server and the Kafka broker is measured only
 //     when they listen on this machine; the report says n/a otherwise.
+//   - The worker runs with every feature on, the user-agent and geoip
+//     look-ups of opens and clicks included (a small geoip database written
+//     for the run, internal/geotest).
 //   - Run never touches other databases or topics; it stops the worker
 //     process it started, also on errors.
 package benchrun
@@ -25,6 +28,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,6 +40,7 @@ import (
 
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/internal/eventgen"
+	"github.com/bouncer-mail/bouncer/internal/geotest"
 	"github.com/bouncer-mail/bouncer/internal/procstat"
 	"github.com/bouncer-mail/bouncer/internal/progress"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
@@ -85,6 +90,18 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		b.log("ClickHouse server pid %d, Kafka broker pid %d (0: not on this machine or not readable): their CPU is not measured", b.chPID, b.kafkaPID)
 	}
 
+	// The worker places the ips of opens and clicks (every feature on): a
+	// small database that knows the generated ones.
+	geoDir, err := os.MkdirTemp("", "bouncer-bench-geo")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(geoDir)
+	b.geoDB = filepath.Join(geoDir, "bench-city.mmdb")
+	if err := geotest.Write(b.geoDB); err != nil {
+		return fmt.Errorf("bench geoip database: %w", err)
+	}
+
 	if err := consumer.EnsureTopic(ctx, cfg.Conn, b.topic, cfg.Partitions); err != nil {
 		return err
 	}
@@ -123,6 +140,7 @@ type bench struct {
 	admin             *clickhouse.Bench
 	self, opsAddr     string
 	id, topic         string
+	geoDB             string // the worker's BOUNCER_GEOIP_DB
 	count, partitions int
 	timeout           time.Duration
 	keep              bool
@@ -177,6 +195,7 @@ func (b *bench) bouncer(ctx context.Context, run int) (benchResult, error) {
 		// Each run starts with empty lists, as the first did.
 		"BOUNCER_CHANGELOG_TOPIC="+prefix+".suppressions", "BOUNCER_DLQ_TOPIC="+prefix+".dlq",
 		"CLICKHOUSE_ADDR="+strings.Join(b.ch.Addr, ","), "BOUNCER_PARTITIONS="+fmt.Sprint(b.partitions),
+		"BOUNCER_GEOIP_DB="+b.geoDB,
 	)
 	worker.Stderr = b.stderr
 	defer func() {
