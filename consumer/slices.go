@@ -351,7 +351,7 @@ func (s *Slices) follow(ctx context.Context, sl *slice) {
 	lag.Set(float64(max(end-first, 0)))
 	sl.advance(first, nil)
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: s.cfg.Conn.Brokers, Topic: s.cfg.Topic, Partition: sl.p, Dialer: s.dialer,
-		MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 500 * time.Millisecond})
+		MinBytes: 1, MaxBytes: 8 << 20, MaxWait: FetchWait})
 	defer r.Close()
 	if err := r.SetOffset(first); err != nil {
 		sl.advance(first, err)
