@@ -176,9 +176,12 @@ func TestWebhooksKillNineMidRetry(t *testing.T) {
 	// Kill while batches are parked and being retried.
 	for i := 1; i <= 2; i++ {
 		from := sink.requests.Load()
-		// A restarted worker rejoins first (the killed member's session,
-		// 6 s), then its open circuit lets one trial through about every
-		// 2.5 s: 20 failures took 60 s on a loaded machine (1 run in 20).
+		// A (re)started worker first joins its groups (a restarted one
+		// waits out the killed member's session, 6 s): at load 40 the
+		// first attempt came 80 s after the start (1 run in 20). Then
+		// its open circuit lets one trial through about every 2.5 s: 20
+		// failures took 60 s on a loaded machine.
+		waitUntil(t, 4*time.Minute, "a first failed attempt", func() bool { return sink.requests.Load() > from })
 		waitUntil(t, 2*time.Minute, "failed attempts", func() bool { return sink.requests.Load() >= from+20 })
 		time.Sleep(time.Duration(1500*i) * time.Millisecond)
 		if err := w.Process.Kill(); err != nil {
