@@ -27,7 +27,7 @@ import (
 // applied); each request asks for 100 recipients, half of them suppressed;
 // 1, 8 and 32 concurrent clients. Run:
 //
-//	go test -run '^$' -bench CheckBackends -benchtime 2000x ./cmd/bouncer/
+//	go test -run '^$' -bench CheckBackends -benchtime 200x ./cmd/bouncer/
 func BenchmarkCheckBackends(b *testing.B) {
 	addr := testenv.ClickHouse(b)
 	db := testenv.Database(b, addr)
