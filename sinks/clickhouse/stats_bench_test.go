@@ -40,6 +40,9 @@ import (
 // fourth on a small account) and another 30-day range (shifted by up to
 // five days either way). It prints the cold time, p50 and p95, and the
 // median rows and bytes ClickHouse read per run (its progress packets).
+// Then the "ingesting/" queries run with a mark above the last day's build
+// (that day counted from the events table, as today while events arrive);
+// the mark is deleted afterwards.
 func BenchmarkStatsQueries(b *testing.B) {
 	ctx := context.Background()
 	s, n, from := openBenchEvents(ctx, b)
