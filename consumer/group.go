@@ -600,7 +600,9 @@ func startOffset(committed, next int64) int64 {
 }
 
 // fetch blocks for a first message, then gathers more until a bound or
-// MaxWait. It returns the batch and the partition's high-water mark.
+// MaxWait (backlogFill times MaxWait when the partition already holds a
+// full batch past the first message: see backlogFill). It returns the batch
+// and the partition's high-water mark.
 func (g *Group) fetch(ctx context.Context, r *kafka.Reader, batch []Message) ([]Message, int64) {
 	m, err := r.FetchMessage(ctx)
 	if err != nil {
@@ -611,7 +613,7 @@ func (g *Group) fetch(ctx context.Context, r *kafka.Reader, batch []Message) ([]
 	bytes := len(m.Value)
 	hwm := m.HighWaterMark
 	batch = append(batch, Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time})
-	waitCtx, cancel := context.WithTimeout(ctx, g.cfg.MaxWait)
+	waitCtx, cancel := context.WithTimeout(ctx, g.fillWait(m.Offset, m.HighWaterMark))
 	defer cancel()
 	for len(batch) < g.cfg.MaxBatchMessages && bytes < g.cfg.MaxBatchBytes {
 		m, err := r.FetchMessage(waitCtx)
@@ -623,6 +625,23 @@ func (g *Group) fetch(ctx context.Context, r *kafka.Reader, batch []Message) ([]
 		batch = append(batch, Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time})
 	}
 	return batch, hwm
+}
+
+// backlogFill multiplies MaxWait for a batch whose partition already holds
+// the rest of it (a backlog): waiting for messages that are there adds no
+// latency, while a batch cut short because the reader could not parse them
+// within MaxWait (a worker short of CPU) makes one more, smaller insert
+// downstream (a ClickHouse part, a commit). The bound stays for offsets
+// that hold no message (transaction markers).
+const backlogFill = 10
+
+// fillWait is how long a batch whose first message is at offset may wait
+// to fill, the partition's high-water mark being hwm.
+func (g *Group) fillWait(offset, hwm int64) time.Duration {
+	if hwm-offset > int64(g.cfg.MaxBatchMessages) {
+		return backlogFill * g.cfg.MaxWait
+	}
+	return g.cfg.MaxWait
 }
 
 // retryPolicy is the pauses between attempts of a failed batch: 100ms

@@ -67,3 +67,22 @@ func TestConnMechanisms(t *testing.T) {
 		}
 	}
 }
+
+// TestFillWait: a batch waits MaxWait to fill, and backlogFill times that
+// when the partition already holds a full batch after its first message.
+func TestFillWait(t *testing.T) {
+	g := &Group{cfg: GroupConfig{MaxBatchMessages: 100, MaxWait: 500 * time.Millisecond}}
+	for _, c := range []struct {
+		offset, hwm int64
+		want        time.Duration
+	}{
+		{0, 1, 500 * time.Millisecond},   // the only message
+		{0, 100, 500 * time.Millisecond}, // 99 more: not a full batch
+		{0, 101, 5 * time.Second},        // a full batch behind the first message
+		{50, 10_000, 5 * time.Second},
+	} {
+		if got := g.fillWait(c.offset, c.hwm); got != c.want {
+			t.Errorf("offset %d, high-water mark %d: %s, want %s", c.offset, c.hwm, got, c.want)
+		}
+	}
+}
