@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"github.com/bouncer-mail/bouncer/consumer"
 	"github.com/bouncer-mail/bouncer/internal/eventgen"
 	"github.com/bouncer-mail/bouncer/internal/progress"
+	"github.com/bouncer-mail/bouncer/schemas"
 )
 
 func init() {
@@ -34,6 +37,7 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 	file := fs.String("file", "", "send the lines of this file (- for stdin) instead of generating")
 	partitions := fs.Int("partitions", 4, "partitions when the topic has to be created")
 	quiet := fs.Bool("quiet", false, "no progress on stderr")
+	partitionBy := fs.String("partition-by", "key", "key: kafka-go's hash of the message key (the recipient address as written; file lines have none); recipient: bouncer's partition of the recipient (murmur2 of account_id and normalised address, consumer.PartitionOf), the partitioning workers' suppression slices follow (docs/scaling.md)")
 	retryFor := fs.Duration("retry-for", 2*time.Minute, "keep resending messages a broker did not take (a leader that died and is being replaced) for this long before giving up")
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
@@ -54,6 +58,8 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 		return usagef("--retry-for %s: want 0 (no retries beyond kafka-go's own) or more", *retryFor)
 	case *since < 0:
 		return usagef("--since %s: want 0 or a duration before now, such as 336h", *since)
+	case *partitionBy != "key" && *partitionBy != "recipient":
+		return usagef("--partition-by %q: want key or recipient", *partitionBy)
 	case fs.NArg() > 0:
 		return usagef("produce takes no arguments; got %q", fs.Args())
 	}
@@ -120,6 +126,19 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 		}
 	}
 
+	if *partitionBy == "recipient" {
+		// The key becomes account_id NUL normalised address, which the
+		// Java client's murmur2 puts where consumer.PartitionOf says.
+		w.Balancer = &kafka.Murmur2Balancer{}
+		gen := next
+		next = func() (kafka.Message, bool, error) {
+			m, ok, err := gen()
+			if ok && err == nil {
+				m.Key = recipientPartitionKey(m.Value)
+			}
+			return m, ok, err
+		}
+	}
 	retryNote := func(failed, of int, err error, wait time.Duration) {
 		fmt.Fprintf(env.stderr, "bouncer: %d of %d messages not written (%v); resending in %s\n", failed, of, err, wait.Round(time.Millisecond))
 	}
@@ -164,4 +183,30 @@ func runProduce(ctx context.Context, env *environment, args []string) error {
 	elapsed := time.Since(start)
 	fmt.Fprintf(env.stdout, "produced %d messages to %s in %s (%.0f msg/s)\n", sent, *kf.topic, elapsed.Round(time.Millisecond), float64(sent)/max(elapsed.Seconds(), 1e-9))
 	return nil
+}
+
+// recipientPartitionKey is the key consumer.PartitionOf hashes for the
+// (first) event of a message: its account_id (the default account when
+// absent) and normalised address; nil when the message has none (bad
+// input lands anywhere).
+func recipientPartitionKey(v []byte) []byte {
+	var ev struct {
+		AccountID string `json:"account_id"`
+		Email     string `json:"email"`
+	}
+	if len(v) > 0 && v[0] == '[' {
+		var evs []json.RawMessage
+		if json.Unmarshal(v, &evs) != nil || len(evs) == 0 {
+			return nil
+		}
+		v = evs[0]
+	}
+	if json.Unmarshal(v, &ev) != nil {
+		return nil
+	}
+	norm, ok := schemas.NormalizeAddress(ev.Email)
+	if !ok {
+		return nil
+	}
+	return []byte(cmp.Or(ev.AccountID, schemas.DefaultAccountID) + "\x00" + norm)
 }
