@@ -118,29 +118,28 @@ var (
 			"WHERE account_id = ? AND day >= toDate(?) AND day < toDate(?) GROUP BY day, kafka_topic, kafka_partition",
 		Sample: []any{"acme", "2025-11-27", "2025-12-27"}})
 
-	// The rollup counts of one account and dimension over the given builds
-	// (day@version), per period ("day", "week", "month" or "all": one
-	// period) and key, summed. Arguments: aggregation (three times),
-	// account, dimension, from, to (YYYY-MM-DD), builds, all keys (1) or those
-	// listed (0), keys.
 	// The rollups of one account's days in [from, to) (YYYY-MM-DD), each
 	// day at the build version asked for ("day@version", day as toUInt32),
-	// with that build's own row (dim 'build'): a reader uses a day only if
-	// its build row came back, since a build's rows are one part (one
-	// replica answers for the shard) and a newer build can replace them
+	// summed per period (day, week: its Monday, month: its first day, all:
+	// 1970-01-01) and key, with each build's own row (dim 'build', r_day
+	// its day; 0 on count rows): a reader uses the answer only if every
+	// build row came back, since a build's rows are one part (one replica
+	// answers for the shard) and a newer build can replace them
 	// (ReplacingMergeTree) between choosing the version and reading it.
-	// Arguments: account, dim, from, to, the builds, all keys (1) or only
-	// those listed (0), the keys.
+	// Arguments: the period (day, week, month or all) three times,
+	// account, dim, from, to, the builds, all keys (1) or only those listed
+	// (0), the keys.
 	qRollupRead = register(Query{Name: "stats_daily.read",
-		SQL: "SELECT toUInt32(day) AS r_day, dim = 'build' AS r_build, " +
+		SQL: "SELECT if(dim = 'build', toUInt32(day), 0) AS r_day, dim = 'build' AS r_build, " +
+			"if(? = 'all', '1970-01-01', toString(multiIf(? = 'week', toMonday(day), ? = 'month', toStartOfMonth(day), day))) AS r_period, " +
 			"key AS r_key, classification AS r_class, bounce_type AS r_btype, " +
 			"sum(processed), sum(derived_drops), sum(drops), sum(bounce_drops), sum(spam_report_drops), sum(unsubscribe_drops), " +
 			"sum(invalid_drops), sum(delivered), sum(deferred), sum(bounces), sum(blocks), sum(opens), sum(unique_opens), " +
 			"sum(clicks), sum(unique_clicks), sum(spam_reports), sum(unsubscribes), argMax(example, example_at), max(example_at) " +
 			"FROM stats_daily WHERE account_id = ? AND (dim = ? OR dim = 'build') AND day >= toDate(?) AND day < toDate(?) " +
 			"AND has(?, concat(toString(toUInt32(day)), '@', toString(version))) AND (? = 1 OR dim = 'build' OR has(?, key)) " +
-			"GROUP BY r_day, r_build, r_key, r_class, r_btype",
-		Sample: []any{"acme", "domain", "2025-11-27", "2025-12-27", []string{"20419@1"}, uint8(0), []string{"gmail.com"}}})
+			"GROUP BY r_day, r_build, r_period, r_key, r_class, r_btype",
+		Sample: []any{"week", "week", "week", "acme", "domain", "2025-11-27", "2025-12-27", []string{"20419@1"}, uint8(0), []string{"gmail.com"}}})
 
 	// The server's clock (unix seconds): a build's start, an erasure mark.
 	qRollupNow = register(Query{Name: "stats_daily.now", SQL: "SELECT toUInt32(now())"})

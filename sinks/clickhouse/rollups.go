@@ -450,57 +450,68 @@ func dayRuns(days []uint32, max int) [][]uint32 {
 
 // readRollups adds the rollups of the clean days (day -> build version) to
 // out and returns the days whose build row did not come back with them.
+// ClickHouse sums the days of each period; a day whose build row is
+// missing (a newer build replaced it) is left out and the read repeated
+// without it, since rows of its old build may still be there.
 func (s *Store) readRollups(ctx context.Context, q countsQuery, from, to uint32, clean map[uint32]uint64, out map[rollupKey]*rollupAgg) ([]uint32, error) {
 	keys := q.keys
 	if q.all || len(keys) == 0 {
 		keys = []string{""}
 	}
-	builds := make([]string, 0, len(clean))
-	for d, v := range clean {
-		builds = append(builds, fmt.Sprintf("%d@%d", d, v))
-	}
-	type dayRow struct {
+	type periodRow struct {
 		k       rollupKey
 		c       analytics.StatCounts
 		example string
 		at      time.Time
 	}
-	byDay := map[uint32][]dayRow{}
-	found := map[uint32]bool{}
-	rq := qRollupRead
-	rows, err := s.conn.Query(ctx, rq.SQL, q.account, q.dim, dayString(from), dayString(to), builds, b2u(q.all), keys)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", rq.Name, err)
-	}
-	for rows.Next() {
-		var d uint32
-		var isBuild uint8
-		var r dayRow
-		dst := append([]any{&d, &isBuild, &r.k.key, &r.k.class, &r.k.btype}, countDests(&r.c)...)
-		if err := rows.Scan(append(dst, &r.example, &r.at)...); err != nil {
-			rows.Close()
+	var missing []uint32
+	for len(clean) > 0 {
+		builds := make([]string, 0, len(clean))
+		for d, v := range clean {
+			builds = append(builds, fmt.Sprintf("%d@%d", d, v))
+		}
+		found := map[uint32]bool{}
+		var got []periodRow
+		rq := qRollupRead
+		rows, err := s.conn.Query(ctx, rq.SQL, q.by, q.by, q.by, q.account, q.dim, dayString(from), dayString(to), builds, b2u(q.all), keys)
+		if err != nil {
 			return nil, fmt.Errorf("%s: %w", rq.Name, err)
 		}
-		if isBuild == 1 {
-			found[d] = true
-			continue
+		for rows.Next() {
+			var d uint32
+			var isBuild uint8
+			var r periodRow
+			dst := append([]any{&d, &isBuild, &r.k.period, &r.k.key, &r.k.class, &r.k.btype}, countDests(&r.c)...)
+			if err := rows.Scan(append(dst, &r.example, &r.at)...); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("%s: %w", rq.Name, err)
+			}
+			if isBuild == 1 {
+				found[d] = true
+				continue
+			}
+			got = append(got, r)
 		}
-		r.k.period = dayPeriod(d, q.by)
-		byDay[d] = append(byDay[d], r)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	var missing []uint32
-	for d := range clean {
-		if !found[d] {
-			missing = append(missing, d)
-			continue
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
 		}
-		for _, r := range byDay[d] {
-			addTo(out, r.k, &r.c, r.example, r.at)
+		var gone []uint32
+		for d := range clean {
+			if !found[d] {
+				gone = append(gone, d)
+			}
 		}
+		if len(gone) == 0 {
+			for _, r := range got {
+				addTo(out, r.k, &r.c, r.example, r.at)
+			}
+			break
+		}
+		for _, d := range gone {
+			delete(clean, d)
+		}
+		missing = append(missing, gone...)
 	}
 	return missing, nil
 }
