@@ -160,26 +160,8 @@ func followChanges(ctx context.Context, c Conn, topic string, apply func(suppres
 	if err != nil {
 		return err
 	}
-	// A topic created a moment ago may not be in every broker's metadata
-	// yet: wait until its partitions show (briefly at first: a worker that
-	// just created the topic waits for this before consuming).
-	var parts []kafka.Partition
-	wait := startupPolicy(func(err error) { log.Warn("change log: no partitions yet; retrying", "topic", topic, "err", err) })
-	if err := retry.Do(ctx, wait, func() error {
-		err := onAnyBroker(c.Brokers, func(addr string) error {
-			conn, err := dialer.DialContext(ctx, "tcp", addr)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			parts, err = conn.ReadPartitions(topic)
-			return err
-		})
-		if len(parts) == 0 {
-			return cmp.Or(err, errNoPartitions)
-		}
-		return nil
-	}); err != nil {
+	parts, err := waitPartitions(ctx, dialer, c.Brokers, topic, log)
+	if err != nil {
 		return ctx.Err() // it retries until ctx ends
 	}
 	var wg sync.WaitGroup
@@ -297,16 +279,7 @@ func (f *IndexFollower) seen(partition int, next int64) {
 // the next events count them.
 func (f *IndexFollower) CatchUp(ctx context.Context) error {
 	ends := map[int]int64{}
-	var parts []kafka.Partition
-	err := onAnyBroker(f.conn.Brokers, func(addr string) error {
-		conn, err := f.dialer.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		parts, err = conn.ReadPartitions(f.topic)
-		return err
-	})
+	parts, err := listPartitions(ctx, f.dialer, f.conn.Brokers, f.topic)
 	if err != nil {
 		return fmt.Errorf("suppression change log %s: partitions: %w", f.topic, err)
 	}
@@ -433,6 +406,41 @@ func onAnyBroker(brokers []string, fn func(addr string) error) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// listPartitions asks any bootstrap broker (the first that answers) for
+// topic's partitions, once.
+func listPartitions(ctx context.Context, dialer *kafka.Dialer, brokers []string, topic string) ([]kafka.Partition, error) {
+	var parts []kafka.Partition
+	err := onAnyBroker(brokers, func(addr string) error {
+		conn, err := dialer.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		parts, err = conn.ReadPartitions(topic)
+		return err
+	})
+	return parts, err
+}
+
+// waitPartitions is listPartitions asked again (startupPolicy) until the
+// partitions show or ctx ends: a topic created a moment ago may not be in
+// every broker's metadata yet (a worker that just created the change log
+// waits for this before consuming, so the first pauses are brief).
+func waitPartitions(ctx context.Context, dialer *kafka.Dialer, brokers []string, topic string, log *slog.Logger) ([]kafka.Partition, error) {
+	var parts []kafka.Partition
+	wait := startupPolicy(func(err error) { log.Warn("change log: no partitions yet; retrying", "topic", topic, "err", err) })
+	if err := retry.Do(ctx, wait, func() (err error) {
+		parts, err = listPartitions(ctx, dialer, brokers, topic)
+		if len(parts) == 0 {
+			return cmp.Or(err, errNoPartitions)
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("change log %s: %w", topic, err)
+	}
+	return parts, nil
 }
 
 // partitionOffsets asks a partition's leader (found through any broker)

@@ -1,7 +1,6 @@
 package consumer
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -97,10 +96,11 @@ func OpenSlices(ctx context.Context, cfg SlicesConfig) (*Slices, error) {
 	if err != nil {
 		return nil, err
 	}
-	n, err := topicPartitionCount(ctx, cfg.Conn, dialer, cfg.Topic, cfg.Logger)
+	parts, err := waitPartitions(ctx, dialer, cfg.Conn.Brokers, cfg.Topic, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
+	n := len(parts)
 	s := &Slices{cfg: cfg, n: n, dialer: dialer, ctx: ctx, slices: map[int]*slice{}, owners: map[any]map[int]int64{},
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "bouncer_suppression_slice_lag_messages",
@@ -125,31 +125,6 @@ func OpenSlices(ctx context.Context, cfg SlicesConfig) (*Slices, error) {
 	return s, nil
 }
 
-// topicPartitionCount waits until topic's partitions show and returns
-// their number.
-func topicPartitionCount(ctx context.Context, c Conn, dialer *kafka.Dialer, topic string, log *slog.Logger) (int, error) {
-	var parts []kafka.Partition
-	wait := startupPolicy(func(err error) { log.Warn("change log: no partitions yet; retrying", "topic", topic, "err", err) })
-	if err := retry.Do(ctx, wait, func() error {
-		err := onAnyBroker(c.Brokers, func(addr string) error {
-			conn, err := dialer.DialContext(ctx, "tcp", addr)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			parts, err = conn.ReadPartitions(topic)
-			return err
-		})
-		if len(parts) == 0 {
-			return cmp.Or(err, errNoPartitions)
-		}
-		return nil
-	}); err != nil {
-		return 0, fmt.Errorf("change log %s: %w", topic, err)
-	}
-	return len(parts), nil
-}
-
 // TopicPartitions is the partition count of topic (waiting until its
 // partitions show, or ctx ends).
 func TopicPartitions(ctx context.Context, c Conn, topic string) (int, error) {
@@ -157,7 +132,8 @@ func TopicPartitions(ctx context.Context, c Conn, topic string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	return topicPartitionCount(ctx, c, dialer, topic, slog.New(slog.DiscardHandler))
+	parts, err := waitPartitions(ctx, dialer, c.Brokers, topic, slog.New(slog.DiscardHandler))
+	return len(parts), err
 }
 
 // Partitions is the change log's partition count: the n of PartitionOf.
