@@ -16,15 +16,7 @@ import (
 // first bootstrap broker is dead, and a change's event position survives
 // the change log.
 func TestIndexFollowerCatchUp(t *testing.T) {
-	conn := Conn{Brokers: testenv.Brokers(testenv.Kafka(t))}
-	topic := fmt.Sprintf("test.changelog.%d", time.Now().UnixNano())
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	w, err := OpenChangeLog(ctx, conn, topic, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	ctx, conn, topic, w := testChangeLog(t, "changelog", 3)
 	at := time.Unix(1764201600, 0)
 	change := func(i int) suppression.Change {
 		return suppression.Change{AccountID: "acme", List: suppression.ListBounces, EmailNorm: fmt.Sprintf("r%d@example.com", i),
@@ -76,16 +68,8 @@ func TestIndexFollowerCatchUp(t *testing.T) {
 // Every change goes to its recipient's partition (PartitionOf), whatever
 // its list, and LoadSlice reads exactly one partition's changes.
 func TestChangeLogPartitionedByRecipient(t *testing.T) {
-	conn := Conn{Brokers: testenv.Brokers(testenv.Kafka(t))}
-	topic := fmt.Sprintf("test.changelog.slices.%d", time.Now().UnixNano())
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	const partitions = 3
-	w, err := OpenChangeLog(ctx, conn, topic, partitions)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	ctx, conn, topic, w := testChangeLog(t, "changelog.slices", partitions)
 	var changes []suppression.Change
 	for i := range 300 {
 		for _, list := range []string{suppression.ListBounces, suppression.ListUnsubscribes} {
@@ -114,4 +98,20 @@ func TestChangeLogPartitionedByRecipient(t *testing.T) {
 	if total != len(changes) {
 		t.Fatalf("slices hold %d changes, want %d", total, len(changes))
 	}
+}
+
+// testChangeLog opens a new change log (test.name.<time>) of partitions on
+// the test Kafka and a context of 2 minutes, both ended with the test.
+func testChangeLog(t *testing.T, name string, partitions int) (context.Context, Conn, string, *ChangeWriter) {
+	t.Helper()
+	conn := Conn{Brokers: testenv.Brokers(testenv.Kafka(t))}
+	topic := fmt.Sprintf("test.%s.%d", name, time.Now().UnixNano())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	w, err := OpenChangeLog(ctx, conn, topic, partitions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return ctx, conn, topic, w
 }

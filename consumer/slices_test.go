@@ -20,16 +20,8 @@ import (
 // recipients answer nothing, and a released slice is dropped after Linger
 // and loaded again by the next Hold.
 func TestSlicesHoldOnlyTheirPartitions(t *testing.T) {
-	conn := Conn{Brokers: testenv.Brokers(testenv.Kafka(t))}
-	topic := fmt.Sprintf("test.changelog.held.%d", time.Now().UnixNano())
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	const partitions = 4
-	w, err := OpenChangeLog(ctx, conn, topic, partitions)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	ctx, conn, topic, w := testChangeLog(t, "changelog.held", partitions)
 	at := time.Unix(1764201600, 0)
 	bounce := func(email string) suppression.Change {
 		return suppression.Change{AccountID: "acme", List: suppression.ListBounces, EmailNorm: email, At: at}
