@@ -69,7 +69,6 @@ func (s *Store) activityQuery(ctx context.Context, account string, f *analytics.
 	if err != nil {
 		return "", nil, err
 	}
-	args := []any{account}
 	key, byRecipient := pinned(f, "to_email")
 	if !byRecipient {
 		key, _ = pinned(f, "msg_id")
@@ -84,7 +83,7 @@ func (s *Store) activityQuery(ctx context.Context, account string, f *analytics.
 				ids, ranges = []string{""}, [][2]uint32{{1, 0}}
 			}
 			sql := strings.Replace(qActivityPrefilterWindows.SQL, "HAVING "+activityMatchAll, "HAVING "+cond, 1)
-			sql, args = windowed(sql, ranges, append(args, ids))
+			sql, args := windowed(sql, ranges, []any{ids, account})
 			return sql, append(append(args, condArgs...), uint64(max(limit, 0))), nil
 		}
 	}
@@ -121,6 +120,13 @@ func activityMessagesSQL(account string, f *analytics.ActivityFilter, limit int)
 func activityWithPrefilter(prefilter, cond string) string {
 	sql := strings.Replace(qActivityMessages.SQL, activityNoPrefilter, prefilter, 1)
 	return strings.Replace(sql, "HAVING "+activityMatchAll, "HAVING "+cond, 1)
+}
+
+// activityPrewhere is activityWithPrefilter with a PREWHERE: ClickHouse
+// reads the PREWHERE's columns first and the others only for the granules
+// where it holds (it does not move an IN subquery there itself).
+func activityPrewhere(prewhere, prefilter, cond string) string {
+	return strings.Replace(activityWithPrefilter(prefilter, cond), " FROM events WHERE ", " FROM events PREWHERE "+prewhere+" WHERE ", 1)
 }
 
 // pinnedBetween returns the time range at the top of f or directly under
@@ -316,9 +322,21 @@ func (s *Store) messageWindows(ctx context.Context, account, key string, byRecip
 	}
 	q, args := qMessageWindow, []any{account, key}
 	if byRecipient {
-		q, args = qRecipientWindows, []any{account, account, key, uint64(maxWindowMessages + 1)}
+		msgs, err := s.recipientMessages(ctx, account, key)
+		if err != nil || len(msgs) > maxWindowMessages {
+			return nil, nil, false, err
+		}
+		if len(msgs) == 0 {
+			return nil, nil, true, nil
+		}
+		q = qRecipientWindows
+		args = []any{account}
+		for _, m := range msgs {
+			args = append(args, m)
+		}
 	}
-	rows, err := s.conn.Query(ctx, q.SQL, args...)
+	sql := strings.Replace(q.SQL, "key IN (?)", "key IN (?"+strings.Repeat(", ?", len(args)-2)+")", 1)
+	rows, err := s.conn.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("%s: %w", q.Name, err)
 	}
@@ -339,6 +357,25 @@ func (s *Store) messageWindows(ctx context.Context, account, key string, byRecip
 		return nil, nil, false, nil
 	}
 	return ids, mergeRanges(ranges, maxWindowRanges), true, nil
+}
+
+// recipientMessages lists a recipient's messages from message_index, at
+// most maxWindowMessages + 1.
+func (s *Store) recipientMessages(ctx context.Context, account, email string) ([]string, error) {
+	rows, err := s.conn.Query(ctx, qRecipientMessages.SQL, account, email, uint64(maxWindowMessages+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", qRecipientMessages.Name, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var m string
+		if err := rows.Scan(&m); err != nil {
+			return nil, fmt.Errorf("%s: %w", qRecipientMessages.Name, err)
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
 }
 
 // mergeRanges merges overlapping ranges, then the closest neighbours until

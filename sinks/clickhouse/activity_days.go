@@ -33,7 +33,10 @@ package clickhouse
 // before. Erasures and retention only remove events, so a window stays a
 // superset. When the filter also asks for status not_delivered, only
 // messages with a bounce or drop within those times are grouped (a
-// not_delivered message has one, and all its events are there).
+// not_delivered message has one, and all its events are there). With a
+// limit, the range's last hour (a 24th) is tried first, then its last
+// quarter, then all of it: the latest last events come first, and enough
+// matches in a last part are the answer (activityByTime).
 
 import (
 	"context"
@@ -112,25 +115,28 @@ var (
 		Sample: []any{"acme", "2025-11-27"}})
 
 	// The messages of a time filter read within windows: those with an
-	// event in the filter's range, only their events in the windows' time
-	// ranges (one per range at run time, see windowed). Arguments:
-	// account, account, from, to (unix seconds), each range's from and to,
-	// then the filter's and the limit.
+	// event in [start, to] (start is the filter's from or later, see
+	// activityByTime), only their events in the windows' time ranges (one
+	// per range at run time, see windowed). The message test is a
+	// PREWHERE: only sg_message_id is read for all the rows in the ranges,
+	// the other columns only where a listed message has events.
+	// Arguments: account, start, to (unix seconds), account, each range's
+	// from and to, then the filter's and the limit.
 	qActivityPrefilterDay = register(Query{Name: "activity.messages.by_time_windows",
-		SQL: activityWithPrefilter("AND sg_message_id GLOBAL IN (SELECT sg_message_id FROM events WHERE account_id = ? "+
-			"AND timestamp >= toDateTime(?) AND timestamp <= toDateTime(?)) AND ("+activityWindowRange+")", activityMatchAll),
-		Sample: []any{"acme", "acme", uint32(1761955200), uint32(1762041600), uint32(1761955200), uint32(1762041600), uint64(10)}})
+		SQL: activityPrewhere("sg_message_id GLOBAL IN (SELECT sg_message_id FROM events WHERE account_id = ? "+
+			"AND timestamp >= toDateTime(?) AND timestamp <= toDateTime(?))", "AND ("+activityWindowRange+")", activityMatchAll),
+		Sample: []any{"acme", uint32(1761955200), uint32(1762041600), "acme", uint32(1761955200), uint32(1762041600), uint64(10)}})
 
 	// The same, grouping only messages with a bounce or a drop within the
-	// ranges (for status not_delivered). Arguments: account, account,
-	// from, to, each range's from and to, account, each range's from and
-	// to again, then the filter's and the limit.
+	// ranges (for status not_delivered). Arguments: account, start, to,
+	// account, each range's from and to (the bounces' subquery), account,
+	// each range's from and to again, then the filter's and the limit.
 	qActivityPrefilterDayNotDelivered = register(Query{Name: "activity.messages.by_time_windows_not_delivered",
-		SQL: activityWithPrefilter("AND sg_message_id GLOBAL IN (SELECT sg_message_id FROM events WHERE account_id = ? "+
-			"AND timestamp >= toDateTime(?) AND timestamp <= toDateTime(?)) AND ("+activityWindowRange+") "+
+		SQL: activityPrewhere("sg_message_id GLOBAL IN (SELECT sg_message_id FROM events WHERE account_id = ? "+
+			"AND timestamp >= toDateTime(?) AND timestamp <= toDateTime(?)) "+
 			"AND sg_message_id GLOBAL IN (SELECT sg_message_id FROM events WHERE account_id = ? AND event IN ('bounce', 'dropped') "+
-			"AND ("+activityWindowRange+"))", activityMatchAll),
-		Sample: []any{"acme", "acme", uint32(1761955200), uint32(1762041600), uint32(1761955200), uint32(1762041600),
+			"AND ("+activityWindowRange+"))", "AND ("+activityWindowRange+")", activityMatchAll),
+		Sample: []any{"acme", uint32(1761955200), uint32(1762041600), "acme", uint32(1761955200), uint32(1762041600),
 			"acme", uint32(1761955200), uint32(1762041600), uint64(10)}})
 )
 
@@ -444,6 +450,15 @@ func (s *Store) readActivityWindows(ctx context.Context, account string, from, t
 // days; ok is false when the windows cannot answer. When a batch was
 // stored during the query (the marks changed), the query reads the whole
 // account instead, so the answer is always that of one snapshot.
+//
+// The messages are listed latest last event first, and every one that
+// matches has its last event in the range, so it first tries only the
+// messages with an event in the range's last part (see sliceStarts): a
+// message whose last event is at or after the part's start has an event
+// in it, so the matches found are exactly those with their last event in
+// the part, and any other match has an earlier last event. When they are
+// at least the limit, they begin the answer and the limit ends it; else a
+// larger part, up to the whole range.
 func (s *Store) activityByTime(ctx context.Context, account string, f *analytics.ActivityFilter, limit int) ([]analytics.ActivityMessage, bool, error) {
 	b := pinnedBetween(f)
 	if b == nil {
@@ -457,7 +472,6 @@ func (s *Store) activityByTime(ctx context.Context, account string, f *analytics
 	if err != nil {
 		return nil, false, err
 	}
-	args := []any{account, account, unixSeconds(b.From), unixSeconds(b.To)}
 	q := qActivityPrefilterDay
 	status, _ := pinned(f, "status")
 	if status == "not_delivered" {
@@ -473,19 +487,41 @@ func (s *Store) activityByTime(ctx context.Context, account string, f *analytics
 		bounds = append(bounds, r[0], r[1])
 	}
 	sql = strings.ReplaceAll(sql, "("+activityWindowRange+")", "("+strings.Join(parts, " OR ")+")")
-	args = append(args, bounds...)
-	if status == "not_delivered" {
+	var out []analytics.ActivityMessage
+	for _, start := range sliceStarts(unixSeconds(b.From), unixSeconds(b.To), limit) {
+		args := []any{account, start, unixSeconds(b.To)}
+		if status == "not_delivered" {
+			args = append(append(args, account), bounds...)
+		}
 		args = append(append(args, account), bounds...)
-	}
-	out, err := s.readActivityMessages(ctx, q.Name, sql, append(append(args, condArgs...), uint64(max(limit, 0))))
-	if err != nil {
-		return nil, false, err
+		if out, err = s.readActivityMessages(ctx, q.Name, sql, append(append(args, condArgs...), uint64(max(limit, 0)))); err != nil {
+			return nil, false, err
+		}
+		if len(out) >= limit {
+			break
+		}
 	}
 	_, _, stamp, err := s.activityMarks(ctx, account, p.first, p.last, p.since)
 	if err != nil || stamp != p.stamp {
 		return nil, false, err
 	}
 	return out, true, nil
+}
+
+// sliceStarts are the starts of the parts of a time range [from, to] that
+// activityByTime tries in turn: its last 24th, its last quarter, all of
+// it (the last one always from). With no limit only from.
+func sliceStarts(from, to uint32, limit int) []uint32 {
+	if limit <= 0 || to <= from {
+		return []uint32{from}
+	}
+	var out []uint32
+	for _, part := range []uint32{24, 4} {
+		if span := (to - from) / part; span > 0 && (len(out) == 0 || to-span < out[len(out)-1]) {
+			out = append(out, to-span)
+		}
+	}
+	return append(out, from)
 }
 
 // seenOf is a window's seen offsets by "topic/partition".

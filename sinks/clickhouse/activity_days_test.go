@@ -49,7 +49,12 @@ func TestActivityByTimeWindows(t *testing.T) {
 		ev("acme", "mB", "processed", day(1, 11, 0)), ev("acme", "mB", "bounce", day(1, 11, 5)),
 		ev("acme", "mC", "processed", day(0, 23, 0)), ev("acme", "mC", "dropped", day(1, 1, 0)),
 		ev("acme", "mD", "processed", day(1, 12, 0)), ev("acme", "mD", "delivered", day(1, 12, 1)),
-		ev("other", "mB", "delivered", day(1, 13, 0)))
+		ev("other", "mB", "delivered", day(1, 13, 0)),
+		// Late on day 1 (the range's last hour and last quarter: the
+		// parts activityByTime tries first).
+		ev("other", "mL1", "processed", day(1, 23, 10)), ev("other", "mL1", "bounce", day(1, 23, 11)),
+		ev("other", "mL2", "delivered", day(1, 23, 20)), ev("other", "mL3", "dropped", day(1, 20, 0)),
+		ev("other", "mL4", "processed", day(0, 22, 0)), ev("other", "mL4", "delivered", day(1, 19, 0)))
 	// Older events on day -5: mE, and mF that bounces on day 1 later.
 	write(ev("acme", "mE", "delivered", day(-5, 9, 0)), ev("acme", "mF", "processed", day(-5, 9, 0)))
 
@@ -74,6 +79,17 @@ func TestActivityByTimeWindows(t *testing.T) {
 		}
 		for name, f := range filters {
 			for _, acct := range []string{"acme", "other"} {
+				// Small limits: answered from the range's last part when
+				// it has enough matches.
+				for _, limit := range []int{1, 2, 3} {
+					got, err := s.ActivityMessages(ctx, acct, f, limit)
+					if err != nil {
+						t.Fatalf("%s limit %d: %v", name, limit, err)
+					}
+					if scanned := scanActivity(t, s, acct, f, limit); !slices.Equal(got, scanned) {
+						t.Errorf("%s (%s) limit %d:\n got %+v\nscan %+v", name, acct, limit, got, scanned)
+					}
+				}
 				got, err := s.ActivityMessages(ctx, acct, f, 100)
 				if err != nil {
 					t.Fatalf("%s: %v", name, err)
@@ -170,4 +186,26 @@ func scanActivity(t *testing.T, s *Store, account string, f *analytics.ActivityF
 		t.Fatal(err)
 	}
 	return out
+}
+
+// The parts activityByTime tries end at the range's end and grow to the
+// whole range; without a limit (or a range too short to split) only the
+// whole range.
+func TestSliceStarts(t *testing.T) {
+	for _, c := range []struct {
+		from, to uint32
+		limit    int
+		want     []uint32
+	}{
+		{0, 86399, 1000, []uint32{86399 - 3599, 86399 - 21599, 0}},
+		{100, 100 + 86400, 10, []uint32{100 + 86400 - 3600, 100 + 86400 - 21600, 100}},
+		{0, 86399, 0, []uint32{0}},
+		{50, 50, 10, []uint32{50}},
+		{50, 52, 10, []uint32{50}},
+		{0, 5, 10, []uint32{4, 0}},
+	} {
+		if got := sliceStarts(c.from, c.to, c.limit); !slices.Equal(got, c.want) {
+			t.Errorf("sliceStarts(%d, %d, %d) = %v, want %v", c.from, c.to, c.limit, got, c.want)
+		}
+	}
 }
