@@ -215,13 +215,18 @@ func (s *Store) Groups(ctx context.Context, account string) ([]suppression.Group
 
 // CreateGroup stores a new group as of at: with g.ID when it is not 0 (an
 // implicit group being named; it must not be held by an existing group),
-// else with the account's highest id ever used plus one. Two creations of
-// one id at once (two API processes): the one stamped first (by the wall
-// clock of its process) owns it, the other tries the next id (or, for a
-// given id, fails). Each create looks twice, 100ms apart, so a create of
-// another process that took longer than that to land after its stamp is
-// the only one that can be answered an id it does not own.
+// else with the account's highest id ever used plus one. With a group log
+// (UseGroupLog; bouncer api always sets one) the log's order decides every
+// id (createOrdered), so creates of several processes never share one.
+// Without a log, two creations of one id at once: the one stamped first
+// (by the wall clock of its process) owns it, the other tries the next id
+// (or, for a given id, fails). Each create looks twice, 100ms apart, so a
+// create of another process that took longer than that to land after its
+// stamp is the only one that can be answered an id it does not own.
 func (s *Store) CreateGroup(ctx context.Context, account string, g suppression.Group, at time.Time) (suppression.Group, error) {
+	if s.groupLog != nil {
+		return s.createOrdered(ctx, account, g, at)
+	}
 	s.groupMu.Lock()
 	defer s.groupMu.Unlock()
 	fixed := g.ID != 0
