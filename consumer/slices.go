@@ -103,8 +103,11 @@ func OpenSlices(ctx context.Context, cfg SlicesConfig) (*Slices, error) {
 	n := len(parts)
 	s := &Slices{cfg: cfg, n: n, dialer: dialer, ctx: ctx, slices: map[int]*slice{}, owners: map[any]map[int]int64{},
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "bouncer_suppression_slice_lag_messages",
-			Help: "Changes of a held change-log partition not yet applied to its slice of this worker's suppression index, as of the last one read.",
+			// The follower's metric (FollowMetrics), for the partitions held:
+			// alerts and dashboards read one series whichever index a
+			// process keeps.
+			Name: "bouncer_suppression_index_lag_messages",
+			Help: "Changes of the suppression change log not yet applied to this process's in-memory index, per partition, as of the last one read (a worker holding slices: its held partitions only).",
 		}, []string{"partition"}),
 		unheld: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bouncer_suppression_slice_unheld_total",
