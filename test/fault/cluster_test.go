@@ -408,8 +408,8 @@ func (r *clusterRun) waitNotReady(ops, want string) string {
 	return ""
 }
 
-// TestCluster runs the scenarios of issue 12 on one cluster start, each on
-// its own topic and database with 50,000 events (one in 1000 bad).
+// TestCluster runs the scenarios of issues 12 and 13 on one cluster start,
+// each on its own topic and database with 50,000 events (one in 1000 bad).
 func TestCluster(t *testing.T) {
 	ci := clusterServices(t, "fault-cluster")
 
@@ -511,4 +511,6 @@ func TestCluster(t *testing.T) {
 	})
 
 	t.Run("replica, broker and worker killed in one stream", ci.oneStream)
+
+	t.Run("worker added and one removed: slices move with partitions", ci.slicesMove)
 }

@@ -16,24 +16,38 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
-// TestSlicesMoveWithWorkers: a stream produced in bouncer's partitioning
-// (produce --partition-by recipient, the change log's) while a worker is
-// added and the first one removed: the suppression slices move with the
-// partitions (the first worker drops the slices of the partitions it gave
-// away; the last one holds every slice and never applies a change for a
-// slice it does not hold), every event is stored once, and the derived
-// drops are exactly those of the reference run.
+// TestSlicesMoveWithWorkers is slicesMove on a single server.
 func TestSlicesMoveWithWorkers(t *testing.T) {
-	inst := services(t, "fault-slices")
-	r := newRun(t, inst)
+	r := newRun(t, services(t, "fault-slices"))
 	r.extra = []string{"BOUNCER_CHANGELOG_TOPIC=" + r.topic + ".suppressions"}
 	c := r.conn()
+	slicesMove(t, r, c, slicesStream{events: events, rate: 1500, step: 20000}, func() { r.check(c) })
+}
+
+// slicesStream is the stream of slicesMove.
+type slicesStream struct {
+	events int    // messages produced, one in badEvery bad
+	rate   int    // messages produced per second
+	step   uint64 // rows stored by worker a alone before worker b is added
+}
+
+// slicesMove: a stream produced in bouncer's partitioning (produce
+// --partition-by recipient, the change log's; 4 partitions) while a worker
+// is added and the first one removed: the suppression slices move with the
+// partitions (the first worker drops the slices of the partitions it gave
+// away; the last one holds every slice and never applies a change for a
+// slice it does not hold), every event is stored once (check, the run's
+// exactly-once counts), and the derived drops are exactly those of the
+// reference run.
+func slicesMove(t *testing.T, r *run, c driver.Conn, s slicesStream, check func()) {
 	produced := make(chan error, 1)
 	go func() {
-		cmd := exec.Command(binary, "produce", "--quiet", "--count", fmt.Sprint(events), "--bad-every", fmt.Sprint(badEvery),
-			"--rate", "1500", "--seed", "7", "--partitions", "4", "--partition-by", "recipient")
+		cmd := exec.Command(binary, "produce", "--quiet", "--count", fmt.Sprint(s.events), "--bad-every", fmt.Sprint(badEvery),
+			"--rate", fmt.Sprint(s.rate), "--seed", "7", "--partitions", "4", "--partition-by", "recipient")
 		cmd.Env = r.env()
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -42,10 +56,10 @@ func TestSlicesMoveWithWorkers(t *testing.T) {
 		produced <- err
 	}()
 	a := r.startWorker("a")
-	at := r.progressing(c, 0, 20000)
+	at := r.progressing(c, 0, s.step)
 	waitMetric(t, r, "a", "bouncer_suppression_slices_held", 4, time.Minute)
 	b := r.startWorker("b")
-	t.Logf("worker b added with %d rows stored (the stream takes about 130 s)", at)
+	t.Logf("worker b added with %d rows stored (the stream takes about %d s)", at, s.events/s.rate)
 	// a gives two partitions to b and drops their slices 30 s later.
 	waitMetric(t, r, "a", "bouncer_suppression_slices_held", 2, 3*time.Minute)
 	waitMetric(t, r, "b", "bouncer_suppression_slices_held", 2, 3*time.Minute)
@@ -55,7 +69,7 @@ func TestSlicesMoveWithWorkers(t *testing.T) {
 	if err := <-produced; err != nil {
 		t.Fatal(err)
 	}
-	r.check(c)
+	check()
 	r.checkDrops(t)
 	if n := opsMetric(t, r, "b", "bouncer_suppression_slice_unheld_total"); n != 0 {
 		t.Errorf("worker b applied %v changes for slices it did not hold", n)
