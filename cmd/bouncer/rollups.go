@@ -193,22 +193,38 @@ func rollupStatus(ctx context.Context, env *environment, store *clickhouse.Store
 	return nil
 }
 
-// rollupLoop updates the rollups of recently marked days every interval
-// (bouncer rollups update): several workers doing it at once only repeat
-// work, the newest build of a day wins.
+// rollupLoop updates the rollups of recently marked days (bouncer rollups
+// update), pausing rollupPause between updates: several workers doing it at
+// once only repeat work, the newest build of a day wins.
 func rollupLoop(ctx context.Context, store *clickhouse.Store, interval time.Duration, log *slog.Logger) {
+	var took time.Duration
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(interval):
+		case <-time.After(rollupPause(interval, took)):
 		}
 		start := time.Now()
 		n, err := store.UpdateRollups(ctx, time.Now().UTC().AddDate(0, 0, -2), 0, nil)
+		took = time.Since(start)
 		if err != nil && ctx.Err() == nil {
 			log.Warn("rollups: update failed (stats read those days from the events table meanwhile)", "err", err)
 		} else if n > 0 {
-			log.Debug("rollups: updated", "builds", n, "took", time.Since(start).Round(time.Millisecond))
+			log.Debug("rollups: updated", "builds", n, "took", took.Round(time.Millisecond))
 		}
 	}
+}
+
+// rollupDuty bounds the share of time a worker's rollup updates take: after
+// an update that took d, the next waits at least rollupDuty times d.
+const rollupDuty = 10
+
+// rollupPause is the wait before the next rollup update: interval, or
+// rollupDuty times the last update's duration (took) when that is longer.
+// A build re-reads its whole day, so on a big day, or on a server short of
+// CPU (a backlog being ingested), updates every interval would take most
+// of the server's time from the inserts and the stats reads; meanwhile the
+// days not yet covered are read from the events table, as exact.
+func rollupPause(interval, took time.Duration) time.Duration {
+	return max(interval, rollupDuty*took)
 }
