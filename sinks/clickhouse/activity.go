@@ -8,10 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-
-	"github.com/bouncer-mail/bouncer/pipeline"
-
 	"github.com/bouncer-mail/bouncer/analytics"
 )
 
@@ -233,70 +229,6 @@ func (s *Store) ActivityEvents(ctx context.Context, account, msgID string) ([]an
 		out = append(out, e)
 	}
 	return out, rows.Err()
-}
-
-// writeMessageIndex stores the message_index rows of batches of events, as
-// one insert: per message its earliest and latest event time, and per
-// recipient its messages (per Kafka partition). It runs before the events
-// insert of the same rows.
-func (s *Store) writeMessageIndex(ctx context.Context, parts ...[]pipeline.Row) error {
-	// A map per kind, to the row's place in order: no allocation per row,
-	// and the maps are sized once (this runs for every events insert).
-	type key struct {
-		partition         int
-		account, key, msg string
-	}
-	type win struct {
-		key         key
-		kind        string
-		first, last int64
-	}
-	total := 0
-	for _, rows := range parts {
-		total += len(rows)
-	}
-	byMsg, byTo := make(map[key]int, total/2), make(map[key]int, total)
-	order := make([]win, 0, total)
-	add := func(m map[key]int, kind string, k key, at int64) {
-		if i, ok := m[k]; ok {
-			w := &order[i]
-			w.first, w.last = min(w.first, at), max(w.last, at)
-			return
-		}
-		m[k] = len(order)
-		order = append(order, win{k, kind, at, at})
-	}
-	for _, rows := range parts {
-		for i := range rows {
-			r := &rows[i]
-			if r.SGMessageID == "" {
-				continue
-			}
-			add(byMsg, "msg", key{r.Partition, r.AccountID, r.SGMessageID, r.SGMessageID}, r.Timestamp)
-			add(byTo, "to", key{r.Partition, r.AccountID, r.EmailNorm, r.SGMessageID}, r.Timestamp)
-		}
-	}
-	if len(order) == 0 {
-		return nil
-	}
-	n := len(order)
-	date, _ := s.ingestTime()
-	dates, partitions := make([]time.Time, n), make([]uint32, n)
-	accounts, kinds, keys, msgs := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	firsts, lasts := make([]time.Time, n), make([]time.Time, n)
-	for i, w := range order {
-		dates[i], partitions[i] = date, uint32(w.key.partition)
-		accounts[i], kinds[i], keys[i], msgs[i] = w.key.account, w.kind, w.key.key, w.key.msg
-		firsts[i], lasts[i] = time.Unix(w.first, 0).UTC(), time.Unix(w.last, 0).UTC()
-	}
-	fill := func(b driver.Batch) error {
-		return appendColumns(b, dates, partitions, accounts, kinds, keys, msgs, firsts, lasts)
-	}
-	if s.cluster != nil {
-		// The rows of one call are one shard's (one groupCommit per shard).
-		return s.clusterInsert(ctx, qInsertMessageIndex, "message_index", order[0].key.partition, fill)
-	}
-	return s.insert(ctx, qInsertMessageIndex, fill)
 }
 
 // maxWindowMessages bounds the messages a windowed prefilter lists; a

@@ -116,6 +116,8 @@ const eventChunk = 4096
 // eventBlock builds events inserts; only one at a time (a groupCommit
 // sends one insert at a time).
 type eventBlock struct {
+	// index builds the message_index insert beside the events'.
+	index indexBlock
 	// kept are the String columns' buffers between inserts.
 	kept [len(eventStrings)]proto.ColStr
 	// strs are the String columns' values of a chunk when the driver's
@@ -142,23 +144,21 @@ func resize[T any](s []T, n int) []T {
 	return make([]T, n)
 }
 
+// eventStringNames are eventStrings' column names.
+var eventStringNames = func() []string {
+	out := make([]string, len(eventStrings))
+	for k, c := range eventStrings {
+		out[k] = c.name
+	}
+	return out
+}()
+
 // driverStrings returns the ch-go columns inside the batch's String
 // columns, in eventStrings order, or nil when the driver's column type is
 // not the one this was written for (clickhouse-go v2's column.String
 // holding a proto.ColStr named col).
 func driverStrings(b driver.Batch) []*proto.ColStr {
-	cols := b.Columns()
-	out := make([]*proto.ColStr, len(eventStrings))
-	for k, c := range eventStrings {
-		i := eventColumnIndex[c.name]
-		if i >= len(cols) {
-			return nil
-		}
-		if out[k] = colStr(cols[i]); out[k] == nil {
-			return nil
-		}
-	}
-	return out
+	return driverColStrs(b, eventStringNames, eventColumnIndex)
 }
 
 var colStrType = reflect.TypeFor[proto.ColStr]()

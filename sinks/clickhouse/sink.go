@@ -197,7 +197,7 @@ func (s *Store) insertEventsWithSides(ctx context.Context, ev *eventBlock, parts
 		defer close(done)
 		marksErr = s.writeStatsMarks(ctx, parts...)
 	}()
-	indexErr := s.writeMessageIndex(ctx, parts...)
+	indexErr := s.writeMessageIndex(ctx, &ev.index, parts...)
 	<-done
 	if err := errors.Join(marksErr, indexErr); err != nil {
 		return err
