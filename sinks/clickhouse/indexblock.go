@@ -37,25 +37,41 @@ var indexColumnIndex = func() map[string]int {
 	return m
 }()
 
-// indexKey is a window's identity: for kind "msg" the message (key ""),
-// for kind "to" the recipient (key) and the message.
-type indexKey struct {
-	partition    int
-	account, key string
-	msg          string
+// msgKey is a message's identity in a batch.
+type msgKey struct {
+	partition   int
+	account, id string
 }
 
-type indexWin struct {
-	key         indexKey
-	to          bool
+// msgWin is a message's window and that of its (first) recipient, which is
+// almost always its only one.
+type msgWin struct {
+	key         msgKey
+	first, last int64
+	to          string
+	toFirst     int64
+	toLast      int64
+}
+
+// toKey is a recipient's message; toWin its window, for the recipients of a
+// message after its first.
+type toKey struct {
+	msg msgKey
+	to  string
+}
+
+type toWin struct {
+	key         toKey
 	first, last int64
 }
 
 // indexBlock builds message_index inserts; one at a time (its events
 // groupCommit sends one insert at a time).
 type indexBlock struct {
-	byMsg, byTo map[indexKey]int // to the window's place in order
-	order       []indexWin
+	byMsg map[msgKey]int // to the message's place in msgs
+	msgs  []msgWin
+	byTo  map[toKey]int // to the place in others
+	other []toWin
 
 	kept                 [len(indexStrings)]proto.ColStr
 	strs                 [len(indexStrings)][]string // when the driver's columns cannot be reached
@@ -63,19 +79,12 @@ type indexBlock struct {
 	partitions           []uint32
 }
 
-// windows gathers the rows' windows into b.order, in first-seen order.
+// windows gathers the rows' windows: one lookup per row (one map keyed by
+// message, the recipient's window beside it), a second map only for a
+// message's further recipients.
 func (b *indexBlock) windows(parts [][]pipeline.Row) {
 	if b.byMsg == nil {
-		b.byMsg, b.byTo = map[indexKey]int{}, map[indexKey]int{}
-	}
-	add := func(m map[indexKey]int, to bool, k indexKey, at int64) {
-		if i, ok := m[k]; ok {
-			w := &b.order[i]
-			w.first, w.last = min(w.first, at), max(w.last, at)
-			return
-		}
-		m[k] = len(b.order)
-		b.order = append(b.order, indexWin{k, to, at, at})
+		b.byMsg, b.byTo = map[msgKey]int{}, map[toKey]int{}
 	}
 	for _, rows := range parts {
 		for i := range rows {
@@ -83,10 +92,60 @@ func (b *indexBlock) windows(parts [][]pipeline.Row) {
 			if r.SGMessageID == "" {
 				continue
 			}
-			add(b.byMsg, false, indexKey{r.Partition, r.AccountID, "", r.SGMessageID}, r.Timestamp)
-			add(b.byTo, true, indexKey{r.Partition, r.AccountID, r.EmailNorm, r.SGMessageID}, r.Timestamp)
+			k, at := msgKey{r.Partition, r.AccountID, r.SGMessageID}, r.Timestamp
+			j, ok := b.byMsg[k]
+			if !ok {
+				b.byMsg[k] = len(b.msgs)
+				b.msgs = append(b.msgs, msgWin{k, at, at, r.EmailNorm, at, at})
+				continue
+			}
+			m := &b.msgs[j]
+			m.first, m.last = min(m.first, at), max(m.last, at)
+			if m.to == r.EmailNorm {
+				m.toFirst, m.toLast = min(m.toFirst, at), max(m.toLast, at)
+				continue
+			}
+			tk := toKey{k, r.EmailNorm}
+			if j, ok := b.byTo[tk]; ok {
+				w := &b.other[j]
+				w.first, w.last = min(w.first, at), max(w.last, at)
+				continue
+			}
+			b.byTo[tk] = len(b.other)
+			b.other = append(b.other, toWin{tk, at, at})
 		}
 	}
+}
+
+// rows is the number of message_index rows of the windows.
+func (b *indexBlock) rows() int { return 2*len(b.msgs) + len(b.other) }
+
+// row returns the i-th row's partition, kind, key, message and window: a
+// "msg" and a "to" row per message, then the further recipients' rows.
+func (b *indexBlock) row(i int) (k msgKey, kind, key string, first, last int64) {
+	if i < 2*len(b.msgs) {
+		m := &b.msgs[i/2]
+		if i%2 == 0 {
+			return m.key, "msg", m.key.id, m.first, m.last
+		}
+		return m.key, "to", m.to, m.toFirst, m.toLast
+	}
+	w := &b.other[i-2*len(b.msgs)]
+	return w.key.msg, "to", w.key.to, w.first, w.last
+}
+
+// str is the i-th row's value of indexStrings[k].
+func (b *indexBlock) str(i, k int) string {
+	mk, kind, key, _, _ := b.row(i)
+	switch k {
+	case 0:
+		return mk.account
+	case 1:
+		return kind
+	case 2:
+		return key
+	}
+	return mk.id
 }
 
 // release forgets the windows (and so the rows' strings they point into),
@@ -94,29 +153,12 @@ func (b *indexBlock) windows(parts [][]pipeline.Row) {
 func (b *indexBlock) release() {
 	clear(b.byMsg)
 	clear(b.byTo)
-	clear(b.order)
-	b.order = b.order[:0]
+	clear(b.msgs)
+	clear(b.other)
+	b.msgs, b.other = b.msgs[:0], b.other[:0]
 	for k := range b.strs {
 		clear(b.strs[k])
 	}
-}
-
-func (w *indexWin) str(k int) string {
-	switch k {
-	case 0:
-		return w.key.account
-	case 1:
-		if w.to {
-			return "to"
-		}
-		return "msg"
-	case 2:
-		if w.to {
-			return w.key.key
-		}
-		return w.key.msg
-	}
-	return w.key.msg
 }
 
 // writeMessageIndex stores the message_index rows of batches of events, as
@@ -126,17 +168,17 @@ func (w *indexWin) str(k int) string {
 func (s *Store) writeMessageIndex(ctx context.Context, b *indexBlock, parts ...[]pipeline.Row) error {
 	b.windows(parts)
 	defer b.release()
-	if len(b.order) == 0 {
+	n := b.rows()
+	if n == 0 {
 		return nil
 	}
-	n := len(b.order)
 	date, _ := s.ingestTime()
 	b.dates, b.partitions = resize(b.dates, n), resize(b.partitions, n)
 	b.firsts, b.lasts = resize(b.firsts, n), resize(b.lasts, n)
-	for i := range b.order {
-		w := &b.order[i]
-		b.dates[i], b.partitions[i] = date, uint32(w.key.partition)
-		b.firsts[i], b.lasts[i] = time.Unix(w.first, 0).UTC(), time.Unix(w.last, 0).UTC()
+	for i := range n {
+		k, _, _, first, last := b.row(i)
+		b.dates[i], b.partitions[i] = date, uint32(k.partition)
+		b.firsts[i], b.lasts[i] = time.Unix(first, 0).UTC(), time.Unix(last, 0).UTC()
 	}
 	var direct []*proto.ColStr
 	fill := func(batch driver.Batch) error {
@@ -149,14 +191,14 @@ func (s *Store) writeMessageIndex(ctx context.Context, b *indexBlock, parts ...[
 				p := direct[k]
 				*p = b.kept[k]
 				p.Reset()
-				for i := range b.order {
-					p.Append(b.order[i].str(k))
+				for i := range n {
+					p.Append(b.str(i, k))
 				}
 				continue
 			}
 			b.strs[k] = resize(b.strs[k], n)
-			for i := range b.order {
-				b.strs[k][i] = b.order[i].str(k)
+			for i := range n {
+				b.strs[k][i] = b.str(i, k)
 			}
 			if err := batch.Column(indexColumnIndex[name]).Append(b.strs[k]); err != nil {
 				return fmt.Errorf("column %s: %w", name, err)
@@ -175,7 +217,7 @@ func (s *Store) writeMessageIndex(ctx context.Context, b *indexBlock, parts ...[
 	var err error
 	if s.cluster != nil {
 		// The rows of one call are one shard's (one groupCommit per shard).
-		err = s.clusterInsert(ctx, qInsertMessageIndex, "message_index", b.order[0].key.partition, fill)
+		err = s.clusterInsert(ctx, qInsertMessageIndex, "message_index", b.msgs[0].key.partition, fill)
 	} else {
 		err = s.insert(ctx, qInsertMessageIndex, fill)
 	}
