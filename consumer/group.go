@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +22,13 @@ type GroupConfig struct {
 	Conn Conn
 	// Topic to consume. Required.
 	Topic string
+	// Topics are more topics the member consumes in the same group, each
+	// partition as one of Topic's (the handler is told the topic). The
+	// sink and webhook groups consume the routed copies' topic
+	// (RoutedTopic) so: kafka-go's range assignor gives the same-numbered
+	// partitions of topics with equal partition counts to the same member,
+	// so partition p of both sits with suppression slice p.
+	Topics []string
 	// GroupID is the consumer group. Required.
 	GroupID string
 	// MaxBatchMessages bounds a batch; default 20000.
@@ -135,7 +143,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "bouncer_consumer_commit_errors_total", Help: "Offset commits that failed (the next commit covers them).",
 		}, []string{"group"}),
 		assigned: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "bouncer_consumer_assigned_partitions", Help: "Partitions this member owns.",
+			Name: "bouncer_consumer_assigned_partitions", Help: "Partitions this member owns, of every topic the group consumes (the event topic and its routed copies' topic).",
 		}, []string{"group"}),
 	}
 	if reg != nil {
@@ -182,7 +190,12 @@ type Group struct {
 	once    sync.Once
 
 	mu      sync.Mutex
-	waiting map[int]error // partitions whose resume point cannot be read yet, with the last error
+	waiting map[topicPartition]error // partitions whose resume point cannot be read yet, with the last error
+}
+
+type topicPartition struct {
+	topic     string
+	partition int
 }
 
 // NewGroup checks cfg and returns a Group that feeds handler.
@@ -191,7 +204,7 @@ func NewGroup(cfg GroupConfig, handler BatchHandler) (*Group, error) {
 		return nil, err
 	}
 	cfg.Metrics.group(cfg.GroupID)
-	return &Group{cfg: cfg, handler: handler, ready: make(chan struct{}), waiting: map[int]error{}}, nil
+	return &Group{cfg: cfg, handler: handler, ready: make(chan struct{}), waiting: map[topicPartition]error{}}, nil
 }
 
 // Waiting reports the partitions of this member that wait for their resume
@@ -204,21 +217,27 @@ func (g *Group) Waiting() error {
 	if len(g.waiting) == 0 {
 		return nil
 	}
-	parts := slices.Sorted(maps.Keys(g.waiting))
+	parts := slices.SortedFunc(maps.Keys(g.waiting), func(a, b topicPartition) int {
+		if c := strings.Compare(a.topic, b.topic); c != 0 {
+			return c
+		}
+		return a.partition - b.partition
+	})
 	errs := make([]error, len(parts))
 	for i, p := range parts {
-		errs[i] = fmt.Errorf("partition %d of %s waits for its resume point: %w", p, g.cfg.Topic, g.waiting[p])
+		errs[i] = fmt.Errorf("partition %d of %s waits for its resume point: %w", p.partition, p.topic, g.waiting[p])
 	}
 	return errors.Join(errs...)
 }
 
-func (g *Group) setWaiting(partition int, err error) {
+func (g *Group) setWaiting(topic string, partition int, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	k := topicPartition{topic, partition}
 	if err == nil {
-		delete(g.waiting, partition)
+		delete(g.waiting, k)
 	} else {
-		g.waiting[partition] = err
+		g.waiting[k] = err
 	}
 }
 
@@ -237,7 +256,7 @@ func (g *Group) Run(ctx context.Context) error {
 		ID:                g.cfg.GroupID,
 		Brokers:           g.cfg.Conn.Brokers,
 		Dialer:            dialer,
-		Topics:            []string{g.cfg.Topic},
+		Topics:            append([]string{g.cfg.Topic}, g.cfg.Topics...),
 		StartOffset:       kafka.FirstOffset,
 		SessionTimeout:    g.cfg.SessionTimeout,
 		RebalanceTimeout:  g.cfg.RebalanceTimeout,
@@ -265,13 +284,18 @@ func (g *Group) Run(ctx context.Context) error {
 		}
 		g.once.Do(func() { close(g.ready) })
 		parts := gen.Assignments[g.cfg.Topic]
-		g.cfg.Metrics.assigned.WithLabelValues(g.cfg.GroupID).Set(float64(len(parts)))
-		g.cfg.Logger.Info("consumer group: assigned", "group", g.cfg.GroupID, "generation", gen.ID, "partitions", len(parts))
-		for _, a := range parts {
-			a := a
-			gen.Start(func(genCtx context.Context) {
-				g.partition(ctx, genCtx, gen, a.ID, a.Offset, dialer)
-			})
+		n := len(parts)
+		for _, t := range g.cfg.Topics {
+			n += len(gen.Assignments[t])
+		}
+		g.cfg.Metrics.assigned.WithLabelValues(g.cfg.GroupID).Set(float64(n))
+		g.cfg.Logger.Info("consumer group: assigned", "group", g.cfg.GroupID, "generation", gen.ID, "partitions", n)
+		for _, topic := range append([]string{g.cfg.Topic}, g.cfg.Topics...) {
+			for _, a := range gen.Assignments[topic] {
+				gen.Start(func(genCtx context.Context) {
+					g.partition(ctx, genCtx, gen, topic, a.ID, a.Offset, dialer)
+				})
+			}
 		}
 		if len(parts) == 0 {
 			gen.Start(func(genCtx context.Context) {
@@ -284,8 +308,7 @@ func (g *Group) Run(ctx context.Context) error {
 // partition consumes one assigned partition until the generation ends or
 // ctx (shutdown) is cancelled. It only returns then: an early return would
 // end the generation for every partition.
-func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, partition int, committed int64, dialer *kafka.Dialer) {
-	topic := g.cfg.Topic
+func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, topic string, partition int, committed int64, dialer *kafka.Dialer) {
 	log := g.cfg.Logger.With("topic", topic, "partition", partition)
 	// Work stops when the generation ends or shutdown starts; a Handle
 	// already running is cancelled when the generation ends, except on
@@ -298,10 +321,10 @@ func (g *Group) partition(ctx, genCtx context.Context, gen *kafka.Generation, pa
 	ok := g.retry(stop, log, "resume", func() error {
 		n, err := g.handler.Assigned(stop, topic, partition)
 		next = n
-		g.setWaiting(partition, err)
+		g.setWaiting(topic, partition, err)
 		return err
 	})
-	g.setWaiting(partition, nil)
+	g.setWaiting(topic, partition, nil)
 	if !ok {
 		<-genCtx.Done()
 		return
@@ -457,6 +480,7 @@ func (g *Group) staged(ctx, genCtx context.Context, gen *kafka.Generation, st St
 // committed before.
 func (g *Group) stageWindow(ctx, genCtx context.Context, gen *kafka.Generation, st Stager, r *kafka.Reader, partition int,
 	log *slog.Logger, lag, lastCommit prometheus.Gauge) (from int64, progressed bool, err error) {
+	topic := r.Config().Topic
 	stageCtx, stopStaging := context.WithCancel(genCtx)
 	defer stopStaging()
 	// Both channels hold at most MaxStaged entries: neither side blocks
@@ -471,7 +495,7 @@ func (g *Group) stageWindow(ctx, genCtx context.Context, gen *kafka.Generation, 
 	result := make(chan outcome, 1)
 	go func() {
 		var o outcome
-		o.from, o.progressed, o.err = g.commitStaged(genCtx, gen, partition, log, lag, lastCommit, queue, freed, stopStaging)
+		o.from, o.progressed, o.err = g.commitStaged(genCtx, gen, topic, partition, log, lag, lastCommit, queue, freed, stopStaging)
 		result <- o
 	}()
 	count, bytes := 0, 0
@@ -505,7 +529,7 @@ stage:
 				break stage
 			}
 		}
-		if !g.retry(stageCtx, log, "stage batch", func() error { return g.stage(ctx, genCtx, st, partition, b) }) {
+		if !g.retry(stageCtx, log, "stage batch", func() error { return g.stage(ctx, genCtx, st, topic, partition, b) }) {
 			break
 		}
 		count, bytes = count+1, bytes+b.bytes
@@ -519,14 +543,14 @@ stage:
 // stage hands b to the Stager with a context of its own: HandleTimeout
 // from now, ended when the generation ends but not on shutdown (see
 // partition).
-func (g *Group) stage(ctx, genCtx context.Context, st Stager, partition int, b *stagedBatch) error {
+func (g *Group) stage(ctx, genCtx context.Context, st Stager, topic string, partition int, b *stagedBatch) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.HandleTimeout)
 	stop := context.AfterFunc(genCtx, func() {
 		if ctx.Err() == nil {
 			cancel()
 		}
 	})
-	done, err := st.Stage(sctx, g.cfg.Topic, partition, b.msgs)
+	done, err := st.Stage(sctx, topic, partition, b.msgs)
 	if err != nil {
 		stop()
 		cancel()
@@ -539,9 +563,8 @@ func (g *Group) stage(ctx, genCtx context.Context, st Stager, partition int, b *
 // commitStaged waits for staged batches in offset order and commits each
 // that is done. At the first that fails it stops the staging and abandons
 // the rest, and returns the failed batch's first offset and error.
-func (g *Group) commitStaged(genCtx context.Context, gen *kafka.Generation, partition int, log *slog.Logger,
+func (g *Group) commitStaged(genCtx context.Context, gen *kafka.Generation, topic string, partition int, log *slog.Logger,
 	lag, lastCommit prometheus.Gauge, queue <-chan *stagedBatch, freed chan<- int, stopStaging func()) (int64, bool, error) {
-	topic := g.cfg.Topic
 	progressed := false
 	for b := range queue {
 		err := b.done(b.ctx)
@@ -612,7 +635,7 @@ func (g *Group) fetch(ctx context.Context, r *kafka.Reader, batch []Message) ([]
 	}
 	bytes := len(m.Value)
 	hwm := m.HighWaterMark
-	batch = append(batch, Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time})
+	batch = append(batch, Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time, Headers: m.Headers})
 	waitCtx, cancel := context.WithTimeout(ctx, g.fillWait(m.Offset, m.HighWaterMark))
 	defer cancel()
 	for len(batch) < g.cfg.MaxBatchMessages && bytes < g.cfg.MaxBatchBytes {
@@ -622,7 +645,7 @@ func (g *Group) fetch(ctx context.Context, r *kafka.Reader, batch []Message) ([]
 		}
 		bytes += len(m.Value)
 		hwm = m.HighWaterMark
-		batch = append(batch, Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time})
+		batch = append(batch, Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time, Headers: m.Headers})
 	}
 	return batch, hwm
 }

@@ -3,6 +3,8 @@ package consumer
 import (
 	"context"
 	"time"
+
+	"github.com/segmentio/kafka-go"
 )
 
 // Message is one Kafka message as the consumer hands it over.
@@ -15,6 +17,8 @@ type Message struct {
 	// Time is the Kafka record's timestamp (zero when unknown): with the
 	// worker's clock it bounds event times (pipeline.Config.MaxFutureSkew).
 	Time time.Time
+	// Headers are the record's headers (a routed copy's source: SourceOf).
+	Headers []kafka.Header
 }
 
 // BatchHandler is what a consumer group member drives, per partition.

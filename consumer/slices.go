@@ -48,14 +48,15 @@ type SlicesConfig struct {
 // caller that decides for a recipient holds its slice first
 // (pipeline.SliceHolder). Safe for concurrent use.
 type Slices struct {
-	cfg    SlicesConfig
-	n      int // partitions of the change log
-	dialer *kafka.Dialer
-	ctx    context.Context // followers run until it ends
-	lag    *prometheus.GaugeVec
-	unheld prometheus.Counter
-	held   prometheus.Gauge
-	loadS  *prometheus.GaugeVec
+	cfg     SlicesConfig
+	n       int // partitions of the change log
+	dialer  *kafka.Dialer
+	ctx     context.Context // followers run until it ends
+	lag     *prometheus.GaugeVec
+	unheld  prometheus.Counter
+	foreign prometheus.Counter
+	held    prometheus.Gauge
+	loadS   *prometheus.GaugeVec
 
 	mu     sync.RWMutex
 	slices map[int]*slice
@@ -113,6 +114,10 @@ func OpenSlices(ctx context.Context, cfg SlicesConfig) (*Slices, error) {
 			Name: "bouncer_suppression_slice_unheld_total",
 			Help: "List changes applied for a recipient whose slice this worker does not hold (ignored: the recipient's partition owner reads them from the change log). Should stay 0: callers hold the slices of the recipients they decide for.",
 		}),
+		foreign: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bouncer_suppression_slice_foreign_holds_total",
+			Help: "Slices a consumer partition came to hold besides its own partition's (for a batch's recipients: an event in another partition than its recipient's slice that was not re-routed). Stays 0 with re-routing and equal partition counts.",
+		}),
 		loadS: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "bouncer_suppression_slice_load_seconds",
 			Help: "How long the last load of a change-log partition's slice took (from the start of the partition to where it ended when loading began).",
@@ -123,7 +128,7 @@ func OpenSlices(ctx context.Context, cfg SlicesConfig) (*Slices, error) {
 		}),
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(s.lag, s.unheld, s.held, s.loadS)
+		cfg.Registerer.MustRegister(s.lag, s.unheld, s.foreign, s.held, s.loadS)
 	}
 	return s, nil
 }
@@ -172,6 +177,9 @@ func (s *Slices) Hold(ctx context.Context, owner any, parts []int) error {
 		}
 		t, ok := held[p]
 		if !ok {
+			if o, isPart := owner.(PartitionOwner); isPart && o.OwnPartition() != p {
+				s.foreign.Inc()
+			}
 			s.acquire(p)
 			held[p], t = -1, -1
 		}
@@ -210,6 +218,13 @@ func (s *Slices) Hold(ctx context.Context, owner any, parts []int) error {
 		}
 	}
 	return nil
+}
+
+// PartitionOwner is a Hold owner that is one consumer partition: a slice
+// it holds other than OwnPartition's is counted as foreign
+// (bouncer_suppression_slice_foreign_holds_total).
+type PartitionOwner interface {
+	OwnPartition() int
 }
 
 // holding reports whether owner holds parts' slices already, each read up

@@ -108,7 +108,26 @@ func TestSlicesHoldOnlyTheirPartitions(t *testing.T) {
 	if err := s.Hold(short, "sink/0", []int{0}); err == nil {
 		t.Fatal("Hold of a new slice with an ended context: want an error")
 	}
+	// A consumer partition that comes to hold another partition's slice
+	// (an event in the wrong partition, not re-routed) is counted; its
+	// own, and owners that are not partitions, are not.
+	if got := value(s.foreign); got != 0 {
+		t.Fatalf("foreign holds before any partition owner: %v", got)
+	}
+	own := partitionOwner(1)
+	for _, parts := range [][]int{{1}, {1}, {1, 3}, {3}} {
+		if err := s.Hold(ctx, own, parts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := value(s.foreign); got != 1 {
+		t.Fatalf("foreign holds: %v, want 1 (slice 3 for the owner of partition 1)", got)
+	}
 }
+
+type partitionOwner int
+
+func (o partitionOwner) OwnPartition() int { return int(o) }
 
 // A change log written before bouncer partitioned it by recipient (keys in
 // the partition kafka.Hash chose) makes Hold fail with what to do, and

@@ -76,10 +76,16 @@ const DerivedIndexBit = 1 << 31
 // SendGrid's reason, DerivedIndexBit set in the index and a stable
 // sg_event_id (DerivedEventID). ok is false for any other event.
 func DerivedDrop(ev *schemas.Event, lists DropReasoner) (drop schemas.Event, ok bool) {
+	return derivedDropAt(ev, lists, eventPosition(ev))
+}
+
+// derivedDropAt is DerivedDrop as of the event at asOf (a routed event's
+// source position: Router.Position).
+func derivedDropAt(ev *schemas.Event, lists DropReasoner, asOf suppression.Position) (drop schemas.Event, ok bool) {
 	if lists == nil || ev.Event != schemas.EventProcessed {
 		return schemas.Event{}, false
 	}
-	reason := lists.DropReasonAt(ev.AccountID, ev.EmailNorm, ev.ASMGroupID, ev.Timestamp, eventPosition(ev))
+	reason := lists.DropReasonAt(ev.AccountID, ev.EmailNorm, ev.ASMGroupID, ev.Timestamp, asOf)
 	if reason == "" {
 		return schemas.Event{}, false
 	}

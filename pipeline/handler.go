@@ -43,6 +43,13 @@ type Config struct {
 	// announced. An error (after at most CatchUpTimeout) makes the
 	// assignment fail and be retried.
 	CatchUp func(context.Context) error
+	// Route, when set, re-routes the events a producer put in another
+	// partition than their recipient's suppression slice (route.go): they
+	// are copied with Copies to the routed topic, whose partitions this
+	// handler is given too (consumer.GroupConfig.Topics), and stored from
+	// there. The Sink must be a RoutedMarker.
+	Route  *Router
+	Copies CopyWriter
 	// History, when set, enables SoftBounces: repeated soft bounces of one
 	// recipient put it on the bounce list.
 	History     History
@@ -76,6 +83,11 @@ func (c *Config) Validate() error {
 		return errors.New("pipeline: Config.Classifier is required")
 	case c.MaxMessageBytes < 0:
 		return fmt.Errorf("pipeline: Config.MaxMessageBytes %d: want >= 0", c.MaxMessageBytes)
+	case c.Route != nil && c.Copies == nil:
+		return errors.New("pipeline: Config.Route needs Config.Copies")
+	}
+	if _, ok := c.Sink.(RoutedMarker); c.Route != nil && !ok {
+		return errors.New("pipeline: Config.Route needs a Sink that reads routed marks (RoutedMarker)")
 	}
 	return c.SoftBounces.Validate()
 }
@@ -112,6 +124,11 @@ type partState struct {
 	// slices is the scratch of the change-log partitions of the batch's
 	// recipients (SliceHolder).
 	slices []int
+	// copies are the batch's routed copies; routed, for a partition of the
+	// routed topic, the highest source offset stored per source partition
+	// (route.go).
+	copies []consumer.Copy
+	routed map[int]int64
 }
 
 // NewHandler checks cfg and returns a Handler.
@@ -200,8 +217,19 @@ func (h *Handler) loadMarks(ctx context.Context, st *partState, topic string, pa
 	if err != nil {
 		return fmt.Errorf("read high-water marks of %s/%d: %w", topic, partition, err)
 	}
+	if h.routedIn(topic) {
+		st.routed, err = h.cfg.Sink.(RoutedMarker).RoutedMarks(ctx, topic, partition)
+		if err != nil {
+			return fmt.Errorf("read routed marks of %s/%d: %w", topic, partition, err)
+		}
+	}
 	st.marks, st.known = m, true
 	return nil
+}
+
+// routedIn reports whether topic is the routed copies' topic.
+func (h *Handler) routedIn(topic string) bool {
+	return h.cfg.Route != nil && topic == h.cfg.Route.RoutedTopic()
 }
 
 // Revoked lets go of the suppression slices held for the partition
@@ -224,13 +252,20 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 	if err := h.loadMarks(ctx, st, topic, partition); err != nil {
 		return err
 	}
-	st.rows, st.dls, st.sups = st.rows[:0], st.dls[:0], st.sups[:0]
+	st.rows, st.dls, st.sups, st.copies = st.rows[:0], st.dls[:0], st.sups[:0], st.copies[:0]
 	m := h.cfg.Metrics
 	dec := h.decoders.For(topic, partition)
+	routedIn := h.routedIn(topic)
 	for i := range msgs {
 		msg := &msgs[i]
+		if routedIn {
+			m.consumed.Inc()
+			h.takeCopy(st, dec, msg)
+			continue
+		}
 		var rejs []schemas.Rejection
-		st.evs, rejs = Decode(dec, msg, h.maxTimestamp(msg), st.evs[:0])
+		maxTS := h.maxTimestamp(msg)
+		st.evs, rejs = Decode(dec, msg, maxTS, st.evs[:0])
 		m.consumed.Inc()
 		if msg.Offset > st.marks.DeadLetters {
 			for _, r := range rejs {
@@ -241,7 +276,17 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 			}
 		}
 		if msg.Offset > st.marks.Events {
+			copied := len(st.copies)
 			for _, ev := range st.evs {
+				if h.cfg.Route != nil {
+					if p := h.cfg.Route.Destination(&ev, partition); p >= 0 {
+						// One copy per destination of the message.
+						if !slices.ContainsFunc(st.copies[copied:], func(c consumer.Copy) bool { return c.Partition == p }) {
+							st.copies = append(st.copies, consumer.Copy{Partition: p, Source: msg, MaxTimestamp: maxTS})
+						}
+						continue
+					}
+				}
 				row := h.enrich(ev)
 				st.rows = append(st.rows, row)
 				st.sups = appendSuppressions(st.sups, &row)
@@ -280,7 +325,7 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 		}
 		st.drops = st.drops[:0]
 		for i := range st.rows {
-			if drop, ok := h.derivedDrop(&st.rows[i].Event); ok {
+			if drop, ok := h.derivedDrop(&st.rows[i]); ok {
 				st.drops = append(st.drops, derivedRow{i, drop})
 			}
 		}
@@ -292,7 +337,18 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 	// its own order). All must land before the events, whose mark says the
 	// batch is done.
 	var wg sync.WaitGroup
-	errs := make([]error, 3)
+	errs := make([]error, 4)
+	if len(st.copies) > 0 {
+		// Acknowledged before the events (and so the resume point) move
+		// past their messages: route.go's (A).
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := h.cfg.Copies.WriteCopies(ctx, st.copies); err != nil {
+				errs[3] = fmt.Errorf("write routed copies: %w", err)
+			}
+		}()
+	}
 	if len(st.dls) > 0 {
 		wg.Add(1)
 		go func() {
@@ -336,6 +392,7 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 		st.marks.DeadLetters = st.dls[len(st.dls)-1].Offset
 	}
 	m.suppressions.Add(float64(len(st.sups)))
+	m.routed.Add(float64(len(st.copies)))
 	if len(st.rows) > 0 {
 		// The consumer's check that this member still owns the partition
 		// (consumer.CheckOwnership), right before the insert the resume
@@ -354,6 +411,7 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 		st.marks.Events = st.rows[len(st.rows)-1].Offset
 	}
 	// Drop references to this batch's bytes so they can be collected.
+	clear(st.copies)
 	clear(st.rows)
 	clear(st.drops)
 	clear(st.dls)
@@ -388,16 +446,50 @@ func insertDrops(rows []Row, drops []derivedRow) []Row {
 
 // derivedDrop is the sink group's side of the derived-drop rule
 // (DerivedDrop): the row of the dropped event, counted.
-func (h *Handler) derivedDrop(ev *schemas.Event) (Row, bool) {
+func (h *Handler) derivedDrop(row *Row) (Row, bool) {
 	if h.cfg.Suppressions == nil {
 		return Row{}, false
 	}
-	d, ok := DerivedDrop(ev, h.cfg.Suppressions)
+	d, ok := derivedDropAt(&row.Event, h.cfg.Suppressions, rowPosition(row))
 	if !ok {
 		return Row{}, false
 	}
 	h.cfg.Metrics.dropped.WithLabelValues(d.Reason).Inc()
-	return Row{Event: d, Provider: enrich.ProviderForDomain(d.Domain), Derived: true}, true
+	return Row{Event: d, Provider: enrich.ProviderForDomain(d.Domain), Derived: true,
+		SourceTopic: row.SourceTopic, SourcePartition: row.SourcePartition, SourceOffset: row.SourceOffset}, true
+}
+
+// takeCopy adds the rows of a routed copy read from the routed topic,
+// unless its source message is stored already (route.go's (B)).
+func (h *Handler) takeCopy(st *partState, dec *schemas.Decoder, msg *consumer.Message) {
+	if msg.Offset <= st.marks.Events {
+		return
+	}
+	var src consumer.RoutedSource
+	var ok bool
+	st.evs, src, ok = h.cfg.Route.DecodeCopy(dec, msg, msg.Partition, st.evs[:0])
+	if !ok {
+		h.cfg.Logger.Warn("routed topic: a message that is not a routed copy (no source headers); skipped",
+			"topic", msg.Topic, "partition", msg.Partition, "offset", msg.Offset)
+		return
+	}
+	if mark, ok := st.routed[src.Partition]; ok && src.Offset <= mark {
+		h.cfg.Metrics.routedAgain.Inc()
+		return
+	}
+	if st.routed == nil {
+		st.routed = map[int]int64{}
+	}
+	// Taken: a copy of it later in this batch is skipped too. A failure
+	// before the write reads the marks again (Handle).
+	st.routed[src.Partition] = src.Offset
+	for _, ev := range st.evs {
+		row := h.enrich(ev)
+		row.SourceTopic, row.SourcePartition, row.SourceOffset = ev.Topic, ev.Partition, ev.Offset
+		row.Topic, row.Partition, row.Offset = msg.Topic, msg.Partition, msg.Offset
+		st.rows = append(st.rows, row)
+		st.sups = appendSuppressions(st.sups, &st.rows[len(st.rows)-1])
+	}
 }
 
 // enrich adds the provider; for bounces and deferrals, the
@@ -482,7 +574,7 @@ func appendSuppressions(dst []suppression.Change, row *Row) []suppression.Change
 			EmailNorm: ev.EmailNorm, Email: ev.Email, At: time.Unix(ev.Timestamp, 0).UTC(),
 			Reason: ev.Reason, Status: ev.Status, Deleted: deleted,
 			Source: "event:" + ev.SGEventID,
-			Src:    eventPosition(ev),
+			Src:    rowPosition(row),
 		}
 		if row.Bounce != nil {
 			c.Classification = string(row.Bounce.Classification)

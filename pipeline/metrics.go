@@ -15,6 +15,8 @@ type Metrics struct {
 	insertSeconds prometheus.Histogram
 	batchRows     prometheus.Histogram
 	dropped       *prometheus.CounterVec
+	routed        prometheus.Counter
+	routedAgain   prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -47,12 +49,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bouncer_sink_derived_drops_total", Help: "Derived dropped events for processed events to suppressed recipients, by SendGrid reason.",
 		}, []string{"reason"}),
+		routed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bouncer_sink_routed_copies_total", Help: "Messages copied to the routed topic (re-routing: events in another partition than their recipient's suppression slice), one per message and routed partition; re-sends included.",
+		}),
+		routedAgain: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bouncer_sink_routed_copies_skipped_total", Help: "Routed copies skipped because their source message was stored already (a copy sent again after a failure or a crash).",
+		}),
 	}
 	for _, c := range schemas.RejectCodes() {
 		m.deadLettered.WithLabelValues(string(c))
 	}
 	if reg != nil {
-		reg.MustRegister(m.consumed, m.written, m.suppressions, m.deadLettered, m.insertErrors, m.insertSeconds, m.batchRows, m.dropped)
+		reg.MustRegister(m.consumed, m.written, m.suppressions, m.deadLettered, m.insertErrors, m.insertSeconds, m.batchRows, m.dropped, m.routed, m.routedAgain)
 	}
 	return m
 }

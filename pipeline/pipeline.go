@@ -75,6 +75,13 @@ type Row struct {
 	// Derived marks events bouncer made itself (for example a dropped event
 	// for a suppressed recipient) rather than consumed.
 	Derived bool
+	// SourceTopic, SourcePartition and SourceOffset are, for an event
+	// stored from its routed copy (whose coordinates the Event's Topic,
+	// Partition and Offset then are), the message it was copied from
+	// (route.go); "" and 0 otherwise.
+	SourceTopic     string
+	SourcePartition int
+	SourceOffset    int64
 }
 
 // Marks are the highest offsets of one partition already held by the sink,
@@ -137,6 +144,11 @@ type SliceOwner struct {
 	Topic     string
 	Partition int
 }
+
+// OwnPartition is the partition the owner is (consumer.PartitionOwner).
+func (o SliceOwner) OwnPartition() int { return o.Partition }
+
+var _ consumer.PartitionOwner = SliceOwner{}
 
 // HoldAssigned holds the slice of an assigned partition (when the
 // change log has that partition: with equal partition counts, the slice

@@ -180,7 +180,7 @@ func trigger(rows []Row, account, email string, at int64) suppression.Position {
 			continue
 		}
 		if r.Timestamp == at {
-			return eventPosition(&r.Event)
+			return rowPosition(r)
 		}
 		if first < 0 {
 			first = i
@@ -189,7 +189,7 @@ func trigger(rows []Row, account, email string, at int64) suppression.Position {
 	if first < 0 {
 		return suppression.Position{}
 	}
-	return eventPosition(&rows[first].Event)
+	return rowPosition(&rows[first])
 }
 
 // decide walks one recipient's events in time order and reports the first

@@ -50,6 +50,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	softFull := e.Duration("soft-full-for", "BOUNCER_SOFT_FULL_FOR", 30*24*time.Hour, "soft-bounce policy: a mailbox full this long with no delivery puts the recipient on the bounce list")
 	softOn := e.Bool("soft-bounce-policy", "BOUNCER_SOFT_BOUNCE_POLICY", true, "apply the soft-bounce policy (one ClickHouse query per batch that holds such bounces)")
 	indexMode := e.String("suppression-index", "BOUNCER_SUPPRESSION_INDEX", "slices", "how the worker holds the suppression lists its derived drops read: slices (only the slices of the change-log partitions its groups are assigned, loaded on assignment; the event topic and the change log need the same partition count) or full (every list, as the api)")
+	reroute := e.Bool("reroute", "BOUNCER_REROUTE", true, "with --suppression-index=slices: copy the events that read or change a recipient's lists (processed, bounce, spamreport, unsubscribe, group_unsubscribe, group_resubscribe) and that a producer put in another partition than the recipient's slice to TOPIC.routed, where the holder of that slice stores and delivers them (docs/scaling.md); false: the worker loads those recipients' slices too. Every worker of a deployment needs the same setting")
 	sinkOn := e.Bool("sink", "BOUNCER_RUN_SINK", true, "run the sink group")
 	wf := addWebhookGroupFlags(e)
 	ff := addForwardFlags(e)
@@ -139,6 +140,9 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 	var index pipeline.Suppressions
 	var catchUp func(context.Context) error
 	var checks []ops.Check // nil when ready, else why not
+	var router *pipeline.Router
+	var copies *consumer.CopyWriter
+	var routed []string // the routed topic, when re-routing
 	if *indexMode == "full" {
 		follower, err := consumer.FollowIndex(followCtx, conn, *changeTopic, reg, log)
 		if err != nil || follower == nil {
@@ -152,7 +156,20 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		if err != nil {
 			return err
 		}
-		if n, err := consumer.TopicPartitions(ctx, conn, *kf.topic); err == nil && n != sl.Partitions() {
+		if *reroute {
+			if router, err = pipeline.NewRouter(*kf.topic, sl); err != nil {
+				return err
+			}
+			rt := router.RoutedTopic()
+			if err := consumer.EnsureRoutedTopic(ctx, conn, rt, sl.Partitions()); err != nil {
+				return err
+			}
+			if copies, err = consumer.NewCopyWriter(conn, rt); err != nil {
+				return err
+			}
+			routed = []string{rt}
+			log.Info("re-routing events found in another partition than their recipient's slice", "routed_topic", rt, "partitions", sl.Partitions())
+		} else if n, err := consumer.TopicPartitions(ctx, conn, *kf.topic); err == nil && n != sl.Partitions() {
 			log.Warn("the event topic and the suppression change log have different partition counts: workers hold the slices of the recipients of every batch, not those of their partitions (docs/scaling.md)",
 				"topic", *kf.topic, "partitions", n, "changelog", *changeTopic, "changelog_partitions", sl.Partitions())
 		}
@@ -183,7 +200,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		}
 		handler, err := pipeline.NewHandler(pipeline.Config{
 			Sink: store, Publisher: dlq, Classifier: classifier, MaxMessageBytes: *maxMsgBytes, MaxFutureSkew: *maxSkew,
-			Suppressions: index, Changes: changes, CatchUp: catchUp,
+			Suppressions: index, Changes: changes, CatchUp: catchUp, Route: router, Copies: copyWriter(copies),
 			SoftBounces: policy, History: history, Agents: agents, Geo: geo,
 			Logger: log, Metrics: pipeline.NewMetrics(reg),
 		})
@@ -191,7 +208,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 			return err
 		}
 		g, err := consumer.NewGroup(consumer.GroupConfig{
-			Conn: conn, Topic: *kf.topic, GroupID: *group,
+			Conn: conn, Topic: *kf.topic, Topics: routed, GroupID: *group,
 			MaxBatchMessages: *maxMessages, MaxBatchBytes: *maxBytes, MaxWait: *maxWait,
 			HandleTimeout: min(*shutdown, 45*time.Second), SessionTimeout: *session,
 			Logger: log, Metrics: consumerMetrics,
@@ -214,7 +231,7 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		// The webhook group derives dropped events from the same index as
 		// the sink (shared in this process, so it sees this worker's own
 		// list changes at once).
-		delivery, ready, err := wf.build(ctx, conn, *kf.topic, *partitions, store, index, catchUp, classifier, *maxMsgBytes, reg, consumerMetrics, log)
+		delivery, ready, err := wf.build(ctx, conn, *kf.topic, *partitions, store, index, catchUp, router, classifier, *maxMsgBytes, reg, consumerMetrics, log)
 		if err != nil {
 			return err
 		}
@@ -251,4 +268,12 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 		log.Info("worker stopped")
 	}
 	return err
+}
+
+// copyWriter is w as a pipeline.CopyWriter (nil when not re-routing).
+func copyWriter(w *consumer.CopyWriter) pipeline.CopyWriter {
+	if w == nil {
+		return nil
+	}
+	return w
 }

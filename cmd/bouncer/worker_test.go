@@ -387,8 +387,10 @@ func checkOps(t *testing.T, logs string, written uint64) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	if !regexp.MustCompile(`(?m)^bouncer_consumer_assigned_partitions\{group="[^"]+\.sink"\} 3$`).MatchString(body) {
-		t.Errorf("/metrics lacks the sink group's 3 assigned partitions")
+	// The event topic's 3 partitions and the routed topic's 4 (the change
+	// log's count: re-routing is on by default).
+	if !regexp.MustCompile(`(?m)^bouncer_consumer_assigned_partitions\{group="[^"]+\.sink"\} 7$`).MatchString(body) {
+		t.Errorf("/metrics lacks the sink group's 7 assigned partitions (3 of the event topic, 4 routed)")
 	}
 }
 

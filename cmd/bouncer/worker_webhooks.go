@@ -67,7 +67,7 @@ func (f *webhookGroupFlags) enabled(explicit bool) bool {
 // build checks the flags and builds the webhook delivery (its retry-tier
 // topics created when missing); the worker runs it and shuts it down.
 func (f *webhookGroupFlags) build(ctx context.Context, conn consumer.Conn, topic string, partitions int, store *clickhouse.Store,
-	drops pipeline.Suppressions, catchUp func(context.Context) error, classifier *enrich.Classifier, maxMessageBytes int, reg *prometheus.Registry, cm *consumer.Metrics, log *slog.Logger) (ops.Service, ops.Check, error) {
+	drops pipeline.Suppressions, catchUp func(context.Context) error, route *pipeline.Router, classifier *enrich.Classifier, maxMessageBytes int, reg *prometheus.Registry, cm *consumer.Metrics, log *slog.Logger) (ops.Service, ops.Check, error) {
 	keys, err := f.keys.keyring()
 	if err != nil {
 		return nil, nil, err
@@ -100,7 +100,7 @@ func (f *webhookGroupFlags) build(ctx context.Context, conn consumer.Conn, topic
 	topics := kafkatier.Topics{Prefix: *f.prefix, Delays: delays}
 	dc := webhook.Config{
 		Registry: subscription.NewRegistry(store, keys), Client: guard.Client(*f.timeout),
-		Drops: drops, CatchUp: catchUp, Classifier: classifier, Health: store,
+		Drops: drops, CatchUp: catchUp, Route: route, Classifier: classifier, Health: store,
 		Schedule:       webhook.Schedule{Delays: delays},
 		MaxBatchEvents: *f.batchEvents, MaxBatchWait: *f.batchWait, AttemptTimeout: *f.timeout,
 		QueueTimeout: *f.queueTimeout, SlowAfter: *f.slowAfter, QueueEvents: *f.queueEvents, GlobalEvents: *f.global,

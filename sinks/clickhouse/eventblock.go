@@ -85,6 +85,7 @@ func bounceField(r *pipeline.Row, i int) string {
 var eventOthers = [...]string{
 	"ingest_date", "ingested_at", "kafka_partition", "kafka_offset", "msg_index", "timestamp",
 	"address_valid", "event_id_derived", "categories", "attempt", "tls", "asm_group_id", "derived",
+	"source_partition", "source_offset",
 }
 
 // eventColumnIndex maps a column name to its position in the INSERT.
@@ -126,7 +127,8 @@ type eventBlock struct {
 
 	dates, ats, stamps               []time.Time
 	parts, indexes, attempts         []uint32
-	offsets                          []uint64
+	offsets, srcOffsets              []uint64
+	srcParts                         []uint32
 	valids, derivedIDs, tlss, derivs []uint8
 	groups                           []int64
 	cats                             [][]string
@@ -252,6 +254,7 @@ func (c *eventBlock) fill(rows []pipeline.Row, date, at time.Time, direct []*pro
 	c.dates, c.ats, c.stamps = resize(c.dates, n), resize(c.ats, n), resize(c.stamps, n)
 	c.parts, c.indexes, c.attempts = resize(c.parts, n), resize(c.indexes, n), resize(c.attempts, n)
 	c.offsets = resize(c.offsets, n)
+	c.srcParts, c.srcOffsets = resize(c.srcParts, n), resize(c.srcOffsets, n)
 	c.valids, c.derivedIDs, c.tlss, c.derivs = resize(c.valids, n), resize(c.derivedIDs, n), resize(c.tlss, n), resize(c.derivs, n)
 	c.groups, c.cats = resize(c.groups, n), resize(c.cats, n)
 	for i := range rows {
@@ -260,6 +263,7 @@ func (c *eventBlock) fill(rows []pipeline.Row, date, at time.Time, direct []*pro
 		c.parts[i], c.offsets[i], c.indexes[i] = uint32(r.Partition), uint64(r.Offset), uint32(r.Index)
 		c.valids[i], c.derivedIDs[i], c.tlss[i], c.derivs[i] = b2u(r.AddressValid), b2u(r.EventIDDerived), b2u(r.TLS), b2u(r.Derived)
 		c.attempts[i], c.groups[i], c.cats[i] = r.Attempt, r.ASMGroupID, r.Categories
+		c.srcParts[i], c.srcOffsets[i] = uint32(r.SourcePartition), uint64(r.SourceOffset)
 		if c.cats[i] == nil {
 			c.cats[i] = noCategories
 		}
@@ -270,7 +274,7 @@ func (c *eventBlock) fill(rows []pipeline.Row, date, at time.Time, direct []*pro
 // columns too when withStrings).
 func (c *eventBlock) append(b driver.Batch, withStrings bool) error {
 	others := [len(eventOthers)]any{c.dates, c.ats, c.parts, c.offsets, c.indexes, c.stamps,
-		c.valids, c.derivedIDs, c.cats, c.attempts, c.tlss, c.groups, c.derivs}
+		c.valids, c.derivedIDs, c.cats, c.attempts, c.tlss, c.groups, c.derivs, c.srcParts, c.srcOffsets}
 	for k, name := range eventOthers {
 		if err := b.Column(eventColumnIndex[name]).Append(others[k]); err != nil {
 			return fmt.Errorf("column %s: %w", name, err)

@@ -37,6 +37,7 @@ var eventColumns = []string{
 	"reason_code", "rule", "producer_classification", "ip", "tls", "url", "useragent",
 	"asm_group_id", "from_email", "subject", "custom_args", "derived", "decided_by",
 	"ua_browser", "ua_client", "ua_device", "geo_country", "geo_region",
+	"source_partition", "source_offset",
 }
 
 var deadLetterColumns = []string{
@@ -58,6 +59,11 @@ var (
 	qEventsHighWater = register(Query{Name: "events.high_water",
 		SQL:    "SELECT count(), max(kafka_offset) FROM events WHERE kafka_topic = ? AND kafka_partition = ?",
 		Sample: []any{"email-events", uint32(0)}})
+	// The routed partition's marks (pipeline.RoutedMarks): per source
+	// partition, the highest source offset stored from it.
+	qEventsRoutedMarks = register(Query{Name: "events.routed_marks",
+		SQL:    "SELECT source_partition, max(source_offset) FROM events WHERE kafka_topic = ? AND kafka_partition = ? GROUP BY source_partition",
+		Sample: []any{"email-events.routed", uint32(0)}})
 	qDeadLettersHighWater = register(Query{Name: "dead_letters.high_water",
 		SQL:    "SELECT count(), max(kafka_offset) FROM dead_letters WHERE kafka_topic = ? AND kafka_partition = ?",
 		Sample: []any{"email-events", uint32(0)}})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -33,6 +34,54 @@ func (s *Store) HighWater(ctx context.Context, topic string, partition int) (pip
 		return pipeline.Marks{}, err
 	}
 	return pipeline.Marks{Events: ev, DeadLetters: dl}, nil
+}
+
+// RoutedMarks returns, for a partition of a routed topic (consumer.RoutedTopic),
+// the highest source offset stored per source partition
+// (pipeline.RoutedMarker). Like HighWater it first waits for inserts of the
+// partition still running on the server; on a cluster it reads every
+// replica of the partition's shard and keeps the highest of each.
+func (s *Store) RoutedMarks(ctx context.Context, topic string, partition int) (map[int]int64, error) {
+	if err := s.waitWrites(ctx, topic, partition); err != nil {
+		return nil, err
+	}
+	out := map[int]int64{}
+	read := func(conn driver.Conn, sql string) error {
+		rows, err := conn.Query(ctx, sql, topic, uint32(partition))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var p uint32
+			var o uint64
+			if err := rows.Scan(&p, &o); err != nil {
+				return err
+			}
+			if cur, ok := out[int(p)]; !ok || int64(o) > cur {
+				out[int(p)] = int64(o)
+			}
+		}
+		return rows.Err()
+	}
+	q := qEventsRoutedMarks
+	if s.cluster == nil {
+		if err := read(s.conn, q.SQL); err != nil {
+			return nil, fmt.Errorf("%s: %w", q.Name, err)
+		}
+		return out, nil
+	}
+	sh := s.cluster.shardOf(partition)
+	sql := localSQL(q, "events")
+	for _, r := range sh.replicas {
+		if slices.Contains(s.cfg.LostReplicas, r.addr) {
+			continue
+		}
+		if err := read(r.conn, sql); err != nil {
+			return nil, resumeReplicaError(q, sh, r, partition, err)
+		}
+	}
+	return out, nil
 }
 
 func (s *Store) highWater(ctx context.Context, q Query, table, topic string, partition int) (int64, error) {

@@ -59,6 +59,11 @@ type Config struct {
 	// assigned (as pipeline.Config.CatchUp): the drops of its next events
 	// count the list changes announced until then.
 	CatchUp func(context.Context) error
+	// Route, when set, is the sink group's re-routing (pipeline.Router):
+	// an event it copies to the routed topic is delivered from its copy
+	// only (the group consumes the routed topic too), not where the
+	// producer put it.
+	Route *pipeline.Router
 	// Classifier, when set, fills in SendGrid's fields of bounce and
 	// blocked events the producer left out (payload.go); nil: bounces are
 	// sent as produced.

@@ -140,9 +140,30 @@ func (h *eventHandler) Stage(ctx context.Context, topic string, partition int, m
 		*buf = evs[:0]
 	}()
 	ends := make([]int, len(msgs))
+	route := d.cfg.Route
+	routedIn := route != nil && topic == route.RoutedTopic()
 	for i := range msgs {
+		if routedIn {
+			// A routed copy: the events the sink group sent to this
+			// partition, decoded as the source message (its ids and
+			// positions).
+			evs, _, _ = route.DecodeCopy(dec, &msgs[i], partition, evs)
+			ends[i] = len(evs)
+			continue
+		}
+		n0 := len(evs)
 		var rejs []schemas.Rejection
 		evs, rejs = pipeline.Decode(dec, &msgs[i], 0, evs)
+		if route != nil {
+			// Delivered from their copies only.
+			keep := evs[:n0]
+			for k := n0; k < len(evs); k++ {
+				if route.Destination(&evs[k], partition) < 0 {
+					keep = append(keep, evs[k])
+				}
+			}
+			evs = keep
+		}
 		ends[i] = len(evs)
 		for _, r := range rejs {
 			d.m.badInput.WithLabelValues(string(r.Code)).Inc()

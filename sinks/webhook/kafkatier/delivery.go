@@ -104,8 +104,12 @@ func NewDelivery(ctx context.Context, cfg DeliveryConfig) (*Delivery, error) {
 		parker.Close()
 		return nil, &ConfigError{err}
 	}
+	var routed []string
+	if dc.Route != nil {
+		routed = []string{dc.Route.RoutedTopic()}
+	}
 	s.group, err = consumer.NewGroup(consumer.GroupConfig{
-		Conn: cfg.Conn, Topic: cfg.Topic, GroupID: cfg.Group,
+		Conn: cfg.Conn, Topic: cfg.Topic, Topics: routed, GroupID: cfg.Group,
 		MaxBatchMessages: cfg.MaxBatchMessages, MaxWait: cfg.MaxWait,
 		Logger: cfg.Logger, Metrics: cfg.ConsumerMetrics,
 	}, s.d.EventHandler(cfg.MaxMessageBytes))
