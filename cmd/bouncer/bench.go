@@ -30,6 +30,7 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 	keep := fs.Bool("keep", false, "keep the bench databases and topic")
 	quiet := fs.Bool("quiet", false, "no progress on stderr (the bench's own step lines stay)")
 	workerBin := fs.String("worker-bin", "", "measure the worker of this bouncer binary (for example an older build) instead of this one's")
+	misplacedList := fs.String("misplaced", "", "measure the worker once per share (percent, comma-separated, e.g. 0,100) of recipients whose events are in another partition than their suppression slice's (re-routed; docs/scaling.md), each on a topic of its own, in the same run; empty: events keyed by address with kafka-go's hash, as before")
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
 	}
@@ -54,6 +55,16 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 			consumers = []int{*partitions}
 		}
 	}
+	var misplaced []int
+	if *misplacedList != "" {
+		for _, f := range strings.Split(*misplacedList, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 0 || n > 100 {
+				return usagef("--misplaced %q: want percentages from 0 to 100, comma-separated", *misplacedList)
+			}
+			misplaced = append(misplaced, n)
+		}
+	}
 	conn := kf.conn()
 	if err := conn.Validate(); err != nil {
 		return &usageError{err.Error()}
@@ -71,6 +82,6 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 	}
 	return benchrun.Run(ctx, benchrun.Config{
 		Conn: conn, ClickHouse: chCfg, Worker: self, Count: *count, Partitions: *partitions, Runs: *runs, PeerConsumers: consumers,
-		OpsAddr: *opsAddr, Timeout: *timeout, Keep: *keep, Stderr: env.stderr, Mode: progress.ModeFor(env.stderr, *quiet),
+		OpsAddr: *opsAddr, Timeout: *timeout, Keep: *keep, Misplaced: misplaced, Stderr: env.stderr, Mode: progress.ModeFor(env.stderr, *quiet),
 	}, env.stdout)
 }

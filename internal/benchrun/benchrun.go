@@ -19,11 +19,19 @@
 //     for the run, internal/geotest).
 //   - Run never touches other databases or topics; it stops the worker
 //     process it started, also on errors.
+//   - With Config.Misplaced, the worker is measured once per share on a
+//     topic of its own, in the same run (one after the other, each run):
+//     the events of that share of the recipients are in another partition
+//     than consumer.PartitionOf says (the next one), the others where it
+//     says, so the worker re-routes that share (docs/scaling.md). The peer
+//     reads the first share's topic. Without it, events are keyed by their
+//     address with kafka-go's hash, as before (about (n-1)/n misplaced).
 package benchrun
 
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net"
 	"os"
@@ -43,6 +51,7 @@ import (
 	"github.com/bouncer-mail/bouncer/internal/geotest"
 	"github.com/bouncer-mail/bouncer/internal/procstat"
 	"github.com/bouncer-mail/bouncer/internal/progress"
+	"github.com/bouncer-mail/bouncer/schemas"
 	"github.com/bouncer-mail/bouncer/sinks/clickhouse"
 )
 
@@ -65,6 +74,11 @@ type Config struct {
 	Timeout time.Duration
 	// Keep keeps the bench databases and topic.
 	Keep bool
+	// Misplaced are the shares (percent, 0 to 100) of recipients whose
+	// events are in another partition than consumer.PartitionOf says, one
+	// topic and one worker contender per share; empty: kafka-go's hash of
+	// the address.
+	Misplaced []int
 	// Stderr gets the step lines and progress, in Mode.
 	Stderr io.Writer
 	Mode   progress.Mode
@@ -84,6 +98,18 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		id: time.Now().UTC().Format("20060102_150405"),
 	}
 	b.topic = "bench." + b.id
+	shares := cfg.Misplaced
+	if len(shares) == 0 {
+		shares = []int{-1} // kafka-go's hash
+	}
+	topics := make([]string, len(shares))
+	for i, share := range shares {
+		topics[i] = b.topic
+		if share >= 0 {
+			topics[i] = fmt.Sprintf("%s.m%d", b.topic, share)
+		}
+	}
+	b.topic = topics[0] // the peer's
 	b.chPID = localListener(cfg.ClickHouse.Addr[0])
 	b.kafkaPID = localListener(cfg.Conn.Brokers[0])
 	if b.chPID == 0 || b.kafkaPID == 0 {
@@ -102,24 +128,34 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		return fmt.Errorf("bench geoip database: %w", err)
 	}
 
-	if err := consumer.EnsureTopic(ctx, cfg.Conn, b.topic, cfg.Partitions); err != nil {
-		return err
+	var produceRate float64
+	for i, topic := range topics {
+		if err := consumer.EnsureTopic(ctx, cfg.Conn, topic, cfg.Partitions); err != nil {
+			return err
+		}
+		b.log("producing %d events to %s (%d partitions)", cfg.Count, topic, cfg.Partitions)
+		produceStart := time.Now()
+		if err := produce(ctx, cfg.Conn, topic, cfg.Count, shares[i], cfg.Stderr, b.mode); err != nil {
+			return err
+		}
+		if i == 0 {
+			produceRate = float64(cfg.Count) / time.Since(produceStart).Seconds()
+		}
 	}
-	b.log("producing %d events to %s (%d partitions)", cfg.Count, b.topic, cfg.Partitions)
-	produceStart := time.Now()
-	if err := produce(ctx, cfg.Conn, b.topic, cfg.Count, cfg.Stderr, b.mode); err != nil {
-		return err
-	}
-	produceRate := float64(cfg.Count) / time.Since(produceStart).Seconds()
 
 	var results [][]benchResult
 	for run := 1; run <= cfg.Runs; run++ {
 		var rs []benchResult
-		r, err := b.bouncer(ctx, run)
-		if err != nil {
-			return fmt.Errorf("bouncer: %w", err)
+		for i, topic := range topics {
+			r, err := b.bouncer(ctx, run, i, topic)
+			if err != nil {
+				return fmt.Errorf("bouncer: %w", err)
+			}
+			if shares[i] >= 0 {
+				r.name = fmt.Sprintf("bouncer worker, %d%% misplaced", shares[i])
+			}
+			rs = append(rs, r)
 		}
-		rs = append(rs, r)
 		for _, n := range cfg.PeerConsumers {
 			r, err := b.peer(ctx, run, n)
 			if err != nil {
@@ -129,7 +165,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		}
 		results = append(results, rs)
 	}
-	return report(out, cfg.Count, cfg.Partitions, produceRate, b.chPID != 0, b.kafkaPID != 0, results)
+	return report(out, cfg.Count, cfg.Partitions, produceRate, b.chPID != 0, b.kafkaPID != 0, len(topics), results)
 }
 
 // bench is one Run.
@@ -177,20 +213,25 @@ func (b *bench) log(format string, args ...any) {
 	fmt.Fprintf(b.stderr, "bench: "+format+"\n", args...)
 }
 
-// bouncer measures a worker process of the Config.Worker binary.
-func (b *bench) bouncer(ctx context.Context, run int) (benchResult, error) {
+// bouncer measures a worker process of the Config.Worker binary on topic
+// (the i-th of the run).
+func (b *bench) bouncer(ctx context.Context, run, i int, topic string) (benchResult, error) {
 	db := fmt.Sprintf("bench_bouncer_%s_%d", b.id, run)
 	group := fmt.Sprintf("bench-%s-%d", b.id, run)
+	if i > 0 {
+		db += fmt.Sprintf("_%d", i)
+		group += fmt.Sprintf("-%d", i)
+	}
 	if !b.keep {
 		defer b.admin.Drop(context.WithoutCancel(ctx), db)
 	}
-	b.log("run %d: bouncer worker", run)
+	b.log("run %d: bouncer worker on %s", run, topic)
 	// Stopped explicitly below; the context only guards against an early
 	// return leaving the process behind.
 	worker := exec.CommandContext(ctx, b.self, "worker", "--migrate=true", "--ops-addr="+b.opsAddr, "--log-level=warn")
-	prefix := b.topic + "." + strconv.Itoa(run)
+	prefix := topic + "." + strconv.Itoa(run)
 	worker.Env = append(os.Environ(),
-		"KAFKA_BROKERS="+strings.Join(b.conn.Brokers, ","), "BOUNCER_TOPIC="+b.topic,
+		"KAFKA_BROKERS="+strings.Join(b.conn.Brokers, ","), "BOUNCER_TOPIC="+topic,
 		"BOUNCER_SINK_GROUP="+group, "CLICKHOUSE_DATABASE="+db,
 		// Each run starts with empty lists, as the first did.
 		"BOUNCER_CHANGELOG_TOPIC="+prefix+".suppressions", "BOUNCER_DLQ_TOPIC="+prefix+".dlq",
@@ -204,7 +245,7 @@ func (b *bench) bouncer(ctx context.Context, run int) (benchResult, error) {
 			worker.Wait()
 		}
 	}()
-	r, err := b.measure(ctx, "bouncer", db, group, func() (int, error) {
+	r, err := b.measure(ctx, "bouncer", db, group, topic, func() (int, error) {
 		if err := worker.Start(); err != nil {
 			return 0, err
 		}
@@ -231,7 +272,7 @@ func (b *bench) peer(ctx context.Context, run, n int) (benchResult, error) {
 		defer b.admin.Drop(context.WithoutCancel(ctx), db)
 	}
 	b.log("run %d: peer, ClickHouse Kafka engine with %d consumers", run, n)
-	r, err := b.measure(ctx, "peer", db, group, func() (int, error) {
+	r, err := b.measure(ctx, "peer", db, group, b.topic, func() (int, error) {
 		return 0, b.admin.StartPeer(ctx, db, strings.Join(b.conn.Brokers, ","), b.topic, group, n)
 	})
 	r.name = fmt.Sprintf("peer, %d consumer%s", n, map[bool]string{true: "s"}[n > 1])
@@ -246,7 +287,7 @@ func (b *bench) peer(ctx context.Context, run, n int) (benchResult, error) {
 // measure starts a contender (start returns its process id, 0 when it runs
 // inside the ClickHouse server) and samples it until db's events table
 // holds count rows.
-func (b *bench) measure(ctx context.Context, label, db, group string, start func() (int, error)) (benchResult, error) {
+func (b *bench) measure(ctx context.Context, label, db, group, topic string, start func() (int, error)) (benchResult, error) {
 	var r benchResult
 	cpu0 := [3]time.Duration{cpuClickHouse: b.cpu(b.chPID), cpuKafka: b.cpu(b.kafkaPID)}
 	ev0, _ := b.admin.ServerEvents(ctx)
@@ -277,7 +318,7 @@ func (b *bench) measure(ctx context.Context, label, db, group string, start func
 			tHi, nHi = at, got
 		}
 		if r.commit == 0 {
-			if offs, err := consumer.Committed(ctx, b.conn, group, b.topic, b.partitions); err == nil && slices.ContainsFunc(offs, func(o int64) bool { return o > 0 }) {
+			if offs, err := consumer.Committed(ctx, b.conn, group, topic, b.partitions); err == nil && slices.ContainsFunc(offs, func(o int64) bool { return o > 0 }) {
 				r.commit = time.Since(began)
 			}
 		}
@@ -358,7 +399,7 @@ func localListener(addr string) int {
 	return pid
 }
 
-func report(w io.Writer, count, partitions int, produceRate float64, chCPU, kafkaCPU bool, runs [][]benchResult) error {
+func report(w io.Writer, count, partitions int, produceRate float64, chCPU, kafkaCPU bool, workers int, runs [][]benchResult) error {
 	perM := func(d time.Duration) float64 { return d.Seconds() / (float64(count) / 1e6) }
 	cpuCol := func(d time.Duration, measured bool) string {
 		if !measured {
@@ -424,11 +465,11 @@ func report(w io.Writer, count, partitions int, produceRate float64, chCPU, kafk
 		bTotal = append(bTotal, perM(bo.cpu[cpuWorker]+bo.cpu[cpuClickHouse]+bo.cpu[cpuKafka]))
 		rss = append(rss, float64(bo.rss)/(1<<20))
 		commits = append(commits, bo.commit.Seconds())
-		if len(rs) == 1 {
+		if len(rs) == workers {
 			continue // no peer
 		}
-		best := rs[1]
-		for _, r := range rs[2:] {
+		best := rs[workers]
+		for _, r := range rs[workers+1:] {
 			if r.rate(count) > best.rate(count) {
 				best = r
 			}
@@ -442,7 +483,7 @@ func report(w io.Writer, count, partitions int, produceRate float64, chCPU, kafk
 	}
 	fmt.Fprintf(w, "\nmedians over %d run(s); the peer at its best consumer count of each run\n", len(runs))
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "bouncer worker\t%.0f events/s\n", median(bRates))
+	fmt.Fprintf(tw, "%s\t%.0f events/s\n", runs[0][0].name, median(bRates))
 	if len(ratios) > 0 {
 		fmt.Fprintf(tw, "ClickHouse Kafka engine (best)\t%.0f events/s\n", median(pRates))
 		fmt.Fprintf(tw, "ratio bouncer/peer\t%.2f\t(runs: %s)\n", median(ratios), joinFloats(ratios))
@@ -460,6 +501,20 @@ func report(w io.Writer, count, partitions int, produceRate float64, chCPU, kafk
 	}
 	fmt.Fprintf(tw, "worker peak RSS\t%.0f MiB\n", median(rss))
 	fmt.Fprintf(tw, "worker time to first commit\t%.1fs\n", median(commits))
+	// The other workers of each run (the misplaced shares) against the
+	// first, run by run.
+	for j := 1; j < workers; j++ {
+		var rates, cpus, rateRatios, cpuRatios []float64
+		for _, rs := range runs {
+			r, first := rs[j], rs[0]
+			rates, cpus = append(rates, r.rate(count)), append(cpus, perM(r.cpu[cpuWorker]))
+			rateRatios = append(rateRatios, r.rate(count)/first.rate(count))
+			cpuRatios = append(cpuRatios, perM(r.cpu[cpuWorker])/perM(first.cpu[cpuWorker]))
+		}
+		fmt.Fprintf(tw, "%s\t%.0f events/s, worker CPU %.2f s/M\n", runs[0][j].name, median(rates), median(cpus))
+		fmt.Fprintf(tw, "  against %s\tevents/s x%.2f (runs: %s), worker CPU x%.2f (runs: %s)\n", runs[0][0].name,
+			median(rateRatios), joinFloats(rateRatios), median(cpuRatios), joinFloats(cpuRatios))
+	}
 	return tw.Flush()
 }
 
@@ -483,13 +538,19 @@ func joinFloats(v []float64) string {
 	return strings.Join(s, ", ")
 }
 
-// produce writes count generated events to topic, keyed by recipient.
-func produce(ctx context.Context, conn consumer.Conn, topic string, count int, stderr io.Writer, mode progress.Mode) error {
+// produce writes count generated events to topic, keyed by recipient:
+// with kafka-go's hash when misplaced < 0, else misplaced percent of the
+// recipients in the partition after the one consumer.PartitionOf says, the
+// others where it says.
+func produce(ctx context.Context, conn consumer.Conn, topic string, count, misplaced int, stderr io.Writer, mode progress.Mode) error {
 	w, err := consumer.NewWriter(conn, topic, consumer.WriterConfig{BatchSize: 5000, BatchBytes: 1 << 20, BatchTimeout: 20 * time.Millisecond})
 	if err != nil {
 		return err
 	}
 	defer w.Close()
+	if misplaced >= 0 {
+		w.Balancer = misplacedBalancer(misplaced)
+	}
 	gen := eventgen.New(42)
 	bar := progress.New(stderr, progress.Config{Label: "producing", Unit: "events", Total: int64(count), Mode: mode})
 	defer bar.Finish()
@@ -508,4 +569,25 @@ func produce(ctx context.Context, conn consumer.Conn, topic string, count int, s
 		bar.Add(int64(len(msgs)))
 	}
 	return nil
+}
+
+// misplacedBalancer puts a message keyed by a generated address where
+// consumer.PartitionOf puts its recipient (of the default account), or,
+// for percent of the recipients (chosen by a hash of the address, so a
+// recipient's events stay together), in the next partition.
+func misplacedBalancer(percent int) kafka.Balancer {
+	return kafka.BalancerFunc(func(m kafka.Message, partitions ...int) int {
+		n := len(partitions)
+		norm, ok := schemas.NormalizeAddress(string(m.Key))
+		if !ok {
+			return partitions[0]
+		}
+		p := consumer.PartitionOf(schemas.DefaultAccountID, norm, n)
+		h := fnv.New32a()
+		h.Write(m.Key)
+		if int(h.Sum32()%100) < percent {
+			p = (p + 1) % n
+		}
+		return partitions[p]
+	})
 }
