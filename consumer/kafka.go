@@ -49,10 +49,19 @@
 //     storing its batches, pipeline) is counted: derived drops are exact,
 //     as with a full index, whatever the batching, kills and rebalances.
 //   - Events a producer put in another partition than PartitionOf says
-//     are decided exactly too: their recipients' slices are held before the
-//     batch is decided (loading them first, which delays the batch), so
-//     memory shrinks only for a topic partitioned like the change log
-//     (same partitioner, same partition count).
+//     are decided exactly too: with re-routing (the worker's default), the
+//     sink group copies them to the routed topic (RoutedTopic, CopyWriter;
+//     the rules and the proof of exactly once are package pipeline's), and
+//     the holder of their slice decides them there, so each worker holds
+//     only its partitions' slices (a foreign hold is counted:
+//     bouncer_suppression_slice_foreign_holds_total). Without it their
+//     recipients' slices are held before the batch is decided (loading
+//     them first, which delays the batch), and memory shrinks only for a
+//     topic partitioned like the change log.
+//
+// A Group consumes GroupConfig.Topic and GroupConfig.Topics (the routed
+// topic) in one consumer group; each partition of each is handled and
+// committed on its own, as above.
 //   - A change-log partition holding changes of other partitions'
 //     recipients (a log written before it was partitioned by recipient)
 //     makes Hold fail with what to do, and the worker not ready, instead of
