@@ -44,6 +44,8 @@ type slicesStream struct {
 // exactly-once counts), and the derived drops are exactly those of the
 // reference run.
 func slicesMove(t *testing.T, r *run, c driver.Conn, s slicesStream, check func()) {
+	start := time.Now()
+	since := func() time.Duration { return time.Since(start).Round(time.Second) }
 	produced := make(chan error, 1)
 	go func() {
 		cmd := exec.Command(binary, "produce", "--quiet", "--count", fmt.Sprint(s.events), "--bad-every", fmt.Sprint(badEvery),
@@ -59,17 +61,19 @@ func slicesMove(t *testing.T, r *run, c driver.Conn, s slicesStream, check func(
 	at := r.progressing(c, 0, s.step)
 	waitMetric(t, r, "a", "bouncer_suppression_slices_held", 4, time.Minute)
 	b := r.startWorker("b")
-	t.Logf("worker b added with %d rows stored (the stream takes about %d s)", at, s.events/s.rate)
+	t.Logf("%s: worker b added with %d rows stored (the stream takes about %d s)", since(), at, s.events/s.rate)
 	// a gives two partitions to b and drops their slices 30 s later.
 	waitMetric(t, r, "a", "bouncer_suppression_slices_held", 2, 3*time.Minute)
 	waitMetric(t, r, "b", "bouncer_suppression_slices_held", 2, 3*time.Minute)
 	stopGracefully(t, a)
-	t.Logf("worker a removed with %d rows stored; b takes its partitions and their slices", r.stored(c))
+	t.Logf("%s: worker a removed with %d rows stored; b takes its partitions and their slices", since(), r.stored(c))
 	waitMetric(t, r, "b", "bouncer_suppression_slices_held", 4, 3*time.Minute)
 	if err := <-produced; err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("%s: b holds every slice, the stream is produced, %d rows stored", since(), r.stored(c))
 	check()
+	t.Logf("%s: every event stored once", since())
 	r.checkDrops(t)
 	if n := opsMetric(t, r, "b", "bouncer_suppression_slice_unheld_total"); n != 0 {
 		t.Errorf("worker b applied %v changes for slices it did not hold", n)
