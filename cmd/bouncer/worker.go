@@ -164,6 +164,16 @@ func runWorker(ctx context.Context, env *environment, args []string) error {
 			if err := consumer.EnsureRoutedTopic(ctx, conn, rt, sl.Partitions()); err != nil {
 				return err
 			}
+			// Copies go to the partition numbered like the recipient's
+			// slice: a routed topic with fewer partitions than the change
+			// log (one grown without the other) would fail those batches
+			// for ever.
+			if n, err := consumer.TopicPartitions(ctx, conn, rt); err != nil {
+				return err
+			} else if n < sl.Partitions() {
+				return fmt.Errorf("the routed topic %s has %d partitions, fewer than the change log %s's %d: grow it to the change log's count (kafka-topics.sh --alter --partitions; docs/scaling.md, Adding partitions)",
+					rt, n, *changeTopic, sl.Partitions())
+			}
 			if copies, err = consumer.NewCopyWriter(conn, rt); err != nil {
 				return err
 			}

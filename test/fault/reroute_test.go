@@ -19,12 +19,13 @@ import (
 // (bouncer_suppression_slice_foreign_holds_total stays 0); in the end each
 // holds the slices of its two partitions only.
 func TestRerouteKillNine(t *testing.T) {
+	began := time.Now()
 	inst := services(t, "fault-reroute")
 	r := newRun(t, inst)
 	r.extra = []string{"BOUNCER_CHANGELOG_TOPIC=" + r.topic + ".suppressions"}
 	c := r.conn()
 	produced := make(chan error, 1)
-	go func() { produced <- r.produce(context.Background(), 4000) }()
+	go func() { produced <- r.produce(context.Background(), 8000) }()
 	a := r.startWorker("a")
 	b := r.startWorker("b")
 	at := r.progressing(c, 0, 30000)
@@ -38,14 +39,15 @@ func TestRerouteKillNine(t *testing.T) {
 	if err := a.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("worker a killed with %d rows stored; b takes over its partitions", at)
+	t.Logf("%s: worker a killed with %d rows stored; b takes over its partitions", time.Since(began).Round(time.Second), at)
 	at = r.progressing(c, at, 20000)
 	a = r.startWorker("a")
-	t.Logf("worker a restarted with %d rows stored", at)
+	t.Logf("%s: worker a restarted with %d rows stored", time.Since(began).Round(time.Second), at)
 	if err := <-produced; err != nil {
 		t.Fatal(err)
 	}
 	r.check(c)
+	t.Logf("%s: every event stored", time.Since(began).Round(time.Second))
 	routedTopic := r.topic + ".routed"
 	routed, err := r.count(c, "SELECT count() FROM DB.events WHERE derived = 0 AND kafka_topic = '"+routedTopic+"'")
 	if err != nil || routed == 0 {
@@ -58,6 +60,7 @@ func TestRerouteKillNine(t *testing.T) {
 	}
 	t.Logf("%d of %d events stored from their routed copies", routed, good)
 	r.checkDrops(t)
+	t.Logf("%s: drops checked", time.Since(began).Round(time.Second))
 	foreign("a")
 	foreign("b")
 	for _, w := range []string{"a", "b"} {
@@ -67,4 +70,5 @@ func TestRerouteKillNine(t *testing.T) {
 	}
 	stopGracefully(t, a)
 	stopGracefully(t, b)
+	t.Logf("%s in all", time.Since(began).Round(time.Second))
 }
