@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/bouncer-mail/bouncer/internal/retry"
 )
 
 // Routed copies: an event a producer put in another partition than
@@ -111,6 +113,10 @@ func copyRecord(c Copy) kafka.Record {
 	return kafka.Record{Time: src.Time, Key: kafka.NewBytes(src.Key), Value: kafka.NewBytes(src.Value), Headers: c.Headers()}
 }
 
+// copyRetry is how long a request of copies is sent again after retryable
+// failures before WriteCopies fails (the handler then retries the batch).
+var copyRetry = retry.Policy{Initial: 100 * time.Millisecond, Max: 2 * time.Second, GiveUpAfter: 15 * time.Second}
+
 // maxCopyRequestBytes bounds the values of one produce request of copies
 // (a lone larger copy goes alone): under the brokers' default
 // message.max.bytes, so a request is one record batch the broker appends
@@ -188,17 +194,29 @@ func (w *CopyWriter) writePartition(ctx context.Context, p int, cs []Copy) error
 			size += len(cs[n].Source.Value) + len(cs[n].Source.Key)
 			n++
 		}
-		recs := make([]kafka.Record, n)
-		for i := range recs {
-			recs[i] = copyRecord(cs[i])
-		}
-		res, err := w.client.Produce(ctx, &kafka.ProduceRequest{
-			Topic: w.topic, Partition: p, RequiredAcks: kafka.RequireAll,
-			Records: kafka.NewRecordReader(recs...),
+		// A retryable failure (the leader moved, the brokers' metadata of a
+		// new topic not yet everywhere) sends the same request again: the
+		// first may still be appended, but only after its predecessors, so
+		// the order holds (a copy twice is skipped when stored).
+		err := retry.Do(ctx, copyRetry, func() error {
+			// New records each time: a record's key and value are read
+			// when sent.
+			recs := make([]kafka.Record, n)
+			for i := range recs {
+				recs[i] = copyRecord(cs[i])
+			}
+			res, err := w.client.Produce(ctx, &kafka.ProduceRequest{
+				Topic: w.topic, Partition: p, RequiredAcks: kafka.RequireAll,
+				Records: kafka.NewRecordReader(recs...),
+			})
+			if err == nil && res.Error != nil {
+				err = res.Error
+			}
+			if err != nil && !RetryableWrite(err) {
+				return retry.Permanent(err)
+			}
+			return err
 		})
-		if err == nil && res.Error != nil {
-			err = res.Error
-		}
 		if err != nil {
 			return fmt.Errorf("routed copies to %s/%d: %w", w.topic, p, err)
 		}
