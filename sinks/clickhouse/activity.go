@@ -171,12 +171,39 @@ func (s *Store) ActivityMessages(ctx context.Context, account string, f *analyti
 		if err != nil || ok {
 			return out, err
 		}
+		if b := pinnedBetween(f); b != nil {
+			return s.activityScanByTime(ctx, account, f, b, limit)
+		}
 	}
 	sql, args, err := s.activityQuery(ctx, account, f, limit)
 	if err != nil {
 		return nil, err
 	}
 	return s.readActivityMessages(ctx, qActivityMessages.Name, sql, args)
+}
+
+// activityScanByTime answers a filter with the time range b at its top
+// (or under a top-level AND) from all the account's events, when the
+// activity windows cannot (a day being ingested): the messages with an
+// event in the range's last parts first, as activityByTime does, each
+// part one query.
+func (s *Store) activityScanByTime(ctx context.Context, account string, f, b *analytics.ActivityFilter, limit int) ([]analytics.ActivityMessage, error) {
+	cond, condArgs, err := compileActivity(f, nil)
+	if err != nil {
+		return nil, err
+	}
+	sql := strings.Replace(qActivityScanByTime.SQL, "HAVING "+activityMatchAll, "HAVING "+cond, 1)
+	var out []analytics.ActivityMessage
+	for _, start := range sliceStarts(unixSeconds(b.From), unixSeconds(b.To), limit) {
+		args := append([]any{account, start, unixSeconds(b.To), account}, condArgs...)
+		if out, err = s.readActivityMessages(ctx, qActivityScanByTime.Name, sql, append(args, uint64(max(limit, 0)))); err != nil {
+			return nil, err
+		}
+		if len(out) >= limit {
+			break
+		}
+	}
+	return out, nil
 }
 
 // readActivityMessages runs a list query (named name in errors).

@@ -34,6 +34,15 @@ var (
 		SQL: activityWithPrefilter("AND sg_message_id GLOBAL IN (SELECT sg_message_id FROM events WHERE account_id = ? AND timestamp >= toDateTime(?) AND timestamp <= toDateTime(?))",
 			"(a_last >= toDateTime(?) AND a_last <= toDateTime(?))"),
 		Sample: []any{"acme", "acme", int64(1761955200), int64(1762041600), int64(1761955200), int64(1762041600), uint64(10)}})
+	// The messages with an event in [start, to] (a PREWHERE: of the
+	// account's other rows only sg_message_id is read), all their
+	// events: a time filter the activity windows cannot answer
+	// (activityScanByTime). Arguments: account, start, to (unix
+	// seconds), account, then the filter's and the limit.
+	qActivityScanByTime = register(Query{Name: "activity.messages.by_time_scan",
+		SQL: activityPrewhere("sg_message_id GLOBAL IN (SELECT sg_message_id FROM events WHERE account_id = ? "+
+			"AND timestamp >= toDateTime(?) AND timestamp <= toDateTime(?))", "", activityMatchAll),
+		Sample: []any{"acme", uint32(1761955200), uint32(1762041600), "acme", uint64(10)}})
 	qActivityPrefilterMessage = register(Query{Name: "activity.messages.by_message",
 		SQL:    activityWithPrefilter("AND sg_message_id = ?", "(a_msg = ?)"),
 		Sample: []any{"acme", "m1", "m1", uint64(10)}})
