@@ -683,6 +683,14 @@ func parityRequests(p *parityPicks) []parityRequest {
 			`to_email="` + p.erased[acct] + `"`} {
 			add("GET /v3/messages", acct, "/v3/messages?limit=1000&query="+url.QueryEscape(q))
 		}
+		// A time filter: read by the activity windows or, without them,
+		// from the account's events; a small limit is answered from the
+		// range's last part when it has enough matches.
+		during := ` AND last_event_time BETWEEN TIMESTAMP "` + p.start + `T00:00:00Z" AND TIMESTAMP "` + p.end + `T00:00:00Z"`
+		for _, q := range []string{`status="not_delivered"` + during, `status="delivered"` + during} {
+			add("GET /v3/messages", acct, "/v3/messages?limit=1000&query="+url.QueryEscape(q))
+			add("GET /v3/messages", acct, "/v3/messages?limit=3&query="+url.QueryEscape(q))
+		}
 		for _, l := range []string{"bounces", "blocks", "invalid_emails", "spam_reports", "unsubscribes"} {
 			add("GET /v3/suppression/"+l, acct, "/v3/suppression/"+l+"?limit=500")
 			add("GET /v3/suppression/"+l, acct, "/v3/suppression/"+l+"?limit=7&offset=5")
