@@ -79,7 +79,12 @@ func (s *Store) activityQuery(ctx context.Context, account string, f *analytics.
 				ids, ranges = []string{""}, [][2]uint32{{1, 0}}
 			}
 			sql := strings.Replace(qActivityPrefilterWindows.SQL, "HAVING "+activityMatchAll, "HAVING "+cond, 1)
-			sql, args := windowed(sql, ranges, []any{ids, account})
+			sql = strings.Replace(sql, "sg_message_id IN (?)", "sg_message_id IN (?"+strings.Repeat(", ?", len(ids)-1)+")", 1)
+			args := make([]any, 0, len(ids)+1+2*len(ranges))
+			for _, id := range ids {
+				args = append(args, id)
+			}
+			sql, args = windowed(sql, ranges, append(args, account))
 			return sql, append(append(args, condArgs...), uint64(max(limit, 0))), nil
 		}
 	}

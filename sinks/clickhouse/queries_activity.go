@@ -107,13 +107,15 @@ var (
 		Sample: []any{"acme", "m1"}})
 
 	// The messages of the windowed prefilter: those listed (a PREWHERE:
-	// the other columns are read only where they have events), only
-	// events in the ranges (one per range at run time). Arguments: message
+	// the other columns are read only where they have events; a literal
+	// list, one ? per message at run time: a set, where has() compares
+	// each row with every message, 3 times slower for 34), only events
+	// in the ranges (one per range at run time). Arguments: the message
 	// ids, account, each range's from and to, then the filter's and the
 	// limit.
 	qActivityPrefilterWindows = register(Query{Name: "activity.messages.by_windows",
-		SQL:    activityPrewhere("has(?, sg_message_id)", "AND ("+activityWindowRange+")", activityMatchAll),
-		Sample: []any{[]string{"m1"}, "acme", uint32(1761955200), uint32(1762041600), uint64(10)}})
+		SQL:    activityPrewhere("sg_message_id IN (?)", "AND ("+activityWindowRange+")", activityMatchAll),
+		Sample: []any{"m1", "acme", uint32(1761955200), uint32(1762041600), uint64(10)}})
 
 	// qActivityEvents within time ranges (one per range at run time).
 	// Arguments: account, message id, each range's from and to.
