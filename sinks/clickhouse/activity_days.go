@@ -33,7 +33,8 @@ package clickhouse
 // before. Erasures and retention only remove events, so a window stays a
 // superset. When the filter also asks for status not_delivered, only
 // messages with a bounce or drop within those times are grouped (a
-// not_delivered message has one, and all its events are there). With a
+// not_delivered message has one, and all its events are there; over the
+// whole range only: a last part's messages are few already). With a
 // limit, the range's last hour (a 24th) is tried first, then its last
 // quarter, then all of it: the latest last events come first, and enough
 // matches in a last part are the answer (activityByTime).
@@ -472,12 +473,6 @@ func (s *Store) activityByTime(ctx context.Context, account string, f *analytics
 	if err != nil {
 		return nil, false, err
 	}
-	q := qActivityPrefilterDay
-	status, _ := pinned(f, "status")
-	if status == "not_delivered" {
-		q = qActivityPrefilterDayNotDelivered
-	}
-	sql := strings.Replace(q.SQL, "HAVING "+activityMatchAll, "HAVING "+cond, 1)
 	// Every range fragment (one or two) becomes the ranges, each
 	// followed by its bounds.
 	parts := make([]string, len(p.ranges))
@@ -486,15 +481,22 @@ func (s *Store) activityByTime(ctx context.Context, account string, f *analytics
 		parts[i] = "(" + activityWindowRange + ")"
 		bounds = append(bounds, r[0], r[1])
 	}
-	sql = strings.ReplaceAll(sql, "("+activityWindowRange+")", "("+strings.Join(parts, " OR ")+")")
+	query := func(q Query) string {
+		sql := strings.Replace(q.SQL, "HAVING "+activityMatchAll, "HAVING "+cond, 1)
+		return strings.ReplaceAll(sql, "("+activityWindowRange+")", "("+strings.Join(parts, " OR ")+")")
+	}
+	// The bounces' subquery pays for itself over the whole range, not
+	// over a last part (whose messages are few already: at 100 M, 150
+	// against 230 ms).
+	status, _ := pinned(f, "status")
 	var out []analytics.ActivityMessage
 	for _, start := range sliceStarts(unixSeconds(b.From), unixSeconds(b.To), limit) {
-		args := []any{account, start, unixSeconds(b.To)}
-		if status == "not_delivered" {
-			args = append(append(args, account), bounds...)
+		q, args := qActivityPrefilterDay, []any{account, start, unixSeconds(b.To)}
+		if status == "not_delivered" && start == unixSeconds(b.From) {
+			q, args = qActivityPrefilterDayNotDelivered, append(append(args, account), bounds...)
 		}
 		args = append(append(args, account), bounds...)
-		if out, err = s.readActivityMessages(ctx, q.Name, sql, append(append(args, condArgs...), uint64(max(limit, 0)))); err != nil {
+		if out, err = s.readActivityMessages(ctx, q.Name, query(q), append(append(args, condArgs...), uint64(max(limit, 0)))); err != nil {
 			return nil, false, err
 		}
 		if len(out) >= limit {
