@@ -64,7 +64,9 @@
 // so the events, their ids and positions are the source's), keeps the
 // events routed to p and handles them like its own. Every other event of
 // the message stays where it is. The webhook group delivers a routed
-// event from its copy only: it skips it in q.
+// event in q (so delivery does not wait for this group, nor for
+// ClickHouse) and derives its drop, and learns its list changes, from
+// its copy.
 //
 // Stored rows: an event stored from its copy gets the copy's topic,
 // partition and offset (its msg_index stays the source's), and the source
@@ -121,9 +123,10 @@
 // rejections are ignored. A message in the routed topic without the
 // copy's headers (not written by bouncer) is skipped and logged.
 //
-// Webhooks deliver routed events at least once, from their copies: a
-// copy sent twice may be delivered twice, with the same event ids, and
-// the same derived drops (decided as of the source position).
+// Webhooks deliver routed events at least once, from the source
+// partition, and their derived drops at least once, from their copies: a
+// copy sent twice may give its drops twice, with the same event ids and
+// reasons (decided as of the source position).
 package pipeline
 
 import (

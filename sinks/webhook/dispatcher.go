@@ -60,9 +60,10 @@ type Config struct {
 	// count the list changes announced until then.
 	CatchUp func(context.Context) error
 	// Route, when set, is the sink group's re-routing (pipeline.Router):
-	// an event it copies to the routed topic is delivered from its copy
-	// only (the group consumes the routed topic too), not where the
-	// producer put it.
+	// an event it copies to the routed topic is still delivered where the
+	// producer put it (delivery does not wait for the sink group, nor so
+	// for ClickHouse), and its list changes and derived drop come from
+	// its copy (the group consumes the routed topic too).
 	Route *pipeline.Router
 	// Classifier, when set, fills in SendGrid's fields of bounce and
 	// blocked events the producer left out (payload.go); nil: bounces are

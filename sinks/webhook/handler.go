@@ -36,14 +36,11 @@ type eventHandler struct {
 	d        *Dispatcher
 	decoders *pipeline.Decoders
 
-	// bufs are each partition's decoded batch, reused by its next Stage
-	// (a partition's Stage calls come one at a time from its goroutine): a
-	// batch is decoded whole before any drop is derived, and growing a
-	// fresh slice to 20,000 messages of ten events took half of the
-	// group's allocations (410 MB for BenchmarkWebhookThroughput's 200,000
-	// events). Nothing of an event outlives the Stage that decoded it.
+	// bufs are each partition's decoded chunk, reused by its next Stage
+	// (a partition's Stage calls come one at a time from its goroutine).
+	// Nothing of an event outlives the Stage that decoded it.
 	mu   sync.Mutex
-	bufs map[bufKey]*[]schemas.Event
+	bufs map[bufKey]*stageBuf
 }
 
 type bufKey struct {
@@ -51,17 +48,38 @@ type bufKey struct {
 	partition int
 }
 
+// stageBuf is a partition's decoded batch: its events and what the
+// group does with each.
+type stageBuf struct {
+	evs   []schemas.Event
+	roles []eventRole
+	ends  []int // where each message's events end in evs
+}
+
+// eventRole says what the webhook group does with an event under
+// re-routing (pipeline.Router): an event is delivered where the producer
+// put it, so delivery never waits for the sink group's copy (which waits
+// for ClickHouse); its list changes and derived drop come from the copy,
+// where its recipient's slice is held.
+type eventRole uint8
+
+const (
+	roleOwn       eventRole = iota // delivered; its changes and drop here
+	roleRoutedOut                  // delivered; changes and drop from its copy
+	roleCopy                       // a routed copy: changes and drop only
+)
+
 // buf is the decoded-batch buffer of a partition.
-func (h *eventHandler) buf(topic string, partition int) *[]schemas.Event {
+func (h *eventHandler) buf(topic string, partition int) *stageBuf {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	k := bufKey{topic, partition}
 	b := h.bufs[k]
 	if b == nil {
 		if h.bufs == nil {
-			h.bufs = map[bufKey]*[]schemas.Event{}
+			h.bufs = map[bufKey]*stageBuf{}
 		}
-		b = new([]schemas.Event)
+		b = new(stageBuf)
 		h.bufs[k] = b
 	}
 	return b
@@ -118,78 +136,145 @@ func (h *eventHandler) Handle(ctx context.Context, topic string, partition int, 
 // that is not sending, or still full after the wait, cannot take is parked
 // in the first retry tier at once. Stage fails, taking nothing, only when
 // the subscriptions were never read, a message is malformed or the
-// suppression slices of the batch's recipients cannot be held in time.
+// suppression slices of the batch's recipients cannot be held in time
+// (the list changes of the chunks before stay learned: a change applied
+// again changes nothing).
+//
+// Under re-routing (Config.Route) every event is delivered from the
+// partition the producer put it in, so delivery never waits for the sink
+// group (whose copies wait for ClickHouse); an event routed elsewhere
+// gets its list changes and derived drop from its copy, where its
+// recipient's slice is held.
 func (h *eventHandler) Stage(ctx context.Context, topic string, partition int, msgs []consumer.Message) (func(context.Context) error, error) {
 	d := h.d
 	snap := d.snap.Load()
 	if snap == nil {
 		return nil, ErrNotReady
 	}
-	dec := h.decoders.For(topic, partition)
 	t := newTracker()
 	byLane := map[*lane][]pendingEvent{}
-	// Decode the whole batch first: the suppression index learns the
-	// batch's list changes (with their positions) before any drop is
-	// derived, as in the sink group, so a drop sees the changes of every
-	// earlier event in the partition even when this group is ahead of the
-	// sink (pipeline.ListChanges, suppression.Index.DropReasonAt).
+	// A chunk of messages at a time (about stageChunkEvents events):
+	// decode it, let the suppression index learn its list changes (with
+	// their positions), then derive its drops and hand its events on. So
+	// a drop sees the changes of every earlier event in the partition,
+	// as in the sink group, even when this group is ahead of the sink
+	// (pipeline.ListChanges, suppression.Index.DropReasonAt), while the
+	// decoded events in memory stay few (a batch is up to 20,000
+	// messages).
 	buf := h.buf(topic, partition)
-	evs := (*buf)[:0]
 	defer func() {
-		clear(evs) // the batch's strings are not kept alive
-		*buf = evs[:0]
+		clear(buf.evs[:cap(buf.evs)]) // the batch's strings are not kept alive
+		buf.evs, buf.roles = buf.evs[:0], buf.roles[:0]
 	}()
-	ends := make([]int, len(msgs))
+	for lo := 0; lo < len(msgs); {
+		hi := h.decodeChunk(buf, topic, partition, msgs, lo)
+		if err := h.learn(ctx, topic, partition, buf); err != nil {
+			return nil, err
+		}
+		if err := h.match(snap, msgs[lo:hi], buf, t, byLane); err != nil {
+			return nil, err
+		}
+		lo = hi
+	}
+	var full []laneEvents
+	for l, pe := range byLane {
+		t.add(len(pe))
+		if n := l.add(pe); n < len(pe) {
+			full = append(full, laneEvents{l, pe[n:]})
+		}
+	}
+	clear(byLane)
+	if len(full) > 0 {
+		d.admit(ctx, full)
+	}
+	t.finish(1, nil)
+	return t.wait, nil
+}
+
+// stageChunkEvents is about how many decoded events Stage keeps at once.
+const stageChunkEvents = 1024
+
+// decodeChunk decodes msgs from lo on into buf (replacing what it held)
+// until it holds stageChunkEvents events or msgs end, and returns the
+// index after the last message decoded. buf.ends[i] is where the events
+// of msgs[lo+i] end.
+func (h *eventHandler) decodeChunk(buf *stageBuf, topic string, partition int, msgs []consumer.Message, lo int) int {
+	d := h.d
+	dec := h.decoders.For(topic, partition)
+	evs, roles, ends := buf.evs[:0], buf.roles[:0], buf.ends[:0]
+	clear(evs[:cap(evs)])
 	route := d.cfg.Route
 	routedIn := route != nil && topic == route.RoutedTopic()
-	for i := range msgs {
+	i := lo
+	for ; i < len(msgs) && len(evs) < stageChunkEvents; i++ {
+		n0 := len(evs)
 		if routedIn {
 			// A routed copy: the events the sink group sent to this
 			// partition, decoded as the source message (its ids and
 			// positions).
 			evs, _, _ = route.DecodeCopy(dec, &msgs[i], partition, evs)
-			ends[i] = len(evs)
+			for range len(evs) - n0 {
+				roles = append(roles, roleCopy)
+			}
+			ends = append(ends, len(evs))
 			continue
 		}
-		n0 := len(evs)
 		var rejs []schemas.Rejection
 		evs, rejs = pipeline.Decode(dec, &msgs[i], 0, evs)
-		if route != nil {
-			// Delivered from their copies only.
-			keep := evs[:n0]
-			for k := n0; k < len(evs); k++ {
-				if route.Destination(&evs[k], partition) < 0 {
-					keep = append(keep, evs[k])
-				}
+		for k := n0; k < len(evs); k++ {
+			r := roleOwn
+			if route != nil && route.Destination(&evs[k], partition) >= 0 {
+				r = roleRoutedOut
 			}
-			evs = keep
+			roles = append(roles, r)
 		}
-		ends[i] = len(evs)
+		ends = append(ends, len(evs))
 		for _, r := range rejs {
 			d.m.badInput.WithLabelValues(string(r.Code)).Inc()
 		}
 	}
-	if d.cfg.Drops != nil {
-		var changes []suppression.Change
-		for k := range evs {
+	buf.evs, buf.roles, buf.ends = evs, roles, ends
+	return i
+}
+
+// learn holds the suppression slices of buf's recipients and applies the
+// list changes of buf's events (not of those routed elsewhere: their
+// copies carry them to the holder of their slice).
+func (h *eventHandler) learn(ctx context.Context, topic string, partition int, buf *stageBuf) error {
+	d := h.d
+	if d.cfg.Drops == nil {
+		return nil
+	}
+	evs, roles := buf.evs, buf.roles
+	var changes []suppression.Change
+	for k := range evs {
+		if roles[k] != roleRoutedOut {
 			changes = pipeline.ListChanges(changes, d.cfg.Classifier, &evs[k])
 		}
-		if hs, ok := d.cfg.Drops.(pipeline.SliceHolder); ok {
-			owner := pipeline.SliceOwner{Handler: h, Topic: topic, Partition: partition}
-			if _, err := pipeline.HoldRecipients(ctx, hs, owner, changes, func(yield func(*schemas.Event) bool) {
-				for k := range evs {
-					if !yield(&evs[k]) {
-						return
-					}
+	}
+	if hs, ok := d.cfg.Drops.(pipeline.SliceHolder); ok {
+		owner := pipeline.SliceOwner{Handler: h, Topic: topic, Partition: partition}
+		if _, err := pipeline.HoldRecipients(ctx, hs, owner, changes, func(yield func(*schemas.Event) bool) {
+			for k := range evs {
+				if roles[k] != roleRoutedOut && !yield(&evs[k]) {
+					return
 				}
-			}, nil); err != nil {
-				return nil, err
 			}
-		}
-		for _, c := range changes {
-			d.cfg.Drops.Apply(c)
+		}, nil); err != nil {
+			return err
 		}
 	}
+	for _, c := range changes {
+		d.cfg.Drops.Apply(c)
+	}
+	return nil
+}
+
+// match adds the events of msgs (decoded in buf) and their derived drops
+// to the lanes of the endpoints that want them, in byLane.
+func (h *eventHandler) match(snap *snapshot, msgs []consumer.Message, buf *stageBuf, t *tracker, byLane map[*lane][]pendingEvent) error {
+	d := h.d
+	evs, roles, ends := buf.evs, buf.roles, buf.ends
 	for i := range msgs {
 		msg := &msgs[i]
 		var elems [][]byte
@@ -207,12 +292,14 @@ func (h *eventHandler) Stage(ctx context.Context, topic string, partition int, m
 				elems = splitElements(msg.Value)
 			}
 			if ev.Index >= len(elems) {
-				return nil, fmt.Errorf("webhook: %s/%d@%d: element %d not found", msg.Topic, msg.Partition, msg.Offset, ev.Index)
+				return fmt.Errorf("webhook: %s/%d@%d: element %d not found", msg.Topic, msg.Partition, msg.Offset, ev.Index)
 			}
 			var raw json.RawMessage
 			var bounce *filled
 			for _, ep := range eps {
-				if !ep.Wants(string(ev.Event)) {
+				if roles[k] == roleCopy || !ep.Wants(string(ev.Event)) {
+					// A copy's event is delivered from its source
+					// partition.
 					continue
 				}
 				payload := raw
@@ -231,24 +318,12 @@ func (h *eventHandler) Stage(ctx context.Context, topic string, partition int, m
 				l := d.lane(ep)
 				byLane[l] = append(byLane[l], pendingEvent{raw: payload, ts: ev.Timestamp, t: t})
 			}
-			if d.cfg.Drops != nil && ev.Event == schemas.EventProcessed {
+			if d.cfg.Drops != nil && ev.Event == schemas.EventProcessed && roles[k] != roleRoutedOut {
 				h.derivedDrop(eps, elems[ev.Index], ev, t, byLane)
 			}
 		}
 	}
-	var full []laneEvents
-	for l, pe := range byLane {
-		t.add(len(pe))
-		if n := l.add(pe); n < len(pe) {
-			full = append(full, laneEvents{l, pe[n:]})
-		}
-	}
-	clear(byLane)
-	if len(full) > 0 {
-		d.admit(ctx, full)
-	}
-	t.finish(1, nil)
-	return t.wait, nil
+	return nil
 }
 
 // laneEvents are events a lane has not taken yet.
