@@ -252,6 +252,7 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 	if err := h.loadMarks(ctx, st, topic, partition); err != nil {
 		return err
 	}
+	ctx = WithWriter(ctx, topic, partition)
 	st.rows, st.dls, st.sups, st.copies = st.rows[:0], st.dls[:0], st.sups[:0], st.copies[:0]
 	m := h.cfg.Metrics
 	dec := h.decoders.For(topic, partition)

@@ -180,6 +180,32 @@ type Sink interface {
 	WriteSuppressions(ctx context.Context, rows []suppression.Change) error
 }
 
+// writerKey is the context key of WithWriter.
+type writerKey struct{}
+
+// Writer names the Kafka partition whose batch a sink write belongs to.
+type Writer struct {
+	Topic     string
+	Partition int
+}
+
+// WithWriter returns ctx naming the partition whose batch the Handler is
+// writing: a sink that merges the writes of several partitions
+// (sinks/clickhouse's group commits) learns from it which partitions are
+// already waiting in one of its merges, and so need not be waited for in
+// another (a partition writes its list changes and history before its
+// events, never both at once).
+func WithWriter(ctx context.Context, topic string, partition int) context.Context {
+	return context.WithValue(ctx, writerKey{}, Writer{topic, partition})
+}
+
+// WriterOf is the partition WithWriter put in ctx; false when there is
+// none (an API call).
+func WriterOf(ctx context.Context) (Writer, bool) {
+	w, ok := ctx.Value(writerKey{}).(Writer)
+	return w, ok
+}
+
 // Publisher sends dead letters to the dead-letter topic, at least once.
 type Publisher interface {
 	PublishDeadLetters(ctx context.Context, rows []schemas.DeadLetter) error

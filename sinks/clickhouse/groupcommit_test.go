@@ -19,7 +19,7 @@ func TestGroupCommitMergesWaitingCalls(t *testing.T) {
 	release := make(chan struct{})
 	var mu sync.Mutex
 	var sent [][]int
-	g := newGroupCommit(100, 0, nil, func(ctx context.Context, parts [][]int) error {
+	g := newGroupCommit(100, 0, nil, nil, func(ctx context.Context, parts [][]int) error {
 		mu.Lock()
 		sent = append(sent, flatten(parts))
 		first := len(sent) == 1
@@ -61,7 +61,7 @@ func TestGroupCommitCapsRows(t *testing.T) {
 	release := make(chan struct{})
 	var mu sync.Mutex
 	var sizes []int
-	g := newGroupCommit(4, 0, nil, func(ctx context.Context, parts [][]int) error {
+	g := newGroupCommit(4, 0, nil, nil, func(ctx context.Context, parts [][]int) error {
 		mu.Lock()
 		sizes = append(sizes, len(flatten(parts)))
 		first := len(sizes) == 1
@@ -91,7 +91,7 @@ func TestGroupCommitErrorsReachEveryCall(t *testing.T) {
 	boom := errors.New("boom")
 	release := make(chan struct{})
 	calls := 0
-	g := newGroupCommit(100, 0, nil, func(ctx context.Context, parts [][]int) error {
+	g := newGroupCommit(100, 0, nil, nil, func(ctx context.Context, parts [][]int) error {
 		calls++
 		if calls == 1 {
 			<-release
@@ -126,7 +126,7 @@ func TestGroupCommitCancelledCaller(t *testing.T) {
 	release := make(chan struct{})
 	var mu sync.Mutex
 	var sent [][]int
-	g := newGroupCommit(100, 0, nil, func(ctx context.Context, parts [][]int) error {
+	g := newGroupCommit(100, 0, nil, nil, func(ctx context.Context, parts [][]int) error {
 		mu.Lock()
 		sent = append(sent, flatten(parts))
 		n := len(sent)
@@ -172,34 +172,43 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
+// writerCtx is a write of Kafka partition p of topic "t".
+func writerCtx(p int) context.Context {
+	return pipeline.WithWriter(context.Background(), "t", p)
+}
+
+// anyWriter expects every busy partition.
+func anyWriter(pipeline.Writer, int) bool { return true }
+
 // TestGroupCommitLingers: the sending caller waits (up to linger) until
-// each busy writer has queued a call, or maxRows are queued; with one
-// writer it does not wait.
+// each busy partition has queued a call, or maxRows are queued; with one
+// busy partition it does not wait.
 func TestGroupCommitLingers(t *testing.T) {
 	var mu sync.Mutex
 	var sizes []int
-	writers := 1
-	g := newGroupCommit(100, time.Hour, func() int { mu.Lock(); defer mu.Unlock(); return writers }, func(ctx context.Context, parts [][]int) error {
+	set := newWriterSet()
+	g := newGroupCommit(100, time.Hour, set, anyWriter, func(ctx context.Context, parts [][]int) error {
 		mu.Lock()
 		defer mu.Unlock()
 		sizes = append(sizes, len(flatten(parts)))
 		return nil
 	})
 	// A lone writer goes at once (or this test would wait an hour).
-	g.write(context.Background(), []int{0})
-	mu.Lock()
-	writers = 3
-	mu.Unlock()
+	set.wrote(pipeline.Writer{Topic: "t", Partition: 0})
+	g.write(writerCtx(0), []int{0})
+	for p := range 3 {
+		set.wrote(pipeline.Writer{Topic: "t", Partition: p})
+	}
 	var wg sync.WaitGroup
-	for i := range 3 {
-		wg.Go(func() { g.write(context.Background(), []int{i}) })
+	for p := range 3 {
+		wg.Go(func() { g.write(writerCtx(p), []int{p}) })
 		time.Sleep(10 * time.Millisecond) // one after the other
 	}
 	wg.Wait()
 	// With a cap of 2 rows, two calls are enough to send.
 	g.maxRows = 2
-	for i := range 2 {
-		wg.Go(func() { g.write(context.Background(), []int{i}) })
+	for p := range 2 {
+		wg.Go(func() { g.write(writerCtx(p), []int{p}) })
 	}
 	wg.Wait()
 	if !slices.Equal(sizes, []int{1, 3, 2}) {
@@ -207,21 +216,75 @@ func TestGroupCommitLingers(t *testing.T) {
 	}
 }
 
-// TestGroupCommitLingerEnds: a busy writer that never comes holds the
+// TestGroupCommitLingerEnds: a busy partition that never comes holds the
 // others up for linger only.
 func TestGroupCommitLingerEnds(t *testing.T) {
 	var sizes []int
-	g := newGroupCommit(100, 50*time.Millisecond, func() int { return 2 }, func(ctx context.Context, parts [][]int) error {
+	set := newWriterSet()
+	set.wrote(pipeline.Writer{Topic: "t", Partition: 0})
+	set.wrote(pipeline.Writer{Topic: "t", Partition: 1})
+	g := newGroupCommit(100, 50*time.Millisecond, set, anyWriter, func(ctx context.Context, parts [][]int) error {
 		sizes = append(sizes, len(flatten(parts)))
 		return nil
 	})
 	for i := range 3 {
-		if err := g.write(context.Background(), []int{i}); err != nil {
+		if err := g.write(writerCtx(0), []int{i}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if !slices.Equal(sizes, []int{1, 1, 1}) {
 		t.Errorf("insert sizes %v", sizes)
+	}
+}
+
+// TestGroupCommitsDoNotWaitForEachOther: partition 0 waits in the events
+// commit for partition 1, which first writes its list changes: the list
+// commit does not wait for partition 0 (waiting in another commit, it
+// would not come before its next batch), so partition 1 gets through it
+// and its events join partition 0's in one insert. When the list commit
+// waited for every busy partition, the two waited for each other until
+// their lingers ended (a second per batch in the ingest bench).
+func TestGroupCommitsDoNotWaitForEachOther(t *testing.T) {
+	set := newWriterSet()
+	for p := range 2 {
+		set.wrote(pipeline.Writer{Topic: "t", Partition: p})
+	}
+	var mu sync.Mutex
+	var events, lists [][]int
+	record := func(dst *[][]int) func(context.Context, [][]int) error {
+		return func(_ context.Context, parts [][]int) error {
+			mu.Lock()
+			defer mu.Unlock()
+			*dst = append(*dst, flatten(parts))
+			return nil
+		}
+	}
+	// An hour: a commit that waits for the other does not end this test.
+	ev := newGroupCommit(100, time.Hour, set, anyWriter, record(&events))
+	free := func(_ pipeline.Writer, parked int) bool { return parked == 0 }
+	ls := newGroupCommit(100, time.Hour, set, free, record(&lists))
+
+	var wg sync.WaitGroup
+	wg.Go(func() { ev.write(writerCtx(0), []int{0}) })
+	// Partition 0 is the events commit's sender, waiting for partition 1.
+	waitFor(t, func() bool { ev.mu.Lock(); defer ev.mu.Unlock(); return len(ev.queue) == 1 && ev.busy })
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ls.write(writerCtx(1), []int{1})
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("the list commit waits for partition 0, which waits in the events commit")
+	}
+	ev.write(writerCtx(1), []int{1})
+	wg.Wait()
+	if len(lists) != 1 || !slices.Equal(lists[0], []int{1}) {
+		t.Errorf("list inserts %v: want partition 1's alone", lists)
+	}
+	if len(events) != 1 || !slices.Equal(events[0], []int{0, 1}) {
+		t.Errorf("events inserts %v: want both partitions' in one", events)
 	}
 }
 

@@ -160,53 +160,35 @@ type writers struct {
 	deadLetters  []*groupCommit[schemas.DeadLetter]
 	suppressions *groupCommit[suppression.Change]
 	history      *groupCommit[pipeline.HistoryEvent]
-
-	mu     sync.Mutex
-	active map[int]time.Time // Kafka partition: its last events write
-}
-
-// busy counts the partitions (of shard, or all when shard < 0) that wrote
-// events within activeWindow.
-func (w *writers) busy(s *Store, shard int) int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	n, now := 0, time.Now()
-	for p, at := range w.active {
-		if now.Sub(at) > activeWindow {
-			delete(w.active, p)
-		} else if shard < 0 || s.shardIndex(p) == shard {
-			n++
-		}
-	}
-	return n
-}
-
-func (w *writers) wrote(partition int) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.active[partition] = time.Now()
+	set          *writerSet // the Kafka partitions writing (a routed partition is one of its own)
 }
 
 func (s *Store) writers() *writers {
 	w := &s.w
 	w.once.Do(func() {
-		w.active = map[int]time.Time{}
+		w.set = newWriterSet()
 		shards := 1
 		if s.cluster != nil {
 			shards = len(s.cluster.shards)
 		}
 		for i := range shards {
 			ev := &eventBlock{}
-			w.events = append(w.events, newGroupCommit(maxInsertRows, insertLinger, func() int { return w.busy(s, i) },
+			// Every busy partition of the shard: wherever it is, its
+			// events come next.
+			inShard := func(p pipeline.Writer, _ int) bool { return s.shardIndex(p.Partition) == i }
+			w.events = append(w.events, newGroupCommit(maxInsertRows, insertLinger, w.set, inShard,
 				func(ctx context.Context, parts [][]pipeline.Row) error {
 					return s.insertEventsWithSides(ctx, ev, parts)
 				}))
 			// Dead letters are rare: they never wait for others.
-			w.deadLetters = append(w.deadLetters, newGroupCommit(maxInsertRows, 0, nil, s.insertDeadLetters))
+			w.deadLetters = append(w.deadLetters, newGroupCommit(maxInsertRows, 0, nil, nil, s.insertDeadLetters))
 		}
-		all := func() int { return w.busy(s, -1) }
-		w.suppressions = newGroupCommit(maxInsertRows, insertLinger, all, s.insertSuppressions)
-		w.history = newGroupCommit(maxInsertRows, insertLinger, all, s.insertHistory)
+		// Only partitions in no commit: one waiting in another commit
+		// (its events, or its history while it has no list changes) does
+		// not come here before that one's insert (groupCommit).
+		free := func(_ pipeline.Writer, parked int) bool { return parked == 0 }
+		w.suppressions = newGroupCommit(maxInsertRows, insertLinger, w.set, free, s.insertSuppressions)
+		w.history = newGroupCommit(maxInsertRows, insertLinger, w.set, free, s.insertHistory)
 	})
 	return w
 }
@@ -232,7 +214,12 @@ func (s *Store) WriteEvents(ctx context.Context, rows []pipeline.Row) error {
 		return nil
 	}
 	w := s.writers()
-	w.wrote(rows[0].Partition)
+	writer, ok := pipeline.WriterOf(ctx)
+	if !ok {
+		writer = pipeline.Writer{Topic: rows[0].Topic, Partition: rows[0].Partition}
+		ctx = pipeline.WithWriter(ctx, writer.Topic, writer.Partition)
+	}
+	w.set.wrote(writer)
 	return w.events[s.shardIndex(rows[0].Partition)].write(ctx, rows)
 }
 
