@@ -26,11 +26,18 @@ package clickhouse
 //   - the days of the account's marks above seen (the batches stored after
 //     the window was read: a message's later events are there),
 //
+//   - for a day with a mark above its window's seen (events stored since:
+//     today, during steady ingest), also the message_index windows of the
+//     messages with an event among the day's rows the window did not see
+//     (found by their offsets, above seen): such a message may have been
+//     sent days before, outside every window read, and message_index holds
+//     every stored event of a message inside its window there,
+//
 // which hold every event of every message that can match, so the answer
 // equals the query over all the account's events. A day without a window,
-// or with a mark above its window's seen (events stored since, today
-// during steady ingest), makes the query read the whole account as
-// before. Erasures and retention only remove events, so a window stays a
+// more than maxUnseenDays days with unseen rows, or more than
+// maxWindowMessages messages among them makes the query read the whole
+// account as before. Erasures and retention only remove events, so a window stays a
 // superset. When the filter also asks for status not_delivered, only
 // messages with a bounce or drop within those times are grouped (a
 // not_delivered message has one, and all its events are there; over the
@@ -43,6 +50,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -114,6 +122,18 @@ var (
 		SQL: "SELECT toUInt32(day), kafka_topic, kafka_partition, max(kafka_offset) FROM stats_marks " +
 			"WHERE account_id = ? AND ingest_date >= toDate(?) AND kafka_topic != '' GROUP BY day, kafka_topic, kafka_partition",
 		Sample: []any{"acme", "2025-11-27"}})
+
+	// The messages of one account's rows of a day that its window did
+	// not see (stored after it was read), at most a limit: a PREWHERE on
+	// kafka_offset (above the lowest seen offset among the partitions
+	// with unseen rows, 0 when one has none seen) reads only that column
+	// of the day's other rows. Arguments: the lowest offset, account,
+	// from, to (unix seconds), the seen (topic, partition) ids, their
+	// offsets, the ids again, the limit.
+	qActivityUnseenMessages = register(Query{Name: "activity_windows.unseen_messages",
+		SQL: "SELECT DISTINCT sg_message_id FROM events PREWHERE kafka_offset > ? WHERE account_id = ? " +
+			"AND timestamp >= toDateTime(?) AND timestamp < toDateTime(?) AND sg_message_id != '' AND NOT " + dailyCovered + " LIMIT ?",
+		Sample: []any{uint64(40), "acme", uint32(1764201600), uint32(1764288000), []string{"email-events/0"}, []uint64{42}, []string{"email-events/0"}, uint64(10001)}})
 
 	// The messages of a time filter read within windows: those with an
 	// event in [start, to] (start is the filter's from or later, see
@@ -319,17 +339,35 @@ func (s *Store) activityTimePlan(ctx context.Context, account string, from, to t
 		return p, false, err
 	}
 	p.stamp = stamp
-	var unbuilt []uint32
+	var unbuilt, unseen []uint32
 	for d := p.first; d <= p.last; d++ {
 		w := windows[d]
 		switch {
 		case w == nil && len(marks[d]) == 0:
 			unbuilt = append(unbuilt, d) // fine if it has no events
-		case w == nil || !w.sees(marks[d]):
+			continue
+		case w == nil:
 			return p, false, nil
-		case w.first != 0 || w.last != 0:
+		case !w.sees(marks[d]):
+			unseen = append(unseen, d)
+		}
+		if w.first != 0 || w.last != 0 {
 			p.ranges = append(p.ranges, [2]uint32{w.first, w.last})
 		}
+	}
+	// A day with rows its window did not see (today, while events
+	// arrive): a message with an event among them may have its other
+	// events anywhere (a message sent days ago, opened today), so the
+	// windows of those messages from message_index too.
+	if len(unseen) > maxUnseenDays {
+		return p, false, nil
+	}
+	for _, d := range unseen {
+		ranges, ok, err := s.unseenRanges(ctx, account, d, windows[d], marks[d])
+		if err != nil || !ok {
+			return p, false, err
+		}
+		p.ranges = append(p.ranges, ranges...)
 	}
 	if len(unbuilt) > 0 {
 		var n uint64
@@ -352,6 +390,77 @@ func (s *Store) activityTimePlan(ctx context.Context, account string, from, to t
 	}
 	p.ranges = mergeRanges(append(p.ranges, [2]uint32{unixSeconds(from), unixSeconds(to)}), maxWindowRanges)
 	return p, true, nil
+}
+
+// maxUnseenDays bounds the days of a time filter with rows their window
+// did not see; with more the filter reads the whole account.
+const maxUnseenDays = 2
+
+// unseenRanges returns the time ranges of the messages with an event
+// among the rows of an account's day d that its window w did not see, from
+// message_index (each stored event lies inside its message's window
+// there); ok is false when the index cannot tell (no index rows for the
+// account, more than maxWindowMessages such messages, or one without a
+// window).
+func (s *Store) unseenRanges(ctx context.Context, account string, d uint32, w *activityWindow, marks []coverMark) ([][2]uint32, bool, error) {
+	lowest := uint64(math.MaxUint64)
+	for _, m := range marks {
+		if m.topic == "" {
+			continue
+		}
+		o, ok := w.seen[fmt.Sprintf("%s/%d", m.topic, m.partition)]
+		if ok && m.offset <= o {
+			continue
+		}
+		if !ok {
+			o = 0
+		}
+		lowest = min(lowest, o)
+	}
+	if lowest == math.MaxUint64 {
+		lowest = 0
+	}
+	ids, offsets := []string{""}, []uint64{0}
+	for id, o := range w.seen {
+		ids, offsets = append(ids, id), append(offsets, o)
+	}
+	var msgs []string
+	if err := collect(ctx, s.conn, qActivityUnseenMessages, &msgs, lowest, account, unixSeconds(dayTime(d)),
+		unixSeconds(dayTime(d+1)), ids, offsets, ids, uint64(maxWindowMessages+1)); err != nil {
+		return nil, false, err
+	}
+	if len(msgs) == 0 {
+		return nil, true, nil
+	}
+	if len(msgs) > maxWindowMessages {
+		return nil, false, nil
+	}
+	args := []any{account}
+	for _, m := range msgs {
+		args = append(args, m)
+	}
+	sql := strings.Replace(qRecipientWindows.SQL, "key IN (?)", "key IN (?"+strings.Repeat(", ?", len(msgs)-1)+")", 1)
+	rows, err := s.conn.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, false, fmt.Errorf("%s: %w", qRecipientWindows.Name, err)
+	}
+	defer rows.Close()
+	var ranges [][2]uint32
+	for rows.Next() {
+		var id string
+		var first, last time.Time
+		if err := rows.Scan(&id, &first, &last); err != nil {
+			return nil, false, fmt.Errorf("%s: %w", qRecipientWindows.Name, err)
+		}
+		ranges = append(ranges, [2]uint32{unixSeconds(first), unixSeconds(last)})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, err
+	}
+	if len(ranges) != len(msgs) {
+		return nil, false, nil
+	}
+	return mergeRanges(ranges, maxWindowRanges), true, nil
 }
 
 // dayMark is a mark and its day.
@@ -449,8 +558,9 @@ func (s *Store) readActivityWindows(ctx context.Context, account string, from, t
 // activityByTime answers a filter with a time range at its top (or under
 // a top-level AND) from the events within the windows of the range's
 // days; ok is false when the windows cannot answer. When a batch was
-// stored during the query (the marks changed), the query reads the whole
-// account instead, so the answer is always that of one snapshot.
+// stored during the query (the marks changed), it plans and reads again,
+// and after activityAttempts tries the query reads the whole account, so
+// the answer is always that of one snapshot.
 //
 // The messages are listed latest last event first, and every one that
 // matches has its last event in the range, so it first tries only the
@@ -465,13 +575,32 @@ func (s *Store) activityByTime(ctx context.Context, account string, f *analytics
 	if b == nil {
 		return nil, false, nil
 	}
+	// While events arrive, a batch stored during the query is likely
+	// (several a second): plan and read again, a few times, before
+	// reading the whole account.
+	for range activityAttempts {
+		out, ok, again, err := s.activityByTimeOnce(ctx, account, f, b, limit)
+		if err != nil || !again {
+			return out, ok, err
+		}
+	}
+	return nil, false, nil
+}
+
+// activityAttempts is how often activityByTime plans and reads when
+// batches are stored during its reads.
+const activityAttempts = 3
+
+// activityByTimeOnce is one plan and read of activityByTime; again is true
+// when a batch was stored meanwhile (the answer is not used).
+func (s *Store) activityByTimeOnce(ctx context.Context, account string, f, b *analytics.ActivityFilter, limit int) (_ []analytics.ActivityMessage, ok, again bool, _ error) {
 	p, ok, err := s.activityTimePlan(ctx, account, b.From, b.To)
 	if err != nil || !ok {
-		return nil, false, err
+		return nil, false, false, err
 	}
 	cond, condArgs, err := compileActivity(f, nil)
 	if err != nil {
-		return nil, false, err
+		return nil, false, false, err
 	}
 	// Every range fragment (one or two) becomes the ranges, each
 	// followed by its bounds.
@@ -497,17 +626,20 @@ func (s *Store) activityByTime(ctx context.Context, account string, f *analytics
 		}
 		args = append(append(args, account), bounds...)
 		if out, err = s.readActivityMessages(ctx, q.Name, query(q), append(append(args, condArgs...), uint64(max(limit, 0)))); err != nil {
-			return nil, false, err
+			return nil, false, false, err
 		}
 		if len(out) >= limit {
 			break
 		}
 	}
+	if s.activityRead != nil {
+		s.activityRead()
+	}
 	_, _, stamp, err := s.activityMarks(ctx, account, p.first, p.last, p.since)
 	if err != nil || stamp != p.stamp {
-		return nil, false, err
+		return nil, false, err == nil, err
 	}
-	return out, true, nil
+	return out, true, false, nil
 }
 
 // sliceStarts are the starts of the parts of a time range [from, to] that

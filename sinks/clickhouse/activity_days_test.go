@@ -15,8 +15,9 @@ import (
 // TestActivityByTimeWindows: activity filtered by last_event_time (with and
 // without a status) answers exactly as the query over all the account's
 // events, whether the activity windows answer (built days, batches stored
-// after the build on other days) or not (a built day with a later batch),
-// and the windows answer whenever they can.
+// after the build on other days or on the day itself, with messages whose
+// other events are days earlier) or not (days without windows), and the
+// windows answer whenever they can.
 func TestActivityByTimeWindows(t *testing.T) {
 	s := openTestStore(t)
 	ctx := context.Background()
@@ -55,8 +56,10 @@ func TestActivityByTimeWindows(t *testing.T) {
 		ev("other", "mL1", "processed", day(1, 23, 10)), ev("other", "mL1", "bounce", day(1, 23, 11)),
 		ev("other", "mL2", "delivered", day(1, 23, 20)), ev("other", "mL3", "dropped", day(1, 20, 0)),
 		ev("other", "mL4", "processed", day(0, 22, 0)), ev("other", "mL4", "delivered", day(1, 19, 0)))
-	// Older events on day -5: mE, and mF that bounces on day 1 later.
-	write(ev("acme", "mE", "delivered", day(-5, 9, 0)), ev("acme", "mF", "processed", day(-5, 9, 0)))
+	// Older events on day -5: mE, mF that bounces on day 1 later, and mH
+	// opened on day -4 and clicked on day 1 later.
+	write(ev("acme", "mE", "delivered", day(-5, 9, 0)), ev("acme", "mF", "processed", day(-5, 9, 0)),
+		ev("acme", "mH", "delivered", day(-5, 10, 0)), ev("acme", "mH", "open", day(-4, 8, 0)))
 
 	filters := map[string]*analytics.ActivityFilter{
 		"day 1": aBetween("2026-11-11T00:00:00Z", "2026-11-12T00:00:00Z"),
@@ -132,30 +135,54 @@ func TestActivityByTimeWindows(t *testing.T) {
 	t.Run("later batch on another day", func(t *testing.T) {
 		check(t, true, map[string][]string{"day 1": {"mD", "mB", "mC"}, "day 1 delivered": {"mD"}, "day 3": {"mA"}})
 	})
-	// mF (processed on day -5) bounces on day 1: a batch on a built day,
-	// so day 1 is read from all the account's events until a build.
-	write(ev("acme", "mF", "bounce", day(1, 14, 0)))
+	// mF (processed on day -5) bounces on day 1 and mH (opened on day
+	// -4) is clicked on day 1: a batch on a built day (today, while
+	// events arrive). Day 1 is read by its window, the batch's day, and
+	// the message_index windows of the messages the window did not see:
+	// without those, mH's open would be missed.
+	write(ev("acme", "mF", "bounce", day(1, 14, 0)), ev("acme", "mH", "click", day(1, 16, 0)))
 	t.Run("later batch on the day", func(t *testing.T) {
-		check(t, false, map[string][]string{"day 1 not_delivered": {"mF", "mB", "mC"}})
+		check(t, true, map[string][]string{"day 1 not_delivered": {"mF", "mB", "mC"}, "day 1": {"mH", "mF", "mD", "mB", "mC"}})
 	})
 	update()
 	t.Run("built again", func(t *testing.T) {
-		check(t, true, map[string][]string{"day 1 not_delivered": {"mF", "mB", "mC"}, "day 1": {"mF", "mD", "mB", "mC"}})
+		check(t, true, map[string][]string{"day 1 not_delivered": {"mF", "mB", "mC"}, "day 1": {"mH", "mF", "mD", "mB", "mC"}})
 	})
 	// A batch whose marks were stored but not its events (a crash between
-	// the inserts) on day 1: read from all events until it is stored and
-	// built.
+	// the inserts) on day 1: its rows are none of the stored ones, so the
+	// windows answer as before until it is stored.
 	lost := []pipeline.Row{ev("acme", "mG", "bounce", day(1, 15, 0))}
 	if err := s.writeStatsMarks(ctx, lost); err != nil {
 		t.Fatal(err)
 	}
 	t.Run("marks without events", func(t *testing.T) {
-		check(t, false, map[string][]string{"day 1 not_delivered": {"mF", "mB", "mC"}})
+		check(t, true, map[string][]string{"day 1 not_delivered": {"mF", "mB", "mC"}})
 	})
+	// Stored (the replay) and not yet built: a message of the day's
+	// unseen rows.
 	write(lost...)
+	t.Run("replayed", func(t *testing.T) {
+		check(t, true, map[string][]string{"day 1 not_delivered": {"mG", "mF", "mB", "mC"}})
+	})
+	// A batch stored while a read runs (its marks change): the read is
+	// planned and made again, still by the windows.
+	reads := 0
+	s.activityRead = func() {
+		if reads++; reads == 1 {
+			write(ev("acme", "mI", "bounce", day(1, 17, 0)))
+		}
+	}
+	got, ok, err := s.activityByTime(ctx, "acme", filters["day 1 not_delivered"], 100)
+	s.activityRead = nil
+	if err != nil || !ok || reads != 2 {
+		t.Fatalf("a batch stored during the read: answered by windows %v after %d reads (%v), want true after 2", ok, reads, err)
+	}
+	if scanned := scanActivity(t, s, "acme", filters["day 1 not_delivered"], 100); !slices.Equal(got, scanned) || len(got) == 0 || got[0].MsgID != "mI" {
+		t.Errorf("a batch stored during the read:\n got %+v\nscan %+v", got, scanned)
+	}
 	update()
 	t.Run("replayed and built", func(t *testing.T) {
-		check(t, true, map[string][]string{"day 1 not_delivered": {"mG", "mF", "mB", "mC"}})
+		check(t, true, map[string][]string{"day 1 not_delivered": {"mI", "mG", "mF", "mB", "mC"}})
 	})
 }
 

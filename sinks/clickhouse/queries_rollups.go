@@ -43,34 +43,90 @@ const dailyCoverID = "concat(kafka_topic, '/', toString(kafka_partition))"
 // list holds (1) or every row (0), the coverage's (topic, partition) ids,
 // their highest offsets, and the ids again.
 func dailySQL(dim string) string {
-	key, class, btype, from, where := "''", "''", "''", "events", ""
-	example := "'', toDateTime(0)"
+	d := dailyParts(dim)
+	return "SELECT account_id AS r_account, toUInt32(toDate(timestamp, 'UTC')) AS r_day, " + d.key + " AS r_key, " +
+		d.class + " AS r_class, " + d.btype + " AS r_btype, " + statsCounts + ", " + d.example +
+		" FROM " + d.from + " WHERE account_id IN (?) AND timestamp >= toDateTime(?) AND timestamp < toDateTime(?) " +
+		"AND event IN " + statsEvents + d.where +
+		" AND has(?, toUInt32(toDate(timestamp, 'UTC'))) AND (? = 1 OR has(?, " + d.key + "))" +
+		" AND (? = 0 OR " + dailyCovered + ")" +
+		" GROUP BY r_account, r_day, r_key, r_class, r_btype"
+}
+
+// statsEvents are the event types the stats count.
+const statsEvents = "('processed', 'dropped', 'delivered', 'deferred', 'bounce', 'open', 'click', " +
+	"'spamreport', 'unsubscribe', 'group_unsubscribe')"
+
+// dailyCovered holds for a row a coverage list holds (its arguments: the
+// list's (topic, partition) ids, their highest offsets, the ids again).
+const dailyCovered = "(indexOf(?, " + dailyCoverID + ") > 0 AND kafka_offset <= arrayElement(?, indexOf(?, " + dailyCoverID + ")))"
+
+// dailyDim is what the per-day query of one dimension groups by and reads:
+// the key, classification and bounce type expressions, the table (with an
+// ARRAY JOIN for categories), a condition that starts with AND (or
+// nothing), and the example text and time of reason rows.
+type dailyDim struct{ key, class, btype, from, where, example string }
+
+func dailyParts(dim string) dailyDim {
+	d := dailyDim{key: "''", class: "''", btype: "''", from: "events", example: "'', toDateTime(0)"}
 	switch dim {
 	case dimCategory:
-		key, from = "category", "events ARRAY JOIN categories AS category"
+		d.key, d.from = "category", "events ARRAY JOIN categories AS category"
 	case dimProvider:
-		key = statsProvider
+		d.key = statsProvider
 	case dimDomain:
-		key = "domain"
+		d.key = "domain"
 	case dimReason:
-		key, class, btype, where = "reason_code", "bounce_classification", "bounce_type", " AND event = 'bounce'"
-		example = "argMax(reason, timestamp), max(timestamp)"
+		d.key, d.class, d.btype, d.where = "reason_code", "bounce_classification", "bounce_type", " AND event = 'bounce'"
+		d.example = "argMax(reason, timestamp), max(timestamp)"
 	case dimBrowser: // SendGrid's browser stats count clicks, client and device stats opens
-		key, where = "ua_browser", " AND event = 'click' AND ua_browser != ''"
+		d.key, d.where = "ua_browser", " AND event = 'click' AND ua_browser != ''"
 	case dimClient:
-		key, class, where = "ua_client", "ua_device", " AND event = 'open' AND ua_client != ''"
+		d.key, d.class, d.where = "ua_client", "ua_device", " AND event = 'open' AND ua_client != ''"
 	case dimDevice:
-		key, where = "ua_device", " AND event = 'open' AND ua_device != ''"
+		d.key, d.where = "ua_device", " AND event = 'open' AND ua_device != ''"
 	case dimGeo:
-		key, class, where = "geo_country", "geo_region", " AND event IN ('open', 'click') AND geo_country != ''"
+		d.key, d.class, d.where = "geo_country", "geo_region", " AND event IN ('open', 'click') AND geo_country != ''"
 	}
-	return "SELECT account_id AS r_account, toUInt32(toDate(timestamp, 'UTC')) AS r_day, " + key + " AS r_key, " +
-		class + " AS r_class, " + btype + " AS r_btype, " + statsCounts + ", " + example +
-		" FROM " + from + " WHERE account_id IN (?) AND timestamp >= toDateTime(?) AND timestamp < toDateTime(?) " +
-		"AND event IN ('processed', 'dropped', 'delivered', 'deferred', 'bounce', 'open', 'click', " +
-		"'spamreport', 'unsubscribe', 'group_unsubscribe')" + where +
-		" AND has(?, toUInt32(toDate(timestamp, 'UTC'))) AND (? = 1 OR has(?, " + key + "))" +
-		" AND (? = 0 OR (indexOf(?, " + dailyCoverID + ") > 0 AND kafka_offset <= arrayElement(?, indexOf(?, " + dailyCoverID + "))))" +
+	return d
+}
+
+// dailyTailColumns are the columns of the events the per-day queries read.
+const dailyTailColumns = "account_id, timestamp, event, type, derived, reason, sg_event_id, sg_message_id, email_norm, categories, " +
+	"provider, domain, reason_code, bounce_classification, bounce_type, ua_browser, ua_client, ua_device, geo_country, geo_region"
+
+// dailyTailSQL is what one account's day adds to a build of the day that
+// did not count all of it (rollups.go, tail days), per key, classification
+// and bounce type: statsTailCounts over the rows S of the day whose
+// sg_event_id is that of a row the build did not count, or (opens and
+// clicks) whose message and recipient are those of an open or click it
+// did not count, and the newest diagnostic text of S (reason rows). The
+// build's uncounted rows are found by their offsets: a PREWHERE on
+// kafka_offset (above the lowest offset the build counted up to among the
+// partitions with uncounted rows, 0 when one has none counted) reads
+// only that column of the day's other rows. The subqueries are GLOBAL IN,
+// as in the activity queries: on a cluster ClickHouse refuses a plain IN
+// over two Distributed tables; on one server GLOBAL IN is IN. Arguments: for each of the
+// two halves of S the coverage (ids, offsets, ids), the lowest offset,
+// account, from, to (unix seconds), the coverage again, account, from,
+// to; then all keys (1) or only those listed (0), the keys.
+func dailyTailSQL(dim string) string {
+	d := dailyParts(dim)
+	uncounted := func(also string) string {
+		return "FROM events PREWHERE kafka_offset > ? WHERE account_id = ? AND timestamp >= toDateTime(?) AND timestamp < toDateTime(?)" +
+			also + " AND NOT " + dailyCovered
+	}
+	half := func(in, also string) string {
+		return "SELECT " + dailyTailColumns + ", " + dailyCovered + " AS t_b FROM events PREWHERE " + in +
+			" WHERE account_id = ? AND timestamp >= toDateTime(?) AND timestamp < toDateTime(?)" + also
+	}
+	opens := " AND event IN ('open', 'click')"
+	rows := "(" + half("sg_event_id GLOBAL IN (SELECT sg_event_id "+uncounted("")+")", "") + " UNION ALL " +
+		half("(sg_message_id, email_norm) GLOBAL IN (SELECT sg_message_id, email_norm "+uncounted(opens)+")", opens) + ")"
+	return "SELECT account_id AS r_account, toUInt32(toDate(timestamp, 'UTC')) AS r_day, " + d.key + " AS r_key, " +
+		d.class + " AS r_class, " + d.btype + " AS r_btype, " + statsTailCounts + ", " + d.example +
+		" FROM " + strings.Replace(d.from, "events", rows, 1) + " WHERE event IN " + statsEvents + d.where +
+		" AND (? = 1 OR has(?, " + d.key + "))" +
 		" GROUP BY r_account, r_day, r_key, r_class, r_btype"
 }
 
@@ -88,6 +144,25 @@ var qStatsDaily = func() map[string]Query {
 			name = "global"
 		}
 		m[dim] = register(Query{Name: "stats.daily." + name, SQL: dailySQL(dim), Sample: dailySample(dim)})
+	}
+	return m
+}()
+
+// qStatsTail holds the tail query of each dimension (dailyTailSQL).
+var qStatsTail = func() map[string]Query {
+	m := map[string]Query{}
+	for _, dim := range rollupDims {
+		name := dim
+		if name == "" {
+			name = "global"
+		}
+		cv := []any{[]string{"email-events/0"}, []uint64{42}, []string{"email-events/0"}}
+		var args []any
+		for range 2 {
+			args = append(append(args, cv...), uint64(40), "acme", uint32(1764201600), uint32(1764288000))
+			args = append(append(args, cv...), "acme", uint32(1764201600), uint32(1764288000))
+		}
+		m[dim] = register(Query{Name: "stats.tail." + name, SQL: dailyTailSQL(dim), Sample: append(args, uint8(0), []string{""})})
 	}
 	return m
 }()

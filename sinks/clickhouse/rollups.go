@@ -36,6 +36,20 @@ package clickhouse
 //     of the shard and one set of parts answers), and a day whose build
 //     row does not come back is read from the events table instead.
 //
+//   - A day whose latest build does not cover its marks, with no erasure
+//     since the build (today, while events arrive: a "tail day"), is read
+//     as the build's counts plus what the rows the build did not count add
+//     to them (dailyTailSQL): each count is distinct keys per day, so the
+//     rows are not simply added; the tail query reads the uncounted rows
+//     (found by their offsets: above the build's cover) and every counted
+//     row sharing a key with one of them (a resent sg_event_id, an open of
+//     the same message by the same recipient), and counts the keys only
+//     uncounted rows have. That needs one column of the day's rows (the
+//     sg_event_ids) instead of a dozen, and hash sets only for those few
+//     rows; the answer equals the events table's for the same reasons a
+//     build's does (a row above the cover was not visible to the build, a
+//     row at or below it was).
+//
 // Nothing in this depends on the order of the two inserts succeeding
 // together: a crash after the mark and before the events leaves a day read
 // raw until the next build; a crash during a build leaves no build row and
@@ -60,6 +74,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"time"
@@ -214,8 +229,77 @@ func newBuild(version uint64, started uint32, topics []string, parts []uint32, o
 }
 
 // rollupPlan splits one account's days [from, to) into those its rollups
-// answer (day -> build version) and those read from the events table.
+// answer (day -> build version) and those read from the events table
+// (tail days among them).
 func (s *Store) rollupPlan(ctx context.Context, account, dim string, from, to uint32) (clean map[uint32]uint64, dirty []uint32, err error) {
+	p, err := s.planDays(ctx, account, dim, from, to)
+	if err != nil {
+		return nil, nil, err
+	}
+	for d := range p.tails {
+		p.dirty = append(p.dirty, d)
+	}
+	slices.Sort(p.dirty)
+	return p.clean, p.dirty, nil
+}
+
+// dayPlan is how countStats reads an account's days: from the rollups
+// (clean: day -> build version), from a build and the rows it did not
+// count (tails), or from the events table (dirty).
+type dayPlan struct {
+	clean map[uint32]uint64
+	tails map[uint32]*dayTail
+	dirty []uint32
+}
+
+// dayTail is a day read as a build plus the day's rows it did not count:
+// a day with events stored since its latest build (today, while events
+// arrive). lowest is the lowest offset the build counted up to among the
+// partitions with rows it did not count (0 when one has none counted):
+// every such row is above it.
+type dayTail struct {
+	build  *build
+	lowest uint64
+}
+
+// maxTailDays bounds the tail days of one query (each costs a query that
+// reads one column of the whole day); more are read from the events
+// table.
+const maxTailDays = 3
+
+// tailOf returns how a day whose build b does not cover its marks is read
+// as b plus the rows b did not count, or nil when it cannot be: an
+// erasure since the build (its mark is above b's start) removed events b
+// counted.
+func (b *build) tailOf(marks []coverMark) *dayTail {
+	t := &dayTail{build: b, lowest: math.MaxUint64}
+	for _, m := range marks {
+		if m.topic == "" {
+			if m.offset >= uint64(b.started) {
+				return nil
+			}
+			continue
+		}
+		o, ok := b.cover[fmt.Sprintf("%s/%d", m.topic, m.partition)]
+		if ok && m.offset <= o {
+			continue
+		}
+		if !ok {
+			o = 0
+		}
+		t.lowest = min(t.lowest, o)
+	}
+	if t.lowest == math.MaxUint64 { // cannot be (the marks are not covered): read the whole day
+		t.lowest = 0
+	}
+	return t
+}
+
+// planDays plans one account's days [from, to): clean when the day's
+// latest build covers every mark of the day, a tail day when it does not
+// but no erasure came since (at most maxTailDays, the latest), dirty
+// otherwise (no build, an erasure, or a build without the dimension).
+func (s *Store) planDays(ctx context.Context, account, dim string, from, to uint32) (dayPlan, error) {
 	// Builds and marks are read side by side; in either order the answer
 	// is a snapshot: a build newer than the marks read covers at least
 	// what an older one does.
@@ -230,17 +314,27 @@ func (s *Store) rollupPlan(ctx context.Context, account, dim string, from, to ui
 	buildsErr := s.readBuilds(ctx, account, from, to, builds)
 	<-done
 	if err := errors.Join(buildsErr, marksErr); err != nil {
-		return nil, nil, err
+		return dayPlan{}, err
 	}
-	clean = map[uint32]uint64{}
-	for d := from; d < to; d++ {
-		if b := builds[d]; b != nil && b.covers(marks[d]) && (b.agents || !agentDim(dim)) {
-			clean[d] = b.version
-		} else {
-			dirty = append(dirty, d)
+	p := dayPlan{clean: map[uint32]uint64{}, tails: map[uint32]*dayTail{}}
+	for d := to; d > from; d-- {
+		day := d - 1
+		b := builds[day]
+		switch {
+		case b == nil || !b.agents && agentDim(dim):
+			p.dirty = append(p.dirty, day)
+		case b.covers(marks[day]):
+			p.clean[day] = b.version
+		default:
+			if t := b.tailOf(marks[day]); t != nil && len(p.tails) < maxTailDays {
+				p.tails[day] = t
+			} else {
+				p.dirty = append(p.dirty, day)
+			}
 		}
 	}
-	return clean, dirty, nil
+	slices.Reverse(p.dirty)
+	return p, nil
 }
 
 // readBuilds reads the latest build of each of an account's days.
@@ -376,14 +470,20 @@ func (s *Store) countStats(ctx context.Context, q countsQuery) (map[rollupKey]*r
 	}
 	var dirty []uint32
 	clean := map[uint32]uint64{}
+	tails := map[uint32]*dayTail{}
 	if q.exact || !midnights {
 		for d := from; d < to; d++ {
 			dirty = append(dirty, d)
 		}
 	} else {
-		var err error
-		if clean, dirty, err = s.rollupPlan(ctx, q.account, q.dim, from, to); err != nil {
+		p, err := s.planDays(ctx, q.account, q.dim, from, to)
+		if err != nil {
 			return nil, err
+		}
+		clean, tails, dirty = p.clean, p.tails, p.dirty
+		// A tail day's build is read with the clean days' builds.
+		for d, t := range tails {
+			clean[d] = t.build.version
 		}
 	}
 	if s.planned != nil {
@@ -396,8 +496,17 @@ func (s *Store) countStats(ctx context.Context, q countsQuery) (map[rollupKey]*r
 		}
 		// A day whose build was replaced by a newer one (or is not on
 		// the replica that answered) is read from the events table.
+		for _, d := range missing {
+			delete(tails, d)
+		}
 		dirty = append(dirty, missing...)
 		slices.Sort(dirty)
+	}
+	// A tail day adds what its build did not count.
+	for d, t := range tails {
+		if err := s.addTail(ctx, q, keys, d, t, out); err != nil {
+			return nil, err
+		}
 	}
 	// The days read from the events table, in at most maxDirtyRuns time
 	// ranges: a day between two of them (built, or without events) would
@@ -418,6 +527,40 @@ func (s *Store) countStats(ctx context.Context, q countsQuery) (map[rollupKey]*r
 		}
 	}
 	return out, nil
+}
+
+// addTail adds to out what the rows of an account's day that its build
+// did not count add to the build's counts (dailyTailSQL), so the day's
+// counts are those of the events table.
+func (s *Store) addTail(ctx context.Context, q countsQuery, keys []string, day uint32, t *dayTail, out map[rollupKey]*rollupAgg) error {
+	tq := qStatsTail[q.dim]
+	var ids []string
+	var offsets []uint64
+	for id, o := range t.build.cover {
+		ids, offsets = append(ids, id), append(offsets, o)
+	}
+	if len(ids) == 0 {
+		ids, offsets = []string{""}, []uint64{0}
+	}
+	from, to := unixSeconds(dayTime(day)), unixSeconds(dayTime(day+1))
+	var args []any
+	for range 2 {
+		args = append(args, ids, offsets, ids, t.lowest, q.account, from, to, ids, offsets, ids, q.account, from, to)
+	}
+	rows, err := s.conn.Query(ctx, tq.SQL, append(args, b2u(q.all), keys)...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", tq.Name, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r dailyRow
+		dst := append([]any{&r.account, &r.day, &r.key, &r.class, &r.btype}, countDests(&r.counts)...)
+		if err := rows.Scan(append(dst, &r.example, &r.exampleAt)...); err != nil {
+			return fmt.Errorf("%s: %w", tq.Name, err)
+		}
+		addTo(out, rollupKey{dayPeriod(r.day, q.by), r.key, r.class, r.btype}, &r.counts, r.example, r.exampleAt)
+	}
+	return rows.Err()
 }
 
 // maxDirtyRuns is the most queries of the events table one countStats

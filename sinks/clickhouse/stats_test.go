@@ -260,6 +260,17 @@ func TestStatsAreExact(t *testing.T) {
 	}
 	// Three inserts, the resends among them, as a worker would write them.
 	third := len(rows) / 3
+	// The third also resends a fifth of the first two's events (the
+	// producer again, after the build counted them): read as tail days,
+	// they must count once.
+	next := rows[len(rows)-1].Offset + 1
+	for i := 0; i < 2*third; i += 5 {
+		if !rows[i].Derived {
+			r := rows[i]
+			r.Offset, next = next, next+1
+			rows = append(rows, r)
+		}
+	}
 	if err := s.WriteEvents(ctx, rows[:third]); err != nil {
 		t.Fatal(err)
 	}
@@ -278,6 +289,11 @@ func TestStatsAreExact(t *testing.T) {
 	// those days are read from the events table until the next build.
 	if err := s.WriteEvents(ctx, rows[2*third:]); err != nil {
 		t.Fatal(err)
+	}
+	// The latest three days are read as their builds plus what they did
+	// not count (tail days), the others from the events table.
+	if p, err := s.planDays(ctx, "acme", dimGlobal, dayOf(from), dayOf(to)); err != nil || len(p.tails) != maxTailDays || len(p.clean) != 0 {
+		t.Fatalf("plan: %d tail days, %d clean (%v), want %d and 0", len(p.tails), len(p.clean), err, maxTailDays)
 	}
 	t.Run("rollups and events", func(t *testing.T) { checkStats(t, s, rows, from, to, 0) })
 	// A batch whose marks landed but whose events did not (a crash between

@@ -129,6 +129,9 @@ type Store struct {
 	// planned, when set (tests), runs after a stats read chose its days'
 	// builds and before it reads them.
 	planned func()
+	// activityRead, when set (tests), runs after an activity read by time
+	// windows and before it checks the marks again.
+	activityRead func()
 }
 
 func (c Config) options(database string) *ch.Options {
