@@ -38,6 +38,14 @@ type GroupConfig struct {
 	// MaxWait is how long a batch waits to fill after its first message;
 	// default 500ms.
 	MaxWait time.Duration
+	// TopicsMaxWait is MaxWait for the partitions of Topics; default
+	// MaxWait. The routed copies' topic gets its messages in bursts (one
+	// produce request of each source partition's batch, written while the
+	// source's batch is being stored): waiting longer than the bursts of
+	// one round of source batches only holds the copies back, and in a
+	// worker whose inserts are merged (sinks/clickhouse's group commits)
+	// the source partitions wait for them.
+	TopicsMaxWait time.Duration
 	// QueueCapacity bounds the messages each partition's reader prefetches
 	// while a batch is being handled; default 2000 (at most
 	// MaxBatchMessages). The rest of the next batch is read from the
@@ -94,6 +102,7 @@ func (c *GroupConfig) Validate() error {
 	def(&c.MaxBatchBytes, 16<<20)
 	def(&c.QueueCapacity, min(c.MaxBatchMessages, 2000))
 	defd(&c.MaxWait, 500*time.Millisecond)
+	defd(&c.TopicsMaxWait, c.MaxWait)
 	defd(&c.SessionTimeout, 10*time.Second)
 	defd(&c.RebalanceTimeout, 60*time.Second)
 	defd(&c.HeartbeatInterval, 3*time.Second)
@@ -636,7 +645,7 @@ func (g *Group) fetch(ctx context.Context, r *kafka.Reader, batch []Message) ([]
 	bytes := len(m.Value)
 	hwm := m.HighWaterMark
 	batch = append(batch, Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time, Headers: m.Headers})
-	waitCtx, cancel := context.WithTimeout(ctx, g.fillWait(m.Offset, m.HighWaterMark))
+	waitCtx, cancel := context.WithTimeout(ctx, g.fillWait(m.Topic, m.Offset, m.HighWaterMark))
 	defer cancel()
 	for len(batch) < g.cfg.MaxBatchMessages && bytes < g.cfg.MaxBatchBytes {
 		m, err := r.FetchMessage(waitCtx)
@@ -658,13 +667,17 @@ func (g *Group) fetch(ctx context.Context, r *kafka.Reader, batch []Message) ([]
 // that hold no message (transaction markers).
 const backlogFill = 10
 
-// fillWait is how long a batch whose first message is at offset may wait
-// to fill, the partition's high-water mark being hwm.
-func (g *Group) fillWait(offset, hwm int64) time.Duration {
-	if hwm-offset > int64(g.cfg.MaxBatchMessages) {
-		return backlogFill * g.cfg.MaxWait
+// fillWait is how long a batch of topic whose first message is at offset
+// may wait to fill, the partition's high-water mark being hwm.
+func (g *Group) fillWait(topic string, offset, hwm int64) time.Duration {
+	wait := g.cfg.MaxWait
+	if topic != g.cfg.Topic {
+		wait = g.cfg.TopicsMaxWait
 	}
-	return g.cfg.MaxWait
+	if hwm-offset > int64(g.cfg.MaxBatchMessages) {
+		return backlogFill * wait
+	}
+	return wait
 }
 
 // retryPolicy is the pauses between attempts of a failed batch: 100ms

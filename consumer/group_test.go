@@ -71,18 +71,31 @@ func TestConnMechanisms(t *testing.T) {
 // TestFillWait: a batch waits MaxWait to fill, and backlogFill times that
 // when the partition already holds a full batch after its first message.
 func TestFillWait(t *testing.T) {
-	g := &Group{cfg: GroupConfig{MaxBatchMessages: 100, MaxWait: 500 * time.Millisecond}}
+	g := &Group{cfg: GroupConfig{Topic: "events", Topics: []string{"events.routed"}, MaxBatchMessages: 100,
+		MaxWait: 500 * time.Millisecond, TopicsMaxWait: 100 * time.Millisecond}}
 	for _, c := range []struct {
+		topic       string
 		offset, hwm int64
 		want        time.Duration
 	}{
-		{0, 1, 500 * time.Millisecond},   // the only message
-		{0, 100, 500 * time.Millisecond}, // 99 more: not a full batch
-		{0, 101, 5 * time.Second},        // a full batch behind the first message
-		{50, 10_000, 5 * time.Second},
+		{"events", 0, 1, 500 * time.Millisecond},   // the only message
+		{"events", 0, 100, 500 * time.Millisecond}, // 99 more: not a full batch
+		{"events", 0, 101, 5 * time.Second},        // a full batch behind the first message
+		{"events", 50, 10_000, 5 * time.Second},
+		// The routed copies' topic (Topics) waits TopicsMaxWait.
+		{"events.routed", 0, 1, 100 * time.Millisecond},
+		{"events.routed", 0, 101, time.Second},
 	} {
-		if got := g.fillWait(c.offset, c.hwm); got != c.want {
-			t.Errorf("offset %d, high-water mark %d: %s, want %s", c.offset, c.hwm, got, c.want)
+		if got := g.fillWait(c.topic, c.offset, c.hwm); got != c.want {
+			t.Errorf("%s offset %d, high-water mark %d: %s, want %s", c.topic, c.offset, c.hwm, got, c.want)
 		}
+	}
+	// Unset, it is MaxWait.
+	cfg := GroupConfig{Conn: Conn{Brokers: []string{"127.0.0.1:9092"}}, Topic: "events", GroupID: "g", MaxWait: 300 * time.Millisecond}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.TopicsMaxWait != 300*time.Millisecond {
+		t.Errorf("TopicsMaxWait %s by default, want MaxWait's 300ms", cfg.TopicsMaxWait)
 	}
 }
