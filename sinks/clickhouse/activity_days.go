@@ -50,7 +50,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strings"
 	"time"
@@ -403,23 +402,7 @@ const maxUnseenDays = 2
 // account, more than maxWindowMessages such messages, or one without a
 // window).
 func (s *Store) unseenRanges(ctx context.Context, account string, d uint32, w *activityWindow, marks []coverMark) ([][2]uint32, bool, error) {
-	lowest := uint64(math.MaxUint64)
-	for _, m := range marks {
-		if m.topic == "" {
-			continue
-		}
-		o, ok := w.seen[fmt.Sprintf("%s/%d", m.topic, m.partition)]
-		if ok && m.offset <= o {
-			continue
-		}
-		if !ok {
-			o = 0
-		}
-		lowest = min(lowest, o)
-	}
-	if lowest == math.MaxUint64 {
-		lowest = 0
-	}
+	lowest := lowestUncounted(marks, w.seen)
 	ids, offsets := []string{""}, []uint64{0}
 	for id, o := range w.seen {
 		ids, offsets = append(ids, id), append(offsets, o)

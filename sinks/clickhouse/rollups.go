@@ -272,27 +272,36 @@ const maxTailDays = 3
 // erasure since the build (its mark is above b's start) removed events b
 // counted.
 func (b *build) tailOf(marks []coverMark) *dayTail {
-	t := &dayTail{build: b, lowest: math.MaxUint64}
+	for _, m := range marks {
+		if m.topic == "" && m.offset >= uint64(b.started) {
+			return nil
+		}
+	}
+	return &dayTail{build: b, lowest: lowestUncounted(marks, b.cover)}
+}
+
+// lowestUncounted is the lowest offset counted up to, by cover
+// ("topic/partition" -> highest offset counted: a build's cover, a
+// window's seen), among the partitions whose marks are above it (0 for a
+// partition with none counted, or when no mark is: then read from the
+// start). Marks without a topic (erasures, reclassifications) are not
+// partitions' and are skipped.
+func lowestUncounted(marks []coverMark, cover map[string]uint64) uint64 {
+	lowest := uint64(math.MaxUint64)
 	for _, m := range marks {
 		if m.topic == "" {
-			if m.offset >= uint64(b.started) {
-				return nil
-			}
 			continue
 		}
-		o, ok := b.cover[fmt.Sprintf("%s/%d", m.topic, m.partition)]
+		o, ok := cover[fmt.Sprintf("%s/%d", m.topic, m.partition)]
 		if ok && m.offset <= o {
 			continue
 		}
-		if !ok {
-			o = 0
-		}
-		t.lowest = min(t.lowest, o)
+		lowest = min(lowest, o) // 0 when the partition has none counted
 	}
-	if t.lowest == math.MaxUint64 { // cannot be (the marks are not covered): read the whole day
-		t.lowest = 0
+	if lowest == math.MaxUint64 {
+		return 0
 	}
-	return t
+	return lowest
 }
 
 // planDays plans one account's days [from, to): clean when the day's
