@@ -2,7 +2,6 @@ package webhook_test
 
 import (
 	"context"
-	"encoding/json"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -103,22 +102,10 @@ func TestWebhookDropsSameAsSink(t *testing.T) {
 			}
 		}
 		got := map[string]string{}
-		rcv.mu.Lock()
-		defer rcv.mu.Unlock()
-		for _, body := range rcv.by["/hook"] {
-			var evs []struct {
-				ID     string `json:"sg_event_id"`
-				Event  string `json:"event"`
-				Reason string `json:"reason"`
-			}
-			if err := json.Unmarshal(body, &evs); err != nil {
-				t.Fatal(err)
-			}
-			for _, e := range evs {
-				// Derived drops only, not the stream's own dropped events.
-				if e.Event == "dropped" && strings.HasPrefix(e.ID, derivedPrefix) {
-					got[e.ID] = e.Reason
-				}
+		for _, e := range rcv.list(t, "/hook") {
+			// Derived drops only, not the stream's own dropped events.
+			if e.Event == "dropped" && strings.HasPrefix(e.ID, derivedPrefix) {
+				got[e.ID] = e.Reason
 			}
 		}
 		return got

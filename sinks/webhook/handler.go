@@ -202,7 +202,6 @@ func (h *eventHandler) decodeChunk(buf *stageBuf, topic string, partition int, m
 	d := h.d
 	dec := h.decoders.For(topic, partition)
 	evs, roles, ends := buf.evs[:0], buf.roles[:0], buf.ends[:0]
-	clear(evs[:cap(evs)])
 	route := d.cfg.Route
 	routedIn := route != nil && topic == route.RoutedTopic()
 	i := lo

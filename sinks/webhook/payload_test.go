@@ -58,6 +58,30 @@ func (b *bodies) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b.mu.Unlock()
 }
 
+// hookEvent is what the drop tests read of a delivered event.
+type hookEvent struct {
+	ID     string `json:"sg_event_id"`
+	Event  string `json:"event"`
+	Reason string `json:"reason"`
+}
+
+// list decodes every event delivered to path, in order of arrival,
+// repeats included.
+func (b *bodies) list(t *testing.T, path string) []hookEvent {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []hookEvent
+	for _, body := range b.by[path] {
+		var evs []hookEvent
+		if err := json.Unmarshal(body, &evs); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, evs...)
+	}
+	return out
+}
+
 // events decodes every delivered event of path with SendGrid's event
 // shape, strictly (a field SendGrid does not document fails), by
 // sg_event_id, with the raw objects.

@@ -2,7 +2,6 @@ package webhook_test
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -144,24 +143,12 @@ func TestWebhooksDeliverRoutedEventsWhereProduced(t *testing.T) {
 	// derived drops' reasons.
 	delivered := func() (got map[string]int, drops map[string]string) {
 		got, drops = map[string]int{}, map[string]string{}
-		rcv.mu.Lock()
-		defer rcv.mu.Unlock()
-		for _, body := range rcv.by["/hook"] {
-			var evs []struct {
-				ID     string `json:"sg_event_id"`
-				Event  string `json:"event"`
-				Reason string `json:"reason"`
+		for _, e := range rcv.list(t, "/hook") {
+			if _, ok := rec.drops[e.ID]; ok {
+				drops[e.ID] = e.Reason
+				continue
 			}
-			if err := json.Unmarshal(body, &evs); err != nil {
-				t.Fatal(err)
-			}
-			for _, e := range evs {
-				if _, ok := rec.drops[e.ID]; ok {
-					drops[e.ID] = e.Reason
-					continue
-				}
-				got[e.ID]++
-			}
+			got[e.ID]++
 		}
 		return got, drops
 	}
