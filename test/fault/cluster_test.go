@@ -169,15 +169,35 @@ func (r *clusterRun) topicMessages() uint64 {
 	return n
 }
 
-// topicEnd is the sum of a topic's end offsets.
+// topicEnd is the sum of a topic's end offsets. Right after a broker comes
+// back, leadership moves back to it and a request can reach the old leader
+// ("Not Leader For Partition"), so each attempt uses its own transport (no
+// cached metadata) and the read is retried for up to a minute.
 func topicEnd(t *testing.T, brokers, topic string) uint64 {
 	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		n, err := readTopicEnd(brokers, topic)
+		if err == nil {
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		t.Logf("%v; retrying", err)
+		time.Sleep(time.Second)
+	}
+}
+
+func readTopicEnd(brokers, topic string) (uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cl := &kafka.Client{Addr: kafka.TCP(strings.Split(brokers, ",")...)}
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	cl := &kafka.Client{Addr: kafka.TCP(strings.Split(brokers, ",")...), Transport: tr}
 	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil || len(md.Topics) != 1 || md.Topics[0].Error != nil {
-		t.Fatalf("metadata of %s: %v %+v", topic, err, md)
+		return 0, fmt.Errorf("metadata of %s: %v %+v", topic, err, md)
 	}
 	var req []kafka.OffsetRequest
 	for _, p := range md.Topics[0].Partitions {
@@ -185,16 +205,16 @@ func topicEnd(t *testing.T, brokers, topic string) uint64 {
 	}
 	res, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: req}})
 	if err != nil {
-		t.Fatalf("end offsets of %s: %v", topic, err)
+		return 0, fmt.Errorf("end offsets of %s: %v", topic, err)
 	}
 	var n uint64
 	for _, p := range res.Topics[topic] {
 		if p.Error != nil {
-			t.Fatalf("end offset of %s/%d: %v", topic, p.Partition, p.Error)
+			return 0, fmt.Errorf("end offset of %s/%d: %v", topic, p.Partition, p.Error)
 		}
 		n += uint64(p.LastOffset)
 	}
-	return n
+	return n, nil
 }
 
 // replicasAgree waits until both replicas of each shard hold the same rows.
@@ -267,12 +287,16 @@ func (r *clusterRun) topicsReplicated() {
 func (ci *clusterInstance) kafkaInSync(t *testing.T) {
 	t.Helper()
 	t0 := time.Now()
-	cl := &kafka.Client{Addr: kafka.TCP(strings.Split(ci.brokers, ",")...)}
 	var behind []string
 	for time.Since(t0) < 3*time.Minute {
+		// A transport of its own each time: kafka-go's transport answers
+		// metadata requests from its cache, which can predate the restart.
+		tr := &kafka.Transport{}
+		cl := &kafka.Client{Addr: kafka.TCP(strings.Split(ci.brokers, ",")...), Transport: tr}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		md, err := cl.Metadata(ctx, &kafka.MetadataRequest{})
 		cancel()
+		tr.CloseIdleConnections()
 		behind = behind[:0]
 		if err != nil {
 			behind = append(behind, err.Error())
