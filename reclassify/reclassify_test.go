@@ -181,7 +181,7 @@ func TestReclassifyStoredBounces(t *testing.T) {
 		t.Fatal(err)
 	}
 	status, err := store.RollupStatus(ctx, "acme", day, day.AddDate(0, 0, 1))
-	if err != nil || !status[day] {
+	if err != nil || status[day] != clickhouse.FromRollups {
 		t.Fatalf("rollup status after the rebuild: %v, %v; want the day from the rollups", status, err)
 	}
 	if n := reasonCount(t, store, "acme", "mailbox_full"); n != 3 {

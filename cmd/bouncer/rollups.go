@@ -184,9 +184,9 @@ func rollupStatus(ctx context.Context, env *environment, store *clickhouse.Store
 		return err
 	}
 	for d := f; !d.After(t); d = d.AddDate(0, 0, 1) {
-		where := "events"
-		if days[d] {
-			where = "rollups"
+		where, ok := days[d]
+		if !ok {
+			where = clickhouse.FromEvents
 		}
 		fmt.Fprintf(env.stdout, "%s %s\n", d.Format(time.DateOnly), where)
 	}

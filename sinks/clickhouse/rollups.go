@@ -389,20 +389,37 @@ func (s *Store) readMarks(ctx context.Context, account string, from, to uint32, 
 	return rows.Err()
 }
 
+// DaySource is where a stats query over a range reads one day from.
+type DaySource string
+
+const (
+	// FromRollups: the day's latest build covers every event of the day.
+	FromRollups DaySource = "rollups"
+	// FromRollupsAndTail: the latest build plus the day's events stored
+	// since it (a day still being ingested; at most maxTailDays of a
+	// range, the latest).
+	FromRollupsAndTail DaySource = "rollups+tail"
+	// FromEvents: the events table (no build, an erasure since the
+	// build, or more tail days than a query reads that way).
+	FromEvents DaySource = "events"
+)
+
 // RollupStatus says, for each day of one account in [from, to) (UTC
-// days), whether its stats are read from the rollups (true: its latest
-// build covers every event) or from the events table.
-func (s *Store) RollupStatus(ctx context.Context, account string, from, to time.Time) (map[time.Time]bool, error) {
-	clean, dirty, err := s.rollupPlan(ctx, account, dimGlobal, dayOf(from), dayOf(to))
+// days), how a stats query over that range reads it.
+func (s *Store) RollupStatus(ctx context.Context, account string, from, to time.Time) (map[time.Time]DaySource, error) {
+	p, err := s.planDays(ctx, account, dimGlobal, dayOf(from), dayOf(to))
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[time.Time]bool, len(clean)+len(dirty))
-	for d := range clean {
-		out[dayTime(d)] = true
+	out := make(map[time.Time]DaySource, len(p.clean)+len(p.tails)+len(p.dirty))
+	for d := range p.clean {
+		out[dayTime(d)] = FromRollups
 	}
-	for _, d := range dirty {
-		out[dayTime(d)] = false
+	for d := range p.tails {
+		out[dayTime(d)] = FromRollupsAndTail
+	}
+	for _, d := range p.dirty {
+		out[dayTime(d)] = FromEvents
 	}
 	return out, nil
 }

@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -285,6 +286,7 @@ func TestStatsAreExact(t *testing.T) {
 		t.Fatalf("UpdateRollups: %d chunks, %v", n, err)
 	}
 	t.Run("rollups", func(t *testing.T) { checkStats(t, s, rows[:2*third], from, to, 7) })
+	checkStatus(t, s, from, to, map[DaySource]int{FromRollups: 7, FromEvents: 92 - 7})
 	// The third batch lands on built days (with resends of their events):
 	// those days are read from the events table until the next build.
 	if err := s.WriteEvents(ctx, rows[2*third:]); err != nil {
@@ -295,6 +297,7 @@ func TestStatsAreExact(t *testing.T) {
 	if p, err := s.planDays(ctx, "acme", dimGlobal, dayOf(from), dayOf(to)); err != nil || len(p.tails) != maxTailDays || len(p.clean) != 0 {
 		t.Fatalf("plan: %d tail days, %d clean (%v), want %d and 0", len(p.tails), len(p.clean), err, maxTailDays)
 	}
+	checkStatus(t, s, from, to, map[DaySource]int{FromRollupsAndTail: maxTailDays, FromEvents: 92 - maxTailDays})
 	t.Run("rollups and events", func(t *testing.T) { checkStats(t, s, rows, from, to, 0) })
 	// A batch whose marks landed but whose events did not (a crash between
 	// the two inserts): its days are read raw, and an update builds them.
@@ -323,6 +326,23 @@ func TestStatsAreExact(t *testing.T) {
 		t.Fatalf("RebuildRollups: %d chunks, %v", n, err)
 	}
 	t.Run("rebuild", func(t *testing.T) { checkStats(t, s, rows, from, to, 7) })
+}
+
+// checkStatus checks how many days of acme's [from, to) RollupStatus
+// reports read from each source (what bouncer rollups status prints).
+func checkStatus(t *testing.T, s *Store, from, to time.Time, want map[DaySource]int) {
+	t.Helper()
+	status, err := s.RollupStatus(context.Background(), "acme", from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[DaySource]int{}
+	for _, src := range status {
+		got[src]++
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("RollupStatus: days per source %v, want %v", got, want)
+	}
 }
 
 // checkStats compares Store.Stats with the counts computed in Go from rows
