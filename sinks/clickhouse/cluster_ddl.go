@@ -39,6 +39,10 @@ var clusterLayout = map[string]tableLayout{
 	// recipient: all lists of one address on one shard.
 	"suppressions":      {shardKey: "cityHash64(account_id, email_norm)"},
 	"recipient_history": {shardKey: "cityHash64(account_id, email_norm)"},
+	// The tables of recipient_history's rebuild (0021, 0022): the same
+	// layout, so the rows stay on their shard.
+	"recipient_history_g256":  {shardKey: "cityHash64(account_id, email_norm)"},
+	"recipient_history_g8192": {shardKey: "cityHash64(account_id, email_norm)"},
 	// Subscriptions, read with FINAL per (account_id, id).
 	"webhooks":               {shardKey: "cityHash64(account_id, id)"},
 	"webhook_deliveries":     {shardKey: "cityHash64(account_id, endpoint_id)"},
@@ -85,11 +89,42 @@ var createTable = regexp.MustCompile(`(?s)^CREATE TABLE IF NOT EXISTS ([A-Za-z_]
 // original name for sharded tables, so every read query works unchanged.
 // Only CREATE TABLE IF NOT EXISTS of a *MergeTree engine and ALTER TABLE ...
 // ADD COLUMN are understood (a column is added to the local table ON
-// CLUSTER and to the Distributed table over it on each server: the one kind
-// of statement without ON CLUSTER, which Migrate runs on every server); any
+// CLUSTER and to the Distributed table over it on each server: a statement
+// without ON CLUSTER, which Migrate runs on every server), and the
+// statements of a table rebuild (migrate_move.go): the swap's CREATE and
+// RENAME and a DROP TABLE IF EXISTS run on every server directly, on the
+// tables that hold the rows, the move once per replica set; any
 // other statement is an error that names it,
 // so a future migration cannot silently do something different on a cluster.
 func clusterStatements(stmt, db, cluster string) ([]string, error) {
+	stmt = strings.TrimSpace(stmt)
+	if g := swapGuard.FindStringSubmatch(stmt); g != nil {
+		return swapStatements(g[1], g[2], db)
+	}
+	if m := insertSelect.FindStringSubmatch(stmt); m != nil {
+		target, err := clusterTable(m[1], db)
+		if err != nil {
+			return nil, err
+		}
+		src, err := clusterTable(m[4], db)
+		if err != nil {
+			return nil, err
+		}
+		return []string{oncePerReplicaSet + fmt.Sprintf("INSERT INTO %s (%s) SELECT %s FROM %s", target, m[2], m[3], src)}, nil
+	}
+	if m := dropTable.FindStringSubmatch(stmt); m != nil {
+		layout, ok := clusterLayout[m[1]]
+		if !ok {
+			return nil, fmt.Errorf("table %s has no cluster layout: add it to clusterLayout in sinks/clickhouse/cluster_ddl.go", m[1])
+		}
+		// On every server directly, like the swap: each replica leaves
+		// ZooKeeper as it drops its table.
+		out := []string{fmt.Sprintf("DROP TABLE IF EXISTS %s.%s", db, m[1])}
+		if layout.shardKey != "" {
+			out = append(out, fmt.Sprintf("DROP TABLE IF EXISTS %s.%s", db, m[1]+localSuffix))
+		}
+		return out, nil
+	}
 	if a := addColumn.FindStringSubmatch(strings.TrimSpace(stmt)); a != nil {
 		name, rest := a[1], a[2]+" "+a[3]
 		layout, ok := clusterLayout[name]
@@ -119,29 +154,86 @@ func clusterStatements(stmt, db, cluster string) ([]string, error) {
 	}
 	m := createTable.FindStringSubmatch(strings.TrimSpace(stmt))
 	if m == nil {
-		return nil, fmt.Errorf("statement has no cluster form (only CREATE TABLE IF NOT EXISTS ... ENGINE = *MergeTree and ALTER TABLE ... ADD COLUMN are understood; extend clusterStatements): %.80s", stmt)
+		return nil, fmt.Errorf("statement has no cluster form (only CREATE TABLE IF NOT EXISTS ... ENGINE = *MergeTree, ALTER TABLE ... ADD COLUMN and a table rebuild's statements are understood; extend clusterStatements): %.80s", stmt)
 	}
 	name, columns, engine, params, rest := m[1], m[2], m[3], m[4], m[5]
-	layout, ok := clusterLayout[name]
-	if !ok {
-		return nil, fmt.Errorf("table %s has no cluster layout: add it to clusterLayout in sinks/clickhouse/cluster_ddl.go", name)
+	table, err := clusterTable(name, db)
+	if err != nil {
+		return nil, err
 	}
-	replicated := func(table, path, replica string) string {
-		args := fmt.Sprintf("'%s', '%s'", path, replica)
-		if params != "" {
-			args += ", " + params
-		}
-		return fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s.%s ON CLUSTER %s (%s) ENGINE = Replicated%s(%s) %s",
-			db, table, cluster, columns, engine, args, rest)
-	}
+	layout := clusterLayout[name]
+	create := fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s ON CLUSTER %s (%s) ENGINE = %s %s",
+		table, cluster, columns, replicatedEngine(name, db, engine, params), rest)
 	if layout.shardKey == "" {
 		// One replica set over the whole cluster: every server holds it all.
-		return []string{replicated(name, "/clickhouse/tables/all/"+db+"/"+name, "{shard}-{replica}")}, nil
+		return []string{create}, nil
 	}
 	local := name + localSuffix
 	return []string{
-		replicated(local, "/clickhouse/tables/{shard}/"+db+"/"+local, "{replica}"),
+		create,
 		fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s.%s ON CLUSTER %s AS %s.%s ENGINE = Distributed(%s, %s, %s, %s)",
 			db, name, cluster, db, local, cluster, db, local, layout.shardKey),
 	}, nil
+}
+
+// clusterTable is the table of the cluster that holds name's rows on each
+// server: DB.<name>_local for a sharded table, DB.<name> for one on every
+// server.
+func clusterTable(name, db string) (string, error) {
+	layout, ok := clusterLayout[name]
+	if !ok {
+		return "", fmt.Errorf("table %s has no cluster layout: add it to clusterLayout in sinks/clickhouse/cluster_ddl.go", name)
+	}
+	if layout.shardKey != "" {
+		return db + "." + name + localSuffix, nil
+	}
+	return db + "." + name, nil
+}
+
+// swapStatements is the cluster form of a statement of a table swap
+// (migrate_move.go) guarded by table guard: run on every server directly
+// (not ON CLUSTER), each skipping it where the guard exists, and on the
+// tables that hold the rows (clusterTable). The new table gets no
+// Distributed table: the one of the name it takes over reads it once it is
+// renamed.
+func swapStatements(guard, stmt, db string) ([]string, error) {
+	guardTable, err := clusterTable(guard, db)
+	if err != nil {
+		return nil, err
+	}
+	if r := renameSwap.FindStringSubmatch(stmt); r != nil {
+		var names [4]string
+		for i := range names {
+			if names[i], err = clusterTable(r[i+1], db); err != nil {
+				return nil, err
+			}
+		}
+		return []string{guarded(guardTable, fmt.Sprintf("RENAME TABLE %s TO %s, %s TO %s", names[0], names[1], names[2], names[3]))}, nil
+	}
+	m := createTable.FindStringSubmatch(stmt)
+	if m == nil {
+		return nil, fmt.Errorf("a guarded statement must be a table swap's CREATE TABLE IF NOT EXISTS or RENAME TABLE: %.80s", stmt)
+	}
+	name, columns, engine, params, rest := m[1], m[2], m[3], m[4], m[5]
+	table, err := clusterTable(name, db)
+	if err != nil {
+		return nil, err
+	}
+	return []string{guarded(guardTable, fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (%s) ENGINE = %s %s",
+		table, columns, replicatedEngine(name, db, engine, params), rest))}, nil
+}
+
+// replicatedEngine is the Replicated* engine of table name (engine with
+// params on one server): ZooKeeper path /clickhouse/tables/{shard}/DB/<name>_local
+// and replica {replica} for a sharded table, /clickhouse/tables/all/DB/<name>
+// and {shard}-{replica} (unique over the cluster) for one on every server.
+func replicatedEngine(name, db, engine, params string) string {
+	args := fmt.Sprintf("'/clickhouse/tables/{shard}/%s/%s%s', '{replica}'", db, name, localSuffix)
+	if clusterLayout[name].shardKey == "" {
+		args = fmt.Sprintf("'/clickhouse/tables/all/%s/%s', '{shard}-{replica}'", db, name)
+	}
+	if params != "" {
+		args += ", " + params
+	}
+	return fmt.Sprintf("Replicated%s(%s)", engine, args)
 }

@@ -30,7 +30,11 @@ func clusterDDL(t *testing.T) []checkStatement {
 	}
 	add("schema_migrations", qMigrationsCreate.SQL)
 	for _, m := range migrations {
-		for i, s := range m.Statements {
+		stmts, err := guardSwaps(m.Statements)
+		if err != nil {
+			t.Fatalf("ddl %04d_%s: %v", m.Version, m.Name, err)
+		}
+		for i, s := range stmts {
 			add(fmt.Sprintf("ddl %04d_%s #%d", m.Version, m.Name, i+1), s)
 		}
 	}
@@ -50,11 +54,23 @@ func TestClusterStatements(t *testing.T) {
 		// each replica set.
 		distributedAlter := strings.HasPrefix(s.SQL, "ALTER TABLE bouncer.") && !strings.Contains(s.SQL, "_local ") && strings.Contains(s.SQL, " ADD COLUMN ")
 		replicatedAlter := strings.HasPrefix(s.SQL, oncePerReplicaSet+"ALTER TABLE bouncer.") && strings.Contains(s.SQL, " ADD COLUMN ")
+		// A table rebuild's statements (migrate_move.go) run on every
+		// server or once per replica set, too.
+		swap := swapGuard.MatchString(s.SQL)
+		move := strings.HasPrefix(s.SQL, oncePerReplicaSet+"INSERT INTO bouncer.")
+		drop := strings.HasPrefix(s.SQL, "DROP TABLE IF EXISTS bouncer.")
 		s.SQL = strings.TrimPrefix(s.SQL, oncePerReplicaSet)
-		if !strings.Contains(s.SQL, " ON CLUSTER bouncer ") && !distributedAlter && !replicatedAlter {
+		if !strings.Contains(s.SQL, " ON CLUSTER bouncer ") && !distributedAlter && !replicatedAlter && !swap && !move && !drop {
 			t.Errorf("%s: no ON CLUSTER: %s", s.Name, s.SQL)
 		}
 		switch {
+		case swap:
+			seen["swap"] = true
+			if g := swapGuard.FindStringSubmatch(s.SQL); !strings.HasSuffix(g[1], "_local") || strings.Contains(s.SQL, " ON CLUSTER ") {
+				t.Errorf("%s: a swap of a sharded table runs on each server's local tables, guarded by a local table: %s", s.Name, s.SQL)
+			}
+		case move, drop:
+			seen["rebuild"] = true
 		case strings.HasPrefix(s.SQL, "ALTER TABLE bouncer.") && strings.Contains(s.SQL, " ADD COLUMN "):
 			seen["add column"] = true
 		case strings.Contains(s.SQL, "ENGINE = Distributed("):
@@ -73,7 +89,7 @@ func TestClusterStatements(t *testing.T) {
 			t.Errorf("%s: unexpected form: %s", s.Name, s.SQL)
 		}
 	}
-	for _, k := range []string{"distributed", "sharded", "everywhere"} {
+	for _, k := range []string{"distributed", "sharded", "everywhere", "swap", "rebuild"} {
 		if !seen[k] {
 			t.Errorf("no %s table", k)
 		}
@@ -109,6 +125,35 @@ func TestClusterStatements(t *testing.T) {
 		if m := addColumnTarget.FindStringSubmatch(strings.TrimPrefix(stmt, oncePerReplicaSet)); m == nil || m[1] != "bouncer" || m[2] != "api_keys" || m[3] != "x" {
 			t.Errorf("addColumnTarget(%q) = %q", stmt, m)
 		}
+	}
+	// recipient_history's rebuild (0021, 0022): the new local table is
+	// created and swapped in on every server where the old one was not
+	// swapped out yet; the rows move from local table to local table (on
+	// their shard); the old table's Distributed table (none) and local
+	// tables are dropped on every server.
+	rebuild := map[string]string{}
+	for _, s := range stmts {
+		if strings.Contains(s.Name, "recipient_history_swap") || strings.Contains(s.Name, "recipient_history_move") {
+			rebuild[s.Name] = s.SQL
+		}
+	}
+	for name, want := range map[string]string{
+		"ddl 0021_recipient_history_swap #1 (cluster form 1)": "/* unless exists bouncer.recipient_history_g8192_local */ CREATE TABLE IF NOT EXISTS bouncer.recipient_history_g256_local (",
+		"ddl 0021_recipient_history_swap #2 (cluster form 1)": "/* unless exists bouncer.recipient_history_g8192_local */ RENAME TABLE bouncer.recipient_history_local TO bouncer.recipient_history_g8192_local, bouncer.recipient_history_g256_local TO bouncer.recipient_history_local",
+		"ddl 0022_recipient_history_move #1 (cluster form 1)": oncePerReplicaSet + "INSERT INTO bouncer.recipient_history_local (ingest_date, account_id, email_norm, timestamp, event, reason_code, bounce_type) SELECT ingest_date, account_id, email_norm, timestamp, event, reason_code, bounce_type FROM bouncer.recipient_history_g8192_local",
+		"ddl 0022_recipient_history_move #2 (cluster form 1)": "DROP TABLE IF EXISTS bouncer.recipient_history_g8192",
+		"ddl 0022_recipient_history_move #2 (cluster form 2)": "DROP TABLE IF EXISTS bouncer.recipient_history_g8192_local",
+	} {
+		if got := rebuild[name]; !strings.HasPrefix(got, want) {
+			t.Errorf("%s:\n%s\nwant it to start\n%s", name, got, want)
+		}
+	}
+	if got := rebuild["ddl 0021_recipient_history_swap #1 (cluster form 1)"]; !strings.Contains(got, "ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/bouncer/recipient_history_g256_local', '{replica}') PARTITION BY") ||
+		!strings.HasSuffix(got, "SETTINGS index_granularity = 256") {
+		t.Errorf("0021's new table on the cluster: %s", got)
+	}
+	if len(rebuild) != 5 {
+		t.Errorf("the rebuild has %d cluster statements, want 5: %q", len(rebuild), rebuild)
 	}
 	// Statements without a cluster form are refused, not passed through.
 	if _, err := clusterStatements("ALTER TABLE events DROP COLUMN x", "bouncer", "bouncer"); err == nil {

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -32,6 +33,12 @@ type Applied struct {
 // schema_migrations is replicated to every server. A database made for one
 // server is refused rather than mixed with cluster tables.
 func Migrate(ctx context.Context, cfg Config) ([]Applied, error) {
+	return MigrateTo(ctx, cfg, math.MaxInt)
+}
+
+// MigrateTo is Migrate applying only the migrations numbered up to last:
+// a long one (0022 moves recipient_history's rows) can be run on its own.
+func MigrateTo(ctx context.Context, cfg Config, last int) ([]Applied, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -102,10 +109,14 @@ func Migrate(ctx context.Context, cfg Config) ([]Applied, error) {
 	}
 	var applied []Applied
 	for _, m := range migrations {
-		if done[m.Version] {
+		if done[m.Version] || m.Version > last {
 			continue
 		}
-		for i, stmt := range m.Statements {
+		statements, err := guardSwaps(m.Statements)
+		if err != nil {
+			return applied, fmt.Errorf("migration %04d_%s: %w", m.Version, m.Name, err)
+		}
+		for i, stmt := range statements {
 			stmts := []string{stmt}
 			if cfg.Cluster != "" {
 				if stmts, err = clusterStatements(stmt, cfg.Database, cfg.Cluster); err != nil {
@@ -117,7 +128,7 @@ func Migrate(ctx context.Context, cfg Config) ([]Applied, error) {
 			}
 		}
 		// INSERT ... VALUES through Exec hangs on 18.16; a one-row batch works.
-		err := s.insert(ctx, qMigrationsRecord, func(b driver.Batch) error {
+		err = s.insert(ctx, qMigrationsRecord, func(b driver.Batch) error {
 			return b.Append(uint32(m.Version), m.Name, time.Now().UTC().Truncate(time.Second))
 		})
 		if err != nil {
@@ -136,6 +147,12 @@ func Migrate(ctx context.Context, cfg Config) ([]Applied, error) {
 func (s *Store) execMigration(ctx context.Context, stmts []string) error {
 	for _, stmt := range stmts {
 		if rest, ok := strings.CutPrefix(stmt, oncePerReplicaSet); ok && s.cluster != nil {
+			if insertSelect.MatchString(rest) {
+				if err := s.moveOnReplicaSets(ctx, rest); err != nil {
+					return err
+				}
+				continue
+			}
 			if err := s.addReplicatedColumn(ctx, rest); err != nil {
 				return err
 			}
@@ -169,31 +186,11 @@ func (s *Store) addReplicatedColumn(ctx context.Context, stmt string) error {
 		return fmt.Errorf("not an ADD COLUMN: %.80s", stmt)
 	}
 	db, table, column := cmp.Or(m[1], s.cfg.Database), m[2], m[3]
-	var sets [][]replica
-	if strings.HasSuffix(table, localSuffix) {
-		for _, sh := range s.cluster.shards {
-			sets = append(sets, sh.replicas)
-		}
-	} else {
-		var all []replica
-		for _, sh := range s.cluster.shards {
-			all = append(all, sh.replicas...)
-		}
-		sets = [][]replica{all}
-	}
-	for _, set := range sets {
-		var errs []error
-		for _, r := range set {
-			err := execAll(ctx, r.conn, s.cfg.Database, []string{stmt})
-			if err == nil {
-				errs = nil
-				break
-			}
-			errs = append(errs, fmt.Errorf("on %s: %w", r.addr, err))
-		}
-		if len(errs) > 0 {
-			return errors.Join(errs...)
-		}
+	err := s.onReplicaSets(table, func(r replica) error {
+		return execAll(ctx, r.conn, s.cfg.Database, []string{stmt})
+	})
+	if err != nil {
+		return err
 	}
 	deadline := time.Now().Add(180 * time.Second)
 	for {
@@ -220,11 +217,68 @@ func (s *Store) addReplicatedColumn(ctx context.Context, stmt string) error {
 	}
 }
 
-// execAll runs stmts in database db. An ADD COLUMN whose column exists is
-// skipped: ClickHouse 18.16 has no ADD COLUMN IF NOT EXISTS, and a migration
+// onReplicaSets runs do on one replica of each replica set of table (each
+// shard for a <name>_local table, the whole cluster for a table on every
+// server): the first replica of the set for which do succeeds.
+func (s *Store) onReplicaSets(table string, do func(r replica) error) error {
+	var sets [][]replica
+	if strings.HasSuffix(table, localSuffix) {
+		for _, sh := range s.cluster.shards {
+			sets = append(sets, sh.replicas)
+		}
+	} else {
+		var all []replica
+		for _, sh := range s.cluster.shards {
+			all = append(all, sh.replicas...)
+		}
+		sets = [][]replica{all}
+	}
+	for _, set := range sets {
+		var errs []error
+		for _, r := range set {
+			err := do(r)
+			if err == nil {
+				errs = nil
+				break
+			}
+			errs = append(errs, fmt.Errorf("on %s: %w", r.addr, err))
+		}
+		if len(errs) > 0 {
+			return errors.Join(errs...)
+		}
+	}
+	return nil
+}
+
+// moveOnReplicaSets runs a migration's move (moveRows) of one replicated
+// table into another on one replica of each replica set of the source.
+func (s *Store) moveOnReplicaSets(ctx context.Context, stmt string) error {
+	_, src := splitName(s.cfg.Database, insertSelect.FindStringSubmatch(stmt)[4])
+	return s.onReplicaSets(src, func(r replica) error {
+		return moveRows(ctx, r.conn, s.cfg.Database, stmt, true)
+	})
+}
+
+// execAll runs stmts in database db: a statement of a table swap is
+// skipped where its guard exists, a move runs as moveRows (on a cluster
+// both come here per server or per replica set, see execMigration), and an
+// ADD COLUMN whose column exists is skipped: ClickHouse 18.16 has no ADD COLUMN IF NOT EXISTS, and a migration
 // cut short after some of its statements runs again from the first.
 func execAll(ctx context.Context, conn driver.Conn, db string, stmts []string) error {
 	for _, stmt := range stmts {
+		skip, stmt, err := skipGuarded(ctx, conn, db, stmt)
+		if err != nil {
+			return err
+		}
+		if skip {
+			continue
+		}
+		if insertSelect.MatchString(stmt) {
+			if err := moveRows(ctx, conn, db, stmt, false); err != nil {
+				return err
+			}
+			continue
+		}
 		m := addColumnTarget.FindStringSubmatch(stmt)
 		haveColumn := func() (bool, error) {
 			inDB := cmp.Or(m[1], db)
