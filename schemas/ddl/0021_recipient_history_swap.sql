@@ -6,7 +6,8 @@
 -- reads about 256 to 512 rows per recipient and part. The primary index
 -- this keeps in memory grows from about 0.007 to 0.21 bytes per row (0.2 GB
 -- per billion rows); 64 rows a granule made the read slower again on 18.16
--- (index analysis), docs/performance.md has the measurements.
+-- (a read of 500 recipients in 2 M rows: 1.7 M rows read at 8192, 125,000
+-- at 256, 34,000 at 64 but two to three times the time of 256).
 --
 -- ClickHouse cannot change a table's granularity, so this migration swaps
 -- in a new table and 0022 moves the old table's rows into it. The swap

@@ -7,8 +7,13 @@
 -- repeated row, see 0003). On a cluster it runs on one replica of each
 -- shard, local table to local table, after SYSTEM SYNC REPLICA: the rows
 -- stay on their shard. Until a partition is moved, the policy does not see
--- its rows.
+-- its rows. Two processes migrating at once (workers started together)
+-- may both copy a partition, and the one that passed 0021's guard just
+-- before the other swapped may have created recipient_history_g256 again,
+-- empty: dropped here.
 INSERT INTO recipient_history (ingest_date, account_id, email_norm, timestamp, event, reason_code, bounce_type)
 SELECT ingest_date, account_id, email_norm, timestamp, event, reason_code, bounce_type FROM recipient_history_g8192
 ;
 DROP TABLE IF EXISTS recipient_history_g8192
+;
+DROP TABLE IF EXISTS recipient_history_g256

@@ -98,8 +98,8 @@ var createTable = regexp.MustCompile(`(?s)^CREATE TABLE IF NOT EXISTS ([A-Za-z_]
 // so a future migration cannot silently do something different on a cluster.
 func clusterStatements(stmt, db, cluster string) ([]string, error) {
 	stmt = strings.TrimSpace(stmt)
-	if g := swapGuard.FindStringSubmatch(stmt); g != nil {
-		return swapStatements(g[1], g[2], db)
+	if g, body, ok := parseGuard(stmt); ok {
+		return swapStatements(g, body, db)
 	}
 	if m := insertSelect.FindStringSubmatch(stmt); m != nil {
 		target, err := clusterTable(m[1], db)
@@ -191,14 +191,17 @@ func clusterTable(name, db string) (string, error) {
 }
 
 // swapStatements is the cluster form of a statement of a table swap
-// (migrate_move.go) guarded by table guard: run on every server directly
-// (not ON CLUSTER), each skipping it where the guard exists, and on the
+// (migrate_move.go) with guard g: run on every server directly (not ON
+// CLUSTER), each skipping it where the swap was made, and on the
 // tables that hold the rows (clusterTable). The new table gets no
 // Distributed table: the one of the name it takes over reads it once it is
 // renamed.
-func swapStatements(guard, stmt, db string) ([]string, error) {
-	guardTable, err := clusterTable(guard, db)
-	if err != nil {
+func swapStatements(g swapCheck, stmt, db string) ([]string, error) {
+	var err error
+	if g.old, err = clusterTable(g.old, db); err != nil {
+		return nil, err
+	}
+	if g.table, err = clusterTable(g.table, db); err != nil {
 		return nil, err
 	}
 	if r := renameSwap.FindStringSubmatch(stmt); r != nil {
@@ -208,7 +211,7 @@ func swapStatements(guard, stmt, db string) ([]string, error) {
 				return nil, err
 			}
 		}
-		return []string{guarded(guardTable, fmt.Sprintf("RENAME TABLE %s TO %s, %s TO %s", names[0], names[1], names[2], names[3]))}, nil
+		return []string{g.mark(fmt.Sprintf("RENAME TABLE %s TO %s, %s TO %s", names[0], names[1], names[2], names[3]))}, nil
 	}
 	m := createTable.FindStringSubmatch(stmt)
 	if m == nil {
@@ -219,7 +222,7 @@ func swapStatements(guard, stmt, db string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []string{guarded(guardTable, fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (%s) ENGINE = %s %s",
+	return []string{g.mark(fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (%s) ENGINE = %s %s",
 		table, columns, replicatedEngine(name, db, engine, params), rest))}, nil
 }
 

@@ -66,7 +66,7 @@ func TestClusterStatements(t *testing.T) {
 		switch {
 		case swap:
 			seen["swap"] = true
-			if g := swapGuard.FindStringSubmatch(s.SQL); !strings.HasSuffix(g[1], "_local") || strings.Contains(s.SQL, " ON CLUSTER ") {
+			if g, _, _ := parseGuard(s.SQL); !strings.HasSuffix(g.old, "_local") || !strings.HasSuffix(g.table, "_local") || strings.Contains(s.SQL, " ON CLUSTER ") {
 				t.Errorf("%s: a swap of a sharded table runs on each server's local tables, guarded by a local table: %s", s.Name, s.SQL)
 			}
 		case move, drop:
@@ -138,11 +138,13 @@ func TestClusterStatements(t *testing.T) {
 		}
 	}
 	for name, want := range map[string]string{
-		"ddl 0021_recipient_history_swap #1 (cluster form 1)": "/* unless exists bouncer.recipient_history_g8192_local */ CREATE TABLE IF NOT EXISTS bouncer.recipient_history_g256_local (",
-		"ddl 0021_recipient_history_swap #2 (cluster form 1)": "/* unless exists bouncer.recipient_history_g8192_local */ RENAME TABLE bouncer.recipient_history_local TO bouncer.recipient_history_g8192_local, bouncer.recipient_history_g256_local TO bouncer.recipient_history_local",
+		"ddl 0021_recipient_history_swap #1 (cluster form 1)": "/* unless exists bouncer.recipient_history_g8192_local or bouncer.recipient_history_local has index_granularity = 256 */ CREATE TABLE IF NOT EXISTS bouncer.recipient_history_g256_local (",
+		"ddl 0021_recipient_history_swap #2 (cluster form 1)": "/* unless exists bouncer.recipient_history_g8192_local or bouncer.recipient_history_local has index_granularity = 256 */ RENAME TABLE bouncer.recipient_history_local TO bouncer.recipient_history_g8192_local, bouncer.recipient_history_g256_local TO bouncer.recipient_history_local",
 		"ddl 0022_recipient_history_move #1 (cluster form 1)": oncePerReplicaSet + "INSERT INTO bouncer.recipient_history_local (ingest_date, account_id, email_norm, timestamp, event, reason_code, bounce_type) SELECT ingest_date, account_id, email_norm, timestamp, event, reason_code, bounce_type FROM bouncer.recipient_history_g8192_local",
 		"ddl 0022_recipient_history_move #2 (cluster form 1)": "DROP TABLE IF EXISTS bouncer.recipient_history_g8192",
 		"ddl 0022_recipient_history_move #2 (cluster form 2)": "DROP TABLE IF EXISTS bouncer.recipient_history_g8192_local",
+		"ddl 0022_recipient_history_move #3 (cluster form 1)": "DROP TABLE IF EXISTS bouncer.recipient_history_g256",
+		"ddl 0022_recipient_history_move #3 (cluster form 2)": "DROP TABLE IF EXISTS bouncer.recipient_history_g256_local",
 	} {
 		if got := rebuild[name]; !strings.HasPrefix(got, want) {
 			t.Errorf("%s:\n%s\nwant it to start\n%s", name, got, want)
@@ -152,8 +154,8 @@ func TestClusterStatements(t *testing.T) {
 		!strings.HasSuffix(got, "SETTINGS index_granularity = 256") {
 		t.Errorf("0021's new table on the cluster: %s", got)
 	}
-	if len(rebuild) != 5 {
-		t.Errorf("the rebuild has %d cluster statements, want 5: %q", len(rebuild), rebuild)
+	if len(rebuild) != 7 {
+		t.Errorf("the rebuild has %d cluster statements, want 7: %q", len(rebuild), rebuild)
 	}
 	// Statements without a cluster form are refused, not passed through.
 	if _, err := clusterStatements("ALTER TABLE events DROP COLUMN x", "bouncer", "bouncer"); err == nil {

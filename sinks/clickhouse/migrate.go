@@ -265,8 +265,8 @@ func (s *Store) moveOnReplicaSets(ctx context.Context, stmt string) error {
 // ADD COLUMN whose column exists is skipped: ClickHouse 18.16 has no ADD COLUMN IF NOT EXISTS, and a migration
 // cut short after some of its statements runs again from the first.
 func execAll(ctx context.Context, conn driver.Conn, db string, stmts []string) error {
-	for _, stmt := range stmts {
-		skip, stmt, err := skipGuarded(ctx, conn, db, stmt)
+	for _, given := range stmts {
+		skip, stmt, err := skipGuarded(ctx, conn, db, given)
 		if err != nil {
 			return err
 		}
@@ -304,6 +304,14 @@ func execAll(ctx context.Context, conn driver.Conn, db string, stmts []string) e
 				if have, cerr := haveColumn(); cerr == nil && have {
 					continue
 				}
+			}
+			// Or made the table swap this statement is part of: its
+			// RENAME found the swapped-out name taken, or (on a cluster)
+			// its CREATE found the new table's ZooKeeper path taken by the
+			// table swapped in. 18.16 may say the name is taken a moment
+			// before EXISTS TABLE sees it (the other RENAME is midway).
+			if given != stmt && swapMade(ctx, conn, db, given) {
+				continue
 			}
 			return err
 		}

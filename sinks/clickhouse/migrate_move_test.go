@@ -12,18 +12,18 @@ func TestGuardSwaps(t *testing.T) {
 	create := "CREATE TABLE IF NOT EXISTS t_new (a UInt8) ENGINE = MergeTree ORDER BY a SETTINGS index_granularity = 256"
 	rename := "RENAME TABLE t TO t_old, t_new TO t"
 	got, err := guardSwaps([]string{create, rename, "DROP TABLE IF EXISTS x"})
-	want := []string{"/* unless exists t_old */ " + create, "/* unless exists t_old */ " + rename, "DROP TABLE IF EXISTS x"}
+	mark := "/* unless exists t_old or t has index_granularity = 256 */ "
+	want := []string{mark + create, mark + rename, "DROP TABLE IF EXISTS x"}
 	if err != nil || !slices.Equal(got, want) {
 		t.Errorf("guardSwaps = %q, %v; want %q", got, err, want)
 	}
-	for _, m := range swapGuard.FindAllStringSubmatch(got[1], -1) {
-		if m[1] != "t_old" || m[2] != rename {
-			t.Errorf("swapGuard reads %q as %q", got[1], m[1:])
-		}
+	if g, body, ok := parseGuard(got[1]); !ok || g != (swapCheck{"t_old", "t", "index_granularity = 256"}) || body != rename {
+		t.Errorf("parseGuard(%q) = %+v, %q, %v", got[1], g, body, ok)
 	}
 	for name, stmts := range map[string][]string{
 		"not a swap": {create, "RENAME TABLE t TO t_old, t_new TO u"},
 		"swaps in a table the migration does not create": {rename},
+		"the new table has no SETTINGS":                  {"CREATE TABLE IF NOT EXISTS t_new (a UInt8) ENGINE = MergeTree ORDER BY a", rename},
 	} {
 		if _, err := guardSwaps(stmts); err == nil {
 			t.Errorf("%s: accepted %q", name, stmts)

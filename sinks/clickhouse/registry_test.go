@@ -559,4 +559,12 @@ func TestMigrateConcurrently(t *testing.T) {
 			t.Errorf("concurrent Migrate: %v", err)
 		}
 	}
+	// recipient_history's rebuild (0021, 0022) left one table, the new one.
+	conn := testenv.Open(t, addr, db)
+	if got := tableNames(t, conn, db, "recipient_history%"); !slices.Equal(got, []string{"recipient_history"}) {
+		t.Errorf("after concurrent Migrate: tables %v, want recipient_history alone", got)
+	}
+	if g := granularity(t, conn, db, "recipient_history"); g != "256" {
+		t.Errorf("after concurrent Migrate: recipient_history has granularity %s, want 256", g)
+	}
 }

@@ -439,6 +439,8 @@ func TestCluster(t *testing.T) {
 
 	t.Run("same answers as a single server", ci.parity)
 
+	t.Run("recipient history rebuilt with its rows", ci.historyRebuild)
+
 	t.Run("replica of each shard killed", func(t *testing.T) {
 		r := newClusterRun(t, ci, "replicas")
 		c := r.conn()
