@@ -152,18 +152,14 @@ func clusterStatements(stmt, db, cluster string) ([]string, error) {
 			fmt.Sprintf("ALTER TABLE %s.%s ADD COLUMN %s", db, name, rest),
 		}, nil
 	}
-	m := createTable.FindStringSubmatch(strings.TrimSpace(stmt))
-	if m == nil {
+	if !createTable.MatchString(stmt) {
 		return nil, fmt.Errorf("statement has no cluster form (only CREATE TABLE IF NOT EXISTS ... ENGINE = *MergeTree, ALTER TABLE ... ADD COLUMN and a table rebuild's statements are understood; extend clusterStatements): %.80s", stmt)
 	}
-	name, columns, engine, params, rest := m[1], m[2], m[3], m[4], m[5]
-	table, err := clusterTable(name, db)
+	name, create, err := replicatedCreate(stmt, db, " ON CLUSTER "+cluster)
 	if err != nil {
 		return nil, err
 	}
 	layout := clusterLayout[name]
-	create := fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s ON CLUSTER %s (%s) ENGINE = %s %s",
-		table, cluster, columns, replicatedEngine(name, db, engine, params), rest)
 	if layout.shardKey == "" {
 		// One replica set over the whole cluster: every server holds it all.
 		return []string{create}, nil
@@ -213,17 +209,28 @@ func swapStatements(g swapCheck, stmt, db string) ([]string, error) {
 		}
 		return []string{g.mark(fmt.Sprintf("RENAME TABLE %s TO %s, %s TO %s", names[0], names[1], names[2], names[3]))}, nil
 	}
-	m := createTable.FindStringSubmatch(stmt)
-	if m == nil {
+	if !createTable.MatchString(stmt) {
 		return nil, fmt.Errorf("a guarded statement must be a table swap's CREATE TABLE IF NOT EXISTS or RENAME TABLE: %.80s", stmt)
 	}
-	name, columns, engine, params, rest := m[1], m[2], m[3], m[4], m[5]
-	table, err := clusterTable(name, db)
+	_, create, err := replicatedCreate(stmt, db, "")
 	if err != nil {
 		return nil, err
 	}
-	return []string{g.mark(fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (%s) ENGINE = %s %s",
-		table, columns, replicatedEngine(name, db, engine, params), rest))}, nil
+	return []string{g.mark(create)}, nil
+}
+
+// replicatedCreate is a CREATE TABLE IF NOT EXISTS of the single-server
+// schema made Replicated, for the table that holds the rows on each server
+// (clusterTable), with onCluster (" ON CLUSTER NAME" or "") after its name.
+func replicatedCreate(stmt, db, onCluster string) (name, create string, err error) {
+	m := createTable.FindStringSubmatch(stmt)
+	name, columns, engine, params, rest := m[1], m[2], m[3], m[4], m[5]
+	table, err := clusterTable(name, db)
+	if err != nil {
+		return "", "", err
+	}
+	return name, fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s%s (%s) ENGINE = %s %s",
+		table, onCluster, columns, replicatedEngine(name, db, engine, params), rest), nil
 }
 
 // replicatedEngine is the Replicated* engine of table name (engine with

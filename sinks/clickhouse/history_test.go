@@ -102,24 +102,33 @@ func rerun(t *testing.T, conn driver.Conn, db string, version int) {
 	}
 }
 
+// oldHistory is a database migrated up to recipient_history's first
+// layout, with rows history rows of recipients recipients in each of the
+// last months ingest months (fillHistory).
+func oldHistory(t *testing.T, months, rows, recipients int) (Config, driver.Conn, time.Time) {
+	t.Helper()
+	addr := testenv.ClickHouse(t)
+	cfg := Config{Addr: []string{addr}, Database: testenv.Database(t, addr)}
+	if _, err := MigrateTo(context.Background(), cfg, historyOldLayout); err != nil {
+		t.Fatal(err)
+	}
+	conn := testenv.Open(t, addr, cfg.Database)
+	now := time.Now().UTC()
+	for m := range months {
+		fillHistory(t, conn, rows, recipients, now.AddDate(0, -m, 0), now.AddDate(0, -m, 0))
+	}
+	return cfg, conn, now
+}
+
 // The rebuild of recipient_history (0021, 0022) keeps every row, in a
 // table of 256 rows a granule; what a worker writes between the swap and
 // the move lands in the new table; each step run again after it finished
 // (a crash before its record, or another process migrating at the same
 // time) changes nothing.
 func TestHistoryRebuildKeepsRows(t *testing.T) {
-	addr := testenv.ClickHouse(t)
-	db := testenv.Database(t, addr)
 	ctx := context.Background()
-	cfg := Config{Addr: []string{addr}, Database: db}
-	if _, err := MigrateTo(ctx, cfg, historyOldLayout); err != nil {
-		t.Fatal(err)
-	}
-	conn := testenv.Open(t, addr, db)
-	now := time.Now().UTC()
-	for m := range 4 {
-		fillHistory(t, conn, 30_000, 5_000, now.AddDate(0, -m, 0), now.AddDate(0, -m, 0))
-	}
+	cfg, conn, now := oldHistory(t, 4, 30_000, 5_000)
+	db := cfg.Database
 	before := historyPrint(t, conn, "1", false)
 	if g := granularity(t, conn, db, "recipient_history"); g != "8192" {
 		t.Fatalf("before 0021: granularity %s", g)
@@ -174,18 +183,9 @@ func TestHistoryRebuildKeepsRows(t *testing.T) {
 // again copies what is left: every row once, except the partition it was
 // moving when it stopped, which may be there twice.
 func TestHistoryMoveResumes(t *testing.T) {
-	addr := testenv.ClickHouse(t)
-	db := testenv.Database(t, addr)
 	ctx := context.Background()
-	cfg := Config{Addr: []string{addr}, Database: db}
-	if _, err := MigrateTo(ctx, cfg, historyOldLayout); err != nil {
-		t.Fatal(err)
-	}
-	conn := testenv.Open(t, addr, db)
-	now := time.Now().UTC()
-	for m := range 3 {
-		fillHistory(t, conn, 2_000, 500, now.AddDate(0, -m, 0), now.AddDate(0, -m, 0))
-	}
+	cfg, conn, now := oldHistory(t, 3, 2_000, 500)
+	db := cfg.Database
 	before := historyPrint(t, conn, "1", false)
 	if _, err := MigrateTo(ctx, cfg, historySwap); err != nil {
 		t.Fatal(err)
