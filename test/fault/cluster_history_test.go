@@ -22,7 +22,9 @@ import (
 // index_granularity 256, and the old tables are gone from every server; a
 // row written afterwards through the Distributed table is read back.
 func (ci *clusterInstance) historyRebuild(t *testing.T) {
-	db := "cluster_history"
+	// A database of its own each run: an instance left up by a run that
+	// timed out keeps the last one's rows.
+	db := fmt.Sprintf("cluster_history_%d", time.Now().Unix())
 	env := append(os.Environ(), "CLICKHOUSE_ADDR="+ci.clickhouse, "CLICKHOUSE_DATABASE="+db, "CLICKHOUSE_CLUSTER=bouncer")
 	migrate := func(args ...string) {
 		t.Helper()
