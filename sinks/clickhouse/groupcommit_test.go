@@ -264,22 +264,8 @@ func TestGroupCommitsDoNotWaitForEachOther(t *testing.T) {
 	free := func(_ pipeline.Writer, n parked) bool { return n.calls == 0 }
 	ls := newGroupCommit(100, time.Hour, set, free, record(&lists))
 
-	var wg sync.WaitGroup
-	wg.Go(func() { ev.write(writerCtx(0), []int{0}) })
-	// Partition 0 is the events commit's sender, waiting for partition 1.
-	waitFor(t, func() bool { ev.mu.Lock(); defer ev.mu.Unlock(); return len(ev.queue) == 1 && ev.busy })
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		ls.write(writerCtx(1), []int{1})
-	}()
-	select {
-	case <-done:
-	case <-time.After(time.Minute):
-		t.Fatal("the list commit waits for partition 0, which waits in the events commit")
-	}
-	ev.write(writerCtx(1), []int{1})
-	wg.Wait()
+	passesWhileEventsWait(t, ev, func() { ls.write(writerCtx(1), []int{1}) },
+		"the list commit waits for partition 0, which waits in the events commit")
 	if len(lists) != 1 || !slices.Equal(lists[0], []int{1}) {
 		t.Errorf("list inserts %v: want partition 1's alone", lists)
 	}
@@ -349,6 +335,29 @@ func TestMergedInsertKeepsEachPartitionsSideRows(t *testing.T) {
 	}
 }
 
+// passesWhileEventsWait has partition 0 send in ev, waiting for partition
+// 1, then partition 1 make its write (in another commit), which must end
+// meanwhile (else fail), then its events write.
+func passesWhileEventsWait(t *testing.T, ev *groupCommit[int], write func(), fail string) {
+	t.Helper()
+	var wg sync.WaitGroup
+	wg.Go(func() { ev.write(writerCtx(0), []int{0}) })
+	// Partition 0 is the events commit's sender, waiting for partition 1.
+	waitFor(t, func() bool { ev.mu.Lock(); defer ev.mu.Unlock(); return len(ev.queue) == 1 && ev.busy })
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		write()
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal(fail)
+	}
+	ev.write(writerCtx(1), []int{1})
+	wg.Wait()
+}
+
 // recorder records each insert's rows.
 type recorder struct {
 	mu      sync.Mutex
@@ -387,21 +396,8 @@ func TestSidesDoNotWaitForEventsCommit(t *testing.T) {
 	ev.events = true
 	sd := newGroupCommit(100, time.Hour, set, s.expectSides(0), sides.send)
 
-	var wg sync.WaitGroup
-	wg.Go(func() { ev.write(writerCtx(0), []int{0}) })
-	waitFor(t, func() bool { ev.mu.Lock(); defer ev.mu.Unlock(); return len(ev.queue) == 1 && ev.busy })
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sd.write(writerCtx(1), []int{1})
-	}()
-	select {
-	case <-done:
-	case <-time.After(time.Minute):
-		t.Fatal("the sides commit waits for partition 0, which waits in the events commit")
-	}
-	ev.write(writerCtx(1), []int{1})
-	wg.Wait()
+	passesWhileEventsWait(t, ev, func() { sd.write(writerCtx(1), []int{1}) },
+		"the sides commit waits for partition 0, which waits in the events commit")
 	if got := sides.got(); len(got) != 1 || !slices.Equal(got[0], []int{1}) {
 		t.Errorf("sides inserts %v: want partition 1's alone", got)
 	}

@@ -243,34 +243,29 @@ func (s *Store) WriteEvents(ctx context.Context, rows []pipeline.Row) error {
 // partition). Writing them again, or for rows that are then never stored,
 // changes no answer: see the package doc (# Events and their sides).
 func (s *Store) WriteEventSides(ctx context.Context, rows []pipeline.Row) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	w := s.writers()
-	ctx = s.writing(ctx, w, rows)
-	return w.sides[s.shardIndex(rows[0].Partition)].write(ctx, rows)
+	return s.writeRows(ctx, rows, func(w *writers) []*groupCommit[pipeline.Row] { return w.sides })
 }
 
 // WriteEventsAfterSides stores rows whose sides WriteEventSides stored
 // (pipeline.SideWriter), as WriteEvents does.
 func (s *Store) WriteEventsAfterSides(ctx context.Context, rows []pipeline.Row) error {
+	return s.writeRows(ctx, rows, func(w *writers) []*groupCommit[pipeline.Row] { return w.events })
+}
+
+// writeRows marks the partition of rows busy and writes them through the
+// commit of its shard among those commits picks.
+func (s *Store) writeRows(ctx context.Context, rows []pipeline.Row, commits func(*writers) []*groupCommit[pipeline.Row]) error {
 	if len(rows) == 0 {
 		return nil
 	}
 	w := s.writers()
-	ctx = s.writing(ctx, w, rows)
-	return w.events[s.shardIndex(rows[0].Partition)].write(ctx, rows)
-}
-
-// writing marks the partition of rows busy and returns ctx naming it.
-func (s *Store) writing(ctx context.Context, w *writers, rows []pipeline.Row) context.Context {
 	writer, ok := pipeline.WriterOf(ctx)
 	if !ok {
 		writer = pipeline.Writer{Topic: rows[0].Topic, Partition: rows[0].Partition}
 		ctx = pipeline.WithWriter(ctx, writer.Topic, writer.Partition)
 	}
 	w.set.wrote(writer)
-	return ctx
+	return commits(w)[s.shardIndex(rows[0].Partition)].write(ctx, rows)
 }
 
 // insertSides stores the marks and the message index of the rows of parts,
