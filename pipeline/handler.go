@@ -338,17 +338,7 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 	// its own order). All must land before the events, whose mark says the
 	// batch is done.
 	var wg sync.WaitGroup
-	errs := make([]error, 5)
-	sides, _ := h.cfg.Sink.(SideWriter)
-	if sides != nil && len(st.rows) > 0 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := sides.WriteEventSides(ctx, st.rows); err != nil {
-				errs[4] = fmt.Errorf("write the sides of %d events: %w", len(st.rows), err)
-			}
-		}()
-	}
+	errs := make([]error, 4)
 	if len(st.copies) > 0 {
 		// Acknowledged before the events (and so the resume point) move
 		// past their messages: route.go's (A).
@@ -412,11 +402,7 @@ func (h *Handler) Handle(ctx context.Context, topic string, partition int, msgs 
 			return err
 		}
 		start := h.cfg.Now()
-		write := h.cfg.Sink.WriteEvents
-		if sides != nil {
-			write = sides.WriteEventsAfterSides
-		}
-		if err := write(ctx, st.rows); err != nil {
+		if err := h.cfg.Sink.WriteEvents(ctx, st.rows); err != nil {
 			m.insertErrors.Inc()
 			return fmt.Errorf("write %d events: %w", len(st.rows), err)
 		}

@@ -144,22 +144,10 @@ func message(o int64) (consumer.Message, int, int) {
 // random "crashes" that lose all in-memory state and resume from the
 // committed offset and the sink's marks, and checks that every event and
 // dead letter is stored exactly once and every dead letter was published.
-// With a SideWriter, every event's sides are stored before it is.
 func TestHandlerExactlyOnceUnderFailures(t *testing.T) {
-	t.Run("sink", func(t *testing.T) { exactlyOnceUnderFailures(t, false) })
-	t.Run("side writer", func(t *testing.T) { exactlyOnceUnderFailures(t, true) })
-}
-
-func exactlyOnceUnderFailures(t *testing.T, withSides bool) {
 	classifier := enrich.MustNew()
 	for seed := uint64(1); seed <= 40; seed++ {
 		sink := newFakeSink(seed, 0.3)
-		var target Sink = sink
-		var sided *sidedSink
-		if withSides {
-			sided = newSidedSink(sink)
-			target = sided
-		}
 		pub := &fakePublisher{sink: sink, seen: map[string]bool{}}
 		rng := rand.New(rand.NewPCG(seed, 2))
 		const total = 300
@@ -174,7 +162,7 @@ func exactlyOnceUnderFailures(t *testing.T, withSides bool) {
 		var next int64
 		restart := func() {
 			var err error
-			h, err = NewHandler(Config{Sink: target, Publisher: pub, Classifier: classifier})
+			h, err = NewHandler(Config{Sink: sink, Publisher: pub, Classifier: classifier})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -229,125 +217,6 @@ func exactlyOnceUnderFailures(t *testing.T, withSides bool) {
 				t.Fatalf("seed %d: dead letter %s stored %d times", seed, id, n)
 			}
 		}
-		if sided != nil {
-			if len(sided.bare) > 0 {
-				t.Fatalf("seed %d: events stored before their sides: %v", seed, sided.bare)
-			}
-			if sided.plain > 0 {
-				t.Fatalf("seed %d: the handler called WriteEvents %d times; want WriteEventsAfterSides only", seed, sided.plain)
-			}
-		}
-	}
-}
-
-// sidedSink is fakeSink as a SideWriter: it records the identities whose
-// sides are stored and, in bare, those whose events were stored before
-// their sides.
-type sidedSink struct {
-	*fakeSink
-	sides map[string]bool
-	bare  []string
-	plain int // WriteEvents calls
-	// onSides, when set, runs at the start of every WriteEventSides.
-	onSides func(ctx context.Context) error
-}
-
-func newSidedSink(s *fakeSink) *sidedSink { return &sidedSink{fakeSink: s, sides: map[string]bool{}} }
-
-var _ SideWriter = (*sidedSink)(nil)
-
-func rowID(r *Row) string { return fmt.Sprintf("%s/%d/%d/%d", r.Topic, r.Partition, r.Offset, r.Index) }
-
-func (s *sidedSink) WriteEventSides(ctx context.Context, rows []Row) error {
-	if s.onSides != nil {
-		if err := s.onSides(ctx); err != nil {
-			return err
-		}
-	}
-	store, err := s.outcome()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if store {
-		for i := range rows {
-			s.sides[rowID(&rows[i])] = true
-		}
-	}
-	return err
-}
-
-func (s *sidedSink) WriteEventsAfterSides(ctx context.Context, rows []Row) error {
-	s.mu.Lock()
-	for i := range rows {
-		if id := rowID(&rows[i]); !s.sides[id] {
-			s.bare = append(s.bare, id)
-		}
-	}
-	s.mu.Unlock()
-	return s.fakeSink.WriteEvents(ctx, rows)
-}
-
-func (s *sidedSink) WriteEvents(ctx context.Context, rows []Row) error {
-	s.mu.Lock()
-	s.plain++
-	s.mu.Unlock()
-	if err := s.WriteEventSides(ctx, rows); err != nil {
-		return err
-	}
-	return s.WriteEventsAfterSides(ctx, rows)
-}
-
-// listsMeeting is a sidedSink whose WriteSuppressions and WriteEventSides
-// each wait until the other has started.
-type listsMeeting struct {
-	*sidedSink
-	listsStarted, sidesStarted chan struct{}
-}
-
-func (s *listsMeeting) WriteSuppressions(ctx context.Context, rows []suppression.Change) error {
-	close(s.listsStarted)
-	select {
-	case <-s.sidesStarted:
-	case <-ctx.Done():
-		return fmt.Errorf("list changes: the events' sides were not written meanwhile: %w", ctx.Err())
-	}
-	return s.sidedSink.WriteSuppressions(ctx, rows)
-}
-
-// TestHandlerWritesSidesBesideListChanges: with a SideWriter, a batch's
-// event sides are written while its list changes are (neither waits for
-// the other: each of the two writes here returns only once the other has
-// started), and its events only after both.
-func TestHandlerWritesSidesBesideListChanges(t *testing.T) {
-	sink := &listsMeeting{sidedSink: newSidedSink(newFakeSink(1, 0)), listsStarted: make(chan struct{}), sidesStarted: make(chan struct{})}
-	sink.onSides = func(ctx context.Context) error {
-		close(sink.sidesStarted)
-		select {
-		case <-sink.listsStarted:
-			return nil
-		case <-ctx.Done():
-			return fmt.Errorf("sides: the list changes were not written meanwhile: %w", ctx.Err())
-		}
-	}
-	h, err := NewHandler(Config{Sink: sink, Publisher: &fakePublisher{sink: sink.fakeSink, seen: map[string]bool{}}, Classifier: enrich.MustNew()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	msgs := []consumer.Message{
-		{Topic: "t", Offset: 0, Value: []byte(`{"event":"bounce","email":"x@gmail.com","timestamp":1764201600,"reason":"550 5.1.1 no such user","sg_message_id":"m1"}`)},
-		{Topic: "t", Offset: 1, Value: []byte(`{"event":"delivered","email":"y@gmail.com","timestamp":1764201600,"sg_message_id":"m2"}`)},
-	}
-	// Only a handler that never lets the two meet runs into this bound.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := h.Handle(ctx, "t", 0, msgs); err != nil {
-		t.Fatal(err)
-	}
-	if sink.sups != 1 {
-		t.Errorf("list changes stored: %d, want 1 (the hard bounce)", sink.sups)
-	}
-	if len(sink.events) != 2 || len(sink.sides) != 2 || len(sink.bare) > 0 || sink.plain > 0 {
-		t.Errorf("events %v, sides %v, stored before their sides %v, WriteEvents calls %d: want both events after both sides, through WriteEventsAfterSides",
-			sink.events, sink.sides, sink.bare, sink.plain)
 	}
 }
 

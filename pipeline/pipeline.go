@@ -9,7 +9,7 @@
 // dead-letter Publisher), provided the Sink keeps the promises of its
 // interface: each Write* call is atomic, and HighWater reports the highest
 // offset each table holds for a partition. Handle writes, per partition and
-// in offset order, these independent chains concurrently:
+// in offset order, three independent chains concurrently:
 //
 //   - dead letters to the Publisher (at least once: re-published after a
 //     failure until the table holds them), then to the Sink, skipping
@@ -19,11 +19,8 @@
 //     idempotent: a repeat changes nothing);
 //   - the recipient history the soft-bounce policy reads (a repeat is
 //     harmless to the policy);
-//   - with a SideWriter, the events' sides (harmless when repeated or
-//     when their events are never stored);
-//   - with re-routing, the routed copies (route.go's (A) below);
 //
-// and only when all of them hold, the events, skipping offsets at or below
+// and only when all three hold, the events, skipping offsets at or below
 // the events mark. So everything at or below the events mark is done, and
 // a resumed partition starts after it.
 //
@@ -181,27 +178,6 @@ type Sink interface {
 	WriteEvents(ctx context.Context, rows []Row) error
 	WriteDeadLetters(ctx context.Context, rows []schemas.DeadLetter) error
 	WriteSuppressions(ctx context.Context, rows []suppression.Change) error
-}
-
-// SideWriter is a Sink that stores, with each events write, rows derived
-// from the events that must hold before the events do (sinks/clickhouse:
-// the stats marks and the message_index windows, which its reads trust
-// for every stored event). WriteEvents writes both, one after the other;
-// a Handler instead writes a batch's sides with WriteEventSides
-// concurrently with its dead letters, list changes and history, and then
-// its events with WriteEventsAfterSides, so the sides' inserts are not
-// on the events' path.
-type SideWriter interface {
-	Sink
-	// WriteEventSides stores the sides of rows. It may be called again for
-	// the same rows, and for rows that are then never stored (a failure
-	// or a crash before their events write): neither may change what the
-	// sink answers.
-	WriteEventSides(ctx context.Context, rows []Row) error
-	// WriteEventsAfterSides stores rows as WriteEvents does, but not their
-	// sides: the caller wrote those, for the same rows, and
-	// WriteEventSides returned nil.
-	WriteEventsAfterSides(ctx context.Context, rows []Row) error
 }
 
 // writerKey is the context key of WithWriter.

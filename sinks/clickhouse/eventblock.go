@@ -117,6 +117,8 @@ const eventChunk = 4096
 // eventBlock builds events inserts; only one at a time (a groupCommit
 // sends one insert at a time).
 type eventBlock struct {
+	// index builds the message_index insert beside the events'.
+	index indexBlock
 	// kept are the String columns' buffers between inserts.
 	kept [len(eventStrings)]proto.ColStr
 	// strs are the String columns' values of a chunk when the driver's

@@ -21,14 +21,10 @@ import (
 // file per column, written, then merged. The partitions' goroutines leave
 // an insert together, so their next batches tend to arrive together too.
 //
-// A partition writes its list changes, recipient history and event sides
-// (stats marks and message_index, sink.go; all concurrently) before its
-// events, so the list-change and history commits expect only partitions
-// that wait in none of the Store's commits: one waiting in the events
-// commit comes back with its next batch only. The sides commit expects
-// every busy partition of its shard not waiting in the events commit (one
-// waiting in the list-change or history commit writes its sides at the
-// same time). Expecting it anyway
+// A partition writes its list changes and recipient history (concurrently)
+// before its events, so the list-change and history commits expect only
+// partitions that wait in none of the Store's commits: one waiting in the
+// events commit comes back with its next batch only. Expecting it anyway
 // made two commits wait for each other: with partitions out of step, half
 // of them waited in the events commit for the other half, which waited in
 // the list-change and history commits for the first, until both lingers
@@ -60,13 +56,10 @@ type groupCommit[T any] struct {
 
 	// set, when not nil, is the Kafka partitions writing through the
 	// Store's commits: the sending caller waits (up to linger) while one
-	// that expect accepts (given its calls inside the commits) has not
-	// queued a call here.
+	// that expect accepts (given its calls inside any commit, parked) has
+	// not queued a call here.
 	set    *writerSet
-	expect func(w pipeline.Writer, p parked) bool
-	// events says this is an events commit: its calls count in
-	// parked.events.
-	events bool
+	expect func(w pipeline.Writer, parked int) bool
 
 	mu      sync.Mutex
 	busy    bool
@@ -85,7 +78,7 @@ type commitCall[T any] struct {
 	done   chan struct{}
 }
 
-func newGroupCommit[T any](maxRows int, linger time.Duration, set *writerSet, expect func(pipeline.Writer, parked) bool, send func(ctx context.Context, parts [][]T) error) *groupCommit[T] {
+func newGroupCommit[T any](maxRows int, linger time.Duration, set *writerSet, expect func(pipeline.Writer, int) bool, send func(ctx context.Context, parts [][]T) error) *groupCommit[T] {
 	g := &groupCommit[T]{send: send, maxRows: maxRows, linger: linger, set: set, expect: expect, arrived: make(chan struct{}, 1)}
 	if set != nil {
 		set.watch(g.arrived)
@@ -98,8 +91,8 @@ func (g *groupCommit[T]) write(ctx context.Context, rows []T) error {
 	c := &commitCall[T]{ctx: ctx, rows: rows, done: make(chan struct{})}
 	if g.set != nil {
 		if c.writer, c.keyed = pipeline.WriterOf(ctx); c.keyed {
-			g.set.park(c.writer, 1, g.events)
-			defer g.set.park(c.writer, -1, g.events)
+			g.set.park(c.writer, 1)
+			defer g.set.park(c.writer, -1)
 		}
 	}
 	g.mu.Lock()
@@ -209,16 +202,12 @@ func (g *groupCommit[T]) awaits() bool {
 type writerSet struct {
 	mu     sync.Mutex
 	active map[pipeline.Writer]time.Time // last events write
-	parked map[pipeline.Writer]parked
+	parked map[pipeline.Writer]int
 	wake   []chan struct{} // the commits' arrived
 }
 
-// parked counts a partition's calls inside the Store's commits: all of
-// them, and those in an events commit.
-type parked struct{ calls, events int }
-
 func newWriterSet() *writerSet {
-	return &writerSet{active: map[pipeline.Writer]time.Time{}, parked: map[pipeline.Writer]parked{}}
+	return &writerSet{active: map[pipeline.Writer]time.Time{}, parked: map[pipeline.Writer]int{}}
 }
 
 // watch has wake signalled whenever a partition enters or leaves a commit.
@@ -235,20 +224,12 @@ func (s *writerSet) wrote(w pipeline.Writer) {
 	s.active[w] = time.Now()
 }
 
-// park counts a call of w entering (1) or leaving (-1) a commit (an
-// events commit when events), and wakes the commits' waiting callers to
-// look again.
-func (s *writerSet) park(w pipeline.Writer, n int, events bool) {
+// park counts a call of w entering (1) or leaving (-1) a commit, and wakes
+// the commits' waiting callers to look again.
+func (s *writerSet) park(w pipeline.Writer, n int) {
 	s.mu.Lock()
-	p := s.parked[w]
-	p.calls += n
-	if events {
-		p.events += n
-	}
-	if p.calls <= 0 {
+	if s.parked[w] += n; s.parked[w] <= 0 {
 		delete(s.parked, w)
-	} else {
-		s.parked[w] = p
 	}
 	wake := s.wake
 	s.mu.Unlock()
@@ -262,7 +243,7 @@ func (s *writerSet) park(w pipeline.Writer, n int, events bool) {
 
 // awaits says whether a busy partition that expect accepts has no call
 // queued (queued says).
-func (s *writerSet) awaits(expect func(pipeline.Writer, parked) bool, queued func(pipeline.Writer) bool) bool {
+func (s *writerSet) awaits(expect func(pipeline.Writer, int) bool, queued func(pipeline.Writer) bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()

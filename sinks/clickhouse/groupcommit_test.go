@@ -178,7 +178,7 @@ func writerCtx(p int) context.Context {
 }
 
 // anyWriter expects every busy partition.
-func anyWriter(pipeline.Writer, parked) bool { return true }
+func anyWriter(pipeline.Writer, int) bool { return true }
 
 // TestGroupCommitLingers: the sending caller waits (up to linger) until
 // each busy partition has queued a call, or maxRows are queued; with one
@@ -261,11 +261,25 @@ func TestGroupCommitsDoNotWaitForEachOther(t *testing.T) {
 	}
 	// An hour: a commit that waits for the other does not end this test.
 	ev := newGroupCommit(100, time.Hour, set, anyWriter, record(&events))
-	free := func(_ pipeline.Writer, n parked) bool { return n.calls == 0 }
+	free := func(_ pipeline.Writer, parked int) bool { return parked == 0 }
 	ls := newGroupCommit(100, time.Hour, set, free, record(&lists))
 
-	passesWhileEventsWait(t, ev, func() { ls.write(writerCtx(1), []int{1}) },
-		"the list commit waits for partition 0, which waits in the events commit")
+	var wg sync.WaitGroup
+	wg.Go(func() { ev.write(writerCtx(0), []int{0}) })
+	// Partition 0 is the events commit's sender, waiting for partition 1.
+	waitFor(t, func() bool { ev.mu.Lock(); defer ev.mu.Unlock(); return len(ev.queue) == 1 && ev.busy })
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ls.write(writerCtx(1), []int{1})
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("the list commit waits for partition 0, which waits in the events commit")
+	}
+	ev.write(writerCtx(1), []int{1})
+	wg.Wait()
 	if len(lists) != 1 || !slices.Equal(lists[0], []int{1}) {
 		t.Errorf("list inserts %v: want partition 1's alone", lists)
 	}
@@ -289,10 +303,7 @@ func TestMergedInsertKeepsEachPartitionsSideRows(t *testing.T) {
 		{row(0, 10, "a@x.org", "m1"), row(0, 11, "a@x.org", "m1")},
 		{row(1, 20, "b@x.org", "m2"), row(1, 25, "b@x.org", "m2")},
 	}
-	if err := s.insertSides(ctx, &indexBlock{}, parts); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.insertEvents(ctx, &eventBlock{}, parts); err != nil {
+	if err := s.insertEventsWithSides(ctx, &eventBlock{}, parts); err != nil {
 		t.Fatal(err)
 	}
 	var marks []string
@@ -332,126 +343,5 @@ func TestMergedInsertKeepsEachPartitionsSideRows(t *testing.T) {
 	var n uint64
 	if err := s.conn.QueryRow(ctx, "SELECT count() FROM events").Scan(&n); err != nil || n != 4 {
 		t.Errorf("events: %d, %v; want 4", n, err)
-	}
-}
-
-// passesWhileEventsWait has partition 0 send in ev, waiting for partition
-// 1, then partition 1 make its write (in another commit), which must end
-// meanwhile (else fail), then its events write.
-func passesWhileEventsWait(t *testing.T, ev *groupCommit[int], write func(), fail string) {
-	t.Helper()
-	var wg sync.WaitGroup
-	wg.Go(func() { ev.write(writerCtx(0), []int{0}) })
-	// Partition 0 is the events commit's sender, waiting for partition 1.
-	waitFor(t, func() bool { ev.mu.Lock(); defer ev.mu.Unlock(); return len(ev.queue) == 1 && ev.busy })
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		write()
-	}()
-	select {
-	case <-done:
-	case <-time.After(time.Minute):
-		t.Fatal(fail)
-	}
-	ev.write(writerCtx(1), []int{1})
-	wg.Wait()
-}
-
-// recorder records each insert's rows.
-type recorder struct {
-	mu      sync.Mutex
-	inserts [][]int
-}
-
-func (r *recorder) send(_ context.Context, parts [][]int) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.inserts = append(r.inserts, flatten(parts))
-	return nil
-}
-
-func (r *recorder) got() [][]int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.inserts)
-}
-
-// TestSidesDoNotWaitForEventsCommit: partition 0 waits in the events
-// commit for partition 1, which first writes its events' sides (stats
-// marks, message_index): the sides commit does not wait for partition 0
-// (its sides come with its next batch), so partition 1's sides are stored
-// and its events join partition 0's in one insert. Waiting for every busy
-// partition, as the events commit does, the two would wait for each other
-// until their lingers ended.
-func TestSidesDoNotWaitForEventsCommit(t *testing.T) {
-	s := &Store{}
-	set := newWriterSet()
-	for p := range 2 {
-		set.wrote(pipeline.Writer{Topic: "t", Partition: p})
-	}
-	var events, sides recorder
-	// An hour: a commit that waits for the other does not end this test.
-	ev := newGroupCommit(100, time.Hour, set, s.expectEvents(0), events.send)
-	ev.events = true
-	sd := newGroupCommit(100, time.Hour, set, s.expectSides(0), sides.send)
-
-	passesWhileEventsWait(t, ev, func() { sd.write(writerCtx(1), []int{1}) },
-		"the sides commit waits for partition 0, which waits in the events commit")
-	if got := sides.got(); len(got) != 1 || !slices.Equal(got[0], []int{1}) {
-		t.Errorf("sides inserts %v: want partition 1's alone", got)
-	}
-	if got := events.got(); len(got) != 1 || !slices.Equal(got[0], []int{0, 1}) {
-		t.Errorf("events inserts %v: want both partitions' in one", got)
-	}
-}
-
-// TestSidesWaitForPartitionsWritingHistory: a partition writes its list
-// changes and history at the same time as its events' sides (pipeline.
-// SideWriter), so the sides commit waits for a partition busy in the
-// history commit (and its sides share one insert with the others'),
-// where the history commit itself expects only partitions in no commit.
-func TestSidesWaitForPartitionsWritingHistory(t *testing.T) {
-	s := &Store{}
-	set := newWriterSet()
-	for p := 1; p <= 2; p++ {
-		set.wrote(pipeline.Writer{Topic: "t", Partition: p})
-	}
-	var sides, history recorder
-	sd := newGroupCommit(100, time.Hour, set, s.expectSides(0), sides.send)
-	sending, release := make(chan struct{}), make(chan struct{})
-	hist := newGroupCommit(100, time.Hour, set, expectFree, func(ctx context.Context, parts [][]int) error {
-		close(sending)
-		<-release
-		return history.send(ctx, parts)
-	})
-	var wg sync.WaitGroup
-	// Partition 2's history insert is running (it waited for partition 1
-	// until that one entered the sides commit).
-	wg.Go(func() { hist.write(writerCtx(2), []int{2}) })
-	wg.Go(func() { sd.write(writerCtx(1), []int{1}) })
-	<-sending
-	// Partition 1's sides, waiting for partition 2's, must not have gone
-	// alone; a commit that does not wait for it would have sent them by
-	// now (this pause only makes that failure show, it decides nothing
-	// when the commit waits).
-	time.Sleep(50 * time.Millisecond)
-	if got := sides.got(); len(got) > 0 {
-		t.Fatalf("sides inserts %v: partition 1's went without waiting for partition 2's", got)
-	}
-	wg.Go(func() { sd.write(writerCtx(2), []int{2}) })
-	close(release)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		wg.Wait()
-	}()
-	select {
-	case <-done:
-	case <-time.After(time.Minute):
-		t.Fatal("the writes did not end")
-	}
-	if got := sides.got(); len(got) != 1 || !slices.Equal(got[0], []int{1, 2}) {
-		t.Errorf("sides inserts %v: want both partitions' in one", got)
 	}
 }

@@ -65,7 +65,7 @@ type toWin struct {
 	first, last int64
 }
 
-// indexBlock builds message_index inserts; one at a time (its sides
+// indexBlock builds message_index inserts; one at a time (its events
 // groupCommit sends one insert at a time).
 type indexBlock struct {
 	byMsg map[msgKey]int // to the message's place in msgs

@@ -15,10 +15,7 @@ import (
 	"github.com/bouncer-mail/bouncer/suppression"
 )
 
-var (
-	_ pipeline.Sink       = (*Store)(nil)
-	_ pipeline.SideWriter = (*Store)(nil)
-)
+var _ pipeline.Sink = (*Store)(nil)
 
 // HighWater returns the highest offsets of a partition held by the events
 // and dead_letters tables (-1 when none). It first waits for inserts of the
@@ -154,14 +151,12 @@ const (
 	activeWindow  = 10 * time.Second
 )
 
-// writers are the Store's group commits: events, their sides (stats marks
-// and message_index) and dead letters per shard (their blocks go to the
-// shard of their Kafka partition), suppression changes and recipient
-// history for the whole store.
+// writers are the Store's group commits: events and dead letters per shard
+// (their blocks go to the shard of their Kafka partition), suppression
+// changes and recipient history for the whole store.
 type writers struct {
 	once         sync.Once
 	events       []*groupCommit[pipeline.Row]
-	sides        []*groupCommit[pipeline.Row]
 	deadLetters  []*groupCommit[schemas.DeadLetter]
 	suppressions *groupCommit[suppression.Change]
 	history      *groupCommit[pipeline.HistoryEvent]
@@ -178,41 +173,25 @@ func (s *Store) writers() *writers {
 		}
 		for i := range shards {
 			ev := &eventBlock{}
-			events := newGroupCommit(maxInsertRows, insertLinger, w.set, s.expectEvents(i),
-				func(ctx context.Context, parts [][]pipeline.Row) error { return s.insertEvents(ctx, ev, parts) })
-			events.events = true
-			w.events = append(w.events, events)
-			ix := &indexBlock{}
-			w.sides = append(w.sides, newGroupCommit(maxInsertRows, insertLinger, w.set, s.expectSides(i),
-				func(ctx context.Context, parts [][]pipeline.Row) error { return s.insertSides(ctx, ix, parts) }))
+			// Every busy partition of the shard: wherever it is, its
+			// events come next.
+			inShard := func(p pipeline.Writer, _ int) bool { return s.shardIndex(p.Partition) == i }
+			w.events = append(w.events, newGroupCommit(maxInsertRows, insertLinger, w.set, inShard,
+				func(ctx context.Context, parts [][]pipeline.Row) error {
+					return s.insertEventsWithSides(ctx, ev, parts)
+				}))
 			// Dead letters are rare: they never wait for others.
 			w.deadLetters = append(w.deadLetters, newGroupCommit(maxInsertRows, 0, nil, nil, s.insertDeadLetters))
 		}
-		w.suppressions = newGroupCommit(maxInsertRows, insertLinger, w.set, expectFree, s.insertSuppressions)
-		w.history = newGroupCommit(maxInsertRows, insertLinger, w.set, expectFree, s.insertHistory)
+		// Only partitions in no commit: one waiting in another commit
+		// (its events, or its history while it has no list changes) does
+		// not come here before that one's insert (groupCommit).
+		free := func(_ pipeline.Writer, parked int) bool { return parked == 0 }
+		w.suppressions = newGroupCommit(maxInsertRows, insertLinger, w.set, free, s.insertSuppressions)
+		w.history = newGroupCommit(maxInsertRows, insertLinger, w.set, free, s.insertHistory)
 	})
 	return w
 }
-
-// expectEvents is whom the events commit of shard i waits for: every busy
-// partition of the shard, wherever it is (its events come next).
-func (s *Store) expectEvents(i int) func(pipeline.Writer, parked) bool {
-	return func(w pipeline.Writer, _ parked) bool { return s.shardIndex(w.Partition) == i }
-}
-
-// expectSides is whom the sides commit of shard i waits for: every busy
-// partition of the shard but those waiting in the events commit (their
-// sides come with their next batch). One waiting in the list-change or
-// history commit is writing its sides at the same time.
-func (s *Store) expectSides(i int) func(pipeline.Writer, parked) bool {
-	return func(w pipeline.Writer, n parked) bool { return n.events == 0 && s.shardIndex(w.Partition) == i }
-}
-
-// expectFree is whom the list-change and history commits wait for: only
-// partitions in no commit. One waiting in another commit (its events, or
-// its history while it has no list changes) does not come here before
-// that one's insert (groupCommit).
-func expectFree(_ pipeline.Writer, n parked) bool { return n.calls == 0 }
 
 // shardIndex is the index of partition's shard in writers (0 on one server).
 func (s *Store) shardIndex(partition int) int {
@@ -224,37 +203,13 @@ func (s *Store) shardIndex(partition int) int {
 
 // WriteEvents inserts rows as one block into one partition. Rows of calls
 // made at the same time (other Kafka partitions of the same shard) may
-// share the block (groupCommit). Before them, it stores their sides
-// (WriteEventSides), so every stored event has both its stats mark and
-// its message_index rows. Rows are one partition's, and a partition's
-// calls come one after another in offset order (pipeline.Sink).
+// share the block (groupCommit). Before them, it stores the stats marks of
+// the (account, day)s they touch (rollups.go) and their messages' windows
+// (message_index, activity.go), so every stored event has both; those are
+// merged too (one insert into each table per merged block, not one per
+// Kafka partition). Rows are one partition's, and a partition's calls come
+// one after another in offset order (pipeline.Sink).
 func (s *Store) WriteEvents(ctx context.Context, rows []pipeline.Row) error {
-	if err := s.WriteEventSides(ctx, rows); err != nil {
-		return err
-	}
-	return s.WriteEventsAfterSides(ctx, rows)
-}
-
-// WriteEventSides stores the sides of rows (pipeline.SideWriter): the stats
-// marks of the (account, day)s they touch (rollups.go) and their messages'
-// windows (message_index, activity.go), concurrently, one insert each,
-// merged with the sides of other partitions' calls made at the same time
-// (one insert into each table per merged call, not one per Kafka
-// partition). Writing them again, or for rows that are then never stored,
-// changes no answer: see the package doc (# Events and their sides).
-func (s *Store) WriteEventSides(ctx context.Context, rows []pipeline.Row) error {
-	return s.writeRows(ctx, rows, func(w *writers) []*groupCommit[pipeline.Row] { return w.sides })
-}
-
-// WriteEventsAfterSides stores rows whose sides WriteEventSides stored
-// (pipeline.SideWriter), as WriteEvents does.
-func (s *Store) WriteEventsAfterSides(ctx context.Context, rows []pipeline.Row) error {
-	return s.writeRows(ctx, rows, func(w *writers) []*groupCommit[pipeline.Row] { return w.events })
-}
-
-// writeRows marks the partition of rows busy and writes them through the
-// commit of its shard among those commits picks.
-func (s *Store) writeRows(ctx context.Context, rows []pipeline.Row, commits func(*writers) []*groupCommit[pipeline.Row]) error {
 	if len(rows) == 0 {
 		return nil
 	}
@@ -265,21 +220,25 @@ func (s *Store) writeRows(ctx context.Context, rows []pipeline.Row, commits func
 		ctx = pipeline.WithWriter(ctx, writer.Topic, writer.Partition)
 	}
 	w.set.wrote(writer)
-	return commits(w)[s.shardIndex(rows[0].Partition)].write(ctx, rows)
+	return w.events[s.shardIndex(rows[0].Partition)].write(ctx, rows)
 }
 
-// insertSides stores the marks and the message index of the rows of parts,
-// concurrently, one insert each.
-func (s *Store) insertSides(ctx context.Context, ix *indexBlock, parts [][]pipeline.Row) error {
+// insertEventsWithSides stores the marks and the message index of the rows
+// of parts (concurrently, one insert each), then, when both hold, the rows
+// as one events block.
+func (s *Store) insertEventsWithSides(ctx context.Context, ev *eventBlock, parts [][]pipeline.Row) error {
 	var marksErr error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		marksErr = s.writeStatsMarks(ctx, parts...)
 	}()
-	indexErr := s.writeMessageIndex(ctx, ix, parts...)
+	indexErr := s.writeMessageIndex(ctx, &ev.index, parts...)
 	<-done
-	return errors.Join(marksErr, indexErr)
+	if err := errors.Join(marksErr, indexErr); err != nil {
+		return err
+	}
+	return s.insertEvents(ctx, ev, parts)
 }
 
 // WriteDeadLetters inserts rejected input as one block (merged with

@@ -29,32 +29,6 @@
 // newest version first, so concurrent writers converge on the highest
 // version. Account-scoped reads take the account as an argument and filter
 // by it in SQL.
-//
-// # Events and their sides
-//
-// Every events write has sides: the stats marks of the (account, day)s
-// its rows touch (rollups.go) and its messages' windows in message_index
-// (activity.go). Reads trust both for every stored event: a day's stats
-// come from a build only while the build covers every mark of the day,
-// and activity by recipient or message reads events only inside
-// message_index's windows. So the sides of rows are stored before the
-// rows, and that is the one order the resume logic needs: a resumed
-// partition starts after its events mark and never writes the sides of
-// rows already stored, so an event stored before its sides, whose side
-// insert a crash then lost, would be missing for good from stats read
-// from a build and from activity. The other way round is harmless: sides
-// whose events are not stored (a failed insert, a kill -9 between the
-// two, a revoked partition's batch) make a day read from the events
-// table until its next build, or a window hold no event yet, until a
-// replay stores the same rows (it decodes the same messages); sides
-// written twice change nothing (a mark is a maximum per day, a window a
-// minimum and maximum). The marks and the index depend on nothing else:
-// WriteEventSides writes them concurrently, and pipeline.Handler writes a
-// batch's sides (pipeline.SideWriter) while it writes its dead letters,
-// list changes and history, and its events only once all of them hold.
-// Sides are merged across a shard's partitions like events, in a group
-// commit of their own (groupcommit.go), so one side insert no longer
-// runs before each merged events insert, holding it up.
 package clickhouse
 
 import (
