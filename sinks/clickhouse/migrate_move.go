@@ -30,17 +30,21 @@ import (
 //     checked step 1's guard just before another swapped may have created
 //     again, empty).
 
+// tableName is a table's name, with an optional database, as a capture
+// group of the patterns below.
+const tableName = `((?:[A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*)`
+
 // swapGuard marks a statement of a swap that Migrate skips, per server,
 // where the swap was made: "/* unless exists T_OLD or T has SETTING */
 // STATEMENT" (names with an optional database).
-var swapGuard = regexp.MustCompile(`(?s)^/\* unless exists ((?:[A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*) or ((?:[A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*) has ([^*]+) \*/ (.*)$`)
+var swapGuard = regexp.MustCompile(`(?s)^/\* unless exists ` + tableName + ` or ` + tableName + ` has ([^*]+) \*/ (.*)$`)
 
 // renameSwap is the one RENAME the migrations may use: a swap of a new
 // table in for an old one.
-var renameSwap = regexp.MustCompile(`(?s)^RENAME TABLE ((?:[A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*) TO ((?:[A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*), ((?:[A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*) TO ((?:[A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*)$`)
+var renameSwap = regexp.MustCompile(`(?s)^RENAME TABLE ` + tableName + ` TO ` + tableName + `, ` + tableName + ` TO ` + tableName + `$`)
 
 // insertSelect is a move of every row of one table into another (moveRows).
-var insertSelect = regexp.MustCompile(`(?s)^INSERT INTO ((?:[A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*) \(([^()]*)\)\s+SELECT ([^()]*) FROM ((?:[A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*)$`)
+var insertSelect = regexp.MustCompile(`(?s)^INSERT INTO ` + tableName + ` \(([^()]*)\)\s+SELECT ([^()]*) FROM ` + tableName + `$`)
 
 // dropTable drops a table the migrations made obsolete.
 var dropTable = regexp.MustCompile(`^DROP TABLE IF EXISTS ([A-Za-z_][A-Za-z0-9_]*)$`)
